@@ -1,0 +1,188 @@
+#include "common/job_spec.h"
+
+#include <cctype>
+#include <limits>
+#include <sstream>
+
+#include "common/yaml_reader.h"
+
+namespace tern {
+namespace {
+
+constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
+constexpr double kMaxDouble = std::numeric_limits<double>::max();
+
+void parse_model(YamlMap m, ModelSpec* out) {
+  m.get_enum("type", &out->type, {"mlp", "cnn", "dlrm"});
+  m.get("embedding_dim", &out->embedding_dim, 1, 4096);
+  m.get_list("bottom_mlp", &out->bottom_mlp, 1, 1 << 16);
+  m.get_list("top_mlp", &out->top_mlp, 1, 1 << 16);
+  m.finish();
+}
+
+void parse_data(YamlMap m, DataSpec* out) {
+  m.get_enum("source", &out->source, {"fashion_mnist", "synthetic", "criteo", "synthetic_ctr"});
+  m.get("path", &out->path);
+  m.get("normalize", &out->normalize);
+  m.get("train_size", &out->train_size, 1, kMaxInt);
+  m.get("test_size", &out->test_size, 1, kMaxInt);
+  m.get("seed", &out->seed, 0, kMaxInt);
+  m.get("num_tables", &out->num_tables, 1, 1024);
+  m.get("table_size", &out->table_size, 1, 1LL << 32);
+  m.get("zipf_alpha", &out->zipf_alpha, 0.0, 10.0);
+  m.finish();
+}
+
+void parse_train(YamlMap m, TrainSpec* out) {
+  m.get("epochs", &out->epochs, 1, 100000);
+  m.get("steps", &out->steps, 0, kMaxInt);
+  m.get("batch_size", &out->batch_size, 1, 1 << 20);
+  m.get("lr", &out->lr, 0.0, 100.0);
+  m.get("momentum", &out->momentum, 0.0, 0.9999);
+  m.get("weight_decay", &out->weight_decay, 0.0, 1.0);
+  m.get("seed", &out->seed, 0, kMaxInt);
+  m.get("eval_every", &out->eval_every, 0, kMaxInt);
+  m.get("log_every", &out->log_every, 1, kMaxInt);
+  m.get("threads", &out->threads, 1, 256);
+  m.finish();
+}
+
+void parse_sync(YamlMap m, SyncSpec* out) {
+  m.get_enum("strategy", &out->strategy, {"ssgd", "dssgd", "tsu", "dts", "hierarchical"});
+  m.get("delay", &out->delay, 0, 10000);
+  m.get("period", &out->period, 1, 100000);
+  m.get("correction", &out->correction);
+  m.get("average_momentum", &out->average_momentum);
+  m.get("inter_delay", &out->inter_delay, 0, 10000);
+  m.get("inter_period", &out->inter_period, 1, 100000);
+  m.get("bucket_mb", &out->bucket_mb, 0.001, 4096.0);
+  m.get("timeout_s", &out->timeout_s, 0.1, 86400.0);
+  m.finish();
+}
+
+void parse_compress(YamlMap m, CompressSpec* out) {
+  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8"});
+  m.get("density", &out->density, 1e-6, 1.0);
+  m.get_list("warmup_densities", &out->warmup_densities, 1e-6, 1.0);
+  m.get("warmup_epochs", &out->warmup_epochs, 0, 100000);
+  m.get("sample_ratio", &out->sample_ratio, 1e-6, 1.0);
+  m.get("clip_norm", &out->clip_norm, 0.0, kMaxDouble);
+  m.get("min_numel", &out->min_numel, 0, kMaxInt);
+  m.get("rank", &out->rank, 1, 1024);
+  m.get("start_iter", &out->start_iter, 0, kMaxInt);
+  m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
+  m.get("error_feedback", &out->error_feedback);
+  m.finish();
+}
+
+void parse_straggler(YamlMap m, StragglerSpec* out) {
+  m.get_enum("mode", &out->mode,
+             {"none", "gradient_coding", "proportional", "coded_proportional", "backup"});
+  m.get("s", &out->s, 0, 1024);
+  m.get("backup", &out->backup, 0, 1024);
+  m.get("ewma", &out->ewma, 0.0, 1.0);
+  m.get("report_every", &out->report_every, 1, kMaxInt);
+  m.finish();
+}
+
+void parse_recovery(YamlMap m, RecoverySpec* out) {
+  m.get_enum("mode", &out->mode, {"none", "full", "partial"});
+  m.get("checkpoint_every", &out->checkpoint_every, 0, kMaxInt);
+  m.get("dir", &out->dir);
+  m.get("keep", &out->keep, 1, 1000);
+  m.get("min_workers", &out->min_workers, 0, 1 << 20);
+  m.get_enum("policy", &out->policy, {"full", "mfu", "ssu"});
+  m.get("pls_target", &out->pls_target, 0.0, 1.0);
+  m.get("resume_from", &out->resume_from);
+  m.finish();
+}
+
+void parse_debug(YamlMap m, DebugSpec* out) {
+  m.get_list("slowdown", &out->slowdown, 1.0, 1000.0);
+  m.get("transient_prob", &out->transient_prob, 0.0, 1.0);
+  m.get("transient_ms", &out->transient_ms, 0.0, 600000.0);
+  m.get("fail_rank", &out->fail_rank, -1, 1 << 20);
+  m.get("fail_step", &out->fail_step, -1, kMaxInt);
+  m.finish();
+}
+
+// Checks that span fields or sections.
+void cross_validate(const JobSpec& s, YamlMap& root) {
+  if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
+    root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
+                            " entries but the job has " + std::to_string(s.workers) + " workers");
+  }
+  if (s.straggler.mode == "gradient_coding" || s.straggler.mode == "coded_proportional") {
+    if (s.straggler.s >= s.workers) {
+      root.error("straggler", "s must be < workers (" + std::to_string(s.workers) + "), got " +
+                                  std::to_string(s.straggler.s));
+    }
+  }
+  if (s.straggler.mode == "backup" && s.straggler.backup >= s.workers) {
+    root.error("straggler", "backup must be < workers");
+  }
+  if (s.recovery.min_workers > s.workers) {
+    root.error("recovery", "min_workers must be <= workers");
+  }
+  if (s.debug.fail_rank >= s.workers) {
+    root.error("debug", "fail_rank must be < workers");
+  }
+  if ((s.model.type == "dlrm") != (s.data.source == "criteo" || s.data.source == "synthetic_ctr")) {
+    root.error("model", "model.type " + s.model.type + " does not fit data.source " + s.data.source +
+                            " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic)");
+  }
+}
+
+}  // namespace
+
+Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
+  ErrorList errors(name);
+  YamlMap m(root, "", &errors);
+  LoadedJobSpec out;
+  JobSpec& s = out.spec;
+  m.require("name");
+  m.get("name", &s.name);
+  if (m.has("name")) {
+    bool ok = !s.name.empty() && s.name.size() <= 63;
+    for (char c : s.name) {
+      ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.');
+    }
+    if (!ok) m.error("name", "must be 1-63 characters of [A-Za-z0-9._-], got '" + s.name + "'");
+  }
+  m.get("workers", &s.workers, 1, 4096);
+  m.get_enum("device", &s.device, {"cpu", "cuda", "auto"});
+  m.get_enum("placement", &s.placement, {"any", "spread", "pack"});
+  m.get_enum("log_level", &s.log_level, {"trace", "debug", "info", "warn", "error"});
+  parse_model(m.child("model"), &s.model);
+  parse_data(m.child("data"), &s.data);
+  parse_train(m.child("train"), &s.train);
+  parse_sync(m.child("sync"), &s.sync);
+  parse_compress(m.child("compress"), &s.compress);
+  parse_straggler(m.child("straggler"), &s.straggler);
+  parse_recovery(m.child("recovery"), &s.recovery);
+  parse_debug(m.child("debug"), &s.debug);
+  m.finish();
+  if (errors.empty()) cross_validate(s, m);
+  TERN_RETURN_IF_ERROR(errors.to_status());
+  YAML::Emitter emitter;
+  emitter << root;
+  out.yaml = emitter.c_str();
+  out.yaml += "\n";
+  return out;
+}
+
+Result<LoadedJobSpec> load_job_spec_text(const std::string& text, const std::string& name,
+                                         const std::vector<std::string>& overrides) {
+  TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_text(text, name));
+  for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
+  return parse_job_spec(root, name);
+}
+
+Result<LoadedJobSpec> load_job_spec_file(const std::string& path,
+                                         const std::vector<std::string>& overrides) {
+  TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_file(path));
+  for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
+  return parse_job_spec(root, path);
+}
+
+}  // namespace tern

@@ -1,0 +1,138 @@
+// JobSpec: the validated description of one training job, shared by the trainer, `tern run`
+// and the coordinator (which validates at SubmitJob with the same code). Loaded from YAML;
+// every field is checked and unknown keys are errors. Plain data, freely copyable.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace tern {
+
+struct ModelSpec {
+  std::string type = "mlp";  // mlp | cnn | dlrm
+  // DLRM (issue 7): table sizes come from the data section.
+  int64_t embedding_dim = 16;
+  std::vector<double> bottom_mlp = {64, 16};
+  std::vector<double> top_mlp = {64, 1};
+};
+
+struct DataSpec {
+  std::string source = "fashion_mnist";  // fashion_mnist | synthetic | criteo | synthetic_ctr
+  std::string path = "/usr/share/datasets/fashion-mnist";
+  bool normalize = true;  // (x - 0.2860) / 0.3530 for Fashion-MNIST
+  // synthetic / synthetic_ctr sizes
+  int64_t train_size = 4096;
+  int64_t test_size = 1024;
+  int64_t seed = 1234;
+  // CTR data (criteo / synthetic_ctr)
+  int64_t num_tables = 26;
+  int64_t table_size = 1000;
+  double zipf_alpha = 1.1;
+};
+
+struct TrainSpec {
+  int64_t epochs = 1;      // used when steps == 0
+  int64_t steps = 0;       // total optimizer steps; 0 = run `epochs` epochs
+  int64_t batch_size = 64; // per worker
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  int64_t seed = 1;
+  int64_t eval_every = 0;  // steps between evaluations; 0 = only at the end
+  int64_t log_every = 20;  // steps between progress events
+  int64_t threads = 1;     // intra-op threads per rank
+};
+
+struct SyncSpec {
+  std::string strategy = "ssgd";  // ssgd | dssgd | tsu | dts | hierarchical
+  int64_t delay = 0;              // d, steps (dssgd, dts)
+  int64_t period = 1;             // T, steps (tsu, dts)
+  bool correction = true;         // false = uncorrected stale gradients (ablation)
+  bool average_momentum = false;  // tsu: also average momentum buffers at sync points
+  int64_t inter_delay = 0;        // hierarchical: d between regions
+  int64_t inter_period = 1;       // hierarchical: T between regions
+  double bucket_mb = 25.0;        // gradient bucket size for allreduce
+  double timeout_s = 60.0;        // every collective waits at most this long
+};
+
+struct CompressSpec {
+  std::string method = "none";  // none | dgc | powersgd | fp16 | int8
+  // DGC
+  double density = 0.001;
+  std::vector<double> warmup_densities = {0.25, 0.0625, 0.015625, 0.00390625};
+  int64_t warmup_epochs = 4;      // warm-up schedule spread over this many epochs
+  double sample_ratio = 0.01;
+  double clip_norm = 0.0;         // 0 = no clipping
+  int64_t min_numel = 1024;       // smaller (or 1-D) tensors go dense
+  // PowerSGD
+  int64_t rank = 2;
+  int64_t start_iter = 10;
+  double min_compression_rate = 2.0;
+  bool error_feedback = true;
+};
+
+struct StragglerSpec {
+  std::string mode = "none";  // none | gradient_coding | proportional | coded_proportional | backup
+  int64_t s = 1;              // stragglers tolerated (gradient coding)
+  int64_t backup = 1;         // b, backup workers
+  double ewma = 0.3;          // speed estimate smoothing
+  int64_t report_every = 1;
+};
+
+struct RecoverySpec {
+  std::string mode = "none";  // none | full | partial
+  int64_t checkpoint_every = 0;  // steps; 0 = no periodic checkpoints
+  std::string dir = "";          // default: <work dir>/checkpoints
+  int64_t keep = 3;              // retention
+  int64_t min_workers = 0;       // elastic: continue with fewer ranks (0 = fixed size)
+  std::string policy = "full";   // full | mfu | ssu (CPR row selection)
+  double pls_target = 0.01;
+  std::string resume_from = "";
+};
+
+struct DebugSpec {
+  // Straggler injection: slowdown[r] multiplies rank r's compute time (1 = normal).
+  std::vector<double> slowdown;
+  double transient_prob = 0.0;     // per step, per rank
+  double transient_ms = 0.0;       // mean extra delay of a transient
+  int64_t fail_rank = -1;          // fault injection: this rank exits at fail_step
+  int64_t fail_step = -1;
+};
+
+struct JobSpec {
+  std::string name;
+  int64_t workers = 1;
+  std::string device = "cpu";      // cpu | cuda | auto
+  std::string placement = "any";   // any | spread | pack
+  std::string log_level = "info";
+  ModelSpec model;
+  DataSpec data;
+  TrainSpec train;
+  SyncSpec sync;
+  CompressSpec compress;
+  StragglerSpec straggler;
+  RecoverySpec recovery;
+  DebugSpec debug;
+};
+
+// A validated spec plus the effective YAML document (overrides applied), which is what gets
+// stored by the coordinator and handed to trainers.
+struct LoadedJobSpec {
+  JobSpec spec;
+  std::string yaml;
+};
+
+// Validates a parsed document. `name` is used in messages (a file path or "<submit>").
+Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name);
+// Loads text / a file, applies "a.b=c" overrides, validates.
+Result<LoadedJobSpec> load_job_spec_text(const std::string& text, const std::string& name,
+                                         const std::vector<std::string>& overrides = {});
+Result<LoadedJobSpec> load_job_spec_file(const std::string& path,
+                                         const std::vector<std::string>& overrides = {});
+
+}  // namespace tern

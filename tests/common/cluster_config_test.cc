@@ -1,0 +1,72 @@
+#include "common/cluster_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace tern {
+namespace {
+
+std::string write_temp(const std::string& text) {
+  static int n = 0;
+  auto dir = std::filesystem::temp_directory_path() / ("tern_cc_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto p = dir / ("c" + std::to_string(n++) + ".yaml");
+  std::ofstream(p) << text;
+  return p.string();
+}
+
+constexpr const char* kCluster = R"(name: geo
+coordinator: {listen: 127.0.0.1:7171, lease_ms: 2000}
+state_dir: /tmp/tern-geo
+regions:
+  - {name: ohio, workers: 1}
+  - {name: tokyo, workers: 2, slots: 2}
+network:
+  intra_region: {latency_ms: 0.1}
+  default: {latency_ms: 50, bandwidth_mbps: 100}
+  links:
+    - {between: [tokyo, ohio], latency_ms: 210, jitter_ms: 5, bandwidth_mbps: 1000}
+)";
+
+TEST(ClusterConfig, ParsesRegionsAndLinks) {
+  auto r = load_cluster_config(write_temp(kCluster));
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->name, "geo");
+  EXPECT_EQ(r->listen, "127.0.0.1:7171");
+  EXPECT_EQ(r->lease_ms, 2000);
+  EXPECT_EQ(r->journal_dir(), "/tmp/tern-geo/journal");
+  ASSERT_EQ(r->regions.size(), 2u);
+  EXPECT_EQ(r->total_workers(), 3);
+  EXPECT_EQ(r->regions[1].slots, 2);
+  EXPECT_DOUBLE_EQ(r->network.link("ohio", "tokyo").latency_ms, 210);
+  EXPECT_DOUBLE_EQ(r->network.link("tokyo", "ohio").jitter_ms, 5);
+  EXPECT_DOUBLE_EQ(r->network.link("ohio", "ohio").latency_ms, 0.1);
+}
+
+TEST(ClusterConfig, UnknownRegionInLinkIsAnError) {
+  std::string text = kCluster;
+  text += "    - {between: [ohio, mars], latency_ms: 1}\n";
+  auto r = load_cluster_config(write_temp(text));
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find(":12: network.links[1].between names unknown region 'mars'"),
+            std::string::npos) << r.status().message();
+}
+
+TEST(ClusterConfig, DuplicateRegionAndBadListen) {
+  auto r = load_cluster_config(write_temp("coordinator: {listen: nowhere}\nregions: [{name: a}, {name: a}]\n"));
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("coordinator.listen must be HOST:PORT"), std::string::npos);
+  EXPECT_NE(r.status().message().find("duplicate region 'a'"), std::string::npos);
+}
+
+TEST(ClusterConfig, RegionsRequired) {
+  auto r = load_cluster_config(write_temp("name: x\n"));
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("regions is required"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern

@@ -1,0 +1,143 @@
+#include "common/job_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace tern {
+namespace {
+
+constexpr const char* kGood = R"(name: t1
+workers: 2
+model: {type: mlp}
+data: {source: synthetic, train_size: 256}
+train:
+  epochs: 2
+  batch_size: 32
+  lr: 0.1
+sync: {strategy: ssgd}
+)";
+
+Status load_error(const std::string& text, std::vector<std::string> overrides = {}) {
+  auto r = load_job_spec_text(text, "job.yaml", overrides);
+  return r.status();
+}
+
+TEST(JobSpec, ParsesValidSpecWithDefaults) {
+  auto r = load_job_spec_text(kGood, "job.yaml");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.name, "t1");
+  EXPECT_EQ(r->spec.workers, 2);
+  EXPECT_EQ(r->spec.data.source, "synthetic");
+  EXPECT_EQ(r->spec.data.train_size, 256);
+  EXPECT_EQ(r->spec.train.epochs, 2);
+  EXPECT_DOUBLE_EQ(r->spec.train.lr, 0.1);
+  EXPECT_DOUBLE_EQ(r->spec.train.momentum, 0.9);  // default
+  EXPECT_EQ(r->spec.sync.strategy, "ssgd");
+}
+
+TEST(JobSpec, EffectiveYamlRoundTrips) {
+  auto r = load_job_spec_text(kGood, "job.yaml", {"train.epochs=5"});
+  ASSERT_TRUE(r.is_ok());
+  auto again = load_job_spec_text(r->yaml, "again.yaml");
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_EQ(again->spec.train.epochs, 5);
+}
+
+TEST(JobSpec, OverridesApplyAndCreateSections) {
+  auto r = load_job_spec_text(kGood, "job.yaml", {"train.epochs=1", "sync.strategy=dssgd", "sync.delay=3"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.train.epochs, 1);
+  EXPECT_EQ(r->spec.sync.strategy, "dssgd");
+  EXPECT_EQ(r->spec.sync.delay, 3);
+}
+
+TEST(JobSpec, NegativeValueNamesFileLineAndField) {
+  std::string text = kGood;
+  text += "recovery: {keep: 0}\n";
+  Status s = load_error(text);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("job.yaml:10: recovery.keep must be >= 1, got 0"), std::string::npos) << s.message();
+}
+
+TEST(JobSpec, BadOverrideIsReportedAsOverride) {
+  Status s = load_error(kGood, {"sync.delay=-3"});
+  EXPECT_NE(s.message().find("job.yaml (--set): sync.delay must be >= 0, got -3"), std::string::npos) << s.message();
+}
+
+TEST(JobSpec, UnknownKeyIsAnError) {
+  std::string text = kGood;
+  text += "trian: {epochs: 3}\n";
+  Status s = load_error(text);
+  EXPECT_NE(s.message().find("job.yaml:10: trian is not a known field"), std::string::npos) << s.message();
+  Status nested = load_error(kGood, {"train.epoch=3"});
+  EXPECT_NE(nested.message().find("train.epoch is not a known field"), std::string::npos) << nested.message();
+}
+
+TEST(JobSpec, MissingNameIsAnError) {
+  Status s = load_error("workers: 2\n");
+  EXPECT_NE(s.message().find("name is required"), std::string::npos) << s.message();
+}
+
+TEST(JobSpec, BadNameCharacters) {
+  Status s = load_error(kGood, {"name=a/b"});
+  EXPECT_NE(s.message().find("name must be 1-63 characters"), std::string::npos) << s.message();
+}
+
+TEST(JobSpec, WrongTypesAreErrors) {
+  EXPECT_NE(load_error(kGood, {"workers=two"}).message().find("workers must be an integer, got 'two'"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"train.lr=fast"}).message().find("train.lr must be a number"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"sync.correction=maybe"}).message().find("sync.correction must be true or false"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"train=3"}).message().find("train must be a map"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"debug.slowdown=[1, x]"}).message().find("debug.slowdown[1]"), std::string::npos);
+}
+
+TEST(JobSpec, EnumListsAllowedValues) {
+  Status s = load_error(kGood, {"sync.strategy=gossip"});
+  EXPECT_NE(s.message().find("sync.strategy must be one of [ssgd, dssgd, tsu, dts, hierarchical], got 'gossip'"),
+            std::string::npos) << s.message();
+  EXPECT_NE(load_error(kGood, {"model.type=resnet"}).message().find("model.type must be one of"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"data.source=imagenet"}).message().find("data.source must be one of"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"compress.method=zip"}).message().find("compress.method must be one of"), std::string::npos);
+}
+
+TEST(JobSpec, RangeChecksEverySection) {
+  EXPECT_NE(load_error(kGood, {"workers=0"}).message().find("workers must be >= 1"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"train.batch_size=0"}).message().find("train.batch_size must be >= 1"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"train.momentum=1.5"}).message().find("train.momentum must be <= 0.9999"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"sync.period=0"}).message().find("sync.period must be >= 1"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"compress.density=2"}).message().find("compress.density must be <= 1"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"straggler.ewma=-1"}).message().find("straggler.ewma must be >= 0"), std::string::npos);
+}
+
+TEST(JobSpec, CrossFieldChecks) {
+  EXPECT_NE(load_error(kGood, {"debug.slowdown=[1, 4, 1]"}).message().find("slowdown has 3 entries"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"straggler.mode=gradient_coding", "straggler.s=2"}).message().find("straggler s must be < workers"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"model.type=dlrm"}).message().find("does not fit data.source"), std::string::npos);
+}
+
+TEST(JobSpec, ReportsAllErrorsAtOnce) {
+  Status s = load_error(kGood, {"workers=0", "train.lr=-1"});
+  EXPECT_NE(s.message().find("workers"), std::string::npos);
+  EXPECT_NE(s.message().find("train.lr"), std::string::npos);
+}
+
+TEST(JobSpec, SyntaxErrorNamesLine) {
+  Status s = load_error("name: a\nworkers: [1,\n");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("job.yaml:"), std::string::npos);
+  EXPECT_NE(s.message().find("YAML syntax error"), std::string::npos) << s.message();
+}
+
+TEST(JobSpec, MissingFile) {
+  auto r = load_job_spec_file("/nonexistent/job.yaml");
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("/nonexistent/job.yaml"), std::string::npos);
+}
+
+TEST(JobSpec, MalformedOverride) {
+  EXPECT_NE(load_error(kGood, {"novalue"}).message().find("expected key.path=value"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"train..lr=1"}).message().find("empty path component"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"name.x=1"}).message().find("is not a map"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern
