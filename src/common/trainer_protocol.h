@@ -32,6 +32,7 @@ enum TrainerExit : int {
   kTrainerCommFailure = 4,   // a peer died or a collective timed out
   kTrainerInternal = 5,      // anything else
   kTrainerStopped = 6,       // asked to stop by its parent
+  kInjectedFailureExit = 17, // debug.fail_step fault injection (a simulated crash)
 };
 
 inline const char* trainer_exit_meaning(int code) {
@@ -42,6 +43,7 @@ inline const char* trainer_exit_meaning(int code) {
     case kTrainerCommFailure: return "communication failure (peer lost or collective timeout)";
     case kTrainerInternal: return "internal error";
     case kTrainerStopped: return "stopped by parent";
+    case kInjectedFailureExit: return "injected failure (debug.fail_step)";
     default: return code < 0 ? "killed by a signal" : "unknown";
   }
 }

@@ -1,0 +1,77 @@
+// GradientReducer: how a list of gradient tensors is averaged across ranks — dense bucketed
+// all-reduce, or a compressor (compress → wire payload → collective → decompress). Sync
+// strategies drive a reducer; they decide *when* to reduce and what to do with the result.
+//
+// start() snapshots its inputs (the caller may overwrite them right after), issues the
+// collectives non-blocking and returns a handle; the averaged result is written out by
+// PendingReduction::finish(). Every rank must call start() with the same tensor shapes in the
+// same order. Called from the trainer loop thread only.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "common/status.h"
+
+namespace tern {
+
+class PendingReduction {
+ public:
+  virtual ~PendingReduction() = default;
+  // Waits (up to the communicator's timeout) and writes the global average into `out`
+  // (same shapes as the inputs to start()).
+  virtual Status finish(std::vector<at::Tensor>& out) = 0;
+  // True when finish() would not block.
+  virtual bool ready() = 0;
+};
+
+struct ReducerStats {
+  double compress_s = 0;      // time spent compressing / decompressing
+  int64_t dense_bytes = 0;    // what dense fp32 all-reduce of the same tensors would send
+  int64_t reductions = 0;
+};
+
+class GradientReducer {
+ public:
+  virtual ~GradientReducer() = default;
+  virtual std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) = 0;
+  virtual std::string name() const = 0;
+  virtual const ReducerStats& stats() const = 0;
+  // Per-rank state to persist in checkpoints (error-feedback memories, velocities). Names are
+  // stable across runs. Dense reduction has none.
+  virtual std::vector<std::pair<std::string, at::Tensor>> state() { return {}; }
+  virtual Status load_state(const std::vector<std::pair<std::string, at::Tensor>>& state) {
+    return Status::ok();
+  }
+};
+
+// Dense all-reduce of gradients grouped into buckets of about `bucket_bytes` (reverse
+// creation order, as DDP does), each bucket one flat tensor and one collective.
+class DenseReducer : public GradientReducer {
+ public:
+  DenseReducer(Communicator& comm, int64_t bucket_bytes);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  std::string name() const override { return "dense"; }
+  const ReducerStats& stats() const override { return stats_; }
+
+ private:
+  Communicator& comm_;
+  int64_t bucket_bytes_;
+  ReducerStats stats_;
+};
+
+// Averages whole tensors across ranks (blocking), in buckets: used for parameter averaging
+// at sync points and drains.
+Status average_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int64_t bucket_bytes);
+
+}  // namespace tern
+
+namespace tern {
+// Broadcasts `tensors` from `root` as one flat buffer (one collective, any tensor count).
+Status broadcast_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int root);
+}  // namespace tern
