@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "comm/reducer.h"
+#include "compress/factory.h"
 #include "common/trainer_protocol.h"
 
 namespace tern {
@@ -43,11 +44,6 @@ Status Trainer::setup() {
   }
   optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, spec_.train.momentum, spec_.train.weight_decay);
 
-  StrategyContext ctx{*counting_, nullptr, spec_};
-  ctx.reducer = std::make_unique<DenseReducer>(*counting_, static_cast<int64_t>(spec_.sync.bucket_mb * (1 << 20)));
-  ctx.momentum_buffers = &optimizer_->momentum_buffers();
-  TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
-
   sampler_ = std::make_unique<ShardedSampler>(data_->train_size(), options_.world, options_.rank,
                                               static_cast<uint64_t>(spec_.train.seed));
   if (sampler_->per_rank() == 0) {
@@ -55,6 +51,14 @@ Status Trainer::setup() {
                             std::to_string(options_.world) + " workers");
   }
   steps_per_epoch_ = (sampler_->per_rank() + spec_.train.batch_size - 1) / spec_.train.batch_size;
+
+  ReducerContext rctx;
+  rctx.steps_per_epoch = steps_per_epoch_;
+  rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
+  StrategyContext ctx{*counting_, nullptr, spec_};
+  TERN_ASSIGN_OR_RETURN(ctx.reducer, make_gradient_reducer(spec_, *counting_, rctx));
+  ctx.momentum_buffers = &optimizer_->momentum_buffers();
+  TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
   spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
                spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,
