@@ -1,0 +1,292 @@
+#include "cli/run_command.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/progress.h"
+#include "common/cluster_config.h"
+#include "common/job_spec.h"
+#include "common/subprocess.h"
+#include "common/trainer_protocol.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_interrupted{false};
+void on_interrupt(int) { g_interrupted.store(true); }
+
+struct Rank {
+  std::unique_ptr<Subprocess> proc;
+  std::unique_ptr<LineReader> reader;
+  std::string log_path;
+  std::optional<int> exit_status;
+  json last_progress;
+  json summary;
+  std::string error;
+};
+
+std::string timestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+std::string tail_lines(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  std::deque<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    lines.push_back(line);
+    if (lines.size() > n) lines.pop_front();
+  }
+  std::string out;
+  for (const auto& l : lines) out += "    " + l + "\n";
+  return out;
+}
+
+// Rank r's region: the cluster's regions expanded by their worker×slot counts, then
+// round-robin if the job has more ranks than the cluster has slots.
+std::vector<std::string> assign_regions(const ClusterConfig& c, int64_t world) {
+  std::vector<std::string> slots;
+  for (const auto& r : c.regions) {
+    for (int64_t i = 0; i < r.workers * r.slots; ++i) slots.push_back(r.name);
+  }
+  std::vector<std::string> out;
+  for (int64_t k = 0; k < world; ++k) {
+    out.push_back(slots.empty() ? "local" : slots[static_cast<size_t>(k) % slots.size()]);
+  }
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
+  return out;
+}
+
+void print_human_summary(const json& s) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(1);
+  os << "job " << s.value("job", "") << " " << s.value("state", "") << " in " << s.value("wall_s", 0.0)
+     << " s: " << s.value("workers", 0) << " workers, " << s.value("steps", 0) << " steps, ";
+  os.precision(2);
+  os << s.value("epochs", 0.0) << " epochs\n";
+  if (s.value("state", "") == "SUCCEEDED") {
+    os.precision(4);
+    os << "  test accuracy " << s.value("test_accuracy", 0.0) << "   final loss " << s.value("final_loss", 0.0);
+    os.precision(0);
+    os << "   samples/s " << s.value("samples_per_s", 0.0) << "   bytes sent/rank "
+       << format_bytes(s.value("bytes_sent_per_rank", 0.0)) << "\n";
+  } else {
+    os << "  reason: " << s.value("reason", "") << "\n";
+  }
+  os << "  logs: " << s.value("run_dir", "") << "\n";
+  std::cout << os.str() << std::flush;
+}
+
+}  // namespace
+
+int run_local_job(const RunOptions& options) {
+  auto fail_early = [&](const std::string& msg, int code) {
+    if (options.json) {
+      std::cout << json{{"state", "FAILED"}, {"reason", msg}}.dump() << std::endl;
+    }
+    std::cerr << "tern run: " << msg << std::endl;
+    return code;
+  };
+  std::vector<std::string> overrides = options.overrides;
+  if (options.workers > 0) overrides.push_back("workers=" + std::to_string(options.workers));
+  auto loaded = load_job_spec_file(options.job_file, overrides);
+  if (!loaded.is_ok()) return fail_early(loaded.status().message(), 2);
+  const JobSpec& spec = loaded->spec;
+  const int64_t world = spec.workers;
+
+  std::vector<std::string> regions;
+  std::string cluster_path;
+  if (!options.cluster_file.empty()) {
+    auto cluster = load_cluster_config(options.cluster_file);
+    if (!cluster.is_ok()) return fail_early(cluster.status().message(), 2);
+    regions = assign_regions(*cluster, world);
+    cluster_path = fs::absolute(options.cluster_file).string();
+  }
+
+  std::string trainer = options.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options.trainer_path;
+  if (access(trainer.c_str(), X_OK) != 0) {
+    return fail_early("trainer binary " + trainer + " not found or not executable (build it, or pass --trainer)", 2);
+  }
+  std::string run_dir = options.run_dir.empty() ? ".tern/runs/" + spec.name + "-" + timestamp() + "-" +
+                                                      std::to_string(getpid())
+                                                : options.run_dir;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return fail_early("cannot create run directory " + run_dir + ": " + ec.message(), 1);
+  run_dir = fs::absolute(run_dir).lexically_normal().string();
+  std::string spec_path = run_dir + "/spec.yaml";
+  std::ofstream(spec_path) << loaded->yaml;
+
+  auto port = find_free_port();
+  if (!port.is_ok()) return fail_early(port.status().message(), 1);
+  std::string master = "127.0.0.1:" + std::to_string(*port);
+
+  signal(SIGINT, on_interrupt);
+  signal(SIGTERM, on_interrupt);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto start = Clock::now();
+  std::vector<Rank> ranks(static_cast<size_t>(world));
+  for (int64_t r = 0; r < world; ++r) {
+    Rank& rk = ranks[static_cast<size_t>(r)];
+    SpawnOptions so;
+    so.argv = {trainer, "--spec", spec_path, "--rank", std::to_string(r), "--world", std::to_string(world),
+               "--master", master, "--job", spec.name, "--work-dir", run_dir + "/rank-" + std::to_string(r)};
+    if (!cluster_path.empty()) {
+      so.argv.insert(so.argv.end(), {"--cluster", cluster_path, "--regions", join(regions, ",")});
+    }
+    fs::create_directories(run_dir + "/rank-" + std::to_string(r), ec);
+    rk.log_path = run_dir + "/rank-" + std::to_string(r) + ".log";
+    so.stderr_file = options.verbose ? "" : rk.log_path;
+    so.pipe_stdout = true;
+    so.pipe_stdin = true;
+    auto p = Subprocess::spawn(so);
+    if (!p.is_ok()) return fail_early(p.status().message(), 1);
+    rk.proc = std::move(*p);
+    rk.reader = std::make_unique<LineReader>(rk.proc->stdout_fd());
+  }
+  if (!options.json || isatty(STDERR_FILENO)) {
+    std::cerr << "tern run: " << spec.name << " with " << world << " workers (" << spec.model.type << ", "
+              << spec.sync.strategy << (spec.compress.method != "none" ? "+" + spec.compress.method : "")
+              << "), logs in " << run_dir << std::endl;
+  }
+
+  ProgressLine progress(std::cerr, isatty(STDERR_FILENO) != 0);
+  std::string reason;
+  int failed_rank = -1;
+  int failed_code = 0;
+  bool stopping = false;
+  auto stop_all = [&](const std::string& why) {
+    if (stopping) return;
+    stopping = true;
+    if (reason.empty()) reason = why;
+    for (auto& rk : ranks) {
+      if (!rk.exit_status) (void)rk.proc->write_stdin("{\"cmd\":\"stop\"}\n");
+    }
+    for (auto& rk : ranks) {
+      if (!rk.exit_status) rk.exit_status = rk.proc->terminate(std::chrono::seconds(5));
+    }
+  };
+
+  size_t running = ranks.size();
+  while (running > 0) {
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      Rank& rk = ranks[r];
+      std::vector<std::string> lines;
+      rk.reader->read_lines(&lines, std::chrono::milliseconds(r == 0 ? 50 : 0));
+      for (const auto& line : lines) {
+        json e = json::parse(line, nullptr, false);
+        if (e.is_discarded() || !e.is_object()) continue;
+        std::string kind = e.value("event", "");
+        if (kind == "progress") {
+          rk.last_progress = e;
+          if (r == 0) progress.update(e);
+        } else if (kind == "eval" && r == 0) {
+          progress.note_eval(e);
+        } else if (kind == "finished") {
+          rk.summary = e["summary"];
+        } else if (kind == "error") {
+          rk.error = e.value("message", "");
+        }
+      }
+    }
+    running = 0;
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      Rank& rk = ranks[r];
+      if (!rk.exit_status) rk.exit_status = rk.proc->poll();
+      if (!rk.exit_status) {
+        ++running;
+        continue;
+      }
+      if (*rk.exit_status != 0 && failed_rank < 0 && !stopping) {
+        failed_rank = static_cast<int>(r);
+        failed_code = *rk.exit_status;
+        std::string why = "rank " + std::to_string(r) + " exited with " + std::to_string(failed_code) + " (" +
+                          trainer_exit_meaning(failed_code) + ")";
+        if (!rk.error.empty()) why += ": " + rk.error;
+        stop_all(why);
+      }
+    }
+    if (g_interrupted.load()) stop_all("interrupted");
+    if (options.timeout_s > 0 && std::chrono::duration<double>(Clock::now() - start).count() > options.timeout_s) {
+      stop_all("timed out after " + std::to_string(options.timeout_s) + " s");
+    }
+  }
+  // Drain what the trainers wrote before exiting.
+  for (auto& rk : ranks) {
+    std::vector<std::string> lines;
+    while (rk.reader->read_lines(&lines, std::chrono::milliseconds(0))) {
+      if (lines.empty()) break;
+    }
+    for (const auto& line : lines) {
+      json e = json::parse(line, nullptr, false);
+      if (!e.is_discarded() && e.value("event", "") == "finished") rk.summary = e["summary"];
+    }
+  }
+  progress.finish();
+
+  double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  bool ok = failed_rank < 0 && reason.empty();
+  for (auto& rk : ranks) ok = ok && rk.summary.is_object();
+  json out;
+  if (ok) {
+    out = ranks[0].summary;
+    double bytes = 0;
+    for (auto& rk : ranks) bytes += rk.summary.value("bytes_sent_per_rank", 0.0);
+    out["bytes_sent_per_rank"] = bytes / static_cast<double>(world);
+    out["train_wall_s"] = ranks[0].summary.value("wall_s", 0.0);
+  } else {
+    if (reason.empty()) reason = "a trainer exited without a summary";
+    out["reason"] = reason;
+    if (failed_rank >= 0) {
+      out["failed_rank"] = failed_rank;
+      out["exit_code"] = failed_code;
+      out["log_tail"] = tail_lines(ranks[static_cast<size_t>(failed_rank)].log_path, 10);
+    }
+    if (ranks[0].last_progress.is_object()) out["steps"] = ranks[0].last_progress.value("step", 0);
+  }
+  out["state"] = ok ? "SUCCEEDED" : "FAILED";
+  out["job"] = spec.name;
+  out["workers"] = world;
+  out["wall_s"] = wall;
+  out["run_dir"] = run_dir;
+  if (options.json) {
+    std::cout << out.dump() << std::endl;
+  } else {
+    print_human_summary(out);
+    if (!ok && out.contains("log_tail")) {
+      std::cerr << "last lines of rank " << failed_rank << "'s log:\n" << out["log_tail"].get<std::string>();
+    }
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace tern
