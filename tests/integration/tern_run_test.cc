@@ -1,0 +1,127 @@
+// Runs the real `tern run` binary, which starts real tern-trainer processes that train over
+// Gloo on localhost, and checks what a user sees: the JSON summary, exit codes, messages.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/subprocess.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Output {
+  int status = -1;
+  std::string out;
+};
+
+std::string bin(const std::string& name) {
+  const char* dir = std::getenv("TERN_BIN_DIR");
+  return std::string(dir ? dir : "build/bin") + "/" + name;
+}
+
+fs::path scratch() {
+  auto d = fs::temp_directory_path() / ("tern_run_it_" + std::to_string(getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+// Runs argv, capturing stdout (stderr goes to a file so failures can be shown).
+Output run(std::vector<std::string> argv, const std::string& stderr_file) {
+  SpawnOptions o;
+  o.argv = std::move(argv);
+  o.pipe_stdout = true;
+  o.stderr_file = stderr_file;
+  auto p = Subprocess::spawn(o);
+  EXPECT_TRUE(p.is_ok());
+  LineReader reader((*p)->stdout_fd());
+  std::vector<std::string> lines;
+  while (reader.read_lines(&lines, std::chrono::milliseconds(200))) {
+  }
+  Output r;
+  r.status = (*p)->wait();
+  for (auto& l : lines) r.out += l + "\n";
+  return r;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string write_spec(const std::string& extra = "") {
+  auto p = scratch() / "job.yaml";
+  std::ofstream(p) << "name: it-small\nworkers: 2\nmodel: {type: mlp}\n"
+                      "data: {source: synthetic, train_size: 512, test_size: 256}\n"
+                      "train: {epochs: 1, batch_size: 32, lr: 0.05, log_every: 4}\n"
+                   << extra;
+  return p.string();
+}
+
+TEST(TernRun, TwoWorkersSucceedWithJsonSummary) {
+  auto err = scratch() / "ok.err";
+  Output r = run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--run-dir",
+                  (scratch() / "run-ok").string()},
+                 err.string());
+  ASSERT_EQ(r.status, 0) << r.out << slurp(err);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["state"], "SUCCEEDED");
+  EXPECT_EQ(j["workers"], 2);
+  EXPECT_EQ(j["steps"], 8);  // 512 / 2 ranks / 32
+  EXPECT_DOUBLE_EQ(j["epochs"].get<double>(), 1.0);
+  EXPECT_GT(j["samples_per_s"].get<double>(), 0);
+  EXPECT_GT(j["test_accuracy"].get<double>(), 0.3);  // chance is 0.1
+  EXPECT_GT(j["final_loss"].get<double>(), 0);
+  EXPECT_GT(j["bytes_sent_per_rank"].get<double>(), 0);
+  EXPECT_GT(j["wall_s"].get<double>(), 0);
+  // Per-rank logs and the effective spec are kept.
+  EXPECT_TRUE(fs::exists(scratch() / "run-ok" / "rank-0.log"));
+  EXPECT_TRUE(fs::exists(scratch() / "run-ok" / "rank-1.log"));
+  EXPECT_NE(slurp(scratch() / "run-ok" / "spec.yaml").find("workers: 2"), std::string::npos);
+}
+
+TEST(TernRun, SetOverridesTheSpec) {
+  auto err = scratch() / "set.err";
+  Output r = run({bin("tern"), "run", write_spec(), "--json", "--set", "train.batch_size=64", "--set",
+                  "train.epochs=2", "--run-dir", (scratch() / "run-set").string()},
+                 err.string());
+  ASSERT_EQ(r.status, 0) << slurp(err);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["steps"], 8);  // 2 epochs x 256 / 64
+}
+
+TEST(TernRun, BadConfigExitsNonZeroNamingTheField) {
+  auto err = scratch() / "bad.err";
+  Output r = run({bin("tern"), "run", write_spec("sync: {strategy: ssgd, delay: -3}\n")}, err.string());
+  EXPECT_EQ(r.status, 2);
+  std::string msg = slurp(err);
+  EXPECT_NE(msg.find("job.yaml:6: sync.delay must be >= 0, got -3"), std::string::npos) << msg;
+  Output r2 = run({bin("tern"), "run", write_spec("trian: {epochs: 1}\n")}, err.string());
+  EXPECT_EQ(r2.status, 2);
+  EXPECT_NE(slurp(err).find("trian is not a known field"), std::string::npos);
+}
+
+TEST(TernRun, ACrashedTrainerFailsTheJobFastWithItsExitCode) {
+  auto err = scratch() / "crash.err";
+  auto start = std::chrono::steady_clock::now();
+  Output r = run({bin("tern"), "run", write_spec("debug: {fail_rank: 1, fail_step: 3}\n"), "--json",
+                  "--set", "sync.timeout_s=20"},
+                 err.string());
+  EXPECT_EQ(r.status, 1);
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["state"], "FAILED");
+  EXPECT_EQ(j["failed_rank"], 1);
+  EXPECT_EQ(j["exit_code"], 17);
+  EXPECT_NE(j["reason"].get<std::string>().find("injected failure"), std::string::npos) << j.dump();
+  // The survivor noticed the lost peer (or was stopped) well before the 20 s collective timeout.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+}
+
+}  // namespace
+}  // namespace tern
