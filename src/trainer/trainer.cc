@@ -14,6 +14,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+Batch to_device(Batch b, const torch::Device& d) {
+  if (d.is_cpu()) return b;
+  if (b.x.defined()) b.x = b.x.to(d, /*non_blocking=*/true);
+  if (b.sparse.defined()) b.sparse = b.sparse.to(d, true);
+  if (b.y.defined()) b.y = b.y.to(d, true);
+  return b;
+}
+
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -35,6 +43,7 @@ Status Trainer::setup() {
   TERN_ASSIGN_OR_RETURN(data_, make_training_data(spec_));
   torch::manual_seed(static_cast<uint64_t>(spec_.train.seed));
   TERN_ASSIGN_OR_RETURN(model_, make_image_model(spec_.model));
+  model_->to(options_.device);
   for (auto& p : model_->parameters()) params_.push_back(p);
   {
     at::NoGradGuard no_grad;
@@ -98,7 +107,7 @@ void Trainer::maybe_inject_delay(double compute_s) {
 }
 
 Status Trainer::train_step(int64_t step) {
-  Batch batch = data_->train_batch(batch_indices(step));
+  Batch batch = to_device(data_->train_batch(batch_indices(step)), options_.device);
   auto t0 = Clock::now();
   model_->zero_grad();
   at::Tensor out = model_->forward(batch);
@@ -157,15 +166,17 @@ Result<EvalResult> Trainer::evaluate() {
   int64_t begin = std::min(n, per * options_.rank), end = std::min(n, begin + per);
   double correct = 0, loss_sum = 0;
   for (int64_t b = begin; b < end; b += 1024) {
-    Batch batch = data_->test_batch(b, std::min(end, b + 1024));
+    Batch batch = to_device(data_->test_batch(b, std::min(end, b + 1024)), options_.device);
     at::Tensor out = model_->forward(batch);
     correct += static_cast<double>(model_->correct(out, batch));
     loss_sum += model_->loss(out, batch).item<double>() * batch.size();
   }
   model_->train();
-  std::vector<at::Tensor> t{at::tensor({correct, loss_sum, static_cast<double>(end - begin)}, at::kDouble)};
+  std::vector<at::Tensor> t{
+      at::tensor({correct, loss_sum, static_cast<double>(end - begin)}, at::kDouble).to(options_.device)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, t));
-  auto acc = t[0].accessor<double, 1>();
+  at::Tensor host = t[0].cpu();
+  auto acc = host.accessor<double, 1>();
   EvalResult r;
   r.samples = static_cast<int64_t>(acc[2]);
   r.accuracy = r.samples ? acc[0] / acc[2] : 0;
@@ -200,7 +211,7 @@ Status Trainer::run() {
   TERN_ASSIGN_OR_RETURN(EvalResult ev, evaluate());
   sink_->emit({{"event", "eval"}, {"step", step_}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}});
   // Final training loss: this rank's last step, averaged over ranks.
-  std::vector<at::Tensor> l{at::tensor({recent_loss}, at::kDouble)};
+  std::vector<at::Tensor> l{at::tensor({recent_loss}, at::kDouble).to(options_.device)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, l));
   double final_loss = l[0].item<double>() / options_.world;
   SyncMetrics m = strategy_->metrics();

@@ -35,6 +35,7 @@ struct TrainerOptions {
   int64_t generation = 0;
   std::string job_id = "local";
   std::string work_dir;
+  torch::Device device = torch::kCPU;  // from resolve_device(spec.device, rank)
 };
 
 struct EvalResult {

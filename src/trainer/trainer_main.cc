@@ -12,6 +12,7 @@
 #include "comm/process_group.h"
 #include "common/job_spec.h"
 #include "common/logging.h"
+#include "trainer/device.h"
 #include "trainer/trainer.h"
 
 namespace tern {
@@ -85,8 +86,10 @@ int trainer_main(const TrainerArgs& args) {
   rv.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.sync.timeout_s * 1000));
   auto store = connect_store(rv);
   if (!store.is_ok()) return fail(store.status());
+  auto device = resolve_device(spec.device, args.rank);
+  if (!device.is_ok()) return fail(device.status());
   CommunicatorOptions co;
-  co.backend = "gloo";
+  co.backend = backend_for(*device);
   co.bind_host = args.bind_host;
   co.timeout = rv.timeout;
   auto comm = make_communicator(generation_store(*store, args.generation), args.rank, args.world, co);
@@ -99,6 +102,7 @@ int trainer_main(const TrainerArgs& args) {
   to.generation = args.generation;
   to.job_id = args.job_id;
   to.work_dir = args.work_dir;
+  to.device = *device;
   Trainer trainer(to, *comm, &sink);
   g_trainer.store(&trainer);
   signal(SIGTERM, on_signal);
