@@ -95,8 +95,8 @@ TEST(Trainer, SsgdKeepsReplicasBitIdentical) {
             << "world " << world << ": rank " << r << " parameter " << i << " diverged";
       }
     }
-    // It really trained: well above chance on the 10-class synthetic set.
-    EXPECT_GT(acc[0], 0.5) << "world " << world;
+    // It really trained: well above chance (0.1) on the 10-class synthetic set.
+    EXPECT_GT(acc[0], 0.25) << "world " << world;
     EXPECT_EQ(acc[0], acc[static_cast<size_t>(world - 1)]);
   }
 }
