@@ -38,7 +38,7 @@ TEST(Subprocess, ArgumentsAreNotInterpretedByAShell) {
 
 TEST(Subprocess, TerminateEscalatesToKill) {
   SpawnOptions o;
-  o.argv = {"/bin/sh", "-c", "trap '' TERM; sleep 30"};
+  o.argv = {"/bin/sh", "-c", "trap '' TERM; exec sleep 30"};  // ignored signals survive exec
   auto p = Subprocess::spawn(o);
   ASSERT_TRUE(p.is_ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
