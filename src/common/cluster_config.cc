@@ -28,10 +28,27 @@ int64_t ClusterConfig::total_workers() const {
   return n;
 }
 
+namespace {
+
+Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path);
+
+}  // namespace
+
 Result<ClusterConfig> load_cluster_config(const std::string& path,
                                           const std::vector<std::string>& overrides) {
   TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_file(path));
   for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
+  return parse_cluster_node(root, path);
+}
+
+Result<ClusterConfig> parse_cluster_config(const std::string& text, const std::string& name) {
+  TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_text(text, name));
+  return parse_cluster_node(root, name);
+}
+
+namespace {
+
+Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path) {
   ErrorList errors(path);
   YamlMap m(root, "", &errors);
   ClusterConfig c;
@@ -105,4 +122,5 @@ Result<ClusterConfig> load_cluster_config(const std::string& path,
   return c;
 }
 
+}  // namespace
 }  // namespace tern

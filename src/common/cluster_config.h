@@ -59,5 +59,7 @@ struct ClusterConfig {
 // directory. Errors name file:line and the field. `overrides` are "a.b=c" like --set.
 Result<ClusterConfig> load_cluster_config(const std::string& path,
                                           const std::vector<std::string>& overrides = {});
+// Same, from text; `name` stands for the file in messages.
+Result<ClusterConfig> parse_cluster_config(const std::string& text, const std::string& name);
 
 }  // namespace tern
