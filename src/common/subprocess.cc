@@ -191,6 +191,14 @@ bool LineReader::read_lines(std::vector<std::string>* out, std::chrono::millisec
   return true;
 }
 
+std::vector<std::string> read_all_lines(int fd) {
+  LineReader reader(fd);
+  std::vector<std::string> lines;
+  while (reader.read_lines(&lines, std::chrono::milliseconds(200))) {
+  }
+  return lines;
+}
+
 Result<int> find_free_port(const std::string& host) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return internal_error(std::string("socket: ") + std::strerror(errno));

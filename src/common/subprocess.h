@@ -76,6 +76,9 @@ class LineReader {
   bool eof_ = false;
 };
 
+// Reads every line from `fd` until EOF (blocking).
+std::vector<std::string> read_all_lines(int fd);
+
 // Finds a free TCP port on `host` by binding port 0 (racy by nature; callers retry).
 Result<int> find_free_port(const std::string& host = "127.0.0.1");
 

@@ -14,10 +14,7 @@ TEST(Subprocess, CapturesStdoutLinesAndExitCode) {
   o.pipe_stdout = true;
   auto p = Subprocess::spawn(o);
   ASSERT_TRUE(p.is_ok());
-  LineReader reader((*p)->stdout_fd());
-  std::vector<std::string> lines;
-  while (reader.read_lines(&lines, std::chrono::milliseconds(100))) {
-  }
+  std::vector<std::string> lines = read_all_lines((*p)->stdout_fd());
   EXPECT_EQ(lines, (std::vector<std::string>{"one", "two", "three"}));
   EXPECT_EQ((*p)->wait(), 3);
 }
@@ -28,10 +25,7 @@ TEST(Subprocess, ArgumentsAreNotInterpretedByAShell) {
   o.pipe_stdout = true;
   auto p = Subprocess::spawn(o);
   ASSERT_TRUE(p.is_ok());
-  LineReader reader((*p)->stdout_fd());
-  std::vector<std::string> lines;
-  while (reader.read_lines(&lines, std::chrono::milliseconds(100))) {
-  }
+  std::vector<std::string> lines = read_all_lines((*p)->stdout_fd());
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0], "$(touch /tmp/tern-should-not-exist) ; ls");
 }
@@ -53,10 +47,7 @@ TEST(Subprocess, EnvironmentIsPassed) {
   o.pipe_stdout = true;
   auto p = Subprocess::spawn(o);
   ASSERT_TRUE(p.is_ok());
-  LineReader reader((*p)->stdout_fd());
-  std::vector<std::string> lines;
-  while (reader.read_lines(&lines, std::chrono::milliseconds(100))) {
-  }
+  std::vector<std::string> lines = read_all_lines((*p)->stdout_fd());
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0], "hello");
 }

@@ -40,10 +40,7 @@ Output run(std::vector<std::string> argv, const std::string& stderr_file) {
   o.stderr_file = stderr_file;
   auto p = Subprocess::spawn(o);
   EXPECT_TRUE(p.is_ok());
-  LineReader reader((*p)->stdout_fd());
-  std::vector<std::string> lines;
-  while (reader.read_lines(&lines, std::chrono::milliseconds(200))) {
-  }
+  std::vector<std::string> lines = read_all_lines((*p)->stdout_fd());
   Output r;
   r.status = (*p)->wait();
   for (auto& l : lines) r.out += l + "\n";
