@@ -34,6 +34,17 @@ struct ReducerStats {
   double compress_s = 0;      // time spent compressing / decompressing
   int64_t dense_bytes = 0;    // what dense fp32 all-reduce of the same tensors would send
   int64_t reductions = 0;
+  // Bytes this rank put on the wire for reductions, measured by a CountingCommunicator around
+  // the reducer's collectives (filled in by compress/factory's metering decorator).
+  int64_t wire_bytes = 0;
+  // Dense fp32 ring all-reduce bytes of the same tensors (2(N-1)/N * dense_bytes, which is what
+  // CountingCommunicator counts for DenseReducer) / measured wire_bytes: 1 for dense, > 1 when
+  // compressed. Warm-up, indices and scales are all in wire_bytes. 1 when nothing was sent.
+  double compression_ratio(int world) const {
+    if (world <= 1 || wire_bytes <= 0) return 1.0;
+    double dense = 2.0 * (world - 1) * static_cast<double>(dense_bytes) / world;
+    return dense / static_cast<double>(wire_bytes);
+  }
 };
 
 class GradientReducer {
@@ -42,6 +53,9 @@ class GradientReducer {
   virtual std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) = 0;
   virtual std::string name() const = 0;
   virtual const ReducerStats& stats() const = 0;
+  // True when the reducer applies momentum itself (DGC's momentum correction): the optimizer
+  // must then run with momentum 0.
+  virtual bool owns_momentum() const { return false; }
   // Per-rank state to persist in checkpoints (error-feedback memories, velocities). Names are
   // stable across runs. Dense reduction has none.
   virtual std::vector<std::pair<std::string, at::Tensor>> state() { return {}; }

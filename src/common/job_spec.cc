@@ -68,6 +68,9 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("sample_ratio", &out->sample_ratio, 1e-6, 1.0);
   m.get("clip_norm", &out->clip_norm, 0.0, kMaxDouble);
   m.get("min_numel", &out->min_numel, 0, kMaxInt);
+  m.get("warmup_steps", &out->warmup_steps, 0, kMaxInt);
+  m.get("momentum_masking", &out->momentum_masking);
+  m.get("value_bits", &out->value_bits, 16, 32);
   m.get("rank", &out->rank, 1, 1024);
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
@@ -120,6 +123,9 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.straggler.mode == "backup" && s.straggler.backup >= s.workers) {
     root.error("straggler", "backup must be < workers");
+  }
+  if (s.compress.value_bits != 16 && s.compress.value_bits != 32) {
+    root.error("compress", "value_bits must be 16 or 32, got " + std::to_string(s.compress.value_bits));
   }
   if (s.recovery.min_workers > s.workers) {
     root.error("recovery", "min_workers must be <= workers");

@@ -69,6 +69,10 @@ struct CompressSpec {
   double sample_ratio = 0.01;
   double clip_norm = 0.0;         // 0 = no clipping
   int64_t min_numel = 1024;       // smaller (or 1-D) tensors go dense
+  int64_t warmup_steps = 0;       // > 0: the warm-up schedule spans these steps (not epochs)
+  bool momentum_masking = true;   // zero momentum where values were sent
+  int64_t value_bits = 32;        // 32 | 16: precision of the values DGC sends (16 keeps the
+                                  // rounding error in the error-feedback memory)
   // PowerSGD
   int64_t rank = 2;
   int64_t start_iter = 10;

@@ -66,6 +66,10 @@ Status Trainer::setup() {
   rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
   StrategyContext ctx{*counting_, nullptr, spec_};
   TERN_ASSIGN_OR_RETURN(ctx.reducer, make_gradient_reducer(spec_, *counting_, rctx));
+  reducer_ = ctx.reducer.get();
+  if (reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
+    optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, 0.0, spec_.train.weight_decay);
+  }
   ctx.momentum_buffers = &optimizer_->momentum_buffers();
   TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
@@ -150,6 +154,8 @@ void Trainer::emit_progress(int64_t step, bool force) {
       {"injected_delay_s", injected_delay_s_},
   };
   for (const auto& [k, v] : m.extra) e[k] = v;
+  e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
+  e["compress_s"] = reducer_->stats().compress_s;
   sink_->emit(std::move(e));
   window_loss_ = 0;
   window_steps_ = 0;
@@ -232,6 +238,10 @@ Status Trainer::run() {
       {"strategy", strategy_->name()},
   };
   for (const auto& [k, v] : m.extra) summary_[k] = v;
+  summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
+  summary_["compress_s"] = reducer_->stats().compress_s;
+  summary_["reducer_bytes_per_rank"] = reducer_->stats().wire_bytes;
+  summary_["compressor"] = reducer_->name();
   sink_->emit({{"event", "finished"}, {"summary", summary_}});
   return Status::ok();
 }

@@ -79,6 +79,7 @@ class Trainer {
   std::vector<at::Tensor> params_;
   std::unique_ptr<Sgd> optimizer_;
   std::unique_ptr<SyncStrategy> strategy_;
+  const GradientReducer* reducer_ = nullptr;  // owned by strategy_ (for compression metrics)
   std::unique_ptr<ShardedSampler> sampler_;
   std::vector<int64_t> epoch_indices_;
   int64_t indices_epoch_ = -1;

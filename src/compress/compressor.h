@@ -1,0 +1,164 @@
+// Gradient compressors (ALGORITHMS.md §4). A Compressor is a GradientReducer that encodes each
+// rank's gradients before they cross the wire (compress → wire payload → collective →
+// decompress) and keeps what it did not send as error feedback.
+//
+// Per-rank state (error-feedback memories, DGC momentum and velocity, PowerSGD's warm-start
+// Q) lives in one named map: state() returns it for checkpoints and load_state() restores it
+// (names are stable: "<method>/<what>/<tensor index>"). State is created on first use, so
+// load_state() may be called before the first step.
+//
+// Contract (as GradientReducer): start() applies error feedback, encodes, issues the
+// collectives non-blocking and returns; finish() waits and decodes the global average. All
+// state updates of step i happen inside start(i) or in finish order, so finish() may come at
+// once (SSGD) or d steps later (DSSGD). Every rank issues the same collectives in the same
+// order (sizes depend only on shapes, the step and the spec). No collective ever carries an
+// empty tensor. Trainer-loop thread only.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/reducer.h"
+#include "common/status.h"
+
+namespace tern {
+
+class Compressor : public GradientReducer {
+ public:
+  Compressor(Communicator& comm, std::string name) : comm_(comm), name_(std::move(name)) {}
+  std::string name() const override { return name_; }
+  const ReducerStats& stats() const override { return stats_; }
+  std::vector<std::pair<std::string, at::Tensor>> state() override;
+  Status load_state(const std::vector<std::pair<std::string, at::Tensor>>& state) override;
+
+ protected:
+  // The named state tensor, zeros shaped like `like` on first use. A restored tensor whose
+  // shape does not match is replaced by zeros and reported by state_error().
+  at::Tensor& state_tensor(const std::string& key, const at::Tensor& like);
+  Status state_error() const { return state_error_; }
+
+  Communicator& comm_;
+  ReducerStats stats_;
+
+ private:
+  std::string name_;
+  std::map<std::string, at::Tensor> state_;
+  Status state_error_;
+};
+
+// Adds the wall time of its scope to `*acc` (compression time in ReducerStats).
+class ScopedTimer {
+ public:
+  explicit ScopedTimer(double* acc);
+  ~ScopedTimer();
+
+ private:
+  double* acc_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// A reduction that failed before any collective was issued.
+std::unique_ptr<PendingReduction> failed_reduction(Status status);
+
+// Waits for `works` (each with the communicator's timeout), then runs `decode`, timing it
+// into `*compress_s`.
+std::unique_ptr<PendingReduction> make_pending(Communicator& comm, std::vector<WorkPtr> works,
+                                               std::function<Status(std::vector<at::Tensor>&)> decode,
+                                               double* compress_s);
+
+// The tensors grads[idx...] flattened into one fp32 vector (a fresh copy), and back.
+at::Tensor flatten_parts(const std::vector<at::Tensor>& grads, const std::vector<size_t>& idx);
+void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out, const std::vector<size_t>& idx);
+
+struct DgcOptions {
+  double density = 0.001;                  // final density
+  std::vector<double> warmup_densities;    // densities of the warm-up stages, in order
+  int64_t warmup_steps = 0;                // all stages together span these many steps
+  double sample_ratio = 0.01;
+  double clip_norm = 0;                    // 0 = no clipping; else local clip at clip_norm / sqrt(N)
+  int64_t min_numel = 1024;                // smaller or 1-D tensors go dense
+  double momentum = 0.9;
+  bool momentum_masking = true;
+  at::ScalarType value_type = at::kFloat;  // kHalf: values (sparse and dense) travel as fp16
+  uint64_t seed = 0;                       // per rank, for threshold sampling
+};
+
+// Deep Gradient Compression (Lin et al. 2018). Owns momentum: the optimizer must run with
+// momentum 0. Per large tensor: u = m·u + g (clipped), v += u, send the top-k of |v| as
+// (indices, values) in one fixed-size allgather for all sparse tensors, v -= sent, u = 0 where
+// sent (momentum factor masking). Small and 1-D tensors: dense all-reduce, then u = m·u + G.
+// Collectives per step: one all-reduce (dense part, if any), one allgather (sparse, if any).
+class DgcCompressor : public Compressor {
+ public:
+  DgcCompressor(Communicator& comm, DgcOptions options);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  bool owns_momentum() const override { return true; }
+  double density_at(int64_t step) const;
+  // Steps whose sampled threshold fell back to exact top-k (summed over tensors).
+  int64_t exact_fallbacks() const { return exact_fallbacks_; }
+  int64_t sampled_selections() const { return sampled_; }
+
+ private:
+  DgcOptions options_;
+  at::Generator gen_;
+  int64_t exact_fallbacks_ = 0;
+  int64_t sampled_ = 0;
+};
+
+struct PowerSgdOptions {
+  int64_t rank = 2;
+  int64_t start_iter = 10;            // reductions run dense before compression starts
+  double min_compression_rate = 2.0;  // compress n x m only if (n + m) r < n m / rate (0: always)
+  bool error_feedback = true;
+  uint64_t seed = 0;                  // the same on every rank (initial Q)
+};
+
+// PowerSGD (Vogels et al. 2019), rank r with warm start. Per matrix M = g + e (conv kernels
+// as out x rest): P = M Q, all-reduce P, orthonormalise P, Q = Mᵀ P, e = M − P Qᵀ (this
+// rank's own share), all-reduce Q, average = P Qᵀ / N; Q is kept as the next warm start.
+// Vectors and matrices that would not shrink go dense. start() blocks on the P all-reduce
+// (Q depends on it); the Q all-reduce stays in flight until finish() or the next start().
+class PowerSgdCompressor : public Compressor {
+ public:
+  PowerSgdCompressor(Communicator& comm, PowerSgdOptions options);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  struct Round;
+
+ private:
+  PowerSgdOptions options_;
+  int64_t iter_ = 0;
+  std::shared_ptr<Round> last_;
+};
+
+// fp16 all-reduce with error feedback: x = g + e, h = half(x / N), e = x − N·h; one all-reduce
+// of all tensors in half precision.
+class Fp16Compressor : public Compressor {
+ public:
+  Fp16Compressor(Communicator& comm, bool error_feedback);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+
+ private:
+  bool error_feedback_;
+};
+
+// int8 with a per-tensor scale and error feedback: each rank quantises x = g + e with its own
+// scale (max|x| / 127), then two allgathers: the scales (fp32, one per tensor) and the int8
+// payload. Receivers dequantise every rank's part with that rank's scale and sum in fp32, so
+// nothing overflows (int8 sums would in an all-reduce).
+class Int8Compressor : public Compressor {
+ public:
+  Int8Compressor(Communicator& comm, bool error_feedback);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+
+ private:
+  bool error_feedback_;
+};
+
+}  // namespace tern
