@@ -1,0 +1,701 @@
+#include "coordinator/coordinator_core.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/job_spec.h"
+#include "common/trainer_protocol.h"
+#include "coordinator/scheduler.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// --- journal encoding: one JSON object per record, the latest record of an id wins ---
+
+json rank_to_json(const RankInfo& r) {
+  json j{{"rank", r.rank},       {"worker", r.worker_id},   {"region", r.region},
+         {"host", r.host},       {"state", static_cast<int>(r.state)},
+         {"step", r.step},       {"total_steps", r.total_steps}, {"epoch", r.epoch},
+         {"loss", r.loss},       {"samples_per_s", r.samples_per_s}, {"bytes_sent", r.bytes_sent},
+         {"metrics", r.metrics}, {"exit_code", r.exit_code}, {"exited", r.exited},
+         {"error", r.error},     {"updated_at", r.updated_at}};
+  if (r.test_accuracy) j["test_accuracy"] = *r.test_accuracy;
+  return j;
+}
+
+RankInfo rank_from_json(const json& j) {
+  RankInfo r;
+  r.rank = j.value("rank", 0);
+  r.worker_id = j.value("worker", "");
+  r.region = j.value("region", "");
+  r.host = j.value("host", "");
+  r.state = static_cast<RankState>(j.value("state", 0));
+  r.step = j.value("step", int64_t{0});
+  r.total_steps = j.value("total_steps", int64_t{0});
+  r.epoch = j.value("epoch", 0.0);
+  r.loss = j.value("loss", 0.0);
+  r.samples_per_s = j.value("samples_per_s", 0.0);
+  r.bytes_sent = j.value("bytes_sent", 0.0);
+  r.metrics = j.value("metrics", std::map<std::string, double>{});
+  r.exit_code = j.value("exit_code", 0);
+  r.exited = j.value("exited", false);
+  r.error = j.value("error", "");
+  r.updated_at = j.value("updated_at", 0.0);
+  if (j.contains("test_accuracy")) r.test_accuracy = j["test_accuracy"].get<double>();
+  return r;
+}
+
+std::string encode_job(const Job& job) {
+  json ranks = json::array();
+  for (const auto& r : job.ranks) ranks.push_back(rank_to_json(r));
+  json j{{"type", "job"},           {"id", job.id},
+         {"seq", job.seq},          {"name", job.name},
+         {"spec", job.spec_yaml},   {"world", job.world},
+         {"placement", job.placement}, {"state", static_cast<int>(job.state)},
+         {"reason", job.reason},    {"generation", job.generation},
+         {"master", job.master_addr}, {"ranks", ranks},
+         {"summary", job.summary},  {"created_at", job.created_at},
+         {"started_at", job.started_at}, {"finished_at", job.finished_at}};
+  if (job.test_accuracy) j["test_accuracy"] = *job.test_accuracy;
+  return j.dump();
+}
+
+Job decode_job(const json& j) {
+  Job job;
+  job.id = j.at("id").get<std::string>();
+  job.seq = j.value("seq", int64_t{0});
+  job.name = j.value("name", "");
+  job.spec_yaml = j.value("spec", "");
+  job.world = j.value("world", 1);
+  job.placement = j.value("placement", "any");
+  job.state = static_cast<JobState>(j.value("state", 0));
+  job.reason = j.value("reason", "");
+  job.generation = j.value("generation", int64_t{0});
+  job.master_addr = j.value("master", "");
+  for (const auto& r : j.value("ranks", json::array())) job.ranks.push_back(rank_from_json(r));
+  job.summary = j.value("summary", std::map<std::string, double>{});
+  job.created_at = j.value("created_at", 0.0);
+  job.started_at = j.value("started_at", 0.0);
+  job.finished_at = j.value("finished_at", 0.0);
+  if (j.contains("test_accuracy")) job.test_accuracy = j["test_accuracy"].get<double>();
+  return job;
+}
+
+std::string encode_worker(const Worker& w) {
+  return json{{"type", "worker"},   {"id", w.id},       {"host", w.host},
+              {"region", w.region}, {"slots", w.slots}, {"session", w.session},
+              {"state", static_cast<int>(w.state)},     {"registered_at", w.registered_at}}
+      .dump();
+}
+
+Worker decode_worker(const json& j) {
+  Worker w;
+  w.id = j.at("id").get<std::string>();
+  w.host = j.value("host", "");
+  w.region = j.value("region", "");
+  w.slots = j.value("slots", 1);
+  w.session = j.value("session", uint64_t{0});
+  w.state = static_cast<WorkerState>(j.value("state", 0));
+  w.registered_at = j.value("registered_at", 0.0);
+  return w;
+}
+
+int64_t file_size(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<int64_t>(st.st_size);
+}
+
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 128) return false;
+  for (char c : s) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return s != "." && s != "..";
+}
+
+}  // namespace
+
+CoordinatorCore::CoordinatorCore(const CoordinatorOptions& options, Clock* clock) : options_(options), clock_(clock) {}
+
+Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const CoordinatorOptions& options, Clock* clock) {
+  if (options.state_dir.empty()) return invalid_argument("coordinator: state_dir is empty");
+  std::unique_ptr<CoordinatorCore> core(new CoordinatorCore(options, clock));
+  TERN_ASSIGN_OR_RETURN(core->journal_, Journal::open(options.state_dir + "/journal"));
+  std::lock_guard<std::mutex> lock(core->mu_);
+  TERN_RETURN_IF_ERROR(core->journal_->replay([&](const std::string& p) { return core->replay_record(p); },
+                                              &core->replay_stats_));
+  if (core->replay_stats_.torn_tail) {
+    spdlog::warn("journal {}: dropped a torn last record (a crash during an append)", core->journal_->path());
+  }
+  const int64_t now = clock->monotonic_ms();
+  for (auto& [id, w] : core->workers_) {
+    // A restored worker keeps its session; it is trusted again once it heartbeats.
+    w.lease_deadline_ms = now + options.lease_ms;
+    w.heard = false;
+  }
+  // Compaction at start: one record per job and worker.
+  if (core->journal_->record_count() > core->jobs_.size() + core->workers_.size()) {
+    std::vector<std::string> live;
+    for (const auto& [id, w] : core->workers_) live.push_back(encode_worker(w));
+    std::vector<const Job*> by_seq;
+    for (const auto& [id, j] : core->jobs_) by_seq.push_back(&j);
+    std::sort(by_seq.begin(), by_seq.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+    for (const Job* j : by_seq) live.push_back(encode_job(*j));
+    TERN_RETURN_IF_ERROR(core->journal_->rewrite(live));
+  }
+  spdlog::info("coordinator state {}: {} jobs, {} workers restored from the journal", options.state_dir,
+               core->jobs_.size(), core->workers_.size());
+  return core;
+}
+
+Status CoordinatorCore::replay_record(const std::string& payload) {
+  json j = json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("id")) {
+    return data_loss(journal_->path() + ": a record with a valid checksum is not a journal entry: " +
+                     payload.substr(0, 80));
+  }
+  std::string type = j.value("type", "");
+  if (type == "job") {
+    Job job = decode_job(j);
+    next_job_seq_ = std::max(next_job_seq_, job.seq + 1);
+    jobs_[job.id] = std::move(job);
+  } else if (type == "worker") {
+    Worker w = decode_worker(j);
+    next_session_ = std::max(next_session_, w.session + 1);
+    workers_[w.id] = std::move(w);
+  } else {
+    return data_loss(journal_->path() + ": unknown record type '" + type + "'");
+  }
+  return Status::ok();
+}
+
+Status CoordinatorCore::maybe_compact() {
+  size_t live = jobs_.size() + workers_.size();
+  if (journal_->record_count() < live + options_.compact_every) return Status::ok();
+  std::vector<std::string> records;
+  for (const auto& [id, w] : workers_) records.push_back(encode_worker(w));
+  std::vector<const Job*> by_seq;
+  for (const auto& [id, j] : jobs_) by_seq.push_back(&j);
+  std::sort(by_seq.begin(), by_seq.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+  for (const Job* j : by_seq) records.push_back(encode_job(*j));
+  spdlog::info("compacting journal: {} records -> {}", journal_->record_count(), records.size());
+  return journal_->rewrite(records);
+}
+
+Status CoordinatorCore::journal_job(const Job& job) {
+  TERN_RETURN_IF_ERROR(journal_->append(encode_job(job)));
+  return maybe_compact();
+}
+
+Status CoordinatorCore::journal_worker(const Worker& worker) {
+  TERN_RETURN_IF_ERROR(journal_->append(encode_worker(worker)));
+  return maybe_compact();
+}
+
+void CoordinatorCore::touch(Job* job) {
+  ++job->version;
+  changed_.notify_all();
+}
+
+// ---------------------------------------------------------------- client API
+
+Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml, const std::vector<std::string>& overrides,
+                                        const std::string& source_name) {
+  auto loaded = load_job_spec_text(spec_yaml, source_name.empty() ? "<submitted spec>" : source_name, overrides);
+  if (!loaded.is_ok()) {
+    const Status& s = loaded.status();
+    return s.code() == StatusCode::kInvalidArgument ? s : invalid_argument(s.message());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t pending = 0;
+  for (const auto& [id, j] : jobs_) pending += j.state == JobState::kPending;
+  if (pending >= options_.max_queued_jobs) {
+    return resource_exhausted("the queue is full: " + std::to_string(pending) +
+                              " jobs are pending (coordinator.max_queued_jobs)");
+  }
+  Job job;
+  job.seq = next_job_seq_;
+  job.id = "j-" + std::to_string(job.seq);
+  job.name = loaded->spec.name;
+  job.spec_yaml = loaded->yaml;
+  job.world = static_cast<int>(loaded->spec.workers);
+  job.placement = loaded->spec.placement;
+  job.created_at = clock_->unix_seconds();
+  job.reason = "queued";
+  const std::string id = job.id;
+  // In the table before it is journaled: a compaction triggered by this append must see it.
+  Job& stored = jobs_[id] = std::move(job);
+  Status s = journal_job(stored);
+  if (!s.is_ok()) {
+    jobs_.erase(id);
+    return s;
+  }
+  ++next_job_seq_;
+  spdlog::info("job {} ({}) submitted: {} ranks, placement {}", id, stored.name, stored.world, stored.placement);
+  touch(&stored);
+  schedule_locked();
+  return jobs_.at(id);
+}
+
+Result<Job> CoordinatorCore::get_job(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+  return it->second;
+}
+
+std::vector<Job> CoordinatorCore::list_jobs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Job> out;
+  for (const auto& [id, j] : jobs_) out.push_back(j);
+  std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) { return a.seq < b.seq; });
+  return out;
+}
+
+Result<Job> CoordinatorCore::cancel_job(const std::string& job_id, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+  Job& job = it->second;
+  if (is_terminal(job.state)) {
+    return failed_precondition("job " + job_id + " already ended: " + job_state_name(job.state));
+  }
+  TERN_RETURN_IF_ERROR(finish_job_locked(&job, JobState::kCancelled, reason.empty() ? "cancelled by user" : reason));
+  schedule_locked();
+  return job;
+}
+
+Result<Job> CoordinatorCore::wait_job_change(const std::string& job_id, uint64_t after_version,
+                                             std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+  changed_.wait_for(lock, timeout, [&] { return it->second.version > after_version; });
+  return it->second;
+}
+
+std::vector<Worker> CoordinatorCore::list_workers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Worker> out;
+  for (const auto& [id, w] : workers_) out.push_back(w);
+  return out;
+}
+
+std::string CoordinatorCore::log_path(const std::string& job_id, int rank) const {
+  return options_.state_dir + "/logs/jobs/" + job_id + "/rank-" + std::to_string(rank) + ".log";
+}
+
+Result<LogSlice> CoordinatorCore::get_logs(const std::string& job_id, int rank, int64_t offset,
+                                          int64_t max_bytes) const {
+  bool terminal = false;
+  bool settled = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+    const Job& job = it->second;
+    if (rank < 0 || rank >= job.world) {
+      return invalid_argument("rank must be in [0, " + std::to_string(job.world) + ") for job " + job_id + ", got " +
+                              std::to_string(rank));
+    }
+    terminal = is_terminal(job.state);
+    // No more bytes will come once the trainer's exit was reported, it never started, or the
+    // job ended a while ago (its worker may be gone for good).
+    const RankInfo* r = rank < static_cast<int>(job.ranks.size()) ? &job.ranks[rank] : nullptr;
+    settled = !r || r->exited || r->worker_id.empty() || clock_->unix_seconds() - job.finished_at > 10;
+  }
+  if (offset < 0) return invalid_argument("offset must be >= 0");
+  if (max_bytes <= 0) max_bytes = 1 << 20;
+  LogSlice slice;
+  std::string path = log_path(job_id, rank);
+  int64_t size = file_size(path);
+  slice.next_offset = std::min(offset, size);
+  if (offset < size) {
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(offset);
+    slice.data.resize(static_cast<size_t>(std::min(max_bytes, size - offset)));
+    in.read(slice.data.data(), static_cast<std::streamsize>(slice.data.size()));
+    slice.data.resize(static_cast<size_t>(in.gcount()));
+    slice.next_offset = offset + static_cast<int64_t>(slice.data.size());
+  }
+  slice.complete = terminal && settled && slice.next_offset >= size;
+  return slice;
+}
+
+// ---------------------------------------------------------------- worker API
+
+Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistration& reg) {
+  if (reg.slots < 1) return invalid_argument("slots must be >= 1, got " + std::to_string(reg.slots));
+  if (!valid_name(reg.region)) return invalid_argument("region must be a name ([A-Za-z0-9._-]), got '" + reg.region + "'");
+  if (reg.host.empty()) return invalid_argument("host must not be empty");
+  if (!reg.name.empty() && !valid_name(reg.name)) {
+    return invalid_argument("worker name must be [A-Za-z0-9._-]+, got '" + reg.name + "'");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string id = reg.name;
+  if (id.empty()) {
+    for (size_t n = workers_.size() + 1;; ++n) {
+      id = "w-" + std::to_string(n);
+      if (!workers_.count(id)) break;
+    }
+  }
+  auto it = workers_.find(id);
+  if (it != workers_.end()) {
+    // A new session of a known worker: whatever its previous daemon ran is gone.
+    for (const TaskKey& t : assigned_tasks_locked(id)) {
+      Job& job = jobs_.at(t.job_id);
+      if (job.state != JobState::kRunning) continue;
+      job.ranks[t.rank].state = RankState::kFailed;
+      TERN_RETURN_IF_ERROR(finish_job_locked(&job, JobState::kFailed,
+                                             "worker " + id + " restarted while it hosted rank " +
+                                                 std::to_string(t.rank)));
+    }
+  }
+  Worker& w = workers_[id];
+  w.id = id;
+  w.host = reg.host;
+  w.region = reg.region;
+  w.slots = reg.slots;
+  w.state = WorkerState::kReady;
+  w.session = next_session_++;
+  w.registered_at = clock_->unix_seconds();
+  w.last_heartbeat = w.registered_at;
+  w.lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
+  w.spare_ports.assign(reg.spare_ports.begin(), reg.spare_ports.end());
+  w.reported_running.clear();
+  w.heard = true;
+  TERN_RETURN_IF_ERROR(journal_worker(w));
+  spdlog::info("worker {} registered: host {}, region {}, {} slots (session {})", id, w.host, w.region, w.slots,
+               w.session);
+  RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
+  schedule_locked();
+  return r;
+}
+
+Status CoordinatorCore::check_session(const std::string& worker_id, uint64_t session, Worker** worker) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return failed_precondition("unknown worker '" + worker_id + "': register first");
+  if (it->second.session != session) {
+    return failed_precondition("worker '" + worker_id + "' has a newer session: register again");
+  }
+  if (it->second.state == WorkerState::kLost) {
+    return failed_precondition("worker '" + worker_id + "' lost its lease: register again");
+  }
+  *worker = &it->second;
+  return Status::ok();
+}
+
+Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id, uint64_t session,
+                                                   const std::vector<TaskKey>& running,
+                                                   const std::vector<int>& spare_ports) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Worker* w = nullptr;
+  TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
+  w->lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
+  w->last_heartbeat = clock_->unix_seconds();
+  w->reported_running = std::set<TaskKey>(running.begin(), running.end());
+  w->spare_ports.assign(spare_ports.begin(), spare_ports.end());
+  w->heard = true;
+  schedule_locked();
+
+  HeartbeatResult result;
+  result.lease_ms = options_.lease_ms;
+  for (const TaskKey& t : w->reported_running) {
+    auto it = jobs_.find(t.job_id);
+    std::string why;
+    if (it == jobs_.end()) {
+      why = "unknown job";
+    } else {
+      const Job& job = it->second;
+      if (job.state != JobState::kRunning) {
+        why = std::string("job ") + job_state_name(job.state);
+      } else if (t.generation != job.generation) {
+        why = "stale generation " + std::to_string(t.generation);
+      } else if (t.rank < 0 || t.rank >= static_cast<int>(job.ranks.size()) ||
+                 job.ranks[t.rank].worker_id != worker_id) {
+        why = "rank not assigned to this worker";
+      } else if (is_terminal(job.ranks[t.rank].state)) {
+        why = std::string("rank ") + rank_state_name(job.ranks[t.rank].state);
+      }
+    }
+    if (!why.empty()) {
+      TaskCommand c;
+      c.kind = TaskCommand::Kind::kStop;
+      c.task = t;
+      c.reason = why;
+      result.commands.push_back(std::move(c));
+    }
+  }
+  for (const auto& [id, job] : jobs_) {
+    if (job.state != JobState::kRunning) continue;
+    for (const RankInfo& r : job.ranks) {
+      if (r.worker_id != worker_id || r.state != RankState::kAssigned) continue;
+      TaskKey key{job.id, r.rank, job.generation};
+      if (w->reported_running.count(key)) continue;
+      TaskCommand c;
+      c.kind = TaskCommand::Kind::kStart;
+      c.task = key;
+      c.world = job.world;
+      c.master_addr = job.master_addr;
+      c.spec_yaml = job.spec_yaml;
+      c.cluster_yaml = options_.cluster_yaml;
+      if (!options_.cluster_yaml.empty()) {
+        for (const RankInfo& o : job.ranks) c.rank_regions.push_back(o.region);
+      }
+      result.commands.push_back(std::move(c));
+    }
+  }
+  return result;
+}
+
+Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_t session,
+                                           const std::vector<TaskEvent>& events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Worker* w = nullptr;
+  TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
+  int applied = 0;
+  std::set<std::string> to_journal;
+  for (const TaskEvent& e : events) {
+    bool journal = false;
+    Status s = apply_event_locked(*w, e, &journal);
+    if (s.is_ok()) ++applied;
+    if (journal) to_journal.insert(e.task.job_id);
+  }
+  for (const std::string& id : to_journal) TERN_RETURN_IF_ERROR(journal_job(jobs_.at(id)));
+  if (!to_journal.empty()) schedule_locked();
+  return applied;
+}
+
+Status CoordinatorCore::apply_event_locked(const Worker& worker, const TaskEvent& e, bool* journal) {
+  auto it = jobs_.find(e.task.job_id);
+  if (it == jobs_.end()) return not_found("unknown job");
+  Job& job = it->second;
+  if (e.task.rank < 0 || e.task.rank >= job.world) return invalid_argument("rank out of range");
+  if (e.kind == TaskEvent::Kind::kLog) {
+    // Log bytes are kept whatever the generation: the file is per job and rank.
+    std::string path = log_path(job.id, e.task.rank);
+    std::error_code ec;
+    fs::create_directories(fs::path(path).parent_path(), ec);
+    int64_t size = file_size(path);
+    int64_t end = e.log_offset + static_cast<int64_t>(e.log_data.size());
+    if (end <= size) return Status::ok();  // a retried batch: already have it
+    std::string data = e.log_offset < size ? e.log_data.substr(static_cast<size_t>(size - e.log_offset)) : e.log_data;
+    std::ofstream(path, std::ios::binary | std::ios::app) << data;
+    return Status::ok();
+  }
+  if (e.task.generation != job.generation || e.task.rank >= static_cast<int>(job.ranks.size())) {
+    return aborted("stale generation");
+  }
+  RankInfo& r = job.ranks[e.task.rank];
+  if (r.worker_id != worker.id) return aborted("rank not assigned to this worker");
+  const double now = clock_->unix_seconds();
+  r.updated_at = e.time > 0 ? e.time : now;
+  switch (e.kind) {
+    case TaskEvent::Kind::kStarted:
+      if (r.state == RankState::kAssigned) r.state = RankState::kRunning;
+      break;
+    case TaskEvent::Kind::kProgress:
+      if (is_terminal(r.state)) break;
+      if (r.state == RankState::kAssigned) r.state = RankState::kRunning;
+      r.step = e.step;
+      r.total_steps = e.total_steps;
+      r.epoch = e.epoch;
+      r.loss = e.loss;
+      r.samples_per_s = e.samples_per_s;
+      r.bytes_sent = e.bytes_sent;
+      for (const auto& [k, v] : e.metrics) r.metrics[k] = v;
+      r.metrics["compute_s"] = e.compute_s;
+      r.metrics["wait_s"] = e.wait_s;
+      if (job.rate_step0 < 0) {
+        job.rate_step0 = job.step();
+        job.rate_t0 = now;
+      }
+      break;
+    case TaskEvent::Kind::kEval:
+      r.test_accuracy = e.test_accuracy;
+      r.metrics["test_loss"] = e.test_loss;
+      if (e.task.rank == 0) job.test_accuracy = e.test_accuracy;
+      break;
+    case TaskEvent::Kind::kFinished:
+      if (e.task.rank == 0) job.summary = e.summary;
+      if (auto a = e.summary.find("test_accuracy"); a != e.summary.end()) {
+        r.test_accuracy = a->second;
+        if (e.task.rank == 0) job.test_accuracy = a->second;
+      }
+      if (auto s = e.summary.find("steps"); s != e.summary.end()) r.step = static_cast<int64_t>(s->second);
+      *journal = true;
+      break;
+    case TaskEvent::Kind::kError:
+      r.error = e.message;
+      break;
+    case TaskEvent::Kind::kExited: {
+      if (r.exited) break;  // a retried batch
+      r.exited = true;
+      r.exit_code = e.exit_code;
+      *journal = true;
+      if (is_terminal(r.state) || job.state != JobState::kRunning) {
+        if (!is_terminal(r.state)) r.state = RankState::kStopped;
+        break;
+      }
+      if (e.exit_code == 0) {
+        r.state = RankState::kSucceeded;
+        bool all = std::all_of(job.ranks.begin(), job.ranks.end(),
+                               [](const RankInfo& x) { return x.state == RankState::kSucceeded; });
+        if (all) {
+          Status s = finish_job_locked(&job, JobState::kSucceeded,
+                                       "all " + std::to_string(job.world) + " ranks finished");
+          *journal = false;  // finish_job_locked journaled it
+          return s;
+        }
+      } else {
+        r.state = RankState::kFailed;
+        std::string reason = "rank " + std::to_string(r.rank) + " on worker " + worker.id + " exited with code " +
+                             std::to_string(e.exit_code) + " (" + trainer_exit_meaning(e.exit_code) + ")";
+        if (!r.error.empty()) reason += ": " + r.error;
+        if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
+        Status s = finish_job_locked(&job, JobState::kFailed, reason);
+        *journal = false;
+        return s;
+      }
+      break;
+    }
+    case TaskEvent::Kind::kLog:
+      break;
+  }
+  touch(&job);
+  return Status::ok();
+}
+
+// ---------------------------------------------------------------- scheduling and leases
+
+std::vector<TaskKey> CoordinatorCore::assigned_tasks(const std::string& worker_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return assigned_tasks_locked(worker_id);
+}
+
+std::vector<TaskKey> CoordinatorCore::assigned_tasks_locked(const std::string& worker_id) const {
+  std::vector<TaskKey> out;
+  for (const auto& [id, job] : jobs_) {
+    if (job.state != JobState::kRunning) continue;
+    for (const RankInfo& r : job.ranks) {
+      if (r.worker_id == worker_id && !is_terminal(r.state)) out.push_back({job.id, r.rank, job.generation});
+    }
+  }
+  return out;
+}
+
+Status CoordinatorCore::finish_job_locked(Job* job, JobState state, const std::string& reason) {
+  job->state = state;
+  job->reason = reason;
+  job->finished_at = clock_->unix_seconds();
+  for (RankInfo& r : job->ranks) {
+    if (!is_terminal(r.state)) r.state = RankState::kStopped;
+  }
+  spdlog::info("job {} {}: {}", job->id, job_state_name(state), reason);
+  touch(job);
+  return journal_job(*job);
+}
+
+void CoordinatorCore::tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  expire_leases_locked();
+  schedule_locked();
+}
+
+void CoordinatorCore::expire_leases_locked() {
+  const int64_t now = clock_->monotonic_ms();
+  for (auto& [id, w] : workers_) {
+    if (w.state != WorkerState::kReady || now <= w.lease_deadline_ms) continue;
+    w.state = WorkerState::kLost;
+    w.reported_running.clear();
+    spdlog::warn("worker {} lost: no heartbeat for {} ms", id, options_.lease_ms);
+    Status s = journal_worker(w);
+    if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+    for (const TaskKey& t : assigned_tasks_locked(id)) {
+      Job& job = jobs_.at(t.job_id);
+      if (job.state != JobState::kRunning) continue;
+      job.ranks[t.rank].state = RankState::kFailed;
+      s = finish_job_locked(&job, JobState::kFailed,
+                            "worker " + id + " lost (no heartbeat for " + std::to_string(options_.lease_ms) +
+                                " ms) while it hosted rank " + std::to_string(t.rank));
+      if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+    }
+  }
+}
+
+void CoordinatorCore::schedule_locked() {
+  std::vector<Job*> pending;
+  for (auto& [id, job] : jobs_) {
+    if (job.state == JobState::kPending) pending.push_back(&job);
+  }
+  if (pending.empty()) return;
+  std::sort(pending.begin(), pending.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+  std::vector<SlotOffer> offers;
+  std::vector<Worker*> offer_workers;
+  for (auto& [id, w] : workers_) {
+    if (w.state != WorkerState::kReady || !w.heard) continue;
+    std::set<TaskKey> used(w.reported_running);
+    for (const TaskKey& t : assigned_tasks_locked(id)) used.insert(t);
+    offers.push_back({id, w.region, w.slots - static_cast<int>(used.size())});
+    offer_workers.push_back(&w);
+  }
+  for (Job* job : pending) {  // strict FIFO: stop at the first job that does not fit
+    auto placed = place_gang(job->world, job->placement, offers);
+    if (!placed.is_ok()) {
+      if (job->reason != placed.status().message()) {
+        job->reason = placed.status().message();
+        touch(job);
+      }
+      return;
+    }
+    Worker* w0 = offer_workers[(*placed)[0]];
+    if (w0->spare_ports.empty()) {
+      std::string why = "waiting for a free port from worker " + w0->id;
+      if (job->reason != why) {
+        job->reason = why;
+        touch(job);
+      }
+      return;
+    }
+    int port = w0->spare_ports.front();
+    w0->spare_ports.pop_front();
+    job->ranks.clear();
+    for (size_t r = 0; r < placed->size(); ++r) {
+      size_t o = (*placed)[r];
+      --offers[o].free_slots;
+      RankInfo info;
+      info.rank = static_cast<int>(r);
+      info.worker_id = offer_workers[o]->id;
+      info.region = offer_workers[o]->region;
+      info.host = offer_workers[o]->host;
+      info.state = RankState::kAssigned;
+      job->ranks.push_back(std::move(info));
+    }
+    job->state = JobState::kRunning;
+    job->generation += 1;
+    job->master_addr = w0->host + ":" + std::to_string(port);
+    job->started_at = clock_->unix_seconds();
+    job->reason = "placed";
+    job->rate_step0 = -1;
+    std::string where;
+    for (const auto& r : job->ranks) where += (where.empty() ? "" : ",") + r.worker_id;
+    spdlog::info("job {} placed (generation {}): ranks on {}, master {}", job->id, job->generation, where,
+                 job->master_addr);
+    touch(job);
+    Status s = journal_job(*job);
+    if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+  }
+}
+
+}  // namespace tern

@@ -1,0 +1,47 @@
+// CoordinatorServer: the coordinator process's owner object (STYLE.md's third layer). Opens
+// the CoordinatorCore (journal replay), serves the Coordinator and WorkerService over gRPC on
+// one address, and runs the ticker thread that expires leases and places jobs.
+//
+// Thread-safe: shutdown() may be called from any thread, once or more; the destructor calls it.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "common/clock.h"
+#include "coordinator/coordinator_core.h"
+#include "coordinator/service.h"
+#include "rpc/server.h"
+
+namespace tern {
+
+struct CoordinatorServerOptions {
+  std::string listen = "127.0.0.1:7070";  // port 0 picks a free one (tests)
+  CoordinatorOptions core;
+  std::chrono::milliseconds tick{100};
+};
+
+class CoordinatorServer {
+ public:
+  static Result<std::unique_ptr<CoordinatorServer>> start(const CoordinatorServerOptions& options, Clock* clock);
+  ~CoordinatorServer();
+
+  int port() const { return server_->port(); }
+  std::string address() const;
+  CoordinatorCore* core() { return core_.get(); }
+  void shutdown();
+
+ private:
+  CoordinatorServer() = default;
+  CoordinatorServerOptions options_;
+  std::unique_ptr<CoordinatorCore> core_;
+  std::unique_ptr<CoordinatorService> coordinator_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<RpcServer> server_;
+  std::atomic<bool> stop_{false};
+  std::thread ticker_;
+};
+
+}  // namespace tern

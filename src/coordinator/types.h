@@ -1,0 +1,139 @@
+// Domain types of the coordinator: jobs, ranks, workers, the commands it sends to worker
+// daemons and the events they send back. Plain data without gRPC; the service adapter
+// (service.h) converts them to and from proto/tern/v1.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace tern {
+
+enum class JobState { kPending, kRunning, kSucceeded, kFailed, kCancelled };
+enum class RankState { kUnassigned, kAssigned, kRunning, kSucceeded, kFailed, kStopped };
+enum class WorkerState { kReady, kLost };
+
+const char* job_state_name(JobState s);    // "PENDING", ...
+const char* rank_state_name(RankState s);  // "ASSIGNED", ...
+bool is_terminal(JobState s);
+bool is_terminal(RankState s);
+
+// One rank of one job at one generation.
+struct TaskKey {
+  std::string job_id;
+  int rank = 0;
+  int64_t generation = 0;
+  bool operator<(const TaskKey& o) const {
+    return std::tie(job_id, rank, generation) < std::tie(o.job_id, o.rank, o.generation);
+  }
+  bool operator==(const TaskKey& o) const {
+    return job_id == o.job_id && rank == o.rank && generation == o.generation;
+  }
+};
+
+struct RankInfo {
+  int rank = 0;
+  std::string worker_id;
+  std::string region;
+  std::string host;
+  RankState state = RankState::kUnassigned;
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  double epoch = 0;
+  double loss = 0;
+  double samples_per_s = 0;
+  double bytes_sent = 0;
+  std::optional<double> test_accuracy;
+  std::map<std::string, double> metrics;
+  int exit_code = 0;
+  bool exited = false;    // its trainer's exit was reported
+  std::string error;
+  double updated_at = 0;  // unix seconds
+};
+
+struct Job {
+  std::string id;
+  int64_t seq = 0;            // submission order (FIFO)
+  std::string name;
+  std::string spec_yaml;      // effective, validated
+  int world = 1;
+  std::string placement = "any";
+  JobState state = JobState::kPending;
+  std::string reason;
+  int64_t generation = 0;
+  std::string master_addr;
+  std::vector<RankInfo> ranks;
+  std::optional<double> test_accuracy;
+  std::map<std::string, double> summary;
+  double created_at = 0;
+  double started_at = 0;
+  double finished_at = 0;
+  // Not journaled: change counter for WatchJob, and the first progress sample for the ETA.
+  uint64_t version = 0;
+  double rate_t0 = 0;
+  int64_t rate_step0 = -1;
+
+  // Aggregates over ranks.
+  int64_t step() const;         // slowest rank
+  int64_t total_steps() const;
+  double loss() const;          // mean over ranks that reported
+  double samples_per_s() const; // sum
+  double eta_s(double now) const;  // < 0 when unknown
+};
+
+struct Worker {
+  std::string id;
+  std::string host;
+  std::string region;
+  int slots = 1;
+  WorkerState state = WorkerState::kReady;
+  uint64_t session = 0;
+  double registered_at = 0;   // unix seconds
+  double last_heartbeat = 0;  // unix seconds
+  int64_t lease_deadline_ms = 0;  // monotonic
+  std::deque<int> spare_ports;
+  std::set<TaskKey> reported_running;  // from the last heartbeat
+  bool heard = false;  // heartbeat or registration since this coordinator started
+};
+
+// A command for a worker daemon (heartbeat reply).
+struct TaskCommand {
+  enum class Kind { kStart, kStop };
+  Kind kind = Kind::kStart;
+  TaskKey task;
+  // kStart
+  int world = 0;
+  std::string master_addr;
+  std::string spec_yaml;
+  std::string cluster_yaml;
+  std::vector<std::string> rank_regions;
+  // kStop
+  std::string reason;
+};
+
+// An event from a worker daemon about one of its tasks (trainer_protocol.h, relayed).
+struct TaskEvent {
+  enum class Kind { kStarted, kProgress, kEval, kFinished, kError, kExited, kLog };
+  Kind kind = Kind::kProgress;
+  TaskKey task;
+  double time = 0;
+  int pid = 0;                                 // kStarted
+  int64_t step = 0;                            // kProgress, kEval
+  int64_t total_steps = 0;                     // kProgress
+  double epoch = 0, loss = 0, samples_per_s = 0, bytes_sent = 0, compute_s = 0, wait_s = 0;
+  std::map<std::string, double> metrics;       // kProgress: other numeric fields
+  double test_accuracy = 0, test_loss = 0;     // kEval
+  std::map<std::string, double> summary;       // kFinished
+  std::string message;                         // kError
+  int exit_code = 0;                           // kError (announced), kExited
+  std::string log_tail;                        // kExited
+  int64_t log_offset = 0;                      // kLog
+  std::string log_data;                        // kLog
+};
+
+}  // namespace tern

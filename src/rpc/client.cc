@@ -1,0 +1,163 @@
+#include "rpc/client.h"
+
+#include <thread>
+
+#include "rpc/status_convert.h"
+
+namespace tern {
+
+std::string dial_address(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return listen;
+  std::string host = listen.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    return "127.0.0.1" + listen.substr(colon);
+  }
+  return listen;
+}
+
+std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
+  grpc::ChannelArguments args;
+  // Fail fast when nothing listens: the CLI must say "unreachable" promptly, and daemons
+  // retry on their own schedule.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return grpc::CreateCustomChannel(dial_address(address), grpc::InsecureChannelCredentials(), args);
+}
+
+Status call_with_retry(const std::string& address, const RpcClientOptions& options, bool idempotent,
+                       const std::function<grpc::Status(grpc::ClientContext*)>& attempt) {
+  const int attempts = 1 + (idempotent ? std::max(0, options.retries) : 0);
+  auto pause = options.backoff;
+  grpc::Status last;
+  for (int i = 0; i < attempts; ++i) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + options.deadline);
+    last = attempt(&context);
+    if (last.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    if (i + 1 < attempts) {
+      std::this_thread::sleep_for(pause);
+      pause *= 2;
+    }
+  }
+  Status s = from_grpc_status(last);
+  if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded) {
+    return s.with_context("coordinator at " + dial_address(address) + " unreachable");
+  }
+  return s;
+}
+
+namespace {
+
+template <typename Reply, typename Fn>
+Result<Reply> unary(const std::string& address, const RpcClientOptions& options, bool idempotent, Fn fn) {
+  Reply reply;
+  Status s = call_with_retry(address, options, idempotent, [&](grpc::ClientContext* ctx) {
+    reply.Clear();
+    return fn(ctx, &reply);
+  });
+  if (!s.is_ok()) return s;
+  return reply;
+}
+
+}  // namespace
+
+CoordinatorClient::CoordinatorClient(const std::string& address, RpcClientOptions options)
+    : address_(address), options_(options), stub_(v1::Coordinator::NewStub(make_channel(address))) {}
+
+Result<v1::SubmitJobReply> CoordinatorClient::submit_job(const v1::SubmitJobRequest& request) {
+  return unary<v1::SubmitJobReply>(address_, options_, false, [&](grpc::ClientContext* c, v1::SubmitJobReply* r) {
+    return stub_->SubmitJob(c, request, r);
+  });
+}
+
+Result<v1::GetJobReply> CoordinatorClient::get_job(const std::string& job_id) {
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  return unary<v1::GetJobReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::GetJobReply* r) {
+    return stub_->GetJob(c, request, r);
+  });
+}
+
+Result<v1::ListJobsReply> CoordinatorClient::list_jobs(const v1::ListJobsRequest& request) {
+  return unary<v1::ListJobsReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::ListJobsReply* r) {
+    return stub_->ListJobs(c, request, r);
+  });
+}
+
+Result<v1::CancelJobReply> CoordinatorClient::cancel_job(const std::string& job_id, const std::string& reason) {
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  request.set_reason(reason);
+  return unary<v1::CancelJobReply>(address_, options_, false, [&](grpc::ClientContext* c, v1::CancelJobReply* r) {
+    return stub_->CancelJob(c, request, r);
+  });
+}
+
+Result<v1::ListWorkersReply> CoordinatorClient::list_workers() {
+  v1::ListWorkersRequest request;
+  return unary<v1::ListWorkersReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::ListWorkersReply* r) {
+    return stub_->ListWorkers(c, request, r);
+  });
+}
+
+Result<v1::GetLogsReply> CoordinatorClient::get_logs(const v1::GetLogsRequest& request) {
+  return unary<v1::GetLogsReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::GetLogsReply* r) {
+    return stub_->GetLogs(c, request, r);
+  });
+}
+
+Result<v1::JobStatus> CoordinatorClient::watch_job(const std::string& job_id,
+                                                   const std::function<bool(const v1::JobStatus&)>& on_update,
+                                                   int min_interval_ms) {
+  v1::WatchJobRequest request;
+  request.set_job_id(job_id);
+  request.set_min_interval_ms(min_interval_ms);
+  grpc::ClientContext context;  // no deadline: a job may run for hours; the server ends the stream
+  auto reader = stub_->WatchJob(&context, request);
+  v1::WatchJobReply reply;
+  v1::JobStatus last;
+  bool seen = false;
+  while (reader->Read(&reply)) {
+    last = reply.job();
+    seen = true;
+    if (!on_update(last)) {
+      context.TryCancel();
+      break;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (seen && (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED)) return last;
+  Status st = from_grpc_status(s);
+  if (st.is_ok()) return internal_error("WatchJob ended without a status");
+  if (st.code() == StatusCode::kUnavailable) {
+    return st.with_context("coordinator at " + dial_address(address_) + " unreachable");
+  }
+  return st;
+}
+
+WorkerServiceClient::WorkerServiceClient(const std::string& address, RpcClientOptions options)
+    : address_(address), options_(options), stub_(v1::WorkerService::NewStub(make_channel(address))) {}
+
+Result<v1::RegisterWorkerReply> WorkerServiceClient::register_worker(const v1::RegisterWorkerRequest& request) {
+  return unary<v1::RegisterWorkerReply>(address_, options_, true,
+                                        [&](grpc::ClientContext* c, v1::RegisterWorkerReply* r) {
+                                          return stub_->RegisterWorker(c, request, r);
+                                        });
+}
+
+Result<v1::HeartbeatReply> WorkerServiceClient::heartbeat(const v1::HeartbeatRequest& request) {
+  return unary<v1::HeartbeatReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::HeartbeatReply* r) {
+    return stub_->Heartbeat(c, request, r);
+  });
+}
+
+Result<v1::ReportEventsReply> WorkerServiceClient::report_events(const v1::ReportEventsRequest& request) {
+  return unary<v1::ReportEventsReply>(address_, options_, true,
+                                      [&](grpc::ClientContext* c, v1::ReportEventsReply* r) {
+                                        return stub_->ReportEvents(c, request, r);
+                                      });
+}
+
+}  // namespace tern

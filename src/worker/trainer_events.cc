@@ -1,0 +1,88 @@
+#include "worker/trainer_events.h"
+
+#include <deque>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+namespace tern {
+namespace {
+
+using json = nlohmann::json;
+
+double num(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+int64_t integer(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? static_cast<int64_t>(it->get<double>()) : 0;
+}
+
+}  // namespace
+
+std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const v1::TaskRef& task) {
+  if (line.empty() || line[0] != '{') return std::nullopt;
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("event") || !j["event"].is_string()) return std::nullopt;
+  const std::string kind = j["event"].get<std::string>();
+  v1::TaskEvent e;
+  *e.mutable_task() = task;
+  e.set_time(num(j, "time"));
+  if (kind == "started") {
+    e.mutable_started()->set_pid(static_cast<int32_t>(integer(j, "pid")));
+  } else if (kind == "progress") {
+    static const std::set<std::string> known = {"event", "job",         "rank",  "generation",    "time",
+                                                "step",  "total_steps", "epoch", "loss",          "samples_per_s",
+                                                "bytes_sent", "compute_s", "wait_s", "world"};
+    auto* p = e.mutable_progress();
+    p->set_step(integer(j, "step"));
+    p->set_total_steps(integer(j, "total_steps"));
+    p->set_epoch(num(j, "epoch"));
+    p->set_loss(num(j, "loss"));
+    p->set_samples_per_s(num(j, "samples_per_s"));
+    p->set_bytes_sent(num(j, "bytes_sent"));
+    p->set_compute_s(num(j, "compute_s"));
+    p->set_wait_s(num(j, "wait_s"));
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.value().is_number() && !known.count(it.key())) (*p->mutable_metrics())[it.key()] = it.value().get<double>();
+    }
+  } else if (kind == "eval") {
+    auto* ev = e.mutable_eval();
+    ev->set_step(integer(j, "step"));
+    ev->set_test_accuracy(num(j, "test_accuracy"));
+    ev->set_test_loss(num(j, "test_loss"));
+  } else if (kind == "finished") {
+    auto* f = e.mutable_finished();
+    const json& s = j.contains("summary") && j["summary"].is_object() ? j["summary"] : j;
+    for (auto it = s.begin(); it != s.end(); ++it) {
+      if (it.value().is_number() && it.key() != "time" && it.key() != "rank" && it.key() != "generation") {
+        (*f->mutable_summary())[it.key()] = it.value().get<double>();
+      }
+    }
+  } else if (kind == "error") {
+    auto* er = e.mutable_error();
+    er->set_message(j.value("message", ""));
+    er->set_code(static_cast<int32_t>(integer(j, "code")));
+  } else {
+    return std::nullopt;
+  }
+  return e;
+}
+
+std::string tail_file_lines(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  std::deque<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    lines.push_back(line);
+    if (lines.size() > n) lines.pop_front();
+  }
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+}  // namespace tern

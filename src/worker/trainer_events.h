@@ -1,0 +1,20 @@
+// Translation of the trainer's JSON-lines events (common/trainer_protocol.h) into the
+// TaskEvent messages a worker daemon relays to the coordinator. Pure functions.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "tern/v1/worker.pb.h"
+
+namespace tern {
+
+// Parses one stdout line of a trainer. Returns nullopt for lines that are not a known event
+// (not JSON, or an event kind the coordinator does not track, like "checkpoint").
+// `task` is the task the line came from (authoritative over the line's own job/rank fields).
+std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const v1::TaskRef& task);
+
+// The last `n` lines of a text file ("" when unreadable).
+std::string tail_file_lines(const std::string& path, size_t n);
+
+}  // namespace tern

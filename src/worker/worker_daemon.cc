@@ -1,0 +1,364 @@
+#include "worker/worker_daemon.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/trainer_protocol.h"
+#include "worker/trainer_events.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr size_t kMaxLogChunk = 256 * 1024;
+constexpr size_t kMaxOutbox = 20000;
+constexpr size_t kMaxBatch = 500;
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+int64_t file_size(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+// Writes `text` to `path` atomically (a trainer of another rank may be reading it).
+Status write_file_atomic(const std::string& path, const std::string& text) {
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out) return internal_error("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return internal_error("cannot rename " + tmp + ": " + ec.message());
+  return Status::ok();
+}
+
+std::string task_name(const v1::TaskRef& t) {
+  return t.job_id() + "/rank " + std::to_string(t.rank()) + " gen " + std::to_string(t.generation());
+}
+
+}  // namespace
+
+WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options)
+    : options_(std::move(options)),
+      trainer_(options_.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options_.trainer_path),
+      client_(options_.coordinator, RpcClientOptions{options_.rpc_deadline, 0, std::chrono::milliseconds(100)}) {}
+
+WorkerDaemon::~WorkerDaemon() { stop_all_tasks(std::chrono::milliseconds(0)); }
+
+std::string WorkerDaemon::worker_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return worker_id_;
+}
+
+std::vector<pid_t> WorkerDaemon::trainer_pids() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pids_;
+}
+
+std::vector<int> WorkerDaemon::spare_ports() const {
+  in_addr addr{};
+  std::string bind_host = inet_pton(AF_INET, options_.host.c_str(), &addr) == 1 ? options_.host : "0.0.0.0";
+  std::vector<int> ports;
+  for (int i = 0; i < 3; ++i) {
+    auto p = find_free_port(bind_host);
+    if (p.is_ok()) ports.push_back(*p);
+  }
+  return ports;
+}
+
+Status WorkerDaemon::run() {
+  std::error_code ec;
+  fs::create_directories(options_.work_dir, ec);
+  if (ec) return internal_error("cannot create work dir " + options_.work_dir + ": " + ec.message());
+  if (access(trainer_.c_str(), X_OK) != 0) {
+    spdlog::warn("trainer binary {} is not executable; tasks will fail until it is", trainer_);
+  }
+  auto next_beat = SteadyClock::now();
+  auto next_flush = SteadyClock::now();
+  bool registered = false;
+  while (!stop_.load()) {
+    auto now = SteadyClock::now();
+    if (!registered && now >= next_beat) {
+      registered = register_once();
+      next_beat = now + (registered ? std::chrono::milliseconds(0) : std::chrono::milliseconds(500));
+    }
+    poll_tasks();
+    now = SteadyClock::now();
+    if (registered && now >= next_beat) {
+      heartbeat_once();
+      registered = session_ != 0;
+      next_beat = SteadyClock::now() + heartbeat_every_;
+    }
+    if (registered && !outbox_.empty() && (urgent_ || now >= next_flush)) {
+      flush_events(false);
+      next_flush = SteadyClock::now() + std::chrono::milliseconds(200);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pids_.clear();
+      for (auto& [k, t] : tasks_) pids_.push_back(t.proc->pid());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(tasks_.empty() ? 50 : 10));
+  }
+  spdlog::info("worker {} stopping: {} trainers to stop", worker_id(), tasks_.size());
+  stop_all_tasks(options_.stop_grace);
+  if (session_ != 0) flush_events(true);
+  return Status::ok();
+}
+
+bool WorkerDaemon::register_once() {
+  v1::RegisterWorkerRequest req;
+  req.set_name(options_.name);
+  req.set_host(options_.host);
+  req.set_region(options_.region);
+  req.set_slots(options_.slots);
+  req.set_version("0.1.0");
+  for (int p : spare_ports()) req.add_spare_ports(p);
+  auto reply = client_.register_worker(req);
+  if (!reply.is_ok()) {
+    auto now = SteadyClock::now();
+    if (now - last_warning_ > std::chrono::seconds(10)) {
+      spdlog::warn("cannot register with the coordinator: {} (retrying)", reply.status().to_string());
+      last_warning_ = now;
+    }
+    if (reply.status().code() == StatusCode::kInvalidArgument) {
+      spdlog::error("registration refused: {}", reply.status().message());
+    }
+    return false;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    worker_id_ = reply->worker_id();
+  }
+  session_ = reply->session();
+  heartbeat_every_ = std::chrono::milliseconds(std::max<int64_t>(10, reply->heartbeat_interval_ms()));
+  // Events of a previous session are about tasks the coordinator has already written off.
+  outbox_.clear();
+  urgent_ = false;
+  spdlog::info("registered as {} (session {}), heartbeat every {} ms", reply->worker_id(), session_,
+               heartbeat_every_.count());
+  return true;
+}
+
+void WorkerDaemon::heartbeat_once() {
+  v1::HeartbeatRequest req;
+  req.set_worker_id(worker_id());
+  req.set_session(session_);
+  for (auto& [k, t] : tasks_) *req.add_running() = t.ref;
+  for (int p : spare_ports()) req.add_spare_ports(p);
+  auto reply = client_.heartbeat(req);
+  if (!reply.is_ok()) {
+    if (reply.status().code() == StatusCode::kFailedPrecondition) {
+      // Our session is gone (lease expired, or another daemon took our name): whatever we
+      // run was written off, so stop it and register afresh.
+      spdlog::warn("heartbeat refused: {}; stopping {} trainers and registering again", reply.status().message(),
+                   tasks_.size());
+      stop_all_tasks(options_.stop_grace);
+      session_ = 0;
+      return;
+    }
+    auto now = SteadyClock::now();
+    if (now - last_warning_ > std::chrono::seconds(10)) {
+      spdlog::warn("heartbeat failed: {} (trainers keep running; retrying)", reply.status().to_string());
+      last_warning_ = now;
+    }
+    return;
+  }
+  for (const auto& c : reply->commands()) {
+    if (c.has_start()) start_task(c.start());
+    if (c.has_stop()) stop_task(c.stop().task(), c.stop().reason());
+  }
+}
+
+void WorkerDaemon::flush_events(bool final_flush) {
+  while (!outbox_.empty()) {
+    v1::ReportEventsRequest req;
+    req.set_worker_id(worker_id());
+    req.set_session(session_);
+    size_t n = std::min(outbox_.size(), kMaxBatch);
+    for (size_t i = 0; i < n; ++i) *req.add_events() = outbox_[i];
+    auto reply = client_.report_events(req);
+    if (!reply.is_ok()) {
+      if (reply.status().code() == StatusCode::kFailedPrecondition) {
+        outbox_.clear();  // the session is gone; the next heartbeat re-registers
+        urgent_ = false;
+      } else if (!final_flush) {
+        spdlog::debug("report events: {} (will retry)", reply.status().to_string());
+      }
+      return;
+    }
+    outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  urgent_ = false;
+}
+
+void WorkerDaemon::push_event(v1::TaskEvent event) {
+  if (outbox_.size() >= kMaxOutbox) {
+    // The coordinator has been away for long: drop the oldest progress event, never an exit.
+    for (auto it = outbox_.begin(); it != outbox_.end(); ++it) {
+      if (it->has_progress()) {
+        outbox_.erase(it);
+        break;
+      }
+    }
+  }
+  if (event.has_exited()) urgent_ = true;
+  outbox_.push_back(std::move(event));
+}
+
+void WorkerDaemon::push_exit(const v1::TaskRef& ref, int code, const std::string& tail) {
+  v1::TaskEvent e;
+  *e.mutable_task() = ref;
+  e.set_time(unix_now());
+  e.mutable_exited()->set_exit_code(code);
+  e.mutable_exited()->set_log_tail(tail);
+  push_event(std::move(e));
+}
+
+void WorkerDaemon::start_task(const v1::StartTask& start) {
+  const v1::TaskRef& ref = start.task();
+  Key key = key_of(ref);
+  if (started_.count(key)) return;  // a repeated command: it already runs (or ran)
+  started_.insert(key);
+  const std::string job_dir = options_.work_dir + "/" + ref.job_id();
+  const std::string log_path = job_dir + "/rank-" + std::to_string(ref.rank()) + ".log";
+  auto fail = [&](const std::string& why) {
+    spdlog::error("cannot start {}: {}", task_name(ref), why);
+    std::ofstream(log_path, std::ios::app) << "tern worker: cannot start the trainer: " << why << "\n";
+    push_exit(ref, 127, why + "\n");
+  };
+  std::error_code ec;
+  fs::create_directories(job_dir, ec);
+  if (ec) return fail("cannot create " + job_dir + ": " + ec.message());
+  if (ref.job_id().find('/') != std::string::npos || ref.job_id().find("..") != std::string::npos) {
+    return fail("bad job id '" + ref.job_id() + "'");
+  }
+  const std::string spec_path = job_dir + "/spec.yaml";
+  if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok()) return fail(s.message());
+  std::vector<std::string> argv = {trainer_,       "--spec",
+                                   spec_path,      "--rank",
+                                   std::to_string(ref.rank()), "--world",
+                                   std::to_string(start.world_size()), "--master",
+                                   start.master_addr(), "--generation",
+                                   std::to_string(ref.generation()), "--job",
+                                   ref.job_id(),   "--work-dir",
+                                   job_dir};
+  if (!start.cluster_yaml().empty()) {
+    const std::string cluster_path = job_dir + "/cluster.yaml";
+    if (Status s = write_file_atomic(cluster_path, start.cluster_yaml()); !s.is_ok()) return fail(s.message());
+    std::string regions;
+    for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;
+    argv.insert(argv.end(), {"--cluster", cluster_path, "--regions", regions});
+  }
+  if (access(trainer_.c_str(), X_OK) != 0) {
+    return fail("trainer binary " + trainer_ + " not found or not executable");
+  }
+  std::ofstream(log_path, std::ios::app) << "";  // exists even if the trainer never writes
+  SpawnOptions so;
+  so.argv = argv;
+  so.pipe_stdout = true;
+  so.pipe_stdin = true;
+  so.stderr_file = log_path;
+  so.die_with_parent = true;
+  auto proc = Subprocess::spawn(so);
+  if (!proc.is_ok()) return fail(proc.status().message());
+  Task task;
+  task.ref = ref;
+  task.proc = std::move(proc).value();
+  task.reader = std::make_unique<LineReader>(task.proc->stdout_fd());
+  task.log_path = log_path;
+  spdlog::info("started {} (pid {}): master {}", task_name(ref), task.proc->pid(), start.master_addr());
+  tasks_.emplace(key, std::move(task));
+}
+
+void WorkerDaemon::stop_task(const v1::TaskRef& ref, const std::string& reason) {
+  auto it = tasks_.find(key_of(ref));
+  if (it == tasks_.end() || it->second.stopping) return;
+  spdlog::info("stopping {}: {}", task_name(ref), reason);
+  Task& t = it->second;
+  t.stopping = true;
+  t.kill_at = SteadyClock::now() + options_.stop_grace;
+  if (!t.proc->write_stdin("{\"cmd\": \"stop\"}\n").is_ok()) t.proc->send_signal(SIGTERM);
+}
+
+void WorkerDaemon::ship_log(Task* t) {
+  int64_t size = file_size(t->log_path);
+  while (t->log_sent < size) {
+    std::ifstream in(t->log_path, std::ios::binary);
+    in.seekg(t->log_sent);
+    std::string data(static_cast<size_t>(std::min<int64_t>(size - t->log_sent, kMaxLogChunk)), '\0');
+    in.read(data.data(), static_cast<std::streamsize>(data.size()));
+    data.resize(static_cast<size_t>(in.gcount()));
+    if (data.empty()) break;
+    v1::TaskEvent e;
+    *e.mutable_task() = t->ref;
+    e.set_time(unix_now());
+    e.mutable_log()->set_offset(t->log_sent);
+    t->log_sent += static_cast<int64_t>(data.size());
+    e.mutable_log()->set_data(std::move(data));
+    push_event(std::move(e));
+  }
+}
+
+void WorkerDaemon::poll_tasks() {
+  for (auto it = tasks_.begin(); it != tasks_.end();) {
+    Task& t = it->second;
+    std::vector<std::string> lines;
+    bool open = t.reader->read_lines(&lines, std::chrono::milliseconds(0));
+    for (const auto& line : lines) {
+      if (auto e = parse_trainer_event(line, t.ref)) {
+        push_event(std::move(*e));
+      } else if (!line.empty()) {
+        spdlog::debug("{}: stdout: {}", task_name(t.ref), line);
+      }
+    }
+    ship_log(&t);
+    if (t.stopping && SteadyClock::now() >= t.kill_at) t.proc->send_signal(SIGKILL);
+    auto code = t.proc->poll();
+    if (!code) {
+      ++it;
+      continue;
+    }
+    // Exited: drain what is left on its stdout and in its log, then report the exit.
+    lines.clear();
+    // Bounded: a grandchild could hold the pipe open forever.
+    for (int i = 0; open && i < 20; ++i) open = t.reader->read_lines(&lines, std::chrono::milliseconds(50));
+    for (const auto& line : lines) {
+      if (auto e = parse_trainer_event(line, t.ref)) push_event(std::move(*e));
+    }
+    ship_log(&t);
+    std::string tail = *code == 0 ? "" : tail_file_lines(t.log_path, options_.log_tail_lines);
+    spdlog::info("{} exited with code {} ({})", task_name(t.ref), *code, trainer_exit_meaning(*code));
+    push_exit(t.ref, *code, tail);
+    it = tasks_.erase(it);
+  }
+}
+
+void WorkerDaemon::stop_all_tasks(std::chrono::milliseconds grace) {
+  if (tasks_.empty()) return;
+  for (auto& [k, t] : tasks_) {
+    if (!t.stopping) stop_task(t.ref, "worker shutting down");
+    t.kill_at = std::min(t.kill_at, SteadyClock::now() + grace);
+  }
+  while (!tasks_.empty()) {
+    poll_tasks();
+    if (!tasks_.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace tern

@@ -1,0 +1,106 @@
+// WorkerDaemon: the `tern worker` process. Registers with the coordinator, heartbeats, and
+// supervises one tern-trainer child per assigned rank (common/trainer_protocol.h):
+//   - StartTask: writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the trainer
+//     without a shell, its stderr appended to <work_dir>/<job>/rank-<R>.log;
+//   - relays the trainer's JSON-lines stdout events and the growth of its log file up with
+//     ReportEvents (retried until acknowledged, so nothing is lost while the coordinator
+//     restarts);
+//   - StopTask / shutdown: {"cmd": "stop"} on the trainer's stdin, SIGKILL after a grace;
+//   - a trainer that exits is reported with its exit code and the last lines of its log.
+// Trainers die with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the daemon orphans none.
+//
+// Threading: run() does everything on the calling thread (one loop that polls the trainers'
+// pipes every few ms and talks to the coordinator with short deadlines); request_stop() may
+// be called from any thread or a signal handler's flag.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <vector>
+#include <set>
+#include <string>
+
+#include "common/status.h"
+#include "common/subprocess.h"
+#include "rpc/client.h"
+
+namespace tern {
+
+struct WorkerDaemonOptions {
+  std::string coordinator = "127.0.0.1:7070";  // HOST:PORT of the coordinator
+  std::string name;                            // worker id to register as; empty = coordinator picks
+  std::string host = "127.0.0.1";              // address peers reach this machine's trainers at
+  std::string region = "local";
+  int slots = 1;
+  std::string work_dir = ".tern/worker";       // per-job directories, specs and trainer logs
+  std::string trainer_path;                    // empty: tern-trainer next to this executable
+  std::chrono::milliseconds stop_grace{5000};  // stop command -> SIGKILL
+  std::chrono::milliseconds rpc_deadline{2000};
+  size_t log_tail_lines = 20;                  // lines of log sent with a failed exit
+};
+
+class WorkerDaemon {
+ public:
+  explicit WorkerDaemon(WorkerDaemonOptions options);
+  ~WorkerDaemon();
+  WorkerDaemon(const WorkerDaemon&) = delete;
+  WorkerDaemon& operator=(const WorkerDaemon&) = delete;
+
+  // Runs until request_stop(); then stops every trainer and flushes their exit events.
+  // Returns an error only for unusable options (e.g. the work directory cannot be created).
+  Status run();
+  void request_stop() { stop_.store(true); }
+
+  // For tests: the worker id once registered ("" before).
+  std::string worker_id() const;
+  // For tests: pids of the trainers alive now.
+  std::vector<pid_t> trainer_pids() const;
+
+ private:
+  struct Task {
+    v1::TaskRef ref;
+    std::unique_ptr<Subprocess> proc;
+    std::unique_ptr<LineReader> reader;
+    std::string log_path;
+    int64_t log_sent = 0;
+    bool stopping = false;
+    std::chrono::steady_clock::time_point kill_at;
+  };
+  using Key = std::tuple<std::string, int, int64_t>;
+  static Key key_of(const v1::TaskRef& t) { return {t.job_id(), t.rank(), t.generation()}; }
+
+  bool register_once();
+  void heartbeat_once();
+  void flush_events(bool final_flush);
+  void start_task(const v1::StartTask& start);
+  void stop_task(const v1::TaskRef& ref, const std::string& reason);
+  void poll_tasks();
+  void ship_log(Task* task);
+  void push_event(v1::TaskEvent event);
+  void push_exit(const v1::TaskRef& ref, int code, const std::string& tail);
+  void stop_all_tasks(std::chrono::milliseconds grace);
+  std::vector<int> spare_ports() const;
+
+  const WorkerDaemonOptions options_;
+  std::string trainer_;
+  WorkerServiceClient client_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;  // guards worker_id_ and pids_, read by the test accessors
+  std::string worker_id_;
+  std::vector<pid_t> pids_;
+  // Everything below is touched by the run() thread only.
+  uint64_t session_ = 0;
+  std::chrono::milliseconds heartbeat_every_{500};
+  std::map<Key, Task> tasks_;
+  std::set<Key> started_;             // every task ever started (StartTask is idempotent)
+  std::deque<v1::TaskEvent> outbox_;  // events not yet acknowledged by the coordinator
+  bool urgent_ = false;               // the outbox holds an exit: flush now
+  std::chrono::steady_clock::time_point last_warning_;
+};
+
+}  // namespace tern
