@@ -99,7 +99,7 @@ Result<std::unique_ptr<Subprocess>> Subprocess::spawn(const SpawnOptions& option
 }
 
 Subprocess::~Subprocess() {
-  if (!exit_status_ && pid_ > 0) {
+  if (!exit_status_ && pid_ > 0 && !detached_) {
     ::kill(pid_, SIGKILL);
     wait();
   }

@@ -53,6 +53,9 @@ class Subprocess {
   void send_signal(int sig);
   // SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status.
   int terminate(std::chrono::milliseconds grace);
+  // Lets the child outlive this object: the destructor neither kills nor reaps it (daemons
+  // started by `tern cluster up`, spawned with new_session and die_with_parent = false).
+  void detach() { detached_ = true; }
 
  private:
   Subprocess() = default;
@@ -60,6 +63,7 @@ class Subprocess {
   int stdout_fd_ = -1;
   int stdin_fd_ = -1;
   std::optional<int> exit_status_;
+  bool detached_ = false;
 };
 
 // Splits a byte stream from a non-blocking fd into lines.
