@@ -9,6 +9,7 @@ namespace {
 constexpr int64_t kChunk = 65536;      // indices are sent as (chunk, low 16 bits)
 constexpr int64_t kLowOffset = 32768;  // low bits stored as int16 in [-32768, 32767]
 constexpr int64_t kMinSample = 1024;
+constexpr int64_t kMinSampleTop = 16;
 constexpr double kHalfMax = 65504.0;
 
 int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
@@ -34,8 +35,10 @@ TopKSelection exact_top_k(const at::Tensor& x, int64_t k) {
 TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio, at::Generator& gen) {
   int64_t numel = x.numel();
   k = std::max<int64_t>(1, std::min<int64_t>(k, numel));
-  int64_t samples = std::max<int64_t>(static_cast<int64_t>(std::ceil(sample_ratio * numel)),
-                                      std::min(numel, kMinSample));
+  // At least kMinSampleTop sampled entries above the threshold, else the estimate of a small
+  // k is too noisy to land within 2x (a sample max is off by more than that half the time).
+  int64_t samples = std::max({static_cast<int64_t>(std::ceil(sample_ratio * numel)), std::min(numel, kMinSample),
+                              kMinSampleTop * numel / k});
   if (samples >= numel || 2 * k >= numel) return exact_top_k(x, k);
 
   at::Tensor magnitude = x.abs();

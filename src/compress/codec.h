@@ -25,8 +25,9 @@ struct TopKSelection {
 // Exact top-k of |x| (x flat).
 TopKSelection exact_top_k(const at::Tensor& x, int64_t k);
 
-// DGC's selection: estimates the k-th largest |x| from a random sample of
-// max(sample_ratio * numel, min(numel, 1024)) entries and keeps the entries at or above it.
+// DGC's selection: estimates the k-th largest |x| from a random sample (with replacement) of
+// max(sample_ratio * numel, min(numel, 1024), 16 * numel / k) entries — so that at least 16
+// sampled entries lie above the estimate — and keeps the entries at or above it.
 // Falls back to exact top-k when the count is off by more than 2x (fewer than k/2 or more
 // than 2k); more than k (up to 2k) are cut to the exact top k among them, fewer are padded.
 TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio, at::Generator& gen);

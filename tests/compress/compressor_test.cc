@@ -1,0 +1,454 @@
+// Compressors over real Gloo groups (ranks as threads): PowerSGD at full rank and DGC at
+// density 1 against dense averaging, delayed finish (DSSGD) equal to immediate finish,
+// state save/restore, empty and tiny tensors, identical collective order on every rank,
+// and the measured wire bytes of DGC.
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <mutex>
+
+#include "comm/counting_communicator.h"
+#include "comm/reducer.h"
+#include "compress/compressor.h"
+#include "compress/factory.h"
+#include "testing/gloo_group.h"
+
+namespace tern {
+namespace {
+
+using Shapes = std::vector<std::vector<int64_t>>;
+
+// Deterministic per-(rank, step) gradients.
+std::vector<at::Tensor> grads_for(const Shapes& shapes, int rank, int64_t step, double sparsity = 0) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step) + 7);
+  std::vector<at::Tensor> out;
+  for (const auto& s : shapes) {
+    at::Tensor g = at::randn(s, gen);
+    if (sparsity > 0) g = g * (at::rand(s, gen) > sparsity).to(at::kFloat);
+    out.push_back(g);
+  }
+  return out;
+}
+
+std::vector<at::Tensor> zeros_like_all(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : ts) out.push_back(at::zeros_like(t));
+  return out;
+}
+
+// Dense reference: the plain average over ranks.
+std::vector<at::Tensor> dense_average(Communicator& comm, const std::vector<at::Tensor>& grads) {
+  DenseReducer dense(comm, 1 << 20);
+  auto out = zeros_like_all(grads);
+  EXPECT_TRUE(dense.start(grads, 0)->finish(out).is_ok());
+  return out;
+}
+
+void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, double tol,
+                  const std::string& what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::allclose(a[i], b[i], tol, tol)) << what << " tensor " << i << " max diff "
+                                                    << (a[i] - b[i]).abs().max().item<double>();
+  }
+}
+
+DgcOptions dgc_options(double density, bool masking, double momentum, int64_t min_numel = 16) {
+  DgcOptions o;
+  o.density = density;
+  o.momentum = momentum;
+  o.momentum_masking = masking;
+  o.min_numel = min_numel;
+  return o;
+}
+
+const Shapes kModel = {{16, 20}, {16}, {8, 4, 3, 3}, {8}, {3, 2}, {10, 16}};
+
+TEST(PowerSgd, FullRankReproducesTheDenseAverage) {
+  testing::run_ranks(3, [](int rank, std::shared_ptr<Communicator> comm) {
+    PowerSgdOptions o;
+    o.rank = 64;  // clamped to min(n, m) per matrix
+    o.start_iter = 0;
+    o.min_compression_rate = 0;  // compress every matrix, even when it does not shrink
+    o.seed = 11;
+    PowerSgdCompressor psgd(*comm, o);
+    for (int64_t step = 0; step < 4; ++step) {
+      auto g = grads_for(kModel, rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(psgd.start(g, step)->finish(out).is_ok());
+      expect_close(out, dense_average(*comm, g), 1e-4, "step " + std::to_string(step));
+    }
+    // Full rank leaves nothing behind: each rank keeps M_j - P̂P̂ᵀM_j (non-zero when n > m,
+    // as P̂ spans the column space of the sum, not of M_j), and those errors sum to zero.
+    for (auto& [name, t] : psgd.state()) {
+      if (name.rfind("powersgd/e/", 0) != 0) continue;
+      std::vector<at::Tensor> sum{t.clone()};
+      ASSERT_TRUE(all_reduce_sync(*comm, sum).is_ok());
+      EXPECT_LT(sum[0].abs().max().item<double>(), 1e-4) << name;
+    }
+  });
+}
+
+TEST(PowerSgd, LowRankErrorFeedbackKeepsWhatWasNotSent) {
+  // One rank: average = P Qᵀ, and (g + e_old) == P Qᵀ + e_new up to fp rounding.
+  testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
+    PowerSgdOptions o;
+    o.rank = 2;
+    o.start_iter = 0;
+    PowerSgdCompressor psgd(*comm, o);
+    at::Tensor e_old = at::zeros({40, 30});
+    for (int64_t step = 0; step < 3; ++step) {
+      auto g = grads_for({{40, 30}}, 0, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(psgd.start(g, step)->finish(out).is_ok());
+      at::Tensor e_new;
+      for (auto& [name, t] : psgd.state()) {
+        if (name == "powersgd/e/0") e_new = t.clone();
+      }
+      ASSERT_TRUE(e_new.defined());
+      EXPECT_TRUE(at::allclose(out[0] + e_new, g[0] + e_old, 1e-5, 1e-5));
+      EXPECT_GT(e_new.abs().max().item<double>(), 0.1);  // rank 2 of 30 really drops something
+      e_old = e_new;
+    }
+  });
+}
+
+TEST(PowerSgd, DenseBeforeStartIterAndForVectors) {
+  testing::run_ranks(2, [](int rank, std::shared_ptr<Communicator> comm) {
+    PowerSgdOptions o;
+    o.rank = 1;
+    o.start_iter = 2;
+    PowerSgdCompressor psgd(*comm, o);
+    for (int64_t step = 0; step < 3; ++step) {
+      auto g = grads_for(kModel, rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(psgd.start(g, step)->finish(out).is_ok());
+      auto ref = dense_average(*comm, g);
+      if (step < 2) {
+        expect_close(out, ref, 1e-6, "dense warm-up");
+      } else {
+        EXPECT_TRUE(at::allclose(out[1], ref[1], 1e-6, 1e-6));    // vector: dense
+        EXPECT_FALSE(at::allclose(out[0], ref[0], 1e-3, 1e-3));   // 16x20 at rank 1: compressed
+      }
+    }
+  });
+}
+
+// DGC at density 1 without momentum masking is momentum SGD on the averaged gradient.
+TEST(Dgc, DensityOneEqualsDenseSsgdWithMomentum) {
+  testing::run_ranks(3, [](int rank, std::shared_ptr<Communicator> comm) {
+    const double m = 0.9;
+    DgcCompressor dgc(*comm, dgc_options(1.0, /*masking=*/false, m));
+    std::vector<at::Tensor> buf;
+    for (int64_t step = 0; step < 5; ++step) {
+      auto g = grads_for(kModel, rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(dgc.start(g, step)->finish(out).is_ok());
+      auto avg = dense_average(*comm, g);
+      if (buf.empty()) {
+        buf = avg;
+      } else {
+        for (size_t i = 0; i < buf.size(); ++i) buf[i] = buf[i] * m + avg[i];
+      }
+      expect_close(out, buf, 1e-5, "step " + std::to_string(step));
+    }
+  });
+}
+
+// With masking, density 1 zeroes the momentum of everything sent: plain averaged SGD for
+// the sparse tensors, momentum SGD for the dense (small / 1-D) ones.
+TEST(Dgc, DensityOneWithMaskingDropsMomentumOfSparseTensors) {
+  testing::run_ranks(2, [](int rank, std::shared_ptr<Communicator> comm) {
+    const double m = 0.9;
+    DgcCompressor dgc(*comm, dgc_options(1.0, /*masking=*/true, m, /*min_numel=*/100));
+    std::vector<at::Tensor> buf;
+    for (int64_t step = 0; step < 3; ++step) {
+      auto g = grads_for(kModel, rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(dgc.start(g, step)->finish(out).is_ok());
+      auto avg = dense_average(*comm, g);
+      if (buf.empty()) {
+        buf = avg;
+      } else {
+        for (size_t i = 0; i < buf.size(); ++i) buf[i] = buf[i] * m + avg[i];
+      }
+      for (size_t i = 0; i < g.size(); ++i) {
+        bool sparse = g[i].dim() > 1 && g[i].numel() >= 100;
+        EXPECT_TRUE(at::allclose(out[i], sparse ? avg[i] : buf[i], 1e-5, 1e-5)) << "tensor " << i;
+      }
+    }
+  });
+}
+
+TEST(Dgc, SparseSumOverStepsMatchesDenseSum) {
+  // Error feedback: whatever is not sent stays in v, so sum of what was applied plus what is
+  // still pending equals the sum of all averaged gradients (momentum 0, no masking effect).
+  testing::run_ranks(2, [](int rank, std::shared_ptr<Communicator> comm) {
+    DgcCompressor dgc(*comm, dgc_options(0.05, true, 0.0));
+    const Shapes shapes = {{30, 40}};
+    at::Tensor applied = at::zeros({30, 40}), dense = at::zeros({30, 40});
+    for (int64_t step = 0; step < 6; ++step) {
+      auto g = grads_for(shapes, rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(dgc.start(g, step)->finish(out).is_ok());
+      applied += out[0];
+      dense += dense_average(*comm, g)[0];
+    }
+    at::Tensor pending;
+    for (auto& [name, t] : dgc.state()) {
+      if (name == "dgc/v/0") pending = t.view({30, 40}).clone();
+    }
+    ASSERT_TRUE(pending.defined());
+    std::vector<at::Tensor> p{pending};
+    ASSERT_TRUE(all_reduce_sync(*comm, p).is_ok());
+    EXPECT_TRUE(at::allclose(applied + p[0] / 2, dense, 1e-4, 1e-4));
+    EXPECT_GT(p[0].abs().max().item<double>(), 0.1);  // something really is pending
+  });
+}
+
+TEST(Dgc, WarmupScheduleSpansTheGivenSteps) {
+  testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
+    DgcOptions o = dgc_options(0.001, true, 0.9);
+    o.warmup_densities = {0.25, 0.0625, 0.015625, 0.00390625};
+    o.warmup_steps = 40;
+    DgcCompressor dgc(*comm, o);
+    EXPECT_DOUBLE_EQ(dgc.density_at(0), 0.25);
+    EXPECT_DOUBLE_EQ(dgc.density_at(9), 0.25);
+    EXPECT_DOUBLE_EQ(dgc.density_at(10), 0.0625);
+    EXPECT_DOUBLE_EQ(dgc.density_at(39), 0.00390625);
+    EXPECT_DOUBLE_EQ(dgc.density_at(40), 0.001);
+  });
+}
+
+// A reducer's outputs must not depend on when finish() is called (SSGD: at once; DSSGD: d
+// steps later).
+void expect_delay_invariant(const std::function<std::unique_ptr<GradientReducer>(Communicator&)>& make) {
+  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto now = make(*comm);
+    auto later = make(*comm);
+    const int64_t steps = 6, delay = 2;
+    std::vector<std::vector<at::Tensor>> at_once, delayed(steps);
+    for (int64_t s = 0; s < steps; ++s) {
+      auto g = grads_for(kModel, rank, s);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(now->start(g, s)->finish(out).is_ok());
+      at_once.push_back(out);
+    }
+    std::vector<std::unique_ptr<PendingReduction>> inflight;
+    for (int64_t s = 0; s < steps + delay; ++s) {
+      if (s < steps) {
+        auto g = grads_for(kModel, rank, s);
+        inflight.push_back(later->start(g, s));
+        for (auto& t : g) t.fill_(12345);  // the caller may overwrite its inputs at once
+      }
+      int64_t done = s - delay;
+      if (done >= 0) {
+        delayed[done] = zeros_like_all(grads_for(kModel, rank, done));
+        ASSERT_TRUE(inflight[done]->finish(delayed[done]).is_ok());
+      }
+    }
+    for (int64_t s = 0; s < steps; ++s) expect_close(delayed[s], at_once[s], 0, "step " + std::to_string(s));
+  });
+}
+
+TEST(Compressors, DelayedFinishGivesTheSameResults) {
+  expect_delay_invariant([](Communicator& c) {
+    return std::make_unique<DgcCompressor>(c, dgc_options(0.1, true, 0.9));
+  });
+  expect_delay_invariant([](Communicator& c) {
+    PowerSgdOptions o;
+    o.rank = 2;
+    o.start_iter = 1;
+    return std::make_unique<PowerSgdCompressor>(c, o);
+  });
+  expect_delay_invariant([](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
+  expect_delay_invariant([](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
+}
+
+// Saving the per-rank state after k steps and loading it into a fresh compressor continues
+// exactly where the first one would have.
+void expect_state_round_trip(const std::function<std::unique_ptr<GradientReducer>(Communicator&)>& make) {
+  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto a = make(*comm);
+    for (int64_t s = 0; s < 3; ++s) {
+      auto g = grads_for(kModel, rank, s);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(a->start(g, s)->finish(out).is_ok());
+    }
+    auto saved = a->state();
+    ASSERT_FALSE(saved.empty());
+    std::vector<std::pair<std::string, at::Tensor>> copy;
+    for (auto& [k, v] : saved) copy.emplace_back(k, v.clone());
+    auto b = make(*comm);
+    ASSERT_TRUE(b->load_state(copy).is_ok());
+    for (int64_t s = 3; s < 5; ++s) {
+      auto g = grads_for(kModel, rank, s);
+      auto out_a = zeros_like_all(g), out_b = zeros_like_all(g);
+      ASSERT_TRUE(a->start(g, s)->finish(out_a).is_ok());
+      ASSERT_TRUE(b->start(g, s)->finish(out_b).is_ok());
+      expect_close(out_a, out_b, 0, a->name() + " after restore");
+    }
+  });
+}
+
+TEST(Compressors, StateSavesAndRestores) {
+  expect_state_round_trip([](Communicator& c) {
+    DgcOptions o = dgc_options(0.05, true, 0.9);
+    o.seed = 5;  // sampling must restart identically too: same seed, same stream position
+    o.sample_ratio = 1.0;  // (exact selection, so the generator position does not matter)
+    return std::make_unique<DgcCompressor>(c, o);
+  });
+  expect_state_round_trip([](Communicator& c) {
+    PowerSgdOptions o;
+    o.start_iter = 1;
+    return std::make_unique<PowerSgdCompressor>(c, o);
+  });
+  expect_state_round_trip([](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
+  expect_state_round_trip([](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
+}
+
+TEST(Compressors, RestoredStateOfTheWrongShapeIsAnError) {
+  testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
+    Int8Compressor c(*comm, true);
+    ASSERT_TRUE(c.load_state({{"int8/e/0", at::zeros({3})}}).is_ok());
+    std::vector<at::Tensor> g{at::ones({4})}, out{at::zeros({4})};
+    EXPECT_FALSE(c.start(g, 0)->finish(out).is_ok());
+    EXPECT_FALSE(c.load_state({{"dgc/v/0", at::zeros({3})}}).is_ok());
+  });
+}
+
+std::vector<std::unique_ptr<GradientReducer>> all_compressors(Communicator& c) {
+  std::vector<std::unique_ptr<GradientReducer>> out;
+  DgcOptions d = dgc_options(0.001, true, 0.9, /*min_numel=*/1);
+  d.warmup_densities = {0.5};
+  d.warmup_steps = 1;
+  out.push_back(std::make_unique<DgcCompressor>(c, d));
+  d.value_type = at::kHalf;
+  out.push_back(std::make_unique<DgcCompressor>(c, d));
+  PowerSgdOptions p;
+  p.start_iter = 1;
+  p.min_compression_rate = 0;
+  out.push_back(std::make_unique<PowerSgdCompressor>(c, p));
+  out.push_back(std::make_unique<Fp16Compressor>(c, true));
+  out.push_back(std::make_unique<Int8Compressor>(c, true));
+  return out;
+}
+
+TEST(Compressors, NoHangOnEmptyOrTinyTensors) {
+  const std::vector<Shapes> cases = {
+      {},                               // nothing at all
+      {{0}},                            // one empty tensor
+      {{0, 3}, {1}},                    // empty matrix + scalar-like vector
+      {{1, 1}, {2, 1}, {1, 5}, {0, 0}}, // tiny matrices (k = 1), degenerate shapes
+  };
+  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    for (const auto& shapes : cases) {
+      for (auto& c : all_compressors(*comm)) {
+        for (int64_t step = 0; step < 3; ++step) {
+          auto g = grads_for(shapes, rank, step);
+          auto out = zeros_like_all(g);
+          Status s = c->start(g, step)->finish(out);
+          ASSERT_TRUE(s.is_ok()) << c->name() << ": " << s.to_string();
+          for (auto& t : out) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << c->name();
+        }
+      }
+    }
+  }, std::chrono::seconds(20));
+}
+
+// Records each collective's kind and size, to compare across ranks.
+class RecordingCommunicator : public ForwardingCommunicator {
+ public:
+  using ForwardingCommunicator::ForwardingCommunicator;
+  WorkPtr all_reduce(std::vector<at::Tensor>& t, ReduceOp op) override {
+    log_.push_back("all_reduce " + describe(t));
+    return inner_->all_reduce(t, op);
+  }
+  WorkPtr all_gather(std::vector<at::Tensor>& o, at::Tensor& i) override {
+    log_.push_back("all_gather " + describe({i}));
+    for (const auto& t : o) {
+      EXPECT_EQ(t.sizes(), i.sizes());
+    }
+    return inner_->all_gather(o, i);
+  }
+  WorkPtr broadcast(std::vector<at::Tensor>& t, int root) override {
+    log_.push_back("broadcast " + describe(t));
+    return inner_->broadcast(t, root);
+  }
+  const std::vector<std::string>& log() const { return log_; }
+
+ private:
+  static std::string describe(const std::vector<at::Tensor>& ts) {
+    std::string s;
+    for (const auto& t : ts) {
+      EXPECT_GT(t.numel(), 0) << "empty tensor in a collective";
+      s += std::string(c10::toString(t.scalar_type())) + c10::str(t.sizes()) + ";";
+    }
+    return s;
+  }
+  std::vector<std::string> log_;
+};
+
+TEST(Compressors, EveryRankIssuesTheSameCollectivesInTheSameOrder) {
+  std::mutex mu;
+  std::vector<std::vector<std::string>> logs(3);
+  testing::run_ranks(3, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto rec = std::make_shared<RecordingCommunicator>(comm);
+    for (auto& c : all_compressors(*rec)) {
+      for (int64_t step = 0; step < 4; ++step) {
+        // Different sparsity per rank: selection differs, wire sizes must not.
+        auto g = grads_for(kModel, rank, step, 0.3 * rank);
+        auto out = zeros_like_all(g);
+        ASSERT_TRUE(c->start(g, step)->finish(out).is_ok()) << c->name();
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    logs[static_cast<size_t>(rank)] = rec->log();
+  });
+  ASSERT_FALSE(logs[0].empty());
+  EXPECT_EQ(logs[0], logs[1]);
+  EXPECT_EQ(logs[0], logs[2]);
+}
+
+TEST(Factory, DgcWireBytesAndCompressionRatio) {
+  // One 1000 x 1000 matrix at density 0.001 on 4 ranks: k = 1000 entries of 2 (low index) +
+  // 2 (fp16 value) bytes plus 16 chunk counts of 4 bytes, sent (N-1) = 3 times by a ring
+  // allgather; dense fp32 ring all-reduce would send 2 (N-1)/N * 4 MB.
+  testing::run_ranks(4, [](int rank, std::shared_ptr<Communicator> comm) {
+    JobSpec spec;
+    spec.compress.method = "dgc";
+    spec.compress.density = 0.001;
+    spec.compress.warmup_steps = 0;
+    spec.compress.warmup_epochs = 0;
+    spec.compress.value_bits = 16;
+    auto r = make_gradient_reducer(spec, *comm, ReducerContext{});
+    ASSERT_TRUE(r.is_ok());
+    auto& reducer = *r;
+    EXPECT_TRUE(reducer->owns_momentum());
+    for (int64_t step = 0; step < 3; ++step) {
+      auto g = grads_for({{1000, 1000}}, rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(reducer->start(g, step)->finish(out).is_ok());
+      EXPECT_EQ((out[0] != 0).sum().item<int64_t>() <= 4000, true);
+    }
+    const ReducerStats& s = reducer->stats();
+    EXPECT_EQ(s.wire_bytes, 3 * 3 * (1000 * 4 + 16 * 4));
+    EXPECT_EQ(s.dense_bytes, 3 * 4000000);
+    EXPECT_NEAR(s.compression_ratio(4), 1.5 * 4e6 / (3 * (4000 + 64)), 1e-6);
+    EXPECT_GT(s.compression_ratio(4), 300);
+    EXPECT_GT(s.compress_s, 0);
+
+    spec.compress.method = "none";
+    auto dense = make_gradient_reducer(spec, *comm, ReducerContext{});
+    ASSERT_TRUE(dense.is_ok());
+    auto g = grads_for({{1000, 1000}}, rank, 0);
+    auto out = zeros_like_all(g);
+    ASSERT_TRUE((*dense)->start(g, 0)->finish(out).is_ok());
+    EXPECT_NEAR((*dense)->stats().compression_ratio(4), 1.0, 1e-9);
+    EXPECT_FALSE((*dense)->owns_momentum());
+  });
+}
+
+}  // namespace
+}  // namespace tern
