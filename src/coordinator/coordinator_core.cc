@@ -140,8 +140,9 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
   }
   const int64_t now = clock->monotonic_ms();
   for (auto& [id, w] : core->workers_) {
-    // A restored worker keeps its session; it is trusted again once it heartbeats.
-    w.lease_deadline_ms = now + options.lease_ms;
+    // A restored worker keeps its session; it is trusted again once it heartbeats. Its daemon
+    // may be backing off its reconnects: allow more than one lease before calling it lost.
+    w.lease_deadline_ms = now + std::max<int64_t>(3 * options.lease_ms, 10000);
     w.heard = false;
   }
   // Compaction at start: one record per job and worker.

@@ -56,7 +56,14 @@ std::string task_name(const v1::TaskRef& t) {
 WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options)
     : options_(std::move(options)),
       trainer_(options_.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options_.trainer_path),
-      client_(options_.coordinator, RpcClientOptions{options_.rpc_deadline, 0, std::chrono::milliseconds(100)}) {}
+      client_() {
+  reconnect();
+}
+
+void WorkerDaemon::reconnect() {
+  client_ = std::make_unique<WorkerServiceClient>(
+      options_.coordinator, RpcClientOptions{options_.rpc_deadline, 0, std::chrono::milliseconds(100)});
+}
 
 WorkerDaemon::~WorkerDaemon() { stop_all_tasks(std::chrono::milliseconds(0)); }
 
@@ -129,8 +136,9 @@ bool WorkerDaemon::register_once() {
   req.set_slots(options_.slots);
   req.set_version("0.1.0");
   for (int p : spare_ports()) req.add_spare_ports(p);
-  auto reply = client_.register_worker(req);
+  auto reply = client_->register_worker(req);
   if (!reply.is_ok()) {
+    reconnect();
     auto now = SteadyClock::now();
     if (now - last_warning_ > std::chrono::seconds(10)) {
       spdlog::warn("cannot register with the coordinator: {} (retrying)", reply.status().to_string());
@@ -161,7 +169,7 @@ void WorkerDaemon::heartbeat_once() {
   req.set_session(session_);
   for (auto& [k, t] : tasks_) *req.add_running() = t.ref;
   for (int p : spare_ports()) req.add_spare_ports(p);
-  auto reply = client_.heartbeat(req);
+  auto reply = client_->heartbeat(req);
   if (!reply.is_ok()) {
     if (reply.status().code() == StatusCode::kFailedPrecondition) {
       // Our session is gone (lease expired, or another daemon took our name): whatever we
@@ -172,6 +180,7 @@ void WorkerDaemon::heartbeat_once() {
       session_ = 0;
       return;
     }
+    reconnect();
     auto now = SteadyClock::now();
     if (now - last_warning_ > std::chrono::seconds(10)) {
       spdlog::warn("heartbeat failed: {} (trainers keep running; retrying)", reply.status().to_string());
@@ -192,7 +201,7 @@ void WorkerDaemon::flush_events(bool final_flush) {
     req.set_session(session_);
     size_t n = std::min(outbox_.size(), kMaxBatch);
     for (size_t i = 0; i < n; ++i) *req.add_events() = outbox_[i];
-    auto reply = client_.report_events(req);
+    auto reply = client_->report_events(req);
     if (!reply.is_ok()) {
       if (reply.status().code() == StatusCode::kFailedPrecondition) {
         outbox_.clear();  // the session is gone; the next heartbeat re-registers

@@ -85,10 +85,12 @@ class WorkerDaemon {
   void push_exit(const v1::TaskRef& ref, int code, const std::string& tail);
   void stop_all_tasks(std::chrono::milliseconds grace);
   std::vector<int> spare_ports() const;
+  // A fresh channel after a transport failure (no reconnect backoff carried over).
+  void reconnect();
 
   const WorkerDaemonOptions options_;
   std::string trainer_;
-  WorkerServiceClient client_;
+  std::unique_ptr<WorkerServiceClient> client_;
   std::atomic<bool> stop_{false};
   mutable std::mutex mu_;  // guards worker_id_ and pids_, read by the test accessors
   std::string worker_id_;

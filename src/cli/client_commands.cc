@@ -1,0 +1,353 @@
+#include "cli/client_commands.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/progress.h"
+#include "cli/table.h"
+#include "common/cluster_config.h"
+#include "rpc/client.h"
+
+namespace tern {
+namespace {
+
+double now_unix() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+double unix_of(const google::protobuf::Timestamp& ts) { return static_cast<double>(ts.seconds()) + ts.nanos() * 1e-9; }
+
+std::string to_json(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  o.add_whitespace = true;
+  std::string out;
+  auto s = google::protobuf::util::MessageToJsonString(m, &out, o);
+  if (!s.ok()) return "{}";
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+std::string short_state(v1::JobState s) {
+  std::string n = v1::JobState_Name(s);
+  return n.rfind("JOB_STATE_", 0) == 0 ? n.substr(10) : n;
+}
+
+std::string short_rank_state(v1::RankState s) {
+  if (s == v1::RANK_STATE_UNSPECIFIED) return "-";
+  std::string n = v1::RankState_Name(s);
+  return n.rfind("RANK_STATE_", 0) == 0 ? n.substr(11) : n;
+}
+
+bool terminal(v1::JobState s) {
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_CANCELLED;
+}
+
+std::string first_line(const std::string& s, size_t max = 60) {
+  std::string l = s.substr(0, s.find('\n'));
+  if (l.size() > max) l = l.substr(0, max - 3) + "...";
+  return l;
+}
+
+std::string progress_cell(const v1::JobStatus& j) {
+  if (j.total_steps() <= 0) return "-";
+  return strf("%lld/%lld (%.0f%%)", static_cast<long long>(j.step()), static_cast<long long>(j.total_steps()),
+              100.0 * static_cast<double>(j.step()) / static_cast<double>(j.total_steps()));
+}
+
+std::string accuracy_cell(const v1::JobStatus& j) {
+  return j.has_test_accuracy() ? strf("%.4f", j.test_accuracy()) : "-";
+}
+
+// Job status -> the progress event fields ProgressLine reads.
+nlohmann::json progress_of(const v1::JobStatus& j) {
+  double epoch = 0;
+  for (const auto& r : j.ranks()) epoch = r.rank() == 0 ? r.epoch() : epoch;
+  return {{"step", j.step()}, {"total_steps", j.total_steps()}, {"epoch", epoch},
+          {"loss", j.loss()}, {"samples_per_s", j.samples_per_s()}};
+}
+
+void print_outcome(const v1::JobStatus& j) {
+  double wall = j.has_finished_at() && j.has_started_at() ? unix_of(j.finished_at()) - unix_of(j.started_at()) : 0;
+  std::cout << "job " << j.job_id() << " " << short_state(j.state()) << strf(" after %.1f s", wall);
+  if (j.state() == v1::JOB_STATE_SUCCEEDED) {
+    std::cout << ": " << j.step() << " steps";
+    if (j.has_test_accuracy()) std::cout << strf(", test accuracy %.4f", j.test_accuracy());
+    auto fl = j.summary().find("final_loss");
+    if (fl != j.summary().end()) std::cout << strf(", final loss %.4f", fl->second);
+    std::cout << "\n";
+  } else {
+    std::cout << ": " << j.reason() << "\n";
+  }
+}
+
+}  // namespace
+
+Result<std::string> resolve_coordinator(const ClientOptions& options) {
+  if (!options.coordinator.empty()) return options.coordinator;
+  if (!options.cluster_file.empty()) {
+    auto c = load_cluster_config(options.cluster_file);
+    if (!c.is_ok()) return c.status();
+    return dial_address(c->listen);
+  }
+  if (const char* env = std::getenv("TERN_COORDINATOR"); env && *env) return std::string(env);
+  return std::string("127.0.0.1:7070");
+}
+
+int report_error(const std::string& what, const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kUnavailable:
+    case StatusCode::kDeadlineExceeded:
+      std::cerr << "tern " << what << ": " << status.message()
+                << "\n  Is it running? Start one with `tern cluster up FILE`, or point --coordinator HOST:PORT"
+                   " (or TERN_COORDINATOR) at it."
+                << std::endl;
+      return kExitUnreachable;
+    case StatusCode::kInvalidArgument:
+      std::cerr << "tern " << what << ": " << status.message() << std::endl;
+      return kExitBadInput;
+    default:
+      std::cerr << "tern " << what << ": " << status.to_string() << std::endl;
+      return kExitFailed;
+  }
+}
+
+namespace {
+
+// Resolves the address or prints why not; returns nullopt on failure (exit code in *code).
+std::unique_ptr<CoordinatorClient> connect(const ClientOptions& options, const std::string& what, int* code) {
+  auto addr = resolve_coordinator(options);
+  if (!addr.is_ok()) {
+    *code = report_error(what, addr.status());
+    return nullptr;
+  }
+  return std::make_unique<CoordinatorClient>(*addr);
+}
+
+// Follows a job until it ends, reconnecting while the coordinator restarts (up to a minute).
+Result<v1::JobStatus> watch(const std::string& address, const std::string& job_id, bool json) {
+  const bool tty = !json && isatty(STDOUT_FILENO);
+  ProgressLine line(std::cout, tty);
+  v1::JobState shown = v1::JOB_STATE_UNSPECIFIED;
+  auto give_up_at = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (true) {
+    CoordinatorClient client(address);  // a fresh channel per attempt: no reconnect backoff
+    auto last = client.watch_job(job_id, [&](const v1::JobStatus& j) {
+      give_up_at = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      if (json) return true;
+      if (j.state() != shown) {
+        line.finish();
+        shown = j.state();
+        if (!terminal(j.state())) std::cout << j.job_id() << " " << short_state(j.state()) << ": " << j.reason() << "\n";
+        std::cout << std::flush;
+      }
+      if (j.state() == v1::JOB_STATE_RUNNING && j.total_steps() > 0) {
+        if (j.has_test_accuracy()) line.note_eval({{"test_accuracy", j.test_accuracy()}});
+        line.update(progress_of(j));
+      }
+      return true;
+    });
+    if (last.is_ok() && terminal(last->state())) {
+      line.finish();
+      return last;
+    }
+    Status s = last.is_ok() ? unavailable("the watch stream ended early") : last.status();
+    if (s.code() != StatusCode::kUnavailable || std::chrono::steady_clock::now() > give_up_at) return s;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+}
+
+}  // namespace
+
+int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
+  std::ifstream in(submit.job_file, std::ios::binary);
+  if (!in) {
+    std::cerr << "tern submit: cannot read job spec " << submit.job_file << std::endl;
+    return kExitBadInput;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  int code = 0;
+  auto client = connect(options, "submit", &code);
+  if (!client) return code;
+  v1::SubmitJobRequest req;
+  req.set_spec_yaml(text.str());
+  for (const auto& o : submit.overrides) req.add_overrides(o);
+  req.set_source_name(submit.job_file);
+  auto reply = client->submit_job(req);
+  if (!reply.is_ok()) return report_error("submit", reply.status());
+  const v1::JobStatus& job = reply->job();
+  if (!submit.watch) {
+    if (options.json) {
+      std::cout << to_json(*reply) << std::endl;
+    } else {
+      std::cout << reply->job_id() << "\n";
+      std::cerr << "submitted " << reply->job_id() << " (" << job.name() << "): " << job.world_size() << " ranks, "
+                << short_state(job.state()) << ". Follow it with `tern status " << reply->job_id() << "`"
+                << std::endl;
+    }
+    return kExitOk;
+  }
+  if (!options.json) {
+    std::cout << "submitted " << reply->job_id() << " (" << job.name() << "): " << job.world_size() << " ranks"
+              << std::endl;
+  }
+  auto last = watch(client->address(), reply->job_id(), options.json);
+  if (!last.is_ok()) return report_error("submit --watch", last.status());
+  if (options.json) {
+    std::cout << to_json(*last) << std::endl;
+  } else {
+    print_outcome(*last);
+  }
+  return last->state() == v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitFailed;
+}
+
+int jobs_command(const ClientOptions& options) {
+  int code = 0;
+  auto client = connect(options, "jobs", &code);
+  if (!client) return code;
+  auto reply = client->list_jobs();
+  if (!reply.is_ok()) return report_error("jobs", reply.status());
+  if (options.json) {
+    std::cout << to_json(*reply) << std::endl;
+    return kExitOk;
+  }
+  Table t({"ID", "NAME", "STATE", "RANKS", "PROGRESS", "LOSS", "ACCURACY", "AGE", "REASON"});
+  const double now = now_unix();
+  for (const auto& j : reply->jobs()) {
+    t.add_row({j.job_id(), j.name(), short_state(j.state()), std::to_string(j.world_size()), progress_cell(j),
+               j.total_steps() > 0 ? strf("%.4f", j.loss()) : "-", accuracy_cell(j),
+               format_age(now - unix_of(j.created_at())), first_line(j.reason())});
+  }
+  if (t.empty()) {
+    std::cout << "no jobs yet (tern submit FILE)\n";
+  } else {
+    t.print(std::cout);
+  }
+  return kExitOk;
+}
+
+int status_command(const ClientOptions& options, const std::string& job_id) {
+  int code = 0;
+  auto client = connect(options, "status", &code);
+  if (!client) return code;
+  auto reply = client->get_job(job_id);
+  if (!reply.is_ok()) return report_error("status", reply.status());
+  const v1::JobStatus& j = reply->job();
+  if (options.json) {
+    std::cout << to_json(j) << std::endl;
+    return kExitOk;
+  }
+  const double now = now_unix();
+  std::cout << "job        " << j.job_id() << " (" << j.name() << ")\n";
+  std::cout << "state      " << short_state(j.state()) << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200))
+            << "\n";
+  if (j.reason().find('\n') != std::string::npos) {
+    std::cout << j.reason().substr(j.reason().find('\n') + 1) << (j.reason().back() == '\n' ? "" : "\n");
+  }
+  std::cout << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation " << j.generation()
+            << ")\n";
+  if (!j.master_addr().empty()) std::cout << "master     " << j.master_addr() << "\n";
+  std::cout << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
+  if (j.total_steps() > 0) {
+    std::cout << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
+    if (j.state() == v1::JOB_STATE_RUNNING) {
+      std::cout << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA " << format_duration(j.eta_s());
+    }
+    std::cout << "\n";
+  }
+  if (j.has_test_accuracy()) std::cout << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
+  if (j.ranks_size() > 0) {
+    Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "ACCURACY", "EXIT"});
+    for (const auto& r : j.ranks()) {
+      bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
+      t.add_row({std::to_string(r.rank()), r.worker_id(), r.region(), short_rank_state(r.state()),
+                 r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
+                                            static_cast<long long>(r.total_steps()))
+                                     : "-",
+                 r.step() > 0 ? strf("%.4f", r.loss()) : "-", r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-",
+                 format_bytes(r.bytes_sent()), r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
+                 exited ? std::to_string(r.exit_code()) : "-"});
+    }
+    std::cout << "\n";
+    t.print(std::cout);
+  }
+  return kExitOk;
+}
+
+int workers_command(const ClientOptions& options) {
+  int code = 0;
+  auto client = connect(options, "workers", &code);
+  if (!client) return code;
+  auto reply = client->list_workers();
+  if (!reply.is_ok()) return report_error("workers", reply.status());
+  if (options.json) {
+    std::cout << to_json(*reply) << std::endl;
+    return kExitOk;
+  }
+  Table t({"ID", "HOST", "REGION", "STATE", "SLOTS", "HEARTBEAT", "TASKS"});
+  const double now = now_unix();
+  for (const auto& w : reply->workers()) {
+    std::string tasks;
+    for (const auto& task : w.tasks()) {
+      tasks += (tasks.empty() ? "" : ",") + task.job_id() + "/" + std::to_string(task.rank());
+    }
+    std::string state = v1::WorkerState_Name(w.state()).substr(13);
+    t.add_row({w.worker_id(), w.host(), w.region(), state, strf("%d/%d", w.used_slots(), w.slots()),
+               w.has_last_heartbeat() ? format_age(now - unix_of(w.last_heartbeat())) + " ago" : "-",
+               tasks.empty() ? "-" : tasks});
+  }
+  if (t.empty()) {
+    std::cout << "no workers registered\n";
+  } else {
+    t.print(std::cout);
+  }
+  return kExitOk;
+}
+
+int logs_command(const ClientOptions& options, const std::string& job_id, int rank, bool follow) {
+  int code = 0;
+  auto client = connect(options, "logs", &code);
+  if (!client) return code;
+  int64_t offset = 0;
+  while (true) {
+    v1::GetLogsRequest req;
+    req.set_job_id(job_id);
+    req.set_rank(rank);
+    req.set_offset(offset);
+    auto reply = client->get_logs(req);
+    if (!reply.is_ok()) return report_error("logs", reply.status());
+    std::cout << reply->data() << std::flush;
+    offset = reply->next_offset();
+    if (reply->complete() || (!follow && reply->data().empty())) break;
+    if (reply->data().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return kExitOk;
+}
+
+int cancel_command(const ClientOptions& options, const std::string& job_id) {
+  int code = 0;
+  auto client = connect(options, "cancel", &code);
+  if (!client) return code;
+  auto reply = client->cancel_job(job_id);
+  if (!reply.is_ok()) return report_error("cancel", reply.status());
+  if (options.json) {
+    std::cout << to_json(reply->job()) << std::endl;
+  } else {
+    std::cout << "cancelled " << job_id << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace tern

@@ -1,0 +1,103 @@
+#include "cli/daemon_commands.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/cluster_config.h"
+#include "common/logging.h"
+#include "coordinator/coordinator_server.h"
+
+namespace tern {
+namespace {
+
+// Blocks SIGINT/SIGTERM in this thread and every thread created after (gRPC's), so that
+// wait_for_termination() receives them synchronously.
+sigset_t block_termination_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return set;
+}
+
+int wait_for_termination(const sigset_t& set) {
+  int sig = 0;
+  sigwait(&set, &sig);
+  return sig;
+}
+
+}  // namespace
+
+int coordinator_command(const CoordinatorCommandOptions& options) {
+  setup_logging("coordinator", options.log_level);
+  sigset_t signals = block_termination_signals();
+  CoordinatorServerOptions so;
+  if (!options.config_file.empty()) {
+    auto cluster = load_cluster_config(options.config_file);
+    if (!cluster.is_ok()) {
+      std::cerr << "tern coordinator: " << cluster.status().message() << std::endl;
+      return 2;
+    }
+    so.listen = cluster->listen;
+    so.core.state_dir = cluster->state_dir;
+    so.core.heartbeat_ms = cluster->heartbeat_ms;
+    so.core.lease_ms = cluster->lease_ms;
+    so.core.max_queued_jobs = cluster->max_queued_jobs;
+    std::ifstream in(options.config_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    so.core.cluster_yaml = text.str();
+  }
+  if (!options.listen.empty()) so.listen = options.listen;
+  if (!options.state_dir.empty()) {
+    so.core.state_dir = std::filesystem::absolute(options.state_dir).lexically_normal().string();
+  }
+  if (so.core.state_dir.empty()) {
+    std::cerr << "tern coordinator: give --config FILE or --state-dir DIR" << std::endl;
+    return 2;
+  }
+  SystemClock clock;
+  auto server = CoordinatorServer::start(so, &clock);
+  if (!server.is_ok()) {
+    spdlog::error("cannot start: {}", server.status().to_string());
+    std::cerr << "tern coordinator: " << server.status().message() << std::endl;
+    return 1;
+  }
+  int sig = wait_for_termination(signals);
+  spdlog::info("signal {}: shutting down", sig);
+  (*server)->shutdown();
+  return 0;
+}
+
+int worker_command(const WorkerDaemonOptions& options, const std::string& log_level) {
+  setup_logging("worker " + (options.name.empty() ? options.region : options.name), log_level);
+  sigset_t signals = block_termination_signals();
+  WorkerDaemon daemon(options);
+  std::thread waiter([&] {
+    int sig = wait_for_termination(signals);
+    if (sig != 0) spdlog::info("signal {}: stopping", sig);
+    daemon.request_stop();
+  });
+  Status s = daemon.run();
+  // run() returns only after a stop request, or at once on a setup error: then wake the
+  // waiter ourselves.
+  if (!s.is_ok()) pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  if (!s.is_ok()) {
+    std::cerr << "tern worker: " << s.message() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace tern
