@@ -373,7 +373,7 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   w.registered_at = clock_->unix_seconds();
   w.last_heartbeat = w.registered_at;
   w.lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
-  w.spare_ports.assign(reg.spare_ports.begin(), reg.spare_ports.end());
+  set_spare_ports(&w, reg.spare_ports);
   w.reported_running.clear();
   w.heard = true;
   TERN_RETURN_IF_ERROR(journal_worker(w));
@@ -382,6 +382,18 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
   schedule_locked();
   return r;
+}
+
+void CoordinatorCore::set_spare_ports(Worker* w, const std::vector<int>& ports) {
+  // A port handed out for a rendezvous looks free to the daemon until the trainer binds it:
+  // do not hand it out again for a minute.
+  const int64_t now = clock_->monotonic_ms();
+  while (!w->used_ports.empty() && now - w->used_ports.front().second > 60000) w->used_ports.pop_front();
+  w->spare_ports.clear();
+  for (int p : ports) {
+    bool used = std::any_of(w->used_ports.begin(), w->used_ports.end(), [p](const auto& u) { return u.first == p; });
+    if (!used && p > 0) w->spare_ports.push_back(p);
+  }
 }
 
 Status CoordinatorCore::check_session(const std::string& worker_id, uint64_t session, Worker** worker) {
@@ -406,7 +418,7 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
   w->lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
   w->last_heartbeat = clock_->unix_seconds();
   w->reported_running = std::set<TaskKey>(running.begin(), running.end());
-  w->spare_ports.assign(spare_ports.begin(), spare_ports.end());
+  set_spare_ports(w, spare_ports);
   w->heard = true;
   schedule_locked();
 
@@ -474,11 +486,11 @@ Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_
     if (journal) to_journal.insert(e.task.job_id);
   }
   for (const std::string& id : to_journal) TERN_RETURN_IF_ERROR(journal_job(jobs_.at(id)));
-  if (!to_journal.empty()) schedule_locked();
+  schedule_locked();  // an exit may have freed slots
   return applied;
 }
 
-Status CoordinatorCore::apply_event_locked(const Worker& worker, const TaskEvent& e, bool* journal) {
+Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, bool* journal) {
   auto it = jobs_.find(e.task.job_id);
   if (it == jobs_.end()) return not_found("unknown job");
   Job& job = it->second;
@@ -541,6 +553,7 @@ Status CoordinatorCore::apply_event_locked(const Worker& worker, const TaskEvent
       r.error = e.message;
       break;
     case TaskEvent::Kind::kExited: {
+      worker.reported_running.erase(e.task);  // its process is gone: the slot is free
       if (r.exited) break;  // a retried batch
       r.exited = true;
       r.exit_code = e.exit_code;
@@ -671,6 +684,7 @@ void CoordinatorCore::schedule_locked() {
     }
     int port = w0->spare_ports.front();
     w0->spare_ports.pop_front();
+    w0->used_ports.emplace_back(port, clock_->monotonic_ms());
     job->ranks.clear();
     for (size_t r = 0; r < placed->size(); ++r) {
       size_t o = (*placed)[r];

@@ -102,6 +102,7 @@ class CoordinatorCore {
   Status journal_worker(const Worker& worker);
   Status journal_meta();
   Status maybe_compact();
+  void set_spare_ports(Worker* worker, const std::vector<int>& ports);
   Status check_session(const std::string& worker_id, uint64_t session, Worker** worker);
   void touch(Job* job);
   void schedule_locked();
@@ -109,7 +110,7 @@ class CoordinatorCore {
   std::vector<TaskKey> assigned_tasks_locked(const std::string& worker_id) const;
   // Ends a running job: `rank_state` for its live ranks, reason recorded, journaled.
   Status finish_job_locked(Job* job, JobState state, const std::string& reason);
-  Status apply_event_locked(const Worker& worker, const TaskEvent& event, bool* journal);
+  Status apply_event_locked(Worker& worker, const TaskEvent& event, bool* journal);
   std::string log_path(const std::string& job_id, int rank) const;
 
   const CoordinatorOptions options_;

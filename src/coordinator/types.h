@@ -97,6 +97,7 @@ struct Worker {
   double last_heartbeat = 0;  // unix seconds
   int64_t lease_deadline_ms = 0;  // monotonic
   std::deque<int> spare_ports;
+  std::deque<std::pair<int, int64_t>> used_ports;  // (port, monotonic ms) recently handed out
   std::set<TaskKey> reported_running;  // from the last heartbeat
   bool heard = false;  // heartbeat or registration since this coordinator started
 };

@@ -1,0 +1,375 @@
+// CoordinatorCore without gRPC: validation, FIFO gang scheduling, the job state machine,
+// heartbeat reconciliation, leases on a ManualClock, and restarts from the journal.
+#include "coordinator/coordinator_core.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string spec(const std::string& name, int workers, const std::string& extra = "") {
+  return "name: " + name + "\nworkers: " + std::to_string(workers) +
+         "\ndata: {source: synthetic, train_size: 512, test_size: 128}\n" + extra;
+}
+
+class CoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tern_core_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    options_.state_dir = dir_.string();
+    options_.lease_ms = 1000;
+    options_.heartbeat_ms = 100;
+    reopen();
+  }
+  void TearDown() override {
+    core_.reset();
+    fs::remove_all(dir_);
+  }
+  void reopen() {
+    core_.reset();
+    auto c = CoordinatorCore::open(options_, &clock_);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    core_ = std::move(c).value();
+  }
+  RegistrationResult add_worker(const std::string& name, const std::string& region = "local", int slots = 1) {
+    auto r = core_->register_worker({name, "127.0.0.1", region, slots, {40000 + static_cast<int>(next_port_++)}});
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return *r;
+  }
+  HeartbeatResult beat(const RegistrationResult& w, const std::vector<TaskKey>& running = {}) {
+    auto r = core_->heartbeat(w.worker_id, w.session, running, {41000 + static_cast<int>(next_port_++)});
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? *r : HeartbeatResult{};
+  }
+  Status report(const RegistrationResult& w, std::vector<TaskEvent> events) {
+    auto r = core_->report_events(w.worker_id, w.session, events);
+    return r.status();
+  }
+  static TaskEvent exited(const TaskKey& k, int code, const std::string& tail = "") {
+    TaskEvent e;
+    e.kind = TaskEvent::Kind::kExited;
+    e.task = k;
+    e.exit_code = code;
+    e.log_tail = tail;
+    return e;
+  }
+  static TaskEvent progress(const TaskKey& k, int64_t step, int64_t total, double loss) {
+    TaskEvent e;
+    e.kind = TaskEvent::Kind::kProgress;
+    e.task = k;
+    e.step = step;
+    e.total_steps = total;
+    e.loss = loss;
+    e.samples_per_s = 100;
+    e.metrics["staleness"] = 2;
+    return e;
+  }
+  Job job(const std::string& id) {
+    auto j = core_->get_job(id);
+    EXPECT_TRUE(j.is_ok());
+    return *j;
+  }
+
+  fs::path dir_;
+  ManualClock clock_;
+  CoordinatorOptions options_;
+  std::unique_ptr<CoordinatorCore> core_;
+  size_t next_port_ = 0;
+};
+
+TEST_F(CoreTest, InvalidSpecIsRefusedWithTheFieldName) {
+  auto r = core_->submit_job(spec("bad", 2, "train: {lr: -1}\n"), {}, "jobs/bad.yaml");
+  ASSERT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("train.lr"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("jobs/bad.yaml"), std::string::npos) << r.status().message();
+  EXPECT_EQ(core_->submit_job("name: [unclosed\n", {}, "x.yaml").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->submit_job(spec("ok", 1), {"train.nonsense=3"}, "x.yaml").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(core_->list_jobs().empty());
+}
+
+TEST_F(CoreTest, OverridesApplyBeforeValidation) {
+  auto r = core_->submit_job(spec("o", 2), {"workers=3", "train.epochs=2"}, "o.yaml");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->world, 3);
+  EXPECT_NE(r->spec_yaml.find("epochs: 2"), std::string::npos) << r->spec_yaml;
+}
+
+TEST_F(CoreTest, JobRunsToSucceededThroughHeartbeatsAndEvents) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto submitted = core_->submit_job(spec("two", 2), {}, "two.yaml");
+  ASSERT_TRUE(submitted.is_ok());
+  Job j = job(submitted->id);
+  ASSERT_EQ(j.state, JobState::kRunning);
+  EXPECT_EQ(j.generation, 1);
+  ASSERT_EQ(j.ranks.size(), 2u);
+  EXPECT_EQ(j.ranks[0].worker_id, "a");
+  EXPECT_EQ(j.ranks[1].worker_id, "b");
+  EXPECT_EQ(j.master_addr, "127.0.0.1:40000") << "rank 0's worker's spare port";
+
+  auto hb = beat(a);
+  ASSERT_EQ(hb.commands.size(), 1u);
+  const TaskCommand& start = hb.commands[0];
+  EXPECT_EQ(start.kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(start.task, (TaskKey{j.id, 0, 1}));
+  EXPECT_EQ(start.world, 2);
+  EXPECT_EQ(start.master_addr, j.master_addr);
+  EXPECT_EQ(start.spec_yaml, j.spec_yaml);
+  EXPECT_TRUE(beat(a).commands.size() == 1) << "StartTask repeats until the worker reports it running";
+  EXPECT_TRUE(beat(a, {{j.id, 0, 1}}).commands.empty());
+
+  TaskKey r0{j.id, 0, 1}, r1{j.id, 1, 1};
+  TaskEvent started;
+  started.kind = TaskEvent::Kind::kStarted;
+  started.task = r0;
+  ASSERT_TRUE(report(a, {started, progress(r0, 5, 10, 0.5)}).is_ok());
+  ASSERT_TRUE(report(b, {progress(r1, 4, 10, 0.7)}).is_ok());
+  j = job(j.id);
+  EXPECT_EQ(j.ranks[0].state, RankState::kRunning);
+  EXPECT_EQ(j.step(), 4);
+  EXPECT_EQ(j.total_steps(), 10);
+  EXPECT_DOUBLE_EQ(j.loss(), 0.6);
+  EXPECT_DOUBLE_EQ(j.ranks[0].metrics.at("staleness"), 2);
+
+  TaskEvent fin;
+  fin.kind = TaskEvent::Kind::kFinished;
+  fin.task = r0;
+  fin.summary = {{"test_accuracy", 0.9}, {"final_loss", 0.2}};
+  ASSERT_TRUE(report(a, {fin, exited(r0, 0)}).is_ok());
+  EXPECT_EQ(job(j.id).state, JobState::kRunning) << "rank 1 still runs";
+  ASSERT_TRUE(report(b, {exited(r1, 0)}).is_ok());
+  j = job(j.id);
+  EXPECT_EQ(j.state, JobState::kSucceeded);
+  ASSERT_TRUE(j.test_accuracy.has_value());
+  EXPECT_DOUBLE_EQ(*j.test_accuracy, 0.9);
+  EXPECT_GT(j.finished_at, 0);
+  // A retried batch changes nothing.
+  ASSERT_TRUE(report(b, {exited(r1, 3)}).is_ok());
+  EXPECT_EQ(job(j.id).state, JobState::kSucceeded);
+}
+
+TEST_F(CoreTest, RankExitingNonZeroFailsTheJobAndStopsTheOthers) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("crash", 2), {}, "c.yaml")->id;
+  TaskKey r0{id, 0, 1}, r1{id, 1, 1};
+  TaskEvent err;
+  err.kind = TaskEvent::Kind::kError;
+  err.task = r1;
+  err.message = "collective timed out";
+  ASSERT_TRUE(report(b, {err, exited(r1, 4, "line 1\nline 2\n")}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_NE(j.reason.find("rank 1 on worker b exited with code 4"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("collective timed out"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("line 2"), std::string::npos) << j.reason;
+  EXPECT_EQ(j.ranks[0].state, RankState::kStopped);
+  EXPECT_EQ(j.ranks[1].exit_code, 4);
+  auto hb = beat(a, {r0});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStop);
+  EXPECT_EQ(hb.commands[0].task, r0);
+}
+
+TEST_F(CoreTest, FifoHeadOfLineBlocksLaterJobs) {
+  auto a = add_worker("a", "local", 2);
+  auto big = core_->submit_job(spec("big", 3), {}, "b.yaml")->id;
+  auto small = core_->submit_job(spec("small", 1), {}, "s.yaml")->id;
+  EXPECT_EQ(job(big).state, JobState::kPending);
+  EXPECT_NE(job(big).reason.find("waiting for 3 free slots"), std::string::npos) << job(big).reason;
+  EXPECT_EQ(job(small).state, JobState::kPending) << "strict FIFO: nothing overtakes the head";
+  auto b = add_worker("b");
+  EXPECT_EQ(job(big).state, JobState::kRunning);
+  EXPECT_EQ(job(small).state, JobState::kPending) << "all slots taken by the head job";
+  beat(a, {{big, 0, 1}, {big, 1, 1}});
+  beat(b, {{big, 2, 1}});
+  ASSERT_TRUE(core_->cancel_job(big, "").is_ok());
+  EXPECT_EQ(job(big).state, JobState::kCancelled);
+  EXPECT_EQ(job(big).reason, "cancelled by user");
+  // The cancelled trainers hold their slots until their workers report them gone.
+  EXPECT_EQ(job(small).state, JobState::kPending);
+  auto hb = beat(b, {{big, 2, 1}});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStop);
+  EXPECT_EQ(job(small).state, JobState::kPending);
+  beat(b, {});
+  EXPECT_EQ(job(small).state, JobState::kRunning);
+  EXPECT_EQ(job(small).ranks[0].worker_id, "b");
+}
+
+TEST_F(CoreTest, RendezvousPortsAreNotHandedOutTwice) {
+  auto a = add_worker("a", "local", 2);
+  auto first = core_->submit_job(spec("one", 1), {}, "1.yaml")->id;
+  const std::string port = job(first).master_addr;
+  // The daemon reports the same port as free again (the trainer has not bound it yet).
+  int p = std::stoi(port.substr(port.rfind(':') + 1));
+  ASSERT_TRUE(core_->heartbeat("a", a.session, {}, {p}).is_ok());
+  auto second = core_->submit_job(spec("two", 1), {}, "2.yaml")->id;
+  EXPECT_EQ(job(second).state, JobState::kPending);
+  EXPECT_NE(job(second).reason.find("free port"), std::string::npos) << job(second).reason;
+  ASSERT_TRUE(core_->heartbeat("a", a.session, {}, {p, p + 1}).is_ok());
+  EXPECT_EQ(job(second).master_addr, "127.0.0.1:" + std::to_string(p + 1));
+}
+
+TEST_F(CoreTest, CancelPendingAndEndedJobs) {
+  auto id = core_->submit_job(spec("p", 1), {}, "p.yaml")->id;
+  auto c = core_->cancel_job(id, "not needed");
+  ASSERT_TRUE(c.is_ok());
+  EXPECT_EQ(c->state, JobState::kCancelled);
+  EXPECT_EQ(c->reason, "not needed");
+  EXPECT_EQ(core_->cancel_job(id, "").status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(core_->cancel_job("j-999", "").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CoreTest, MissedLeaseMarksWorkerLostAndFailsItsJob) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("two", 2), {}, "t.yaml")->id;
+  clock_.advance_ms(600);
+  beat(a);
+  clock_.advance_ms(600);  // b: 1200 ms since its last sign of life > lease 1000 ms
+  core_->tick();
+  auto workers = core_->list_workers();
+  ASSERT_EQ(workers.size(), 2u);
+  EXPECT_EQ(workers[0].state, WorkerState::kReady);
+  EXPECT_EQ(workers[1].state, WorkerState::kLost);
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_NE(j.reason.find("worker b lost"), std::string::npos) << j.reason;
+  auto hb = core_->heartbeat(b.worker_id, b.session, {}, {});
+  EXPECT_EQ(hb.status().code(), StatusCode::kFailedPrecondition) << "a lost worker must register again";
+  auto again = add_worker("b");
+  EXPECT_NE(again.session, b.session);
+  EXPECT_EQ(core_->list_workers()[1].state, WorkerState::kReady);
+}
+
+TEST_F(CoreTest, LeaseRenewedByHeartbeatsOnTheManualClock) {
+  auto a = add_worker("a");
+  for (int i = 0; i < 10; ++i) {
+    clock_.advance_ms(900);
+    beat(a);
+    core_->tick();
+  }
+  EXPECT_EQ(core_->list_workers()[0].state, WorkerState::kReady);
+  clock_.advance_ms(1001);
+  core_->tick();
+  EXPECT_EQ(core_->list_workers()[0].state, WorkerState::kLost);
+}
+
+TEST_F(CoreTest, RestartKeepsJobsWorkersAndRunningJobs) {
+  auto a = add_worker("a");
+  auto done = core_->submit_job(spec("done", 1), {}, "d.yaml")->id;
+  ASSERT_TRUE(report(a, {exited({done, 0, 1}, 0)}).is_ok());
+  beat(a);  // a fresh spare port for the next job's rendezvous
+  auto running = core_->submit_job(spec("running", 1), {}, "r.yaml")->id;
+  auto pending = core_->submit_job(spec("pending", 1), {}, "p.yaml")->id;
+  ASSERT_EQ(job(running).state, JobState::kRunning);
+  ASSERT_TRUE(report(a, {progress({running, 0, 1}, 3, 10, 1.0)}).is_ok());
+
+  reopen();  // as after kill -9: nothing but the journal survives
+  auto jobs = core_->list_jobs();
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(jobs[0].id, done);
+  EXPECT_EQ(jobs[0].state, JobState::kSucceeded);
+  EXPECT_EQ(jobs[1].state, JobState::kRunning);
+  EXPECT_EQ(jobs[1].generation, 1);
+  EXPECT_EQ(jobs[2].state, JobState::kPending);
+  EXPECT_EQ(core_->submit_job(spec("next", 1), {}, "n.yaml")->id, "j-4") << "ids are never reused";
+  // The daemon carries on with its old session, and the running job finishes.
+  auto hb = core_->heartbeat("a", a.session, {{running, 0, 1}}, {42000});
+  ASSERT_TRUE(hb.is_ok()) << hb.status().to_string();
+  EXPECT_TRUE(hb->commands.empty());
+  ASSERT_TRUE(report(a, {exited({running, 0, 1}, 0)}).is_ok());
+  EXPECT_EQ(job(running).state, JobState::kSucceeded);
+  EXPECT_EQ(job(pending).state, JobState::kRunning) << job(pending).reason;
+}
+
+TEST_F(CoreTest, CompactionKeepsOneRecordPerEntity) {
+  options_.compact_every = 20;
+  reopen();
+  auto a = add_worker("a");
+  for (int i = 0; i < 30; ++i) {
+    auto id = core_->submit_job(spec("j" + std::to_string(i), 1), {}, "x.yaml")->id;
+    ASSERT_TRUE(report(a, {exited({id, 0, 1}, 0)}).is_ok());
+    beat(a);
+  }
+  reopen();
+  EXPECT_EQ(core_->list_jobs().size(), 30u);
+  EXPECT_LE(core_->replay_stats().records, 31u + 20u);
+  for (const Job& j : core_->list_jobs()) EXPECT_EQ(j.state, JobState::kSucceeded) << j.id;
+}
+
+TEST_F(CoreTest, ReRegistrationOfABusyWorkerFailsItsTasks) {
+  auto a = add_worker("a");
+  auto id = core_->submit_job(spec("one", 1), {}, "o.yaml")->id;
+  add_worker("a");  // the daemon restarted
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_NE(j.reason.find("worker a restarted"), std::string::npos) << j.reason;
+  EXPECT_EQ(core_->heartbeat("a", a.session, {}, {}).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(CoreTest, StaleGenerationEventsAreDropped) {
+  auto a = add_worker("a");
+  auto id = core_->submit_job(spec("one", 1), {}, "o.yaml")->id;
+  auto n = core_->report_events("a", a.session, {exited({id, 0, 7}, 1)});
+  ASSERT_TRUE(n.is_ok());
+  EXPECT_EQ(*n, 0);
+  EXPECT_EQ(job(id).state, JobState::kRunning);
+}
+
+TEST_F(CoreTest, LogsAreStoredPerRankAndServedByOffset) {
+  auto a = add_worker("a");
+  auto id = core_->submit_job(spec("one", 1), {}, "o.yaml")->id;
+  TaskEvent log;
+  log.kind = TaskEvent::Kind::kLog;
+  log.task = {id, 0, 1};
+  log.log_offset = 0;
+  log.log_data = "hello\n";
+  ASSERT_TRUE(report(a, {log}).is_ok());
+  ASSERT_TRUE(report(a, {log}).is_ok());  // a retry: not duplicated
+  log.log_offset = 6;
+  log.log_data = "world\n";
+  ASSERT_TRUE(report(a, {log}).is_ok());
+  auto s = core_->get_logs(id, 0, 0, 0);
+  ASSERT_TRUE(s.is_ok());
+  EXPECT_EQ(s->data, "hello\nworld\n");
+  EXPECT_FALSE(s->complete);
+  s = core_->get_logs(id, 0, 6, 3);
+  EXPECT_EQ(s->data, "wor");
+  EXPECT_EQ(s->next_offset, 9);
+  ASSERT_TRUE(report(a, {exited({id, 0, 1}, 0)}).is_ok());
+  s = core_->get_logs(id, 0, 12, 0);
+  EXPECT_TRUE(s->complete);
+  EXPECT_EQ(core_->get_logs(id, 5, 0, 0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->get_logs("j-77", 0, 0, 0).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CoreTest, QueueLimitAnswersResourceExhausted) {
+  options_.max_queued_jobs = 2;
+  reopen();
+  ASSERT_TRUE(core_->submit_job(spec("a", 1), {}, "a.yaml").is_ok());
+  ASSERT_TRUE(core_->submit_job(spec("b", 1), {}, "b.yaml").is_ok());
+  EXPECT_EQ(core_->submit_job(spec("c", 1), {}, "c.yaml").status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST_F(CoreTest, WorkerRegistrationIsValidated) {
+  EXPECT_EQ(core_->register_worker({"a", "127.0.0.1", "local", 0, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->register_worker({"a/../b", "127.0.0.1", "local", 1, {}}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->register_worker({"a", "", "local", 1, {}}).status().code(), StatusCode::kInvalidArgument);
+  auto anon = core_->register_worker({"", "127.0.0.1", "local", 1, {}});
+  ASSERT_TRUE(anon.is_ok());
+  EXPECT_EQ(anon->worker_id, "w-1");
+}
+
+}  // namespace
+}  // namespace tern
