@@ -1,0 +1,250 @@
+// The worker daemon against a real in-process coordinator, with fake trainer executables
+// (shell scripts speaking common/trainer_protocol.h): jobs succeed, a trainer exiting 4 fails
+// its job with the code and its last log lines, cancel and shutdown kill trainers.
+#include "worker/worker_daemon.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "coordinator/coordinator_server.h"
+#include "worker/trainer_events.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+std::string source_dir() {
+  const char* d = std::getenv("TERN_SOURCE_DIR");
+  return d ? d : ".";
+}
+
+bool process_alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close == std::string::npos || line.size() <= close + 2 || line[close + 2] != 'Z';
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tern_daemon_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    CoordinatorServerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.core.state_dir = (dir_ / "coord").string();
+    o.core.heartbeat_ms = 50;
+    o.core.lease_ms = 3000;
+    o.tick = 20ms;
+    auto s = CoordinatorServer::start(o, &clock_);
+    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    server_ = std::move(s).value();
+    client_ = std::make_unique<CoordinatorClient>(server_->address());
+  }
+  void TearDown() override {
+    for (auto& d : daemons_) d->request_stop();
+    for (auto& t : threads_) t.join();
+    daemons_.clear();
+    server_.reset();
+    fs::remove_all(dir_);
+  }
+  WorkerDaemon* start_daemon(const std::string& name, const std::string& trainer) {
+    WorkerDaemonOptions o;
+    o.coordinator = server_->address();
+    o.name = name;
+    o.region = "local";
+    o.work_dir = (dir_ / "work" / name).string();
+    o.trainer_path = trainer;
+    o.stop_grace = 2000ms;
+    daemons_.push_back(std::make_unique<WorkerDaemon>(o));
+    WorkerDaemon* d = daemons_.back().get();
+    threads_.emplace_back([d] { EXPECT_TRUE(d->run().is_ok()); });
+    return d;
+  }
+  std::string fake() { return source_dir() + "/tests/worker/fake_trainer.sh"; }
+  std::string submit(const std::string& name, int workers) {
+    v1::SubmitJobRequest req;
+    req.set_spec_yaml("name: " + name + "\nworkers: " + std::to_string(workers) +
+                      "\ndata: {source: synthetic, train_size: 256, test_size: 64}\n");
+    auto r = client_->submit_job(req);
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r.is_ok() ? r->job_id() : "";
+  }
+  v1::JobStatus wait_state(const std::string& id, v1::JobState want, std::chrono::seconds timeout = 20s) {
+    auto until = std::chrono::steady_clock::now() + timeout;
+    v1::JobStatus last;
+    while (std::chrono::steady_clock::now() < until) {
+      auto j = client_->get_job(id);
+      if (j.is_ok()) {
+        last = j->job();
+        if (last.state() == want) return last;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    ADD_FAILURE() << id << " did not reach " << v1::JobState_Name(want) << "; last: " << last.DebugString();
+    return last;
+  }
+  std::string coordinator_log(const std::string& id, int rank) {
+    v1::GetLogsRequest req;
+    req.set_job_id(id);
+    req.set_rank(rank);
+    auto l = client_->get_logs(req);
+    return l.is_ok() ? l->data() : "";
+  }
+
+  fs::path dir_;
+  SystemClock clock_;
+  std::unique_ptr<CoordinatorServer> server_;
+  std::unique_ptr<CoordinatorClient> client_;
+  std::vector<std::unique_ptr<WorkerDaemon>> daemons_;
+  std::vector<std::thread> threads_;
+};
+
+TEST(TrainerEvents, ParsesProtocolLines) {
+  v1::TaskRef task;
+  task.set_job_id("j-1");
+  task.set_rank(1);
+  task.set_generation(2);
+  auto e = parse_trainer_event(
+      R"({"event": "progress", "job": "other", "rank": 9, "generation": 2, "time": 5.5, "step": 7, )"
+      R"("total_steps": 10, "epoch": 0.7, "loss": 0.25, "samples_per_s": 300, "bytes_sent": 1e6, )"
+      R"("compute_s": 1, "wait_s": 0.5, "staleness": 3, "note": "text"})",
+      task);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->task().job_id(), "j-1") << "the daemon's task is authoritative";
+  EXPECT_EQ(e->task().rank(), 1);
+  EXPECT_DOUBLE_EQ(e->time(), 5.5);
+  ASSERT_TRUE(e->has_progress());
+  EXPECT_EQ(e->progress().step(), 7);
+  EXPECT_DOUBLE_EQ(e->progress().bytes_sent(), 1e6);
+  EXPECT_EQ(e->progress().metrics().size(), 1u);
+  EXPECT_DOUBLE_EQ(e->progress().metrics().at("staleness"), 3);
+  auto f = parse_trainer_event(R"({"event": "finished", "summary": {"test_accuracy": 0.8, "steps": 10}})", task);
+  ASSERT_TRUE(f.has_value() && f->has_finished());
+  EXPECT_DOUBLE_EQ(f->finished().summary().at("test_accuracy"), 0.8);
+  auto er = parse_trainer_event(R"({"event": "error", "message": "boom", "code": 3})", task);
+  ASSERT_TRUE(er.has_value() && er->has_error());
+  EXPECT_EQ(er->error().message(), "boom");
+  EXPECT_EQ(er->error().code(), 3);
+  EXPECT_FALSE(parse_trainer_event("not json", task).has_value());
+  EXPECT_FALSE(parse_trainer_event(R"({"event": "checkpoint", "step": 3})", task).has_value());
+  EXPECT_FALSE(parse_trainer_event(R"({"no_event": 1})", task).has_value());
+}
+
+TEST_F(DaemonTest, TwoRanksOnTwoDaemonsSucceed) {
+  start_daemon("a", fake());
+  start_daemon("b", fake());
+  std::string id = submit("pair", 2);
+  auto j = wait_state(id, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(j.step(), 6);
+  EXPECT_DOUBLE_EQ(j.test_accuracy(), 0.875);
+  ASSERT_EQ(j.ranks_size(), 2);
+  EXPECT_EQ(j.ranks(1).worker_id(), "b");
+  EXPECT_EQ(j.ranks(1).exit_code(), 0);
+  EXPECT_DOUBLE_EQ(j.ranks(0).metrics().at("staleness"), 1.5) << "extra progress fields relayed as metrics";
+  // The spec handed to the trainer, its log on the worker and the coordinator's copy.
+  EXPECT_TRUE(fs::exists(dir_ / "work" / "a" / id / "spec.yaml"));
+  std::ifstream local(dir_ / "work" / "b" / id / "rank-1.log");
+  std::string local_log((std::istreambuf_iterator<char>(local)), {});
+  EXPECT_NE(local_log.find("rank=1/2"), std::string::npos) << local_log;
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (coordinator_log(id, 1).find("fake trainer: done") == std::string::npos &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(coordinator_log(id, 1), local_log);
+}
+
+TEST_F(DaemonTest, TrainerExitingFourFailsTheJobWithItsLogTail) {
+  start_daemon("a", source_dir() + "/tests/worker/fake_trainer_exit4.sh");
+  std::string id = submit("doomed", 1);
+  auto j = wait_state(id, v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.reason().find("exited with code 4"), std::string::npos) << j.reason();
+  EXPECT_NE(j.reason().find("communication failure"), std::string::npos) << j.reason();
+  EXPECT_NE(j.reason().find("peer 1 closed the connection"), std::string::npos) << j.reason();
+  EXPECT_EQ(j.ranks(0).exit_code(), 4);
+  EXPECT_EQ(j.ranks(0).state(), v1::RANK_STATE_FAILED);
+}
+
+TEST_F(DaemonTest, MissingTrainerFailsCleanly) {
+  start_daemon("a", (dir_ / "no-such-trainer").string());
+  std::string id = submit("nobin", 1);
+  auto j = wait_state(id, v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.reason().find("code 127"), std::string::npos) << j.reason();
+  EXPECT_NE(j.reason().find("not found or not executable"), std::string::npos) << j.reason();
+}
+
+TEST_F(DaemonTest, CancelStopsTheTrainer) {
+  WorkerDaemon* d = start_daemon("a", fake());
+  std::string id = submit("hang-forever", 1);
+  wait_state(id, v1::JOB_STATE_RUNNING);
+  std::vector<pid_t> pids;
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while ((pids = d->trainer_pids()).empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(pids.size(), 1u);
+  ASSERT_TRUE(client_->cancel_job(id).is_ok());
+  until = std::chrono::steady_clock::now() + 10s;
+  while (process_alive(pids[0]) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  EXPECT_FALSE(process_alive(pids[0])) << "the trainer is stopped after a cancel";
+  until = std::chrono::steady_clock::now() + 5s;
+  while (coordinator_log(id, 0).find("stop requested") == std::string::npos &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_NE(coordinator_log(id, 0).find("stop requested"), std::string::npos) << "a graceful stop via stdin";
+  EXPECT_EQ(wait_state(id, v1::JOB_STATE_CANCELLED).ranks(0).state(), v1::RANK_STATE_STOPPED);
+}
+
+TEST_F(DaemonTest, ShutdownStopsTrainersAndTheJobFails) {
+  WorkerDaemon* d = start_daemon("a", fake());
+  std::string id = submit("hang-too", 1);
+  std::vector<pid_t> pids;
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while ((pids = d->trainer_pids()).empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(pids.size(), 1u);
+  d->request_stop();
+  threads_.back().join();
+  threads_.pop_back();
+  EXPECT_FALSE(process_alive(pids[0]));
+  auto j = wait_state(id, v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.reason().find("code 6"), std::string::npos) << j.reason();
+}
+
+TEST_F(DaemonTest, DaemonWaitsForALateCoordinator) {
+  // A daemon started before its coordinator registers once it appears.
+  auto port = find_free_port();
+  ASSERT_TRUE(port.is_ok());
+  WorkerDaemonOptions o;
+  o.coordinator = "127.0.0.1:" + std::to_string(*port);
+  o.name = "late";
+  o.work_dir = (dir_ / "work-late").string();
+  o.trainer_path = fake();
+  WorkerDaemon d(o);
+  std::thread t([&] { EXPECT_TRUE(d.run().is_ok()); });
+  std::this_thread::sleep_for(700ms);
+  CoordinatorServerOptions so;
+  so.listen = o.coordinator;
+  so.core.state_dir = (dir_ / "coord-late").string();
+  SystemClock clock;
+  auto late = CoordinatorServer::start(so, &clock);
+  ASSERT_TRUE(late.is_ok()) << late.status().to_string();
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (d.worker_id().empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(d.worker_id(), "late");
+  d.request_stop();
+  t.join();
+}
+
+}  // namespace
+}  // namespace tern
