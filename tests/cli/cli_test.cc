@@ -1,0 +1,117 @@
+// The `tern` CLI: tables, coordinator address resolution, and the exit codes a user (or a
+// script) relies on, by running the real binary.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "cli/client_commands.h"
+#include "cli/table.h"
+#include "common/subprocess.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string bin(const std::string& name) {
+  const char* dir = std::getenv("TERN_BIN_DIR");
+  return std::string(dir ? dir : "build/bin") + "/" + name;
+}
+
+struct Output {
+  int status = -1;
+  std::string out, err;
+};
+
+Output run(std::vector<std::string> argv) {
+  fs::path err = fs::temp_directory_path() / ("tern_cli_test_err_" + std::to_string(getpid()));
+  SpawnOptions o;
+  o.argv = std::move(argv);
+  o.pipe_stdout = true;
+  o.stderr_file = err.string();
+  fs::remove(err);
+  auto p = Subprocess::spawn(o);
+  EXPECT_TRUE(p.is_ok());
+  Output r;
+  for (const auto& l : read_all_lines((*p)->stdout_fd())) r.out += l + "\n";
+  r.status = (*p)->wait();
+  std::ifstream in(err);
+  r.err.assign(std::istreambuf_iterator<char>(in), {});
+  fs::remove(err);
+  return r;
+}
+
+TEST(Table, ColumnsAlignAndTheLastIsNotPadded) {
+  Table t({"ID", "STATE"});
+  t.add_row({"j-1", "RUNNING"});
+  t.add_row({"j-10", "PENDING"});
+  std::ostringstream os;
+  t.print(os);
+  EXPECT_EQ(os.str(), "ID    STATE\nj-1   RUNNING\nj-10  PENDING\n");
+}
+
+TEST(Table, Ages) {
+  EXPECT_EQ(format_age(0), "-");
+  EXPECT_EQ(format_age(42), "42s");
+  EXPECT_EQ(format_age(600), "10m");
+  EXPECT_EQ(format_age(3 * 3600), "3h");
+}
+
+TEST(ResolveCoordinator, FlagThenClusterFileThenEnvThenDefault) {
+  unsetenv("TERN_COORDINATOR");
+  ClientOptions o;
+  EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7070");
+  setenv("TERN_COORDINATOR", "10.1.2.3:9000", 1);
+  EXPECT_EQ(*resolve_coordinator(o), "10.1.2.3:9000");
+  fs::path file = fs::temp_directory_path() / ("tern_cli_cluster_" + std::to_string(getpid()) + ".yaml");
+  std::ofstream(file) << "name: c\ncoordinator: {listen: 0.0.0.0:7171}\nregions: [{name: r}]\n";
+  o.cluster_file = file.string();
+  EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7171") << "a wildcard listen address is dialled on loopback";
+  o.coordinator = "h:1";
+  EXPECT_EQ(*resolve_coordinator(o), "h:1");
+  o.coordinator.clear();
+  std::ofstream(file) << "name: c\ncoordinator: {listen: 7171}\nregions: [{name: r}]\n";
+  EXPECT_EQ(resolve_coordinator(o).status().code(), StatusCode::kInvalidArgument);
+  fs::remove(file);
+  unsetenv("TERN_COORDINATOR");
+}
+
+TEST(TernBinary, UnreachableCoordinatorExitsThreeWithAClearMessage) {
+  auto port = find_free_port();
+  ASSERT_TRUE(port.is_ok());
+  const std::string addr = "127.0.0.1:" + std::to_string(*port);
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"jobs"}, {"workers"}, {"status", "j-1"},
+                                       {"cancel", "j-1"}, {"logs", "j-1"}}) {
+    cmd.insert(cmd.begin(), bin("tern"));
+    cmd.insert(cmd.end(), {"--coordinator", addr});
+    Output o = run(cmd);
+    EXPECT_EQ(o.status, kExitUnreachable) << cmd[1] << ": " << o.err;
+    EXPECT_NE(o.err.find("unreachable"), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find(addr), std::string::npos) << o.err;
+    EXPECT_NE(o.err.find("tern cluster up"), std::string::npos) << "says what to do: " << o.err;
+  }
+}
+
+TEST(TernBinary, EnvironmentNamesTheCoordinator) {
+  auto port = find_free_port();
+  ASSERT_TRUE(port.is_ok());
+  const std::string addr = "127.0.0.1:" + std::to_string(*port);
+  setenv("TERN_COORDINATOR", addr.c_str(), 1);
+  Output o = run({bin("tern"), "jobs"});
+  unsetenv("TERN_COORDINATOR");
+  EXPECT_EQ(o.status, kExitUnreachable);
+  EXPECT_NE(o.err.find(addr), std::string::npos) << o.err;
+}
+
+TEST(TernBinary, UsageErrors) {
+  EXPECT_NE(run({bin("tern")}).status, 0);
+  EXPECT_NE(run({bin("tern"), "submit"}).status, 0);
+  EXPECT_NE(run({bin("tern"), "submit", "/no/such/spec.yaml"}).status, 0);
+}
+
+}  // namespace
+}  // namespace tern

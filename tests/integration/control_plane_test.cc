@@ -1,0 +1,275 @@
+// The control plane as a user drives it: `tern cluster up` a 3-worker local cluster from a
+// temporary cluster file, submit and watch jobs, status/logs/cancel, kill -9 the coordinator
+// and restart it (the job list is intact, the daemons carry on), `cluster down` with no
+// process left behind. Trainers are the fake script (tests/worker/fake_trainer.sh); the
+// RealTrainer test runs the real tern-trainer when it is built.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common/subprocess.h"
+
+namespace tern {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Output {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string bin(const std::string& name) {
+  const char* dir = std::getenv("TERN_BIN_DIR");
+  return std::string(dir ? dir : "build/bin") + "/" + name;
+}
+
+std::string source_dir() {
+  const char* d = std::getenv("TERN_SOURCE_DIR");
+  return d ? d : ".";
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Processes whose command line mentions `needle` (daemons and trainers of one test cluster).
+std::vector<std::string> processes_mentioning(const std::string& needle) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string pid = e.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string st;
+    std::getline(stat, st);
+    auto close = st.rfind(')');
+    if (close != std::string::npos && close + 2 < st.size() && st[close + 2] == 'Z') continue;  // reaped soon
+    std::string cmd = slurp(e.path() / "cmdline");
+    for (auto& c : cmd) c = c == '\0' ? ' ' : c;
+    if (cmd.find(needle) != std::string::npos) out.push_back(pid + ": " + cmd);
+  }
+  return out;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tern_cp_it_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (!cluster_.empty()) run({bin("tern"), "cluster", "down", cluster_, "--grace", "2"});
+    for (const auto& p : processes_mentioning(dir_.string())) {
+      ::kill(std::stoi(p.substr(0, p.find(':'))), SIGKILL);
+    }
+    fs::remove_all(dir_);
+  }
+
+  Output run(std::vector<std::string> argv) {
+    static int n = 0;
+    fs::path err = dir_ / ("stderr-" + std::to_string(n++));
+    SpawnOptions o;
+    o.argv = std::move(argv);
+    o.pipe_stdout = true;
+    o.stderr_file = err.string();
+    auto p = Subprocess::spawn(o);
+    EXPECT_TRUE(p.is_ok());
+    LineReader reader((*p)->stdout_fd());
+    std::vector<std::string> lines;
+    while (reader.read_lines(&lines, 200ms)) {
+    }
+    Output r;
+    r.status = (*p)->wait();
+    for (auto& l : lines) r.out += l + "\n";
+    r.err = slurp(err);
+    return r;
+  }
+  Output tern(std::vector<std::string> args) {
+    args.insert(args.begin(), bin("tern"));
+    if (args.size() > 1 && args[1] != "cluster") args.insert(args.end(), {"--cluster", cluster_});
+    return run(args);
+  }
+  std::string write_cluster(const std::string& trainer_line, const std::string& regions) {
+    auto port = find_free_port();
+    EXPECT_TRUE(port.is_ok());
+    cluster_ = (dir_ / "cluster.yaml").string();
+    std::ofstream(cluster_) << "name: it\ncoordinator: {listen: 127.0.0.1:" << *port
+                            << ", heartbeat_ms: 100, lease_ms: 3000}\n"
+                            << "state_dir: " << (dir_ / "state").string() << "\n"
+                            << trainer_line << "regions:\n"
+                            << regions;
+    return cluster_;
+  }
+  std::string write_job(const std::string& name, int workers, const std::string& extra = "") {
+    fs::path p = dir_ / (name + ".yaml");
+    std::ofstream(p) << "name: " << name << "\nworkers: " << workers
+                     << "\nmodel: {type: mlp}\ndata: {source: synthetic, train_size: 512, test_size: 128}\n"
+                     << "train: {epochs: 1, batch_size: 32, log_every: 2}\n"
+                     << extra;
+    return p.string();
+  }
+  json status_json(const std::string& id) {
+    Output o = tern({"status", id, "--json"});
+    EXPECT_EQ(o.status, 0) << o.err;
+    return json::parse(o.out, nullptr, false);
+  }
+
+  fs::path dir_;
+  std::string cluster_;
+};
+
+TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
+  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n",
+                "  - {name: east, workers: 2, slots: 1}\n  - {name: west, workers: 1, slots: 1}\n");
+  Output up = tern({"cluster", "up", cluster_});
+  ASSERT_EQ(up.status, 0) << up.out << up.err;
+  EXPECT_NE(up.out.find("3 workers in 2 regions"), std::string::npos) << up.out;
+  EXPECT_NE(up.out.find((dir_ / "state" / "logs").string()), std::string::npos) << "says where the logs are";
+  Output again = tern({"cluster", "up", cluster_});
+  EXPECT_EQ(again.status, 1);
+  EXPECT_NE(again.err.find("already up"), std::string::npos) << again.err;
+
+  Output workers = tern({"workers", "--json"});
+  ASSERT_EQ(workers.status, 0) << workers.err;
+  auto w = json::parse(workers.out);
+  ASSERT_EQ(w["workers"].size(), 3u);
+  for (const auto& x : w["workers"]) EXPECT_EQ(x["state"], "WORKER_STATE_READY");
+  Output table = tern({"workers"});
+  EXPECT_NE(table.out.find("east-1"), std::string::npos) << table.out;
+
+  // A job watched to the end (plain lines: stdout is not a TTY).
+  Output watched = tern({"submit", write_job("it-small", 3, "placement: spread\n"), "--watch"});
+  ASSERT_EQ(watched.status, 0) << watched.out << watched.err;
+  EXPECT_NE(watched.out.find("j-1 SUCCEEDED"), std::string::npos) << watched.out;
+  EXPECT_NE(watched.out.find("test accuracy 0.8750"), std::string::npos) << watched.out;
+  json s = status_json("j-1");
+  EXPECT_EQ(s["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_DOUBLE_EQ(s["test_accuracy"].get<double>(), 0.875);
+  ASSERT_EQ(s["ranks"].size(), 3u);
+  EXPECT_EQ(s["ranks"][2]["region"], "west") << "spread: ranks in both regions";
+  Output logs = tern({"logs", "j-1", "--rank", "2"});
+  EXPECT_EQ(logs.status, 0);
+  EXPECT_NE(logs.out.find("fake trainer: done"), std::string::npos) << logs.out;
+
+  // A long job: per-rank progress while it runs, then cancelled.
+  Output sub = tern({"submit", write_job("it-hang", 2)});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  EXPECT_EQ(sub.out, "j-2\n");
+  bool progressed = false;
+  for (int i = 0; i < 100 && !progressed; ++i) {
+    json r = status_json("j-2");
+    progressed = r["state"] == "JOB_STATE_RUNNING" && r["ranks"].size() == 2 &&
+                 std::stoll(r["ranks"][1]["step"].get<std::string>()) > 0;
+    if (!progressed) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(progressed) << "status --json shows per-rank progress while running";
+  Output human = tern({"status", "j-2"});
+  EXPECT_NE(human.out.find("RUNNING"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("SAMPLES/S"), std::string::npos) << human.out;
+  Output cancel = tern({"cancel", "j-2"});
+  EXPECT_EQ(cancel.status, 0) << cancel.err;
+  EXPECT_EQ(status_json("j-2")["state"], "JOB_STATE_CANCELLED");
+  for (int i = 0; i < 50 && !processes_mentioning("j-2/spec.yaml").empty(); ++i) std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(processes_mentioning("j-2/spec.yaml").empty()) << "cancelled trainers are gone";
+
+  // Bad input is refused with the field named; the job list does not change.
+  Output bad = tern({"submit", write_job("it-bad", 2, "sync: {strategy: telepathy}\n")});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("sync.strategy"), std::string::npos) << bad.err;
+
+  // kill -9 the coordinator: clients say it is unreachable; restarted, it has every job.
+  pid_t coordinator = std::stoi(slurp(dir_ / "state" / "run" / "coordinator.pid"));
+  ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
+  for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  Output down = tern({"jobs"});
+  EXPECT_EQ(down.status, 3);
+  EXPECT_NE(down.err.find("unreachable"), std::string::npos) << down.err;
+  SpawnOptions restart;
+  restart.argv = {bin("tern"), "coordinator", "--config", cluster_};
+  restart.stderr_file = (dir_ / "state" / "logs" / "coordinator.log").string();
+  restart.stdout_file = restart.stderr_file;
+  restart.new_session = true;
+  restart.die_with_parent = false;
+  auto proc = Subprocess::spawn(restart);
+  ASSERT_TRUE(proc.is_ok());
+  std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
+  (*proc)->detach();
+  Output jobs;
+  for (int i = 0; i < 100; ++i) {
+    jobs = tern({"jobs", "--json"});
+    if (jobs.status == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(jobs.status, 0) << jobs.err;
+  auto list = json::parse(jobs.out)["jobs"];
+  ASSERT_EQ(list.size(), 2u) << jobs.out;
+  EXPECT_EQ(list[0]["job_id"], "j-1");
+  EXPECT_EQ(list[0]["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_DOUBLE_EQ(list[0]["test_accuracy"].get<double>(), 0.875);
+  EXPECT_EQ(list[1]["state"], "JOB_STATE_CANCELLED");
+  // The daemons carry on with the restarted coordinator.
+  Output after = tern({"submit", write_job("it-after", 3), "--watch"});
+  EXPECT_EQ(after.status, 0) << after.out << after.err;
+  EXPECT_NE(after.out.find("j-3 SUCCEEDED"), std::string::npos) << after.out;
+
+  Output stop = tern({"cluster", "down", cluster_});
+  EXPECT_EQ(stop.status, 0) << stop.err;
+  EXPECT_NE(stop.out.find("stopped 4 processes"), std::string::npos) << stop.out;
+  EXPECT_TRUE(processes_mentioning(dir_.string()).empty()) << "orphans: " << processes_mentioning(dir_.string())[0];
+  EXPECT_TRUE(fs::is_empty(dir_ / "state" / "run")) << "pid files removed";
+  cluster_.clear();
+}
+
+TEST_F(ClusterTest, FailingRankFailsTheJobWithTheReason) {
+  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n", "  - {name: local, workers: 2}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  Output o = tern({"submit", write_job("it-crash", 2), "--watch"});
+  EXPECT_EQ(o.status, 1);
+  EXPECT_NE(o.out.find("FAILED"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("exited with code 4"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("simulated peer loss"), std::string::npos) << "last log lines: " << o.out;
+}
+
+TEST_F(ClusterTest, InvalidClusterFileStartsNothing) {
+  cluster_ = (dir_ / "bad.yaml").string();
+  std::ofstream(cluster_) << "name: bad\nstate_dir: " << (dir_ / "state").string()
+                          << "\nregions:\n  - {name: r, workers: -1}\n";
+  Output o = run({bin("tern"), "cluster", "up", cluster_});
+  EXPECT_EQ(o.status, 2);
+  EXPECT_NE(o.err.find("workers"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("nothing was started"), std::string::npos) << o.err;
+  EXPECT_FALSE(fs::exists(dir_ / "state"));
+  EXPECT_TRUE(processes_mentioning(dir_.string()).empty());
+  cluster_.clear();
+}
+
+TEST_F(ClusterTest, RealTrainer) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  Output o = tern({"submit", write_job("it-real", 2), "--watch"});
+  ASSERT_EQ(o.status, 0) << o.out << o.err;
+  json s = status_json("j-1");
+  EXPECT_EQ(s["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_GT(s["test_accuracy"].get<double>(), 0.2);  // chance is 0.1
+  Output logs = tern({"logs", "j-1", "--rank", "1"});
+  EXPECT_FALSE(logs.out.empty());
+}
+
+}  // namespace
+}  // namespace tern
