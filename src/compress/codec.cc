@@ -32,17 +32,19 @@ TopKSelection exact_top_k(const at::Tensor& x, int64_t k) {
   return s;
 }
 
-TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio, at::Generator& gen) {
+TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio,
+                            at::Generator& gen) {
   int64_t numel = x.numel();
   k = std::max<int64_t>(1, std::min<int64_t>(k, numel));
   // At least kMinSampleTop sampled entries above the threshold, else the estimate of a small
   // k is too noisy to land within 2x (a sample max is off by more than that half the time).
-  int64_t samples = std::max({static_cast<int64_t>(std::ceil(sample_ratio * numel)), std::min(numel, kMinSample),
-                              kMinSampleTop * numel / k});
+  int64_t samples = std::max({static_cast<int64_t>(std::ceil(sample_ratio * numel)),
+                              std::min(numel, kMinSample), kMinSampleTop * numel / k});
   if (samples >= numel || 2 * k >= numel) return exact_top_k(x, k);
 
   at::Tensor magnitude = x.abs();
-  at::Tensor pick = at::randint(numel, {samples}, gen, at::TensorOptions().dtype(at::kLong)).to(x.device());
+  at::Tensor pick =
+      at::randint(numel, {samples}, gen, at::TensorOptions().dtype(at::kLong)).to(x.device());
   at::Tensor sample = magnitude.index_select(0, pick);
   int64_t sample_k = std::max<int64_t>(1, std::llround(static_cast<double>(samples) * k / numel));
   at::Tensor threshold = std::get<0>(at::topk(sample, sample_k, 0, true, false)).min();
@@ -55,7 +57,8 @@ TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio,
   s.above_threshold = count;
   if (count >= k) {
     // Every entry of the true top k is >= threshold, so the top k of the candidates is exact.
-    at::Tensor local = std::get<1>(at::topk(magnitude.index_select(0, candidates), k, 0, true, false));
+    at::Tensor local =
+        std::get<1>(at::topk(magnitude.index_select(0, candidates), k, 0, true, false));
     s.indices = std::get<0>(at::sort(candidates.index_select(0, local)));
     s.values = x.index_select(0, s.indices);
     return s;
@@ -75,7 +78,8 @@ at::Tensor encode_sparse(const at::Tensor& indices, const at::Tensor& values, in
   at::Tensor chunk = indices.div(kChunk, "floor");
   at::Tensor counts = at::bincount(chunk, {}, num_chunks(numel)).to(at::kInt).contiguous();
   at::Tensor low = (indices - chunk * kChunk - kLowOffset).to(at::kShort).contiguous();
-  return at::cat({counts.view(at::kByte), values.contiguous().view(at::kByte), low.view(at::kByte)});
+  return at::cat(
+      {counts.view(at::kByte), values.contiguous().view(at::kByte), low.view(at::kByte)});
 }
 
 void decode_sparse_add(const at::Tensor& bytes, int64_t numel, int64_t k, at::ScalarType value_type,
@@ -84,9 +88,11 @@ void decode_sparse_add(const at::Tensor& bytes, int64_t numel, int64_t k, at::Sc
   int64_t value_bytes = k * static_cast<int64_t>(c10::elementSize(value_type));
   at::Tensor counts = bytes_as(bytes, 0, chunks, at::kInt).to(at::kLong);
   at::Tensor values = bytes_as(bytes, chunks * 4, k, value_type);
-  at::Tensor low = bytes_as(bytes, chunks * 4 + value_bytes, k, at::kShort).to(at::kLong) + kLowOffset;
+  at::Tensor low =
+      bytes_as(bytes, chunks * 4 + value_bytes, k, at::kShort).to(at::kLong) + kLowOffset;
   at::Tensor chunk = at::repeat_interleave(counts);
-  TORCH_CHECK(chunk.numel() == k, "sparse payload: chunk counts sum to ", chunk.numel(), ", expected ", k);
+  TORCH_CHECK(chunk.numel() == k, "sparse payload: chunk counts sum to ", chunk.numel(),
+              ", expected ", k);
   at::Tensor idx = chunk * kChunk + low;
   dense.index_add_(0, idx, values.to(dense.scalar_type()));
 }

@@ -16,9 +16,9 @@ namespace tern {
 // entries (value 0, index repeating the smallest selected index), which the sampled path adds
 // when it found fewer than k but at least k/2 entries above its threshold.
 struct TopKSelection {
-  at::Tensor indices;  // int64 [k], ascending
-  at::Tensor values;   // x.dtype [k]
-  bool exact = true;   // true: exact top-k (at::topk); false: sampled threshold
+  at::Tensor indices;           // int64 [k], ascending
+  at::Tensor values;            // x.dtype [k]
+  bool exact = true;            // true: exact top-k (at::topk); false: sampled threshold
   int64_t above_threshold = 0;  // entries the sampled threshold let through (0 when exact)
 };
 
@@ -30,7 +30,8 @@ TopKSelection exact_top_k(const at::Tensor& x, int64_t k);
 // sampled entries lie above the estimate — and keeps the entries at or above it.
 // Falls back to exact top-k when the count is off by more than 2x (fewer than k/2 or more
 // than 2k); more than k (up to 2k) are cut to the exact top k among them, fewer are padded.
-TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio, at::Generator& gen);
+TopKSelection sampled_top_k(const at::Tensor& x, int64_t k, double sample_ratio,
+                            at::Generator& gen);
 
 // The sparse wire format of one tensor of `numel` entries with k selected entries: indices
 // split into 64Ki-element chunks, sent as per-chunk counts (int32, ceil(numel / 65536) of
@@ -55,8 +56,8 @@ at::Tensor decode_fp16(const at::Tensor& h, int world);
 
 // int8 with a per-tensor scale: scale = max|x| / 127, q = round(x / scale) in [-127, 127].
 struct Int8Encoded {
-  at::Tensor q;      // int8, x's shape
-  float scale = 0;   // 0 when x is all zeros
+  at::Tensor q;     // int8, x's shape
+  float scale = 0;  // 0 when x is all zeros
 };
 Int8Encoded encode_int8(const at::Tensor& x);
 at::Tensor decode_int8(const at::Tensor& q, float scale);

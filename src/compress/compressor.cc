@@ -17,7 +17,10 @@ class CollectivePending : public PendingReduction {
  public:
   CollectivePending(Communicator& comm, std::vector<WorkPtr> works,
                     std::function<Status(std::vector<at::Tensor>&)> decode, double* compress_s)
-      : comm_(comm), works_(std::move(works)), decode_(std::move(decode)), compress_s_(compress_s) {}
+      : comm_(comm),
+        works_(std::move(works)),
+        decode_(std::move(decode)),
+        compress_s_(compress_s) {}
 
   Status finish(std::vector<at::Tensor>& out) override {
     for (auto& w : works_) TERN_RETURN_IF_ERROR(w->wait(comm_.timeout()));
@@ -82,16 +85,17 @@ at::Tensor& Compressor::state_tensor(const std::string& key, const at::Tensor& l
 
 ScopedTimer::ScopedTimer(double* acc) : acc_(acc), start_(std::chrono::steady_clock::now()) {}
 ScopedTimer::~ScopedTimer() {
-  if (acc_) *acc_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  if (acc_)
+    *acc_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 std::unique_ptr<PendingReduction> failed_reduction(Status status) {
   return std::make_unique<FailedPending>(std::move(status));
 }
 
-std::unique_ptr<PendingReduction> make_pending(Communicator& comm, std::vector<WorkPtr> works,
-                                               std::function<Status(std::vector<at::Tensor>&)> decode,
-                                               double* compress_s) {
+std::unique_ptr<PendingReduction> make_pending(
+    Communicator& comm, std::vector<WorkPtr> works,
+    std::function<Status(std::vector<at::Tensor>&)> decode, double* compress_s) {
   return std::make_unique<CollectivePending>(comm, std::move(works), std::move(decode), compress_s);
 }
 
@@ -102,7 +106,8 @@ at::Tensor flatten_parts(const std::vector<at::Tensor>& grads, const std::vector
   return parts.size() == 1 ? parts[0].clone() : at::cat(parts);
 }
 
-void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out, const std::vector<size_t>& idx) {
+void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out,
+                     const std::vector<size_t>& idx) {
   int64_t off = 0;
   for (size_t i : idx) {
     int64_t n = out[i].numel();

@@ -69,21 +69,22 @@ std::unique_ptr<PendingReduction> failed_reduction(Status status);
 
 // Waits for `works` (each with the communicator's timeout), then runs `decode`, timing it
 // into `*compress_s`.
-std::unique_ptr<PendingReduction> make_pending(Communicator& comm, std::vector<WorkPtr> works,
-                                               std::function<Status(std::vector<at::Tensor>&)> decode,
-                                               double* compress_s);
+std::unique_ptr<PendingReduction> make_pending(
+    Communicator& comm, std::vector<WorkPtr> works,
+    std::function<Status(std::vector<at::Tensor>&)> decode, double* compress_s);
 
 // The tensors grads[idx...] flattened into one fp32 vector (a fresh copy), and back.
 at::Tensor flatten_parts(const std::vector<at::Tensor>& grads, const std::vector<size_t>& idx);
-void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out, const std::vector<size_t>& idx);
+void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out,
+                     const std::vector<size_t>& idx);
 
 struct DgcOptions {
-  double density = 0.001;                  // final density
-  std::vector<double> warmup_densities;    // densities of the warm-up stages, in order
-  int64_t warmup_steps = 0;                // all stages together span these many steps
+  double density = 0.001;                // final density
+  std::vector<double> warmup_densities;  // densities of the warm-up stages, in order
+  int64_t warmup_steps = 0;              // all stages together span these many steps
   double sample_ratio = 0.01;
-  double clip_norm = 0;                    // 0 = no clipping; else local clip at clip_norm / sqrt(N)
-  int64_t min_numel = 1024;                // smaller or 1-D tensors go dense
+  double clip_norm = 0;      // 0 = no clipping; else local clip at clip_norm / sqrt(N)
+  int64_t min_numel = 1024;  // smaller or 1-D tensors go dense
   double momentum = 0.9;
   bool momentum_masking = true;
   at::ScalarType value_type = at::kFloat;  // kHalf: values (sparse and dense) travel as fp16
@@ -98,7 +99,8 @@ struct DgcOptions {
 class DgcCompressor : public Compressor {
  public:
   DgcCompressor(Communicator& comm, DgcOptions options);
-  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
   bool owns_momentum() const override { return true; }
   double density_at(int64_t step) const;
   // Steps whose sampled threshold fell back to exact top-k (summed over tensors).
@@ -117,7 +119,7 @@ struct PowerSgdOptions {
   int64_t start_iter = 10;            // reductions run dense before compression starts
   double min_compression_rate = 2.0;  // compress n x m only if (n + m) r < n m / rate (0: always)
   bool error_feedback = true;
-  uint64_t seed = 0;                  // the same on every rank (initial Q)
+  uint64_t seed = 0;  // the same on every rank (initial Q)
 };
 
 // PowerSGD (Vogels et al. 2019), rank r with warm start. Per matrix M = g + e (conv kernels
@@ -128,7 +130,8 @@ struct PowerSgdOptions {
 class PowerSgdCompressor : public Compressor {
  public:
   PowerSgdCompressor(Communicator& comm, PowerSgdOptions options);
-  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
   struct Round;
 
  private:
@@ -142,7 +145,8 @@ class PowerSgdCompressor : public Compressor {
 class Fp16Compressor : public Compressor {
  public:
   Fp16Compressor(Communicator& comm, bool error_feedback);
-  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
 
  private:
   bool error_feedback_;
@@ -155,7 +159,8 @@ class Fp16Compressor : public Compressor {
 class Int8Compressor : public Compressor {
  public:
   Int8Compressor(Communicator& comm, bool error_feedback);
-  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
 
  private:
   bool error_feedback_;

@@ -23,7 +23,8 @@ double DgcCompressor::density_at(int64_t step) const {
   return std::max(options_.density, w[std::min(stage, w.size() - 1)]);
 }
 
-std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Tensor>& grads, int64_t step) {
+std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Tensor>& grads,
+                                                       int64_t step) {
   ScopedTimer timer(&stats_.compress_s);
   at::NoGradGuard no_grad;
   const int world = comm_.size();
@@ -34,7 +35,8 @@ std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Ten
 
   std::vector<size_t> dense_idx, sparse_idx;
   for (size_t i = 0; i < grads.size(); ++i) {
-    bool sparse = grads[i].dim() > 1 && grads[i].numel() >= std::max<int64_t>(1, options_.min_numel);
+    bool sparse =
+        grads[i].dim() > 1 && grads[i].numel() >= std::max<int64_t>(1, options_.min_numel);
     (sparse ? sparse_idx : dense_idx).push_back(i);
   }
 
@@ -65,7 +67,8 @@ std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Ten
       }
     }
     for (size_t i : dense_idx) {
-      dense_u.push_back(state_tensor("dgc/u/" + std::to_string(i), grads[i].detach().reshape({-1}).to(at::kFloat)));
+      dense_u.push_back(state_tensor("dgc/u/" + std::to_string(i),
+                                     grads[i].detach().reshape({-1}).to(at::kFloat)));
     }
   }
 
@@ -119,7 +122,8 @@ std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Ten
     at::NoGradGuard no_grad;
     if (!dense_idx.empty()) {
       at::Tensor avg = dense_wire.defined()
-                           ? (vt == at::kHalf ? dense_wire.to(at::kFloat) : dense_wire.div(static_cast<double>(world)))
+                           ? (vt == at::kHalf ? dense_wire.to(at::kFloat)
+                                              : dense_wire.div(static_cast<double>(world)))
                            : at::Tensor();
       int64_t off = 0;
       for (size_t j = 0; j < dense_idx.size(); ++j) {
@@ -137,7 +141,8 @@ std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Ten
       int64_t bytes = sparse_payload_bytes(numel, ks[j], vt);
       at::Tensor acc = at::zeros({numel}, dst.options().dtype(at::kFloat));
       for (int r = 0; r < world; ++r) {
-        decode_sparse_add(gathered[static_cast<size_t>(r)].narrow(0, offsets[j], bytes), numel, ks[j], vt, acc);
+        decode_sparse_add(gathered[static_cast<size_t>(r)].narrow(0, offsets[j], bytes), numel,
+                          ks[j], vt, acc);
       }
       acc.div_(static_cast<double>(world));
       dst.copy_(acc.view_as(dst));

@@ -11,9 +11,11 @@ namespace {
 // and reports them as ReducerStats::wire_bytes. Owns the counting layer and the reducer.
 class MeteredReducer : public GradientReducer {
  public:
-  MeteredReducer(std::shared_ptr<CountingCommunicator> counting, std::unique_ptr<GradientReducer> inner)
+  MeteredReducer(std::shared_ptr<CountingCommunicator> counting,
+                 std::unique_ptr<GradientReducer> inner)
       : counting_(std::move(counting)), inner_(std::move(inner)) {}
-  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override {
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override {
     return inner_->start(grads, step);
   }
   std::string name() const override { return inner_->name(); }
@@ -36,14 +38,17 @@ class MeteredReducer : public GradientReducer {
 
 }  // namespace
 
-Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& spec, Communicator& comm,
+Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& spec,
+                                                               Communicator& comm,
                                                                const ReducerContext& ctx) {
   const CompressSpec& c = spec.compress;
   // Non-owning: the caller's communicator outlives the reducer.
-  auto counting = std::make_shared<CountingCommunicator>(std::shared_ptr<Communicator>(&comm, [](Communicator*) {}));
+  auto counting = std::make_shared<CountingCommunicator>(
+      std::shared_ptr<Communicator>(&comm, [](Communicator*) {}));
   std::unique_ptr<GradientReducer> inner;
   if (c.method == "none") {
-    inner = std::make_unique<DenseReducer>(*counting, static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20)));
+    inner = std::make_unique<DenseReducer>(*counting,
+                                           static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20)));
   } else if (c.method == "dgc") {
     DgcOptions o;
     o.density = c.density;
@@ -70,9 +75,11 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
   } else if (c.method == "int8") {
     inner = std::make_unique<Int8Compressor>(*counting, c.error_feedback);
   } else {
-    return invalid_argument("compress.method '" + c.method + "' is unknown (none|dgc|powersgd|fp16|int8)");
+    return invalid_argument("compress.method '" + c.method +
+                            "' is unknown (none|dgc|powersgd|fp16|int8)");
   }
-  return std::unique_ptr<GradientReducer>(std::make_unique<MeteredReducer>(std::move(counting), std::move(inner)));
+  return std::unique_ptr<GradientReducer>(
+      std::make_unique<MeteredReducer>(std::move(counting), std::move(inner)));
 }
 
 }  // namespace tern

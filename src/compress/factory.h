@@ -17,7 +17,8 @@ struct ReducerContext {
   int64_t seed = 0;             // per-rank seed for sampled thresholds
 };
 
-Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& spec, Communicator& comm,
+Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& spec,
+                                                               Communicator& comm,
                                                                const ReducerContext& ctx);
 
 }  // namespace tern

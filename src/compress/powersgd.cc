@@ -14,9 +14,9 @@ namespace tern {
 struct PowerSgdCompressor::Round {
   Communicator* comm = nullptr;
   WorkPtr q_work;
-  at::Tensor q_flat;                  // all matrices' Q, summed over ranks once q_work completes
-  std::vector<at::Tensor> p_hat;      // n x r, orthonormal columns
-  std::vector<at::Tensor> q_state;    // m x r warm-start tensors (reducer state), filled on finalize
+  at::Tensor q_flat;                // all matrices' Q, summed over ranks once q_work completes
+  std::vector<at::Tensor> p_hat;    // n x r, orthonormal columns
+  std::vector<at::Tensor> q_state;  // m x r warm-start tensors (reducer state), filled on finalize
   std::vector<int64_t> q_offsets;
   bool finalized = false;
   Status status;
@@ -36,7 +36,8 @@ struct PowerSgdCompressor::Round {
 PowerSgdCompressor::PowerSgdCompressor(Communicator& comm, PowerSgdOptions options)
     : Compressor(comm, "powersgd"), options_(std::move(options)) {}
 
-std::unique_ptr<PendingReduction> PowerSgdCompressor::start(const std::vector<at::Tensor>& grads, int64_t) {
+std::unique_ptr<PendingReduction> PowerSgdCompressor::start(const std::vector<at::Tensor>& grads,
+                                                            int64_t) {
   // The warm start of this round is the previous round's summed Q.
   if (last_) {
     Status s = last_->finalize();
@@ -60,7 +61,8 @@ std::unique_ptr<PendingReduction> PowerSgdCompressor::start(const std::vector<at
       int64_t n = g.size(0), m = g.numel() / n;
       int64_t r = std::min({options_.rank, n, m});
       bool worth = options_.min_compression_rate <= 0 ||
-                   static_cast<double>((n + m) * r) * options_.min_compression_rate < static_cast<double>(n * m);
+                   static_cast<double>((n + m) * r) * options_.min_compression_rate <
+                       static_cast<double>(n * m);
       if (worth) {
         matrix_idx.push_back(i);
         dims.push_back({n, m, r});
@@ -94,10 +96,12 @@ std::unique_ptr<PendingReduction> PowerSgdCompressor::start(const std::vector<at
         mat.add_(e);
         errors.push_back(e);
       }
-      at::Tensor& q = state_tensor("powersgd/q/" + std::to_string(i), at::zeros({m, r}, mat.options()));
+      at::Tensor& q =
+          state_tensor("powersgd/q/" + std::to_string(i), at::zeros({m, r}, mat.options()));
       if (!q.any().item<bool>()) {
         // Same seed and call order on every rank: identical initial Q everywhere.
-        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 7919 * (i + 1));
+        at::Generator gen =
+            at::make_generator<at::CPUGeneratorImpl>(options_.seed + 7919 * (i + 1));
         q.copy_(at::randn({m, r}, gen, at::TensorOptions().dtype(at::kFloat)));
       }
       round->q_state.push_back(q);
@@ -109,7 +113,8 @@ std::unique_ptr<PendingReduction> PowerSgdCompressor::start(const std::vector<at
     auto wait_start = std::chrono::steady_clock::now();
     Status s = comm_.all_reduce(p_vec, ReduceOp::kSum)->wait(comm_.timeout());
     // Waiting for peers is communication, not compression time.
-    stats_.compress_s -= std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
+    stats_.compress_s -=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wait_start).count();
     if (!s.is_ok()) return failed_reduction(s.with_context("PowerSGD: P all-reduce"));
     std::vector<at::Tensor> qs;
     int64_t p_off = 0, q_off = 0;
@@ -136,9 +141,11 @@ std::unique_ptr<PendingReduction> PowerSgdCompressor::start(const std::vector<at
   }
 
   bool has_round = !matrix_idx.empty();
-  auto decode = [world, dense_idx, matrix_idx, dense_vec, round, has_round](std::vector<at::Tensor>& out) -> Status {
+  auto decode = [world, dense_idx, matrix_idx, dense_vec, round,
+                 has_round](std::vector<at::Tensor>& out) -> Status {
     at::NoGradGuard no_grad;
-    if (!dense_vec.empty()) unflatten_parts(dense_vec[0].div(static_cast<double>(world)), out, dense_idx);
+    if (!dense_vec.empty())
+      unflatten_parts(dense_vec[0].div(static_cast<double>(world)), out, dense_idx);
     if (has_round) {
       TERN_RETURN_IF_ERROR(round->finalize());
       for (size_t j = 0; j < matrix_idx.size(); ++j) {

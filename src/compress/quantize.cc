@@ -16,7 +16,8 @@ std::vector<size_t> all_indices(size_t n) {
 Fp16Compressor::Fp16Compressor(Communicator& comm, bool error_feedback)
     : Compressor(comm, "fp16"), error_feedback_(error_feedback) {}
 
-std::unique_ptr<PendingReduction> Fp16Compressor::start(const std::vector<at::Tensor>& grads, int64_t) {
+std::unique_ptr<PendingReduction> Fp16Compressor::start(const std::vector<at::Tensor>& grads,
+                                                        int64_t) {
   ScopedTimer timer(&stats_.compress_s);
   at::NoGradGuard no_grad;
   const int world = comm_.size();
@@ -50,7 +51,8 @@ std::unique_ptr<PendingReduction> Fp16Compressor::start(const std::vector<at::Te
 Int8Compressor::Int8Compressor(Communicator& comm, bool error_feedback)
     : Compressor(comm, "int8"), error_feedback_(error_feedback) {}
 
-std::unique_ptr<PendingReduction> Int8Compressor::start(const std::vector<at::Tensor>& grads, int64_t) {
+std::unique_ptr<PendingReduction> Int8Compressor::start(const std::vector<at::Tensor>& grads,
+                                                        int64_t) {
   ScopedTimer timer(&stats_.compress_s);
   at::NoGradGuard no_grad;
   const int world = comm_.size();
@@ -97,7 +99,8 @@ std::unique_ptr<PendingReduction> Int8Compressor::start(const std::vector<at::Te
     at::Tensor repeats = at::tensor(numels, at::kLong).to(q_out[0].device());
     at::Tensor acc;
     for (int r = 0; r < world; ++r) {
-      at::Tensor per_element_scale = at::repeat_interleave(scale_out[static_cast<size_t>(r)], repeats);
+      at::Tensor per_element_scale =
+          at::repeat_interleave(scale_out[static_cast<size_t>(r)], repeats);
       at::Tensor part = q_out[static_cast<size_t>(r)].to(at::kFloat).mul_(per_element_scale);
       acc = acc.defined() ? acc.add_(part) : part;
     }

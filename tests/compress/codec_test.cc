@@ -1,12 +1,12 @@
 // Local encoders: top-k selection and threshold estimation vs exact top-k, the sparse wire
 // format, and decode(encode(x)) + error == x bit for bit for every lossy encoder.
+#include "compress/codec.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <set>
-
-#include "compress/codec.h"
 
 namespace tern {
 namespace {
@@ -21,7 +21,9 @@ std::set<int64_t> as_set(const at::Tensor& idx) {
 }
 
 bool ascending(const at::Tensor& idx) {
-  return idx.numel() < 2 || (idx.narrow(0, 1, idx.numel() - 1) >= idx.narrow(0, 0, idx.numel() - 1)).all().item<bool>();
+  return idx.numel() < 2 || (idx.narrow(0, 1, idx.numel() - 1) >= idx.narrow(0, 0, idx.numel() - 1))
+                                .all()
+                                .item<bool>();
 }
 
 TEST(TopK, ExactMatchesSortOfMagnitudes) {
@@ -84,8 +86,9 @@ TEST(TopK, FallsBackToExactWhenTheEstimateIsFarOff) {
 
 TEST(SparseWire, RoundTripsAcrossChunksBothValueTypes) {
   int64_t numel = 3 * 65536 + 17;
-  at::Tensor idx = at::tensor({int64_t{0}, int64_t{1}, int64_t{32767}, int64_t{32768}, int64_t{65535},
-                               int64_t{65536}, int64_t{65536}, int64_t{131071}, numel - 1});
+  at::Tensor idx =
+      at::tensor({int64_t{0}, int64_t{1}, int64_t{32767}, int64_t{32768}, int64_t{65535},
+                  int64_t{65536}, int64_t{65536}, int64_t{131071}, numel - 1});
   at::Tensor vals = at::tensor({1.f, -2.f, 3.5f, 4.f, -5.f, 6.f, 0.f, 7.25f, -8.f});
   for (at::ScalarType vt : {at::kFloat, at::kHalf}) {
     at::Tensor sent;
@@ -122,7 +125,8 @@ TEST(ErrorFeedback, SparseSelectionPlusResidualIsExact) {
 TEST(ErrorFeedback, Fp16PlusErrorIsExact) {
   auto g = gen_for(5);
   // Normal, tiny (fp16 subnormal / underflow) and large magnitudes.
-  at::Tensor x = at::cat({at::randn({1000}, g), at::randn({1000}, g) * 1e-7, at::randn({1000}, g) * 1e4});
+  at::Tensor x =
+      at::cat({at::randn({1000}, g), at::randn({1000}, g) * 1e-7, at::randn({1000}, g) * 1e4});
   for (int world : {1, 3, 4}) {
     at::Tensor h = encode_fp16(x, world);
     EXPECT_EQ(h.scalar_type(), at::kHalf);

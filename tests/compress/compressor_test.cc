@@ -2,6 +2,8 @@
 // density 1 against dense averaging, delayed finish (DSSGD) equal to immediate finish,
 // state save/restore, empty and tiny tensors, identical collective order on every rank,
 // and the measured wire bytes of DGC.
+#include "compress/compressor.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -10,7 +12,6 @@
 
 #include "comm/counting_communicator.h"
 #include "comm/reducer.h"
-#include "compress/compressor.h"
 #include "compress/factory.h"
 #include "testing/gloo_group.h"
 
@@ -20,8 +21,10 @@ namespace {
 using Shapes = std::vector<std::vector<int64_t>>;
 
 // Deterministic per-(rank, step) gradients.
-std::vector<at::Tensor> grads_for(const Shapes& shapes, int rank, int64_t step, double sparsity = 0) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step) + 7);
+std::vector<at::Tensor> grads_for(const Shapes& shapes, int rank, int64_t step,
+                                  double sparsity = 0) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 * static_cast<uint64_t>(rank) +
+                                                      static_cast<uint64_t>(step) + 7);
   std::vector<at::Tensor> out;
   for (const auto& s : shapes) {
     at::Tensor g = at::randn(s, gen);
@@ -49,8 +52,8 @@ void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor
                   const std::string& what) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(at::allclose(a[i], b[i], tol, tol)) << what << " tensor " << i << " max diff "
-                                                    << (a[i] - b[i]).abs().max().item<double>();
+    EXPECT_TRUE(at::allclose(a[i], b[i], tol, tol))
+        << what << " tensor " << i << " max diff " << (a[i] - b[i]).abs().max().item<double>();
   }
 }
 
@@ -128,8 +131,8 @@ TEST(PowerSgd, DenseBeforeStartIterAndForVectors) {
       if (step < 2) {
         expect_close(out, ref, 1e-6, "dense warm-up");
       } else {
-        EXPECT_TRUE(at::allclose(out[1], ref[1], 1e-6, 1e-6));    // vector: dense
-        EXPECT_FALSE(at::allclose(out[0], ref[0], 1e-3, 1e-3));   // 16x20 at rank 1: compressed
+        EXPECT_TRUE(at::allclose(out[1], ref[1], 1e-6, 1e-6));   // vector: dense
+        EXPECT_FALSE(at::allclose(out[0], ref[0], 1e-3, 1e-3));  // 16x20 at rank 1: compressed
       }
     }
   });
@@ -223,7 +226,8 @@ TEST(Dgc, WarmupScheduleSpansTheGivenSteps) {
 
 // A reducer's outputs must not depend on when finish() is called (SSGD: at once; DSSGD: d
 // steps later).
-void expect_delay_invariant(const std::function<std::unique_ptr<GradientReducer>(Communicator&)>& make) {
+void expect_delay_invariant(
+    const std::function<std::unique_ptr<GradientReducer>(Communicator&)>& make) {
   testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
     auto now = make(*comm);
     auto later = make(*comm);
@@ -248,7 +252,8 @@ void expect_delay_invariant(const std::function<std::unique_ptr<GradientReducer>
         ASSERT_TRUE(inflight[done]->finish(delayed[done]).is_ok());
       }
     }
-    for (int64_t s = 0; s < steps; ++s) expect_close(delayed[s], at_once[s], 0, "step " + std::to_string(s));
+    for (int64_t s = 0; s < steps; ++s)
+      expect_close(delayed[s], at_once[s], 0, "step " + std::to_string(s));
   });
 }
 
@@ -268,7 +273,8 @@ TEST(Compressors, DelayedFinishGivesTheSameResults) {
 
 // Saving the per-rank state after k steps and loading it into a fresh compressor continues
 // exactly where the first one would have.
-void expect_state_round_trip(const std::function<std::unique_ptr<GradientReducer>(Communicator&)>& make) {
+void expect_state_round_trip(
+    const std::function<std::unique_ptr<GradientReducer>(Communicator&)>& make) {
   testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
     auto a = make(*comm);
     for (int64_t s = 0; s < 3; ++s) {
@@ -295,7 +301,7 @@ void expect_state_round_trip(const std::function<std::unique_ptr<GradientReducer
 TEST(Compressors, StateSavesAndRestores) {
   expect_state_round_trip([](Communicator& c) {
     DgcOptions o = dgc_options(0.05, true, 0.9);
-    o.seed = 5;  // sampling must restart identically too: same seed, same stream position
+    o.seed = 5;            // sampling must restart identically too: same seed, same stream position
     o.sample_ratio = 1.0;  // (exact selection, so the generator position does not matter)
     return std::make_unique<DgcCompressor>(c, o);
   });
@@ -304,8 +310,10 @@ TEST(Compressors, StateSavesAndRestores) {
     o.start_iter = 1;
     return std::make_unique<PowerSgdCompressor>(c, o);
   });
-  expect_state_round_trip([](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
-  expect_state_round_trip([](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
+  expect_state_round_trip(
+      [](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
+  expect_state_round_trip(
+      [](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
 }
 
 TEST(Compressors, RestoredStateOfTheWrongShapeIsAnError) {
@@ -337,24 +345,27 @@ std::vector<std::unique_ptr<GradientReducer>> all_compressors(Communicator& c) {
 
 TEST(Compressors, NoHangOnEmptyOrTinyTensors) {
   const std::vector<Shapes> cases = {
-      {},                               // nothing at all
-      {{0}},                            // one empty tensor
-      {{0, 3}, {1}},                    // empty matrix + scalar-like vector
-      {{1, 1}, {2, 1}, {1, 5}, {0, 0}}, // tiny matrices (k = 1), degenerate shapes
+      {},                                // nothing at all
+      {{0}},                             // one empty tensor
+      {{0, 3}, {1}},                     // empty matrix + scalar-like vector
+      {{1, 1}, {2, 1}, {1, 5}, {0, 0}},  // tiny matrices (k = 1), degenerate shapes
   };
-  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
-    for (const auto& shapes : cases) {
-      for (auto& c : all_compressors(*comm)) {
-        for (int64_t step = 0; step < 3; ++step) {
-          auto g = grads_for(shapes, rank, step);
-          auto out = zeros_like_all(g);
-          Status s = c->start(g, step)->finish(out);
-          ASSERT_TRUE(s.is_ok()) << c->name() << ": " << s.to_string();
-          for (auto& t : out) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << c->name();
+  testing::run_ranks(
+      2,
+      [&](int rank, std::shared_ptr<Communicator> comm) {
+        for (const auto& shapes : cases) {
+          for (auto& c : all_compressors(*comm)) {
+            for (int64_t step = 0; step < 3; ++step) {
+              auto g = grads_for(shapes, rank, step);
+              auto out = zeros_like_all(g);
+              Status s = c->start(g, step)->finish(out);
+              ASSERT_TRUE(s.is_ok()) << c->name() << ": " << s.to_string();
+              for (auto& t : out) EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << c->name();
+            }
+          }
         }
-      }
-    }
-  }, std::chrono::seconds(20));
+      },
+      std::chrono::seconds(20));
 }
 
 // Records each collective's kind and size, to compare across ranks.
