@@ -8,10 +8,9 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/progress.h"
 #include "cli/table.h"
@@ -25,7 +24,9 @@ double now_unix() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-double unix_of(const google::protobuf::Timestamp& ts) { return static_cast<double>(ts.seconds()) + ts.nanos() * 1e-9; }
+double unix_of(const google::protobuf::Timestamp& ts) {
+  return static_cast<double>(ts.seconds()) + ts.nanos() * 1e-9;
+}
 
 std::string to_json(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions o;
@@ -62,7 +63,8 @@ std::string first_line(const std::string& s, size_t max = 60) {
 
 std::string progress_cell(const v1::JobStatus& j) {
   if (j.total_steps() <= 0) return "-";
-  return strf("%lld/%lld (%.0f%%)", static_cast<long long>(j.step()), static_cast<long long>(j.total_steps()),
+  return strf("%lld/%lld (%.0f%%)", static_cast<long long>(j.step()),
+              static_cast<long long>(j.total_steps()),
               100.0 * static_cast<double>(j.step()) / static_cast<double>(j.total_steps()));
 }
 
@@ -74,12 +76,17 @@ std::string accuracy_cell(const v1::JobStatus& j) {
 nlohmann::json progress_of(const v1::JobStatus& j) {
   double epoch = 0;
   for (const auto& r : j.ranks()) epoch = r.rank() == 0 ? r.epoch() : epoch;
-  return {{"step", j.step()}, {"total_steps", j.total_steps()}, {"epoch", epoch},
-          {"loss", j.loss()}, {"samples_per_s", j.samples_per_s()}};
+  return {{"step", j.step()},
+          {"total_steps", j.total_steps()},
+          {"epoch", epoch},
+          {"loss", j.loss()},
+          {"samples_per_s", j.samples_per_s()}};
 }
 
 void print_outcome(const v1::JobStatus& j) {
-  double wall = j.has_finished_at() && j.has_started_at() ? unix_of(j.finished_at()) - unix_of(j.started_at()) : 0;
+  double wall = j.has_finished_at() && j.has_started_at()
+                    ? unix_of(j.finished_at()) - unix_of(j.started_at())
+                    : 0;
   std::cout << "job " << j.job_id() << " " << short_state(j.state()) << strf(" after %.1f s", wall);
   if (j.state() == v1::JOB_STATE_SUCCEEDED) {
     std::cout << ": " << j.step() << " steps";
@@ -110,7 +117,8 @@ int report_error(const std::string& what, const Status& status) {
     case StatusCode::kUnavailable:
     case StatusCode::kDeadlineExceeded:
       std::cerr << "tern " << what << ": " << status.message()
-                << "\n  Is it running? Start one with `tern cluster up FILE`, or point --coordinator HOST:PORT"
+                << "\n  Is it running? Start one with `tern cluster up FILE`, or point "
+                   "--coordinator HOST:PORT"
                    " (or TERN_COORDINATOR) at it."
                 << std::endl;
       return kExitUnreachable;
@@ -126,7 +134,8 @@ int report_error(const std::string& what, const Status& status) {
 namespace {
 
 // Resolves the address or prints why not; returns nullopt on failure (exit code in *code).
-std::unique_ptr<CoordinatorClient> connect(const ClientOptions& options, const std::string& what, int* code) {
+std::unique_ptr<CoordinatorClient> connect(const ClientOptions& options, const std::string& what,
+                                           int* code) {
   auto addr = resolve_coordinator(options);
   if (!addr.is_ok()) {
     *code = report_error(what, addr.status());
@@ -149,7 +158,8 @@ Result<v1::JobStatus> watch(const std::string& address, const std::string& job_i
       if (j.state() != shown) {
         line.finish();
         shown = j.state();
-        if (!terminal(j.state())) std::cout << j.job_id() << " " << short_state(j.state()) << ": " << j.reason() << "\n";
+        if (!terminal(j.state()))
+          std::cout << j.job_id() << " " << short_state(j.state()) << ": " << j.reason() << "\n";
         std::cout << std::flush;
       }
       if (j.state() == v1::JOB_STATE_RUNNING && j.total_steps() > 0) {
@@ -163,7 +173,8 @@ Result<v1::JobStatus> watch(const std::string& address, const std::string& job_i
       return last;
     }
     Status s = last.is_ok() ? unavailable("the watch stream ended early") : last.status();
-    if (s.code() != StatusCode::kUnavailable || std::chrono::steady_clock::now() > give_up_at) return s;
+    if (s.code() != StatusCode::kUnavailable || std::chrono::steady_clock::now() > give_up_at)
+      return s;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
 }
@@ -193,15 +204,15 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
       std::cout << to_json(*reply) << std::endl;
     } else {
       std::cout << reply->job_id() << "\n";
-      std::cerr << "submitted " << reply->job_id() << " (" << job.name() << "): " << job.world_size() << " ranks, "
-                << short_state(job.state()) << ". Follow it with `tern status " << reply->job_id() << "`"
-                << std::endl;
+      std::cerr << "submitted " << reply->job_id() << " (" << job.name()
+                << "): " << job.world_size() << " ranks, " << short_state(job.state())
+                << ". Follow it with `tern status " << reply->job_id() << "`" << std::endl;
     }
     return kExitOk;
   }
   if (!options.json) {
-    std::cout << "submitted " << reply->job_id() << " (" << job.name() << "): " << job.world_size() << " ranks"
-              << std::endl;
+    std::cout << "submitted " << reply->job_id() << " (" << job.name() << "): " << job.world_size()
+              << " ranks" << std::endl;
   }
   auto last = watch(client->address(), reply->job_id(), options.json);
   if (!last.is_ok()) return report_error("submit --watch", last.status());
@@ -226,9 +237,10 @@ int jobs_command(const ClientOptions& options) {
   Table t({"ID", "NAME", "STATE", "RANKS", "PROGRESS", "LOSS", "ACCURACY", "AGE", "REASON"});
   const double now = now_unix();
   for (const auto& j : reply->jobs()) {
-    t.add_row({j.job_id(), j.name(), short_state(j.state()), std::to_string(j.world_size()), progress_cell(j),
-               j.total_steps() > 0 ? strf("%.4f", j.loss()) : "-", accuracy_cell(j),
-               format_age(now - unix_of(j.created_at())), first_line(j.reason())});
+    t.add_row({j.job_id(), j.name(), short_state(j.state()), std::to_string(j.world_size()),
+               progress_cell(j), j.total_steps() > 0 ? strf("%.4f", j.loss()) : "-",
+               accuracy_cell(j), format_age(now - unix_of(j.created_at())),
+               first_line(j.reason())});
   }
   if (t.empty()) {
     std::cout << "no jobs yet (tern submit FILE)\n";
@@ -251,33 +263,37 @@ int status_command(const ClientOptions& options, const std::string& job_id) {
   }
   const double now = now_unix();
   std::cout << "job        " << j.job_id() << " (" << j.name() << ")\n";
-  std::cout << "state      " << short_state(j.state()) << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200))
-            << "\n";
+  std::cout << "state      " << short_state(j.state())
+            << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200)) << "\n";
   if (j.reason().find('\n') != std::string::npos) {
-    std::cout << j.reason().substr(j.reason().find('\n') + 1) << (j.reason().back() == '\n' ? "" : "\n");
+    std::cout << j.reason().substr(j.reason().find('\n') + 1)
+              << (j.reason().back() == '\n' ? "" : "\n");
   }
-  std::cout << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation " << j.generation()
-            << ")\n";
+  std::cout << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
+            << j.generation() << ")\n";
   if (!j.master_addr().empty()) std::cout << "master     " << j.master_addr() << "\n";
   std::cout << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
   if (j.total_steps() > 0) {
     std::cout << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
     if (j.state() == v1::JOB_STATE_RUNNING) {
-      std::cout << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA " << format_duration(j.eta_s());
+      std::cout << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA "
+                << format_duration(j.eta_s());
     }
     std::cout << "\n";
   }
   if (j.has_test_accuracy()) std::cout << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
   if (j.ranks_size() > 0) {
-    Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "ACCURACY", "EXIT"});
+    Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "ACCURACY",
+             "EXIT"});
     for (const auto& r : j.ranks()) {
       bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
       t.add_row({std::to_string(r.rank()), r.worker_id(), r.region(), short_rank_state(r.state()),
                  r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
                                             static_cast<long long>(r.total_steps()))
                                      : "-",
-                 r.step() > 0 ? strf("%.4f", r.loss()) : "-", r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-",
-                 format_bytes(r.bytes_sent()), r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
+                 r.step() > 0 ? strf("%.4f", r.loss()) : "-",
+                 r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-", format_bytes(r.bytes_sent()),
+                 r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
                  exited ? std::to_string(r.exit_code()) : "-"});
     }
     std::cout << "\n";
@@ -304,9 +320,10 @@ int workers_command(const ClientOptions& options) {
       tasks += (tasks.empty() ? "" : ",") + task.job_id() + "/" + std::to_string(task.rank());
     }
     std::string state = v1::WorkerState_Name(w.state()).substr(13);
-    t.add_row({w.worker_id(), w.host(), w.region(), state, strf("%d/%d", w.used_slots(), w.slots()),
-               w.has_last_heartbeat() ? format_age(now - unix_of(w.last_heartbeat())) + " ago" : "-",
-               tasks.empty() ? "-" : tasks});
+    t.add_row(
+        {w.worker_id(), w.host(), w.region(), state, strf("%d/%d", w.used_slots(), w.slots()),
+         w.has_last_heartbeat() ? format_age(now - unix_of(w.last_heartbeat())) + " ago" : "-",
+         tasks.empty() ? "-" : tasks});
   }
   if (t.empty()) {
     std::cout << "no workers registered\n";

@@ -7,10 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "common/cluster_config.h"
 #include "common/subprocess.h"
@@ -59,14 +58,16 @@ bool is_our_daemon(pid_t pid, const ClusterConfig& c) {
   fs::path cwd = fs::read_symlink("/proc/" + std::to_string(pid) + "/cwd", ec);
   const std::string config = fs::absolute(c.path).lexically_normal().string();
   for (const auto& a : args) {
-    std::string abs = fs::path(a).is_absolute() || cwd.empty() ? a : (cwd / a).lexically_normal().string();
+    std::string abs =
+        fs::path(a).is_absolute() || cwd.empty() ? a : (cwd / a).lexically_normal().string();
     if (abs == config || abs.rfind(c.state_dir + "/", 0) == 0 || abs == c.state_dir) return true;
   }
   return false;
 }
 
 // Daemons of this cluster that have no pid file (e.g. a coordinator restarted by hand).
-std::vector<Daemon> find_unlisted_daemons(const ClusterConfig& c, const std::vector<Daemon>& listed) {
+std::vector<Daemon> find_unlisted_daemons(const ClusterConfig& c,
+                                          const std::vector<Daemon>& listed) {
   std::set<pid_t> known;
   for (const auto& d : listed) known.insert(d.pid);
   std::vector<Daemon> out;
@@ -105,7 +106,8 @@ std::string tail(const std::string& path, size_t n) {
   std::string l;
   while (std::getline(in, l)) lines.push_back(l);
   std::string out;
-  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i) out += "    " + lines[i] + "\n";
+  for (size_t i = lines.size() > n ? lines.size() - n : 0; i < lines.size(); ++i)
+    out += "    " + lines[i] + "\n";
   return out;
 }
 
@@ -117,7 +119,8 @@ int stop_daemons(const ClusterConfig& c, const std::vector<Daemon>& daemons, dou
     if (is_our_daemon(d.pid, c)) live.push_back(d);
   }
   auto wait_gone = [&](const std::vector<Daemon>& ds, double seconds) {
-    auto until = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(seconds));
+    auto until = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                          std::chrono::duration<double>(seconds));
     while (SteadyClock::now() < until) {
       bool any = false;
       for (const auto& d : ds) any = any || alive(d.pid);
@@ -134,7 +137,9 @@ int stop_daemons(const ClusterConfig& c, const std::vector<Daemon>& daemons, dou
   for (const auto& d : live) {
     // Each daemon leads its own session and process group; its trainers are in that group.
     // The group is killed even when the leader already exited, so no trainer is left behind.
-    if (alive(d.pid)) std::cerr << "tern cluster down: " << d.name << " (pid " << d.pid << ") did not stop; killing it\n";
+    if (alive(d.pid))
+      std::cerr << "tern cluster down: " << d.name << " (pid " << d.pid
+                << ") did not stop; killing it\n";
     ::kill(-d.pid, SIGKILL);
     ::kill(d.pid, SIGKILL);
   }
@@ -146,13 +151,14 @@ int stop_daemons(const ClusterConfig& c, const std::vector<Daemon>& daemons, dou
   return static_cast<int>(live.size());
 }
 
-Result<std::unique_ptr<Subprocess>> spawn_daemon(const std::vector<std::string>& args, const std::string& log) {
+Result<std::unique_ptr<Subprocess>> spawn_daemon(const std::vector<std::string>& args,
+                                                 const std::string& log) {
   SpawnOptions o;
   o.argv = {self_exe_dir() + "/tern"};
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   o.stdout_file = log;
   o.stderr_file = log;
-  o.new_session = true;        // outlives the terminal and the CLI
+  o.new_session = true;  // outlives the terminal and the CLI
   o.die_with_parent = false;
   return Subprocess::spawn(o);
 }
@@ -162,14 +168,16 @@ Result<std::unique_ptr<Subprocess>> spawn_daemon(const std::vector<std::string>&
 int cluster_up_command(const ClusterCommandOptions& options) {
   auto loaded = load_cluster_config(options.file);
   if (!loaded.is_ok()) {
-    std::cerr << "tern cluster up: " << loaded.status().message() << "\nnothing was started" << std::endl;
+    std::cerr << "tern cluster up: " << loaded.status().message() << "\nnothing was started"
+              << std::endl;
     return 2;
   }
   const ClusterConfig& c = *loaded;
   for (const auto& d : read_pid_files(c)) {
     if (is_our_daemon(d.pid, c)) {
-      std::cerr << "tern cluster up: cluster '" << c.name << "' is already up (" << d.name << " pid " << d.pid
-                << "); run `tern cluster down " << options.file << "` first" << std::endl;
+      std::cerr << "tern cluster up: cluster '" << c.name << "' is already up (" << d.name
+                << " pid " << d.pid << "); run `tern cluster down " << options.file << "` first"
+                << std::endl;
       return 1;
     }
   }
@@ -181,7 +189,8 @@ int cluster_up_command(const ClusterCommandOptions& options) {
       return 1;
     }
   }
-  for (const auto& d : read_pid_files(c)) fs::remove(run_dir(c) + "/" + d.name + ".pid", ec);  // stale
+  for (const auto& d : read_pid_files(c))
+    fs::remove(run_dir(c) + "/" + d.name + ".pid", ec);  // stale
   std::string trainer = c.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : c.trainer_path;
   if (access(trainer.c_str(), X_OK) != 0) {
     std::cerr << "tern cluster up: warning: trainer binary " << trainer
@@ -211,8 +220,8 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   CoordinatorClient client(address, quick);
   while (true) {
     if (auto code = procs[0]->poll()) {
-      return fail("the coordinator exited with code " + std::to_string(*code) + "; its log (" + coord_log + "):\n" +
-                  tail(coord_log, 15));
+      return fail("the coordinator exited with code " + std::to_string(*code) + "; its log (" +
+                  coord_log + "):\n" + tail(coord_log, 15));
     }
     // A fresh channel per attempt: no reconnect backoff carried over from refused attempts.
     if (CoordinatorClient(address, quick).list_workers().is_ok()) break;
@@ -225,9 +234,18 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   for (const auto& region : c.regions) {
     for (int64_t i = 0; i < region.workers; ++i) {
       std::string name = region.name + "-" + std::to_string(i);
-      std::vector<std::string> args = {"worker",         "--coordinator", address,       "--name",
-                                       name,             "--region",      region.name,   "--slots",
-                                       std::to_string(region.slots), "--host", region.host, "--work-dir",
+      std::vector<std::string> args = {"worker",
+                                       "--coordinator",
+                                       address,
+                                       "--name",
+                                       name,
+                                       "--region",
+                                       region.name,
+                                       "--slots",
+                                       std::to_string(region.slots),
+                                       "--host",
+                                       region.host,
+                                       "--work-dir",
                                        c.work_dir() + "/" + name};
       if (!c.trainer_path.empty()) args.insert(args.end(), {"--trainer", c.trainer_path});
       std::string log = c.log_dir() + "/" + name + ".log";
@@ -243,32 +261,37 @@ int cluster_up_command(const ClusterCommandOptions& options) {
     for (size_t i = 0; i < procs.size(); ++i) {
       if (auto code = procs[i]->poll()) {
         std::string log = c.log_dir() + "/" + started[i].name + ".log";
-        return fail(started[i].name + " exited with code " + std::to_string(*code) + "; its log (" + log + "):\n" +
-                    tail(log, 15));
+        return fail(started[i].name + " exited with code " + std::to_string(*code) + "; its log (" +
+                    log + "):\n" + tail(log, 15));
       }
     }
     auto reply = client.list_workers();
     size_t ready = 0;
     if (reply.is_ok()) {
-      for (const auto& w : reply->workers()) ready += names.count(w.worker_id()) && w.state() == v1::WORKER_STATE_READY;
+      for (const auto& w : reply->workers())
+        ready += names.count(w.worker_id()) && w.state() == v1::WORKER_STATE_READY;
     }
     if (ready == names.size()) break;
     if (SteadyClock::now() > deadline) {
-      return fail(std::to_string(ready) + " of " + std::to_string(names.size()) + " workers registered within " +
+      return fail(std::to_string(ready) + " of " + std::to_string(names.size()) +
+                  " workers registered within " +
                   std::to_string(static_cast<int>(options.timeout_s)) + " s; see " + c.log_dir());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   for (auto& p : procs) p->detach();
   if (options.json) {
-    nlohmann::json j{{"cluster", c.name},         {"coordinator", address}, {"coordinator_pid", started[0].pid},
-                     {"workers", names.size()},   {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
+    nlohmann::json j{
+        {"cluster", c.name},       {"coordinator", address},   {"coordinator_pid", started[0].pid},
+        {"workers", names.size()}, {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
     std::cout << j.dump() << std::endl;
   } else {
-    std::cout << "cluster '" << c.name << "' is up: coordinator at " << address << " (pid " << started[0].pid << "), "
-              << names.size() << " workers in " << c.regions.size() << " region" << (c.regions.size() == 1 ? "" : "s")
-              << "\n  logs:  " << c.log_dir() << " (coordinator.log, <worker>.log, jobs/<job>/rank-<r>.log)"
-              << "\n  state: " << c.state_dir << "\n  stop:  tern cluster down " << options.file << std::endl;
+    std::cout << "cluster '" << c.name << "' is up: coordinator at " << address << " (pid "
+              << started[0].pid << "), " << names.size() << " workers in " << c.regions.size()
+              << " region" << (c.regions.size() == 1 ? "" : "s") << "\n  logs:  " << c.log_dir()
+              << " (coordinator.log, <worker>.log, jobs/<job>/rank-<r>.log)"
+              << "\n  state: " << c.state_dir << "\n  stop:  tern cluster down " << options.file
+              << std::endl;
   }
   return 0;
 }

@@ -1,7 +1,6 @@
 // tern: the command-line interface (see README.md). Thin: parses flags and hands over to
 // cli/*_command.h.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 
 #include "cli/client_commands.h"
@@ -13,8 +12,9 @@ namespace {
 
 // --coordinator, --cluster and --json, shared by every client subcommand.
 void add_client_flags(CLI::App* cmd, tern::ClientOptions* o) {
-  cmd->add_option("--coordinator", o->coordinator,
-                  "coordinator HOST:PORT (default: --cluster's listen, $TERN_COORDINATOR, 127.0.0.1:7070)");
+  cmd->add_option(
+      "--coordinator", o->coordinator,
+      "coordinator HOST:PORT (default: --cluster's listen, $TERN_COORDINATOR, 127.0.0.1:7070)");
   cmd->add_option("--cluster", o->cluster_file, "cluster file whose coordinator to talk to");
   cmd->add_flag("--json", o->json, "machine-readable JSON output");
 }
@@ -28,13 +28,15 @@ int main(int argc, char** argv) {
 
   // --- tern run: standalone, no coordinator ---
   tern::RunOptions run;
-  auto* run_cmd = app.add_subcommand("run", "Run a job on this machine with N local trainer processes");
+  auto* run_cmd =
+      app.add_subcommand("run", "Run a job on this machine with N local trainer processes");
   run_cmd->add_option("job", run.job_file, "job spec (YAML)")->required()->check(CLI::ExistingFile);
   run_cmd->add_option("--workers,-n", run.workers, "number of ranks (default: the spec's workers)");
   run_cmd->add_option("--set", run.overrides, "override a spec field: a.b=c (repeatable)");
   run_cmd->add_flag("--json", run.json, "print one JSON summary object");
   run_cmd->add_flag("--verbose,-v", run.verbose, "show the trainers' logs");
-  run_cmd->add_option("--cluster", run.cluster_file, "cluster file: regions and network model (WAN emulation)");
+  run_cmd->add_option("--cluster", run.cluster_file,
+                      "cluster file: regions and network model (WAN emulation)");
   run_cmd->add_option("--trainer", run.trainer_path, "tern-trainer binary");
   run_cmd->add_option("--run-dir", run.run_dir, "where logs and the effective spec go");
   run_cmd->add_option("--timeout", run.timeout_s, "stop the job after this many seconds");
@@ -42,10 +44,13 @@ int main(int argc, char** argv) {
   // --- daemons ---
   tern::CoordinatorCommandOptions coord;
   auto* coord_cmd = app.add_subcommand("coordinator", "Run the coordinator (until SIGTERM)");
-  coord_cmd->add_option("--config", coord.config_file, "cluster file (listen address, state_dir, leases)")
+  coord_cmd
+      ->add_option("--config", coord.config_file,
+                   "cluster file (listen address, state_dir, leases)")
       ->check(CLI::ExistingFile);
   coord_cmd->add_option("--listen", coord.listen, "HOST:PORT to serve on (overrides the file)");
-  coord_cmd->add_option("--state-dir", coord.state_dir, "journal and logs directory (overrides the file)");
+  coord_cmd->add_option("--state-dir", coord.state_dir,
+                        "journal and logs directory (overrides the file)");
   coord_cmd->add_option("--log-level", coord.log_level, "trace|debug|info|warn|error");
 
   tern::WorkerDaemonOptions worker;
@@ -54,39 +59,54 @@ int main(int argc, char** argv) {
   int64_t grace_ms = 5000;
   auto* worker_cmd = app.add_subcommand("worker", "Run a worker daemon (until SIGTERM)");
   worker_cmd->add_option("--coordinator", worker_client.coordinator, "coordinator HOST:PORT");
-  worker_cmd->add_option("--cluster", worker_client.cluster_file, "cluster file whose coordinator to join");
-  worker_cmd->add_option("--region", worker.region, "region this machine is in")->capture_default_str();
+  worker_cmd->add_option("--cluster", worker_client.cluster_file,
+                         "cluster file whose coordinator to join");
+  worker_cmd->add_option("--region", worker.region, "region this machine is in")
+      ->capture_default_str();
   worker_cmd->add_option("--slots", worker.slots, "ranks this worker runs at once")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   worker_cmd->add_option("--name", worker.name, "worker id (default: assigned by the coordinator)");
-  worker_cmd->add_option("--host", worker.host, "address peers reach this machine at")->capture_default_str();
-  worker_cmd->add_option("--work-dir", worker.work_dir, "job directories and trainer logs")->capture_default_str();
-  worker_cmd->add_option("--trainer", worker.trainer_path, "tern-trainer binary (default: next to tern)");
-  worker_cmd->add_option("--stop-grace-ms", grace_ms, "stop command -> SIGKILL")->capture_default_str();
+  worker_cmd->add_option("--host", worker.host, "address peers reach this machine at")
+      ->capture_default_str();
+  worker_cmd->add_option("--work-dir", worker.work_dir, "job directories and trainer logs")
+      ->capture_default_str();
+  worker_cmd->add_option("--trainer", worker.trainer_path,
+                         "tern-trainer binary (default: next to tern)");
+  worker_cmd->add_option("--stop-grace-ms", grace_ms, "stop command -> SIGKILL")
+      ->capture_default_str();
   worker_cmd->add_option("--log-level", worker_log_level, "trace|debug|info|warn|error");
 
   // --- cluster ---
   tern::ClusterCommandOptions cluster;
-  auto* cluster_cmd = app.add_subcommand("cluster", "Start or stop a local cluster from a cluster file");
+  auto* cluster_cmd =
+      app.add_subcommand("cluster", "Start or stop a local cluster from a cluster file");
   cluster_cmd->require_subcommand(1);
   auto* up_cmd = cluster_cmd->add_subcommand("up", "Start the coordinator and worker daemons");
-  up_cmd->add_option("file", cluster.file, "cluster file (YAML)")->required()->check(CLI::ExistingFile);
+  up_cmd->add_option("file", cluster.file, "cluster file (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
   up_cmd->add_option("--timeout", cluster.timeout_s, "seconds to wait for every worker to register")
       ->capture_default_str();
   up_cmd->add_flag("--json", cluster.json, "machine-readable JSON output");
   auto* down_cmd = cluster_cmd->add_subcommand("down", "Stop the daemons (and their trainers)");
-  down_cmd->add_option("file", cluster.file, "cluster file (YAML)")->required()->check(CLI::ExistingFile);
-  down_cmd->add_option("--grace", cluster.grace_s, "seconds between SIGTERM and SIGKILL")->capture_default_str();
+  down_cmd->add_option("file", cluster.file, "cluster file (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  down_cmd->add_option("--grace", cluster.grace_s, "seconds between SIGTERM and SIGKILL")
+      ->capture_default_str();
   down_cmd->add_flag("--json", cluster.json, "machine-readable JSON output");
 
   // --- client commands ---
   tern::ClientOptions client;
   tern::SubmitOptions submit;
   auto* submit_cmd = app.add_subcommand("submit", "Submit a job to the coordinator");
-  submit_cmd->add_option("job", submit.job_file, "job spec (YAML)")->required()->check(CLI::ExistingFile);
+  submit_cmd->add_option("job", submit.job_file, "job spec (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
   submit_cmd->add_option("--set", submit.overrides, "override a spec field: a.b=c (repeatable)");
-  submit_cmd->add_flag("--watch,-w", submit.watch, "follow the job to its end with a live progress bar");
+  submit_cmd->add_flag("--watch,-w", submit.watch,
+                       "follow the job to its end with a live progress bar");
   add_client_flags(submit_cmd, &client);
 
   auto* jobs_cmd = app.add_subcommand("jobs", "List jobs");

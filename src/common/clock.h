@@ -26,7 +26,8 @@ class SystemClock : public Clock {
         .count();
   }
   double unix_seconds() const override {
-    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
   }
 };
 
@@ -36,7 +37,9 @@ class ManualClock : public Clock {
   explicit ManualClock(int64_t start_ms = 1'000'000, double start_unix = 1.7e9)
       : ms_(start_ms), unix_ms_offset_(static_cast<int64_t>(start_unix * 1000) - start_ms) {}
   int64_t monotonic_ms() const override { return ms_.load(); }
-  double unix_seconds() const override { return static_cast<double>(ms_.load() + unix_ms_offset_) / 1000.0; }
+  double unix_seconds() const override {
+    return static_cast<double>(ms_.load() + unix_ms_offset_) / 1000.0;
+  }
   void advance_ms(int64_t ms) { ms_.fetch_add(ms); }
 
  private:

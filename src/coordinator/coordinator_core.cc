@@ -6,9 +6,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/job_spec.h"
 #include "common/trainer_protocol.h"
@@ -23,12 +22,22 @@ using json = nlohmann::json;
 // --- journal encoding: one JSON object per record, the latest record of an id wins ---
 
 json rank_to_json(const RankInfo& r) {
-  json j{{"rank", r.rank},       {"worker", r.worker_id},   {"region", r.region},
-         {"host", r.host},       {"state", static_cast<int>(r.state)},
-         {"step", r.step},       {"total_steps", r.total_steps}, {"epoch", r.epoch},
-         {"loss", r.loss},       {"samples_per_s", r.samples_per_s}, {"bytes_sent", r.bytes_sent},
-         {"metrics", r.metrics}, {"exit_code", r.exit_code}, {"exited", r.exited},
-         {"error", r.error},     {"updated_at", r.updated_at}};
+  json j{{"rank", r.rank},
+         {"worker", r.worker_id},
+         {"region", r.region},
+         {"host", r.host},
+         {"state", static_cast<int>(r.state)},
+         {"step", r.step},
+         {"total_steps", r.total_steps},
+         {"epoch", r.epoch},
+         {"loss", r.loss},
+         {"samples_per_s", r.samples_per_s},
+         {"bytes_sent", r.bytes_sent},
+         {"metrics", r.metrics},
+         {"exit_code", r.exit_code},
+         {"exited", r.exited},
+         {"error", r.error},
+         {"updated_at", r.updated_at}};
   if (r.test_accuracy) j["test_accuracy"] = *r.test_accuracy;
   return j;
 }
@@ -58,14 +67,22 @@ RankInfo rank_from_json(const json& j) {
 std::string encode_job(const Job& job) {
   json ranks = json::array();
   for (const auto& r : job.ranks) ranks.push_back(rank_to_json(r));
-  json j{{"type", "job"},           {"id", job.id},
-         {"seq", job.seq},          {"name", job.name},
-         {"spec", job.spec_yaml},   {"world", job.world},
-         {"placement", job.placement}, {"state", static_cast<int>(job.state)},
-         {"reason", job.reason},    {"generation", job.generation},
-         {"master", job.master_addr}, {"ranks", ranks},
-         {"summary", job.summary},  {"created_at", job.created_at},
-         {"started_at", job.started_at}, {"finished_at", job.finished_at}};
+  json j{{"type", "job"},
+         {"id", job.id},
+         {"seq", job.seq},
+         {"name", job.name},
+         {"spec", job.spec_yaml},
+         {"world", job.world},
+         {"placement", job.placement},
+         {"state", static_cast<int>(job.state)},
+         {"reason", job.reason},
+         {"generation", job.generation},
+         {"master", job.master_addr},
+         {"ranks", ranks},
+         {"summary", job.summary},
+         {"created_at", job.created_at},
+         {"started_at", job.started_at},
+         {"finished_at", job.finished_at}};
   if (job.test_accuracy) j["test_accuracy"] = *job.test_accuracy;
   return j.dump();
 }
@@ -92,9 +109,14 @@ Job decode_job(const json& j) {
 }
 
 std::string encode_worker(const Worker& w) {
-  return json{{"type", "worker"},   {"id", w.id},       {"host", w.host},
-              {"region", w.region}, {"slots", w.slots}, {"session", w.session},
-              {"state", static_cast<int>(w.state)},     {"registered_at", w.registered_at}}
+  return json{{"type", "worker"},
+              {"id", w.id},
+              {"host", w.host},
+              {"region", w.region},
+              {"slots", w.slots},
+              {"session", w.session},
+              {"state", static_cast<int>(w.state)},
+              {"registered_at", w.registered_at}}
       .dump();
 }
 
@@ -119,24 +141,28 @@ int64_t file_size(const std::string& path) {
 bool valid_name(const std::string& s) {
   if (s.empty() || s.size() > 128) return false;
   for (char c : s) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+      return false;
   }
   return s != "." && s != "..";
 }
 
 }  // namespace
 
-CoordinatorCore::CoordinatorCore(const CoordinatorOptions& options, Clock* clock) : options_(options), clock_(clock) {}
+CoordinatorCore::CoordinatorCore(const CoordinatorOptions& options, Clock* clock)
+    : options_(options), clock_(clock) {}
 
-Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const CoordinatorOptions& options, Clock* clock) {
+Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const CoordinatorOptions& options,
+                                                               Clock* clock) {
   if (options.state_dir.empty()) return invalid_argument("coordinator: state_dir is empty");
   std::unique_ptr<CoordinatorCore> core(new CoordinatorCore(options, clock));
   TERN_ASSIGN_OR_RETURN(core->journal_, Journal::open(options.state_dir + "/journal"));
   std::lock_guard<std::mutex> lock(core->mu_);
-  TERN_RETURN_IF_ERROR(core->journal_->replay([&](const std::string& p) { return core->replay_record(p); },
-                                              &core->replay_stats_));
+  TERN_RETURN_IF_ERROR(core->journal_->replay(
+      [&](const std::string& p) { return core->replay_record(p); }, &core->replay_stats_));
   if (core->replay_stats_.torn_tail) {
-    spdlog::warn("journal {}: dropped a torn last record (a crash during an append)", core->journal_->path());
+    spdlog::warn("journal {}: dropped a torn last record (a crash during an append)",
+                 core->journal_->path());
   }
   const int64_t now = clock->monotonic_ms();
   for (auto& [id, w] : core->workers_) {
@@ -151,20 +177,22 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
     for (const auto& [id, w] : core->workers_) live.push_back(encode_worker(w));
     std::vector<const Job*> by_seq;
     for (const auto& [id, j] : core->jobs_) by_seq.push_back(&j);
-    std::sort(by_seq.begin(), by_seq.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+    std::sort(by_seq.begin(), by_seq.end(),
+              [](const Job* a, const Job* b) { return a->seq < b->seq; });
     for (const Job* j : by_seq) live.push_back(encode_job(*j));
     TERN_RETURN_IF_ERROR(core->journal_->rewrite(live));
   }
-  spdlog::info("coordinator state {}: {} jobs, {} workers restored from the journal", options.state_dir,
-               core->jobs_.size(), core->workers_.size());
+  spdlog::info("coordinator state {}: {} jobs, {} workers restored from the journal",
+               options.state_dir, core->jobs_.size(), core->workers_.size());
   return core;
 }
 
 Status CoordinatorCore::replay_record(const std::string& payload) {
   json j = json::parse(payload, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("id")) {
-    return data_loss(journal_->path() + ": a record with a valid checksum is not a journal entry: " +
-                     payload.substr(0, 80));
+    return data_loss(
+        journal_->path() +
+        ": a record with a valid checksum is not a journal entry: " + payload.substr(0, 80));
   }
   std::string type = j.value("type", "");
   if (type == "job") {
@@ -188,7 +216,8 @@ Status CoordinatorCore::maybe_compact() {
   for (const auto& [id, w] : workers_) records.push_back(encode_worker(w));
   std::vector<const Job*> by_seq;
   for (const auto& [id, j] : jobs_) by_seq.push_back(&j);
-  std::sort(by_seq.begin(), by_seq.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+  std::sort(by_seq.begin(), by_seq.end(),
+            [](const Job* a, const Job* b) { return a->seq < b->seq; });
   for (const Job* j : by_seq) records.push_back(encode_job(*j));
   spdlog::info("compacting journal: {} records -> {}", journal_->record_count(), records.size());
   return journal_->rewrite(records);
@@ -211,9 +240,11 @@ void CoordinatorCore::touch(Job* job) {
 
 // ---------------------------------------------------------------- client API
 
-Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml, const std::vector<std::string>& overrides,
+Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
+                                        const std::vector<std::string>& overrides,
                                         const std::string& source_name) {
-  auto loaded = load_job_spec_text(spec_yaml, source_name.empty() ? "<submitted spec>" : source_name, overrides);
+  auto loaded = load_job_spec_text(
+      spec_yaml, source_name.empty() ? "<submitted spec>" : source_name, overrides);
   if (!loaded.is_ok()) {
     const Status& s = loaded.status();
     return s.code() == StatusCode::kInvalidArgument ? s : invalid_argument(s.message());
@@ -243,7 +274,8 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml, const std:
     return s;
   }
   ++next_job_seq_;
-  spdlog::info("job {} ({}) submitted: {} ranks, placement {}", id, stored.name, stored.world, stored.placement);
+  spdlog::info("job {} ({}) submitted: {} ranks, placement {}", id, stored.name, stored.world,
+               stored.placement);
   touch(&stored);
   schedule_locked();
   return jobs_.at(id);
@@ -272,7 +304,8 @@ Result<Job> CoordinatorCore::cancel_job(const std::string& job_id, const std::st
   if (is_terminal(job.state)) {
     return failed_precondition("job " + job_id + " already ended: " + job_state_name(job.state));
   }
-  TERN_RETURN_IF_ERROR(finish_job_locked(&job, JobState::kCancelled, reason.empty() ? "cancelled by user" : reason));
+  TERN_RETURN_IF_ERROR(
+      finish_job_locked(&job, JobState::kCancelled, reason.empty() ? "cancelled by user" : reason));
   schedule_locked();
   return job;
 }
@@ -298,7 +331,7 @@ std::string CoordinatorCore::log_path(const std::string& job_id, int rank) const
 }
 
 Result<LogSlice> CoordinatorCore::get_logs(const std::string& job_id, int rank, int64_t offset,
-                                          int64_t max_bytes) const {
+                                           int64_t max_bytes) const {
   bool terminal = false;
   bool settled = false;
   {
@@ -307,14 +340,15 @@ Result<LogSlice> CoordinatorCore::get_logs(const std::string& job_id, int rank, 
     if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
     const Job& job = it->second;
     if (rank < 0 || rank >= job.world) {
-      return invalid_argument("rank must be in [0, " + std::to_string(job.world) + ") for job " + job_id + ", got " +
-                              std::to_string(rank));
+      return invalid_argument("rank must be in [0, " + std::to_string(job.world) + ") for job " +
+                              job_id + ", got " + std::to_string(rank));
     }
     terminal = is_terminal(job.state);
     // No more bytes will come once the trainer's exit was reported, it never started, or the
     // job ended a while ago (its worker may be gone for good).
     const RankInfo* r = rank < static_cast<int>(job.ranks.size()) ? &job.ranks[rank] : nullptr;
-    settled = !r || r->exited || r->worker_id.empty() || clock_->unix_seconds() - job.finished_at > 10;
+    settled =
+        !r || r->exited || r->worker_id.empty() || clock_->unix_seconds() - job.finished_at > 10;
   }
   if (offset < 0) return invalid_argument("offset must be >= 0");
   if (max_bytes <= 0) max_bytes = 1 << 20;
@@ -337,8 +371,10 @@ Result<LogSlice> CoordinatorCore::get_logs(const std::string& job_id, int rank, 
 // ---------------------------------------------------------------- worker API
 
 Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistration& reg) {
-  if (reg.slots < 1) return invalid_argument("slots must be >= 1, got " + std::to_string(reg.slots));
-  if (!valid_name(reg.region)) return invalid_argument("region must be a name ([A-Za-z0-9._-]), got '" + reg.region + "'");
+  if (reg.slots < 1)
+    return invalid_argument("slots must be >= 1, got " + std::to_string(reg.slots));
+  if (!valid_name(reg.region))
+    return invalid_argument("region must be a name ([A-Za-z0-9._-]), got '" + reg.region + "'");
   if (reg.host.empty()) return invalid_argument("host must not be empty");
   if (!reg.name.empty() && !valid_name(reg.name)) {
     return invalid_argument("worker name must be [A-Za-z0-9._-]+, got '" + reg.name + "'");
@@ -358,9 +394,9 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
       Job& job = jobs_.at(t.job_id);
       if (job.state != JobState::kRunning) continue;
       job.ranks[t.rank].state = RankState::kFailed;
-      TERN_RETURN_IF_ERROR(finish_job_locked(&job, JobState::kFailed,
-                                             "worker " + id + " restarted while it hosted rank " +
-                                                 std::to_string(t.rank)));
+      TERN_RETURN_IF_ERROR(finish_job_locked(
+          &job, JobState::kFailed,
+          "worker " + id + " restarted while it hosted rank " + std::to_string(t.rank)));
     }
   }
   Worker& w = workers_[id];
@@ -377,8 +413,8 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   w.reported_running.clear();
   w.heard = true;
   TERN_RETURN_IF_ERROR(journal_worker(w));
-  spdlog::info("worker {} registered: host {}, region {}, {} slots (session {})", id, w.host, w.region, w.slots,
-               w.session);
+  spdlog::info("worker {} registered: host {}, region {}, {} slots (session {})", id, w.host,
+               w.region, w.slots, w.session);
   RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
   schedule_locked();
   return r;
@@ -388,17 +424,21 @@ void CoordinatorCore::set_spare_ports(Worker* w, const std::vector<int>& ports) 
   // A port handed out for a rendezvous looks free to the daemon until the trainer binds it:
   // do not hand it out again for a minute.
   const int64_t now = clock_->monotonic_ms();
-  while (!w->used_ports.empty() && now - w->used_ports.front().second > 60000) w->used_ports.pop_front();
+  while (!w->used_ports.empty() && now - w->used_ports.front().second > 60000)
+    w->used_ports.pop_front();
   w->spare_ports.clear();
   for (int p : ports) {
-    bool used = std::any_of(w->used_ports.begin(), w->used_ports.end(), [p](const auto& u) { return u.first == p; });
+    bool used = std::any_of(w->used_ports.begin(), w->used_ports.end(),
+                            [p](const auto& u) { return u.first == p; });
     if (!used && p > 0) w->spare_ports.push_back(p);
   }
 }
 
-Status CoordinatorCore::check_session(const std::string& worker_id, uint64_t session, Worker** worker) {
+Status CoordinatorCore::check_session(const std::string& worker_id, uint64_t session,
+                                      Worker** worker) {
   auto it = workers_.find(worker_id);
-  if (it == workers_.end()) return failed_precondition("unknown worker '" + worker_id + "': register first");
+  if (it == workers_.end())
+    return failed_precondition("unknown worker '" + worker_id + "': register first");
   if (it->second.session != session) {
     return failed_precondition("worker '" + worker_id + "' has a newer session: register again");
   }
@@ -503,7 +543,9 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
     int64_t size = file_size(path);
     int64_t end = e.log_offset + static_cast<int64_t>(e.log_data.size());
     if (end <= size) return Status::ok();  // a retried batch: already have it
-    std::string data = e.log_offset < size ? e.log_data.substr(static_cast<size_t>(size - e.log_offset)) : e.log_data;
+    std::string data = e.log_offset < size
+                           ? e.log_data.substr(static_cast<size_t>(size - e.log_offset))
+                           : e.log_data;
     std::ofstream(path, std::ios::binary | std::ios::app) << data;
     return Status::ok();
   }
@@ -546,7 +588,8 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
         r.test_accuracy = a->second;
         if (e.task.rank == 0) job.test_accuracy = a->second;
       }
-      if (auto s = e.summary.find("steps"); s != e.summary.end()) r.step = static_cast<int64_t>(s->second);
+      if (auto s = e.summary.find("steps"); s != e.summary.end())
+        r.step = static_cast<int64_t>(s->second);
       *journal = true;
       break;
     case TaskEvent::Kind::kError:
@@ -554,7 +597,7 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       break;
     case TaskEvent::Kind::kExited: {
       worker.reported_running.erase(e.task);  // its process is gone: the slot is free
-      if (r.exited) break;  // a retried batch
+      if (r.exited) break;                    // a retried batch
       r.exited = true;
       r.exit_code = e.exit_code;
       *journal = true;
@@ -574,8 +617,9 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
         }
       } else {
         r.state = RankState::kFailed;
-        std::string reason = "rank " + std::to_string(r.rank) + " on worker " + worker.id + " exited with code " +
-                             std::to_string(e.exit_code) + " (" + trainer_exit_meaning(e.exit_code) + ")";
+        std::string reason = "rank " + std::to_string(r.rank) + " on worker " + worker.id +
+                             " exited with code " + std::to_string(e.exit_code) + " (" +
+                             trainer_exit_meaning(e.exit_code) + ")";
         if (!r.error.empty()) reason += ": " + r.error;
         if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
         Status s = finish_job_locked(&job, JobState::kFailed, reason);
@@ -603,7 +647,8 @@ std::vector<TaskKey> CoordinatorCore::assigned_tasks_locked(const std::string& w
   for (const auto& [id, job] : jobs_) {
     if (job.state != JobState::kRunning) continue;
     for (const RankInfo& r : job.ranks) {
-      if (r.worker_id == worker_id && !is_terminal(r.state)) out.push_back({job.id, r.rank, job.generation});
+      if (r.worker_id == worker_id && !is_terminal(r.state))
+        out.push_back({job.id, r.rank, job.generation});
     }
   }
   return out;
@@ -641,8 +686,9 @@ void CoordinatorCore::expire_leases_locked() {
       if (job.state != JobState::kRunning) continue;
       job.ranks[t.rank].state = RankState::kFailed;
       s = finish_job_locked(&job, JobState::kFailed,
-                            "worker " + id + " lost (no heartbeat for " + std::to_string(options_.lease_ms) +
-                                " ms) while it hosted rank " + std::to_string(t.rank));
+                            "worker " + id + " lost (no heartbeat for " +
+                                std::to_string(options_.lease_ms) + " ms) while it hosted rank " +
+                                std::to_string(t.rank));
       if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
     }
   }
@@ -654,7 +700,8 @@ void CoordinatorCore::schedule_locked() {
     if (job.state == JobState::kPending) pending.push_back(&job);
   }
   if (pending.empty()) return;
-  std::sort(pending.begin(), pending.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+  std::sort(pending.begin(), pending.end(),
+            [](const Job* a, const Job* b) { return a->seq < b->seq; });
   std::vector<SlotOffer> offers;
   std::vector<Worker*> offer_workers;
   for (auto& [id, w] : workers_) {
@@ -705,8 +752,8 @@ void CoordinatorCore::schedule_locked() {
     job->rate_step0 = -1;
     std::string where;
     for (const auto& r : job->ranks) where += (where.empty() ? "" : ",") + r.worker_id;
-    spdlog::info("job {} placed (generation {}): ranks on {}, master {}", job->id, job->generation, where,
-                 job->master_addr);
+    spdlog::info("job {} placed (generation {}): ranks on {}, master {}", job->id, job->generation,
+                 where, job->master_addr);
     touch(job);
     Status s = journal_job(*job);
     if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());

@@ -30,12 +30,15 @@
 namespace tern {
 
 struct CoordinatorOptions {
-  std::string state_dir;           // journal/ and logs/ live below it
-  int64_t heartbeat_ms = 500;      // told to workers at registration
-  int64_t lease_ms = 3000;         // a worker without a heartbeat for this long is LOST
-  int64_t max_queued_jobs = 1000;  // SubmitJob answers RESOURCE_EXHAUSTED beyond this many PENDING jobs
-  std::string cluster_yaml;        // the cluster file's text, handed to trainers (WAN model); may be empty
-  size_t compact_every = 2000;     // compact when the journal has this many records more than live entries
+  std::string state_dir;       // journal/ and logs/ live below it
+  int64_t heartbeat_ms = 500;  // told to workers at registration
+  int64_t lease_ms = 3000;     // a worker without a heartbeat for this long is LOST
+  int64_t max_queued_jobs =
+      1000;  // SubmitJob answers RESOURCE_EXHAUSTED beyond this many PENDING jobs
+  std::string
+      cluster_yaml;  // the cluster file's text, handed to trainers (WAN model); may be empty
+  size_t compact_every =
+      2000;  // compact when the journal has this many records more than live entries
 };
 
 struct WorkerRegistration {
@@ -68,7 +71,8 @@ class CoordinatorCore {
  public:
   // Opens the journal under options.state_dir and replays it. Workers restored from the
   // journal get a fresh lease (from now), so running jobs survive a coordinator restart.
-  static Result<std::unique_ptr<CoordinatorCore>> open(const CoordinatorOptions& options, Clock* clock);
+  static Result<std::unique_ptr<CoordinatorCore>> open(const CoordinatorOptions& options,
+                                                       Clock* clock);
 
   // --- client API ---
   Result<Job> submit_job(const std::string& spec_yaml, const std::vector<std::string>& overrides,
@@ -77,16 +81,20 @@ class CoordinatorCore {
   std::vector<Job> list_jobs() const;  // by submission order
   Result<Job> cancel_job(const std::string& job_id, const std::string& reason);
   // Returns the job once its version is > after_version, or at the timeout (whatever it is).
-  Result<Job> wait_job_change(const std::string& job_id, uint64_t after_version, std::chrono::milliseconds timeout);
+  Result<Job> wait_job_change(const std::string& job_id, uint64_t after_version,
+                              std::chrono::milliseconds timeout);
   std::vector<Worker> list_workers() const;  // by id
-  Result<LogSlice> get_logs(const std::string& job_id, int rank, int64_t offset, int64_t max_bytes) const;
+  Result<LogSlice> get_logs(const std::string& job_id, int rank, int64_t offset,
+                            int64_t max_bytes) const;
 
   // --- worker API ---
   Result<RegistrationResult> register_worker(const WorkerRegistration& registration);
-  Result<HeartbeatResult> heartbeat(const std::string& worker_id, uint64_t session, const std::vector<TaskKey>& running,
+  Result<HeartbeatResult> heartbeat(const std::string& worker_id, uint64_t session,
+                                    const std::vector<TaskKey>& running,
                                     const std::vector<int>& spare_ports);
   // Applies events in order; returns how many were applied (stale ones are dropped).
-  Result<int> report_events(const std::string& worker_id, uint64_t session, const std::vector<TaskEvent>& events);
+  Result<int> report_events(const std::string& worker_id, uint64_t session,
+                            const std::vector<TaskEvent>& events);
 
   // Expires leases (failing the jobs that had ranks there) and places pending jobs.
   void tick();

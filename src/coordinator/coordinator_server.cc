@@ -4,8 +4,8 @@
 
 namespace tern {
 
-Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(const CoordinatorServerOptions& options,
-                                                                    Clock* clock) {
+Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(
+    const CoordinatorServerOptions& options, Clock* clock) {
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
   s->options_ = options;
   TERN_ASSIGN_OR_RETURN(s->core_, CoordinatorCore::open(options.core, clock));

@@ -25,7 +25,8 @@ struct CoordinatorServerOptions {
 
 class CoordinatorServer {
  public:
-  static Result<std::unique_ptr<CoordinatorServer>> start(const CoordinatorServerOptions& options, Clock* clock);
+  static Result<std::unique_ptr<CoordinatorServer>> start(const CoordinatorServerOptions& options,
+                                                          Clock* clock);
   ~CoordinatorServer();
 
   int port() const { return server_->port(); }

@@ -31,7 +31,8 @@ void put_u32(std::string* out, uint32_t v) {
 
 uint32_t get_u32(const char* p) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -90,7 +91,8 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir) {
   if (j->lock_fd_ < 0) return internal_error("open " + lock_path + ": " + errno_text());
   if (::flock(j->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     return failed_precondition("journal " + dir +
-                               " is locked by another coordinator; stop it first (tern cluster down) or use another state_dir");
+                               " is locked by another coordinator; stop it first (tern cluster "
+                               "down) or use another state_dir");
   }
   j->fd_ = ::open(j->path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (j->fd_ < 0) return internal_error("open " + j->path_ + ": " + errno_text());
@@ -102,7 +104,8 @@ Journal::~Journal() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-Status Journal::replay(const std::function<Status(const std::string&)>& fn, JournalReplayStats* stats) {
+Status Journal::replay(const std::function<Status(const std::string&)>& fn,
+                       JournalReplayStats* stats) {
   JournalReplayStats local;
   JournalReplayStats& st = stats ? *stats : local;
   st = JournalReplayStats{};
@@ -140,9 +143,10 @@ Status Journal::replay(const std::function<Status(const std::string&)>& fn, Jour
         st.torn_tail = true;
         break;
       }
-      return data_loss(path_ + ": record " + std::to_string(st.records + 1) + " at byte " + std::to_string(off) +
-                       " fails its checksum and is followed by more records; the journal is corrupt. Move " +
-                       path_ + " aside to start with an empty state");
+      return data_loss(
+          path_ + ": record " + std::to_string(st.records + 1) + " at byte " + std::to_string(off) +
+          " fails its checksum and is followed by more records; the journal is corrupt. Move " +
+          path_ + " aside to start with an empty state");
     }
     TERN_RETURN_IF_ERROR(fn(data.substr(off + 8, len)));
     off += 8 + len;
@@ -176,7 +180,8 @@ Status Journal::rewrite(const std::vector<std::string>& payloads) {
   if (s.is_ok() && ::fsync(fd) != 0) s = internal_error("fsync " + tmp + ": " + errno_text());
   ::close(fd);
   if (!s.is_ok()) return s;
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) return internal_error("rename " + tmp + ": " + errno_text());
+  if (::rename(tmp.c_str(), path_.c_str()) != 0)
+    return internal_error("rename " + tmp + ": " + errno_text());
   TERN_RETURN_IF_ERROR(sync_dir(dir_));
   int nfd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC, 0644);
   if (nfd < 0) return internal_error("reopen " + path_ + ": " + errno_text());

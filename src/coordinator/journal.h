@@ -27,9 +27,9 @@ namespace tern {
 uint32_t crc32_ieee(const void* data, size_t size);
 
 struct JournalReplayStats {
-  size_t records = 0;           // intact records handed to the callback
-  bool torn_tail = false;       // a torn last record was dropped
-  uint64_t valid_bytes = 0;     // length of the intact prefix
+  size_t records = 0;        // intact records handed to the callback
+  bool torn_tail = false;    // a torn last record was dropped
+  uint64_t valid_bytes = 0;  // length of the intact prefix
 };
 
 class Journal {
@@ -41,7 +41,8 @@ class Journal {
 
   // Hands every intact record to `fn` in order (stops at the first error `fn` returns).
   // Must be called once, before the first append().
-  Status replay(const std::function<Status(const std::string&)>& fn, JournalReplayStats* stats = nullptr);
+  Status replay(const std::function<Status(const std::string&)>& fn,
+                JournalReplayStats* stats = nullptr);
   // Appends one record and syncs it to disk.
   Status append(const std::string& payload);
   // Replaces the whole journal with `payloads` (compaction), atomically.

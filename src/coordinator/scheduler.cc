@@ -7,7 +7,8 @@ namespace tern {
 namespace {
 
 // Takes `count` slots from the workers `idx` (indices into offers), one per worker in turn.
-std::vector<size_t> round_robin(const std::vector<size_t>& idx, const std::vector<SlotOffer>& offers, int count) {
+std::vector<size_t> round_robin(const std::vector<size_t>& idx,
+                                const std::vector<SlotOffer>& offers, int count) {
   std::vector<int> left;
   for (size_t i : idx) left.push_back(offers[i].free_slots);
   std::vector<size_t> out;
@@ -35,7 +36,8 @@ void order_ranks(std::vector<size_t>* ranks, const std::vector<SlotOffer>& offer
 
 }  // namespace
 
-Result<std::vector<size_t>> place_gang(int world, const std::string& placement, const std::vector<SlotOffer>& offers) {
+Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
+                                       const std::vector<SlotOffer>& offers) {
   if (world <= 0) return invalid_argument("world size must be >= 1, got " + std::to_string(world));
   // Workers with free slots, grouped by region; each group sorted by worker id.
   std::map<std::string, std::vector<size_t>> by_region;
@@ -46,7 +48,8 @@ Result<std::vector<size_t>> place_gang(int world, const std::string& placement, 
     total_free += offers[i].free_slots;
   }
   for (auto& [region, idx] : by_region) {
-    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return offers[a].worker_id < offers[b].worker_id; });
+    std::sort(idx.begin(), idx.end(),
+              [&](size_t a, size_t b) { return offers[a].worker_id < offers[b].worker_id; });
   }
   auto region_free = [&](const std::vector<size_t>& idx) {
     int n = 0;
@@ -65,13 +68,14 @@ Result<std::vector<size_t>> place_gang(int world, const std::string& placement, 
       }
     }
     if (!best) {
-      return failed_precondition("waiting for " + std::to_string(world) + " free slots in one region (placement: pack)");
+      return failed_precondition("waiting for " + std::to_string(world) +
+                                 " free slots in one region (placement: pack)");
     }
     ranks = round_robin(by_region[*best], offers, world);
   } else {
     if (total_free < world) {
-      return failed_precondition("waiting for " + std::to_string(world) + " free slots (" + std::to_string(total_free) +
-                                 " free now)");
+      return failed_precondition("waiting for " + std::to_string(world) + " free slots (" +
+                                 std::to_string(total_free) + " free now)");
     }
     if (placement == "spread") {
       // Water-filling: each rank goes to the region with the fewest ranks so far that still

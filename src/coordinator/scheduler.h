@@ -25,6 +25,7 @@ struct SlotOffer {
 
 // Returns, per rank, an index into `offers`; FAILED_PRECONDITION (with the reason a user
 // should see) when the job does not fit now.
-Result<std::vector<size_t>> place_gang(int world, const std::string& placement, const std::vector<SlotOffer>& offers);
+Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
+                                       const std::vector<SlotOffer>& offers);
 
 }  // namespace tern

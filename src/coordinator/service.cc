@@ -18,12 +18,18 @@ void set_time(double unix_s, google::protobuf::Timestamp* ts) {
 
 v1::RankState to_proto(RankState s) {
   switch (s) {
-    case RankState::kUnassigned: return v1::RANK_STATE_UNSPECIFIED;
-    case RankState::kAssigned: return v1::RANK_STATE_ASSIGNED;
-    case RankState::kRunning: return v1::RANK_STATE_RUNNING;
-    case RankState::kSucceeded: return v1::RANK_STATE_SUCCEEDED;
-    case RankState::kFailed: return v1::RANK_STATE_FAILED;
-    case RankState::kStopped: return v1::RANK_STATE_STOPPED;
+    case RankState::kUnassigned:
+      return v1::RANK_STATE_UNSPECIFIED;
+    case RankState::kAssigned:
+      return v1::RANK_STATE_ASSIGNED;
+    case RankState::kRunning:
+      return v1::RANK_STATE_RUNNING;
+    case RankState::kSucceeded:
+      return v1::RANK_STATE_SUCCEEDED;
+    case RankState::kFailed:
+      return v1::RANK_STATE_FAILED;
+    case RankState::kStopped:
+      return v1::RANK_STATE_STOPPED;
   }
   return v1::RANK_STATE_UNSPECIFIED;
 }
@@ -40,11 +46,16 @@ TaskKey from_proto(const v1::TaskRef& t) { return TaskKey{t.job_id(), t.rank(), 
 
 v1::JobState to_proto(JobState s) {
   switch (s) {
-    case JobState::kPending: return v1::JOB_STATE_PENDING;
-    case JobState::kRunning: return v1::JOB_STATE_RUNNING;
-    case JobState::kSucceeded: return v1::JOB_STATE_SUCCEEDED;
-    case JobState::kFailed: return v1::JOB_STATE_FAILED;
-    case JobState::kCancelled: return v1::JOB_STATE_CANCELLED;
+    case JobState::kPending:
+      return v1::JOB_STATE_PENDING;
+    case JobState::kRunning:
+      return v1::JOB_STATE_RUNNING;
+    case JobState::kSucceeded:
+      return v1::JOB_STATE_SUCCEEDED;
+    case JobState::kFailed:
+      return v1::JOB_STATE_FAILED;
+    case JobState::kCancelled:
+      return v1::JOB_STATE_CANCELLED;
   }
   return v1::JOB_STATE_UNSPECIFIED;
 }
@@ -171,7 +182,8 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*, const v1::Submi
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req, v1::GetJobReply* reply) {
+grpc::Status CoordinatorService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+                                        v1::GetJobReply* reply) {
   auto job = core_->get_job(req->job_id());
   if (!job.is_ok()) return to_grpc_status(job.status());
   to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
@@ -185,7 +197,8 @@ grpc::Status CoordinatorService::ListJobs(grpc::ServerContext*, const v1::ListJo
   std::vector<const Job*> selected;
   for (const Job& j : jobs) {
     bool match = req->states().empty();
-    for (int s : req->states()) match = match || s == to_proto(j.state) || s == v1::JOB_STATE_UNSPECIFIED;
+    for (int s : req->states())
+      match = match || s == to_proto(j.state) || s == v1::JOB_STATE_UNSPECIFIED;
     if (match) selected.push_back(&j);
   }
   size_t first = 0;
@@ -205,9 +218,11 @@ grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*, const v1::Cance
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context, const v1::WatchJobRequest* req,
+grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
+                                          const v1::WatchJobRequest* req,
                                           grpc::ServerWriter<v1::WatchJobReply>* writer) {
-  const auto interval = std::chrono::milliseconds(req->min_interval_ms() > 0 ? req->min_interval_ms() : 250);
+  const auto interval =
+      std::chrono::milliseconds(req->min_interval_ms() > 0 ? req->min_interval_ms() : 250);
   uint64_t seen = 0;
   bool first = true;
   while (!context->IsCancelled() && !stopping_.load()) {
@@ -229,7 +244,8 @@ grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context, const v1
 
 grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
                                              v1::ListWorkersReply* reply) {
-  for (const Worker& w : core_->list_workers()) to_proto(w, core_->assigned_tasks(w.id), reply->add_workers());
+  for (const Worker& w : core_->list_workers())
+    to_proto(w, core_->assigned_tasks(w.id), reply->add_workers());
   return grpc::Status::OK;
 }
 
@@ -245,7 +261,8 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext*, const v1::GetLogs
 
 // ---------------------------------------------------------------- WorkerService
 
-grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest* req,
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
+                                               const v1::RegisterWorkerRequest* req,
                                                v1::RegisterWorkerReply* reply) {
   WorkerRegistration reg;
   reg.name = req->name();
@@ -289,7 +306,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::Heartb
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest* req,
+grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext*,
+                                             const v1::ReportEventsRequest* req,
                                              v1::ReportEventsReply* reply) {
   std::vector<TaskEvent> events;
   events.reserve(static_cast<size_t>(req->events_size()));

@@ -6,23 +6,34 @@ namespace tern {
 
 const char* job_state_name(JobState s) {
   switch (s) {
-    case JobState::kPending: return "PENDING";
-    case JobState::kRunning: return "RUNNING";
-    case JobState::kSucceeded: return "SUCCEEDED";
-    case JobState::kFailed: return "FAILED";
-    case JobState::kCancelled: return "CANCELLED";
+    case JobState::kPending:
+      return "PENDING";
+    case JobState::kRunning:
+      return "RUNNING";
+    case JobState::kSucceeded:
+      return "SUCCEEDED";
+    case JobState::kFailed:
+      return "FAILED";
+    case JobState::kCancelled:
+      return "CANCELLED";
   }
   return "?";
 }
 
 const char* rank_state_name(RankState s) {
   switch (s) {
-    case RankState::kUnassigned: return "UNASSIGNED";
-    case RankState::kAssigned: return "ASSIGNED";
-    case RankState::kRunning: return "RUNNING";
-    case RankState::kSucceeded: return "SUCCEEDED";
-    case RankState::kFailed: return "FAILED";
-    case RankState::kStopped: return "STOPPED";
+    case RankState::kUnassigned:
+      return "UNASSIGNED";
+    case RankState::kAssigned:
+      return "ASSIGNED";
+    case RankState::kRunning:
+      return "RUNNING";
+    case RankState::kSucceeded:
+      return "SUCCEEDED";
+    case RankState::kFailed:
+      return "FAILED";
+    case RankState::kStopped:
+      return "STOPPED";
   }
   return "?";
 }
@@ -71,7 +82,8 @@ double Job::eta_s(double now) const {
   int64_t done = step() - rate_step0;
   double elapsed = now - rate_t0;
   if (done <= 0 || elapsed <= 0) return -1;
-  return static_cast<double>(std::max<int64_t>(0, total_steps() - step())) * elapsed / static_cast<double>(done);
+  return static_cast<double>(std::max<int64_t>(0, total_steps() - step())) * elapsed /
+         static_cast<double>(done);
 }
 
 }  // namespace tern

@@ -51,16 +51,16 @@ struct RankInfo {
   std::optional<double> test_accuracy;
   std::map<std::string, double> metrics;
   int exit_code = 0;
-  bool exited = false;    // its trainer's exit was reported
+  bool exited = false;  // its trainer's exit was reported
   std::string error;
   double updated_at = 0;  // unix seconds
 };
 
 struct Job {
   std::string id;
-  int64_t seq = 0;            // submission order (FIFO)
+  int64_t seq = 0;  // submission order (FIFO)
   std::string name;
-  std::string spec_yaml;      // effective, validated
+  std::string spec_yaml;  // effective, validated
   int world = 1;
   std::string placement = "any";
   JobState state = JobState::kPending;
@@ -79,10 +79,10 @@ struct Job {
   int64_t rate_step0 = -1;
 
   // Aggregates over ranks.
-  int64_t step() const;         // slowest rank
+  int64_t step() const;  // slowest rank
   int64_t total_steps() const;
-  double loss() const;          // mean over ranks that reported
-  double samples_per_s() const; // sum
+  double loss() const;             // mean over ranks that reported
+  double samples_per_s() const;    // sum
   double eta_s(double now) const;  // < 0 when unknown
 };
 
@@ -93,12 +93,12 @@ struct Worker {
   int slots = 1;
   WorkerState state = WorkerState::kReady;
   uint64_t session = 0;
-  double registered_at = 0;   // unix seconds
-  double last_heartbeat = 0;  // unix seconds
+  double registered_at = 0;       // unix seconds
+  double last_heartbeat = 0;      // unix seconds
   int64_t lease_deadline_ms = 0;  // monotonic
   std::deque<int> spare_ports;
   std::deque<std::pair<int, int64_t>> used_ports;  // (port, monotonic ms) recently handed out
-  std::set<TaskKey> reported_running;  // from the last heartbeat
+  std::set<TaskKey> reported_running;              // from the last heartbeat
   bool heard = false;  // heartbeat or registration since this coordinator started
 };
 
@@ -123,18 +123,18 @@ struct TaskEvent {
   Kind kind = Kind::kProgress;
   TaskKey task;
   double time = 0;
-  int pid = 0;                                 // kStarted
-  int64_t step = 0;                            // kProgress, kEval
-  int64_t total_steps = 0;                     // kProgress
+  int pid = 0;              // kStarted
+  int64_t step = 0;         // kProgress, kEval
+  int64_t total_steps = 0;  // kProgress
   double epoch = 0, loss = 0, samples_per_s = 0, bytes_sent = 0, compute_s = 0, wait_s = 0;
-  std::map<std::string, double> metrics;       // kProgress: other numeric fields
-  double test_accuracy = 0, test_loss = 0;     // kEval
-  std::map<std::string, double> summary;       // kFinished
-  std::string message;                         // kError
-  int exit_code = 0;                           // kError (announced), kExited
-  std::string log_tail;                        // kExited
-  int64_t log_offset = 0;                      // kLog
-  std::string log_data;                        // kLog
+  std::map<std::string, double> metrics;    // kProgress: other numeric fields
+  double test_accuracy = 0, test_loss = 0;  // kEval
+  std::map<std::string, double> summary;    // kFinished
+  std::string message;                      // kError
+  int exit_code = 0;                        // kError (announced), kExited
+  std::string log_tail;                     // kExited
+  int64_t log_offset = 0;                   // kLog
+  std::string log_data;                     // kLog
 };
 
 }  // namespace tern

@@ -54,7 +54,8 @@ Status call_with_retry(const std::string& address, const RpcClientOptions& optio
 namespace {
 
 template <typename Reply, typename Fn>
-Result<Reply> unary(const std::string& address, const RpcClientOptions& options, bool idempotent, Fn fn) {
+Result<Reply> unary(const std::string& address, const RpcClientOptions& options, bool idempotent,
+                    Fn fn) {
   Reply reply;
   Status s = call_with_retry(address, options, idempotent, [&](grpc::ClientContext* ctx) {
     reply.Clear();
@@ -67,53 +68,59 @@ Result<Reply> unary(const std::string& address, const RpcClientOptions& options,
 }  // namespace
 
 CoordinatorClient::CoordinatorClient(const std::string& address, RpcClientOptions options)
-    : address_(address), options_(options), stub_(v1::Coordinator::NewStub(make_channel(address))) {}
+    : address_(address),
+      options_(options),
+      stub_(v1::Coordinator::NewStub(make_channel(address))) {}
 
 Result<v1::SubmitJobReply> CoordinatorClient::submit_job(const v1::SubmitJobRequest& request) {
-  return unary<v1::SubmitJobReply>(address_, options_, false, [&](grpc::ClientContext* c, v1::SubmitJobReply* r) {
-    return stub_->SubmitJob(c, request, r);
-  });
+  return unary<v1::SubmitJobReply>(address_, options_, false,
+                                   [&](grpc::ClientContext* c, v1::SubmitJobReply* r) {
+                                     return stub_->SubmitJob(c, request, r);
+                                   });
 }
 
 Result<v1::GetJobReply> CoordinatorClient::get_job(const std::string& job_id) {
   v1::GetJobRequest request;
   request.set_job_id(job_id);
-  return unary<v1::GetJobReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::GetJobReply* r) {
-    return stub_->GetJob(c, request, r);
-  });
+  return unary<v1::GetJobReply>(
+      address_, options_, true,
+      [&](grpc::ClientContext* c, v1::GetJobReply* r) { return stub_->GetJob(c, request, r); });
 }
 
 Result<v1::ListJobsReply> CoordinatorClient::list_jobs(const v1::ListJobsRequest& request) {
-  return unary<v1::ListJobsReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::ListJobsReply* r) {
-    return stub_->ListJobs(c, request, r);
-  });
+  return unary<v1::ListJobsReply>(
+      address_, options_, true,
+      [&](grpc::ClientContext* c, v1::ListJobsReply* r) { return stub_->ListJobs(c, request, r); });
 }
 
-Result<v1::CancelJobReply> CoordinatorClient::cancel_job(const std::string& job_id, const std::string& reason) {
+Result<v1::CancelJobReply> CoordinatorClient::cancel_job(const std::string& job_id,
+                                                         const std::string& reason) {
   v1::CancelJobRequest request;
   request.set_job_id(job_id);
   request.set_reason(reason);
-  return unary<v1::CancelJobReply>(address_, options_, false, [&](grpc::ClientContext* c, v1::CancelJobReply* r) {
-    return stub_->CancelJob(c, request, r);
-  });
+  return unary<v1::CancelJobReply>(address_, options_, false,
+                                   [&](grpc::ClientContext* c, v1::CancelJobReply* r) {
+                                     return stub_->CancelJob(c, request, r);
+                                   });
 }
 
 Result<v1::ListWorkersReply> CoordinatorClient::list_workers() {
   v1::ListWorkersRequest request;
-  return unary<v1::ListWorkersReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::ListWorkersReply* r) {
-    return stub_->ListWorkers(c, request, r);
-  });
+  return unary<v1::ListWorkersReply>(address_, options_, true,
+                                     [&](grpc::ClientContext* c, v1::ListWorkersReply* r) {
+                                       return stub_->ListWorkers(c, request, r);
+                                     });
 }
 
 Result<v1::GetLogsReply> CoordinatorClient::get_logs(const v1::GetLogsRequest& request) {
-  return unary<v1::GetLogsReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::GetLogsReply* r) {
-    return stub_->GetLogs(c, request, r);
-  });
+  return unary<v1::GetLogsReply>(
+      address_, options_, true,
+      [&](grpc::ClientContext* c, v1::GetLogsReply* r) { return stub_->GetLogs(c, request, r); });
 }
 
-Result<v1::JobStatus> CoordinatorClient::watch_job(const std::string& job_id,
-                                                   const std::function<bool(const v1::JobStatus&)>& on_update,
-                                                   int min_interval_ms) {
+Result<v1::JobStatus> CoordinatorClient::watch_job(
+    const std::string& job_id, const std::function<bool(const v1::JobStatus&)>& on_update,
+    int min_interval_ms) {
   v1::WatchJobRequest request;
   request.set_job_id(job_id);
   request.set_min_interval_ms(min_interval_ms);
@@ -141,9 +148,12 @@ Result<v1::JobStatus> CoordinatorClient::watch_job(const std::string& job_id,
 }
 
 WorkerServiceClient::WorkerServiceClient(const std::string& address, RpcClientOptions options)
-    : address_(address), options_(options), stub_(v1::WorkerService::NewStub(make_channel(address))) {}
+    : address_(address),
+      options_(options),
+      stub_(v1::WorkerService::NewStub(make_channel(address))) {}
 
-Result<v1::RegisterWorkerReply> WorkerServiceClient::register_worker(const v1::RegisterWorkerRequest& request) {
+Result<v1::RegisterWorkerReply> WorkerServiceClient::register_worker(
+    const v1::RegisterWorkerRequest& request) {
   return unary<v1::RegisterWorkerReply>(address_, options_, true,
                                         [&](grpc::ClientContext* c, v1::RegisterWorkerReply* r) {
                                           return stub_->RegisterWorker(c, request, r);
@@ -151,12 +161,14 @@ Result<v1::RegisterWorkerReply> WorkerServiceClient::register_worker(const v1::R
 }
 
 Result<v1::HeartbeatReply> WorkerServiceClient::heartbeat(const v1::HeartbeatRequest& request) {
-  return unary<v1::HeartbeatReply>(address_, options_, true, [&](grpc::ClientContext* c, v1::HeartbeatReply* r) {
-    return stub_->Heartbeat(c, request, r);
-  });
+  return unary<v1::HeartbeatReply>(address_, options_, true,
+                                   [&](grpc::ClientContext* c, v1::HeartbeatReply* r) {
+                                     return stub_->Heartbeat(c, request, r);
+                                   });
 }
 
-Result<v1::ReportEventsReply> WorkerServiceClient::report_events(const v1::ReportEventsRequest& request) {
+Result<v1::ReportEventsReply> WorkerServiceClient::report_events(
+    const v1::ReportEventsRequest& request) {
   return unary<v1::ReportEventsReply>(address_, options_, true,
                                       [&](grpc::ClientContext* c, v1::ReportEventsReply* r) {
                                         return stub_->ReportEvents(c, request, r);

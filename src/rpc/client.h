@@ -21,9 +21,9 @@
 namespace tern {
 
 struct RpcClientOptions {
-  std::chrono::milliseconds deadline{5000};     // per attempt
-  int retries = 2;                              // extra attempts for idempotent calls
-  std::chrono::milliseconds backoff{100};       // first pause; doubles per attempt
+  std::chrono::milliseconds deadline{5000};  // per attempt
+  int retries = 2;                           // extra attempts for idempotent calls
+  std::chrono::milliseconds backoff{100};    // first pause; doubles per attempt
 };
 
 // An insecure channel to HOST:PORT ("0.0.0.0:P" and ":P" are dialled as 127.0.0.1:P).

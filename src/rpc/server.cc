@@ -4,7 +4,8 @@ namespace tern {
 
 Result<std::unique_ptr<RpcServer>> RpcServer::start(const std::string& listen,
                                                     const std::vector<grpc::Service*>& services) {
-  if (listen.find(':') == std::string::npos) return invalid_argument("listen address must be HOST:PORT, got '" + listen + "'");
+  if (listen.find(':') == std::string::npos)
+    return invalid_argument("listen address must be HOST:PORT, got '" + listen + "'");
   std::unique_ptr<RpcServer> s(new RpcServer());
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &s->port_);

@@ -2,9 +2,8 @@
 
 #include <deque>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace tern {
 namespace {
@@ -26,7 +25,8 @@ int64_t integer(const json& j, const char* key) {
 std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const v1::TaskRef& task) {
   if (line.empty() || line[0] != '{') return std::nullopt;
   json j = json::parse(line, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("event") || !j["event"].is_string()) return std::nullopt;
+  if (j.is_discarded() || !j.is_object() || !j.contains("event") || !j["event"].is_string())
+    return std::nullopt;
   const std::string kind = j["event"].get<std::string>();
   v1::TaskEvent e;
   *e.mutable_task() = task;
@@ -34,9 +34,9 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
   if (kind == "started") {
     e.mutable_started()->set_pid(static_cast<int32_t>(integer(j, "pid")));
   } else if (kind == "progress") {
-    static const std::set<std::string> known = {"event", "job",         "rank",  "generation",    "time",
-                                                "step",  "total_steps", "epoch", "loss",          "samples_per_s",
-                                                "bytes_sent", "compute_s", "wait_s", "world"};
+    static const std::set<std::string> known = {
+        "event", "job",  "rank",          "generation", "time",      "step",   "total_steps",
+        "epoch", "loss", "samples_per_s", "bytes_sent", "compute_s", "wait_s", "world"};
     auto* p = e.mutable_progress();
     p->set_step(integer(j, "step"));
     p->set_total_steps(integer(j, "total_steps"));
@@ -47,7 +47,8 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
     p->set_compute_s(num(j, "compute_s"));
     p->set_wait_s(num(j, "wait_s"));
     for (auto it = j.begin(); it != j.end(); ++it) {
-      if (it.value().is_number() && !known.count(it.key())) (*p->mutable_metrics())[it.key()] = it.value().get<double>();
+      if (it.value().is_number() && !known.count(it.key()))
+        (*p->mutable_metrics())[it.key()] = it.value().get<double>();
     }
   } else if (kind == "eval") {
     auto* ev = e.mutable_eval();
@@ -58,7 +59,8 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
     auto* f = e.mutable_finished();
     const json& s = j.contains("summary") && j["summary"].is_object() ? j["summary"] : j;
     for (auto it = s.begin(); it != s.end(); ++it) {
-      if (it.value().is_number() && it.key() != "time" && it.key() != "rank" && it.key() != "generation") {
+      if (it.value().is_number() && it.key() != "time" && it.key() != "rank" &&
+          it.key() != "generation") {
         (*f->mutable_summary())[it.key()] = it.value().get<double>();
       }
     }

@@ -2,14 +2,13 @@
 
 #include <arpa/inet.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "common/trainer_protocol.h"
 #include "worker/trainer_events.h"
@@ -48,21 +47,24 @@ Status write_file_atomic(const std::string& path, const std::string& text) {
 }
 
 std::string task_name(const v1::TaskRef& t) {
-  return t.job_id() + "/rank " + std::to_string(t.rank()) + " gen " + std::to_string(t.generation());
+  return t.job_id() + "/rank " + std::to_string(t.rank()) + " gen " +
+         std::to_string(t.generation());
 }
 
 }  // namespace
 
 WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options)
     : options_(std::move(options)),
-      trainer_(options_.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options_.trainer_path),
+      trainer_(options_.trainer_path.empty() ? self_exe_dir() + "/tern-trainer"
+                                             : options_.trainer_path),
       client_() {
   reconnect();
 }
 
 void WorkerDaemon::reconnect() {
   client_ = std::make_unique<WorkerServiceClient>(
-      options_.coordinator, RpcClientOptions{options_.rpc_deadline, 0, std::chrono::milliseconds(100)});
+      options_.coordinator,
+      RpcClientOptions{options_.rpc_deadline, 0, std::chrono::milliseconds(100)});
 }
 
 WorkerDaemon::~WorkerDaemon() { stop_all_tasks(std::chrono::milliseconds(0)); }
@@ -79,7 +81,8 @@ std::vector<pid_t> WorkerDaemon::trainer_pids() const {
 
 std::vector<int> WorkerDaemon::spare_ports() const {
   in_addr addr{};
-  std::string bind_host = inet_pton(AF_INET, options_.host.c_str(), &addr) == 1 ? options_.host : "0.0.0.0";
+  std::string bind_host =
+      inet_pton(AF_INET, options_.host.c_str(), &addr) == 1 ? options_.host : "0.0.0.0";
   std::vector<int> ports;
   for (int i = 0; i < 3; ++i) {
     auto p = find_free_port(bind_host);
@@ -91,7 +94,8 @@ std::vector<int> WorkerDaemon::spare_ports() const {
 Status WorkerDaemon::run() {
   std::error_code ec;
   fs::create_directories(options_.work_dir, ec);
-  if (ec) return internal_error("cannot create work dir " + options_.work_dir + ": " + ec.message());
+  if (ec)
+    return internal_error("cannot create work dir " + options_.work_dir + ": " + ec.message());
   if (access(trainer_.c_str(), X_OK) != 0) {
     spdlog::warn("trainer binary {} is not executable; tasks will fail until it is", trainer_);
   }
@@ -102,7 +106,8 @@ Status WorkerDaemon::run() {
     auto now = SteadyClock::now();
     if (!registered && now >= next_beat) {
       registered = register_once();
-      next_beat = now + (registered ? std::chrono::milliseconds(0) : std::chrono::milliseconds(500));
+      next_beat =
+          now + (registered ? std::chrono::milliseconds(0) : std::chrono::milliseconds(500));
     }
     poll_tasks();
     now = SteadyClock::now();
@@ -141,7 +146,8 @@ bool WorkerDaemon::register_once() {
     reconnect();
     auto now = SteadyClock::now();
     if (now - last_warning_ > std::chrono::seconds(10)) {
-      spdlog::warn("cannot register with the coordinator: {} (retrying)", reply.status().to_string());
+      spdlog::warn("cannot register with the coordinator: {} (retrying)",
+                   reply.status().to_string());
       last_warning_ = now;
     }
     if (reply.status().code() == StatusCode::kInvalidArgument) {
@@ -154,7 +160,8 @@ bool WorkerDaemon::register_once() {
     worker_id_ = reply->worker_id();
   }
   session_ = reply->session();
-  heartbeat_every_ = std::chrono::milliseconds(std::max<int64_t>(10, reply->heartbeat_interval_ms()));
+  heartbeat_every_ =
+      std::chrono::milliseconds(std::max<int64_t>(10, reply->heartbeat_interval_ms()));
   // Events of a previous session are about tasks the coordinator has already written off.
   outbox_.clear();
   urgent_ = false;
@@ -174,8 +181,8 @@ void WorkerDaemon::heartbeat_once() {
     if (reply.status().code() == StatusCode::kFailedPrecondition) {
       // Our session is gone (lease expired, or another daemon took our name): whatever we
       // run was written off, so stop it and register afresh.
-      spdlog::warn("heartbeat refused: {}; stopping {} trainers and registering again", reply.status().message(),
-                   tasks_.size());
+      spdlog::warn("heartbeat refused: {}; stopping {} trainers and registering again",
+                   reply.status().message(), tasks_.size());
       stop_all_tasks(options_.stop_grace);
       session_ = 0;
       return;
@@ -183,7 +190,8 @@ void WorkerDaemon::heartbeat_once() {
     reconnect();
     auto now = SteadyClock::now();
     if (now - last_warning_ > std::chrono::seconds(10)) {
-      spdlog::warn("heartbeat failed: {} (trainers keep running; retrying)", reply.status().to_string());
+      spdlog::warn("heartbeat failed: {} (trainers keep running; retrying)",
+                   reply.status().to_string());
       last_warning_ = now;
     }
     return;
@@ -248,7 +256,8 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   const std::string log_path = job_dir + "/rank-" + std::to_string(ref.rank()) + ".log";
   auto fail = [&](const std::string& why) {
     spdlog::error("cannot start {}: {}", task_name(ref), why);
-    std::ofstream(log_path, std::ios::app) << "tern worker: cannot start the trainer: " << why << "\n";
+    std::ofstream(log_path, std::ios::app)
+        << "tern worker: cannot start the trainer: " << why << "\n";
     push_exit(ref, 127, why + "\n");
   };
   std::error_code ec;
@@ -258,18 +267,27 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
     return fail("bad job id '" + ref.job_id() + "'");
   }
   const std::string spec_path = job_dir + "/spec.yaml";
-  if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok()) return fail(s.message());
-  std::vector<std::string> argv = {trainer_,       "--spec",
-                                   spec_path,      "--rank",
-                                   std::to_string(ref.rank()), "--world",
-                                   std::to_string(start.world_size()), "--master",
-                                   start.master_addr(), "--generation",
-                                   std::to_string(ref.generation()), "--job",
-                                   ref.job_id(),   "--work-dir",
+  if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok())
+    return fail(s.message());
+  std::vector<std::string> argv = {trainer_,
+                                   "--spec",
+                                   spec_path,
+                                   "--rank",
+                                   std::to_string(ref.rank()),
+                                   "--world",
+                                   std::to_string(start.world_size()),
+                                   "--master",
+                                   start.master_addr(),
+                                   "--generation",
+                                   std::to_string(ref.generation()),
+                                   "--job",
+                                   ref.job_id(),
+                                   "--work-dir",
                                    job_dir};
   if (!start.cluster_yaml().empty()) {
     const std::string cluster_path = job_dir + "/cluster.yaml";
-    if (Status s = write_file_atomic(cluster_path, start.cluster_yaml()); !s.is_ok()) return fail(s.message());
+    if (Status s = write_file_atomic(cluster_path, start.cluster_yaml()); !s.is_ok())
+      return fail(s.message());
     std::string regions;
     for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;
     argv.insert(argv.end(), {"--cluster", cluster_path, "--regions", regions});
@@ -291,7 +309,8 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   task.proc = std::move(proc).value();
   task.reader = std::make_unique<LineReader>(task.proc->stdout_fd());
   task.log_path = log_path;
-  spdlog::info("started {} (pid {}): master {}", task_name(ref), task.proc->pid(), start.master_addr());
+  spdlog::info("started {} (pid {}): master {}", task_name(ref), task.proc->pid(),
+               start.master_addr());
   tasks_.emplace(key, std::move(task));
 }
 
@@ -310,7 +329,8 @@ void WorkerDaemon::ship_log(Task* t) {
   while (t->log_sent < size) {
     std::ifstream in(t->log_path, std::ios::binary);
     in.seekg(t->log_sent);
-    std::string data(static_cast<size_t>(std::min<int64_t>(size - t->log_sent, kMaxLogChunk)), '\0');
+    std::string data(static_cast<size_t>(std::min<int64_t>(size - t->log_sent, kMaxLogChunk)),
+                     '\0');
     in.read(data.data(), static_cast<std::streamsize>(data.size()));
     data.resize(static_cast<size_t>(in.gcount()));
     if (data.empty()) break;
@@ -346,13 +366,15 @@ void WorkerDaemon::poll_tasks() {
     // Exited: drain what is left on its stdout and in its log, then report the exit.
     lines.clear();
     // Bounded: a grandchild could hold the pipe open forever.
-    for (int i = 0; open && i < 20; ++i) open = t.reader->read_lines(&lines, std::chrono::milliseconds(50));
+    for (int i = 0; open && i < 20; ++i)
+      open = t.reader->read_lines(&lines, std::chrono::milliseconds(50));
     for (const auto& line : lines) {
       if (auto e = parse_trainer_event(line, t.ref)) push_event(std::move(*e));
     }
     ship_log(&t);
     std::string tail = *code == 0 ? "" : tail_file_lines(t.log_path, options_.log_tail_lines);
-    spdlog::info("{} exited with code {} ({})", task_name(t.ref), *code, trainer_exit_meaning(*code));
+    spdlog::info("{} exited with code {} ({})", task_name(t.ref), *code,
+                 trainer_exit_meaning(*code));
     push_exit(t.ref, *code, tail);
     it = tasks_.erase(it);
   }

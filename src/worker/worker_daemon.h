@@ -20,10 +20,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <tuple>
-#include <vector>
 #include <set>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "common/status.h"
 #include "common/subprocess.h"
@@ -33,15 +33,15 @@ namespace tern {
 
 struct WorkerDaemonOptions {
   std::string coordinator = "127.0.0.1:7070";  // HOST:PORT of the coordinator
-  std::string name;                            // worker id to register as; empty = coordinator picks
-  std::string host = "127.0.0.1";              // address peers reach this machine's trainers at
+  std::string name;                // worker id to register as; empty = coordinator picks
+  std::string host = "127.0.0.1";  // address peers reach this machine's trainers at
   std::string region = "local";
   int slots = 1;
   std::string work_dir = ".tern/worker";       // per-job directories, specs and trainer logs
   std::string trainer_path;                    // empty: tern-trainer next to this executable
   std::chrono::milliseconds stop_grace{5000};  // stop command -> SIGKILL
   std::chrono::milliseconds rpc_deadline{2000};
-  size_t log_tail_lines = 20;                  // lines of log sent with a failed exit
+  size_t log_tail_lines = 20;  // lines of log sent with a failed exit
 };
 
 class WorkerDaemon {

@@ -67,10 +67,12 @@ TEST(ResolveCoordinator, FlagThenClusterFileThenEnvThenDefault) {
   EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7070");
   setenv("TERN_COORDINATOR", "10.1.2.3:9000", 1);
   EXPECT_EQ(*resolve_coordinator(o), "10.1.2.3:9000");
-  fs::path file = fs::temp_directory_path() / ("tern_cli_cluster_" + std::to_string(getpid()) + ".yaml");
+  fs::path file =
+      fs::temp_directory_path() / ("tern_cli_cluster_" + std::to_string(getpid()) + ".yaml");
   std::ofstream(file) << "name: c\ncoordinator: {listen: 0.0.0.0:7171}\nregions: [{name: r}]\n";
   o.cluster_file = file.string();
-  EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7171") << "a wildcard listen address is dialled on loopback";
+  EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7171")
+      << "a wildcard listen address is dialled on loopback";
   o.coordinator = "h:1";
   EXPECT_EQ(*resolve_coordinator(o), "h:1");
   o.coordinator.clear();
@@ -84,8 +86,11 @@ TEST(TernBinary, UnreachableCoordinatorExitsThreeWithAClearMessage) {
   auto port = find_free_port();
   ASSERT_TRUE(port.is_ok());
   const std::string addr = "127.0.0.1:" + std::to_string(*port);
-  for (std::vector<std::string> cmd : {std::vector<std::string>{"jobs"}, {"workers"}, {"status", "j-1"},
-                                       {"cancel", "j-1"}, {"logs", "j-1"}}) {
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"jobs"},
+                                       {"workers"},
+                                       {"status", "j-1"},
+                                       {"cancel", "j-1"},
+                                       {"logs", "j-1"}}) {
     cmd.insert(cmd.begin(), bin("tern"));
     cmd.insert(cmd.end(), {"--coordinator", addr});
     Output o = run(cmd);

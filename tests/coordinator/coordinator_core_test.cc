@@ -20,8 +20,9 @@ std::string spec(const std::string& name, int workers, const std::string& extra 
 class CoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tern_core_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("tern_core_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     options_.state_dir = dir_.string();
     options_.lease_ms = 1000;
@@ -38,13 +39,16 @@ class CoreTest : public ::testing::Test {
     ASSERT_TRUE(c.is_ok()) << c.status().to_string();
     core_ = std::move(c).value();
   }
-  RegistrationResult add_worker(const std::string& name, const std::string& region = "local", int slots = 1) {
-    auto r = core_->register_worker({name, "127.0.0.1", region, slots, {40000 + static_cast<int>(next_port_++)}});
+  RegistrationResult add_worker(const std::string& name, const std::string& region = "local",
+                                int slots = 1) {
+    auto r = core_->register_worker(
+        {name, "127.0.0.1", region, slots, {40000 + static_cast<int>(next_port_++)}});
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return *r;
   }
   HeartbeatResult beat(const RegistrationResult& w, const std::vector<TaskKey>& running = {}) {
-    auto r = core_->heartbeat(w.worker_id, w.session, running, {41000 + static_cast<int>(next_port_++)});
+    auto r =
+        core_->heartbeat(w.worker_id, w.session, running, {41000 + static_cast<int>(next_port_++)});
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return r.is_ok() ? *r : HeartbeatResult{};
   }
@@ -89,7 +93,8 @@ TEST_F(CoreTest, InvalidSpecIsRefusedWithTheFieldName) {
   ASSERT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("train.lr"), std::string::npos) << r.status().message();
   EXPECT_NE(r.status().message().find("jobs/bad.yaml"), std::string::npos) << r.status().message();
-  EXPECT_EQ(core_->submit_job("name: [unclosed\n", {}, "x.yaml").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->submit_job("name: [unclosed\n", {}, "x.yaml").status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(core_->submit_job(spec("ok", 1), {"train.nonsense=3"}, "x.yaml").status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_TRUE(core_->list_jobs().empty());
@@ -123,7 +128,8 @@ TEST_F(CoreTest, JobRunsToSucceededThroughHeartbeatsAndEvents) {
   EXPECT_EQ(start.world, 2);
   EXPECT_EQ(start.master_addr, j.master_addr);
   EXPECT_EQ(start.spec_yaml, j.spec_yaml);
-  EXPECT_TRUE(beat(a).commands.size() == 1) << "StartTask repeats until the worker reports it running";
+  EXPECT_TRUE(beat(a).commands.size() == 1)
+      << "StartTask repeats until the worker reports it running";
   EXPECT_TRUE(beat(a, {{j.id, 0, 1}}).commands.empty());
 
   TaskKey r0{j.id, 0, 1}, r1{j.id, 1, 1};
@@ -245,7 +251,8 @@ TEST_F(CoreTest, MissedLeaseMarksWorkerLostAndFailsItsJob) {
   EXPECT_EQ(j.state, JobState::kFailed);
   EXPECT_NE(j.reason.find("worker b lost"), std::string::npos) << j.reason;
   auto hb = core_->heartbeat(b.worker_id, b.session, {}, {});
-  EXPECT_EQ(hb.status().code(), StatusCode::kFailedPrecondition) << "a lost worker must register again";
+  EXPECT_EQ(hb.status().code(), StatusCode::kFailedPrecondition)
+      << "a lost worker must register again";
   auto again = add_worker("b");
   EXPECT_NE(again.session, b.session);
   EXPECT_EQ(core_->list_workers()[1].state, WorkerState::kReady);
@@ -314,7 +321,8 @@ TEST_F(CoreTest, ReRegistrationOfABusyWorkerFailsItsTasks) {
   Job j = job(id);
   EXPECT_EQ(j.state, JobState::kFailed);
   EXPECT_NE(j.reason.find("worker a restarted"), std::string::npos) << j.reason;
-  EXPECT_EQ(core_->heartbeat("a", a.session, {}, {}).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(core_->heartbeat("a", a.session, {}, {}).status().code(),
+            StatusCode::kFailedPrecondition);
 }
 
 TEST_F(CoreTest, StaleGenerationEventsAreDropped) {
@@ -358,14 +366,17 @@ TEST_F(CoreTest, QueueLimitAnswersResourceExhausted) {
   reopen();
   ASSERT_TRUE(core_->submit_job(spec("a", 1), {}, "a.yaml").is_ok());
   ASSERT_TRUE(core_->submit_job(spec("b", 1), {}, "b.yaml").is_ok());
-  EXPECT_EQ(core_->submit_job(spec("c", 1), {}, "c.yaml").status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(core_->submit_job(spec("c", 1), {}, "c.yaml").status().code(),
+            StatusCode::kResourceExhausted);
 }
 
 TEST_F(CoreTest, WorkerRegistrationIsValidated) {
-  EXPECT_EQ(core_->register_worker({"a", "127.0.0.1", "local", 0, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->register_worker({"a", "127.0.0.1", "local", 0, {}}).status().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(core_->register_worker({"a/../b", "127.0.0.1", "local", 1, {}}).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(core_->register_worker({"a", "", "local", 1, {}}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->register_worker({"a", "", "local", 1, {}}).status().code(),
+            StatusCode::kInvalidArgument);
   auto anon = core_->register_worker({"", "127.0.0.1", "local", 1, {}});
   ASSERT_TRUE(anon.is_ok());
   EXPECT_EQ(anon->worker_id, "w-1");

@@ -15,8 +15,9 @@ namespace fs = std::filesystem;
 class JournalTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tern_journal_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("tern_journal_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -25,7 +26,12 @@ class JournalTest : public ::testing::Test {
     auto j = Journal::open(dir_.string());
     EXPECT_TRUE(j.is_ok()) << j.status().to_string();
     std::vector<std::string> out;
-    *status = (*j)->replay([&](const std::string& p) { out.push_back(p); return Status::ok(); }, stats);
+    *status = (*j)->replay(
+        [&](const std::string& p) {
+          out.push_back(p);
+          return Status::ok();
+        },
+        stats);
     return out;
   }
   void write_raw(const std::string& bytes) {
@@ -72,7 +78,8 @@ TEST_F(JournalTest, AppendBeforeReplayIsRefused) {
 TEST_F(JournalTest, TornLastRecordIsDroppedAndTruncated) {
   std::string good = Journal::frame("first") + Journal::frame("second");
   std::string torn = Journal::frame("third-record-payload");
-  for (size_t cut : {size_t{3}, size_t{8}, torn.size() - 1}) {  // short header, header only, short payload
+  for (size_t cut :
+       {size_t{3}, size_t{8}, torn.size() - 1}) {  // short header, header only, short payload
     write_raw(good + torn.substr(0, cut));
     Status s;
     JournalReplayStats stats;

@@ -8,13 +8,15 @@
 namespace tern {
 namespace {
 
-std::vector<std::string> workers_of(const std::vector<size_t>& ranks, const std::vector<SlotOffer>& offers) {
+std::vector<std::string> workers_of(const std::vector<size_t>& ranks,
+                                    const std::vector<SlotOffer>& offers) {
   std::vector<std::string> out;
   for (size_t i : ranks) out.push_back(offers[i].worker_id);
   return out;
 }
 
-std::map<std::string, int> per_region(const std::vector<size_t>& ranks, const std::vector<SlotOffer>& offers) {
+std::map<std::string, int> per_region(const std::vector<size_t>& ranks,
+                                      const std::vector<SlotOffer>& offers) {
   std::map<std::string, int> out;
   for (size_t i : ranks) ++out[offers[i].region];
   return out;
@@ -31,17 +33,21 @@ TEST(Scheduler, WaitsWhenTooFewSlots) {
   std::vector<SlotOffer> offers = {{"w-1", "r", 1}, {"w-2", "r", 1}};
   auto p = place_gang(3, "any", offers);
   EXPECT_EQ(p.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(p.status().message().find("3 free slots (2 free now)"), std::string::npos) << p.status().message();
+  EXPECT_NE(p.status().message().find("3 free slots (2 free now)"), std::string::npos)
+      << p.status().message();
 }
 
 TEST(Scheduler, SpreadBalancesRegionsAndKeepsRegionsContiguous) {
-  std::vector<SlotOffer> offers = {{"o1", "ohio", 4}, {"p1", "paris", 1}, {"p2", "paris", 1}, {"t1", "tokyo", 4}};
+  std::vector<SlotOffer> offers = {
+      {"o1", "ohio", 4}, {"p1", "paris", 1}, {"p2", "paris", 1}, {"t1", "tokyo", 4}};
   auto p = place_gang(6, "spread", offers);
   ASSERT_TRUE(p.is_ok());
-  EXPECT_EQ(per_region(*p, offers), (std::map<std::string, int>{{"ohio", 2}, {"paris", 2}, {"tokyo", 2}}));
+  EXPECT_EQ(per_region(*p, offers),
+            (std::map<std::string, int>{{"ohio", 2}, {"paris", 2}, {"tokyo", 2}}));
   std::vector<std::string> regions;
   for (size_t i : *p) regions.push_back(offers[i].region);
-  EXPECT_EQ(regions, (std::vector<std::string>{"ohio", "ohio", "paris", "paris", "tokyo", "tokyo"}));
+  EXPECT_EQ(regions,
+            (std::vector<std::string>{"ohio", "ohio", "paris", "paris", "tokyo", "tokyo"}));
 }
 
 TEST(Scheduler, SpreadFillsOtherRegionsWhenOneIsFull) {
@@ -52,7 +58,10 @@ TEST(Scheduler, SpreadFillsOtherRegionsWhenOneIsFull) {
 }
 
 TEST(Scheduler, PackUsesOneRegionTheTightestThatFits) {
-  std::vector<SlotOffer> offers = {{"o1", "ohio", 3}, {"o2", "ohio", 3}, {"p1", "paris", 2}, {"p2", "paris", 1},
+  std::vector<SlotOffer> offers = {{"o1", "ohio", 3},
+                                   {"o2", "ohio", 3},
+                                   {"p1", "paris", 2},
+                                   {"p2", "paris", 1},
                                    {"t1", "tokyo", 1}};
   auto p = place_gang(3, "pack", offers);
   ASSERT_TRUE(p.is_ok());

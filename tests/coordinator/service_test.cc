@@ -17,8 +17,9 @@ namespace fs = std::filesystem;
 class ServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tern_service_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("tern_service_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     CoordinatorServerOptions o;
     o.listen = "127.0.0.1:0";
@@ -90,10 +91,13 @@ TEST_F(ServiceTest, WorkerFlowAndWatchOverGrpc) {
   std::vector<v1::JobState> seen;
   v1::JobStatus final_status;
   std::thread watcher([&] {
-    auto last = client_->watch_job(id, [&](const v1::JobStatus& j) {
-      if (seen.empty() || seen.back() != j.state()) seen.push_back(j.state());
-      return true;
-    }, 10);
+    auto last = client_->watch_job(
+        id,
+        [&](const v1::JobStatus& j) {
+          if (seen.empty() || seen.back() != j.state()) seen.push_back(j.state());
+          return true;
+        },
+        10);
     ASSERT_TRUE(last.is_ok()) << last.status().to_string();
     final_status = *last;
   });
@@ -148,7 +152,9 @@ TEST_F(ServiceTest, WorkerFlowAndWatchOverGrpc) {
   EXPECT_DOUBLE_EQ(status->job().ranks(1).metrics().at("compression_ratio"), 100);
   EXPECT_NE(status->spec_yaml().find("train_size: 256"), std::string::npos);
 
-  send(w0, 0, [](v1::TaskEvent* e) { (*e->mutable_finished()->mutable_summary())["test_accuracy"] = 0.91; });
+  send(w0, 0, [](v1::TaskEvent* e) {
+    (*e->mutable_finished()->mutable_summary())["test_accuracy"] = 0.91;
+  });
   send(w0, 0, [](v1::TaskEvent* e) { e->mutable_exited()->set_exit_code(0); });
   send(w1, 1, [](v1::TaskEvent* e) { e->mutable_exited()->set_exit_code(0); });
   watcher.join();

@@ -10,9 +10,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/subprocess.h"
 
@@ -54,7 +53,8 @@ std::vector<std::string> processes_mentioning(const std::string& needle) {
     std::string st;
     std::getline(stat, st);
     auto close = st.rfind(')');
-    if (close != std::string::npos && close + 2 < st.size() && st[close + 2] == 'Z') continue;  // reaped soon
+    if (close != std::string::npos && close + 2 < st.size() && st[close + 2] == 'Z')
+      continue;  // reaped soon
     std::string cmd = slurp(e.path() / "cmdline");
     for (auto& c : cmd) c = c == '\0' ? ' ' : c;
     if (cmd.find(needle) != std::string::npos) out.push_back(pid + ": " + cmd);
@@ -65,8 +65,9 @@ std::vector<std::string> processes_mentioning(const std::string& needle) {
 class ClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tern_cp_it_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("tern_cp_it_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -115,10 +116,11 @@ class ClusterTest : public ::testing::Test {
   }
   std::string write_job(const std::string& name, int workers, const std::string& extra = "") {
     fs::path p = dir_ / (name + ".yaml");
-    std::ofstream(p) << "name: " << name << "\nworkers: " << workers
-                     << "\nmodel: {type: mlp}\ndata: {source: synthetic, train_size: 512, test_size: 128}\n"
-                     << "train: {epochs: 1, batch_size: 32, log_every: 2}\n"
-                     << extra;
+    std::ofstream(p)
+        << "name: " << name << "\nworkers: " << workers
+        << "\nmodel: {type: mlp}\ndata: {source: synthetic, train_size: 512, test_size: 128}\n"
+        << "train: {epochs: 1, batch_size: 32, log_every: 2}\n"
+        << extra;
     return p.string();
   }
   json status_json(const std::string& id) {
@@ -137,7 +139,8 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   Output up = tern({"cluster", "up", cluster_});
   ASSERT_EQ(up.status, 0) << up.out << up.err;
   EXPECT_NE(up.out.find("3 workers in 2 regions"), std::string::npos) << up.out;
-  EXPECT_NE(up.out.find((dir_ / "state" / "logs").string()), std::string::npos) << "says where the logs are";
+  EXPECT_NE(up.out.find((dir_ / "state" / "logs").string()), std::string::npos)
+      << "says where the logs are";
   Output again = tern({"cluster", "up", cluster_});
   EXPECT_EQ(again.status, 1);
   EXPECT_NE(again.err.find("already up"), std::string::npos) << again.err;
@@ -182,7 +185,8 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   Output cancel = tern({"cancel", "j-2"});
   EXPECT_EQ(cancel.status, 0) << cancel.err;
   EXPECT_EQ(status_json("j-2")["state"], "JOB_STATE_CANCELLED");
-  for (int i = 0; i < 50 && !processes_mentioning("j-2/spec.yaml").empty(); ++i) std::this_thread::sleep_for(100ms);
+  for (int i = 0; i < 50 && !processes_mentioning("j-2/spec.yaml").empty(); ++i)
+    std::this_thread::sleep_for(100ms);
   EXPECT_TRUE(processes_mentioning("j-2/spec.yaml").empty()) << "cancelled trainers are gone";
 
   // Bad input is refused with the field named; the job list does not change.
@@ -228,13 +232,15 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   Output stop = tern({"cluster", "down", cluster_});
   EXPECT_EQ(stop.status, 0) << stop.err;
   EXPECT_NE(stop.out.find("stopped 4 processes"), std::string::npos) << stop.out;
-  EXPECT_TRUE(processes_mentioning(dir_.string()).empty()) << "orphans: " << processes_mentioning(dir_.string())[0];
+  EXPECT_TRUE(processes_mentioning(dir_.string()).empty())
+      << "orphans: " << processes_mentioning(dir_.string())[0];
   EXPECT_TRUE(fs::is_empty(dir_ / "state" / "run")) << "pid files removed";
   cluster_.clear();
 }
 
 TEST_F(ClusterTest, FailingRankFailsTheJobWithTheReason) {
-  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n", "  - {name: local, workers: 2}\n");
+  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n",
+                "  - {name: local, workers: 2}\n");
   ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
   Output o = tern({"submit", write_job("it-crash", 2), "--watch"});
   EXPECT_EQ(o.status, 1);

@@ -18,8 +18,10 @@ TEST(StatusConvert, EveryCodeRoundTrips) {
     EXPECT_EQ(back.code(), s.code());
     EXPECT_EQ(back.message(), s.message());
   }
-  EXPECT_EQ(to_grpc_status(invalid_argument("train.lr must be > 0")).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(from_grpc_status(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x")).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(to_grpc_status(invalid_argument("train.lr must be > 0")).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(from_grpc_status(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x")).code(),
+            StatusCode::kUnavailable);
 }
 
 TEST(DialAddress, WildcardHostsDialLoopback) {
@@ -32,7 +34,8 @@ TEST(Client, UnreachableCoordinatorIsUnavailableAndSaysWhere) {
   auto port = find_free_port();
   ASSERT_TRUE(port.is_ok());
   const std::string addr = "127.0.0.1:" + std::to_string(*port);
-  CoordinatorClient client(addr, RpcClientOptions{std::chrono::milliseconds(2000), 2, std::chrono::milliseconds(10)});
+  CoordinatorClient client(
+      addr, RpcClientOptions{std::chrono::milliseconds(2000), 2, std::chrono::milliseconds(10)});
   auto start = std::chrono::steady_clock::now();
   auto r = client.list_jobs();
   auto took = std::chrono::steady_clock::now() - start;

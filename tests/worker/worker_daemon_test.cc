@@ -38,8 +38,9 @@ bool process_alive(pid_t pid) {
 class DaemonTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tern_daemon_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("tern_daemon_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     CoordinatorServerOptions o;
     o.listen = "127.0.0.1:0";
@@ -81,7 +82,8 @@ class DaemonTest : public ::testing::Test {
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return r.is_ok() ? r->job_id() : "";
   }
-  v1::JobStatus wait_state(const std::string& id, v1::JobState want, std::chrono::seconds timeout = 20s) {
+  v1::JobStatus wait_state(const std::string& id, v1::JobState want,
+                           std::chrono::seconds timeout = 20s) {
     auto until = std::chrono::steady_clock::now() + timeout;
     v1::JobStatus last;
     while (std::chrono::steady_clock::now() < until) {
@@ -92,7 +94,8 @@ class DaemonTest : public ::testing::Test {
       }
       std::this_thread::sleep_for(20ms);
     }
-    ADD_FAILURE() << id << " did not reach " << v1::JobState_Name(want) << "; last: " << last.DebugString();
+    ADD_FAILURE() << id << " did not reach " << v1::JobState_Name(want)
+                  << "; last: " << last.DebugString();
     return last;
   }
   std::string coordinator_log(const std::string& id, int rank) {
@@ -130,7 +133,8 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_DOUBLE_EQ(e->progress().bytes_sent(), 1e6);
   EXPECT_EQ(e->progress().metrics().size(), 1u);
   EXPECT_DOUBLE_EQ(e->progress().metrics().at("staleness"), 3);
-  auto f = parse_trainer_event(R"({"event": "finished", "summary": {"test_accuracy": 0.8, "steps": 10}})", task);
+  auto f = parse_trainer_event(
+      R"({"event": "finished", "summary": {"test_accuracy": 0.8, "steps": 10}})", task);
   ASSERT_TRUE(f.has_value() && f->has_finished());
   EXPECT_DOUBLE_EQ(f->finished().summary().at("test_accuracy"), 0.8);
   auto er = parse_trainer_event(R"({"event": "error", "message": "boom", "code": 3})", task);
@@ -152,7 +156,8 @@ TEST_F(DaemonTest, TwoRanksOnTwoDaemonsSucceed) {
   ASSERT_EQ(j.ranks_size(), 2);
   EXPECT_EQ(j.ranks(1).worker_id(), "b");
   EXPECT_EQ(j.ranks(1).exit_code(), 0);
-  EXPECT_DOUBLE_EQ(j.ranks(0).metrics().at("staleness"), 1.5) << "extra progress fields relayed as metrics";
+  EXPECT_DOUBLE_EQ(j.ranks(0).metrics().at("staleness"), 1.5)
+      << "extra progress fields relayed as metrics";
   // The spec handed to the trainer, its log on the worker and the coordinator's copy.
   EXPECT_TRUE(fs::exists(dir_ / "work" / "a" / id / "spec.yaml"));
   std::ifstream local(dir_ / "work" / "b" / id / "rank-1.log");
@@ -191,18 +196,21 @@ TEST_F(DaemonTest, CancelStopsTheTrainer) {
   wait_state(id, v1::JOB_STATE_RUNNING);
   std::vector<pid_t> pids;
   auto until = std::chrono::steady_clock::now() + 10s;
-  while ((pids = d->trainer_pids()).empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  while ((pids = d->trainer_pids()).empty() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
   ASSERT_EQ(pids.size(), 1u);
   ASSERT_TRUE(client_->cancel_job(id).is_ok());
   until = std::chrono::steady_clock::now() + 10s;
-  while (process_alive(pids[0]) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  while (process_alive(pids[0]) && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
   EXPECT_FALSE(process_alive(pids[0])) << "the trainer is stopped after a cancel";
   until = std::chrono::steady_clock::now() + 5s;
   while (coordinator_log(id, 0).find("stop requested") == std::string::npos &&
          std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(20ms);
   }
-  EXPECT_NE(coordinator_log(id, 0).find("stop requested"), std::string::npos) << "a graceful stop via stdin";
+  EXPECT_NE(coordinator_log(id, 0).find("stop requested"), std::string::npos)
+      << "a graceful stop via stdin";
   EXPECT_EQ(wait_state(id, v1::JOB_STATE_CANCELLED).ranks(0).state(), v1::RANK_STATE_STOPPED);
 }
 
@@ -211,7 +219,8 @@ TEST_F(DaemonTest, ShutdownStopsTrainersAndTheJobFails) {
   std::string id = submit("hang-too", 1);
   std::vector<pid_t> pids;
   auto until = std::chrono::steady_clock::now() + 10s;
-  while ((pids = d->trainer_pids()).empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  while ((pids = d->trainer_pids()).empty() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
   ASSERT_EQ(pids.size(), 1u);
   d->request_stop();
   threads_.back().join();
@@ -240,7 +249,8 @@ TEST_F(DaemonTest, DaemonWaitsForALateCoordinator) {
   auto late = CoordinatorServer::start(so, &clock);
   ASSERT_TRUE(late.is_ok()) << late.status().to_string();
   auto until = std::chrono::steady_clock::now() + 10s;
-  while (d.worker_id().empty() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(20ms);
+  while (d.worker_id().empty() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
   EXPECT_EQ(d.worker_id(), "late");
   d.request_stop();
   t.join();
