@@ -47,10 +47,12 @@ bool is_terminal(RankState s) {
 }
 
 int64_t Job::step() const {
-  if (ranks.empty()) return 0;
-  int64_t s = ranks[0].step;
-  for (const auto& r : ranks) s = std::min(s, r.step);
-  return s;
+  // The slowest rank among those that reported (a rank that has not reported yet says nothing).
+  int64_t s = -1;
+  for (const auto& r : ranks) {
+    if (r.total_steps > 0) s = s < 0 ? r.step : std::min(s, r.step);
+  }
+  return std::max<int64_t>(s, 0);
 }
 
 int64_t Job::total_steps() const {
