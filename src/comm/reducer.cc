@@ -105,6 +105,18 @@ Status average_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int
 
 namespace tern {
 
+at::Tensor flatten_all(const std::vector<at::Tensor>& tensors) {
+  std::vector<size_t> all(tensors.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  return flatten(tensors, all);
+}
+
+void unflatten_all(const at::Tensor& flat, std::vector<at::Tensor>& out) {
+  std::vector<size_t> all(out.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+  unflatten_into(flat, out, all);
+}
+
 Status broadcast_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int root) {
   if (comm.size() == 1 || tensors.empty()) return Status::ok();
   std::vector<size_t> all(tensors.size());

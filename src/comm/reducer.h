@@ -86,6 +86,9 @@ Status average_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int
 }  // namespace tern
 
 namespace tern {
+// One flat copy of all `tensors` (same dtype), and the inverse (copies back into `out`).
+at::Tensor flatten_all(const std::vector<at::Tensor>& tensors);
+void unflatten_all(const at::Tensor& flat, std::vector<at::Tensor>& out);
 // Broadcasts `tensors` from `root` as one flat buffer (one collective, any tensor count).
 Status broadcast_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int root);
 }  // namespace tern

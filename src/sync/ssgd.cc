@@ -4,8 +4,8 @@
 
 namespace tern {
 
-SsgdStrategy::SsgdStrategy(Communicator& comm, std::unique_ptr<GradientReducer> reducer)
-    : comm_(comm), reducer_(std::move(reducer)) {}
+SsgdStrategy::SsgdStrategy(Communicator& comm, GradientReducer* reducer)
+    : comm_(comm), reducer_(reducer) {}
 
 Status SsgdStrategy::on_gradients(int64_t step, std::vector<at::Tensor>& grads) {
   auto t0 = std::chrono::steady_clock::now();

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -31,6 +32,9 @@ class SyncStrategy {
   virtual ~SyncStrategy() = default;
   virtual std::string name() const = 0;
 
+  // Once, before the first step, with the (identical, broadcast) initial parameters.
+  virtual Status begin(std::vector<at::Tensor>& params) { return Status::ok(); }
+
   // After backward of step `step`: `grads` hold this rank's local gradients (one per
   // parameter); on return they hold what the optimizer must apply.
   virtual Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) = 0;
@@ -47,7 +51,7 @@ class SyncStrategy {
 
 struct StrategyContext {
   Communicator& comm;                       // the whole job's group
-  std::unique_ptr<GradientReducer> reducer; // how gradients cross the wire
+  GradientReducer* reducer = nullptr;       // how gradients cross the wire (owned by the trainer)
   const JobSpec& spec;
   // Optional optimizer state hooks (momentum buffers) for strategies that average them.
   std::vector<at::Tensor>* momentum_buffers = nullptr;
@@ -62,7 +66,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx);
 // Plain synchronous SGD: every step, average gradients and wait (ALGORITHMS.md §1).
 class SsgdStrategy : public SyncStrategy {
  public:
-  SsgdStrategy(Communicator& comm, std::unique_ptr<GradientReducer> reducer);
+  SsgdStrategy(Communicator& comm, GradientReducer* reducer);
   std::string name() const override { return "ssgd"; }
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
   Status drain(std::vector<at::Tensor>& params) override { return Status::ok(); }
@@ -70,8 +74,114 @@ class SsgdStrategy : public SyncStrategy {
 
  private:
   Communicator& comm_;
-  std::unique_ptr<GradientReducer> reducer_;
+  GradientReducer* reducer_;
   SyncMetrics metrics_;
+};
+
+// Delayed synchronous SGD (ALGORITHMS.md §2): apply the fresh local gradient now, start its
+// all-reduce, and d steps later swap the stale local contribution for the global average:
+//   applied(i) = g(i) + (G(i-d) - g(i-d))        (correction on, the default)
+//   applied(i) = G(i-d), or g(i) while i < d     (correction off: plain stale gradients, ablation)
+// Keeps a ring of d local gradients and d in-flight reductions (d x model size of memory);
+// waits on step i-d's reduction at step i, never earlier. d = 0 is SSGD.
+class DssgdStrategy : public SyncStrategy {
+ public:
+  DssgdStrategy(Communicator& comm, GradientReducer* reducer, int64_t delay, bool correction,
+                int64_t bucket_bytes);
+  std::string name() const override { return "dssgd"; }
+  Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
+  Status drain(std::vector<at::Tensor>& params) override;
+  SyncMetrics metrics() const override { return metrics_; }
+
+ private:
+  struct InFlight {
+    int64_t step;
+    std::vector<at::Tensor> local;  // g(step), kept for the correction
+    std::unique_ptr<PendingReduction> pending;
+  };
+  Communicator& comm_;
+  GradientReducer* reducer_;
+  int64_t delay_;
+  bool correction_;
+  int64_t bucket_bytes_;
+  std::deque<InFlight> in_flight_;
+  SyncMetrics metrics_;
+  double staleness_sum_ = 0;
+};
+
+// Temporally sparse updates with optional delay (ALGORITHMS.md §3; TSU when d = 0, DTS when
+// d > 0): ranks step locally and every T steps contribute the update since the last sync,
+// delta_j = w_j - w_last. Its all-reduce runs in the background; d steps later each rank
+// applies w_j += mean(delta) - delta_j (swap its part for the average). The correction is
+// also added to w_last, so the next period's delta does not count it twice. Momentum buffers
+// stay local unless average_momentum.
+class PeriodicAveragingStrategy : public SyncStrategy {
+ public:
+  PeriodicAveragingStrategy(Communicator& comm, std::string name, int64_t period, int64_t delay,
+                            bool average_momentum, std::vector<at::Tensor>* momentum, int64_t bucket_bytes);
+  std::string name() const override { return name_; }
+  Status begin(std::vector<at::Tensor>& params) override;
+  Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override { return Status::ok(); }
+  Status after_step(int64_t step, std::vector<at::Tensor>& params) override;
+  Status drain(std::vector<at::Tensor>& params) override;
+  SyncMetrics metrics() const override { return metrics_; }
+
+ private:
+  struct InFlight {
+    int64_t step;   // this rank's delta; averaged in place by the reduction
+    std::vector<at::Tensor> local;   // copy of this rank's delta
+    std::unique_ptr<PendingReduction> pending;
+  };
+  Status apply(InFlight& f, std::vector<at::Tensor>& params);
+
+  Communicator& comm_;
+  std::string name_;
+  int64_t period_;
+  int64_t delay_;
+  bool average_momentum_;
+  std::vector<at::Tensor>* momentum_;
+  int64_t bucket_bytes_;
+  DenseReducer reducer_;
+  std::vector<at::Tensor> last_;     // w at the last sync point (+ corrections since)
+  std::deque<InFlight> in_flight_;
+  SyncMetrics metrics_;
+  double staleness_sum_ = 0;
+};
+
+// Hierarchical sync (tern's per-tier T): gradients are averaged inside the region every step
+// (fast links), so a region's replicas stay identical; between regions the region leaders run
+// delayed periodic averaging (inter_delay, inter_period) weighted by region size, and
+// broadcast the resulting correction inside their region.
+class HierarchicalStrategy : public SyncStrategy {
+ public:
+  HierarchicalStrategy(std::shared_ptr<Communicator> intra, std::shared_ptr<Communicator> inter,
+                       int64_t period, int64_t delay, int64_t bucket_bytes);
+  std::string name() const override { return "hierarchical"; }
+  Status begin(std::vector<at::Tensor>& params) override;
+  Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
+  Status after_step(int64_t step, std::vector<at::Tensor>& params) override;
+  Status drain(std::vector<at::Tensor>& params) override;
+  SyncMetrics metrics() const override { return metrics_; }
+
+ private:
+  struct InFlight {
+    int64_t step;
+    at::Tensor flat;   // leader: [delta * region_size, region_size], summed across leaders
+    at::Tensor local;  // leader: this region's flat delta
+    WorkPtr work;
+  };
+  Status finish_oldest(std::vector<at::Tensor>& params);
+  bool leader() const { return inter_ != nullptr; }
+
+  std::shared_ptr<Communicator> intra_;
+  std::shared_ptr<Communicator> inter_;  // null on non-leaders
+  int64_t period_;
+  int64_t delay_;
+  DenseReducer intra_reducer_;
+  std::vector<at::Tensor> last_;
+  std::deque<InFlight> in_flight_;
+  SyncMetrics metrics_;
+  double staleness_sum_ = 0;
 };
 
 }  // namespace tern

@@ -65,13 +65,16 @@ Status Trainer::setup() {
   rctx.steps_per_epoch = steps_per_epoch_;
   rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
   StrategyContext ctx{*counting_, nullptr, spec_};
-  TERN_ASSIGN_OR_RETURN(ctx.reducer, make_gradient_reducer(spec_, *counting_, rctx));
-  reducer_ = ctx.reducer.get();
+  TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
+  ctx.reducer = reducer_.get();
   if (reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
     optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, 0.0, spec_.train.weight_decay);
   }
   ctx.momentum_buffers = &optimizer_->momentum_buffers();
+  ctx.intra_comm = options_.intra_comm;
+  ctx.inter_comm = options_.inter_comm;
   TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
+  TERN_RETURN_IF_ERROR(strategy_->begin(params_));
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
   spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
                spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,

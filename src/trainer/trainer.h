@@ -36,6 +36,8 @@ struct TrainerOptions {
   std::string job_id = "local";
   std::string work_dir;
   torch::Device device = torch::kCPU;  // from resolve_device(spec.device, rank)
+  std::shared_ptr<Communicator> intra_comm;  // hierarchical sync: this rank's region
+  std::shared_ptr<Communicator> inter_comm;  // hierarchical sync: region leaders (leaders only)
 };
 
 struct EvalResult {
@@ -78,8 +80,8 @@ class Trainer {
   std::shared_ptr<Model> model_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<Sgd> optimizer_;
+  std::unique_ptr<GradientReducer> reducer_;  // borrowed by strategy_: declared first, destroyed last
   std::unique_ptr<SyncStrategy> strategy_;
-  const GradientReducer* reducer_ = nullptr;  // owned by strategy_ (for compression metrics)
   std::unique_ptr<ShardedSampler> sampler_;
   std::vector<int64_t> epoch_indices_;
   int64_t indices_epoch_ = -1;

@@ -12,6 +12,7 @@
 #include "comm/process_group.h"
 #include "common/job_spec.h"
 #include "common/logging.h"
+#include "trainer/comm_stack.h"
 #include "trainer/device.h"
 #include "trainer/trainer.h"
 
@@ -92,7 +93,14 @@ int trainer_main(const TrainerArgs& args) {
   co.backend = backend_for(*device);
   co.bind_host = args.bind_host;
   co.timeout = rv.timeout;
-  auto comm = make_communicator(generation_store(*store, args.generation), args.rank, args.world, co);
+  CommStackOptions so;
+  so.rank = args.rank;
+  so.world = args.world;
+  so.comm = co;
+  so.cluster_file = args.cluster_file;
+  so.regions = args.regions;
+  so.seed = static_cast<uint64_t>(spec.train.seed);
+  auto comm = build_comm_stack(generation_store(*store, args.generation), spec, so);
   if (!comm.is_ok()) return fail(comm.status());
 
   TrainerOptions to;
@@ -103,7 +111,9 @@ int trainer_main(const TrainerArgs& args) {
   to.job_id = args.job_id;
   to.work_dir = args.work_dir;
   to.device = *device;
-  Trainer trainer(to, *comm, &sink);
+  to.intra_comm = comm->intra;
+  to.inter_comm = comm->inter;
+  Trainer trainer(to, comm->world, &sink);
   g_trainer.store(&trainer);
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
