@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 #include "comm/reducer.h"
@@ -41,8 +42,14 @@ std::vector<at::Tensor> Trainer::parameters() const { return params_; }
 
 Status Trainer::setup() {
   TERN_ASSIGN_OR_RETURN(data_, make_training_data(spec_));
-  torch::manual_seed(static_cast<uint64_t>(spec_.train.seed));
-  TERN_ASSIGN_OR_RETURN(model_, make_image_model(spec_.model));
+  {
+    // Seeding and initialising draw from LibTorch's global generator: keep them together, so
+    // ranks that share a process (tests run ranks as threads) get the same seeded init.
+    static std::mutex init_mu;
+    std::lock_guard<std::mutex> lock(init_mu);
+    torch::manual_seed(static_cast<uint64_t>(spec_.train.seed));
+    TERN_ASSIGN_OR_RETURN(model_, make_image_model(spec_.model));
+  }
   model_->to(options_.device);
   for (auto& p : model_->parameters()) params_.push_back(p);
   {
