@@ -457,10 +457,16 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
   TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
   w->lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
   w->last_heartbeat = clock_->unix_seconds();
-  w->reported_running = std::set<TaskKey>(running.begin(), running.end());
+  std::set<TaskKey> now_running(running.begin(), running.end());
+  // Placement only needs another look when this beat changed what the scheduler sees (a
+  // first beat, tasks started or ended, ports appearing); tick() covers everything else.
+  // Scheduling on every beat made each heartbeat O(workers x jobs) and capped the
+  // coordinator at a few hundred beats/s with 10,000 workers.
+  bool relevant = !w->heard || now_running != w->reported_running || (w->spare_ports.empty() && !spare_ports.empty());
+  w->reported_running = std::move(now_running);
   set_spare_ports(w, spare_ports);
   w->heard = true;
-  schedule_locked();
+  if (relevant) schedule_locked();
 
   HeartbeatResult result;
   result.lease_ms = options_.lease_ms;

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Training across the world (issue: WAN emulation, DSSGD, TSU, DTS, hierarchical).
+# 4 ranks on this machine, the same number of samples in every run: SSGD without WAN (the
+# reference), then under the emulated 4-region WAN of configs/cluster/wan-4region.yaml (one-way
+# 70-210 ms, 1 Gbit/s): SSGD, DSSGD, TSU, DTS with a few (d, T), and hierarchical sync over
+# 2 regions x 2 ranks (configs/cluster/wan-2region.yaml, 210 ms between the regions).
+#   bench/wan.sh                     # MLP, 150 steps per rank
+#   MODEL=cnn STEPS=40 bench/wan.sh  # the CNN, fewer steps
+# Output: a table, bench/results/wan-<model>.csv and bench/results/wan-<model>.png (gnuplot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${TERN_BUILD_DIR:-build}
+MODEL=${MODEL:-mlp}
+STEPS=${STEPS:-150}
+JOB=configs/jobs/fmnist-${MODEL}.yaml
+W4=configs/cluster/wan-4region.yaml
+W2=configs/cluster/wan-2region.yaml
+OUT=bench/results
+mkdir -p "$OUT"
+CSV=$OUT/wan-$MODEL.csv
+
+run() {  # name, extra args...
+  local name=$1; shift
+  local r
+  r=$("$BUILD/bin/tern" run "$JOB" --workers 4 --set train.steps="$STEPS" --json "$@" 2>/dev/null || true)
+  echo "$r" | /usr/bin/python3 -c "
+import json, sys
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+if r.get('state') != 'SUCCEEDED':
+    sys.exit('$name failed: ' + r.get('reason', '?'))
+print(','.join(str(x) for x in ['$name', round(r['samples_per_s'], 1), r['test_accuracy'], int(r['bytes_sent_per_rank']),
+      round(r['wait_s'], 2), round(r['compute_s'], 2), r.get('staleness', 0), round(r['train_wall_s'], 1)]))"
+  echo "  $name done" >&2
+}
+
+{
+  echo "config,samples_per_s,test_accuracy,bytes_per_rank,wait_s,compute_s,staleness,train_wall_s"
+  run ssgd-lan        --set sync.strategy=ssgd
+  run ssgd-wan        --cluster $W4 --set sync.strategy=ssgd
+  run dssgd-d20       --cluster $W4 --set sync.strategy=dssgd --set sync.delay=20
+  run dssgd-d40       --cluster $W4 --set sync.strategy=dssgd --set sync.delay=40
+  run tsu-T12         --cluster $W4 --set sync.strategy=tsu --set sync.period=12
+  run dts-d20-T8      --cluster $W4 --set sync.strategy=dts --set sync.delay=20 --set sync.period=8
+  run dts-d40-T12     --cluster $W4 --set sync.strategy=dts --set sync.delay=40 --set sync.period=12
+  run hier-2x2-d20-T8 --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=20 --set sync.inter_period=8
+} > "$CSV.tmp"
+/usr/bin/python3 - "$CSV.tmp" "$CSV" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+ref = float(rows[0]["samples_per_s"])
+ref_acc = float(rows[0]["test_accuracy"])
+with open(sys.argv[2], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["config", "samples_per_s", "ratio_to_ref", "test_accuracy", "acc_delta_pts", "bytes_per_rank",
+                "wait_s", "compute_s", "staleness", "train_wall_s"])
+    for r in rows:
+        w.writerow([r["config"], r["samples_per_s"], f"{float(r['samples_per_s'])/ref:.3f}", r["test_accuracy"],
+                    f"{(float(r['test_accuracy'])-ref_acc)*100:+.2f}", r["bytes_per_rank"], r["wait_s"],
+                    r["compute_s"], r["staleness"], r["train_wall_s"]])
+PY
+rm -f "$CSV.tmp"
+echo "WAN benchmark: $MODEL, 4 ranks, $STEPS steps x batch per rank (same samples in every run), $(nproc) cores"
+echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 ms jitter); hierarchical: $W2"
+column -t -s, "$CSV"
+if command -v gnuplot >/dev/null; then
+  gnuplot <<GP
+set terminal pngcairo size 1000,480 font ",10"
+set output "$OUT/wan-$MODEL.png"
+set datafile separator ","
+set multiplot layout 1,2 title "tern across 4 emulated regions ($MODEL, 4 ranks, $STEPS steps)"
+set style data histograms
+set style fill solid 0.8
+set xtics rotate by -35
+set key off
+set title "throughput / SSGD without WAN"
+set yrange [0:*]
+plot "$CSV" using 3:xtic(1) skip 1 lc rgb "#3b7dd8"
+set title "test accuracy"
+set yrange [0:1]
+plot "$CSV" using 4:xtic(1) skip 1 lc rgb "#46a35e"
+unset multiplot
+GP
+  echo "png: $OUT/wan-$MODEL.png"
+fi
+echo "csv: $CSV"
