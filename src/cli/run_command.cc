@@ -208,7 +208,11 @@ int run_local_job(const RunOptions& options) {
         std::string kind = e.value("event", "");
         if (kind == "progress") {
           rk.last_progress = e;
-          if (r == 0) progress.update(e);
+          if (r == 0) {
+            json shown = e;  // progress events carry the rank's own rate; show the job's
+            shown["samples_per_s"] = e.value("samples_per_s", 0.0) * static_cast<double>(world);
+            progress.update(shown);
+          }
         } else if (kind == "eval" && r == 0) {
           progress.note_eval(e);
         } else if (kind == "finished") {

@@ -9,7 +9,7 @@
 //   "event", "job", "rank", "generation", "time" (unix seconds, double)
 // and, per kind:
 //   started    world, pid
-//   progress   step, total_steps, epoch, loss, samples_per_s, bytes_sent, compute_s, wait_s,
+//   progress   step, total_steps, epoch, loss, samples_per_s (this rank's), bytes_sent, compute_s, wait_s,
 //              plus optional strategy metrics (staleness, compression_ratio, ...)
 //   eval       step, test_accuracy, test_loss
 //   checkpoint step, path

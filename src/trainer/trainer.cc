@@ -156,7 +156,7 @@ void Trainer::emit_progress(int64_t step, bool force) {
       {"total_steps", total_steps_},
       {"epoch", static_cast<double>(step) / steps_per_epoch_},
       {"loss", window_loss_ / window_steps_},
-      {"samples_per_s", dt > 0 ? window_samples_ * options_.world / dt : 0.0},
+      {"samples_per_s", dt > 0 ? window_samples_ / dt : 0.0},  // this rank's; the job's is the sum
       {"bytes_sent", counting_->counts().total()},
       {"compute_s", compute_s_},
       {"wait_s", m.wait_s},
