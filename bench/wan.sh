@@ -6,6 +6,7 @@
 # 2 regions x 2 ranks (configs/cluster/wan-2region.yaml, 210 ms between the regions).
 #   bench/wan.sh                     # MLP, 150 steps per rank
 #   MODEL=cnn STEPS=40 bench/wan.sh  # the CNN, fewer steps
+#   STEPS=0 ONLY="ssgd-lan dts-d40-T12 hier-2x2-d20-T8" bench/wan.sh   # the job's epochs, some configs
 # Output: a table, bench/results/wan-<model>.csv and bench/results/wan-<model>.png (gnuplot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,10 +18,12 @@ W4=configs/cluster/wan-4region.yaml
 W2=configs/cluster/wan-2region.yaml
 OUT=bench/results
 mkdir -p "$OUT"
-CSV=$OUT/wan-$MODEL.csv
+CSV=$OUT/wan-$MODEL${SUFFIX:-}.csv
 
+ONLY=${ONLY:-}
 run() {  # name, extra args...
   local name=$1; shift
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local r
   r=$("$BUILD/bin/tern" run "$JOB" --workers 4 --set train.steps="$STEPS" --json "$@" 2>/dev/null || true)
   echo "$r" | /usr/bin/python3 -c "
@@ -59,13 +62,13 @@ with open(sys.argv[2], "w", newline="") as f:
                     r["compute_s"], r["staleness"], r["train_wall_s"]])
 PY
 rm -f "$CSV.tmp"
-echo "WAN benchmark: $MODEL, 4 ranks, $STEPS steps x batch per rank (same samples in every run), $(nproc) cores"
+echo "WAN benchmark: $MODEL, 4 ranks, $([ "$STEPS" = 0 ] && echo "the job's epochs" || echo "$STEPS steps") per rank (same samples in every run), $(nproc) cores"
 echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 ms jitter); hierarchical: $W2"
 column -t -s, "$CSV"
 if command -v gnuplot >/dev/null; then
   gnuplot <<GP
 set terminal pngcairo size 1000,480 font ",10"
-set output "$OUT/wan-$MODEL.png"
+set output "${CSV%.csv}.png"
 set datafile separator ","
 set multiplot layout 1,2 title "tern across 4 emulated regions ($MODEL, 4 ranks, $STEPS steps)"
 set style data histograms
@@ -80,6 +83,6 @@ set yrange [0:1]
 plot "$CSV" using 4:xtic(1) skip 1 lc rgb "#46a35e"
 unset multiplot
 GP
-  echo "png: $OUT/wan-$MODEL.png"
+  echo "png: ${CSV%.csv}.png"
 fi
 echo "csv: $CSV"
