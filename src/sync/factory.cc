@@ -9,6 +9,12 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     return std::unique_ptr<SyncStrategy>(std::make_unique<SsgdStrategy>(ctx.comm, ctx.reducer));
   }
   if (s.strategy == "dssgd") {
+    if (ctx.reducer != nullptr && ctx.reducer->owns_momentum() && s.delay > 0) {
+      // DGC's averaged output already carries momentum, DSSGD's fresh local term does not:
+      // mixing them would apply momentum to only part of the update.
+      return invalid_argument("compress.method dgc applies momentum inside the compressor and cannot be "
+                              "combined with sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+    }
     return std::unique_ptr<SyncStrategy>(
         std::make_unique<DssgdStrategy>(ctx.comm, ctx.reducer, s.delay, s.correction, bucket));
   }
