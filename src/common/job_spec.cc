@@ -127,6 +127,15 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.compress.value_bits != 16 && s.compress.value_bits != 32) {
     root.error("compress", "value_bits must be 16 or 32, got " + std::to_string(s.compress.value_bits));
   }
+  if (s.compress.method != "none" &&
+      (s.sync.strategy == "tsu" || s.sync.strategy == "dts" || s.sync.strategy == "hierarchical")) {
+    root.error("compress", "method " + s.compress.method + " compresses gradients, but sync.strategy " +
+                               s.sync.strategy + " exchanges parameters; use compress.method none with it");
+  }
+  if (s.compress.method == "dgc" && s.sync.strategy == "dssgd" && s.sync.delay > 0) {
+    root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
+                           "sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+  }
   if (s.recovery.min_workers > s.workers) {
     root.error("recovery", "min_workers must be <= workers");
   }

@@ -114,6 +114,15 @@ TEST(JobSpec, CrossFieldChecks) {
   EXPECT_NE(load_error(kGood, {"model.type=dlrm"}).message().find("does not fit data.source"), std::string::npos);
 }
 
+TEST(JobSpec, CompressionMustFitTheSyncStrategy) {
+  EXPECT_NE(load_error(kGood, {"sync.strategy=tsu", "compress.method=fp16"}).message().find("exchanges parameters"),
+            std::string::npos);
+  EXPECT_NE(load_error(kGood, {"sync.strategy=dssgd", "sync.delay=2", "compress.method=dgc"}).message().find(
+                "cannot be combined with sync.strategy dssgd"),
+            std::string::npos);
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=dssgd", "sync.delay=2", "compress.method=int8"}).is_ok());
+}
+
 TEST(JobSpec, ReportsAllErrorsAtOnce) {
   Status s = load_error(kGood, {"workers=0", "train.lr=-1"});
   EXPECT_NE(s.message().find("workers"), std::string::npos);
