@@ -43,6 +43,7 @@ print(','.join(str(x) for x in ['$name', round(r['samples_per_s'], 1), r['test_a
   run dssgd-d20       --cluster $W4 --set sync.strategy=dssgd --set sync.delay=20
   run dssgd-d40       --cluster $W4 --set sync.strategy=dssgd --set sync.delay=40
   run tsu-T12         --cluster $W4 --set sync.strategy=tsu --set sync.period=12
+  run dts-d20-T4      --cluster $W4 --set sync.strategy=dts --set sync.delay=20 --set sync.period=4
   run dts-d20-T8      --cluster $W4 --set sync.strategy=dts --set sync.delay=20 --set sync.period=8
   run dts-d40-T12     --cluster $W4 --set sync.strategy=dts --set sync.delay=40 --set sync.period=12
   run hier-2x2-d20-T8 --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=20 --set sync.inter_period=8

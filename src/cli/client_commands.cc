@@ -283,16 +283,26 @@ int status_command(const ClientOptions& options, const std::string& job_id) {
   }
   if (j.has_test_accuracy()) std::cout << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
   if (j.ranks_size() > 0) {
-    Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "ACCURACY",
-             "EXIT"});
+    Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "WAIT",
+             "STALE", "COMPR", "ACCURACY", "EXIT"});
     for (const auto& r : j.ranks()) {
       bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
+      auto metric = [&](const char* k) {
+        auto it = r.metrics().find(k);
+        return it == r.metrics().end() ? -1.0 : it->second;
+      };
+      // Share of the step time spent blocked on communication, staleness in steps, and the
+      // gradient compression ratio (1 = dense).
+      double wait = metric("wait_s"), compute = metric("compute_s");
+      double ratio = metric("compression_ratio"), stale = metric("staleness");
       t.add_row({std::to_string(r.rank()), r.worker_id(), r.region(), short_rank_state(r.state()),
                  r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
                                             static_cast<long long>(r.total_steps()))
                                      : "-",
                  r.step() > 0 ? strf("%.4f", r.loss()) : "-",
                  r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-", format_bytes(r.bytes_sent()),
+                 wait >= 0 && compute > 0 ? strf("%.0f%%", 100 * wait / (wait + compute)) : "-",
+                 stale >= 0 ? strf("%.0f", stale) : "-", ratio > 0 ? strf("%.0fx", ratio) : "-",
                  r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
                  exited ? std::to_string(r.exit_code()) : "-"});
     }

@@ -51,18 +51,6 @@ std::string timestamp() {
   return buf;
 }
 
-std::string tail_lines(const std::string& path, size_t n) {
-  std::ifstream in(path);
-  std::deque<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    lines.push_back(line);
-    if (lines.size() > n) lines.pop_front();
-  }
-  std::string out;
-  for (const auto& l : lines) out += "    " + l + "\n";
-  return out;
-}
 
 // Rank r's region: the cluster's regions expanded by their worker×slot counts, then
 // round-robin if the job has more ranks than the cluster has slots.
@@ -273,7 +261,7 @@ int run_local_job(const RunOptions& options) {
     if (failed_rank >= 0) {
       out["failed_rank"] = failed_rank;
       out["exit_code"] = failed_code;
-      out["log_tail"] = tail_lines(ranks[static_cast<size_t>(failed_rank)].log_path, 10);
+      out["log_tail"] = tail_file_lines(ranks[static_cast<size_t>(failed_rank)].log_path, 10);
     }
     if (ranks[0].last_progress.is_object()) out["steps"] = ranks[0].last_progress.value("step", 0);
   }

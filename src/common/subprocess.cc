@@ -12,6 +12,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <fstream>
 #include <filesystem>
 #include <thread>
 
@@ -189,6 +191,19 @@ bool LineReader::read_lines(std::vector<std::string>* out, std::chrono::millisec
     buffer_.clear();
   }
   return true;
+}
+
+std::string tail_file_lines(const std::string& path, size_t n) {
+  std::ifstream in(path);
+  std::deque<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    lines.push_back(line);
+    if (lines.size() > n) lines.pop_front();
+  }
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
 }
 
 std::vector<std::string> read_all_lines(int fd) {

@@ -80,6 +80,9 @@ class LineReader {
   bool eof_ = false;
 };
 
+// The last `n` lines of a text file (a trainer's log), newline-terminated; "" if unreadable.
+std::string tail_file_lines(const std::string& path, size_t n);
+
 // Reads every line from `fd` until EOF (blocking).
 std::vector<std::string> read_all_lines(int fd);
 

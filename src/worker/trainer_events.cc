@@ -74,17 +74,5 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
   return e;
 }
 
-std::string tail_file_lines(const std::string& path, size_t n) {
-  std::ifstream in(path);
-  std::deque<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    lines.push_back(line);
-    if (lines.size() > n) lines.pop_front();
-  }
-  std::string out;
-  for (const auto& l : lines) out += l + "\n";
-  return out;
-}
 
 }  // namespace tern

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "common/subprocess.h"  // tail_file_lines(), used with these events
 #include "tern/v1/worker.pb.h"
 
 namespace tern {
@@ -13,8 +14,5 @@ namespace tern {
 // (not JSON, or an event kind the coordinator does not track, like "checkpoint").
 // `task` is the task the line came from (authoritative over the line's own job/rank fields).
 std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const v1::TaskRef& task);
-
-// The last `n` lines of a text file ("" when unreadable).
-std::string tail_file_lines(const std::string& path, size_t n);
 
 }  // namespace tern
