@@ -40,6 +40,13 @@ Trainer::~Trainer() = default;
 
 std::vector<at::Tensor> Trainer::parameters() const { return params_; }
 
+int64_t Trainer::bytes_sent() const {
+  int64_t n = counting_->counts().total();
+  if (intra_counting_) n += intra_counting_->counts().total();
+  if (inter_counting_) n += inter_counting_->counts().total();
+  return n;
+}
+
 Status Trainer::setup() {
   TERN_ASSIGN_OR_RETURN(data_, make_training_data(spec_));
   {
@@ -78,8 +85,9 @@ Status Trainer::setup() {
     optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, 0.0, spec_.train.weight_decay);
   }
   ctx.momentum_buffers = &optimizer_->momentum_buffers();
-  ctx.intra_comm = options_.intra_comm;
-  ctx.inter_comm = options_.inter_comm;
+  // The region and leader groups are metered too, so bytes_sent covers every hop.
+  if (options_.intra_comm) ctx.intra_comm = intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
+  if (options_.inter_comm) ctx.inter_comm = inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
   TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
   TERN_RETURN_IF_ERROR(strategy_->begin(params_));
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
@@ -157,7 +165,7 @@ void Trainer::emit_progress(int64_t step, bool force) {
       {"epoch", static_cast<double>(step) / steps_per_epoch_},
       {"loss", window_loss_ / window_steps_},
       {"samples_per_s", dt > 0 ? window_samples_ / dt : 0.0},  // this rank's; the job's is the sum
-      {"bytes_sent", counting_->counts().total()},
+      {"bytes_sent", bytes_sent()},
       {"compute_s", compute_s_},
       {"wait_s", m.wait_s},
       {"staleness", m.staleness},
@@ -239,7 +247,7 @@ Status Trainer::run() {
       {"final_loss", final_loss},
       {"test_accuracy", ev.accuracy},
       {"test_loss", ev.loss},
-      {"bytes_sent_per_rank", counting_->counts().total()},
+      {"bytes_sent_per_rank", bytes_sent()},
       {"wall_s", train_wall_s_},
       {"compute_s", compute_s_},
       {"wait_s", m.wait_s},

@@ -65,6 +65,8 @@ class Trainer {
   int64_t total_steps() const { return total_steps_; }
   const nlohmann::json& summary() const { return summary_; }
   const ByteCounts& bytes() const { return counting_->counts(); }
+  // Bytes this rank sent on every communicator it uses (job-wide, region, leaders).
+  int64_t bytes_sent() const;
 
  private:
   Status train_step(int64_t step);
@@ -75,6 +77,8 @@ class Trainer {
   TrainerOptions options_;
   const JobSpec& spec_;
   std::shared_ptr<CountingCommunicator> counting_;
+  std::shared_ptr<CountingCommunicator> intra_counting_;  // hierarchical sync only
+  std::shared_ptr<CountingCommunicator> inter_counting_;  // hierarchical sync, region leaders only
   EventSink* sink_;
   std::unique_ptr<TrainingData> data_;
   std::shared_ptr<Model> model_;
