@@ -17,6 +17,7 @@ void parse_model(YamlMap m, ModelSpec* out) {
   m.get("embedding_dim", &out->embedding_dim, 1, 4096);
   m.get_list("bottom_mlp", &out->bottom_mlp, 1, 1 << 16);
   m.get_list("top_mlp", &out->top_mlp, 1, 1 << 16);
+  m.get_enum("sharding", &out->sharding, {"round_robin", "balanced"});
   m.finish();
 }
 
@@ -30,6 +31,8 @@ void parse_data(YamlMap m, DataSpec* out) {
   m.get("num_tables", &out->num_tables, 1, 1024);
   m.get("table_size", &out->table_size, 1, 1LL << 32);
   m.get("zipf_alpha", &out->zipf_alpha, 0.0, 10.0);
+  m.get_list("table_sizes", &out->table_sizes, 1, 4294967296.0);
+  m.get("holdout_every", &out->holdout_every, 0, kMaxInt);
   m.finish();
 }
 
@@ -109,6 +112,35 @@ void parse_debug(YamlMap m, DebugSpec* out) {
   m.finish();
 }
 
+// DLRM shapes: the bottom MLP ends in the embedding dimension (its output joins the
+// interaction), the top MLP in one logit, one size per table, and every rank owns a table.
+void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
+  const ModelSpec& m = s.model;
+  if (!m.bottom_mlp.empty() && static_cast<int64_t>(m.bottom_mlp.back()) != m.embedding_dim) {
+    root.error("model", "bottom_mlp must end in embedding_dim (" + std::to_string(m.embedding_dim) +
+                            "), got " + std::to_string(static_cast<int64_t>(m.bottom_mlp.back())));
+  }
+  if (!m.top_mlp.empty() && m.top_mlp.back() != 1) {
+    root.error("model", "top_mlp must end in 1 (one logit), got " +
+                            std::to_string(static_cast<int64_t>(m.top_mlp.back())));
+  }
+  const DataSpec& d = s.data;
+  if (!d.table_sizes.empty() && static_cast<int64_t>(d.table_sizes.size()) != d.num_tables) {
+    root.error("data", "table_sizes has " + std::to_string(d.table_sizes.size()) +
+                           " entries but num_tables is " + std::to_string(d.num_tables));
+  }
+  for (double v : d.table_sizes) {
+    if (v != static_cast<double>(static_cast<int64_t>(v))) {
+      root.error("data", "table_sizes must be whole numbers, got " + std::to_string(v));
+      break;
+    }
+  }
+  if (s.workers > d.num_tables) {
+    root.error("data", "num_tables (" + std::to_string(d.num_tables) + ") must be >= workers (" +
+                           std::to_string(s.workers) + "): every rank owns at least one table");
+  }
+}
+
 // Checks that span fields or sections.
 void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
@@ -123,6 +155,14 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.straggler.mode == "backup" && s.straggler.backup >= s.workers) {
     root.error("straggler", "backup must be < workers");
+  }
+  if (s.straggler.mode != "none" && s.sync.strategy != "ssgd") {
+    root.error("straggler", "straggler mode " + s.straggler.mode + " replaces the synchronous all-reduce: it needs "
+               "sync.strategy ssgd, got " + s.sync.strategy);
+  }
+  if (s.straggler.mode != "none" && s.compress.method != "none") {
+    root.error("straggler", "straggler mode " + s.straggler.mode + " exchanges dense gradients: it cannot be combined "
+               "with compress.method " + s.compress.method);
   }
   if (s.compress.value_bits != 16 && s.compress.value_bits != 32) {
     root.error("compress", "value_bits must be 16 or 32, got " + std::to_string(s.compress.value_bits));
@@ -146,6 +186,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("model", "model.type " + s.model.type + " does not fit data.source " + s.data.source +
                             " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic)");
   }
+  if (s.model.type == "dlrm") cross_validate_dlrm(s, root);
 }
 
 }  // namespace

@@ -19,6 +19,9 @@ struct ModelSpec {
   int64_t embedding_dim = 16;
   std::vector<double> bottom_mlp = {64, 16};
   std::vector<double> top_mlp = {64, 1};
+  // DLRM: how embedding tables are assigned to ranks. round_robin: table t on rank t % N;
+  // balanced: largest tables first, each to the rank with the fewest rows so far.
+  std::string sharding = "round_robin";  // round_robin | balanced
 };
 
 struct DataSpec {
@@ -33,6 +36,10 @@ struct DataSpec {
   int64_t num_tables = 26;
   int64_t table_size = 1000;
   double zipf_alpha = 1.1;
+  // Per-table sizes (hash buckets); empty = num_tables tables of table_size rows each.
+  std::vector<double> table_sizes;
+  // criteo: every holdout_every-th line of `path` is held out for evaluation (0 = none).
+  int64_t holdout_every = 10;
 };
 
 struct TrainSpec {

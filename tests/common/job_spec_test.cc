@@ -148,5 +148,28 @@ TEST(JobSpec, MalformedOverride) {
   EXPECT_NE(load_error(kGood, {"name.x=1"}).message().find("is not a map"), std::string::npos);
 }
 
+TEST(JobSpec, DlrmShapesAreChecked) {
+  const std::vector<std::string> dlrm = {"model.type=dlrm", "data.source=synthetic_ctr"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), dlrm.begin(), dlrm.end());
+    return load_error(kGood, more).message();
+  };
+  auto r = load_job_spec_text(kGood, "job.yaml", {"model.type=dlrm", "data.source=synthetic_ctr",
+                                                  "model.sharding=balanced", "data.num_tables=3",
+                                                  "data.table_sizes=[10, 20, 30]"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.model.sharding, "balanced");
+  EXPECT_EQ(r->spec.data.table_sizes.size(), 3u);
+  EXPECT_EQ(r->spec.data.holdout_every, 10);
+  EXPECT_NE(with({"model.bottom_mlp=[64, 8]"}).find("bottom_mlp must end in embedding_dim (16), got 8"),
+            std::string::npos);
+  EXPECT_NE(with({"model.top_mlp=[64, 2]"}).find("top_mlp must end in 1"), std::string::npos);
+  EXPECT_NE(with({"data.num_tables=3", "data.table_sizes=[10, 20]"}).find("table_sizes has 2 entries"),
+            std::string::npos);
+  EXPECT_NE(with({"data.num_tables=2", "data.table_sizes=[10, 2.5]"}).find("whole numbers"), std::string::npos);
+  EXPECT_NE(with({"data.num_tables=1"}).find("num_tables (1) must be >= workers (2)"), std::string::npos);
+  EXPECT_NE(with({"model.sharding=random"}).find("model.sharding"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tern
