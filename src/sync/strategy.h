@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,6 +28,19 @@ struct SyncMetrics {
   std::map<std::string, double> extra;  // strategy-specific (e.g. inter-region wait)
 };
 
+// Which samples of a step this rank computes, and how its loss is weighted. The default is
+// data parallel SGD: this rank's own batch, mean loss. Straggler mitigation (src/straggler)
+// reassigns work: coded parts, speed-proportional shares, or nothing at all when the rank is
+// behind and its peers already decided the step.
+struct StepPlan {
+  std::vector<int64_t> indices;  // sample indices to compute, in order
+  std::vector<double> weights;   // per-sample loss weights (same length); empty = mean loss
+  bool skip = false;             // compute nothing; on_gradients still runs (with zero grads)
+  int64_t global_samples = 0;    // samples of the whole step (all ranks), for throughput
+};
+// The sample indices rank `rank` would train on at this step under plain data parallelism.
+using PartIndices = std::function<std::vector<int64_t>(int rank)>;
+
 class SyncStrategy {
  public:
   virtual ~SyncStrategy() = default;
@@ -34,6 +48,16 @@ class SyncStrategy {
 
   // Once, before the first step, with the (identical, broadcast) initial parameters.
   virtual Status begin(std::vector<at::Tensor>& params) { return Status::ok(); }
+
+  // Before step `step`'s compute: which samples this rank computes (default: its own part).
+  virtual Result<StepPlan> plan(int64_t step, int rank, int world, const PartIndices& part) {
+    StepPlan p;
+    p.indices = part(rank);
+    p.global_samples = static_cast<int64_t>(p.indices.size()) * world;
+    return p;
+  }
+  // After a computed step: how many samples took how long (compute and any slowdown).
+  virtual void record_compute(int64_t samples, double seconds) {}
 
   // After backward of step `step`: `grads` hold this rank's local gradients (one per
   // parameter); on return they hold what the optimizer must apply.

@@ -6,6 +6,11 @@ at::Tensor Model::loss(const at::Tensor& out, const Batch& batch) {
   return torch::nn::functional::cross_entropy(out, batch.y);
 }
 
+at::Tensor Model::loss_per_sample(const at::Tensor& out, const Batch& batch) {
+  return torch::nn::functional::cross_entropy(
+      out, batch.y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+}
+
 int64_t Model::correct(const at::Tensor& out, const Batch& batch) {
   return out.argmax(1).eq(batch.y).sum().item<int64_t>();
 }

@@ -25,6 +25,8 @@ class Model : public torch::nn::Module {
   virtual at::Tensor forward(const Batch& batch) = 0;
   // Mean loss of a batch given forward's output.
   virtual at::Tensor loss(const at::Tensor& out, const Batch& batch);
+  // Per-sample losses [B] (work reassignment weights them individually).
+  virtual at::Tensor loss_per_sample(const at::Tensor& out, const Batch& batch);
   // Number of correct predictions in the batch.
   virtual int64_t correct(const at::Tensor& out, const Batch& batch);
 };

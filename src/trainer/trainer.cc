@@ -8,6 +8,7 @@
 
 #include "comm/reducer.h"
 #include "compress/factory.h"
+#include "straggler/straggler_sync.h"
 #include "common/trainer_protocol.h"
 
 namespace tern {
@@ -88,28 +89,39 @@ Status Trainer::setup() {
   // The region and leader groups are metered too, so bytes_sent covers every hop.
   if (options_.intra_comm) ctx.intra_comm = intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
   if (options_.inter_comm) ctx.inter_comm = inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
-  TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
-  TERN_RETURN_IF_ERROR(strategy_->begin(params_));
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
+  if (spec_.straggler.mode != "none") {
+    TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
+  } else {
+    TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
+  }
+  TERN_RETURN_IF_ERROR(strategy_->begin(params_));
   spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
                spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,
                total_steps_, strategy_->name());
   return Status::ok();
 }
 
-std::vector<int64_t> Trainer::batch_indices(int64_t step) {
+std::vector<int64_t> Trainer::batch_indices(int64_t step, int rank) {
   int64_t epoch = step / steps_per_epoch_;
   int64_t pos = step % steps_per_epoch_;
   if (epoch != indices_epoch_) {
-    epoch_indices_ = sampler_->epoch_indices(epoch);
+    epoch_indices_.assign(static_cast<size_t>(options_.world), {});
     indices_epoch_ = epoch;
   }
+  auto& mine = epoch_indices_[static_cast<size_t>(rank)];
+  if (mine.empty()) {
+    mine = rank == options_.rank ? sampler_->epoch_indices(epoch)
+                                 : ShardedSampler(data_->train_size(), options_.world, rank,
+                                                  static_cast<uint64_t>(spec_.train.seed))
+                                       .epoch_indices(epoch);
+  }
   int64_t begin = pos * spec_.train.batch_size;
-  int64_t end = std::min<int64_t>(begin + spec_.train.batch_size, static_cast<int64_t>(epoch_indices_.size()));
-  return std::vector<int64_t>(epoch_indices_.begin() + begin, epoch_indices_.begin() + end);
+  int64_t end = std::min<int64_t>(begin + spec_.train.batch_size, static_cast<int64_t>(mine.size()));
+  return std::vector<int64_t>(mine.begin() + begin, mine.begin() + end);
 }
 
-void Trainer::maybe_inject_delay(double compute_s) {
+double Trainer::maybe_inject_delay(double compute_s) {
   const DebugSpec& d = spec_.debug;
   double extra = 0;
   if (static_cast<size_t>(options_.rank) < d.slowdown.size()) {
@@ -126,30 +138,54 @@ void Trainer::maybe_inject_delay(double compute_s) {
     std::this_thread::sleep_for(std::chrono::duration<double>(extra));
     injected_delay_s_ += extra;
   }
+  return extra;
 }
 
 Status Trainer::train_step(int64_t step) {
-  Batch batch = to_device(data_->train_batch(batch_indices(step)), options_.device);
-  auto t0 = Clock::now();
-  model_->zero_grad();
-  at::Tensor out = model_->forward(batch);
-  at::Tensor loss = model_->loss(out, batch);
-  loss.backward();
+  TERN_ASSIGN_OR_RETURN(StepPlan plan, strategy_->plan(step, options_.rank, options_.world,
+                                                       [&](int r) { return batch_indices(step, r); }));
   std::vector<at::Tensor> grads;
   grads.reserve(params_.size());
-  for (auto& p : params_) grads.push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
-  double compute = seconds_since(t0);
-  maybe_inject_delay(compute);
+  double compute = 0;
+  int64_t computed = 0;
+  if (plan.skip || plan.indices.empty()) {
+    // Behind its peers (or given no work): nothing to compute; the strategy supplies the update.
+    for (auto& p : params_) grads.push_back(at::zeros_like(p));
+  } else {
+    Batch batch = to_device(data_->train_batch(plan.indices), options_.device);
+    auto t0 = Clock::now();
+    model_->zero_grad();
+    at::Tensor out = model_->forward(batch);
+    at::Tensor loss;
+    double mean_loss = 0;
+    if (plan.weights.empty()) {
+      loss = model_->loss(out, batch);
+      loss.backward();
+      mean_loss = loss.item<double>();
+    } else {
+      at::Tensor per = model_->loss_per_sample(out, batch);
+      at::Tensor w = at::tensor(plan.weights, at::kDouble).to(per.options());
+      loss = (per * w).sum();
+      loss.backward();
+      mean_loss = per.mean().item<double>();
+    }
+    for (auto& p : params_) grads.push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
+    compute = seconds_since(t0);
+    double delay = maybe_inject_delay(compute);
+    strategy_->record_compute(batch.size(), compute + delay);
+    computed = batch.size();
+    last_loss_ = mean_loss;
+    window_loss_ += last_loss_;
+    ++window_steps_;
+  }
   TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
   auto t1 = Clock::now();
   optimizer_->step(grads);
   TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
   compute_s_ += compute + seconds_since(t1);
-  last_loss_ = loss.item<double>();
-  window_loss_ += last_loss_;
-  ++window_steps_;
-  samples_ += batch.size();
-  window_samples_ += batch.size();
+  samples_ += computed;
+  global_samples_ += plan.global_samples;
+  window_samples_ += plan.global_samples / std::max(1, options_.world);
   return Status::ok();
 }
 
@@ -242,8 +278,9 @@ Status Trainer::run() {
   summary_ = {
       {"steps", step_},
       {"epochs", static_cast<double>(step_) / steps_per_epoch_},
-      {"samples", samples_ * options_.world},
-      {"samples_per_s", train_wall_s_ > 0 ? samples_ * options_.world / train_wall_s_ : 0.0},
+      {"samples", global_samples_},
+      {"samples_per_s", train_wall_s_ > 0 ? global_samples_ / train_wall_s_ : 0.0},
+      {"computed_samples", samples_},
       {"final_loss", final_loss},
       {"test_accuracy", ev.accuracy},
       {"test_loss", ev.loss},

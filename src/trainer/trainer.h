@@ -70,9 +70,10 @@ class Trainer {
 
  private:
   Status train_step(int64_t step);
-  void maybe_inject_delay(double compute_s);
+  double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
-  std::vector<int64_t> batch_indices(int64_t step);
+  // Rank `rank`'s data-parallel batch at `step` (straggler modes reassign other ranks' parts).
+  std::vector<int64_t> batch_indices(int64_t step, int rank);
 
   TrainerOptions options_;
   const JobSpec& spec_;
@@ -87,7 +88,7 @@ class Trainer {
   std::unique_ptr<GradientReducer> reducer_;  // borrowed by strategy_: declared first, destroyed last
   std::unique_ptr<SyncStrategy> strategy_;
   std::unique_ptr<ShardedSampler> sampler_;
-  std::vector<int64_t> epoch_indices_;
+  std::vector<std::vector<int64_t>> epoch_indices_;  // per rank, filled on demand for indices_epoch_
   int64_t indices_epoch_ = -1;
   int64_t steps_per_epoch_ = 0;
   int64_t total_steps_ = 0;
@@ -101,7 +102,8 @@ class Trainer {
   double window_loss_ = 0;
   int64_t window_steps_ = 0;
   double last_loss_ = 0;
-  int64_t samples_ = 0;  // this rank's
+  int64_t samples_ = 0;  // this rank's computed samples
+  int64_t global_samples_ = 0;  // samples of every step's global batch (all ranks)
   double train_wall_s_ = 0;
   std::chrono::steady_clock::time_point window_start_;
   int64_t window_samples_ = 0;
