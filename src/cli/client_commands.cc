@@ -112,6 +112,22 @@ Result<std::string> resolve_coordinator(const ClientOptions& options) {
   return std::string("127.0.0.1:7070");
 }
 
+Result<ClientConnection> resolve_connection(const ClientOptions& options) {
+  ClientConnection c;
+  if (!options.cluster_file.empty()) {
+    auto loaded = load_cluster_config(options.cluster_file, {}, ClusterLoadOptions{true});
+    if (!loaded.is_ok()) return loaded.status();
+    c.cluster = std::move(loaded).value();
+  }
+  TERN_ASSIGN_OR_RETURN(c.address, resolve_coordinator(options));
+  std::string token = options.token;
+  if (const char* env = std::getenv("TERN_TOKEN"); token.empty() && env) token = env;
+  TERN_ASSIGN_OR_RETURN(c.rpc.security,
+                        make_client_security(c.cluster ? &*c.cluster : nullptr, c.address, token));
+  if (c.cluster) c.rpc.deadline = std::chrono::milliseconds(c.cluster->limits.rpc_deadline_ms);
+  return c;
+}
+
 int report_error(const std::string& what, const Status& status) {
   switch (status.code()) {
     case StatusCode::kUnavailable:
@@ -125,6 +141,12 @@ int report_error(const std::string& what, const Status& status) {
     case StatusCode::kInvalidArgument:
       std::cerr << "tern " << what << ": " << status.message() << std::endl;
       return kExitBadInput;
+    case StatusCode::kUnauthenticated:
+      std::cerr << "tern " << what << ": " << status.to_string()
+                << "\n  Pass --token, set TERN_TOKEN, or name auth.token_file in the cluster file "
+                   "(--cluster)."
+                << std::endl;
+      return kExitFailed;
     default:
       std::cerr << "tern " << what << ": " << status.to_string() << std::endl;
       return kExitFailed;
@@ -136,22 +158,29 @@ namespace {
 // Resolves the address or prints why not; returns nullopt on failure (exit code in *code).
 std::unique_ptr<CoordinatorClient> connect(const ClientOptions& options, const std::string& what,
                                            int* code) {
-  auto addr = resolve_coordinator(options);
-  if (!addr.is_ok()) {
-    *code = report_error(what, addr.status());
+  auto conn = resolve_connection(options);
+  if (!conn.is_ok()) {
+    if (conn.status().code() == StatusCode::kFailedPrecondition) {
+      // Plain text to a remote coordinator: a setup problem, not a failed request.
+      std::cerr << "tern " << what << ": " << conn.status().message() << std::endl;
+      *code = kExitBadInput;
+    } else {
+      *code = report_error(what, conn.status());
+    }
     return nullptr;
   }
-  return std::make_unique<CoordinatorClient>(*addr);
+  return std::make_unique<CoordinatorClient>(conn->address, conn->rpc);
 }
 
 // Follows a job until it ends, reconnecting while the coordinator restarts (up to a minute).
-Result<v1::JobStatus> watch(const std::string& address, const std::string& job_id, bool json) {
+Result<v1::JobStatus> watch(const std::string& address, const RpcClientOptions& rpc,
+                            const std::string& job_id, bool json) {
   const bool tty = !json && isatty(STDOUT_FILENO);
   ProgressLine line(std::cout, tty);
   v1::JobState shown = v1::JOB_STATE_UNSPECIFIED;
   auto give_up_at = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (true) {
-    CoordinatorClient client(address);  // a fresh channel per attempt: no reconnect backoff
+    CoordinatorClient client(address, rpc);  // a fresh channel per attempt: no reconnect backoff
     auto last = client.watch_job(job_id, [&](const v1::JobStatus& j) {
       give_up_at = std::chrono::steady_clock::now() + std::chrono::seconds(60);
       if (json) return true;
@@ -214,7 +243,7 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
     std::cout << "submitted " << reply->job_id() << " (" << job.name() << "): " << job.world_size()
               << " ranks" << std::endl;
   }
-  auto last = watch(client->address(), reply->job_id(), options.json);
+  auto last = watch(client->address(), client->options(), reply->job_id(), options.json);
   if (!last.is_ok()) return report_error("submit --watch", last.status());
   if (options.json) {
     std::cout << to_json(*last) << std::endl;
@@ -284,7 +313,7 @@ int status_command(const ClientOptions& options, const std::string& job_id) {
   if (j.has_test_accuracy()) std::cout << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
   if (j.ranks_size() > 0) {
     Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "WAIT",
-             "STALE", "COMPR", "ACCURACY", "EXIT"});
+             "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
     for (const auto& r : j.ranks()) {
       bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
       auto metric = [&](const char* k) {
@@ -295,6 +324,9 @@ int status_command(const ClientOptions& options, const std::string& job_id) {
       // gradient compression ratio (1 = dense).
       double wait = metric("wait_s"), compute = metric("compute_s");
       double ratio = metric("compression_ratio"), stale = metric("staleness");
+      // Straggler mitigation: share of steps this rank's gradient was dropped (or skipped), and
+      // its share of the global batch (speed-proportional modes).
+      double drop = metric("straggler_drop_share"), share = metric("straggler_share");
       t.add_row({std::to_string(r.rank()), r.worker_id(), r.region(), short_rank_state(r.state()),
                  r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
                                             static_cast<long long>(r.total_steps()))
@@ -303,6 +335,7 @@ int status_command(const ClientOptions& options, const std::string& job_id) {
                  r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-", format_bytes(r.bytes_sent()),
                  wait >= 0 && compute > 0 ? strf("%.0f%%", 100 * wait / (wait + compute)) : "-",
                  stale >= 0 ? strf("%.0f", stale) : "-", ratio > 0 ? strf("%.0fx", ratio) : "-",
+                 drop >= 0 ? strf("%.0f%%", 100 * drop) : "-", share > 0 ? strf("%.1f%%", 100 * share) : "-",
                  r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
                  exited ? std::to_string(r.exit_code()) : "-"});
     }

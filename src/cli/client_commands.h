@@ -4,10 +4,13 @@
 //   succeed, 2 bad input (an invalid spec, an unknown flag value), 3 coordinator unreachable.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/cluster_config.h"
 #include "common/status.h"
+#include "rpc/client.h"
 
 namespace tern {
 
@@ -18,13 +21,24 @@ constexpr int kExitUnreachable = 3;
 
 struct ClientOptions {
   std::string coordinator;   // --coordinator HOST:PORT; empty = resolve_coordinator()
-  std::string cluster_file;  // --cluster FILE: take the address from it
+  std::string cluster_file;  // --cluster FILE: the address, TLS and token file from it
+  std::string token;         // --token; empty = $TERN_TOKEN, then the file's auth.token_file
   bool json = false;         // --json: machine-readable output
 };
 
 // --coordinator, else --cluster FILE's listen address, else $TERN_COORDINATOR, else
 // 127.0.0.1:7070.
 Result<std::string> resolve_coordinator(const ClientOptions& options);
+
+// Everything a client needs to reach the coordinator: the address and RPC options with the
+// TLS material and bearer token (--token, $TERN_TOKEN, the cluster file's auth.token_file),
+// plus the cluster file itself when one was given. Refuses plain text to a remote address.
+struct ClientConnection {
+  std::string address;
+  RpcClientOptions rpc;
+  std::optional<ClusterConfig> cluster;
+};
+Result<ClientConnection> resolve_connection(const ClientOptions& options);
 
 struct SubmitOptions {
   std::string job_file;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -166,7 +167,7 @@ Result<std::unique_ptr<Subprocess>> spawn_daemon(const std::vector<std::string>&
 }  // namespace
 
 int cluster_up_command(const ClusterCommandOptions& options) {
-  auto loaded = load_cluster_config(options.file);
+  auto loaded = load_cluster_config(options.file, {}, ClusterLoadOptions{true});
   if (!loaded.is_ok()) {
     std::cerr << "tern cluster up: " << loaded.status().message() << "\nnothing was started"
               << std::endl;
@@ -198,6 +199,14 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   }
   const std::string address = dial_address(c.listen);
   const std::string config_path = fs::absolute(options.file).lexically_normal().string();
+  // The daemons read TLS material and their token from the same file; so does this CLI.
+  const char* env_token = std::getenv("TERN_TOKEN");
+  auto security = make_client_security(&c, address, env_token ? env_token : "");
+  if (!security.is_ok()) {
+    std::cerr << "tern cluster up: " << security.status().message() << "\nnothing was started"
+              << std::endl;
+    return 2;
+  }
   std::vector<Daemon> started;
   std::vector<std::unique_ptr<Subprocess>> procs;
   auto fail = [&](const std::string& msg) {
@@ -216,7 +225,8 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   started.push_back({"coordinator", (*coord)->pid()});
   write_pid_file(c, started.back());
   procs.push_back(std::move(coord).value());
-  const RpcClientOptions quick{std::chrono::milliseconds(1000), 0, std::chrono::milliseconds(0)};
+  RpcClientOptions quick{std::chrono::milliseconds(1000), 0, std::chrono::milliseconds(0)};
+  quick.security = *security;
   CoordinatorClient client(address, quick);
   while (true) {
     if (auto code = procs[0]->poll()) {
@@ -224,7 +234,11 @@ int cluster_up_command(const ClusterCommandOptions& options) {
                   coord_log + "):\n" + tail(coord_log, 15));
     }
     // A fresh channel per attempt: no reconnect backoff carried over from refused attempts.
-    if (CoordinatorClient(address, quick).list_workers().is_ok()) break;
+    auto probe = CoordinatorClient(address, quick).list_workers();
+    if (probe.is_ok()) break;
+    if (probe.status().code() == StatusCode::kUnauthenticated) {
+      return fail("the coordinator refuses this CLI's token: " + probe.status().message());
+    }
     if (SteadyClock::now() > deadline) return fail("the coordinator does not answer at " + address);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -235,6 +249,8 @@ int cluster_up_command(const ClusterCommandOptions& options) {
     for (int64_t i = 0; i < region.workers; ++i) {
       std::string name = region.name + "-" + std::to_string(i);
       std::vector<std::string> args = {"worker",
+                                       "--cluster",
+                                       config_path,
                                        "--coordinator",
                                        address,
                                        "--name",

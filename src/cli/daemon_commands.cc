@@ -13,6 +13,7 @@
 #include "common/cluster_config.h"
 #include "common/logging.h"
 #include "coordinator/coordinator_server.h"
+#include "rpc/security.h"
 
 namespace tern {
 namespace {
@@ -42,22 +43,38 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
   sigset_t signals = block_termination_signals();
   CoordinatorServerOptions so;
   if (!options.config_file.empty()) {
-    auto cluster = load_cluster_config(options.config_file);
+    auto cluster = load_cluster_config(options.config_file, {}, ClusterLoadOptions{true});
     if (!cluster.is_ok()) {
+      spdlog::error("cannot start: {}", cluster.status().message());
       std::cerr << "tern coordinator: " << cluster.status().message() << std::endl;
       return 2;
     }
+    auto security = make_server_security(*cluster);
+    if (!security.is_ok()) {
+      spdlog::error("cannot start: {}", security.status().message());
+      std::cerr << "tern coordinator: " << security.status().message() << std::endl;
+      return 2;
+    }
+    so.security = std::move(security).value();
     so.listen = cluster->listen;
     so.core.state_dir = cluster->state_dir;
     so.core.heartbeat_ms = cluster->heartbeat_ms;
     so.core.lease_ms = cluster->lease_ms;
     so.core.max_queued_jobs = cluster->max_queued_jobs;
+    so.core.max_spec_bytes = cluster->limits.max_spec_bytes;
+    so.core.paths.write_roots = {cluster->work_dir()};
+    so.core.paths.read_roots = cluster->data_dirs;
+    so.max_message_bytes = cluster->limits.max_message_bytes;
+    so.guard.rate_per_s = cluster->limits.rate_per_s;
+    so.guard.rate_burst = static_cast<double>(cluster->limits.rate_burst);
+    so.metrics_port = static_cast<int>(cluster->metrics_port);
     std::ifstream in(options.config_file);
     std::stringstream text;
     text << in.rdbuf();
     so.core.cluster_yaml = text.str();
   }
   if (!options.listen.empty()) so.listen = options.listen;
+  if (options.metrics_port >= 0) so.metrics_port = options.metrics_port;
   if (!options.state_dir.empty()) {
     so.core.state_dir = std::filesystem::absolute(options.state_dir).lexically_normal().string();
   }
@@ -80,6 +97,10 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
 
 int worker_command(const WorkerDaemonOptions& options, const std::string& log_level) {
   setup_logging("worker " + (options.name.empty() ? options.region : options.name), log_level);
+  if (!options.security || !options.security->tls) {
+    spdlog::warn("talking plain-text gRPC (no TLS) to the coordinator at {}: loopback only",
+                 options.coordinator);
+  }
   sigset_t signals = block_termination_signals();
   WorkerDaemon daemon(options);
   std::thread waiter([&] {

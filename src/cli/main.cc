@@ -1,6 +1,7 @@
 // tern: the command-line interface (see README.md). Thin: parses flags and hands over to
 // cli/*_command.h.
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <iostream>
 
 #include "cli/client_commands.h"
@@ -15,7 +16,11 @@ void add_client_flags(CLI::App* cmd, tern::ClientOptions* o) {
   cmd->add_option(
       "--coordinator", o->coordinator,
       "coordinator HOST:PORT (default: --cluster's listen, $TERN_COORDINATOR, 127.0.0.1:7070)");
-  cmd->add_option("--cluster", o->cluster_file, "cluster file whose coordinator to talk to");
+  cmd->add_option("--cluster", o->cluster_file,
+                  "cluster file: the coordinator's address, TLS and token file");
+  cmd->add_option("--token", o->token,
+                  "bearer token (default: $TERN_TOKEN, then the cluster file's auth.token_file; "
+                  "prefer those: a flag shows in ps)");
   cmd->add_flag("--json", o->json, "machine-readable JSON output");
 }
 
@@ -52,6 +57,8 @@ int main(int argc, char** argv) {
   coord_cmd->add_option("--state-dir", coord.state_dir,
                         "journal and logs directory (overrides the file)");
   coord_cmd->add_option("--log-level", coord.log_level, "trace|debug|info|warn|error");
+  coord_cmd->add_option("--metrics-port", coord.metrics_port,
+                        "HTTP port for /metrics and /healthz (overrides the file; 0 = off)");
 
   tern::WorkerDaemonOptions worker;
   tern::ClientOptions worker_client;
@@ -60,7 +67,14 @@ int main(int argc, char** argv) {
   auto* worker_cmd = app.add_subcommand("worker", "Run a worker daemon (until SIGTERM)");
   worker_cmd->add_option("--coordinator", worker_client.coordinator, "coordinator HOST:PORT");
   worker_cmd->add_option("--cluster", worker_client.cluster_file,
-                         "cluster file whose coordinator to join");
+                         "cluster file: the coordinator to join, TLS, token file, data dirs");
+  worker_cmd->add_option("--token", worker_client.token,
+                         "bearer token (default: $TERN_TOKEN, then the cluster file's "
+                         "auth.token_file)");
+  std::vector<std::string> data_dirs;
+  worker_cmd->add_option("--data-dir", data_dirs,
+                         "directory jobs may read data from (repeatable; default: the cluster "
+                         "file's data_dirs, else /usr/share/datasets)");
   worker_cmd->add_option("--region", worker.region, "region this machine is in")
       ->capture_default_str();
   worker_cmd->add_option("--slots", worker.slots, "ranks this worker runs at once")
@@ -136,9 +150,20 @@ int main(int argc, char** argv) {
   if (*run_cmd) return tern::run_local_job(run);
   if (*coord_cmd) return tern::coordinator_command(coord);
   if (*worker_cmd) {
-    auto addr = tern::resolve_coordinator(worker_client);
-    if (!addr.is_ok()) return tern::report_error("worker", addr.status());
-    worker.coordinator = *addr;
+    auto conn = tern::resolve_connection(worker_client);
+    if (!conn.is_ok()) {
+      std::cerr << "tern worker: " << conn.status().message() << std::endl;
+      return tern::kExitBadInput;
+    }
+    worker.coordinator = conn->address;
+    worker.security = conn->rpc.security;
+    worker.rpc_deadline = std::min(worker.rpc_deadline, conn->rpc.deadline);
+    if (conn->cluster) worker.data_dirs = conn->cluster->data_dirs;
+    if (!data_dirs.empty()) {
+      worker.data_dirs.clear();
+      for (const auto& d : data_dirs)
+        worker.data_dirs.push_back(std::filesystem::absolute(d).lexically_normal().string());
+    }
     worker.stop_grace = std::chrono::milliseconds(grace_ms);
     return tern::worker_command(worker, worker_log_level);
   }

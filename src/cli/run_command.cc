@@ -255,6 +255,18 @@ int run_local_job(const RunOptions& options) {
     for (auto& rk : ranks) bytes += rk.summary.value("bytes_sent_per_rank", 0.0);
     out["bytes_sent_per_rank"] = bytes / static_cast<double>(world);
     out["train_wall_s"] = ranks[0].summary.value("wall_s", 0.0);
+    // Per-rank figures that differ between ranks (straggler drops, shares, speeds, waits).
+    json per_rank = json::array();
+    for (auto& rk : ranks) {
+      json r = {{"computed_samples", rk.summary.value("computed_samples", 0.0)},
+                {"wait_s", rk.summary.value("wait_s", 0.0)},
+                {"injected_delay_s", rk.summary.value("injected_delay_s", 0.0)}};
+      for (auto& [k, v] : rk.summary.items()) {
+        if (k.rfind("straggler_", 0) == 0) r[k] = v;
+      }
+      per_rank.push_back(std::move(r));
+    }
+    out["ranks"] = std::move(per_rank);
   } else {
     if (reason.empty()) reason = "a trainer exited without a summary";
     out["reason"] = reason;

@@ -1,5 +1,10 @@
 #include "common/cluster_config.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -28,31 +33,70 @@ int64_t ClusterConfig::total_workers() const {
   return n;
 }
 
+bool is_loopback_host(const std::string& host_or_address) {
+  std::string host = host_or_address;
+  // HOST:PORT (an IPv6 host is bracketed: [::1]:7070).
+  if (!host.empty() && host.front() == '[') {
+    auto close = host.find(']');
+    host = host.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+  } else if (std::count(host.begin(), host.end(), ':') == 1) {
+    host = host.substr(0, host.find(':'));
+  }
+  if (host == "localhost" || host == "::1") return true;
+  if (host.rfind("127.", 0) != 0) return false;
+  return host.find_first_not_of("0123456789.") == std::string::npos;
+}
+
 namespace {
 
-Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path);
+Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path,
+                                         const ClusterLoadOptions& options);
 
 }  // namespace
 
 Result<ClusterConfig> load_cluster_config(const std::string& path,
-                                          const std::vector<std::string>& overrides) {
+                                          const std::vector<std::string>& overrides,
+                                          const ClusterLoadOptions& options) {
   TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_file(path));
   for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
-  return parse_cluster_node(root, path);
+  return parse_cluster_node(root, path, options);
 }
 
-Result<ClusterConfig> parse_cluster_config(const std::string& text, const std::string& name) {
+Result<ClusterConfig> parse_cluster_config(const std::string& text, const std::string& name,
+                                           const ClusterLoadOptions& options) {
   TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_text(text, name));
-  return parse_cluster_node(root, name);
+  return parse_cluster_node(root, name, options);
 }
 
 namespace {
 
-Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path) {
+// `p` made absolute against `base` (the cluster file's directory).
+std::string resolve_against(const std::string& base, const std::string& p) {
+  if (p.empty()) return p;
+  std::error_code ec;
+  std::filesystem::path path(p);
+  if (path.is_relative()) path = std::filesystem::path(base) / path;
+  return std::filesystem::absolute(path, ec).lexically_normal().string();
+}
+
+// Resolves a path field in place; with `check`, records an error when it cannot be read.
+void resolve_file(YamlMap& m, const std::string& key, const std::string& base, bool check,
+                  std::string* value) {
+  if (value->empty()) return;
+  *value = resolve_against(base, *value);
+  if (check && ::access(value->c_str(), R_OK) != 0) {
+    m.error(key, "cannot read " + *value + ": " + std::strerror(errno) +
+                     " (scripts/make-certs.sh DIR creates certificates and tokens)");
+  }
+}
+
+Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path,
+                                         const ClusterLoadOptions& options) {
   ErrorList errors(path);
   YamlMap m(root, "", &errors);
   ClusterConfig c;
   c.path = path;
+  const std::string base = std::filesystem::path(path).parent_path().string();
   m.get("name", &c.name);
   {
     YamlMap co = m.child("coordinator");
@@ -60,8 +104,76 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     co.get("heartbeat_ms", &c.heartbeat_ms, 10, 600000);
     co.get("lease_ms", &c.lease_ms, 50, 3600000);
     co.get("max_queued_jobs", &c.max_queued_jobs, 1, 1000000);
+    co.get("metrics_port", &c.metrics_port, 0, 65535);
+    co.get("max_message_bytes", &c.limits.max_message_bytes, 4096, int64_t{1} << 30);
+    co.get("max_spec_bytes", &c.limits.max_spec_bytes, 256, int64_t{1} << 30);
+    co.get("rpc_deadline_ms", &c.limits.rpc_deadline_ms, 10, 3600000);
+    YamlMap rl = co.child("rate_limit");
+    rl.get("per_s", &c.limits.rate_per_s, 0.001, 1e9);
+    rl.get("burst", &c.limits.rate_burst, 1, 1000000000);
+    rl.finish();
     co.finish();
     if (c.listen.find(':') == std::string::npos) co.error("listen", "must be HOST:PORT, got '" + c.listen + "'");
+    if (c.limits.max_spec_bytes > c.limits.max_message_bytes) {
+      co.error("max_spec_bytes", "must be <= coordinator.max_message_bytes (" +
+                                     std::to_string(c.limits.max_message_bytes) + "), got " +
+                                     std::to_string(c.limits.max_spec_bytes));
+    }
+  }
+  {
+    YamlMap t = m.child("tls");
+    t.get("enabled", &c.tls.enabled);
+    t.get("ca", &c.tls.ca);
+    t.get("cert", &c.tls.cert);
+    t.get("key", &c.tls.key);
+    t.get("client_cert", &c.tls.client_cert);
+    t.get("client_key", &c.tls.client_key);
+    t.get("server_name", &c.tls.server_name);
+    if (c.tls.enabled) {
+      if (c.tls.ca.empty()) t.error("ca", "is required when tls.enabled is true");
+      if (c.tls.cert.empty() != c.tls.key.empty())
+        t.error(c.tls.cert.empty() ? "cert" : "key", "cert and key go together: give both");
+      if (c.tls.client_cert.empty() != c.tls.client_key.empty()) {
+        t.error(c.tls.client_cert.empty() ? "client_cert" : "client_key",
+                "client_cert and client_key go together: give both");
+      }
+      if (c.tls.cert.empty() && c.tls.client_cert.empty())
+        t.error("enabled", "needs cert/key (coordinator) or client_cert/client_key (clients)");
+      resolve_file(t, "ca", base, options.check_files, &c.tls.ca);
+      resolve_file(t, "cert", base, options.check_files, &c.tls.cert);
+      resolve_file(t, "key", base, options.check_files, &c.tls.key);
+      resolve_file(t, "client_cert", base, options.check_files, &c.tls.client_cert);
+      resolve_file(t, "client_key", base, options.check_files, &c.tls.client_key);
+    }
+    t.finish();
+  }
+  {
+    YamlMap a = m.child("auth");
+    std::set<std::string> users;
+    for (YamlMap tok : a.child_list("tokens")) {
+      AuthToken at;
+      tok.require("user");
+      tok.require("token_file");
+      tok.get("user", &at.user);
+      tok.get("token_file", &at.token_file);
+      resolve_file(tok, "token_file", base, options.check_files, &at.token_file);
+      tok.finish();
+      if (!at.user.empty() && !users.insert(at.user).second)
+        tok.error("user", "duplicate user '" + at.user + "'");
+      c.auth.tokens.push_back(at);
+    }
+    a.get("token_file", &c.auth.token_file);
+    resolve_file(a, "token_file", base, options.check_files, &c.auth.token_file);
+    a.finish();
+  }
+  if (m.has("data_dirs")) {
+    c.data_dirs.clear();
+    m.get_list("data_dirs", &c.data_dirs);
+    for (const auto& d : c.data_dirs) {
+      if (!std::filesystem::path(d).is_absolute())
+        m.error("data_dirs", "must list absolute directories, got '" + d + "'");
+    }
+    for (auto& d : c.data_dirs) d = std::filesystem::path(d).lexically_normal().string();
   }
   std::string state_dir = ".tern/" + c.name;
   m.get("state_dir", &state_dir);
@@ -113,6 +225,22 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     n.finish();
   }
   m.finish();
+  if (!c.tls.enabled) {
+    // Plain-text gRPC carries tokens and job specs in the clear: only on this machine.
+    if (!is_loopback_host(c.listen)) {
+      m.error("coordinator", "listen " + c.listen +
+                                 " is not a loopback address and tls.enabled is false: plain-text "
+                                 "gRPC is only allowed on loopback; enable tls (scripts/make-certs.sh) "
+                                 "or listen on 127.0.0.1");
+    }
+    for (size_t i = 0; i < c.regions.size(); ++i) {
+      if (!is_loopback_host(c.regions[i].host)) {
+        m.error("regions", "[" + std::to_string(i) + "].host " + c.regions[i].host +
+                               " is not a loopback address and tls.enabled is false: enable tls "
+                               "for a cluster that spans machines");
+      }
+    }
+  }
   TERN_RETURN_IF_ERROR(errors.to_status());
   std::error_code ec;
   c.state_dir = std::filesystem::absolute(state_dir, ec).lexically_normal().string();

@@ -37,6 +37,42 @@ struct NetworkSpec {
   const LinkSpec& link(const std::string& a, const std::string& b) const;
 };
 
+// mTLS between the coordinator, worker daemons and the CLI. Paths are absolute once loaded
+// (relative ones are resolved against the cluster file's directory). The coordinator serves
+// with cert/key and requires a client certificate signed by `ca`; daemons and the CLI present
+// client_cert/client_key and verify the coordinator against `ca`.
+struct TlsSpec {
+  bool enabled = false;
+  std::string ca;           // PEM CA bundle both sides verify against
+  std::string cert;         // the coordinator's certificate (PEM)
+  std::string key;          // the coordinator's private key (PEM)
+  std::string client_cert;  // daemons' and the CLI's certificate (PEM)
+  std::string client_key;   // daemons' and the CLI's private key (PEM)
+  std::string server_name;  // name to verify the coordinator as; empty = the dialled host
+};
+
+// One API user: the coordinator accepts `Authorization: Bearer <token>` where the token is
+// the content of token_file (whitespace trimmed).
+struct AuthToken {
+  std::string user;
+  std::string token_file;  // absolute once loaded
+};
+
+struct AuthSpec {
+  std::vector<AuthToken> tokens;  // empty = no bearer tokens required
+  std::string token_file;  // the token this machine's CLI and daemons send; empty = none
+};
+
+// What the coordinator refuses, each with a clear status (RESOURCE_EXHAUSTED or
+// INVALID_ARGUMENT) rather than a crash.
+struct LimitsSpec {
+  int64_t max_message_bytes = 4 << 20;  // any gRPC message, both directions
+  int64_t max_spec_bytes = 256 << 10;   // SubmitJob's spec_yaml
+  double rate_per_s = 50;               // Coordinator API calls per second per client
+  int64_t rate_burst = 100;             // token bucket size
+  int64_t rpc_deadline_ms = 5000;       // clients' per-call deadline
+};
+
 struct ClusterConfig {
   std::string name = "local";
   std::string path;               // the file it came from
@@ -45,7 +81,14 @@ struct ClusterConfig {
   int64_t heartbeat_ms = 500;
   int64_t lease_ms = 3000;
   int64_t max_queued_jobs = 1000;
+  int64_t metrics_port = 0;       // Prometheus /metrics and /healthz over HTTP; 0 = off
   std::string trainer_path;       // tern-trainer binary; default: next to `tern`
+  // Directories a job spec may read from (data.path, recovery.resume_from) besides the
+  // worker's own job directory. Absolute.
+  std::vector<std::string> data_dirs = {"/usr/share/datasets"};
+  TlsSpec tls;
+  AuthSpec auth;
+  LimitsSpec limits;
   std::vector<RegionSpec> regions;
   NetworkSpec network;
 
@@ -55,11 +98,25 @@ struct ClusterConfig {
   int64_t total_workers() const;
 };
 
-// Loads and validates a cluster file; relative paths are resolved against the current
-// directory. Errors name file:line and the field. `overrides` are "a.b=c" like --set.
+struct ClusterLoadOptions {
+  // Check that the tls and auth files exist and are readable (the coordinator, daemons and
+  // the CLI do; a trainer handed a copy of the file in its job directory does not).
+  bool check_files = false;
+};
+
+// Loads and validates a cluster file; state_dir and trainer are resolved against the current
+// directory, tls/auth file paths against the file's directory. Errors name file:line and the
+// field. `overrides` are "a.b=c" like --set. Plain-text gRPC (tls.enabled false) is refused
+// unless every address in the file is a loopback address.
 Result<ClusterConfig> load_cluster_config(const std::string& path,
-                                          const std::vector<std::string>& overrides = {});
-// Same, from text; `name` stands for the file in messages.
-Result<ClusterConfig> parse_cluster_config(const std::string& text, const std::string& name);
+                                          const std::vector<std::string>& overrides = {},
+                                          const ClusterLoadOptions& options = {});
+// Same, from text; `name` stands for the file in messages (and its directory is the base of
+// relative tls/auth paths).
+Result<ClusterConfig> parse_cluster_config(const std::string& text, const std::string& name,
+                                           const ClusterLoadOptions& options = {});
+
+// True for 127.0.0.0/8, ::1 and "localhost" (the host part of HOST:PORT or a bare host).
+bool is_loopback_host(const std::string& host_or_address);
 
 }  // namespace tern

@@ -243,11 +243,23 @@ void CoordinatorCore::touch(Job* job) {
 Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
                                         const std::vector<std::string>& overrides,
                                         const std::string& source_name) {
-  auto loaded = load_job_spec_text(
-      spec_yaml, source_name.empty() ? "<submitted spec>" : source_name, overrides);
+  const std::string name = source_name.empty() ? "<submitted spec>" : source_name;
+  size_t size = spec_yaml.size();
+  for (const auto& o : overrides) size += o.size();
+  if (static_cast<int64_t>(size) > options_.max_spec_bytes) {
+    return invalid_argument(name + ": the job spec is " + std::to_string(size) +
+                            " bytes; the coordinator accepts at most " +
+                            std::to_string(options_.max_spec_bytes) +
+                            " (coordinator.max_spec_bytes)");
+  }
+  auto loaded = load_job_spec_text(spec_yaml, name, overrides);
   if (!loaded.is_ok()) {
     const Status& s = loaded.status();
     return s.code() == StatusCode::kInvalidArgument ? s : invalid_argument(s.message());
+  }
+  if (!options_.paths.write_roots.empty() || !options_.paths.read_roots.empty()) {
+    Status paths = check_job_paths(loaded->spec, options_.paths);
+    if (!paths.is_ok()) return invalid_argument(name + ": " + paths.message());
   }
   std::lock_guard<std::mutex> lock(mu_);
   int64_t pending = 0;

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/path_policy.h"
 #include "common/status.h"
 #include "coordinator/journal.h"
 #include "coordinator/types.h"
@@ -39,6 +40,11 @@ struct CoordinatorOptions {
       cluster_yaml;  // the cluster file's text, handed to trainers (WAN model); may be empty
   size_t compact_every =
       2000;  // compact when the journal has this many records more than live entries
+  // SubmitJob answers INVALID_ARGUMENT for a spec (plus overrides) larger than this.
+  int64_t max_spec_bytes = 256 << 10;
+  // Where a spec's paths may point on the workers (job_dir unknown here; the daemons check
+  // again with theirs). No roots: paths are not checked.
+  PathPolicy paths;
 };
 
 struct WorkerRegistration {

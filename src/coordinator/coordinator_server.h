@@ -13,6 +13,10 @@
 #include "common/clock.h"
 #include "coordinator/coordinator_core.h"
 #include "coordinator/service.h"
+#include "rpc/call_guard.h"
+#include "rpc/http_server.h"
+#include "rpc/metrics.h"
+#include "rpc/security.h"
 #include "rpc/server.h"
 
 namespace tern {
@@ -21,6 +25,10 @@ struct CoordinatorServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0 picks a free one (tests)
   CoordinatorOptions core;
   std::chrono::milliseconds tick{100};
+  ServerSecurity security;              // TLS and tokens; default: plain text, no tokens
+  int64_t max_message_bytes = 4 << 20;  // any gRPC message
+  CallGuardOptions guard;               // per-client rate limit of the Coordinator API
+  int metrics_port = 0;                 // HTTP /metrics and /healthz on the listen host; 0 = off
 };
 
 class CoordinatorServer {
@@ -30,6 +38,7 @@ class CoordinatorServer {
   ~CoordinatorServer();
 
   int port() const { return server_->port(); }
+  int metrics_port() const { return http_ ? http_->port() : 0; }
   std::string address() const;
   CoordinatorCore* core() { return core_.get(); }
   void shutdown();
@@ -38,9 +47,12 @@ class CoordinatorServer {
   CoordinatorServer() = default;
   CoordinatorServerOptions options_;
   std::unique_ptr<CoordinatorCore> core_;
+  RpcMetrics rpc_metrics_;
+  std::unique_ptr<CallGuard> guard_;
   std::unique_ptr<CoordinatorService> coordinator_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<RpcServer> server_;
+  std::unique_ptr<HttpServer> http_;
   std::atomic<bool> stop_{false};
   std::thread ticker_;
 };

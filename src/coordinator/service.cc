@@ -42,6 +42,12 @@ void to_proto(const TaskKey& k, v1::TaskRef* out) {
 
 TaskKey from_proto(const v1::TaskRef& t) { return TaskKey{t.job_id(), t.rank(), t.generation()}; }
 
+// Runs a handler body through the guard (rate limit, latency metrics) when there is one.
+grpc::Status guarded(CallGuard* guard, grpc::ServerContext* context, const char* method,
+                     bool limited, bool timed, const std::function<grpc::Status()>& body) {
+  return guard ? guard->run(context, method, body, limited, timed) : body();
+}
+
 }  // namespace
 
 v1::JobState to_proto(JobState s) {
@@ -172,150 +178,170 @@ TaskEvent from_proto(const v1::TaskEvent& e) {
 
 // ---------------------------------------------------------------- Coordinator
 
-grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req,
+grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* req,
                                            v1::SubmitJobReply* reply) {
-  std::vector<std::string> overrides(req->overrides().begin(), req->overrides().end());
-  auto job = core_->submit_job(req->spec_yaml(), overrides, req->source_name());
-  if (!job.is_ok()) return to_grpc_status(job.status());
-  reply->set_job_id(job->id);
-  to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
-  return grpc::Status::OK;
+  return guarded(guard_, context, "SubmitJob", true, true, [&]() -> grpc::Status {
+    std::vector<std::string> overrides(req->overrides().begin(), req->overrides().end());
+    auto job = core_->submit_job(req->spec_yaml(), overrides, req->source_name());
+    if (!job.is_ok()) return to_grpc_status(job.status());
+    reply->set_job_id(job->id);
+    to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status CoordinatorService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req,
+grpc::Status CoordinatorService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* req,
                                         v1::GetJobReply* reply) {
-  auto job = core_->get_job(req->job_id());
-  if (!job.is_ok()) return to_grpc_status(job.status());
-  to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
-  reply->set_spec_yaml(job->spec_yaml);
-  return grpc::Status::OK;
+  return guarded(guard_, context, "GetJob", true, true, [&]() -> grpc::Status {
+    auto job = core_->get_job(req->job_id());
+    if (!job.is_ok()) return to_grpc_status(job.status());
+    to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
+    reply->set_spec_yaml(job->spec_yaml);
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status CoordinatorService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* req,
                                           v1::ListJobsReply* reply) {
-  std::vector<Job> jobs = core_->list_jobs();
-  std::vector<const Job*> selected;
-  for (const Job& j : jobs) {
-    bool match = req->states().empty();
-    for (int s : req->states())
-      match = match || s == to_proto(j.state) || s == v1::JOB_STATE_UNSPECIFIED;
-    if (match) selected.push_back(&j);
-  }
-  size_t first = 0;
-  if (req->limit() > 0 && selected.size() > static_cast<size_t>(req->limit())) {
-    first = selected.size() - static_cast<size_t>(req->limit());
-  }
-  const double now = clock_->unix_seconds();
-  for (size_t i = first; i < selected.size(); ++i) to_proto(*selected[i], now, reply->add_jobs());
-  return grpc::Status::OK;
+  return guarded(guard_, context, "ListJobs", true, true, [&]() -> grpc::Status {
+    std::vector<Job> jobs = core_->list_jobs();
+    std::vector<const Job*> selected;
+    for (const Job& j : jobs) {
+      bool match = req->states().empty();
+      for (int s : req->states())
+        match = match || s == to_proto(j.state) || s == v1::JOB_STATE_UNSPECIFIED;
+      if (match) selected.push_back(&j);
+    }
+    size_t first = 0;
+    if (req->limit() > 0 && selected.size() > static_cast<size_t>(req->limit())) {
+      first = selected.size() - static_cast<size_t>(req->limit());
+    }
+    const double now = clock_->unix_seconds();
+    for (size_t i = first; i < selected.size(); ++i) to_proto(*selected[i], now, reply->add_jobs());
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status CoordinatorService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req,
+grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* req,
                                            v1::CancelJobReply* reply) {
-  auto job = core_->cancel_job(req->job_id(), req->reason());
-  if (!job.is_ok()) return to_grpc_status(job.status());
-  to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
-  return grpc::Status::OK;
+  return guarded(guard_, context, "CancelJob", true, true, [&]() -> grpc::Status {
+    auto job = core_->cancel_job(req->job_id(), req->reason());
+    if (!job.is_ok()) return to_grpc_status(job.status());
+    to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
+    return grpc::Status::OK;
+  });
 }
 
 grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
                                           const v1::WatchJobRequest* req,
                                           grpc::ServerWriter<v1::WatchJobReply>* writer) {
-  const auto interval =
-      std::chrono::milliseconds(req->min_interval_ms() > 0 ? req->min_interval_ms() : 250);
-  uint64_t seen = 0;
-  bool first = true;
-  while (!context->IsCancelled() && !stopping_.load()) {
-    auto job = first ? core_->get_job(req->job_id())
-                     : core_->wait_job_change(req->job_id(), seen, std::chrono::milliseconds(500));
-    if (!job.is_ok()) return to_grpc_status(job.status());
-    if (first || job->version > seen) {
-      v1::WatchJobReply reply;
-      to_proto(*job, clock_->unix_seconds(), reply.mutable_job());
-      if (!writer->Write(reply)) return grpc::Status::OK;  // the client went away
-      seen = job->version;
-      first = false;
-      if (is_terminal(job->state)) return grpc::Status::OK;
-      std::this_thread::sleep_for(interval);
+  return guarded(guard_, context, "WatchJob", true, false, [&]() -> grpc::Status {
+    const auto interval =
+        std::chrono::milliseconds(req->min_interval_ms() > 0 ? req->min_interval_ms() : 250);
+    uint64_t seen = 0;
+    bool first = true;
+    while (!context->IsCancelled() && !stopping_.load()) {
+      auto job = first ? core_->get_job(req->job_id())
+                       : core_->wait_job_change(req->job_id(), seen, std::chrono::milliseconds(500));
+      if (!job.is_ok()) return to_grpc_status(job.status());
+      if (first || job->version > seen) {
+        v1::WatchJobReply reply;
+        to_proto(*job, clock_->unix_seconds(), reply.mutable_job());
+        if (!writer->Write(reply)) return grpc::Status::OK;  // the client went away
+        seen = job->version;
+        first = false;
+        if (is_terminal(job->state)) return grpc::Status::OK;
+        std::this_thread::sleep_for(interval);
+      }
     }
-  }
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator shutting down");
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator shutting down");
+  });
 }
 
-grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*,
+grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest*,
                                              v1::ListWorkersReply* reply) {
-  for (const Worker& w : core_->list_workers())
-    to_proto(w, core_->assigned_tasks(w.id), reply->add_workers());
-  return grpc::Status::OK;
+  return guarded(guard_, context, "ListWorkers", true, true, [&]() -> grpc::Status {
+    for (const Worker& w : core_->list_workers())
+      to_proto(w, core_->assigned_tasks(w.id), reply->add_workers());
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status CoordinatorService::GetLogs(grpc::ServerContext*, const v1::GetLogsRequest* req,
+grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* context, const v1::GetLogsRequest* req,
                                          v1::GetLogsReply* reply) {
-  auto slice = core_->get_logs(req->job_id(), req->rank(), req->offset(), req->max_bytes());
-  if (!slice.is_ok()) return to_grpc_status(slice.status());
-  reply->set_data(std::move(slice->data));
-  reply->set_next_offset(slice->next_offset);
-  reply->set_complete(slice->complete);
-  return grpc::Status::OK;
+  return guarded(guard_, context, "GetLogs", true, true, [&]() -> grpc::Status {
+    auto slice = core_->get_logs(req->job_id(), req->rank(), req->offset(), req->max_bytes());
+    if (!slice.is_ok()) return to_grpc_status(slice.status());
+    reply->set_data(std::move(slice->data));
+    reply->set_next_offset(slice->next_offset);
+    reply->set_complete(slice->complete);
+    return grpc::Status::OK;
+  });
 }
 
 // ---------------------------------------------------------------- WorkerService
 
-grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const v1::RegisterWorkerRequest* req,
                                                v1::RegisterWorkerReply* reply) {
-  WorkerRegistration reg;
-  reg.name = req->name();
-  reg.host = req->host();
-  reg.region = req->region();
-  reg.slots = req->slots();
-  reg.spare_ports.assign(req->spare_ports().begin(), req->spare_ports().end());
-  auto r = core_->register_worker(reg);
-  if (!r.is_ok()) return to_grpc_status(r.status());
-  reply->set_worker_id(r->worker_id);
-  reply->set_session(r->session);
-  reply->set_heartbeat_interval_ms(r->heartbeat_ms);
-  reply->set_lease_ms(r->lease_ms);
-  return grpc::Status::OK;
+  return guarded(guard_, context, "RegisterWorker", false, true, [&]() -> grpc::Status {
+    WorkerRegistration reg;
+    reg.name = req->name();
+    reg.host = req->host();
+    reg.region = req->region();
+    reg.slots = req->slots();
+    reg.spare_ports.assign(req->spare_ports().begin(), req->spare_ports().end());
+    auto r = core_->register_worker(reg);
+    if (!r.is_ok()) return to_grpc_status(r.status());
+    reply->set_worker_id(r->worker_id);
+    reply->set_session(r->session);
+    reply->set_heartbeat_interval_ms(r->heartbeat_ms);
+    reply->set_lease_ms(r->lease_ms);
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatReply* reply) {
-  std::vector<TaskKey> running;
-  for (const auto& t : req->running()) running.push_back(from_proto(t));
-  std::vector<int> ports(req->spare_ports().begin(), req->spare_ports().end());
-  auto r = core_->heartbeat(req->worker_id(), req->session(), running, ports);
-  if (!r.is_ok()) return to_grpc_status(r.status());
-  reply->set_lease_ms(r->lease_ms);
-  for (const TaskCommand& c : r->commands) {
-    v1::TaskCommand* p = reply->add_commands();
-    if (c.kind == TaskCommand::Kind::kStart) {
-      v1::StartTask* s = p->mutable_start();
-      to_proto(c.task, s->mutable_task());
-      s->set_world_size(c.world);
-      s->set_master_addr(c.master_addr);
-      s->set_spec_yaml(c.spec_yaml);
-      s->set_cluster_yaml(c.cluster_yaml);
-      for (const auto& region : c.rank_regions) s->add_rank_regions(region);
-    } else {
-      v1::StopTask* s = p->mutable_stop();
-      to_proto(c.task, s->mutable_task());
-      s->set_reason(c.reason);
+  return guarded(guard_, context, "Heartbeat", false, true, [&]() -> grpc::Status {
+    std::vector<TaskKey> running;
+    for (const auto& t : req->running()) running.push_back(from_proto(t));
+    std::vector<int> ports(req->spare_ports().begin(), req->spare_ports().end());
+    auto r = core_->heartbeat(req->worker_id(), req->session(), running, ports);
+    if (!r.is_ok()) return to_grpc_status(r.status());
+    reply->set_lease_ms(r->lease_ms);
+    for (const TaskCommand& c : r->commands) {
+      v1::TaskCommand* p = reply->add_commands();
+      if (c.kind == TaskCommand::Kind::kStart) {
+        v1::StartTask* s = p->mutable_start();
+        to_proto(c.task, s->mutable_task());
+        s->set_world_size(c.world);
+        s->set_master_addr(c.master_addr);
+        s->set_spec_yaml(c.spec_yaml);
+        s->set_cluster_yaml(c.cluster_yaml);
+        for (const auto& region : c.rank_regions) s->add_rank_regions(region);
+      } else {
+        v1::StopTask* s = p->mutable_stop();
+        to_proto(c.task, s->mutable_task());
+        s->set_reason(c.reason);
+      }
     }
-  }
-  return grpc::Status::OK;
+    return grpc::Status::OK;
+  });
 }
 
-grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext*,
+grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context,
                                              const v1::ReportEventsRequest* req,
                                              v1::ReportEventsReply* reply) {
-  std::vector<TaskEvent> events;
-  events.reserve(static_cast<size_t>(req->events_size()));
-  for (const auto& e : req->events()) events.push_back(from_proto(e));
-  auto r = core_->report_events(req->worker_id(), req->session(), events);
-  if (!r.is_ok()) return to_grpc_status(r.status());
-  reply->set_accepted(*r);
-  return grpc::Status::OK;
+  return guarded(guard_, context, "ReportEvents", false, true, [&]() -> grpc::Status {
+    std::vector<TaskEvent> events;
+    events.reserve(static_cast<size_t>(req->events_size()));
+    for (const auto& e : req->events()) events.push_back(from_proto(e));
+    auto r = core_->report_events(req->worker_id(), req->session(), events);
+    if (!r.is_ok()) return to_grpc_status(r.status());
+    reply->set_accepted(*r);
+    return grpc::Status::OK;
+  });
 }
 
 }  // namespace tern

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "coordinator/coordinator_core.h"
+#include "rpc/call_guard.h"
 #include "tern/v1/coordinator.grpc.pb.h"
 #include "tern/v1/worker.grpc.pb.h"
 
@@ -19,7 +20,9 @@ TaskEvent from_proto(const v1::TaskEvent& event);
 
 class CoordinatorService final : public v1::Coordinator::Service {
  public:
-  CoordinatorService(CoordinatorCore* core, Clock* clock) : core_(core), clock_(clock) {}
+  // `guard` (may be null) rate-limits clients and times calls; it must outlive the service.
+  CoordinatorService(CoordinatorCore* core, Clock* clock, CallGuard* guard = nullptr)
+      : core_(core), clock_(clock), guard_(guard) {}
   // Ends open WatchJob streams promptly (server shutdown).
   void stop_watches() { stopping_.store(true); }
 
@@ -39,12 +42,16 @@ class CoordinatorService final : public v1::Coordinator::Service {
  private:
   CoordinatorCore* core_;
   Clock* clock_;
+  CallGuard* guard_;
   std::atomic<bool> stopping_{false};
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  explicit WorkerServiceImpl(CoordinatorCore* core) : core_(core) {}
+  // `guard` (may be null) times calls; worker calls are not rate-limited (a daemon's rate is
+  // bounded by its heartbeat interval, and thousands may share one address).
+  explicit WorkerServiceImpl(CoordinatorCore* core, CallGuard* guard = nullptr)
+      : core_(core), guard_(guard) {}
 
   grpc::Status RegisterWorker(grpc::ServerContext*, const v1::RegisterWorkerRequest*,
                               v1::RegisterWorkerReply*) override;
@@ -55,6 +62,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
 
  private:
   CoordinatorCore* core_;
+  CallGuard* guard_;
 };
 
 }  // namespace tern

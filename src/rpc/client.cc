@@ -16,8 +16,15 @@ std::string dial_address(const std::string& listen) {
   return listen;
 }
 
-std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
+std::shared_ptr<grpc::Channel> make_channel(const std::string& address,
+                                            const ClientSecurity* security) {
   grpc::ChannelArguments args;
+  if (security) {
+    args.SetMaxReceiveMessageSize(static_cast<int>(security->max_message_bytes));
+    args.SetMaxSendMessageSize(static_cast<int>(security->max_message_bytes));
+    if (security->tls && !security->server_name.empty())
+      args.SetSslTargetNameOverride(security->server_name);
+  }
   // Fail fast when nothing listens: the CLI must say "unreachable" promptly, and daemons
   // retry on their own schedule.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -26,8 +33,20 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address) {
   // Each channel owns its connections: a fresh channel after a failure starts without the
   // backoff state a shared subchannel would carry over.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(dial_address(address), grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(dial_address(address),
+                                   security ? channel_credentials(*security)
+                                            : grpc::InsecureChannelCredentials(),
+                                   args);
 }
+
+namespace {
+
+void add_token(const RpcClientOptions& options, grpc::ClientContext* context) {
+  if (options.security && !options.security->token.empty())
+    context->AddMetadata("authorization", "Bearer " + options.security->token);
+}
+
+}  // namespace
 
 Status call_with_retry(const std::string& address, const RpcClientOptions& options, bool idempotent,
                        const std::function<grpc::Status(grpc::ClientContext*)>& attempt) {
@@ -37,6 +56,7 @@ Status call_with_retry(const std::string& address, const RpcClientOptions& optio
   for (int i = 0; i < attempts; ++i) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + options.deadline);
+    add_token(options, &context);
     last = attempt(&context);
     if (last.error_code() != grpc::StatusCode::UNAVAILABLE) break;
     if (i + 1 < attempts) {
@@ -70,7 +90,7 @@ Result<Reply> unary(const std::string& address, const RpcClientOptions& options,
 CoordinatorClient::CoordinatorClient(const std::string& address, RpcClientOptions options)
     : address_(address),
       options_(options),
-      stub_(v1::Coordinator::NewStub(make_channel(address))) {}
+      stub_(v1::Coordinator::NewStub(make_channel(address, options_.security.get()))) {}
 
 Result<v1::SubmitJobReply> CoordinatorClient::submit_job(const v1::SubmitJobRequest& request) {
   return unary<v1::SubmitJobReply>(address_, options_, false,
@@ -124,33 +144,43 @@ Result<v1::JobStatus> CoordinatorClient::watch_job(
   v1::WatchJobRequest request;
   request.set_job_id(job_id);
   request.set_min_interval_ms(min_interval_ms);
-  grpc::ClientContext context;  // no deadline: a job may run for hours; the server ends the stream
-  auto reader = stub_->WatchJob(&context, request);
-  v1::WatchJobReply reply;
   v1::JobStatus last;
   bool seen = false;
-  while (reader->Read(&reply)) {
-    last = reply.job();
-    seen = true;
-    if (!on_update(last)) {
-      context.TryCancel();
-      break;
+  while (true) {
+    // Each stream has a deadline; one that reaches it after updates is simply re-opened.
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + options_.watch_deadline);
+    add_token(options_, &context);
+    auto reader = stub_->WatchJob(&context, request);
+    v1::WatchJobReply reply;
+    bool fresh = false;
+    bool stopped = false;
+    while (reader->Read(&reply)) {
+      last = reply.job();
+      seen = fresh = true;
+      if (!on_update(last)) {
+        context.TryCancel();
+        stopped = true;
+        break;
+      }
     }
+    grpc::Status s = reader->Finish();
+    if (stopped) return last;
+    if (fresh && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) continue;
+    if (seen && (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED)) return last;
+    Status st = from_grpc_status(s);
+    if (st.is_ok()) return internal_error("WatchJob ended without a status");
+    if (st.code() == StatusCode::kUnavailable) {
+      return st.with_context("coordinator at " + dial_address(address_) + " unreachable");
+    }
+    return st;
   }
-  grpc::Status s = reader->Finish();
-  if (seen && (s.ok() || s.error_code() == grpc::StatusCode::CANCELLED)) return last;
-  Status st = from_grpc_status(s);
-  if (st.is_ok()) return internal_error("WatchJob ended without a status");
-  if (st.code() == StatusCode::kUnavailable) {
-    return st.with_context("coordinator at " + dial_address(address_) + " unreachable");
-  }
-  return st;
 }
 
 WorkerServiceClient::WorkerServiceClient(const std::string& address, RpcClientOptions options)
     : address_(address),
       options_(options),
-      stub_(v1::WorkerService::NewStub(make_channel(address))) {}
+      stub_(v1::WorkerService::NewStub(make_channel(address, options_.security.get()))) {}
 
 Result<v1::RegisterWorkerReply> WorkerServiceClient::register_worker(
     const v1::RegisterWorkerRequest& request) {

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "rpc/security.h"
 #include "tern/v1/coordinator.grpc.pb.h"
 #include "tern/v1/worker.grpc.pb.h"
 
@@ -24,10 +25,17 @@ struct RpcClientOptions {
   std::chrono::milliseconds deadline{5000};  // per attempt
   int retries = 2;                           // extra attempts for idempotent calls
   std::chrono::milliseconds backoff{100};    // first pause; doubles per attempt
+  // TLS material and bearer token; null = plain text without a token (loopback only).
+  std::shared_ptr<const ClientSecurity> security;
+  // WatchJob streams are re-opened after this long (every call has a deadline); the
+  // caller sees one uninterrupted stream.
+  std::chrono::milliseconds watch_deadline{std::chrono::minutes(10)};
 };
 
-// An insecure channel to HOST:PORT ("0.0.0.0:P" and ":P" are dialled as 127.0.0.1:P).
-std::shared_ptr<grpc::Channel> make_channel(const std::string& address);
+// A channel to HOST:PORT ("0.0.0.0:P" and ":P" are dialled as 127.0.0.1:P), TLS when
+// `security` says so.
+std::shared_ptr<grpc::Channel> make_channel(const std::string& address,
+                                            const ClientSecurity* security = nullptr);
 // The address clients should dial for a server that listens on `listen`.
 std::string dial_address(const std::string& listen);
 
@@ -42,6 +50,7 @@ class CoordinatorClient {
  public:
   explicit CoordinatorClient(const std::string& address, RpcClientOptions options = {});
   const std::string& address() const { return address_; }
+  const RpcClientOptions& options() const { return options_; }
 
   Result<v1::SubmitJobReply> submit_job(const v1::SubmitJobRequest& request);
   Result<v1::GetJobReply> get_job(const std::string& job_id);

@@ -14,11 +14,19 @@
 
 namespace tern {
 
+struct RpcServerOptions {
+  // Null: plain text, allowed only when `listen` is a loopback address.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  bool tls = false;                     // credentials are TLS ones (for the log line)
+  int64_t max_message_bytes = 4 << 20;  // larger messages are refused with RESOURCE_EXHAUSTED
+};
+
 class RpcServer {
  public:
   // Starts serving on `listen` (HOST:PORT; port 0 picks a free port, see port()).
   static Result<std::unique_ptr<RpcServer>> start(const std::string& listen,
-                                                  const std::vector<grpc::Service*>& services);
+                                                  const std::vector<grpc::Service*>& services,
+                                                  const RpcServerOptions& options = {});
   ~RpcServer();
 
   int port() const { return port_; }

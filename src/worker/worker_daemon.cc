@@ -10,6 +10,8 @@
 #include <fstream>
 #include <thread>
 
+#include "common/job_spec.h"
+#include "common/path_policy.h"
 #include "common/trainer_protocol.h"
 #include "worker/trainer_events.h"
 
@@ -51,10 +53,19 @@ std::string task_name(const v1::TaskRef& t) {
          std::to_string(t.generation());
 }
 
+// Trainers run in their job directory: every path handed to them must be absolute.
+WorkerDaemonOptions absolute_paths(WorkerDaemonOptions o) {
+  std::error_code ec;
+  o.work_dir = fs::absolute(o.work_dir, ec).lexically_normal().string();
+  if (!o.trainer_path.empty())
+    o.trainer_path = fs::absolute(o.trainer_path, ec).lexically_normal().string();
+  return o;
+}
+
 }  // namespace
 
 WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options)
-    : options_(std::move(options)),
+    : options_(absolute_paths(std::move(options))),
       trainer_(options_.trainer_path.empty() ? self_exe_dir() + "/tern-trainer"
                                              : options_.trainer_path),
       client_() {
@@ -62,9 +73,9 @@ WorkerDaemon::WorkerDaemon(WorkerDaemonOptions options)
 }
 
 void WorkerDaemon::reconnect() {
-  client_ = std::make_unique<WorkerServiceClient>(
-      options_.coordinator,
-      RpcClientOptions{options_.rpc_deadline, 0, std::chrono::milliseconds(100)});
+  RpcClientOptions o{options_.rpc_deadline, 0, std::chrono::milliseconds(100)};
+  o.security = options_.security;
+  client_ = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
 }
 
 WorkerDaemon::~WorkerDaemon() { stop_all_tasks(std::chrono::milliseconds(0)); }
@@ -260,12 +271,27 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
         << "tern worker: cannot start the trainer: " << why << "\n";
     push_exit(ref, 127, why + "\n");
   };
+  if (ref.job_id().empty() || ref.job_id().find('/') != std::string::npos ||
+      ref.job_id().find("..") != std::string::npos) {
+    // Not even a log file under a name like that.
+    spdlog::error("cannot start {}: bad job id", task_name(ref));
+    push_exit(ref, 127, "bad job id '" + ref.job_id() + "'\n");
+    return;
+  }
   std::error_code ec;
   fs::create_directories(job_dir, ec);
   if (ec) return fail("cannot create " + job_dir + ": " + ec.message());
-  if (ref.job_id().find('/') != std::string::npos || ref.job_id().find("..") != std::string::npos) {
-    return fail("bad job id '" + ref.job_id() + "'");
-  }
+  // The coordinator checked the spec's paths without knowing this directory; check again
+  // with it (symlinks resolved) before anything runs.
+  auto spec = load_job_spec_text(start.spec_yaml(), ref.job_id() + " spec");
+  if (!spec.is_ok()) return fail(spec.status().message());
+  PathPolicy paths;
+  paths.job_dir = fs::path(job_dir).lexically_normal().string();
+  paths.write_roots = {paths.job_dir};
+  paths.read_roots = options_.data_dirs;
+  paths.resolve_symlinks = true;
+  if (Status s = check_job_paths(spec->spec, paths); !s.is_ok())
+    return fail("refused by the worker's path check: " + s.message());
   const std::string spec_path = job_dir + "/spec.yaml";
   if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok())
     return fail(s.message());
@@ -301,6 +327,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   so.pipe_stdout = true;
   so.pipe_stdin = true;
   so.stderr_file = log_path;
+  so.cwd = job_dir;  // relative spec paths resolve inside the job directory
   so.die_with_parent = true;
   auto proc = Subprocess::spawn(so);
   if (!proc.is_ok()) return fail(proc.status().message());

@@ -1,7 +1,9 @@
 // WorkerDaemon: the `tern worker` process. Registers with the coordinator, heartbeats, and
 // supervises one tern-trainer child per assigned rank (common/trainer_protocol.h):
-//   - StartTask: writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the trainer
-//     without a shell, its stderr appended to <work_dir>/<job>/rank-<R>.log;
+//   - StartTask: checks the spec's paths (common/path_policy.h: only the job directory and
+//     the data dirs), writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the
+//     trainer without a shell in the job directory, its stderr appended to
+//     <work_dir>/<job>/rank-<R>.log;
 //   - relays the trainer's JSON-lines stdout events and the growth of its log file up with
 //     ReportEvents (retried until acknowledged, so nothing is lost while the coordinator
 //     restarts);
@@ -42,6 +44,11 @@ struct WorkerDaemonOptions {
   std::chrono::milliseconds stop_grace{5000};  // stop command -> SIGKILL
   std::chrono::milliseconds rpc_deadline{2000};
   size_t log_tail_lines = 20;  // lines of log sent with a failed exit
+  // TLS material and bearer token for the coordinator; null = plain text (loopback only).
+  std::shared_ptr<const ClientSecurity> security;
+  // Directories a job spec may read from besides its job directory (data.path,
+  // recovery.resume_from); writes stay inside the job directory. Absolute.
+  std::vector<std::string> data_dirs = {"/usr/share/datasets"};
 };
 
 class WorkerDaemon {

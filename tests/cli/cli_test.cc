@@ -71,8 +71,11 @@ TEST(ResolveCoordinator, FlagThenClusterFileThenEnvThenDefault) {
       fs::temp_directory_path() / ("tern_cli_cluster_" + std::to_string(getpid()) + ".yaml");
   std::ofstream(file) << "name: c\ncoordinator: {listen: 0.0.0.0:7171}\nregions: [{name: r}]\n";
   o.cluster_file = file.string();
-  EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7171")
-      << "a wildcard listen address is dialled on loopback";
+  auto wildcard = resolve_coordinator(o);
+  ASSERT_FALSE(wildcard.is_ok()) << "plain text on a non-loopback address is refused";
+  EXPECT_NE(wildcard.status().message().find("loopback"), std::string::npos) << wildcard.status().to_string();
+  std::ofstream(file) << "name: c\ncoordinator: {listen: 127.0.0.1:7171}\nregions: [{name: r}]\n";
+  EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7171");
   o.coordinator = "h:1";
   EXPECT_EQ(*resolve_coordinator(o), "h:1");
   o.coordinator.clear();
