@@ -199,7 +199,7 @@ void Trainer::emit_progress(int64_t step, bool force) {
       {"step", step},
       {"total_steps", total_steps_},
       {"epoch", static_cast<double>(step) / steps_per_epoch_},
-      {"loss", window_loss_ / window_steps_},
+      {"loss", window_steps_ > 0 ? window_loss_ / window_steps_ : last_loss_},  // a rank may skip a window
       {"samples_per_s", dt > 0 ? window_samples_ / dt : 0.0},  // this rank's; the job's is the sum
       {"bytes_sent", bytes_sent()},
       {"compute_s", compute_s_},
