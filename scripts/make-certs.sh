@@ -3,6 +3,9 @@
 #   ca.crt/ca.key           the cluster's own CA (keep ca.key offline)
 #   server.crt/server.key   the coordinator (SANs: localhost, 127.0.0.1, tern-coordinator, extra names)
 #   client.crt/client.key   worker daemons and the CLI
+#   USER.token              a bearer token (64 hex characters) per API user, for the cluster
+#                           file's auth.tokens[].token_file and auth.token_file; the users are
+#                           $TERN_TOKEN_USERS (default: admin)
 #   scripts/make-certs.sh DIR [extra-dns-or-ip ...]
 set -euo pipefail
 DIR=${1:?usage: make-certs.sh DIR [extra SAN ...]}
@@ -31,7 +34,10 @@ issue() {  # name CN extendedKeyUsage SANs
 }
 issue server "tern-coordinator" serverAuth "$SANS"
 issue client "tern-client" clientAuth ""
-chmod 600 ./*.key
+for user in ${TERN_TOKEN_USERS:-admin}; do
+  openssl rand -hex 32 > "$user.token"
+done
+chmod 600 ./*.key ./*.token
 chmod 644 ./*.crt
 openssl verify -CAfile ca.crt server.crt client.crt
-echo "make-certs: wrote $(pwd)/{ca,server,client}.{crt,key}"
+echo "make-certs: wrote $(pwd)/{ca,server,client}.{crt,key} and tokens for: ${TERN_TOKEN_USERS:-admin}"
