@@ -279,38 +279,31 @@ int jobs_command(const ClientOptions& options) {
   return kExitOk;
 }
 
-int status_command(const ClientOptions& options, const std::string& job_id) {
-  int code = 0;
-  auto client = connect(options, "status", &code);
-  if (!client) return code;
-  auto reply = client->get_job(job_id);
-  if (!reply.is_ok()) return report_error("status", reply.status());
-  const v1::JobStatus& j = reply->job();
-  if (options.json) {
-    std::cout << to_json(j) << std::endl;
-    return kExitOk;
-  }
+namespace {
+
+// The job's state, progress and per-rank table (tern status).
+void print_job_status(std::ostream& out, const v1::JobStatus& j) {
   const double now = now_unix();
-  std::cout << "job        " << j.job_id() << " (" << j.name() << ")\n";
-  std::cout << "state      " << short_state(j.state())
+  out << "job        " << j.job_id() << " (" << j.name() << ")\n";
+  out << "state      " << short_state(j.state())
             << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200)) << "\n";
   if (j.reason().find('\n') != std::string::npos) {
-    std::cout << j.reason().substr(j.reason().find('\n') + 1)
+    out << j.reason().substr(j.reason().find('\n') + 1)
               << (j.reason().back() == '\n' ? "" : "\n");
   }
-  std::cout << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
+  out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
             << j.generation() << ")\n";
-  if (!j.master_addr().empty()) std::cout << "master     " << j.master_addr() << "\n";
-  std::cout << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
+  if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
+  out << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
   if (j.total_steps() > 0) {
-    std::cout << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
+    out << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
     if (j.state() == v1::JOB_STATE_RUNNING) {
-      std::cout << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA "
+      out << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA "
                 << format_duration(j.eta_s());
     }
-    std::cout << "\n";
+    out << "\n";
   }
-  if (j.has_test_accuracy()) std::cout << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
+  if (j.has_test_accuracy()) out << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
   if (j.ranks_size() > 0) {
     Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "WAIT",
              "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
@@ -339,10 +332,33 @@ int status_command(const ClientOptions& options, const std::string& job_id) {
                  r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
                  exited ? std::to_string(r.exit_code()) : "-"});
     }
-    std::cout << "\n";
-    t.print(std::cout);
+    out << "\n";
+    t.print(out);
   }
-  return kExitOk;
+}
+
+}  // namespace
+
+int status_command(const ClientOptions& options, const StatusOptions& status) {
+  int code = 0;
+  auto client = connect(options, "status", &code);
+  if (!client) return code;
+  const bool tty = !options.json && isatty(STDOUT_FILENO);
+  while (true) {
+    auto reply = client->get_job(status.job_id);
+    if (!reply.is_ok()) return report_error("status", reply.status());
+    const v1::JobStatus& j = reply->job();
+    if (options.json) {
+      std::cout << to_json(j) << std::endl;  // --watch: one JSON document per line
+    } else {
+      if (status.watch && tty) std::cout << "\033[H\033[2J";  // redraw in place
+      print_job_status(std::cout, j);
+      if (status.watch && !tty) std::cout << "\n";
+      std::cout.flush();
+    }
+    if (!status.watch || terminal(j.state())) return kExitOk;
+    std::this_thread::sleep_for(std::chrono::duration<double>(status.interval_s));
+  }
 }
 
 int workers_command(const ClientOptions& options) {

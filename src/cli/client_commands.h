@@ -47,7 +47,12 @@ struct SubmitOptions {
 };
 int submit_command(const ClientOptions& client, const SubmitOptions& options);
 int jobs_command(const ClientOptions& client);
-int status_command(const ClientOptions& client, const std::string& job_id);
+struct StatusOptions {
+  std::string job_id;
+  bool watch = false;       // --watch: redraw every interval until the job ends (tern top)
+  double interval_s = 2.0;  // --interval
+};
+int status_command(const ClientOptions& client, const StatusOptions& status);
 int workers_command(const ClientOptions& client);
 int logs_command(const ClientOptions& client, const std::string& job_id, int rank, bool follow);
 int cancel_command(const ClientOptions& client, const std::string& job_id);

@@ -128,7 +128,13 @@ int main(int argc, char** argv) {
 
   std::string job_id;
   auto* status_cmd = app.add_subcommand("status", "Show a job: state, per-rank progress, accuracy");
-  status_cmd->add_option("job", job_id, "job id")->required();
+  tern::StatusOptions status;
+  status_cmd->add_option("job", status.job_id, "job id")->required();
+  status_cmd->add_flag("--watch,-w", status.watch,
+                       "live per-rank table, redrawn every --interval until the job ends");
+  status_cmd->add_option("--interval", status.interval_s, "seconds between redraws with --watch")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
   add_client_flags(status_cmd, &client);
 
   auto* workers_cmd = app.add_subcommand("workers", "List worker daemons");
@@ -171,7 +177,7 @@ int main(int argc, char** argv) {
   if (*down_cmd) return tern::cluster_down_command(cluster);
   if (*submit_cmd) return tern::submit_command(client, submit);
   if (*jobs_cmd) return tern::jobs_command(client);
-  if (*status_cmd) return tern::status_command(client, job_id);
+  if (*status_cmd) return tern::status_command(client, status);
   if (*workers_cmd) return tern::workers_command(client);
   if (*logs_cmd) return tern::logs_command(client, job_id, rank, follow);
   if (*cancel_cmd) return tern::cancel_command(client, job_id);
