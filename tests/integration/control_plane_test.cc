@@ -1,7 +1,7 @@
 // The control plane as a user drives it: `tern cluster up` a 3-worker local cluster from a
 // temporary cluster file, submit and watch jobs, status/logs/cancel, kill -9 the coordinator
 // and restart it (the job list is intact, the daemons carry on), `cluster down` with no
-// process left behind. Trainers are the fake script (tests/worker/fake_trainer.sh); the
+// process left behind; kill -9 the coordinator while a real job trains. Trainers are the fake script (tests/worker/fake_trainer.sh); the
 // RealTrainer test runs the real tern-trainer when it is built.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -60,6 +60,13 @@ std::vector<std::string> processes_mentioning(const std::string& needle) {
     if (cmd.find(needle) != std::string::npos) out.push_back(pid + ": " + cmd);
   }
   return out;
+}
+
+// An integer field of a protobuf JSON document (64-bit integers are JSON strings there).
+int64_t as_int(const json& j, const std::string& key) {
+  if (!j.contains(key)) return 0;
+  const json& v = j[key];
+  return v.is_string() ? std::stoll(v.get<std::string>()) : v.get<int64_t>();
 }
 
 class ClusterTest : public ::testing::Test {
@@ -275,6 +282,59 @@ TEST_F(ClusterTest, RealTrainer) {
   EXPECT_GT(s["test_accuracy"].get<double>(), 0.2);  // chance is 0.1
   Output logs = tern({"logs", "j-1", "--rank", "1"});
   EXPECT_FALSE(logs.out.empty());
+}
+
+// kill -9 the coordinator while a real job trains: the trainers and daemons carry on, the
+// restarted coordinator replays its journal, the daemons re-register and report, and the job
+// finishes SUCCEEDED with its accuracy (issue 7: coordinator restart).
+TEST_F(ClusterTest, CoordinatorKilledMidJobTheJobStillCompletes) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  fs::path spec = dir_ / "it-long.yaml";
+  std::ofstream(spec) << "name: it-long\nworkers: 2\nmodel: {type: mlp}\n"
+                         "data: {source: synthetic, train_size: 8192, test_size: 256}\n"
+                         "train: {epochs: 4, batch_size: 32, log_every: 5}\n";
+  Output sub = tern({"submit", spec.string()});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  // Wait until it trains, then kill the coordinator mid-job.
+  int64_t step = 0;
+  for (int i = 0; i < 300 && step < 10; ++i) {
+    json s = status_json("j-1");
+    if (s.contains("ranks") && !s["ranks"].empty()) step = as_int(s["ranks"][0], "step");
+    if (s["state"] == "JOB_STATE_SUCCEEDED") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GE(step, 10) << "the job did not start training";
+  pid_t coordinator = std::stoi(slurp(dir_ / "state" / "run" / "coordinator.pid"));
+  ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
+  for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  std::this_thread::sleep_for(1s);  // the trainers keep going without it
+  SpawnOptions restart;
+  restart.argv = {bin("tern"), "coordinator", "--config", cluster_};
+  restart.stderr_file = (dir_ / "state" / "logs" / "coordinator.log").string();
+  restart.stdout_file = restart.stderr_file;
+  restart.new_session = true;
+  restart.die_with_parent = false;
+  auto proc = Subprocess::spawn(restart);
+  ASSERT_TRUE(proc.is_ok());
+  std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
+  (*proc)->detach();
+  json last;
+  for (int i = 0; i < 1200; ++i) {
+    Output o = tern({"status", "j-1", "--json"});
+    if (o.status == 0) {
+      last = json::parse(o.out, nullptr, false);
+      std::string st = last.value("state", "");
+      if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED" || st == "JOB_STATE_CANCELLED") break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
+  EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
+  EXPECT_EQ(as_int(last, "generation"), 1) << "the job was not restarted: " << last.dump();
 }
 
 }  // namespace
