@@ -103,6 +103,13 @@ class ForwardingCommunicator : public Communicator {
   WorkPtr recv_any(at::Tensor& t, int tag) override { return inner_->recv_any(t, tag); }
   WorkPtr barrier() override { return inner_->barrier(); }
   Communicator& inner() { return *inner_; }
+  // Points the decorator at another group (elastic regroup: a new generation's communicator).
+  // Only between operations: nothing may be in flight on the old one.
+  // Returns the old one.
+  std::shared_ptr<Communicator> replace_inner(std::shared_ptr<Communicator> inner) {
+    std::swap(inner_, inner);
+    return inner;
+  }
 
  protected:
   std::shared_ptr<Communicator> inner_;

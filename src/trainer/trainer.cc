@@ -64,7 +64,10 @@ Status Trainer::setup() {
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> data;
     for (auto& p : params_) data.push_back(p.data());
-    TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, data, 0).with_context("initial broadcast"));
+    // (A rank joining a running job at a later generation takes the group's state instead.)
+    if (options_.generation <= 1) {
+      TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, data, 0).with_context("initial broadcast"));
+    }
   }
   optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, spec_.train.momentum, spec_.train.weight_decay);
 
@@ -76,29 +79,115 @@ Status Trainer::setup() {
   }
   steps_per_epoch_ = (sampler_->per_rank() + spec_.train.batch_size - 1) / spec_.train.batch_size;
 
+  total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
+  // The region and leader groups are metered too, so bytes_sent covers every hop.
+  if (options_.intra_comm) intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
+  if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
+  TERN_RETURN_IF_ERROR(build_sync(/*first=*/true));
+  if (options_.generation > 1) {
+    // A replacement rank joining a running job: take the survivors' state.
+    TERN_RETURN_IF_ERROR(sync_state(/*have_state=*/false).with_context("joining generation " +
+                                                                        std::to_string(options_.generation)));
+  }
+  spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
+               spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,
+               total_steps_, strategy_->name());
+  return Status::ok();
+}
+
+Status Trainer::build_sync(bool first) {
   ReducerContext rctx;
   rctx.steps_per_epoch = steps_per_epoch_;
   rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
-  StrategyContext ctx{*counting_, nullptr, spec_};
+  strategy_.reset();  // borrows the reducer: goes first
   TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
-  ctx.reducer = reducer_.get();
-  if (reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
+  if (first && reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
     optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, 0.0, spec_.train.weight_decay);
   }
+  StrategyContext ctx{*counting_, reducer_.get(), spec_};
   ctx.momentum_buffers = &optimizer_->momentum_buffers();
-  // The region and leader groups are metered too, so bytes_sent covers every hop.
-  if (options_.intra_comm) ctx.intra_comm = intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
-  if (options_.inter_comm) ctx.inter_comm = inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
-  total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
+  ctx.intra_comm = intra_counting_;
+  ctx.inter_comm = inter_counting_;
   if (spec_.straggler.mode != "none") {
     TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
   } else {
     TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
   }
-  TERN_RETURN_IF_ERROR(strategy_->begin(params_));
-  spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
-               spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,
-               total_steps_, strategy_->name());
+  return strategy_->begin(params_);
+}
+
+Status Trainer::sync_state(bool have_state) {
+  const int world = counting_->size();
+  // Every rank's step (-1: no state), via a sum of one-hot slots.
+  at::Tensor steps = at::full({world}, -1, at::kLong);
+  steps[options_.rank] = have_state ? step_ : -1;
+  std::vector<at::Tensor> t{(steps + 1).to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, t));
+  // (all_reduce sums: every slot but ours is 0 on each rank, so slot r ends as rank r's value + 1.)
+  at::Tensor all = t[0].cpu() - 1;
+  int src = 0;
+  int64_t best = -1;
+  for (int r = 0; r < world; ++r) {
+    int64_t v = all[r].item<int64_t>();
+    if (v > best) best = v, src = r;
+  }
+  if (best < 0) return Status::ok();  // nobody has state: everyone keeps the seeded init
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> state;
+  for (auto& p : params_) state.push_back(p.data());
+  auto& buffers = optimizer_->momentum_buffers();
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    // Lazily created on the first step; a zero buffer behaves the same (m·0 + g = g).
+    if (!buffers[i].defined()) buffers[i] = at::zeros_like(params_[i]);
+    state.push_back(buffers[i]);
+  }
+  TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, state, src).with_context("state from rank " + std::to_string(src)));
+  if (have_state && step_ < best) spdlog::info("state from rank {}: step {} -> {}", src, step_, best);
+  if (have_state && step_ > best) steps_rolled_back_ += step_ - best;  // cannot happen: best is the max
+  step_ = best;
+  spdlog::info("state synced from rank {} at step {} ({} ranks)", src, best, world);
+  return Status::ok();
+}
+
+Status Trainer::recover(const Status& failure) {
+  const bool comm_failure =
+      failure.code() == StatusCode::kUnavailable || failure.code() == StatusCode::kDeadlineExceeded ||
+      failure.code() == StatusCode::kAborted || failure.code() == StatusCode::kInternal;
+  if (spec_.recovery.mode != "partial" || !options_.regroup.wait || !options_.regroup.connect || !comm_failure) {
+    return failure;
+  }
+  auto t0 = Clock::now();
+  spdlog::warn("step {}: lost a peer ({}); waiting for the coordinator to regroup", step_, failure.to_string());
+  sink_->emit({{"event", "peer_lost"}, {"step", step_}, {"message", failure.to_string()}});
+  // The coordinator replaces the lost rank (a new worker may need to start): allow minutes.
+  auto wait = std::chrono::milliseconds(static_cast<int64_t>(std::max(120.0, 4 * spec_.sync.timeout_s) * 1000));
+  auto waited = options_.regroup.wait(wait);
+  if (!waited.is_ok()) return waited.status().with_context("after " + failure.to_string());
+  RegroupRequest req = std::move(waited).value();
+  if (req.world != options_.world) {
+    return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
+                               std::to_string(options_.world) + ": elastic resizing is not supported yet");
+  }
+  if (req.rollback) {
+    return failed_precondition("recovery.mode full (rollback to the checkpoint) inside a running trainer is not supported");
+  }
+  spdlog::info("regrouping at generation {} (master {})", req.generation, req.master);
+  TERN_ASSIGN_OR_RETURN(CommStack stack, options_.regroup.connect(req));
+  // The old groups may still have threads stuck on the dead peer: keep them, never tear down.
+  retired_comms_.push_back(counting_->replace_inner(stack.world));
+  if (intra_counting_ && stack.intra) retired_comms_.push_back(intra_counting_->replace_inner(stack.intra));
+  if (inter_counting_ && stack.inter) retired_comms_.push_back(inter_counting_->replace_inner(stack.inter));
+  options_.generation = req.generation;
+  TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
+  TERN_RETURN_IF_ERROR(sync_state(/*have_state=*/true).with_context("regroup at generation " +
+                                                                     std::to_string(req.generation)));
+  ++recoveries_;
+  double lost = seconds_since(t0);
+  recovery_s_ += lost;
+  sink_->emit({{"event", "regrouped"}, {"generation", req.generation}, {"step", step_}, {"world", req.world},
+               {"recovery_s", lost}, {"recoveries", recoveries_}});
+  spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s (no rollback)",
+               req.generation, step_, lost);
   return Status::ok();
 }
 
@@ -252,12 +341,16 @@ Status Trainer::run() {
   double recent_loss = 0;
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
-    if (spec_.debug.fail_rank == options_.rank && spec_.debug.fail_step == step_ && options_.generation == 0) {
+    if (spec_.debug.fail_rank == options_.rank && spec_.debug.fail_step == step_ && options_.generation <= 1) {
       spdlog::error("debug.fail_step reached: rank {} exits now (fault injection)", options_.rank);
       std::fflush(stdout);
       std::_Exit(kInjectedFailureExit);
     }
-    TERN_RETURN_IF_ERROR(train_step(step_).with_context("step " + std::to_string(step_)));
+    if (Status st = train_step(step_); !st.is_ok()) {
+      TERN_RETURN_IF_ERROR(recover(st).with_context("step " + std::to_string(step_)));
+      --step_;  // the loop's ++ lands on the step the group agreed on
+      continue;
+    }
     recent_loss = last_loss_;
     bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
     emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_);
@@ -291,6 +384,10 @@ Status Trainer::run() {
       {"staleness", m.staleness},
       {"injected_delay_s", injected_delay_s_},
       {"strategy", strategy_->name()},
+      {"recoveries", recoveries_},
+      {"recovery_s", recovery_s_},
+      {"steps_rolled_back", steps_rolled_back_},
+      {"generation", options_.generation},
   };
   for (const auto& [k, v] : m.extra) summary_[k] = v;
   summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);

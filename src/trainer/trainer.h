@@ -4,10 +4,19 @@
 //   optimizer → strategy.after_step → progress event
 // then drain + distributed evaluation at the end (and every eval_every steps).
 //
+// Elastic regroup (recovery.mode partial): when a collective fails because a peer died, the
+// trainer keeps its process and in-memory state, waits for its parent's regroup command (a new
+// generation, master address), rebuilds its communicators at that generation, and re-syncs
+// replicated state with the group: the rank that got furthest broadcasts parameters, optimizer
+// state and the step, so survivors never roll back and a replacement rank joins with their
+// state. A trainer started at generation > 1 joins a running job the same way.
+//
 // Not thread-safe except request_stop(), which any thread (a signal or stdin reader) may call.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -20,6 +29,7 @@
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "sync/strategy.h"
+#include "trainer/comm_stack.h"
 #include "trainer/events.h"
 #include "trainer/models.h"
 #include "trainer/optimizer.h"
@@ -27,6 +37,22 @@
 #include "trainer/training_data.h"
 
 namespace tern {
+
+// The parent's regroup command (trainer_protocol.h): the new generation's group.
+struct RegroupRequest {
+  int64_t generation = 0;
+  int world = 0;
+  std::string master;  // HOST:PORT; rank 0 of the new generation hosts the store there
+  bool rollback = false;  // recovery.mode full: everybody reloads the last checkpoint
+};
+
+// How a trainer regroups: supplied by trainer_main (stdin commands, rendezvous, comm stack).
+struct RegroupHooks {
+  // Blocks until the parent sends a regroup command (DEADLINE_EXCEEDED after `timeout`).
+  std::function<Result<RegroupRequest>(std::chrono::milliseconds timeout)> wait;
+  // The new generation's communicators.
+  std::function<Result<CommStack>(const RegroupRequest&)> connect;
+};
 
 struct TrainerOptions {
   JobSpec spec;
@@ -38,6 +64,7 @@ struct TrainerOptions {
   torch::Device device = torch::kCPU;  // from resolve_device(spec.device, rank)
   std::shared_ptr<Communicator> intra_comm;  // hierarchical sync: this rank's region
   std::shared_ptr<Communicator> inter_comm;  // hierarchical sync: region leaders (leaders only)
+  RegroupHooks regroup;  // empty: a lost peer fails the trainer
 };
 
 struct EvalResult {
@@ -70,6 +97,13 @@ class Trainer {
 
  private:
   Status train_step(int64_t step);
+  // The reducer and sync strategy on the current communicators (again after a regroup).
+  Status build_sync(bool first);
+  // After a failed step: waits for the regroup command, reconnects, re-syncs state.
+  Status recover(const Status& failure);
+  // Agrees on the furthest step among ranks that have state and broadcasts parameters,
+  // optimizer state and the step from that rank (joiners and survivors alike).
+  Status sync_state(bool have_state);
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   // Rank `rank`'s data-parallel batch at `step` (straggler modes reassign other ranks' parts).
@@ -108,6 +142,12 @@ class Trainer {
   std::chrono::steady_clock::time_point window_start_;
   int64_t window_samples_ = 0;
   nlohmann::json summary_;
+
+  // Elastic regroup.
+  int64_t recoveries_ = 0;
+  double recovery_s_ = 0;         // time from the failed step to training again
+  int64_t steps_rolled_back_ = 0;  // steps this rank lost (0 in partial mode for survivors)
+  std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, never torn down mid-error
 };
 
 }  // namespace tern

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <iostream>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "comm/process_group.h"
@@ -38,20 +41,63 @@ int exit_code_for(const Status& s) {
   }
 }
 
-// Reads {"cmd": ...} lines from the parent on stdin.
-void stdin_commands(Trainer* trainer) {
+// Regroup commands from the parent, handed from the stdin reader to the training thread.
+class RegroupMailbox {
+ public:
+  void post(RegroupRequest r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_ = std::move(r);
+    cv_.notify_all();
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  Result<RegroupRequest> wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return pending_.has_value() || closed_; })) {
+      return deadline_exceeded("no regroup command from the parent within " + std::to_string(timeout.count()) + " ms");
+    }
+    if (!pending_) return unavailable("the parent closed stdin while a regroup was awaited");
+    RegroupRequest r = std::move(*pending_);
+    pending_.reset();
+    return r;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<RegroupRequest> pending_;
+  bool closed_ = false;
+};
+
+// Reads {"cmd": ...} lines from the parent on stdin: stop, regroup.
+void stdin_commands(Trainer* trainer, RegroupMailbox* mailbox) {
   std::string line;
   while (std::getline(std::cin, line)) {
     try {
       auto j = nlohmann::json::parse(line);
-      if (j.value("cmd", "") == "stop") {
+      std::string cmd = j.value("cmd", "");
+      if (cmd == "stop") {
         spdlog::info("stop requested by parent");
         trainer->request_stop();
+      } else if (cmd == "regroup") {
+        RegroupRequest r;
+        r.generation = j.at("generation").get<int64_t>();
+        r.world = j.at("world").get<int>();
+        r.master = j.at("master").get<std::string>();
+        r.rollback = j.value("rollback", false);
+        spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
+        mailbox->post(std::move(r));
+      } else {
+        spdlog::warn("ignoring unknown command from parent: {}", line);
       }
     } catch (const std::exception& e) {
       spdlog::warn("ignoring malformed command line from parent: {}", e.what());
     }
   }
+  mailbox->close();
 }
 
 }  // namespace
@@ -102,6 +148,7 @@ int trainer_main(const TrainerArgs& args) {
   so.seed = static_cast<uint64_t>(spec.train.seed);
   auto comm = build_comm_stack(generation_store(*store, args.generation), spec, so);
   if (!comm.is_ok()) return fail(comm.status());
+  RegroupMailbox mailbox;
 
   TrainerOptions to;
   to.spec = spec;
@@ -113,11 +160,27 @@ int trainer_main(const TrainerArgs& args) {
   to.device = *device;
   to.intra_comm = comm->intra;
   to.inter_comm = comm->inter;
+  to.regroup.wait = [&](std::chrono::milliseconds timeout) { return mailbox.wait(timeout); };
+  to.regroup.connect = [&, rv, so](const RegroupRequest& req) mutable -> Result<CommStack> {
+    auto c = req.master.rfind(':');
+    if (c == std::string::npos) return invalid_argument("regroup master must be HOST:PORT, got '" + req.master + "'");
+    rv.master_host = req.master.substr(0, c);
+    rv.master_port = std::stoi(req.master.substr(c + 1));
+    rv.generation = req.generation;
+    rv.world = req.world;
+    so.world = req.world;
+    TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
+    TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
+    sink.set_generation(req.generation);
+    setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
+                  " gen=" + std::to_string(req.generation), spec.log_level);
+    return stack;
+  };
   Trainer trainer(to, comm->world, &sink);
   g_trainer.store(&trainer);
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
-  std::thread(stdin_commands, &trainer).detach();
+  std::thread(stdin_commands, &trainer, &mailbox).detach();
 
   Status s = trainer.setup();
   if (s.is_ok()) s = trainer.run();

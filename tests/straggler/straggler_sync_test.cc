@@ -155,7 +155,9 @@ TEST(StragglerSync, ProportionalSharesFollowTheInjectedSpeeds) {
   ASSERT_GT(slow, 0.0);
   double ratio = fast / slow;
   EXPECT_GT(ratio, 2.5) << "shares " << fast << " / " << slow;
-  EXPECT_LT(ratio, 6.5) << "shares " << fast << " / " << slow;
+  // Above 4 is expected: a step has a fixed cost besides its samples, and the slow rank pays it
+  // 4x too; the global batch is only 32 samples, so a share moves in steps of 1/32.
+  EXPECT_LT(ratio, 9.0) << "shares " << fast << " / " << slow;
   expect_identical_replicas(r, "proportional");
 }
 
