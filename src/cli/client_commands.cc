@@ -292,7 +292,7 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
               << (j.reason().back() == '\n' ? "" : "\n");
   }
   out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
-            << j.generation() << ")\n";
+      << j.generation() << ", recoveries " << j.recoveries() << ")\n";
   if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
   out << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
   if (j.total_steps() > 0) {

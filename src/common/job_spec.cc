@@ -97,6 +97,7 @@ void parse_recovery(YamlMap m, RecoverySpec* out) {
   m.get("dir", &out->dir);
   m.get("keep", &out->keep, 1, 1000);
   m.get("min_workers", &out->min_workers, 0, 1 << 20);
+  m.get("max_recoveries", &out->max_recoveries, 0, 1000000);
   m.get_enum("policy", &out->policy, {"full", "mfu", "ssu"});
   m.get("pls_target", &out->pls_target, 0.0, 1.0);
   m.get("resume_from", &out->resume_from);

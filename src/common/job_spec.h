@@ -101,6 +101,9 @@ struct RecoverySpec {
   std::string dir = "";          // default: <work dir>/checkpoints
   int64_t keep = 3;              // retention
   int64_t min_workers = 0;       // elastic: continue with fewer ranks (0 = fixed size)
+  // mode partial | full: regroups the coordinator attempts after a lost rank before it fails
+  // the job (0 = fail at the first loss, like mode none).
+  int64_t max_recoveries = 3;
   std::string policy = "full";   // full | mfu | ssu (CPR row selection)
   double pls_target = 0.01;
   std::string resume_from = "";

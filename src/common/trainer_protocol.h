@@ -16,9 +16,21 @@
 //   finished   summary: {steps, epochs, samples, samples_per_s, final_loss, test_accuracy,
 //              bytes_sent_per_rank, wall_s, ...}
 //   error      message, code (exit code it is about to exit with)
+//   peer_lost  step, message: a collective failed and, with recovery.mode partial, the trainer
+//              stays alive waiting for a regroup command instead of exiting 4
+//   regrouped  generation, step, world, recovery_s, recoveries: it rebuilt its process group at
+//              `generation` and trains on from `step`
+// Parents ignore event kinds they do not know (a newer trainer may emit more).
 // Logs go to stderr (spdlog), never stdout.
 //
-// Commands: the parent may write JSON lines to the trainer's stdin: {"cmd": "stop"}.
+// Commands: the parent may write JSON lines to the trainer's stdin:
+//   {"cmd": "stop"}
+//   {"cmd": "regroup", "generation": G, "world": N, "master": "HOST:PORT", "rollback": false}
+//       elastic regroup: a peer was replaced; rebuild the process group at generation G with
+//       rank 0's store at `master` (the same --rank; a replacement rank starts fresh with
+//       --generation G). rollback true (recovery.mode full): reload the last checkpoint
+//       instead of keeping the in-memory state. A worker daemon reports the task at G from the
+//       moment it sent the command.
 //
 // Exit codes below; a trainer killed by a signal is reported by the parent as -signal.
 #pragma once

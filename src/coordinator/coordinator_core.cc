@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "common/job_spec.h"
@@ -37,8 +38,10 @@ json rank_to_json(const RankInfo& r) {
          {"exit_code", r.exit_code},
          {"exited", r.exited},
          {"error", r.error},
-         {"updated_at", r.updated_at}};
+         {"updated_at", r.updated_at},
+         {"generation", r.generation}};
   if (r.test_accuracy) j["test_accuracy"] = *r.test_accuracy;
+  if (!r.lost.empty()) j["lost"] = r.lost;
   return j;
 }
 
@@ -60,6 +63,8 @@ RankInfo rank_from_json(const json& j) {
   r.exited = j.value("exited", false);
   r.error = j.value("error", "");
   r.updated_at = j.value("updated_at", 0.0);
+  r.generation = j.value("generation", int64_t{-1});  // -1: a journal from before regroups
+  r.lost = j.value("lost", "");
   if (j.contains("test_accuracy")) r.test_accuracy = j["test_accuracy"].get<double>();
   return r;
 }
@@ -78,6 +83,9 @@ std::string encode_job(const Job& job) {
          {"reason", job.reason},
          {"generation", job.generation},
          {"master", job.master_addr},
+         {"recovery_mode", job.recovery_mode},
+         {"max_recoveries", job.max_recoveries},
+         {"recoveries", job.recoveries},
          {"ranks", ranks},
          {"summary", job.summary},
          {"created_at", job.created_at},
@@ -99,7 +107,13 @@ Job decode_job(const json& j) {
   job.reason = j.value("reason", "");
   job.generation = j.value("generation", int64_t{0});
   job.master_addr = j.value("master", "");
-  for (const auto& r : j.value("ranks", json::array())) job.ranks.push_back(rank_from_json(r));
+  job.recovery_mode = j.value("recovery_mode", "none");
+  job.max_recoveries = j.value("max_recoveries", int64_t{0});
+  job.recoveries = j.value("recoveries", int64_t{0});
+  for (const auto& r : j.value("ranks", json::array())) {
+    job.ranks.push_back(rank_from_json(r));
+    if (job.ranks.back().generation < 0) job.ranks.back().generation = job.generation;
+  }
   job.summary = j.value("summary", std::map<std::string, double>{});
   job.created_at = j.value("created_at", 0.0);
   job.started_at = j.value("started_at", 0.0);
@@ -147,6 +161,25 @@ bool valid_name(const std::string& s) {
   return s != "." && s != "..";
 }
 
+// The end of a failure reason when recovery is on but used up ("" for recovery.mode none).
+std::string no_regroup_left(const Job& job) {
+  if (job.recovery_mode == "none") return "";
+  return "; no regroup left (" + std::to_string(job.recoveries) + " of recovery.max_recoveries " +
+         std::to_string(job.max_recoveries) + " used)";
+}
+
+// Tells a survivor's daemon to move task `t` (an older generation) to the job's current one.
+TaskCommand regroup_command(const Job& job, const TaskKey& t) {
+  TaskCommand c;
+  c.kind = TaskCommand::Kind::kRegroup;
+  c.task = t;
+  c.generation = job.generation;
+  c.world = job.world;
+  c.master_addr = job.master_addr;
+  c.rollback = job.recovery_mode == "full";
+  return c;
+}
+
 }  // namespace
 
 CoordinatorCore::CoordinatorCore(const CoordinatorOptions& options, Clock* clock)
@@ -170,6 +203,12 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
     // may be backing off its reconnects: allow more than one lease before calling it lost.
     w.lease_deadline_ms = now + std::max<int64_t>(3 * options.lease_ms, 10000);
     w.heard = false;
+  }
+  for (const auto& [id, job] : core->jobs_) {
+    if (job.state != JobState::kRunning) continue;
+    for (const RankInfo& r : job.ranks) {
+      if (r.state == RankState::kUnassigned) core->awaiting_.insert(id);
+    }
   }
   // Compaction at start: one record per job and worker.
   if (core->journal_->record_count() > core->jobs_.size() + core->workers_.size()) {
@@ -275,6 +314,8 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   job.spec_yaml = loaded->yaml;
   job.world = static_cast<int>(loaded->spec.workers);
   job.placement = loaded->spec.placement;
+  job.recovery_mode = loaded->spec.recovery.mode;
+  job.max_recoveries = loaded->spec.recovery.max_recoveries;
   job.created_at = clock_->unix_seconds();
   job.reason = "queued";
   const std::string id = job.id;
@@ -399,16 +440,21 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
       if (!workers_.count(id)) break;
     }
   }
-  auto it = workers_.find(id);
-  if (it != workers_.end()) {
-    // A new session of a known worker: whatever its previous daemon ran is gone.
+  // A new session of a known worker: whatever its previous daemon ran is gone. Jobs with
+  // recovery regroup once the worker is registered again (it may host the replacements).
+  std::map<std::string, std::vector<LostRank>> regroups;
+  if (workers_.count(id)) {
     for (const TaskKey& t : assigned_tasks_locked(id)) {
       Job& job = jobs_.at(t.job_id);
       if (job.state != JobState::kRunning) continue;
+      if (regroups.count(job.id) || can_regroup(job, false)) {
+        regroups[job.id].push_back({t.rank, id, "worker " + id + " restarted"});
+        continue;
+      }
       job.ranks[t.rank].state = RankState::kFailed;
-      TERN_RETURN_IF_ERROR(finish_job_locked(
-          &job, JobState::kFailed,
-          "worker " + id + " restarted while it hosted rank " + std::to_string(t.rank)));
+      TERN_RETURN_IF_ERROR(finish_job_locked(&job, JobState::kFailed,
+                                             "worker " + id + " restarted while it hosted rank " +
+                                                 std::to_string(t.rank) + no_regroup_left(job)));
     }
   }
   Worker& w = workers_[id];
@@ -427,6 +473,8 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   TERN_RETURN_IF_ERROR(journal_worker(w));
   spdlog::info("worker {} registered: host {}, region {}, {} slots (session {})", id, w.host,
                w.region, w.slots, w.session);
+  for (const auto& [job_id, lost] : regroups)
+    TERN_RETURN_IF_ERROR(regroup_locked(&jobs_.at(job_id), lost, false));
   RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
   schedule_locked();
   return r;
@@ -482,22 +530,33 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
 
   HeartbeatResult result;
   result.lease_ms = options_.lease_ms;
+  std::set<std::string> to_journal;
   for (const TaskKey& t : w->reported_running) {
     auto it = jobs_.find(t.job_id);
     std::string why;
     if (it == jobs_.end()) {
       why = "unknown job";
     } else {
-      const Job& job = it->second;
+      Job& job = it->second;
+      RankInfo* r =
+          t.rank >= 0 && t.rank < static_cast<int>(job.ranks.size()) ? &job.ranks[t.rank] : nullptr;
       if (job.state != JobState::kRunning) {
         why = std::string("job ") + job_state_name(job.state);
-      } else if (t.generation != job.generation) {
+      } else if (t.generation > job.generation || (r && t.generation < r->generation)) {
         why = "stale generation " + std::to_string(t.generation);
-      } else if (t.rank < 0 || t.rank >= static_cast<int>(job.ranks.size()) ||
-                 job.ranks[t.rank].worker_id != worker_id) {
+      } else if (!r || r->worker_id != worker_id) {
         why = "rank not assigned to this worker";
-      } else if (is_terminal(job.ranks[t.rank].state)) {
-        why = std::string("rank ") + rank_state_name(job.ranks[t.rank].state);
+      } else if (is_terminal(r->state)) {
+        why = std::string("rank ") + rank_state_name(r->state);
+      } else {
+        // The rank's own trainer: at the job's generation, or a survivor of a regroup.
+        if (t.generation > r->generation) {
+          r->generation = t.generation;  // its daemon re-keyed it after a Regroup
+          to_journal.insert(job.id);
+        }
+        if (t.generation < job.generation && !awaiting_.count(job.id)) {
+          result.commands.push_back(regroup_command(job, t));
+        }
       }
     }
     if (!why.empty()) {
@@ -508,12 +567,22 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
       result.commands.push_back(std::move(c));
     }
   }
-  for (const auto& [id, job] : jobs_) {
+  for (auto& [id, job] : jobs_) {
     if (job.state != JobState::kRunning) continue;
-    for (const RankInfo& r : job.ranks) {
+    for (RankInfo& r : job.ranks) {
       if (r.worker_id != worker_id || r.state != RankState::kAssigned) continue;
+      // Running at its own generation or a later one (a survivor regrouping): no Start.
+      auto run = w->reported_running.lower_bound({job.id, r.rank, r.generation});
+      if (run != w->reported_running.end() && run->job_id == job.id && run->rank == r.rank) {
+        continue;
+      }
+      if (awaiting_.count(job.id)) continue;  // replacements start once all are placed
+      if (r.generation < job.generation) {
+        // A survivor of a regroup that never started: start it at the new generation.
+        r.generation = job.generation;
+        to_journal.insert(job.id);
+      }
       TaskKey key{job.id, r.rank, job.generation};
-      if (w->reported_running.count(key)) continue;
       TaskCommand c;
       c.kind = TaskCommand::Kind::kStart;
       c.task = key;
@@ -526,6 +595,10 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
       }
       result.commands.push_back(std::move(c));
     }
+  }
+  for (const std::string& id : to_journal) {
+    Status s = journal_job(jobs_.at(id));
+    if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
   }
   return result;
 }
@@ -567,11 +640,18 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
     std::ofstream(path, std::ios::binary | std::ios::app) << data;
     return Status::ok();
   }
-  if (e.task.generation != job.generation || e.task.rank >= static_cast<int>(job.ranks.size())) {
+  if (e.task.rank >= static_cast<int>(job.ranks.size())) return aborted("stale generation");
+  RankInfo& r = job.ranks[e.task.rank];
+  // The rank's trainer speaks at the job's generation, or at an older one while it survives a
+  // regroup its daemon has not re-keyed it to yet.
+  if (e.task.generation > job.generation || e.task.generation < r.generation) {
     return aborted("stale generation");
   }
-  RankInfo& r = job.ranks[e.task.rank];
   if (r.worker_id != worker.id) return aborted("rank not assigned to this worker");
+  if (e.task.generation > r.generation) {
+    r.generation = e.task.generation;
+    *journal = true;
+  }
   const double now = clock_->unix_seconds();
   r.updated_at = e.time > 0 ? e.time : now;
   switch (e.kind) {
@@ -634,11 +714,25 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
           return s;
         }
       } else {
+        const std::string exit = "exited with code " + std::to_string(e.exit_code) + " (" +
+                                 trainer_exit_meaning(e.exit_code) + ")";
+        // A bad spec or missing data fails the same way on any worker: no regroup.
+        const bool replaceable = e.exit_code != kTrainerBadArgs && e.exit_code != kTrainerDataError;
+        // A survivor that gave up on its peers before it regrouped (its generation is older,
+        // or the replacements still wait for a worker) is part of the regroup under way.
+        const bool join = e.exit_code == kTrainerCommFailure &&
+                          (e.task.generation < job.generation || awaiting_.count(job.id));
+        if (replaceable && can_regroup(job, join)) {
+          *journal = false;  // regroup_locked journals it
+          std::string why = "worker " + worker.id + ": " + exit;
+          if (!r.error.empty()) why += ": " + r.error;
+          return regroup_locked(&job, {{r.rank, worker.id, why}}, join);
+        }
         r.state = RankState::kFailed;
-        std::string reason = "rank " + std::to_string(r.rank) + " on worker " + worker.id +
-                             " exited with code " + std::to_string(e.exit_code) + " (" +
-                             trainer_exit_meaning(e.exit_code) + ")";
+        std::string reason =
+            "rank " + std::to_string(r.rank) + " on worker " + worker.id + " " + exit;
         if (!r.error.empty()) reason += ": " + r.error;
+        if (replaceable) reason += no_regroup_left(job);
         if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
         Status s = finish_job_locked(&job, JobState::kFailed, reason);
         *journal = false;
@@ -684,6 +778,137 @@ Status CoordinatorCore::finish_job_locked(Job* job, JobState state, const std::s
   return journal_job(*job);
 }
 
+// ---------------------------------------------------------------- elastic regroup
+
+bool CoordinatorCore::can_regroup(const Job& job, bool join) {
+  if (job.state != JobState::kRunning || job.recovery_mode == "none") return false;
+  return join || job.recoveries < job.max_recoveries;
+}
+
+Status CoordinatorCore::regroup_locked(Job* job, const std::vector<LostRank>& lost, bool join) {
+  // Joining a regroup whose replacements are placed already keeps its generation (unless rank
+  // 0 moves); one still waiting for a worker is placed as a whole.
+  const bool same_generation = join && !awaiting_.count(job->id);
+  if (!join) ++job->recoveries;
+  std::map<int, std::string> prefer;
+  for (const LostRank& l : lost) {
+    RankInfo& r = job->ranks[l.rank];
+    r.worker_id.clear();
+    r.state = RankState::kUnassigned;
+    r.exited = false;
+    r.exit_code = 0;
+    r.error.clear();
+    r.lost = l.why;
+    prefer[l.rank] = l.worker_id;
+    spdlog::warn("job {}: rank {} lost ({}){}", job->id, l.rank, l.why,
+                 join ? ", part of the regroup under way"
+                      : "; regroup " + std::to_string(job->recoveries) + " of " +
+                            std::to_string(job->max_recoveries));
+  }
+  if (!place_replacements_locked(job, prefer, same_generation)) {
+    touch(job);
+    return journal_job(*job);
+  }
+  return Status::ok();  // placed and journaled
+}
+
+bool CoordinatorCore::place_replacements_locked(Job* job, const std::map<int, std::string>& prefer,
+                                                bool same_generation) {
+  std::vector<int> lost;
+  for (const RankInfo& r : job->ranks) {
+    if (r.state == RankState::kUnassigned) lost.push_back(r.rank);
+  }
+  if (lost.empty()) {
+    awaiting_.erase(job->id);
+    return true;
+  }
+  auto wait = [&](const std::string& why) {
+    awaiting_.insert(job->id);
+    if (job->reason != why) {
+      job->reason = why;
+      touch(job);
+    }
+    return false;
+  };
+  std::vector<SlotOffer> offers;
+  std::vector<Worker*> offer_workers;
+  slot_offers_locked(&offers, &offer_workers);
+  std::map<int, size_t> choice;  // rank -> offer
+  for (int rank : lost) {
+    const RankInfo& r = job->ranks[rank];
+    std::optional<size_t> pick;
+    auto free_where = [&](const auto& match) -> std::optional<size_t> {
+      for (size_t i = 0; i < offers.size(); ++i) {  // by worker id
+        if (offers[i].free_slots > 0 && match(offers[i])) return i;
+      }
+      return std::nullopt;
+    };
+    if (auto p = prefer.find(rank); p != prefer.end()) {
+      pick = free_where([&](const SlotOffer& o) { return o.worker_id == p->second; });
+    }
+    // The rank's region keeps the rank order grouped by region (hierarchical sync).
+    if (!pick) pick = free_where([&](const SlotOffer& o) { return o.region == r.region; });
+    if (!pick && job->placement != "pack") {
+      auto placed = place_gang(1, job->placement, offers);
+      if (placed.is_ok()) pick = (*placed)[0];
+    }
+    if (!pick) {
+      return wait(
+          "regroup: rank " + std::to_string(rank) + " lost (" + r.lost +
+          "); waiting for a worker with a free slot" +
+          (job->placement == "pack" ? " in region " + r.region + " (placement: pack)" : ""));
+    }
+    --offers[*pick].free_slots;
+    choice[rank] = *pick;
+  }
+  // Rank 0's worker hosts the rendezvous store: a new generation gets a new port there.
+  Worker* w0 = nullptr;
+  bool bump = !same_generation;
+  if (auto c = choice.find(0); c != choice.end()) {
+    w0 = offer_workers[c->second];
+    auto p = prefer.find(0);
+    if (p == prefer.end() || p->second != w0->id) bump = true;
+  } else if (auto it = workers_.find(job->ranks[0].worker_id); it != workers_.end()) {
+    w0 = &it->second;
+  }
+  if (bump) {
+    if (!w0 || w0->state != WorkerState::kReady) {
+      return wait("regroup: waiting for rank 0's worker " + job->ranks[0].worker_id);
+    }
+    if (w0->spare_ports.empty()) {
+      return wait("regroup: waiting for a free port from worker " + w0->id);
+    }
+    int port = w0->spare_ports.front();
+    w0->spare_ports.pop_front();
+    w0->used_ports.emplace_back(port, clock_->monotonic_ms());
+    job->generation += 1;
+    job->master_addr = w0->host + ":" + std::to_string(port);
+  }
+  std::string ranks;
+  for (const auto& [rank, o] : choice) {
+    RankInfo& r = job->ranks[rank];
+    const Worker* w = offer_workers[o];
+    r.worker_id = w->id;
+    r.region = w->region;
+    r.host = w->host;
+    r.state = RankState::kAssigned;
+    r.generation = job->generation;
+    spdlog::info(
+        "job {} regroup: rank {} lost ({}) -> generation {}, rank {} on worker {}, master {}",
+        job->id, rank, r.lost, job->generation, rank, w->id, job->master_addr);
+    r.lost.clear();
+    ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+  }
+  job->reason = "regroup " + std::to_string(job->recoveries) + " of " +
+                std::to_string(job->max_recoveries) + ": rank " + ranks +
+                " replaced at generation " + std::to_string(job->generation);
+  awaiting_.erase(job->id);
+  touch(job);
+  Status s = journal_job(*job);
+  if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+  return true;
+}
+
 void CoordinatorCore::tick() {
   std::lock_guard<std::mutex> lock(mu_);
   expire_leases_locked();
@@ -699,20 +924,51 @@ void CoordinatorCore::expire_leases_locked() {
     spdlog::warn("worker {} lost: no heartbeat for {} ms", id, options_.lease_ms);
     Status s = journal_worker(w);
     if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+    const std::string why =
+        "worker " + id + " lost (no heartbeat for " + std::to_string(options_.lease_ms) + " ms)";
+    // One regroup per job, whatever number of its ranks the worker hosted.
+    std::map<std::string, std::vector<LostRank>> regroups;
     for (const TaskKey& t : assigned_tasks_locked(id)) {
       Job& job = jobs_.at(t.job_id);
       if (job.state != JobState::kRunning) continue;
+      if (regroups.count(job.id) || can_regroup(job, false)) {
+        regroups[job.id].push_back({t.rank, id, why});
+        continue;
+      }
       job.ranks[t.rank].state = RankState::kFailed;
-      s = finish_job_locked(&job, JobState::kFailed,
-                            "worker " + id + " lost (no heartbeat for " +
-                                std::to_string(options_.lease_ms) + " ms) while it hosted rank " +
-                                std::to_string(t.rank));
+      s = finish_job_locked(
+          &job, JobState::kFailed,
+          why + " while it hosted rank " + std::to_string(t.rank) + no_regroup_left(job));
+      if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+    }
+    for (const auto& [job_id, lost] : regroups) {
+      s = regroup_locked(&jobs_.at(job_id), lost, false);
       if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
     }
   }
 }
 
+void CoordinatorCore::slot_offers_locked(std::vector<SlotOffer>* offers,
+                                         std::vector<Worker*>* offer_workers) {
+  for (auto& [id, w] : workers_) {
+    if (w.state != WorkerState::kReady || !w.heard) continue;
+    std::set<TaskKey> used(w.reported_running);
+    for (const TaskKey& t : assigned_tasks_locked(id)) used.insert(t);
+    offers->push_back({id, w.region, w.slots - static_cast<int>(used.size())});
+    offer_workers->push_back(&w);
+  }
+}
+
 void CoordinatorCore::schedule_locked() {
+  // Running jobs waiting for replacements hold their survivors' slots: they go first.
+  for (const std::string& id : std::vector<std::string>(awaiting_.begin(), awaiting_.end())) {
+    auto job = jobs_.find(id);
+    if (job == jobs_.end() || job->second.state != JobState::kRunning) {
+      awaiting_.erase(id);
+    } else {
+      place_replacements_locked(&job->second, {}, false);
+    }
+  }
   std::vector<Job*> pending;
   for (auto& [id, job] : jobs_) {
     if (job.state == JobState::kPending) pending.push_back(&job);
@@ -722,13 +978,7 @@ void CoordinatorCore::schedule_locked() {
             [](const Job* a, const Job* b) { return a->seq < b->seq; });
   std::vector<SlotOffer> offers;
   std::vector<Worker*> offer_workers;
-  for (auto& [id, w] : workers_) {
-    if (w.state != WorkerState::kReady || !w.heard) continue;
-    std::set<TaskKey> used(w.reported_running);
-    for (const TaskKey& t : assigned_tasks_locked(id)) used.insert(t);
-    offers.push_back({id, w.region, w.slots - static_cast<int>(used.size())});
-    offer_workers.push_back(&w);
-  }
+  slot_offers_locked(&offers, &offer_workers);
   for (Job* job : pending) {  // strict FIFO: stop at the first job that does not fit
     auto placed = place_gang(job->world, job->placement, offers);
     if (!placed.is_ok()) {
@@ -764,6 +1014,7 @@ void CoordinatorCore::schedule_locked() {
     }
     job->state = JobState::kRunning;
     job->generation += 1;
+    for (RankInfo& r : job->ranks) r.generation = job->generation;
     job->master_addr = w0->host + ":" + std::to_string(port);
     job->started_at = clock_->unix_seconds();
     job->reason = "placed";

@@ -8,7 +8,20 @@
 //
 // Worker daemons pull: heartbeat() renews the lease and returns the commands that reconcile
 // what the worker reports running with what should run there (start missing tasks, stop
-// tasks of ended jobs), so a lost reply or a restarted coordinator heals on the next beat.
+// tasks of ended jobs, regroup survivors), so a lost reply or a restarted coordinator heals
+// on the next beat.
+//
+// Elastic regroup (recovery.mode partial | full; none fails the job at the first lost rank):
+// a rank of a RUNNING job is lost when its trainer exits non-zero (except bad-spec and data
+// errors, which a new worker would repeat), its worker's lease expires or its daemon
+// re-registers. While fewer than recovery.max_recoveries regroups happened, the lost ranks
+// move to replacement workers (the same worker if it is READY with a free slot, else one in
+// the rank's region, else any unless placement is pack), the generation is bumped and rank
+// 0's worker hands out a new master port. Survivors keep running: their daemons get a
+// Regroup command on their next heartbeat (and re-key the task to the new generation); the
+// replacements get a Start. No free worker: the job stays RUNNING and waits, placed by a
+// later tick or heartbeat before any pending job. A survivor that gives up (exit 4) before
+// it regrouped joins the regroup under way instead of counting as a new one.
 //
 // Thread-safe: one mutex guards everything; any gRPC thread may call any method. tick() is
 // meant to be called periodically (CoordinatorServer does, every 100 ms) to expire leases.
@@ -19,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +43,8 @@
 #include "coordinator/types.h"
 
 namespace tern {
+
+struct SlotOffer;
 
 struct CoordinatorOptions {
   std::string state_dir;       // journal/ and logs/ live below it
@@ -125,6 +141,24 @@ class CoordinatorCore {
   // Ends a running job: `rank_state` for its live ranks, reason recorded, journaled.
   Status finish_job_locked(Job* job, JobState state, const std::string& reason);
   Status apply_event_locked(Worker& worker, const TaskEvent& event, bool* journal);
+
+  // Elastic regroup (see the file comment).
+  struct LostRank {
+    int rank = 0;
+    std::string worker_id;  // where it ran: the preferred replacement
+    std::string why;        // for the log line and the job's reason
+  };
+  // Whether `job` may replace a lost rank now (recovery on and regroups left, or joining one).
+  static bool can_regroup(const Job& job, bool join);
+  // Takes the lost ranks off their workers and places replacements (or leaves them waiting).
+  // `join`: part of the regroup under way, not counted again. Journals the job.
+  Status regroup_locked(Job* job, const std::vector<LostRank>& lost, bool join);
+  // Places the job's UNASSIGNED ranks; false when it has to wait (reason set). Bumps the
+  // generation and picks a new master unless `same_generation` and rank 0 stays put.
+  bool place_replacements_locked(Job* job, const std::map<int, std::string>& prefer,
+                                 bool same_generation);
+  // Free slots of the READY workers heard from since this coordinator started.
+  void slot_offers_locked(std::vector<SlotOffer>* offers, std::vector<Worker*>* workers);
   std::string log_path(const std::string& job_id, int rank) const;
 
   const CoordinatorOptions options_;
@@ -135,6 +169,7 @@ class CoordinatorCore {
   JournalReplayStats replay_stats_;
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;
+  std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
   int64_t next_job_seq_ = 1;
   uint64_t next_session_ = 1;
 };

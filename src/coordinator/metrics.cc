@@ -89,10 +89,8 @@ std::string render_coordinator_metrics(const CoordinatorCore& core, const RpcMet
       {"tern_job_generation", "gauge", "Placement generation (bumped on every regroup).",
        [](const Job& j) { return static_cast<double>(j.generation); }},
       {"tern_job_recoveries", "gauge",
-       "Recoveries: regroups after a lost rank (the trainers' count when they report one).",
-       [](const Job& j) {
-         return rank_mean(j, "recoveries", std::max<double>(0, static_cast<double>(j.generation) - 1));
-       }},
+       "Recoveries: regroups after a lost rank (recovery.mode partial | full).",
+       [](const Job& j) { return static_cast<double>(j.recoveries); }},
       {"tern_job_straggler_drops", "gauge",
        "Contributions dropped by straggler mitigation, summed over ranks (0 until reported).",
        [](const Job& j) { return rank_sum(j, "straggler_drops"); }},

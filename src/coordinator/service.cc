@@ -73,6 +73,7 @@ void to_proto(const Job& job, double now, v1::JobStatus* out) {
   out->set_state(to_proto(job.state));
   out->set_reason(job.reason);
   out->set_generation(job.generation);
+  out->set_recoveries(job.recoveries);
   out->set_world_size(job.world);
   out->set_placement(job.placement);
   out->set_master_addr(job.master_addr);
@@ -118,6 +119,37 @@ void to_proto(const Worker& w, const std::vector<TaskKey>& tasks, v1::WorkerStat
   if (w.last_heartbeat > 0) set_time(w.last_heartbeat, out->mutable_last_heartbeat());
   if (w.registered_at > 0) set_time(w.registered_at, out->mutable_registered_at());
   for (const TaskKey& t : tasks) to_proto(t, out->add_tasks());
+}
+
+void to_proto(const TaskCommand& c, v1::TaskCommand* out) {
+  out->Clear();
+  switch (c.kind) {
+    case TaskCommand::Kind::kStart: {
+      v1::StartTask* s = out->mutable_start();
+      to_proto(c.task, s->mutable_task());
+      s->set_world_size(c.world);
+      s->set_master_addr(c.master_addr);
+      s->set_spec_yaml(c.spec_yaml);
+      s->set_cluster_yaml(c.cluster_yaml);
+      for (const auto& region : c.rank_regions) s->add_rank_regions(region);
+      break;
+    }
+    case TaskCommand::Kind::kStop: {
+      v1::StopTask* s = out->mutable_stop();
+      to_proto(c.task, s->mutable_task());
+      s->set_reason(c.reason);
+      break;
+    }
+    case TaskCommand::Kind::kRegroup: {
+      v1::RegroupTask* s = out->mutable_regroup();
+      to_proto(c.task, s->mutable_task());
+      s->set_generation(c.generation);
+      s->set_world_size(c.world);
+      s->set_master_addr(c.master_addr);
+      s->set_rollback(c.rollback);
+      break;
+    }
+  }
 }
 
 TaskEvent from_proto(const v1::TaskEvent& e) {
@@ -311,20 +343,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1
     if (!r.is_ok()) return to_grpc_status(r.status());
     reply->set_lease_ms(r->lease_ms);
     for (const TaskCommand& c : r->commands) {
-      v1::TaskCommand* p = reply->add_commands();
-      if (c.kind == TaskCommand::Kind::kStart) {
-        v1::StartTask* s = p->mutable_start();
-        to_proto(c.task, s->mutable_task());
-        s->set_world_size(c.world);
-        s->set_master_addr(c.master_addr);
-        s->set_spec_yaml(c.spec_yaml);
-        s->set_cluster_yaml(c.cluster_yaml);
-        for (const auto& region : c.rank_regions) s->add_rank_regions(region);
-      } else {
-        v1::StopTask* s = p->mutable_stop();
-        to_proto(c.task, s->mutable_task());
-        s->set_reason(c.reason);
-      }
+      to_proto(c, reply->add_commands());
     }
     return grpc::Status::OK;
   });

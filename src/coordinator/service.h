@@ -15,6 +15,7 @@ namespace tern {
 void to_proto(const Job& job, double now, v1::JobStatus* out);
 void to_proto(const Worker& worker, const std::vector<TaskKey>& tasks, v1::WorkerStatus* out);
 v1::JobState to_proto(JobState s);
+void to_proto(const TaskCommand& command, v1::TaskCommand* out);
 // Proto -> domain (worker events).
 TaskEvent from_proto(const v1::TaskEvent& event);
 

@@ -54,6 +54,11 @@ struct RankInfo {
   bool exited = false;  // its trainer's exit was reported
   std::string error;
   double updated_at = 0;  // unix seconds
+  // Generation of this rank's trainer: the job's once it started (or was told to regroup to)
+  // it; lower for a survivor of a regroup whose daemon has not re-keyed it yet.
+  int64_t generation = 0;
+  // Why the rank was lost, while it waits (UNASSIGNED) for a replacement worker.
+  std::string lost;
 };
 
 struct Job {
@@ -67,6 +72,11 @@ struct Job {
   std::string reason;
   int64_t generation = 0;
   std::string master_addr;
+  // Elastic regroup (the spec's recovery section): "none" fails the job at the first lost
+  // rank; "partial" / "full" replace it, at most max_recoveries times.
+  std::string recovery_mode = "none";
+  int64_t max_recoveries = 0;
+  int64_t recoveries = 0;  // regroups so far
   std::vector<RankInfo> ranks;
   std::optional<double> test_accuracy;
   std::map<std::string, double> summary;
@@ -104,12 +114,17 @@ struct Worker {
 
 // A command for a worker daemon (heartbeat reply).
 struct TaskCommand {
-  enum class Kind { kStart, kStop };
+  enum class Kind { kStart, kStop, kRegroup };
   Kind kind = Kind::kStart;
-  TaskKey task;
-  // kStart
+  TaskKey task;  // kRegroup: the running task, at its old generation
+  // kStart, kRegroup
   int world = 0;
   std::string master_addr;
+  // kRegroup: the generation to rebuild the process group at, and whether to roll back to
+  // the last checkpoint (recovery.mode full) instead of keeping the in-memory state.
+  int64_t generation = 0;
+  bool rollback = false;
+  // kStart
   std::string spec_yaml;
   std::string cluster_yaml;
   std::vector<std::string> rank_regions;

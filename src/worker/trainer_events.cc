@@ -74,5 +74,12 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
   return e;
 }
 
+std::string trainer_event_kind(const std::string& line) {
+  if (line.empty() || line[0] != '{') return "";
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return "";
+  auto it = j.find("event");
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
 
 }  // namespace tern

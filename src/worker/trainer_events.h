@@ -11,8 +11,12 @@
 namespace tern {
 
 // Parses one stdout line of a trainer. Returns nullopt for lines that are not a known event
-// (not JSON, or an event kind the coordinator does not track, like "checkpoint").
+// (not JSON, or an event kind the coordinator does not track, like "checkpoint", "peer_lost"
+// or "regrouped": unknown kinds are harmless).
 // `task` is the task the line came from (authoritative over the line's own job/rank fields).
 std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const v1::TaskRef& task);
+
+// The "event" field of a trainer's stdout line; "" when the line is not an event.
+std::string trainer_event_kind(const std::string& line);
 
 }  // namespace tern

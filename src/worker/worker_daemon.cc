@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "common/job_spec.h"
@@ -210,6 +211,7 @@ void WorkerDaemon::heartbeat_once() {
   for (const auto& c : reply->commands()) {
     if (c.has_start()) start_task(c.start());
     if (c.has_stop()) stop_task(c.stop().task(), c.stop().reason());
+    if (c.has_regroup()) regroup_task(c.regroup());
   }
 }
 
@@ -351,6 +353,41 @@ void WorkerDaemon::stop_task(const v1::TaskRef& ref, const std::string& reason) 
   if (!t.proc->write_stdin("{\"cmd\": \"stop\"}\n").is_ok()) t.proc->send_signal(SIGTERM);
 }
 
+void WorkerDaemon::regroup_task(const v1::RegroupTask& regroup) {
+  const v1::TaskRef& ref = regroup.task();
+  auto it = tasks_.find(key_of(ref));
+  if (it == tasks_.end() || it->second.stopping) {
+    spdlog::warn("ignoring regroup of {} to generation {}: not running here", task_name(ref),
+                 regroup.generation());
+    return;
+  }
+  if (regroup.generation() <= ref.generation()) {
+    spdlog::warn("ignoring regroup of {} to generation {}: not newer", task_name(ref),
+                 regroup.generation());
+    return;
+  }
+  nlohmann::json line{{"cmd", "regroup"},
+                      {"generation", regroup.generation()},
+                      {"world", regroup.world_size()},
+                      {"master", regroup.master_addr()},
+                      {"rollback", regroup.rollback()}};
+  spdlog::info("regrouping {} to generation {} (world {}, master {}{})", task_name(ref),
+               regroup.generation(), regroup.world_size(), regroup.master_addr(),
+               regroup.rollback() ? ", rollback" : "");
+  if (Status s = it->second.proc->write_stdin(line.dump() + "\n"); !s.is_ok()) {
+    // Its exit is on the way (the pipe is closed): it is reported at its old generation.
+    spdlog::warn("cannot send the regroup to {}: {}", task_name(ref), s.to_string());
+    return;
+  }
+  // From now on the trainer is this rank at the new generation: heartbeats and events say so.
+  Task task = std::move(it->second);
+  tasks_.erase(it);
+  task.ref.set_generation(regroup.generation());
+  Key key = key_of(task.ref);
+  started_.insert(key);
+  tasks_.emplace(key, std::move(task));
+}
+
 void WorkerDaemon::ship_log(Task* t) {
   int64_t size = file_size(t->log_path);
   while (t->log_sent < size) {
@@ -379,6 +416,9 @@ void WorkerDaemon::poll_tasks() {
     for (const auto& line : lines) {
       if (auto e = parse_trainer_event(line, t.ref)) {
         push_event(std::move(*e));
+      } else if (std::string kind = trainer_event_kind(line);
+                 kind == "peer_lost" || kind == "regrouped") {
+        spdlog::info("{}: {}", task_name(t.ref), line);  // elastic regroup, trainer side
       } else if (!line.empty()) {
         spdlog::debug("{}: stdout: {}", task_name(t.ref), line);
       }

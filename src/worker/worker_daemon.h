@@ -8,6 +8,9 @@
 //     ReportEvents (retried until acknowledged, so nothing is lost while the coordinator
 //     restarts);
 //   - StopTask / shutdown: {"cmd": "stop"} on the trainer's stdin, SIGKILL after a grace;
+//   - RegroupTask (elastic regroup): {"cmd": "regroup", ...} on the trainer's stdin, and the
+//     task is re-keyed to the new generation (heartbeats and events carry it from then on);
+//     a regroup of a task it does not run is logged and ignored;
 //   - a trainer that exits is reported with its exit code and the last lines of its log.
 // Trainers die with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the daemon orphans none.
 //
@@ -86,6 +89,7 @@ class WorkerDaemon {
   void flush_events(bool final_flush);
   void start_task(const v1::StartTask& start);
   void stop_task(const v1::TaskRef& ref, const std::string& reason);
+  void regroup_task(const v1::RegroupTask& regroup);
   void poll_tasks();
   void ship_log(Task* task);
   void push_event(v1::TaskEvent event);

@@ -58,6 +58,18 @@ TEST(JobSpec, NegativeValueNamesFileLineAndField) {
   EXPECT_NE(s.message().find("job.yaml:10: recovery.keep must be >= 1, got 0"), std::string::npos) << s.message();
 }
 
+TEST(JobSpec, MaxRecoveriesDefaultsToThreeAndRefusesNegative) {
+  auto r = load_job_spec_text(kGood, "job.yaml", {"recovery.mode=partial"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.recovery.max_recoveries, 3);
+  r = load_job_spec_text(kGood, "job.yaml", {"recovery.max_recoveries=0"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.recovery.max_recoveries, 0);
+  Status s = load_error(kGood, {"recovery.max_recoveries=-1"});
+  EXPECT_NE(s.message().find("recovery.max_recoveries must be >= 0, got -1"), std::string::npos)
+      << s.message();
+}
+
 TEST(JobSpec, BadOverrideIsReportedAsOverride) {
   Status s = load_error(kGood, {"sync.delay=-3"});
   EXPECT_NE(s.message().find("job.yaml (--set): sync.delay must be >= 0, got -3"), std::string::npos) << s.message();

@@ -370,6 +370,250 @@ TEST_F(CoreTest, QueueLimitAnswersResourceExhausted) {
             StatusCode::kResourceExhausted);
 }
 
+// --- elastic regroup (recovery.mode partial | full) ---
+
+const TaskCommand* find_command(const HeartbeatResult& hb, TaskCommand::Kind kind) {
+  for (const TaskCommand& c : hb.commands) {
+    if (c.kind == kind) return &c;
+  }
+  return nullptr;
+}
+
+TEST_F(CoreTest, RankExitWithRecoveryRegroupsAndSurvivorsGetRegroup) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("elastic", 2, "recovery: {mode: partial}\n"), {}, "e.yaml")->id;
+  TaskKey r0{id, 0, 1}, r1{id, 1, 1};
+  beat(a, {r0});  // a fresh spare port on rank 0's worker for the next generation
+  beat(b, {r1});
+  const std::string old_master = job(id).master_addr;
+  TaskEvent err;
+  err.kind = TaskEvent::Kind::kError;
+  err.task = r1;
+  err.message = "injected";
+  ASSERT_TRUE(report(a, {progress(r0, 3, 10, 1.0)}).is_ok());
+  ASSERT_TRUE(report(b, {progress(r1, 3, 10, 1.0), err, exited(r1, 17, "boom\n")}).is_ok());
+
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_NE(j.reason.find("regroup 1 of 3"), std::string::npos) << j.reason;
+  EXPECT_NE(j.master_addr, old_master) << "a new generation rendezvouses on a new port";
+  EXPECT_EQ(j.master_addr.rfind("127.0.0.1:", 0), 0u) << "rank 0's worker hosts it";
+  EXPECT_EQ(j.ranks[0].state, RankState::kRunning) << "the survivor keeps running";
+  EXPECT_EQ(j.ranks[0].worker_id, "a");
+  EXPECT_EQ(j.ranks[1].worker_id, "b") << "its own worker is READY with a free slot";
+  EXPECT_EQ(j.ranks[1].state, RankState::kAssigned);
+  EXPECT_FALSE(j.ranks[1].exited);
+  EXPECT_EQ(j.ranks[1].exit_code, 0);
+  EXPECT_EQ(j.ranks[1].error, "");
+
+  // The survivor's daemon: a Regroup (never a Stop) of its task at the old generation.
+  auto hb = beat(a, {r0});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  const TaskCommand& rg = hb.commands[0];
+  EXPECT_EQ(rg.kind, TaskCommand::Kind::kRegroup);
+  EXPECT_EQ(rg.task, r0);
+  EXPECT_EQ(rg.generation, 2);
+  EXPECT_EQ(rg.world, 2);
+  EXPECT_EQ(rg.master_addr, j.master_addr);
+  EXPECT_FALSE(rg.rollback) << "partial recovery keeps the survivors' state";
+  // The replacement's daemon: a Start at the new generation, same master.
+  hb = beat(b, {});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(hb.commands[0].task, (TaskKey{id, 1, 2}));
+  EXPECT_EQ(hb.commands[0].master_addr, j.master_addr);
+
+  // Both re-keyed: nothing more to say; events at generation 2 count; the job finishes.
+  TaskKey n0{id, 0, 2}, n1{id, 1, 2};
+  EXPECT_TRUE(beat(a, {n0}).commands.empty());
+  EXPECT_TRUE(beat(b, {n1}).commands.empty());
+  EXPECT_EQ(*core_->report_events("a", a.session, {exited(r0, 0)}), 0)
+      << "the old generation is stale once re-keyed";
+  ASSERT_TRUE(report(a, {progress(n0, 10, 10, 0.5), exited(n0, 0)}).is_ok());
+  ASSERT_TRUE(report(b, {exited(n1, 0)}).is_ok());
+  j = job(id);
+  EXPECT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  EXPECT_EQ(j.recoveries, 1);
+}
+
+TEST_F(CoreTest, LostLeaseWithRecoveryMovesTheRankToAnotherWorker) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto c = add_worker("c");
+  auto id = core_->submit_job(spec("elastic", 2, "recovery: {mode: full}\n"), {}, "e.yaml")->id;
+  ASSERT_EQ(job(id).ranks[1].worker_id, "b");
+  TaskKey r0{id, 0, 1};
+  clock_.advance_ms(600);
+  beat(a, {r0});
+  beat(c);
+  clock_.advance_ms(600);  // b: 1200 ms without a heartbeat > lease
+  core_->tick();
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.ranks[1].worker_id, "c");
+  EXPECT_EQ(j.ranks[1].state, RankState::kAssigned);
+  auto hb = beat(a, {r0});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kRegroup);
+  EXPECT_EQ(hb.commands[0].generation, 2);
+  EXPECT_TRUE(hb.commands[0].rollback) << "recovery.mode full rolls back";
+  hb = beat(c);
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(hb.commands[0].task, (TaskKey{id, 1, 2}));
+}
+
+TEST_F(CoreTest, RecoveryNoneStillFailsTheJob) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  add_worker("c");
+  auto id = core_->submit_job(spec("rigid", 2, "recovery: {mode: none}\n"), {}, "r.yaml")->id;
+  ASSERT_TRUE(report(b, {exited({id, 1, 1}, 17)}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.generation, 1);
+  EXPECT_EQ(j.recoveries, 0);
+  EXPECT_EQ(j.reason.find("regroup"), std::string::npos) << j.reason;
+  EXPECT_EQ(find_command(beat(a, {{id, 0, 1}}), TaskCommand::Kind::kStop)->task,
+            (TaskKey{id, 0, 1}));
+}
+
+TEST_F(CoreTest, ExhaustedRecoveriesFailTheJob) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_
+                ->submit_job(spec("twice", 2, "recovery: {mode: partial, max_recoveries: 1}\n"), {},
+                             "t.yaml")
+                ->id;
+  beat(a, {{id, 0, 1}});
+  ASSERT_TRUE(report(b, {exited({id, 1, 1}, 17)}).is_ok());
+  ASSERT_EQ(job(id).generation, 2);
+  ASSERT_EQ(job(id).state, JobState::kRunning);
+  ASSERT_TRUE(report(b, {exited({id, 1, 2}, 17)}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_NE(j.reason.find("exited with code 17"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("no regroup left (1 of recovery.max_recoveries 1 used)"),
+            std::string::npos)
+      << j.reason;
+
+  // A bad spec fails the same way anywhere: no regroup even with recoveries left.
+  beat(a, {});
+  beat(b, {});
+  auto bad = core_->submit_job(spec("bad", 1, "recovery: {mode: partial}\n"), {}, "b.yaml")->id;
+  const std::string w = job(bad).ranks[0].worker_id;
+  ASSERT_TRUE(report(w == "a" ? a : b, {exited({bad, 0, 1}, 2)}).is_ok());
+  EXPECT_EQ(job(bad).state, JobState::kFailed);
+  EXPECT_EQ(job(bad).recoveries, 0);
+}
+
+TEST_F(CoreTest, SurvivorGivingUpBeforeTheRegroupJoinsIt) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("join", 2, "recovery: {mode: partial}\n"), {}, "j.yaml")->id;
+  beat(a, {{id, 0, 1}});
+  beat(b, {{id, 1, 1}});
+  ASSERT_TRUE(report(b, {exited({id, 1, 1}, 17)}).is_ok());
+  ASSERT_EQ(job(id).generation, 2);
+  const std::string master = job(id).master_addr;
+  // Rank 0 lost its peer and exits 4 before its daemon heard of the regroup.
+  ASSERT_TRUE(report(a, {exited({id, 0, 1}, 4)}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.generation, 2) << "the same regroup: no second bump";
+  EXPECT_EQ(j.recoveries, 1) << "not counted again";
+  EXPECT_EQ(j.master_addr, master) << "rank 0 stays on its worker: same master";
+  EXPECT_EQ(j.ranks[0].worker_id, "a");
+  EXPECT_EQ(j.ranks[0].state, RankState::kAssigned);
+  auto hb = beat(a, {});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(hb.commands[0].task, (TaskKey{id, 0, 2}));
+  // A replacement of the current generation failing is a new regroup.
+  ASSERT_TRUE(report(b, {exited({id, 1, 2}, 4)}).is_ok());
+  EXPECT_EQ(job(id).recoveries, 2);
+  EXPECT_EQ(job(id).generation, 3);
+}
+
+TEST_F(CoreTest, RegroupWaitsForAWorkerThenPlacesAndSurvivesARestart) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("wait", 2, "recovery: {mode: partial}\n"), {}, "w.yaml")->id;
+  TaskKey r0{id, 0, 1};
+  clock_.advance_ms(600);
+  beat(a, {r0});
+  clock_.advance_ms(600);
+  core_->tick();  // b lost; a's only slot is taken by rank 0
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning);
+  EXPECT_NE(j.reason.find("waiting for a worker"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("worker b lost"), std::string::npos) << j.reason;
+  EXPECT_EQ(j.generation, 1) << "bumped once a replacement is placed";
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.ranks[1].state, RankState::kUnassigned);
+  EXPECT_EQ(j.ranks[1].worker_id, "");
+  EXPECT_TRUE(beat(a, {r0}).commands.empty()) << "the survivor waits: no stop, no regroup yet";
+  core_->tick();
+  EXPECT_EQ(job(id).ranks[1].state, RankState::kUnassigned);
+
+  reopen();  // the waiting regroup is journaled
+  j = job(id);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.ranks[1].state, RankState::kUnassigned);
+  ASSERT_TRUE(core_->heartbeat("a", a.session, {r0}, {43000}).is_ok());
+  auto c = add_worker("c");
+  j = job(id);
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.ranks[1].worker_id, "c");
+  EXPECT_EQ(j.master_addr, "127.0.0.1:43000");
+  auto hb = core_->heartbeat("a", a.session, {r0}, {43001});
+  ASSERT_TRUE(hb.is_ok());
+  ASSERT_EQ(hb->commands.size(), 1u);
+  EXPECT_EQ(hb->commands[0].kind, TaskCommand::Kind::kRegroup);
+  EXPECT_EQ(hb->commands[0].master_addr, "127.0.0.1:43000");
+  hb = core_->heartbeat("c", c.session, {}, {});
+  ASSERT_EQ(hb->commands.size(), 1u);
+  EXPECT_EQ(hb->commands[0].kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(hb->commands[0].task, (TaskKey{id, 1, 2}));
+}
+
+TEST_F(CoreTest, JournalReplayAfterARegroupRestoresGenerationAndRecoveries) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("replay", 2, "recovery: {mode: partial}\n"), {}, "r.yaml")->id;
+  TaskKey r0{id, 0, 1};
+  beat(a, {r0});
+  ASSERT_TRUE(report(b, {exited({id, 1, 1}, 17)}).is_ok());
+  const Job before = job(id);
+  ASSERT_EQ(before.generation, 2);
+
+  reopen();
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning);
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.max_recoveries, 3);
+  EXPECT_EQ(j.recovery_mode, "partial");
+  EXPECT_EQ(j.master_addr, before.master_addr);
+  EXPECT_EQ(j.ranks[0].generation, 1) << "the survivor has not re-keyed yet";
+  EXPECT_EQ(j.ranks[1].generation, 2);
+  // The survivor's daemon carries on with its session and still gets its Regroup.
+  auto hb = core_->heartbeat("a", a.session, {r0}, {});
+  ASSERT_TRUE(hb.is_ok()) << hb.status().to_string();
+  ASSERT_EQ(hb->commands.size(), 1u);
+  EXPECT_EQ(hb->commands[0].kind, TaskCommand::Kind::kRegroup);
+  EXPECT_EQ(hb->commands[0].generation, 2);
+  ASSERT_TRUE(core_->heartbeat("a", a.session, {{id, 0, 2}}, {}).is_ok());
+  reopen();
+  EXPECT_EQ(job(id).ranks[0].generation, 2) << "the re-key is journaled";
+}
+
 TEST_F(CoreTest, WorkerRegistrationIsValidated) {
   EXPECT_EQ(core_->register_worker({"a", "127.0.0.1", "local", 0, {}}).status().code(),
             StatusCode::kInvalidArgument);
