@@ -4,6 +4,10 @@
 # Behaviour comes from the job spec's name (specs reject unknown keys):
 #   name contains "hang"   -> runs until stopped (exits 6) or killed
 #   name contains "crash"  -> rank 1 (or rank 0 in a 1-rank job) fails with exit code 4 at step 2
+#   name contains "regroup"-> elastic regroup (recovery.mode partial): at generation 1 rank 1
+#                             fails with exit code 4 at step 2; the others then emit peer_lost
+#                             and wait for {"cmd": "regroup", ...} on stdin (echoed to stderr),
+#                             switch to its generation, emit regrouped and train on
 #   otherwise              -> FAKE_STEPS steps (default 6), FAKE_STEP_S seconds each (default 0.05)
 set -u
 spec="" rank=0 world=1 job="" gen=0 master="" workdir="" cluster="" regions=""
@@ -28,6 +32,12 @@ step_s=${FAKE_STEP_S:-0.05}
 crash_rank=1; [ "$world" -lt 2 ] && crash_rank=0
 now() { date +%s.%N; }
 emit() { echo "{\"event\": \"$1\", \"job\": \"$job\", \"rank\": $rank, \"generation\": $gen, \"time\": $(now)$2}"; }
+# A regroup command ($1): later events carry its generation.
+regroup() {
+  echo "fake trainer: regroup command: $1" >&2
+  gen=$(echo "$1" | sed -n 's/.*"generation": *\([0-9]*\).*/\1/p')
+  emit regrouped ", \"step\": $step, \"world\": $world"
+}
 
 echo "fake trainer: job=$job rank=$rank/$world gen=$gen master=$master name=$name cluster=$cluster regions=$regions" >&2
 emit started ", \"world\": $world, \"pid\": $$"
@@ -36,7 +46,10 @@ step=0
 while [ "$step" -lt "$steps" ]; do
   # Wait one step for a command on stdin (a stop request ends the trainer with code 6).
   if read -r -t "$step_s" line; then
-    case "$line" in *stop*) echo "fake trainer: stop requested" >&2; emit error ", \"message\": \"stopped by parent\", \"code\": 6"; exit 6 ;; esac
+    case "$line" in
+      *stop*) echo "fake trainer: stop requested" >&2; emit error ", \"message\": \"stopped by parent\", \"code\": 6"; exit 6 ;;
+      *regroup*) regroup "$line" ;;
+    esac
   elif [ $? -le 128 ]; then
     sleep "$step_s"  # stdin is closed: just pace the loop
   fi
@@ -45,6 +58,18 @@ while [ "$step" -lt "$steps" ]; do
     echo "fake trainer: simulated peer loss at step $step" >&2
     emit error ", \"message\": \"collective timed out at step $step\", \"code\": 4"
     exit 4
+  fi
+  if [ "$step" -eq 2 ] && [ "$gen" -eq 1 ] && case "$name" in *regroup*) true ;; *) false ;; esac; then
+    if [ "$rank" -eq "$crash_rank" ]; then
+      echo "fake trainer: simulated crash at step $step" >&2
+      exit 4
+    fi
+    emit peer_lost ", \"step\": $step, \"message\": \"peer $crash_rank closed the connection\""
+    if ! read -r -t 30 line; then echo "fake trainer: no regroup command" >&2; exit 4; fi
+    case "$line" in
+      *regroup*) regroup "$line" ;;
+      *) echo "fake trainer: stopped while waiting for a regroup" >&2; exit 6 ;;
+    esac
   fi
   loss=$(awk "BEGIN { printf \"%.4f\", 2.0 / ($step + 1) }")
   epoch=$(awk "BEGIN { printf \"%.4f\", $step / $steps }")

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "coordinator/coordinator_server.h"
@@ -74,10 +75,10 @@ class DaemonTest : public ::testing::Test {
     return d;
   }
   std::string fake() { return source_dir() + "/tests/worker/fake_trainer.sh"; }
-  std::string submit(const std::string& name, int workers) {
+  std::string submit(const std::string& name, int workers, const std::string& extra = "") {
     v1::SubmitJobRequest req;
     req.set_spec_yaml("name: " + name + "\nworkers: " + std::to_string(workers) +
-                      "\ndata: {source: synthetic, train_size: 256, test_size: 64}\n");
+                      "\ndata: {source: synthetic, train_size: 256, test_size: 64}\n" + extra);
     auto r = client_->submit_job(req);
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return r.is_ok() ? r->job_id() : "";
@@ -144,6 +145,12 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_FALSE(parse_trainer_event("not json", task).has_value());
   EXPECT_FALSE(parse_trainer_event(R"({"event": "checkpoint", "step": 3})", task).has_value());
   EXPECT_FALSE(parse_trainer_event(R"({"no_event": 1})", task).has_value());
+  // Elastic regroup events (and any kind a newer trainer adds) are not relayed.
+  EXPECT_FALSE(parse_trainer_event(R"({"event": "peer_lost", "step": 3, "message": "x"})", task));
+  EXPECT_FALSE(parse_trainer_event(R"({"event": "regrouped", "generation": 3})", task));
+  EXPECT_FALSE(parse_trainer_event(R"({"event": "from_the_future", "x": [1]})", task));
+  EXPECT_EQ(trainer_event_kind(R"({"event": "regrouped", "generation": 3})"), "regrouped");
+  EXPECT_EQ(trainer_event_kind("plain text"), "");
 }
 
 TEST_F(DaemonTest, TwoRanksOnTwoDaemonsSucceed) {
@@ -180,6 +187,42 @@ TEST_F(DaemonTest, TrainerExitingFourFailsTheJobWithItsLogTail) {
   EXPECT_NE(j.reason().find("peer 1 closed the connection"), std::string::npos) << j.reason();
   EXPECT_EQ(j.ranks(0).exit_code(), 4);
   EXPECT_EQ(j.ranks(0).state(), v1::RANK_STATE_FAILED);
+}
+
+TEST_F(DaemonTest, RegroupIsWrittenToTheSurvivorsStdinAndReKeysTheTask) {
+  start_daemon("a", fake());
+  start_daemon("b", fake());
+  // Rank 1 exits 4 at step 2 of generation 1; rank 0 waits for the regroup, then trains on.
+  std::string id = submit("regroup-pair", 2, "recovery: {mode: partial}\n");
+  auto j = wait_state(id, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(j.generation(), 2);
+  EXPECT_EQ(j.recoveries(), 1);
+  EXPECT_EQ(j.step(), 6);
+  ASSERT_EQ(j.ranks_size(), 2);
+  EXPECT_EQ(j.ranks(1).worker_id(), "b") << "replaced on its own worker";
+  auto core_job = server_->core()->get_job(id);
+  ASSERT_TRUE(core_job.is_ok());
+  EXPECT_EQ(core_job->ranks[0].generation, 2) << "the survivor's daemon re-keyed its task";
+
+  // Exactly one regroup line reached the survivor (a task still reported at generation 1
+  // would have drawn a Regroup on every heartbeat), with the new generation and master.
+  std::ifstream in(dir_ / "work" / "a" / id / "rank-0.log");
+  std::string log((std::istreambuf_iterator<char>(in)), {});
+  size_t first = log.find("fake trainer: regroup command: ");
+  ASSERT_NE(first, std::string::npos) << log;
+  EXPECT_EQ(log.find("fake trainer: regroup command: ", first + 1), std::string::npos) << log;
+  std::string line = log.substr(first, log.find('\n', first) - first);
+  auto cmd = nlohmann::json::parse(line.substr(line.find('{')), nullptr, false);
+  ASSERT_FALSE(cmd.is_discarded()) << line;
+  EXPECT_EQ(cmd.value("cmd", ""), "regroup");
+  EXPECT_EQ(cmd.value("generation", 0), 2);
+  EXPECT_EQ(cmd.value("world", 0), 2);
+  EXPECT_EQ(cmd.value("master", ""), j.master_addr());
+  EXPECT_EQ(cmd.value("rollback", true), false);
+  // The replacement started at generation 2 on the new master.
+  std::ifstream in1(dir_ / "work" / "b" / id / "rank-1.log");
+  std::string log1((std::istreambuf_iterator<char>(in1)), {});
+  EXPECT_NE(log1.find("gen=2 master=" + j.master_addr()), std::string::npos) << log1;
 }
 
 TEST_F(DaemonTest, MissingTrainerFailsCleanly) {
