@@ -583,6 +583,53 @@ TEST_F(CoreTest, RegroupWaitsForAWorkerThenPlacesAndSurvivesARestart) {
   EXPECT_EQ(hb->commands[0].task, (TaskKey{id, 1, 2}));
 }
 
+TEST_F(CoreTest, SurvivorGivingUpWhileTheRegroupWaitsIsPlacedWithIt) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("wait", 2, "recovery: {mode: partial}\n"), {}, "w.yaml")->id;
+  clock_.advance_ms(600);
+  beat(a, {{id, 0, 1}});
+  clock_.advance_ms(600);
+  core_->tick();  // b lost, no free worker for rank 1
+  ASSERT_EQ(job(id).ranks[1].state, RankState::kUnassigned);
+  // Rank 0 gives up on its peer: same generation (nothing was bumped yet) but part of it.
+  ASSERT_TRUE(report(a, {exited({id, 0, 1}, 4)}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.generation, 1);
+  EXPECT_EQ(j.ranks[0].state, RankState::kUnassigned) << "placed with rank 1, as a whole";
+  EXPECT_TRUE(beat(a, {}).commands.empty()) << "nothing starts before every rank has a worker";
+  add_worker("c");
+  j = job(id);
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.ranks[0].worker_id, "a");
+  EXPECT_EQ(j.ranks[1].worker_id, "c");
+  auto hb = beat(a, {});
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(hb.commands[0].task, (TaskKey{id, 0, 2}));
+}
+
+TEST_F(CoreTest, RestartedDaemonWithRecoveryGetsItsRankBackAtANewGeneration) {
+  auto a = add_worker("a");
+  add_worker("b");
+  auto id = core_->submit_job(spec("restart", 2, "recovery: {mode: partial}\n"), {}, "r.yaml")->id;
+  beat(a, {{id, 0, 1}});
+  auto b2 = add_worker("b");  // b's daemon restarted: its trainer is gone
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_EQ(j.ranks[1].worker_id, "b");
+  auto hb = beat(b2);
+  ASSERT_EQ(hb.commands.size(), 1u);
+  EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStart);
+  EXPECT_EQ(hb.commands[0].task, (TaskKey{id, 1, 2}));
+  EXPECT_EQ(beat(a, {{id, 0, 1}}).commands.at(0).kind, TaskCommand::Kind::kRegroup);
+}
+
 TEST_F(CoreTest, JournalReplayAfterARegroupRestoresGenerationAndRecoveries) {
   auto a = add_worker("a");
   auto b = add_worker("b");
