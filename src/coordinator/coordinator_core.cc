@@ -42,6 +42,8 @@ json rank_to_json(const RankInfo& r) {
          {"generation", r.generation}};
   if (r.test_accuracy) j["test_accuracy"] = *r.test_accuracy;
   if (!r.lost.empty()) j["lost"] = r.lost;
+  if (!r.lost_from.empty()) j["lost_from"] = r.lost_from;
+  if (r.log_base != 0) j["log_base"] = r.log_base;
   return j;
 }
 
@@ -65,6 +67,8 @@ RankInfo rank_from_json(const json& j) {
   r.updated_at = j.value("updated_at", 0.0);
   r.generation = j.value("generation", int64_t{-1});  // -1: a journal from before regroups
   r.lost = j.value("lost", "");
+  r.lost_from = j.value("lost_from", "");
+  r.log_base = j.value("log_base", int64_t{0});
   if (j.contains("test_accuracy")) r.test_accuracy = j["test_accuracy"].get<double>();
   return r;
 }
@@ -627,16 +631,19 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
   Job& job = it->second;
   if (e.task.rank < 0 || e.task.rank >= job.world) return invalid_argument("rank out of range");
   if (e.kind == TaskEvent::Kind::kLog) {
-    // Log bytes are kept whatever the generation: the file is per job and rank.
+    // Log bytes are kept whatever the generation: the file is per job and rank. A rank that a
+    // regroup moved to another worker continues the file from where the last one left it.
     std::string path = log_path(job.id, e.task.rank);
     std::error_code ec;
     fs::create_directories(fs::path(path).parent_path(), ec);
     int64_t size = file_size(path);
-    int64_t end = e.log_offset + static_cast<int64_t>(e.log_data.size());
+    const RankInfo* r =
+        e.task.rank < static_cast<int>(job.ranks.size()) ? &job.ranks[e.task.rank] : nullptr;
+    const int64_t offset = e.log_offset + (r && r->worker_id == worker.id ? r->log_base : 0);
+    int64_t end = offset + static_cast<int64_t>(e.log_data.size());
     if (end <= size) return Status::ok();  // a retried batch: already have it
-    std::string data = e.log_offset < size
-                           ? e.log_data.substr(static_cast<size_t>(size - e.log_offset))
-                           : e.log_data;
+    std::string data =
+        offset < size ? e.log_data.substr(static_cast<size_t>(size - offset)) : e.log_data;
     std::ofstream(path, std::ios::binary | std::ios::app) << data;
     return Status::ok();
   }
@@ -790,7 +797,6 @@ Status CoordinatorCore::regroup_locked(Job* job, const std::vector<LostRank>& lo
   // 0 moves); one still waiting for a worker is placed as a whole.
   const bool same_generation = join && !awaiting_.count(job->id);
   if (!join) ++job->recoveries;
-  std::map<int, std::string> prefer;
   for (const LostRank& l : lost) {
     RankInfo& r = job->ranks[l.rank];
     r.worker_id.clear();
@@ -799,21 +805,20 @@ Status CoordinatorCore::regroup_locked(Job* job, const std::vector<LostRank>& lo
     r.exit_code = 0;
     r.error.clear();
     r.lost = l.why;
-    prefer[l.rank] = l.worker_id;
+    r.lost_from = l.worker_id;
     spdlog::warn("job {}: rank {} lost ({}){}", job->id, l.rank, l.why,
                  join ? ", part of the regroup under way"
                       : "; regroup " + std::to_string(job->recoveries) + " of " +
                             std::to_string(job->max_recoveries));
   }
-  if (!place_replacements_locked(job, prefer, same_generation)) {
+  if (!place_replacements_locked(job, same_generation)) {
     touch(job);
     return journal_job(*job);
   }
   return Status::ok();  // placed and journaled
 }
 
-bool CoordinatorCore::place_replacements_locked(Job* job, const std::map<int, std::string>& prefer,
-                                                bool same_generation) {
+bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) {
   std::vector<int> lost;
   for (const RankInfo& r : job->ranks) {
     if (r.state == RankState::kUnassigned) lost.push_back(r.rank);
@@ -843,9 +848,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, const std::map<int, st
       }
       return std::nullopt;
     };
-    if (auto p = prefer.find(rank); p != prefer.end()) {
-      pick = free_where([&](const SlotOffer& o) { return o.worker_id == p->second; });
-    }
+    pick = free_where([&](const SlotOffer& o) { return o.worker_id == r.lost_from; });
     // The rank's region keeps the rank order grouped by region (hierarchical sync).
     if (!pick) pick = free_where([&](const SlotOffer& o) { return o.region == r.region; });
     if (!pick && job->placement != "pack") {
@@ -866,8 +869,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, const std::map<int, st
   bool bump = !same_generation;
   if (auto c = choice.find(0); c != choice.end()) {
     w0 = offer_workers[c->second];
-    auto p = prefer.find(0);
-    if (p == prefer.end() || p->second != w0->id) bump = true;
+    if (job->ranks[0].lost_from != w0->id) bump = true;
   } else if (auto it = workers_.find(job->ranks[0].worker_id); it != workers_.end()) {
     w0 = &it->second;
   }
@@ -893,10 +895,12 @@ bool CoordinatorCore::place_replacements_locked(Job* job, const std::map<int, st
     r.host = w->host;
     r.state = RankState::kAssigned;
     r.generation = job->generation;
+    if (w->id != r.lost_from) r.log_base = file_size(log_path(job->id, rank));
     spdlog::info(
         "job {} regroup: rank {} lost ({}) -> generation {}, rank {} on worker {}, master {}",
         job->id, rank, r.lost, job->generation, rank, w->id, job->master_addr);
     r.lost.clear();
+    r.lost_from.clear();
     ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
   }
   job->reason = "regroup " + std::to_string(job->recoveries) + " of " +
@@ -966,7 +970,7 @@ void CoordinatorCore::schedule_locked() {
     if (job == jobs_.end() || job->second.state != JobState::kRunning) {
       awaiting_.erase(id);
     } else {
-      place_replacements_locked(&job->second, {}, false);
+      place_replacements_locked(&job->second, false);
     }
   }
   std::vector<Job*> pending;

@@ -155,8 +155,7 @@ class CoordinatorCore {
   Status regroup_locked(Job* job, const std::vector<LostRank>& lost, bool join);
   // Places the job's UNASSIGNED ranks; false when it has to wait (reason set). Bumps the
   // generation and picks a new master unless `same_generation` and rank 0 stays put.
-  bool place_replacements_locked(Job* job, const std::map<int, std::string>& prefer,
-                                 bool same_generation);
+  bool place_replacements_locked(Job* job, bool same_generation);
   // Free slots of the READY workers heard from since this coordinator started.
   void slot_offers_locked(std::vector<SlotOffer>* offers, std::vector<Worker*>* workers);
   std::string log_path(const std::string& job_id, int rank) const;

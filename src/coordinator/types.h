@@ -57,8 +57,13 @@ struct RankInfo {
   // Generation of this rank's trainer: the job's once it started (or was told to regroup to)
   // it; lower for a survivor of a regroup whose daemon has not re-keyed it yet.
   int64_t generation = 0;
-  // Why the rank was lost, while it waits (UNASSIGNED) for a replacement worker.
+  // Why the rank was lost and the worker it ran on (the preferred replacement), while it
+  // waits (UNASSIGNED) for a replacement.
   std::string lost;
+  std::string lost_from;
+  // Where its current worker's log offset 0 lies in the coordinator's copy of the rank's log
+  // (non-zero once a regroup moved the rank to another worker).
+  int64_t log_base = 0;
 };
 
 struct Job {

@@ -446,6 +446,11 @@ TEST_F(CoreTest, LostLeaseWithRecoveryMovesTheRankToAnotherWorker) {
   auto id = core_->submit_job(spec("elastic", 2, "recovery: {mode: full}\n"), {}, "e.yaml")->id;
   ASSERT_EQ(job(id).ranks[1].worker_id, "b");
   TaskKey r0{id, 0, 1};
+  TaskEvent log;
+  log.kind = TaskEvent::Kind::kLog;
+  log.task = {id, 1, 1};
+  log.log_data = "on b\n";
+  ASSERT_TRUE(report(b, {log}).is_ok());
   clock_.advance_ms(600);
   beat(a, {r0});
   beat(c);
@@ -466,6 +471,12 @@ TEST_F(CoreTest, LostLeaseWithRecoveryMovesTheRankToAnotherWorker) {
   ASSERT_EQ(hb.commands.size(), 1u);
   EXPECT_EQ(hb.commands[0].kind, TaskCommand::Kind::kStart);
   EXPECT_EQ(hb.commands[0].task, (TaskKey{id, 1, 2}));
+  // The replacement's log (offset 0 on c) continues the rank's log, not overwritten by it.
+  log.task = {id, 1, 2};
+  log.log_data = "on c\n";
+  ASSERT_TRUE(report(c, {log}).is_ok());
+  ASSERT_TRUE(report(c, {log}).is_ok());  // a retry
+  EXPECT_EQ(core_->get_logs(id, 1, 0, 0)->data, "on b\non c\n");
 }
 
 TEST_F(CoreTest, RecoveryNoneStillFailsTheJob) {
