@@ -7,6 +7,8 @@
 
 #include <filesystem>
 
+#include "coordinator/metrics.h"
+
 namespace tern {
 namespace {
 
@@ -399,6 +401,10 @@ TEST_F(CoreTest, RankExitWithRecoveryRegroupsAndSurvivorsGetRegroup) {
   EXPECT_EQ(j.generation, 2);
   EXPECT_EQ(j.recoveries, 1);
   EXPECT_NE(j.reason.find("regroup 1 of 3"), std::string::npos) << j.reason;
+  const std::string metrics = render_coordinator_metrics(*core_, nullptr);
+  EXPECT_NE(metrics.find("tern_job_recoveries{job=\"" + id + "\",name=\"elastic\"} 1"),
+            std::string::npos)
+      << metrics;
   EXPECT_NE(j.master_addr, old_master) << "a new generation rendezvouses on a new port";
   EXPECT_EQ(j.master_addr.rfind("127.0.0.1:", 0), 0u) << "rank 0's worker hosts it";
   EXPECT_EQ(j.ranks[0].state, RankState::kRunning) << "the survivor keeps running";
