@@ -105,8 +105,25 @@ int run_local_job(const RunOptions& options) {
   };
   std::vector<std::string> overrides = options.overrides;
   if (options.workers > 0) overrides.push_back("workers=" + std::to_string(options.workers));
+  if (!options.resume_dir.empty()) {
+    std::error_code abs_ec;
+    overrides.push_back("recovery.resume_from=" + fs::absolute(options.resume_dir, abs_ec).lexically_normal().string());
+  }
   auto loaded = load_job_spec_file(options.job_file, overrides);
   if (!loaded.is_ok()) return fail_early(loaded.status().message(), 2);
+  std::string run_dir = options.run_dir.empty() ? ".tern/runs/" + loaded->spec.name + "-" + timestamp() + "-" +
+                                                      std::to_string(getpid())
+                                                : options.run_dir;
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  if (ec) return fail_early("cannot create run directory " + run_dir + ": " + ec.message(), 1);
+  run_dir = fs::absolute(run_dir).lexically_normal().string();
+  if (loaded->spec.recovery.checkpoint_every > 0 && loaded->spec.recovery.dir.empty()) {
+    // Every rank must write to one store: the run directory, not each rank's work directory.
+    overrides.push_back("recovery.dir=" + run_dir + "/checkpoints");
+    loaded = load_job_spec_file(options.job_file, overrides);
+    if (!loaded.is_ok()) return fail_early(loaded.status().message(), 2);
+  }
   const JobSpec& spec = loaded->spec;
   const int64_t world = spec.workers;
 
@@ -123,13 +140,6 @@ int run_local_job(const RunOptions& options) {
   if (access(trainer.c_str(), X_OK) != 0) {
     return fail_early("trainer binary " + trainer + " not found or not executable (build it, or pass --trainer)", 2);
   }
-  std::string run_dir = options.run_dir.empty() ? ".tern/runs/" + spec.name + "-" + timestamp() + "-" +
-                                                      std::to_string(getpid())
-                                                : options.run_dir;
-  std::error_code ec;
-  fs::create_directories(run_dir, ec);
-  if (ec) return fail_early("cannot create run directory " + run_dir + ": " + ec.message(), 1);
-  run_dir = fs::absolute(run_dir).lexically_normal().string();
   std::string spec_path = run_dir + "/spec.yaml";
   std::ofstream(spec_path) << loaded->yaml;
 

@@ -18,6 +18,7 @@ struct RunOptions {
   std::string trainer_path;            // default: tern-trainer next to this binary
   std::string run_dir;                 // default: .tern/runs/<name>-<time>
   double timeout_s = 0;                // 0 = none: kill the run after this long
+  std::string resume_dir;              // --resume: recovery.resume_from (a checkpoint directory)
 };
 
 // Returns the process exit code (0 = the job SUCCEEDED).

@@ -102,6 +102,10 @@ class DgcCompressor : public Compressor {
   std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
                                           int64_t step) override;
   bool owns_momentum() const override { return true; }
+  // Compressor state plus the threshold-sampling generator ("dgc/rng", uint8), so a run
+  // resumed from a checkpoint samples exactly as the uninterrupted run would have.
+  std::vector<std::pair<std::string, at::Tensor>> state() override;
+  Status load_state(const std::vector<std::pair<std::string, at::Tensor>>& state) override;
   double density_at(int64_t step) const;
   // Steps whose sampled threshold fell back to exact top-k (summed over tensors).
   int64_t exact_fallbacks() const { return exact_fallbacks_; }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 #include "comm/counting_communicator.h"
 #include "compress/codec.h"
@@ -13,6 +14,30 @@ DgcCompressor::DgcCompressor(Communicator& comm, DgcOptions options)
     : Compressor(comm, "dgc"),
       options_(std::move(options)),
       gen_(at::make_generator<at::CPUGeneratorImpl>(options_.seed)) {}
+
+std::vector<std::pair<std::string, at::Tensor>> DgcCompressor::state() {
+  auto out = Compressor::state();
+  std::lock_guard<std::mutex> lock(gen_.mutex());
+  out.emplace_back("dgc/rng", gen_.get_state());
+  return out;
+}
+
+Status DgcCompressor::load_state(const std::vector<std::pair<std::string, at::Tensor>>& state) {
+  std::vector<std::pair<std::string, at::Tensor>> rest;
+  for (const auto& [k, v] : state) {
+    if (k != "dgc/rng") {
+      rest.emplace_back(k, v);
+      continue;
+    }
+    try {
+      std::lock_guard<std::mutex> lock(gen_.mutex());
+      gen_.set_state(v.to(at::kCPU).contiguous());
+    } catch (const std::exception& e) {
+      return invalid_argument(std::string("compressor state 'dgc/rng' is not a CPU generator state: ") + e.what());
+    }
+  }
+  return Compressor::load_state(rest);
+}
 
 double DgcCompressor::density_at(int64_t step) const {
   const auto& w = options_.warmup_densities;

@@ -11,7 +11,8 @@ constexpr int64_t kSlots = 8;
 }  // namespace
 
 Result<Manifest> gather_manifest(Communicator& comm, const std::optional<WrittenStep>& mine,
-                                 int64_t step, int64_t generation, const std::string& job_id) {
+                                 int64_t step, int64_t generation, const std::string& job_id,
+                                 const at::Device& device) {
   const int world = comm.size();
   const std::string rank_file = rank_file_name(comm.rank());
   at::Tensor local = at::zeros({kSlots}, at::kLong);
@@ -31,8 +32,10 @@ Result<Manifest> gather_manifest(Communicator& comm, const std::optional<Written
   }
   v[1] = step;
   std::vector<at::Tensor> all;
-  for (int r = 0; r < world; ++r) all.push_back(at::zeros({kSlots}, at::kLong));
-  TERN_RETURN_IF_ERROR(all_gather_sync(comm, all, local));
+  for (int r = 0; r < world; ++r) all.push_back(at::zeros({kSlots}, at::kLong).to(device));
+  at::Tensor sent = local.to(device);
+  TERN_RETURN_IF_ERROR(all_gather_sync(comm, all, sent));
+  for (auto& t : all) t = t.cpu();
 
   Manifest m;
   m.step = step;

@@ -19,8 +19,10 @@ namespace tern {
 // still call). Returns the same manifest on every rank: replicated.ckpt from whichever rank
 // wrote it plus rank-K.ckpt of every rank. ABORTED (naming the ranks) on every rank when a
 // rank did not write the step or the replicated file is missing or written twice;
-// the communicator's error when the collective fails.
+// the communicator's error when the collective fails. `device` is where the collective's
+// tensors live (the trainer's device: NCCL communicators take CUDA tensors only).
 Result<Manifest> gather_manifest(Communicator& comm, const std::optional<WrittenStep>& mine,
-                                 int64_t step, int64_t generation, const std::string& job_id);
+                                 int64_t step, int64_t generation, const std::string& job_id,
+                                 const at::Device& device = at::kCPU);
 
 }  // namespace tern

@@ -10,6 +10,8 @@
 #include "compress/factory.h"
 #include "straggler/straggler_sync.h"
 #include "common/trainer_protocol.h"
+#include "recovery/checkpoint.h"
+#include "trainer/checkpointer.h"
 
 namespace tern {
 namespace {
@@ -83,7 +85,26 @@ Status Trainer::setup() {
   // The region and leader groups are metered too, so bytes_sent covers every hop.
   if (options_.intra_comm) intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
   if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
+  // Resume (a replacement rank joining a running job takes the group's state instead).
+  std::unique_ptr<LoadedCheckpoint> resume;
+  if (!spec_.recovery.resume_from.empty() && options_.generation <= 1) {
+    auto loaded = load_agreed_checkpoint(*counting_, spec_.recovery.resume_from, options_.device);
+    if (!loaded.is_ok()) return loaded.status().with_context("recovery.resume_from");
+    resume = std::make_unique<LoadedCheckpoint>(std::move(loaded).value());
+    TERN_RETURN_IF_ERROR(restore_replicated(*resume).with_context("recovery.resume_from"));
+  }
   TERN_RETURN_IF_ERROR(build_sync(/*first=*/true));
+  if (resume) TERN_RETURN_IF_ERROR(restore_per_rank(*resume).with_context("recovery.resume_from"));
+  if (spec_.recovery.checkpoint_every > 0) {
+    CheckpointerOptions co;
+    co.dir = spec_.recovery.dir;
+    if (co.dir.empty()) co.dir = (options_.work_dir.empty() ? std::string(".") : options_.work_dir) + "/checkpoints";
+    co.every = spec_.recovery.checkpoint_every;
+    co.keep = spec_.recovery.keep;
+    co.rank = options_.rank;
+    co.job_id = options_.job_id;
+    checkpointer_ = std::make_unique<Checkpointer>(std::move(co), sink_);
+  }
   if (options_.generation > 1) {
     // A replacement rank joining a running job: take the survivors' state.
     TERN_RETURN_IF_ERROR(sync_state(/*have_state=*/false).with_context("joining generation " +
@@ -178,6 +199,12 @@ Status Trainer::recover(const Status& failure) {
   if (intra_counting_ && stack.intra) retired_comms_.push_back(intra_counting_->replace_inner(stack.intra));
   if (inter_counting_ && stack.inter) retired_comms_.push_back(inter_counting_->replace_inner(stack.inter));
   options_.generation = req.generation;
+  if (checkpointer_) {
+    // The new group never agreed on the pending step (a replacement never wrote it): drop it,
+    // and let every rank, replacement included, take the next due checkpoint alike.
+    checkpointer_->abandon_pending();
+    last_checkpoint_step_ = -1;
+  }
   TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
   TERN_RETURN_IF_ERROR(sync_state(/*have_state=*/true).with_context("regroup at generation " +
                                                                      std::to_string(req.generation)));
@@ -188,6 +215,157 @@ Status Trainer::recover(const Status& failure) {
                {"recovery_s", lost}, {"recoveries", recoveries_}});
   spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s (no rollback)",
                req.generation, step_, lost);
+  return Status::ok();
+}
+
+bool Trainer::momentum_replicated() const {
+  // Only SSGD applies the same (all-reduced) update everywhere; delayed, periodic,
+  // hierarchical and straggler-tolerant updates leave each rank its own momentum.
+  return strategy_->name() == "ssgd" && spec_.straggler.mode == "none";
+}
+
+Status Trainer::checkpoint_point() {
+  if (!checkpointer_) return Status::ok();
+  const bool due = checkpointer_->due(step_) && step_ != last_checkpoint_step_;
+  TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/due,
+                                                 options_.device));
+  if (due) TERN_RETURN_IF_ERROR(checkpoint(step_));
+  return Status::ok();
+}
+
+Status Trainer::checkpoint(int64_t steps_done) {
+  // Replicas must be identical where replicated state is taken from rank 0: the strategy
+  // completes its in-flight collectives and averages parameters if they may differ (a no-op
+  // for SSGD). Every rank runs it at the same step.
+  auto t0 = Clock::now();
+  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("drain before the checkpoint of step " +
+                                                             std::to_string(steps_done)));
+  double drain_s = seconds_since(t0);
+  const bool shared_momentum = momentum_replicated();
+  CheckpointMeta meta;
+  meta.step = steps_done;
+  meta.epoch = steps_done / steps_per_epoch_;
+  meta.sampler_position = (steps_done % steps_per_epoch_) * spec_.train.batch_size;
+  meta.world = options_.world;
+  meta.generation = options_.generation;
+  meta.job_id = options_.job_id;
+  meta.extra["momentum"] = shared_momentum ? "replicated" : "per_rank";
+  meta.extra["strategy"] = strategy_->name();
+  meta.extra["reducer"] = reducer_->name();
+  meta.extra["trainer"] = nlohmann::json{{"steps_per_epoch", steps_per_epoch_},
+                                         {"total_steps", total_steps_},
+                                         {"global_samples", global_samples_},
+                                         {"samples", samples_},
+                                         {"compute_s", compute_s_},
+                                         {"injected_delay_s", injected_delay_s_},
+                                         {"last_loss", last_loss_}}
+                              .dump();
+  NamedTensors replicated, per_rank;
+  auto& buffers = optimizer_->momentum_buffers();
+  size_t i = 0;
+  for (const auto& item : model_->named_parameters()) {
+    replicated.emplace_back("param/" + item.key(), item.value().detach());
+    if (i < buffers.size() && buffers[i].defined()) {
+      (shared_momentum ? replicated : per_rank).emplace_back("momentum/" + item.key(), buffers[i]);
+    }
+    ++i;
+  }
+  for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t);
+  checkpointer_->save(meta, per_rank, options_.rank == 0 ? &replicated : nullptr, drain_s);
+  last_checkpoint_step_ = steps_done;
+  return Status::ok();
+}
+
+Status Trainer::restore_replicated(const LoadedCheckpoint& c) {
+  const Checkpoint& rep = *c.replicated;
+  const std::string file = CheckpointStore(spec_.recovery.resume_from).file_path(c.step, kReplicatedFile);
+  auto it = rep.meta.extra.find("trainer");
+  nlohmann::json counters = it == rep.meta.extra.end() ? nlohmann::json::object()
+                                                        : nlohmann::json::parse(it->second, nullptr, false);
+  if (!counters.is_object()) return data_loss(file + ": the 'trainer' metadata is not a JSON object");
+  int64_t spe = counters.value("steps_per_epoch", int64_t{-1});
+  if (spe != steps_per_epoch_) {
+    return failed_precondition(file + ": written with " + std::to_string(spe) + " steps per epoch, this job has " +
+                               std::to_string(steps_per_epoch_) +
+                               " (resume needs the same data set, train.batch_size and workers)");
+  }
+  if (c.step > total_steps_) {
+    return failed_precondition(file + ": step " + std::to_string(c.step) + " is past this job's last step (" +
+                               std::to_string(total_steps_) + "; raise train.steps or train.epochs)");
+  }
+  at::NoGradGuard no_grad;
+  size_t in_file = 0;
+  for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
+  if (in_file != params_.size()) {
+    return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
+                               spec_.model.type + " has " + std::to_string(params_.size()));
+  }
+  for (const auto& item : model_->named_parameters()) {
+    const at::Tensor* t = rep.find("param/" + item.key());
+    if (t == nullptr) {
+      return failed_precondition(file + ": no parameter '" + item.key() + "' (written for another model?)");
+    }
+    if (t->sizes() != item.value().sizes() || t->scalar_type() != item.value().scalar_type()) {
+      return failed_precondition(file + ": parameter '" + item.key() + "' is " + c10::str(t->sizes()) + " " +
+                                 std::string(c10::toString(t->scalar_type())) + ", model." + spec_.model.type +
+                                 " has " + c10::str(item.value().sizes()) + " " +
+                                 std::string(c10::toString(item.value().scalar_type())));
+    }
+    item.value().data().copy_(*t);
+  }
+  step_ = c.step;
+  resumed_from_ = c.step;
+  last_checkpoint_step_ = c.step;  // it is on disk already
+  global_samples_ = counters.value("global_samples", int64_t{0});
+  samples_ = counters.value("samples", int64_t{0});
+  compute_s_ = counters.value("compute_s", 0.0);
+  injected_delay_s_ = counters.value("injected_delay_s", 0.0);
+  last_loss_ = counters.value("last_loss", 0.0);
+  return Status::ok();
+}
+
+Status Trainer::restore_per_rank(const LoadedCheckpoint& c) {
+  const Checkpoint& mine = c.ranks.at(options_.rank);
+  CheckpointStore store(spec_.recovery.resume_from);
+  const std::string rank_file = store.file_path(c.step, rank_file_name(options_.rank));
+  auto it = c.replicated->meta.extra.find("momentum");
+  const bool shared = it != c.replicated->meta.extra.end() && it->second == "replicated";
+  const Checkpoint& msrc = shared ? *c.replicated : mine;
+  const std::string mfile = shared ? store.file_path(c.step, kReplicatedFile) : rank_file;
+  auto& buffers = optimizer_->momentum_buffers();
+  size_t i = 0, restored = 0;
+  for (const auto& item : model_->named_parameters()) {
+    const at::Tensor* t = msrc.find("momentum/" + item.key());
+    if (t != nullptr && i < buffers.size()) {
+      if (t->sizes() != item.value().sizes()) {
+        return failed_precondition(mfile + ": momentum of '" + item.key() + "' is " + c10::str(t->sizes()) +
+                                   ", the parameter " + c10::str(item.value().sizes()));
+      }
+      buffers[i] = t->to(options_.device, item.value().scalar_type()).clone();
+      ++restored;
+    }
+    ++i;
+  }
+  NamedTensors reducer_state;
+  const std::string prefix = "reducer/";
+  for (const auto& [name, t] : mine.tensors) {
+    if (name.rfind(prefix, 0) == 0) reducer_state.emplace_back(name.substr(prefix.size()), t);
+  }
+  if (!reducer_state.empty()) {
+    TERN_RETURN_IF_ERROR(reducer_->load_state(reducer_state).with_context(rank_file));
+  } else if (!reducer_->state().empty()) {
+    spdlog::warn("{}: no {} state in the checkpoint (written with another compressor?); starting it empty",
+                 rank_file, reducer_->name());
+  }
+  std::string skipped;
+  for (const auto& s : c.skipped) skipped += "; skipped " + s;
+  spdlog::info("resumed from {} at step {} (epoch {}, {} of {} steps done; {} momentum buffers, {} reducer tensors){}",
+               store.step_dir(c.step), c.step, c.step / steps_per_epoch_, c.step, total_steps_, restored,
+               reducer_state.size(), skipped);
+  sink_->emit({{"event", "resumed"},
+               {"step", c.step},
+               {"dir", spec_.recovery.resume_from},
+               {"skipped", c.skipped}});
   return Status::ok();
 }
 
@@ -299,6 +477,10 @@ void Trainer::emit_progress(int64_t step, bool force) {
   for (const auto& [k, v] : m.extra) e[k] = v;
   e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
   e["compress_s"] = reducer_->stats().compress_s;
+  if (checkpointer_) {
+    e["checkpoints"] = checkpointer_->committed();
+    e["checkpoint_s"] = checkpointer_->blocking_s();
+  }
   sink_->emit(std::move(e));
   window_loss_ = 0;
   window_steps_ = 0;
@@ -346,6 +528,11 @@ Status Trainer::run() {
       std::fflush(stdout);
       std::_Exit(kInjectedFailureExit);
     }
+    if (Status st = checkpoint_point(); !st.is_ok()) {
+      TERN_RETURN_IF_ERROR(recover(st).with_context("checkpoint at step " + std::to_string(step_)));
+      --step_;
+      continue;
+    }
     if (Status st = train_step(step_); !st.is_ok()) {
       TERN_RETURN_IF_ERROR(recover(st).with_context("step " + std::to_string(step_)));
       --step_;  // the loop's ++ lands on the step the group agreed on
@@ -357,6 +544,15 @@ Status Trainer::run() {
     if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
       TERN_ASSIGN_OR_RETURN(EvalResult ev, evaluate());
       sink_->emit({{"event", "eval"}, {"step", step_ + 1}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}});
+    }
+  }
+  if (checkpointer_) {
+    // The last step's checkpoint (when due) and the commit of whatever is pending.
+    TERN_RETURN_IF_ERROR(checkpoint_point());
+    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
+                                                   options_.device));
+    if (Status st = checkpointer_->flush(); !st.is_ok()) {
+      spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
     }
   }
   TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
@@ -394,6 +590,13 @@ Status Trainer::run() {
   summary_["compress_s"] = reducer_->stats().compress_s;
   summary_["reducer_bytes_per_rank"] = reducer_->stats().wire_bytes;
   summary_["compressor"] = reducer_->name();
+  if (checkpointer_) {
+    summary_.update(checkpointer_->summary());
+  } else {
+    summary_["checkpoints"] = 0;
+    summary_["checkpoint_s"] = 0.0;
+  }
+  if (resumed_from_ >= 0) summary_["resumed_from_step"] = resumed_from_;
   sink_->emit({{"event", "finished"}, {"summary", summary_}});
   return Status::ok();
 }

@@ -11,6 +11,16 @@
 // state and the step, so survivors never roll back and a replacement rank joins with their
 // state. A trainer started at generation > 1 joins a running job the same way.
 //
+// Checkpoints (recovery.checkpoint_every = k > 0): at the top of every k-th step the
+// strategy drains (replicas identical), then parameters (replicated.ckpt, rank 0), momentum
+// (replicated under SSGD, per rank otherwise), the reducer's per-rank state (error feedback,
+// DGC velocities and its sampling RNG) and the step/epoch/sampler position go to host memory
+// and an async writer (trainer/checkpointer.h); a few steps later the group commits the
+// step's MANIFEST. Resume (recovery.resume_from: DIR): setup() loads the newest step every
+// rank can load with every checksum verified (falling back past damaged ones), restores it
+// and run() continues to the same total steps; the data order follows from the step, so a
+// resumed SSGD run ends with the same parameters as an uninterrupted one, bit for bit.
+//
 // Not thread-safe except request_stop(), which any thread (a signal or stdin reader) may call.
 #pragma once
 
@@ -37,6 +47,9 @@
 #include "trainer/training_data.h"
 
 namespace tern {
+
+class Checkpointer;
+struct LoadedCheckpoint;
 
 // The parent's regroup command (trainer_protocol.h): the new generation's group.
 struct RegroupRequest {
@@ -104,6 +117,14 @@ class Trainer {
   // Agrees on the furthest step among ranks that have state and broadcasts parameters,
   // optimizer state and the step from that rank (joiners and survivors alike).
   Status sync_state(bool have_state);
+  // Checkpoints: at the top of a step, commits a due pending step and takes a due one.
+  Status checkpoint_point();
+  Status checkpoint(int64_t steps_done);
+  bool momentum_replicated() const;
+  // Resume: parameters, step and counters before the strategy is built; momentum and the
+  // reducer's state after (the reducer may replace the optimizer).
+  Status restore_replicated(const LoadedCheckpoint& c);
+  Status restore_per_rank(const LoadedCheckpoint& c);
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   // Rank `rank`'s data-parallel batch at `step` (straggler modes reassign other ranks' parts).
@@ -148,6 +169,11 @@ class Trainer {
   double recovery_s_ = 0;         // time from the failed step to training again
   int64_t steps_rolled_back_ = 0;  // steps this rank lost (0 in partial mode for survivors)
   std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, never torn down mid-error
+
+  // Checkpoints and resume.
+  std::unique_ptr<Checkpointer> checkpointer_;  // null without recovery.checkpoint_every
+  int64_t last_checkpoint_step_ = -1;  // taken (or resumed from) at this step: not again
+  int64_t resumed_from_ = -1;
 };
 
 }  // namespace tern
