@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/subprocess.h"
 
@@ -129,6 +130,91 @@ TEST(CheckpointResume, ResumeFromADirectoryWithoutCheckpointsFailsNamingIt) {
   EXPECT_NE(reason.find("recovery.resume_from"), std::string::npos) << reason;
   EXPECT_NE(reason.find(empty.string()), std::string::npos) << reason;
 }
+
+// Partial recovery with checkpoints on: the survivor takes step 40's checkpoint, then loses its
+// peer while training step 40; after the regroup the group never agreed on that step, so it is
+// dropped and taken again by the survivor and the replacement together, and later steps commit
+// at the new generation.
+TEST(CheckpointResume, CheckpointsKeepCommittingAcrossARegroup) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) GTEST_SKIP() << "tern-trainer not built";
+  const fs::path dir = scratch() / "regroup";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "job.yaml")
+      << "name: regroup-ckpt\nworkers: 2\nmodel: {type: mlp}\n"
+         "data: {source: synthetic, train_size: 4096, test_size: 512}\n"
+         "train: {steps: 80, batch_size: 32, lr: 0.05, momentum: 0.9, log_every: 10}\n"
+         "sync: {timeout_s: 20}\n"
+         "recovery: {mode: partial, checkpoint_every: 10, keep: 2, dir: "
+      << (dir / "ckpt").string()
+      << "}\n"
+         "debug: {fail_rank: 1, fail_step: 40}\n";
+  auto trainer = [&](int rank, int64_t generation, int port, const std::string& tag) {
+    SpawnOptions o;
+    o.argv = {bin("tern-trainer"),
+              "--spec",
+              (dir / "job.yaml").string(),
+              "--rank",
+              std::to_string(rank),
+              "--world",
+              "2",
+              "--master",
+              "127.0.0.1:" + std::to_string(port),
+              "--generation",
+              std::to_string(generation),
+              "--job",
+              "regroup-ckpt",
+              "--work-dir",
+              dir.string()};
+    o.pipe_stdin = true;
+    o.stdout_file = (dir / (tag + ".events")).string();
+    o.stderr_file = (dir / (tag + ".log")).string();
+    auto p = Subprocess::spawn(o);
+    EXPECT_TRUE(p.is_ok());
+    return std::move(p).value();
+  };
+  auto port1 = find_free_port();
+  ASSERT_TRUE(port1.is_ok());
+  auto r0 = trainer(0, 1, *port1, "r0");
+  auto r1 = trainer(1, 1, *port1, "r1-gen1");
+  auto code1 = r1->wait_for(std::chrono::seconds(120));
+  ASSERT_TRUE(code1.has_value());
+  EXPECT_EQ(*code1, 17) << slurp(dir / "r1-gen1.log");
+  for (int i = 0; i < 200 && slurp(dir / "r0.events").find("peer_lost") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto port2 = find_free_port();
+  ASSERT_TRUE(port2.is_ok());
+  nlohmann::json cmd = {{"cmd", "regroup"},
+                        {"generation", 2},
+                        {"world", 2},
+                        {"master", "127.0.0.1:" + std::to_string(*port2)}};
+  ASSERT_TRUE(r0->write_stdin(cmd.dump() + "\n").is_ok());
+  auto r1b = trainer(1, 2, *port2, "r1-gen2");
+  auto c0 = r0->wait_for(std::chrono::seconds(240));
+  auto c1 = r1b->wait_for(std::chrono::seconds(240));
+  ASSERT_TRUE(c0.has_value() && c1.has_value());
+  ASSERT_EQ(*c0, 0) << slurp(dir / "r0.log");
+  ASSERT_EQ(*c1, 0) << slurp(dir / "r1-gen2.log");
+  std::string log0 = slurp(dir / "r0.log");
+  EXPECT_NE(log0.find("checkpoint step 40 abandoned"), std::string::npos) << log0;
+  EXPECT_NE(log0.find("checkpoint step 40 complete on all 2 ranks"), std::string::npos) << log0;
+  // The newest complete steps, written at generation 2.
+  std::string manifest = slurp(dir / "ckpt" / "step-000000000080" / "MANIFEST");
+  EXPECT_NE(manifest.find("generation 2"), std::string::npos) << manifest;
+  EXPECT_TRUE(fs::exists(dir / "ckpt" / "step-000000000070" / "MANIFEST"));
+  EXPECT_FALSE(fs::exists(dir / "ckpt" / "step-000000000040")) << "retention keeps 2";
+}
+
+// Removes this process's scratch directories (checkpoints of several MB each) at the end.
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(fs::temp_directory_path() / ("tern_ckpt_it_" + std::to_string(getpid())), ec);
+  }
+};
+const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
 
 }  // namespace
 }  // namespace tern

@@ -312,5 +312,15 @@ TEST(TrainerCheckpoint, ResumeWithAnotherBatchSizeIsRefused) {
   }
 }
 
+// Removes this process's scratch directories (checkpoints of several MB each) at the end.
+class ScratchCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(fs::temp_directory_path() / ("tern_ckpt_test_" + std::to_string(getpid())), ec);
+  }
+};
+const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+
 }  // namespace
 }  // namespace tern
