@@ -87,14 +87,16 @@ Status Trainer::setup() {
   if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
   // Resume (a replacement rank joining a running job takes the group's state instead).
   std::unique_ptr<LoadedCheckpoint> resume;
-  if (!spec_.recovery.resume_from.empty() && options_.generation <= 1) {
-    auto loaded = load_agreed_checkpoint(*counting_, spec_.recovery.resume_from, options_.device);
+  const std::string& resume_dir = spec_.recovery.resume_from;
+  if (!resume_dir.empty() && options_.generation <= 1) {
+    auto loaded = load_agreed_checkpoint(*counting_, resume_dir, options_.device);
     if (!loaded.is_ok()) return loaded.status().with_context("recovery.resume_from");
     resume = std::make_unique<LoadedCheckpoint>(std::move(loaded).value());
-    TERN_RETURN_IF_ERROR(restore_replicated(*resume).with_context("recovery.resume_from"));
+    TERN_RETURN_IF_ERROR(restore_replicated(*resume, resume_dir).with_context("recovery.resume_from"));
+    resumed_from_ = resume->step;
   }
   TERN_RETURN_IF_ERROR(build_sync(/*first=*/true));
-  if (resume) TERN_RETURN_IF_ERROR(restore_per_rank(*resume).with_context("recovery.resume_from"));
+  if (resume) TERN_RETURN_IF_ERROR(restore_per_rank(*resume, resume_dir, "resumed").with_context("recovery.resume_from"));
   if (spec_.recovery.checkpoint_every > 0) {
     CheckpointerOptions co;
     co.dir = spec_.recovery.dir;
@@ -106,9 +108,10 @@ Status Trainer::setup() {
     checkpointer_ = std::make_unique<Checkpointer>(std::move(co), sink_);
   }
   if (options_.generation > 1) {
-    // A replacement rank joining a running job: take the survivors' state.
-    TERN_RETURN_IF_ERROR(sync_state(/*have_state=*/false).with_context("joining generation " +
-                                                                        std::to_string(options_.generation)));
+    // A replacement rank joining a running job: take the survivors' state, or with
+    // recovery.mode full roll back to the last checkpoint together with them.
+    Status joined = spec_.recovery.mode == "full" ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
+    TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
   }
   spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
                spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,
@@ -174,7 +177,8 @@ Status Trainer::recover(const Status& failure) {
   const bool comm_failure =
       failure.code() == StatusCode::kUnavailable || failure.code() == StatusCode::kDeadlineExceeded ||
       failure.code() == StatusCode::kAborted || failure.code() == StatusCode::kInternal;
-  if (spec_.recovery.mode != "partial" || !options_.regroup.wait || !options_.regroup.connect || !comm_failure) {
+  const bool elastic = spec_.recovery.mode == "partial" || spec_.recovery.mode == "full";
+  if (!elastic || !options_.regroup.wait || !options_.regroup.connect || !comm_failure) {
     return failure;
   }
   auto t0 = Clock::now();
@@ -188,9 +192,6 @@ Status Trainer::recover(const Status& failure) {
   if (req.world != options_.world) {
     return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
                                std::to_string(options_.world) + ": elastic resizing is not supported yet");
-  }
-  if (req.rollback) {
-    return failed_precondition("recovery.mode full (rollback to the checkpoint) inside a running trainer is not supported");
   }
   spdlog::info("regrouping at generation {} (master {})", req.generation, req.master);
   TERN_ASSIGN_OR_RETURN(CommStack stack, options_.regroup.connect(req));
@@ -206,15 +207,44 @@ Status Trainer::recover(const Status& failure) {
     last_checkpoint_step_ = -1;
   }
   TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
-  TERN_RETURN_IF_ERROR(sync_state(/*have_state=*/true).with_context("regroup at generation " +
-                                                                     std::to_string(req.generation)));
+  const int64_t failed_at = step_;
+  Status synced = req.rollback ? rollback(/*have_state=*/true) : sync_state(/*have_state=*/true);
+  TERN_RETURN_IF_ERROR(synced.with_context("regroup at generation " + std::to_string(req.generation)));
   ++recoveries_;
   double lost = seconds_since(t0);
   recovery_s_ += lost;
   sink_->emit({{"event", "regrouped"}, {"generation", req.generation}, {"step", step_}, {"world", req.world},
-               {"recovery_s", lost}, {"recoveries", recoveries_}});
-  spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s (no rollback)",
-               req.generation, step_, lost);
+               {"recovery_s", lost}, {"recoveries", recoveries_}, {"rollback", req.rollback},
+               {"steps_rolled_back", steps_rolled_back_}});
+  spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s ({})", req.generation,
+               step_, lost,
+               step_ < failed_at ? "rolled back " + std::to_string(failed_at - step_) + " steps to the checkpoint"
+                                 : std::string("no rollback"));
+  return Status::ok();
+}
+
+Status Trainer::rollback(bool have_state) {
+  if (!checkpointer_) {
+    spdlog::warn("recovery.mode full without recovery.checkpoint_every: no checkpoint to roll back to; "
+                 "continuing from the group's furthest state");
+    return sync_state(have_state);
+  }
+  const std::string dir = checkpointer_->store().dir();
+  auto loaded = load_agreed_checkpoint(*counting_, dir, options_.device);
+  if (!loaded.is_ok()) {
+    if (loaded.status().code() != StatusCode::kNotFound) return loaded.status();
+    // Lost before the first complete checkpoint: nothing older to return to.
+    spdlog::warn("no complete checkpoint to roll back to yet ({}); continuing from the group's furthest state",
+                 loaded.status().message());
+    return sync_state(have_state);
+  }
+  const int64_t before = step_;
+  TERN_RETURN_IF_ERROR(restore_replicated(*loaded, dir));
+  // Strategies remember parameters (periodic averaging's last sync point): rebuild on the
+  // restored ones, then give the fresh reducer its state back.
+  TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
+  TERN_RETURN_IF_ERROR(restore_per_rank(*loaded, dir, "rolled_back"));
+  if (have_state && before > step_) steps_rolled_back_ += before - step_;
   return Status::ok();
 }
 
@@ -276,12 +306,14 @@ Status Trainer::checkpoint(int64_t steps_done) {
   return Status::ok();
 }
 
-Status Trainer::restore_replicated(const LoadedCheckpoint& c) {
+Status Trainer::restore_replicated(const LoadedCheckpoint& c, const std::string& dir) {
   const Checkpoint& rep = *c.replicated;
-  const std::string file = CheckpointStore(spec_.recovery.resume_from).file_path(c.step, kReplicatedFile);
+  const std::string file = CheckpointStore(dir).file_path(c.step, kReplicatedFile);
   auto it = rep.meta.extra.find("trainer");
-  nlohmann::json counters = it == rep.meta.extra.end() ? nlohmann::json::object()
-                                                        : nlohmann::json::parse(it->second, nullptr, false);
+  if (it == rep.meta.extra.end()) {
+    return failed_precondition(file + ": no 'trainer' metadata (not a checkpoint of the tern trainer loop)");
+  }
+  nlohmann::json counters = nlohmann::json::parse(it->second, nullptr, false);
   if (!counters.is_object()) return data_loss(file + ": the 'trainer' metadata is not a JSON object");
   int64_t spe = counters.value("steps_per_epoch", int64_t{-1});
   if (spe != steps_per_epoch_) {
@@ -314,7 +346,6 @@ Status Trainer::restore_replicated(const LoadedCheckpoint& c) {
     item.value().data().copy_(*t);
   }
   step_ = c.step;
-  resumed_from_ = c.step;
   last_checkpoint_step_ = c.step;  // it is on disk already
   global_samples_ = counters.value("global_samples", int64_t{0});
   samples_ = counters.value("samples", int64_t{0});
@@ -324,9 +355,9 @@ Status Trainer::restore_replicated(const LoadedCheckpoint& c) {
   return Status::ok();
 }
 
-Status Trainer::restore_per_rank(const LoadedCheckpoint& c) {
+Status Trainer::restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event) {
   const Checkpoint& mine = c.ranks.at(options_.rank);
-  CheckpointStore store(spec_.recovery.resume_from);
+  CheckpointStore store(dir);
   const std::string rank_file = store.file_path(c.step, rank_file_name(options_.rank));
   auto it = c.replicated->meta.extra.find("momentum");
   const bool shared = it != c.replicated->meta.extra.end() && it->second == "replicated";
@@ -359,13 +390,10 @@ Status Trainer::restore_per_rank(const LoadedCheckpoint& c) {
   }
   std::string skipped;
   for (const auto& s : c.skipped) skipped += "; skipped " + s;
-  spdlog::info("resumed from {} at step {} (epoch {}, {} of {} steps done; {} momentum buffers, {} reducer tensors){}",
-               store.step_dir(c.step), c.step, c.step / steps_per_epoch_, c.step, total_steps_, restored,
-               reducer_state.size(), skipped);
-  sink_->emit({{"event", "resumed"},
-               {"step", c.step},
-               {"dir", spec_.recovery.resume_from},
-               {"skipped", c.skipped}});
+  spdlog::info("{} from {} at step {} (epoch {}, {} of {} steps done; {} momentum buffers, {} reducer tensors){}",
+               event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
+               c.step / steps_per_epoch_, c.step, total_steps_, restored, reducer_state.size(), skipped);
+  sink_->emit({{"event", event}, {"step", c.step}, {"dir", dir}, {"skipped", c.skipped}});
   return Status::ok();
 }
 

@@ -9,7 +9,9 @@
 // generation, master address), rebuilds its communicators at that generation, and re-syncs
 // replicated state with the group: the rank that got furthest broadcasts parameters, optimizer
 // state and the step, so survivors never roll back and a replacement rank joins with their
-// state. A trainer started at generation > 1 joins a running job the same way.
+// state. A trainer started at generation > 1 joins a running job the same way. With
+// recovery.mode full (the regroup command's rollback) every rank instead reloads the newest
+// complete checkpoint, survivors and replacement alike: the baseline CPR compares against.
 //
 // Checkpoints (recovery.checkpoint_every = k > 0): at the top of every k-th step the
 // strategy drains (replicas identical), then parameters (replicated.ckpt, rank 0), momentum
@@ -123,8 +125,13 @@ class Trainer {
   bool momentum_replicated() const;
   // Resume: parameters, step and counters before the strategy is built; momentum and the
   // reducer's state after (the reducer may replace the optimizer).
-  Status restore_replicated(const LoadedCheckpoint& c);
-  Status restore_per_rank(const LoadedCheckpoint& c);
+  // `dir` names the files in errors; `event` is "resumed" or "rolled_back".
+  Status restore_replicated(const LoadedCheckpoint& c, const std::string& dir);
+  Status restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
+  // recovery.mode full after a regroup (survivors) or when joining one (a replacement): every
+  // rank reloads the newest checkpoint all can load; before the first one exists, the group's
+  // furthest state is taken as in partial mode.
+  Status rollback(bool have_state);
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   // Rank `rank`'s data-parallel batch at `step` (straggler modes reassign other ranks' parts).

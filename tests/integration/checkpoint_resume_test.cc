@@ -2,7 +2,8 @@
 // whose rank 1 dies mid-run (debug.fail_step, a simulated crash), then `tern run --resume` of
 // the checkpoint directory finishes SUCCEEDED with the full step count, from the newest
 // complete step, and ends exactly where an uninterrupted run ends (same test loss and
-// accuracy: SSGD over synthetic data resumes bit for bit).
+// accuracy: SSGD over synthetic data resumes bit for bit). Checkpoints across a partial-recovery
+// regroup, and full recovery (every rank rolls back to the last complete checkpoint).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -62,6 +63,54 @@ std::string write_spec() {
                       "train: {epochs: 2, batch_size: 32, lr: 0.05, momentum: 0.9, log_every: 4}\n"
                       "sync: {timeout_s: 20}\n";
   return p.string();
+}
+
+// One tern-trainer of a 2-rank job in `dir`, as a worker daemon would start it.
+std::unique_ptr<Subprocess> spawn_trainer(const fs::path& dir, const std::string& spec, int rank,
+                                          int64_t generation, int port, const std::string& tag) {
+  SpawnOptions o;
+  o.argv = {bin("tern-trainer"),
+            "--spec",
+            (dir / spec).string(),
+            "--rank",
+            std::to_string(rank),
+            "--world",
+            "2",
+            "--master",
+            "127.0.0.1:" + std::to_string(port),
+            "--generation",
+            std::to_string(generation),
+            "--job",
+            "ckpt-it",
+            "--work-dir",
+            dir.string()};
+  o.pipe_stdin = true;
+  o.stdout_file = (dir / (tag + ".events")).string();
+  o.stderr_file = (dir / (tag + ".log")).string();
+  auto p = Subprocess::spawn(o);
+  EXPECT_TRUE(p.is_ok());
+  return std::move(p).value();
+}
+
+nlohmann::json finished_summary(const fs::path& events) {
+  std::ifstream in(events);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (!j.is_discarded() && j.value("event", "") == "finished") return j["summary"];
+  }
+  return nlohmann::json();
+}
+
+// 2-rank job files for the regroup tests: `name`.yaml, 80 steps.
+void write_regroup_spec(const fs::path& dir, const std::string& name, const std::string& recovery,
+                        const std::string& debug) {
+  std::ofstream(dir / (name + ".yaml"))
+      << "name: " << name << "\nworkers: 2\nmodel: {type: mlp}\n"
+      << "data: {source: synthetic, train_size: 4096, test_size: 512}\n"
+      << "train: {steps: 80, batch_size: 32, lr: 0.05, momentum: 0.9, log_every: 10}\n"
+      << "sync: {timeout_s: 20}\n"
+      << recovery << debug;
 }
 
 TEST(CheckpointResume, CrashedRunResumesFromItsCheckpointsAndFinishesLikeAnUninterruptedOne) {
@@ -131,6 +180,41 @@ TEST(CheckpointResume, ResumeFromADirectoryWithoutCheckpointsFailsNamingIt) {
   EXPECT_NE(reason.find(empty.string()), std::string::npos) << reason;
 }
 
+// Runs `name`.yaml in `dir` with rank 1 dying at step 40 (debug.fail_step), plays the worker
+// daemon's part of the regroup (generation 2, a new master, a replacement rank 1) and waits
+// for both to finish. Returns false (with failures recorded) when something went wrong.
+bool crash_and_regroup(const fs::path& dir, const std::string& name, bool rollback) {
+  auto port1 = find_free_port();
+  EXPECT_TRUE(port1.is_ok());
+  if (!port1.is_ok()) return false;
+  auto r0 = spawn_trainer(dir, name + ".yaml", 0, 1, *port1, "r0");
+  auto r1 = spawn_trainer(dir, name + ".yaml", 1, 1, *port1, "r1-gen1");
+  auto code1 = r1->wait_for(std::chrono::seconds(120));
+  EXPECT_TRUE(code1.has_value());
+  if (!code1) return false;
+  EXPECT_EQ(*code1, 17) << slurp(dir / "r1-gen1.log");
+  for (int i = 0; i < 200 && slurp(dir / "r0.events").find("peer_lost") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto port2 = find_free_port();
+  EXPECT_TRUE(port2.is_ok());
+  if (!port2.is_ok()) return false;
+  nlohmann::json cmd = {{"cmd", "regroup"},
+                        {"generation", 2},
+                        {"world", 2},
+                        {"master", "127.0.0.1:" + std::to_string(*port2)},
+                        {"rollback", rollback}};
+  EXPECT_TRUE(r0->write_stdin(cmd.dump() + "\n").is_ok());
+  auto r1b = spawn_trainer(dir, name + ".yaml", 1, 2, *port2, "r1-gen2");
+  auto c0 = r0->wait_for(std::chrono::seconds(240));
+  auto c1 = r1b->wait_for(std::chrono::seconds(240));
+  EXPECT_TRUE(c0.has_value() && c1.has_value());
+  if (!c0 || !c1) return false;
+  EXPECT_EQ(*c0, 0) << slurp(dir / "r0.log");
+  EXPECT_EQ(*c1, 0) << slurp(dir / "r1-gen2.log");
+  return *c0 == 0 && *c1 == 0;
+}
+
 // Partial recovery with checkpoints on: the survivor takes step 40's checkpoint, then loses its
 // peer while training step 40; after the regroup the group never agreed on that step, so it is
 // dropped and taken again by the survivor and the replacement together, and later steps commit
@@ -140,62 +224,11 @@ TEST(CheckpointResume, CheckpointsKeepCommittingAcrossARegroup) {
   const fs::path dir = scratch() / "regroup";
   fs::remove_all(dir);
   fs::create_directories(dir);
-  std::ofstream(dir / "job.yaml")
-      << "name: regroup-ckpt\nworkers: 2\nmodel: {type: mlp}\n"
-         "data: {source: synthetic, train_size: 4096, test_size: 512}\n"
-         "train: {steps: 80, batch_size: 32, lr: 0.05, momentum: 0.9, log_every: 10}\n"
-         "sync: {timeout_s: 20}\n"
-         "recovery: {mode: partial, checkpoint_every: 10, keep: 2, dir: "
-      << (dir / "ckpt").string()
-      << "}\n"
-         "debug: {fail_rank: 1, fail_step: 40}\n";
-  auto trainer = [&](int rank, int64_t generation, int port, const std::string& tag) {
-    SpawnOptions o;
-    o.argv = {bin("tern-trainer"),
-              "--spec",
-              (dir / "job.yaml").string(),
-              "--rank",
-              std::to_string(rank),
-              "--world",
-              "2",
-              "--master",
-              "127.0.0.1:" + std::to_string(port),
-              "--generation",
-              std::to_string(generation),
-              "--job",
-              "regroup-ckpt",
-              "--work-dir",
-              dir.string()};
-    o.pipe_stdin = true;
-    o.stdout_file = (dir / (tag + ".events")).string();
-    o.stderr_file = (dir / (tag + ".log")).string();
-    auto p = Subprocess::spawn(o);
-    EXPECT_TRUE(p.is_ok());
-    return std::move(p).value();
-  };
-  auto port1 = find_free_port();
-  ASSERT_TRUE(port1.is_ok());
-  auto r0 = trainer(0, 1, *port1, "r0");
-  auto r1 = trainer(1, 1, *port1, "r1-gen1");
-  auto code1 = r1->wait_for(std::chrono::seconds(120));
-  ASSERT_TRUE(code1.has_value());
-  EXPECT_EQ(*code1, 17) << slurp(dir / "r1-gen1.log");
-  for (int i = 0; i < 200 && slurp(dir / "r0.events").find("peer_lost") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  auto port2 = find_free_port();
-  ASSERT_TRUE(port2.is_ok());
-  nlohmann::json cmd = {{"cmd", "regroup"},
-                        {"generation", 2},
-                        {"world", 2},
-                        {"master", "127.0.0.1:" + std::to_string(*port2)}};
-  ASSERT_TRUE(r0->write_stdin(cmd.dump() + "\n").is_ok());
-  auto r1b = trainer(1, 2, *port2, "r1-gen2");
-  auto c0 = r0->wait_for(std::chrono::seconds(240));
-  auto c1 = r1b->wait_for(std::chrono::seconds(240));
-  ASSERT_TRUE(c0.has_value() && c1.has_value());
-  ASSERT_EQ(*c0, 0) << slurp(dir / "r0.log");
-  ASSERT_EQ(*c1, 0) << slurp(dir / "r1-gen2.log");
+  write_regroup_spec(dir, "partial",
+                     "recovery: {mode: partial, checkpoint_every: 10, keep: 2, dir: " +
+                         (dir / "ckpt").string() + "}\n",
+                     "debug: {fail_rank: 1, fail_step: 40}\n");
+  ASSERT_TRUE(crash_and_regroup(dir, "partial", /*rollback=*/false));
   std::string log0 = slurp(dir / "r0.log");
   EXPECT_NE(log0.find("checkpoint step 40 abandoned"), std::string::npos) << log0;
   EXPECT_NE(log0.find("checkpoint step 40 complete on all 2 ranks"), std::string::npos) << log0;
@@ -204,6 +237,48 @@ TEST(CheckpointResume, CheckpointsKeepCommittingAcrossARegroup) {
   EXPECT_NE(manifest.find("generation 2"), std::string::npos) << manifest;
   EXPECT_TRUE(fs::exists(dir / "ckpt" / "step-000000000070" / "MANIFEST"));
   EXPECT_FALSE(fs::exists(dir / "ckpt" / "step-000000000040")) << "retention keeps 2";
+  EXPECT_EQ(finished_summary(dir / "r0.events").value("steps_rolled_back", -1), 0);
+}
+
+// Full recovery (recovery.mode full, the regroup's rollback): survivor and replacement both
+// reload step 30, the newest complete checkpoint (step 40's was never committed), and redo
+// steps 30..79. SSGD is deterministic, so they end exactly where an uninterrupted run ends.
+TEST(CheckpointResume, FullRecoveryRollsEveryRankBackToTheLastCompleteCheckpoint) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) GTEST_SKIP() << "tern-trainer not built";
+  const fs::path dir = scratch() / "full";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  write_regroup_spec(dir, "full",
+                     "recovery: {mode: full, checkpoint_every: 10, keep: 3, dir: " +
+                         (dir / "ckpt").string() + "}\n",
+                     "debug: {fail_rank: 1, fail_step: 40}\n");
+  ASSERT_TRUE(crash_and_regroup(dir, "full", /*rollback=*/true));
+  nlohmann::json s0 = finished_summary(dir / "r0.events");
+  nlohmann::json s1 = finished_summary(dir / "r1-gen2.events");
+  ASSERT_TRUE(s0.is_object() && s1.is_object());
+  EXPECT_EQ(s0["steps"], 80);
+  EXPECT_EQ(s0["recoveries"], 1);
+  EXPECT_EQ(s0["steps_rolled_back"], 10);
+  std::string log0 = slurp(dir / "r0.log");
+  EXPECT_NE(log0.find("rolled back from " + (dir / "ckpt" / "step-000000000030").string() +
+                      " at step 30"),
+            std::string::npos)
+      << log0;
+  EXPECT_NE(slurp(dir / "r1-gen2.log").find("rolled back from"), std::string::npos);
+
+  // The same job, never interrupted.
+  write_regroup_spec(dir, "plain", "", "");
+  auto port = find_free_port();
+  ASSERT_TRUE(port.is_ok());
+  auto p0 = spawn_trainer(dir, "plain.yaml", 0, 1, *port, "plain0");
+  auto p1 = spawn_trainer(dir, "plain.yaml", 1, 1, *port, "plain1");
+  ASSERT_EQ(p0->wait_for(std::chrono::seconds(240)).value_or(-1), 0) << slurp(dir / "plain0.log");
+  ASSERT_EQ(p1->wait_for(std::chrono::seconds(240)).value_or(-1), 0) << slurp(dir / "plain1.log");
+  nlohmann::json plain = finished_summary(dir / "plain0.events");
+  ASSERT_TRUE(plain.is_object());
+  EXPECT_EQ(s0["test_loss"].get<double>(), plain["test_loss"].get<double>());
+  EXPECT_EQ(s1["test_loss"].get<double>(), plain["test_loss"].get<double>());
+  EXPECT_EQ(s0["test_accuracy"].get<double>(), plain["test_accuracy"].get<double>());
 }
 
 // Removes this process's scratch directories (checkpoints of several MB each) at the end.
