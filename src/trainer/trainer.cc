@@ -112,6 +112,7 @@ Status Trainer::setup() {
     // recovery.mode full roll back to the last checkpoint together with them.
     Status joined = spec_.recovery.mode == "full" ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
     TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
+    if (spec_.recovery.mode == "partial") restore_lost_rank_state();
   }
   spdlog::info("setup done: model={} params={} train={} test={} steps/epoch={} total_steps={} strategy={}",
                spec_.model.type, params_.size(), data_->train_size(), data_->test_size(), steps_per_epoch_,
@@ -246,6 +247,33 @@ Status Trainer::rollback(bool have_state) {
   TERN_RETURN_IF_ERROR(restore_per_rank(*loaded, dir, "rolled_back"));
   if (have_state && before > step_) steps_rolled_back_ += before - step_;
   return Status::ok();
+}
+
+void Trainer::restore_lost_rank_state() {
+  if (!checkpointer_) return;
+  LoadOptions lo;
+  lo.replicated = false;
+  lo.ranks = {options_.rank};
+  auto c = load_latest_checkpoint(checkpointer_->store(), lo);
+  if (!c.is_ok() || c->manifest.world != options_.world) {
+    spdlog::warn("step {}: no checkpointed per-rank state of rank {} to restore ({}); its reducer starts empty", step_,
+                 options_.rank,
+                 c.is_ok() ? "the checkpoint has world " + std::to_string(c->manifest.world) : c.status().message());
+    return;
+  }
+  NamedTensors reducer_state;
+  const std::string prefix = "reducer/";
+  for (const auto& [name, t] : c->ranks.at(options_.rank).tensors) {
+    if (name.rfind(prefix, 0) == 0) reducer_state.emplace_back(name.substr(prefix.size()), t);
+  }
+  const std::string file = checkpointer_->store().file_path(c->step, rank_file_name(options_.rank));
+  if (Status s = reducer_->load_state(reducer_state); !s.is_ok()) {
+    spdlog::warn("step {}: {}: per-rank state not restored: {}", step_, file, s.to_string());
+    return;
+  }
+  spdlog::info("step {}: restored rank {}'s per-rank state ({} reducer tensors) from {} (partial recovery)", step_,
+               options_.rank, reducer_state.size(), file);
+  sink_->emit({{"event", "partial_restore"}, {"step", step_}, {"from_step", c->step}, {"tensors", reducer_state.size()}});
 }
 
 bool Trainer::momentum_replicated() const {

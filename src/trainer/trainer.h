@@ -132,6 +132,10 @@ class Trainer {
   // rank reloads the newest checkpoint all can load; before the first one exists, the group's
   // furthest state is taken as in partial mode.
   Status rollback(bool have_state);
+  // recovery.mode partial, a replacement rank: what lived only on the lost rank (its reducer's
+  // error feedback, DGC velocities) comes back from that rank's newest checkpoint (CPR); the
+  // replicated state came from the survivors. Best effort: logged when there is none.
+  void restore_lost_rank_state();
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   // Rank `rank`'s data-parallel batch at `step` (straggler modes reassign other ranks' parts).

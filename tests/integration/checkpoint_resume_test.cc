@@ -224,7 +224,9 @@ TEST(CheckpointResume, CheckpointsKeepCommittingAcrossARegroup) {
   const fs::path dir = scratch() / "regroup";
   fs::remove_all(dir);
   fs::create_directories(dir);
+  // fp16 compression keeps an error-feedback memory per rank: the replacement restores its own.
   write_regroup_spec(dir, "partial",
+                     "compress: {method: fp16}\n"
                      "recovery: {mode: partial, checkpoint_every: 10, keep: 2, dir: " +
                          (dir / "ckpt").string() + "}\n",
                      "debug: {fail_rank: 1, fail_step: 40}\n");
@@ -238,6 +240,11 @@ TEST(CheckpointResume, CheckpointsKeepCommittingAcrossARegroup) {
   EXPECT_TRUE(fs::exists(dir / "ckpt" / "step-000000000070" / "MANIFEST"));
   EXPECT_FALSE(fs::exists(dir / "ckpt" / "step-000000000040")) << "retention keeps 2";
   EXPECT_EQ(finished_summary(dir / "r0.events").value("steps_rolled_back", -1), 0);
+  std::string log1 = slurp(dir / "r1-gen2.log");
+  EXPECT_NE(log1.find("restored rank 1's per-rank state (1 reducer tensors) from " +
+                      (dir / "ckpt" / "step-000000000030" / "rank-1.ckpt").string()),
+            std::string::npos)
+      << log1;
 }
 
 // Full recovery (recovery.mode full, the regroup's rollback): survivor and replacement both
