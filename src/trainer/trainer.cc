@@ -1,6 +1,7 @@
 #include "trainer/trainer.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <mutex>
