@@ -21,7 +21,9 @@
 // step's MANIFEST. Resume (recovery.resume_from: DIR): setup() loads the newest step every
 // rank can load with every checksum verified (falling back past damaged ones), restores it
 // and run() continues to the same total steps; the data order follows from the step, so a
-// resumed SSGD run ends with the same parameters as an uninterrupted one, bit for bit.
+// resumed SSGD run ends with the same parameters as an uninterrupted one, bit for bit. (For
+// delayed, periodic and hierarchical sync the drain is an extra averaging point, so their
+// trajectory depends on checkpoint_every; a resumed run still equals the same job run through.)
 //
 // Not thread-safe except request_stop(), which any thread (a signal or stdin reader) may call.
 #pragma once
