@@ -2,6 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "comm/abandon.h"
+
 namespace tern {
 namespace {
 
@@ -17,18 +21,39 @@ Status status_from_exception(const std::exception& e) {
   return unavailable("collective failed (peer lost?): " + first);
 }
 
+// How often a blocked wait looks at the abandon epoch. c10d's wait returns as soon as the
+// work completes, so the slice adds no latency to a collective, only to noticing an abandon.
+constexpr std::chrono::milliseconds kAbandonCheck{100};
+
 class C10dWork : public Work {
  public:
-  explicit C10dWork(c10::intrusive_ptr<c10d::Work> work) : work_(std::move(work)) {}
+  // `sliced`: wait in short slices, looking at the abandon epoch between them (Gloo, whose
+  // waits may time out and be retried; NCCL's wait only orders streams and returns at once).
+  C10dWork(c10::intrusive_ptr<c10d::Work> work, uint64_t epoch, bool sliced)
+      : work_(std::move(work)), epoch_(epoch), sliced_(sliced) {}
   Status wait(std::chrono::milliseconds timeout) override {
     if (!status_.is_ok() || done_) return status_;
-    try {
-      work_->wait(timeout);
-      done_ = true;
-    } catch (const std::exception& e) {
-      status_ = status_from_exception(e);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      if (std::string why = abandoned_reason(epoch_); !why.empty()) {
+        status_ = aborted("collective abandoned: " + why);
+        return status_;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto slice = sliced_ ? std::clamp(left, std::chrono::milliseconds(1), kAbandonCheck) : timeout;
+      try {
+        work_->wait(slice);
+        done_ = true;
+        return status_;
+      } catch (const std::exception& e) {
+        // Our slice ran out ("Operation timed out!" from c10d, "Timed out waiting ..." from a
+        // Gloo send/recv): keep waiting while time is left.
+        const bool slice_over = sliced_ && std::string(e.what()).find("imed out") != std::string::npos;
+        if (slice_over && !is_completed() && std::chrono::steady_clock::now() < deadline) continue;
+        status_ = status_from_exception(e);
+        return status_;
+      }
     }
-    return status_;
   }
   bool is_completed() override {
     try {
@@ -47,6 +72,8 @@ class C10dWork : public Work {
 
  private:
   c10::intrusive_ptr<c10d::Work> work_;
+  uint64_t epoch_;
+  bool sliced_;
   Status status_;
   bool done_ = false;
 };
@@ -54,9 +81,12 @@ class C10dWork : public Work {
 // Issues a c10d call, turning a synchronous throw (e.g. on an already-broken group) into a
 // failed Work so callers see one error path.
 template <typename F>
-WorkPtr issue(F&& f) {
+WorkPtr issue(uint64_t epoch, bool sliced, F&& f) {
+  if (std::string why = abandoned_reason(epoch); !why.empty()) {
+    return std::make_shared<CompletedWork>(aborted("collective abandoned: " + why));
+  }
   try {
-    return std::make_shared<C10dWork>(f());
+    return std::make_shared<C10dWork>(f(), epoch, sliced);
   } catch (const std::exception& e) {
     return std::make_shared<CompletedWork>(status_from_exception(e));
   }
@@ -76,51 +106,51 @@ c10d::ReduceOp to_c10d(ReduceOp op) {
 C10dCommunicator::C10dCommunicator(c10::intrusive_ptr<c10d::ProcessGroup> pg, std::string backend,
                                    std::chrono::milliseconds timeout)
     : pg_(std::move(pg)), backend_(std::move(backend)), timeout_(timeout),
-      rank_(pg_->getRank()), size_(pg_->getSize()) {}
+      rank_(pg_->getRank()), size_(pg_->getSize()), epoch_(collective_epoch()) {}
 
 WorkPtr C10dCommunicator::all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) {
   c10d::AllreduceOptions o;
   o.reduceOp = to_c10d(op);
-  return issue([&] { return pg_->allreduce(tensors, o); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->allreduce(tensors, o); });
 }
 
 WorkPtr C10dCommunicator::all_gather(std::vector<at::Tensor>& outputs, at::Tensor& input) {
   std::vector<std::vector<at::Tensor>> out{outputs};
   std::vector<at::Tensor> in{input};
   // c10d writes into the tensors of `out`, which share storage with `outputs`.
-  return issue([&] { return pg_->allgather(out, in); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->allgather(out, in); });
 }
 
 WorkPtr C10dCommunicator::broadcast(std::vector<at::Tensor>& tensors, int root) {
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  return issue([&] { return pg_->broadcast(tensors, o); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->broadcast(tensors, o); });
 }
 
 WorkPtr C10dCommunicator::all_to_all(at::Tensor& output, at::Tensor& input,
                                      const std::vector<int64_t>& output_splits,
                                      const std::vector<int64_t>& input_splits) {
   std::vector<int64_t> os = output_splits, is = input_splits;
-  return issue([&] { return pg_->alltoall_base(output, input, os, is); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->alltoall_base(output, input, os, is); });
 }
 
 WorkPtr C10dCommunicator::send(at::Tensor& tensor, int dst, int tag) {
   std::vector<at::Tensor> t{tensor};
-  return issue([&] { return pg_->send(t, dst, tag); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->send(t, dst, tag); });
 }
 
 WorkPtr C10dCommunicator::recv(at::Tensor& tensor, int src, int tag) {
   std::vector<at::Tensor> t{tensor};
-  return issue([&] { return pg_->recv(t, src, tag); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->recv(t, src, tag); });
 }
 
 WorkPtr C10dCommunicator::recv_any(at::Tensor& tensor, int tag) {
   std::vector<at::Tensor> t{tensor};
-  return issue([&] { return pg_->recvAnysource(t, tag); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->recvAnysource(t, tag); });
 }
 
 WorkPtr C10dCommunicator::barrier() {
-  return issue([&] { return pg_->barrier(); });
+  return issue(epoch_, backend_ == "gloo", [&] { return pg_->barrier(); });
 }
 
 }  // namespace tern

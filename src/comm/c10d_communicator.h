@@ -1,5 +1,6 @@
 // C10dCommunicator: the Communicator over a c10d::ProcessGroup (Gloo or NCCL). Converts c10d's
-// exceptions into Status at the wait boundary.
+// exceptions into Status at the wait boundary. A wait returns ABORTED as soon as
+// abandon_collectives() is called after the communicator was created (comm/abandon.h).
 #pragma once
 
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
@@ -33,6 +34,7 @@ class C10dCommunicator : public Communicator {
   std::chrono::milliseconds timeout_;
   int rank_;
   int size_;
+  uint64_t epoch_;  // collective_epoch() at creation
 };
 
 }  // namespace tern

@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 
+#include "comm/abandon.h"
 #include "comm/process_group.h"
 #include "common/job_spec.h"
 #include "common/logging.h"
@@ -89,6 +90,9 @@ void stdin_commands(Trainer* trainer, RegroupMailbox* mailbox) {
         r.master = j.at("master").get<std::string>();
         r.rollback = j.value("rollback", false);
         spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
+        // A collective stuck on the old group (a peer that is alive but waits on the dead one)
+        // would sit out sync.timeout_s: end it now, the coordinator already knows.
+        abandon_collectives("the coordinator regroups the job at generation " + std::to_string(r.generation));
         mailbox->post(std::move(r));
       } else {
         spdlog::warn("ignoring unknown command from parent: {}", line);

@@ -3,7 +3,9 @@
 
 #include <future>
 #include <set>
+#include <thread>
 
+#include "comm/abandon.h"
 #include "comm/counting_communicator.h"
 #include "comm/reducer.h"
 #include "testing/gloo_group.h"
@@ -63,6 +65,62 @@ TEST(Communicator, WaitTimesOutWhenAPeerNeverJoins) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
     done.set_value();
   }, std::chrono::milliseconds(2000));
+}
+
+// A survivor blocked on a peer that is alive but stuck (not its ring neighbour that died)
+// leaves the collective as soon as the regroup command abandons the group, long before the
+// collective timeout; communicators made afterwards are unaffected.
+TEST(Communicator, AbandonEndsABlockedWaitAtOnce) {
+  std::promise<void> done;
+  std::shared_future<void> done_f = done.get_future().share();
+  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    if (rank == 1) {  // alive, but never joins the collective
+      done_f.wait();
+      return;
+    }
+    std::vector<at::Tensor> t{at::ones({2})};
+    auto work = comm->all_reduce(t, ReduceOp::kSum);
+    std::thread regroup([] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      abandon_collectives("regroup to generation 2");
+    });
+    auto start = std::chrono::steady_clock::now();
+    Status s = work->wait(std::chrono::seconds(30));
+    auto waited = std::chrono::steady_clock::now() - start;
+    regroup.join();
+    EXPECT_EQ(s.code(), StatusCode::kAborted) << s.to_string();
+    EXPECT_NE(s.message().find("regroup to generation 2"), std::string::npos) << s.message();
+    EXPECT_LT(waited, std::chrono::seconds(5));
+    // A new collective on the old group fails at once, too.
+    Status again = comm->all_reduce(t, ReduceOp::kSum)->wait(std::chrono::seconds(30));
+    EXPECT_EQ(again.code(), StatusCode::kAborted);
+    done.set_value();
+  }, std::chrono::milliseconds(30000));
+  // The next generation's groups work.
+  testing::run_ranks(2, [](int, std::shared_ptr<Communicator> comm) {
+    std::vector<at::Tensor> t{at::ones({2})};
+    ASSERT_TRUE(all_reduce_sync(*comm, t).is_ok());
+    EXPECT_TRUE(at::equal(t[0], at::full({2}, 2.f)));
+  });
+}
+
+// Waits longer than one abandon-check slice still complete normally.
+TEST(Communicator, SlicedWaitCompletesLateCollectives) {
+  testing::run_ranks(2, [](int rank, std::shared_ptr<Communicator> comm) {
+    if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    std::vector<at::Tensor> t{at::ones({2})};
+    ASSERT_TRUE(all_reduce_sync(*comm, t).is_ok());
+    EXPECT_TRUE(at::equal(t[0], at::full({2}, 2.f)));
+    at::Tensor buf = at::zeros({1});
+    if (rank == 0) {
+      ASSERT_TRUE(comm->recv(buf, 1, 3)->wait(std::chrono::seconds(10)).is_ok());
+      EXPECT_EQ(buf.item<float>(), 5.f);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      at::Tensor v = at::full({1}, 5.f);
+      ASSERT_TRUE(comm->send(v, 0, 3)->wait(std::chrono::seconds(10)).is_ok());
+    }
+  });
 }
 
 TEST(CountingCommunicator, CountsRingAlgorithmBytes) {
