@@ -110,6 +110,12 @@ void parse_debug(YamlMap m, DebugSpec* out) {
   m.get("transient_ms", &out->transient_ms, 0.0, 600000.0);
   m.get("fail_rank", &out->fail_rank, -1, 1 << 20);
   m.get("fail_step", &out->fail_step, -1, kMaxInt);
+  if (m.has("kill")) {
+    YamlMap k = m.child("kill");
+    k.get("rank", &out->kill_rank, 0, 1 << 20);
+    k.get("at_step", &out->kill_step, 0, kMaxInt);
+    k.finish();
+  }
   m.finish();
 }
 
@@ -180,6 +186,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.recovery.min_workers > s.workers) {
     root.error("recovery", "min_workers must be <= workers");
   }
+  if (s.debug.kill_rank >= s.workers) root.error("debug", "kill.rank must be < workers");
   if (s.debug.fail_rank >= s.workers) {
     root.error("debug", "fail_rank must be < workers");
   }

@@ -116,6 +116,10 @@ struct DebugSpec {
   double transient_ms = 0.0;       // mean extra delay of a transient
   int64_t fail_rank = -1;          // fault injection: this rank exits at fail_step
   int64_t fail_step = -1;
+  // debug.kill: {rank, at_step}: this rank sends itself SIGKILL at that step (a real kill -9:
+  // no exit code, no flush, sockets torn down by the kernel).
+  int64_t kill_rank = -1;
+  int64_t kill_step = -1;
 };
 
 struct JobSpec {

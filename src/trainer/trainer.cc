@@ -1,6 +1,7 @@
 #include "trainer/trainer.h"
 
 #include <spdlog/spdlog.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -584,6 +585,12 @@ Status Trainer::run() {
       spdlog::error("debug.fail_step reached: rank {} exits now (fault injection)", options_.rank);
       std::fflush(stdout);
       std::_Exit(kInjectedFailureExit);
+    }
+    if (spec_.debug.kill_rank == options_.rank && spec_.debug.kill_step == step_ && options_.generation <= 1) {
+      spdlog::error("debug.kill reached: rank {} sends itself SIGKILL at step {} (fault injection)", options_.rank,
+                    step_);
+      spdlog::default_logger()->flush();
+      ::kill(::getpid(), SIGKILL);
     }
     if (Status st = checkpoint_point(); !st.is_ok()) {
       TERN_RETURN_IF_ERROR(recover(st).with_context("checkpoint at step " + std::to_string(step_)));

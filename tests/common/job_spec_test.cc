@@ -70,6 +70,17 @@ TEST(JobSpec, MaxRecoveriesDefaultsToThreeAndRefusesNegative) {
       << s.message();
 }
 
+TEST(JobSpec, DebugKillNamesARankAndAStep) {
+  auto r = load_job_spec_text(std::string(kGood) + "debug: {kill: {rank: 1, at_step: 40}}\n", "job.yaml");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.debug.kill_rank, 1);
+  EXPECT_EQ(r->spec.debug.kill_step, 40);
+  EXPECT_NE(load_error(std::string(kGood) + "debug: {kill: {rank: 2, at_step: 4}}\n").message().find("kill.rank must be < workers"),
+            std::string::npos);
+  EXPECT_NE(load_error(std::string(kGood) + "debug: {kill: {rank: 0, step: 4}}\n").message().find("debug.kill.step is not a known field"),
+            std::string::npos);
+}
+
 TEST(JobSpec, BadOverrideIsReportedAsOverride) {
   Status s = load_error(kGood, {"sync.delay=-3"});
   EXPECT_NE(s.message().find("job.yaml (--set): sync.delay must be >= 0, got -3"), std::string::npos) << s.message();
