@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -335,6 +336,59 @@ TEST_F(ClusterTest, CoordinatorKilledMidJobTheJobStillCompletes) {
   ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
   EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
   EXPECT_EQ(as_int(last, "generation"), 1) << "the job was not restarted: " << last.dump();
+}
+
+// kill -9 one trainer of a real 2-rank job with recovery.mode partial (issue 7): the daemon
+// reports the exit, the coordinator bumps the generation and restarts the rank (its own worker
+// has the slot again), the survivor regroups in place without rolling back, and the job
+// finishes SUCCEEDED with one recovery.
+TEST_F(ClusterTest, TrainerKilledMidJobPartialRecoveryKeepsTheSurvivor) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  fs::path spec = dir_ / "it-kill.yaml";
+  std::ofstream(spec) << "name: it-kill\nworkers: 2\nmodel: {type: mlp}\n"
+                         "data: {source: synthetic, train_size: 8192, test_size: 256}\n"
+                         "train: {epochs: 3, batch_size: 32, log_every: 5}\n"
+                         "recovery: {mode: partial, max_recoveries: 2}\n";
+  Output sub = tern({"submit", spec.string()});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  int64_t step = 0;
+  for (int i = 0; i < 300 && step < 20; ++i) {
+    json s = status_json("j-1");
+    if (s.contains("ranks") && s["ranks"].size() == 2)
+      step = std::min(as_int(s["ranks"][0], "step"), as_int(s["ranks"][1], "step"));
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GE(step, 20) << "the job did not start training";
+  pid_t victim = -1;
+  for (const auto& p : processes_mentioning(dir_.string())) {
+    if (p.find("tern-trainer") != std::string::npos && p.find("--rank 1 ") != std::string::npos)
+      victim = std::stoi(p.substr(0, p.find(':')));
+  }
+  ASSERT_GT(victim, 0) << "no trainer for rank 1";
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  json last;
+  for (int i = 0; i < 1800; ++i) {
+    Output o = tern({"status", "j-1", "--json"});
+    if (o.status == 0) {
+      last = json::parse(o.out, nullptr, false);
+      std::string st = last.value("state", "");
+      if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED" || st == "JOB_STATE_CANCELLED") break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
+  EXPECT_EQ(as_int(last, "recoveries"), 1) << last.dump();
+  EXPECT_EQ(as_int(last, "generation"), 2) << last.dump();
+  EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
+  ASSERT_TRUE(last.contains("summary")) << last.dump();
+  EXPECT_EQ(last["summary"].value("steps_rolled_back", -1.0), 0.0) << last.dump();
+  EXPECT_EQ(last["summary"].value("recoveries", -1.0), 1.0) << last.dump();
+  Output logs = tern({"logs", "j-1", "--rank", "0"});
+  EXPECT_NE(logs.out.find("regrouped at generation 2"), std::string::npos) << logs.out;
 }
 
 }  // namespace
