@@ -311,7 +311,9 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
                                    "--job",
                                    ref.job_id(),
                                    "--work-dir",
-                                   job_dir};
+                                   job_dir,
+                                   "--bind",  // Gloo pairs listen on this worker's address only
+                                   options_.host};
   if (!start.cluster_yaml().empty()) {
     const std::string cluster_path = job_dir + "/cluster.yaml";
     if (Status s = write_file_atomic(cluster_path, start.cluster_yaml()); !s.is_ok())

@@ -10,7 +10,7 @@
 #                             switch to its generation, emit regrouped and train on
 #   otherwise              -> FAKE_STEPS steps (default 6), FAKE_STEP_S seconds each (default 0.05)
 set -u
-spec="" rank=0 world=1 job="" gen=0 master="" workdir="" cluster="" regions=""
+spec="" rank=0 world=1 job="" gen=0 master="" workdir="" cluster="" regions="" bind=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --spec) spec="$2"; shift 2 ;;
@@ -22,6 +22,7 @@ while [ $# -gt 0 ]; do
     --work-dir) workdir="$2"; shift 2 ;;
     --cluster) cluster="$2"; shift 2 ;;
     --regions) regions="$2"; shift 2 ;;
+    --bind) bind="$2"; shift 2 ;;
     *) echo "fake trainer: unknown flag $1" >&2; exit 2 ;;
   esac
 done
