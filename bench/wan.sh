@@ -7,12 +7,14 @@
 #   bench/wan.sh                     # MLP, 150 steps per rank
 #   MODEL=cnn STEPS=40 bench/wan.sh  # the CNN, fewer steps
 #   STEPS=0 ONLY="ssgd-lan dts-d40-T12 hier-2x2-d20-T8" bench/wan.sh   # the job's epochs, some configs
+#   STEPS=0 EPOCHS=4 SUFFIX=-4epochs bench/wan.sh                      # 4 epochs of every config
 # Output: a table, bench/results/wan-<model>.csv and bench/results/wan-<model>.png (gnuplot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${TERN_BUILD_DIR:-build}
 MODEL=${MODEL:-mlp}
 STEPS=${STEPS:-150}
+EPOCHS=${EPOCHS:-}
 JOB=configs/jobs/fmnist-${MODEL}.yaml
 W4=configs/cluster/wan-4region.yaml
 W2=configs/cluster/wan-2region.yaml
@@ -25,7 +27,9 @@ run() {  # name, extra args...
   local name=$1; shift
   if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local r
-  r=$("$BUILD/bin/tern" run "$JOB" --workers 4 --set train.steps="$STEPS" --json "$@" 2>/dev/null || true)
+  local epochs=()
+  [ -n "$EPOCHS" ] && epochs=(--set train.epochs="$EPOCHS")
+  r=$("$BUILD/bin/tern" run "$JOB" --workers 4 --set train.steps="$STEPS" "${epochs[@]}" --json "$@" 2>/dev/null || true)
   echo "$r" | /usr/bin/python3 -c "
 import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
@@ -63,7 +67,7 @@ with open(sys.argv[2], "w", newline="") as f:
                     r["compute_s"], r["staleness"], r["train_wall_s"]])
 PY
 rm -f "$CSV.tmp"
-echo "WAN benchmark: $MODEL, 4 ranks, $([ "$STEPS" = 0 ] && echo "the job's epochs" || echo "$STEPS steps") per rank (same samples in every run), $(nproc) cores"
+echo "WAN benchmark: $MODEL, 4 ranks, $([ "$STEPS" = 0 ] && echo "${EPOCHS:-the job's} epochs" || echo "$STEPS steps") per rank (same samples in every run), $(nproc) cores"
 echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 ms jitter); hierarchical: $W2"
 column -t -s, "$CSV"
 if command -v gnuplot >/dev/null; then
