@@ -1,5 +1,5 @@
 // TcpRendezvousStore / RendezvousServer: c10d::Store semantics, timeouts, connect retry, the
-// listening address (never 0.0.0.0), limits, clean shutdown.
+// listening address (never 0.0.0.0), limits, clean shutdown, and Gloo process groups over it.
 #include "comm/rendezvous_store.h"
 
 #include <arpa/inet.h>
@@ -14,6 +14,8 @@
 #include <future>
 #include <sstream>
 #include <thread>
+
+#include "comm/process_group.h"
 
 namespace tern {
 namespace {
@@ -352,6 +354,48 @@ TEST(RendezvousStore, DestroyingTheServerReleasesBlockedClientsAndDoesNotHang) {
   ASSERT_EQ(blocked.wait_for(5s), std::future_status::ready);
   EXPECT_NE(blocked.get().find("closed the connection"), std::string::npos);
 }
+
+// ProcessGroupGloo over connect_store(): rank 0 hosts, the others connect; a second generation
+// regroups on the same root store through a fresh PrefixStore.
+void allreduce_over_connect_store(int world) {
+  RendezvousOptions rv;
+  rv.rank = 0;
+  rv.world = world;
+  rv.timeout = 20s;
+  auto root0 = connect_store(rv);
+  ASSERT_TRUE(root0.is_ok()) << root0.status().to_string();
+  auto* tcp = dynamic_cast<TcpRendezvousStore*>(root0->get());
+  ASSERT_NE(tcp, nullptr);
+  const int port = tcp->port();
+  for (int64_t generation : {1, 2}) {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r) {
+      threads.emplace_back([&, r] {
+        c10::intrusive_ptr<c10d::Store> root = *root0;
+        if (r != 0) {
+          RendezvousOptions o = rv;
+          o.rank = r;
+          o.master_port = port;
+          auto s = connect_store(o);
+          ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+          root = *s;
+        }
+        CommunicatorOptions co;
+        co.timeout = 20s;
+        auto comm = make_communicator(generation_store(root, generation), r, world, co);
+        ASSERT_TRUE(comm.is_ok()) << comm.status().to_string();
+        std::vector<at::Tensor> t{at::full({4}, static_cast<float>(r + generation))};
+        ASSERT_TRUE(all_reduce_sync(**comm, t).is_ok());
+        float expect = static_cast<float>(world * (world - 1) / 2 + world * generation);
+        EXPECT_TRUE(at::equal(t[0], at::full({4}, expect))) << t[0];
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+}
+
+TEST(RendezvousStore, GlooAllReduceOverTheStoreWithTwoRanks) { allreduce_over_connect_store(2); }
+TEST(RendezvousStore, GlooAllReduceOverTheStoreWithThreeRanks) { allreduce_over_connect_store(3); }
 
 }  // namespace
 }  // namespace tern
