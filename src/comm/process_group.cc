@@ -2,7 +2,6 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef TERN_HAVE_CUDA
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -10,32 +9,25 @@
 #include <spdlog/spdlog.h>
 
 #include "comm/c10d_communicator.h"
+#include "comm/rendezvous_store.h"
 
 namespace tern {
 
 Result<c10::intrusive_ptr<c10d::Store>> connect_store(const RendezvousOptions& options) {
-  c10d::TCPStoreOptions o;
-  o.port = static_cast<uint16_t>(options.master_port);
-  o.isServer = options.rank == 0;
-  o.numWorkers = c10::nullopt;  // later generations may have other world sizes
-  o.waitWorkers = false;
+  // Rank 0 hosts the server, bound to master_host only (c10d's TCPStore in LibTorch 1.13 would
+  // listen on every interface). Other ranks retry the connection until the timeout, since they
+  // may start before rank 0 listens.
+  RendezvousStoreOptions o;
+  o.host = options.master_host;
+  o.port = options.master_port;
+  o.is_server = options.rank == 0;
   o.timeout = options.timeout;
-  // Non-zero ranks may start before rank 0's server listens: retry until the timeout.
-  auto deadline = std::chrono::steady_clock::now() + options.timeout;
-  std::string last_error;
-  while (true) {
-    try {
-      auto store = c10::make_intrusive<c10d::TCPStore>(options.master_host, o);
-      return c10::intrusive_ptr<c10d::Store>(store);
-    } catch (const std::exception& e) {
-      last_error = e.what();
-      if (options.rank == 0 || std::chrono::steady_clock::now() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+  auto store = TcpRendezvousStore::create(o);
+  if (!store.is_ok()) {
+    return unavailable("rendezvous at " + options.master_host + ":" +
+                       std::to_string(options.master_port) + " failed: " + store.status().message());
   }
-  auto nl = last_error.find('\n');
-  return unavailable("rendezvous at " + options.master_host + ":" + std::to_string(options.master_port) +
-                     " failed: " + last_error.substr(0, nl));
+  return c10::intrusive_ptr<c10d::Store>(*store);
 }
 
 c10::intrusive_ptr<c10d::Store> generation_store(c10::intrusive_ptr<c10d::Store> root,

@@ -1,6 +1,6 @@
-// Building c10d process groups: rendezvous through a TCPStore hosted by rank 0 (one store per
-// job, a key prefix per generation so a regroup gets a fresh key space), and a Communicator
-// over ProcessGroupGloo (CPU) or ProcessGroupNCCL (GPU, when built with CUDA).
+// Building c10d process groups: rendezvous through a TcpRendezvousStore hosted by rank 0 (one
+// store per job, a key prefix per generation so a regroup gets a fresh key space), and a
+// Communicator over ProcessGroupGloo (CPU) or ProcessGroupNCCL (GPU, when built with CUDA).
 #pragma once
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
@@ -23,7 +23,8 @@ struct RendezvousOptions {
   std::chrono::milliseconds timeout{60000};
 };
 
-// Connects to (rank 0: hosts) the job's TCPStore. Returns the root store; use
+// Connects to (rank 0: hosts, bound to master_host only) the job's rendezvous store
+// (TcpRendezvousStore). Returns the root store; use
 // generation_store() for the per-generation view.
 Result<c10::intrusive_ptr<c10d::Store>> connect_store(const RendezvousOptions& options);
 c10::intrusive_ptr<c10d::Store> generation_store(c10::intrusive_ptr<c10d::Store> root,
