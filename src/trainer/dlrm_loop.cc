@@ -260,9 +260,11 @@ Status DlrmLoop::checkpoint_point() {
     return plan_interval(checkpointer_->blocking_s() - before);
   }
   if (plan_step_ >= 0 && interval_steps_ > 0) {
-    // A long planned interval leaves the background write more steps before the commit waits
-    // for it. From the shared interval, so every rank (a replacement too) commits at one step.
-    checkpointer_->set_commit_lag(std::clamp<int64_t>(interval_steps_ / 2, 4, 50));
+    // A long planned interval leaves the background write a few more steps before the commit
+    // waits for it, but not many: until the commit a failure falls back to the save before
+    // (more lost updates). From the shared interval, so every rank (a replacement too) commits
+    // at the same step.
+    checkpointer_->set_commit_lag(std::clamp<int64_t>(interval_steps_ / 8, 4, 16));
   }
   const bool due = checkpoint_due(step_) && step_ != last_checkpoint_step_;
   TERN_RETURN_IF_ERROR(
@@ -475,7 +477,10 @@ Status DlrmLoop::run() {
       measure_start_ = Clock::now();
       measure_samples_ = global_samples_;
     }
+    const double blocked_before = checkpointer_ ? checkpointer_->blocking_s() : 0.0;
     if (Status st = checkpoint_point(); !st.is_ok()) {
+      // A commit that failed on the dead peer waited for failure detection, not for a checkpoint.
+      if (checkpointer_) failed_commit_s_ += checkpointer_->blocking_s() - blocked_before;
       TERN_RETURN_IF_ERROR(recover(st).with_context("checkpoint at step " + std::to_string(step_)));
       --step_;
       continue;
@@ -515,7 +520,7 @@ Status DlrmLoop::run() {
 
   // Job-wide figures, the same in every rank's summary: the worst rank's blocking time and
   // recovery, the lost shard's updates (only a replacement has any).
-  const double blocking = checkpointer_ ? checkpointer_->blocking_s() : 0.0;
+  const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
   std::vector<at::Tensor> mx{at::tensor({blocking, recovery_s_, static_cast<double>(recoveries_),
                                          static_cast<double>(steps_rolled_back_), wall},
                                         at::kDouble)};

@@ -104,6 +104,7 @@ class DlrmLoop : public TrainingLoop {
   int64_t first_step_ = 0;
   int64_t plan_step_ = -1;
   int64_t last_checkpoint_step_ = -1;
+  double failed_commit_s_ = 0;  // blocking time of commits a lost peer failed (not overhead)
   std::mt19937_64 ssu_rng_;
   nlohmann::json plan_;
   std::chrono::steady_clock::time_point measure_start_;
