@@ -82,7 +82,9 @@ void print_human_summary(const json& s) {
   os << s.value("epochs", 0.0) << " epochs\n";
   if (s.value("state", "") == "SUCCEEDED") {
     os.precision(4);
-    os << "  test accuracy " << s.value("test_accuracy", 0.0) << "   final loss " << s.value("final_loss", 0.0);
+    os << "  test accuracy " << s.value("test_accuracy", 0.0);
+    if (s.contains("test_auc")) os << "   AUC " << s.value("test_auc", 0.0) << "   logloss " << s.value("test_logloss", 0.0);
+    os << "   final loss " << s.value("final_loss", 0.0);
     os.precision(0);
     os << "   samples/s " << s.value("samples_per_s", 0.0) << "   bytes sent/rank "
        << format_bytes(s.value("bytes_sent_per_rank", 0.0)) << "\n";
@@ -118,7 +120,8 @@ int run_local_job(const RunOptions& options) {
   fs::create_directories(run_dir, ec);
   if (ec) return fail_early("cannot create run directory " + run_dir + ": " + ec.message(), 1);
   run_dir = fs::absolute(run_dir).lexically_normal().string();
-  if (loaded->spec.recovery.checkpoint_every > 0 && loaded->spec.recovery.dir.empty()) {
+  const RecoverySpec& rec = loaded->spec.recovery;
+  if ((rec.checkpoint_every > 0 || rec.interval != "fixed") && rec.dir.empty()) {
     // Every rank must write to one store: the run directory, not each rank's work directory.
     overrides.push_back("recovery.dir=" + run_dir + "/checkpoints");
     loaded = load_job_spec_file(options.job_file, overrides);
@@ -153,24 +156,51 @@ int run_local_job(const RunOptions& options) {
 
   auto start = Clock::now();
   std::vector<Rank> ranks(static_cast<size_t>(world));
-  for (int64_t r = 0; r < world; ++r) {
+  // Starts rank r's trainer (again, at a later generation, as the replacement of a lost one).
+  auto spawn_rank = [&](int64_t r, int64_t generation, const std::string& at) -> Status {
     Rank& rk = ranks[static_cast<size_t>(r)];
     SpawnOptions so;
     so.argv = {trainer, "--spec", spec_path, "--rank", std::to_string(r), "--world", std::to_string(world),
-               "--master", master, "--job", spec.name, "--work-dir", run_dir + "/rank-" + std::to_string(r)};
+               "--master", at, "--job", spec.name, "--work-dir", run_dir + "/rank-" + std::to_string(r)};
+    if (generation > 1) so.argv.insert(so.argv.end(), {"--generation", std::to_string(generation)});
     if (!cluster_path.empty()) {
       so.argv.insert(so.argv.end(), {"--cluster", cluster_path, "--regions", join(regions, ",")});
     }
     fs::create_directories(run_dir + "/rank-" + std::to_string(r), ec);
-    rk.log_path = run_dir + "/rank-" + std::to_string(r) + ".log";
+    rk.log_path = run_dir + "/rank-" + std::to_string(r) +
+                  (generation > 1 ? "-gen" + std::to_string(generation) : std::string()) + ".log";
     so.stderr_file = options.verbose ? "" : rk.log_path;
     so.pipe_stdout = true;
     so.pipe_stdin = true;
-    auto p = Subprocess::spawn(so);
-    if (!p.is_ok()) return fail_early(p.status().message(), 1);
-    rk.proc = std::move(*p);
+    TERN_ASSIGN_OR_RETURN(rk.proc, Subprocess::spawn(so));
     rk.reader = std::make_unique<LineReader>(rk.proc->stdout_fd());
+    rk.exit_status.reset();
+    rk.error.clear();
+    return Status::ok();
+  };
+  for (int64_t r = 0; r < world; ++r) {
+    if (Status st = spawn_rank(r, 0, master); !st.is_ok()) return fail_early(st.message(), 1);
   }
+  // recovery.mode partial | full: a lost rank is replaced (up to recovery.max_recoveries times),
+  // as a worker daemon does on the coordinator's word: survivors get a regroup command for the
+  // next generation on a new master address, and a new trainer takes the lost rank there.
+  const bool elastic = spec.recovery.mode == "partial" || spec.recovery.mode == "full";
+  int64_t generation = 1;
+  int64_t recoveries = 0;
+  auto replace_rank = [&](size_t lost) -> Status {
+    TERN_ASSIGN_OR_RETURN(int port, find_free_port());
+    const std::string at = "127.0.0.1:" + std::to_string(port);
+    ++generation;
+    ++recoveries;
+    json cmd = {{"cmd", "regroup"}, {"generation", generation}, {"world", world}, {"master", at},
+                {"rollback", spec.recovery.mode == "full"}};
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      if (r != lost && !ranks[r].exit_status) (void)ranks[r].proc->write_stdin(cmd.dump() + "\n");
+    }
+    std::cerr << "tern run: rank " << lost << " lost (exit " << *ranks[lost].exit_status << "); regrouping at generation "
+              << generation << " with a replacement (" << spec.recovery.mode << " recovery)" << std::endl;
+    return spawn_rank(static_cast<int64_t>(lost), generation, at);
+  };
   if (!options.json || isatty(STDERR_FILENO)) {
     std::cerr << "tern run: " << spec.name << " with " << world << " workers (" << spec.model.type << ", "
               << spec.sync.strategy << (spec.compress.method != "none" ? "+" + spec.compress.method : "")
@@ -227,6 +257,15 @@ int run_local_job(const RunOptions& options) {
       if (!rk.exit_status) {
         ++running;
         continue;
+      }
+      if (*rk.exit_status != 0 && failed_rank < 0 && !stopping && elastic && !rk.summary.is_object() &&
+          recoveries < spec.recovery.max_recoveries) {
+        if (Status st = replace_rank(r); st.is_ok()) {
+          ++running;
+          continue;
+        } else {
+          std::cerr << "tern run: cannot replace rank " << r << ": " << st.to_string() << std::endl;
+        }
       }
       if (*rk.exit_status != 0 && failed_rank < 0 && !stopping) {
         failed_rank = static_cast<int>(r);
@@ -288,6 +327,7 @@ int run_local_job(const RunOptions& options) {
     if (ranks[0].last_progress.is_object()) out["steps"] = ranks[0].last_progress.value("step", 0);
   }
   out["state"] = ok ? "SUCCEEDED" : "FAILED";
+  if (recoveries > 0) out["replaced_ranks"] = recoveries;
   out["job"] = spec.name;
   out["workers"] = world;
   out["wall_s"] = wall;

@@ -100,6 +100,10 @@ void parse_recovery(YamlMap m, RecoverySpec* out) {
   m.get("max_recoveries", &out->max_recoveries, 0, 1000000);
   m.get_enum("policy", &out->policy, {"full", "mfu", "ssu"});
   m.get("pls_target", &out->pls_target, 0.0, 1.0);
+  m.get_enum("interval", &out->interval, {"fixed", "cpr", "young_daly"});
+  m.get("mtbf_s", &out->mtbf_s, 1e-3, 1e12);
+  m.get("row_fraction", &out->row_fraction, 0.0, 1.0);
+  m.get("full_every", &out->full_every, 1, 1000000);
   m.get("resume_from", &out->resume_from);
   m.finish();
 }
@@ -195,6 +199,10 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
                             " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic)");
   }
   if (s.model.type == "dlrm") cross_validate_dlrm(s, root);
+  if (s.model.type != "dlrm" && (s.recovery.interval != "fixed" || s.recovery.policy != "full")) {
+    root.error("recovery", "interval " + s.recovery.interval + " and policy " + s.recovery.policy +
+                               " plan embedding-shard checkpoints (CPR): they need model.type dlrm");
+  }
 }
 
 }  // namespace

@@ -54,6 +54,8 @@ class Checkpointer {
     return options_.every > 0 && steps_done > 0 && steps_done % options_.every == 0;
   }
   bool pending() const { return pending_.has_value(); }
+  // Steps between a snapshot and its commit, for a loop that plans its interval at run time.
+  void set_commit_lag(int64_t lag) { options_.commit_lag = lag; }
 
   // Snapshots and queues the write of meta.step. `blocking_s` is time the caller already
   // spent for this checkpoint on the training thread (the strategy's drain), added to the

@@ -177,31 +177,12 @@ Status Trainer::sync_state(bool have_state) {
 }
 
 Status Trainer::recover(const Status& failure) {
-  const bool comm_failure =
-      failure.code() == StatusCode::kUnavailable || failure.code() == StatusCode::kDeadlineExceeded ||
-      failure.code() == StatusCode::kAborted || failure.code() == StatusCode::kInternal;
-  const bool elastic = spec_.recovery.mode == "partial" || spec_.recovery.mode == "full";
-  if (!elastic || !options_.regroup.wait || !options_.regroup.connect || !comm_failure) {
-    return failure;
-  }
   auto t0 = Clock::now();
-  spdlog::warn("step {}: lost a peer ({}); waiting for the coordinator to regroup", step_, failure.to_string());
-  sink_->emit({{"event", "peer_lost"}, {"step", step_}, {"message", failure.to_string()}});
-  // The coordinator replaces the lost rank (a new worker may need to start): allow minutes.
-  auto wait = std::chrono::milliseconds(static_cast<int64_t>(std::max(120.0, 4 * spec_.sync.timeout_s) * 1000));
-  auto waited = options_.regroup.wait(wait);
-  if (!waited.is_ok()) return waited.status().with_context("after " + failure.to_string());
-  RegroupRequest req = std::move(waited).value();
-  if (req.world != options_.world) {
-    return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
-                               std::to_string(options_.world) + ": elastic resizing is not supported yet");
-  }
-  spdlog::info("regrouping at generation {} (master {})", req.generation, req.master);
-  TERN_ASSIGN_OR_RETURN(CommStack stack, options_.regroup.connect(req));
-  // The old groups may still have threads stuck on the dead peer: keep them, never tear down.
-  retired_comms_.push_back(counting_->replace_inner(stack.world));
-  if (intra_counting_ && stack.intra) retired_comms_.push_back(intra_counting_->replace_inner(stack.intra));
-  if (inter_counting_ && stack.inter) retired_comms_.push_back(inter_counting_->replace_inner(stack.inter));
+  auto regrouped = regroup_after_failure(options_.regroup, spec_, options_.world, step_, failure, sink_,
+                                         {counting_.get(), intra_counting_.get(), inter_counting_.get(),
+                                          &retired_comms_});
+  if (!regrouped.is_ok()) return regrouped.status();
+  RegroupRequest req = std::move(regrouped).value();
   options_.generation = req.generation;
   if (checkpointer_) {
     // The new group never agreed on the pending step (a replacement never wrote it): drop it,

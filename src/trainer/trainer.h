@@ -47,6 +47,7 @@
 #include "trainer/events.h"
 #include "trainer/models.h"
 #include "trainer/optimizer.h"
+#include "trainer/regroup.h"
 #include "trainer/sampler.h"
 #include "trainer/training_data.h"
 
@@ -55,20 +56,15 @@ namespace tern {
 class Checkpointer;
 struct LoadedCheckpoint;
 
-// The parent's regroup command (trainer_protocol.h): the new generation's group.
-struct RegroupRequest {
-  int64_t generation = 0;
-  int world = 0;
-  std::string master;  // HOST:PORT; rank 0 of the new generation hosts the store there
-  bool rollback = false;  // recovery.mode full: everybody reloads the last checkpoint
-};
-
-// How a trainer regroups: supplied by trainer_main (stdin commands, rendezvous, comm stack).
-struct RegroupHooks {
-  // Blocks until the parent sends a regroup command (DEADLINE_EXCEEDED after `timeout`).
-  std::function<Result<RegroupRequest>(std::chrono::milliseconds timeout)> wait;
-  // The new generation's communicators.
-  std::function<Result<CommStack>(const RegroupRequest&)> connect;
+// One rank's training loop as trainer_main drives it: Trainer (MLP/CNN) or DlrmLoop.
+class TrainingLoop {
+ public:
+  virtual ~TrainingLoop() = default;
+  virtual Status setup() = 0;
+  virtual Status run() = 0;
+  // Any thread (a signal or the stdin reader).
+  virtual void request_stop() = 0;
+  virtual const nlohmann::json& summary() const = 0;
 };
 
 struct TrainerOptions {
@@ -90,24 +86,24 @@ struct EvalResult {
   int64_t samples = 0;
 };
 
-class Trainer {
+class Trainer : public TrainingLoop {
  public:
   Trainer(TrainerOptions options, std::shared_ptr<Communicator> comm, EventSink* sink);
   ~Trainer();
 
   // Loads data, builds the model (seeded; then broadcast from rank 0) and the strategy.
-  Status setup();
+  Status setup() override;
   // Runs all remaining steps, drains, evaluates, emits `finished`.
-  Status run();
+  Status run() override;
   // Distributed evaluation on the test set (each rank a shard, counts all-reduced).
   Result<EvalResult> evaluate();
 
-  void request_stop() { stop_.store(true); }
+  void request_stop() override { stop_.store(true); }
   Model& model() { return *model_; }
   std::vector<at::Tensor> parameters() const;
   int64_t steps_done() const { return step_; }
   int64_t total_steps() const { return total_steps_; }
-  const nlohmann::json& summary() const { return summary_; }
+  const nlohmann::json& summary() const override { return summary_; }
   const ByteCounts& bytes() const { return counting_->counts(); }
   // Bytes this rank sent on every communicator it uses (job-wide, region, leaders).
   int64_t bytes_sent() const;

@@ -18,15 +18,16 @@
 #include "common/logging.h"
 #include "trainer/comm_stack.h"
 #include "trainer/device.h"
+#include "trainer/dlrm_loop.h"
 #include "trainer/trainer.h"
 
 namespace tern {
 namespace {
 
-std::atomic<Trainer*> g_trainer{nullptr};  // for the signal handler only
+std::atomic<TrainingLoop*> g_trainer{nullptr};  // for the signal handler only
 
 void on_signal(int) {
-  if (Trainer* t = g_trainer.load()) t->request_stop();
+  if (TrainingLoop* t = g_trainer.load()) t->request_stop();
 }
 
 int exit_code_for(const Status& s) {
@@ -74,7 +75,7 @@ class RegroupMailbox {
 };
 
 // Reads {"cmd": ...} lines from the parent on stdin: stop, regroup.
-void stdin_commands(Trainer* trainer, RegroupMailbox* mailbox) {
+void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
   std::string line;
   while (std::getline(std::cin, line)) {
     try {
@@ -180,17 +181,22 @@ int trainer_main(const TrainerArgs& args) {
                   " gen=" + std::to_string(req.generation), spec.log_level);
     return stack;
   };
-  Trainer trainer(to, comm->world, &sink);
-  g_trainer.store(&trainer);
+  std::unique_ptr<TrainingLoop> trainer;
+  if (spec.model.type == "dlrm") {
+    trainer = std::make_unique<DlrmLoop>(to, comm->world, &sink);
+  } else {
+    trainer = std::make_unique<Trainer>(to, comm->world, &sink);
+  }
+  g_trainer.store(trainer.get());
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
-  std::thread(stdin_commands, &trainer, &mailbox).detach();
+  std::thread(stdin_commands, trainer.get(), &mailbox).detach();
 
-  Status s = trainer.setup();
-  if (s.is_ok()) s = trainer.run();
+  Status s = trainer->setup();
+  if (s.is_ok()) s = trainer->run();
   g_trainer.store(nullptr);
   if (!s.is_ok()) return fail(s);
-  spdlog::info("finished: {}", trainer.summary().dump());
+  spdlog::info("finished: {}", trainer->summary().dump());
   // Skip static destructors of c10d/Gloo threads, which can race at exit.
   std::fflush(stdout);
   std::fflush(stderr);

@@ -1,0 +1,61 @@
+// Elastic regroup, the part every training loop shares: after a step failed because a peer
+// died, wait for the parent's regroup command (a new generation and master address), build
+// that generation's communicators and point the loop's counting decorators at them. What
+// state to re-sync afterwards is the loop's business (Trainer: parameters and momentum from
+// the furthest rank; DlrmLoop: the MLPs from a survivor, the lost embedding shard from its
+// checkpoint).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/counting_communicator.h"
+#include "common/job_spec.h"
+#include "common/status.h"
+#include "trainer/comm_stack.h"
+#include "trainer/events.h"
+
+namespace tern {
+
+// The parent's regroup command (trainer_protocol.h): the new generation's group.
+struct RegroupRequest {
+  int64_t generation = 0;
+  int world = 0;
+  std::string master;     // HOST:PORT; rank 0 of the new generation hosts the store there
+  bool rollback = false;  // recovery.mode full: everybody reloads the last checkpoint
+};
+
+// How a trainer regroups: supplied by trainer_main (stdin commands, rendezvous, comm stack).
+struct RegroupHooks {
+  // Blocks until the parent sends a regroup command (DEADLINE_EXCEEDED after `timeout`).
+  std::function<Result<RegroupRequest>(std::chrono::milliseconds timeout)> wait;
+  // The new generation's communicators.
+  std::function<Result<CommStack>(const RegroupRequest&)> connect;
+};
+
+// The communicators a loop regroups: `world` always, the hierarchical ones when non-null.
+struct RegroupTargets {
+  CountingCommunicator* world = nullptr;
+  CountingCommunicator* intra = nullptr;
+  CountingCommunicator* inter = nullptr;
+  // Old generations go here: their threads may still be stuck on the dead peer, so they are
+  // kept alive, never torn down mid-error.
+  std::vector<std::shared_ptr<Communicator>>* retired = nullptr;
+};
+
+// True for the failures a lost peer causes (a collective closed, timed out or aborted).
+bool is_peer_failure(const Status& failure);
+
+// With recovery.mode partial | full and hooks set, after a peer failure at `step`: emits
+// peer_lost, waits for the regroup command (minutes: a replacement may need to start),
+// connects and swaps the communicators in `targets`. Returns `failure` itself when the loop
+// cannot regroup (mode none, no hooks, not a peer failure), and FAILED_PRECONDITION for a
+// regroup to another world size.
+Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
+                                             int world, int64_t step, const Status& failure,
+                                             EventSink* sink, const RegroupTargets& targets);
+
+}  // namespace tern
