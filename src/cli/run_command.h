@@ -1,6 +1,6 @@
 // `tern run`: the standalone launcher (like `torchrun --standalone`). Starts N tern-trainer
-// processes on this machine, which rendezvous through a c10d TCPStore hosted by rank 0, shows
-// a live progress line, and prints a summary (or one JSON object with --json).
+// processes on this machine, which rendezvous through tern's store hosted by rank 0 on
+// 127.0.0.1, shows a live progress line, and prints a summary (or one JSON object with --json).
 #pragma once
 
 #include <string>

@@ -2,8 +2,9 @@
 //
 // Command line:
 //   tern-trainer --spec FILE --rank R --world N --master HOST:PORT [--generation G]
-//                [--job ID] [--cluster FILE --regions r0,r1,...] [--work-dir DIR]
-// rank 0 hosts the c10d TCPStore at --master; the others connect to it.
+//                [--job ID] [--cluster FILE --regions r0,r1,...] [--work-dir DIR] [--bind HOST]
+// rank 0 hosts the rendezvous store at --master (listening on that address only, see
+// comm/rendezvous_store.h); the others connect to it. Gloo pairs listen on --bind.
 //
 // Events: the trainer writes one JSON object per line on stdout. Every event has
 //   "event", "job", "rank", "generation", "time" (unix seconds, double)

@@ -467,12 +467,7 @@ Status DlrmLoop::run() {
   measure_samples_ = global_samples_;
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
-    if (spec_.debug.fail_rank == options_.rank && spec_.debug.fail_step == step_ &&
-        options_.generation <= 1) {
-      spdlog::error("debug.fail_step reached: rank {} exits now (fault injection)", options_.rank);
-      std::fflush(stdout);
-      std::_Exit(kInjectedFailureExit);
-    }
+    inject_faults(spec_.debug, options_.rank, options_.generation, step_);
     if (step_ == 1) {  // throughput for the checkpoint plan: leave the warm-up step out
       measure_start_ = Clock::now();
       measure_samples_ = global_samples_;

@@ -1,8 +1,14 @@
 #include "trainer/regroup.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "common/trainer_protocol.h"
 
 namespace tern {
 
@@ -37,6 +43,20 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
   if (targets.inter && stack.inter)
     targets.retired->push_back(targets.inter->replace_inner(stack.inter));
   return req;
+}
+
+void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step) {
+  if (generation > 1) return;
+  if (debug.fail_rank == rank && debug.fail_step == step) {
+    spdlog::error("debug.fail_step reached: rank {} exits now (fault injection)", rank);
+    std::fflush(stdout);
+    std::_Exit(kInjectedFailureExit);
+  }
+  if (debug.kill_rank == rank && debug.kill_step == step) {
+    spdlog::error("debug.kill reached: rank {} sends itself SIGKILL at step {} (fault injection)", rank, step);
+    spdlog::default_logger()->flush();
+    ::kill(::getpid(), SIGKILL);
+  }
 }
 
 }  // namespace tern

@@ -58,4 +58,9 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
                                              int world, int64_t step, const Status& failure,
                                              EventSink* sink, const RegroupTargets& targets);
 
+// Fault injection at the top of a step (debug.fail_rank/fail_step: exit with
+// kInjectedFailureExit; debug.kill: SIGKILL to itself). Only at the first generation, so a
+// replacement started for the same rank does not fail again. Does not return when it fires.
+void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step);
+
 }  // namespace tern

@@ -1,7 +1,6 @@
 #include "trainer/trainer.h"
 
 #include <spdlog/spdlog.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -562,17 +561,7 @@ Status Trainer::run() {
   double recent_loss = 0;
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
-    if (spec_.debug.fail_rank == options_.rank && spec_.debug.fail_step == step_ && options_.generation <= 1) {
-      spdlog::error("debug.fail_step reached: rank {} exits now (fault injection)", options_.rank);
-      std::fflush(stdout);
-      std::_Exit(kInjectedFailureExit);
-    }
-    if (spec_.debug.kill_rank == options_.rank && spec_.debug.kill_step == step_ && options_.generation <= 1) {
-      spdlog::error("debug.kill reached: rank {} sends itself SIGKILL at step {} (fault injection)", options_.rank,
-                    step_);
-      spdlog::default_logger()->flush();
-      ::kill(::getpid(), SIGKILL);
-    }
+    inject_faults(spec_.debug, options_.rank, options_.generation, step_);
     if (Status st = checkpoint_point(); !st.is_ok()) {
       TERN_RETURN_IF_ERROR(recover(st).with_context("checkpoint at step " + std::to_string(step_)));
       --step_;
