@@ -4,8 +4,10 @@
 // waiting on a peer that is alive but stuck, until the collective timeout (sync.timeout_s,
 // a minute by default). The coordinator knows sooner: it sends every survivor a regroup
 // command within a heartbeat. abandon_collectives() turns that into an immediate failure:
-// every wait on a communicator created before the call returns ABORTED, so the trainer goes
-// straight to its regroup. Communicators created afterwards (the new generation's) are not
+// a blocked wait on a Gloo collective (all_reduce, all_gather, broadcast, all_to_all,
+// barrier) of a communicator created before the call returns ABORTED within 100 ms, and so
+// does every later call on it, so the trainer goes straight to its regroup. (A blocked Gloo
+// send/recv cannot be interrupted: it runs to its own timeout.) Communicators created afterwards (the new generation's) are not
 // affected. Process-wide; thread-safe.
 #pragma once
 

@@ -27,8 +27,9 @@ constexpr std::chrono::milliseconds kAbandonCheck{100};
 
 class C10dWork : public Work {
  public:
-  // `sliced`: wait in short slices, looking at the abandon epoch between them (Gloo, whose
-  // waits may time out and be retried; NCCL's wait only orders streams and returns at once).
+  // `sliced`: wait in short slices, looking at the abandon epoch between them. Only for Gloo
+  // collectives, whose c10d wait may time out and be retried; Gloo's send/recv works finish
+  // (failed) on their first timeout, and NCCL's wait only orders streams and returns at once.
   C10dWork(c10::intrusive_ptr<c10d::Work> work, uint64_t epoch, bool sliced)
       : work_(std::move(work)), epoch_(epoch), sliced_(sliced) {}
   Status wait(std::chrono::milliseconds timeout) override {
@@ -136,17 +137,17 @@ WorkPtr C10dCommunicator::all_to_all(at::Tensor& output, at::Tensor& input,
 
 WorkPtr C10dCommunicator::send(at::Tensor& tensor, int dst, int tag) {
   std::vector<at::Tensor> t{tensor};
-  return issue(epoch_, backend_ == "gloo", [&] { return pg_->send(t, dst, tag); });
+  return issue(epoch_, /*sliced=*/false, [&] { return pg_->send(t, dst, tag); });
 }
 
 WorkPtr C10dCommunicator::recv(at::Tensor& tensor, int src, int tag) {
   std::vector<at::Tensor> t{tensor};
-  return issue(epoch_, backend_ == "gloo", [&] { return pg_->recv(t, src, tag); });
+  return issue(epoch_, /*sliced=*/false, [&] { return pg_->recv(t, src, tag); });
 }
 
 WorkPtr C10dCommunicator::recv_any(at::Tensor& tensor, int tag) {
   std::vector<at::Tensor> t{tensor};
-  return issue(epoch_, backend_ == "gloo", [&] { return pg_->recvAnysource(t, tag); });
+  return issue(epoch_, /*sliced=*/false, [&] { return pg_->recvAnysource(t, tag); });
 }
 
 WorkPtr C10dCommunicator::barrier() {
