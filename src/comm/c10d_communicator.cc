@@ -47,10 +47,11 @@ class C10dWork : public Work {
         done_ = true;
         return status_;
       } catch (const std::exception& e) {
-        // Our slice ran out ("Operation timed out!" from c10d, "Timed out waiting ..." from a
-        // Gloo send/recv): keep waiting while time is left.
-        const bool slice_over = sliced_ && std::string(e.what()).find("imed out") != std::string::npos;
-        if (slice_over && !is_completed() && std::chrono::steady_clock::now() < deadline) continue;
+        // c10d's "Operation timed out!" means our slice ran out with the work still running (a
+        // failed work rethrows its own error instead): keep waiting while time is left. The
+        // work may complete right after the throw; the next wait then returns at once.
+        const bool slice_over = sliced_ && std::string(e.what()).find("Operation timed out") != std::string::npos;
+        if (slice_over && std::chrono::steady_clock::now() < deadline) continue;
         status_ = status_from_exception(e);
         return status_;
       }
