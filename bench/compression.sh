@@ -6,7 +6,11 @@
 #   bench/compression.sh                 # bounded default (~15 min on 2 cores): MLP 300 steps, CNN 120 steps
 #   bench/compression.sh --full          # 2 epochs each (MLP 938 steps, CNN 468 steps; about an hour on 2 cores)
 #   bench/compression.sh --models cnn --methods dense,dgc,powersgd2 --steps 234
+#   (powersgdRw: PowerSGD rank R after dense all-reduce for the first 10 % of steps, as
+#    PyTorch's PowerSGD hook recommends with start_powerSGD_iter)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
+#   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
+#                                        # results in compression-cnn-2epochs.{csv,md,png}
 #
 # Columns: compression_ratio is the reducer's: dense fp32 ring all-reduce bytes of the same
 # gradients / bytes this rank's reducer actually put on the wire (measured by a byte-counting
@@ -60,6 +64,8 @@ for model in $models; do
         dense) ;;
         dgc) args+=(--set compress.method=dgc --set compress.density=0.001 --set compress.value_bits=16
                     --set "compress.warmup_densities=[0.00390625]" --set compress.warmup_steps=$warm) ;;
+        powersgd*w) r=${method#powersgd}; r=${r%w}  # dense for the first 10 % of steps (start_iter)
+                    args+=(--set compress.method=powersgd --set compress.rank=$r --set compress.start_iter=$(( steps / 10 ))) ;;
         powersgd*) args+=(--set compress.method=powersgd --set compress.rank=${method#powersgd}) ;;
         fp16|int8) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;
@@ -71,14 +77,14 @@ for model in $models; do
         "${cluster[@]}" "${args[@]}" --log-dir "$raw/$model-$net-$method" > "$raw/$model-$net-$method.json"
     done
     python3 - "$raw" "$model" "$net" "$methods" <<'EOF'
-import json, sys
+import json, os, sys
 raw, model, net, methods = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
 rows = []
 for m in methods:
     with open(f"{raw}/{model}-{net}-{m}.json") as f:
         rows.append((m, json.load(f)))
 dense = dict(rows).get("dense")
-suffix = "" if net == "local" else "-" + net
+suffix = ("" if net == "local" else "-" + net) + os.environ.get("SUFFIX", "")
 cols = ["model", "network", "method", "steps", "samples", "test_accuracy", "acc_vs_dense_pts",
         "compression_ratio", "reducer_bytes_per_rank", "bytes_sent_per_rank", "total_bytes_vs_dense",
         "samples_per_s", "compress_s", "wall_s"]
@@ -110,7 +116,7 @@ with open(base + ".md", "w") as f:
     f.write(text)
 print(text)
 EOF
-    csv="bench/results/compression-$model$([[ $net == local ]] || echo "-$net").csv"
+    csv="bench/results/compression-$model$([[ $net == local ]] || echo "-$net")${SUFFIX:-}.csv"
     if command -v gnuplot >/dev/null; then
       gnuplot <<EOF
 set datafile separator ","

@@ -137,6 +137,35 @@ class ClusterTest : public ::testing::Test {
     return json::parse(o.out, nullptr, false);
   }
 
+  // Polls `tern status ID` until the job reaches a terminal state (or `tries` x 100 ms pass);
+  // the last status read. Tolerates a coordinator that is briefly down.
+  json wait_terminal(const std::string& id, int tries) {
+    json last;
+    for (int i = 0; i < tries; ++i) {
+      Output o = tern({"status", id, "--json"});
+      if (o.status == 0) {
+        last = json::parse(o.out, nullptr, false);
+        std::string st = last.value("state", "");
+        if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED" || st == "JOB_STATE_CANCELLED") break;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    return last;
+  }
+  // Polls until every rank of job `id` reported at least `step` (or 30 s pass); the lowest step.
+  int64_t wait_for_step(const std::string& id, int world, int64_t step) {
+    int64_t lowest = 0;
+    for (int i = 0; i < 300 && lowest < step; ++i) {
+      json s = status_json(id);
+      if (s.contains("ranks") && static_cast<int>(s["ranks"].size()) == world) {
+        lowest = as_int(s["ranks"][0], "step");
+        for (const auto& r : s["ranks"]) lowest = std::min(lowest, as_int(r, "step"));
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    return lowest;
+  }
+
   fs::path dir_;
   std::string cluster_;
 };
@@ -301,14 +330,7 @@ TEST_F(ClusterTest, CoordinatorKilledMidJobTheJobStillCompletes) {
   Output sub = tern({"submit", spec.string()});
   ASSERT_EQ(sub.status, 0) << sub.err;
   // Wait until it trains, then kill the coordinator mid-job.
-  int64_t step = 0;
-  for (int i = 0; i < 300 && step < 10; ++i) {
-    json s = status_json("j-1");
-    if (s.contains("ranks") && !s["ranks"].empty()) step = as_int(s["ranks"][0], "step");
-    if (s["state"] == "JOB_STATE_SUCCEEDED") break;
-    std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_GE(step, 10) << "the job did not start training";
+  ASSERT_GE(wait_for_step("j-1", 2, 10), 10) << "the job did not start training";
   pid_t coordinator = std::stoi(slurp(dir_ / "state" / "run" / "coordinator.pid"));
   ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
   for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
@@ -323,16 +345,7 @@ TEST_F(ClusterTest, CoordinatorKilledMidJobTheJobStillCompletes) {
   ASSERT_TRUE(proc.is_ok());
   std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
   (*proc)->detach();
-  json last;
-  for (int i = 0; i < 1200; ++i) {
-    Output o = tern({"status", "j-1", "--json"});
-    if (o.status == 0) {
-      last = json::parse(o.out, nullptr, false);
-      std::string st = last.value("state", "");
-      if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED" || st == "JOB_STATE_CANCELLED") break;
-    }
-    std::this_thread::sleep_for(100ms);
-  }
+  json last = wait_terminal("j-1", 1200);
   ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
   EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
   EXPECT_EQ(as_int(last, "generation"), 1) << "the job was not restarted: " << last.dump();
@@ -355,14 +368,7 @@ TEST_F(ClusterTest, TrainerKilledMidJobPartialRecoveryKeepsTheSurvivor) {
                          "recovery: {mode: partial, max_recoveries: 2}\n";
   Output sub = tern({"submit", spec.string()});
   ASSERT_EQ(sub.status, 0) << sub.err;
-  int64_t step = 0;
-  for (int i = 0; i < 300 && step < 20; ++i) {
-    json s = status_json("j-1");
-    if (s.contains("ranks") && s["ranks"].size() == 2)
-      step = std::min(as_int(s["ranks"][0], "step"), as_int(s["ranks"][1], "step"));
-    std::this_thread::sleep_for(100ms);
-  }
-  ASSERT_GE(step, 20) << "the job did not start training";
+  ASSERT_GE(wait_for_step("j-1", 2, 20), 20) << "the job did not start training";
   pid_t victim = -1;
   for (const auto& p : processes_mentioning(dir_.string())) {
     if (p.find("tern-trainer") != std::string::npos && p.find("--rank 1 ") != std::string::npos)
@@ -370,16 +376,7 @@ TEST_F(ClusterTest, TrainerKilledMidJobPartialRecoveryKeepsTheSurvivor) {
   }
   ASSERT_GT(victim, 0) << "no trainer for rank 1";
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
-  json last;
-  for (int i = 0; i < 1800; ++i) {
-    Output o = tern({"status", "j-1", "--json"});
-    if (o.status == 0) {
-      last = json::parse(o.out, nullptr, false);
-      std::string st = last.value("state", "");
-      if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED" || st == "JOB_STATE_CANCELLED") break;
-    }
-    std::this_thread::sleep_for(100ms);
-  }
+  json last = wait_terminal("j-1", 1800);
   ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
   EXPECT_EQ(as_int(last, "recoveries"), 1) << last.dump();
   EXPECT_EQ(as_int(last, "generation"), 2) << last.dump();
