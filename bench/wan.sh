@@ -15,6 +15,7 @@ BUILD=${TERN_BUILD_DIR:-build}
 MODEL=${MODEL:-mlp}
 STEPS=${STEPS:-150}
 EPOCHS=${EPOCHS:-}
+if [ "$STEPS" != 0 ]; then RUN_LENGTH="$STEPS steps"; elif [ -n "$EPOCHS" ]; then RUN_LENGTH="$EPOCHS epochs"; else RUN_LENGTH="the job's epochs"; fi
 JOB=configs/jobs/fmnist-${MODEL}.yaml
 W4=configs/cluster/wan-4region.yaml
 W2=configs/cluster/wan-2region.yaml
@@ -67,7 +68,7 @@ with open(sys.argv[2], "w", newline="") as f:
                     r["compute_s"], r["staleness"], r["train_wall_s"]])
 PY
 rm -f "$CSV.tmp"
-echo "WAN benchmark: $MODEL, 4 ranks, $([ "$STEPS" = 0 ] && echo "${EPOCHS:-the job's} epochs" || echo "$STEPS steps") per rank (same samples in every run), $(nproc) cores"
+echo "WAN benchmark: $MODEL, 4 ranks, $RUN_LENGTH per rank (same samples in every run), $(nproc) cores"
 echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 ms jitter); hierarchical: $W2"
 column -t -s, "$CSV"
 if command -v gnuplot >/dev/null; then
