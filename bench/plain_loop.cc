@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/job_spec.h"
+#include "common/lr_schedule.h"
 #include "trainer/dataset.h"
 #include "trainer/models.h"
 #include "trainer/sampler.h"
@@ -52,6 +53,9 @@ int main(int argc, char** argv) {
     int64_t b = pos * bs, e = std::min<int64_t>(b + bs, static_cast<int64_t>(idx.size()));
     auto ix = at::tensor(std::vector<int64_t>(idx.begin() + b, idx.begin() + e), at::kLong);
     tern::Batch batch{data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
+    for (auto& group : opt.param_groups()) {
+      static_cast<torch::optim::SGDOptions&>(group.options()).lr(tern::scheduled_lr(spec.train, step, total));
+    }
     opt.zero_grad();
     auto loss = model->loss(model->forward(batch), batch);
     loss.backward();

@@ -41,6 +41,11 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get("steps", &out->steps, 0, kMaxInt);
   m.get("batch_size", &out->batch_size, 1, 1 << 20);
   m.get("lr", &out->lr, 0.0, 100.0);
+  m.get_enum("lr_schedule", &out->lr_schedule, {"constant", "cosine", "step"});
+  m.get("warmup_steps", &out->warmup_steps, 0, kMaxInt);
+  m.get("lr_min", &out->lr_min, 0.0, 100.0);
+  m.get_list("lr_decay_at", &out->lr_decay_at, 0.0, 1.0);
+  m.get("lr_gamma", &out->lr_gamma, 0.0, 1.0);
   m.get("momentum", &out->momentum, 0.0, 0.9999);
   m.get("weight_decay", &out->weight_decay, 0.0, 1.0);
   m.get("seed", &out->seed, 0, kMaxInt);
@@ -178,14 +183,22 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.compress.value_bits != 16 && s.compress.value_bits != 32) {
     root.error("compress", "value_bits must be 16 or 32, got " + std::to_string(s.compress.value_bits));
   }
-  if (s.compress.method != "none" &&
-      (s.sync.strategy == "tsu" || s.sync.strategy == "dts" || s.sync.strategy == "hierarchical")) {
-    root.error("compress", "method " + s.compress.method + " compresses gradients, but sync.strategy " +
-                               s.sync.strategy + " exchanges parameters; use compress.method none with it");
+  if (s.compress.method == "dgc" && (s.sync.strategy == "tsu" || s.sync.strategy == "dts")) {
+    root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + s.sync.strategy +
+                               " sends parameter deltas; use fp16, int8 or powersgd with it");
+  }
+  if (s.compress.method != "none" && s.sync.strategy == "hierarchical") {
+    root.error("compress", "method " + s.compress.method +
+                               " is not supported with sync.strategy hierarchical yet (its region leaders "
+                               "exchange dense deltas); use ssgd, dssgd, tsu or dts");
   }
   if (s.compress.method == "dgc" && s.sync.strategy == "dssgd" && s.sync.delay > 0) {
     root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
                            "sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+  }
+  if (s.train.lr_schedule == "cosine" && s.train.lr_min > s.train.lr) {
+    root.error("train", "lr_min (" + std::to_string(s.train.lr_min) + ") must be <= lr (" +
+                            std::to_string(s.train.lr) + ")");
   }
   if (s.recovery.min_workers > s.workers) {
     root.error("recovery", "min_workers must be <= workers");

@@ -47,6 +47,14 @@ struct TrainSpec {
   int64_t steps = 0;       // total optimizer steps; 0 = run `epochs` epochs
   int64_t batch_size = 64; // per worker
   double lr = 0.05;
+  // The rate of each step (common/lr_schedule.h): a linear warm-up over warmup_steps, then
+  // constant, cosine (down to lr_min at the last step) or step (times lr_gamma at each
+  // fraction of the run in lr_decay_at).
+  std::string lr_schedule = "constant";  // constant | cosine | step
+  int64_t warmup_steps = 0;
+  double lr_min = 0.0;
+  std::vector<double> lr_decay_at = {0.5, 0.75};
+  double lr_gamma = 0.1;
   double momentum = 0.9;
   double weight_decay = 0.0;
   int64_t seed = 1;

@@ -19,13 +19,16 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
         std::make_unique<DssgdStrategy>(ctx.comm, ctx.reducer, s.delay, s.correction, bucket));
   }
   if (s.strategy == "tsu" || s.strategy == "dts") {
-    if (ctx.spec.compress.method != "none") {
-      return invalid_argument("sync.strategy " + s.strategy + " averages parameters, not gradients; "
-                              "compress.method must be none with it");
+    if (ctx.reducer != nullptr && ctx.reducer->owns_momentum()) {
+      // DGC's momentum correction is defined on gradients; these strategies send parameter deltas.
+      return invalid_argument("compress.method dgc applies momentum to gradients, but sync.strategy " + s.strategy +
+                              " sends parameter deltas; use fp16, int8 or powersgd with it");
     }
     int64_t delay = s.strategy == "tsu" ? 0 : s.delay;
+    // The deltas cross the wire through the job's reducer: compressed (with error feedback) when
+    // compress.method is set, dense otherwise.
     return std::unique_ptr<SyncStrategy>(std::make_unique<PeriodicAveragingStrategy>(
-        ctx.comm, s.strategy, s.period, delay, s.average_momentum, ctx.momentum_buffers, bucket));
+        ctx.comm, s.strategy, s.period, delay, s.average_momentum, ctx.momentum_buffers, bucket, ctx.reducer));
   }
   if (s.strategy == "hierarchical") {
     if (!ctx.intra_comm) {

@@ -13,9 +13,11 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 PeriodicAveragingStrategy::PeriodicAveragingStrategy(Communicator& comm, std::string name, int64_t period,
                                                      int64_t delay, bool average_momentum,
-                                                     std::vector<at::Tensor>* momentum, int64_t bucket_bytes)
+                                                     std::vector<at::Tensor>* momentum, int64_t bucket_bytes,
+                                                     GradientReducer* reducer)
     : comm_(comm), name_(std::move(name)), period_(period), delay_(delay), average_momentum_(average_momentum),
-      momentum_(momentum), bucket_bytes_(bucket_bytes), reducer_(comm, bucket_bytes) {}
+      momentum_(momentum), bucket_bytes_(bucket_bytes), dense_(comm, bucket_bytes),
+      reducer_(reducer != nullptr ? *reducer : dense_) {}
 
 Status PeriodicAveragingStrategy::apply(InFlight& f, std::vector<at::Tensor>& params) {
   std::vector<at::Tensor> mean;

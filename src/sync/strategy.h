@@ -141,8 +141,11 @@ class DssgdStrategy : public SyncStrategy {
 // stay local unless average_momentum.
 class PeriodicAveragingStrategy : public SyncStrategy {
  public:
+  // `reducer` carries the parameter deltas (a compressor compresses them, with its error
+  // feedback); null: a dense all-reduce in buckets of `bucket_bytes`.
   PeriodicAveragingStrategy(Communicator& comm, std::string name, int64_t period, int64_t delay,
-                            bool average_momentum, std::vector<at::Tensor>* momentum, int64_t bucket_bytes);
+                            bool average_momentum, std::vector<at::Tensor>* momentum, int64_t bucket_bytes,
+                            GradientReducer* reducer = nullptr);
   std::string name() const override { return name_; }
   Status begin(std::vector<at::Tensor>& params) override;
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override { return Status::ok(); }
@@ -165,7 +168,8 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   bool average_momentum_;
   std::vector<at::Tensor>* momentum_;
   int64_t bucket_bytes_;
-  DenseReducer reducer_;
+  DenseReducer dense_;
+  GradientReducer& reducer_;         // dense_ or the job's compressor
   std::vector<at::Tensor> last_;     // w at the last sync point (+ corrections since)
   std::deque<InFlight> in_flight_;
   SyncMetrics metrics_;

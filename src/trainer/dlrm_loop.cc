@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/lr_schedule.h"
 #include "common/trainer_protocol.h"
 #include "recovery/checkpoint.h"
 #include "trainer/checkpointer.h"
@@ -129,6 +130,7 @@ Status DlrmLoop::train_step() {
     TERN_RETURN_IF_ERROR(train_->rewind());
   TERN_ASSIGN_OR_RETURN(Batch batch, train_->next(spec_.train.batch_size));
   auto t0 = Clock::now();
+  model_->set_lr(scheduled_lr(spec_.train, step_, total_steps_));
   TERN_ASSIGN_OR_RETURN(DlrmStepStats stats, model_->step(batch));
   compute_s_ += seconds_since(t0);
   ++steps_computed_;

@@ -10,6 +10,7 @@
 #include "comm/reducer.h"
 #include "compress/factory.h"
 #include "straggler/straggler_sync.h"
+#include "common/lr_schedule.h"
 #include "common/trainer_protocol.h"
 #include "recovery/checkpoint.h"
 #include "trainer/checkpointer.h"
@@ -485,6 +486,7 @@ Status Trainer::train_step(int64_t step) {
   }
   TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
   auto t1 = Clock::now();
+  optimizer_->set_lr(scheduled_lr(spec_.train, step, total_steps_));
   optimizer_->step(grads);
   TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
   compute_s_ += compute + seconds_since(t1);

@@ -138,8 +138,14 @@ TEST(JobSpec, CrossFieldChecks) {
 }
 
 TEST(JobSpec, CompressionMustFitTheSyncStrategy) {
-  EXPECT_NE(load_error(kGood, {"sync.strategy=tsu", "compress.method=fp16"}).message().find("exchanges parameters"),
+  EXPECT_NE(load_error(kGood, {"sync.strategy=dts", "compress.method=dgc"}).message().find("sends parameter deltas"),
             std::string::npos);
+  EXPECT_NE(load_error(kGood, {"sync.strategy=hierarchical", "compress.method=fp16"}).message().find(
+                "not supported with sync.strategy hierarchical"),
+            std::string::npos);
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=tsu", "compress.method=fp16"}).is_ok());
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=dts", "sync.delay=2", "compress.method=powersgd"})
+                  .is_ok());
   EXPECT_NE(load_error(kGood, {"sync.strategy=dssgd", "sync.delay=2", "compress.method=dgc"}).message().find(
                 "cannot be combined with sync.strategy dssgd"),
             std::string::npos);
