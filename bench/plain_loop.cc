@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   auto model = tern::make_image_model(spec.model).value();
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(spec.train.lr)
                                                  .momentum(spec.train.momentum)
+                                                 .nesterov(spec.train.nesterov)
                                                  .weight_decay(spec.train.weight_decay));
   tern::ShardedSampler sampler(data->train.size(), 1, 0, static_cast<uint64_t>(spec.train.seed));
   int64_t bs = spec.train.batch_size;

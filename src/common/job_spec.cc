@@ -47,6 +47,7 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get_list("lr_decay_at", &out->lr_decay_at, 0.0, 1.0);
   m.get("lr_gamma", &out->lr_gamma, 0.0, 1.0);
   m.get("momentum", &out->momentum, 0.0, 0.9999);
+  m.get("nesterov", &out->nesterov);
   m.get("weight_decay", &out->weight_decay, 0.0, 1.0);
   m.get("seed", &out->seed, 0, kMaxInt);
   m.get("eval_every", &out->eval_every, 0, kMaxInt);
@@ -195,6 +196,10 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.compress.method == "dgc" && s.sync.strategy == "dssgd" && s.sync.delay > 0) {
     root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
                            "sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+  }
+  if (s.train.nesterov && s.train.momentum == 0) root.error("train", "nesterov needs momentum > 0");
+  if (s.train.nesterov && s.compress.method == "dgc") {
+    root.error("train", "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");
   }
   if (s.train.lr_schedule == "cosine" && s.train.lr_min > s.train.lr) {
     root.error("train", "lr_min (" + std::to_string(s.train.lr_min) + ") must be <= lr (" +

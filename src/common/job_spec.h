@@ -56,6 +56,7 @@ struct TrainSpec {
   std::vector<double> lr_decay_at = {0.5, 0.75};
   double lr_gamma = 0.1;
   double momentum = 0.9;
+  bool nesterov = false;   // Nesterov momentum (as torch::optim::SGD)
   double weight_decay = 0.0;
   int64_t seed = 1;
   int64_t eval_every = 0;  // steps between evaluations; 0 = only at the end

@@ -4,9 +4,9 @@
 
 namespace tern {
 
-Sgd::Sgd(std::vector<at::Tensor> params, double lr, double momentum, double weight_decay)
+Sgd::Sgd(std::vector<at::Tensor> params, double lr, double momentum, double weight_decay, bool nesterov)
     : params_(std::move(params)), buffers_(params_.size()), lr_(lr), momentum_(momentum),
-      weight_decay_(weight_decay) {}
+      weight_decay_(weight_decay), nesterov_(nesterov) {}
 
 void Sgd::step(const std::vector<at::Tensor>& grads) {
   at::NoGradGuard no_grad;
@@ -20,7 +20,8 @@ void Sgd::step(const std::vector<at::Tensor>& grads) {
       } else {
         buffers_[i].mul_(momentum_).add_(d_p, 1.0);
       }
-      d_p = buffers_[i];
+      // Nesterov: step along g + momentum * buf (the look-ahead), as torch::optim::SGD does.
+      d_p = nesterov_ ? d_p.add(buffers_[i], momentum_) : buffers_[i];
     }
     p.add_(d_p, -1 * lr_);
   }

@@ -73,7 +73,8 @@ Status Trainer::setup() {
       TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, data, 0).with_context("initial broadcast"));
     }
   }
-  optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, spec_.train.momentum, spec_.train.weight_decay);
+  optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, spec_.train.momentum, spec_.train.weight_decay,
+                                     spec_.train.nesterov);
 
   sampler_ = std::make_unique<ShardedSampler>(data_->train_size(), options_.world, options_.rank,
                                               static_cast<uint64_t>(spec_.train.seed));

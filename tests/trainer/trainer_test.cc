@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "common/job_spec.h"
+#include "common/lr_schedule.h"
 #include "testing/gloo_group.h"
 
 namespace tern {
@@ -45,11 +46,18 @@ std::vector<at::Tensor> train_plain(const JobSpec& spec) {
   auto model = std::make_shared<Mlp>();
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(spec.train.lr)
                                                  .momentum(spec.train.momentum)
+                                                 .nesterov(spec.train.nesterov)
                                                  .weight_decay(spec.train.weight_decay));
   ShardedSampler sampler(data->train.size(), 1, 0, static_cast<uint64_t>(spec.train.seed));
+  const int64_t bs = spec.train.batch_size;
+  const int64_t total = spec.train.epochs * ((sampler.per_rank() + bs - 1) / bs);
+  int64_t step = 0;
   for (int64_t e = 0; e < spec.train.epochs; ++e) {
     auto idx = sampler.epoch_indices(e);
     for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(spec.train.batch_size)) {
+      // The schedule by hand, step by step (constant: always spec.train.lr).
+      static_cast<torch::optim::SGDOptions&>(opt.param_groups()[0].options())
+          .lr(scheduled_lr(spec.train, step++, total));
       size_t end = std::min(idx.size(), b + static_cast<size_t>(spec.train.batch_size));
       auto ix = at::tensor(std::vector<int64_t>(idx.begin() + static_cast<long>(b), idx.begin() + static_cast<long>(end)), at::kLong);
       Batch batch{data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
@@ -76,6 +84,32 @@ TEST(Trainer, OneWorkerEqualsPlainLibTorchLoopBitForBit) {
   for (size_t i = 0; i < ours.size(); ++i) {
     EXPECT_TRUE(at::equal(ours[i], plain[i])) << "parameter " << i << " differs, max abs diff "
                                               << (ours[i] - plain[i]).abs().max().item<double>();
+  }
+}
+
+TEST(Trainer, LearningRateSchedulesAndNesterovEqualThePlainLoop) {
+  for (const char* schedule : {"cosine", "step"}) {
+    JobSpec spec = small_spec(1);
+    spec.train.lr_schedule = schedule;
+    spec.train.nesterov = std::string(schedule) == "step";
+    spec.train.warmup_steps = 5;
+    spec.train.lr_min = 0.001;
+    std::vector<at::Tensor> ours;
+    MemorySink sink;
+    testing::run_ranks(1, [&](int rank, std::shared_ptr<Communicator> comm) {
+      ours = train_with_tern(spec, rank, comm, &sink);
+    });
+    auto plain = train_plain(spec);
+    JobSpec constant = small_spec(1);
+    auto flat = train_plain(constant);
+    ASSERT_EQ(ours.size(), plain.size());
+    double vs_constant = 0;
+    for (size_t i = 0; i < ours.size(); ++i) {
+      EXPECT_TRUE(at::equal(ours[i], plain[i])) << schedule << ": parameter " << i << " differs, max abs diff "
+                                                << (ours[i] - plain[i]).abs().max().item<double>();
+      vs_constant = std::max(vs_constant, (ours[i] - flat[i]).abs().max().item<double>());
+    }
+    EXPECT_GT(vs_constant, 1e-4) << schedule << ": the schedule changed nothing";
   }
 }
 
