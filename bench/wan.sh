@@ -6,9 +6,12 @@
 # 2 regions x 2 ranks (configs/cluster/wan-2region.yaml, 210 ms between the regions).
 #   bench/wan.sh                     # MLP, 150 steps per rank
 #   MODEL=cnn STEPS=40 bench/wan.sh  # the CNN, fewer steps
-#   STEPS=0 ONLY="ssgd-lan dts-d40-T12 hier-2x2-d20-T8" bench/wan.sh   # the job's epochs, some configs
+#   STEPS=0 bench/wan.sh             # the job's 2 epochs (about 20 min on 2 cores; SSGD under WAN is most of it)
+#   STEPS=0 ONLY="ssgd-lan dts-d8-T32" bench/wan.sh                    # some configs
 #   STEPS=0 EPOCHS=4 SUFFIX=-4epochs bench/wan.sh                      # 4 epochs of every config
-# Output: a table, bench/results/wan-<model>.csv and bench/results/wan-<model>.png (gnuplot).
+#   EVAL_EVERY=0 bench/wan.sh        # no evaluations during the run (no accuracy-vs-time curve)
+# Output: a table, bench/results/wan-<model>.csv, the accuracy curves in wan-<model>-curves.csv
+# and bench/results/wan-<model>.png (gnuplot: throughput, final accuracy, accuracy vs time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${TERN_BUILD_DIR:-build}
@@ -23,6 +26,11 @@ OUT=bench/results
 mkdir -p "$OUT"
 CSV=$OUT/wan-$MODEL${SUFFIX:-}.csv
 
+CURVES=$OUT/wan-$MODEL${SUFFIX:-}-curves.csv
+EVAL_EVERY=${EVAL_EVERY:-}
+if [ -z "$EVAL_EVERY" ]; then  # about 10 evaluations per run
+  if [ "$STEPS" != 0 ]; then EVAL_EVERY=$(( STEPS / 10 > 0 ? STEPS / 10 : 1 )); else EVAL_EVERY=94; fi
+fi
 ONLY=${ONLY:-}
 run() {  # name, extra args...
   local name=$1; shift
@@ -30,28 +38,36 @@ run() {  # name, extra args...
   local r
   local epochs=()
   [ -n "$EPOCHS" ] && epochs=(--set train.epochs="$EPOCHS")
-  r=$("$BUILD/bin/tern" run "$JOB" --workers 4 --set train.steps="$STEPS" "${epochs[@]}" --json "$@" 2>/dev/null || true)
+  r=$("$BUILD/bin/tern" run "$JOB" --workers 4 --set train.steps="$STEPS" "${epochs[@]}" \
+        --set train.eval_every="$EVAL_EVERY" --json "$@" 2>/dev/null || true)
   echo "$r" | /usr/bin/python3 -c "
 import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
 if r.get('state') != 'SUCCEEDED':
     sys.exit('$name failed: ' + r.get('reason', '?'))
+with open('$CURVES.tmp', 'a') as c:
+    for e in r.get('evals', []):
+        c.write(f\"$name,{e['step']},{e['elapsed_s']:.2f},{e['test_accuracy']}\\n\")
 print(','.join(str(x) for x in ['$name', round(r['samples_per_s'], 1), r['test_accuracy'], int(r['bytes_sent_per_rank']),
       round(r['wait_s'], 2), round(r['compute_s'], 2), r.get('staleness', 0), round(r['train_wall_s'], 1)]))"
   echo "  $name done" >&2
 }
 
+echo "config,step,elapsed_s,test_accuracy" > "$CURVES.tmp"
+# The delay d costs accuracy far more than the period T does (staleness, not drift): at
+# 2 epochs d = 8 with T = 32 hides the 1.3 s ring all-reduce as well as d = 20 with T = 8 and
+# keeps accuracy (see the README's WAN section).
 {
   echo "config,samples_per_s,test_accuracy,bytes_per_rank,wait_s,compute_s,staleness,train_wall_s"
-  run ssgd-lan        --set sync.strategy=ssgd
-  run ssgd-wan        --cluster $W4 --set sync.strategy=ssgd
-  run dssgd-d20       --cluster $W4 --set sync.strategy=dssgd --set sync.delay=20
-  run dssgd-d40       --cluster $W4 --set sync.strategy=dssgd --set sync.delay=40
-  run tsu-T12         --cluster $W4 --set sync.strategy=tsu --set sync.period=12
-  run dts-d20-T4      --cluster $W4 --set sync.strategy=dts --set sync.delay=20 --set sync.period=4
-  run dts-d20-T8      --cluster $W4 --set sync.strategy=dts --set sync.delay=20 --set sync.period=8
-  run dts-d40-T12     --cluster $W4 --set sync.strategy=dts --set sync.delay=40 --set sync.period=12
-  run hier-2x2-d20-T8 --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=20 --set sync.inter_period=8
+  run ssgd-lan         --set sync.strategy=ssgd
+  run ssgd-wan         --cluster $W4 --set sync.strategy=ssgd
+  run dssgd-d20        --cluster $W4 --set sync.strategy=dssgd --set sync.delay=20
+  run tsu-T32          --cluster $W4 --set sync.strategy=tsu --set sync.period=32
+  run dts-d20-T8       --cluster $W4 --set sync.strategy=dts --set sync.delay=20 --set sync.period=8
+  run dts-d12-T24      --cluster $W4 --set sync.strategy=dts --set sync.delay=12 --set sync.period=24
+  run dts-d8-T32       --cluster $W4 --set sync.strategy=dts --set sync.delay=8 --set sync.period=32
+  run hier-2x2-d20-T8  --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=20 --set sync.inter_period=8
+  run hier-2x2-d8-T32  --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=8 --set sync.inter_period=32
 } > "$CSV.tmp"
 /usr/bin/python3 - "$CSV.tmp" "$CSV" <<'PY'
 import csv, sys
@@ -68,15 +84,16 @@ with open(sys.argv[2], "w", newline="") as f:
                     r["compute_s"], r["staleness"], r["train_wall_s"]])
 PY
 rm -f "$CSV.tmp"
+mv "$CURVES.tmp" "$CURVES"
 echo "WAN benchmark: $MODEL, 4 ranks, $RUN_LENGTH per rank (same samples in every run), $(nproc) cores"
 echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 ms jitter); hierarchical: $W2"
 column -t -s, "$CSV"
 if command -v gnuplot >/dev/null; then
   gnuplot <<GP
-set terminal pngcairo size 1000,480 font ",10"
+set terminal pngcairo size 1500,480 font ",10"
 set output "${CSV%.csv}.png"
 set datafile separator ","
-set multiplot layout 1,2 title "tern across 4 emulated regions ($MODEL, 4 ranks, $STEPS steps)"
+set multiplot layout 1,3 title "tern across 4 emulated regions ($MODEL, 4 ranks, $RUN_LENGTH)"
 set style data histograms
 set style fill solid 0.8
 set xtics rotate by -35
@@ -87,8 +104,16 @@ plot "$CSV" using 3:xtic(1) skip 1 lc rgb "#3b7dd8"
 set title "test accuracy"
 set yrange [0:1]
 plot "$CSV" using 4:xtic(1) skip 1 lc rgb "#46a35e"
+set title "test accuracy vs time (rank 0, every $EVAL_EVERY steps)"
+set style data linespoints
+set xtics norotate
+set xlabel "seconds since training started"
+set yrange [*:*]
+set key bottom right
+configs = system("cut -d, -f1 '$CURVES' | tail -n +2 | uniq | tr '\\n' ' '")
+plot for [c in configs] "< grep '^".c.",' '$CURVES'" using 3:4 title c
 unset multiplot
 GP
   echo "png: ${CSV%.csv}.png"
 fi
-echo "csv: $CSV"
+echo "csv: $CSV, $CURVES"

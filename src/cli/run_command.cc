@@ -225,6 +225,8 @@ int run_local_job(const RunOptions& options) {
   };
 
   size_t running = ranks.size();
+  double started_at = 0;       // rank 0's "started" event (wall-clock seconds)
+  json evals = json::array();  // rank 0's evaluations
   while (running > 0) {
     for (size_t r = 0; r < ranks.size(); ++r) {
       Rank& rk = ranks[r];
@@ -241,8 +243,14 @@ int run_local_job(const RunOptions& options) {
             shown["samples_per_s"] = e.value("samples_per_s", 0.0) * static_cast<double>(world);
             progress.update(shown);
           }
+        } else if (kind == "started" && r == 0) {
+          started_at = e.value("time", 0.0);
         } else if (kind == "eval" && r == 0) {
           progress.note_eval(e);
+          // Rank 0's accuracy over time (train.eval_every), for accuracy-vs-time curves.
+          evals.push_back({{"step", e.value("step", 0)},
+                           {"elapsed_s", started_at > 0 ? e.value("time", 0.0) - started_at : 0.0},
+                           {"test_accuracy", e.value("test_accuracy", 0.0)}});
         } else if (kind == "finished") {
           rk.summary = e["summary"];
         } else if (kind == "error") {
@@ -316,6 +324,7 @@ int run_local_job(const RunOptions& options) {
       per_rank.push_back(std::move(r));
     }
     out["ranks"] = std::move(per_rank);
+    out["evals"] = std::move(evals);
   } else {
     if (reason.empty()) reason = "a trainer exited without a summary";
     out["reason"] = reason;
