@@ -9,6 +9,7 @@
 #   (powersgdRw: PowerSGD rank R after dense all-reduce for the first 10 % of steps, as
 #    PyTorch's PowerSGD hook recommends with start_powerSGD_iter)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
+#   bench/compression.sh --set train.lr_schedule=cosine   # a job-spec override for every method (repeatable)
 #   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
 #                                        # results in compression-cnn-2epochs.{csv,md,png}
 #
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 full=0; wan=0; models="mlp cnn"; methods="dense dgc powersgd1 powersgd2 powersgd4 fp16 int8"
-steps_override=""; build_dir="${TERN_BUILD_DIR:-build-compress}"; workers=4
+steps_override=""; extra=(); build_dir="${TERN_BUILD_DIR:-build-compress}"; workers=4
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --full) full=1 ;;
@@ -28,8 +29,9 @@ while [[ $# -gt 0 ]]; do
     --models) models="${2//,/ }"; shift ;;
     --methods) methods="${2//,/ }"; shift ;;
     --steps) steps_override="$2"; shift ;;
+    --set) extra+=(--set "$2"); shift ;;
     --build-dir) build_dir="$2"; shift ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     *) echo "unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -59,7 +61,7 @@ for model in $models; do
   warm=$(( steps / 12 > 0 ? steps / 12 : 1 ))
   for net in "${networks[@]}"; do
     for method in $methods; do
-      args=(--set train.steps=$steps --set train.log_every=20)
+      args=(--set train.steps=$steps --set train.log_every=20 "${extra[@]}")
       case $method in
         dense) ;;
         dgc) args+=(--set compress.method=dgc --set compress.density=0.001 --set compress.value_bits=16
@@ -76,7 +78,7 @@ for model in $models; do
       python3 bench/compression_run.py --trainer "$trainer" --spec "$spec" --workers $workers \
         "${cluster[@]}" "${args[@]}" --log-dir "$raw/$model-$net-$method" > "$raw/$model-$net-$method.json"
     done
-    python3 - "$raw" "$model" "$net" "$methods" <<'EOF'
+    EXTRA="${extra[*]}" python3 - "$raw" "$model" "$net" "$methods" <<'EOF'
 import json, os, sys
 raw, model, net, methods = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
 rows = []
@@ -107,7 +109,8 @@ fmt = {"test_accuracy": "{:.4f}", "acc_vs_dense_pts": "{:+.2f}", "compression_ra
        "total_bytes_vs_dense": "{:.1f}x", "samples_per_s": "{:.0f}", "compress_s": "{:.2f}", "wall_s": "{:.1f}"}
 show = ["method", "steps", "samples", "test_accuracy", "acc_vs_dense_pts", "compression_ratio",
         "reducer_bytes_per_rank", "total_bytes_vs_dense", "samples_per_s", "compress_s", "wall_s"]
-lines = [f"Fashion-MNIST {model.upper()}, 4 ranks, network: {net}",
+extra = os.environ.get("EXTRA", "").replace("--set ", "")
+lines = [f"Fashion-MNIST {model.upper()}, 4 ranks, network: {net}" + (f", every method with {extra}" if extra else ""),
          "", "| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
 for r in out:
     lines.append("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in show) + " |")

@@ -47,13 +47,13 @@ if r.get('state') != 'SUCCEEDED':
     sys.exit('$name failed: ' + r.get('reason', '?'))
 with open('$CURVES.tmp', 'a') as c:
     for e in r.get('evals', []):
-        c.write(f\"$name,{e['step']},{e['elapsed_s']:.2f},{e['test_accuracy']}\\n\")
+        c.write(f\"$name,{e['step']},{e['train_s']:.2f},{e['test_accuracy']}\\n\")
 print(','.join(str(x) for x in ['$name', round(r['samples_per_s'], 1), r['test_accuracy'], int(r['bytes_sent_per_rank']),
       round(r['wait_s'], 2), round(r['compute_s'], 2), r.get('staleness', 0), round(r['train_wall_s'], 1)]))"
   echo "  $name done" >&2
 }
 
-echo "config,step,elapsed_s,test_accuracy" > "$CURVES.tmp"
+echo "config,step,train_s,test_accuracy" > "$CURVES.tmp"
 # The delay d costs accuracy far more than the period T does (staleness, not drift): at
 # 2 epochs d = 8 with T = 32 hides the 1.3 s ring all-reduce as well as d = 20 with T = 8 and
 # keeps accuracy (see the README's WAN section).
@@ -107,7 +107,7 @@ plot "$CSV" using 4:xtic(1) skip 1 lc rgb "#46a35e"
 set title "test accuracy vs time (rank 0, every $EVAL_EVERY steps)"
 set style data linespoints
 set xtics norotate
-set xlabel "seconds since training started"
+set xlabel "training seconds (evaluations excluded)"
 set yrange [*:*]
 set key bottom right
 configs = system("cut -d, -f1 '$CURVES' | tail -n +2 | uniq | tr '\\n' ' '")

@@ -247,8 +247,10 @@ int run_local_job(const RunOptions& options) {
           started_at = e.value("time", 0.0);
         } else if (kind == "eval" && r == 0) {
           progress.note_eval(e);
-          // Rank 0's accuracy over time (train.eval_every), for accuracy-vs-time curves.
+          // Rank 0's accuracy over time (train.eval_every), for accuracy-vs-time curves:
+          // train_s is training time (evaluations excluded), elapsed_s wall time since start.
           evals.push_back({{"step", e.value("step", 0)},
+                           {"train_s", e.value("train_s", 0.0)},
                            {"elapsed_s", started_at > 0 ? e.value("time", 0.0) - started_at : 0.0},
                            {"test_accuracy", e.value("test_accuracy", 0.0)}});
         } else if (kind == "finished") {

@@ -579,8 +579,13 @@ Status Trainer::run() {
     bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
     emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_);
     if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
+      // Evaluations are not training: their time (a collective too, over the WAN) is kept out
+      // of wall_s and samples_per_s; train_s is the training time so far.
+      auto e0 = Clock::now();
       TERN_ASSIGN_OR_RETURN(EvalResult ev, evaluate());
-      sink_->emit({{"event", "eval"}, {"step", step_ + 1}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}});
+      sink_->emit({{"event", "eval"}, {"step", step_ + 1}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss},
+                   {"train_s", seconds_since(start) - eval_s_}});
+      eval_s_ += seconds_since(e0);
     }
   }
   if (checkpointer_) {
@@ -593,9 +598,10 @@ Status Trainer::run() {
     }
   }
   TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
-  train_wall_s_ = seconds_since(start);
+  train_wall_s_ = seconds_since(start) - eval_s_;
   TERN_ASSIGN_OR_RETURN(EvalResult ev, evaluate());
-  sink_->emit({{"event", "eval"}, {"step", step_}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss}});
+  sink_->emit({{"event", "eval"}, {"step", step_}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss},
+               {"train_s", train_wall_s_}});
   // Final training loss: this rank's last step, averaged over ranks.
   std::vector<at::Tensor> l{at::tensor({recent_loss}, at::kDouble).to(options_.device)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, l));
@@ -612,6 +618,7 @@ Status Trainer::run() {
       {"test_loss", ev.loss},
       {"bytes_sent_per_rank", bytes_sent()},
       {"wall_s", train_wall_s_},
+      {"eval_s", eval_s_},
       {"compute_s", compute_s_},
       {"wait_s", m.wait_s},
       {"staleness", m.staleness},

@@ -168,7 +168,8 @@ class Trainer : public TrainingLoop {
   double last_loss_ = 0;
   int64_t samples_ = 0;  // this rank's computed samples
   int64_t global_samples_ = 0;  // samples of every step's global batch (all ranks)
-  double train_wall_s_ = 0;
+  double train_wall_s_ = 0;  // training only: mid-run evaluations excluded
+  double eval_s_ = 0;        // mid-run evaluations (train.eval_every)
   std::chrono::steady_clock::time_point window_start_;
   int64_t window_samples_ = 0;
   nlohmann::json summary_;

@@ -93,6 +93,26 @@ TEST(TernRun, SetOverridesTheSpec) {
   EXPECT_EQ(j["steps"], 16);  // 2 epochs x 512 / 64
 }
 
+TEST(TernRun, JsonListsRankZerosEvaluationsOverTime) {
+  auto err = scratch() / "evals.err";
+  Output r = run({bin("tern"), "run", write_spec(), "--json", "--set", "train.eval_every=4", "--run-dir",
+                  (scratch() / "run-evals").string()},
+                 err.string());
+  ASSERT_EQ(r.status, 0) << slurp(err);
+  auto j = nlohmann::json::parse(r.out);
+  const auto& evals = j["evals"];
+  ASSERT_EQ(evals.size(), 4u) << evals.dump();  // steps 4, 8, 12 and the final one (16)
+  double last_t = 0;
+  for (size_t i = 0; i < evals.size(); ++i) {
+    EXPECT_EQ(evals[i]["step"], 4 * static_cast<int>(i + 1)) << evals.dump();
+    EXPECT_GE(evals[i]["train_s"].get<double>(), last_t);
+    EXPECT_GE(evals[i]["elapsed_s"].get<double>(), evals[i]["train_s"].get<double>());
+    last_t = evals[i]["train_s"].get<double>();
+  }
+  EXPECT_GT(last_t, 0.0);
+  EXPECT_DOUBLE_EQ(evals.back()["test_accuracy"].get<double>(), j["test_accuracy"].get<double>());
+}
+
 TEST(TernRun, BadConfigExitsNonZeroNamingTheField) {
   auto err = scratch() / "bad.err";
   Output r = run({bin("tern"), "run", write_spec("sync: {strategy: ssgd, delay: -3}\n")}, err.string());
