@@ -10,6 +10,7 @@
 #   STEPS=0 ONLY="ssgd-lan dts-d8-T32" bench/wan.sh                    # some configs
 #   STEPS=0 EPOCHS=4 SUFFIX=-4epochs bench/wan.sh                      # 4 epochs of every config
 #   EVAL_EVERY=0 bench/wan.sh        # no evaluations during the run (no accuracy-vs-time curve)
+#   STEPS=0 PLOT_ONLY=1 bench/wan.sh # redraw the PNG from the CSVs of an earlier run
 # Output: a table, bench/results/wan-<model>.csv, the accuracy curves in wan-<model>-curves.csv
 # and bench/results/wan-<model>.png (gnuplot: throughput, final accuracy, accuracy vs time).
 set -euo pipefail
@@ -53,6 +54,7 @@ print(','.join(str(x) for x in ['$name', round(r['samples_per_s'], 1), r['test_a
   echo "  $name done" >&2
 }
 
+if [ "${PLOT_ONLY:-0}" != 1 ]; then  # PLOT_ONLY=1: redraw the PNG from the existing CSVs
 echo "config,step,train_s,test_accuracy" > "$CURVES.tmp"
 # The delay d costs accuracy far more than the period T does (staleness, not drift): at
 # 2 epochs d = 8 with T = 32 hides the 1.3 s ring all-reduce as well as d = 20 with T = 8 and
@@ -85,6 +87,7 @@ with open(sys.argv[2], "w", newline="") as f:
 PY
 rm -f "$CSV.tmp"
 mv "$CURVES.tmp" "$CURVES"
+fi
 echo "WAN benchmark: $MODEL, 4 ranks, $RUN_LENGTH per rank (same samples in every run), $(nproc) cores"
 echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 ms jitter); hierarchical: $W2"
 column -t -s, "$CSV"
@@ -107,7 +110,8 @@ plot "$CSV" using 4:xtic(1) skip 1 lc rgb "#46a35e"
 set title "test accuracy vs time (rank 0, every $EVAL_EVERY steps)"
 set style data linespoints
 set xtics norotate
-set xlabel "training seconds (evaluations excluded)"
+set xlabel "training seconds (evaluations excluded, log scale)"
+set logscale x
 set yrange [*:*]
 set key bottom right
 configs = system("cut -d, -f1 '$CURVES' | tail -n +2 | uniq | tr '\\n' ' '")
