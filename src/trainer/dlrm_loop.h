@@ -90,6 +90,7 @@ class DlrmLoop : public TrainingLoop {
 
   // Metrics.
   double compute_s_ = 0;
+  double eval_s_ = 0;  // mid-run evaluations (train.eval_every), kept out of wall_s
   double last_loss_ = 0, window_loss_ = 0;
   int64_t window_steps_ = 0, window_samples_ = 0;
   int64_t samples_ = 0, global_samples_ = 0;
