@@ -492,6 +492,7 @@ Status DlrmLoop::run() {
         step_ + 1 < total_steps_) {
       // As in the image trainer: evaluation time stays out of wall_s and samples_per_s.
       auto e0 = Clock::now();
+      const double train_s = seconds_since(start) - eval_s_;
       TERN_ASSIGN_OR_RETURN(DlrmMetrics ev, evaluate());
       sink_->emit({{"event", "eval"},
                    {"step", step_ + 1},
@@ -499,7 +500,7 @@ Status DlrmLoop::run() {
                    {"test_logloss", ev.logloss},
                    {"test_accuracy", ev.accuracy},
                    {"test_loss", ev.logloss},
-                   {"train_s", seconds_since(start) - eval_s_}});
+                   {"train_s", train_s}});
       eval_s_ += seconds_since(e0);
     }
   }

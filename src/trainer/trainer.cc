@@ -582,9 +582,10 @@ Status Trainer::run() {
       // Evaluations are not training: their time (a collective too, over the WAN) is kept out
       // of wall_s and samples_per_s; train_s is the training time so far.
       auto e0 = Clock::now();
+      const double train_s = seconds_since(start) - eval_s_;
       TERN_ASSIGN_OR_RETURN(EvalResult ev, evaluate());
       sink_->emit({{"event", "eval"}, {"step", step_ + 1}, {"test_accuracy", ev.accuracy}, {"test_loss", ev.loss},
-                   {"train_s", seconds_since(start) - eval_s_}});
+                   {"train_s", train_s}});
       eval_s_ += seconds_since(e0);
     }
   }
