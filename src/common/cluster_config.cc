@@ -1,8 +1,10 @@
 #include "common/cluster_config.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +19,79 @@ void parse_link(YamlMap& m, LinkSpec* out) {
   m.get("latency_ms", &out->latency_ms, 0.0, 60000.0);
   m.get("jitter_ms", &out->jitter_ms, 0.0, 60000.0);
   m.get("bandwidth_mbps", &out->bandwidth_mbps, 0.0, 1e9);
+}
+
+// A region's delay is latency ± jitter: it must not go below zero.
+void check_link(YamlMap& m, const LinkSpec& l) {
+  if (l.jitter_ms > l.latency_ms) {
+    m.error("jitter_ms", "(" + std::to_string(l.jitter_ms) + ") must be <= latency_ms (" +
+                             std::to_string(l.latency_ms) +
+                             "): a delay of latency +- jitter cannot go below zero");
+  }
+}
+
+// A name that ends up in paths (state_dir) and comma-separated lists (--regions).
+bool is_simple_name(const std::string& s) {
+  if (s.empty() || s.size() > 63 || s == "." || s == "..") return false;
+  for (char ch : s) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.')
+      return false;
+  }
+  return true;
+}
+
+// Why `host` is not an IPv4/IPv6 address or a DNS host name; empty when it is one.
+std::string host_problem(const std::string& host) {
+  if (host.empty()) return "is empty";
+  unsigned char buf[16];
+  if (::inet_pton(AF_INET, host.c_str(), buf) == 1) return "";
+  if (::inet_pton(AF_INET6, host.c_str(), buf) == 1) return "";
+  if (host.find(':') != std::string::npos) return "is not a valid IPv6 address";
+  if (host.find_first_not_of("0123456789.") == std::string::npos) {
+    return "is not a valid IPv4 address";
+  }
+  if (host.size() > 253) return "is longer than 253 characters";
+  size_t start = 0;
+  while (true) {
+    size_t dot = host.find('.', start);
+    std::string label = host.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+      return "is not a host name or address";
+    for (char ch : label) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-')
+        return "is not a host name or address";
+    }
+    if (dot == std::string::npos) return "";
+    start = dot + 1;
+  }
+}
+
+// Splits HOST:PORT ([V6]:PORT for IPv6); why it is not one, or empty.
+std::string listen_problem(const std::string& listen, std::string* host, int* port) {
+  std::string port_text;
+  if (!listen.empty() && listen.front() == '[') {
+    auto close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':')
+      return "must be HOST:PORT ([IPV6]:PORT), got '" + listen + "'";
+    *host = listen.substr(1, close - 1);
+    port_text = listen.substr(close + 2);
+  } else {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos) return "must be HOST:PORT, got '" + listen + "'";
+    *host = listen.substr(0, colon);
+    port_text = listen.substr(colon + 1);
+    if (host->find(':') != std::string::npos)
+      return "must be HOST:PORT with an IPv6 host in brackets ([::1]:7070), got '" + listen + "'";
+  }
+  std::string hp = host_problem(*host);
+  if (!hp.empty()) return "host '" + *host + "' " + hp + " (in '" + listen + "')";
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stol(port_text) < 1 || std::stol(port_text) > 65535) {
+    return "port must be 1..65535, got '" + port_text + "' (in '" + listen + "')";
+  }
+  *port = static_cast<int>(std::stol(port_text));
+  return "";
 }
 
 }  // namespace
@@ -58,7 +133,7 @@ Result<ClusterConfig> load_cluster_config(const std::string& path,
                                           const std::vector<std::string>& overrides,
                                           const ClusterLoadOptions& options) {
   TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_file(path));
-  for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
+  TERN_RETURN_IF_ERROR(apply_overrides(&root, overrides, path));
   return parse_cluster_node(root, path, options);
 }
 
@@ -98,6 +173,10 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
   c.path = path;
   const std::string base = std::filesystem::path(path).parent_path().string();
   m.get("name", &c.name);
+  if (!is_simple_name(c.name)) {
+    m.error("name", "must be 1-63 characters of [A-Za-z0-9._-] (it names .tern/NAME), got '" +
+                        c.name + "'");
+  }
   {
     YamlMap co = m.child("coordinator");
     co.get("listen", &c.listen);
@@ -106,14 +185,28 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     co.get("max_queued_jobs", &c.max_queued_jobs, 1, 1000000);
     co.get("metrics_port", &c.metrics_port, 0, 65535);
     co.get("max_message_bytes", &c.limits.max_message_bytes, 4096, int64_t{1} << 30);
-    co.get("max_spec_bytes", &c.limits.max_spec_bytes, 256, int64_t{1} << 30);
+    // A spec is YAML: no more than the YAML reader accepts.
+    co.get("max_spec_bytes", &c.limits.max_spec_bytes, 256, static_cast<int64_t>(kMaxYamlBytes));
     co.get("rpc_deadline_ms", &c.limits.rpc_deadline_ms, 10, 3600000);
     YamlMap rl = co.child("rate_limit");
     rl.get("per_s", &c.limits.rate_per_s, 0.001, 1e9);
     rl.get("burst", &c.limits.rate_burst, 1, 1000000000);
     rl.finish();
     co.finish();
-    if (c.listen.find(':') == std::string::npos) co.error("listen", "must be HOST:PORT, got '" + c.listen + "'");
+    std::string host;
+    int port = 0;
+    std::string problem = listen_problem(c.listen, &host, &port);
+    if (!problem.empty()) co.error("listen", problem);
+    if (port != 0 && c.metrics_port == port) {
+      co.error("metrics_port", "is " + std::to_string(port) + ", the port coordinator.listen uses");
+    }
+    if (c.lease_ms < 2 * c.heartbeat_ms) {
+      co.error("lease_ms", "(" + std::to_string(c.lease_ms) +
+                               ") must be at least twice coordinator.heartbeat_ms (" +
+                               std::to_string(c.heartbeat_ms) +
+                               "): a daemon whose lease ends before its next heartbeats arrive "
+                               "is marked LOST (3 or more heartbeats per lease is usual)");
+    }
     if (c.limits.max_spec_bytes > c.limits.max_message_bytes) {
       co.error("max_spec_bytes", "must be <= coordinator.max_message_bytes (" +
                                      std::to_string(c.limits.max_message_bytes) + "), got " +
@@ -177,6 +270,7 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
   }
   std::string state_dir = ".tern/" + c.name;
   m.get("state_dir", &state_dir);
+  if (state_dir.empty()) m.error("state_dir", "must not be empty");
   m.get("trainer", &c.trainer_path);
   m.require("regions");
   std::set<std::string> names;
@@ -189,27 +283,52 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     r.get("host", &rs.host);
     std::vector<double> gpus;
     r.get_list("gpus", &gpus, 0, 1024);
-    for (double g : gpus) rs.gpus.push_back(static_cast<int64_t>(g));
+    std::set<int64_t> seen_gpus;
+    for (double g : gpus) {
+      if (g != static_cast<double>(static_cast<int64_t>(g))) {
+        r.error("gpus", "must list whole GPU ids, got " + std::to_string(g));
+        break;
+      }
+      if (!seen_gpus.insert(static_cast<int64_t>(g)).second) {
+        r.error("gpus", "lists GPU " + std::to_string(static_cast<int64_t>(g)) + " twice");
+        break;
+      }
+      rs.gpus.push_back(static_cast<int64_t>(g));
+    }
     r.finish();
+    if (r.has("name") && !is_simple_name(rs.name)) {
+      r.error("name", "must be 1-63 characters of [A-Za-z0-9._-], got '" + rs.name + "'");
+    }
+    std::string hp = host_problem(rs.host);
+    if (!hp.empty()) r.error("host", "'" + rs.host + "' " + hp + " (a bare host, no port)");
     if (!rs.name.empty() && !names.insert(rs.name).second) r.error("name", "duplicate region '" + rs.name + "'");
     c.regions.push_back(rs);
   }
-  if (m.has("regions") && c.regions.empty()) m.error("regions", "must list at least one region");
+  if (m.has("regions") && c.regions.empty()) {
+    m.error("regions", "must list at least one region");
+  } else if (!c.regions.empty() && c.total_workers() == 0) {
+    m.error("regions", "have no worker daemons (workers: 0 everywhere): give at least one region "
+                       "workers >= 1");
+  }
   {
     YamlMap n = m.child("network");
     n.get("emulate", &c.network.emulate);
     YamlMap intra = n.child("intra_region");
     parse_link(intra, &c.network.intra_region);
+    check_link(intra, c.network.intra_region);
     intra.finish();
     YamlMap def = n.child("default");
     parse_link(def, &c.network.inter_region_default);
+    check_link(def, c.network.inter_region_default);
     def.finish();
+    std::map<std::pair<std::string, std::string>, std::string> link_paths;
     for (YamlMap l : n.child_list("links")) {
       std::vector<std::string> between;
       l.require("between");
       l.get_list("between", &between);
       LinkSpec ls;
       parse_link(l, &ls);
+      check_link(l, ls);
       l.finish();
       if (between.size() != 2) {
         if (l.has("between")) l.error("between", "must name exactly two regions");
@@ -218,8 +337,18 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
       for (const auto& b : between) {
         if (!names.count(b)) l.error("between", "names unknown region '" + b + "'");
       }
+      if (between[0] == between[1]) {
+        l.error("between", "names region '" + between[0] +
+                               "' twice; within a region, set network.intra_region");
+        continue;
+      }
       auto key = between[0] < between[1] ? std::make_pair(between[0], between[1])
                                           : std::make_pair(between[1], between[0]);
+      auto [first, inserted] = link_paths.emplace(key, l.path());
+      if (!inserted) {
+        l.error("between", "gives the link " + key.first + " - " + key.second + " again (first in " +
+                               first->second + ")");
+      }
       c.network.links[key] = ls;
     }
     n.finish();

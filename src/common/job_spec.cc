@@ -264,14 +264,14 @@ Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
 Result<LoadedJobSpec> load_job_spec_text(const std::string& text, const std::string& name,
                                          const std::vector<std::string>& overrides) {
   TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_text(text, name));
-  for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
+  TERN_RETURN_IF_ERROR(apply_overrides(&root, overrides, name));
   return parse_job_spec(root, name);
 }
 
 Result<LoadedJobSpec> load_job_spec_file(const std::string& path,
                                          const std::vector<std::string>& overrides) {
   TERN_ASSIGN_OR_RETURN(YAML::Node root, load_yaml_file(path));
-  for (const auto& o : overrides) TERN_RETURN_IF_ERROR(apply_override(&root, o));
+  TERN_RETURN_IF_ERROR(apply_overrides(&root, overrides, path));
   return parse_job_spec(root, path);
 }
 
