@@ -12,6 +12,7 @@
 
 #include "common/job_spec.h"
 #include "common/trainer_protocol.h"
+#include "common/utf8.h"
 #include "coordinator/scheduler.h"
 
 namespace tern {
@@ -286,6 +287,11 @@ void CoordinatorCore::touch(Job* job) {
 Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
                                         const std::vector<std::string>& overrides,
                                         const std::string& source_name) {
+  // Names and text end up in protobuf strings (replies, the journal, StartTask): UTF-8 only.
+  // The spec text and overrides are checked by the YAML loader, naming the first bad byte.
+  if (first_invalid_utf8(source_name) != std::string::npos) {
+    return invalid_argument("source_name is not valid UTF-8");
+  }
   const std::string name = source_name.empty() ? "<submitted spec>" : source_name;
   size_t size = spec_yaml.size();
   for (const auto& o : overrides) size += o.size();

@@ -102,6 +102,41 @@ TEST_F(CoreTest, InvalidSpecIsRefusedWithTheFieldName) {
   EXPECT_TRUE(core_->list_jobs().empty());
 }
 
+// Issue #18 item 1: this override crashed the coordinator (unbounded recursion on the cycle).
+TEST_F(CoreTest, HostileYamlIsInvalidArgumentAndTheCoreKeepsAnswering) {
+  auto r = core_->submit_job(spec("cyc", 1), {"x=&a [*a]"}, "cyc.yaml");
+  ASSERT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("cyclic alias"), std::string::npos) << r.status().message();
+  // The same in the spec text, in a known section, and an alias bomb.
+  std::string bomb = "l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n";
+  for (int i = 1; i <= 9; ++i) {
+    bomb += "l" + std::to_string(i) + ": &l" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) bomb += (k ? ", *l" : "*l") + std::to_string(i - 1);
+    bomb += "]\n";
+  }
+  for (const std::string& text : {spec("cyc", 1, "train: &t {lr: 0.1, again: *t}\n"),
+                                  spec("bomb", 1, bomb), spec("dup", 1, "workers: 2\n"),
+                                  spec("null", 1, "train: {lr: ~}\n")}) {
+    EXPECT_EQ(core_->submit_job(text, {}, "x.yaml").status().code(), StatusCode::kInvalidArgument)
+        << text.substr(0, 200);
+  }
+  // Item 9: text that is not UTF-8 (protobuf refuses it in a string field) is INVALID_ARGUMENT
+  // naming the byte, wherever it comes in.
+  auto bad = core_->submit_job(spec("ok", 1) + "# caf\xe9\n", {}, "latin1.yaml");
+  ASSERT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("latin1.yaml: not valid UTF-8 at line 4"), std::string::npos)
+      << bad.status().message();
+  EXPECT_EQ(core_->submit_job(spec("ok", 1), {"data.path=/tmp/\xff"}, "o.yaml").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(core_->submit_job(spec("ok", 1), {}, "name\xff.yaml").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(core_->list_jobs().empty());
+  // Still answering, and still accepting good jobs.
+  auto ok = core_->submit_job(spec("ok", 1), {"train.epochs=1"}, "ok.yaml");
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(core_->list_jobs().size(), 1u);
+}
+
 TEST_F(CoreTest, OverridesApplyBeforeValidation) {
   auto r = core_->submit_job(spec("o", 2), {"workers=3", "train.epochs=2"}, "o.yaml");
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();

@@ -73,6 +73,22 @@ TEST_F(ServiceTest, InvalidSpecIsInvalidArgumentWithTheField) {
   EXPECT_NE(r.status().message().find("jobs/x.yaml"), std::string::npos) << r.status().message();
 }
 
+// Issue #18 item 1 over gRPC: the override that crashed the coordinator is INVALID_ARGUMENT and
+// the server keeps answering.
+TEST_F(ServiceTest, CyclicAliasOverrideIsInvalidArgumentAndTheServerLives) {
+  v1::SubmitJobRequest req;
+  req.set_spec_yaml("name: cyc\nworkers: 1\ndata: {source: synthetic, train_size: 256}\n");
+  req.add_overrides("x=&a [*a]");
+  req.set_source_name("cyc.yaml");
+  auto r = client_->submit_job(req);
+  ASSERT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("cyclic alias"), std::string::npos) << r.status().message();
+  submit(1, "after");
+  auto jobs = client_->list_jobs(v1::ListJobsRequest{});
+  ASSERT_TRUE(jobs.is_ok()) << jobs.status().to_string();
+  EXPECT_EQ(jobs->jobs_size(), 1);
+}
+
 TEST_F(ServiceTest, UnknownJobIsNotFound) {
   EXPECT_EQ(client_->get_job("j-404").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(client_->cancel_job("j-404").status().code(), StatusCode::kNotFound);
