@@ -15,6 +15,7 @@
 #include "cli/progress.h"
 #include "cli/table.h"
 #include "common/cluster_config.h"
+#include "common/utf8.h"
 #include "rpc/client.h"
 
 namespace tern {
@@ -125,12 +126,20 @@ Result<ClientConnection> resolve_connection(const ClientOptions& options) {
   TERN_ASSIGN_OR_RETURN(c.rpc.security,
                         make_client_security(c.cluster ? &*c.cluster : nullptr, c.address, token));
   if (c.cluster) c.rpc.deadline = std::chrono::milliseconds(c.cluster->limits.rpc_deadline_ms);
+  c.rpc.diagnose_unavailable = true;
   return c;
 }
 
 int report_error(const std::string& what, const Status& status) {
   switch (status.code()) {
     case StatusCode::kUnavailable:
+      if (status.message().find(" speaks TLS") != std::string::npos ||
+          status.message().find(" speaks plain text") != std::string::npos) {
+        // It runs; this client is set up for the other protocol (rpc/client.cc probed it).
+        std::cerr << "tern " << what << ": " << status.message() << std::endl;
+        return kExitBadInput;
+      }
+      [[fallthrough]];
     case StatusCode::kDeadlineExceeded:
       std::cerr << "tern " << what << ": " << status.message()
                 << "\n  Is it running? Start one with `tern cluster up FILE`, or point "
@@ -218,14 +227,58 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
   }
   std::stringstream text;
   text << in.rdbuf();
+  // The request's fields are protobuf strings, which must be UTF-8 (the coordinator would
+  // refuse to parse the request): say where the file is not, before sending anything.
+  const std::string spec = text.str();
+  if (size_t bad = first_invalid_utf8(spec); bad != std::string::npos) {
+    std::cerr << "tern submit: " << submit.job_file << ": not valid UTF-8 at "
+              << describe_byte_position(spec, bad)
+              << "; job specs are UTF-8 text (save the file as UTF-8)" << std::endl;
+    return kExitBadInput;
+  }
+  for (const auto& o : submit.overrides) {
+    if (size_t bad = first_invalid_utf8(o); bad != std::string::npos) {
+      std::cerr << "tern submit: --set " << o.substr(0, o.find('=')) << ": not valid UTF-8 at byte "
+                << bad << std::endl;
+      return kExitBadInput;
+    }
+  }
   int code = 0;
   auto client = connect(options, "submit", &code);
   if (!client) return code;
   v1::SubmitJobRequest req;
-  req.set_spec_yaml(text.str());
+  req.set_spec_yaml(spec);
   for (const auto& o : submit.overrides) req.add_overrides(o);
-  req.set_source_name(submit.job_file);
+  // The name is only for messages: a file name that is not UTF-8 is sent with '?' for its bad
+  // bytes.
+  std::string source_name = submit.job_file;
+  for (size_t bad; (bad = first_invalid_utf8(source_name)) != std::string::npos;)
+    source_name[bad] = '?';
+  req.set_source_name(source_name);
+  const auto too_large = [&](const std::string& limit) {
+    std::cerr << "tern submit: the job spec " << submit.job_file
+              << " is too large: " << req.ByteSizeLong() << " bytes with its overrides, over "
+              << limit
+              << ". Job specs are small YAML files; the coordinator also caps them at "
+                 "coordinator.max_spec_bytes (default "
+              << (256 << 10) << ")" << std::endl;
+    return kExitBadInput;
+  };
+  const int64_t max_message =
+      client->options().security ? client->options().security->max_message_bytes : 4 << 20;
+  if (static_cast<int64_t>(req.ByteSizeLong()) > max_message) {
+    return too_large("the limit of " + std::to_string(max_message) +
+                     " bytes on one message (coordinator.max_message_bytes)");
+  }
   auto reply = client->submit_job(req);
+  if (!reply.is_ok() && reply.status().code() == StatusCode::kResourceExhausted &&
+      reply.status().message().find("larger than max") != std::string::npos) {
+    // gRPC's own size check: the coordinator's limit is lower than this client's.
+    return too_large(
+        "the coordinator's limit on one message (coordinator.max_message_bytes; "
+        "gRPC said: " +
+        reply.status().message() + ")");
+  }
   if (!reply.is_ok()) return report_error("submit", reply.status());
   const v1::JobStatus& job = reply->job();
   if (!submit.watch) {

@@ -54,7 +54,8 @@ std::string host_problem(const std::string& host) {
   size_t start = 0;
   while (true) {
     size_t dot = host.find('.', start);
-    std::string label = host.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    std::string label =
+        host.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
       return "is not a host name or address";
     for (char ch : label) {
@@ -86,8 +87,8 @@ std::string listen_problem(const std::string& listen, std::string* host, int* po
   std::string hp = host_problem(*host);
   if (!hp.empty()) return "host '" + *host + "' " + hp + " (in '" + listen + "')";
   if (port_text.empty() || port_text.size() > 5 ||
-      port_text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stol(port_text) < 1 || std::stol(port_text) > 65535) {
+      port_text.find_first_not_of("0123456789") != std::string::npos || std::stol(port_text) < 1 ||
+      std::stol(port_text) > 65535) {
     return "port must be 1..65535, got '" + port_text + "' (in '" + listen + "')";
   }
   *port = static_cast<int>(std::stol(port_text));
@@ -307,8 +308,9 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
   if (m.has("regions") && c.regions.empty()) {
     m.error("regions", "must list at least one region");
   } else if (!c.regions.empty() && c.total_workers() == 0) {
-    m.error("regions", "have no worker daemons (workers: 0 everywhere): give at least one region "
-                       "workers >= 1");
+    m.error("regions",
+            "have no worker daemons (workers: 0 everywhere): give at least one region "
+            "workers >= 1");
   }
   {
     YamlMap n = m.child("network");
@@ -346,8 +348,8 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
                                           : std::make_pair(between[1], between[0]);
       auto [first, inserted] = link_paths.emplace(key, l.path());
       if (!inserted) {
-        l.error("between", "gives the link " + key.first + " - " + key.second + " again (first in " +
-                               first->second + ")");
+        l.error("between", "gives the link " + key.first + " - " + key.second +
+                               " again (first in " + first->second + ")");
       }
       c.network.links[key] = ls;
     }

@@ -1,10 +1,10 @@
 #include "common/yaml_reader.h"
 
+#include <yaml-cpp/depthguard.h>
+
 #include <cmath>
 #include <fstream>
 #include <sstream>
-
-#include <yaml-cpp/depthguard.h>
 
 #include "common/utf8.h"
 
@@ -218,7 +218,8 @@ std::vector<YamlMap> YamlMap::child_list(const std::string& key) {
   for (size_t i = 0; i < n.size(); ++i) {
     std::string p = field(key) + "[" + std::to_string(i) + "]";
     if (!n[i].IsMap()) {
-      errors_->add(n[i].Mark().line, p, n[i].IsNull() ? "must be a map, got null" : "must be a map");
+      errors_->add(n[i].Mark().line, p,
+                   n[i].IsNull() ? "must be a map, got null" : "must be a map");
       continue;
     }
     out.emplace_back(n[i], p, errors_);
@@ -288,9 +289,10 @@ class TreeCheck {
   // Counts one node (and its scalar bytes); false once a bound is passed.
   bool count(const YAML::Node& n, const std::string& path) {
     if (++nodes_ > kMaxYamlNodes) {
-      stop(n, path, "takes the document past " + std::to_string(kMaxYamlNodes) +
-                        " nodes with its aliases expanded (an alias bomb?); tern files are far "
-                        "smaller");
+      stop(n, path,
+           "takes the document past " + std::to_string(kMaxYamlNodes) +
+               " nodes with its aliases expanded (an alias bomb?); tern files are far "
+               "smaller");
       return false;
     }
     const std::string& tag = n.Tag();
@@ -300,13 +302,15 @@ class TreeCheck {
     if (!n.IsScalar()) return true;
     const std::string& v = n.Scalar();
     if (v.size() > kMaxYamlScalarBytes) {
-      add(n, path, "is " + std::to_string(v.size()) + " bytes long; a value may have at most " +
-                       std::to_string(kMaxYamlScalarBytes));
+      add(n, path,
+          "is " + std::to_string(v.size()) + " bytes long; a value may have at most " +
+              std::to_string(kMaxYamlScalarBytes));
     }
     bytes_ += static_cast<int64_t>(v.size());
     if (bytes_ > kMaxYamlExpandedBytes) {
-      stop(n, path, "takes the document past " + std::to_string(kMaxYamlExpandedBytes) +
-                        " bytes of values with its aliases expanded (an alias bomb?)");
+      stop(n, path,
+           "takes the document past " + std::to_string(kMaxYamlExpandedBytes) +
+               " bytes of values with its aliases expanded (an alias bomb?)");
       return false;
     }
     size_t bad = first_invalid_utf8(v);
@@ -327,8 +331,9 @@ class TreeCheck {
 
   void visit_child(const YAML::Node& n, const std::string& path, int depth) {
     if (is_ancestor(n)) {
-      stop(n, path, "is an alias to a map or list that contains it (a cyclic alias such as "
-                    "&a [*a]); aliases must not refer to themselves");
+      stop(n, path,
+           "is an alias to a map or list that contains it (a cyclic alias such as "
+           "&a [*a]); aliases must not refer to themselves");
       return;
     }
     visit(n, path, depth);
@@ -338,8 +343,9 @@ class TreeCheck {
     if (stopped_ || !count(n, path)) return;
     if (!n.IsSequence() && !n.IsMap()) return;
     if (depth >= kMaxYamlDepth) {
-      stop(n, path, "nests maps and lists more than " + std::to_string(kMaxYamlDepth) +
-                        " deep (aliases expanded)");
+      stop(n, path,
+           "nests maps and lists more than " + std::to_string(kMaxYamlDepth) +
+               " deep (aliases expanded)");
       return;
     }
     ancestors_.push_back(n);
@@ -354,24 +360,26 @@ class TreeCheck {
         const YAML::Node& key = it->first;
         if (!count(key, path)) break;
         if (!key.IsScalar()) {
-          add(key, path, std::string("has a key that is ") +
-                             (key.IsNull() ? "null" : "a map or list") + ": keys must be strings");
+          add(key, path,
+              std::string("has a key that is ") + (key.IsNull() ? "null" : "a map or list") +
+                  ": keys must be strings");
           continue;
         }
         const std::string& k = key.Scalar();
         const std::string p = child_path(path, k);
         if (k == "<<" && key.Tag() == "?") {
-          add(key, path, "uses a merge key (<<: *anchor): merge keys are not supported; write "
-                         "the fields out");
+          add(key, path,
+              "uses a merge key (<<: *anchor): merge keys are not supported; write "
+              "the fields out");
           continue;
         }
         auto [first, inserted] = first_line.emplace(k, key.Mark().line);
         if (!inserted) {
-          add(key, p, "is given twice" +
-                          (first->second >= 0 ? " (first at line " +
-                                                    std::to_string(first->second + 1) + ")"
-                                              : std::string()) +
-                          ": YAML would keep only one of them; remove one");
+          add(key, p,
+              "is given twice" +
+                  (first->second >= 0 ? " (first at line " + std::to_string(first->second + 1) + ")"
+                                      : std::string()) +
+                  ": YAML would keep only one of them; remove one");
           continue;
         }
         visit_child(it->second, p, depth + 1);
@@ -444,7 +452,8 @@ YAML::Node without_marks(const YAML::Node& n) {
 
 Status check_yaml_tree(const YAML::Node& root, const std::string& name) {
   ErrorList errors(name);
-  for (const auto& issue : TreeCheck("").run(root)) errors.add(issue.line, issue.path, issue.message);
+  for (const auto& issue : TreeCheck("").run(root))
+    errors.add(issue.line, issue.path, issue.message);
   return errors.to_status();
 }
 

@@ -86,12 +86,12 @@ class YamlMap {
 // (`!!binary`, `!foo`); no merge keys (`<<: *base`, not supported by yaml-cpp 0.7: write the
 // fields out); no null values (`lr: ~`, `lr:`); anchors and aliases are allowed but not
 // cyclic, and the document with every alias expanded stays within the bounds below.
-constexpr size_t kMaxYamlBytes = 4 << 20;         // one document's text
-constexpr size_t kMaxYamlScalarBytes = 64 << 10;  // one key or value
-constexpr int kMaxYamlDepth = 64;                 // nested maps/lists (with aliases expanded)
-constexpr int64_t kMaxYamlNodes = 100000;         // nodes, counting each alias expansion
+constexpr size_t kMaxYamlBytes = 4 << 20;            // one document's text
+constexpr size_t kMaxYamlScalarBytes = 64 << 10;     // one key or value
+constexpr int kMaxYamlDepth = 64;                    // nested maps/lists (with aliases expanded)
+constexpr int64_t kMaxYamlNodes = 100000;            // nodes, counting each alias expansion
 constexpr int64_t kMaxYamlExpandedBytes = 16 << 20;  // scalar bytes, counting each expansion
-constexpr size_t kMaxOverrides = 1000;            // --set assignments per load
+constexpr size_t kMaxOverrides = 1000;               // --set assignments per load
 
 // Parses "a.b.c=value" overrides (the --set flag) into the document, creating maps on the
 // way. The value is parsed as a YAML scalar or flow node ("[1, 2]", "true", "0.1") under the

@@ -1,5 +1,12 @@
 #include "rpc/client.h"
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <thread>
 
 #include "rpc/status_convert.h"
@@ -41,6 +48,89 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address,
 
 namespace {
 
+// What answers at HOST:PORT when a plain-text HTTP/2 client connects (see below).
+enum class Peer { kNone, kClosedOnPreface, kPlainHttp2, kUnknown };
+
+// Connects to `address` and sends the HTTP/2 client preface with an empty SETTINGS frame, as
+// a plain-text gRPC client does. A plain-text gRPC server answers with its SETTINGS frame; a
+// TLS server (gRPC's or any other) takes the preface for a broken TLS record and closes the
+// connection without a byte. Bounded by `timeout` overall.
+Peer probe_peer(const std::string& address, std::chrono::milliseconds timeout) {
+  std::string host, port;
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos) return Peer::kUnknown;
+  host = address.substr(0, colon);
+  port = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0 || !found)
+    return Peer::kUnknown;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto left_ms = [&] {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<int64_t>(0, left.count()));
+  };
+  Peer result = Peer::kNone;
+  int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    int rc = ::connect(fd, found->ai_addr, found->ai_addrlen);
+    pollfd p{fd, POLLOUT, 0};
+    int err = 0;
+    socklen_t len = sizeof err;
+    bool connected =
+        rc == 0 || (errno == EINPROGRESS && ::poll(&p, 1, left_ms()) == 1 &&
+                    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0);
+    if (connected) {
+      static const char kPreface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0";
+      result = Peer::kUnknown;
+      if (::send(fd, kPreface, sizeof kPreface - 1, MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(sizeof kPreface - 1)) {
+        unsigned char buf[16];
+        pollfd r{fd, POLLIN, 0};
+        if (::poll(&r, 1, left_ms()) == 1) {
+          ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+          if (n == 0 || (n < 0 && errno == ECONNRESET)) result = Peer::kClosedOnPreface;
+          if (n >= 9 && buf[3] == 0x04) result = Peer::kPlainHttp2;  // a SETTINGS frame
+        }
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return result;
+}
+
+// An UNAVAILABLE call says "is it running?"; when something does listen there but speaks
+// another protocol than this client, say that instead (with how to fix it).
+Status explain_unreachable(const std::string& address, const RpcClientOptions& options, Status s) {
+  const std::string dial = dial_address(address);
+  if (!options.diagnose_unavailable)
+    return s.with_context("coordinator at " + dial + " unreachable");
+  const bool tls = options.security && options.security->tls;
+  Peer peer = probe_peer(dial, std::chrono::milliseconds(1500));
+  if (!tls && peer == Peer::kClosedOnPreface) {
+    return unavailable("coordinator at " + dial +
+                       " speaks TLS, and this client connected in "
+                       "plain text (" +
+                       s.message() +
+                       "). Pass --cluster FILE with the "
+                       "cluster's tls settings (tls.enabled, ca, client_cert, client_key) and "
+                       "its auth.token_file");
+  }
+  if (tls && peer == Peer::kPlainHttp2) {
+    return unavailable("coordinator at " + dial +
+                       " speaks plain text, and this client uses TLS "
+                       "(tls.enabled in the cluster file): " +
+                       s.message());
+  }
+  return s.with_context("coordinator at " + dial + " unreachable");
+}
+
 void add_token(const RpcClientOptions& options, grpc::ClientContext* context) {
   if (options.security && !options.security->token.empty())
     context->AddMetadata("authorization", "Bearer " + options.security->token);
@@ -65,7 +155,10 @@ Status call_with_retry(const std::string& address, const RpcClientOptions& optio
     }
   }
   Status s = from_grpc_status(last);
-  if (s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded) {
+  if (s.code() == StatusCode::kUnavailable) {
+    return explain_unreachable(address, options, s);
+  }
+  if (s.code() == StatusCode::kDeadlineExceeded) {
     return s.with_context("coordinator at " + dial_address(address) + " unreachable");
   }
   return s;
@@ -171,7 +264,7 @@ Result<v1::JobStatus> CoordinatorClient::watch_job(
     Status st = from_grpc_status(s);
     if (st.is_ok()) return internal_error("WatchJob ended without a status");
     if (st.code() == StatusCode::kUnavailable) {
-      return st.with_context("coordinator at " + dial_address(address_) + " unreachable");
+      return explain_unreachable(address_, options_, st);
     }
     return st;
   }

@@ -30,6 +30,10 @@ struct RpcClientOptions {
   // WatchJob streams are re-opened after this long (every call has a deadline); the
   // caller sees one uninterrupted stream.
   std::chrono::milliseconds watch_deadline{std::chrono::minutes(10)};
+  // On UNAVAILABLE, probe the address (one TCP connection, at most 1.5 s) to tell "nothing
+  // listens" from "a coordinator that speaks TLS while this client speaks plain text" (and the
+  // reverse), and say which. For interactive clients (the CLI), not for daemons' loops.
+  bool diagnose_unavailable = false;
 };
 
 // A channel to HOST:PORT ("0.0.0.0:P" and ":P" are dialled as 127.0.0.1:P), TLS when

@@ -115,6 +115,53 @@ TEST(TernBinary, EnvironmentNamesTheCoordinator) {
   EXPECT_NE(o.err.find(addr), std::string::npos) << o.err;
 }
 
+fs::path write_spec(const std::string& name, const std::string& text) {
+  fs::path p = fs::temp_directory_path() / ("tern_cli_" + std::to_string(getpid()) + "_" + name);
+  std::ofstream(p, std::ios::binary) << text;
+  return p;
+}
+
+constexpr const char* kSpec = "name: cli\nworkers: 1\ndata: {source: synthetic}\n";
+
+// Issue #18 item 1: `tern run` crashed on this override.
+TEST(TernBinary, RunRefusesHostileSetValuesWithExitTwo) {
+  fs::path spec = write_spec("run.yaml", kSpec);
+  for (const std::string& set : {"x=&a [*a]", "train=&a {lr: *a}",
+                                 "train.lr=", "train.lr=!!binary aGk=", "train={lr: 1, lr: 2}"}) {
+    Output o = run({bin("tern"), "run", spec.string(), "--set", set});
+    EXPECT_EQ(o.status, kExitBadInput) << set << ": " << o.err;
+    EXPECT_NE(o.err.find("tern run: "), std::string::npos) << o.err;
+  }
+  Output o = run({bin("tern"), "run", spec.string(), "--set", "x=&a [*a]"});
+  EXPECT_NE(o.err.find("cyclic alias"), std::string::npos) << o.err;
+  fs::remove(spec);
+}
+
+// Issue #18 item 9: these gave "INTERNAL:" (protobuf refuses non-UTF-8 strings) and a raw gRPC
+// error, both with exit 1. Both are caught before anything is sent (no coordinator needed).
+TEST(TernBinary, SubmitRefusesNonUtf8AndOversizedSpecsWithExitTwo) {
+  fs::path latin1 = write_spec("latin1.yaml", std::string(kSpec) + "# caf\xe9\n");
+  Output o = run({bin("tern"), "submit", latin1.string(), "--coordinator", "127.0.0.1:1"});
+  EXPECT_EQ(o.status, kExitBadInput) << o.err;
+  EXPECT_NE(o.err.find(latin1.string() + ": not valid UTF-8 at line 4, column 6 (byte offset"),
+            std::string::npos)
+      << o.err;
+  o = run({bin("tern"), "submit", write_spec("ok.yaml", kSpec).string(), "--set", "data.path=\xff",
+           "--coordinator", "127.0.0.1:1"});
+  EXPECT_EQ(o.status, kExitBadInput) << o.err;
+  EXPECT_NE(o.err.find("--set data.path: not valid UTF-8"), std::string::npos) << o.err;
+
+  fs::path big =
+      write_spec("big.yaml", std::string(kSpec) + "# " + std::string(5 << 20, 'x') + "\n");
+  o = run({bin("tern"), "submit", big.string(), "--coordinator", "127.0.0.1:1"});
+  EXPECT_EQ(o.status, kExitBadInput) << o.err;
+  EXPECT_NE(o.err.find("is too large: 5242"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("limit of 4194304 bytes"), std::string::npos) << o.err;
+  EXPECT_EQ(o.err.find("INTERNAL"), std::string::npos) << o.err;
+  fs::remove(latin1);
+  fs::remove(big);
+}
+
 TEST(TernBinary, UsageErrors) {
   EXPECT_NE(run({bin("tern")}).status, 0);
   EXPECT_NE(run({bin("tern"), "submit"}).status, 0);

@@ -121,9 +121,11 @@ TEST(YamlInput, NonUtf8SpecNamesFileLineAndByteOffset) {
 
 TEST(YamlInput, CyclicAliasesAreRefusedEverywhere) {
   // The case: an unknown key (refused cleanly before) and known sections.
-  EXPECT_HAS(spec_error(std::string(kSpec) + "x: &a [*a]\n"), "job.yaml:10: x[0] is an alias to a map or list that contains it");
-  EXPECT_HAS(spec_error(with(kSpec, "sync: {strategy: ssgd}", "sync: &s {strategy: ssgd, more: *s}")),
-             "sync.more is an alias to a map or list that contains it");
+  EXPECT_HAS(spec_error(std::string(kSpec) + "x: &a [*a]\n"),
+             "job.yaml:10: x[0] is an alias to a map or list that contains it");
+  EXPECT_HAS(
+      spec_error(with(kSpec, "sync: {strategy: ssgd}", "sync: &s {strategy: ssgd, more: *s}")),
+      "sync.more is an alias to a map or list that contains it");
   // Nested: the cycle goes through two maps.
   EXPECT_HAS(spec_error(with(kSpec, "model: {type: mlp}", "model: &m {type: mlp, x: {y: [*m]}}")),
              "model.x.y[0] is an alias");
@@ -133,10 +135,9 @@ TEST(YamlInput, CyclicAliasesAreRefusedEverywhere) {
 }
 
 TEST(YamlInput, AcyclicAliasesStillWork) {
-  auto r = parse_cluster_config(
-      with(kCluster, "  intra_region: {latency_ms: 0.1}",
-           "  intra_region: &fast {latency_ms: 0.1}\n  default: *fast"),
-      "cluster.yaml");
+  auto r = parse_cluster_config(with(kCluster, "  intra_region: {latency_ms: 0.1}",
+                                     "  intra_region: &fast {latency_ms: 0.1}\n  default: *fast"),
+                                "cluster.yaml");
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_DOUBLE_EQ(r->network.inter_region_default.latency_ms, 0.1);
 }
@@ -151,8 +152,8 @@ TEST(YamlInput, AliasBombIsRefusedQuickly) {
   std::string bytes = "s0: &s0 " + big + "\n";
   for (int i = 1; i <= 4; ++i) {
     std::string p = "*s" + std::to_string(i - 1);
-    bytes += "s" + std::to_string(i) + ": &s" + std::to_string(i) + " [" + p + ", " + p + ", " +
-             p + ", " + p + ", " + p + ", " + p + ", " + p + ", " + p + "]\n";
+    bytes += "s" + std::to_string(i) + ": &s" + std::to_string(i) + " [" + p + ", " + p + ", " + p +
+             ", " + p + ", " + p + ", " + p + ", " + p + ", " + p + "]\n";
   }
   EXPECT_HAS(spec_error(std::string(kSpec) + bytes), "bytes of values with its aliases expanded");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
@@ -162,21 +163,27 @@ TEST(YamlInput, AliasBombIsRefusedQuickly) {
 
 TEST(YamlInput, MergeKeysAreRefusedClearly) {
   std::string text = with(kSpec, "sync: {strategy: ssgd}", "sync: {<<: {strategy: ssgd}}");
-  EXPECT_HAS(spec_error(text), "job.yaml:9: sync uses a merge key (<<: *anchor): merge keys are not supported");
+  EXPECT_HAS(spec_error(text),
+             "job.yaml:9: sync uses a merge key (<<: *anchor): merge keys are not supported");
   text = std::string("data: &base {source: synthetic}\n") +
          with(kSpec, "data: {source: synthetic, train_size: 256}", "");
-  EXPECT_HAS(spec_error(with(text, "train:\n", "train:\n  <<: *base\n")), "merge keys are not supported");
-  EXPECT_HAS(cluster_error(with(kCluster, "  - {name: ohio, workers: 1}", "  - {<<: {name: ohio}}")),
-             "regions[0] uses a merge key");
+  EXPECT_HAS(spec_error(with(text, "train:\n", "train:\n  <<: *base\n")),
+             "merge keys are not supported");
+  EXPECT_HAS(
+      cluster_error(with(kCluster, "  - {name: ohio, workers: 1}", "  - {<<: {name: ohio}}")),
+      "regions[0] uses a merge key");
 }
 
 TEST(YamlInput, TagsAreRefused) {
-  EXPECT_HAS(spec_error(with(kSpec, "lr: 0.1", "lr: !!binary aGVsbG8=")),
-             "job.yaml:8: train.lr has the tag 'tag:yaml.org,2002:binary': YAML tags are not supported");
+  EXPECT_HAS(
+      spec_error(with(kSpec, "lr: 0.1", "lr: !!binary aGVsbG8=")),
+      "job.yaml:8: train.lr has the tag 'tag:yaml.org,2002:binary': YAML tags are not supported");
   EXPECT_HAS(spec_error(with(kSpec, "name: t1", "name: !foo t1")), "name has the tag '!foo'");
-  EXPECT_HAS(spec_error(with(kSpec, "model: {type: mlp}", "model: !!map {type: mlp}")), "model has the tag");
+  EXPECT_HAS(spec_error(with(kSpec, "model: {type: mlp}", "model: !!map {type: mlp}")),
+             "model has the tag");
   EXPECT_HAS(spec_error(with(kSpec, "workers: 2", "workers: !!str 2")), "tags are not supported");
-  EXPECT_HAS(cluster_error(with(kCluster, "name: c", "name: !secret c")), "name has the tag '!secret'");
+  EXPECT_HAS(cluster_error(with(kCluster, "name: c", "name: !secret c")),
+             "name has the tag '!secret'");
 }
 
 // ---------------------------------------------------------------- duplicate keys, documents
@@ -195,7 +202,8 @@ TEST(YamlInput, DuplicateKeysAndSectionsNameBothLines) {
   EXPECT_HAS(spec_error(std::string(kSpec) + "\"workers\": 3\n"), "workers is given twice");
   EXPECT_HAS(cluster_error(std::string(kCluster) + "coordinator: {listen: 127.0.0.1:7272}\n"),
              "cluster.yaml:11: coordinator is given twice (first at line 2)");
-  EXPECT_HAS(cluster_error(with(kCluster, "{name: ohio, workers: 1}", "{name: ohio, workers: 1, workers: 3}")),
+  EXPECT_HAS(cluster_error(with(kCluster, "{name: ohio, workers: 1}",
+                                "{name: ohio, workers: 1, workers: 3}")),
              "regions[0].workers is given twice");
 }
 
@@ -220,11 +228,15 @@ TEST(YamlInput, NullsAreErrorsNamingTheField) {
              "job.yaml:8: train.lr must be a number, got null");
   EXPECT_HAS(spec_error(with(kSpec, "lr: 0.1", "lr:")), "train.lr must be a number, got null");
   EXPECT_HAS(spec_error(with(kSpec, "lr: 0.1", "lr: null")), "train.lr must be a number, got null");
-  EXPECT_HAS(spec_error(with(kSpec, "epochs: 2", "epochs: ~")), "train.epochs must be an integer, got null");
+  EXPECT_HAS(spec_error(with(kSpec, "epochs: 2", "epochs: ~")),
+             "train.epochs must be an integer, got null");
   EXPECT_HAS(spec_error(with(kSpec, "name: t1", "name:")), "name must be a string, got null");
-  EXPECT_HAS(spec_error(with(kSpec, "{type: mlp}", "{type: ~}")), "model.type must be one of [mlp, cnn, dlrm], got null");
-  EXPECT_HAS(spec_error(with(kSpec, "sync: {strategy: ssgd}", "sync:")), "sync must be a map, got null");
-  EXPECT_HAS(spec_error(std::string(kSpec) + "debug: {kill: ~}\n"), "debug.kill must be a map, got null");
+  EXPECT_HAS(spec_error(with(kSpec, "{type: mlp}", "{type: ~}")),
+             "model.type must be one of [mlp, cnn, dlrm], got null");
+  EXPECT_HAS(spec_error(with(kSpec, "sync: {strategy: ssgd}", "sync:")),
+             "sync must be a map, got null");
+  EXPECT_HAS(spec_error(std::string(kSpec) + "debug: {kill: ~}\n"),
+             "debug.kill must be a map, got null");
   EXPECT_HAS(spec_error(std::string(kSpec) + "compress: {error_feedback: ~}\n"),
              "compress.error_feedback must be true or false, got null");
   EXPECT_HAS(spec_error(with(kSpec, "  lr: 0.1", "  lr: 0.1\n  lr_decay_at: [0.5, ~]")),
@@ -235,10 +247,12 @@ TEST(YamlInput, NullsAreErrorsNamingTheField) {
              "cluster.yaml:2: coordinator.heartbeat_ms must be an integer, got null");
   EXPECT_HAS(cluster_error(with(kCluster, "state_dir: /tmp/tern-yaml-test", "state_dir:")),
              "state_dir must be a string, got null");
-  EXPECT_HAS(cluster_error(std::string(kCluster) + "tls: {enabled: ~}\n"), "tls.enabled must be true or false, got null");
+  EXPECT_HAS(cluster_error(std::string(kCluster) + "tls: {enabled: ~}\n"),
+             "tls.enabled must be true or false, got null");
   EXPECT_HAS(cluster_error(with(kCluster, "  - {name: ohio, workers: 1}\n", "  - ~\n")),
              "regions[0] must be a map, got null");
-  EXPECT_HAS(cluster_error(std::string(kCluster) + "data_dirs: ~\n"), "data_dirs must be a list of strings, got null");
+  EXPECT_HAS(cluster_error(std::string(kCluster) + "data_dirs: ~\n"),
+             "data_dirs must be a list of strings, got null");
 }
 
 // ---------------------------------------------------------------- sizes and depth
@@ -300,8 +314,10 @@ TEST(YamlOverrides, EachEdgeCaseInASetValue) {
   EXPECT_HAS(spec_error(kSpec, {"train={lr: 0.1, lr: 0.2}"}), "train.lr is given twice");
   EXPECT_HAS(spec_error(kSpec, {"train={<<: {lr: 1}}"}), "train uses a merge key");
   EXPECT_HAS(spec_error(kSpec, {"train.lr=1\n---\n2"}), "a second YAML document");
-  EXPECT_HAS(spec_error(kSpec, {"name=" + std::string(kMaxYamlScalarBytes + 1, 'n')}), "bytes long");
-  EXPECT_HAS(spec_error(kSpec, {"x=" + std::string(80, '[') + std::string(80, ']')}), "more than 64 deep");
+  EXPECT_HAS(spec_error(kSpec, {"name=" + std::string(kMaxYamlScalarBytes + 1, 'n')}),
+             "bytes long");
+  EXPECT_HAS(spec_error(kSpec, {"x=" + std::string(80, '[') + std::string(80, ']')}),
+             "more than 64 deep");
   std::string long_path(201, 'a');  // a.a.a...a: 101 components
   for (size_t i = 1; i < long_path.size(); i += 2) long_path[i] = '.';
   EXPECT_HAS(spec_error(kSpec, {long_path + "=1"}), "path components");
@@ -315,7 +331,8 @@ TEST(YamlOverrides, EachEdgeCaseInASetValue) {
 }
 
 TEST(YamlOverrides, NullValuesAreErrorsNotDefaults) {
-  EXPECT_HAS(spec_error(kSpec, {"train.lr="}), "job.yaml (--set): train.lr must be a number, got null");
+  EXPECT_HAS(spec_error(kSpec, {"train.lr="}),
+             "job.yaml (--set): train.lr must be a number, got null");
   EXPECT_HAS(spec_error(kSpec, {"train.lr=~"}), "train.lr must be a number, got null");
   EXPECT_HAS(spec_error(kSpec, {"train.lr=null"}), "train.lr must be a number, got null");
   EXPECT_HAS(spec_error(kSpec, {"train="}), "train must be a map, got null");
@@ -352,22 +369,26 @@ TEST(ClusterChecks, ListenAddress) {
   EXPECT_HAS(listen("300.1.1.1:7070"), "is not a valid IPv4 address");
   EXPECT_EQ(listen("[::1]:7171"), "<accepted>");
   EXPECT_EQ(listen("localhost:7171"), "<accepted>");
-  EXPECT_HAS(cluster_error(with(kCluster, "lease_ms: 1000}", "lease_ms: 1000, metrics_port: 7171}")),
-             "coordinator.metrics_port is 7171, the port coordinator.listen uses");
+  EXPECT_HAS(
+      cluster_error(with(kCluster, "lease_ms: 1000}", "lease_ms: 1000, metrics_port: 7171}")),
+      "coordinator.metrics_port is 7171, the port coordinator.listen uses");
 }
 
 TEST(ClusterChecks, LeaseMustCoverHeartbeats) {
-  EXPECT_HAS(cluster_error(with(kCluster, "heartbeat_ms: 100, lease_ms: 1000", "heartbeat_ms: 5000, lease_ms: 3000")),
-             "cluster.yaml:2: coordinator.lease_ms (3000) must be at least twice coordinator.heartbeat_ms (5000)");
-  EXPECT_HAS(cluster_error(with(kCluster, "heartbeat_ms: 100, lease_ms: 1000", "heartbeat_ms: 1000, lease_ms: 1000")),
+  EXPECT_HAS(cluster_error(with(kCluster, "heartbeat_ms: 100, lease_ms: 1000",
+                                "heartbeat_ms: 5000, lease_ms: 3000")),
+             "cluster.yaml:2: coordinator.lease_ms (3000) must be at least twice "
+             "coordinator.heartbeat_ms (5000)");
+  EXPECT_HAS(cluster_error(with(kCluster, "heartbeat_ms: 100, lease_ms: 1000",
+                                "heartbeat_ms: 1000, lease_ms: 1000")),
              "must be at least twice");
   // The defaults (500 / 3000) are fine.
   EXPECT_EQ(cluster_error(with(kCluster, ", heartbeat_ms: 100, lease_ms: 1000", "")), "<accepted>");
 }
 
 TEST(ClusterChecks, WorkersRegionsAndLinks) {
-  EXPECT_HAS(cluster_error(with(with(kCluster, "workers: 1}", "workers: 0}"), "workers: 2, slots: 2}",
-                                "workers: 0, slots: 2}")),
+  EXPECT_HAS(cluster_error(with(with(kCluster, "workers: 1}", "workers: 0}"),
+                                "workers: 2, slots: 2}", "workers: 0, slots: 2}")),
              "regions have no worker daemons");
   EXPECT_HAS(cluster_error(with(kCluster, "name: ohio,", "name: \"oh,io\",")),
              "regions[0].name must be 1-63 characters of [A-Za-z0-9._-]");
@@ -375,18 +396,24 @@ TEST(ClusterChecks, WorkersRegionsAndLinks) {
              "regions[0].host '10.0.0.1:7000' is not a valid IPv6 address");
   EXPECT_HAS(cluster_error(with(kCluster, "name: ohio,", "name: ohio, host: \"two words\",")),
              "is not a host name or address");
-  EXPECT_HAS(cluster_error(with(kCluster, "slots: 2}", "slots: 2, gpus: [0, 0]}")), "lists GPU 0 twice");
+  EXPECT_HAS(cluster_error(with(kCluster, "slots: 2}", "slots: 2, gpus: [0, 0]}")),
+             "lists GPU 0 twice");
   EXPECT_HAS(cluster_error(with(kCluster, "slots: 2}", "slots: 2, gpus: [0.5]}")), "whole GPU ids");
-  EXPECT_HAS(cluster_error(with(kCluster, "[tokyo, ohio]", "[ohio, ohio]")), "names region 'ohio' twice");
-  EXPECT_HAS(cluster_error(std::string(kCluster) + "    - {between: [ohio, tokyo], latency_ms: 9}\n"),
-             "cluster.yaml:11: network.links[1].between gives the link ohio - tokyo again (first in network.links[0])");
+  EXPECT_HAS(cluster_error(with(kCluster, "[tokyo, ohio]", "[ohio, ohio]")),
+             "names region 'ohio' twice");
+  EXPECT_HAS(
+      cluster_error(std::string(kCluster) + "    - {between: [ohio, tokyo], latency_ms: 9}\n"),
+      "cluster.yaml:11: network.links[1].between gives the link ohio - tokyo again (first in "
+      "network.links[0])");
   EXPECT_HAS(cluster_error(with(kCluster, "jitter_ms: 5", "jitter_ms: 500")),
              "network.links[0].jitter_ms (500.000000) must be <= latency_ms (210.000000)");
-  EXPECT_HAS(cluster_error(with(kCluster, "name: c", "name: ../etc")), "name must be 1-63 characters");
+  EXPECT_HAS(cluster_error(with(kCluster, "name: c", "name: ../etc")),
+             "name must be 1-63 characters");
   EXPECT_HAS(cluster_error(with(kCluster, "state_dir: /tmp/tern-yaml-test", "state_dir: ''")),
              "state_dir must not be empty");
-  EXPECT_HAS(cluster_error(with(kCluster, "lease_ms: 1000}", "lease_ms: 1000, max_message_bytes: 67108864, "
-                                                             "max_spec_bytes: 33554432}")),
+  EXPECT_HAS(cluster_error(with(kCluster, "lease_ms: 1000}",
+                                "lease_ms: 1000, max_message_bytes: 67108864, "
+                                "max_spec_bytes: 33554432}")),
              "coordinator.max_spec_bytes must be <= 4194304");
 }
 

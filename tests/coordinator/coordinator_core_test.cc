@@ -114,9 +114,9 @@ TEST_F(CoreTest, HostileYamlIsInvalidArgumentAndTheCoreKeepsAnswering) {
     for (int k = 0; k < 10; ++k) bomb += (k ? ", *l" : "*l") + std::to_string(i - 1);
     bomb += "]\n";
   }
-  for (const std::string& text : {spec("cyc", 1, "train: &t {lr: 0.1, again: *t}\n"),
-                                  spec("bomb", 1, bomb), spec("dup", 1, "workers: 2\n"),
-                                  spec("null", 1, "train: {lr: ~}\n")}) {
+  for (const std::string& text :
+       {spec("cyc", 1, "train: &t {lr: 0.1, again: *t}\n"), spec("bomb", 1, bomb),
+        spec("dup", 1, "workers: 2\n"), spec("null", 1, "train: {lr: ~}\n")}) {
     EXPECT_EQ(core_->submit_job(text, {}, "x.yaml").status().code(), StatusCode::kInvalidArgument)
         << text.substr(0, 200);
   }
@@ -124,7 +124,8 @@ TEST_F(CoreTest, HostileYamlIsInvalidArgumentAndTheCoreKeepsAnswering) {
   // naming the byte, wherever it comes in.
   auto bad = core_->submit_job(spec("ok", 1) + "# caf\xe9\n", {}, "latin1.yaml");
   ASSERT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.status().message().find("latin1.yaml: not valid UTF-8 at line 4"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("latin1.yaml: not valid UTF-8 at line 4"),
+            std::string::npos)
       << bad.status().message();
   EXPECT_EQ(core_->submit_job(spec("ok", 1), {"data.path=/tmp/\xff"}, "o.yaml").status().code(),
             StatusCode::kInvalidArgument);

@@ -230,6 +230,11 @@ TEST_F(SecureClusterTest, TlsAndTokensEndToEnd) {
                       "--token", token("admin")});
   EXPECT_NE(plain.status, 0) << plain.out;
   EXPECT_TRUE(plain.out.empty()) << plain.out;
+  // ... and the message says why (not "is it running?") and what to do (issue #18 item 9).
+  EXPECT_EQ(plain.status, 2) << plain.err;
+  EXPECT_TRUE(contains(plain.err, "speaks TLS")) << plain.err;
+  EXPECT_TRUE(contains(plain.err, "--cluster")) << plain.err;
+  EXPECT_FALSE(contains(plain.err, "Is it running")) << plain.err;
 
   // A spec that would read a daemon's key: refused at SubmitJob with the field named.
   Output escape =
