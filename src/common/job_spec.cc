@@ -232,7 +232,7 @@ Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
   JobSpec& s = out.spec;
   m.require("name");
   m.get("name", &s.name);
-  if (m.has("name")) {
+  if (m.has("name") && !root["name"].IsNull()) {  // a null is reported by get()
     bool ok = !s.name.empty() && s.name.size() <= 63;
     for (char c : s.name) {
       ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.');

@@ -162,6 +162,28 @@ TEST(TernBinary, SubmitRefusesNonUtf8AndOversizedSpecsWithExitTwo) {
   fs::remove(big);
 }
 
+// Issue #18 item 7: these cluster files were accepted (port 99999 bound another port, a lease
+// shorter than the heartbeat left every daemon LOST). A bad file starts nothing at all.
+TEST(TernBinary, ClusterUpWithABadFileStartsNothing) {
+  const fs::path state = fs::temp_directory_path() / ("tern_cli_state_" + std::to_string(getpid()));
+  const std::string head = "name: bad\nstate_dir: " + state.string() + "\n";
+  for (const std::string& body :
+       {std::string("coordinator: {listen: 127.0.0.1:99999}\nregions: [{name: r, workers: 1}]\n"),
+        std::string("coordinator: {listen: 127.0.0.1:7399, heartbeat_ms: 5000, lease_ms: 3000}\n"
+                    "regions: [{name: r, workers: 1}]\n"),
+        std::string("coordinator: {listen: 127.0.0.1:7399}\nregions: [{name: r, workers: 0}]\n"),
+        std::string("coordinator: {listen: 127.0.0.1:7399}\nregions: [{name: r, workers: 1}]\n"
+                    "regions: [{name: s, workers: 1}]\n")}) {
+    fs::path file = write_spec("bad-cluster.yaml", head + body);
+    Output o = run({bin("tern"), "cluster", "up", file.string()});
+    EXPECT_EQ(o.status, kExitBadInput) << body << o.err;
+    EXPECT_NE(o.err.find("nothing was started"), std::string::npos) << o.err;
+    EXPECT_FALSE(fs::exists(state)) << "no state, logs or daemons for " << body;
+    fs::remove_all(state);
+    fs::remove(file);
+  }
+}
+
 TEST(TernBinary, UsageErrors) {
   EXPECT_NE(run({bin("tern")}).status, 0);
   EXPECT_NE(run({bin("tern"), "submit"}).status, 0);

@@ -231,6 +231,8 @@ TEST(YamlInput, NullsAreErrorsNamingTheField) {
   EXPECT_HAS(spec_error(with(kSpec, "epochs: 2", "epochs: ~")),
              "train.epochs must be an integer, got null");
   EXPECT_HAS(spec_error(with(kSpec, "name: t1", "name:")), "name must be a string, got null");
+  EXPECT_EQ(spec_error(with(kSpec, "name: t1", "name:")).find("1-63 characters"), std::string::npos)
+      << "one error for one null";
   EXPECT_HAS(spec_error(with(kSpec, "{type: mlp}", "{type: ~}")),
              "model.type must be one of [mlp, cnn, dlrm], got null");
   EXPECT_HAS(spec_error(with(kSpec, "sync: {strategy: ssgd}", "sync:")),
