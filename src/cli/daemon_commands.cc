@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -36,6 +37,86 @@ int wait_for_termination(const sigset_t& set) {
   return sig;
 }
 
+std::string ranges_text(const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
+                        const std::string& sep) {
+  std::string out;
+  for (const auto& [a, b] : ranges) {
+    if (!out.empty()) out += ", ";
+    out += a == b ? std::to_string(a) : std::to_string(a) + sep + std::to_string(b);
+  }
+  return out;
+}
+
+// `tern coordinator --repair`: salvage, report, exit 0 (1 when the repair itself fails).
+int repair_command(const CoordinatorCommandOptions& options, const CoordinatorOptions& core) {
+  SystemClock clock;
+  auto r = CoordinatorCore::repair(core, static_cast<int64_t>(clock.unix_seconds()));
+  if (!r.is_ok()) {
+    std::cerr << "tern coordinator --repair: " << r.status().message() << std::endl;
+    return 1;
+  }
+  const JournalRepairReport& j = r->journal;
+  const std::string last = "j-" + std::to_string(r->last_job_seq);
+  const std::string next = "j-" + std::to_string(r->last_job_seq + 1);
+  if (options.json) {
+    nlohmann::json out{{"journal", j.path},
+                       {"changed", j.changed},
+                       {"problem", j.problem},
+                       {"damaged_copy", j.damaged_copy},
+                       {"format", j.version},
+                       {"file_bytes", j.file_bytes},
+                       {"records_kept", j.records_kept},
+                       {"records_known_lost", j.records_known_lost()},
+                       {"bytes_lost", j.bytes_lost()},
+                       {"damaged_ranges", j.damaged_ranges},
+                       {"missing_sequences", j.missing_sequences},
+                       {"refused", j.refused},
+                       {"torn_bytes", j.torn_bytes},
+                       {"duplicates_dropped", j.duplicates_dropped},
+                       {"reordered", j.reordered},
+                       {"job_ids", r->job_ids_path},
+                       {"job_ids_note", r->job_ids_note},
+                       {"last_job_id", last},
+                       {"next_job_id", next}};
+    std::cout << out.dump() << std::endl;
+    return 0;
+  }
+  std::cout << "tern coordinator --repair: " << j.path << "\n";
+  if (!j.changed) {
+    std::cout << "  intact: " << j.records_kept << " records (format " << j.version
+              << "); nothing to repair";
+    if (j.torn_bytes > 0)
+      std::cout << " (a torn last append of " << j.torn_bytes << " bytes is dropped at start)";
+    std::cout << "\n";
+  } else {
+    std::cout << "  problem: " << j.problem << "\n";
+    std::cout << "  kept: " << j.records_kept << " records (format " << j.version
+              << " in, format 2 out)\n";
+    std::cout << "  lost: " << j.bytes_lost() << " damaged bytes"
+              << (j.damaged_ranges.empty()
+                      ? ""
+                      : " (byte ranges " + ranges_text(j.damaged_ranges, "-") + ")")
+              << "; records known lost: " << j.records_known_lost();
+    if (!j.missing_sequences.empty())
+      std::cout << " (sequence numbers " << ranges_text(j.missing_sequences, "..") << ")";
+    if (!j.damaged_ranges.empty() && j.damaged_ranges.back().second == j.file_bytes)
+      std::cout << ", plus whatever the damaged bytes at the end held";
+    std::cout << "\n";
+    for (const auto& why : j.refused) std::cout << "  refused: " << why << "\n";
+    if (j.torn_bytes > 0)
+      std::cout << "  torn tail: " << j.torn_bytes
+                << " bytes of an append that was never acknowledged, dropped\n";
+    if (j.duplicates_dropped > 0)
+      std::cout << "  duplicates dropped: " << j.duplicates_dropped << "\n";
+    if (j.reordered) std::cout << "  reordered records were put back in sequence order\n";
+    std::cout << "  the damaged file is kept as " << j.damaged_copy << "\n";
+  }
+  if (!r->job_ids_note.empty()) std::cout << "  job ids: rebuilt (" << r->job_ids_note << ")\n";
+  std::cout << "  job ids: the largest ever handed out is " << last << "; the next job is " << next
+            << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int coordinator_command(const CoordinatorCommandOptions& options) {
@@ -49,13 +130,15 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
       std::cerr << "tern coordinator: " << cluster.status().message() << std::endl;
       return 2;
     }
-    auto security = make_server_security(*cluster);
-    if (!security.is_ok()) {
-      spdlog::error("cannot start: {}", security.status().message());
-      std::cerr << "tern coordinator: " << security.status().message() << std::endl;
-      return 2;
+    if (!options.repair) {  // repairing needs no certificates
+      auto security = make_server_security(*cluster);
+      if (!security.is_ok()) {
+        spdlog::error("cannot start: {}", security.status().message());
+        std::cerr << "tern coordinator: " << security.status().message() << std::endl;
+        return 2;
+      }
+      so.security = std::move(security).value();
     }
-    so.security = std::move(security).value();
     so.listen = cluster->listen;
     so.core.state_dir = cluster->state_dir;
     so.core.heartbeat_ms = cluster->heartbeat_ms;
@@ -82,11 +165,19 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
     std::cerr << "tern coordinator: give --config FILE or --state-dir DIR" << std::endl;
     return 2;
   }
+  if (options.repair) return repair_command(options, so.core);
   SystemClock clock;
   auto server = CoordinatorServer::start(so, &clock);
   if (!server.is_ok()) {
-    spdlog::error("cannot start: {}", server.status().to_string());
-    std::cerr << "tern coordinator: " << server.status().message() << std::endl;
+    std::string message = server.status().message();
+    if (server.status().code() == StatusCode::kDataLoss) {
+      message += "\nto salvage it: tern coordinator " +
+                 (options.config_file.empty() ? "--state-dir " + so.core.state_dir
+                                              : "--config " + options.config_file) +
+                 " --repair";
+    }
+    spdlog::error("cannot start: {}", message);
+    std::cerr << "tern coordinator: " << message << std::endl;
     return 1;
   }
   int sig = wait_for_termination(signals);

@@ -61,6 +61,10 @@ int main(int argc, char** argv) {
   coord_cmd->add_option("--log-level", coord.log_level, "trace|debug|info|warn|error");
   coord_cmd->add_option("--metrics-port", coord.metrics_port,
                         "HTTP port for /metrics and /healthz (overrides the file; 0 = off)");
+  coord_cmd->add_flag("--repair", coord.repair,
+                      "salvage every intact record of a damaged journal into a new one (the "
+                      "damaged file is kept), rebuild the job id high-water mark, report, exit");
+  coord_cmd->add_flag("--json", coord.json, "with --repair: the report as one JSON object");
 
   tern::WorkerDaemonOptions worker;
   tern::ClientOptions worker_client;

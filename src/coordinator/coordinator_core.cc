@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -151,6 +153,57 @@ Worker decode_worker(const json& j) {
   return w;
 }
 
+// A journal payload as it may appear in an error message: at most 80 bytes, printable.
+std::string printable(const std::string& payload) {
+  std::string out;
+  for (char c : payload.substr(0, 80)) out += std::isprint(static_cast<unsigned char>(c)) ? c : '?';
+  if (payload.size() > 80) out += "...";
+  return out;
+}
+
+// Decodes one journal record; `job` or `worker` is set by its type. Never throws: a record
+// with a valid checksum can still be something else (a false match when repair resyncs).
+Status decode_record(const std::string& payload, std::optional<Job>* job,
+                     std::optional<Worker>* worker) {
+  json j = json::parse(payload, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_string() ||
+      !j.contains("type") || !j["type"].is_string()) {
+    return data_loss("a record with a valid checksum is not a journal entry (" +
+                     std::to_string(payload.size()) + " bytes: '" + printable(payload) + "')");
+  }
+  const std::string type = j["type"].get<std::string>();
+  try {
+    if (type == "job") {
+      *job = decode_job(j);
+    } else if (type == "worker") {
+      *worker = decode_worker(j);
+    } else {
+      return data_loss("unknown record type '" + printable(type) + "'");
+    }
+  } catch (const json::exception& e) {
+    return data_loss("a " + type + " record that cannot be read (" + e.what() + ")");
+  }
+  return Status::ok();
+}
+
+// The largest N of the logs/jobs/j-N directories under `state_dir` (0 when none): jobs whose
+// logs exist were handed out, whatever happened to the journal since.
+int64_t max_logged_job_seq(const std::string& state_dir) {
+  int64_t best = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(state_dir + "/logs/jobs", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() < 3 || name.compare(0, 2, "j-") != 0) continue;
+    int64_t v = 0;
+    auto [ptr, err] = std::from_chars(name.data() + 2, name.data() + name.size(), v);
+    if (err == std::errc() && ptr == name.data() + name.size() && v > 0) best = std::max(best, v);
+  }
+  return best;
+}
+
+std::string job_ids_path(const std::string& state_dir) { return state_dir + "/job_ids"; }
+
 int64_t file_size(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return 0;
@@ -195,13 +248,36 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
   if (options.state_dir.empty()) return invalid_argument("coordinator: state_dir is empty");
   std::unique_ptr<CoordinatorCore> core(new CoordinatorCore(options, clock));
   TERN_ASSIGN_OR_RETURN(core->journal_, Journal::open(options.state_dir + "/journal"));
+  auto ids = HighWaterMark::open(job_ids_path(options.state_dir));
+  if (!ids.is_ok()) {
+    return Status(
+        ids.status().code(),
+        ids.status().message() +
+            " (the largest job id ever handed out); the coordinator does not start "
+            "without it so that no job id is reused. `tern coordinator --repair` (with "
+            "the same --config or --state-dir) rebuilds it from the journal and logs/jobs/");
+  }
+  core->job_ids_ = std::move(ids).value();
   std::lock_guard<std::mutex> lock(core->mu_);
   TERN_RETURN_IF_ERROR(core->journal_->replay(
       [&](const std::string& p) { return core->replay_record(p); }, &core->replay_stats_));
   if (core->replay_stats_.torn_tail) {
-    spdlog::warn("journal {}: dropped a torn last record (a crash during an append)",
+    spdlog::warn(
+        "journal {}: dropped a torn last record of {} bytes at byte {} (a crash during an "
+        "append that was never acknowledged)",
+        core->journal_->path(), core->replay_stats_.torn_bytes, core->replay_stats_.valid_bytes);
+  }
+  if (core->replay_stats_.version == 1) {
+    spdlog::info("journal {}: rewritten in format 2 (sequence-numbered records)",
                  core->journal_->path());
   }
+  // Job ids are never reused: the next one is above every id the journal, the high-water mark
+  // and the job log directories know of.
+  const int64_t highest =
+      std::max({core->next_job_seq_ - 1, static_cast<int64_t>(core->job_ids_->value()),
+                max_logged_job_seq(options.state_dir)});
+  core->next_job_seq_ = highest + 1;
+  TERN_RETURN_IF_ERROR(core->job_ids_->advance(static_cast<uint64_t>(highest)));
   const int64_t now = clock->monotonic_ms();
   for (auto& [id, w] : core->workers_) {
     // A restored worker keeps its session; it is trusted again once it heartbeats. Its daemon
@@ -232,25 +308,49 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
 }
 
 Status CoordinatorCore::replay_record(const std::string& payload) {
-  json j = json::parse(payload, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("id")) {
-    return data_loss(
-        journal_->path() +
-        ": a record with a valid checksum is not a journal entry: " + payload.substr(0, 80));
-  }
-  std::string type = j.value("type", "");
-  if (type == "job") {
-    Job job = decode_job(j);
-    next_job_seq_ = std::max(next_job_seq_, job.seq + 1);
-    jobs_[job.id] = std::move(job);
-  } else if (type == "worker") {
-    Worker w = decode_worker(j);
-    next_session_ = std::max(next_session_, w.session + 1);
-    workers_[w.id] = std::move(w);
+  std::optional<Job> job;
+  std::optional<Worker> worker;
+  TERN_RETURN_IF_ERROR(decode_record(payload, &job, &worker));
+  if (job) {
+    next_job_seq_ = std::max(next_job_seq_, job->seq + 1);
+    jobs_[job->id] = std::move(*job);
   } else {
-    return data_loss(journal_->path() + ": unknown record type '" + type + "'");
+    next_session_ = std::max(next_session_, worker->session + 1);
+    workers_[worker->id] = std::move(*worker);
   }
   return Status::ok();
+}
+
+Result<CoordinatorRepairReport> CoordinatorCore::repair(const CoordinatorOptions& options,
+                                                        int64_t unix_time) {
+  if (options.state_dir.empty()) return invalid_argument("coordinator: state_dir is empty");
+  CoordinatorRepairReport report;
+  int64_t journal_max = 0;
+  JournalRepairOptions jo;
+  jo.unix_time = unix_time;
+  jo.accept = [&](const std::string& payload) {
+    std::optional<Job> job;
+    std::optional<Worker> worker;
+    Status s = decode_record(payload, &job, &worker);
+    if (s.is_ok() && job) journal_max = std::max(journal_max, job->seq);
+    return s;
+  };
+  TERN_ASSIGN_OR_RETURN(report.journal, Journal::repair(options.state_dir + "/journal", jo));
+  report.job_ids_path = job_ids_path(options.state_dir);
+  auto old = HighWaterMark::read(report.job_ids_path);
+  int64_t recorded = 0;
+  if (old.is_ok()) {
+    recorded =
+        static_cast<int64_t>(std::min<uint64_t>(*old, std::numeric_limits<int64_t>::max() / 2));
+  } else {
+    report.job_ids_note = old.status().message();
+  }
+  report.last_job_seq = std::max({journal_max, recorded, max_logged_job_seq(options.state_dir)});
+  if (!old.is_ok() || report.last_job_seq != recorded) {
+    TERN_RETURN_IF_ERROR(
+        HighWaterMark::reset(report.job_ids_path, static_cast<uint64_t>(report.last_job_seq)));
+  }
+  return report;
 }
 
 Status CoordinatorCore::maybe_compact() {
@@ -317,6 +417,10 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
     return resource_exhausted("the queue is full: " + std::to_string(pending) +
                               " jobs are pending (coordinator.max_queued_jobs)");
   }
+  // The id is durable as handed out before the job is acknowledged (never reused, even if
+  // the journal is lost); a failure below burns it.
+  Status reserved = job_ids_->advance(static_cast<uint64_t>(next_job_seq_));
+  if (!reserved.is_ok()) return reserved;
   Job job;
   job.seq = next_job_seq_;
   job.id = "j-" + std::to_string(job.seq);
@@ -331,12 +435,12 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   const std::string id = job.id;
   // In the table before it is journaled: a compaction triggered by this append must see it.
   Job& stored = jobs_[id] = std::move(job);
+  ++next_job_seq_;
   Status s = journal_job(stored);
   if (!s.is_ok()) {
     jobs_.erase(id);
     return s;
   }
-  ++next_job_seq_;
   spdlog::info("job {} ({}) submitted: {} ranks, placement {}", id, stored.name, stored.world,
                stored.placement);
   touch(&stored);

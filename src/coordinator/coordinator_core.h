@@ -83,6 +83,14 @@ struct HeartbeatResult {
   std::vector<TaskCommand> commands;
 };
 
+// What `tern coordinator --repair` did (CoordinatorCore::repair).
+struct CoordinatorRepairReport {
+  JournalRepairReport journal;
+  std::string job_ids_path;  // the job id high-water mark file
+  std::string job_ids_note;  // what was wrong with it, if anything
+  int64_t last_job_seq = 0;  // the largest job id ever handed out, as recorded now
+};
+
 struct LogSlice {
   std::string data;
   int64_t next_offset = 0;
@@ -95,6 +103,13 @@ class CoordinatorCore {
   // journal get a fresh lease (from now), so running jobs survive a coordinator restart.
   static Result<std::unique_ptr<CoordinatorCore>> open(const CoordinatorOptions& options,
                                                        Clock* clock);
+
+  // Salvages a damaged journal under options.state_dir (Journal::repair, keeping only records
+  // the coordinator can read) and rebuilds the job id high-water mark from the salvaged
+  // records, the old mark and logs/jobs/, so no job id is ever handed out twice. Refuses while
+  // a coordinator runs on the state directory. `unix_time` names the kept damaged file.
+  static Result<CoordinatorRepairReport> repair(const CoordinatorOptions& options,
+                                                int64_t unix_time);
 
   // --- client API ---
   Result<Job> submit_job(const std::string& spec_yaml, const std::vector<std::string>& overrides,
@@ -165,6 +180,9 @@ class CoordinatorCore {
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable changed_;
   std::unique_ptr<Journal> journal_;
+  // <state_dir>/job_ids: the largest job id ever handed out, durable before a job is
+  // acknowledged, so ids are never reused even when the journal is damaged or lost.
+  std::unique_ptr<HighWaterMark> job_ids_;
   JournalReplayStats replay_stats_;
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;

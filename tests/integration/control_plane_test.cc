@@ -286,6 +286,54 @@ TEST_F(ClusterTest, FailingRankFailsTheJobWithTheReason) {
   EXPECT_NE(o.out.find("simulated peer loss"), std::string::npos) << "last log lines: " << o.out;
 }
 
+// Issue 18 item 2: a damaged journal stops `tern cluster up` with the coordinator's message
+// (the file, the record, the byte offset and the way out) and nothing is lost; `tern
+// coordinator --repair` salvages the intact records and keeps the damaged file; the cluster
+// then starts, and job ids go on above every id handed out before.
+TEST_F(ClusterTest, DamagedJournalStopsClusterUpAndRepairSalvagesIt) {
+  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n",
+                "  - {name: local, workers: 1, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  EXPECT_EQ(tern({"submit", write_job("it-a", 1)}).out, "j-1\n");
+  EXPECT_EQ(tern({"submit", write_job("it-b", 1)}).out, "j-2\n");
+  ASSERT_EQ(tern({"cluster", "down", cluster_}).status, 0);
+
+  const fs::path journal = dir_ / "state" / "journal" / "journal.log";
+  std::string bytes = slurp(journal);
+  ASSERT_GT(bytes.size(), 100u);
+  bytes[bytes.size() - 2] ^= 0x08;  // a flipped bit in the last (acknowledged) record
+  std::ofstream(journal, std::ios::binary | std::ios::trunc) << bytes;
+
+  Output up = tern({"cluster", "up", cluster_});
+  EXPECT_EQ(up.status, 1);
+  EXPECT_NE(up.err.find(journal.string() + ": record "), std::string::npos) << up.err;
+  EXPECT_NE(up.err.find("fails its checksum"), std::string::npos) << up.err;
+  EXPECT_NE(up.err.find("tern coordinator --config " + cluster_ + " --repair"), std::string::npos)
+      << up.err;
+  EXPECT_EQ(slurp(journal), bytes) << "nothing changed";
+  EXPECT_TRUE(processes_mentioning(dir_.string()).empty());
+
+  Output repair = run({bin("tern"), "coordinator", "--config", cluster_, "--repair"});
+  ASSERT_EQ(repair.status, 0) << repair.out << repair.err;
+  EXPECT_NE(repair.out.find("kept: "), std::string::npos) << repair.out;
+  EXPECT_NE(repair.out.find("lost: "), std::string::npos) << repair.out;
+  EXPECT_NE(repair.out.find("the next job is j-3"), std::string::npos) << repair.out;
+  bool kept = false;
+  for (const auto& e : fs::directory_iterator(journal.parent_path())) {
+    kept |= e.path().filename().string().rfind("journal.log.damaged-", 0) == 0 &&
+            slurp(e.path()) == bytes;
+  }
+  EXPECT_TRUE(kept) << "the damaged journal is kept next to the new one";
+  Output again = run({bin("tern"), "coordinator", "--config", cluster_, "--repair", "--json"});
+  ASSERT_EQ(again.status, 0) << again.err;
+  json report = json::parse(again.out, nullptr, false);
+  EXPECT_EQ(report.value("changed", true), false) << again.out;
+  EXPECT_EQ(report.value("next_job_id", ""), "j-3") << again.out;
+
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  EXPECT_EQ(tern({"submit", write_job("it-c", 1)}).out, "j-3\n");
+}
+
 TEST_F(ClusterTest, InvalidClusterFileStartsNothing) {
   cluster_ = (dir_ / "bad.yaml").string();
   std::ofstream(cluster_) << "name: bad\nstate_dir: " << (dir_ / "state").string()
