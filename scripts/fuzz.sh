@@ -11,15 +11,21 @@ cd "$(dirname "$0")/.."
 SECS=${1:-60}
 TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal coordinator_rpc}
 FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
-configure() {  # build dir, control plane ON/OFF
+configure() {  # build dir, control plane ON/OFF, compiler flags
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
     -DTERN_BUILD_CONTROL="$2" -DTERN_BUILD_TRAINER=OFF -DTERN_FUZZ=ON \
-    -DCMAKE_CXX_FLAGS="$FLAGS" >/dev/null
+    -DCMAKE_CXX_FLAGS="$3" >/dev/null
 }
 for t in $TARGETS; do
-  if [ "$t" = coordinator_rpc ]; then dir=build-fuzz-rpc; control=ON; max_len=16384
-  else dir=build-fuzz; control=OFF; max_len=4096; fi
-  [ -f "$dir/build.ninja" ] || configure "$dir" "$control"
+  # The RPC target's coverage must reach into the coordinator's libraries, not only the
+  # harness: they are built with the fuzzer's instrumentation too (fuzzer-no-link).
+  if [ "$t" = coordinator_rpc ]; then
+    dir=build-fuzz-rpc; control=ON; max_len=16384; cflags="$FLAGS -fsanitize=fuzzer-no-link"
+  else
+    dir=build-fuzz; control=OFF; max_len=4096; cflags="$FLAGS"
+  fi
+  [ -f "$dir/build.ninja" ] && grep -qxF -- "CMAKE_CXX_FLAGS:STRING=$cflags" "$dir/CMakeCache.txt" ||
+    configure "$dir" "$control" "$cflags"
   ninja -C "$dir" "${t}_fuzz"
   work=$dir/corpus-$t
   mkdir -p "$work"

@@ -35,6 +35,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/clock.h"
@@ -192,6 +193,15 @@ class Harness {
     grpc::ServerContext ctx;
     switch (c.op % kOpCount) {
       case kSubmit: {
+        // TERN_FUZZ_SKIP_ALIASES=1 leaves out submits with YAML aliases, so that a search
+        // goes past a known alias crash (issue 18, item 1) while its fix is elsewhere.
+        static const bool skip_aliases = std::getenv("TERN_FUZZ_SKIP_ALIASES") != nullptr;
+        const auto* r = static_cast<const v1::SubmitJobRequest*>(req.get());
+        if (skip_aliases) {
+          bool alias = r->spec_yaml().find('*') != std::string::npos;
+          for (const auto& o : r->overrides()) alias = alias || o.find('*') != std::string::npos;
+          if (alias) break;
+        }
         v1::SubmitJobReply reply;
         coordinator_->SubmitJob(&ctx, static_cast<v1::SubmitJobRequest*>(req.get()), &reply);
         break;
@@ -344,8 +354,8 @@ const char* const kStrings[] = {
     "train.threads=256",
     "recovery.mode=partial",
     "name: f\nworkers: 1\ndata: {source: synthetic, train_size: 64, test_size: 16}\n",
-    "name: f\nworkers: 2\ndata: {source: synthetic, train_size: 64, test_size: 16}\n"
-    "recovery: {mode: partial, max_recoveries: 2}\n",
+    ("name: f\nworkers: 2\ndata: {source: synthetic, train_size: 64, test_size: 16}\n"
+     "recovery: {mode: partial, max_recoveries: 2}\n"),
     "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",  // valid UTF-8: é € 😀
 };
 
@@ -358,8 +368,9 @@ T pick_int(std::mt19937_64& rng, T current) {
                       std::numeric_limits<T>::max(),
                       std::numeric_limits<T>::min(),
                       static_cast<T>(std::numeric_limits<T>::max() - 1),
-                      static_cast<T>(current + 1),
-                      static_cast<T>(current - 1),
+                      // Wrapping, not overflowing (signed overflow is UB).
+                      static_cast<T>(static_cast<std::make_unsigned_t<T>>(current) + 1u),
+                      static_cast<T>(static_cast<std::make_unsigned_t<T>>(current) - 1u),
                       static_cast<T>(rng() % 70000),
                       static_cast<T>(rng())};
   return values[rng() % (sizeof(values) / sizeof(values[0]))];

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     std::printf("wrote %d seed programs to %s\n", n, argv[2]);
     return 0;
   }
-  const int chains = std::getenv("TERN_FUZZ_CHAINS") ? std::atoi(std::getenv("TERN_FUZZ_CHAINS")) : 20;
+  const int chains = std::getenv("TERN_FUZZ_CHAINS") ? std::atoi(std::getenv("TERN_FUZZ_CHAINS")) : 50;
   std::vector<std::string> inputs = coordinator_rpc_seed_programs();
   int files = 0;
   for (int a = 1; a < argc; ++a) {
