@@ -95,10 +95,11 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
     bool roles = false;
     for (const auto& t : cluster->auth.tokens) roles = roles || !t.role.empty();
     if (!cluster->auth.tokens.empty() && !roles) {
-      spdlog::warn("{}: no auth.tokens entry has a role, so every token may call every RPC "
-                   "(submit, cancel and the worker API); give each one role: user, worker or "
-                   "admin",
-                   cluster->path);
+      spdlog::warn(
+          "{}: no auth.tokens entry has a role, so every token may call every RPC "
+          "(submit, cancel and the worker API); give each one role: user, worker or "
+          "admin",
+          cluster->path);
     }
     std::ifstream in(options.config_file);
     std::stringstream text;

@@ -64,7 +64,7 @@ struct AuthToken {
 
 struct AuthSpec {
   std::vector<AuthToken> tokens;  // empty = no bearer tokens required
-  std::string token_file;  // the token this machine's CLI (and daemons, by default) send
+  std::string token_file;         // the token this machine's CLI (and daemons, by default) send
   std::string worker_token_file;  // the token worker daemons send instead; empty = token_file
 };
 
@@ -85,7 +85,7 @@ struct LimitsSpec {
 // The coordinator's HTTP endpoints (/metrics, /healthz) besides metrics_port.
 struct MetricsSpec {
   std::string host = "127.0.0.1";  // coordinator.metrics_host: interface to bind (loopback)
-  std::string token_file;  // coordinator.metrics_token_file: Bearer token /metrics requires
+  std::string token_file;          // coordinator.metrics_token_file: Bearer token /metrics requires
 };
 
 struct ClusterConfig {

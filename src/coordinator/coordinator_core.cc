@@ -511,9 +511,8 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   }
   if (!valid_name(reg.region))
     return invalid_argument("region must be a name ([A-Za-z0-9._-]), got '" + reg.region + "'");
-  if (!options_.regions.empty() &&
-      std::find(options_.regions.begin(), options_.regions.end(), reg.region) ==
-          options_.regions.end()) {
+  if (!options_.regions.empty() && std::find(options_.regions.begin(), options_.regions.end(),
+                                             reg.region) == options_.regions.end()) {
     std::string known;
     for (const auto& r : options_.regions) known += (known.empty() ? "" : ", ") + r;
     return invalid_argument("region '" + reg.region +
@@ -536,9 +535,10 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
     // across a restart) may replace a live registration. A LOST worker's name is free.
     if (old.state == WorkerState::kReady && reg.session != old.session) {
       ++worker_stats_.registrations_refused;
-      spdlog::warn("refused to re-register worker {} from host {}: it is alive and the caller "
-                   "does not hold its session",
-                   reg.name, reg.host.substr(0, 256));
+      spdlog::warn(
+          "refused to re-register worker {} from host {}: it is alive and the caller "
+          "does not hold its session",
+          reg.name, reg.host.substr(0, 256));
       return already_exists(
           "worker '" + reg.name + "' is registered and alive (host " + old.host +
           "); re-registering it needs its current session, which its daemon keeps in its work "
@@ -584,8 +584,7 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   w.reported_running.clear();
   w.heard = true;
   TERN_RETURN_IF_ERROR(journal_worker(w));
-  spdlog::info("worker {} registered: host {}, region {}, {} slots", id, w.host, w.region,
-               w.slots);
+  spdlog::info("worker {} registered: host {}, region {}, {} slots", id, w.host, w.region, w.slots);
   for (const auto& [job_id, lost] : regroups)
     TERN_RETURN_IF_ERROR(regroup_locked(&jobs_.at(job_id), lost, false));
   RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
@@ -631,15 +630,15 @@ Status CoordinatorCore::take_worker_call_locked(Worker* w) {
   if (w->call_tokens < 0) {
     w->call_tokens = burst;
   } else if (now > w->call_tokens_ms) {
-    w->call_tokens =
-        std::min(burst, w->call_tokens + static_cast<double>(now - w->call_tokens_ms) * rate / 1000);
+    w->call_tokens = std::min(
+        burst, w->call_tokens + static_cast<double>(now - w->call_tokens_ms) * rate / 1000);
   }
   w->call_tokens_ms = std::max(w->call_tokens_ms, now);
   if (w->call_tokens < 1) {
     ++worker_stats_.calls_throttled;
     return resource_exhausted("worker '" + w->id + "' made more than " +
-                              std::to_string(static_cast<int64_t>(rate)) +
-                              " calls/s (burst " + std::to_string(static_cast<int64_t>(burst)) +
+                              std::to_string(static_cast<int64_t>(rate)) + " calls/s (burst " +
+                              std::to_string(static_cast<int64_t>(burst)) +
                               "; coordinator.worker_rate_limit): slow down and retry");
   }
   w->call_tokens -= 1;

@@ -78,9 +78,9 @@ struct CoordinatorOptions {
 
 // What the worker plane refused or dropped (rendered on /metrics).
 struct WorkerPlaneStats {
-  uint64_t events_dropped = 0;     // events not applied: stale, unknown task, not this worker's
-  uint64_t calls_throttled = 0;    // Heartbeat/ReportEvents over a worker's rate
-  uint64_t log_bytes_dropped = 0;  // beyond a job's log quota or a chunk's cap
+  uint64_t events_dropped = 0;         // events not applied: stale, unknown task, not this worker's
+  uint64_t calls_throttled = 0;        // Heartbeat/ReportEvents over a worker's rate
+  uint64_t log_bytes_dropped = 0;      // beyond a job's log quota or a chunk's cap
   uint64_t registrations_refused = 0;  // a live worker's name without its session
 };
 

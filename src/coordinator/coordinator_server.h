@@ -30,8 +30,8 @@ struct CoordinatorServerOptions {
   CallGuardOptions guard;               // per-client rate limit of the Coordinator API
   int metrics_port = 0;                 // HTTP /metrics and /healthz; 0 = off
   std::string metrics_host = "127.0.0.1";  // the interface they bind (loopback by default)
-  std::string metrics_token;            // non-empty: /metrics needs "Authorization: Bearer" it
-  HttpServerOptions http;               // threads and timeouts of the HTTP server
+  std::string metrics_token;               // non-empty: /metrics needs "Authorization: Bearer" it
+  HttpServerOptions http;                  // threads and timeouts of the HTTP server
 };
 
 class CoordinatorServer {

@@ -90,10 +90,9 @@ grpc::Status CallGuard::run(grpc::ServerContext* context, const char* method,
   } else if (limited &&
              // Worker registrations have their own bucket: a user's burst of CLI calls must
              // not keep a daemon sharing its token (clusters without roles) from registering.
-             !limiter_.allow(client_of(context) + (roles == static_cast<unsigned>(Role::kWorker)
-                                                       ? "#worker"
-                                                       : ""),
-                      std::chrono::duration<double>(start - epoch_).count())) {
+             !limiter_.allow(client_of(context) +
+                                 (roles == static_cast<unsigned>(Role::kWorker) ? "#worker" : ""),
+                             std::chrono::duration<double>(start - epoch_).count())) {
     status = grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         fmt::format("{} refused: this client made more than {:g} calls/s (burst {:g}; "

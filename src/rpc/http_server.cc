@@ -28,7 +28,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
                             std::to_string(options.port));
   }
   if (options.threads < 1 || options.threads > 64)
-    return invalid_argument("HTTP threads must be in [1, 64], got " + std::to_string(options.threads));
+    return invalid_argument("HTTP threads must be in [1, 64], got " +
+                            std::to_string(options.threads));
   if (options.request_timeout_ms < 10 || options.request_timeout_ms > 600000) {
     return invalid_argument("HTTP request timeout must be in [10, 600000] ms, got " +
                             std::to_string(options.request_timeout_ms));
@@ -46,8 +47,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::start(const HttpServerOptions& o
   s->tokens_ = options.tokens;
   const std::string host = options.host.empty() ? "127.0.0.1" : options.host;
   // civetweb writes IPv6 listeners in brackets.
-  const std::string listen = (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
-                             ":" + std::to_string(options.port);
+  const std::string listen = (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                             std::to_string(options.port);
   const std::string threads = std::to_string(options.threads);
   const std::string timeout = std::to_string(options.request_timeout_ms);
   const char* mg_options[] = {"listening_ports",
@@ -100,8 +101,9 @@ int HttpServer::dispatch(mg_connection* conn, void* self_ptr) {
     const char* header = mg_get_header(conn, "Authorization");
     const std::string presented = header ? header : "";
     if (!constant_time_equals(presented, "Bearer " + t->second)) {
-      const char* body = "this endpoint needs \"Authorization: Bearer <token>\" "
-                         "(coordinator.metrics_token_file)\n";
+      const char* body =
+          "this endpoint needs \"Authorization: Bearer <token>\" "
+          "(coordinator.metrics_token_file)\n";
       mg_printf(conn,
                 "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"
                 "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
@@ -125,10 +127,11 @@ Result<HttpReply> http_get(const std::string& host, int port, const std::string&
   char error[256] = {0};
   mg_init_library(0);
   const std::string auth = bearer.empty() ? "" : "Authorization: Bearer " + bearer + "\r\n";
-  mg_connection* conn =
-      mg_download(host.c_str(), port, 0, error, sizeof(error),
-                  "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path.c_str(), host.c_str(), auth.c_str());
-  if (!conn) return unavailable("GET http://" + host + ":" + std::to_string(port) + path + ": " + error);
+  mg_connection* conn = mg_download(host.c_str(), port, 0, error, sizeof(error),
+                                    "GET %s HTTP/1.0\r\nHost: %s\r\n%s\r\n", path.c_str(),
+                                    host.c_str(), auth.c_str());
+  if (!conn)
+    return unavailable("GET http://" + host + ":" + std::to_string(port) + path + ": " + error);
   HttpReply reply;
   const mg_response_info* info = mg_get_response_info(conn);
   reply.status = info ? info->status_code : 0;

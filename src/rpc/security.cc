@@ -136,12 +136,13 @@ Result<std::shared_ptr<const ClientSecurity>> make_client_security(const Cluster
                             read_secret_file(config->tls.client_key, where + "client_key"));
     }
     const bool worker_file = worker && !config->auth.worker_token_file.empty();
-    const std::string& file = worker_file ? config->auth.worker_token_file : config->auth.token_file;
+    const std::string& file =
+        worker_file ? config->auth.worker_token_file : config->auth.token_file;
     if (s->token.empty() && !file.empty()) {
-      TERN_ASSIGN_OR_RETURN(std::string raw,
-                            read_secret_file(file, config->path + (worker_file
-                                                                       ? ": auth.worker_token_file"
-                                                                       : ": auth.token_file")));
+      TERN_ASSIGN_OR_RETURN(
+          std::string raw,
+          read_secret_file(file, config->path + (worker_file ? ": auth.worker_token_file"
+                                                             : ": auth.token_file")));
       s->token = trim(raw);
     }
   }

@@ -160,7 +160,8 @@ Status WorkerDaemon::run() {
     if (registered && !outbox_.empty() && now >= next_flush_) {
       // Refused or unreachable: back off (an exit in the outbox must not turn the retry into a
       // busy loop that drains this worker's call rate and starves its heartbeats).
-      next_flush_ = SteadyClock::now() + std::chrono::milliseconds(flush_events(false) ? 200 : 1000);
+      next_flush_ =
+          SteadyClock::now() + std::chrono::milliseconds(flush_events(false) ? 200 : 1000);
     }
     {
       std::lock_guard<std::mutex> lock(mu_);

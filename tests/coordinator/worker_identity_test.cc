@@ -12,10 +12,10 @@
 #include <set>
 
 #include "common/cluster_config.h"
+#include "common/subprocess.h"
 #include "coordinator/coordinator_core.h"
 #include "coordinator/coordinator_server.h"
 #include "coordinator/metrics.h"
-#include "common/subprocess.h"
 #include "rpc/client.h"
 #include "rpc/http_server.h"
 
@@ -116,7 +116,8 @@ TEST_F(IdentityTest, SessionsAreRandom64BitSecrets) {
   for (size_t i = 0; i < order.size(); ++i) {
     high += order[i] > (uint64_t{1} << 48);
     if (i > 0) {
-      const uint64_t d = order[i] > order[i - 1] ? order[i] - order[i - 1] : order[i - 1] - order[i];
+      const uint64_t d =
+          order[i] > order[i - 1] ? order[i] - order[i - 1] : order[i - 1] - order[i];
       EXPECT_GT(d, uint64_t{1} << 20) << "sessions " << order[i - 1] << " and " << order[i];
     }
   }
@@ -152,20 +153,21 @@ TEST_F(IdentityTest, AWorkerCannotReportOrLogForAnotherWorkersTask) {
   ASSERT_EQ(job(id).ranks[0].worker_id, "a");
   auto b = add("b");
   const TaskKey task{id, 0, 1};
-  auto n = core_->report_events("b", b.session,
-                                {progress(task, 50), log(task, 0, "forged line\n"),
-                                 exited(task, 0), exited(task, 3)});
+  auto n = core_->report_events(
+      "b", b.session,
+      {progress(task, 50), log(task, 0, "forged line\n"), exited(task, 0), exited(task, 3)});
   ASSERT_TRUE(n.is_ok()) << n.status().to_string();
   EXPECT_EQ(*n, 0) << "nothing about a's task may be applied from b";
   EXPECT_EQ(job(id).state, JobState::kRunning);
   EXPECT_EQ(job(id).ranks[0].step, 0);
   EXPECT_EQ(log_file(id, 0), "") << "b wrote into a's log";
   EXPECT_EQ(core_->worker_plane_stats().events_dropped, 4u);
-  EXPECT_TRUE(contains(render_coordinator_metrics(*core_, nullptr),
-                       "tern_worker_events_dropped_total 4"));
+  EXPECT_TRUE(
+      contains(render_coordinator_metrics(*core_, nullptr), "tern_worker_events_dropped_total 4"));
   // A log of an unknown job, or of a job not placed yet, is no file either.
   const std::string pending = core_->submit_job(spec("two", 2), {}, "t.yaml")->id;
-  n = core_->report_events("b", b.session, {log({pending, 1, 0}, 0, "x"), log({"j-99", 0, 1}, 0, "y")});
+  n = core_->report_events("b", b.session,
+                           {log({pending, 1, 0}, 0, "x"), log({"j-99", 0, 1}, 0, "y")});
   EXPECT_EQ(*n, 0);
   EXPECT_FALSE(fs::exists(dir_ / "logs" / "jobs" / "j-99"));
   // The owner still can.
@@ -181,8 +183,9 @@ TEST_F(IdentityTest, HostileLogOffsetsAreDroppedNotThrown) {
   const std::string id = core_->submit_job(spec("one", 1), {}, "o.yaml")->id;
   const TaskKey task{id, 0, 1};
   ASSERT_TRUE(core_->report_events("a", a.session, {log(task, 0, "0123456789")}).is_ok());
-  for (int64_t offset : {int64_t{-1}, int64_t{-5}, std::numeric_limits<int64_t>::min(),
-                         std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max() - 3}) {
+  for (int64_t offset :
+       {int64_t{-1}, int64_t{-5}, std::numeric_limits<int64_t>::min(),
+        std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max() - 3}) {
     auto n = core_->report_events("a", a.session, {log(task, offset, "abc")});
     ASSERT_TRUE(n.is_ok()) << offset;
     EXPECT_EQ(*n, 0) << offset;
@@ -221,8 +224,8 @@ TEST_F(IdentityTest, OversizedLogChunkIsCut) {
   open();
   auto a = add("a");
   const std::string id = core_->submit_job(spec("one", 1), {}, "o.yaml")->id;
-  ASSERT_TRUE(
-      core_->report_events("a", a.session, {log({id, 0, 1}, 0, std::string(1 << 20, 'y'))}).is_ok());
+  ASSERT_TRUE(core_->report_events("a", a.session, {log({id, 0, 1}, 0, std::string(1 << 20, 'y'))})
+                  .is_ok());
   std::string kept = log_file(id, 0);
   EXPECT_LE(kept.size(), 4096u);
   EXPECT_TRUE(contains(kept, "coordinator.max_log_chunk_bytes")) << kept.substr(3900);
@@ -297,10 +300,12 @@ TEST_F(IdentityTest, RegistrationsAreValidated) {
   auto try_reg = [&](WorkerRegistration reg) { return core_->register_worker(reg).status(); };
   Status s = try_reg({"w", "127.0.0.1", "mars", 1, {}});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(contains(s.message(), "region 'mars' is not one of the cluster file's regions (east, west)"))
+  EXPECT_TRUE(
+      contains(s.message(), "region 'mars' is not one of the cluster file's regions (east, west)"))
       << s.message();
-  for (const std::string& host : std::vector<std::string>{"", "bad host", "a/b", "x:y:z:", "999.1.1.1", "-a.example", "a..b", "a.-b", "host\n",
-        std::string("a\0b", 3), std::string(300, 'h'), "$(reboot)", "[::1]"}) {
+  for (const std::string& host : std::vector<std::string>{
+           "", "bad host", "a/b", "x:y:z:", "999.1.1.1", "-a.example", "a..b", "a.-b", "host\n",
+           std::string("a\0b", 3), std::string(300, 'h'), "$(reboot)", "[::1]"}) {
     s = try_reg({"w", host, "east", 1, {}});
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << "host '" << host << "'";
     EXPECT_TRUE(contains(s.message(), "host must be a host name or an IP address")) << s.message();
@@ -316,7 +321,8 @@ TEST_F(IdentityTest, RegistrationsAreValidated) {
     EXPECT_TRUE(contains(s.message(), "spare_ports must be in [1, 65535]")) << s.message();
   }
   EXPECT_TRUE(core_->list_workers().empty());
-  for (const std::string& host : {"127.0.0.1", "::1", "fe80::1", "node-1.example.com", "localhost", "n1"}) {
+  for (const std::string& host :
+       {"127.0.0.1", "::1", "fe80::1", "node-1.example.com", "localhost", "n1"}) {
     auto r = core_->register_worker({"w-" + std::to_string(port_++), host, "west", 2, {5000}});
     EXPECT_TRUE(r.is_ok()) << host << ": " << r.status().to_string();
   }
@@ -386,9 +392,10 @@ class RolesTest : public ::testing::Test {
 };
 
 TEST_F(RolesTest, UserTokensCannotCallWorkerRpcsAndWorkerTokensCannotSubmit) {
-  start(std::make_shared<TokenAuthenticator>(TokenAuthenticator::with_roles(
-      {{"alice", kUser, Role::kUser}, {"daemons", kWorker, Role::kWorker},
-       {"root", kAdmin, Role::kAdmin}})));
+  start(std::make_shared<TokenAuthenticator>(
+      TokenAuthenticator::with_roles({{"alice", kUser, Role::kUser},
+                                      {"daemons", kWorker, Role::kWorker},
+                                      {"root", kAdmin, Role::kAdmin}})));
   WorkerServiceClient as_user(server_->address(), as(kUser));
   auto r = as_user.register_worker(reg("w1"));
   ASSERT_EQ(r.status().code(), StatusCode::kPermissionDenied) << r.status().to_string();
@@ -415,15 +422,15 @@ TEST_F(RolesTest, UserTokensCannotCallWorkerRpcsAndWorkerTokensCannotSubmit) {
   auto forged = worker_client.submit_job(submit());
   ASSERT_EQ(forged.status().code(), StatusCode::kPermissionDenied) << forged.status().to_string();
   EXPECT_TRUE(contains(forged.status().message(), "role worker")) << forged.status().message();
-  EXPECT_EQ(worker_client.cancel_job(job->job_id()).status().code(),
-            StatusCode::kPermissionDenied);
+  EXPECT_EQ(worker_client.cancel_job(job->job_id()).status().code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(server_->core()->list_jobs().size(), 1u);
   EXPECT_EQ(server_->core()->list_jobs()[0].state, JobState::kRunning);
 
   // Admin may do both.
   CoordinatorClient admin(server_->address(), as(kAdmin));
   EXPECT_TRUE(admin.list_jobs().is_ok());
-  EXPECT_TRUE(WorkerServiceClient(server_->address(), as(kAdmin)).register_worker(reg("w2")).is_ok());
+  EXPECT_TRUE(
+      WorkerServiceClient(server_->address(), as(kAdmin)).register_worker(reg("w2")).is_ok());
 }
 
 TEST_F(RolesTest, ClusterFileRolesAndTheLegacyAllAdminRule) {
@@ -433,12 +440,14 @@ TEST_F(RolesTest, ClusterFileRolesAndTheLegacyAllAdminRule) {
     std::ofstream(d / (std::string(name) + ".token")) << token << "\n";
   const std::string head =
       "coordinator: {listen: 127.0.0.1:7070}\nregions: [{name: local}]\nauth:\n";
-  auto with_roles = parse_cluster_config(
-      head + "  tokens: [{user: ann, token_file: u.token, role: user},\n"
-             "           {user: d, token_file: w.token, role: worker},\n"
-             "           {user: root, token_file: a.token, role: admin}, {user: x, token_file: u.token}]\n"
-             "  token_file: u.token\n  worker_token_file: w.token\n",
-      (d / "c.yaml").string(), ClusterLoadOptions{true});
+  auto with_roles =
+      parse_cluster_config(head +
+                               "  tokens: [{user: ann, token_file: u.token, role: user},\n"
+                               "           {user: d, token_file: w.token, role: worker},\n"
+                               "           {user: root, token_file: a.token, role: admin}, {user: "
+                               "x, token_file: u.token}]\n"
+                               "  token_file: u.token\n  worker_token_file: w.token\n",
+                           (d / "c.yaml").string(), ClusterLoadOptions{true});
   ASSERT_TRUE(with_roles.is_ok()) << with_roles.status().to_string();
   EXPECT_EQ(with_roles->auth.worker_token_file, (d / "w.token").string());
   auto tokens = load_tokens(*with_roles);
@@ -455,11 +464,13 @@ TEST_F(RolesTest, ClusterFileRolesAndTheLegacyAllAdminRule) {
   auto cli = make_client_security(&*with_roles, "127.0.0.1:7070", "", false);
   EXPECT_EQ((*cli)->token, kUser);
 
-  auto bad = parse_cluster_config(head + "  tokens: [{user: ann, token_file: u.token, role: root}]\n",
-                                  (d / "c.yaml").string(), ClusterLoadOptions{true});
+  auto bad =
+      parse_cluster_config(head + "  tokens: [{user: ann, token_file: u.token, role: root}]\n",
+                           (d / "c.yaml").string(), ClusterLoadOptions{true});
   ASSERT_FALSE(bad.is_ok());
   EXPECT_TRUE(contains(bad.status().message(), "role")) << bad.status().message();
-  EXPECT_TRUE(contains(bad.status().message(), "must be user, worker or admin")) << bad.status().message();
+  EXPECT_TRUE(contains(bad.status().message(), "must be user, worker or admin"))
+      << bad.status().message();
 
   // A file from before roles: every token keeps doing everything (the coordinator warns).
   auto legacy = parse_cluster_config(head + "  tokens: [{user: ann, token_file: u.token}]\n",
@@ -509,7 +520,8 @@ TEST_F(RolesTest, MetricsNeedTheTokenAndBindLoopbackByDefault) {
       "regions: [{name: local}]\n",
       (d / "c.yaml").string(), ClusterLoadOptions{true});
   ASSERT_FALSE(missing.is_ok());
-  EXPECT_TRUE(contains(missing.status().message(), "metrics_token_file")) << missing.status().message();
+  EXPECT_TRUE(contains(missing.status().message(), "metrics_token_file"))
+      << missing.status().message();
 }
 
 }  // namespace

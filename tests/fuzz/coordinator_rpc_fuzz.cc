@@ -175,7 +175,8 @@ class Harness {
  private:
   void open() {
     auto core = CoordinatorCore::open(options_, &clock_);
-    if (!core.is_ok()) violated("the core does not open its own journal: " + core.status().to_string());
+    if (!core.is_ok())
+      violated("the core does not open its own journal: " + core.status().to_string());
     core_ = std::move(core).value();
     coordinator_ = std::make_unique<CoordinatorService>(core_.get(), &clock_);
     workers_ = std::make_unique<WorkerServiceImpl>(core_.get());
@@ -361,18 +362,13 @@ const char* const kStrings[] = {
 
 template <typename T>
 T pick_int(std::mt19937_64& rng, T current) {
-  const T values[] = {0,
-                      1,
-                      static_cast<T>(-1),
-                      2,
-                      std::numeric_limits<T>::max(),
+  const T values[] = {0, 1, static_cast<T>(-1), 2, std::numeric_limits<T>::max(),
                       std::numeric_limits<T>::min(),
                       static_cast<T>(std::numeric_limits<T>::max() - 1),
                       // Wrapping, not overflowing (signed overflow is UB).
                       static_cast<T>(static_cast<std::make_unsigned_t<T>>(current) + 1u),
                       static_cast<T>(static_cast<std::make_unsigned_t<T>>(current) - 1u),
-                      static_cast<T>(rng() % 70000),
-                      static_cast<T>(rng())};
+                      static_cast<T>(rng() % 70000), static_cast<T>(rng())};
   return values[rng() % (sizeof(values) / sizeof(values[0]))];
 }
 
@@ -391,8 +387,7 @@ double pick_double(std::mt19937_64& rng) {
   return values[rng() % (sizeof(values) / sizeof(values[0]))];
 }
 
-std::string pick_string(std::mt19937_64& rng, const std::string& current, bool bytes,
-                        size_t room) {
+std::string pick_string(std::mt19937_64& rng, const std::string& current, bool bytes, size_t room) {
   switch (rng() % 8) {
     case 0:
     case 1:
@@ -491,9 +486,9 @@ void mutate_field(pb::Message* m, const pb::FieldDescriptor* f, std::mt19937_64&
           r->SetRepeatedInt32(m, f, i, pick_int<int32_t>(rng, r->GetRepeatedInt32(*m, f, i)));
         } else if (f->cpp_type() == FD::CPPTYPE_STRING) {
           const int i = rng() % n;
-          r->SetRepeatedString(m, f, i,
-                               pick_string(rng, r->GetRepeatedString(*m, f, i),
-                                           f->type() == FD::TYPE_BYTES, room));
+          r->SetRepeatedString(
+              m, f, i,
+              pick_string(rng, r->GetRepeatedString(*m, f, i), f->type() == FD::TYPE_BYTES, room));
         }
         return;
     }
@@ -544,7 +539,8 @@ void mutate_message(pb::Message* m, std::mt19937_64& rng, size_t room, int depth
   const pb::Descriptor* d = m->GetDescriptor();
   if (d->field_count() == 0) return;
   const int times = 1 + static_cast<int>(rng() % 3);
-  for (int i = 0; i < times; ++i) mutate_field(m, d->field(rng() % d->field_count()), rng, room, depth);
+  for (int i = 0; i < times; ++i)
+    mutate_field(m, d->field(rng() % d->field_count()), rng, room, depth);
 }
 
 }  // namespace
@@ -653,7 +649,8 @@ v1::TaskEvent event(const std::string& job, int rank, int64_t gen) {
 std::vector<std::string> programs() {
   std::vector<std::string> out;
   v1::SubmitJobRequest submit;
-  submit.set_spec_yaml("name: f\nworkers: 2\ndata: {source: synthetic, train_size: 64, test_size: 16}\n");
+  submit.set_spec_yaml(
+      "name: f\nworkers: 2\ndata: {source: synthetic, train_size: 64, test_size: 16}\n");
   submit.set_source_name("f.yaml");
   v1::HeartbeatRequest hb_a, hb_b;
   hb_a.set_worker_id("a");
@@ -723,8 +720,8 @@ std::vector<std::string> programs() {
   out.push_back(call(kRegister, reg("a", "local", 2)) + call(kRegister, reg("b", "east", 1)) +
                 call(kSubmit, partial) + call(kHeartbeat, hb_a) + call(kHeartbeat, hb_b) +
                 call(kReport, crash) + call(kHeartbeat, hb_a) + call(kAdvance, advance) +
-                call(kHeartbeat, hb_a) + call(kRegister, reg("b", "east", 1)) +
-                call(kGetJob, get) + call(kCancel, cancel) + call(kGetJob, get));
+                call(kHeartbeat, hb_a) + call(kRegister, reg("b", "east", 1)) + call(kGetJob, get) +
+                call(kCancel, cancel) + call(kGetJob, get));
 
   v1::SubmitJobRequest odd = submit;
   odd.add_overrides("train.lr=0.5");
@@ -738,10 +735,10 @@ std::vector<std::string> programs() {
   v1::ReportEventsRequest stranger;
   stranger.set_worker_id("b");
   *stranger.add_events() = ev_a.events(2);
-  out.push_back(call(kRegister, reg("a", "local", 1)) + call(kSubmit, odd) +
-                call(kSubmit, submit) + call(kListJobs, list) + call(kGetLogs, far) +
-                call(kRegister, reg("b", "west", 1)) + call(kReport, stranger) +
-                call(kCancel, cancel) + call(kCancel, cancel) + call(kRegister, reg("a", "mars", 0)));
+  out.push_back(call(kRegister, reg("a", "local", 1)) + call(kSubmit, odd) + call(kSubmit, submit) +
+                call(kListJobs, list) + call(kGetLogs, far) + call(kRegister, reg("b", "west", 1)) +
+                call(kReport, stranger) + call(kCancel, cancel) + call(kCancel, cancel) +
+                call(kRegister, reg("a", "mars", 0)));
   return out;
 }
 

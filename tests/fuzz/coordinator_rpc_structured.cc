@@ -37,7 +37,8 @@ int main(int argc, char** argv) {
     std::printf("wrote %d seed programs to %s\n", n, argv[2]);
     return 0;
   }
-  const int chains = std::getenv("TERN_FUZZ_CHAINS") ? std::atoi(std::getenv("TERN_FUZZ_CHAINS")) : 50;
+  const int chains =
+      std::getenv("TERN_FUZZ_CHAINS") ? std::atoi(std::getenv("TERN_FUZZ_CHAINS")) : 50;
   std::vector<std::string> inputs = coordinator_rpc_seed_programs();
   int files = 0;
   for (int a = 1; a < argc; ++a) {
@@ -64,8 +65,9 @@ int main(int argc, char** argv) {
       }
     }
   }
-  std::printf("coordinator rpc fuzz regression: %d corpus files, %d programs run, no crash and "
-              "no invariant violated\n",
-              files, runs);
+  std::printf(
+      "coordinator rpc fuzz regression: %d corpus files, %d programs run, no crash and "
+      "no invariant violated\n",
+      files, runs);
   return files > 0 ? 0 : 1;
 }

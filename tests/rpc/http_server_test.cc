@@ -34,8 +34,13 @@ int open_idle(const std::string& ip, int port, const std::string& prefix = "") {
 }
 
 std::map<std::string, HttpServer::Handler> handlers() {
-  return {{"/healthz", [] { return HttpReply{200, "text/plain", "ok\n"}; }},
-          {"/metrics", [] { return HttpReply{200, "text/plain", "tern_up 1\n"}; }}};
+  return {{"/healthz",
+           [] {
+             return HttpReply{200, "text/plain", "ok\n"};
+           }},
+          {"/metrics", [] {
+             return HttpReply{200, "text/plain", "tern_up 1\n"};
+           }}};
 }
 
 TEST(HttpServer, IdleConnectionsDoNotStallHealthz) {
@@ -47,7 +52,8 @@ TEST(HttpServer, IdleConnectionsDoNotStallHealthz) {
   // A few idle connections (more than the old pool of 2 threads): /healthz answers at once.
   std::vector<int> fds;
   for (int i = 0; i < 4; ++i) fds.push_back(open_idle("127.0.0.1", port));
-  for (int i = 0; i < 2; ++i) fds.push_back(open_idle("127.0.0.1", port, "GET /healthz HTTP/1.1\r\n"));
+  for (int i = 0; i < 2; ++i)
+    fds.push_back(open_idle("127.0.0.1", port, "GET /healthz HTTP/1.1\r\n"));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   auto t0 = Clock::now();
   auto r = http_get("127.0.0.1", port, "/healthz");
@@ -79,7 +85,8 @@ TEST(HttpServer, BearerTokenGuardsMetrics) {
   ASSERT_TRUE(none.is_ok());
   EXPECT_EQ(none->status, 401);
   EXPECT_EQ(none->body.find("tern_up"), std::string::npos);
-  for (const std::string& wrong : {std::string(40, 'x'), token.substr(1), token + "k", std::string()}) {
+  for (const std::string& wrong :
+       {std::string(40, 'x'), token.substr(1), token + "k", std::string()}) {
     auto r = http_get("127.0.0.1", port, "/metrics", wrong.empty() ? " " : wrong);
     ASSERT_TRUE(r.is_ok());
     EXPECT_EQ(r->status, 401) << wrong;
