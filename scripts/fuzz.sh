@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of tern's input parsers (job spec, cluster config, checkpoint file,
-# coordinator journal) with libFuzzer (clang, ASan + UBSan).
+# coordinator journal) and of the coordinator's RPC handlers with libFuzzer (clang, ASan +
+# UBSan).
 #   scripts/fuzz.sh [seconds per target, default 60]
-# Builds the common library and the fuzz targets only (no Torch, no gRPC) into build-fuzz/.
+#   TARGETS="coordinator_rpc" scripts/fuzz.sh 600
+# The parser targets build the common library only (no Torch, no gRPC) into build-fuzz/; the
+# RPC target needs the control plane (gRPC, protobuf) and builds into build-fuzz-rpc/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-  -DTERN_BUILD_CONTROL=OFF -DTERN_BUILD_TRAINER=OFF -DTERN_FUZZ=ON \
-  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" >/dev/null
-TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal}
-ninja -C build-fuzz $(for t in $TARGETS; do echo "${t}_fuzz"; done)
+TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal coordinator_rpc}
+FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
+configure() {  # build dir, control plane ON/OFF, compiler flags
+  cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+    -DTERN_BUILD_CONTROL="$2" -DTERN_BUILD_TRAINER=OFF -DTERN_FUZZ=ON \
+    -DCMAKE_CXX_FLAGS="$3" >/dev/null
+}
 for t in $TARGETS; do
-  work=build-fuzz/corpus-$t
+  # The RPC target's coverage must reach into the coordinator's libraries, not only the
+  # harness: they are built with the fuzzer's instrumentation too (fuzzer-no-link).
+  if [ "$t" = coordinator_rpc ]; then
+    dir=build-fuzz-rpc; control=ON; max_len=16384; cflags="$FLAGS -fsanitize=fuzzer-no-link"
+  else
+    dir=build-fuzz; control=OFF; max_len=4096; cflags="$FLAGS"
+  fi
+  [ -f "$dir/build.ninja" ] && grep -qxF -- "CMAKE_CXX_FLAGS:STRING=$cflags" "$dir/CMakeCache.txt" ||
+    configure "$dir" "$control" "$cflags"
+  ninja -C "$dir" "${t}_fuzz"
+  work=$dir/corpus-$t
   mkdir -p "$work"
   echo "fuzzing $t for ${SECS}s"
-  build-fuzz/fuzz/${t}_fuzz -max_total_time="$SECS" -max_len=4096 -timeout=10 "$work" tests/fuzz/corpus/$t 2>&1 |
-    grep -E "^#[0-9]+ *DONE|ERROR|SUMMARY|Done" || true
+  "$dir/fuzz/${t}_fuzz" -max_total_time="$SECS" -max_len="$max_len" -timeout=10 "$work" \
+    "tests/fuzz/corpus/$t" 2>&1 | grep -E "^#[0-9]+ *DONE|ERROR|SUMMARY|Done|invariant" || true
 done

@@ -122,9 +122,12 @@ Result<ClientConnection> resolve_connection(const ClientOptions& options) {
   }
   TERN_ASSIGN_OR_RETURN(c.address, resolve_coordinator(options));
   std::string token = options.token;
-  if (const char* env = std::getenv("TERN_TOKEN"); token.empty() && env) token = env;
-  TERN_ASSIGN_OR_RETURN(c.rpc.security,
-                        make_client_security(c.cluster ? &*c.cluster : nullptr, c.address, token));
+  const bool worker_file =
+      options.worker && c.cluster && !c.cluster->auth.worker_token_file.empty();
+  if (const char* env = std::getenv("TERN_TOKEN"); token.empty() && env && !worker_file)
+    token = env;
+  TERN_ASSIGN_OR_RETURN(c.rpc.security, make_client_security(c.cluster ? &*c.cluster : nullptr,
+                                                             c.address, token, options.worker));
   if (c.cluster) c.rpc.deadline = std::chrono::milliseconds(c.cluster->limits.rpc_deadline_ms);
   c.rpc.diagnose_unavailable = true;
   return c;

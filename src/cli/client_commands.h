@@ -24,6 +24,9 @@ struct ClientOptions {
   std::string cluster_file;  // --cluster FILE: the address, TLS and token file from it
   std::string token;         // --token; empty = $TERN_TOKEN, then the file's auth.token_file
   bool json = false;         // --json: machine-readable output
+  // A worker daemon: the cluster file's auth.worker_token_file, when it names one, wins
+  // over $TERN_TOKEN and auth.token_file (only --token wins over it).
+  bool worker = false;
 };
 
 // --coordinator, else --cluster FILE's listen address, else $TERN_COORDINATOR, else

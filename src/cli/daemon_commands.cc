@@ -151,6 +151,39 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
     so.guard.rate_per_s = cluster->limits.rate_per_s;
     so.guard.rate_burst = static_cast<double>(cluster->limits.rate_burst);
     so.metrics_port = static_cast<int>(cluster->metrics_port);
+    so.metrics_host = cluster->metrics.host;
+    if (!cluster->metrics.token_file.empty()) {
+      auto token = read_secret_file(cluster->metrics.token_file,
+                                    cluster->path + ": coordinator.metrics_token_file");
+      if (!token.is_ok()) {
+        std::cerr << "tern coordinator: " << token.status().message() << std::endl;
+        return 2;
+      }
+      std::string t = *token;
+      t.erase(t.find_last_not_of(" \t\r\n") + 1);
+      t.erase(0, t.find_first_not_of(" \t\r\n"));
+      if (t.size() < 16) {
+        std::cerr << "tern coordinator: " << cluster->path
+                  << ": coordinator.metrics_token_file: the token is " << t.size()
+                  << " characters; use at least 16 (openssl rand -hex 32)" << std::endl;
+        return 2;
+      }
+      so.metrics_token = t;
+    }
+    for (const auto& r : cluster->regions) so.core.regions.push_back(r.name);
+    so.core.worker_rate_per_s = cluster->limits.worker_rate_per_s;
+    so.core.worker_rate_burst = static_cast<double>(cluster->limits.worker_rate_burst);
+    so.core.max_log_bytes_per_job = cluster->limits.max_log_bytes_per_job;
+    so.core.max_log_chunk_bytes = cluster->limits.max_log_chunk_bytes;
+    bool roles = false;
+    for (const auto& t : cluster->auth.tokens) roles = roles || !t.role.empty();
+    if (!cluster->auth.tokens.empty() && !roles) {
+      spdlog::warn(
+          "{}: no auth.tokens entry has a role, so every token may call every RPC "
+          "(submit, cancel and the worker API); give each one role: user, worker or "
+          "admin",
+          cluster->path);
+    }
     std::ifstream in(options.config_file);
     std::stringstream text;
     text << in.rdbuf();

@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
 
   tern::WorkerDaemonOptions worker;
   tern::ClientOptions worker_client;
+  worker_client.worker = true;
   std::string worker_log_level = "info";
   int64_t grace_ms = 5000;
   auto* worker_cmd = app.add_subcommand("worker", "Run a worker daemon (until SIGTERM)");

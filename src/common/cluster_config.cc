@@ -185,6 +185,11 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     co.get("lease_ms", &c.lease_ms, 50, 3600000);
     co.get("max_queued_jobs", &c.max_queued_jobs, 1, 1000000);
     co.get("metrics_port", &c.metrics_port, 0, 65535);
+    co.get("metrics_host", &c.metrics.host);
+    co.get("metrics_token_file", &c.metrics.token_file);
+    resolve_file(co, "metrics_token_file", base, options.check_files, &c.metrics.token_file);
+    co.get("max_log_bytes_per_job", &c.limits.max_log_bytes_per_job, 4096, int64_t{1} << 40);
+    co.get("max_log_chunk_bytes", &c.limits.max_log_chunk_bytes, 4096, int64_t{1} << 30);
     co.get("max_message_bytes", &c.limits.max_message_bytes, 4096, int64_t{1} << 30);
     // A spec is YAML: no more than the YAML reader accepts.
     co.get("max_spec_bytes", &c.limits.max_spec_bytes, 256, static_cast<int64_t>(kMaxYamlBytes));
@@ -193,6 +198,10 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     rl.get("per_s", &c.limits.rate_per_s, 0.001, 1e9);
     rl.get("burst", &c.limits.rate_burst, 1, 1000000000);
     rl.finish();
+    YamlMap wl = co.child("worker_rate_limit");
+    wl.get("per_s", &c.limits.worker_rate_per_s, 0.001, 1e9);
+    wl.get("burst", &c.limits.worker_rate_burst, 1, 1000000000);
+    wl.finish();
     co.finish();
     std::string host;
     int port = 0;
@@ -250,6 +259,9 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
       tok.require("token_file");
       tok.get("user", &at.user);
       tok.get("token_file", &at.token_file);
+      tok.get("role", &at.role);
+      if (!at.role.empty() && at.role != "user" && at.role != "worker" && at.role != "admin")
+        tok.error("role", "must be user, worker or admin, got '" + at.role + "'");
       resolve_file(tok, "token_file", base, options.check_files, &at.token_file);
       tok.finish();
       if (!at.user.empty() && !users.insert(at.user).second)
@@ -258,6 +270,8 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
     }
     a.get("token_file", &c.auth.token_file);
     resolve_file(a, "token_file", base, options.check_files, &c.auth.token_file);
+    a.get("worker_token_file", &c.auth.worker_token_file);
+    resolve_file(a, "worker_token_file", base, options.check_files, &c.auth.worker_token_file);
     a.finish();
   }
   if (m.has("data_dirs")) {

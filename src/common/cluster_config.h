@@ -53,14 +53,19 @@ struct TlsSpec {
 
 // One API user: the coordinator accepts `Authorization: Bearer <token>` where the token is
 // the content of token_file (whitespace trimmed).
+// `role`: "user" (the Coordinator API: submit, cancel, status, logs), "worker" (only the
+// WorkerService: daemons), "admin" (both). Empty in every entry: all tokens are admin (files
+// from before roles); empty in some: that entry is a user.
 struct AuthToken {
   std::string user;
   std::string token_file;  // absolute once loaded
+  std::string role = "";   // "", "user", "worker" or "admin"
 };
 
 struct AuthSpec {
   std::vector<AuthToken> tokens;  // empty = no bearer tokens required
-  std::string token_file;  // the token this machine's CLI and daemons send; empty = none
+  std::string token_file;         // the token this machine's CLI (and daemons, by default) send
+  std::string worker_token_file;  // the token worker daemons send instead; empty = token_file
 };
 
 // What the coordinator refuses, each with a clear status (RESOURCE_EXHAUSTED or
@@ -71,6 +76,16 @@ struct LimitsSpec {
   double rate_per_s = 50;               // Coordinator API calls per second per client
   int64_t rate_burst = 100;             // token bucket size
   int64_t rpc_deadline_ms = 5000;       // clients' per-call deadline
+  double worker_rate_per_s = 50;        // Heartbeat/ReportEvents calls per second per worker
+  int64_t worker_rate_burst = 200;
+  int64_t max_log_bytes_per_job = int64_t{64} << 20;  // trainer log bytes kept per job
+  int64_t max_log_chunk_bytes = int64_t{1} << 20;     // one log chunk from a daemon
+};
+
+// The coordinator's HTTP endpoints (/metrics, /healthz) besides metrics_port.
+struct MetricsSpec {
+  std::string host = "127.0.0.1";  // coordinator.metrics_host: interface to bind (loopback)
+  std::string token_file;          // coordinator.metrics_token_file: Bearer token /metrics requires
 };
 
 struct ClusterConfig {
@@ -82,6 +97,7 @@ struct ClusterConfig {
   int64_t lease_ms = 3000;
   int64_t max_queued_jobs = 1000;
   int64_t metrics_port = 0;       // Prometheus /metrics and /healthz over HTTP; 0 = off
+  MetricsSpec metrics;
   std::string trainer_path;       // tern-trainer binary; default: next to `tern`
   // Directories a job spec may read from (data.path, recovery.resume_from) besides the
   // worker's own job directory. Absolute.

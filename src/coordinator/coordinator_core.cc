@@ -1,10 +1,15 @@
 #include "coordinator/coordinator_core.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -219,6 +224,79 @@ bool valid_name(const std::string& s) {
   return s != "." && s != "..";
 }
 
+// A host name (RFC 1123 labels: letters, digits, '-', not at either end; at most 253
+// characters) or an IPv4 / IPv6 address: what peers can dial. Anything else (spaces, ':',
+// '/', control bytes) would end up in a trainer's --master and --bind.
+bool valid_host(const std::string& h) {
+  if (h.empty() || h.size() > 253) return false;
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, h.c_str(), buf) == 1 || inet_pton(AF_INET6, h.c_str(), buf) == 1)
+    return h.find('\0') == std::string::npos;
+  size_t start = 0;
+  while (start <= h.size()) {
+    size_t end = h.find('.', start);
+    if (end == std::string::npos) end = h.size();
+    const std::string label = h.substr(start, end - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+      return false;
+    for (char c : label) {
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
+    }
+    start = end + 1;
+  }
+  // An all-numeric dotted name that is not a valid IPv4 address ("999.1.1.1") is neither.
+  return h.find_first_not_of("0123456789.") != std::string::npos;
+}
+
+constexpr int kMaxSlots = 4096;
+constexpr size_t kMaxSparePorts = 64;
+constexpr int64_t kMaxLogOffset = int64_t{1} << 50;
+
+Status check_ports(const std::vector<int>& ports) {
+  if (ports.size() > kMaxSparePorts) {
+    return invalid_argument("spare_ports lists " + std::to_string(ports.size()) +
+                            " ports; at most " + std::to_string(kMaxSparePorts));
+  }
+  for (int p : ports) {
+    if (p < 1 || p > 65535)
+      return invalid_argument("spare_ports must be in [1, 65535], got " + std::to_string(p));
+  }
+  return Status::ok();
+}
+
+// A worker's session secret: 64 bits from the kernel's CSPRNG (getrandom(2), else
+// /dev/urandom), never 0 (the daemons' "no session").
+Result<uint64_t> random_session() {
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    uint64_t v = 0;
+    ssize_t n = ::getrandom(&v, sizeof(v), 0);
+    if (n != static_cast<ssize_t>(sizeof(v))) {
+      int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+      n = fd >= 0 ? ::read(fd, &v, sizeof(v)) : -1;
+      if (fd >= 0) ::close(fd);
+    }
+    if (n == static_cast<ssize_t>(sizeof(v)) && v != 0) return v;
+  }
+  return unavailable("cannot read random bytes for a worker session (getrandom, /dev/urandom)");
+}
+
+// Whether every number an event carries is finite (NaN and infinities cannot be journaled as
+// JSON numbers: a replay would refuse them) and its timestamp plausible.
+bool finite_event(const TaskEvent& e) {
+  auto ok = [](double v) { return std::isfinite(v); };
+  if (!ok(e.time) || e.time < 0 || e.time > 1e11) return false;
+  for (double v : {e.epoch, e.loss, e.samples_per_s, e.bytes_sent, e.compute_s, e.wait_s,
+                   e.test_accuracy, e.test_loss}) {
+    if (!ok(v)) return false;
+  }
+  for (const auto* m : {&e.metrics, &e.summary}) {
+    for (const auto& [k, v] : *m) {
+      if (!ok(v)) return false;
+    }
+  }
+  return true;
+}
+
 // The end of a failure reason when recovery is on but used up ("" for recovery.mode none).
 std::string no_regroup_left(const Job& job) {
   if (job.recovery_mode == "none") return "";
@@ -315,7 +393,6 @@ Status CoordinatorCore::replay_record(const std::string& payload) {
     next_job_seq_ = std::max(next_job_seq_, job->seq + 1);
     jobs_[job->id] = std::move(*job);
   } else {
-    next_session_ = std::max(next_session_, worker->session + 1);
     workers_[worker->id] = std::move(*worker);
   }
   return Status::ok();
@@ -538,15 +615,47 @@ Result<LogSlice> CoordinatorCore::get_logs(const std::string& job_id, int rank, 
 // ---------------------------------------------------------------- worker API
 
 Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistration& reg) {
-  if (reg.slots < 1)
-    return invalid_argument("slots must be >= 1, got " + std::to_string(reg.slots));
+  if (reg.slots < 1 || reg.slots > kMaxSlots) {
+    return invalid_argument("slots must be in [1, " + std::to_string(kMaxSlots) + "], got " +
+                            std::to_string(reg.slots));
+  }
   if (!valid_name(reg.region))
     return invalid_argument("region must be a name ([A-Za-z0-9._-]), got '" + reg.region + "'");
-  if (reg.host.empty()) return invalid_argument("host must not be empty");
-  if (!reg.name.empty() && !valid_name(reg.name)) {
-    return invalid_argument("worker name must be [A-Za-z0-9._-]+, got '" + reg.name + "'");
+  if (!options_.regions.empty() && std::find(options_.regions.begin(), options_.regions.end(),
+                                             reg.region) == options_.regions.end()) {
+    std::string known;
+    for (const auto& r : options_.regions) known += (known.empty() ? "" : ", ") + r;
+    return invalid_argument("region '" + reg.region +
+                            "' is not one of the cluster file's regions (" + known + ")");
   }
+  if (!valid_host(reg.host)) {
+    return invalid_argument("host must be a host name or an IP address, got '" +
+                            reg.host.substr(0, 256) + "'");
+  }
+  if (!reg.name.empty() && !valid_name(reg.name)) {
+    return invalid_argument("worker name must be [A-Za-z0-9._-]+, got '" + reg.name.substr(0, 256) +
+                            "'");
+  }
+  TERN_RETURN_IF_ERROR(check_ports(reg.spare_ports));
+  TERN_ASSIGN_OR_RETURN(const uint64_t session, random_session());
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = workers_.find(reg.name); !reg.name.empty() && it != workers_.end()) {
+    const Worker& old = it->second;
+    // The session is the worker's secret: only the daemon that holds it (or one that kept it
+    // across a restart) may replace a live registration. A LOST worker's name is free.
+    if (old.state == WorkerState::kReady && reg.session != old.session) {
+      ++worker_stats_.registrations_refused;
+      spdlog::warn(
+          "refused to re-register worker {} from host {}: it is alive and the caller "
+          "does not hold its session",
+          reg.name, reg.host.substr(0, 256));
+      return already_exists(
+          "worker '" + reg.name + "' is registered and alive (host " + old.host +
+          "); re-registering it needs its current session, which its daemon keeps in its work "
+          "directory. Pick another --name, stop the other daemon, or wait until its lease (" +
+          std::to_string(options_.lease_ms) + " ms) expires");
+    }
+  }
   std::string id = reg.name;
   if (id.empty()) {
     for (size_t n = workers_.size() + 1;; ++n) {
@@ -577,7 +686,7 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   w.region = reg.region;
   w.slots = reg.slots;
   w.state = WorkerState::kReady;
-  w.session = next_session_++;
+  w.session = session;
   w.registered_at = clock_->unix_seconds();
   w.last_heartbeat = w.registered_at;
   w.lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
@@ -585,8 +694,7 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   w.reported_running.clear();
   w.heard = true;
   TERN_RETURN_IF_ERROR(journal_worker(w));
-  spdlog::info("worker {} registered: host {}, region {}, {} slots (session {})", id, w.host,
-               w.region, w.slots, w.session);
+  spdlog::info("worker {} registered: host {}, region {}, {} slots", id, w.host, w.region, w.slots);
   for (const auto& [job_id, lost] : regroups)
     TERN_RETURN_IF_ERROR(regroup_locked(&jobs_.at(job_id), lost, false));
   RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
@@ -620,12 +728,42 @@ Status CoordinatorCore::check_session(const std::string& worker_id, uint64_t ses
     return failed_precondition("worker '" + worker_id + "' lost its lease: register again");
   }
   *worker = &it->second;
+  return take_worker_call_locked(*worker);
+}
+
+Status CoordinatorCore::take_worker_call_locked(Worker* w) {
+  const double rate =
+      std::max(options_.worker_rate_per_s,
+               2000.0 / static_cast<double>(std::max<int64_t>(1, options_.heartbeat_ms)) + 10);
+  const double burst = std::max(options_.worker_rate_burst, rate);
+  const int64_t now = clock_->monotonic_ms();
+  if (w->call_tokens < 0) {
+    w->call_tokens = burst;
+  } else if (now > w->call_tokens_ms) {
+    w->call_tokens = std::min(
+        burst, w->call_tokens + static_cast<double>(now - w->call_tokens_ms) * rate / 1000);
+  }
+  w->call_tokens_ms = std::max(w->call_tokens_ms, now);
+  if (w->call_tokens < 1) {
+    ++worker_stats_.calls_throttled;
+    return resource_exhausted("worker '" + w->id + "' made more than " +
+                              std::to_string(static_cast<int64_t>(rate)) + " calls/s (burst " +
+                              std::to_string(static_cast<int64_t>(burst)) +
+                              "; coordinator.worker_rate_limit): slow down and retry");
+  }
+  w->call_tokens -= 1;
   return Status::ok();
+}
+
+WorkerPlaneStats CoordinatorCore::worker_plane_stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return worker_stats_;
 }
 
 Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id, uint64_t session,
                                                    const std::vector<TaskKey>& running,
                                                    const std::vector<int>& spare_ports) {
+  TERN_RETURN_IF_ERROR(check_ports(spare_ports));
   std::lock_guard<std::mutex> lock(mu_);
   Worker* w = nullptr;
   TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
@@ -726,8 +864,15 @@ Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_
   std::set<std::string> to_journal;
   for (const TaskEvent& e : events) {
     bool journal = false;
-    Status s = apply_event_locked(*w, e, &journal);
-    if (s.is_ok()) ++applied;
+    Status s = finite_event(e) ? apply_event_locked(*w, e, &journal)
+                               : invalid_argument("a non-finite number or a bad timestamp");
+    if (s.is_ok()) {
+      ++applied;
+    } else {
+      ++worker_stats_.events_dropped;
+      spdlog::debug("worker {}: dropped an event of {}/rank {} gen {}: {}", worker_id,
+                    e.task.job_id.substr(0, 64), e.task.rank, e.task.generation, s.message());
+    }
     if (journal) to_journal.insert(e.task.job_id);
   }
   for (const std::string& id : to_journal) TERN_RETURN_IF_ERROR(journal_job(jobs_.at(id)));
@@ -740,23 +885,7 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
   if (it == jobs_.end()) return not_found("unknown job");
   Job& job = it->second;
   if (e.task.rank < 0 || e.task.rank >= job.world) return invalid_argument("rank out of range");
-  if (e.kind == TaskEvent::Kind::kLog) {
-    // Log bytes are kept whatever the generation: the file is per job and rank. A rank that a
-    // regroup moved to another worker continues the file from where the last one left it.
-    std::string path = log_path(job.id, e.task.rank);
-    std::error_code ec;
-    fs::create_directories(fs::path(path).parent_path(), ec);
-    int64_t size = file_size(path);
-    const RankInfo* r =
-        e.task.rank < static_cast<int>(job.ranks.size()) ? &job.ranks[e.task.rank] : nullptr;
-    const int64_t offset = e.log_offset + (r && r->worker_id == worker.id ? r->log_base : 0);
-    int64_t end = offset + static_cast<int64_t>(e.log_data.size());
-    if (end <= size) return Status::ok();  // a retried batch: already have it
-    std::string data =
-        offset < size ? e.log_data.substr(static_cast<size_t>(size - offset)) : e.log_data;
-    std::ofstream(path, std::ios::binary | std::ios::app) << data;
-    return Status::ok();
-  }
+  if (e.kind == TaskEvent::Kind::kLog) return append_log_locked(job, worker, e);
   if (e.task.rank >= static_cast<int>(job.ranks.size())) return aborted("stale generation");
   RankInfo& r = job.ranks[e.task.rank];
   // The rank's trainer speaks at the job's generation, or at an older one while it survives a
@@ -861,6 +990,62 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       break;
   }
   touch(&job);
+  return Status::ok();
+}
+
+Status CoordinatorCore::append_log_locked(Job& job, const Worker& worker, const TaskEvent& e) {
+  // Log bytes are kept whatever the generation (the file is per job and rank), but only from
+  // the worker the rank is assigned to. A rank that a regroup moved to another worker
+  // continues the file from where the last one left it.
+  const RankInfo* r =
+      e.task.rank < static_cast<int>(job.ranks.size()) ? &job.ranks[e.task.rank] : nullptr;
+  if (!r || r->worker_id != worker.id)
+    return permission_denied("log of a rank not assigned to this worker");
+  if (e.task.generation > job.generation) return aborted("stale generation");
+  if (e.log_offset < 0 || e.log_offset > kMaxLogOffset)
+    return invalid_argument("log offset out of range");
+  if (e.log_data.empty()) return Status::ok();
+  const std::string path = log_path(job.id, e.task.rank);
+  const int64_t size = file_size(path);
+  const int64_t offset = e.log_offset + r->log_base;
+  const int64_t end = offset + static_cast<int64_t>(e.log_data.size());
+  if (end <= size) return Status::ok();  // a retried batch: already have it
+  std::string data =
+      offset < size ? e.log_data.substr(static_cast<size_t>(size - offset)) : e.log_data;
+  const int64_t chunk_cap = std::max<int64_t>(256, options_.max_log_chunk_bytes);
+  std::string marker;
+  if (static_cast<int64_t>(data.size()) > chunk_cap) {
+    marker = "\n[tern: " + std::to_string(static_cast<int64_t>(data.size()) - chunk_cap + 100) +
+             " bytes of one log chunk dropped (coordinator.max_log_chunk_bytes)]\n";
+    worker_stats_.log_bytes_dropped += data.size() - static_cast<size_t>(chunk_cap - 100);
+    data.resize(static_cast<size_t>(chunk_cap - 100));  // marker included, under the cap
+  }
+  auto used = log_bytes_.find(job.id);
+  if (used == log_bytes_.end()) {
+    int64_t total = 0;
+    for (int k = 0; k < job.world; ++k) total += file_size(log_path(job.id, k));
+    used = log_bytes_.emplace(job.id, total).first;
+  }
+  const int64_t quota = options_.max_log_bytes_per_job;
+  const int64_t room = std::max<int64_t>(0, quota - used->second);
+  if (static_cast<int64_t>(data.size()) > room) {
+    worker_stats_.log_bytes_dropped += data.size() - static_cast<size_t>(room);
+    data.resize(static_cast<size_t>(room));
+    marker.clear();
+    if (log_capped_.insert({job.id, e.task.rank}).second) {
+      marker = "\n[tern: log truncated: job " + job.id + " reached its log quota of " +
+               std::to_string(quota) +
+               " bytes (coordinator.max_log_bytes_per_job); later output is dropped]\n";
+      spdlog::warn("job {} rank {}: log quota of {} bytes reached; dropping later output", job.id,
+                   e.task.rank, quota);
+    }
+  }
+  if (data.empty() && marker.empty()) return Status::ok();
+  std::error_code ec;
+  fs::create_directories(fs::path(path).parent_path(), ec);
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  out << data << marker;
+  used->second += static_cast<int64_t>(data.size() + marker.size());
   return Status::ok();
 }
 

@@ -61,6 +61,27 @@ struct CoordinatorOptions {
   // Where a spec's paths may point on the workers (job_dir unknown here; the daemons check
   // again with theirs). No roots: paths are not checked.
   PathPolicy paths;
+  // The cluster's region names: a worker registering with another one is refused. Empty:
+  // any region name is accepted (no cluster file).
+  std::vector<std::string> regions;
+  // Per-worker token bucket over Heartbeat and ReportEvents (after the session check, so a
+  // caller without the session cannot drain a worker's bucket). The rate is raised to at
+  // least twice the heartbeat rate plus 10/s so a daemon's own beats always fit.
+  double worker_rate_per_s = 50;
+  double worker_rate_burst = 200;
+  // Trainer log bytes the coordinator keeps per job (all ranks together). Beyond it the rank's
+  // log gets one marker line and later bytes are dropped; the job goes on.
+  int64_t max_log_bytes_per_job = int64_t{64} << 20;
+  // One log chunk (one event) keeps at most this many bytes; the rest is replaced by a marker.
+  int64_t max_log_chunk_bytes = int64_t{1} << 20;
+};
+
+// What the worker plane refused or dropped (rendered on /metrics).
+struct WorkerPlaneStats {
+  uint64_t events_dropped = 0;         // events not applied: stale, unknown task, not this worker's
+  uint64_t calls_throttled = 0;        // Heartbeat/ReportEvents over a worker's rate
+  uint64_t log_bytes_dropped = 0;      // beyond a job's log quota or a chunk's cap
+  uint64_t registrations_refused = 0;  // a live worker's name without its session
 };
 
 struct WorkerRegistration {
@@ -69,11 +90,14 @@ struct WorkerRegistration {
   std::string region;
   int slots = 1;
   std::vector<int> spare_ports;
+  // The session secret of this worker's previous registration (0: none). Re-registering the
+  // name of a READY worker needs it; a LOST worker's name may be taken over without.
+  uint64_t session = 0;
 };
 
 struct RegistrationResult {
   std::string worker_id;
-  uint64_t session = 0;
+  uint64_t session = 0;  // 64 bits from the kernel's CSPRNG, never 0: the worker's secret
   int64_t heartbeat_ms = 0;
   int64_t lease_ms = 0;
 };
@@ -125,11 +149,20 @@ class CoordinatorCore {
                             int64_t max_bytes) const;
 
   // --- worker API ---
+  // Registers a daemon under `registration.name` (empty: a fresh "w-N"). Refuses a region
+  // that is not one of options.regions (when given), a host that is not a host name or IP
+  // address, slots outside [1, 4096], spare ports outside [1, 65535], and the name of a READY
+  // worker unless `registration.session` is its current session (ALREADY_EXISTS): a daemon
+  // that restarts keeps its session in its work directory; one that lost it waits for the
+  // old lease to expire, after which the name is free.
   Result<RegistrationResult> register_worker(const WorkerRegistration& registration);
   Result<HeartbeatResult> heartbeat(const std::string& worker_id, uint64_t session,
                                     const std::vector<TaskKey>& running,
                                     const std::vector<int>& spare_ports);
-  // Applies events in order; returns how many were applied (stale ones are dropped).
+  // Applies events in order; returns how many were applied. An event is applied only for a
+  // task assigned to this worker at a current generation (log chunks: any generation of a
+  // rank assigned here); anything else is dropped and counted (WorkerPlaneStats). Both this
+  // and heartbeat() answer RESOURCE_EXHAUSTED beyond the worker's rate.
   Result<int> report_events(const std::string& worker_id, uint64_t session,
                             const std::vector<TaskEvent>& events);
 
@@ -139,6 +172,7 @@ class CoordinatorCore {
   // Tasks assigned to a worker that are not finished (used slots).
   std::vector<TaskKey> assigned_tasks(const std::string& worker_id) const;
   const JournalReplayStats& replay_stats() const { return replay_stats_; }
+  WorkerPlaneStats worker_plane_stats() const;
 
  private:
   CoordinatorCore(const CoordinatorOptions& options, Clock* clock);
@@ -149,6 +183,10 @@ class CoordinatorCore {
   Status maybe_compact();
   void set_spare_ports(Worker* worker, const std::vector<int>& ports);
   Status check_session(const std::string& worker_id, uint64_t session, Worker** worker);
+  // Takes one call from the worker's token bucket; RESOURCE_EXHAUSTED when it is empty.
+  Status take_worker_call_locked(Worker* worker);
+  // Appends a log chunk of rank `rank` to the coordinator's copy, within the job's quota.
+  Status append_log_locked(Job& job, const Worker& worker, const TaskEvent& event);
   void touch(Job* job);
   void schedule_locked();
   void expire_leases_locked();
@@ -188,7 +226,11 @@ class CoordinatorCore {
   std::map<std::string, Worker> workers_;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
   int64_t next_job_seq_ = 1;
-  uint64_t next_session_ = 1;
+  WorkerPlaneStats worker_stats_;
+  // Log bytes kept per job (all ranks; from the files on first use) and the ranks whose log
+  // already carries the quota marker. Not journaled.
+  std::map<std::string, int64_t> log_bytes_;
+  std::set<std::pair<std::string, int>> log_capped_;
 };
 
 }  // namespace tern

@@ -39,10 +39,13 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(
       return self->stop_.load() ? HttpReply{503, "text/plain", "stopping\n"}
                                 : HttpReply{200, "text/plain", "ok\n"};
     };
-    const std::string host = options.listen.substr(0, options.listen.rfind(':'));
-    TERN_ASSIGN_OR_RETURN(s->http_, HttpServer::start(host.empty() ? "127.0.0.1" : host,
-                                                      options.metrics_port, std::move(handlers)));
-    spdlog::info("metrics on http://{}:{}/metrics (and /healthz)", host, options.metrics_port);
+    HttpServerOptions http = options.http;
+    http.host = options.metrics_host.empty() ? "127.0.0.1" : options.metrics_host;
+    http.port = options.metrics_port;
+    if (!options.metrics_token.empty()) http.tokens["/metrics"] = options.metrics_token;
+    TERN_ASSIGN_OR_RETURN(s->http_, HttpServer::start(http, std::move(handlers)));
+    spdlog::info("metrics on http://{}:{}/metrics{} (and /healthz)", http.host,
+                 options.metrics_port, options.metrics_token.empty() ? "" : " (bearer token)");
   }
   CoordinatorServer* self = s.get();
   s->ticker_ = std::thread([self] {

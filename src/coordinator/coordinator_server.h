@@ -28,7 +28,10 @@ struct CoordinatorServerOptions {
   ServerSecurity security;              // TLS and tokens; default: plain text, no tokens
   int64_t max_message_bytes = 4 << 20;  // any gRPC message
   CallGuardOptions guard;               // per-client rate limit of the Coordinator API
-  int metrics_port = 0;                 // HTTP /metrics and /healthz on the listen host; 0 = off
+  int metrics_port = 0;                 // HTTP /metrics and /healthz; 0 = off
+  std::string metrics_host = "127.0.0.1";  // the interface they bind (loopback by default)
+  std::string metrics_token;               // non-empty: /metrics needs "Authorization: Bearer" it
+  HttpServerOptions http;                  // threads and timeouts of the HTTP server
 };
 
 class CoordinatorServer {

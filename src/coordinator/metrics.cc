@@ -51,6 +51,21 @@ std::string render_coordinator_metrics(const CoordinatorCore& core, const RpcMet
   for (const Worker& x : workers) slots += x.state == WorkerState::kReady ? x.slots : 0;
   w.family("tern_worker_slots", "gauge", "Rank slots on READY workers.");
   w.sample("tern_worker_slots", {}, static_cast<double>(slots));
+  const WorkerPlaneStats plane = core.worker_plane_stats();
+  w.family("tern_worker_events_dropped_total", "counter",
+           "Worker events not applied: stale, unknown task, or a task not assigned to the "
+           "reporting worker.");
+  w.sample("tern_worker_events_dropped_total", {}, static_cast<double>(plane.events_dropped));
+  w.family("tern_worker_calls_throttled_total", "counter",
+           "Heartbeat/ReportEvents calls refused by a worker's rate limit.");
+  w.sample("tern_worker_calls_throttled_total", {}, static_cast<double>(plane.calls_throttled));
+  w.family("tern_log_bytes_dropped_total", "counter",
+           "Trainer log bytes dropped by the per-job quota or the per-chunk cap.");
+  w.sample("tern_log_bytes_dropped_total", {}, static_cast<double>(plane.log_bytes_dropped));
+  w.family("tern_worker_registrations_refused_total", "counter",
+           "Registrations of a live worker's name without its session.");
+  w.sample("tern_worker_registrations_refused_total", {},
+           static_cast<double>(plane.registrations_refused));
 
   // Per-job series for running jobs only: finished ones would pile up label sets forever.
   std::vector<const Job*> running;

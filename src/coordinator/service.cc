@@ -11,6 +11,8 @@ namespace tern {
 namespace {
 
 void set_time(double unix_s, google::protobuf::Timestamp* ts) {
+  // Beyond what a Timestamp holds (years 1-9999), or not a number: left unset.
+  if (!(unix_s >= 0 && unix_s < 253402300800.0)) return;
   double sec = std::floor(unix_s);
   ts->set_seconds(static_cast<int64_t>(sec));
   ts->set_nanos(static_cast<int32_t>((unix_s - sec) * 1e9));
@@ -42,10 +44,24 @@ void to_proto(const TaskKey& k, v1::TaskRef* out) {
 
 TaskKey from_proto(const v1::TaskRef& t) { return TaskKey{t.job_id(), t.rank(), t.generation()}; }
 
-// Runs a handler body through the guard (rate limit, latency metrics) when there is one.
+// Who may call what (security.h): the Coordinator API is for users, the WorkerService for
+// worker daemons; admin tokens may call both.
+constexpr unsigned kUserApi = static_cast<unsigned>(Role::kUser);
+constexpr unsigned kWorkerApi = static_cast<unsigned>(Role::kWorker);
+
+// Runs a handler body through the guard (roles, rate limit, latency metrics) when there is
+// one. Nothing a handler throws escapes to gRPC (it would end the process): INTERNAL.
 grpc::Status guarded(CallGuard* guard, grpc::ServerContext* context, const char* method,
-                     bool limited, bool timed, const std::function<grpc::Status()>& body) {
-  return guard ? guard->run(context, method, body, limited, timed) : body();
+                     bool limited, bool timed, unsigned roles,
+                     const std::function<grpc::Status()>& body) {
+  auto safe = [&]() -> grpc::Status {
+    try {
+      return body();
+    } catch (const std::exception& e) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, std::string(method) + ": " + e.what());
+    }
+  };
+  return guard ? guard->run(context, method, safe, limited, timed, roles) : safe();
 }
 
 }  // namespace
@@ -212,7 +228,7 @@ TaskEvent from_proto(const v1::TaskEvent& e) {
 
 grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* req,
                                            v1::SubmitJobReply* reply) {
-  return guarded(guard_, context, "SubmitJob", true, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "SubmitJob", true, true, kUserApi, [&]() -> grpc::Status {
     std::vector<std::string> overrides(req->overrides().begin(), req->overrides().end());
     auto job = core_->submit_job(req->spec_yaml(), overrides, req->source_name());
     if (!job.is_ok()) return to_grpc_status(job.status());
@@ -224,7 +240,7 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* context, const v
 
 grpc::Status CoordinatorService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* req,
                                         v1::GetJobReply* reply) {
-  return guarded(guard_, context, "GetJob", true, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "GetJob", true, true, kUserApi, [&]() -> grpc::Status {
     auto job = core_->get_job(req->job_id());
     if (!job.is_ok()) return to_grpc_status(job.status());
     to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
@@ -235,7 +251,7 @@ grpc::Status CoordinatorService::GetJob(grpc::ServerContext* context, const v1::
 
 grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* req,
                                           v1::ListJobsReply* reply) {
-  return guarded(guard_, context, "ListJobs", true, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "ListJobs", true, true, kUserApi, [&]() -> grpc::Status {
     std::vector<Job> jobs = core_->list_jobs();
     std::vector<const Job*> selected;
     for (const Job& j : jobs) {
@@ -256,7 +272,7 @@ grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* context, const v1
 
 grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* req,
                                            v1::CancelJobReply* reply) {
-  return guarded(guard_, context, "CancelJob", true, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "CancelJob", true, true, kUserApi, [&]() -> grpc::Status {
     auto job = core_->cancel_job(req->job_id(), req->reason());
     if (!job.is_ok()) return to_grpc_status(job.status());
     to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
@@ -267,7 +283,7 @@ grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* context, const v
 grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
                                           const v1::WatchJobRequest* req,
                                           grpc::ServerWriter<v1::WatchJobReply>* writer) {
-  return guarded(guard_, context, "WatchJob", true, false, [&]() -> grpc::Status {
+  return guarded(guard_, context, "WatchJob", true, false, kUserApi, [&]() -> grpc::Status {
     const auto interval =
         std::chrono::milliseconds(req->min_interval_ms() > 0 ? req->min_interval_ms() : 250);
     uint64_t seen = 0;
@@ -292,7 +308,7 @@ grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
 
 grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest*,
                                              v1::ListWorkersReply* reply) {
-  return guarded(guard_, context, "ListWorkers", true, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "ListWorkers", true, true, kUserApi, [&]() -> grpc::Status {
     for (const Worker& w : core_->list_workers())
       to_proto(w, core_->assigned_tasks(w.id), reply->add_workers());
     return grpc::Status::OK;
@@ -301,7 +317,7 @@ grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context, const
 
 grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* context, const v1::GetLogsRequest* req,
                                          v1::GetLogsReply* reply) {
-  return guarded(guard_, context, "GetLogs", true, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "GetLogs", true, true, kUserApi, [&]() -> grpc::Status {
     auto slice = core_->get_logs(req->job_id(), req->rank(), req->offset(), req->max_bytes());
     if (!slice.is_ok()) return to_grpc_status(slice.status());
     reply->set_data(std::move(slice->data));
@@ -316,13 +332,14 @@ grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* context, const v1:
 grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
                                                const v1::RegisterWorkerRequest* req,
                                                v1::RegisterWorkerReply* reply) {
-  return guarded(guard_, context, "RegisterWorker", false, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "RegisterWorker", true, true, kWorkerApi, [&]() -> grpc::Status {
     WorkerRegistration reg;
     reg.name = req->name();
     reg.host = req->host();
     reg.region = req->region();
     reg.slots = req->slots();
     reg.spare_ports.assign(req->spare_ports().begin(), req->spare_ports().end());
+    reg.session = req->session();
     auto r = core_->register_worker(reg);
     if (!r.is_ok()) return to_grpc_status(r.status());
     reply->set_worker_id(r->worker_id);
@@ -335,7 +352,7 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatReply* reply) {
-  return guarded(guard_, context, "Heartbeat", false, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "Heartbeat", false, true, kWorkerApi, [&]() -> grpc::Status {
     std::vector<TaskKey> running;
     for (const auto& t : req->running()) running.push_back(from_proto(t));
     std::vector<int> ports(req->spare_ports().begin(), req->spare_ports().end());
@@ -352,7 +369,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1
 grpc::Status WorkerServiceImpl::ReportEvents(grpc::ServerContext* context,
                                              const v1::ReportEventsRequest* req,
                                              v1::ReportEventsReply* reply) {
-  return guarded(guard_, context, "ReportEvents", false, true, [&]() -> grpc::Status {
+  return guarded(guard_, context, "ReportEvents", false, true, kWorkerApi, [&]() -> grpc::Status {
     std::vector<TaskEvent> events;
     events.reserve(static_cast<size_t>(req->events_size()));
     for (const auto& e : req->events()) events.push_back(from_proto(e));

@@ -49,8 +49,9 @@ class CoordinatorService final : public v1::Coordinator::Service {
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  // `guard` (may be null) times calls; worker calls are not rate-limited (a daemon's rate is
-  // bounded by its heartbeat interval, and thousands may share one address).
+  // `guard` (may be null) checks roles and times calls; RegisterWorker is rate-limited per
+  // client by it, Heartbeat and ReportEvents per worker by the core (after the session check,
+  // so nobody else can use up a worker's budget).
   explicit WorkerServiceImpl(CoordinatorCore* core, CallGuard* guard = nullptr)
       : core_(core), guard_(guard) {}
 

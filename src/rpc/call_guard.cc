@@ -57,13 +57,42 @@ std::string CallGuard::client_of(grpc::ServerContext* context) const {
   return "peer:" + peer_host(context->peer());
 }
 
+grpc::Status CallGuard::authorize(grpc::ServerContext* context, const char* method,
+                                  unsigned roles) const {
+  if (!auth_ || !auth_->enabled() || roles == kAnyRole) return grpc::Status::OK;
+  const auto& md = context->client_metadata();
+  auto it = md.find("authorization");
+  const ApiToken* token =
+      it == md.end() ? nullptr : auth_->find(std::string(it->second.data(), it->second.size()));
+  if (!token) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        std::string(method) + " refused: no valid bearer token");
+  }
+  if (token->role == Role::kAdmin || (roles & static_cast<unsigned>(token->role)) != 0)
+    return grpc::Status::OK;
+  const bool worker_rpc = (roles & static_cast<unsigned>(Role::kWorker)) != 0;
+  return grpc::Status(
+      grpc::StatusCode::PERMISSION_DENIED,
+      fmt::format("{} refused: user '{}' has role {}; {} (auth.tokens[].role in the cluster file)",
+                  method, token->user, role_name(token->role),
+                  worker_rpc ? "worker RPCs need a token with role worker or admin, as worker "
+                               "daemons send (auth.worker_token_file)"
+                             : "submitting, cancelling and reading jobs needs role user or admin"));
+}
+
 grpc::Status CallGuard::run(grpc::ServerContext* context, const char* method,
-                            const std::function<grpc::Status()>& body, bool limited, bool timed) {
+                            const std::function<grpc::Status()>& body, bool limited, bool timed,
+                            unsigned roles) {
   const auto start = std::chrono::steady_clock::now();
-  grpc::Status status;
-  if (limited &&
-      !limiter_.allow(client_of(context),
-                      std::chrono::duration<double>(start - epoch_).count())) {
+  grpc::Status status = authorize(context, method, roles);
+  if (!status.ok()) {
+    spdlog::warn("{} from {} refused: {}", method, client_of(context), status.error_message());
+  } else if (limited &&
+             // Worker registrations have their own bucket: a user's burst of CLI calls must
+             // not keep a daemon sharing its token (clusters without roles) from registering.
+             !limiter_.allow(client_of(context) +
+                                 (roles == static_cast<unsigned>(Role::kWorker) ? "#worker" : ""),
+                             std::chrono::duration<double>(start - epoch_).count())) {
     status = grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         fmt::format("{} refused: this client made more than {:g} calls/s (burst {:g}; "

@@ -57,16 +57,19 @@ class CallGuard {
   CallGuard(const CallGuardOptions& options, std::shared_ptr<const TokenAuthenticator> auth,
             RpcMetrics* metrics);
 
-  // Runs `body` unless the client is over its rate (when `limited`); records the latency
-  // and status code under `method` (when `timed`: streams are not).
+  // Runs `body` unless the caller's token has none of the `roles` (admin has all; checked
+  // only when tokens are configured: PERMISSION_DENIED) or the client is over its rate (when
+  // `limited`); records the latency and status code under `method` (when `timed`: streams
+  // are not).
   grpc::Status run(grpc::ServerContext* context, const char* method,
                    const std::function<grpc::Status()>& body, bool limited = true,
-                   bool timed = true);
+                   bool timed = true, unsigned roles = kAnyRole);
 
   // The client a call is accounted to: "user:<name>" or "peer:<host>".
   std::string client_of(grpc::ServerContext* context) const;
 
  private:
+  grpc::Status authorize(grpc::ServerContext* context, const char* method, unsigned roles) const;
   std::shared_ptr<const TokenAuthenticator> auth_;
   RpcMetrics* metrics_;
   RateLimiter limiter_;

@@ -40,19 +40,43 @@ bool constant_time_equals(const std::string& a, const std::string& b) {
   return diff == 0 && a.size() == b.size();
 }
 
-std::optional<std::string> TokenAuthenticator::user_for(const std::string& authorization) const {
-  static const std::string kBearer = "Bearer ";
-  if (authorization.compare(0, kBearer.size(), kBearer) != 0) return std::nullopt;
-  const std::string presented = authorization.substr(kBearer.size());
-  std::optional<std::string> user;
-  for (const auto& [u, token] : tokens_) {
-    if (constant_time_equals(presented, token) && !user) user = u;
+const char* role_name(Role role) {
+  switch (role) {
+    case Role::kUser:
+      return "user";
+    case Role::kWorker:
+      return "worker";
+    case Role::kAdmin:
+      return "admin";
   }
-  return user;
+  return "?";
 }
 
-Result<std::vector<std::pair<std::string, std::string>>> load_tokens(const ClusterConfig& config) {
-  std::vector<std::pair<std::string, std::string>> out;
+TokenAuthenticator::TokenAuthenticator(
+    std::vector<std::pair<std::string, std::string>> user_tokens) {
+  for (auto& [user, token] : user_tokens) tokens_.push_back({user, token, Role::kAdmin});
+}
+
+const ApiToken* TokenAuthenticator::find(const std::string& authorization) const {
+  static const std::string kBearer = "Bearer ";
+  if (authorization.compare(0, kBearer.size(), kBearer) != 0) return nullptr;
+  const std::string presented = authorization.substr(kBearer.size());
+  const ApiToken* found = nullptr;
+  for (const ApiToken& t : tokens_) {
+    if (constant_time_equals(presented, t.token) && !found) found = &t;
+  }
+  return found;
+}
+
+std::optional<std::string> TokenAuthenticator::user_for(const std::string& authorization) const {
+  const ApiToken* t = find(authorization);
+  return t ? std::optional<std::string>(t->user) : std::nullopt;
+}
+
+Result<std::vector<ApiToken>> load_tokens(const ClusterConfig& config) {
+  std::vector<ApiToken> out;
+  bool any_role = false;
+  for (const AuthToken& t : config.auth.tokens) any_role = any_role || !t.role.empty();
   for (size_t i = 0; i < config.auth.tokens.size(); ++i) {
     const AuthToken& t = config.auth.tokens[i];
     const std::string field = config.path + ": auth.tokens[" + std::to_string(i) + "].token_file";
@@ -64,7 +88,11 @@ Result<std::vector<std::pair<std::string, std::string>>> load_tokens(const Clust
                               std::to_string(kMinTokenLength) +
                               " (scripts/make-certs.sh writes 64 hex characters)");
     }
-    out.emplace_back(t.user, token);
+    Role role = Role::kAdmin;  // no roles in the file: the old all-powerful tokens
+    if (t.role == "user") role = Role::kUser;
+    if (t.role == "worker") role = Role::kWorker;
+    if (any_role && t.role.empty()) role = Role::kUser;  // roles in use: least privilege
+    out.push_back({t.user, token, role});
   }
   return out;
 }
@@ -86,7 +114,8 @@ grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata, grp
 
 Result<std::shared_ptr<const ClientSecurity>> make_client_security(const ClusterConfig* config,
                                                                    const std::string& address,
-                                                                   const std::string& token) {
+                                                                   const std::string& token,
+                                                                   bool worker) {
   auto s = std::make_shared<ClientSecurity>();
   s->token = trim(token);
   if (config) {
@@ -106,10 +135,14 @@ Result<std::shared_ptr<const ClientSecurity>> make_client_security(const Cluster
       TERN_ASSIGN_OR_RETURN(s->key_pem,
                             read_secret_file(config->tls.client_key, where + "client_key"));
     }
-    if (s->token.empty() && !config->auth.token_file.empty()) {
-      TERN_ASSIGN_OR_RETURN(std::string raw,
-                            read_secret_file(config->auth.token_file,
-                                             config->path + ": auth.token_file"));
+    const bool worker_file = worker && !config->auth.worker_token_file.empty();
+    const std::string& file =
+        worker_file ? config->auth.worker_token_file : config->auth.token_file;
+    if (s->token.empty() && !file.empty()) {
+      TERN_ASSIGN_OR_RETURN(
+          std::string raw,
+          read_secret_file(file, config->path + (worker_file ? ": auth.worker_token_file"
+                                                             : ": auth.token_file")));
       s->token = trim(raw);
     }
   }
@@ -145,7 +178,7 @@ Result<ServerSecurity> make_server_security(const ClusterConfig& config) {
     TERN_ASSIGN_OR_RETURN(s.key_pem, read_secret_file(config.tls.key, where + "key"));
   }
   TERN_ASSIGN_OR_RETURN(auto tokens, load_tokens(config));
-  s.auth = std::make_shared<TokenAuthenticator>(std::move(tokens));
+  s.auth = std::make_shared<TokenAuthenticator>(TokenAuthenticator::with_roles(std::move(tokens)));
   return s;
 }
 

@@ -5,6 +5,10 @@
 //   - bearer tokens: every call carries `authorization: Bearer <token>`; the coordinator's
 //     TokenAuthProcessor refuses calls without a known token (UNAUTHENTICATED) before any
 //     handler runs. Tokens are compared in constant time.
+//   - roles: each token has one (auth.tokens[].role). `user` may call the Coordinator API
+//     (submit, cancel, status, logs), `worker` only the WorkerService (daemons), `admin`
+//     both. CallGuard enforces them per method (PERMISSION_DENIED). A cluster file that gives
+//     no token a role keeps the old behaviour: every token is admin (the coordinator warns).
 //   - plain text only on loopback: a non-TLS server must listen on a loopback address and a
 //     non-TLS client only dials one.
 // Everything here is immutable after construction and thread-safe.
@@ -37,11 +41,13 @@ struct ClientSecurity {
 };
 
 // Builds a client's security from a cluster file's settings (null config: plain text, no
-// files). `token` (from --token or $TERN_TOKEN) wins over the file's auth.token_file.
+// files). `token` (from --token or $TERN_TOKEN) wins over the file's auth.token_file (for a
+// worker daemon, `worker`: auth.worker_token_file when the file names one).
 // Refuses plain text to a non-loopback `address`.
 Result<std::shared_ptr<const ClientSecurity>> make_client_security(const ClusterConfig* config,
                                                                    const std::string& address,
-                                                                   const std::string& token);
+                                                                   const std::string& token,
+                                                                   bool worker = false);
 
 std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const ClientSecurity& security);
 
@@ -49,23 +55,41 @@ std::shared_ptr<grpc::ChannelCredentials> channel_credentials(const ClientSecuri
 // differ (a timing side channel would let a caller guess a token byte by byte).
 bool constant_time_equals(const std::string& a, const std::string& b);
 
-// The table of API users and their tokens.
+// What a token may call. Bit flags so a method can allow several.
+enum class Role : unsigned { kUser = 1, kWorker = 2, kAdmin = 4 };
+constexpr unsigned kAnyRole = 7;
+const char* role_name(Role role);  // "user", "worker", "admin"
+
+struct ApiToken {
+  std::string user;
+  std::string token;
+  Role role = Role::kAdmin;
+};
+
+// The table of API users, their tokens and roles.
 class TokenAuthenticator {
  public:
   TokenAuthenticator() = default;
-  explicit TokenAuthenticator(std::vector<std::pair<std::string, std::string>> user_tokens)
-      : tokens_(std::move(user_tokens)) {}
+  // Every token has role admin (no roles configured).
+  explicit TokenAuthenticator(std::vector<std::pair<std::string, std::string>> user_tokens);
+  static TokenAuthenticator with_roles(std::vector<ApiToken> tokens) {
+    TokenAuthenticator a;
+    a.tokens_ = std::move(tokens);
+    return a;
+  }
   bool enabled() const { return !tokens_.empty(); }
-  // The user an `authorization` header value ("Bearer <token>") belongs to. Every token is
-  // compared (no early exit), each in constant time.
+  // The token entry an `authorization` header value ("Bearer <token>") belongs to. Every
+  // token is compared (no early exit), each in constant time.
+  const ApiToken* find(const std::string& authorization) const;
   std::optional<std::string> user_for(const std::string& authorization) const;
 
  private:
-  std::vector<std::pair<std::string, std::string>> tokens_;  // (user, token)
+  std::vector<ApiToken> tokens_;
 };
 
-// Reads auth.tokens' files: (user, token) pairs. Tokens shorter than 16 characters are refused.
-Result<std::vector<std::pair<std::string, std::string>>> load_tokens(const ClusterConfig& config);
+// Reads auth.tokens' files with their roles. Tokens shorter than 16 characters are refused.
+// When no entry names a role, every token is admin (clusters from before roles).
+Result<std::vector<ApiToken>> load_tokens(const ClusterConfig& config);
 
 // gRPC's hook for per-call authentication: runs before any handler, on gRPC's thread.
 class TokenAuthProcessor : public grpc::AuthMetadataProcessor {

@@ -54,6 +54,35 @@ std::string task_name(const v1::TaskRef& t) {
          std::to_string(t.generation());
 }
 
+// Where a named daemon keeps its session secret, so that it can re-register its name after
+// its own restart while its lease is still live (the coordinator refuses the name of a READY
+// worker without its session). Readable by this user only.
+std::string session_file(const WorkerDaemonOptions& o) {
+  return o.name.empty() ? "" : o.work_dir + "/.session-" + o.name;
+}
+
+uint64_t load_session(const std::string& path) {
+  if (path.empty()) return 0;
+  std::ifstream in(path);
+  uint64_t v = 0;
+  if (!(in >> v)) return 0;
+  return v;
+}
+
+void save_session(const std::string& path, uint64_t session) {
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  const mode_t old = ::umask(077);
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << session << "\n";
+  }
+  ::umask(old);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) spdlog::warn("cannot keep the worker session in {}: {}", path, ec.message());
+}
+
 // Trainers run in their job directory: every path handed to them must be absolute.
 WorkerDaemonOptions absolute_paths(WorkerDaemonOptions o) {
   std::error_code ec;
@@ -112,7 +141,7 @@ Status WorkerDaemon::run() {
     spdlog::warn("trainer binary {} is not executable; tasks will fail until it is", trainer_);
   }
   auto next_beat = SteadyClock::now();
-  auto next_flush = SteadyClock::now();
+  next_flush_ = SteadyClock::now();
   bool registered = false;
   while (!stop_.load()) {
     auto now = SteadyClock::now();
@@ -128,9 +157,11 @@ Status WorkerDaemon::run() {
       registered = session_ != 0;
       next_beat = SteadyClock::now() + heartbeat_every_;
     }
-    if (registered && !outbox_.empty() && (urgent_ || now >= next_flush)) {
-      flush_events(false);
-      next_flush = SteadyClock::now() + std::chrono::milliseconds(200);
+    if (registered && !outbox_.empty() && now >= next_flush_) {
+      // Refused or unreachable: back off (an exit in the outbox must not turn the retry into a
+      // busy loop that drains this worker's call rate and starves its heartbeats).
+      next_flush_ =
+          SteadyClock::now() + std::chrono::milliseconds(flush_events(false) ? 200 : 1000);
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -152,6 +183,8 @@ bool WorkerDaemon::register_once() {
   req.set_region(options_.region);
   req.set_slots(options_.slots);
   req.set_version("0.1.0");
+  if (previous_session_ == 0) previous_session_ = load_session(session_file(options_));
+  req.set_session(previous_session_);
   for (int p : spare_ports()) req.add_spare_ports(p);
   auto reply = client_->register_worker(req);
   if (!reply.is_ok()) {
@@ -162,8 +195,13 @@ bool WorkerDaemon::register_once() {
                    reply.status().to_string());
       last_warning_ = now;
     }
-    if (reply.status().code() == StatusCode::kInvalidArgument) {
-      spdlog::error("registration refused: {}", reply.status().message());
+    if (reply.status().code() == StatusCode::kInvalidArgument ||
+        reply.status().code() == StatusCode::kAlreadyExists ||
+        reply.status().code() == StatusCode::kPermissionDenied) {
+      if (now - last_refusal_ > std::chrono::seconds(10)) {
+        spdlog::error("registration refused: {}", reply.status().message());
+        last_refusal_ = now;
+      }
     }
     return false;
   }
@@ -172,12 +210,13 @@ bool WorkerDaemon::register_once() {
     worker_id_ = reply->worker_id();
   }
   session_ = reply->session();
+  previous_session_ = session_;
+  save_session(session_file(options_), session_);
   heartbeat_every_ =
       std::chrono::milliseconds(std::max<int64_t>(10, reply->heartbeat_interval_ms()));
   // Events of a previous session are about tasks the coordinator has already written off.
   outbox_.clear();
-  urgent_ = false;
-  spdlog::info("registered as {} (session {}), heartbeat every {} ms", reply->worker_id(), session_,
+  spdlog::info("registered as {}, heartbeat every {} ms", reply->worker_id(),
                heartbeat_every_.count());
   return true;
 }
@@ -215,7 +254,7 @@ void WorkerDaemon::heartbeat_once() {
   }
 }
 
-void WorkerDaemon::flush_events(bool final_flush) {
+bool WorkerDaemon::flush_events(bool final_flush) {
   while (!outbox_.empty()) {
     v1::ReportEventsRequest req;
     req.set_worker_id(worker_id());
@@ -226,15 +265,14 @@ void WorkerDaemon::flush_events(bool final_flush) {
     if (!reply.is_ok()) {
       if (reply.status().code() == StatusCode::kFailedPrecondition) {
         outbox_.clear();  // the session is gone; the next heartbeat re-registers
-        urgent_ = false;
-      } else if (!final_flush) {
-        spdlog::debug("report events: {} (will retry)", reply.status().to_string());
+        return true;
       }
-      return;
+      if (!final_flush) spdlog::debug("report events: {} (will retry)", reply.status().to_string());
+      return false;
     }
     outbox_.erase(outbox_.begin(), outbox_.begin() + static_cast<std::ptrdiff_t>(n));
   }
-  urgent_ = false;
+  return true;
 }
 
 void WorkerDaemon::push_event(v1::TaskEvent event) {
@@ -247,7 +285,7 @@ void WorkerDaemon::push_event(v1::TaskEvent event) {
       }
     }
   }
-  if (event.has_exited()) urgent_ = true;
+  if (event.has_exited()) next_flush_ = std::min(next_flush_, SteadyClock::now());
   outbox_.push_back(std::move(event));
 }
 

@@ -86,7 +86,8 @@ class WorkerDaemon {
 
   bool register_once();
   void heartbeat_once();
-  void flush_events(bool final_flush);
+  // Sends the outbox; false when the coordinator refused or could not be reached (retry later).
+  bool flush_events(bool final_flush);
   void start_task(const v1::StartTask& start);
   void stop_task(const v1::TaskRef& ref, const std::string& reason);
   void regroup_task(const v1::RegroupTask& regroup);
@@ -108,12 +109,16 @@ class WorkerDaemon {
   std::vector<pid_t> pids_;
   // Everything below is touched by the run() thread only.
   uint64_t session_ = 0;
+  // The last session the coordinator gave this name (also kept in <work_dir>/.session-<name>):
+  // sent when registering again, so a restarted daemon may take its live name back.
+  uint64_t previous_session_ = 0;
   std::chrono::milliseconds heartbeat_every_{500};
   std::map<Key, Task> tasks_;
   std::set<Key> started_;             // every task ever started (StartTask is idempotent)
   std::deque<v1::TaskEvent> outbox_;  // events not yet acknowledged by the coordinator
-  bool urgent_ = false;               // the outbox holds an exit: flush now
+  std::chrono::steady_clock::time_point next_flush_;  // an exit moves it to now
   std::chrono::steady_clock::time_point last_warning_;
+  std::chrono::steady_clock::time_point last_refusal_;
 };
 
 }  // namespace tern

@@ -41,10 +41,15 @@ class CoreTest : public ::testing::Test {
     ASSERT_TRUE(c.is_ok()) << c.status().to_string();
     core_ = std::move(c).value();
   }
+  // `session`: the daemon's previous session (a restarted daemon re-registering a live name).
   RegistrationResult add_worker(const std::string& name, const std::string& region = "local",
-                                int slots = 1) {
-    auto r = core_->register_worker(
-        {name, "127.0.0.1", region, slots, {40000 + static_cast<int>(next_port_++)}});
+                                int slots = 1, uint64_t session = 0) {
+    auto r = core_->register_worker({name,
+                                     "127.0.0.1",
+                                     region,
+                                     slots,
+                                     {40000 + static_cast<int>(next_port_++)},
+                                     session});
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return *r;
   }
@@ -355,7 +360,7 @@ TEST_F(CoreTest, CompactionKeepsOneRecordPerEntity) {
 TEST_F(CoreTest, ReRegistrationOfABusyWorkerFailsItsTasks) {
   auto a = add_worker("a");
   auto id = core_->submit_job(spec("one", 1), {}, "o.yaml")->id;
-  add_worker("a");  // the daemon restarted
+  add_worker("a", "local", 1, a.session);  // the daemon restarted (it kept its session)
   Job j = job(id);
   EXPECT_EQ(j.state, JobState::kFailed);
   EXPECT_NE(j.reason.find("worker a restarted"), std::string::npos) << j.reason;
@@ -667,10 +672,10 @@ TEST_F(CoreTest, SurvivorGivingUpWhileTheRegroupWaitsIsPlacedWithIt) {
 
 TEST_F(CoreTest, RestartedDaemonWithRecoveryGetsItsRankBackAtANewGeneration) {
   auto a = add_worker("a");
-  add_worker("b");
+  auto b = add_worker("b");
   auto id = core_->submit_job(spec("restart", 2, "recovery: {mode: partial}\n"), {}, "r.yaml")->id;
   beat(a, {{id, 0, 1}});
-  auto b2 = add_worker("b");  // b's daemon restarted: its trainer is gone
+  auto b2 = add_worker("b", "local", 1, b.session);  // b's daemon restarted: its trainer is gone
   Job j = job(id);
   EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
   EXPECT_EQ(j.generation, 2);

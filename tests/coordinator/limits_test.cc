@@ -139,7 +139,8 @@ TEST_F(LimitsTest, RateLimitIsPerUserAndRefusedSubmitsQueueNothing) {
   EXPECT_EQ(jobs(), 3u);
   EXPECT_TRUE(client(kBob).submit_job(request()).is_ok()) << "bob has his own bucket";
   EXPECT_EQ(jobs(), 4u);
-  // Worker calls are not rate-limited (a daemon's rate is its heartbeat interval).
+  // Worker registrations have a bucket of their own (heartbeats and events are limited per
+  // worker by the core, after the session check).
   WorkerServiceClient worker(server_->address(), alice.options());
   v1::RegisterWorkerRequest reg;
   reg.set_name("w");

@@ -284,5 +284,61 @@ TEST_F(SecureClusterTest, TlsAndTokensEndToEnd) {
   EXPECT_TRUE(processes_mentioning(dir_.string()).empty()) << "daemons are gone";
 }
 
+// Issue 18, items 3 and 8 end to end: a cluster file with roles. The daemons that `tern
+// cluster up` starts send the worker token (a user token would be refused on the worker API),
+// the CLI's user token submits, the worker token cannot submit or cancel, and /metrics needs
+// its own bearer token on a loopback-only listener.
+TEST_F(SecureClusterTest, RolesSeparateUsersFromWorkers) {
+  const std::string make = "TERN_TOKEN_USERS='admin ops workers metrics' " + source_dir() +
+                           "/scripts/make-certs.sh " + (dir_ / "certs").string() + " >" +
+                           (dir_ / "make-certs.log").string() + " 2>&1";
+  ASSERT_EQ(std::system(make.c_str()), 0) << slurp(dir_ / "make-certs.log");
+  write_cluster_files(source_dir() + "/tests/worker/fake_trainer.sh");
+  std::string text = slurp(cluster_);
+  const std::string old_auth = text.substr(text.find("auth:\n"));
+  text.replace(text.find("auth:\n"), old_auth.size(),
+               "auth:\n"
+               "  tokens:\n"
+               "    - {user: admin, token_file: certs/admin.token, role: admin}\n"
+               "    - {user: ops, token_file: certs/ops.token, role: user}\n"
+               "    - {user: workers, token_file: certs/workers.token, role: worker}\n"
+               "  token_file: certs/ops.token\n"
+               "  worker_token_file: certs/workers.token\n");
+  text.replace(text.find("metrics_port:"), 0, "metrics_token_file: certs/metrics.token, ");
+  std::ofstream(cluster_) << text;
+
+  Output up = run({bin("tern"), "cluster", "up", cluster_});
+  ASSERT_EQ(up.status, 0) << up.out << up.err;
+  up_ = true;
+  Output workers = tern({"workers", "--json"}, cluster_);
+  ASSERT_EQ(workers.status, 0) << workers.err;
+  ASSERT_EQ(json::parse(workers.out)["workers"].size(), 2u) << "daemons registered with the worker token";
+
+  const std::string spec = write_job("roles", "workers: 2\ndata: {source: synthetic, train_size: 256, "
+                                              "test_size: 64}\ntrain: {epochs: 1}\n");
+  Output forged = tern({"submit", spec, "--token", token("workers")}, client_);
+  EXPECT_NE(forged.status, 0);
+  EXPECT_TRUE(contains(forged.err, "PERMISSION_DENIED")) << forged.err;
+  EXPECT_TRUE(contains(forged.err, "role worker")) << forged.err;
+  EXPECT_EQ(job_count(), 0u) << "a worker token queued a job";
+
+  Output watched = tern({"submit", spec, "--watch"}, cluster_);  // the file's user token
+  ASSERT_EQ(watched.status, 0) << watched.out << watched.err;
+  EXPECT_TRUE(contains(watched.out, "j-1 SUCCEEDED")) << watched.out;
+  Output cancel = tern({"cancel", "j-1", "--token", token("workers")}, client_);
+  EXPECT_NE(cancel.status, 0);
+  EXPECT_TRUE(contains(cancel.err, "PERMISSION_DENIED")) << cancel.err;
+
+  auto anonymous = http_get("127.0.0.1", metrics_port_, "/metrics");
+  ASSERT_TRUE(anonymous.is_ok()) << anonymous.status().to_string();
+  EXPECT_EQ(anonymous->status, 401);
+  auto metrics = http_get("127.0.0.1", metrics_port_, "/metrics", token("metrics"));
+  ASSERT_TRUE(metrics.is_ok());
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_TRUE(contains(metrics->body, "tern_jobs{state=\"SUCCEEDED\"} 1")) << metrics->body;
+  EXPECT_FALSE(http_get("127.0.0.2", metrics_port_, "/healthz").is_ok())
+      << "the metrics server listens beyond loopback";
+}
+
 }  // namespace
 }  // namespace tern

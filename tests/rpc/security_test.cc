@@ -99,8 +99,11 @@ TEST_F(LoadTokens, ReadsTrimmedTokensPerUser) {
   auto tokens = load_tokens(c);
   ASSERT_TRUE(tokens.is_ok()) << tokens.status().to_string();
   ASSERT_EQ(tokens->size(), 2u);
-  EXPECT_EQ((*tokens)[0], std::make_pair(std::string("alice"), std::string(16, 'a')));
-  EXPECT_EQ((*tokens)[1], std::make_pair(std::string("bob"), std::string(64, 'b')));
+  EXPECT_EQ((*tokens)[0].user, "alice");
+  EXPECT_EQ((*tokens)[0].token, std::string(16, 'a'));
+  EXPECT_EQ((*tokens)[1].user, "bob");
+  EXPECT_EQ((*tokens)[1].token, std::string(64, 'b'));
+  EXPECT_EQ((*tokens)[1].role, Role::kAdmin) << "no roles in the file: every token is admin";
 }
 
 TEST_F(LoadTokens, RefusesShortTokensNamingTheUserAndTheField) {

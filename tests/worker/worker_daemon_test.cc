@@ -56,17 +56,20 @@ class DaemonTest : public ::testing::Test {
   }
   void TearDown() override {
     for (auto& d : daemons_) d->request_stop();
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
     daemons_.clear();
     server_.reset();
     fs::remove_all(dir_);
   }
-  WorkerDaemon* start_daemon(const std::string& name, const std::string& trainer) {
+  WorkerDaemon* start_daemon(const std::string& name, const std::string& trainer,
+                             const std::string& work_dir = "") {
     WorkerDaemonOptions o;
     o.coordinator = server_->address();
     o.name = name;
     o.region = "local";
-    o.work_dir = (dir_ / "work" / name).string();
+    o.work_dir = work_dir.empty() ? (dir_ / "work" / name).string() : work_dir;
     o.trainer_path = trainer;
     o.stop_grace = 2000ms;
     daemons_.push_back(std::make_unique<WorkerDaemon>(o));
@@ -297,6 +300,43 @@ TEST_F(DaemonTest, DaemonWaitsForALateCoordinator) {
   EXPECT_EQ(d.worker_id(), "late");
   d.request_stop();
   t.join();
+}
+
+// Issue 18, item 3: a live worker's name is only re-registered with its session. The daemon
+// keeps its session in its work directory, so after its own restart it takes its name back
+// while the lease is live; another daemon with the same name (no session) is refused.
+TEST_F(DaemonTest, RestartedDaemonTakesItsLiveNameBackAnImpostorCannot) {
+  WorkerDaemon* first = start_daemon("w1", fake());
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (first->worker_id().empty() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(first->worker_id(), "w1");
+  EXPECT_TRUE(fs::exists(dir_ / "work" / "w1" / ".session-w1"));
+  EXPECT_EQ(fs::status(dir_ / "work" / "w1" / ".session-w1").permissions() &
+                (fs::perms::group_all | fs::perms::others_all),
+            fs::perms::none)
+      << "the session file is the owner's only";
+  first->request_stop();  // a daemon gone without a goodbye: its lease (3 s) is still live
+  threads_[0].join();
+
+  WorkerDaemon* impostor = start_daemon("w1", fake(), (dir_ / "elsewhere").string());
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_EQ(impostor->worker_id(), "") << "registered a live worker's name without its session";
+
+  WorkerDaemon* restarted = start_daemon("w1", fake());
+  until = std::chrono::steady_clock::now() + 1500ms;  // well inside the old lease
+  while (restarted->worker_id().empty() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(restarted->worker_id(), "w1") << "the restarted daemon did not get its name back";
+  std::this_thread::sleep_for(3500ms);  // past the old lease: the restarted daemon holds it
+  EXPECT_EQ(impostor->worker_id(), "");
+  auto workers = server_->core()->list_workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].state, WorkerState::kReady);
+  EXPECT_GE(server_->core()->worker_plane_stats().registrations_refused, 2u);
+  // And it still runs jobs.
+  const std::string id = submit("after-restart", 1);
+  wait_state(id, v1::JOB_STATE_SUCCEEDED);
 }
 
 }  // namespace
