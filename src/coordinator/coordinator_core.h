@@ -69,6 +69,7 @@ struct WorkerRegistration {
   std::string region;
   int slots = 1;
   std::vector<int> spare_ports;
+  int cores = 0;  // CPU cores of its machine; 0: unknown (placement does not check it)
 };
 
 struct RegistrationResult {
@@ -169,6 +170,10 @@ class CoordinatorCore {
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
+  // FAILED jobs whose reason is a lost process (a peer's comm failure, a signal): a later
+  // exit with a deterministic code of the same job replaces it (the root cause). Not
+  // journaled: after a restart the first reason stays.
+  std::set<std::string> failed_on_loss_;
   int64_t next_job_seq_ = 1;
   uint64_t next_session_ = 1;
 };
