@@ -1,5 +1,7 @@
 #include "cli/progress.h"
 
+#include "common/json_fields.h"
+
 #include <cmath>
 #include <cstdio>
 
@@ -55,10 +57,10 @@ std::string ProgressLine::render(int64_t step, int64_t total, double epoch, doub
 }
 
 void ProgressLine::update(const nlohmann::json& p) {
-  int64_t step = p.value("step", int64_t{0});
-  int64_t total = p.value("total_steps", int64_t{0});
-  double epoch = p.value("epoch", 0.0);
-  double sps = p.value("samples_per_s", 0.0);
+  int64_t step = json_int(p, "step");
+  int64_t total = json_int(p, "total_steps");
+  double epoch = json_number(p, "epoch");
+  double sps = json_number(p, "samples_per_s");
   // ETA from the step rate observed since the first update.
   double eta = -1;
   auto now = std::chrono::steady_clock::now();
@@ -69,7 +71,7 @@ void ProgressLine::update(const nlohmann::json& p) {
     double dt = std::chrono::duration<double>(now - start_time_).count();
     eta = dt / static_cast<double>(step - start_step_) * static_cast<double>(total - step);
   }
-  std::string line = render(step, total, epoch, p.value("loss", 0.0), sps, eta, accuracy_, tty_ ? 24 : 0);
+  std::string line = render(step, total, epoch, json_number(p, "loss", std::nan("")), sps, eta, accuracy_, tty_ ? 24 : 0);
   if (tty_) {
     out_ << "\r\033[K" << line << std::flush;
     drawn_ = true;
@@ -84,7 +86,7 @@ void ProgressLine::update(const nlohmann::json& p) {
   }
 }
 
-void ProgressLine::note_eval(const nlohmann::json& e) { accuracy_ = e.value("test_accuracy", -1.0); }
+void ProgressLine::note_eval(const nlohmann::json& e) { accuracy_ = json_number(e, "test_accuracy", -1.0); }
 
 void ProgressLine::finish() {
   if (tty_ && drawn_) out_ << "\n" << std::flush;

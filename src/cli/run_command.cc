@@ -21,6 +21,7 @@
 #include "cli/progress.h"
 #include "common/cluster_config.h"
 #include "common/job_spec.h"
+#include "common/json_fields.h"
 #include "common/subprocess.h"
 #include "common/trainer_protocol.h"
 
@@ -76,22 +77,22 @@ void print_human_summary(const json& s) {
   std::ostringstream os;
   os.setf(std::ios::fixed);
   os.precision(1);
-  os << "job " << s.value("job", "") << " " << s.value("state", "") << " in " << s.value("wall_s", 0.0)
-     << " s: " << s.value("workers", 0) << " workers, " << s.value("steps", 0) << " steps, ";
+  os << "job " << json_string(s, "job") << " " << json_string(s, "state") << " in " << json_number(s, "wall_s")
+     << " s: " << json_int(s, "workers") << " workers, " << json_int(s, "steps") << " steps, ";
   os.precision(2);
-  os << s.value("epochs", 0.0) << " epochs\n";
-  if (s.value("state", "") == "SUCCEEDED") {
+  os << json_number(s, "epochs") << " epochs\n";
+  if (json_string(s, "state") == "SUCCEEDED") {
     os.precision(4);
-    os << "  test accuracy " << s.value("test_accuracy", 0.0);
-    if (s.contains("test_auc")) os << "   AUC " << s.value("test_auc", 0.0) << "   logloss " << s.value("test_logloss", 0.0);
-    os << "   final loss " << s.value("final_loss", 0.0);
+    os << "  test accuracy " << json_number(s, "test_accuracy");
+    if (s.contains("test_auc")) os << "   AUC " << json_number(s, "test_auc") << "   logloss " << json_number(s, "test_logloss");
+    os << "   final loss " << json_number(s, "final_loss");
     os.precision(0);
-    os << "   samples/s " << s.value("samples_per_s", 0.0) << "   bytes sent/rank "
-       << format_bytes(s.value("bytes_sent_per_rank", 0.0)) << "\n";
+    os << "   samples/s " << json_number(s, "samples_per_s") << "   bytes sent/rank "
+       << format_bytes(json_number(s, "bytes_sent_per_rank")) << "\n";
   } else {
-    os << "  reason: " << s.value("reason", "") << "\n";
+    os << "  reason: " << json_string(s, "reason") << "\n";
   }
-  os << "  logs: " << s.value("run_dir", "") << "\n";
+  os << "  logs: " << json_string(s, "run_dir") << "\n";
   std::cout << os.str() << std::flush;
 }
 
@@ -129,6 +130,11 @@ int run_local_job(const RunOptions& options) {
   }
   const JobSpec& spec = loaded->spec;
   const int64_t world = spec.workers;
+  if (const unsigned cores = std::thread::hardware_concurrency(); cores > 0 && spec.train.threads > cores) {
+    return fail_early("train.threads " + std::to_string(spec.train.threads) + " is more than this machine's " +
+                          std::to_string(cores) + " cores: the trainers would starve everything else here",
+                      2);
+  }
 
   std::vector<std::string> regions;
   std::string cluster_path;
@@ -208,6 +214,13 @@ int run_local_job(const RunOptions& options) {
   }
 
   ProgressLine progress(std::cerr, isatty(STDERR_FILENO) != 0);
+  auto exit_reason = [&](size_t r) {
+    const Rank& rk = ranks[r];
+    std::string why = "rank " + std::to_string(r) + " exited with " + std::to_string(*rk.exit_status) + " (" +
+                      trainer_exit_meaning(*rk.exit_status) + ")";
+    if (!rk.error.empty()) why += ": " + rk.error;
+    return why;
+  };
   std::string reason;
   int failed_rank = -1;
   int failed_code = 0;
@@ -235,28 +248,28 @@ int run_local_job(const RunOptions& options) {
       for (const auto& line : lines) {
         json e = json::parse(line, nullptr, false);
         if (e.is_discarded() || !e.is_object()) continue;
-        std::string kind = e.value("event", "");
+        std::string kind = json_string(e, "event");
         if (kind == "progress") {
           rk.last_progress = e;
           if (r == 0) {
             json shown = e;  // progress events carry the rank's own rate; show the job's
-            shown["samples_per_s"] = e.value("samples_per_s", 0.0) * static_cast<double>(world);
+            shown["samples_per_s"] = json_number(e, "samples_per_s") * static_cast<double>(world);
             progress.update(shown);
           }
         } else if (kind == "started" && r == 0) {
-          started_at = e.value("time", 0.0);
+          started_at = json_number(e, "time");
         } else if (kind == "eval" && r == 0) {
           progress.note_eval(e);
           // Rank 0's accuracy over time (train.eval_every), for accuracy-vs-time curves:
           // train_s is training time (evaluations excluded), elapsed_s wall time since start.
-          evals.push_back({{"step", e.value("step", 0)},
-                           {"train_s", e.value("train_s", 0.0)},
-                           {"elapsed_s", started_at > 0 ? e.value("time", 0.0) - started_at : 0.0},
-                           {"test_accuracy", e.value("test_accuracy", 0.0)}});
+          evals.push_back({{"step", json_int(e, "step")},
+                           {"train_s", json_number(e, "train_s")},
+                           {"elapsed_s", started_at > 0 ? json_number(e, "time") - started_at : 0.0},
+                           {"test_accuracy", json_number(e, "test_accuracy")}});
         } else if (kind == "finished") {
           rk.summary = e["summary"];
         } else if (kind == "error") {
-          rk.error = e.value("message", "");
+          rk.error = json_string(e, "message");
         }
       }
     }
@@ -268,8 +281,10 @@ int run_local_job(const RunOptions& options) {
         ++running;
         continue;
       }
+      // Only a lost process is worth a replacement: a deterministic failure (bad data, out of
+      // memory, a non-finite loss, ...) would happen again.
       if (*rk.exit_status != 0 && failed_rank < 0 && !stopping && elastic && !rk.summary.is_object() &&
-          recoveries < spec.recovery.max_recoveries) {
+          trainer_exit_is_loss(*rk.exit_status) && recoveries < spec.recovery.max_recoveries) {
         if (Status st = replace_rank(r); st.is_ok()) {
           ++running;
           continue;
@@ -280,10 +295,7 @@ int run_local_job(const RunOptions& options) {
       if (*rk.exit_status != 0 && failed_rank < 0 && !stopping) {
         failed_rank = static_cast<int>(r);
         failed_code = *rk.exit_status;
-        std::string why = "rank " + std::to_string(r) + " exited with " + std::to_string(failed_code) + " (" +
-                          trainer_exit_meaning(failed_code) + ")";
-        if (!rk.error.empty()) why += ": " + rk.error;
-        stop_all(why);
+        stop_all(exit_reason(r));
       }
     }
     if (g_interrupted.load()) stop_all("interrupted");
@@ -299,10 +311,26 @@ int run_local_job(const RunOptions& options) {
     }
     for (const auto& line : lines) {
       json e = json::parse(line, nullptr, false);
-      if (!e.is_discarded() && e.value("event", "") == "finished") rk.summary = e["summary"];
+      if (e.is_discarded() || !e.is_object()) continue;
+      const std::string kind = json_string(e, "event");
+      if (kind == "finished") rk.summary = e["summary"];
+      if (kind == "error") rk.error = json_string(e, "message");
     }
   }
   progress.finish();
+  if (failed_rank >= 0 && trainer_exit_is_loss(failed_code)) {
+    // The first rank seen to fail may only have lost its peer: the root cause is a rank that
+    // failed for a reason of its own (its peers' collectives failed because it died).
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      const int code = ranks[r].exit_status.value_or(0);
+      if (code != 0 && !trainer_exit_is_loss(code)) {
+        failed_rank = static_cast<int>(r);
+        failed_code = code;
+        reason = exit_reason(r);
+        break;
+      }
+    }
+  }
 
   double wall = std::chrono::duration<double>(Clock::now() - start).count();
   bool ok = failed_rank < 0 && reason.empty();
@@ -311,15 +339,15 @@ int run_local_job(const RunOptions& options) {
   if (ok) {
     out = ranks[0].summary;
     double bytes = 0;
-    for (auto& rk : ranks) bytes += rk.summary.value("bytes_sent_per_rank", 0.0);
+    for (auto& rk : ranks) bytes += json_number(rk.summary, "bytes_sent_per_rank");
     out["bytes_sent_per_rank"] = bytes / static_cast<double>(world);
-    out["train_wall_s"] = ranks[0].summary.value("wall_s", 0.0);
+    out["train_wall_s"] = json_number(ranks[0].summary, "wall_s");
     // Per-rank figures that differ between ranks (straggler drops, shares, speeds, waits).
     json per_rank = json::array();
     for (auto& rk : ranks) {
-      json r = {{"computed_samples", rk.summary.value("computed_samples", 0.0)},
-                {"wait_s", rk.summary.value("wait_s", 0.0)},
-                {"injected_delay_s", rk.summary.value("injected_delay_s", 0.0)}};
+      json r = {{"computed_samples", json_number(rk.summary, "computed_samples")},
+                {"wait_s", json_number(rk.summary, "wait_s")},
+                {"injected_delay_s", json_number(rk.summary, "injected_delay_s")}};
       for (auto& [k, v] : rk.summary.items()) {
         if (k.rfind("straggler_", 0) == 0) r[k] = v;
       }
@@ -335,7 +363,7 @@ int run_local_job(const RunOptions& options) {
       out["exit_code"] = failed_code;
       out["log_tail"] = tail_file_lines(ranks[static_cast<size_t>(failed_rank)].log_path, 10);
     }
-    if (ranks[0].last_progress.is_object()) out["steps"] = ranks[0].last_progress.value("step", 0);
+    if (ranks[0].last_progress.is_object()) out["steps"] = json_int(ranks[0].last_progress, "step");
   }
   out["state"] = ok ? "SUCCEEDED" : "FAILED";
   if (recoveries > 0) out["replaced_ranks"] = recoveries;

@@ -52,7 +52,8 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get("seed", &out->seed, 0, kMaxInt);
   m.get("eval_every", &out->eval_every, 0, kMaxInt);
   m.get("log_every", &out->log_every, 1, kMaxInt);
-  m.get("threads", &out->threads, 1, 256);
+  m.get("threads", &out->threads, 1, kMaxTrainThreads);
+  m.get_enum("on_nonfinite", &out->on_nonfinite, {"fail", "skip_step"});
   m.finish();
 }
 

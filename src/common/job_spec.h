@@ -61,8 +61,18 @@ struct TrainSpec {
   int64_t seed = 1;
   int64_t eval_every = 0;  // steps between evaluations; 0 = only at the end
   int64_t log_every = 20;  // steps between progress events
-  int64_t threads = 1;     // intra-op threads per rank
+  // Intra-op threads per rank, at most kMaxTrainThreads; a worker with fewer cores than this
+  // is never given the job (the scheduler fails it when no worker has enough cores).
+  int64_t threads = 1;
+  // A step whose loss or gradients are not finite: fail stops the job there (the trainer
+  // exits kTrainerNonFinite naming the step); skip_step leaves that step's update out on every
+  // rank alike (the ranks agree with one small all-reduce per step) and counts it in
+  // skipped_steps.
+  std::string on_nonfinite = "fail";  // fail | skip_step
 };
+
+// train.threads above this is refused by validation whatever the machine.
+constexpr int64_t kMaxTrainThreads = 128;
 
 struct SyncSpec {
   std::string strategy = "ssgd";  // ssgd | dssgd | tsu | dts | hierarchical

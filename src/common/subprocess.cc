@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,6 +63,12 @@ Result<std::unique_ptr<Subprocess>> Subprocess::spawn(const SpawnOptions& option
   if (pid < 0) return internal_error(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     if (options.new_session) setsid();
+    if (options.nice_increment != 0) {
+      // Relative to the parent's own priority (a child inherits it); failure is harmless.
+      errno = 0;
+      int base = getpriority(PRIO_PROCESS, 0);
+      if (errno == 0) (void)setpriority(PRIO_PROCESS, 0, base + options.nice_increment);
+    }
     if (options.die_with_parent) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);

@@ -29,6 +29,9 @@ struct SpawnOptions {
   std::string stderr_file;                    // append stderr here; empty = inherit
   bool new_session = false;                   // setsid(): survives the parent's terminal
   bool die_with_parent = true;                // PR_SET_PDEATHSIG(SIGKILL)
+  // Added to the child's nice value before exec (setpriority): > 0 runs it at a lower
+  // priority than its parent, so a busy child cannot starve the parent's own threads.
+  int nice_increment = 0;
 };
 
 class Subprocess {

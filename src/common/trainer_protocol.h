@@ -16,12 +16,16 @@
 //   checkpoint step, path
 //   finished   summary: {steps, epochs, samples, samples_per_s, final_loss, test_accuracy,
 //              bytes_sent_per_rank, wall_s, ...}
-//   error      message, code (exit code it is about to exit with)
+//   error      message, code (exit code it is about to exit with), step (when it is about one)
+//   skipped    step, ranks, message: train.on_nonfinite skip_step left out a non-finite step
+//              on every rank (progress and the summary count them in skipped_steps)
 //   peer_lost  step, message: a collective failed and, with recovery.mode partial, the trainer
 //              stays alive waiting for a regroup command instead of exiting 4
 //   regrouped  generation, step, world, recovery_s, recoveries: it rebuilt its process group at
 //              `generation` and trains on from `step`
-// Parents ignore event kinds they do not know (a newer trainer may emit more).
+// Parents ignore event kinds they do not know (a newer trainer may emit more). Numbers may be
+// null (JSON has no NaN or infinity: a non-finite value is written as null) or missing:
+// parents treat those as absent, never as an error.
 // Logs go to stderr (spdlog), never stdout.
 //
 // Commands: the parent may write JSON lines to the trainer's stdin:
@@ -34,31 +38,52 @@
 //       moment it sent the command.
 //
 // Exit codes below; a trainer killed by a signal is reported by the parent as -signal.
+// Two classes (trainer_exit_is_loss): the loss of a process or machine (a peer died, a
+// collective timed out, a signal, the parent stopped it, the trainer could not be started on
+// that machine), which a replacement on another worker may get past, and deterministic
+// failures (bad spec, bad data, out of memory, a non-finite loss, an internal error, a path
+// the worker refused), which any replacement would repeat: the coordinator and `tern run`
+// regroup only for the first class and fail the job at once for the second.
 #pragma once
 
 namespace tern {
 
 enum TrainerExit : int {
   kTrainerOk = 0,
-  kTrainerBadArgs = 2,       // bad flags or job spec
-  kTrainerDataError = 3,     // dataset missing or corrupt
-  kTrainerCommFailure = 4,   // a peer died or a collective timed out
-  kTrainerInternal = 5,      // anything else
-  kTrainerStopped = 6,       // asked to stop by its parent
-  kInjectedFailureExit = 17, // debug.fail_step fault injection (a simulated crash)
+  kTrainerBadArgs = 2,        // bad flags or job spec
+  kTrainerDataError = 3,      // dataset missing or corrupt (no valid line, unreadable file)
+  kTrainerCommFailure = 4,    // a peer died or a collective timed out
+  kTrainerInternal = 5,       // anything else (a bug: an unexpected exception)
+  kTrainerStopped = 6,        // asked to stop by its parent
+  kTrainerNonFinite = 7,      // a non-finite loss or gradient (train.on_nonfinite: fail)
+  kTrainerOutOfMemory = 8,    // an allocation failed, or the model cannot fit this machine
+  kTrainerRefused = 9,        // the worker refused the task (its path policy, an unusable spec)
+  kInjectedFailureExit = 17,  // debug.fail_step fault injection (a simulated crash)
+  kTrainerNotStarted = 127,   // the worker could not start the trainer on this machine
 };
 
 inline const char* trainer_exit_meaning(int code) {
   switch (code) {
     case kTrainerOk: return "ok";
     case kTrainerBadArgs: return "bad arguments or job spec";
-    case kTrainerDataError: return "dataset missing or corrupt";
+    case kTrainerDataError: return "data error (dataset missing or corrupt)";
     case kTrainerCommFailure: return "communication failure (peer lost or collective timeout)";
     case kTrainerInternal: return "internal error";
     case kTrainerStopped: return "stopped by parent";
+    case kTrainerNonFinite: return "non-finite loss or gradient (train.on_nonfinite: fail)";
+    case kTrainerOutOfMemory: return "out of memory";
+    case kTrainerRefused: return "refused by the worker";
     case kInjectedFailureExit: return "injected failure (debug.fail_step)";
+    case kTrainerNotStarted: return "the worker could not start the trainer";
     default: return code < 0 ? "killed by a signal" : "unknown";
   }
+}
+
+// True when `code` means the process or its machine was lost (worth a replacement rank);
+// false for deterministic failures that a replacement would repeat, and for unknown codes.
+inline bool trainer_exit_is_loss(int code) {
+  return code < 0 || code == kTrainerCommFailure || code == kTrainerStopped ||
+         code == kInjectedFailureExit || code == kTrainerNotStarted;
 }
 
 }  // namespace tern

@@ -18,6 +18,7 @@
 #include <set>
 
 #include "common/job_spec.h"
+#include "common/json_fields.h"
 #include "common/trainer_protocol.h"
 #include "common/utf8.h"
 #include "coordinator/scheduler.h"
@@ -29,6 +30,18 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 // --- journal encoding: one JSON object per record, the latest record of an id wins ---
+
+// The finite numbers of the object at `key` (others dropped: null, text, NaN).
+std::map<std::string, double> number_map(const json& j, const char* key) {
+  std::map<std::string, double> out;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_object()) return out;
+  for (auto m = it->begin(); m != it->end(); ++m) {
+    if (m.value().is_number() && std::isfinite(m.value().get<double>()))
+      out[m.key()] = m.value().get<double>();
+  }
+  return out;
+}
 
 json rank_to_json(const RankInfo& r) {
   json j{{"rank", r.rank},
@@ -64,20 +77,22 @@ RankInfo rank_from_json(const json& j) {
   r.state = static_cast<RankState>(j.value("state", 0));
   r.step = j.value("step", int64_t{0});
   r.total_steps = j.value("total_steps", int64_t{0});
-  r.epoch = j.value("epoch", 0.0);
-  r.loss = j.value("loss", 0.0);
-  r.samples_per_s = j.value("samples_per_s", 0.0);
-  r.bytes_sent = j.value("bytes_sent", 0.0);
-  r.metrics = j.value("metrics", std::map<std::string, double>{});
+  // Numbers written by an older coordinator may be null (a NaN it took from a worker).
+  r.epoch = json_number(j, "epoch");
+  r.loss = json_number(j, "loss");
+  r.samples_per_s = json_number(j, "samples_per_s");
+  r.bytes_sent = json_number(j, "bytes_sent");
+  r.metrics = number_map(j, "metrics");
   r.exit_code = j.value("exit_code", 0);
   r.exited = j.value("exited", false);
   r.error = j.value("error", "");
-  r.updated_at = j.value("updated_at", 0.0);
+  r.updated_at = json_number(j, "updated_at");
   r.generation = j.value("generation", int64_t{-1});  // -1: a journal from before regroups
   r.lost = j.value("lost", "");
   r.lost_from = j.value("lost_from", "");
   r.log_base = j.value("log_base", int64_t{0});
-  if (j.contains("test_accuracy")) r.test_accuracy = j["test_accuracy"].get<double>();
+  if (j.contains("test_accuracy") && j["test_accuracy"].is_number())
+    r.test_accuracy = json_number(j, "test_accuracy");
   return r;
 }
 
@@ -98,6 +113,7 @@ std::string encode_job(const Job& job) {
          {"recovery_mode", job.recovery_mode},
          {"max_recoveries", job.max_recoveries},
          {"recoveries", job.recoveries},
+         {"threads", job.threads},
          {"ranks", ranks},
          {"summary", job.summary},
          {"created_at", job.created_at},
@@ -122,15 +138,17 @@ Job decode_job(const json& j) {
   job.recovery_mode = j.value("recovery_mode", "none");
   job.max_recoveries = j.value("max_recoveries", int64_t{0});
   job.recoveries = j.value("recoveries", int64_t{0});
+  job.threads = j.value("threads", int64_t{1});
   for (const auto& r : j.value("ranks", json::array())) {
     job.ranks.push_back(rank_from_json(r));
     if (job.ranks.back().generation < 0) job.ranks.back().generation = job.generation;
   }
-  job.summary = j.value("summary", std::map<std::string, double>{});
+  job.summary = number_map(j, "summary");
   job.created_at = j.value("created_at", 0.0);
   job.started_at = j.value("started_at", 0.0);
   job.finished_at = j.value("finished_at", 0.0);
-  if (j.contains("test_accuracy")) job.test_accuracy = j["test_accuracy"].get<double>();
+  if (j.contains("test_accuracy") && j["test_accuracy"].is_number())
+    job.test_accuracy = json_number(j, "test_accuracy");
   return job;
 }
 
@@ -140,6 +158,7 @@ std::string encode_worker(const Worker& w) {
               {"host", w.host},
               {"region", w.region},
               {"slots", w.slots},
+              {"cores", w.cores},
               {"session", w.session},
               {"state", static_cast<int>(w.state)},
               {"registered_at", w.registered_at}}
@@ -152,6 +171,7 @@ Worker decode_worker(const json& j) {
   w.host = j.value("host", "");
   w.region = j.value("region", "");
   w.slots = j.value("slots", 1);
+  w.cores = j.value("cores", 0);
   w.session = j.value("session", uint64_t{0});
   w.state = static_cast<WorkerState>(j.value("state", 0));
   w.registered_at = j.value("registered_at", 0.0);
@@ -295,6 +315,43 @@ bool finite_event(const TaskEvent& e) {
     }
   }
   return true;
+}
+
+double finite_or(double v, double fallback) { return std::isfinite(v) ? v : fallback; }
+
+// `offers` with no free slot on workers that reported fewer cores than `threads` (a worker
+// that reported none is not checked).
+std::vector<SlotOffer> offers_with_cores(std::vector<SlotOffer> offers,
+                                         const std::vector<Worker*>& workers, int64_t threads) {
+  for (size_t i = 0; i < offers.size(); ++i) {
+    if (workers[i]->cores > 0 && workers[i]->cores < threads) offers[i].free_slots = 0;
+  }
+  return offers;
+}
+
+// Why `job` can run on none of the READY `workers` because of train.threads ("" when one of
+// them has the cores, reported none, or there is no worker to judge by).
+std::string threads_never_fit(const Job& job, const std::vector<Worker*>& workers) {
+  if (workers.empty()) return "";
+  const Worker* largest = nullptr;
+  for (const Worker* w : workers) {
+    if (w->cores == 0 || w->cores >= job.threads) return "";
+    if (!largest || w->cores > largest->cores) largest = w;
+  }
+  return "train.threads " + std::to_string(job.threads) + " is more than the cores of every worker (the largest, " +
+         largest->id + ", has " + std::to_string(largest->cores) +
+         "): a trainer would starve its worker; lower train.threads";
+}
+
+// A job's reason for a rank that failed for a reason of its own (not a lost peer): its rank,
+// worker and exit, then the error it reported, then its last log lines.
+std::string failure_reason(const RankInfo& r, const std::string& worker_id, const TaskEvent& e) {
+  std::string reason = "rank " + std::to_string(r.rank) + " on worker " + worker_id + ": " +
+                       trainer_exit_meaning(e.exit_code) + " (exit code " +
+                       std::to_string(e.exit_code) + ")";
+  if (!r.error.empty()) reason += ": " + r.error;
+  if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
+  return reason;
 }
 
 // The end of a failure reason when recovery is on but used up ("" for recovery.mode none).
@@ -507,6 +564,7 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   job.placement = loaded->spec.placement;
   job.recovery_mode = loaded->spec.recovery.mode;
   job.max_recoveries = loaded->spec.recovery.max_recoveries;
+  job.threads = loaded->spec.train.threads;
   job.created_at = clock_->unix_seconds();
   job.reason = "queued";
   const std::string id = job.id;
@@ -619,6 +677,9 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
     return invalid_argument("slots must be in [1, " + std::to_string(kMaxSlots) + "], got " +
                             std::to_string(reg.slots));
   }
+  if (reg.cores < 0 || reg.cores > 65536)
+    return invalid_argument("cores must be in [0, 65536] (0: unknown), got " +
+                            std::to_string(reg.cores));
   if (!valid_name(reg.region))
     return invalid_argument("region must be a name ([A-Za-z0-9._-]), got '" + reg.region + "'");
   if (!options_.regions.empty() && std::find(options_.regions.begin(), options_.regions.end(),
@@ -685,6 +746,7 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   w.host = reg.host;
   w.region = reg.region;
   w.slots = reg.slots;
+  w.cores = reg.cores;
   w.state = WorkerState::kReady;
   w.session = session;
   w.registered_at = clock_->unix_seconds();
@@ -907,35 +969,45 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
     case TaskEvent::Kind::kProgress:
       if (is_terminal(r.state)) break;
       if (r.state == RankState::kAssigned) r.state = RankState::kRunning;
+      // A worker's numbers are not trusted to be finite (JSON, where the journal keeps them,
+      // has no NaN): a non-finite one keeps the last value.
       r.step = e.step;
       r.total_steps = e.total_steps;
-      r.epoch = e.epoch;
-      r.loss = e.loss;
-      r.samples_per_s = e.samples_per_s;
-      r.bytes_sent = e.bytes_sent;
-      for (const auto& [k, v] : e.metrics) r.metrics[k] = v;
-      r.metrics["compute_s"] = e.compute_s;
-      r.metrics["wait_s"] = e.wait_s;
+      r.epoch = finite_or(e.epoch, r.epoch);
+      r.loss = finite_or(e.loss, r.loss);
+      r.samples_per_s = finite_or(e.samples_per_s, r.samples_per_s);
+      r.bytes_sent = finite_or(e.bytes_sent, r.bytes_sent);
+      for (const auto& [k, v] : e.metrics) {
+        if (std::isfinite(v)) r.metrics[k] = v;
+      }
+      r.metrics["compute_s"] = finite_or(e.compute_s, r.metrics["compute_s"]);
+      r.metrics["wait_s"] = finite_or(e.wait_s, r.metrics["wait_s"]);
       if (job.rate_step0 < 0) {
         job.rate_step0 = job.step();
         job.rate_t0 = now;
       }
       break;
     case TaskEvent::Kind::kEval:
+      if (!std::isfinite(e.test_accuracy)) break;
       r.test_accuracy = e.test_accuracy;
-      r.metrics["test_loss"] = e.test_loss;
+      r.metrics["test_loss"] = finite_or(e.test_loss, 0.0);
       if (e.task.rank == 0) job.test_accuracy = e.test_accuracy;
       break;
-    case TaskEvent::Kind::kFinished:
-      if (e.task.rank == 0) job.summary = e.summary;
-      if (auto a = e.summary.find("test_accuracy"); a != e.summary.end()) {
+    case TaskEvent::Kind::kFinished: {
+      std::map<std::string, double> summary;
+      for (const auto& [k, v] : e.summary) {
+        if (std::isfinite(v)) summary[k] = v;
+      }
+      if (e.task.rank == 0) job.summary = summary;
+      if (auto a = summary.find("test_accuracy"); a != summary.end()) {
         r.test_accuracy = a->second;
         if (e.task.rank == 0) job.test_accuracy = a->second;
       }
-      if (auto s = e.summary.find("steps"); s != e.summary.end())
+      if (auto s = summary.find("steps"); s != summary.end() && std::abs(s->second) < 9e18)
         r.step = static_cast<int64_t>(s->second);
       *journal = true;
       break;
+    }
     case TaskEvent::Kind::kError:
       r.error = e.message;
       break;
@@ -945,6 +1017,18 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       r.exited = true;
       r.exit_code = e.exit_code;
       *journal = true;
+      if (job.state == JobState::kFailed && e.exit_code != 0 &&
+          !trainer_exit_is_loss(e.exit_code) && failed_on_loss_.erase(job.id)) {
+        // The job failed on a lost peer, reported first, and this is the rank that failed for
+        // a reason of its own (its peers lost it): the root cause becomes the reason.
+        if (!is_terminal(r.state)) r.state = RankState::kFailed;
+        std::string reason = failure_reason(r, worker.id, e);
+        reason += "\n(reported after: " + job.reason.substr(0, job.reason.find('\n')) + ")";
+        job.reason = reason;
+        spdlog::info("job {} FAILED: root cause: {}", job.id, reason);
+        touch(&job);
+        break;
+      }
       if (is_terminal(r.state) || job.state != JobState::kRunning) {
         if (!is_terminal(r.state)) r.state = RankState::kStopped;
         break;
@@ -962,8 +1046,9 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       } else {
         const std::string exit = "exited with code " + std::to_string(e.exit_code) + " (" +
                                  trainer_exit_meaning(e.exit_code) + ")";
-        // A bad spec or missing data fails the same way on any worker: no regroup.
-        const bool replaceable = e.exit_code != kTrainerBadArgs && e.exit_code != kTrainerDataError;
+        // Only a lost process or machine is worth a replacement: a bad spec, bad data, out of
+        // memory, a non-finite loss or a bug fails the same way on any worker.
+        const bool replaceable = trainer_exit_is_loss(e.exit_code);
         // A survivor that gave up on its peers before it regrouped (its generation is older,
         // or the replacements still wait for a worker) is part of the regroup under way.
         const bool join = e.exit_code == kTrainerCommFailure &&
@@ -975,11 +1060,14 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
           return regroup_locked(&job, {{r.rank, worker.id, why}}, join);
         }
         r.state = RankState::kFailed;
-        std::string reason =
-            "rank " + std::to_string(r.rank) + " on worker " + worker.id + " " + exit;
-        if (!r.error.empty()) reason += ": " + r.error;
-        if (replaceable) reason += no_regroup_left(job);
-        if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
+        std::string reason = failure_reason(r, worker.id, e);
+        if (replaceable) {
+          reason = "rank " + std::to_string(r.rank) + " on worker " + worker.id + " " + exit;
+          if (!r.error.empty()) reason += ": " + r.error;
+          reason += no_regroup_left(job);
+          if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
+          failed_on_loss_.insert(job.id);  // a later deterministic exit is the root cause
+        }
         Status s = finish_job_locked(&job, JobState::kFailed, reason);
         *journal = false;
         return s;
@@ -1133,6 +1221,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
   std::vector<SlotOffer> offers;
   std::vector<Worker*> offer_workers;
   slot_offers_locked(&offers, &offer_workers);
+  offers = offers_with_cores(offers, offer_workers, job->threads);
   std::map<int, size_t> choice;  // rank -> offer
   for (int rank : lost) {
     const RankInfo& r = job->ranks[rank];
@@ -1279,7 +1368,16 @@ void CoordinatorCore::schedule_locked() {
   std::vector<Worker*> offer_workers;
   slot_offers_locked(&offers, &offer_workers);
   for (Job* job : pending) {  // strict FIFO: stop at the first job that does not fit
-    auto placed = place_gang(job->world, job->placement, offers);
+    if (std::string why = threads_never_fit(*job, offer_workers); !why.empty()) {
+      // No worker here could ever run it: failing it keeps the queue behind it moving.
+      Status s = finish_job_locked(job, JobState::kFailed, why);
+      if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+      continue;
+    }
+    // Workers with fewer cores than train.threads offer no slot to this job (indices stay
+    // those of `offers`, whose free slots the placed jobs use up).
+    auto placed = place_gang(job->world, job->placement,
+                             offers_with_cores(offers, offer_workers, job->threads));
     if (!placed.is_ok()) {
       if (job->reason != placed.status().message()) {
         job->reason = placed.status().message();

@@ -93,6 +93,7 @@ struct WorkerRegistration {
   // The session secret of this worker's previous registration (0: none). Re-registering the
   // name of a READY worker needs it; a LOST worker's name may be taken over without.
   uint64_t session = 0;
+  int cores = 0;  // CPU cores of its machine; 0: unknown (placement does not check it)
 };
 
 struct RegistrationResult {
@@ -225,6 +226,10 @@ class CoordinatorCore {
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
+  // FAILED jobs whose reason is a lost process (a peer's comm failure, a signal): a later
+  // exit with a deterministic code of the same job replaces it (the root cause). Not
+  // journaled: after a restart the first reason stays.
+  std::set<std::string> failed_on_loss_;
   int64_t next_job_seq_ = 1;
   WorkerPlaneStats worker_stats_;
   // Log bytes kept per job (all ranks; from the files on first use) and the ranks whose log

@@ -338,6 +338,7 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
     reg.host = req->host();
     reg.region = req->region();
     reg.slots = req->slots();
+    reg.cores = req->cores();
     reg.spare_ports.assign(req->spare_ports().begin(), req->spare_ports().end());
     reg.session = req->session();
     auto r = core_->register_worker(reg);

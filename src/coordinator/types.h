@@ -82,6 +82,7 @@ struct Job {
   std::string recovery_mode = "none";
   int64_t max_recoveries = 0;
   int64_t recoveries = 0;  // regroups so far
+  int64_t threads = 1;     // train.threads: placed only on workers with at least this many cores
   std::vector<RankInfo> ranks;
   std::optional<double> test_accuracy;
   std::map<std::string, double> summary;
@@ -106,6 +107,7 @@ struct Worker {
   std::string host;
   std::string region;
   int slots = 1;
+  int cores = 0;  // reported at registration; 0: unknown (not checked)
   WorkerState state = WorkerState::kReady;
   uint64_t session = 0;
   double registered_at = 0;       // unix seconds

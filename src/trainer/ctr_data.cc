@@ -13,6 +13,16 @@ namespace {
 
 constexpr int kCriteoFields = 1 + kCtrDenseFeatures + kCriteoTables;
 constexpr int kKeptBadMessages = 10;
+// After the first kKeptBadMessages skipped lines, only every this-many-th is logged.
+constexpr int64_t kBadLogEvery = 10000;
+// A field quoted in an error message is cut to this many bytes (a malformed line may be MBs).
+constexpr size_t kQuotedBytes = 48;
+
+// 'value', or its first bytes and its length when it is long (never the whole of a huge field).
+std::string quote_cut(const std::string& value) {
+  if (value.size() <= kQuotedBytes) return "'" + value + "'";
+  return "'" + value.substr(0, kQuotedBytes) + "...' (" + std::to_string(value.size()) + " bytes)";
+}
 // Category value of an empty categorical field (outside the 32-bit range of real values).
 constexpr uint64_t kMissingCategory = 0x1'0000'0000ULL;
 
@@ -102,7 +112,7 @@ Status CriteoReader::rewind() {
   chunk_.resize(static_cast<size_t>(options_.chunk_bytes));
   chunk_pos_ = chunk_len_ = 0;
   eof_ = false;
-  line_number_ = split_lines_ = position_ = bad_lines_ = 0;
+  line_number_ = split_lines_ = position_ = bad_lines_ = good_lines_ = 0;
   bad_messages_.clear();
   return Status::ok();
 }
@@ -175,7 +185,7 @@ std::string CriteoReader::parse_line(const std::string& line, float* dense, int6
       return "expected " + std::to_string(kCriteoFields) + " tab-separated fields, got more";
     }
     if (field == 0) {
-      if (value != "0" && value != "1") return "label must be 0 or 1, got '" + value + "'";
+      if (value != "0" && value != "1") return "label must be 0 or 1, got " + quote_cut(value);
       *label = value == "1" ? 1.0f : 0.0f;
     } else if (field <= kCtrDenseFeatures) {
       double x = 0;
@@ -184,7 +194,7 @@ std::string CriteoReader::parse_line(const std::string& line, float* dense, int6
         errno = 0;
         long long v = std::strtoll(value.c_str(), &stop, 10);
         if (stop != value.c_str() + value.size() || errno != 0) {
-          return "integer feature I" + std::to_string(field) + " is not an integer: '" + value + "'";
+          return "integer feature I" + std::to_string(field) + " is not an integer: " + quote_cut(value);
         }
         x = std::log1p(static_cast<double>(std::max<long long>(v, 0)));
       }
@@ -195,7 +205,7 @@ std::string CriteoReader::parse_line(const std::string& line, float* dense, int6
       if (!value.empty()) {
         bool hex = value.size() <= 16;
         for (char c : value) hex = hex && std::isxdigit(static_cast<unsigned char>(c));
-        if (!hex) return "categorical feature C" + std::to_string(t + 1) + " is not hex: '" + value + "'";
+        if (!hex) return "categorical feature C" + std::to_string(t + 1) + " is not hex: " + quote_cut(value);
         v = std::strtoull(value.c_str(), nullptr, 16);
       }
       sparse[t] = hash_category(v, t, options_.table_sizes[t]);
@@ -227,18 +237,34 @@ Result<Batch> CriteoReader::next(int64_t max_rows) {
     std::string err = parse_line(line, xp + rows * kCtrDenseFeatures, sp + rows * tables, yp + rows);
     if (!err.empty()) {
       std::string msg = options_.path + ":" + std::to_string(line_number_) + ": " + err;
+      if (line.size() > 1024) msg += " (a line of " + std::to_string(line.size()) + " bytes)";
       ++bad_lines_;
+      ++bad_lines_total_;
       if (bad_lines_ > options_.max_bad_lines) {
-        return invalid_argument(msg + " (more than " + std::to_string(options_.max_bad_lines) +
-                                        " bad lines; is this a Criteo TSV?)");
+        return data_loss(msg + " (more than " + std::to_string(options_.max_bad_lines) +
+                         " bad lines; is this a Criteo TSV?)");
       }
-      if (static_cast<int>(bad_messages_.size()) < kKeptBadMessages) {
-        spdlog::warn("skipping bad line {}", msg);
-        bad_messages_.push_back(msg);
+      if (static_cast<int>(bad_messages_.size()) < kKeptBadMessages) bad_messages_.push_back(msg);
+      // Every pass (epoch, evaluation) meets the same bad lines again: the log gets the first
+      // few of the reader's life, then one line per kBadLogEvery.
+      if (bad_lines_total_ <= kKeptBadMessages) {
+        spdlog::warn("skipping bad line {}{}", msg,
+                     bad_lines_total_ == kKeptBadMessages
+                         ? " (further bad lines are counted, one in " + std::to_string(kBadLogEvery) +
+                               " logged)"
+                         : std::string());
+      } else if (bad_lines_total_ % kBadLogEvery == 0) {
+        spdlog::warn("skipped {} bad lines so far; latest {}", bad_lines_total_, msg);
       }
       continue;
     }
     ++rows;
+    ++good_lines_;
+  }
+  if (rows == 0 && eof_ && good_lines_ == 0 && bad_lines_ > 0) {
+    // The whole pass had nothing to train on: a data error, not an empty share.
+    return data_loss(options_.path + ": no valid line in " + std::to_string(line_number_) + " lines (" +
+                     std::to_string(bad_lines_) + " bad; first: " + bad_messages_.front() + ")");
   }
   position_ += rows;
   return Batch{x.narrow(0, 0, rows), sparse.narrow(0, 0, rows), y.narrow(0, 0, rows)};

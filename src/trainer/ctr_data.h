@@ -57,7 +57,8 @@ struct CriteoOptions {
   int64_t holdout_every = 0;
   CtrSplit split = CtrSplit::kAll;
   // Bad lines (wrong field count, non-numeric integer, bad hex, label not 0/1) are skipped and
-  // reported with file:line; more than this many in one pass is an error.
+  // reported with file:line (a long field cut to its first bytes and length); more than this
+  // many in one pass, or a pass with no valid line at all, is a data error (DATA_LOSS).
   int64_t max_bad_lines = 1000;
   int64_t chunk_bytes = 1 << 20;  // read size: the file is streamed, never loaded whole
 };
@@ -96,7 +97,9 @@ class CriteoReader : public CtrStream {
   int64_t line_number_ = 0;   // physical lines read (1-based number of the last one)
   int64_t split_lines_ = 0;   // lines of the chosen split seen
   int64_t position_ = 0;      // samples returned to the caller
-  int64_t bad_lines_ = 0;
+  int64_t bad_lines_ = 0;        // in this pass
+  int64_t good_lines_ = 0;       // in this pass
+  int64_t bad_lines_total_ = 0;  // in every pass (rate-limits the log)
   std::vector<std::string> bad_messages_;
 };
 

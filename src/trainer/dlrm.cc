@@ -3,10 +3,17 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <numeric>
+#include <sstream>
+
+#include "trainer/nonfinite.h"
 
 namespace tern {
 namespace {
@@ -92,8 +99,44 @@ Result<DlrmOptions> DlrmOptions::from_spec(const JobSpec& spec) {
   o.lr = spec.train.lr;
   o.seed = static_cast<uint64_t>(spec.train.seed);
   o.bucket_bytes = static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20));
+  o.check_finite = true;
   TERN_RETURN_IF_ERROR(o.validate());
   return o;
+}
+
+int64_t available_memory_bytes() {
+  int64_t avail = 0;
+  {
+    std::ifstream in("/proc/meminfo");
+    std::string key;
+    int64_t kb = 0;
+    std::string unit;
+    while (in >> key >> kb >> unit) {
+      if (key == "MemAvailable:") {
+        avail = kb * 1024;
+        break;
+      }
+    }
+  }
+  auto bound = [&](int64_t limit) {
+    if (limit > 0 && (avail == 0 || limit < avail)) avail = limit;
+  };
+  {
+    std::ifstream in("/sys/fs/cgroup/memory.max");  // cgroup v2; "max" when unlimited
+    std::string v;
+    if (in >> v && v != "max") {
+      int64_t limit = std::atoll(v.c_str());
+      int64_t used = 0;
+      std::ifstream cur("/sys/fs/cgroup/memory.current");
+      cur >> used;
+      bound(limit > used ? limit - used : 1);
+    }
+  }
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    bound(static_cast<int64_t>(rl.rlim_cur));
+  }
+  return avail;
 }
 
 Status DlrmOptions::validate() const {
@@ -346,7 +389,26 @@ Result<std::unique_ptr<DlrmTrainer>> DlrmTrainer::create(const DlrmOptions& opti
   m.owner_order = at::tensor(order, at::kLong);
   m.table_order = at::argsort(m.owner_order);
 
+  // What this rank's tables take (weights, access counts, dirty bits), checked before any of
+  // it is allocated: an allocation the kernel overcommits would be paid later, in the OOM
+  // killer's SIGKILL, which looks like a lost machine instead of a model that does not fit.
+  {
+    int64_t rows = 0;
+    for (int64_t t : m.owned_by[m.rank]) rows += options.table_sizes[t];
+    const double need = static_cast<double>(rows) * static_cast<double>(m.dim * 4 + 8 + 1);
+    const int64_t have = options.memory_limit_bytes > 0 ? options.memory_limit_bytes : available_memory_bytes();
+    if (have > 0 && need > static_cast<double>(have)) {
+      std::ostringstream os;
+      os.precision(3);
+      os << "dlrm: rank " << m.rank << "'s embedding tables (" << m.owned_by[m.rank].size() << " tables, " << rows
+         << " rows of dimension " << m.dim << ") need " << need / (1 << 30) << " GiB, but this machine has "
+         << static_cast<double>(have) / (1 << 30)
+         << " GiB available; shrink data.table_sizes / data.table_size or model.embedding_dim, or use more workers";
+      return resource_exhausted(os.str());
+    }
+  }
   torch::NoGradGuard no_grad;
+  try {
   for (int64_t t : m.owned_by[m.rank]) {
     // DLRM's init: uniform +-sqrt(1/rows), per table from (seed, table) wherever it lives.
     auto gen = at::detail::createCPUGenerator(seed_for(options.seed, 1000 + static_cast<uint64_t>(t)));
@@ -355,6 +417,12 @@ Result<std::unique_ptr<DlrmTrainer>> DlrmTrainer::create(const DlrmOptions& opti
     m.weights.push_back(at::empty({options.table_sizes[t], m.dim}, at::kFloat).uniform_(-k, k, gen));
     m.counts.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
     m.dirty.push_back(at::zeros({options.table_sizes[t]}, at::kBool));
+  }
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted("dlrm: rank " + std::to_string(m.rank) + ": out of memory allocating its embedding tables");
+  } catch (const c10::Error& e) {
+    return resource_exhausted("dlrm: rank " + std::to_string(m.rank) + ": cannot allocate its embedding tables: " +
+                              e.what_without_backtrace());
   }
   m.bottom.init(options.dense_features, options.bottom_mlp, seed_for(options.seed, 1));
   const int64_t n = m.tables + 1;
@@ -399,6 +467,19 @@ Result<DlrmStepStats> DlrmTrainer::forward_backward(const Batch& batch) {
   loss = bce / static_cast<double>(stats.global_samples);
   loss.backward();
   stats.loss = b > 0 ? bce.item<double>() / static_cast<double>(b) : 0.0;
+  if (m.options.check_finite) {
+    // Before any row or weight changes: the group agrees, so every rank skips (or stops at)
+    // the same step and no replica or shard takes a non-finite update.
+    std::vector<at::Tensor> grads;
+    for (const auto& p : dense_parameters()) grads.push_back(p.grad());
+    grads.push_back(f.emb.grad());
+    const bool finite = std::isfinite(stats.loss) && all_finite(grads);
+    TERN_ASSIGN_OR_RETURN(stats.nonfinite_ranks, agree_nonfinite(m.comm, finite));
+    if (!stats.nonfinite_ranks.empty()) {
+      for (auto& p : dense_parameters()) p.mutable_grad() = at::Tensor();
+      return stats;
+    }
+  }
   {
     torch::NoGradGuard no_grad;
     TERN_RETURN_IF_ERROR(m.backward_embeddings(f));
@@ -431,7 +512,7 @@ void DlrmTrainer::set_lr(double lr, double embedding_lr) {
 
 Result<DlrmStepStats> DlrmTrainer::step(const Batch& batch) {
   TERN_ASSIGN_OR_RETURN(DlrmStepStats stats, forward_backward(batch));
-  if (stats.global_samples == 0) return stats;
+  if (stats.global_samples == 0 || !stats.nonfinite_ranks.empty()) return stats;
   std::vector<at::Tensor> grads = dense_grads();
   auto pending = impl_->reducer->start(grads, impl_->step_count);
   TERN_RETURN_IF_ERROR(pending->finish(grads));

@@ -58,6 +58,13 @@ struct DlrmOptions {
   double embedding_lr = -1;                    // sparse SGD on the rows; < 0: same as lr
   uint64_t seed = 1;
   int64_t bucket_bytes = 25 << 20;  // DenseReducer buckets for the MLP gradients
+  // Every step, the ranks agree (one all-reduce of a flag per rank) whether each one's loss
+  // and gradients are finite; when one is not, nobody updates anything (nonfinite_ranks).
+  // from_spec turns it on (train.on_nonfinite decides what the loop does then).
+  bool check_finite = false;
+  // The bytes this rank's embedding tables may take; 0: what the machine has available
+  // (MemAvailable, the cgroup limit, RLIMIT_AS). create() refuses tables that do not fit.
+  int64_t memory_limit_bytes = 0;
 
   // model.*, data.table_sizes / num_tables x table_size, train.lr / seed, sync.bucket_mb.
   static Result<DlrmOptions> from_spec(const JobSpec& spec);
@@ -77,7 +84,14 @@ struct DlrmStepStats {
   double loss = 0;             // mean BCE over this rank's rows (0 when it had none)
   int64_t samples = 0;         // this rank's rows
   int64_t global_samples = 0;  // all ranks' rows in this step
+  // check_finite: the ranks whose loss or gradients were not finite (the same list on every
+  // rank). Non-empty: the step updated nothing anywhere.
+  std::vector<int> nonfinite_ranks;
 };
+
+// Bytes of memory this process can still use: MemAvailable, bounded by its cgroup's
+// memory.max and RLIMIT_AS when those are set. 0 when unknown.
+int64_t available_memory_bytes();
 
 struct DlrmMetrics {
   double logloss = 0;   // mean BCE over every rank's samples

@@ -11,6 +11,7 @@
 #include "common/trainer_protocol.h"
 #include "recovery/checkpoint.h"
 #include "trainer/checkpointer.h"
+#include "trainer/nonfinite.h"
 #include "trainer/sampler.h"
 
 namespace tern {
@@ -73,6 +74,9 @@ Status DlrmLoop::setup() {
   TERN_ASSIGN_OR_RETURN(
       test_, make_ctr_stream(spec_.data, CtrSplit::kTest, options_.rank, options_.world));
   TERN_ASSIGN_OR_RETURN(int64_t share, largest_share(spec_.data, options_.world));
+  if (share == 0 && spec_.data.source == "criteo")
+    return data_loss(spec_.data.path + ": no training lines (data.holdout_every " +
+                     std::to_string(spec_.data.holdout_every) + ")");
   if (share == 0)
     return invalid_argument("data.train_size is too small for " + std::to_string(options_.world) +
                             " workers");
@@ -133,6 +137,36 @@ Status DlrmLoop::train_step() {
   model_->set_lr(scheduled_lr(spec_.train, step_, total_steps_));
   TERN_ASSIGN_OR_RETURN(DlrmStepStats stats, model_->step(batch));
   compute_s_ += seconds_since(t0);
+  if (!stats.nonfinite_ranks.empty()) {
+    // Every rank has the same list (DlrmTrainer agreed on it) and nothing was updated.
+    const std::string mine =
+        std::find(stats.nonfinite_ranks.begin(), stats.nonfinite_ranks.end(), options_.rank) !=
+                stats.nonfinite_ranks.end()
+            ? " (loss " + loss_text(stats.loss) + " here)"
+            : "";
+    if (spec_.train.on_nonfinite != "skip_step") {
+      nonfinite_stop_ = true;
+      return Status(StatusCode::kOutOfRange,  // run() puts "step N: " in front
+                    "non-finite loss or gradient on rank " +
+                        rank_list(stats.nonfinite_ranks) + mine +
+                        "; lower train.lr, or set train.on_nonfinite: skip_step to leave such "
+                        "steps out");
+    }
+    ++skipped_steps_;
+    std::string message = "step " + std::to_string(step_) +
+                          ": non-finite loss or gradient on rank " +
+                          rank_list(stats.nonfinite_ranks) + mine +
+                          "; update skipped on every rank (train.on_nonfinite: skip_step, " +
+                          std::to_string(skipped_steps_) + " skipped so far)";
+    if (skipped_steps_ <= 10 || skipped_steps_ % 100 == 0) spdlog::warn("{}", message);
+    std::vector<int64_t> ranks(stats.nonfinite_ranks.begin(), stats.nonfinite_ranks.end());
+    sink_->emit({{"event", "skipped"},
+                 {"step", step_},
+                 {"ranks", ranks},
+                 {"skipped_steps", skipped_steps_},
+                 {"message", message}});
+    return Status::ok();
+  }
   ++steps_computed_;
   samples_ += stats.samples;
   global_samples_ += stats.global_samples;
@@ -442,7 +476,8 @@ void DlrmLoop::emit_progress(bool force) {
                       // this rank's share of the job's rate (the CLI multiplies by the world)
                       {"samples_per_s", dt > 0 ? window_samples_ / dt / options_.world : 0.0},
                       {"bytes_sent", counting_->counts().total()},
-                      {"compute_s", compute_s_}};
+                      {"compute_s", compute_s_},
+                      {"skipped_steps", skipped_steps_}};
   if (checkpointer_) {
     e["checkpoints"] = checkpointer_->committed();
     e["checkpoint_s"] = checkpointer_->blocking_s();
@@ -563,6 +598,7 @@ Status DlrmLoop::run() {
       // the steps redone after a rollback.
       {"time_lost_s", m[1] + m[3] * step_s},
       {"generation", options_.generation},
+      {"skipped_steps", skipped_steps_},
       {"recovery_mode", spec_.recovery.mode},
       {"checkpoint_policy", spec_.recovery.policy},
       {"checkpoint_interval", spec_.recovery.interval},

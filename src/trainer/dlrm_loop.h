@@ -93,6 +93,7 @@ class DlrmLoop : public TrainingLoop {
   double eval_s_ = 0;  // mid-run evaluations (train.eval_every), kept out of wall_s
   double last_loss_ = 0, window_loss_ = 0;
   int64_t window_steps_ = 0, window_samples_ = 0;
+  int64_t skipped_steps_ = 0;  // non-finite steps left out (train.on_nonfinite skip_step)
   int64_t samples_ = 0, global_samples_ = 0;
   int64_t steps_computed_ = 0;  // steps this rank ran, redone ones included
   std::chrono::steady_clock::time_point window_start_;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "common/trainer_protocol.h"
 #include "recovery/checkpoint.h"
 #include "trainer/checkpointer.h"
+#include "trainer/nonfinite.h"
 
 namespace tern {
 namespace {
@@ -300,7 +302,8 @@ Status Trainer::checkpoint(int64_t steps_done) {
                                          {"samples", samples_},
                                          {"compute_s", compute_s_},
                                          {"injected_delay_s", injected_delay_s_},
-                                         {"last_loss", last_loss_}}
+                                         {"last_loss", last_loss_},
+                                         {"skipped_steps", skipped_steps_}}
                               .dump();
   NamedTensors replicated, per_rank;
   auto& buffers = optimizer_->momentum_buffers();
@@ -364,6 +367,7 @@ Status Trainer::restore_replicated(const LoadedCheckpoint& c, const std::string&
   compute_s_ = counters.value("compute_s", 0.0);
   injected_delay_s_ = counters.value("injected_delay_s", 0.0);
   last_loss_ = counters.value("last_loss", 0.0);
+  skipped_steps_ = counters.value("skipped_steps", int64_t{0});
   return Status::ok();
 }
 
@@ -455,6 +459,8 @@ Status Trainer::train_step(int64_t step) {
   grads.reserve(params_.size());
   double compute = 0;
   int64_t computed = 0;
+  double mean_loss = 0;
+  bool finite = true;  // this rank's loss and gradients
   if (plan.skip || plan.indices.empty()) {
     // Behind its peers (or given no work): nothing to compute; the strategy supplies the update.
     for (auto& p : params_) grads.push_back(at::zeros_like(p));
@@ -464,7 +470,6 @@ Status Trainer::train_step(int64_t step) {
     model_->zero_grad();
     at::Tensor out = model_->forward(batch);
     at::Tensor loss;
-    double mean_loss = 0;
     if (plan.weights.empty()) {
       loss = model_->loss(out, batch);
       loss.backward();
@@ -481,11 +486,34 @@ Status Trainer::train_step(int64_t step) {
     double delay = maybe_inject_delay(compute);
     strategy_->record_compute(batch.size(), compute + delay);
     computed = batch.size();
+    finite = step_is_finite(mean_loss, grads);
+  }
+  const bool skip_nonfinite = spec_.train.on_nonfinite == "skip_step";
+  if (skip_nonfinite) {
+    // The group decides, so that every replica leaves the same step out.
+    TERN_ASSIGN_OR_RETURN(std::vector<int> bad, agree_nonfinite(*counting_, finite));
+    if (!bad.empty()) return skip_step(step, bad, finite ? std::string() : loss_text(mean_loss), grads);
+  } else if (!finite) {
+    // train.on_nonfinite fail: hand the poison on, so that peers that average gradients every
+    // step (SSGD) stop at this same step with the same exit code instead of losing a peer.
+    for (auto& g : grads) g.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  if (computed > 0 && finite) {
     last_loss_ = mean_loss;
     window_loss_ += last_loss_;
     ++window_steps_;
   }
   TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
+  if (!skip_nonfinite && (!finite || !all_finite(grads))) {
+    nonfinite_stop_ = true;
+    // (run() puts "step N: " in front.)
+    return Status(StatusCode::kOutOfRange,
+                  (!finite ? "non-finite loss (" + loss_text(mean_loss) + ") or gradient on rank " +
+                                     std::to_string(options_.rank)
+                               : std::string("non-finite gradient after synchronisation (a peer's step "
+                                             "was not finite)")) +
+                      "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
+  }
   auto t1 = Clock::now();
   optimizer_->set_lr(scheduled_lr(spec_.train, step, total_steps_));
   optimizer_->step(grads);
@@ -494,6 +522,25 @@ Status Trainer::train_step(int64_t step) {
   samples_ += computed;
   global_samples_ += plan.global_samples;
   window_samples_ += plan.global_samples / std::max(1, options_.world);
+  return Status::ok();
+}
+
+Status Trainer::skip_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
+                          std::vector<at::Tensor>& grads) {
+  // Every rank: a zero gradient through the strategy (its collectives and in-flight state stay
+  // matched across ranks, its error feedback unpoisoned), then no optimizer step.
+  for (auto& g : grads) g = at::zeros_like(g);
+  TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
+  TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
+  ++skipped_steps_;
+  std::string message = "step " + std::to_string(step) + ": non-finite loss or gradient on rank " +
+                        rank_list(ranks) + (my_loss.empty() ? "" : " (loss " + my_loss + " here)") +
+                        "; update skipped on every rank (train.on_nonfinite: skip_step, " +
+                        std::to_string(skipped_steps_) + " skipped so far)";
+  if (skipped_steps_ <= 10 || skipped_steps_ % 100 == 0) spdlog::warn("{}", message);
+  std::vector<int64_t> rank_ids(ranks.begin(), ranks.end());
+  sink_->emit({{"event", "skipped"}, {"step", step}, {"ranks", rank_ids}, {"skipped_steps", skipped_steps_},
+               {"message", message}});
   return Status::ok();
 }
 
@@ -514,6 +561,7 @@ void Trainer::emit_progress(int64_t step, bool force) {
       {"wait_s", m.wait_s},
       {"staleness", m.staleness},
       {"injected_delay_s", injected_delay_s_},
+      {"skipped_steps", skipped_steps_},
   };
   for (const auto& [k, v] : m.extra) e[k] = v;
   e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
@@ -629,6 +677,7 @@ Status Trainer::run() {
       {"recovery_s", recovery_s_},
       {"steps_rolled_back", steps_rolled_back_},
       {"generation", options_.generation},
+      {"skipped_steps", skipped_steps_},
   };
   for (const auto& [k, v] : m.extra) summary_[k] = v;
   summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);

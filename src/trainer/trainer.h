@@ -65,6 +65,12 @@ class TrainingLoop {
   // Any thread (a signal or the stdin reader).
   virtual void request_stop() = 0;
   virtual const nlohmann::json& summary() const = 0;
+  // True when run() failed because a step's loss or gradients were not finite
+  // (train.on_nonfinite fail): the process exits kTrainerNonFinite.
+  bool stopped_on_nonfinite() const { return nonfinite_stop_; }
+
+ protected:
+  bool nonfinite_stop_ = false;
 };
 
 struct TrainerOptions {
@@ -110,6 +116,10 @@ class Trainer : public TrainingLoop {
 
  private:
   Status train_step(int64_t step);
+  // train.on_nonfinite skip_step, when `ranks` (agreed by all) had a non-finite step: the same
+  // on every rank, no update from this step. `my_loss` is this rank's loss when it was one.
+  Status skip_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
+                   std::vector<at::Tensor>& grads);
   // The reducer and sync strategy on the current communicators (again after a regroup).
   Status build_sync(bool first);
   // After a failed step: waits for the regroup command, reconnects, re-syncs state.
@@ -167,6 +177,7 @@ class Trainer : public TrainingLoop {
   int64_t window_steps_ = 0;
   double last_loss_ = 0;
   int64_t samples_ = 0;  // this rank's computed samples
+  int64_t skipped_steps_ = 0;  // non-finite steps left out (train.on_nonfinite skip_step)
   int64_t global_samples_ = 0;  // samples of every step's global batch (all ranks)
   double train_wall_s_ = 0;  // training only: mid-run evaluations excluded
   double eval_s_ = 0;        // mid-run evaluations (train.eval_every)

@@ -37,9 +37,48 @@ int exit_code_for(const Status& s) {
     case StatusCode::kNotFound:
     case StatusCode::kDataLoss: return kTrainerDataError;
     case StatusCode::kUnavailable:
-    case StatusCode::kDeadlineExceeded: return kTrainerCommFailure;
+    case StatusCode::kDeadlineExceeded:
+    case StatusCode::kAborted: return kTrainerCommFailure;
+    case StatusCode::kResourceExhausted: return kTrainerOutOfMemory;
     case StatusCode::kCancelled: return kTrainerStopped;
     default: return kTrainerInternal;
+  }
+}
+
+std::optional<int> parse_port(const std::string& text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  int port = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    port = port * 10 + (c - '0');
+  }
+  if (port < 1 || port > 65535) return std::nullopt;
+  return port;
+}
+
+// True for what LibTorch throws when an allocation fails (CPU: "DefaultCPUAllocator: can't
+// allocate memory", CUDA: "CUDA out of memory").
+bool is_allocation_failure(const std::string& what) {
+  return what.find("can't allocate memory") != std::string::npos ||
+         what.find("out of memory") != std::string::npos ||
+         what.find("Out of memory") != std::string::npos;
+}
+
+// Runs `f` (setup or run), turning what escapes as an exception into a Status: an allocation
+// failure is RESOURCE_EXHAUSTED (exit kTrainerOutOfMemory), anything else INTERNAL.
+template <typename F>
+Status guarded(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted(std::string(what) + ": out of memory (std::bad_alloc)");
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    if (is_allocation_failure(msg)) return resource_exhausted(std::string(what) + ": out of memory: " + msg);
+    return internal_error(std::string(what) + ": " + msg);
+  } catch (const std::exception& e) {
+    if (is_allocation_failure(e.what())) return resource_exhausted(std::string(what) + ": out of memory: " + e.what());
+    return internal_error(std::string(what) + ": unexpected exception: " + e.what());
   }
 }
 
@@ -111,11 +150,18 @@ int trainer_main(const TrainerArgs& args) {
   setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
                 " gen=" + std::to_string(args.generation));
   JsonLinesSink sink(stdout, args.job_id, args.rank, args.generation);
-  auto fail = [&](const Status& s) {
-    int code = exit_code_for(s);
+  // Every failure ends here, and the process ends here too: returning through main would run
+  // the static destructors of c10d/Gloo while their threads may still run (a crash at exit
+  // that turned a clear failure into a signal, read as a lost machine).
+  std::unique_ptr<TrainingLoop> trainer;
+  auto fail = [&](const Status& s) -> int {
+    int code = trainer && trainer->stopped_on_nonfinite() ? kTrainerNonFinite : exit_code_for(s);
     spdlog::error("{}", s.to_string());
     sink.emit({{"event", "error"}, {"message", s.to_string()}, {"code", code}});
-    return code;
+    spdlog::default_logger()->flush();
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(code);
   };
   auto loaded = load_job_spec_file(args.spec_file);
   if (!loaded.is_ok()) return fail(loaded.status());
@@ -131,7 +177,9 @@ int trainer_main(const TrainerArgs& args) {
 
   RendezvousOptions rv;
   rv.master_host = args.master.substr(0, colon);
-  rv.master_port = std::stoi(args.master.substr(colon + 1));
+  auto port = parse_port(args.master.substr(colon + 1));
+  if (!port) return fail(invalid_argument("--master must be HOST:PORT with a port in 1..65535, got '" + args.master + "'"));
+  rv.master_port = *port;
   rv.rank = args.rank;
   rv.world = args.world;
   rv.generation = args.generation;
@@ -170,7 +218,9 @@ int trainer_main(const TrainerArgs& args) {
     auto c = req.master.rfind(':');
     if (c == std::string::npos) return invalid_argument("regroup master must be HOST:PORT, got '" + req.master + "'");
     rv.master_host = req.master.substr(0, c);
-    rv.master_port = std::stoi(req.master.substr(c + 1));
+    auto port = parse_port(req.master.substr(c + 1));
+    if (!port) return invalid_argument("regroup master must be HOST:PORT with a port in 1..65535, got '" + req.master + "'");
+    rv.master_port = *port;
     rv.generation = req.generation;
     rv.world = req.world;
     so.world = req.world;
@@ -181,7 +231,6 @@ int trainer_main(const TrainerArgs& args) {
                   " gen=" + std::to_string(req.generation), spec.log_level);
     return stack;
   };
-  std::unique_ptr<TrainingLoop> trainer;
   if (spec.model.type == "dlrm") {
     trainer = std::make_unique<DlrmLoop>(to, comm->world, &sink);
   } else {
@@ -192,8 +241,8 @@ int trainer_main(const TrainerArgs& args) {
   signal(SIGINT, on_signal);
   std::thread(stdin_commands, trainer.get(), &mailbox).detach();
 
-  Status s = trainer->setup();
-  if (s.is_ok()) s = trainer->run();
+  Status s = guarded("setup", [&] { return trainer->setup(); });
+  if (s.is_ok()) s = guarded("training", [&] { return trainer->run(); });
   g_trainer.store(nullptr);
   if (!s.is_ok()) return fail(s);
   spdlog::info("finished: {}", trainer->summary().dump());

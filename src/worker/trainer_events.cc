@@ -1,6 +1,8 @@
 #include "worker/trainer_events.h"
 
+#include <cmath>
 #include <deque>
+#include <limits>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -10,14 +12,25 @@ namespace {
 
 using json = nlohmann::json;
 
+// Numbers from a trainer may be null (a non-finite value: JSON has no NaN), missing, or of
+// another type: all read as 0, never an exception. Integers are clamped to int64.
 double num(const json& j, const char* key) {
   auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+  if (it == j.end() || !it->is_number()) return 0.0;
+  double v = it->get<double>();
+  return std::isfinite(v) ? v : 0.0;
 }
 
 int64_t integer(const json& j, const char* key) {
+  double v = num(j, key);
+  if (v >= 9.2e18) return std::numeric_limits<int64_t>::max();
+  if (v <= -9.2e18) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(v);
+}
+
+std::string text(const json& j, const char* key) {
   auto it = j.find(key);
-  return it != j.end() && it->is_number() ? static_cast<int64_t>(it->get<double>()) : 0;
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 }  // namespace
@@ -47,7 +60,8 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
     p->set_compute_s(num(j, "compute_s"));
     p->set_wait_s(num(j, "wait_s"));
     for (auto it = j.begin(); it != j.end(); ++it) {
-      if (it.value().is_number() && !known.count(it.key()))
+      if (it.value().is_number() && !known.count(it.key()) &&
+          std::isfinite(it.value().get<double>()))
         (*p->mutable_metrics())[it.key()] = it.value().get<double>();
     }
   } else if (kind == "eval") {
@@ -59,14 +73,14 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
     auto* f = e.mutable_finished();
     const json& s = j.contains("summary") && j["summary"].is_object() ? j["summary"] : j;
     for (auto it = s.begin(); it != s.end(); ++it) {
-      if (it.value().is_number() && it.key() != "time" && it.key() != "rank" &&
-          it.key() != "generation") {
+      if (it.value().is_number() && std::isfinite(it.value().get<double>()) &&
+          it.key() != "time" && it.key() != "rank" && it.key() != "generation") {
         (*f->mutable_summary())[it.key()] = it.value().get<double>();
       }
     }
   } else if (kind == "error") {
     auto* er = e.mutable_error();
-    er->set_message(j.value("message", ""));
+    er->set_message(text(j, "message"));
     er->set_code(static_cast<int32_t>(integer(j, "code")));
   } else {
     return std::nullopt;

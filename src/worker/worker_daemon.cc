@@ -185,6 +185,8 @@ bool WorkerDaemon::register_once() {
   req.set_version("0.1.0");
   if (previous_session_ == 0) previous_session_ = load_session(session_file(options_));
   req.set_session(previous_session_);
+  req.set_cores(options_.cores > 0 ? options_.cores
+                                   : static_cast<int32_t>(std::thread::hardware_concurrency()));
   for (int p : spare_ports()) req.add_spare_ports(p);
   auto reply = client_->register_worker(req);
   if (!reply.is_ok()) {
@@ -255,7 +257,11 @@ void WorkerDaemon::heartbeat_once() {
 }
 
 bool WorkerDaemon::flush_events(bool final_flush) {
+  // A backlog (a chatty trainer, a coordinator that was away) is sent over several turns of
+  // the loop: never so long in one go that the next heartbeat is late.
+  const auto until = SteadyClock::now() + heartbeat_every_ / 2;
   while (!outbox_.empty()) {
+    if (!final_flush && SteadyClock::now() >= until) return true;
     v1::ReportEventsRequest req;
     req.set_worker_id(worker_id());
     req.set_session(session_);
@@ -305,17 +311,26 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   started_.insert(key);
   const std::string job_dir = options_.work_dir + "/" + ref.job_id();
   const std::string log_path = job_dir + "/rank-" + std::to_string(ref.rank()) + ".log";
-  auto fail = [&](const std::string& why) {
+  // The task ends before a trainer ran: its error (what the coordinator shows as the job's
+  // reason) and an exit with a code that says why — kTrainerRefused when any worker would
+  // refuse it, kTrainerNotStarted when this machine could not start it.
+  auto fail = [&](const std::string& why, int code = kTrainerNotStarted) {
     spdlog::error("cannot start {}: {}", task_name(ref), why);
     std::ofstream(log_path, std::ios::app)
         << "tern worker: cannot start the trainer: " << why << "\n";
-    push_exit(ref, 127, why + "\n");
+    v1::TaskEvent e;
+    *e.mutable_task() = ref;
+    e.set_time(unix_now());
+    e.mutable_error()->set_message(why);
+    e.mutable_error()->set_code(code);
+    push_event(std::move(e));
+    push_exit(ref, code, why + "\n");
   };
   if (ref.job_id().empty() || ref.job_id().find('/') != std::string::npos ||
       ref.job_id().find("..") != std::string::npos) {
     // Not even a log file under a name like that.
     spdlog::error("cannot start {}: bad job id", task_name(ref));
-    push_exit(ref, 127, "bad job id '" + ref.job_id() + "'\n");
+    push_exit(ref, kTrainerRefused, "bad job id '" + ref.job_id() + "'\n");
     return;
   }
   std::error_code ec;
@@ -324,14 +339,14 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   // The coordinator checked the spec's paths without knowing this directory; check again
   // with it (symlinks resolved) before anything runs.
   auto spec = load_job_spec_text(start.spec_yaml(), ref.job_id() + " spec");
-  if (!spec.is_ok()) return fail(spec.status().message());
+  if (!spec.is_ok()) return fail(spec.status().message(), kTrainerRefused);
   PathPolicy paths;
   paths.job_dir = fs::path(job_dir).lexically_normal().string();
   paths.write_roots = {paths.job_dir};
   paths.read_roots = options_.data_dirs;
   paths.resolve_symlinks = true;
   if (Status s = check_job_paths(spec->spec, paths); !s.is_ok())
-    return fail("refused by the worker's path check: " + s.message());
+    return fail("refused by the worker's path check: " + s.message(), kTrainerRefused);
   const std::string spec_path = job_dir + "/spec.yaml";
   if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok())
     return fail(s.message());
@@ -371,6 +386,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   so.stderr_file = log_path;
   so.cwd = job_dir;  // relative spec paths resolve inside the job directory
   so.die_with_parent = true;
+  so.nice_increment = options_.trainer_nice;
   auto proc = Subprocess::spawn(so);
   if (!proc.is_ok()) return fail(proc.status().message());
   Task task;
@@ -428,8 +444,9 @@ void WorkerDaemon::regroup_task(const v1::RegroupTask& regroup) {
   tasks_.emplace(key, std::move(task));
 }
 
-void WorkerDaemon::ship_log(Task* t) {
+void WorkerDaemon::ship_log(Task* t, int64_t max_bytes) {
   int64_t size = file_size(t->log_path);
+  if (size - t->log_sent > max_bytes) size = t->log_sent + max_bytes;
   while (t->log_sent < size) {
     std::ifstream in(t->log_path, std::ios::binary);
     in.seekg(t->log_sent);
@@ -463,7 +480,7 @@ void WorkerDaemon::poll_tasks() {
         spdlog::debug("{}: stdout: {}", task_name(t.ref), line);
       }
     }
-    ship_log(&t);
+    ship_log(&t, 4 * static_cast<int64_t>(kMaxLogChunk));
     if (t.stopping && SteadyClock::now() >= t.kill_at) t.proc->send_signal(SIGKILL);
     auto code = t.proc->poll();
     if (!code) {

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,6 +53,12 @@ struct WorkerDaemonOptions {
   // Directories a job spec may read from besides its job directory (data.path,
   // recovery.resume_from); writes stay inside the job directory. Absolute.
   std::vector<std::string> data_dirs = {"/usr/share/datasets"};
+  // Cores reported at registration (the scheduler gives this worker no job whose
+  // train.threads exceeds them); 0: std::thread::hardware_concurrency().
+  int cores = 0;
+  // Trainers run this much nicer than the daemon (setpriority before exec), so that a
+  // trainer's threads cannot starve the daemon's heartbeats.
+  int trainer_nice = 10;
 };
 
 class WorkerDaemon {
@@ -92,7 +99,9 @@ class WorkerDaemon {
   void stop_task(const v1::TaskRef& ref, const std::string& reason);
   void regroup_task(const v1::RegroupTask& regroup);
   void poll_tasks();
-  void ship_log(Task* task);
+  // Queues the task's new log bytes as log events: at most `max_bytes` per call (the rest on
+  // the next turn of the loop, so a trainer writing fast never holds up the heartbeat).
+  void ship_log(Task* task, int64_t max_bytes = std::numeric_limits<int64_t>::max());
   void push_event(v1::TaskEvent event);
   void push_exit(const v1::TaskRef& ref, int code, const std::string& tail);
   void stop_all_tasks(std::chrono::milliseconds grace);

@@ -200,5 +200,27 @@ TEST(JobSpec, DlrmShapesAreChecked) {
   EXPECT_NE(with({"model.sharding=random"}).find("model.sharding"), std::string::npos);
 }
 
+// Issue 18 items 4 and 6.
+TEST(JobSpec, OnNonFiniteDefaultsToFailAndIsAnEnum) {
+  auto r = load_job_spec_text(kGood, "job.yaml");
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->spec.train.on_nonfinite, "fail");
+  r = load_job_spec_text(kGood, "job.yaml", {"train.on_nonfinite=skip_step"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.train.on_nonfinite, "skip_step");
+  Status s = load_error(kGood, {"train.on_nonfinite=ignore"});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("train.on_nonfinite"), std::string::npos) << s.message();
+}
+
+TEST(JobSpec, AbsurdTrainThreadsAreRefused) {
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"train.threads=" + std::to_string(kMaxTrainThreads)}).is_ok());
+  for (const char* bad : {"256", "100000", "0", "-1"}) {
+    Status s = load_error(kGood, {std::string("train.threads=") + bad});
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("train.threads"), std::string::npos) << s.message();
+  }
+}
+
 }  // namespace
 }  // namespace tern

@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
+#include <limits>
 
+#include "common/trainer_protocol.h"
 #include "coordinator/metrics.h"
 
 namespace tern {
@@ -717,6 +720,139 @@ TEST_F(CoreTest, JournalReplayAfterARegroupRestoresGenerationAndRecoveries) {
   ASSERT_TRUE(core_->heartbeat("a", a.session, {{id, 0, 2}}, {}).is_ok());
   reopen();
   EXPECT_EQ(job(id).ranks[0].generation, 2) << "the re-key is journaled";
+}
+
+// Issue 18 item 5: a deterministic failure (bad spec, bad data, out of memory, non-finite
+// loss, internal error, refused by the worker, an unknown code) fails the job at once with
+// its own reason, even with recoveries left; only a lost process or machine regroups.
+TEST_F(CoreTest, DeterministicExitsFailAtOnceAndOnlyLossesRegroup) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  struct Case {
+    int code;
+    bool regroups;
+  };
+  for (Case c : std::vector<Case>{{2, false},
+                                  {3, false},
+                                  {5, false},
+                                  {7, false},
+                                  {8, false},
+                                  {9, false},
+                                  {1, false},
+                                  {4, true},
+                                  {6, true},
+                                  {17, true},
+                                  {127, true},
+                                  {-9, true}}) {
+    beat(a, {});
+    beat(b, {});
+    auto id = core_->submit_job(spec("c" + std::to_string(c.code + 10), 1, "recovery: {mode: partial}\n"),
+                                {}, "c.yaml")
+                  ->id;
+    Job j = job(id);
+    ASSERT_EQ(j.state, JobState::kRunning) << c.code;
+    const std::string w = j.ranks[0].worker_id;
+    TaskEvent err;
+    err.kind = TaskEvent::Kind::kError;
+    err.task = {id, 0, 1};
+    err.message = "the cause, code " + std::to_string(c.code);
+    ASSERT_TRUE(report(w == "a" ? a : b, {err, exited({id, 0, 1}, c.code, "tail\n")}).is_ok());
+    j = job(id);
+    if (c.regroups) {
+      EXPECT_EQ(j.state, JobState::kRunning) << c.code << ": " << j.reason;
+      EXPECT_EQ(j.recoveries, 1) << c.code;
+      ASSERT_TRUE(core_->cancel_job(id, "next case").is_ok());
+    } else {
+      EXPECT_EQ(j.state, JobState::kFailed) << c.code << ": " << j.reason;
+      EXPECT_EQ(j.recoveries, 0) << c.code;
+      EXPECT_EQ(j.generation, 1) << c.code;
+      EXPECT_EQ(j.reason.rfind("rank 0 on worker " + w + ": " + trainer_exit_meaning(c.code), 0), 0u)
+          << j.reason;
+      EXPECT_NE(j.reason.find("the cause, code " + std::to_string(c.code)), std::string::npos) << j.reason;
+      EXPECT_EQ(j.reason.find("regroup"), std::string::npos) << j.reason;
+    }
+  }
+}
+
+// Issue 18 item 5: the reason is the root cause even when a peer's loss is reported first.
+TEST_F(CoreTest, RootCauseReplacesAPeerLossReportedBeforeIt) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("rc", 2), {}, "rc.yaml")->id;
+  ASSERT_TRUE(report(a, {exited({id, 0, 1}, 4, "peer closed the connection\n")}).is_ok());
+  ASSERT_EQ(job(id).state, JobState::kFailed);
+  EXPECT_NE(job(id).reason.find("exited with code 4"), std::string::npos) << job(id).reason;
+  TaskEvent err;
+  err.kind = TaskEvent::Kind::kError;
+  err.task = {id, 1, 1};
+  err.message = "DATA_LOSS: /data/x.tsv: no valid line in 1000 lines";
+  ASSERT_TRUE(report(b, {err, exited({id, 1, 1}, 3)}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kFailed);
+  EXPECT_EQ(j.reason.rfind("rank 1 on worker b: data error", 0), 0u) << j.reason;
+  EXPECT_NE(j.reason.find("/data/x.tsv: no valid line in 1000 lines"), std::string::npos) << j.reason;
+  EXPECT_EQ(j.ranks[1].exit_code, 3);
+  // It is journaled: a restart keeps the root cause.
+  reopen();
+  EXPECT_EQ(job(id).reason, j.reason);
+}
+
+// Issue 18 item 4: numbers a worker reports are not trusted to be finite; the journal (JSON)
+// keeps working, before and after a restart.
+TEST_F(CoreTest, NonFiniteNumbersFromAWorkerAreNotStored) {
+  auto a = add_worker("a");
+  auto id = core_->submit_job(spec("nan", 1), {}, "n.yaml")->id;
+  TaskKey k{id, 0, 1};
+  ASSERT_TRUE(report(a, {progress(k, 1, 10, 2.5)}).is_ok());
+  TaskEvent p = progress(k, 2, 10, std::nan(""));
+  p.samples_per_s = std::numeric_limits<double>::infinity();
+  p.metrics["staleness"] = std::nan("");
+  TaskEvent ev;
+  ev.kind = TaskEvent::Kind::kEval;
+  ev.task = k;
+  ev.test_accuracy = std::nan("");
+  TaskEvent fin;
+  fin.kind = TaskEvent::Kind::kFinished;
+  fin.task = k;
+  fin.summary = {{"final_loss", std::nan("")}, {"steps", 2}};
+  ASSERT_TRUE(report(a, {p, ev, fin}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.ranks[0].step, 2);
+  EXPECT_EQ(j.ranks[0].loss, 2.5) << "the last finite value stays";
+  EXPECT_EQ(j.ranks[0].samples_per_s, 100);
+  EXPECT_EQ(j.ranks[0].metrics.at("staleness"), 2);
+  EXPECT_FALSE(j.ranks[0].test_accuracy.has_value());
+  EXPECT_EQ(j.summary.count("final_loss"), 0u);
+  reopen();
+  EXPECT_EQ(job(id).ranks[0].loss, 2.5);
+}
+
+// Issue 18 item 6: workers report their cores; a job whose train.threads exceeds every
+// worker's cores fails at placement naming both, and does not block the queue; workers with
+// too few cores get no rank of it.
+TEST_F(CoreTest, TrainThreadsBeyondTheWorkersCoresAreRefusedAtPlacement) {
+  auto small = core_->register_worker({"small", "127.0.0.1", "local", 2, {40100}, 2});
+  ASSERT_TRUE(small.is_ok());
+  auto greedy = core_->submit_job(spec("greedy", 1, "train: {threads: 8}\n"), {}, "g.yaml");
+  ASSERT_TRUE(greedy.is_ok());
+  auto modest = core_->submit_job(spec("modest", 1, "train: {threads: 2}\n"), {}, "m.yaml");
+  ASSERT_TRUE(modest.is_ok());
+  Job g = job(greedy->id);
+  EXPECT_EQ(g.state, JobState::kFailed);
+  EXPECT_NE(g.reason.find("train.threads 8"), std::string::npos) << g.reason;
+  EXPECT_NE(g.reason.find("has 2"), std::string::npos) << g.reason;
+  EXPECT_EQ(job(modest->id).state, JobState::kRunning) << "the queue moves on";
+
+  // A big worker joins: the next greedy job runs there, never on the small one.
+  auto big = core_->register_worker({"big", "127.0.0.1", "local", 2, {40200}, 16});
+  ASSERT_TRUE(big.is_ok());
+  auto again = core_->submit_job(spec("greedy2", 2, "train: {threads: 8}\n"), {}, "g.yaml");
+  Job j = job(again->id);
+  ASSERT_EQ(j.state, JobState::kRunning) << j.reason;
+  for (const auto& r : j.ranks) EXPECT_EQ(r.worker_id, "big");
+  // Negative cores are refused at registration.
+  EXPECT_EQ(core_->register_worker({"neg", "127.0.0.1", "local", 1, {40300}, -1}).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_F(CoreTest, WorkerRegistrationIsValidated) {

@@ -436,5 +436,56 @@ TEST_F(ClusterTest, TrainerKilledMidJobPartialRecoveryKeepsTheSurvivor) {
   EXPECT_NE(logs.out.find("regrouped at generation 2"), std::string::npos) << logs.out;
 }
 
+// Issue 18 item 5: a Criteo file with no valid line on a cluster with recovery.mode partial:
+// the job fails once, at once, with the data error naming the file as its reason; no regroup.
+TEST_F(ClusterTest, CriteoWithNoValidLineFailsOnceWithTheDataError) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  fs::create_directories(dir_ / "data");
+  const fs::path data = dir_ / "data" / "novalid.tsv";
+  {
+    std::ofstream f(data);
+    for (int i = 0; i < 200; ++i) f << "garbage\tline\t" << i << "\n";
+  }
+  write_cluster("data_dirs: [" + (dir_ / "data").string() + "]\n",
+                "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  fs::path spec = dir_ / "it-criteo.yaml";
+  std::ofstream(spec) << "name: it-criteo\nworkers: 2\nmodel: {type: dlrm}\n"
+                      << "data: {source: criteo, path: " << data.string() << ", table_size: 100}\n"
+                      << "train: {steps: 10, batch_size: 16}\n"
+                      << "recovery: {mode: partial, max_recoveries: 3}\n";
+  Output sub = tern({"submit", spec.string()});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  json last = wait_terminal("j-1", 600);
+  ASSERT_EQ(last.value("state", ""), "JOB_STATE_FAILED") << last.dump();
+  EXPECT_EQ(as_int(last, "recoveries"), 0) << last.dump();
+  EXPECT_EQ(as_int(last, "generation"), 1) << last.dump();
+  const std::string reason = last.value("reason", "");
+  EXPECT_NE(reason.find("data error"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(data.string() + ": no valid line in 200 lines"), std::string::npos) << reason;
+  EXPECT_EQ(reason.find("rendezvous"), std::string::npos) << reason;
+  EXPECT_EQ(reason.find("regroup"), std::string::npos) << reason;
+}
+
+// Issue 18 item 4: a diverging job submitted to a cluster fails naming the step (it ended
+// SUCCEEDED with loss 0 and accuracy 0.10 before).
+TEST_F(ClusterTest, NonFiniteLossFailsTheJob) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  Output sub = tern({"submit", write_job("it-nan", 2, "sync: {timeout_s: 20}\n"), "--set", "train.steps=40",
+                     "--set", "train.lr=100"});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  json last = wait_terminal("j-1", 600);
+  ASSERT_EQ(last.value("state", ""), "JOB_STATE_FAILED") << last.dump();
+  const std::string reason = last.value("reason", "");
+  EXPECT_NE(reason.find("non-finite"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("step "), std::string::npos) << reason;
+}
+
 }  // namespace
 }  // namespace tern

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -138,6 +139,81 @@ TEST(TernRun, ACrashedTrainerFailsTheJobFastWithItsExitCode) {
   EXPECT_NE(j["reason"].get<std::string>().find("injected failure"), std::string::npos) << j.dump();
   // The survivor noticed the lost peer (or was stopped) well before the 20 s collective timeout.
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+}
+
+// Issue 18 item 4: a diverging run (lr 100) stops at the first non-finite step with exit code
+// 7 naming the step; the CLI prints valid JSON (it aborted on a JSON null before).
+TEST(TernRun, NonFiniteLossFailsWithAClearMessageAndValidJson) {
+  auto err = scratch() / "nan.err";
+  Output r = run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--set", "train.steps=40", "--set",
+                  "train.lr=100", "--run-dir", (scratch() / "run-nan").string()},
+                 err.string());
+  EXPECT_EQ(r.status, 1) << r.out << slurp(err);
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["state"], "FAILED");
+  EXPECT_EQ(j["exit_code"], 7) << j.dump();
+  const std::string reason = j.value("reason", "");
+  EXPECT_NE(reason.find("non-finite"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(": step "), std::string::npos) << reason;
+  EXPECT_NE(reason.find("train.on_nonfinite"), std::string::npos) << reason;
+  // Without --json: the same failure, a message, no abort.
+  Output plain = run({bin("tern"), "run", write_spec(), "--set", "train.steps=40", "--set", "train.lr=100",
+                      "--run-dir", (scratch() / "run-nan-plain").string()},
+                     err.string());
+  EXPECT_EQ(plain.status, 1) << slurp(err);
+  EXPECT_NE(plain.out.find("non-finite"), std::string::npos) << plain.out;
+}
+
+TEST(TernRun, SkipStepFinishesAndCountsTheSkippedSteps) {
+  auto err = scratch() / "skip.err";
+  Output r = run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--set", "train.steps=40", "--set",
+                  "train.lr=100", "--set", "train.on_nonfinite=skip_step", "--run-dir",
+                  (scratch() / "run-skip").string()},
+                 err.string());
+  ASSERT_EQ(r.status, 0) << r.out << slurp(err);
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["state"], "SUCCEEDED");
+  EXPECT_EQ(j["steps"], 40);
+  EXPECT_GT(j.value("skipped_steps", 0), 0) << j.dump();
+}
+
+// Issue 18 item 5: a Criteo file with no valid line is a data error: no replacement rank
+// (recovery.mode partial) and the data error, naming the file, as the reason.
+TEST(TernRun, CriteoWithNoValidLineFailsOnceWithTheDataError) {
+  auto data = scratch() / "novalid.tsv";
+  {
+    std::ofstream f(data);
+    for (int i = 0; i < 200; ++i) f << "garbage\tline\t" << i << "\n";
+  }
+  auto spec = scratch() / "criteo.yaml";
+  std::ofstream(spec) << "name: it-criteo\nworkers: 2\nmodel: {type: dlrm}\n"
+                      << "data: {source: criteo, path: " << data.string() << ", table_size: 100}\n"
+                      << "train: {steps: 10, batch_size: 16}\nrecovery: {mode: partial, max_recoveries: 3}\n";
+  auto err = scratch() / "criteo.err";
+  Output r = run({bin("tern"), "run", spec.string(), "--json", "--run-dir", (scratch() / "run-criteo").string()},
+                 err.string());
+  EXPECT_EQ(r.status, 1) << r.out << slurp(err);
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["state"], "FAILED");
+  EXPECT_EQ(j["exit_code"], 3) << j.dump();
+  EXPECT_FALSE(j.contains("replaced_ranks")) << j.dump();
+  EXPECT_NE(j.value("reason", "").find(data.string() + ": no valid line in 200 lines"), std::string::npos)
+      << j.dump();
+}
+
+// Issue 18 item 6: more intra-op threads than this machine has cores is refused up front.
+TEST(TernRun, TrainThreadsBeyondTheCoresAreRefused) {
+  const unsigned cores = std::thread::hardware_concurrency();
+  if (cores == 0 || cores >= 128) GTEST_SKIP() << "this machine has " << cores << " cores";
+  auto err = scratch() / "threads.err";
+  Output r = run({bin("tern"), "run", write_spec(), "--set", "train.threads=128"}, err.string());
+  EXPECT_EQ(r.status, 2);
+  const std::string msg = slurp(err);
+  EXPECT_NE(msg.find("train.threads 128"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::to_string(cores) + " cores"), std::string::npos) << msg;
 }
 
 }  // namespace

@@ -126,6 +126,62 @@ TEST(CriteoReader, SkipsBadLinesAndNamesFileAndLine) {
   std::remove(path.c_str());
 }
 
+// Issue 18 item 5: a file with no valid line is a data error (DATA_LOSS) naming the file and
+// the count, however few its lines are (fewer than max_bad_lines too).
+TEST(CriteoReader, NoValidLineIsADataErrorNamingTheFile) {
+  std::string path = temp_path("novalid.tsv");
+  {
+    std::ofstream f(path);
+    for (int i = 0; i < 30; ++i) f << "not\ta\tcriteo\tline " << i << "\n";
+  }
+  CriteoOptions o;
+  o.path = path;
+  o.table_sizes = sizes26();
+  auto r = read_all(o, 8);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().to_string();
+  EXPECT_NE(r.status().message().find(path + ": no valid line in 30 lines"), std::string::npos)
+      << r.status().message();
+  // Too many bad lines is a data error as well (not a bad spec).
+  o.max_bad_lines = 5;
+  auto strict = read_all(o, 8);
+  EXPECT_EQ(strict.status().code(), StatusCode::kDataLoss) << strict.status().to_string();
+  // An empty file is not "no valid line": there is just nothing (the loop says so).
+  { std::ofstream f(path, std::ios::trunc); }
+  o.max_bad_lines = 1000;
+  auto empty = read_all(o, 8);
+  ASSERT_TRUE(empty.is_ok()) << empty.status().to_string();
+  std::remove(path.c_str());
+}
+
+// Issue 18 item 9: a huge malformed field is quoted by its first bytes and its length, never
+// whole, in the kept messages (which also go to the log).
+TEST(CriteoReader, HugeMalformedFieldIsCutInMessages) {
+  std::string path = temp_path("huge.tsv");
+  {
+    std::ofstream f(path);
+    f << criteo_line(1, 1) << "\n";
+    std::string bad = criteo_line(1, 2);
+    bad.replace(bad.find('\t') + 1, 0, std::string(2 << 20, 'x'));  // I1: 2 MiB of 'x'
+    f << bad << "\n";
+    f << criteo_line(0, 3) << "\n";
+  }
+  CriteoOptions o;
+  o.path = path;
+  o.table_sizes = sizes26();
+  auto reader = CriteoReader::open(o);
+  ASSERT_TRUE(reader.is_ok());
+  auto b = (*reader)->next(100);
+  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  EXPECT_EQ(b->size(), 2);
+  ASSERT_EQ((*reader)->bad_line_messages().size(), 1u);
+  const std::string& m = (*reader)->bad_line_messages()[0];
+  EXPECT_LT(m.size(), 400u) << m.substr(0, 400);
+  EXPECT_NE(m.find(path + ":2: integer feature I1 is not an integer: 'xxx"), std::string::npos) << m;
+  EXPECT_NE(m.find("bytes)"), std::string::npos) << m;
+  std::remove(path.c_str());
+}
+
 TEST(CriteoReader, RanksReadDisjointInterleavedSharesAndHoldOut) {
   std::string path = temp_path("shares.tsv.gz");
   {

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <limits>
 #include <map>
 #include <mutex>
 
@@ -282,6 +283,59 @@ TEST(Dlrm, RejectsRowIdsOutsideTheTable) {
     auto st = (*t)->step(b);
     EXPECT_EQ(st.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(st.status().message().find("table 5 outside [0, 3): 3"), std::string::npos) << st.status().message();
+  });
+}
+
+// Issue 18 item 4: one rank's non-finite step is left out on every rank (check_finite): the
+// ranks agree, nobody's tables or MLPs change, and the next finite step trains as usual.
+TEST(Dlrm, NonFiniteStepOnOneRankUpdatesNothingAnywhere) {
+  DlrmOptions o = small_options();
+  o.check_finite = true;
+  SyntheticCtr data(small_data(o));
+  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    one_thread();
+    auto made = DlrmTrainer::create(o, *comm);
+    ASSERT_TRUE(made.is_ok()) << made.status().to_string();
+    DlrmTrainer& t = **made;
+    auto dense0 = t.replicated_state();
+    auto shard0 = t.sharded_state();
+    Batch b = data.train_batch({rank * 4, rank * 4 + 1, rank * 4 + 2, rank * 4 + 3});
+    if (rank == 1) b.x[2][0] = std::numeric_limits<float>::quiet_NaN();
+    auto st = t.step(b);
+    ASSERT_TRUE(st.is_ok()) << st.status().to_string();
+    EXPECT_EQ(st->nonfinite_ranks, std::vector<int>{1}) << "rank " << rank;
+    auto dense1 = t.replicated_state();
+    auto shard1 = t.sharded_state();
+    ASSERT_EQ(dense0.size(), dense1.size());
+    for (size_t i = 0; i < dense0.size(); ++i)
+      EXPECT_TRUE(at::equal(dense0[i].second, dense1[i].second)) << "rank " << rank << " " << dense0[i].first;
+    ASSERT_EQ(shard0.size(), shard1.size());
+    for (size_t i = 0; i < shard0.size(); ++i)
+      EXPECT_TRUE(at::equal(shard0[i].second, shard1[i].second)) << "rank " << rank << " " << shard0[i].first;
+    // A finite step afterwards: agreed finite, and it does train.
+    Batch good = data.train_batch({8 + rank * 4, 9 + rank * 4, 10 + rank * 4, 11 + rank * 4});
+    auto st2 = t.step(good);
+    ASSERT_TRUE(st2.is_ok()) << st2.status().to_string();
+    EXPECT_TRUE(st2->nonfinite_ranks.empty());
+    EXPECT_FALSE(at::equal(dense0.front().second, t.replicated_state().front().second));
+  });
+}
+
+TEST(Dlrm, TablesLargerThanTheMemoryAreRefusedBeforeAllocating) {
+  DlrmOptions o = small_options();
+  o.table_sizes = {int64_t{1} << 40, 7};  // 1 Ti rows of 4 floats: far beyond any machine
+  testing::run_ranks(1, [&](int, std::shared_ptr<Communicator> comm) {
+    auto t = DlrmTrainer::create(o, *comm);
+    ASSERT_FALSE(t.is_ok());
+    EXPECT_EQ(t.status().code(), StatusCode::kResourceExhausted) << t.status().to_string();
+    EXPECT_NE(t.status().message().find("GiB available"), std::string::npos) << t.status().message();
+  });
+  // An explicit limit below what small tables need: refused the same way.
+  DlrmOptions tight = small_options();
+  tight.memory_limit_bytes = 100;
+  testing::run_ranks(1, [&](int, std::shared_ptr<Communicator> comm) {
+    auto t = DlrmTrainer::create(tight, *comm);
+    EXPECT_EQ(t.status().code(), StatusCode::kResourceExhausted) << t.status().to_string();
   });
 }
 

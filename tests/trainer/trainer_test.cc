@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstring>
+
 #include "common/job_spec.h"
 #include "common/lr_schedule.h"
 #include "testing/gloo_group.h"
@@ -181,6 +183,90 @@ TEST(Trainer, TooSmallDatasetIsAClearError) {
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find("too small for 2 workers"), std::string::npos);
   });
+}
+
+// Issue 18 item 4: train.lr 100 makes the loss non-finite within a few steps.
+JobSpec diverging_spec(int workers, const std::string& on_nonfinite, const std::string& strategy = "ssgd") {
+  JobSpec spec = small_spec(workers);
+  spec.train.lr = 100;
+  spec.train.on_nonfinite = on_nonfinite;
+  spec.sync.strategy = strategy;
+  if (strategy == "tsu") spec.sync.period = 4;
+  return spec;
+}
+
+// Bitwise equality that also holds for NaN and infinity in the same places.
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
+         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
+}
+
+TEST(Trainer, NonFiniteLossFailsEveryRankAtTheSameStepNamingIt) {
+  JobSpec spec = diverging_spec(2, "fail");
+  std::vector<std::string> errors(2);
+  std::vector<bool> nonfinite(2);
+  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+    TrainerOptions o;
+    o.spec = spec;
+    o.rank = rank;
+    o.world = 2;
+    MemorySink sink;
+    Trainer t(o, comm, &sink);
+    ASSERT_TRUE(t.setup().is_ok());
+    Status s = t.run();
+    EXPECT_FALSE(s.is_ok()) << "rank " << rank << " finished with a non-finite loss";
+    errors[static_cast<size_t>(rank)] = s.message();
+    nonfinite[static_cast<size_t>(rank)] = t.stopped_on_nonfinite();
+    for (auto& e : sink.events) EXPECT_NE(e["event"], "finished");
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_TRUE(nonfinite[static_cast<size_t>(r)]) << errors[static_cast<size_t>(r)];
+    EXPECT_NE(errors[static_cast<size_t>(r)].find("non-finite"), std::string::npos) << errors[static_cast<size_t>(r)];
+    EXPECT_NE(errors[static_cast<size_t>(r)].find("train.on_nonfinite"), std::string::npos);
+  }
+  // "step N: ..." the same N on both ranks (SSGD hands the poison on through the all-reduce).
+  auto step_of = [](const std::string& m) { return m.substr(0, m.find(':')); };
+  EXPECT_EQ(step_of(errors[0]).rfind("step ", 0), 0u) << errors[0];
+  EXPECT_EQ(step_of(errors[0]), step_of(errors[1])) << errors[0] << " / " << errors[1];
+}
+
+TEST(Trainer, SkipStepLeavesNonFiniteStepsOutOnEveryRankAndReplicasStayIdentical) {
+  for (const std::string strategy : {"ssgd", "tsu"}) {
+    JobSpec spec = diverging_spec(2, "skip_step", strategy);
+    std::vector<std::vector<at::Tensor>> params(2);
+    std::vector<MemorySink> sinks(2);
+    std::vector<nlohmann::json> summaries(2);
+    testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+      TrainerOptions o;
+      o.spec = spec;
+      o.rank = rank;
+      o.world = 2;
+      Trainer t(o, comm, &sinks[static_cast<size_t>(rank)]);
+      ASSERT_TRUE(t.setup().is_ok());
+      Status s = t.run();
+      ASSERT_TRUE(s.is_ok()) << strategy << " rank " << rank << ": " << s.to_string();
+      summaries[static_cast<size_t>(rank)] = t.summary();
+      for (auto& p : t.parameters()) params[static_cast<size_t>(rank)].push_back(p.detach().clone());
+    });
+    ASSERT_EQ(params[0].size(), params[1].size());
+    for (size_t i = 0; i < params[0].size(); ++i) {
+      EXPECT_TRUE(same_bits(params[0][i], params[1][i])) << strategy << ": parameter " << i << " diverged";
+    }
+    const int64_t skipped = summaries[0].value("skipped_steps", int64_t{-1});
+    EXPECT_GT(skipped, 0) << strategy;
+    EXPECT_EQ(skipped, summaries[1].value("skipped_steps", int64_t{-2})) << strategy;
+    EXPECT_EQ(summaries[0].value("steps", 0), 24) << strategy << ": it ran to the end";
+    // Both ranks skipped the same steps, and said so.
+    std::vector<std::vector<int64_t>> steps(2);
+    for (int r = 0; r < 2; ++r) {
+      for (auto& e : sinks[static_cast<size_t>(r)].events) {
+        if (e["event"] == "skipped") steps[static_cast<size_t>(r)].push_back(e["step"].get<int64_t>());
+        if (e["event"] == "progress") EXPECT_TRUE(e["loss"].is_number()) << e.dump();
+      }
+    }
+    EXPECT_EQ(static_cast<int64_t>(steps[0].size()), skipped) << strategy;
+    EXPECT_EQ(steps[0], steps[1]) << strategy;
+  }
 }
 
 }  // namespace

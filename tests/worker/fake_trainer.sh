@@ -40,7 +40,8 @@ regroup() {
   emit regrouped ", \"step\": $step, \"world\": $world"
 }
 
-echo "fake trainer: job=$job rank=$rank/$world gen=$gen master=$master name=$name cluster=$cluster regions=$regions" >&2
+nice_value=$(awk '{print $19}' /proc/self/stat 2>/dev/null)
+echo "fake trainer: job=$job rank=$rank/$world gen=$gen master=$master name=$name cluster=$cluster regions=$regions nice=$nice_value" >&2
 emit started ", \"world\": $world, \"pid\": $$"
 case "$name" in *hang*) steps=1000000 ;; esac
 step=0

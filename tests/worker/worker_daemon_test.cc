@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <limits>
 
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/trainer_protocol.h"
 #include "coordinator/coordinator_server.h"
 #include "worker/trainer_events.h"
 
@@ -156,6 +161,31 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_EQ(trainer_event_kind("plain text"), "");
 }
 
+// Issue 18 item 4: a trainer writes a non-finite number as null; other types and absurd
+// values are read as absent, never an exception (the daemon has no try around this).
+TEST(TrainerEvents, NullAndMistypedNumbersAreReadAsAbsent) {
+  v1::TaskRef task;
+  task.set_job_id("j-1");
+  auto e = parse_trainer_event(
+      R"({"event": "progress", "step": 1e300, "total_steps": "ten", "loss": null, )"
+      R"("samples_per_s": null, "bytes_sent": [1], "skipped_steps": 3, "staleness": null})",
+      task);
+  ASSERT_TRUE(e.has_value() && e->has_progress());
+  EXPECT_EQ(e->progress().step(), std::numeric_limits<int64_t>::max());
+  EXPECT_EQ(e->progress().total_steps(), 0);
+  EXPECT_EQ(e->progress().loss(), 0);
+  EXPECT_EQ(e->progress().metrics().size(), 1u);
+  EXPECT_EQ(e->progress().metrics().at("skipped_steps"), 3);
+  auto er = parse_trainer_event(R"({"event": "error", "message": null, "code": null})", task);
+  ASSERT_TRUE(er.has_value() && er->has_error());
+  EXPECT_EQ(er->error().message(), "");
+  EXPECT_EQ(er->error().code(), 0);
+  auto f = parse_trainer_event(R"({"event": "finished", "summary": {"final_loss": null, "steps": 4}})", task);
+  ASSERT_TRUE(f.has_value() && f->has_finished());
+  EXPECT_EQ(f->finished().summary().count("final_loss"), 0u);
+  EXPECT_EQ(f->finished().summary().at("steps"), 4);
+}
+
 TEST_F(DaemonTest, TwoRanksOnTwoDaemonsSucceed) {
   start_daemon("a", fake());
   start_daemon("b", fake());
@@ -226,6 +256,32 @@ TEST_F(DaemonTest, RegroupIsWrittenToTheSurvivorsStdinAndReKeysTheTask) {
   std::ifstream in1(dir_ / "work" / "b" / id / "rank-1.log");
   std::string log1((std::istreambuf_iterator<char>(in1)), {});
   EXPECT_NE(log1.find("gen=2 master=" + j.master_addr()), std::string::npos) << log1;
+}
+
+// Issue 18 item 9: a spec path the worker refuses is reported with the refusal itself and a
+// code of its own, and (deterministic) never regrouped.
+TEST_F(DaemonTest, RefusedSpecPathFailsOnceWithTheRefusal) {
+  start_daemon("a", fake());
+  const std::string outside = (dir_ / "elsewhere").string();
+  std::string id = submit("refused", 1, "recovery: {mode: partial, dir: " + outside + "}\n");
+  auto j = wait_state(id, v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.reason().find("refused by the worker"), std::string::npos) << j.reason();
+  EXPECT_NE(j.reason().find("recovery.dir '" + outside + "'"), std::string::npos) << j.reason();
+  EXPECT_EQ(j.reason().find("unknown"), std::string::npos) << j.reason();
+  EXPECT_EQ(j.ranks(0).exit_code(), kTrainerRefused);
+  EXPECT_EQ(j.recoveries(), 0);
+}
+
+// Issue 18 item 6: trainers run at a lower priority than their daemon.
+TEST_F(DaemonTest, TrainersRunNicerThanTheDaemon) {
+  start_daemon("a", fake());
+  std::string id = submit("nice", 1);
+  wait_state(id, v1::JOB_STATE_SUCCEEDED);
+  errno = 0;
+  const int mine = getpriority(PRIO_PROCESS, 0);
+  ASSERT_EQ(errno, 0);
+  const std::string log = coordinator_log(id, 0);
+  EXPECT_NE(log.find("nice=" + std::to_string(std::min(19, mine + 10)) + "\n"), std::string::npos) << log;
 }
 
 TEST_F(DaemonTest, MissingTrainerFailsCleanly) {
