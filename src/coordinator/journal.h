@@ -31,9 +31,11 @@
 //     the file, the record number and the byte offset, changes nothing, and says the way out:
 //     `tern coordinator --repair`.
 // In format 1 a record header has no CRC: a length that runs past the end of the file is a
-// torn tail unless an intact record starts after it (then the length is damaged); a damaged
-// length in the very last format-1 record can therefore pass for a torn append, and dropped
-// or reordered whole records cannot be seen. Format 2 closes both.
+// torn tail unless an intact record (of either format) starts after it, and a format-1 file
+// must start with an intact record (else it is a format-2 journal with a damaged header, or
+// damage). A damaged length in the very last format-1 record can still pass for a torn
+// append, and dropped or reordered whole records cannot be seen: format 2 closes both, and a
+// format-1 journal is rewritten in format 2 the first time it is replayed.
 //
 // Repair (Journal::repair, behind `tern coordinator --repair`) salvages every record whose
 // own checksums hold, also after a damaged stretch (it resynchronises by scanning for the
