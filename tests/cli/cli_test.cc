@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "cli/client_commands.h"
 #include "cli/table.h"
@@ -160,6 +161,47 @@ TEST(TernBinary, SubmitRefusesNonUtf8AndOversizedSpecsWithExitTwo) {
   EXPECT_EQ(o.err.find("INTERNAL"), std::string::npos) << o.err;
   fs::remove(latin1);
   fs::remove(big);
+}
+
+// Item 9, the other way to be too large: this client allows bigger messages than the
+// coordinator, whose gRPC refuses the request ("Received message larger than max").
+TEST(TernBinary, SubmitOverTheCoordinatorsMessageLimitSaysTooLarge) {
+  auto port = find_free_port();
+  ASSERT_TRUE(port.is_ok());
+  const fs::path state = fs::temp_directory_path() / ("tern_cli_big_" + std::to_string(getpid()));
+  const std::string common =
+      "name: big\nstate_dir: " + state.string() +
+      "\nregions: [{name: r, workers: 1}]\ncoordinator: {listen: 127.0.0.1:" +
+      std::to_string(*port) + ", max_spec_bytes: 4096, max_message_bytes: ";
+  fs::path server = write_spec("server.yaml", common + "8192}\n");
+  fs::path client = write_spec("client.yaml", common + "1048576}\n");
+  SpawnOptions so;
+  so.argv = {bin("tern"), "coordinator", "--config", server.string()};
+  so.stderr_file =
+      (fs::temp_directory_path() / ("tern_cli_big_" + std::to_string(getpid()) + ".log")).string();
+  auto coord = Subprocess::spawn(so);
+  ASSERT_TRUE(coord.is_ok()) << coord.status().to_string();
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = run({bin("tern"), "jobs", "--cluster", client.string()}).status == 0;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << "coordinator did not come up";
+  fs::path spec =
+      write_spec("big2.yaml", std::string(kSpec) + "# " + std::string(100000, 'x') + "\n");
+  Output o = run({bin("tern"), "submit", spec.string(), "--cluster", client.string()});
+  EXPECT_EQ(o.status, kExitBadInput) << o.err;
+  EXPECT_NE(o.err.find("is too large: 1000"), std::string::npos) << o.err;
+  EXPECT_NE(o.err.find("the coordinator's limit on one message"), std::string::npos) << o.err;
+  // Under the message limit but over max_spec_bytes: the coordinator's own answer, also exit 2.
+  fs::path mid = write_spec("mid.yaml", std::string(kSpec) + "# " + std::string(5000, 'x') + "\n");
+  o = run({bin("tern"), "submit", mid.string(), "--cluster", client.string()});
+  EXPECT_EQ(o.status, kExitBadInput) << o.err;
+  EXPECT_NE(o.err.find("coordinator.max_spec_bytes"), std::string::npos) << o.err;
+  (*coord)->terminate(std::chrono::milliseconds(2000));
+  for (const auto& p : {server, client, spec, mid}) fs::remove(p);
+  fs::remove(so.stderr_file);
+  fs::remove_all(state);
 }
 
 // Issue #18 item 7: these cluster files were accepted (port 99999 bound another port, a lease
