@@ -357,7 +357,8 @@ class TreeCheck {
     } else {
       std::map<std::string, int> first_line;  // key -> its line, for duplicates
       for (auto it = n.begin(); it != n.end() && !stopped_; ++it) {
-        const YAML::Node& key = it->first;
+        // A copy: `it->first` lives in a proxy that ends with this statement.
+        const YAML::Node key = it->first;
         if (!count(key, path)) break;
         if (!key.IsScalar()) {
           add(key, path,
