@@ -1017,10 +1017,14 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       r.exited = true;
       r.exit_code = e.exit_code;
       *journal = true;
-      if (job.state == JobState::kFailed && e.exit_code != 0 &&
-          !trainer_exit_is_loss(e.exit_code) && failed_on_loss_.erase(job.id)) {
+      if (auto first = failed_on_loss_.find(job.id);
+          job.state == JobState::kFailed && e.exit_code != 0 && first != failed_on_loss_.end() &&
+          (!trainer_exit_is_loss(e.exit_code) ||
+           (first->second == kTrainerCommFailure && e.exit_code != kTrainerCommFailure &&
+            e.exit_code != kTrainerStopped))) {
         // The job failed on a lost peer, reported first, and this is the rank that failed for
         // a reason of its own (its peers lost it): the root cause becomes the reason.
+        failed_on_loss_.erase(first);
         if (!is_terminal(r.state)) r.state = RankState::kFailed;
         std::string reason = failure_reason(r, worker.id, e);
         reason += "\n(reported after: " + job.reason.substr(0, job.reason.find('\n')) + ")";
@@ -1066,7 +1070,7 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
           if (!r.error.empty()) reason += ": " + r.error;
           reason += no_regroup_left(job);
           if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
-          failed_on_loss_.insert(job.id);  // a later deterministic exit is the root cause
+          failed_on_loss_[job.id] = e.exit_code;  // a later exit may be the root cause
         }
         Status s = finish_job_locked(&job, JobState::kFailed, reason);
         *journal = false;

@@ -226,10 +226,11 @@ class CoordinatorCore {
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
-  // FAILED jobs whose reason is a lost process (a peer's comm failure, a signal): a later
-  // exit with a deterministic code of the same job replaces it (the root cause). Not
-  // journaled: after a restart the first reason stays.
-  std::set<std::string> failed_on_loss_;
+  // FAILED jobs whose reason is a lost process (a peer's comm failure, a signal), with that
+  // exit code: a later exit of the same job with a deterministic code, or one that died on
+  // its own after a comm failure was reported, replaces it (the root cause). Not journaled:
+  // after a restart the first reason stays.
+  std::map<std::string, int> failed_on_loss_;
   int64_t next_job_seq_ = 1;
   WorkerPlaneStats worker_stats_;
   // Log bytes kept per job (all ranks; from the files on first use) and the ranks whose log

@@ -795,6 +795,16 @@ TEST_F(CoreTest, RootCauseReplacesAPeerLossReportedBeforeIt) {
   // It is journaled: a restart keeps the root cause.
   reopen();
   EXPECT_EQ(job(id).reason, j.reason);
+
+  // A rank that died on its own (here an injected crash) after its peer's comm failure was
+  // reported is the root cause too; a peer stopped afterwards (6) is not.
+  auto c = add_worker("c");
+  auto d = add_worker("d");
+  auto id2 = core_->submit_job(spec("rc2", 2), {}, "rc2.yaml")->id;
+  const std::string w0 = job(id2).ranks[0].worker_id, w1 = job(id2).ranks[1].worker_id;
+  ASSERT_TRUE(report(w0 == "c" ? c : d, {exited({id2, 0, 1}, 4)}).is_ok());
+  ASSERT_TRUE(report(w1 == "c" ? c : d, {exited({id2, 1, 1}, 17)}).is_ok());
+  EXPECT_EQ(job(id2).reason.rfind("rank 1 on worker " + w1 + ": injected failure", 0), 0u) << job(id2).reason;
 }
 
 // Issue 18 item 4: numbers a worker reports are not trusted to be finite; the journal (JSON)

@@ -297,8 +297,13 @@ TEST(Dlrm, NonFiniteStepOnOneRankUpdatesNothingAnywhere) {
     auto made = DlrmTrainer::create(o, *comm);
     ASSERT_TRUE(made.is_ok()) << made.status().to_string();
     DlrmTrainer& t = **made;
-    auto dense0 = t.replicated_state();
-    auto shard0 = t.sharded_state();
+    // Copies: the state accessors return the live tensors.
+    auto copy = [](NamedTensors state) {
+      for (auto& [name, tensor] : state) tensor = tensor.clone();
+      return state;
+    };
+    auto dense0 = copy(t.replicated_state());
+    auto shard0 = copy(t.sharded_state());
     Batch b = data.train_batch({rank * 4, rank * 4 + 1, rank * 4 + 2, rank * 4 + 3});
     if (rank == 1) b.x[2][0] = std::numeric_limits<float>::quiet_NaN();
     auto st = t.step(b);

@@ -261,7 +261,9 @@ TEST(Trainer, SkipStepLeavesNonFiniteStepsOutOnEveryRankAndReplicasStayIdentical
     for (int r = 0; r < 2; ++r) {
       for (auto& e : sinks[static_cast<size_t>(r)].events) {
         if (e["event"] == "skipped") steps[static_cast<size_t>(r)].push_back(e["step"].get<int64_t>());
-        if (e["event"] == "progress") EXPECT_TRUE(e["loss"].is_number()) << e.dump();
+        if (e["event"] == "progress") {
+          EXPECT_TRUE(e["loss"].is_number()) << e.dump();
+        }
       }
     }
     EXPECT_EQ(static_cast<int64_t>(steps[0].size()), skipped) << strategy;
