@@ -1,9 +1,11 @@
 #include "common/yaml_reader.h"
 
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "common/utf8.h"
@@ -398,6 +400,43 @@ class TreeCheck {
   bool stopped_ = false;
 };
 
+// Records where the first document event starts; ignores everything else.
+class DocumentStart : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (line < 0) line = mark.line;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  int line = -1;
+};
+
+// The 0-based line where a second document starts (-1 when unknown), or nullopt when `text`
+// holds at most one. Not YAML::LoadAll: yaml-cpp 0.7's loops forever on a stray token such as
+// "," (each "document" leaves it unconsumed); the parser is asked for two documents at most.
+std::optional<int> second_document_line(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStart first, second;
+  try {
+    if (!parser.HandleNextDocument(first)) return std::nullopt;
+    if (!parser.HandleNextDocument(second)) return std::nullopt;
+  } catch (const YAML::Exception& e) {
+    // The first document loaded (the caller did that), so the error is in what follows it.
+    return e.mark.line;
+  }
+  return second.line;
+}
+
 // Parses `text` as exactly one YAML document after the size and UTF-8 checks; no documents at
 // all gives a null node. `name` and line numbers are for messages.
 Result<YAML::Node> parse_one_document(const std::string& text, const std::string& name) {
@@ -411,9 +450,9 @@ Result<YAML::Node> parse_one_document(const std::string& text, const std::string
     return invalid_argument(name + ": not valid UTF-8 at " + describe_byte_position(text, bad) +
                             "; tern reads YAML as UTF-8 (save the file as UTF-8)");
   }
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
   try {
-    docs = YAML::LoadAll(text);
+    doc = YAML::Load(text);
   } catch (const YAML::DeepRecursion& e) {
     return invalid_argument(name + ":" + std::to_string(e.mark.line + 1) +
                             ": nests maps and lists more than " + std::to_string(kMaxYamlDepth) +
@@ -423,13 +462,12 @@ Result<YAML::Node> parse_one_document(const std::string& text, const std::string
     return invalid_argument(name + ":" + std::to_string(e.mark.line + 1) +
                             ": YAML syntax error: " + e.msg);
   }
-  if (docs.size() > 1) {
-    int line = docs[1].Mark().line;
-    return invalid_argument(name + (line >= 0 ? ":" + std::to_string(line + 1) : std::string()) +
-                            ": a second YAML document starts here (after '---'); a tern file "
-                            "holds exactly one document");
+  if (auto line = second_document_line(text)) {
+    return invalid_argument(name + (*line >= 0 ? ":" + std::to_string(*line + 1) : std::string()) +
+                            ": a second YAML document starts here (after '---', or content the "
+                            "first document cannot hold); a tern file holds exactly one document");
   }
-  return docs.empty() ? YAML::Node(YAML::NodeType::Null) : docs[0];
+  return doc;
 }
 
 // A deep copy without source positions, so errors about it point at the --set flag. Only
