@@ -841,7 +841,7 @@ TEST_F(CoreTest, NonFiniteNumbersFromAWorkerAreNotStored) {
 // worker's cores fails at placement naming both, and does not block the queue; workers with
 // too few cores get no rank of it.
 TEST_F(CoreTest, TrainThreadsBeyondTheWorkersCoresAreRefusedAtPlacement) {
-  auto small = core_->register_worker({"small", "127.0.0.1", "local", 2, {40100}, 2});
+  auto small = core_->register_worker({"small", "127.0.0.1", "local", 2, {40100}, 0, 2});
   ASSERT_TRUE(small.is_ok());
   auto greedy = core_->submit_job(spec("greedy", 1, "train: {threads: 8}\n"), {}, "g.yaml");
   ASSERT_TRUE(greedy.is_ok());
@@ -854,14 +854,14 @@ TEST_F(CoreTest, TrainThreadsBeyondTheWorkersCoresAreRefusedAtPlacement) {
   EXPECT_EQ(job(modest->id).state, JobState::kRunning) << "the queue moves on";
 
   // A big worker joins: the next greedy job runs there, never on the small one.
-  auto big = core_->register_worker({"big", "127.0.0.1", "local", 2, {40200}, 16});
+  auto big = core_->register_worker({"big", "127.0.0.1", "local", 2, {40200}, 0, 16});
   ASSERT_TRUE(big.is_ok());
   auto again = core_->submit_job(spec("greedy2", 2, "train: {threads: 8}\n"), {}, "g.yaml");
   Job j = job(again->id);
   ASSERT_EQ(j.state, JobState::kRunning) << j.reason;
   for (const auto& r : j.ranks) EXPECT_EQ(r.worker_id, "big");
   // Negative cores are refused at registration.
-  EXPECT_EQ(core_->register_worker({"neg", "127.0.0.1", "local", 1, {40300}, -1}).status().code(),
+  EXPECT_EQ(core_->register_worker({"neg", "127.0.0.1", "local", 1, {40300}, 0, -1}).status().code(),
             StatusCode::kInvalidArgument);
 }
 
