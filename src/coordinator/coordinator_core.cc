@@ -300,23 +300,6 @@ Result<uint64_t> random_session() {
   return unavailable("cannot read random bytes for a worker session (getrandom, /dev/urandom)");
 }
 
-// Whether every number an event carries is finite (NaN and infinities cannot be journaled as
-// JSON numbers: a replay would refuse them) and its timestamp plausible.
-bool finite_event(const TaskEvent& e) {
-  auto ok = [](double v) { return std::isfinite(v); };
-  if (!ok(e.time) || e.time < 0 || e.time > 1e11) return false;
-  for (double v : {e.epoch, e.loss, e.samples_per_s, e.bytes_sent, e.compute_s, e.wait_s,
-                   e.test_accuracy, e.test_loss}) {
-    if (!ok(v)) return false;
-  }
-  for (const auto* m : {&e.metrics, &e.summary}) {
-    for (const auto& [k, v] : *m) {
-      if (!ok(v)) return false;
-    }
-  }
-  return true;
-}
-
 double finite_or(double v, double fallback) { return std::isfinite(v) ? v : fallback; }
 
 // `offers` with no free slot on workers that reported fewer cores than `threads` (a worker
@@ -926,8 +909,9 @@ Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_
   std::set<std::string> to_journal;
   for (const TaskEvent& e : events) {
     bool journal = false;
-    Status s = finite_event(e) ? apply_event_locked(*w, e, &journal)
-                               : invalid_argument("a non-finite number or a bad timestamp");
+    // Non-finite numbers are not dropped with the event (an exit must never be lost): each
+    // is kept out of the state (JSON, where the journal keeps it, has no NaN).
+    Status s = apply_event_locked(*w, e, &journal);
     if (s.is_ok()) {
       ++applied;
     } else {
@@ -961,7 +945,8 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
     *journal = true;
   }
   const double now = clock_->unix_seconds();
-  r.updated_at = e.time > 0 ? e.time : now;
+  // A worker's clock is not trusted either: an implausible timestamp reads as "now".
+  r.updated_at = std::isfinite(e.time) && e.time > 0 && e.time < 1e11 ? e.time : now;
   switch (e.kind) {
     case TaskEvent::Kind::kStarted:
       if (r.state == RankState::kAssigned) r.state = RankState::kRunning;
