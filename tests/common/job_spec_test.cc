@@ -2,19 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include "testing/specs.h"
+
 namespace tern {
 namespace {
 
-constexpr const char* kGood = R"(name: t1
-workers: 2
-model: {type: mlp}
-data: {source: synthetic, train_size: 256}
-train:
-  epochs: 2
-  batch_size: 32
-  lr: 0.1
-sync: {strategy: ssgd}
-)";
+constexpr const char* kGood = testing_specs::kMinimalSpec;
 
 Status load_error(const std::string& text, std::vector<std::string> overrides = {}) {
   auto r = load_job_spec_text(text, "job.yaml", overrides);

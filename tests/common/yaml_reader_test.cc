@@ -14,22 +14,14 @@
 #include "common/cluster_config.h"
 #include "common/job_spec.h"
 #include "common/utf8.h"
+#include "testing/specs.h"
 
 namespace tern {
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kSpec = R"(name: t1
-workers: 2
-model: {type: mlp}
-data: {source: synthetic, train_size: 256}
-train:
-  epochs: 2
-  batch_size: 32
-  lr: 0.1
-sync: {strategy: ssgd}
-)";
+constexpr const char* kSpec = testing_specs::kMinimalSpec;
 
 constexpr const char* kCluster = R"(name: c
 coordinator: {listen: 127.0.0.1:7171, heartbeat_ms: 100, lease_ms: 1000}
