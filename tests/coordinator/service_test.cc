@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "coordinator/coordinator_server.h"
@@ -104,19 +105,26 @@ TEST_F(ServiceTest, WorkerFlowAndWatchOverGrpc) {
   ASSERT_EQ(sub.job().state(), v1::JOB_STATE_RUNNING);
   const std::string id = sub.job_id();
 
-  std::vector<v1::JobState> seen;
+  std::vector<v1::JobState> seen;  // the watcher's until it is joined
   v1::JobStatus final_status;
+  // The events below wait for the watch's first message: on a loaded machine the watcher may
+  // otherwise connect only after the job ended and never see it RUNNING.
+  std::promise<void> first_message;
   std::thread watcher([&] {
     auto last = client_->watch_job(
         id,
         [&](const v1::JobStatus& j) {
+          if (seen.empty()) first_message.set_value();
           if (seen.empty() || seen.back() != j.state()) seen.push_back(j.state());
           return true;
         },
         10);
+    if (seen.empty()) first_message.set_value();
     ASSERT_TRUE(last.is_ok()) << last.status().to_string();
     final_status = *last;
   });
+  ASSERT_EQ(first_message.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
 
   v1::HeartbeatRequest hb;
   hb.set_worker_id(w0.worker_id());
