@@ -13,6 +13,10 @@ namespace tern {
 // well-formed UTF-8.
 size_t first_invalid_utf8(std::string_view text);
 
+// `text` with every ill-formed sequence replaced by U+FFFD (one per bad byte), so that bytes
+// from a process (a trainer's log tail) can go into a protobuf `string` field.
+std::string to_valid_utf8(std::string_view text);
+
 // Where `offset` lies in `text`, for messages: "line 3, column 7 (byte offset 41: 0xff)".
 std::string describe_byte_position(std::string_view text, size_t offset);
 

@@ -14,6 +14,7 @@
 #include "common/job_spec.h"
 #include "common/path_policy.h"
 #include "common/trainer_protocol.h"
+#include "common/utf8.h"
 #include "worker/trainer_events.h"
 
 namespace tern {
@@ -300,7 +301,9 @@ void WorkerDaemon::push_exit(const v1::TaskRef& ref, int code, const std::string
   *e.mutable_task() = ref;
   e.set_time(unix_now());
   e.mutable_exited()->set_exit_code(code);
-  e.mutable_exited()->set_log_tail(tail);
+  // A trainer's log is bytes; the tail goes into a proto `string`, which must be UTF-8 (an
+  // ill-formed one would make the coordinator refuse the whole batch, again on every retry).
+  e.mutable_exited()->set_log_tail(to_valid_utf8(tail));
   push_event(std::move(e));
 }
 
@@ -321,7 +324,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
     v1::TaskEvent e;
     *e.mutable_task() = ref;
     e.set_time(unix_now());
-    e.mutable_error()->set_message(why);
+    e.mutable_error()->set_message(to_valid_utf8(why));
     e.mutable_error()->set_code(code);
     push_event(std::move(e));
     push_exit(ref, code, why + "\n");
