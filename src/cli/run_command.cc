@@ -11,7 +11,6 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -319,27 +318,19 @@ int run_local_job(const RunOptions& options) {
     }
   }
   progress.finish();
-  if (failed_rank >= 0 && trainer_exit_is_loss(failed_code)) {
+  if (failed_rank >= 0) {
     // The first rank seen to fail may only have lost its peer: the root cause is a rank that
-    // failed for a reason of its own (its peers' collectives failed because it died) — a
-    // deterministic failure first, else a rank that died (not one that lost its peer, 4, or
-    // that stop_all stopped, 6).
-    auto pick = [&](const std::function<bool(int)>& cause) {
-      for (size_t r = 0; r < ranks.size(); ++r) {
-        const int code = ranks[r].exit_status.value_or(0);
-        if (code != 0 && cause(code)) {
-          failed_rank = static_cast<int>(r);
-          failed_code = code;
-          reason = exit_reason(r);
-          return true;
-        }
+    // failed for a reason of its own (its peers' collectives failed because it died).
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      const int code = ranks[r].exit_status.value_or(0);
+      if (trainer_exit_is_better_cause(code, failed_code)) {
+        failed_rank = static_cast<int>(r);
+        failed_code = code;
+        reason = exit_reason(r);
       }
-      return false;
-    };
-    if (!pick([](int code) { return !trainer_exit_is_loss(code); }) && failed_code == kTrainerCommFailure) {
-      pick([](int code) { return code != kTrainerCommFailure && code != kTrainerStopped; });
     }
   }
+
 
   double wall = std::chrono::duration<double>(Clock::now() - start).count();
   bool ok = failed_rank < 0 && reason.empty();

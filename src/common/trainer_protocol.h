@@ -86,4 +86,15 @@ inline bool trainer_exit_is_loss(int code) {
          code == kInjectedFailureExit || code == kTrainerNotStarted;
 }
 
+// Whether a rank's exit `candidate` names the root cause of a job failure better than
+// `current`, the lost-process exit it was first failed for: a deterministic failure always
+// does; a rank that died on its own does when `current` only lost its peer (4); a peer loss
+// or a stop (6) never does. Used by the coordinator and `tern run` alike.
+inline bool trainer_exit_is_better_cause(int candidate, int current) {
+  if (candidate == kTrainerOk || !trainer_exit_is_loss(current)) return false;
+  return !trainer_exit_is_loss(candidate) ||
+         (current == kTrainerCommFailure && candidate != kTrainerCommFailure &&
+          candidate != kTrainerStopped);
+}
+
 }  // namespace tern

@@ -1003,10 +1003,8 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       r.exit_code = e.exit_code;
       *journal = true;
       if (auto first = failed_on_loss_.find(job.id);
-          job.state == JobState::kFailed && e.exit_code != 0 && first != failed_on_loss_.end() &&
-          (!trainer_exit_is_loss(e.exit_code) ||
-           (first->second == kTrainerCommFailure && e.exit_code != kTrainerCommFailure &&
-            e.exit_code != kTrainerStopped))) {
+          job.state == JobState::kFailed && first != failed_on_loss_.end() &&
+          trainer_exit_is_better_cause(e.exit_code, first->second)) {
         // The job failed on a lost peer, reported first, and this is the rank that failed for
         // a reason of its own (its peers lost it): the root cause becomes the reason.
         failed_on_loss_.erase(first);
@@ -1049,13 +1047,15 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
           return regroup_locked(&job, {{r.rank, worker.id, why}}, join);
         }
         r.state = RankState::kFailed;
-        std::string reason = failure_reason(r, worker.id, e);
+        std::string reason;
         if (replaceable) {
           reason = "rank " + std::to_string(r.rank) + " on worker " + worker.id + " " + exit;
           if (!r.error.empty()) reason += ": " + r.error;
           reason += no_regroup_left(job);
           if (!e.log_tail.empty()) reason += "\nlast log lines:\n" + e.log_tail;
           failed_on_loss_[job.id] = e.exit_code;  // a later exit may be the root cause
+        } else {
+          reason = failure_reason(r, worker.id, e);
         }
         Status s = finish_job_locked(&job, JobState::kFailed, reason);
         *journal = false;
