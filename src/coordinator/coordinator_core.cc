@@ -1,6 +1,5 @@
 #include "coordinator/coordinator_core.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/random.h>
@@ -17,6 +16,7 @@
 #include <optional>
 #include <set>
 
+#include "common/host_name.h"
 #include "common/job_spec.h"
 #include "common/json_fields.h"
 #include "common/trainer_protocol.h"
@@ -242,30 +242,6 @@ bool valid_name(const std::string& s) {
       return false;
   }
   return s != "." && s != "..";
-}
-
-// A host name (RFC 1123 labels: letters, digits, '-', not at either end; at most 253
-// characters) or an IPv4 / IPv6 address: what peers can dial. Anything else (spaces, ':',
-// '/', control bytes) would end up in a trainer's --master and --bind.
-bool valid_host(const std::string& h) {
-  if (h.empty() || h.size() > 253) return false;
-  unsigned char buf[sizeof(in6_addr)];
-  if (inet_pton(AF_INET, h.c_str(), buf) == 1 || inet_pton(AF_INET6, h.c_str(), buf) == 1)
-    return h.find('\0') == std::string::npos;
-  size_t start = 0;
-  while (start <= h.size()) {
-    size_t end = h.find('.', start);
-    if (end == std::string::npos) end = h.size();
-    const std::string label = h.substr(start, end - start);
-    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
-      return false;
-    for (char c : label) {
-      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
-    }
-    start = end + 1;
-  }
-  // An all-numeric dotted name that is not a valid IPv4 address ("999.1.1.1") is neither.
-  return h.find_first_not_of("0123456789.") != std::string::npos;
 }
 
 constexpr int kMaxSlots = 4096;
@@ -672,7 +648,7 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
     return invalid_argument("region '" + reg.region +
                             "' is not one of the cluster file's regions (" + known + ")");
   }
-  if (!valid_host(reg.host)) {
+  if (!host_problem(reg.host).empty()) {
     return invalid_argument("host must be a host name or an IP address, got '" +
                             reg.host.substr(0, 256) + "'");
   }

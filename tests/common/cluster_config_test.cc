@@ -1,4 +1,5 @@
 #include "common/cluster_config.h"
+#include "common/host_name.h"
 
 #include <gtest/gtest.h>
 
@@ -66,6 +67,28 @@ TEST(ClusterConfig, RegionsRequired) {
   auto r = load_cluster_config(write_temp("name: x\n"));
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("regions is required"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tern
+
+namespace tern {
+namespace {
+
+// The one host rule of the cluster file and of worker registration (common/host_name.h).
+TEST(HostName, AddressesAndRfc1123NamesPassEverythingElseSaysWhy) {
+  for (const char* ok : {"127.0.0.1", "::1", "fe80::1", "node-3", "ohio-0.example.com", "a"}) {
+    EXPECT_EQ(host_problem(ok), "") << ok;
+  }
+  EXPECT_EQ(host_problem(""), "is empty");
+  EXPECT_EQ(host_problem(std::string("127.0.0.1\0junk", 14)), "contains a NUL byte");
+  EXPECT_EQ(host_problem("999.1.1.1"), "is not a valid IPv4 address");
+  EXPECT_EQ(host_problem("fe80::zz"), "is not a valid IPv6 address");
+  for (const char* bad : {"-a", "a-", "a..b", "a b", "a/b", "a_b", "ohio-0."}) {
+    EXPECT_EQ(host_problem(bad), "is not a host name or address") << bad;
+  }
+  EXPECT_EQ(host_problem(std::string(64, 'a')), "is not a host name or address");
+  EXPECT_EQ(host_problem(std::string(254, 'a')), "is longer than 253 characters");
 }
 
 }  // namespace
