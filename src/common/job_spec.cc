@@ -1,4 +1,5 @@
 #include "common/job_spec.h"
+#include "common/workload_traits.h"
 
 #include <cctype>
 #include <limits>
@@ -218,10 +219,8 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
                             " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic)");
   }
   if (s.model.type == "dlrm") cross_validate_dlrm(s, root);
-  if (s.model.type != "dlrm" && (s.recovery.interval != "fixed" || s.recovery.policy != "full")) {
-    root.error("recovery", "interval " + s.recovery.interval + " and policy " + s.recovery.policy +
-                               " plan embedding-shard checkpoints (CPR): they need model.type dlrm");
-  }
+  // What the workload (model + data) cannot do: one table, common/workload_traits.h.
+  for (const WorkloadRefusal& r : workload_refusals(s)) root.error(r.field, r.reason);
 }
 
 }  // namespace
@@ -246,6 +245,8 @@ Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
   m.get_enum("log_level", &s.log_level, {"trace", "debug", "info", "warn", "error"});
   parse_model(m.child("model"), &s.model);
   parse_data(m.child("data"), &s.data);
+  // DLRM's MLPs default to plain SGD (its reference recipe); a spec may still set a momentum.
+  if (s.model.type == "dlrm") s.train.momentum = 0.0;
   parse_train(m.child("train"), &s.train);
   parse_sync(m.child("sync"), &s.sync);
   parse_compress(m.child("compress"), &s.compress);

@@ -55,7 +55,7 @@ struct TrainSpec {
   double lr_min = 0.0;
   std::vector<double> lr_decay_at = {0.5, 0.75};
   double lr_gamma = 0.1;
-  double momentum = 0.9;
+  double momentum = 0.9;   // the default for model.type dlrm is 0 (plain SGD on its MLPs)
   bool nesterov = false;   // Nesterov momentum (as torch::optim::SGD)
   double weight_decay = 0.0;
   int64_t seed = 1;

@@ -9,7 +9,8 @@
 #include "common/job_spec.h"
 #include "straggler/exchange.h"
 #include "testing/gloo_group.h"
-#include "trainer/trainer.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/make_workload.h"
 
 namespace tern {
 namespace {
@@ -40,7 +41,7 @@ RunResult train(const JobSpec& spec) {
     o.rank = rank;
     o.world = world;
     MemorySink sink;
-    Trainer t(o, comm, &sink);
+    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     Status s = t.setup();
     ASSERT_TRUE(s.is_ok()) << s.to_string();
     s = t.run();

@@ -11,8 +11,9 @@
 
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
-#include "trainer/device.h"
-#include "trainer/trainer.h"
+#include "trainer/process/device.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/make_workload.h"
 
 namespace tern {
 namespace {
@@ -38,7 +39,7 @@ std::vector<std::vector<at::Tensor>> run_job(const JobSpec& spec, int64_t* resum
     o.world = 2;
     o.device = resolve_device("cuda", 0).value();
     MemorySink sink;
-    Trainer t(o, comm, &sink);
+    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     Status s = t.setup();
     ASSERT_TRUE(s.is_ok()) << s.to_string();
     s = t.run();

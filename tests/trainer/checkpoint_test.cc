@@ -15,7 +15,8 @@
 #include "common/job_spec.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
-#include "trainer/trainer.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/make_workload.h"
 
 namespace tern {
 namespace {
@@ -60,7 +61,7 @@ std::vector<RankRun> run_job(const JobSpec& spec) {
     o.rank = rank;
     o.world = kWorld;
     o.job_id = "ckpt-test";
-    Trainer t(o, comm, &sink);
+    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     RankRun& r = out[static_cast<size_t>(rank)];
     r.setup = t.setup();
     if (r.setup.is_ok()) r.run = t.run();
@@ -157,6 +158,25 @@ TEST(TrainerCheckpoint, EveryKStepsWritesCompleteStepsAndHonoursKeep) {
   // Only rank 0 writes the replicated parameters.
   EXPECT_GT(runs[0].summary.value("checkpoint_bytes", 0),
             runs[1].summary.value("checkpoint_bytes", 0) * 100);
+}
+
+// Issue 19: the planned schedules are the loop's, for every workload: young_daly measures the
+// throughput and the cost of a first whole checkpoint, plans an interval and keeps to it.
+TEST(TrainerCheckpoint, YoungDalyIntervalIsPlannedForAnImageModelToo) {
+  fs::path dir = scratch("young_daly");
+  auto runs = run_job(spec_with({"train.steps=40", "recovery.interval=young_daly", "recovery.mtbf_s=1",
+                                 "recovery.dir=" + dir.string()}));
+  expect_ok(runs);
+  for (const auto& r : runs) {
+    ASSERT_TRUE(r.summary.contains("checkpoint_plan")) << r.summary.dump();
+    const int64_t interval = r.summary["checkpoint_interval_steps"].get<int64_t>();
+    EXPECT_GE(interval, 1);
+    EXPECT_EQ(r.summary["checkpoint_plan"]["interval_steps"], interval);
+    EXPECT_EQ(r.summary["checkpoint_interval"], "young_daly");
+    EXPECT_GE(r.summary["checkpoints"].get<int64_t>(), 2) << r.summary.dump();
+    EXPECT_NE(find_event(r, "checkpoint_plan"), nullptr);
+  }
+  EXPECT_EQ(runs[0].summary["checkpoint_interval_steps"], runs[1].summary["checkpoint_interval_steps"]);
 }
 
 TEST(TrainerCheckpoint, ResumedSsgdRunEqualsUninterruptedBitForBit) {

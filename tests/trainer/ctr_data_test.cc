@@ -1,4 +1,4 @@
-#include "trainer/ctr_data.h"
+#include "trainer/workloads/dlrm/ctr_data.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -11,7 +11,7 @@
 #include <fstream>
 #include <set>
 
-#include "trainer/dlrm.h"
+#include "trainer/workloads/dlrm/dlrm_model.h"
 
 namespace tern {
 namespace {

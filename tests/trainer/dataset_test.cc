@@ -1,4 +1,4 @@
-#include "trainer/dataset.h"
+#include "trainer/workloads/image/dataset.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -1,4 +1,4 @@
-#include "trainer/device.h"
+#include "trainer/process/device.h"
 
 #include <gtest/gtest.h>
 

@@ -3,17 +3,19 @@
 // plan their interval from the measured throughput and cost, save whole shards or the rows
 // the policy picks, and a shard rebuilt from them equals the saved rows; full recovery's
 // rollback reloads them.
-#include "trainer/dlrm_loop.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/dlrm/dlrm_workload.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "common/job_spec.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
-#include "trainer/dlrm_state.h"
+#include "trainer/workloads/dlrm/shard_checkpoint.h"
 
 namespace tern {
 namespace {
@@ -44,6 +46,7 @@ struct RankRun {
   nlohmann::json summary;
   std::vector<nlohmann::json> events;
   std::vector<std::pair<int64_t, at::Tensor>> tables;  // owned tables at the end
+  std::vector<at::Tensor> params;                      // the MLPs at the end
   int64_t interval = 0;
 };
 
@@ -56,16 +59,18 @@ std::vector<RankRun> run_job(const JobSpec& spec, int world = 2) {
     o.rank = rank;
     o.world = world;
     o.job_id = "dlrm-test";
-    DlrmLoop loop(o, comm, &sink);
+    TrainingLoop loop(o, comm, &sink, std::make_unique<DlrmWorkload>());
+    auto& dlrm = static_cast<DlrmWorkload&>(loop.workload());
     RankRun& r = out[static_cast<size_t>(rank)];
     r.setup = loop.setup();
     if (r.setup.is_ok()) r.run = loop.run();
     r.summary = loop.summary();
     r.events = sink.events;
     r.interval = loop.checkpoint_interval_steps();
+    for (auto& p : loop.parameters()) r.params.push_back(p.detach().clone());
     if (r.setup.is_ok()) {
-      for (int64_t t : loop.model().owned_tables())
-        r.tables.emplace_back(t, loop.model().table(t).clone());
+      for (int64_t t : dlrm.model().owned_tables())
+        r.tables.emplace_back(t, dlrm.model().table(t).clone());
     }
   });
   return out;
@@ -109,7 +114,7 @@ TEST(DlrmLoop, LearnsThePlantedSignalAndReportsCtrMetrics) {
   EXPECT_GT(progress.front()["loss"].get<double>(), progress.back()["loss"].get<double>());
 }
 
-TEST(DlrmSpec, CprFieldsAreValidatedAndNeedDlrm) {
+TEST(DlrmSpec, CprFieldsAreValidatedAndRowSavesNeedDlrm) {
   JobSpec s =
       spec_with({"recovery.interval=young_daly", "recovery.mtbf_s=30", "recovery.policy=ssu",
                  "recovery.row_fraction=0.2", "recovery.full_every=3"});
@@ -117,7 +122,9 @@ TEST(DlrmSpec, CprFieldsAreValidatedAndNeedDlrm) {
   EXPECT_DOUBLE_EQ(s.recovery.mtbf_s, 30);
   EXPECT_DOUBLE_EQ(s.recovery.row_fraction, 0.2);
   EXPECT_EQ(s.recovery.full_every, 3);
-  auto bad = load_job_spec_text("name: m\nworkers: 1\nrecovery: {interval: cpr}\n", "m.yaml");
+  // The interval schedules are the loop's, for every workload; row saves need a sharded model.
+  EXPECT_TRUE(load_job_spec_text("name: m\nworkers: 1\nrecovery: {interval: cpr}\n", "m.yaml").is_ok());
+  auto bad = load_job_spec_text("name: m\nworkers: 1\nrecovery: {policy: mfu}\n", "m.yaml");
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("they need model.type dlrm"), std::string::npos)
       << bad.status().message();
@@ -125,11 +132,122 @@ TEST(DlrmSpec, CprFieldsAreValidatedAndNeedDlrm) {
   EXPECT_FALSE(zero.is_ok());
 }
 
-TEST(DlrmLoop, RefusesSyncStrategiesItDoesNotRun) {
-  auto runs = run_job(spec_with({"sync.strategy=dssgd", "sync.delay=2"}));
-  EXPECT_EQ(runs[0].setup.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(runs[0].setup.message().find("sync.strategy ssgd"), std::string::npos)
-      << runs[0].setup.message();
+bool same_bits(const at::Tensor& a, const at::Tensor& b) {
+  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
+         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
+}
+
+// Issue 19: the MLPs of a DLRM run with every sync strategy of the one training loop; each
+// learns the planted signal and ends with the same MLPs on every rank (the final drain).
+TEST(DlrmLoop, RunsEverySyncStrategyOnItsMlps) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"sync.strategy=dssgd", "sync.delay=2"},
+      {"sync.strategy=tsu", "sync.period=4"},
+      {"sync.strategy=dts", "sync.period=4", "sync.delay=1"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c[0]);
+    auto runs = run_job(spec_with(c));
+    expect_ok(runs);
+    const auto& s = runs[0].summary;
+    EXPECT_EQ(s["strategy"], c[0].substr(std::string("sync.strategy=").size()));
+    EXPECT_GT(s["test_auc"].get<double>(), 0.58) << s.dump();
+    EXPECT_EQ(s["samples"], 16384);
+    ASSERT_EQ(runs[0].params.size(), runs[1].params.size());
+    for (size_t i = 0; i < runs[0].params.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(runs[0].params[i], runs[1].params[i], 1e-5, 1e-6)) << "parameter " << i;
+    }
+  }
+}
+
+// Temporally sparse sync sends far fewer bytes than SSGD for the same samples.
+TEST(DlrmLoop, DtsSendsFewerMlpBytesThanSsgd) {
+  auto ssgd = run_job(spec_with({}));
+  auto dts = run_job(spec_with({"sync.strategy=dts", "sync.period=8", "sync.delay=1"}));
+  expect_ok(ssgd);
+  expect_ok(dts);
+  EXPECT_LT(dts[0].summary["reducer_bytes_per_rank"].get<double>(),
+            ssgd[0].summary["reducer_bytes_per_rank"].get<double>() / 4)
+      << dts[0].summary.dump();
+}
+
+// Compressors on the MLP gradients: the summary reports them and the model still learns.
+TEST(DlrmLoop, CompressesItsMlpGradients) {
+  for (const std::string method : {"fp16", "powersgd"}) {
+    SCOPED_TRACE(method);
+    auto runs = run_job(spec_with({"compress.method=" + method, "compress.rank=2", "compress.min_numel=64"}));
+    expect_ok(runs);
+    const auto& s = runs[0].summary;
+    EXPECT_EQ(s["compressor"], method);
+    EXPECT_GT(s["compression_ratio"].get<double>(), 1.5) << s.dump();
+    EXPECT_GT(s["test_auc"].get<double>(), 0.58) << s.dump();
+  }
+}
+
+// A DLRM job resumed from a checkpoint (MLPs, momentum, embedding shard, counters) ends where
+// the uninterrupted run ends, bit for bit.
+TEST(DlrmLoop, ResumedRunEndsWhereTheUninterruptedRunEnds) {
+  const fs::path dir = scratch("resume");
+  const std::vector<std::string> base = {"train.steps=40", "train.momentum=0.5"};
+  auto through = run_job(spec_with(base));
+  expect_ok(through);
+  auto first = spec_with({"train.steps=24", "train.momentum=0.5", "recovery.checkpoint_every=10",
+                          "recovery.dir=" + dir.string()});
+  expect_ok(run_job(first));
+  auto resumed = run_job(spec_with({"train.steps=40", "train.momentum=0.5", "recovery.resume_from=" + dir.string()}));
+  expect_ok(resumed);
+  for (size_t r = 0; r < resumed.size(); ++r) {
+    EXPECT_EQ(resumed[r].summary["resumed_from_step"], 20);
+    EXPECT_EQ(resumed[r].summary["steps"], 40);
+    ASSERT_EQ(resumed[r].params.size(), through[r].params.size());
+    for (size_t i = 0; i < through[r].params.size(); ++i) {
+      EXPECT_TRUE(same_bits(resumed[r].params[i], through[r].params[i])) << "rank " << r << " parameter " << i;
+    }
+    ASSERT_EQ(resumed[r].tables.size(), through[r].tables.size());
+    for (size_t t = 0; t < through[r].tables.size(); ++t) {
+      EXPECT_TRUE(same_bits(resumed[r].tables[t].second, through[r].tables[t].second))
+          << "rank " << r << " table " << through[r].tables[t].first;
+    }
+  }
+  EXPECT_DOUBLE_EQ(resumed[0].summary["test_auc"].get<double>(), through[0].summary["test_auc"].get<double>());
+}
+
+// straggler.mode proportional: a slowed rank gets a smaller share of every step's samples, the
+// step still covers the global batch, and the model learns.
+TEST(DlrmLoop, ProportionalStragglerModeShiftsWorkFromASlowRank) {
+  auto runs = run_job(spec_with({"straggler.mode=proportional", "straggler.report_every=8", "debug.slowdown=[1, 4]"}));
+  expect_ok(runs);
+  const auto& s = runs[0].summary;
+  EXPECT_EQ(s["strategy"], "ssgd+proportional");
+  EXPECT_EQ(s["samples"], 16384);
+  EXPECT_GT(s["test_auc"].get<double>(), 0.58) << s.dump();
+  EXPECT_GT(runs[0].summary["computed_samples"].get<int64_t>(), runs[1].summary["computed_samples"].get<int64_t>() * 3 / 2)
+      << runs[0].summary.dump() << "\n" << runs[1].summary.dump();
+}
+
+// What DLRM cannot do is refused at validation, naming the field and why.
+TEST(DlrmSpec, RefusesStragglerModesThatDecideAStepWithoutEveryRank) {
+  const std::string text =
+      "name: dlrm\nworkers: 3\nmodel: {type: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}\n"
+      "data: {source: synthetic_ctr, num_tables: 6, table_size: 200}\n";
+  for (const std::string mode : {"gradient_coding", "coded_proportional", "backup"}) {
+    auto r = load_job_spec_text(text, "dlrm.yaml", {"straggler.mode=" + mode, "straggler.s=1", "straggler.backup=1"});
+    ASSERT_FALSE(r.is_ok()) << mode;
+    EXPECT_NE(r.status().message().find("straggler"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("all-to-all"), std::string::npos) << r.status().message();
+  }
+  EXPECT_TRUE(load_job_spec_text(text, "dlrm.yaml", {"straggler.mode=proportional"}).is_ok());
+  auto criteo = load_job_spec_text(
+      "name: c\nworkers: 2\nmodel: {type: dlrm}\ndata: {source: criteo, path: x.tsv}\n", "c.yaml",
+      {"straggler.mode=proportional"});
+  ASSERT_FALSE(criteo.is_ok());
+  EXPECT_NE(criteo.status().message().find("read as a stream"), std::string::npos) << criteo.status().message();
+  auto cuda = load_job_spec_text(text, "dlrm.yaml", {"device=cuda"});
+  ASSERT_FALSE(cuda.is_ok());
+  EXPECT_NE(cuda.status().message().find("device"), std::string::npos) << cuda.status().message();
+  // DLRM's MLPs default to plain SGD; a spec may still ask for momentum.
+  EXPECT_EQ(load_job_spec_text(text, "dlrm.yaml")->spec.train.momentum, 0.0);
+  EXPECT_EQ(load_job_spec_text(text, "dlrm.yaml", {"train.momentum=0.9"})->spec.train.momentum, 0.9);
 }
 
 TEST(DlrmLoop, CprPlanSavesWholeShardsThenHotRowsAndRestoresThem) {
@@ -167,7 +285,7 @@ TEST(DlrmLoop, CprPlanSavesWholeShardsThenHotRowsAndRestoresThem) {
   // right after it only when the last step was a save, so compare saved rows only).
   testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
     JobSpec spec = spec_with({});
-    auto fresh = DlrmTrainer::create(*DlrmOptions::from_spec(spec), *comm);
+    auto fresh = DlrmModel::create(*DlrmOptions::from_spec(spec), *comm);
     ASSERT_TRUE(fresh.is_ok());
     auto restored = restore_shard(**fresh, store, newest);
     ASSERT_TRUE(restored.is_ok()) << restored.status().to_string();

@@ -1,4 +1,4 @@
-#include "trainer/dlrm.h"
+#include "trainer/workloads/dlrm/dlrm_model.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -18,7 +18,7 @@ void one_thread() {
 }
 
 // The DLRM written plainly, without sharding: full tables, torch's embedding with autograd
-// (dense gradients), plain SGD on every parameter. Starts from a DlrmTrainer's parameters.
+// (dense gradients), plain SGD on every parameter. Starts from a DlrmModel's parameters.
 struct Reference {
   std::vector<at::Tensor> tables;  // [rows, d]
   std::vector<at::Tensor> params;  // bottom (w, b)..., top (w, b)...
@@ -131,7 +131,7 @@ void expect_equals_reference(int world, const std::vector<int64_t>& splits, int 
   Reference ref;
   testing::run_ranks(1, [&](int, std::shared_ptr<Communicator> comm) {
     one_thread();
-    auto t = DlrmTrainer::create(o, *comm);
+    auto t = DlrmModel::create(o, *comm);
     ASSERT_TRUE(t.is_ok()) << t.status().to_string();
     for (size_t k = 0; k < o.table_sizes.size(); ++k) ref.tables.push_back((*t)->table(k).clone().requires_grad_(true));
     for (auto& p : (*t)->dense_parameters()) ref.params.push_back(p.detach().clone().requires_grad_(true));
@@ -151,7 +151,7 @@ void expect_equals_reference(int world, const std::vector<int64_t>& splits, int 
   std::vector<std::map<int64_t, at::Tensor>> counts(world);
   testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
     one_thread();
-    auto t = DlrmTrainer::create(o, *comm);
+    auto t = DlrmModel::create(o, *comm);
     ASSERT_TRUE(t.is_ok()) << t.status().to_string();
     int64_t begin = 0;
     for (int r = 0; r < rank; ++r) begin += splits[r];
@@ -216,9 +216,9 @@ TEST(Dlrm, ShardedStateRoundTripsAndRefusesAWrongShard) {
   SyntheticCtr data(small_data(o));
   testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
     one_thread();
-    auto made = DlrmTrainer::create(o, *comm);
+    auto made = DlrmModel::create(o, *comm);
     ASSERT_TRUE(made.is_ok());
-    DlrmTrainer& t = **made;
+    DlrmModel& t = **made;
     EXPECT_EQ(t.owned_tables(), rank == 0 ? (std::vector<int64_t>{0, 2, 4, 6}) : (std::vector<int64_t>{1, 3, 5, 7}));
     EXPECT_FALSE(t.table(rank == 0 ? 1 : 0).defined());
     Batch b = data.train_batch({rank * 8 + 0, rank * 8 + 1, rank * 8 + 2, rank * 8 + 3});
@@ -276,7 +276,7 @@ TEST(Dlrm, ShardedStateRoundTripsAndRefusesAWrongShard) {
 TEST(Dlrm, RejectsRowIdsOutsideTheTable) {
   DlrmOptions o = small_options();
   testing::run_ranks(1, [&](int, std::shared_ptr<Communicator> comm) {
-    auto t = DlrmTrainer::create(o, *comm);
+    auto t = DlrmModel::create(o, *comm);
     ASSERT_TRUE(t.is_ok());
     Batch b = SyntheticCtr(small_data(o)).train_batch({0, 1});
     b.sparse[1][5] = 3;  // table 5 has 3 rows
@@ -294,9 +294,9 @@ TEST(Dlrm, NonFiniteStepOnOneRankUpdatesNothingAnywhere) {
   SyntheticCtr data(small_data(o));
   testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
     one_thread();
-    auto made = DlrmTrainer::create(o, *comm);
+    auto made = DlrmModel::create(o, *comm);
     ASSERT_TRUE(made.is_ok()) << made.status().to_string();
-    DlrmTrainer& t = **made;
+    DlrmModel& t = **made;
     // Copies: the state accessors return the live tensors.
     auto copy = [](NamedTensors state) {
       for (auto& [name, tensor] : state) tensor = tensor.clone();
@@ -330,7 +330,7 @@ TEST(Dlrm, TablesLargerThanTheMemoryAreRefusedBeforeAllocating) {
   DlrmOptions o = small_options();
   o.table_sizes = {int64_t{1} << 40, 7};  // 1 Ti rows of 4 floats: far beyond any machine
   testing::run_ranks(1, [&](int, std::shared_ptr<Communicator> comm) {
-    auto t = DlrmTrainer::create(o, *comm);
+    auto t = DlrmModel::create(o, *comm);
     ASSERT_FALSE(t.is_ok());
     EXPECT_EQ(t.status().code(), StatusCode::kResourceExhausted) << t.status().to_string();
     EXPECT_NE(t.status().message().find("GiB available"), std::string::npos) << t.status().message();
@@ -339,7 +339,7 @@ TEST(Dlrm, TablesLargerThanTheMemoryAreRefusedBeforeAllocating) {
   DlrmOptions tight = small_options();
   tight.memory_limit_bytes = 100;
   testing::run_ranks(1, [&](int, std::shared_ptr<Communicator> comm) {
-    auto t = DlrmTrainer::create(tight, *comm);
+    auto t = DlrmModel::create(tight, *comm);
     EXPECT_EQ(t.status().code(), StatusCode::kResourceExhausted) << t.status().to_string();
   });
 }
@@ -357,7 +357,7 @@ DlrmMetrics train_synthetic(int world, int steps, int64_t batch, DlrmMetrics* be
   std::vector<DlrmMetrics> after(world), initial(world);
   testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
     one_thread();
-    auto t = DlrmTrainer::create(o, *comm);
+    auto t = DlrmModel::create(o, *comm);
     ASSERT_TRUE(t.is_ok());
     SyntheticCtrStream test(data, CtrSplit::kTest, rank, world);
     auto m0 = (*t)->evaluate(test, 512);

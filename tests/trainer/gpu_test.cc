@@ -6,8 +6,9 @@
 
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
-#include "trainer/device.h"
-#include "trainer/trainer.h"
+#include "trainer/process/device.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/make_workload.h"
 
 namespace tern {
 namespace {
@@ -25,7 +26,7 @@ TEST(Gpu, TrainsOnCudaAndMatchesCpuClosely) {
       o.spec = spec->spec;
       o.device = resolve_device(dev, 0).value();
       MemorySink sink;
-      Trainer t(o, comm, &sink);
+      TrainingLoop t(o, comm, &sink, make_workload(o.spec));
       ASSERT_TRUE(t.setup().is_ok());
       ASSERT_TRUE(t.run().is_ok());
       if (dev == "cuda") EXPECT_TRUE(t.parameters()[0].is_cuda());

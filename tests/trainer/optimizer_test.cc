@@ -1,4 +1,4 @@
-#include "trainer/optimizer.h"
+#include "trainer/loop/optimizer.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

@@ -1,4 +1,5 @@
-#include "trainer/trainer.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/make_workload.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -29,7 +30,7 @@ std::vector<at::Tensor> train_with_tern(const JobSpec& spec, int rank, std::shar
   o.spec = spec;
   o.rank = rank;
   o.world = comm->size();
-  Trainer t(o, comm, sink);
+  TrainingLoop t(o, comm, sink, make_workload(o.spec));
   Status s = t.setup();
   EXPECT_TRUE(s.is_ok()) << s.to_string();
   s = t.run();
@@ -178,7 +179,7 @@ TEST(Trainer, TooSmallDatasetIsAClearError) {
     o.rank = rank;
     o.world = 2;
     MemorySink sink;
-    Trainer t(o, comm, &sink);
+    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     Status s = t.setup();
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find("too small for 2 workers"), std::string::npos);
@@ -211,7 +212,7 @@ TEST(Trainer, NonFiniteLossFailsEveryRankAtTheSameStepNamingIt) {
     o.rank = rank;
     o.world = 2;
     MemorySink sink;
-    Trainer t(o, comm, &sink);
+    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     ASSERT_TRUE(t.setup().is_ok());
     Status s = t.run();
     EXPECT_FALSE(s.is_ok()) << "rank " << rank << " finished with a non-finite loss";
@@ -241,7 +242,7 @@ TEST(Trainer, SkipStepLeavesNonFiniteStepsOutOnEveryRankAndReplicasStayIdentical
       o.spec = spec;
       o.rank = rank;
       o.world = 2;
-      Trainer t(o, comm, &sinks[static_cast<size_t>(rank)]);
+      TrainingLoop t(o, comm, &sinks[static_cast<size_t>(rank)], make_workload(o.spec));
       ASSERT_TRUE(t.setup().is_ok());
       Status s = t.run();
       ASSERT_TRUE(s.is_ok()) << strategy << " rank " << rank << ": " << s.to_string();

@@ -1,0 +1,62 @@
+#include "trainer/loop/regroup.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "common/trainer_protocol.h"
+
+namespace tern {
+
+bool is_peer_failure(const Status& failure) {
+  const StatusCode c = failure.code();
+  return c == StatusCode::kUnavailable || c == StatusCode::kDeadlineExceeded ||
+         c == StatusCode::kAborted || c == StatusCode::kInternal;
+}
+
+Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
+                                             int world, int64_t step, const Status& failure,
+                                             EventSink* sink, const RegroupTargets& targets) {
+  const bool elastic = spec.recovery.mode == "partial" || spec.recovery.mode == "full";
+  if (!elastic || !hooks.wait || !hooks.connect || !is_peer_failure(failure)) return failure;
+  spdlog::warn("step {}: lost a peer ({}); waiting for the coordinator to regroup", step,
+               failure.to_string());
+  sink->emit({{"event", "peer_lost"}, {"step", step}, {"message", failure.to_string()}});
+  auto wait = std::chrono::milliseconds(
+      static_cast<int64_t>(std::max(120.0, 4 * spec.sync.timeout_s) * 1000));
+  auto waited = hooks.wait(wait);
+  if (!waited.is_ok()) return waited.status().with_context("after " + failure.to_string());
+  RegroupRequest req = std::move(waited).value();
+  if (req.world != world) {
+    return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
+                               std::to_string(world) + ": elastic resizing is not supported yet");
+  }
+  spdlog::info("regrouping at generation {} (master {})", req.generation, req.master);
+  TERN_ASSIGN_OR_RETURN(CommStack stack, hooks.connect(req));
+  targets.retired->push_back(targets.world->replace_inner(stack.world));
+  if (targets.intra && stack.intra)
+    targets.retired->push_back(targets.intra->replace_inner(stack.intra));
+  if (targets.inter && stack.inter)
+    targets.retired->push_back(targets.inter->replace_inner(stack.inter));
+  return req;
+}
+
+void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step) {
+  if (generation > 1) return;
+  if (debug.fail_rank == rank && debug.fail_step == step) {
+    spdlog::error("debug.fail_step reached: rank {} exits now (fault injection)", rank);
+    std::fflush(stdout);
+    std::_Exit(kInjectedFailureExit);
+  }
+  if (debug.kill_rank == rank && debug.kill_step == step) {
+    spdlog::error("debug.kill reached: rank {} sends itself SIGKILL at step {} (fault injection)", rank, step);
+    spdlog::default_logger()->flush();
+    ::kill(::getpid(), SIGKILL);
+  }
+}
+
+}  // namespace tern

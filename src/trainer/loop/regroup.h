@@ -1,0 +1,72 @@
+// Elastic regroup, the transport half of the loop's recovery: after a step failed because a
+// peer died, wait for the parent's regroup command (a new generation and master address),
+// build that generation's communicators and point the loop's counting decorators at them.
+// Re-syncing state afterwards is TrainingLoop::recover's (training_loop.h): the furthest rank's
+// parameters, optimizer state and counters, then the lost rank's own state from its checkpoint.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/counting_communicator.h"
+#include "common/job_spec.h"
+#include "common/status.h"
+#include "trainer/loop/events.h"
+
+namespace tern {
+
+// The communicators of one generation (process/comm_stack.h builds them): the job-wide one,
+// and for hierarchical sync the rank's region group plus, on region leaders, the leaders' group.
+struct CommStack {
+  std::shared_ptr<Communicator> world;
+  std::shared_ptr<Communicator> intra;  // hierarchical only
+  std::shared_ptr<Communicator> inter;  // hierarchical, region leaders only
+};
+
+// The parent's regroup command (trainer_protocol.h): the new generation's group.
+struct RegroupRequest {
+  int64_t generation = 0;
+  int world = 0;
+  std::string master;     // HOST:PORT; rank 0 of the new generation hosts the store there
+  bool rollback = false;  // recovery.mode full: everybody reloads the last checkpoint
+};
+
+// How a trainer regroups: supplied by trainer_main (stdin commands, rendezvous, comm stack).
+struct RegroupHooks {
+  // Blocks until the parent sends a regroup command (DEADLINE_EXCEEDED after `timeout`).
+  std::function<Result<RegroupRequest>(std::chrono::milliseconds timeout)> wait;
+  // The new generation's communicators.
+  std::function<Result<CommStack>(const RegroupRequest&)> connect;
+};
+
+// The communicators a loop regroups: `world` always, the hierarchical ones when non-null.
+struct RegroupTargets {
+  CountingCommunicator* world = nullptr;
+  CountingCommunicator* intra = nullptr;
+  CountingCommunicator* inter = nullptr;
+  // Old generations go here: their threads may still be stuck on the dead peer, so they are
+  // kept alive, never torn down mid-error.
+  std::vector<std::shared_ptr<Communicator>>* retired = nullptr;
+};
+
+// True for the failures a lost peer causes (a collective closed, timed out or aborted).
+bool is_peer_failure(const Status& failure);
+
+// With recovery.mode partial | full and hooks set, after a peer failure at `step`: emits
+// peer_lost, waits for the regroup command (minutes: a replacement may need to start),
+// connects and swaps the communicators in `targets`. Returns `failure` itself when the loop
+// cannot regroup (mode none, no hooks, not a peer failure), and FAILED_PRECONDITION for a
+// regroup to another world size.
+Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
+                                             int world, int64_t step, const Status& failure,
+                                             EventSink* sink, const RegroupTargets& targets);
+
+// Fault injection at the top of a step (debug.fail_rank/fail_step: exit with
+// kInjectedFailureExit; debug.kill: SIGKILL to itself). Only at the first generation, so a
+// replacement started for the same rank does not fail again. Does not return when it fires.
+void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step);
+
+}  // namespace tern

@@ -1,0 +1,788 @@
+#include "trainer/loop/training_loop.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <thread>
+
+#include "common/lr_schedule.h"
+#include "common/trainer_protocol.h"
+#include "compress/factory.h"
+#include "recovery/checkpoint.h"
+#include "recovery/cpr.h"
+#include "straggler/straggler_sync.h"
+#include "trainer/loop/checkpointer.h"
+#include "trainer/loop/nonfinite.h"
+#include "trainer/loop/sampler.h"
+
+namespace tern {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+TrainingLoop::TrainingLoop(TrainerOptions options, std::shared_ptr<Communicator> comm, EventSink* sink,
+                           std::unique_ptr<Workload> workload)
+    : options_(std::move(options)),
+      spec_(options_.spec),
+      counting_(std::make_shared<CountingCommunicator>(std::move(comm))),
+      sink_(sink),
+      workload_(std::move(workload)),
+      straggler_rng_(mix_seed(static_cast<uint64_t>(options_.spec.train.seed), 1000 + options_.rank)) {}
+
+TrainingLoop::~TrainingLoop() = default;
+
+int64_t TrainingLoop::bytes_sent() const {
+  int64_t n = counting_->counts().total();
+  if (intra_counting_) n += intra_counting_->counts().total();
+  if (inter_counting_) n += inter_counting_->counts().total();
+  return n;
+}
+
+Status TrainingLoop::setup() {
+  if (!workload_) return invalid_argument("model.type '" + spec_.model.type + "': no workload trains it");
+  WorkloadContext wc;
+  wc.spec = &spec_;
+  wc.rank = options_.rank;
+  wc.world = options_.world;
+  wc.device = options_.device;
+  wc.comm = counting_.get();
+  TERN_RETURN_IF_ERROR(workload_->setup(wc));
+  traits_ = workload_->traits();
+  for (auto& [name, p] : workload_->named_parameters()) {
+    param_names_.push_back(name);
+    params_.push_back(p);
+  }
+  {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> data;
+    for (auto& p : params_) data.push_back(p.data());
+    // (A rank joining a running job at a later generation takes the group's state instead.)
+    if (options_.generation <= 1) {
+      TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, data, 0).with_context("initial broadcast"));
+    }
+  }
+  optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, spec_.train.momentum, spec_.train.weight_decay,
+                                     spec_.train.nesterov);
+  steps_per_epoch_ = (workload_->samples_per_rank() + spec_.train.batch_size - 1) / spec_.train.batch_size;
+  total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
+  // The region and leader groups are metered too, so bytes_sent covers every hop.
+  if (options_.intra_comm) intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
+  if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
+
+  const RecoverySpec& rs = spec_.recovery;
+  if (rs.interval == "fixed" && rs.checkpoint_every > 0) {
+    interval_steps_ = first_step_ = rs.checkpoint_every;
+  } else if (rs.interval != "fixed") {
+    // Measure over the first steps (the first one warms up and is left out), then plan.
+    plan_step_ = std::clamp<int64_t>(total_steps_ / 10, 2, 20);
+  }
+  if (interval_steps_ > 0 || plan_step_ > 0) {
+    CheckpointerOptions co;
+    co.dir = rs.dir.empty() ? (options_.work_dir.empty() ? std::string(".") : options_.work_dir) + "/checkpoints"
+                            : rs.dir;
+    // The loop schedules saves itself (checkpoint_due); `every` bounds the commit lag.
+    co.every = interval_steps_ > 0 ? interval_steps_ : std::numeric_limits<int64_t>::max();
+    // Row saves build on the newest whole-shard save: keep one in the store.
+    co.keep = rs.policy == "full" ? rs.keep : std::max(rs.keep, rs.full_every + 1);
+    co.rank = options_.rank;
+    co.job_id = options_.job_id;
+    checkpointer_ = std::make_unique<Checkpointer>(std::move(co), sink_);
+  }
+
+  // Resume (a replacement rank joining a running job takes the group's state instead).
+  std::unique_ptr<LoadedCheckpoint> resume;
+  const std::string& resume_dir = rs.resume_from;
+  if (!resume_dir.empty() && options_.generation <= 1) {
+    auto loaded = load_agreed_checkpoint(*counting_, resume_dir, options_.device);
+    if (!loaded.is_ok()) return loaded.status().with_context("recovery.resume_from");
+    resume = std::make_unique<LoadedCheckpoint>(std::move(loaded).value());
+    TERN_RETURN_IF_ERROR(restore_replicated(*resume, resume_dir).with_context("recovery.resume_from"));
+    resumed_from_ = resume->step;
+  }
+  TERN_RETURN_IF_ERROR(build_sync(/*first=*/true));
+  if (resume) {
+    TERN_RETURN_IF_ERROR(restore_per_rank(*resume, resume_dir, "resumed").with_context("recovery.resume_from"));
+  }
+  if (options_.generation > 1) {
+    // A replacement rank joining a running job: take the survivors' state, or with
+    // recovery.mode full roll back to the last checkpoint together with them.
+    Status joined = rs.mode == "full" ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
+    TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
+    if (rs.mode == "partial") restore_lost_rank_state();
+  }
+  spdlog::info("setup done: model={} {} params={} steps/epoch={} total_steps={} strategy={} compressor={} "
+               "checkpoints: interval={} policy={} {}",
+               spec_.model.type, workload_->describe(), params_.size(), steps_per_epoch_, total_steps_,
+               strategy_->name(), reducer_->name(), rs.interval, rs.policy,
+               interval_steps_ > 0 ? "every " + std::to_string(interval_steps_) + " steps"
+               : plan_step_ > 0    ? "planned at step " + std::to_string(plan_step_)
+                                   : "off");
+  return Status::ok();
+}
+
+Status TrainingLoop::build_sync(bool first) {
+  ReducerContext rctx;
+  rctx.steps_per_epoch = steps_per_epoch_;
+  rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
+  strategy_.reset();  // borrows the reducer: goes first
+  TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
+  if (first && reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
+    optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, 0.0, spec_.train.weight_decay);
+  }
+  StrategyContext ctx{*counting_, reducer_.get(), spec_};
+  ctx.momentum_buffers = &optimizer_->momentum_buffers();
+  ctx.intra_comm = intra_counting_;
+  ctx.inter_comm = inter_counting_;
+  if (spec_.straggler.mode != "none") {
+    TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
+  } else {
+    TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
+  }
+  return strategy_->begin(params_);
+}
+
+nlohmann::json TrainingLoop::counters() const {
+  return {{"steps_per_epoch", steps_per_epoch_},
+          {"total_steps", total_steps_},
+          {"global_samples", global_samples_},
+          {"samples", samples_},
+          {"compute_s", compute_s_},
+          {"injected_delay_s", injected_delay_s_},
+          {"last_loss", last_loss_},
+          {"skipped_steps", skipped_steps_},
+          {"interval_steps", interval_steps_},
+          {"first_step", first_step_},
+          {"plan_step", plan_step_}};
+}
+
+Status TrainingLoop::sync_state(bool have_state) {
+  const int world = counting_->size();
+  // Every rank's step (-1: no state), via a sum of one-hot slots.
+  at::Tensor steps = at::full({world}, -1, at::kLong);
+  steps[options_.rank] = have_state ? step_ : -1;
+  std::vector<at::Tensor> t{(steps + 1).to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, t));
+  // (all_reduce sums: every slot but ours is 0 on each rank, so slot r ends as rank r's value + 1.)
+  at::Tensor all = t[0].cpu() - 1;
+  int src = 0;
+  int64_t best = -1;
+  for (int r = 0; r < world; ++r) {
+    int64_t v = all[r].item<int64_t>();
+    if (v > best) best = v, src = r;
+  }
+  if (best < 0) return Status::ok();  // nobody has state: everyone keeps the seeded init
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> state;
+  for (auto& p : params_) state.push_back(p.data());
+  auto& buffers = optimizer_->momentum_buffers();
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    // Lazily created on the first step; a zero buffer behaves the same (m·0 + g = g).
+    if (!buffers[i].defined()) buffers[i] = at::zeros_like(params_[i]);
+    state.push_back(buffers[i]);
+  }
+  // The job's counters and checkpoint schedule travel with them (doubles hold these integers
+  // exactly).
+  state.push_back(at::tensor({static_cast<double>(global_samples_), static_cast<double>(interval_steps_),
+                              static_cast<double>(first_step_), static_cast<double>(plan_step_), last_loss_},
+                             at::kDouble)
+                      .to(options_.device));
+  TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, state, src).with_context("state from rank " + std::to_string(src)));
+  at::Tensor c = state.back().cpu();
+  auto v = c.accessor<double, 1>();
+  global_samples_ = static_cast<int64_t>(v[0]);
+  interval_steps_ = static_cast<int64_t>(v[1]);
+  first_step_ = static_cast<int64_t>(v[2]);
+  plan_step_ = static_cast<int64_t>(v[3]);
+  last_loss_ = v[4];
+  if (have_state && step_ < best) spdlog::info("state from rank {}: step {} -> {}", src, step_, best);
+  step_ = best;
+  spdlog::info("state synced from rank {} at step {} ({} ranks)", src, best, world);
+  return Status::ok();
+}
+
+Status TrainingLoop::recover(const Status& failure) {
+  auto t0 = Clock::now();
+  auto regrouped = regroup_after_failure(options_.regroup, spec_, options_.world, step_, failure, sink_,
+                                         {counting_.get(), intra_counting_.get(), inter_counting_.get(),
+                                          &retired_comms_});
+  if (!regrouped.is_ok()) return regrouped.status();
+  RegroupRequest req = std::move(regrouped).value();
+  options_.generation = req.generation;
+  if (checkpointer_) {
+    // The new group never agreed on the pending step (a replacement never wrote it): drop it,
+    // and let every rank, replacement included, take the next due checkpoint alike.
+    checkpointer_->abandon_pending();
+    last_checkpoint_step_ = -1;
+  }
+  TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
+  const int64_t failed_at = step_;
+  Status synced = req.rollback ? rollback(/*have_state=*/true) : sync_state(/*have_state=*/true);
+  TERN_RETURN_IF_ERROR(synced.with_context("regroup at generation " + std::to_string(req.generation)));
+  ++recoveries_;
+  double lost = seconds_since(t0);
+  recovery_s_ += lost;
+  sink_->emit({{"event", "regrouped"}, {"generation", req.generation}, {"step", step_}, {"world", req.world},
+               {"recovery_s", lost}, {"recoveries", recoveries_}, {"rollback", req.rollback},
+               {"steps_rolled_back", steps_rolled_back_}});
+  spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s ({})", req.generation,
+               step_, lost,
+               step_ < failed_at ? "rolled back " + std::to_string(failed_at - step_) + " steps to the checkpoint"
+                                 : std::string("no rollback"));
+  return Status::ok();
+}
+
+Status TrainingLoop::rollback(bool have_state) {
+  if (!checkpointer_) {
+    spdlog::warn("recovery.mode full without checkpoints (recovery.checkpoint_every / interval): no checkpoint to "
+                 "roll back to; continuing from the group's furthest state");
+    return sync_state(have_state);
+  }
+  const std::string dir = checkpointer_->store().dir();
+  auto loaded = load_agreed_checkpoint(*counting_, dir, options_.device);
+  if (!loaded.is_ok()) {
+    if (loaded.status().code() != StatusCode::kNotFound) return loaded.status();
+    // Lost before the first complete checkpoint: nothing older to return to.
+    spdlog::warn("no complete checkpoint to roll back to yet ({}); continuing from the group's furthest state",
+                 loaded.status().message());
+    return sync_state(have_state);
+  }
+  const int64_t before = step_;
+  TERN_RETURN_IF_ERROR(restore_replicated(*loaded, dir));
+  // Strategies remember parameters (periodic averaging's last sync point): rebuild on the
+  // restored ones, then give the fresh reducer its state back.
+  TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
+  TERN_RETURN_IF_ERROR(restore_per_rank(*loaded, dir, "rolled_back"));
+  if (have_state && before > step_) steps_rolled_back_ += before - step_;
+  return Status::ok();
+}
+
+void TrainingLoop::restore_lost_rank_state() {
+  nlohmann::json event = {{"event", "partial_restore"}, {"step", step_}};
+  if (checkpointer_) {
+    LoadOptions lo;
+    lo.replicated = false;
+    lo.ranks = {options_.rank};
+    auto c = load_latest_checkpoint(checkpointer_->store(), lo);
+    if (!c.is_ok() || c->manifest.world != options_.world) {
+      spdlog::warn("step {}: no checkpointed per-rank state of rank {} to restore ({}); its reducer starts empty",
+                   step_, options_.rank,
+                   c.is_ok() ? "the checkpoint has world " + std::to_string(c->manifest.world) : c.status().message());
+    } else {
+      NamedTensors reducer_state;
+      const std::string prefix = "reducer/";
+      for (const auto& [name, t] : c->ranks.at(options_.rank).tensors) {
+        if (name.rfind(prefix, 0) == 0) reducer_state.emplace_back(name.substr(prefix.size()), t);
+      }
+      const std::string file = checkpointer_->store().file_path(c->step, rank_file_name(options_.rank));
+      if (Status s = reducer_->load_state(reducer_state); !s.is_ok()) {
+        spdlog::warn("step {}: {}: per-rank state not restored: {}", step_, file, s.to_string());
+      } else {
+        spdlog::info("step {}: restored rank {}'s per-rank state ({} reducer tensors) from {} (partial recovery)",
+                     step_, options_.rank, reducer_state.size(), file);
+        event["from_step"] = c->step;
+        event["tensors"] = reducer_state.size();
+      }
+    }
+  }
+  if (traits_.sharded_state) {
+    event.update(workload_->restore_lost_state(checkpointer_ ? &checkpointer_->store() : nullptr, global_samples_));
+  }
+  if (event.size() > 2) sink_->emit(std::move(event));
+}
+
+// --- checkpoints -----------------------------------------------------------------------------
+
+bool TrainingLoop::momentum_replicated() const {
+  // Only SSGD applies the same (all-reduced) update everywhere; delayed, periodic,
+  // hierarchical and straggler-tolerant updates leave each rank its own momentum.
+  return strategy_->name() == "ssgd" && spec_.straggler.mode == "none";
+}
+
+bool TrainingLoop::checkpoint_due(int64_t step) const {
+  return interval_steps_ > 0 && step > 0 && step >= first_step_ && (step - first_step_) % interval_steps_ == 0;
+}
+
+ShardSave TrainingLoop::save_kind(int64_t step) const {
+  if (spec_.recovery.policy == "full") return ShardSave::kFull;
+  int64_t k = (step - first_step_) / std::max<int64_t>(1, interval_steps_);
+  return k % spec_.recovery.full_every == 0 ? ShardSave::kFull : ShardSave::kRows;
+}
+
+Status TrainingLoop::checkpoint_point() {
+  if (!checkpointer_) return Status::ok();
+  if (interval_steps_ == 0 && step_ == plan_step_) {
+    // The first checkpoint is a whole save committed at once: its blocking time (drain,
+    // snapshot, waiting for the write, the manifest collective) is the cost C the plan uses,
+    // the cost of a synchronous checkpoint (the async ones after it block less).
+    const double before = checkpointer_->blocking_s();
+    TERN_RETURN_IF_ERROR(checkpoint(ShardSave::kFull));
+    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, true, options_.device));
+    return plan_interval(checkpointer_->blocking_s() - before);
+  }
+  if (plan_step_ >= 0 && interval_steps_ > 0) {
+    // A long planned interval leaves the background write a few more steps before the commit
+    // waits for it, but not many: until the commit a failure falls back to the save before
+    // (more lost updates). From the shared interval, so every rank (a replacement too) commits
+    // at the same step.
+    checkpointer_->set_commit_lag(std::clamp<int64_t>(interval_steps_ / 8, 4, 16));
+  }
+  const bool due = checkpoint_due(step_) && step_ != last_checkpoint_step_;
+  TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/due,
+                                                 options_.device));
+  if (due) TERN_RETURN_IF_ERROR(checkpoint(save_kind(step_)));
+  return Status::ok();
+}
+
+Status TrainingLoop::plan_interval(double probe_cost_s) {
+  // Same inputs on every rank (the slowest rank's), so every rank plans the same interval.
+  const double elapsed = seconds_since(measure_start_);
+  std::vector<at::Tensor> t{at::tensor({probe_cost_s, elapsed}, at::kDouble).to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, t, ReduceOp::kMax).with_context("checkpoint plan"));
+  at::Tensor host = t[0].cpu();
+  CheckpointPlanInputs in;
+  // The state a failure loses lives on every rank (sharded state, or the per-rank reducer and
+  // momentum state of a replicated model).
+  in.n_shards = options_.world;
+  in.pls_target = spec_.recovery.pls_target;
+  in.mtbf_s = spec_.recovery.mtbf_s;
+  in.checkpoint_cost_s = host[0].item<double>();
+  const double measured = static_cast<double>(global_samples_ - measure_samples_);
+  in.samples_per_s = measured / std::max(1e-9, host[1].item<double>());
+  in.samples_per_step = spec_.train.batch_size * options_.world;
+  auto planned = plan_checkpoint_interval(in);
+  if (!planned.is_ok()) return planned.status().with_context("recovery.interval " + spec_.recovery.interval);
+  const CheckpointPlan& p = *planned;
+  interval_steps_ = spec_.recovery.interval == "cpr" ? p.cpr_interval_steps : p.young_daly_interval_steps;
+  first_step_ = step_;
+  plan_ = {{"interval", spec_.recovery.interval},
+           {"interval_steps", interval_steps_},
+           {"n_shards", in.n_shards},
+           {"pls_target", in.pls_target},
+           {"mtbf_s", in.mtbf_s},
+           {"checkpoint_cost_s", in.checkpoint_cost_s},
+           {"measured_samples_per_s", in.samples_per_s},
+           {"samples_per_step", in.samples_per_step},
+           {"failures_per_sample", p.failures_per_sample},
+           {"cpr_interval_samples", p.cpr_interval_samples},
+           {"cpr_interval_steps", p.cpr_interval_steps},
+           {"cpr_expected_pls", p.cpr_expected_pls},
+           {"young_daly_interval_s", p.young_daly_interval_s},
+           {"young_daly_interval_steps", p.young_daly_interval_steps}};
+  spdlog::info("checkpoint plan at step {} (measured over {} samples: {:.0f} samples/s, a synchronous whole "
+               "checkpoint blocks {:.4f} s; assumed MTBF {} s, PLS target {}): {}; using {} = every {} steps",
+               step_, measured, in.samples_per_s, in.checkpoint_cost_s, in.mtbf_s, in.pls_target, p.summary,
+               spec_.recovery.interval, interval_steps_);
+  sink_->emit({{"event", "checkpoint_plan"}, {"step", step_}, {"plan", plan_}});
+  return Status::ok();
+}
+
+Status TrainingLoop::checkpoint(ShardSave kind) {
+  // Replicas must be identical where replicated state is taken from rank 0: the strategy
+  // completes its in-flight collectives and averages parameters if they may differ (a no-op
+  // for SSGD). Every rank runs it at the same step.
+  auto t0 = Clock::now();
+  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("drain before the checkpoint of step " +
+                                                             std::to_string(step_)));
+  const bool shared_momentum = momentum_replicated();
+  CheckpointMeta meta;
+  meta.step = step_;
+  meta.epoch = step_ / steps_per_epoch_;
+  meta.sampler_position = (step_ % steps_per_epoch_) * spec_.train.batch_size;
+  meta.world = options_.world;
+  meta.generation = options_.generation;
+  meta.job_id = options_.job_id;
+  meta.extra["momentum"] = shared_momentum ? "replicated" : "per_rank";
+  meta.extra["strategy"] = strategy_->name();
+  meta.extra["reducer"] = reducer_->name();
+  meta.extra["policy"] = spec_.recovery.policy;
+  meta.extra["trainer"] = counters().dump();
+  NamedTensors replicated, per_rank;
+  auto& buffers = optimizer_->momentum_buffers();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
+    if (i < buffers.size() && buffers[i].defined()) {
+      (shared_momentum ? replicated : per_rank).emplace_back("momentum/" + param_names_[i], buffers[i]);
+    }
+  }
+  for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t);
+  if (traits_.sharded_state) {
+    meta.extra["shard"] = shard_save_name(kind);
+    TERN_ASSIGN_OR_RETURN(int64_t rows, workload_->save_sharded(kind, &per_rank));
+    spdlog::debug("checkpoint step {}: {} save of {} rows", step_, shard_save_name(kind), rows);
+  }
+  checkpointer_->save(meta, per_rank, options_.rank == 0 ? &replicated : nullptr, seconds_since(t0));
+  last_checkpoint_step_ = step_;
+  return Status::ok();
+}
+
+Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::string& dir) {
+  const Checkpoint& rep = *c.replicated;
+  const std::string file = CheckpointStore(dir).file_path(c.step, kReplicatedFile);
+  auto it = rep.meta.extra.find("trainer");
+  if (it == rep.meta.extra.end()) {
+    return failed_precondition(file + ": no 'trainer' metadata (not a checkpoint of the tern training loop)");
+  }
+  nlohmann::json counters = nlohmann::json::parse(it->second, nullptr, false);
+  if (!counters.is_object()) return data_loss(file + ": the 'trainer' metadata is not a JSON object");
+  int64_t spe = counters.value("steps_per_epoch", int64_t{-1});
+  if (spe != steps_per_epoch_) {
+    return failed_precondition(file + ": written with " + std::to_string(spe) + " steps per epoch, this job has " +
+                               std::to_string(steps_per_epoch_) +
+                               " (resume needs the same data set, train.batch_size and workers)");
+  }
+  if (c.step > total_steps_) {
+    return failed_precondition(file + ": step " + std::to_string(c.step) + " is past this job's last step (" +
+                               std::to_string(total_steps_) + "; raise train.steps or train.epochs)");
+  }
+  at::NoGradGuard no_grad;
+  size_t in_file = 0;
+  for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
+  if (in_file != params_.size()) {
+    return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
+                               spec_.model.type + " has " + std::to_string(params_.size()));
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& p = params_[i];
+    const at::Tensor* t = rep.find("param/" + param_names_[i]);
+    if (t == nullptr) {
+      return failed_precondition(file + ": no parameter '" + param_names_[i] + "' (written for another model?)");
+    }
+    if (t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type()) {
+      return failed_precondition(file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
+                                 std::string(c10::toString(t->scalar_type())) + ", model." + spec_.model.type +
+                                 " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
+    }
+    p.data().copy_(*t);
+  }
+  step_ = c.step;
+  last_checkpoint_step_ = c.step;  // it is on disk already
+  global_samples_ = counters.value("global_samples", int64_t{0});
+  samples_ = counters.value("samples", int64_t{0});
+  compute_s_ = counters.value("compute_s", 0.0);
+  injected_delay_s_ = counters.value("injected_delay_s", 0.0);
+  last_loss_ = counters.value("last_loss", 0.0);
+  skipped_steps_ = counters.value("skipped_steps", int64_t{0});
+  // The checkpoint schedule the run had (a planned interval is not planned again).
+  interval_steps_ = counters.value("interval_steps", interval_steps_);
+  first_step_ = counters.value("first_step", first_step_);
+  plan_step_ = counters.value("plan_step", plan_step_);
+  return Status::ok();
+}
+
+Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event) {
+  const Checkpoint& mine = c.ranks.at(options_.rank);
+  CheckpointStore store(dir);
+  const std::string rank_file = store.file_path(c.step, rank_file_name(options_.rank));
+  auto it = c.replicated->meta.extra.find("momentum");
+  const bool shared = it != c.replicated->meta.extra.end() && it->second == "replicated";
+  const Checkpoint& msrc = shared ? *c.replicated : mine;
+  const std::string mfile = shared ? store.file_path(c.step, kReplicatedFile) : rank_file;
+  auto& buffers = optimizer_->momentum_buffers();
+  size_t restored = 0;
+  for (size_t i = 0; i < params_.size() && i < buffers.size(); ++i) {
+    const at::Tensor* t = msrc.find("momentum/" + param_names_[i]);
+    if (t == nullptr) continue;
+    if (t->sizes() != params_[i].sizes()) {
+      return failed_precondition(mfile + ": momentum of '" + param_names_[i] + "' is " + c10::str(t->sizes()) +
+                                 ", the parameter " + c10::str(params_[i].sizes()));
+    }
+    buffers[i] = t->to(options_.device, params_[i].scalar_type()).clone();
+    ++restored;
+  }
+  NamedTensors reducer_state;
+  const std::string prefix = "reducer/";
+  for (const auto& [name, t] : mine.tensors) {
+    if (name.rfind(prefix, 0) == 0) reducer_state.emplace_back(name.substr(prefix.size()), t);
+  }
+  if (!reducer_state.empty()) {
+    TERN_RETURN_IF_ERROR(reducer_->load_state(reducer_state).with_context(rank_file));
+  } else if (!reducer_->state().empty()) {
+    spdlog::warn("{}: no {} state in the checkpoint (written with another compressor?); starting it empty",
+                 rank_file, reducer_->name());
+  }
+  if (traits_.sharded_state) TERN_RETURN_IF_ERROR(workload_->restore_sharded(store, c.step));
+  std::string skipped;
+  for (const auto& s : c.skipped) skipped += "; skipped " + s;
+  spdlog::info("{} from {} at step {} (epoch {}, {} of {} steps done; {} momentum buffers, {} reducer tensors){}",
+               event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
+               c.step / steps_per_epoch_, c.step, total_steps_, restored, reducer_state.size(), skipped);
+  sink_->emit({{"event", event}, {"step", c.step}, {"dir", dir}, {"skipped", c.skipped}});
+  return Status::ok();
+}
+
+// --- the step --------------------------------------------------------------------------------
+
+double TrainingLoop::maybe_inject_delay(double compute_s) {
+  const DebugSpec& d = spec_.debug;
+  double extra = 0;
+  if (static_cast<size_t>(options_.rank) < d.slowdown.size()) {
+    extra += (d.slowdown[static_cast<size_t>(options_.rank)] - 1.0) * compute_s;
+  }
+  if (d.transient_prob > 0) {
+    std::uniform_real_distribution<double> u(0, 1);
+    if (u(straggler_rng_) < d.transient_prob) {
+      std::exponential_distribution<double> ex(1.0 / std::max(1e-6, d.transient_ms));
+      extra += ex(straggler_rng_) / 1000.0;
+    }
+  }
+  if (extra > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(extra));
+    injected_delay_s_ += extra;
+  }
+  return extra;
+}
+
+Status TrainingLoop::train_step(int64_t step) {
+  TERN_ASSIGN_OR_RETURN(StepPlan plan, strategy_->plan(step, options_.rank, options_.world,
+                                                       [&](int r) { return workload_->part(step, r); }));
+  workload_->set_lr(scheduled_lr(spec_.train, step, total_steps_));
+  std::vector<at::Tensor> grads;
+  TERN_ASSIGN_OR_RETURN(StepOutput out, workload_->compute(step, plan, &grads));
+  if (out.samples > 0) {
+    double delay = maybe_inject_delay(out.compute_s);
+    strategy_->record_compute(out.samples, out.compute_s + delay);
+  }
+  const int64_t step_samples = out.global_samples >= 0 ? out.global_samples : plan.global_samples;
+  // Agreed: every rank learns whose step was not finite before anything is updated.
+  const bool agreed = spec_.train.on_nonfinite == "skip_step" || traits_.collective_step;
+  if (agreed) {
+    // The group decides, so that every replica (and every shard) leaves the same step out.
+    TERN_ASSIGN_OR_RETURN(std::vector<int> bad, agree_nonfinite(*counting_, out.finite));
+    if (!bad.empty()) {
+      TERN_RETURN_IF_ERROR(workload_->finish_step(false));
+      return nonfinite_step(step, bad, out.finite ? std::string() : loss_text(out.loss), grads);
+    }
+  } else if (!out.finite) {
+    // train.on_nonfinite fail: hand the poison on, so that peers that average gradients every
+    // step (SSGD) stop at this same step with the same exit code instead of losing a peer.
+    for (auto& g : grads) g.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  TERN_RETURN_IF_ERROR(workload_->finish_step(true));
+  if (out.samples > 0 && out.finite) {
+    last_loss_ = out.loss;
+    window_loss_ += last_loss_;
+    ++window_steps_;
+  }
+  TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
+  if (!agreed && (!out.finite || !all_finite(grads))) {
+    nonfinite_stop_ = true;
+    // (run() puts "step N: " in front.)
+    return Status(StatusCode::kOutOfRange,
+                  (!out.finite ? "non-finite loss (" + loss_text(out.loss) + ") or gradient on rank " +
+                                     std::to_string(options_.rank)
+                               : std::string("non-finite gradient after synchronisation (a peer's step "
+                                             "was not finite)")) +
+                      "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
+  }
+  auto t1 = Clock::now();
+  optimizer_->set_lr(scheduled_lr(spec_.train, step, total_steps_));
+  optimizer_->step(grads);
+  TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
+  compute_s_ += out.compute_s + seconds_since(t1);
+  ++steps_computed_;
+  samples_ += out.samples;
+  global_samples_ += step_samples;
+  window_samples_ += step_samples / std::max(1, options_.world);
+  return Status::ok();
+}
+
+Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
+                                    std::vector<at::Tensor>& grads) {
+  const std::string where = "non-finite loss or gradient on rank " + rank_list(ranks) +
+                            (my_loss.empty() ? "" : " (loss " + my_loss + " here)");
+  if (spec_.train.on_nonfinite != "skip_step") {
+    nonfinite_stop_ = true;  // (run() puts "step N: " in front.)
+    return Status(StatusCode::kOutOfRange,
+                  where + "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
+  }
+  // Every rank: a zero gradient through the strategy (its collectives and in-flight state stay
+  // matched across ranks, its error feedback unpoisoned), then no optimizer step.
+  for (auto& g : grads) g = at::zeros_like(g);
+  TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
+  TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
+  ++skipped_steps_;
+  std::string message = "step " + std::to_string(step) + ": " + where +
+                        "; update skipped on every rank (train.on_nonfinite: skip_step, " +
+                        std::to_string(skipped_steps_) + " skipped so far)";
+  if (skipped_steps_ <= 10 || skipped_steps_ % 100 == 0) spdlog::warn("{}", message);
+  std::vector<int64_t> rank_ids(ranks.begin(), ranks.end());
+  sink_->emit({{"event", "skipped"}, {"step", step}, {"ranks", rank_ids}, {"skipped_steps", skipped_steps_},
+               {"message", message}});
+  return Status::ok();
+}
+
+// --- events and the run ----------------------------------------------------------------------
+
+void TrainingLoop::emit_progress(int64_t step, bool force) {
+  if (!force && (step % spec_.train.log_every != 0)) return;
+  if (window_steps_ == 0) return;
+  double dt = seconds_since(window_start_);
+  SyncMetrics m = strategy_->metrics();
+  nlohmann::json e = {
+      {"event", "progress"},
+      {"step", step},
+      {"total_steps", total_steps_},
+      {"epoch", static_cast<double>(step) / steps_per_epoch_},
+      {"loss", window_loss_ / window_steps_},
+      {"samples_per_s", dt > 0 ? window_samples_ / dt : 0.0},  // this rank's share; the job's is the sum
+      {"bytes_sent", bytes_sent()},
+      {"compute_s", compute_s_},
+      {"wait_s", m.wait_s},
+      {"staleness", m.staleness},
+      {"injected_delay_s", injected_delay_s_},
+      {"skipped_steps", skipped_steps_},
+  };
+  for (const auto& [k, v] : m.extra) e[k] = v;
+  e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
+  e["compress_s"] = reducer_->stats().compress_s;
+  if (checkpointer_) {
+    e["checkpoints"] = checkpointer_->committed();
+    e["checkpoint_s"] = checkpointer_->blocking_s();
+  }
+  sink_->emit(std::move(e));
+  window_loss_ = 0;
+  window_steps_ = 0;
+  window_samples_ = 0;
+  window_start_ = Clock::now();
+}
+
+Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* out) {
+  TERN_ASSIGN_OR_RETURN(*out, workload_->evaluate());
+  nlohmann::json e = {{"event", "eval"}, {"step", step}};
+  for (const auto& [name, value] : *out) e[name] = value;
+  e["train_s"] = train_s;
+  sink_->emit(std::move(e));
+  return Status::ok();
+}
+
+Status TrainingLoop::run() {
+  sink_->emit({{"event", "started"}, {"world", options_.world}, {"pid", static_cast<int64_t>(getpid())},
+               {"total_steps", total_steps_}});
+  auto start = Clock::now();
+  window_start_ = measure_start_ = start;
+  measure_samples_ = global_samples_;
+  double recent_loss = last_loss_;
+  for (; step_ < total_steps_; ++step_) {
+    if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
+    inject_faults(spec_.debug, options_.rank, options_.generation, step_);
+    if (step_ == 1) {  // throughput for the checkpoint plan: leave the warm-up step out
+      measure_start_ = Clock::now();
+      measure_samples_ = global_samples_;
+    }
+    const double blocked_before = checkpointer_ ? checkpointer_->blocking_s() : 0.0;
+    if (Status st = checkpoint_point(); !st.is_ok()) {
+      // A commit that failed on the dead peer waited for failure detection, not for a checkpoint.
+      if (checkpointer_) failed_commit_s_ += checkpointer_->blocking_s() - blocked_before;
+      TERN_RETURN_IF_ERROR(recover(st).with_context("checkpoint at step " + std::to_string(step_)));
+      --step_;  // the loop's ++ lands on the step the group agreed on
+      continue;
+    }
+    if (Status st = train_step(step_); !st.is_ok()) {
+      TERN_RETURN_IF_ERROR(recover(st).with_context("step " + std::to_string(step_)));
+      --step_;
+      continue;
+    }
+    recent_loss = last_loss_;
+    bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
+    emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_);
+    if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
+      // Evaluations are not training: their time (a collective too, over the WAN) is kept out
+      // of wall_s and samples_per_s; train_s is the training time so far.
+      auto e0 = Clock::now();
+      Metrics ev;
+      TERN_RETURN_IF_ERROR(evaluate_and_emit(step_ + 1, seconds_since(start) - eval_s_, &ev));
+      eval_s_ += seconds_since(e0);
+    }
+  }
+  if (checkpointer_) {
+    // The last step's checkpoint (when due) and the commit of whatever is pending.
+    TERN_RETURN_IF_ERROR(checkpoint_point());
+    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
+                                                   options_.device));
+    if (Status st = checkpointer_->flush(); !st.is_ok()) {
+      spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
+    }
+  }
+  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
+  const double wall = seconds_since(start) - eval_s_;
+  Metrics ev;
+  TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, wall, &ev));
+
+  // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
+  // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
+  const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
+  std::vector<at::Tensor> mx{at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
+                                         static_cast<double>(steps_rolled_back_)},
+                                        at::kDouble)
+                                 .to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
+  std::vector<at::Tensor> sum{at::tensor({recent_loss}, at::kDouble).to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
+  TERN_ASSIGN_OR_RETURN(nlohmann::json workload_figures, workload_->summary(*counting_, global_samples_));
+  at::Tensor mh = mx[0].cpu();
+  auto m = mh.accessor<double, 1>();
+  const double job_wall = m[0];
+  const double step_s = steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
+  SyncMetrics sm = strategy_->metrics();
+  summary_ = {
+      {"model", spec_.model.type},
+      {"steps", step_},
+      {"epochs", static_cast<double>(step_) / steps_per_epoch_},
+      {"samples", global_samples_},
+      {"samples_per_s", job_wall > 0 ? global_samples_ / job_wall : 0.0},
+      {"computed_samples", samples_},
+      {"final_loss", sum[0].cpu().item<double>() / options_.world},
+      {"bytes_sent_per_rank", bytes_sent()},
+      {"wall_s", job_wall},
+      {"eval_s", eval_s_},
+      {"compute_s", compute_s_},
+      {"wait_s", sm.wait_s},
+      {"staleness", sm.staleness},
+      {"injected_delay_s", injected_delay_s_},
+      {"strategy", strategy_->name()},
+      {"recoveries", static_cast<int64_t>(m[3])},
+      {"recovery_s", m[2]},
+      {"steps_rolled_back", static_cast<int64_t>(m[4])},
+      // Wall time a failure cost: the regroup (waiting for and restoring the replacement) plus
+      // the steps redone after a rollback.
+      {"time_lost_s", m[2] + m[4] * step_s},
+      {"generation", options_.generation},
+      {"skipped_steps", skipped_steps_},
+      {"recovery_mode", spec_.recovery.mode},
+      {"checkpoint_policy", spec_.recovery.policy},
+      {"checkpoint_interval", spec_.recovery.interval},
+      {"checkpoint_interval_steps", interval_steps_},
+  };
+  for (const auto& [name, value] : ev) summary_[name] = value;
+  if (summary_.contains("test_samples")) summary_["test_samples"] = static_cast<int64_t>(summary_["test_samples"].get<double>());
+  for (const auto& [k, v] : sm.extra) summary_[k] = v;
+  summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
+  summary_["compress_s"] = reducer_->stats().compress_s;
+  summary_["reducer_bytes_per_rank"] = reducer_->stats().wire_bytes;
+  summary_["compressor"] = reducer_->name();
+  summary_.update(workload_figures);
+  if (!plan_.is_null()) summary_["checkpoint_plan"] = plan_;
+  if (checkpointer_) {
+    summary_.update(checkpointer_->summary());
+    summary_["checkpoint_s"] = m[1];
+    summary_["checkpoint_overhead"] = job_wall > 0 ? m[1] / job_wall : 0.0;
+  } else {
+    summary_["checkpoints"] = 0;
+    summary_["checkpoint_s"] = 0.0;
+    summary_["checkpoint_overhead"] = 0.0;
+  }
+  if (resumed_from_ >= 0) summary_["resumed_from_step"] = resumed_from_;
+  sink_->emit({{"event", "finished"}, {"summary", summary_}});
+  return Status::ok();
+}
+
+}  // namespace tern

@@ -1,0 +1,253 @@
+#include "trainer/process/trainer_main.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "comm/abandon.h"
+#include "comm/process_group.h"
+#include "common/job_spec.h"
+#include "common/logging.h"
+#include "common/workload_traits.h"
+#include "trainer/process/comm_stack.h"
+#include "trainer/process/device.h"
+#include "trainer/loop/training_loop.h"
+#include "trainer/workloads/make_workload.h"
+
+namespace tern {
+namespace {
+
+std::atomic<TrainingLoop*> g_trainer{nullptr};  // for the signal handler only
+
+void on_signal(int) {
+  if (TrainingLoop* t = g_trainer.load()) t->request_stop();
+}
+
+int exit_code_for(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk: return kTrainerOk;
+    case StatusCode::kInvalidArgument: return kTrainerBadArgs;
+    case StatusCode::kNotFound:
+    case StatusCode::kDataLoss: return kTrainerDataError;
+    case StatusCode::kUnavailable:
+    case StatusCode::kDeadlineExceeded:
+    case StatusCode::kAborted: return kTrainerCommFailure;
+    case StatusCode::kResourceExhausted: return kTrainerOutOfMemory;
+    case StatusCode::kCancelled: return kTrainerStopped;
+    default: return kTrainerInternal;
+  }
+}
+
+std::optional<int> parse_port(const std::string& text) {
+  if (text.empty() || text.size() > 5) return std::nullopt;
+  int port = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    port = port * 10 + (c - '0');
+  }
+  if (port < 1 || port > 65535) return std::nullopt;
+  return port;
+}
+
+// True for what LibTorch throws when an allocation fails (CPU: "DefaultCPUAllocator: can't
+// allocate memory", CUDA: "CUDA out of memory").
+bool is_allocation_failure(const std::string& what) {
+  return what.find("can't allocate memory") != std::string::npos ||
+         what.find("out of memory") != std::string::npos ||
+         what.find("Out of memory") != std::string::npos;
+}
+
+// Runs `f` (setup or run), turning what escapes as an exception into a Status: an allocation
+// failure is RESOURCE_EXHAUSTED (exit kTrainerOutOfMemory), anything else INTERNAL.
+template <typename F>
+Status guarded(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return resource_exhausted(std::string(what) + ": out of memory (std::bad_alloc)");
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    if (is_allocation_failure(msg)) return resource_exhausted(std::string(what) + ": out of memory: " + msg);
+    return internal_error(std::string(what) + ": " + msg);
+  } catch (const std::exception& e) {
+    if (is_allocation_failure(e.what())) return resource_exhausted(std::string(what) + ": out of memory: " + e.what());
+    return internal_error(std::string(what) + ": unexpected exception: " + e.what());
+  }
+}
+
+// Regroup commands from the parent, handed from the stdin reader to the training thread.
+class RegroupMailbox {
+ public:
+  void post(RegroupRequest r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_ = std::move(r);
+    cv_.notify_all();
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+  Result<RegroupRequest> wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_for(lock, timeout, [&] { return pending_.has_value() || closed_; })) {
+      return deadline_exceeded("no regroup command from the parent within " + std::to_string(timeout.count()) + " ms");
+    }
+    if (!pending_) return unavailable("the parent closed stdin while a regroup was awaited");
+    RegroupRequest r = std::move(*pending_);
+    pending_.reset();
+    return r;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<RegroupRequest> pending_;
+  bool closed_ = false;
+};
+
+// Reads {"cmd": ...} lines from the parent on stdin: stop, regroup.
+void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      std::string cmd = j.value("cmd", "");
+      if (cmd == "stop") {
+        spdlog::info("stop requested by parent");
+        trainer->request_stop();
+      } else if (cmd == "regroup") {
+        RegroupRequest r;
+        r.generation = j.at("generation").get<int64_t>();
+        r.world = j.at("world").get<int>();
+        r.master = j.at("master").get<std::string>();
+        r.rollback = j.value("rollback", false);
+        spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
+        // A collective stuck on the old group (a peer that is alive but waits on the dead one)
+        // would sit out sync.timeout_s: end it now, the coordinator already knows.
+        abandon_collectives("the coordinator regroups the job at generation " + std::to_string(r.generation));
+        mailbox->post(std::move(r));
+      } else {
+        spdlog::warn("ignoring unknown command from parent: {}", line);
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("ignoring malformed command line from parent: {}", e.what());
+    }
+  }
+  mailbox->close();
+}
+
+}  // namespace
+
+int trainer_main(const TrainerArgs& args) {
+  setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
+                " gen=" + std::to_string(args.generation));
+  JsonLinesSink sink(stdout, args.job_id, args.rank, args.generation);
+  // Every failure ends here, and the process ends here too: returning through main would run
+  // the static destructors of c10d/Gloo while their threads may still run (a crash at exit
+  // that turned a clear failure into a signal, read as a lost machine).
+  std::unique_ptr<TrainingLoop> trainer;
+  auto fail = [&](const Status& s) -> int {
+    int code = trainer && trainer->stopped_on_nonfinite() ? kTrainerNonFinite : exit_code_for(s);
+    spdlog::error("{}", s.to_string());
+    sink.emit({{"event", "error"}, {"message", s.to_string()}, {"code", code}});
+    spdlog::default_logger()->flush();
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(code);
+  };
+  auto loaded = load_job_spec_file(args.spec_file);
+  if (!loaded.is_ok()) return fail(loaded.status());
+  const JobSpec& spec = loaded->spec;
+  spdlog::set_level(spdlog::level::from_str(spec.log_level));
+  if (args.world < 1 || args.rank < 0 || args.rank >= args.world) {
+    return fail(invalid_argument("--rank must be in [0, --world)"));
+  }
+  auto colon = args.master.rfind(':');
+  if (colon == std::string::npos) return fail(invalid_argument("--master must be HOST:PORT"));
+  torch::set_num_threads(static_cast<int>(spec.train.threads));
+  at::set_num_interop_threads(1);
+
+  RendezvousOptions rv;
+  rv.master_host = args.master.substr(0, colon);
+  auto port = parse_port(args.master.substr(colon + 1));
+  if (!port) return fail(invalid_argument("--master must be HOST:PORT with a port in 1..65535, got '" + args.master + "'"));
+  rv.master_port = *port;
+  rv.rank = args.rank;
+  rv.world = args.world;
+  rv.generation = args.generation;
+  rv.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.sync.timeout_s * 1000));
+  auto store = connect_store(rv);
+  if (!store.is_ok()) return fail(store.status());
+  // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
+  auto device = resolve_device(workload_traits(spec).cpu_only ? "cpu" : spec.device, args.rank);
+  if (!device.is_ok()) return fail(device.status());
+  CommunicatorOptions co;
+  co.backend = backend_for(*device);
+  co.bind_host = args.bind_host;
+  co.timeout = rv.timeout;
+  CommStackOptions so;
+  so.rank = args.rank;
+  so.world = args.world;
+  so.comm = co;
+  so.cluster_file = args.cluster_file;
+  so.regions = args.regions;
+  so.seed = static_cast<uint64_t>(spec.train.seed);
+  auto comm = build_comm_stack(generation_store(*store, args.generation), spec, so);
+  if (!comm.is_ok()) return fail(comm.status());
+  RegroupMailbox mailbox;
+
+  TrainerOptions to;
+  to.spec = spec;
+  to.rank = args.rank;
+  to.world = args.world;
+  to.generation = args.generation;
+  to.job_id = args.job_id;
+  to.work_dir = args.work_dir;
+  to.device = *device;
+  to.intra_comm = comm->intra;
+  to.inter_comm = comm->inter;
+  to.regroup.wait = [&](std::chrono::milliseconds timeout) { return mailbox.wait(timeout); };
+  to.regroup.connect = [&, rv, so](const RegroupRequest& req) mutable -> Result<CommStack> {
+    auto c = req.master.rfind(':');
+    if (c == std::string::npos) return invalid_argument("regroup master must be HOST:PORT, got '" + req.master + "'");
+    rv.master_host = req.master.substr(0, c);
+    auto port = parse_port(req.master.substr(c + 1));
+    if (!port) return invalid_argument("regroup master must be HOST:PORT with a port in 1..65535, got '" + req.master + "'");
+    rv.master_port = *port;
+    rv.generation = req.generation;
+    rv.world = req.world;
+    so.world = req.world;
+    TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
+    TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
+    sink.set_generation(req.generation);
+    setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
+                  " gen=" + std::to_string(req.generation), spec.log_level);
+    return stack;
+  };
+  trainer = std::make_unique<TrainingLoop>(to, comm->world, &sink, make_workload(spec));
+  g_trainer.store(trainer.get());
+  signal(SIGTERM, on_signal);
+  signal(SIGINT, on_signal);
+  std::thread(stdin_commands, trainer.get(), &mailbox).detach();
+
+  Status s = guarded("setup", [&] { return trainer->setup(); });
+  if (s.is_ok()) s = guarded("training", [&] { return trainer->run(); });
+  g_trainer.store(nullptr);
+  if (!s.is_ok()) return fail(s);
+  spdlog::info("finished: {}", trainer->summary().dump());
+  // Skip static destructors of c10d/Gloo threads, which can race at exit.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(kTrainerOk);
+}
+
+}  // namespace tern

@@ -1,0 +1,135 @@
+#include "trainer/workloads/image/image_workload.h"
+
+#include <chrono>
+#include <mutex>
+
+#include "trainer/loop/nonfinite.h"
+
+namespace tern {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kEvalBatch = 1024;
+
+Batch to_device(Batch b, const torch::Device& d) {
+  if (d.is_cpu()) return b;
+  if (b.x.defined()) b.x = b.x.to(d, /*non_blocking=*/true);
+  if (b.y.defined()) b.y = b.y.to(d, true);
+  return b;
+}
+
+}  // namespace
+
+Status ImageWorkload::setup(const WorkloadContext& ctx) {
+  spec_ = ctx.spec;
+  rank_ = ctx.rank;
+  world_ = ctx.world;
+  device_ = ctx.device;
+  comm_ = ctx.comm;
+  TERN_ASSIGN_OR_RETURN(data_, make_training_data(*spec_));
+  {
+    // Seeding and initialising draw from LibTorch's global generator: keep them together, so
+    // ranks that share a process (tests run ranks as threads) get the same seeded init.
+    static std::mutex init_mu;
+    std::lock_guard<std::mutex> lock(init_mu);
+    torch::manual_seed(static_cast<uint64_t>(spec_->train.seed));
+    TERN_ASSIGN_OR_RETURN(model_, make_image_model(spec_->model));
+  }
+  model_->to(device_);
+  for (auto& p : model_->parameters()) params_.push_back(p);
+  sampler_ = std::make_unique<ShardedSampler>(data_->train_size(), world_, rank_,
+                                              static_cast<uint64_t>(spec_->train.seed));
+  if (sampler_->per_rank() == 0) {
+    return invalid_argument("data set of " + std::to_string(data_->train_size()) + " samples is too small for " +
+                            std::to_string(world_) + " workers");
+  }
+  steps_per_epoch_ = (sampler_->per_rank() + spec_->train.batch_size - 1) / spec_->train.batch_size;
+  return Status::ok();
+}
+
+std::vector<std::pair<std::string, at::Tensor>> ImageWorkload::named_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : model_->named_parameters()) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+std::vector<int64_t> ImageWorkload::part(int64_t step, int rank) {
+  int64_t epoch = step / steps_per_epoch_;
+  int64_t pos = step % steps_per_epoch_;
+  if (epoch != indices_epoch_) {
+    epoch_indices_.assign(static_cast<size_t>(world_), {});
+    indices_epoch_ = epoch;
+  }
+  auto& mine = epoch_indices_[static_cast<size_t>(rank)];
+  if (mine.empty()) {
+    mine = rank == rank_ ? sampler_->epoch_indices(epoch)
+                         : ShardedSampler(data_->train_size(), world_, rank, static_cast<uint64_t>(spec_->train.seed))
+                               .epoch_indices(epoch);
+  }
+  int64_t begin = pos * spec_->train.batch_size;
+  int64_t end = std::min<int64_t>(begin + spec_->train.batch_size, static_cast<int64_t>(mine.size()));
+  return std::vector<int64_t>(mine.begin() + begin, mine.begin() + end);
+}
+
+Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) {
+  StepOutput out;
+  grads->clear();
+  grads->reserve(params_.size());
+  if (plan.skip || plan.indices.empty()) {
+    // Behind its peers (or given no work): nothing to compute; the strategy supplies the update.
+    for (auto& p : params_) grads->push_back(at::zeros_like(p));
+    return out;
+  }
+  Batch batch = to_device(data_->train_batch(plan.indices), device_);
+  auto t0 = Clock::now();
+  model_->zero_grad();
+  at::Tensor logits = model_->forward(batch);
+  if (plan.weights.empty()) {
+    at::Tensor loss = model_->loss(logits, batch);
+    loss.backward();
+    out.loss = loss.item<double>();
+  } else {
+    at::Tensor per = model_->loss_per_sample(logits, batch);
+    at::Tensor w = at::tensor(plan.weights, at::kDouble).to(per.options());
+    (per * w).sum().backward();
+    out.loss = per.mean().item<double>();
+  }
+  for (auto& p : params_) grads->push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
+  out.compute_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  out.samples = batch.size();
+  out.finite = step_is_finite(out.loss, *grads);
+  return out;
+}
+
+Result<Metrics> ImageWorkload::evaluate() {
+  at::NoGradGuard no_grad;
+  model_->eval();
+  int64_t n = data_->test_size();
+  // Contiguous shard per rank.
+  int64_t per = (n + world_ - 1) / world_;
+  int64_t begin = std::min(n, per * rank_), end = std::min(n, begin + per);
+  double correct = 0, loss_sum = 0;
+  for (int64_t b = begin; b < end; b += kEvalBatch) {
+    Batch batch = to_device(data_->test_batch(b, std::min(end, b + kEvalBatch)), device_);
+    at::Tensor logits = model_->forward(batch);
+    correct += static_cast<double>(model_->correct(logits, batch));
+    loss_sum += model_->loss(logits, batch).item<double>() * batch.size();
+  }
+  model_->train();
+  std::vector<at::Tensor> t{
+      at::tensor({correct, loss_sum, static_cast<double>(end - begin)}, at::kDouble).to(device_)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*comm_, t));
+  at::Tensor host = t[0].cpu();
+  auto acc = host.accessor<double, 1>();
+  const double samples = acc[2];
+  return Metrics{{"test_accuracy", samples > 0 ? acc[0] / samples : 0.0},
+                 {"test_loss", samples > 0 ? acc[1] / samples : 0.0},
+                 {"test_samples", samples}};
+}
+
+std::string ImageWorkload::describe() const {
+  return "train=" + std::to_string(data_->train_size()) + " test=" + std::to_string(data_->test_size());
+}
+
+}  // namespace tern
