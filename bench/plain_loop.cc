@@ -11,9 +11,9 @@
 
 #include "common/job_spec.h"
 #include "common/lr_schedule.h"
-#include "trainer/dataset.h"
-#include "trainer/models.h"
-#include "trainer/sampler.h"
+#include "trainer/workloads/image/dataset.h"
+#include "trainer/workloads/image/models.h"
+#include "trainer/loop/sampler.h"
 
 int main(int argc, char** argv) {
   std::string spec_file;
