@@ -1,4 +1,7 @@
 #include "trainer/loop/training_loop.h"
+#include "trainer/loop/sampler.h"
+#include "trainer/workloads/image/dataset.h"
+#include "trainer/workloads/image/models.h"
 #include "trainer/workloads/make_workload.h"
 
 #include <gtest/gtest.h>

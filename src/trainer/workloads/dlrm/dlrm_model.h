@@ -21,8 +21,9 @@
 // every rank all N * B * T ids and make owners return rows nobody asked them for.
 // MLP gradients are averaged with a GradientReducer (DenseReducer by default).
 //
-// Contract: every rank calls step()/predict()/evaluate() the same number of times in the same
-// order (they are collectives); the batch sizes may differ between ranks (0 included).
+// Contract: every rank calls step() (or forward_backward() then apply_embedding_update() or
+// drop_step()), predict() and evaluate() the same number of times in the same order (they are
+// collectives); the batch sizes may differ between ranks (0 included).
 // One thread (the trainer loop). Deterministic: every parameter is initialised from
 // (seed, table) / (seed, layer), so a 1-rank run equals a non-sharded model step for step,
 // and N-rank runs equal it to fp rounding.
