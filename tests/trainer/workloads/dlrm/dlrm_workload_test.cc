@@ -1,5 +1,6 @@
-// DLRM in the trainer loop (issue 7), ranks as threads over real Gloo groups: the loop learns
-// the planted signal (test AUC well above 0.5) and reports the DLRM summary; CPR checkpoints
+// DLRM in the one training loop (issues 7, 19), ranks as threads over real Gloo groups: the
+// loop learns the planted signal (test AUC well above 0.5) and reports the DLRM summary with
+// every sync strategy, compressor, the proportional straggler mode and resume; CPR checkpoints
 // plan their interval from the measured throughput and cost, save whole shards or the rows
 // the policy picks, and a shard rebuilt from them equals the saved rows; full recovery's
 // rollback reloads them.
@@ -23,7 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 
 fs::path scratch(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("tern_dlrm_loop_test_" + std::to_string(getpid())) / name;
+  auto d = fs::temp_directory_path() / ("tern_dlrm_workload_test_" + std::to_string(getpid())) / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
