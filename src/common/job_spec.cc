@@ -14,7 +14,10 @@ constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 constexpr double kMaxDouble = std::numeric_limits<double>::max();
 
 void parse_model(YamlMap m, ModelSpec* out) {
-  m.get_enum("type", &out->type, {"mlp", "cnn", "dlrm"});
+  m.get_enum("type", &out->type, {"mlp", "cnn", "dlrm", "torchscript"});
+  m.get("path", &out->path);
+  m.get_enum("loss", &out->loss, {"cross_entropy", "mse", "bce_with_logits", "returned"});
+  m.get_list("metrics", &out->metrics);
   m.get("embedding_dim", &out->embedding_dim, 1, 4096);
   m.get_list("bottom_mlp", &out->bottom_mlp, 1, 1 << 16);
   m.get_list("top_mlp", &out->top_mlp, 1, 1 << 16);
@@ -23,8 +26,15 @@ void parse_model(YamlMap m, ModelSpec* out) {
 }
 
 void parse_data(YamlMap m, DataSpec* out) {
-  m.get_enum("source", &out->source, {"fashion_mnist", "synthetic", "criteo", "synthetic_ctr"});
+  m.get_enum("source", &out->source, {"fashion_mnist", "synthetic", "criteo", "synthetic_ctr", "tensors", "tokens"});
   m.get("path", &out->path);
+  m.get("test_path", &out->test_path);
+  m.get("inputs", &out->inputs);
+  m.get("targets", &out->targets);
+  m.get_enum("token_dtype", &out->token_dtype, {"uint16", "uint32"});
+  m.get("vocab_size", &out->vocab_size, 1, int64_t{1} << 32);
+  m.get("block_size", &out->block_size, 1, int64_t{1} << 20);
+  m.get("test_fraction", &out->test_fraction, 0.0, 0.9);
   m.get("normalize", &out->normalize);
   m.get("train_size", &out->train_size, 1, kMaxInt);
   m.get("test_size", &out->test_size, 1, kMaxInt);
@@ -160,6 +170,42 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
   }
 }
 
+// A user's model and data: the files named, the metrics the loss allows, the token layout.
+void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
+  const ModelSpec& m = s.model;
+  if (m.path.empty()) root.error("model", "path must name the TorchScript file (torch.jit.save) for type torchscript");
+  for (const std::string& metric : m.metrics) {
+    if (metric != "accuracy" && metric != "loss" && metric != "perplexity" && metric != "auc") {
+      root.error("model", "metrics: unknown metric '" + metric + "' (accuracy, loss, perplexity, auc)");
+    } else if (m.loss == "returned" && (metric == "accuracy" || metric == "auc")) {
+      root.error("model", "metrics: " + metric + " needs the model's outputs, but loss returned makes forward "
+                          "return only the loss; use loss or perplexity");
+    } else if (metric == "auc" && m.loss != "bce_with_logits") {
+      root.error("model", "metrics: auc scores binary logits: it needs loss bce_with_logits, got " + m.loss);
+    } else if (metric == "accuracy" && m.loss == "mse") {
+      root.error("model", "metrics: accuracy needs class scores (cross_entropy or bce_with_logits), got loss mse");
+    }
+  }
+  const DataSpec& d = s.data;
+  if (d.path.empty() || d.path == DataSpec().path) {
+    root.error("data", "path must name the " + std::string(d.source == "tokens" ? "token file" : "safetensors file or directory") +
+                           " for source " + d.source);
+  }
+  if (d.source == "tensors" && d.test_path.empty()) {
+    root.error("data", "test_path must name the test safetensors file or directory for source tensors");
+  }
+  if (d.source == "tokens") {
+    if (d.vocab_size == 0) root.error("data", "vocab_size is required for source tokens (every id must be below it)");
+    const int64_t max_id = d.token_dtype == "uint16" ? (1 << 16) : (int64_t{1} << 32);
+    if (d.vocab_size > max_id) {
+      root.error("data", "vocab_size " + std::to_string(d.vocab_size) + " does not fit token_dtype " + d.token_dtype);
+    }
+    if (d.test_path.empty() && d.test_fraction <= 0) {
+      root.error("data", "test_fraction must be > 0 without a test_path (the held-out tail is the test split)");
+    }
+  }
+}
+
 // Checks that span fields or sections.
 void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
@@ -214,10 +260,14 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.fail_rank >= s.workers) {
     root.error("debug", "fail_rank must be < workers");
   }
-  if ((s.model.type == "dlrm") != (s.data.source == "criteo" || s.data.source == "synthetic_ctr")) {
+  const bool ctr = s.data.source == "criteo" || s.data.source == "synthetic_ctr";
+  const bool user_data = s.data.source == "tensors" || s.data.source == "tokens";
+  if ((s.model.type == "dlrm") != ctr || (s.model.type == "torchscript") != user_data) {
     root.error("model", "model.type " + s.model.type + " does not fit data.source " + s.data.source +
-                            " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic)");
+                            " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic; "
+                            "torchscript needs tensors or tokens)");
   }
+  if (s.model.type == "torchscript") cross_validate_torchscript(s, root);
   if (s.model.type == "dlrm") cross_validate_dlrm(s, root);
   // What the workload (model + data) cannot do: one table, common/workload_traits.h.
   for (const WorkloadRefusal& r : workload_refusals(s)) root.error(r.field, r.reason);

@@ -14,7 +14,14 @@
 namespace tern {
 
 struct ModelSpec {
-  std::string type = "mlp";  // mlp | cnn | dlrm
+  std::string type = "mlp";  // mlp | cnn | dlrm | torchscript
+  // torchscript: the user's module (torch.jit.save). Its forward(inputs) returns outputs the
+  // loss takes; with loss `returned`, forward(inputs, targets) returns the scalar loss.
+  std::string path;
+  std::string loss = "cross_entropy";  // cross_entropy | mse | bce_with_logits | returned
+  // Evaluation metrics (test_<name> in eval events and the summary): accuracy, loss,
+  // perplexity, auc. Empty: loss, plus accuracy for cross_entropy.
+  std::vector<std::string> metrics;
   // DLRM (issue 7): table sizes come from the data section.
   int64_t embedding_dim = 16;
   std::vector<double> bottom_mlp = {64, 16};
@@ -25,8 +32,23 @@ struct ModelSpec {
 };
 
 struct DataSpec {
-  std::string source = "fashion_mnist";  // fashion_mnist | synthetic | criteo | synthetic_ctr
+  // fashion_mnist | synthetic | criteo | synthetic_ctr | tensors | tokens
+  std::string source = "fashion_mnist";
+  // fashion_mnist: the directory; criteo: the TSV; tensors: the training safetensors file or a
+  // directory of shards; tokens: the training token file.
   std::string path = "/usr/share/datasets/fashion-mnist";
+  // tensors: the test file or directory (required); tokens: the test token file (empty: the
+  // last test_fraction of `path` is held out).
+  std::string test_path;
+  // tensors: the names of the input and target tensors in every file.
+  std::string inputs = "inputs";
+  std::string targets = "targets";
+  // tokens: a flat little-endian stream of token ids; samples are block_size windows at
+  // offsets drawn from data.seed, the targets the next tokens; every id must be < vocab_size.
+  std::string token_dtype = "uint16";  // uint16 | uint32
+  int64_t vocab_size = 0;              // required for tokens
+  int64_t block_size = 128;
+  double test_fraction = 0.1;
   bool normalize = true;  // (x - 0.2860) / 0.3530 for Fashion-MNIST
   // synthetic / synthetic_ctr sizes
   int64_t train_size = 4096;
