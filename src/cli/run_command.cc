@@ -379,7 +379,10 @@ int run_local_job(const RunOptions& options) {
       std::cerr << "last lines of rank " << failed_rank << "'s log:\n" << out["log_tail"].get<std::string>();
     }
   }
-  return ok ? 0 : 1;
+  // A trainer that refused its input (a bad model or data file, exit kTrainerBadArgs) is the
+  // user's to fix, like a bad spec: exit 2; any other failure 1.
+  if (ok) return 0;
+  return failed_code == kTrainerBadArgs ? 2 : 1;
 }
 
 }  // namespace tern

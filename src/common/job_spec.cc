@@ -173,7 +173,7 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
 // A user's model and data: the files named, the metrics the loss allows, the token layout.
 void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
   const ModelSpec& m = s.model;
-  if (m.path.empty()) root.error("model", "path must name the TorchScript file (torch.jit.save) for type torchscript");
+  if (m.path.empty()) root.error("model", "model.path must name the TorchScript file (torch.jit.save) for type torchscript");
   for (const std::string& metric : m.metrics) {
     if (metric != "accuracy" && metric != "loss" && metric != "perplexity" && metric != "auc") {
       root.error("model", "metrics: unknown metric '" + metric + "' (accuracy, loss, perplexity, auc)");
@@ -187,6 +187,7 @@ void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
     }
   }
   const DataSpec& d = s.data;
+  if (d.source != "tensors" && d.source != "tokens") return;
   if (d.path.empty() || d.path == DataSpec().path) {
     root.error("data", "path must name the " + std::string(d.source == "tokens" ? "token file" : "safetensors file or directory") +
                            " for source " + d.source);
@@ -262,10 +263,11 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   const bool ctr = s.data.source == "criteo" || s.data.source == "synthetic_ctr";
   const bool user_data = s.data.source == "tensors" || s.data.source == "tokens";
-  if ((s.model.type == "dlrm") != ctr || (s.model.type == "torchscript") != user_data) {
+  const bool fits = s.model.type == "dlrm" ? ctr : s.model.type == "torchscript" ? !ctr : !ctr && !user_data;
+  if (!fits) {
     root.error("model", "model.type " + s.model.type + " does not fit data.source " + s.data.source +
                             " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic; "
-                            "torchscript needs tensors or tokens)");
+                            "torchscript takes tensors, tokens, fashion_mnist or synthetic)");
   }
   if (s.model.type == "torchscript") cross_validate_torchscript(s, root);
   if (s.model.type == "dlrm") cross_validate_dlrm(s, root);

@@ -1,5 +1,7 @@
 #include "trainer/loop/sampler.h"
 
+#include <algorithm>
+
 #include <numeric>
 #include <random>
 
@@ -33,6 +35,31 @@ std::vector<int64_t> ShardedSampler::epoch_indices(int64_t epoch) const {
   mine.reserve(static_cast<size_t>(per_rank_));
   for (int64_t k = 0; k < per_rank_; ++k) mine.push_back(perm[static_cast<size_t>(rank_ + k * world_)]);
   return mine;
+}
+
+DataParallelParts::DataParallelParts(int64_t dataset_size, int world, int rank, uint64_t seed, int64_t batch_size)
+    : size_(dataset_size),
+      world_(world),
+      rank_(rank),
+      seed_(seed),
+      batch_(batch_size),
+      mine_(dataset_size, world, rank, seed),
+      steps_per_epoch_(std::max<int64_t>(1, (mine_.per_rank() + batch_size - 1) / batch_size)) {}
+
+std::vector<int64_t> DataParallelParts::part(int64_t step, int rank) {
+  const int64_t epoch = step / steps_per_epoch_;
+  const int64_t pos = step % steps_per_epoch_;
+  if (epoch != indices_epoch_) {
+    epoch_indices_.assign(static_cast<size_t>(world_), {});
+    indices_epoch_ = epoch;
+  }
+  auto& indices = epoch_indices_[static_cast<size_t>(rank)];
+  if (indices.empty()) {
+    indices = rank == rank_ ? mine_.epoch_indices(epoch) : ShardedSampler(size_, world_, rank, seed_).epoch_indices(epoch);
+  }
+  const int64_t begin = std::min<int64_t>(pos * batch_, static_cast<int64_t>(indices.size()));
+  const int64_t end = std::min<int64_t>(begin + batch_, static_cast<int64_t>(indices.size()));
+  return std::vector<int64_t>(indices.begin() + begin, indices.begin() + end);
 }
 
 }  // namespace tern

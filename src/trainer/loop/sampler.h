@@ -28,6 +28,27 @@ class ShardedSampler {
   int64_t per_rank_;
 };
 
+// The data-parallel parts of a random-access data set (what a Workload's part() answers): each
+// epoch's ShardedSampler permutation cut into batches, rank r's batch of step s. Other ranks'
+// parts (the straggler modes' plans) are computed on demand and cached for the epoch.
+class DataParallelParts {
+ public:
+  DataParallelParts(int64_t dataset_size, int world, int rank, uint64_t seed, int64_t batch_size);
+  int64_t per_rank() const { return mine_.per_rank(); }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  std::vector<int64_t> part(int64_t step, int rank);
+
+ private:
+  int64_t size_;
+  int world_, rank_;
+  uint64_t seed_;
+  int64_t batch_;
+  ShardedSampler mine_;
+  int64_t steps_per_epoch_;
+  std::vector<std::vector<int64_t>> epoch_indices_;  // per rank, filled on demand for indices_epoch_
+  int64_t indices_epoch_ = -1;
+};
+
 // Deterministic 64-bit mixing (splitmix64): seeds derived from (seed, epoch, rank, ...).
 uint64_t mix_seed(uint64_t a, uint64_t b);
 

@@ -189,6 +189,7 @@ Status TrainingLoop::sync_state(bool have_state) {
     if (!buffers[i].defined()) buffers[i] = at::zeros_like(params_[i]);
     state.push_back(buffers[i]);
   }
+  for (auto& [name, b] : workload_->named_buffers()) state.push_back(b.detach());
   // The job's counters and checkpoint schedule travel with them (doubles hold these integers
   // exactly).
   state.push_back(at::tensor({static_cast<double>(global_samples_), static_cast<double>(interval_steps_),
@@ -405,7 +406,10 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   meta.extra["reducer"] = reducer_->name();
   meta.extra["policy"] = spec_.recovery.policy;
   meta.extra["trainer"] = counters().dump();
+  TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context("buffers before the checkpoint of step " +
+                                                              std::to_string(step_)));
   NamedTensors replicated, per_rank;
+  for (auto& [name, b] : workload_->named_buffers()) replicated.emplace_back("buffer/" + name, b.detach());
   auto& buffers = optimizer_->momentum_buffers();
   for (size_t i = 0; i < params_.size(); ++i) {
     replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
@@ -462,6 +466,15 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
                                  " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
     }
     p.data().copy_(*t);
+  }
+  for (auto& [name, b] : workload_->named_buffers()) {
+    const at::Tensor* t = rep.find("buffer/" + name);
+    if (t == nullptr) return failed_precondition(file + ": no buffer '" + name + "' (written for another model?)");
+    if (t->sizes() != b.sizes()) {
+      return failed_precondition(file + ": buffer '" + name + "' is " + c10::str(t->sizes()) + ", the model's " +
+                                 c10::str(b.sizes()));
+    }
+    b.copy_(*t);
   }
   step_ = c.step;
   last_checkpoint_step_ = c.step;  // it is on disk already
@@ -656,6 +669,7 @@ void TrainingLoop::emit_progress(int64_t step, bool force) {
 }
 
 Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* out) {
+  TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context("buffers before the evaluation"));
   TERN_ASSIGN_OR_RETURN(*out, workload_->evaluate());
   nlohmann::json e = {{"event", "eval"}, {"step", step}};
   for (const auto& [name, value] : *out) e[name] = value;

@@ -79,6 +79,14 @@ class Workload {
   // The dense, replicated parameters (leaf tensors, updated in place) that SGD, the sync
   // strategy, the compressor and checkpoints see, with stable names for checkpoints.
   virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() const = 0;
+  // Replicated state that is not trained by gradients (batch-norm running statistics): saved
+  // in checkpoints (rank 0's, after sync_buffers()), restored on resume and rollback, and sent
+  // from the furthest rank with the parameters when a group re-syncs. Default: none.
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_buffers() const { return {}; }
+  // Makes the buffers the same on every rank (each rank's statistics come from its own
+  // samples): floating-point buffers are averaged over ranks, integer ones (counters) taken
+  // from rank 0. The loop calls it before every evaluation and checkpoint. Collective.
+  virtual Status sync_buffers() { return Status::ok(); }
   // The samples rank `rank` trains on at `step` under plain data parallelism (the straggler
   // modes' plans reassign them). A stream workload (traits().random_access false) answers only
   // for its own rank, with positions in its share of the epoch.

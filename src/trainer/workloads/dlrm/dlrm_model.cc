@@ -13,6 +13,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "trainer/loop/metrics.h"
 #include "trainer/loop/nonfinite.h"
 
 namespace tern {
@@ -190,33 +191,6 @@ Result<std::vector<int>> shard_tables(const std::vector<int64_t>& sizes, int wor
     ++count[best];
   }
   return owner;
-}
-
-double exact_auc(const at::Tensor& scores, const at::Tensor& labels) {
-  at::Tensor s = scores.to(at::kDouble).contiguous().view({-1});
-  at::Tensor l = labels.to(at::kDouble).contiguous().view({-1});
-  const int64_t n = s.numel();
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  const double* sp = s.data_ptr<double>();
-  const double* lp = l.data_ptr<double>();
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sp[a] < sp[b]; });
-  double pos = 0, rank_sum = 0;
-  for (int64_t i = 0; i < n;) {
-    int64_t j = i;
-    while (j < n && sp[order[j]] == sp[order[i]]) ++j;
-    double avg_rank = 0.5 * static_cast<double>(i + 1 + j);  // ranks i+1 .. j
-    for (int64_t k = i; k < j; ++k) {
-      if (lp[order[k]] > 0.5) {
-        pos += 1;
-        rank_sum += avg_rank;
-      }
-    }
-    i = j;
-  }
-  double neg = static_cast<double>(n) - pos;
-  if (pos == 0 || neg == 0) return 0.5;
-  return (rank_sum - pos * (pos + 1) / 2) / (pos * neg);
 }
 
 // --- the trainer -----------------------------------------------------------------------------
@@ -589,27 +563,7 @@ Result<DlrmMetrics> DlrmModel::evaluate(CtrStream& stream, int64_t batch_size) {
   out.logloss = sums[0].item<double>() / static_cast<double>(out.samples);
   out.accuracy = sums[1].item<double>() / static_cast<double>(out.samples);
 
-  // Exact AUC: every (score, label) pair to every rank, padded to the largest count.
-  at::Tensor pairs = at::stack({s, l}, 1);  // [n, 2]
-  if (m.world == 1) {
-    out.auc = exact_auc(s, l);
-    return out;
-  }
-  at::Tensor count = at::full({1}, n, at::kLong);
-  std::vector<at::Tensor> counts(m.world);
-  for (auto& c : counts) c = at::empty({1}, at::kLong);
-  TERN_RETURN_IF_ERROR(all_gather_sync(m.comm, counts, count).with_context("dlrm evaluate counts"));
-  int64_t most = 0;
-  for (auto& c : counts) most = std::max(most, c.item<int64_t>());
-  at::Tensor padded = at::zeros({most, 2}, at::kDouble);
-  if (n > 0) padded.narrow(0, 0, n).copy_(pairs);
-  std::vector<at::Tensor> gathered(m.world);
-  for (auto& g : gathered) g = at::empty({most, 2}, at::kDouble);
-  TERN_RETURN_IF_ERROR(all_gather_sync(m.comm, gathered, padded).with_context("dlrm evaluate scores"));
-  std::vector<at::Tensor> parts;
-  for (int r = 0; r < m.world; ++r) parts.push_back(gathered[r].narrow(0, 0, counts[r].item<int64_t>()));
-  at::Tensor all = at::cat(parts);
-  out.auc = exact_auc(all.select(1, 0), all.select(1, 1));
+  TERN_ASSIGN_OR_RETURN(out.auc, global_auc(m.comm, s, l));
   return out;
 }
 

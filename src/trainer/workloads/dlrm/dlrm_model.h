@@ -42,6 +42,7 @@
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "trainer/workloads/dlrm/ctr_data.h"
+#include "trainer/loop/metrics.h"  // exact_auc
 #include "trainer/workloads/data.h"
 
 namespace tern {
@@ -77,9 +78,6 @@ struct DlrmOptions {
 Result<std::vector<int>> shard_tables(const std::vector<int64_t>& table_sizes, int world,
                                       const std::string& policy);
 
-// Exact ROC AUC (Mann-Whitney U with average ranks for tied scores) by sorting. 0.5 when one
-// class is absent (AUC is undefined there).
-double exact_auc(const at::Tensor& scores, const at::Tensor& labels);
 
 struct DlrmStepStats {
   double loss = 0;             // mean BCE over this rank's rows (0 when it had none)

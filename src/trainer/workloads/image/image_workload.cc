@@ -38,13 +38,12 @@ Status ImageWorkload::setup(const WorkloadContext& ctx) {
   }
   model_->to(device_);
   for (auto& p : model_->parameters()) params_.push_back(p);
-  sampler_ = std::make_unique<ShardedSampler>(data_->train_size(), world_, rank_,
-                                              static_cast<uint64_t>(spec_->train.seed));
-  if (sampler_->per_rank() == 0) {
+  parts_ = std::make_unique<DataParallelParts>(data_->train_size(), world_, rank_,
+                                               static_cast<uint64_t>(spec_->train.seed), spec_->train.batch_size);
+  if (parts_->per_rank() == 0) {
     return invalid_argument("data set of " + std::to_string(data_->train_size()) + " samples is too small for " +
                             std::to_string(world_) + " workers");
   }
-  steps_per_epoch_ = (sampler_->per_rank() + spec_->train.batch_size - 1) / spec_->train.batch_size;
   return Status::ok();
 }
 
@@ -54,23 +53,7 @@ std::vector<std::pair<std::string, at::Tensor>> ImageWorkload::named_parameters(
   return out;
 }
 
-std::vector<int64_t> ImageWorkload::part(int64_t step, int rank) {
-  int64_t epoch = step / steps_per_epoch_;
-  int64_t pos = step % steps_per_epoch_;
-  if (epoch != indices_epoch_) {
-    epoch_indices_.assign(static_cast<size_t>(world_), {});
-    indices_epoch_ = epoch;
-  }
-  auto& mine = epoch_indices_[static_cast<size_t>(rank)];
-  if (mine.empty()) {
-    mine = rank == rank_ ? sampler_->epoch_indices(epoch)
-                         : ShardedSampler(data_->train_size(), world_, rank, static_cast<uint64_t>(spec_->train.seed))
-                               .epoch_indices(epoch);
-  }
-  int64_t begin = pos * spec_->train.batch_size;
-  int64_t end = std::min<int64_t>(begin + spec_->train.batch_size, static_cast<int64_t>(mine.size()));
-  return std::vector<int64_t>(mine.begin() + begin, mine.begin() + end);
-}
+std::vector<int64_t> ImageWorkload::part(int64_t step, int rank) { return parts_->part(step, rank); }
 
 Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) {
   StepOutput out;

@@ -21,7 +21,7 @@ class ImageWorkload : public Workload {
  public:
   WorkloadTraits traits() const override { return workload_traits(*spec_); }
   Status setup(const WorkloadContext& ctx) override;
-  int64_t samples_per_rank() const override { return sampler_->per_rank(); }
+  int64_t samples_per_rank() const override { return parts_->per_rank(); }
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const override;
   std::vector<int64_t> part(int64_t step, int rank) override;
   Result<StepOutput> compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) override;
@@ -38,10 +38,7 @@ class ImageWorkload : public Workload {
   std::unique_ptr<TrainingData> data_;
   std::shared_ptr<Model> model_;
   std::vector<at::Tensor> params_;
-  std::unique_ptr<ShardedSampler> sampler_;
-  int64_t steps_per_epoch_ = 1;
-  std::vector<std::vector<int64_t>> epoch_indices_;  // per rank, filled on demand for indices_epoch_
-  int64_t indices_epoch_ = -1;
+  std::unique_ptr<DataParallelParts> parts_;
 };
 
 }  // namespace tern
