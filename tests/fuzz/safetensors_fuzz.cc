@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/utf8.h"
 #include "trainer/workloads/formats/safetensors_header.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -17,7 +18,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parsed = tern::parse_safetensors_image(bytes, file);
   if (!parsed.is_ok()) {
     if (parsed.status().code() != tern::StatusCode::kInvalidArgument) std::abort();
-    if (parsed.status().message().rfind(file + ": ", 0) != 0) std::abort();  // names the file
+    const std::string& m = parsed.status().message();
+    if (m.rfind(file + ": ", 0) != 0) std::abort();  // names the file
+    // Quotes from the file are clipped and made valid UTF-8 (errors go into protobuf strings).
+    if (m.size() > 1024 || tern::first_invalid_utf8(m) != std::string_view::npos) std::abort();
     return 0;
   }
   uint64_t cursor = 0;

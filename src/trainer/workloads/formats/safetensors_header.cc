@@ -7,6 +7,8 @@
 #include <set>
 #include <utility>
 
+#include "common/utf8.h"
+
 namespace tern {
 namespace {
 
@@ -45,6 +47,9 @@ Status bad(const std::string& file, const std::string& what) {
   return invalid_argument(file + ": " + what);
 }
 
+std::string clip(std::string_view text, size_t limit = 64) { return clip_for_message(text, limit); }
+std::string shown(const OrderedJson& v) { return clip(v.dump()); }
+
 // The deepest bracket nesting outside JSON strings (a malformed string only makes this an
 // over- or under-estimate; the JSON parser rejects it afterwards).
 int max_nesting(std::string_view s) {
@@ -73,7 +78,7 @@ int max_nesting(std::string_view s) {
 // A JSON integer >= 0 (a float, even 3.0, is not one). `what` names the field for errors.
 Status get_count(const OrderedJson& v, const std::string& what, const std::string& file,
                  uint64_t* out) {
-  if (!v.is_number_integer()) return bad(file, what + " must be an integer, got " + v.dump());
+  if (!v.is_number_integer()) return bad(file, what + " must be an integer, got " + shown(v));
   if (v.is_number_unsigned()) {
     *out = v.get<uint64_t>();
     return Status::ok();
@@ -86,31 +91,31 @@ Status get_count(const OrderedJson& v, const std::string& what, const std::strin
 
 Result<SafetensorsDtype> parse_dtype(const OrderedJson& v, const std::string& where,
                                      const std::string& file) {
-  if (!v.is_string()) return bad(file, where + ".dtype must be a string, got " + v.dump());
+  if (!v.is_string()) return bad(file, where + ".dtype must be a string, got " + shown(v));
   const std::string& name = v.get_ref<const std::string&>();
   for (const auto& d : kDtypes) {
     if (name == d.name) return d.dtype;
   }
   for (const char* u : kUnsupportedDtypes) {
     if (name == u) {
-      return bad(file, where + ".dtype " + name +
+      return bad(file, where + ".dtype " + clip(name) +
                            " is not supported (LibTorch 1.13 has no such "
                            "type; supported: " +
                            supported_list() + ")");
     }
   }
-  return bad(file,
-             where + ".dtype '" + name + "' is unknown (supported: " + supported_list() + ")");
+  return bad(
+      file, where + ".dtype '" + clip(name) + "' is unknown (supported: " + supported_list() + ")");
 }
 
 Status parse_entry(const std::string& name, const OrderedJson& v, const std::string& file,
                    SafetensorsEntry* e) {
-  const std::string where = "tensor '" + name + "'";
+  const std::string where = "tensor '" + clip(name) + "'";
   if (name.empty()) return bad(file, "a tensor has an empty name");
-  if (!v.is_object()) return bad(file, where + " must be an object, got " + v.dump());
+  if (!v.is_object()) return bad(file, where + " must be an object, got " + shown(v));
   for (const auto& [key, unused] : v.items()) {
     if (key != "dtype" && key != "shape" && key != "data_offsets") {
-      return bad(file, where + " has an unknown field '" + key +
+      return bad(file, where + " has an unknown field '" + clip(key) +
                            "' (expected dtype, shape, data_offsets)");
     }
   }
@@ -121,7 +126,7 @@ Status parse_entry(const std::string& name, const OrderedJson& v, const std::str
   TERN_ASSIGN_OR_RETURN(e->dtype, parse_dtype(v["dtype"], where, file));
 
   const OrderedJson& shape = v["shape"];
-  if (!shape.is_array()) return bad(file, where + ".shape must be an array, got " + shape.dump());
+  if (!shape.is_array()) return bad(file, where + ".shape must be an array, got " + shown(shape));
   // The element count, and the extent (the product with zero dimensions counted as 1): a
   // tensor with a zero dimension holds no bytes, but its strides are the extent's partial
   // products, so that too must fit in int64 for LibTorch.
@@ -141,28 +146,35 @@ Status parse_entry(const std::string& name, const OrderedJson& v, const std::str
   uint64_t bytes = 0;
   if (overflow || __builtin_mul_overflow(numel, safetensors_dtype_size(e->dtype), &bytes) ||
       bytes > kInt64Max) {
-    return bad(file, where + ".shape " + shape.dump() + " overflows (more than 2^63 bytes)");
+    return bad(file, where + ".shape " + shown(shape) + " overflows (more than 2^63 bytes)");
   }
 
   const OrderedJson& offs = v["data_offsets"];
   if (!offs.is_array() || offs.size() != 2) {
-    return bad(file, where + ".data_offsets must be an array [begin, end], got " + offs.dump());
+    return bad(file, where + ".data_offsets must be an array [begin, end], got " + shown(offs));
   }
   TERN_RETURN_IF_ERROR(get_count(offs[0], where + ".data_offsets[0]", file, &e->begin));
   TERN_RETURN_IF_ERROR(get_count(offs[1], where + ".data_offsets[1]", file, &e->end));
   if (e->end < e->begin) {
-    return bad(file, where + ".data_offsets " + offs.dump() + " end before begin");
+    return bad(file, where + ".data_offsets " + shown(offs) + " end before begin");
   }
   if (e->end - e->begin != bytes) {
-    return bad(file, where + ".data_offsets " + offs.dump() + " span " +
+    return bad(file, where + ".data_offsets " + shown(offs) + " span " +
                          std::to_string(e->end - e->begin) + " bytes, but " +
-                         safetensors_dtype_name(e->dtype) + " " + shape.dump() + " needs " +
+                         safetensors_dtype_name(e->dtype) + " " + shown(shape) + " needs " +
                          std::to_string(bytes));
   }
   return Status::ok();
 }
 
 }  // namespace
+
+std::string clip_for_message(std::string_view text, size_t limit) {
+  if (text.size() <= limit) return to_valid_utf8(text);
+  size_t cut = limit;
+  while (cut > 0 && (static_cast<uint8_t>(text[cut]) & 0xC0) == 0x80) --cut;  // a char boundary
+  return to_valid_utf8(text.substr(0, cut)) + "...";
+}
 
 const char* safetensors_dtype_name(SafetensorsDtype dtype) {
   for (const auto& d : kDtypes) {
@@ -231,9 +243,9 @@ Result<SafetensorsLayout> parse_safetensors_header(std::string_view header, uint
   try {
     root = OrderedJson::parse(header.begin(), header.end(), on_event);
   } catch (const nlohmann::json::exception& e) {
-    return bad(file, std::string("header is not valid JSON: ") + e.what());
+    return bad(file, "header is not valid JSON: " + clip(e.what(), 240));
   }
-  if (!duplicate.empty()) return bad(file, "header has the key '" + duplicate + "' twice");
+  if (!duplicate.empty()) return bad(file, "header has the key '" + clip(duplicate) + "' twice");
   if (!root.is_object()) return bad(file, "header must be a JSON object");
 
   SafetensorsLayout layout;
@@ -241,11 +253,11 @@ Result<SafetensorsLayout> parse_safetensors_header(std::string_view header, uint
   for (const auto& [key, value] : root.items()) {
     if (key == kMetadataKey) {
       if (!value.is_object()) {
-        return bad(file, "__metadata__ must be an object of strings, got " + value.dump());
+        return bad(file, "__metadata__ must be an object of strings, got " + shown(value));
       }
       for (const auto& [mk, mv] : value.items()) {
         if (!mv.is_string()) {
-          return bad(file, "__metadata__['" + mk + "'] must be a string, got " + mv.dump());
+          return bad(file, "__metadata__['" + clip(mk) + "'] must be a string, got " + shown(mv));
         }
         layout.metadata[mk] = mv.get<std::string>();
       }
@@ -266,19 +278,19 @@ Result<SafetensorsLayout> parse_safetensors_header(std::string_view header, uint
   const SafetensorsEntry* prev = nullptr;
   for (const auto& e : layout.tensors) {
     if (e.end > data_size) {
-      return bad(file, "tensor '" + e.name + "' data_offsets [" + std::to_string(e.begin) + ", " +
-                           std::to_string(e.end) + "] run past the data area (" +
+      return bad(file, "tensor '" + clip(e.name) + "' data_offsets [" + std::to_string(e.begin) +
+                           ", " + std::to_string(e.end) + "] run past the data area (" +
                            std::to_string(data_size) + " bytes)");
     }
     if (e.begin < cursor) {
-      return bad(file, "tensor '" + e.name + "' data_offsets [" + std::to_string(e.begin) + ", " +
-                           std::to_string(e.end) + "] overlap tensor '" + prev->name +
+      return bad(file, "tensor '" + clip(e.name) + "' data_offsets [" + std::to_string(e.begin) +
+                           ", " + std::to_string(e.end) + "] overlap tensor '" + clip(prev->name) +
                            "' (ends at " + std::to_string(cursor) + ")");
     }
     if (e.begin > cursor) {
       return bad(file, "bytes [" + std::to_string(cursor) + ", " + std::to_string(e.begin) +
                            ") of the data area belong to no tensor (a hole before tensor '" +
-                           e.name + "')");
+                           clip(e.name) + "')");
     }
     cursor = e.end;
     prev = &e;
@@ -295,8 +307,9 @@ Status check_safetensors_bool(const SafetensorsEntry& entry, const uint8_t* data
   if (entry.dtype != SafetensorsDtype::kBool) return Status::ok();
   for (uint64_t i = 0; i < size; ++i) {
     if (data[i] > 1) {
-      return bad(file, "BOOL tensor '" + entry.name + "' holds byte " + std::to_string(data[i]) +
-                           " at element " + std::to_string(i) + " (only 0 and 1 are booleans)");
+      return bad(file, "BOOL tensor '" + clip(entry.name) + "' holds byte " +
+                           std::to_string(data[i]) + " at element " + std::to_string(i) +
+                           " (only 0 and 1 are booleans)");
     }
   }
   return Status::ok();
@@ -327,7 +340,7 @@ Result<std::string> encode_safetensors_header(const std::vector<SafetensorsEntry
   for (const auto& t : tensors) {
     if (t.name == kMetadataKey) return bad(file, "a tensor may not be named __metadata__");
     if (!names.insert(t.name).second)
-      return bad(file, "tensor name '" + t.name + "' appears twice");
+      return bad(file, "tensor name '" + clip(t.name) + "' appears twice");
     OrderedJson entry = OrderedJson::object();
     entry["dtype"] = safetensors_dtype_name(t.dtype);
     entry["shape"] = t.shape;
@@ -339,7 +352,7 @@ Result<std::string> encode_safetensors_header(const std::vector<SafetensorsEntry
   try {
     header = root.dump();  // throws on a name or value that is not UTF-8
   } catch (const nlohmann::json::exception& e) {
-    return bad(file, std::string("cannot encode the header: ") + e.what());
+    return bad(file, "cannot encode the header: " + clip(e.what(), 240));
   }
   header.append((8 - (8 + header.size()) % 8) % 8, ' ');
   // Whatever the reader would refuse (an empty name, a bad shape, offsets that do not tile the

@@ -76,6 +76,11 @@ Result<SafetensorsLayout> parse_safetensors_image(std::string_view bytes, const 
 Status check_safetensors_bool(const SafetensorsEntry& entry, const uint8_t* data, uint64_t size,
                               const std::string& file);
 
+// Text from a file (a tensor name, a JSON value) for an error message: at most `limit` bytes,
+// cut at a character boundary, and valid UTF-8, since errors travel in protobuf strings and a
+// name may be megabytes long.
+std::string clip_for_message(std::string_view text, size_t limit = 64);
+
 // The 8-byte length plus the JSON header for `tensors` (in the given order, which must be the
 // data order) and `metadata`, padded with spaces to a multiple of 8 bytes so the data area is
 // 8-byte aligned, as the reference writer does. Errors (starting with "<file>: ") for what the
