@@ -30,6 +30,7 @@ for t in $TARGETS; do
   work=$dir/corpus-$t
   mkdir -p "$work"
   echo "fuzzing $t for ${SECS}s"
-  "$dir/fuzz/${t}_fuzz" -max_total_time="$SECS" -max_len="$max_len" -timeout=10 "$work" \
+  dict=(); [ -f "tests/fuzz/$t.dict" ] && dict=(-dict="tests/fuzz/$t.dict")  # format tokens
+  "$dir/fuzz/${t}_fuzz" -max_total_time="$SECS" -max_len="$max_len" -timeout=10 "${dict[@]}" "$work" \
     "tests/fuzz/corpus/$t" 2>&1 | grep -E "^#[0-9]+ *DONE|ERROR|SUMMARY|Done|invariant" || true
 done

@@ -21,67 +21,30 @@ namespace {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors I/O assumes a little-endian host");
 
+// Each safetensors dtype tern reads and writes, and its LibTorch type.
+constexpr std::pair<SafetensorsDtype, at::ScalarType> kTorchTypes[] = {
+    {SafetensorsDtype::kF64, at::kDouble}, {SafetensorsDtype::kF32, at::kFloat},
+    {SafetensorsDtype::kF16, at::kHalf},   {SafetensorsDtype::kBF16, at::kBFloat16},
+    {SafetensorsDtype::kI64, at::kLong},   {SafetensorsDtype::kI32, at::kInt},
+    {SafetensorsDtype::kI16, at::kShort},  {SafetensorsDtype::kI8, at::kChar},
+    {SafetensorsDtype::kU8, at::kByte},    {SafetensorsDtype::kBool, at::kBool},
+};
+
 at::ScalarType to_torch(SafetensorsDtype d) {
-  switch (d) {
-    case SafetensorsDtype::kF64:
-      return at::kDouble;
-    case SafetensorsDtype::kF32:
-      return at::kFloat;
-    case SafetensorsDtype::kF16:
-      return at::kHalf;
-    case SafetensorsDtype::kBF16:
-      return at::kBFloat16;
-    case SafetensorsDtype::kI64:
-      return at::kLong;
-    case SafetensorsDtype::kI32:
-      return at::kInt;
-    case SafetensorsDtype::kI16:
-      return at::kShort;
-    case SafetensorsDtype::kI8:
-      return at::kChar;
-    case SafetensorsDtype::kU8:
-      return at::kByte;
-    case SafetensorsDtype::kBool:
-      return at::kBool;
+  for (const auto& [st, torch_type] : kTorchTypes) {
+    if (st == d) return torch_type;
   }
-  return at::kFloat;
+  return at::kFloat;  // unreachable: the table lists every SafetensorsDtype
 }
 
 bool from_torch(at::ScalarType t, SafetensorsDtype* out) {
-  switch (t) {
-    case at::kDouble:
-      *out = SafetensorsDtype::kF64;
+  for (const auto& [st, torch_type] : kTorchTypes) {
+    if (torch_type == t) {
+      *out = st;
       return true;
-    case at::kFloat:
-      *out = SafetensorsDtype::kF32;
-      return true;
-    case at::kHalf:
-      *out = SafetensorsDtype::kF16;
-      return true;
-    case at::kBFloat16:
-      *out = SafetensorsDtype::kBF16;
-      return true;
-    case at::kLong:
-      *out = SafetensorsDtype::kI64;
-      return true;
-    case at::kInt:
-      *out = SafetensorsDtype::kI32;
-      return true;
-    case at::kShort:
-      *out = SafetensorsDtype::kI16;
-      return true;
-    case at::kChar:
-      *out = SafetensorsDtype::kI8;
-      return true;
-    case at::kByte:
-      *out = SafetensorsDtype::kU8;
-      return true;
-    case at::kBool:
-      *out = SafetensorsDtype::kBool;
-      return true;
-    default:
-      return false;
+    }
   }
+  return false;
 }
 
 class Fd {
