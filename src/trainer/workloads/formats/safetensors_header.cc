@@ -146,7 +146,8 @@ Status parse_entry(const std::string& name, const OrderedJson& v, const std::str
   uint64_t bytes = 0;
   if (overflow || __builtin_mul_overflow(numel, safetensors_dtype_size(e->dtype), &bytes) ||
       bytes > kInt64Max) {
-    return bad(file, where + ".shape " + shown(shape) + " overflows (more than 2^63 bytes)");
+    return bad(file, where + ".shape " + shown(shape) +
+                         " overflows: its element count or byte size exceeds 2^63 - 1");
   }
 
   const OrderedJson& offs = v["data_offsets"];
