@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of tern's input parsers (job spec, cluster config, checkpoint file,
-# coordinator journal) and of the coordinator's RPC handlers with libFuzzer (clang, ASan +
-# UBSan).
+# coordinator journal, safetensors header) and of the coordinator's RPC handlers with libFuzzer
+# (clang, ASan + UBSan).
 #   scripts/fuzz.sh [seconds per target, default 60]
 #   TARGETS="coordinator_rpc" scripts/fuzz.sh 600
 # The parser targets build the common library only (no Torch, no gRPC) into build-fuzz/; the
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal coordinator_rpc}
+TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal safetensors coordinator_rpc}
 FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
 configure() {  # build dir, control plane ON/OFF, compiler flags
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
@@ -30,6 +30,7 @@ for t in $TARGETS; do
   work=$dir/corpus-$t
   mkdir -p "$work"
   echo "fuzzing $t for ${SECS}s"
-  "$dir/fuzz/${t}_fuzz" -max_total_time="$SECS" -max_len="$max_len" -timeout=10 "$work" \
+  dict=(); [ -f "tests/fuzz/$t.dict" ] && dict=(-dict="tests/fuzz/$t.dict")  # format tokens
+  "$dir/fuzz/${t}_fuzz" -max_total_time="$SECS" -max_len="$max_len" -timeout=10 "${dict[@]}" "$work" \
     "tests/fuzz/corpus/$t" 2>&1 | grep -E "^#[0-9]+ *DONE|ERROR|SUMMARY|Done|invariant" || true
 done

@@ -26,7 +26,11 @@ struct TokenData::Mapping {
 static Result<std::shared_ptr<TokenData::Mapping>> map_tokens(const std::string& path, const std::string& field,
                                                               size_t width) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return invalid_argument(field + ": cannot open token file " + path + ": " + std::strerror(errno));
+  if (fd < 0) {
+    // A missing data set is a data error (the trainer's exit 3), as for every other source.
+    const std::string why = field + ": cannot open token file " + path + ": " + std::strerror(errno);
+    return errno == ENOENT ? not_found(why) : invalid_argument(why);
+  }
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);

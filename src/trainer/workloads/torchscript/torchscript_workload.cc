@@ -13,6 +13,7 @@
 
 #include "trainer/loop/metrics.h"
 #include "trainer/loop/nonfinite.h"
+#include "trainer/workloads/formats/tensor_data.h"
 #include "trainer/workloads/formats/token_data.h"
 #include "trainer/workloads/image/training_data.h"
 
@@ -45,6 +46,7 @@ Result<std::unique_ptr<TrainingData>> make_user_data(const JobSpec& spec) {
     TERN_ASSIGN_OR_RETURN(auto d, TokenData::open(spec.data));
     return std::unique_ptr<TrainingData>(std::move(d));
   }
+  if (source == "tensors") return make_tensor_data(spec.data);
   if (source == "fashion_mnist" || source == "synthetic") return make_training_data(spec);
   return invalid_argument("data.source " + source + " is not data a TorchScript model trains on");
 }

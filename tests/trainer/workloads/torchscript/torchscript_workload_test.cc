@@ -355,7 +355,10 @@ TEST(TorchScriptBadInput, TokenIdsAtOrAboveTheVocabularyAndShortFilesAreRefused)
   std::ofstream(odd, std::ios::binary) << std::string(1001, '\0');
   expect_refused(setup_error(spec_of(lm_spec(model, odd, 13), {"workers=1"})), {"data.path", odd, "token_dtype"});
   const std::string absent = (dir / "absent.u16").string();
-  expect_refused(setup_error(spec_of(lm_spec(model, absent, 13), {"workers=1"})), {"data.path", absent});
+  // A missing data set is a data error (exit 3), named like the rest.
+  Status missing = setup_error(spec_of(lm_spec(model, absent, 13), {"workers=1"}));
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound) << missing.to_string();
+  EXPECT_NE(missing.message().find(absent), std::string::npos) << missing.message();
 }
 
 TEST(TorchScriptSpec, FieldsAreValidatedWithTheirReasons) {
