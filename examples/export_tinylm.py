@@ -9,8 +9,11 @@ The model: token embedding + learned positional embedding, N pre-LayerNorm trans
 vocabulary. forward(inputs: int64 [B, T]) returns logits float32 [B, T, V] (T <= --block), which
 is what tern's `loss: cross_entropy` takes with `data.source: tokens` (targets int64 [B, T]).
 
-Weights are initialised from --seed (GPT-2's scheme: N(0, 0.02), residual projections scaled by
-1/sqrt(2 N)), so the same flags give the same file. The script scripts the model
+Weights take PyTorch's default initialisation after torch.manual_seed(--seed) (embeddings
+N(0, 1), linear layers uniform in +-1/sqrt(fan_in), LayerNorm 1 and 0), so the same flags give
+the same file. Not GPT-2's N(0, 0.02): that scheme is tuned for Adam, and with the plain SGD
+tern runs it sits on the unigram plateau far longer (test loss 3.38 against 3.01 nats per
+token after 40 steps of a 32 x 64-token batch, lr 0.1, momentum 0.9). The script scripts the model
 (torch.jit.script), saves it, loads the file back and checks that it gives the same logits as
 the model it was made from; it exits 1 when it does not.
 
@@ -85,19 +88,6 @@ class TinyLM(nn.Module):
         self.blocks = nn.ModuleList([Block(d_model, heads) for _ in range(layers)])
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab)
-        self._init_weights(layers)
-
-    def _init_weights(self, layers: int) -> None:
-        for name, p in self.named_parameters():
-            if name.endswith(".bias") or ".ln" in name or name.startswith("ln_f"):
-                continue  # biases 0, LayerNorm weight 1 and bias 0: the constructors' values
-            std = 0.02
-            if name.endswith(".proj.weight"):
-                std = 0.02 / math.sqrt(2 * layers)  # each block adds two residual branches
-            nn.init.normal_(p, mean=0.0, std=std)
-        for m in self.modules():
-            if isinstance(m, nn.Linear) and m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if inputs.dim() != 2:
