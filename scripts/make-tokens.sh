@@ -4,6 +4,7 @@
 #
 #   scripts/make-tokens.sh              # data/tinylm/train.u16 and data/tinylm/test.u16
 #   scripts/make-tokens.sh /tmp/tokens  # the same files in another directory
+#   scripts/make-tokens.sh data/tinylm 2     # hold out the last 2 % instead of 10 %
 #   TERN_SKIP_APT=1 scripts/make-tokens.sh   # never touch apt (fails if fortunes is missing)
 #
 # Why `fortunes`: it is plain English text (quotations, jokes, poems, definitions) in a Debian
@@ -16,10 +17,18 @@
 # uint16 (token_dtype: uint16). The files of /usr/share/games/fortunes are read in name order
 # with the `%` lines that separate quotations left out; the first 90 % of the bytes are the
 # training file, the rest (from the next line start on) the test file. Prints token counts.
+# tern evaluates every window of the test file, so a smaller test split (the second argument,
+# in percent) makes each evaluation proportionally cheaper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT_DIR=${1:-data/tinylm}
+TEST_PERCENT=${2:-10}
+if ! [[ "$TEST_PERCENT" =~ ^[0-9]+$ ]] || [ "$TEST_PERCENT" -lt 1 ] || [ "$TEST_PERCENT" -gt 50 ]; then
+  echo "make-tokens: the test percentage (second argument) must be a whole number from 1 to 50," \
+       "got '$TEST_PERCENT'" >&2
+  exit 2
+fi
 CORPUS_DIR=/usr/share/games/fortunes
 PACKAGE=fortunes
 
@@ -36,13 +45,13 @@ if ! dpkg-query -W -f='${Status}' "$PACKAGE" 2>/dev/null | grep -q "install ok i
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$PACKAGE" >/dev/null
 fi
 
-python3 - "$CORPUS_DIR" "$OUT_DIR" <<'EOF'
+python3 - "$CORPUS_DIR" "$OUT_DIR" "$TEST_PERCENT" <<'EOF'
 import array
 import os
 import sys
 
 corpus_dir, out_dir = sys.argv[1], sys.argv[2]
-TEST_FRACTION = 0.1
+TEST_FRACTION = int(sys.argv[3]) / 100.0
 
 # The quotation files: regular files, not the strfile indexes (*.dat) or the *.u8 symlinks.
 try:
@@ -65,7 +74,8 @@ for name in names:
     if text and not text.endswith(b"\n"):
         text += b"\n"  # a file whose last line has no newline does not run into the next
 
-# Split at the first line start at or after 90 %, so the test text begins with a whole line.
+# Split at the first line start at or after 1 - TEST_FRACTION, so the test text begins with a
+# whole line.
 cut = int(len(text) * (1 - TEST_FRACTION))
 nl = text.find(b"\n", cut)
 cut = len(text) if nl < 0 else nl + 1
