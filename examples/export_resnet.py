@@ -88,11 +88,15 @@ def main(argv):
     model.train()
     scripted = torch.jit.script(model)
     out_dir = os.path.dirname(a.out)
-    if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
     tmp = a.out + ".tmp"
-    scripted.save(tmp)
-    os.replace(tmp, a.out)  # a crash mid-save leaves no half-written model under --out
+    try:
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+        scripted.save(tmp)
+        os.replace(tmp, a.out)  # a crash mid-save leaves no half-written model under --out
+    except (OSError, RuntimeError) as e:  # torch.jit.save raises RuntimeError for unwritable paths
+        print("resnet: cannot write %s: %s" % (a.out, e), file=sys.stderr)
+        return 1
 
     # Check the file: load it back and compare logits with the scripted and the Python model,
     # in eval mode (running statistics) first, then in training mode (batch statistics; this

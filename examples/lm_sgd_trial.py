@@ -40,7 +40,10 @@ def main(argv):
     torch.set_num_threads(1)  # as one tern rank (train.threads 1)
 
     def tokens(path):
-        ids = torch.from_numpy(np.fromfile(path, dtype="<u2").astype(np.int64))
+        try:
+            ids = torch.from_numpy(np.fromfile(path, dtype="<u2").astype(np.int64))
+        except OSError as e:
+            sys.exit("lm_sgd_trial: cannot read %s: %s (run scripts/make-tokens.sh)" % (path, e.strerror))
         if ids.numel() <= a.block + 1:
             sys.exit("lm_sgd_trial: %s holds %d tokens, not more than a block of %d"
                      % (path, ids.numel(), a.block))
@@ -49,7 +52,11 @@ def main(argv):
         return ids
 
     train, test = tokens(a.train), tokens(a.test)
-    model = torch.jit.load(a.model)
+    try:
+        model = torch.jit.load(a.model)
+    except (OSError, RuntimeError, ValueError) as e:
+        sys.exit("lm_sgd_trial: cannot load %s as TorchScript: %s (run examples/export_tinylm.py)"
+                 % (a.model, str(e).splitlines()[0] if str(e) else type(e).__name__))
     opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=a.momentum)
     gen = torch.Generator().manual_seed(a.seed)
     starts = torch.linspace(0, test.numel() - a.block - 1, a.eval_windows).long()
