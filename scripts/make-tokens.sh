@@ -4,7 +4,7 @@
 #
 #   scripts/make-tokens.sh              # data/tinylm/train.u16 and data/tinylm/test.u16
 #   scripts/make-tokens.sh /tmp/tokens  # the same files in another directory
-#   scripts/make-tokens.sh data/tinylm 2     # hold out the last 2 % instead of 10 %
+#   scripts/make-tokens.sh data/tinylm 10    # hold out the last 10 % instead of 2 %
 #   TERN_SKIP_APT=1 scripts/make-tokens.sh   # never touch apt (fails if fortunes is missing)
 #
 # Why `fortunes`: it is plain English text (quotations, jokes, poems, definitions) in a Debian
@@ -15,15 +15,15 @@
 #
 # Format: every byte of the text is one token (vocab_size 256), written as a little-endian
 # uint16 (token_dtype: uint16). The files of /usr/share/games/fortunes are read in name order
-# with the `%` lines that separate quotations left out; the first 90 % of the bytes are the
-# training file, the rest (from the next line start on) the test file. Prints token counts.
+# with the `%` lines that separate quotations left out; the first 98 % of the bytes (by default) are
+# the training file, the rest (from the next line start on) the test file. Prints token counts.
 # tern evaluates every window of the test file, so a smaller test split (the second argument,
 # in percent) makes each evaluation proportionally cheaper.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT_DIR=${1:-data/tinylm}
-TEST_PERCENT=${2:-10}
+TEST_PERCENT=${2:-2}
 if ! [[ "$TEST_PERCENT" =~ ^[0-9]+$ ]] || [ "$TEST_PERCENT" -lt 1 ] || [ "$TEST_PERCENT" -gt 50 ]; then
   echo "make-tokens: the test percentage (second argument) must be a whole number from 1 to 50," \
        "got '$TEST_PERCENT'" >&2

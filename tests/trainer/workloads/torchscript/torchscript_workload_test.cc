@@ -19,6 +19,7 @@
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
 #include "trainer/loop/training_loop.h"
+#include "trainer/workloads/formats/safetensors.h"
 #include "trainer/workloads/image/models.h"
 #include "trainer/workloads/make_workload.h"
 
@@ -212,6 +213,47 @@ TEST(TorchScript, ResumedTokenRunContinuesTheSameSampleSequence) {
       EXPECT_TRUE(same_bits(through[r].params[i], resumed[r].params[i])) << "rank " << r << " parameter " << i;
     }
   }
+}
+
+// data.source tensors (safetensors train and test files): a linear model under mse and under
+// bce_with_logits (with accuracy and the exact AUC) learns its planted rule.
+TEST(TorchScript, SafetensorsDataTrainsWithMseAndBceLosses) {
+  const fs::path dir = scratch("tensors");
+  torch::manual_seed(21);
+  const at::Tensor w_true = torch::randn({4, 1});
+  auto write_split = [&](const std::string& name, int64_t n, bool binary) {
+    at::Tensor x = torch::randn({n, 4});
+    at::Tensor y = torch::matmul(x, w_true);
+    if (binary) y = (y > 0).to(torch::kFloat);
+    const std::string path = (dir / name).string();
+    EXPECT_TRUE(write_safetensors(path, {{"inputs", x}, {"targets", y}}).is_ok());
+    return path;
+  };
+  torch::jit::Module m("Linear");
+  m.register_parameter("w", torch::zeros({1, 4}).requires_grad_(true), false);
+  m.register_parameter("b", torch::zeros({1}).requires_grad_(true), false);
+  m.define(R"(
+def forward(self, x):
+    return torch.addmm(self.b, x, self.w.t())
+)");
+  const std::string model = (dir / "linear.pt").string();
+  m.save(model);
+  const std::string head = "name: t\nworkers: 2\ntrain: {steps: 120, batch_size: 16, lr: 0.1, momentum: 0.9, seed: 4}\n";
+  auto mse = run_job(spec_of(head + "model: {type: torchscript, path: " + model + ", loss: mse}\n"
+                                    "data: {source: tensors, path: " + write_split("reg_train.safetensors", 1024, false) +
+                             ", test_path: " + write_split("reg_test.safetensors", 256, false) + "}\n"),
+                     2);
+  expect_ok(mse);
+  EXPECT_LT(mse[0].summary["test_loss"].get<double>(), 0.05) << mse[0].summary.dump();
+  auto bce = run_job(spec_of(head + "model: {type: torchscript, path: " + model +
+                                    ", loss: bce_with_logits, metrics: [loss, accuracy, auc]}\n"
+                                    "data: {source: tensors, path: " + write_split("cls_train.safetensors", 1024, true) +
+                             ", test_path: " + write_split("cls_test.safetensors", 256, true) + "}\n"),
+                     2);
+  expect_ok(bce);
+  EXPECT_GT(bce[0].summary["test_auc"].get<double>(), 0.95) << bce[0].summary.dump();
+  EXPECT_GT(bce[0].summary["test_accuracy"].get<double>(), 0.85) << bce[0].summary.dump();
+  EXPECT_DOUBLE_EQ(bce[1].summary["test_auc"].get<double>(), bce[0].summary["test_auc"].get<double>());
 }
 
 // loss returned: forward(inputs, targets) returns the loss; a straggler plan's weights still
