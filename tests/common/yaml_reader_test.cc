@@ -243,7 +243,7 @@ TEST(YamlInput, NullsAreErrorsNamingTheField) {
   EXPECT_EQ(spec_error(with(kSpec, "name: t1", "name:")).find("1-63 characters"), std::string::npos)
       << "one error for one null";
   EXPECT_HAS(spec_error(with(kSpec, "{type: mlp}", "{type: ~}")),
-             "model.type must be one of [mlp, cnn, dlrm], got null");
+             "model.type must be one of [mlp, cnn, dlrm, torchscript], got null");
   EXPECT_HAS(spec_error(with(kSpec, "sync: {strategy: ssgd}", "sync:")),
              "sync must be a map, got null");
   EXPECT_HAS(spec_error(std::string(kSpec) + "debug: {kill: ~}\n"),

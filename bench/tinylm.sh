@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The small language model (issue 20) across the world: configs/jobs/tinylm.yaml (a 1.07M-
+# parameter GPT-style char LM, examples/export_tinylm.py, on Debian's fortunes as byte tokens,
+# scripts/make-tokens.sh), 4 ranks on this machine, the same tokens in every run:
+#   ssgd-lan     SSGD without WAN emulation: the reference
+#   dts-wan      DTS d=8 T=32 (configs/jobs/tinylm-dts-wan.yaml) under configs/cluster/wan-4region.yaml
+#   ssgd-wan     SSGD under the same WAN (ONLY="ssgd-lan dts-wan" leaves it out: it is the slow one)
+# Prints test loss (nats per token) against training tokens for each run, the final figures and
+# throughput ratios to ssgd-lan; writes bench/results/tinylm.csv and tinylm-curves.csv.
+#   bench/tinylm.sh
+#   STEPS=80 ONLY="ssgd-lan dts-wan" bench/tinylm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${TERN_BUILD_DIR:-build}
+ONLY=${ONLY:-ssgd-lan dts-wan ssgd-wan}
+STEPS=${STEPS:-}
+OUT=bench/results
+mkdir -p "$OUT"
+[ -f examples/out/tinylm.pt ] || /usr/bin/python3 examples/export_tinylm.py >&2
+[ -f data/tinylm/train.u16 ] || scripts/make-tokens.sh >&2
+extra=()
+[ -n "$STEPS" ] && extra+=(--set "train.steps=$STEPS")
+W4=configs/cluster/wan-4region.yaml
+
+run() {
+  local name=$1; shift
+  [[ " $ONLY " == *" $name "* ]] || return 0
+  echo "running $name ..." >&2
+  "$BUILD/bin/tern" run "$@" --workers 4 "${extra[@]}" --json 2>/dev/null | tail -1 > "$OUT/tinylm-$name.json"
+}
+run ssgd-lan configs/jobs/tinylm.yaml
+run dts-wan configs/jobs/tinylm-dts-wan.yaml --cluster "$W4"
+run ssgd-wan configs/jobs/tinylm.yaml --cluster "$W4"
+
+/usr/bin/python3 - "$OUT" $ONLY <<'PY'
+import json, sys
+out, names = sys.argv[1], sys.argv[2:]
+runs = {}
+for n in names:
+    try:
+        runs[n] = json.load(open(f"{out}/tinylm-{n}.json"))
+    except (OSError, ValueError):
+        print(f"{n}: no result", file=sys.stderr)
+ref = runs.get("ssgd-lan")
+curves = ["config,step,tokens,train_s,test_loss,test_perplexity"]
+rows = ["config,state,steps,tokens,wall_s,tokens_per_s,throughput_ratio,test_loss,loss_vs_ssgd_pct,test_perplexity,test_accuracy,bytes_sent_per_rank"]
+for n, r in runs.items():
+    if r.get("state") != "SUCCEEDED":
+        rows.append(f"{n},{r.get('state')},,,,,,,,,,")
+        continue
+    tok_per_step = 4 * 8 * 64  # workers x batch x block (the specs' values)
+    for e in r.get("evals", []):
+        curves.append(f"{n},{e['step']},{e['step'] * tok_per_step},{e.get('train_s', 0):.1f},{e['test_loss']:.4f},{e.get('test_perplexity', 0):.2f}")
+    tps = r["samples_per_s"] * 64
+    ratio = r["samples_per_s"] / ref["samples_per_s"] if ref and ref.get("samples_per_s") else float("nan")
+    dloss = (r["test_loss"] / ref["test_loss"] - 1) * 100 if ref and ref.get("test_loss") else float("nan")
+    rows.append(f"{n},SUCCEEDED,{r['steps']},{r['steps'] * tok_per_step},{r['wall_s']:.1f},{tps:.0f},{ratio:.3f},"
+                f"{r['test_loss']:.4f},{dloss:+.2f},{r.get('test_perplexity', 0):.2f},{r.get('test_accuracy', 0):.4f},"
+                f"{int(r.get('bytes_sent_per_rank', 0))}")
+open(f"{out}/tinylm.csv", "w").write("\n".join(rows) + "\n")
+open(f"{out}/tinylm-curves.csv", "w").write("\n".join(curves) + "\n")
+def table(lines):
+    cells = [l.split(",") for l in lines]
+    w = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    for c in cells: print("  ".join(x.ljust(w[i]) for i, x in enumerate(c)))
+print("tiny LM (1.07M parameters, byte tokens of Debian's fortunes), 4 ranks; test loss in nats per token")
+table(curves); print(); table(rows)
+print(f"\ncsv: {out}/tinylm.csv, {out}/tinylm-curves.csv")
+PY
