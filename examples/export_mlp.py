@@ -21,6 +21,9 @@ import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jit_save import save_scripted  # noqa: E402
 from torch import nn
 from torch.nn import functional as F
 
@@ -51,16 +54,8 @@ def main(argv):
     n_params = sum(p.numel() for p in model.parameters())
     print("mlp: 784-512-256-10: %d parameters (%s)" % (n_params, ", ".join(names)))
 
-    scripted = torch.jit.script(model)
-    out_dir = os.path.dirname(a.out)
-    tmp = a.out + ".tmp"
-    try:
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-        scripted.save(tmp)
-        os.replace(tmp, a.out)  # a crash mid-save leaves no half-written model under --out
-    except (OSError, RuntimeError) as e:  # torch.jit.save raises RuntimeError for unwritable paths
-        print("mlp: cannot write %s: %s" % (a.out, e), file=sys.stderr)
+    scripted = save_scripted(model, a.out, "mlp")
+    if scripted is None:
         return 1
 
     loaded = torch.jit.load(a.out)

@@ -26,6 +26,9 @@ import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jit_save import save_scripted  # noqa: E402
 from torch import nn
 from torch.nn import functional as F
 
@@ -132,16 +135,8 @@ def main(argv):
         print("tinylm: note: %d parameters is below the %d the issue asks of the example LM"
               % (n_params, MIN_PARAMS), file=sys.stderr)
 
-    scripted = torch.jit.script(model)
-    out_dir = os.path.dirname(a.out)
-    tmp = a.out + ".tmp"
-    try:
-        if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
-        scripted.save(tmp)
-        os.replace(tmp, a.out)  # a crash mid-save leaves no half-written model under --out
-    except (OSError, RuntimeError) as e:  # torch.jit.save raises RuntimeError for unwritable paths
-        print("tinylm: cannot write %s: %s" % (a.out, e), file=sys.stderr)
+    scripted = save_scripted(model, a.out, "tinylm")
+    if scripted is None:
         return 1
 
     # Check the file, not the in-memory module: load it back and compare logits on a batch

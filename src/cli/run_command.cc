@@ -260,12 +260,16 @@ int run_local_job(const RunOptions& options) {
           started_at = json_number(e, "time");
         } else if (kind == "eval" && r == 0) {
           progress.note_eval(e);
-          // Rank 0's accuracy over time (train.eval_every), for accuracy-vs-time curves:
-          // train_s is training time (evaluations excluded), elapsed_s wall time since start.
-          evals.push_back({{"step", json_int(e, "step")},
-                           {"train_s", json_number(e, "train_s")},
-                           {"elapsed_s", started_at > 0 ? json_number(e, "time") - started_at : 0.0},
-                           {"test_accuracy", json_number(e, "test_accuracy")}});
+          // Rank 0's metrics over time (train.eval_every), for accuracy- or loss-vs-time curves:
+          // train_s is training time (evaluations excluded), elapsed_s wall time since start;
+          // every test_* metric the workload reports (accuracy, loss, perplexity, auc, ...).
+          json point = {{"step", json_int(e, "step")},
+                        {"train_s", json_number(e, "train_s")},
+                        {"elapsed_s", started_at > 0 ? json_number(e, "time") - started_at : 0.0}};
+          for (const auto& [k, v] : e.items()) {
+            if (k.rfind("test_", 0) == 0 && v.is_number()) point[k] = v;
+          }
+          evals.push_back(std::move(point));
         } else if (kind == "finished") {
           rk.summary = e["summary"];
         } else if (kind == "error") {

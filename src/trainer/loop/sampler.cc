@@ -46,6 +46,16 @@ DataParallelParts::DataParallelParts(int64_t dataset_size, int world, int rank, 
       mine_(dataset_size, world, rank, seed),
       steps_per_epoch_(std::max<int64_t>(1, (mine_.per_rank() + batch_size - 1) / batch_size)) {}
 
+Result<std::unique_ptr<DataParallelParts>> DataParallelParts::make(int64_t dataset_size, int world, int rank,
+                                                                   uint64_t seed, int64_t batch_size) {
+  auto parts = std::make_unique<DataParallelParts>(dataset_size, world, rank, seed, batch_size);
+  if (parts->per_rank() == 0) {
+    return invalid_argument("data set of " + std::to_string(dataset_size) + " samples is too small for " +
+                            std::to_string(world) + " workers");
+  }
+  return parts;
+}
+
 std::vector<int64_t> DataParallelParts::part(int64_t step, int rank) {
   const int64_t epoch = step / steps_per_epoch_;
   const int64_t pos = step % steps_per_epoch_;

@@ -6,7 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
+
+#include "common/status.h"
 
 namespace tern {
 
@@ -34,6 +37,9 @@ class ShardedSampler {
 class DataParallelParts {
  public:
   DataParallelParts(int64_t dataset_size, int world, int rank, uint64_t seed, int64_t batch_size);
+  // INVALID_ARGUMENT when the data set leaves a rank no sample.
+  static Result<std::unique_ptr<DataParallelParts>> make(int64_t dataset_size, int world, int rank, uint64_t seed,
+                                                         int64_t batch_size);
   int64_t per_rank() const { return mine_.per_rank(); }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   std::vector<int64_t> part(int64_t step, int rank);

@@ -5,8 +5,11 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/Device.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace tern {
@@ -17,6 +20,22 @@ struct Batch {
   at::Tensor y;       // class labels int64 [B] or click labels float [B]
   int64_t size() const { return y.defined() ? y.size(0) : 0; }
 };
+
+// The batch on `device` (a no-op on the CPU).
+inline Batch batch_to(Batch b, const c10::Device& device) {
+  if (device.is_cpu()) return b;
+  if (b.x.defined()) b.x = b.x.to(device, /*non_blocking=*/true);
+  if (b.sparse.defined()) b.sparse = b.sparse.to(device, true);
+  if (b.y.defined()) b.y = b.y.to(device, true);
+  return b;
+}
+
+// [begin, end) of the test split that rank `rank` of `world` evaluates: contiguous slices.
+inline std::pair<int64_t, int64_t> eval_slice(int64_t n, int rank, int world) {
+  const int64_t per = (n + world - 1) / world;
+  const int64_t begin = std::min(n, per * rank);
+  return {begin, std::min(n, begin + per)};
+}
 
 class TrainingData {
  public:

@@ -15,6 +15,7 @@
 #include "common/job_spec.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
+#include "testing/trainer_runs.h"
 #include "trainer/loop/training_loop.h"
 #include "trainer/workloads/make_workload.h"
 
@@ -33,12 +34,7 @@ struct RankRun {
   std::vector<nlohmann::json> events;
 };
 
-fs::path scratch(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("tern_ckpt_test_" + std::to_string(getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch(const std::string& name) { return testing::scratch_dir("tern_ckpt_test", name); }
 
 // 2 ranks x 192 samples, batch 16: 12 steps per epoch.
 JobSpec spec_with(std::vector<std::string> overrides) {

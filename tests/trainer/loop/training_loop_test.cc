@@ -12,9 +12,12 @@
 #include "common/job_spec.h"
 #include "common/lr_schedule.h"
 #include "testing/gloo_group.h"
+#include "testing/trainer_runs.h"
 
 namespace tern {
 namespace {
+
+using testing::same_bits;
 
 JobSpec small_spec(int workers, const std::string& model = "mlp") {
   auto r = load_job_spec_text(
@@ -200,11 +203,6 @@ JobSpec diverging_spec(int workers, const std::string& on_nonfinite, const std::
 }
 
 // Bitwise equality that also holds for NaN and infinity in the same places.
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
-}
-
 TEST(Trainer, NonFiniteLossFailsEveryRankAtTheSameStepNamingIt) {
   JobSpec spec = diverging_spec(2, "fail");
   std::vector<std::string> errors(2);

@@ -12,13 +12,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kEvalBatch = 1024;
 
-Batch to_device(Batch b, const torch::Device& d) {
-  if (d.is_cpu()) return b;
-  if (b.x.defined()) b.x = b.x.to(d, /*non_blocking=*/true);
-  if (b.y.defined()) b.y = b.y.to(d, true);
-  return b;
-}
-
 }  // namespace
 
 Status ImageWorkload::setup(const WorkloadContext& ctx) {
@@ -38,12 +31,9 @@ Status ImageWorkload::setup(const WorkloadContext& ctx) {
   }
   model_->to(device_);
   for (auto& p : model_->parameters()) params_.push_back(p);
-  parts_ = std::make_unique<DataParallelParts>(data_->train_size(), world_, rank_,
-                                               static_cast<uint64_t>(spec_->train.seed), spec_->train.batch_size);
-  if (parts_->per_rank() == 0) {
-    return invalid_argument("data set of " + std::to_string(data_->train_size()) + " samples is too small for " +
-                            std::to_string(world_) + " workers");
-  }
+  TERN_ASSIGN_OR_RETURN(parts_, DataParallelParts::make(data_->train_size(), world_, rank_,
+                                                        static_cast<uint64_t>(spec_->train.seed),
+                                                        spec_->train.batch_size));
   return Status::ok();
 }
 
@@ -64,7 +54,7 @@ Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan, st
     for (auto& p : params_) grads->push_back(at::zeros_like(p));
     return out;
   }
-  Batch batch = to_device(data_->train_batch(plan.indices), device_);
+  Batch batch = batch_to(data_->train_batch(plan.indices), device_);
   auto t0 = Clock::now();
   model_->zero_grad();
   at::Tensor logits = model_->forward(batch);
@@ -89,12 +79,10 @@ Result<Metrics> ImageWorkload::evaluate() {
   at::NoGradGuard no_grad;
   model_->eval();
   int64_t n = data_->test_size();
-  // Contiguous shard per rank.
-  int64_t per = (n + world_ - 1) / world_;
-  int64_t begin = std::min(n, per * rank_), end = std::min(n, begin + per);
+  const auto [begin, end] = eval_slice(n, rank_, world_);
   double correct = 0, loss_sum = 0;
   for (int64_t b = begin; b < end; b += kEvalBatch) {
-    Batch batch = to_device(data_->test_batch(b, std::min(end, b + kEvalBatch)), device_);
+    Batch batch = batch_to(data_->test_batch(b, std::min(end, b + kEvalBatch)), device_);
     at::Tensor logits = model_->forward(batch);
     correct += static_cast<double>(model_->correct(logits, batch));
     loss_sum += model_->loss(logits, batch).item<double>() * batch.size();

@@ -31,13 +31,6 @@ std::string describe_tensor(const at::Tensor& t) {
   return c10::str(t.sizes()) + " " + std::string(c10::toString(t.scalar_type()));
 }
 
-Batch to_device(Batch b, const torch::Device& d) {
-  if (d.is_cpu()) return b;
-  if (b.x.defined()) b.x = b.x.to(d, /*non_blocking=*/true);
-  if (b.y.defined()) b.y = b.y.to(d, true);
-  return b;
-}
-
 }  // namespace
 
 Result<std::unique_ptr<TrainingData>> make_user_data(const JobSpec& spec) {
@@ -95,12 +88,9 @@ Status TorchScriptWorkload::setup(const WorkloadContext& ctx) {
     metrics_.push_back("loss");
     if (spec_->model.loss == "cross_entropy") metrics_.push_back("accuracy");
   }
-  parts_ = std::make_unique<DataParallelParts>(data_->train_size(), world_, rank_,
-                                               static_cast<uint64_t>(spec_->train.seed), spec_->train.batch_size);
-  if (parts_->per_rank() == 0) {
-    return invalid_argument("data set of " + std::to_string(data_->train_size()) + " samples is too small for " +
-                            std::to_string(world_) + " workers");
-  }
+  TERN_ASSIGN_OR_RETURN(parts_, DataParallelParts::make(data_->train_size(), world_, rank_,
+                                                        static_cast<uint64_t>(spec_->train.seed),
+                                                        spec_->train.batch_size));
   if (data_->test_size() == 0) return invalid_argument("data: the test split has no samples");
   return probe();
 }
@@ -174,7 +164,7 @@ Status TorchScriptWorkload::probe() {
   const int64_t n = std::min<int64_t>(2, data_->train_size());
   std::vector<int64_t> idx;
   for (int64_t i = 0; i < n; ++i) idx.push_back(i);
-  Batch batch = to_device(data_->train_batch(idx), device_);
+  Batch batch = batch_to(data_->train_batch(idx), device_);
   try {
     at::NoGradGuard no_grad;
     at::Tensor loss = loss_of(batch, nullptr, nullptr);
@@ -212,7 +202,7 @@ Result<StepOutput> TorchScriptWorkload::compute(int64_t step, const StepPlan& pl
     for (auto& [name, p] : params_) grads->push_back(at::zeros_like(p));
     return out;
   }
-  Batch batch = to_device(data_->train_batch(plan.indices), device_);
+  Batch batch = batch_to(data_->train_batch(plan.indices), device_);
   auto t0 = Clock::now();
   try {
     for (auto& [name, p] : params_) p.mutable_grad() = at::Tensor();
@@ -260,16 +250,14 @@ Result<Metrics> TorchScriptWorkload::evaluate() {
   const bool need_outputs = spec_->model.loss != "returned";
   const bool bce = spec_->model.loss == "bce_with_logits";
   const int64_t n = data_->test_size();
-  // Contiguous slice per rank.
-  const int64_t per = (n + world_ - 1) / world_;
-  const int64_t begin = std::min(n, per * rank_), end = std::min(n, begin + per);
+  const auto [begin, end] = eval_slice(n, rank_, world_);
   // [loss sum over elements, elements, correct, samples]
   double loss_sum = 0, elements = 0, correct = 0;
   std::vector<at::Tensor> scores, labels;
   const bool want_auc = std::find(metrics_.begin(), metrics_.end(), "auc") != metrics_.end();
   try {
     for (int64_t s = begin; s < end; s += kEvalBatch) {
-      Batch batch = to_device(data_->test_batch(s, std::min(end, s + kEvalBatch)), device_);
+      Batch batch = batch_to(data_->test_batch(s, std::min(end, s + kEvalBatch)), device_);
       at::Tensor outputs;
       at::Tensor loss = loss_of(batch, nullptr, need_outputs ? &outputs : nullptr);
       const double count = need_outputs ? static_cast<double>(batch.y.numel()) : static_cast<double>(batch.size());

@@ -16,19 +16,16 @@
 #include "common/job_spec.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
+#include "testing/trainer_runs.h"
 #include "trainer/workloads/dlrm/shard_checkpoint.h"
 
 namespace tern {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::same_bits;
 
-fs::path scratch(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("tern_dlrm_workload_test_" + std::to_string(getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch(const std::string& name) { return testing::scratch_dir("tern_dlrm_workload_test", name); }
 
 JobSpec spec_with(std::vector<std::string> overrides) {
   auto r = load_job_spec_text(
@@ -131,11 +128,6 @@ TEST(DlrmSpec, CprFieldsAreValidatedAndRowSavesNeedDlrm) {
       << bad.status().message();
   auto zero = load_job_spec_text("name: m\nworkers: 1\nrecovery: {full_every: 0}\n", "m.yaml");
   EXPECT_FALSE(zero.is_ok());
-}
-
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
 }
 
 // Issue 19: the MLPs of a DLRM run with every sync strategy of the one training loop; each

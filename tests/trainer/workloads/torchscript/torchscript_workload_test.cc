@@ -18,6 +18,7 @@
 
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
+#include "testing/trainer_runs.h"
 #include "trainer/loop/training_loop.h"
 #include "trainer/workloads/formats/safetensors.h"
 #include "trainer/workloads/image/models.h"
@@ -27,13 +28,9 @@ namespace tern {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::same_bits;
 
-fs::path scratch(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("tern_torchscript_test_" + std::to_string(getpid())) / name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path scratch(const std::string& name) { return testing::scratch_dir("tern_torchscript_test", name); }
 
 // The built-in MLP (784-512-256-10) as TorchScript with the built-in one's initial weights:
 // torch.addmm is what nn::Linear runs for a 2-D input.
@@ -96,11 +93,6 @@ void expect_ok(const std::vector<RankRun>& runs) {
     ASSERT_TRUE(runs[r].setup.is_ok()) << "rank " << r << ": " << runs[r].setup.to_string();
     ASSERT_TRUE(runs[r].run.is_ok()) << "rank " << r << ": " << runs[r].run.to_string();
   }
-}
-
-bool same_bits(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() &&
-         std::memcmp(a.contiguous().data_ptr(), b.contiguous().data_ptr(), a.nbytes()) == 0;
 }
 
 const std::string kImages =
