@@ -4,15 +4,18 @@
 # scripts/make-tokens.sh), 4 ranks on this machine, the same tokens in every run:
 #   ssgd-lan     SSGD without WAN emulation: the reference
 #   dts-wan      DTS d=8 T=32 (configs/jobs/tinylm-dts-wan.yaml) under configs/cluster/wan-4region.yaml
-#   ssgd-wan     SSGD under the same WAN (ONLY="ssgd-lan dts-wan" leaves it out: it is the slow one)
+#   dts-wan-avgmom  the same with sync.average_momentum (momentum buffers averaged at each sync)
+#   dts-wan-lr0.1   the same DTS with train.lr 0.1 (0.25 makes the averaged models jump at syncs)
+#   ssgd-wan     SSGD under the same WAN
 # Prints test loss (nats per token) against training tokens for each run, the final figures and
 # throughput ratios to ssgd-lan; writes bench/results/tinylm.csv and tinylm-curves.csv.
 #   bench/tinylm.sh
 #   STEPS=80 ONLY="ssgd-lan dts-wan" bench/tinylm.sh
+#   TABLE_ONLY=1 bench/tinylm.sh     # the table again from the runs' JSON in bench/results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${TERN_BUILD_DIR:-build}
-ONLY=${ONLY:-ssgd-lan dts-wan ssgd-wan}
+ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-avgmom dts-wan-lr0.1 ssgd-wan}
 STEPS=${STEPS:-}
 OUT=bench/results
 mkdir -p "$OUT"
@@ -25,11 +28,14 @@ W4=configs/cluster/wan-4region.yaml
 run() {
   local name=$1; shift
   [[ " $ONLY " == *" $name "* ]] || return 0
+  [ "${TABLE_ONLY:-0}" = 1 ] && return 0
   echo "running $name ..." >&2
   "$BUILD/bin/tern" run "$@" --workers 4 "${extra[@]}" --json 2>/dev/null | tail -1 > "$OUT/tinylm-$name.json"
 }
 run ssgd-lan configs/jobs/tinylm.yaml
 run dts-wan configs/jobs/tinylm-dts-wan.yaml --cluster "$W4"
+run dts-wan-avgmom configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set sync.average_momentum=true
+run dts-wan-lr0.1 configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.lr=0.1
 run ssgd-wan configs/jobs/tinylm.yaml --cluster "$W4"
 
 /usr/bin/python3 - "$OUT" $ONLY <<'PY'
