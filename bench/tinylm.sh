@@ -3,9 +3,11 @@
 # parameter GPT-style char LM, examples/export_tinylm.py, on Debian's fortunes as byte tokens,
 # scripts/make-tokens.sh), 4 ranks on this machine, the same tokens in every run:
 #   ssgd-lan     SSGD without WAN emulation: the reference
-#   dts-wan      DTS d=8 T=32 (configs/jobs/tinylm-dts-wan.yaml) under configs/cluster/wan-4region.yaml
-#   dts-wan-avgmom  the same with sync.average_momentum (momentum buffers averaged at each sync)
-#   dts-wan-lr0.1   the same DTS with train.lr 0.1 (0.25 makes the averaged models jump at syncs)
+#   dts-wan      DTS d=8 T=32 (configs/jobs/tinylm-dts-wan.yaml, lr 0.15) under
+#                configs/cluster/wan-4region.yaml
+#   dts-wan-lr0.25  the same with SSGD's lr 0.25 (the averaged models jump at the syncs)
+#   dts-wan-avgmom  lr 0.25 with sync.average_momentum (momentum buffers averaged at each sync)
+#   dts-wan-lr0.1   lr 0.1
 #   ssgd-wan     SSGD under the same WAN
 # Prints test loss (nats per token) against training tokens for each run, the final figures and
 # throughput ratios to ssgd-lan; writes bench/results/tinylm.csv and tinylm-curves.csv.
@@ -15,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${TERN_BUILD_DIR:-build}
-ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-avgmom dts-wan-lr0.1 ssgd-wan}
+ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-lr0.25 dts-wan-avgmom dts-wan-lr0.1 ssgd-wan}
 STEPS=${STEPS:-}
 OUT=bench/results
 mkdir -p "$OUT"
@@ -34,7 +36,8 @@ run() {
 }
 run ssgd-lan configs/jobs/tinylm.yaml
 run dts-wan configs/jobs/tinylm-dts-wan.yaml --cluster "$W4"
-run dts-wan-avgmom configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set sync.average_momentum=true
+run dts-wan-lr0.25 configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.lr=0.25
+run dts-wan-avgmom configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.lr=0.25 --set sync.average_momentum=true
 run dts-wan-lr0.1 configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.lr=0.1
 run ssgd-wan configs/jobs/tinylm.yaml --cluster "$W4"
 
