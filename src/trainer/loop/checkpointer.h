@@ -36,7 +36,7 @@ namespace tern {
 
 struct CheckpointerOptions {
   std::string dir;         // the store (every rank must reach the same directory)
-  int64_t every = 0;       // steps between checkpoints; 0 = none
+  int64_t every = 0;       // steps between checkpoints (the loop schedules them); bounds the commit lag
   int64_t keep = 3;        // complete steps kept by retention
   int64_t commit_lag = 4;  // steps between a snapshot and its collective commit (clamped to every)
   int rank = 0;
@@ -49,10 +49,6 @@ class Checkpointer {
   ~Checkpointer();
 
   const CheckpointStore& store() const { return writer_->store(); }
-  // A checkpoint is due after `steps_done` steps.
-  bool due(int64_t steps_done) const {
-    return options_.every > 0 && steps_done > 0 && steps_done % options_.every == 0;
-  }
   bool pending() const { return pending_.has_value(); }
   // Steps between a snapshot and its commit, for a loop that plans its interval at run time.
   void set_commit_lag(int64_t lag) { options_.commit_lag = lag; }

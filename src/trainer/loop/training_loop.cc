@@ -557,7 +557,8 @@ double TrainingLoop::maybe_inject_delay(double compute_s) {
 Status TrainingLoop::train_step(int64_t step) {
   TERN_ASSIGN_OR_RETURN(StepPlan plan, strategy_->plan(step, options_.rank, options_.world,
                                                        [&](int r) { return workload_->part(step, r); }));
-  workload_->set_lr(scheduled_lr(spec_.train, step, total_steps_));
+  const double lr = scheduled_lr(spec_.train, step, total_steps_);
+  workload_->set_lr(lr);
   std::vector<at::Tensor> grads;
   TERN_ASSIGN_OR_RETURN(StepOutput out, workload_->compute(step, plan, &grads));
   if (out.samples > 0) {
@@ -597,7 +598,7 @@ Status TrainingLoop::train_step(int64_t step) {
                       "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
   }
   auto t1 = Clock::now();
-  optimizer_->set_lr(scheduled_lr(spec_.train, step, total_steps_));
+  optimizer_->set_lr(lr);
   optimizer_->step(grads);
   TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
   compute_s_ += out.compute_s + seconds_since(t1);
