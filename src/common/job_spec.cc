@@ -70,8 +70,17 @@ void parse_train(YamlMap m, TrainSpec* out) {
 
 void parse_sync(YamlMap m, SyncSpec* out) {
   m.get_enum("strategy", &out->strategy, {"ssgd", "dssgd", "tsu", "dts", "hierarchical"});
-  m.get("delay", &out->delay, 0, 10000);
-  m.get("period", &out->period, 1, 100000);
+  m.get_or_auto("delay", &out->delay, &out->delay_auto, 0, 10000);
+  m.get_or_auto("period", &out->period, &out->period_auto, 1, 100000);
+  m.get("auto_wait_share", &out->auto_wait_share, 0.001, 1.0);
+  m.get("fragments", &out->fragments, 1, 1024);
+  YamlMap outer = m.child("outer");
+  if (outer.valid()) {
+    outer.get("lr", &out->outer.lr, 1e-6, 100.0);
+    outer.get("momentum", &out->outer.momentum, 0.0, 0.9999);
+    outer.get("nesterov", &out->outer.nesterov);
+    outer.finish();
+  }
   m.get("correction", &out->correction);
   m.get("average_momentum", &out->average_momentum);
   m.get("inter_delay", &out->inter_delay, 0, 10000);
@@ -207,6 +216,42 @@ void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
   }
 }
 
+// The sync fields that depend on the strategy.
+void validate_sync(const SyncSpec& y, YamlMap& root) {
+  const bool periodic = y.strategy == "tsu" || y.strategy == "dts";
+  const bool sparse = periodic || y.strategy == "hierarchical";
+  if (!y.outer.identity() && !sparse) {
+    root.error("sync", "outer (lr " + std::to_string(y.outer.lr) + ", momentum " + std::to_string(y.outer.momentum) +
+                           ") applies to pseudo-gradients of tsu, dts and hierarchical; sync.strategy " + y.strategy +
+                           " averages gradients every step");
+  }
+  if (y.outer.nesterov && y.outer.momentum == 0) root.error("sync", "outer.nesterov needs outer.momentum > 0");
+  if (y.fragments > 1 && !periodic) {
+    root.error("sync", "fragments (streaming sync) needs sync.strategy tsu or dts, got " + y.strategy);
+  }
+  if (y.delay_auto && y.strategy != "dts") {
+    root.error("sync", "delay: auto needs sync.strategy dts (the delay of a periodic sync), got " + y.strategy);
+  }
+  if (y.period_auto && !periodic) {
+    root.error("sync", "period: auto needs sync.strategy tsu or dts, got " + y.strategy);
+  }
+  if (!y.period_auto && y.fragments > y.period && periodic) {
+    root.error("sync", "fragments (" + std::to_string(y.fragments) + ") must be <= period (" +
+                           std::to_string(y.period) + "): each fragment syncs at its own step of the period");
+  }
+  // With an outer optimizer each sync is applied relative to the outer model of the previous one,
+  // so a sync must land before the next one starts.
+  const bool fixed_dt = !y.delay_auto && !y.period_auto;
+  if (!y.outer.identity() && fixed_dt && y.strategy == "dts" && y.delay >= y.period) {
+    root.error("sync", "delay (" + std::to_string(y.delay) + ") must be < period (" + std::to_string(y.period) +
+                           ") with an outer optimizer (one outer step in flight per fragment)");
+  }
+  if (!y.outer.identity() && y.strategy == "hierarchical" && y.inter_delay >= y.inter_period) {
+    root.error("sync", "inter_delay (" + std::to_string(y.inter_delay) + ") must be < inter_period (" +
+                           std::to_string(y.inter_period) + ") with an outer optimizer");
+  }
+}
+
 // Checks that span fields or sections.
 void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
@@ -246,6 +291,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
                            "sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
   }
+  validate_sync(s.sync, root);
   if (s.train.nesterov && s.train.momentum == 0) root.error("train", "nesterov needs momentum > 0");
   if (s.train.nesterov && s.compress.method == "dgc") {
     root.error("train", "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");

@@ -96,10 +96,31 @@ struct TrainSpec {
 // train.threads above this is refused by validation whatever the machine.
 constexpr int64_t kMaxTrainThreads = 128;
 
+// The outer optimizer of the temporally sparse strategies (tsu, dts, hierarchical; DiLoCo): at
+// each sync the pseudo-gradient Delta = theta_last - mean(theta_local) is applied to theta_last
+// by SGD with momentum mu (Nesterov optional): m = mu*m + Delta; u = Delta + mu*m (Nesterov) or m;
+// theta_last -= lr*u. lr 1, momentum 0 is plain parameter averaging (the default).
+struct OuterSpec {
+  double lr = 1.0;
+  double momentum = 0.0;
+  bool nesterov = false;
+  bool identity() const { return lr == 1.0 && momentum == 0.0; }
+};
+
 struct SyncSpec {
   std::string strategy = "ssgd";  // ssgd | dssgd | tsu | dts | hierarchical
   int64_t delay = 0;              // d, steps (dssgd, dts)
   int64_t period = 1;             // T, steps (tsu, dts)
+  // `delay: auto` / `period: auto` (dts, tsu): the strategy measures step and collective time
+  // over its first syncs and picks them so the expected wait stays under auto_wait_share of
+  // compute (sync/auto_plan.h).
+  bool delay_auto = false;
+  bool period_auto = false;
+  double auto_wait_share = 0.05;
+  OuterSpec outer;
+  // tsu, dts: the parameters split into this many fragments that sync at staggered steps
+  // (Streaming DiLoCo), each with its own in-flight reduction.
+  int64_t fragments = 1;
   bool correction = true;         // false = uncorrected stale gradients (ablation)
   bool average_momentum = false;  // tsu: also average momentum buffers at sync points
   int64_t inter_delay = 0;        // hierarchical: d between regions

@@ -145,6 +145,49 @@ TEST(JobSpec, CompressionMustFitTheSyncStrategy) {
   EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=dssgd", "sync.delay=2", "compress.method=int8"}).is_ok());
 }
 
+TEST(JobSpec, OuterOptimizerFragmentsAndAutomaticSync) {
+  auto r = load_job_spec_text(kGood, "job.yaml",
+                              {"sync.strategy=dts", "sync.delay=auto", "sync.period=auto", "sync.fragments=4",
+                               "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}", "sync.auto_wait_share=0.1"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_TRUE(r->spec.sync.delay_auto);
+  EXPECT_TRUE(r->spec.sync.period_auto);
+  EXPECT_EQ(r->spec.sync.fragments, 4);
+  EXPECT_DOUBLE_EQ(r->spec.sync.outer.lr, 0.7);
+  EXPECT_DOUBLE_EQ(r->spec.sync.outer.momentum, 0.9);
+  EXPECT_TRUE(r->spec.sync.outer.nesterov);
+  EXPECT_DOUBLE_EQ(r->spec.sync.auto_wait_share, 0.1);
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=tsu", "sync.period=8", "sync.outer.lr=0.5"}).is_ok());
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=hierarchical", "sync.inter_period=8",
+                                                     "sync.inter_delay=2", "sync.outer.momentum=0.9"}).is_ok());
+  // Defaults: plain averaging, one fragment, fixed d and T.
+  auto d = load_job_spec_text(kGood, "job.yaml", {});
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_TRUE(d->spec.sync.outer.identity());
+  EXPECT_FALSE(d->spec.sync.delay_auto || d->spec.sync.period_auto);
+  EXPECT_EQ(d->spec.sync.fragments, 1);
+
+  auto err = [](std::vector<std::string> sets, const std::string& want) {
+    Status s = load_error(kGood, sets);
+    EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
+  };
+  err({"sync.strategy=dts", "sync.delay=soon"}, "sync.delay must be an integer or auto, got 'soon'");
+  err({"sync.strategy=dts", "sync.period=-2"}, "sync.period must be >= 1");
+  err({"sync.strategy=ssgd", "sync.outer.lr=0.7"}, "applies to pseudo-gradients of tsu, dts and hierarchical");
+  err({"sync.strategy=dssgd", "sync.delay=auto"}, "delay: auto needs sync.strategy dts");
+  err({"sync.strategy=ssgd", "sync.period=auto"}, "period: auto needs sync.strategy tsu or dts");
+  err({"sync.strategy=dssgd", "sync.fragments=2"}, "fragments (streaming sync) needs sync.strategy tsu or dts");
+  err({"sync.strategy=tsu", "sync.period=4", "sync.fragments=8"}, "fragments (8) must be <= period (4)");
+  err({"sync.strategy=dts", "sync.period=4", "sync.delay=4", "sync.outer.lr=0.7"}, "delay (4) must be < period (4)");
+  err({"sync.strategy=dts", "sync.period=4", "sync.outer.nesterov=true"}, "outer.nesterov needs outer.momentum > 0");
+  err({"sync.strategy=dts", "sync.outer.lr=0"}, "sync.outer.lr must be >=");
+  err({"sync.strategy=dts", "sync.outer.momentum=1"}, "sync.outer.momentum must be <=");
+  err({"sync.strategy=dts", "sync.outer.beta=1"}, "sync.outer.beta");
+  err({"sync.strategy=dts", "sync.fragments=0"}, "sync.fragments must be >= 1");
+  // Plain averaging may keep several syncs in flight (d >= T), as before.
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=dts", "sync.period=4", "sync.delay=6"}).is_ok());
+}
+
 TEST(JobSpec, ReportsAllErrorsAtOnce) {
   Status s = load_error(kGood, {"workers=0", "train.lr=-1"});
   EXPECT_NE(s.message().find("workers"), std::string::npos);
