@@ -170,7 +170,8 @@ int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_siz
   return int4_blocks(numels, block_size) * 4 + ceil_div(total_of(numels), 2);
 }
 
-at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels, int64_t block_size) {
+at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
+                       int64_t block_size) {
   const int64_t n = total_of(numels);
   const int64_t blocks = int4_blocks(numels, block_size);
   TORCH_CHECK(x.dim() == 1 && x.numel() == n, "int4: expected a flat vector of ", n,
@@ -214,9 +215,10 @@ at::Tensor decode_int4(const at::Tensor& payload, const std::vector<int64_t>& nu
   const int64_t n = total_of(numels);
   const int64_t blocks = int4_blocks(numels, block_size);
   const int64_t expected = int4_payload_bytes(numels, block_size);
-  TORCH_CHECK(payload.dim() == 1 && payload.scalar_type() == at::kByte && payload.numel() == expected,
-              "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ",
-              expected, " of Byte");
+  TORCH_CHECK(
+      payload.dim() == 1 && payload.scalar_type() == at::kByte && payload.numel() == expected,
+      "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ",
+      expected, " of Byte");
   if (n == 0) return at::empty({0}, payload.options().dtype(at::kFloat));
   at::Tensor scales = bytes_as(payload, 0, blocks, at::kFloat);
   at::Tensor packed = payload.narrow(0, blocks * 4, ceil_div(n, 2)).to(at::kShort);
@@ -246,8 +248,8 @@ void decode_flat_sparse_add(const at::Tensor& bytes, int64_t k, at::ScalarType v
                             at::Tensor& dense) {
   const int64_t expected = flat_sparse_payload_bytes(k, value_type);
   TORCH_CHECK(bytes.dim() == 1 && bytes.scalar_type() == at::kByte && bytes.numel() == expected,
-              "sparse payload has ", bytes.numel(), " bytes of ", bytes.scalar_type(), ", expected ",
-              expected, " of Byte");
+              "sparse payload has ", bytes.numel(), " bytes of ", bytes.scalar_type(),
+              ", expected ", expected, " of Byte");
   if (k == 0) return;
   at::Tensor idx = bytes_as(bytes, 0, k, at::kInt).to(at::kLong);
   at::Tensor values = bytes_as(bytes, k * kIndexBytes, k, value_type);

@@ -1,6 +1,7 @@
 // Local (communication-free) encoders of the compressors: top-k selection with a sampled
-// threshold, the fixed-size sparse wire formats (DGC's chunked one, topk's flat int32 one), and
-// fp16 / int8 / int4 quantisation with the error each leaves behind. Every encoder here satisfies, bit for bit,
+// threshold, the fixed-size sparse wire formats (DGC's chunked one, topk's flat int32 one),
+// and fp16 / int8 / int4 quantisation with the error each leaves behind. Every encoder here
+// satisfies, bit for bit,
 //   decode(encode(x)) + error == x
 // which is what makes error feedback lossless over time. Pure functions of their inputs (and
 // of the generator passed in); safe to call from any thread on distinct tensors.

@@ -3,9 +3,10 @@
 // decompress) and keeps what it did not send as error feedback.
 //
 // Per-rank state (error-feedback memories, DGC momentum and velocity, PowerSGD's warm-start
-// Q; int4's and topk's memories "int4/e/<i>", "topk/e/<i>") lives in one named map: state() returns it for checkpoints and load_state() restores it
-// (names are stable: "<method>/<what>/<tensor index>"). State is created on first use, so
-// load_state() may be called before the first step.
+// Q, int4's and topk's memories "int4/e/<i>" and "topk/e/<i>") lives in one named map:
+// state() returns it for checkpoints and load_state() restores it (names are stable:
+// "<method>/<what>/<tensor index>"). State is created on first use, so load_state() may be
+// called before the first step.
 //
 // Contract (as GradientReducer): start() applies error feedback, encodes, issues the
 // collectives non-blocking and returns; finish() waits and decodes the global average. All

@@ -10,8 +10,8 @@
 
 #include <cstring>
 #include <limits>
-#include <set>
 #include <numeric>
+#include <set>
 
 namespace tern {
 namespace {
@@ -184,11 +184,11 @@ at::Tensor int4_scales_by_hand(const at::Tensor& x, const std::vector<int64_t>& 
 TEST(Int4, RoundTripWithinHalfAScaleForEveryLayout) {
   auto g = gen_for(7);
   const std::vector<std::pair<std::vector<int64_t>, int64_t>> layouts = {
-      {{4096}, 64},            // whole blocks
-      {{100}, 64},             // one full block and a short one
-      {{7, 0, 130, 1}, 64},    // an empty tensor, odd total, a one-value tensor
-      {{3, 5, 9}, 2},          // the smallest block size
-      {{1000, 37}, 256},       // blocks longer than a tensor
+      {{4096}, 64},          // whole blocks
+      {{100}, 64},           // one full block and a short one
+      {{7, 0, 130, 1}, 64},  // an empty tensor, odd total, a one-value tensor
+      {{3, 5, 9}, 2},        // the smallest block size
+      {{1000, 37}, 256},     // blocks longer than a tensor
   };
   for (const auto& [numels, block] : layouts) {
     int64_t n = std::accumulate(numels.begin(), numels.end(), int64_t{0});
@@ -255,11 +255,13 @@ TEST(Int4, ZeroAndNonFiniteBlocksSendZeros) {
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   // Blocks of 4: [zeros] [inf] [nan] [finite].
-  at::Tensor x = at::tensor({0.f, 0.f, 0.f, 0.f, 1.f, inf, 2.f, 3.f, nan, 1.f, 1.f, 1.f, 4.f, -2.f, 1.f, 0.5f});
+  at::Tensor x = at::tensor(
+      {0.f, 0.f, 0.f, 0.f, 1.f, inf, 2.f, 3.f, nan, 1.f, 1.f, 1.f, 4.f, -2.f, 1.f, 0.5f});
   at::Tensor y = decode_int4(encode_int4(x, {16}, 4), {16}, 4);
   EXPECT_TRUE(at::isfinite(y).all().item<bool>());
   EXPECT_TRUE(at::equal(y.narrow(0, 0, 12), at::zeros({12})));
-  EXPECT_LE((y.narrow(0, 12, 4) - x.narrow(0, 12, 4)).abs().max().item<float>(), 4.f / 7 / 2 * 1.0001f);
+  EXPECT_LE((y.narrow(0, 12, 4) - x.narrow(0, 12, 4)).abs().max().item<float>(),
+            4.f / 7 / 2 * 1.0001f);
 }
 
 TEST(Int4, PayloadOfTheWrongSizeOrTypeThrows) {

@@ -273,7 +273,8 @@ TEST(Compressors, DelayedFinishGivesTheSameResults) {
   });
   expect_delay_invariant([](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
   expect_delay_invariant([](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
-  expect_delay_invariant([](Communicator& c) { return std::make_unique<Int4Compressor>(c, Int4Options{}); });
+  expect_delay_invariant(
+      [](Communicator& c) { return std::make_unique<Int4Compressor>(c, Int4Options{}); });
   expect_delay_invariant([](Communicator& c) {
     return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, at::kFloat, true});
   });
@@ -322,8 +323,9 @@ TEST(Compressors, StateSavesAndRestores) {
       [](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
   expect_state_round_trip(
       [](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
-  expect_state_round_trip(
-      [](Communicator& c) { return std::make_unique<Int4Compressor>(c, Int4Options{16, true}); });
+  expect_state_round_trip([](Communicator& c) {
+    return std::make_unique<Int4Compressor>(c, Int4Options{16, true});
+  });
   expect_state_round_trip([](Communicator& c) {
     return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, at::kHalf, true});
   });
@@ -511,7 +513,8 @@ std::vector<at::Tensor> simulate_step(const std::string& method, std::vector<Sim
       for (int64_t m : numels) ranks[r].e.push_back(at::zeros({m}));
     }
     std::vector<at::Tensor> parts;
-    for (size_t i = 0; i < numels.size(); ++i) parts.push_back(grads[r][i].reshape({-1}) + ranks[r].e[i]);
+    for (size_t i = 0; i < numels.size(); ++i)
+      parts.push_back(grads[r][i].reshape({-1}) + ranks[r].e[i]);
     at::Tensor x = at::cat(parts);
     at::Tensor sent;  // dense, what this rank's payload stands for
     if (method == "int4") {
@@ -568,8 +571,9 @@ void expect_matches_simulation(const std::string& method, int64_t block, double 
         ASSERT_TRUE(c->start(g, s)->finish(out).is_ok());
         for (size_t i = 0; i < out.size(); ++i) {
           EXPECT_TRUE(at::equal(out[i], expected[static_cast<size_t>(s)][i]))
-              << method << " world " << world << " rank " << rank << " step " << s << " tensor " << i
-              << " max diff " << (out[i] - expected[static_cast<size_t>(s)][i]).abs().max().item<double>();
+              << method << " world " << world << " rank " << rank << " step " << s << " tensor "
+              << i << " max diff "
+              << (out[i] - expected[static_cast<size_t>(s)][i]).abs().max().item<double>();
         }
       }
       // The memories are the simulation's too: checkpoints carry exactly these.
@@ -604,7 +608,8 @@ void expect_exact_feedback(GradientReducer& c) {
     auto out = zeros_like_all(g);
     ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
     std::vector<at::Tensor> e_new(2);
-    for (auto& [name, t] : c.state()) e_new[std::stoul(name.substr(name.rfind('/') + 1))] = t.clone();
+    for (auto& [name, t] : c.state())
+      e_new[std::stoul(name.substr(name.rfind('/') + 1))] = t.clone();
     for (size_t i = 0; i < 2; ++i) {
       ASSERT_TRUE(e_new[i].defined()) << c.name();
       EXPECT_TRUE(at::equal(out[i].reshape({-1}) + e_new[i], g[i].reshape({-1}) + e_old[i]))
@@ -691,8 +696,9 @@ TEST(Factory, Int4AndTopkWireBytesFollowTheirFormats) {
       EXPECT_EQ(s.dense_bytes, steps * 4 * n) << method;
       EXPECT_EQ(s.reductions, steps) << method;
       EXPECT_GT(s.compress_s, 0) << method;
-      EXPECT_NEAR(s.compression_ratio(world),
-                  2.0 * (world - 1) / world * 4.0 * n / ((world - 1) * static_cast<double>(payload)), 1e-9);
+      EXPECT_NEAR(
+          s.compression_ratio(world),
+          2.0 * (world - 1) / world * 4.0 * n / ((world - 1) * static_cast<double>(payload)), 1e-9);
     }
   });
 }
