@@ -91,7 +91,10 @@ void parse_sync(YamlMap m, SyncSpec* out) {
 }
 
 void parse_compress(YamlMap m, CompressSpec* out) {
-  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8"});
+  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8", "int4", "topk"});
+  // Each sparsifier's own default density: DGC's (in CompressSpec) reaches 0.1 % through its
+  // warm-up; topk has neither warm-up nor momentum correction and sends 2 %.
+  if (out->method == "topk") out->density = kTopkDefaultDensity;
   m.get("density", &out->density, 1e-6, 1.0);
   m.get_list("warmup_densities", &out->warmup_densities, 1e-6, 1.0);
   m.get("warmup_epochs", &out->warmup_epochs, 0, 100000);
@@ -101,6 +104,10 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("warmup_steps", &out->warmup_steps, 0, kMaxInt);
   m.get("momentum_masking", &out->momentum_masking);
   m.get("value_bits", &out->value_bits, 16, 32);
+  m.get("block_size", &out->block_size, 2, int64_t{1} << 20);
+  if (out->block_size % 2 != 0) {
+    m.error("block_size", "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
+  }
   m.get("rank", &out->rank, 1, 1024);
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
@@ -280,7 +287,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.compress.method == "dgc" && (s.sync.strategy == "tsu" || s.sync.strategy == "dts")) {
     root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + s.sync.strategy +
-                               " sends parameter deltas; use fp16, int8 or powersgd with it");
+                               " sends parameter deltas; use topk, int4, fp16, int8 or powersgd with it");
   }
   if (s.compress.method != "none" && s.sync.strategy == "hierarchical") {
     root.error("compress", "method " + s.compress.method +
@@ -289,7 +296,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.compress.method == "dgc" && s.sync.strategy == "dssgd" && s.sync.delay > 0) {
     root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
-                           "sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+                           "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
   }
   validate_sync(s.sync, root);
   if (s.train.nesterov && s.train.momentum == 0) root.error("train", "nesterov needs momentum > 0");

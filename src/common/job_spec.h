@@ -130,8 +130,9 @@ struct SyncSpec {
 };
 
 struct CompressSpec {
-  std::string method = "none";  // none | dgc | powersgd | fp16 | int8
-  // DGC
+  std::string method = "none";  // none | dgc | powersgd | fp16 | int8 | int4 | topk
+  // DGC and topk: the fraction of values sent. 0.001 is DGC's default; a parsed spec with
+  // method topk and no density gets kTopkDefaultDensity instead.
   double density = 0.001;
   std::vector<double> warmup_densities = {0.25, 0.0625, 0.015625, 0.00390625};
   int64_t warmup_epochs = 4;      // warm-up schedule spread over this many epochs
@@ -140,14 +141,19 @@ struct CompressSpec {
   int64_t min_numel = 1024;       // smaller (or 1-D) tensors go dense
   int64_t warmup_steps = 0;       // > 0: the warm-up schedule spans these steps (not epochs)
   bool momentum_masking = true;   // zero momentum where values were sent
-  int64_t value_bits = 32;        // 32 | 16: precision of the values DGC sends (16 keeps the
-                                  // rounding error in the error-feedback memory)
+  int64_t value_bits = 32;        // 32 | 16: precision of the values DGC and topk send (16
+                                  // keeps the rounding error in the error-feedback memory)
+  // int4: values per fp32 scale (>= 2, even); blocks never span two tensors
+  int64_t block_size = 64;
   // PowerSGD
   int64_t rank = 2;
   int64_t start_iter = 10;
   double min_compression_rate = 2.0;
-  bool error_feedback = true;
+  bool error_feedback = true;  // PowerSGD, fp16, int8, int4, topk
 };
+
+// compress.density when method is topk and the spec does not set it.
+constexpr double kTopkDefaultDensity = 0.02;
 
 struct StragglerSpec {
   std::string mode = "none";  // none | gradient_coding | proportional | coded_proportional | backup
