@@ -214,10 +214,10 @@ at::Tensor encode_int4(const at::Tensor& x, const Int4Layout& l) {
 
 at::Tensor decode_int4(const at::Tensor& payload, const Int4Layout& l) {
   const int64_t n = l.numel;
-  TORCH_CHECK(
-      payload.dim() == 1 && payload.scalar_type() == at::kByte && payload.numel() == l.payload_bytes,
-      "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ",
-      l.payload_bytes, " of Byte");
+  TORCH_CHECK(payload.dim() == 1 && payload.scalar_type() == at::kByte &&
+                  payload.numel() == l.payload_bytes,
+              "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(),
+              ", expected ", l.payload_bytes, " of Byte");
   if (n == 0) return at::empty({0}, payload.options().dtype(at::kFloat));
   at::Tensor scales = bytes_as(payload, 0, l.blocks, at::kFloat);
   at::Tensor packed = payload.narrow(0, l.blocks * 4, ceil_div(n, 2));

@@ -89,9 +89,9 @@ struct Int4Layout {
   int64_t numel = 0;          // sum(numels)
   int64_t payload_bytes = 0;  // int4_payload_bytes(numels, block_size)
   at::Device device = at::kCPU;
-  bool padded = false;        // some tensor's last block is short
-  at::Tensor block_of;        // int64 [numel]: each value's block
-  at::Tensor padded_pos;      // int64 [numel]: its position in the zero-padded blocks
+  bool padded = false;    // some tensor's last block is short
+  at::Tensor block_of;    // int64 [numel]: each value's block
+  at::Tensor padded_pos;  // int64 [numel]: its position in the zero-padded blocks
 };
 Int4Layout make_int4_layout(const std::vector<int64_t>& numels, int64_t block_size,
                             const at::Device& device);
