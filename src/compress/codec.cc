@@ -36,19 +36,6 @@ void check_int4_layout(const std::vector<int64_t>& numels, int64_t block_size) {
   for (int64_t n : numels) TORCH_CHECK(n >= 0, "int4: negative tensor size ", n);
 }
 
-// The length of every block, in order (block_size, except a tensor's last block).
-at::Tensor int4_block_lengths(const std::vector<int64_t>& numels, int64_t block_size,
-                              const at::Device& device) {
-  std::vector<int64_t> lengths;
-  lengths.reserve(static_cast<size_t>(int4_blocks(numels, block_size)));
-  for (int64_t n : numels) {
-    for (int64_t off = 0; off < n; off += block_size) {
-      lengths.push_back(std::min(block_size, n - off));
-    }
-  }
-  return at::tensor(lengths, at::kLong).to(device);
-}
-
 }  // namespace
 
 TopKSelection exact_top_k(const at::Tensor& x, int64_t k) {
@@ -170,31 +157,46 @@ int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_siz
   return int4_blocks(numels, block_size) * 4 + ceil_div(total_of(numels), 2);
 }
 
-at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
-                       int64_t block_size) {
-  const int64_t n = total_of(numels);
-  const int64_t blocks = int4_blocks(numels, block_size);
+Int4Layout make_int4_layout(const std::vector<int64_t>& numels, int64_t block_size,
+                            const at::Device& device) {
+  Int4Layout l;
+  l.numels = numels;
+  l.block_size = block_size;
+  l.blocks = int4_blocks(numels, block_size);
+  l.numel = total_of(numels);
+  l.payload_bytes = int4_payload_bytes(numels, block_size);
+  l.device = device;
+  std::vector<at::Tensor> block_of, pos;
+  int64_t block = 0, padded_off = 0;
+  at::TensorOptions longs = at::TensorOptions().dtype(at::kLong).device(device);
+  for (int64_t m : numels) {
+    if (m == 0) continue;
+    at::Tensor j = at::arange(m, longs);
+    block_of.push_back(j.div(block_size, "floor").add_(block));
+    pos.push_back(j.add(padded_off));
+    int64_t nb = ceil_div(m, block_size);
+    l.padded = l.padded || nb * block_size != m;
+    block += nb;
+    padded_off += nb * block_size;
+  }
+  l.block_of = block_of.empty() ? at::empty({0}, longs) : at::cat(block_of);
+  l.padded_pos = pos.empty() ? at::empty({0}, longs) : at::cat(pos);
+  return l;
+}
+
+at::Tensor encode_int4(const at::Tensor& x, const Int4Layout& l) {
+  const int64_t n = l.numel;
   TORCH_CHECK(x.dim() == 1 && x.numel() == n, "int4: expected a flat vector of ", n,
               " values, got shape ", x.sizes());
   at::TensorOptions bytes = x.options().dtype(at::kByte);
   if (n == 0) return at::empty({0}, bytes);
   at::Tensor xf = x.to(at::kFloat).contiguous();
   // A [blocks, block_size] matrix: each tensor zero-padded to whole blocks (zeros change no
-  // block's max), and where each real value sits in it.
-  std::vector<at::Tensor> parts, real;
-  bool padded = false;
-  int64_t off = 0, padded_off = 0;
-  for (int64_t m : numels) {
-    if (m == 0) continue;
-    int64_t pad = ceil_div(m, block_size) * block_size - m;
-    at::Tensor xi = xf.narrow(0, off, m);
-    parts.push_back(pad > 0 ? at::constant_pad_nd(xi, {0, pad}) : xi);
-    real.push_back(at::arange(padded_off, padded_off + m, x.options().dtype(at::kLong)));
-    padded = padded || pad > 0;
-    off += m;
-    padded_off += m + pad;
-  }
-  at::Tensor mat = (parts.size() == 1 ? parts[0] : at::cat(parts)).view({blocks, block_size});
+  // block's max).
+  at::Tensor mat = l.padded ? at::zeros({l.blocks * l.block_size}, xf.options())
+                                  .index_copy_(0, l.padded_pos.to(xf.device()), xf)
+                            : xf;
+  mat = mat.view({l.blocks, l.block_size});
   at::Tensor scale = mat.abs().amax({1}).div_(static_cast<double>(kInt4Max));
   at::Tensor ok = at::isfinite(scale).logical_and_(scale > 0);  // NaN / inf / all zeros: send 0
   scale = at::where(ok, scale, at::zeros_like(scale));
@@ -202,7 +204,7 @@ at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
                      .round_()
                      .clamp_(-kInt4Max, kInt4Max);
   q = at::where(ok.unsqueeze(1), q, at::zeros_like(q)).view({-1});
-  if (padded) q = q.index_select(0, at::cat(real));
+  if (l.padded) q = q.index_select(0, l.padded_pos.to(q.device()));
   at::Tensor nib = q.add_(static_cast<double>(kInt4Offset)).to(at::kByte);
   if (n % 2 != 0) nib = at::cat({nib, at::zeros({1}, nib.options())});
   at::Tensor pairs = nib.view({-1, 2});
@@ -210,22 +212,28 @@ at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
   return at::cat({scale.contiguous().view(at::kByte), packed.contiguous()});
 }
 
+at::Tensor decode_int4(const at::Tensor& payload, const Int4Layout& l) {
+  const int64_t n = l.numel;
+  TORCH_CHECK(payload.dim() == 1 && payload.scalar_type() == at::kByte &&
+                  payload.numel() == l.payload_bytes,
+              "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(),
+              ", expected ", l.payload_bytes, " of Byte");
+  if (n == 0) return at::empty({0}, payload.options().dtype(at::kFloat));
+  at::Tensor scales = bytes_as(payload, 0, l.blocks, at::kFloat);
+  at::Tensor packed = payload.narrow(0, l.blocks * 4, ceil_div(n, 2));
+  at::Tensor nib = at::stack({packed.bitwise_and(15), packed.__rshift__(4)}, 1).view({-1});
+  at::Tensor per_value_scale = scales.index_select(0, l.block_of.to(scales.device()));
+  return nib.narrow(0, 0, n).to(at::kFloat).sub_(kInt4Offset).mul_(per_value_scale);
+}
+
+at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
+                       int64_t block_size) {
+  return encode_int4(x, make_int4_layout(numels, block_size, x.device()));
+}
+
 at::Tensor decode_int4(const at::Tensor& payload, const std::vector<int64_t>& numels,
                        int64_t block_size) {
-  const int64_t n = total_of(numels);
-  const int64_t blocks = int4_blocks(numels, block_size);
-  const int64_t expected = int4_payload_bytes(numels, block_size);
-  TORCH_CHECK(
-      payload.dim() == 1 && payload.scalar_type() == at::kByte && payload.numel() == expected,
-      "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ",
-      expected, " of Byte");
-  if (n == 0) return at::empty({0}, payload.options().dtype(at::kFloat));
-  at::Tensor scales = bytes_as(payload, 0, blocks, at::kFloat);
-  at::Tensor packed = payload.narrow(0, blocks * 4, ceil_div(n, 2)).to(at::kShort);
-  at::Tensor nib = at::stack({packed.remainder(16), packed.div(16, "floor")}, 1).view({-1});
-  at::Tensor per_value_scale =
-      at::repeat_interleave(scales, int4_block_lengths(numels, block_size, payload.device()));
-  return nib.narrow(0, 0, n).sub(kInt4Offset).to(at::kFloat).mul_(per_value_scale);
+  return decode_int4(payload, make_int4_layout(numels, block_size, payload.device()));
 }
 
 int64_t flat_sparse_payload_bytes(int64_t k, at::ScalarType value_type) {

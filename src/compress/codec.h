@@ -79,10 +79,29 @@ at::Tensor decode_int8(const at::Tensor& q, float scale);
 // one; an odd count leaves the last high nibble 0. Fixed size for given (numels, block_size).
 int64_t int4_blocks(const std::vector<int64_t>& numels, int64_t block_size);
 int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_size);
-// `x` flat fp32 of sum(numels) values. Returns the payload.
+// Where every value of the flat vector sits among the blocks. It depends only on the sizes and
+// the block size, so a compressor builds it once and reuses it every step (the index tensors
+// are what makes decoding a gather rather than a repeat_interleave, ~50x faster on CPU).
+struct Int4Layout {
+  std::vector<int64_t> numels;
+  int64_t block_size = 0;
+  int64_t blocks = 0;
+  int64_t numel = 0;          // sum(numels)
+  int64_t payload_bytes = 0;  // int4_payload_bytes(numels, block_size)
+  at::Device device = at::kCPU;
+  bool padded = false;    // some tensor's last block is short
+  at::Tensor block_of;    // int64 [numel]: each value's block
+  at::Tensor padded_pos;  // int64 [numel]: its position in the zero-padded blocks
+};
+Int4Layout make_int4_layout(const std::vector<int64_t>& numels, int64_t block_size,
+                            const at::Device& device);
+// `x` flat fp32 of layout.numel values. Returns the payload.
+at::Tensor encode_int4(const at::Tensor& x, const Int4Layout& layout);
+// One payload back to a flat fp32 vector of layout.numel values (x's reconstruction). Throws
+// (c10::Error) on a payload of the wrong size or type.
+at::Tensor decode_int4(const at::Tensor& payload, const Int4Layout& layout);
+// The same, building the layout on the fly.
 at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels, int64_t block_size);
-// One payload back to a flat fp32 vector of sum(numels) values (x's reconstruction). Throws
-// (c10::Error) on a payload of the wrong size.
 at::Tensor decode_int4(const at::Tensor& payload, const std::vector<int64_t>& numels,
                        int64_t block_size);
 

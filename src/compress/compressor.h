@@ -28,6 +28,7 @@
 #include "comm/communicator.h"
 #include "comm/reducer.h"
 #include "common/status.h"
+#include "compress/codec.h"
 
 namespace tern {
 
@@ -206,6 +207,7 @@ class Int4Compressor : public Compressor {
 
  private:
   Int4Options options_;
+  Int4Layout layout_;  // of the last step's tensors; rebuilt when their sizes change
 };
 
 struct TopkOptions {

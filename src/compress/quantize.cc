@@ -129,17 +129,21 @@ std::unique_ptr<PendingReduction> Int4Compressor::start(const std::vector<at::Te
   std::vector<WorkPtr> works;
   std::vector<at::Tensor> gathered;
   if (f.x.defined()) {
-    at::Tensor payload = encode_int4(f.x, f.numels, block);
-    if (!f.memories.empty()) store_residual(f, f.x - decode_int4(payload, f.numels, block));
+    if (layout_.numels != f.numels || layout_.block_size != block ||
+        layout_.device != f.x.device()) {
+      layout_ = make_int4_layout(f.numels, block, f.x.device());
+    }
+    at::Tensor payload = encode_int4(f.x, layout_);
+    if (!f.memories.empty()) store_residual(f, f.x - decode_int4(payload, layout_));
     for (int r = 0; r < world; ++r) gathered.push_back(at::empty_like(payload));
     works.push_back(comm_.all_gather(gathered, payload));
   }
-  auto decode = [world, block, idx = f.idx, numels = f.numels,
+  auto decode = [world, layout = layout_, idx = f.idx,
                  gathered](std::vector<at::Tensor>& out) -> Status {
     at::NoGradGuard no_grad;
     if (gathered.empty()) return Status::ok();
-    at::Tensor acc = decode_int4(gathered[0], numels, block);
-    for (size_t r = 1; r < gathered.size(); ++r) acc.add_(decode_int4(gathered[r], numels, block));
+    at::Tensor acc = decode_int4(gathered[0], layout);
+    for (size_t r = 1; r < gathered.size(); ++r) acc.add_(decode_int4(gathered[r], layout));
     acc.div_(static_cast<double>(world));
     unflatten_parts(acc, out, idx);
     return Status::ok();

@@ -593,6 +593,30 @@ TEST(Int4Compressor, EveryRankOutputsTheAverageOfTheDecodedPayloads) {
   expect_matches_simulation("int4", 4, 0);
 }
 
+TEST(Int4Compressor, RebuildsItsLayoutWhenTheShapesChange) {
+  // Without error feedback the output of one rank is decode(encode(x)) for whatever shapes
+  // come, also when they change between steps (the layout is cached per shape set).
+  testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
+    Int4Compressor c(*comm, Int4Options{8, false});
+    const std::vector<Shapes> shapes = {{{5, 3}, {4}}, {{9}}, {{5, 3}, {4}}, {{2, 2}, {0}, {13}}};
+    for (size_t step = 0; step < shapes.size(); ++step) {
+      auto g = grads_for(shapes[step], 0, static_cast<int64_t>(step));
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(c.start(g, static_cast<int64_t>(step))->finish(out).is_ok());
+      std::vector<int64_t> numels;
+      std::vector<at::Tensor> flat;
+      for (const auto& t : g) {
+        numels.push_back(t.numel());
+        flat.push_back(t.reshape({-1}));
+      }
+      at::Tensor expect = decode_int4(encode_int4(at::cat(flat), numels, 8), numels, 8);
+      std::vector<at::Tensor> got;
+      for (const auto& t : out) got.push_back(t.reshape({-1}));
+      EXPECT_TRUE(at::equal(at::cat(got), expect)) << "step " << step;
+    }
+  });
+}
+
 TEST(TopkCompressor, EveryRankOutputsTheAverageOfTheScatteredPayloads) {
   expect_matches_simulation("topk", 0, 0.02);
   expect_matches_simulation("topk", 0, 0.3);
