@@ -13,7 +13,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
       // DGC's averaged output already carries momentum, DSSGD's fresh local term does not:
       // mixing them would apply momentum to only part of the update.
       return invalid_argument("compress.method dgc applies momentum inside the compressor and cannot be "
-                              "combined with sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+                              "combined with sync.strategy dssgd (delay > 0) yet; use fp16, int8, int4, topk or powersgd");
     }
     return std::unique_ptr<SyncStrategy>(
         std::make_unique<DssgdStrategy>(ctx.comm, ctx.reducer, s.delay, s.correction, bucket));
@@ -22,7 +22,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     if (ctx.reducer != nullptr && ctx.reducer->owns_momentum()) {
       // DGC's momentum correction is defined on gradients; these strategies send parameter deltas.
       return invalid_argument("compress.method dgc applies momentum to gradients, but sync.strategy " + s.strategy +
-                              " sends parameter deltas; use fp16, int8 or powersgd with it");
+                              " sends parameter deltas; use fp16, int8, int4, topk or powersgd with it");
     }
     PeriodicOptions o;
     o.name = s.strategy;
