@@ -46,10 +46,13 @@ class Optimizer {
   // momentum before the first step) comes as zeros, which load back to an equivalent fresh
   // state, so every rank of a broadcast holds the same list; otherwise it is left out.
   virtual NamedTensors state(const std::vector<std::string>& param_names, bool materialize) = 0;
-  // Replaces the whole state with the entries of `named` under this optimizer's names (others
-  // are ignored; state a name is missing for starts fresh where that is valid). Shapes, types
-  // and values are checked before anything changes; errors name `where` (a file) and the
-  // parameter, and leave the state as it was.
+  // Replaces the whole state with the entries of `named` under this optimizer's names (other
+  // names, such as a checkpoint's "param/..." entries, are ignored; state a name is missing for
+  // starts fresh where that is valid). The other optimizer's names are refused (FAILED_PRECONDITION
+  // naming the optimizer to resume with), as are wrong shapes or types; impossible values
+  // (incomplete AdamW state, a negative exp_avg_sq, a fractional step) are DATA_LOSS. All is
+  // checked before anything changes; errors name `where` (a file) and the parameter, and leave
+  // the state as it was.
   virtual Status load_state(const NamedTensors& named, const std::vector<std::string>& param_names,
                             const std::string& where) = 0;
   // The per-parameter tensors sync.average_momentum averages at sync points: SGD's momentum
