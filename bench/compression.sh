@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Gradient compression benchmark (issue 6): Fashion-MNIST MLP and CNN, 4 ranks, the same
 # samples for every method, one run each: dense SSGD, DGC (0.1 % final density), PowerSGD
-# r = 1, 2, 4, fp16, int8. Writes bench/results/compression-<model>[-<net>].{csv,md,png}.
+# r = 1, 2, 4, fp16, int8, int4 (64-value blocks), topk (2 %, global). Writes bench/results/compression-<model>[-<net>].{csv,md,png}.
 #
 #   bench/compression.sh                 # bounded default (~15 min on 2 cores): MLP 300 steps, CNN 120 steps
 #   bench/compression.sh --full          # 2 epochs each (MLP 938 steps, CNN 468 steps; about an hour on 2 cores)
@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-full=0; wan=0; models="mlp cnn"; methods="dense dgc powersgd1 powersgd2 powersgd4 fp16 int8"
+full=0; wan=0; models="mlp cnn"; methods="dense dgc powersgd1 powersgd2 powersgd4 fp16 int8 int4 topk"
 steps_override=""; extra=(); build_dir="${TERN_BUILD_DIR:-build-compress}"; workers=4
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -69,7 +69,7 @@ for model in $models; do
         powersgd*w) r=${method#powersgd}; r=${r%w}  # dense for the first 10 % of steps (start_iter)
                     args+=(--set compress.method=powersgd --set compress.rank=$r --set compress.start_iter=$(( steps / 10 ))) ;;
         powersgd*) args+=(--set compress.method=powersgd --set compress.rank=${method#powersgd}) ;;
-        fp16|int8) args+=(--set compress.method=$method) ;;
+        fp16|int8|int4|topk) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;
       esac
       cluster=()

@@ -50,7 +50,8 @@ with open('$CURVES.tmp', 'a') as c:
     for e in r.get('evals', []):
         c.write(f\"$name,{e['step']},{e['train_s']:.2f},{e['test_accuracy']}\\n\")
 print(','.join(str(x) for x in ['$name', round(r['samples_per_s'], 1), r['test_accuracy'], int(r['bytes_sent_per_rank']),
-      round(r['wait_s'], 2), round(r['compute_s'], 2), r.get('staleness', 0), round(r['train_wall_s'], 1)]))"
+      int(r.get('peak_sync_bytes', 0)), int(r.get('delay', 0)), int(r.get('period', 1)),
+      round(r['wait_s'], 2), round(r['compute_s'], 2), round(r.get('staleness', 0), 2), round(r['train_wall_s'], 1)]))"
   echo "  $name done" >&2
 }
 
@@ -58,9 +59,11 @@ if [ "${PLOT_ONLY:-0}" != 1 ]; then  # PLOT_ONLY=1: redraw the PNG from the exis
 echo "config,step,train_s,test_accuracy" > "$CURVES.tmp"
 # The delay d costs accuracy far more than the period T does (staleness, not drift): at
 # 2 epochs d = 8 with T = 32 hides the 1.3 s ring all-reduce as well as d = 20 with T = 8 and
-# keeps accuracy (see the README's WAN section).
+# keeps accuracy (see the README's WAN section). The DiLoCo rows add the outer Nesterov step
+# (sync.outer), streaming fragments, compressed pseudo-gradients and the automatic d and T.
+DILOCO=(--set "sync.outer={lr: ${OUTER_LR:-0.7}, momentum: ${OUTER_MOMENTUM:-0.9}, nesterov: true}")
 {
-  echo "config,samples_per_s,test_accuracy,bytes_per_rank,wait_s,compute_s,staleness,train_wall_s"
+  echo "config,samples_per_s,test_accuracy,bytes_per_rank,peak_sync_bytes,delay,period,wait_s,compute_s,staleness,train_wall_s"
   run ssgd-lan         --set sync.strategy=ssgd
   run ssgd-wan         --cluster $W4 --set sync.strategy=ssgd
   run dssgd-d20        --cluster $W4 --set sync.strategy=dssgd --set sync.delay=20
@@ -70,6 +73,15 @@ echo "config,step,train_s,test_accuracy" > "$CURVES.tmp"
   run dts-d8-T32       --cluster $W4 --set sync.strategy=dts --set sync.delay=8 --set sync.period=32
   run hier-2x2-d20-T8  --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=20 --set sync.inter_period=8
   run hier-2x2-d8-T32  --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=8 --set sync.inter_period=32
+  D=${DILOCO_DELAY:-24} T=${DILOCO_PERIOD:-48}
+  run diloco-d$D-T$T             --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}"
+  run diloco-F4-d$D-T$T          --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set sync.fragments=4
+  run diloco-int4-d$D-T$T        --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set compress.method=int4
+  run diloco-topk-d$D-T$T        --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set compress.method=topk --set compress.density=${TOPK_DENSITY:-0.02}
+  run diloco-auto                --cluster $W4 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}"
+  run w2-dts-d8-T32              --cluster $W2 --set sync.strategy=dts --set sync.delay=8 --set sync.period=32
+  run w2-diloco-d$D-T$T          --cluster $W2 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}"
+  run w2-diloco-auto             --cluster $W2 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}"
 } > "$CSV.tmp"
 /usr/bin/python3 - "$CSV.tmp" "$CSV" <<'PY'
 import csv, sys
@@ -79,11 +91,14 @@ ref_acc = float(rows[0]["test_accuracy"])
 with open(sys.argv[2], "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["config", "samples_per_s", "ratio_to_ref", "test_accuracy", "acc_delta_pts", "bytes_per_rank",
-                "wait_s", "compute_s", "staleness", "train_wall_s"])
+                "fewer_bytes_x", "peak_sync_bytes", "delay", "period", "wait_s", "compute_s", "staleness",
+                "train_wall_s"])
+    ref_bytes = float(rows[0]["bytes_per_rank"])
     for r in rows:
         w.writerow([r["config"], r["samples_per_s"], f"{float(r['samples_per_s'])/ref:.3f}", r["test_accuracy"],
-                    f"{(float(r['test_accuracy'])-ref_acc)*100:+.2f}", r["bytes_per_rank"], r["wait_s"],
-                    r["compute_s"], r["staleness"], r["train_wall_s"]])
+                    f"{(float(r['test_accuracy'])-ref_acc)*100:+.2f}", r["bytes_per_rank"],
+                    f"{ref_bytes/max(1.0, float(r['bytes_per_rank'])):.1f}", r["peak_sync_bytes"], r["delay"],
+                    r["period"], r["wait_s"], r["compute_s"], r["staleness"], r["train_wall_s"]])
 PY
 rm -f "$CSV.tmp"
 mv "$CURVES.tmp" "$CURVES"
@@ -93,10 +108,10 @@ echo "WAN model: $W4 (ohio/oregon/london/tokyo, one-way 70-210 ms, 1 Gbit/s, 2 m
 column -t -s, "$CSV"
 if command -v gnuplot >/dev/null; then
   gnuplot <<GP
-set terminal pngcairo size 1500,480 font ",10"
+set terminal pngcairo size 2000,520 font ",10"
 set output "${CSV%.csv}.png"
 set datafile separator ","
-set multiplot layout 1,3 title "tern across 4 emulated regions ($MODEL, 4 ranks, $RUN_LENGTH)"
+set multiplot layout 1,4 title "tern across 4 emulated regions ($MODEL, 4 ranks, $RUN_LENGTH)"
 set style data histograms
 set style fill solid 0.8
 set xtics rotate by -35
@@ -107,6 +122,11 @@ plot "$CSV" using 3:xtic(1) skip 1 lc rgb "#3b7dd8"
 set title "test accuracy"
 set yrange [0:1]
 plot "$CSV" using 4:xtic(1) skip 1 lc rgb "#46a35e"
+set title "bytes per rank: SSGD / config (log scale)"
+set logscale y
+set yrange [1:*]
+plot "$CSV" using 7:xtic(1) skip 1 lc rgb "#d8843b"
+unset logscale y
 set title "test accuracy vs time (rank 0, every $EVAL_EVERY steps)"
 set style data linespoints
 set xtics norotate

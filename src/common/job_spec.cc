@@ -102,8 +102,17 @@ void parse_train(YamlMap m, TrainSpec* out) {
 
 void parse_sync(YamlMap m, SyncSpec* out) {
   m.get_enum("strategy", &out->strategy, {"ssgd", "dssgd", "tsu", "dts", "hierarchical"});
-  m.get("delay", &out->delay, 0, 10000);
-  m.get("period", &out->period, 1, 100000);
+  m.get_or_auto("delay", &out->delay, &out->delay_auto, 0, 10000);
+  m.get_or_auto("period", &out->period, &out->period_auto, 1, 100000);
+  m.get("auto_wait_share", &out->auto_wait_share, 0.001, 1.0);
+  m.get("fragments", &out->fragments, 1, 1024);
+  YamlMap outer = m.child("outer");
+  if (outer.valid()) {
+    outer.get("lr", &out->outer.lr, 1e-6, 100.0);
+    outer.get("momentum", &out->outer.momentum, 0.0, 0.9999);
+    outer.get("nesterov", &out->outer.nesterov);
+    outer.finish();
+  }
   m.get("correction", &out->correction);
   m.get("average_momentum", &out->average_momentum);
   m.get("inter_delay", &out->inter_delay, 0, 10000);
@@ -114,7 +123,10 @@ void parse_sync(YamlMap m, SyncSpec* out) {
 }
 
 void parse_compress(YamlMap m, CompressSpec* out) {
-  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8"});
+  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8", "int4", "topk"});
+  // Each sparsifier's own default density: DGC's (in CompressSpec) reaches 0.1 % through its
+  // warm-up; topk has neither warm-up nor momentum correction and sends 2 %.
+  if (out->method == "topk") out->density = kTopkDefaultDensity;
   m.get("density", &out->density, 1e-6, 1.0);
   m.get_list("warmup_densities", &out->warmup_densities, 1e-6, 1.0);
   m.get("warmup_epochs", &out->warmup_epochs, 0, 100000);
@@ -124,6 +136,10 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("warmup_steps", &out->warmup_steps, 0, kMaxInt);
   m.get("momentum_masking", &out->momentum_masking);
   m.get("value_bits", &out->value_bits, 16, 32);
+  m.get("block_size", &out->block_size, 2, int64_t{1} << 20);
+  if (out->block_size % 2 != 0) {
+    m.error("block_size", "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
+  }
   m.get("rank", &out->rank, 1, 1024);
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
@@ -239,6 +255,42 @@ void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
   }
 }
 
+// The sync fields that depend on the strategy.
+void validate_sync(const SyncSpec& y, YamlMap& root) {
+  const bool periodic = y.strategy == "tsu" || y.strategy == "dts";
+  const bool sparse = periodic || y.strategy == "hierarchical";
+  if (!y.outer.identity() && !sparse) {
+    root.error("sync", "outer (lr " + std::to_string(y.outer.lr) + ", momentum " + std::to_string(y.outer.momentum) +
+                           ") applies to pseudo-gradients of tsu, dts and hierarchical; sync.strategy " + y.strategy +
+                           " averages gradients every step");
+  }
+  if (y.outer.nesterov && y.outer.momentum == 0) root.error("sync", "outer.nesterov needs outer.momentum > 0");
+  if (y.fragments > 1 && !periodic) {
+    root.error("sync", "fragments (streaming sync) needs sync.strategy tsu or dts, got " + y.strategy);
+  }
+  if (y.delay_auto && y.strategy != "dts") {
+    root.error("sync", "delay: auto needs sync.strategy dts (the delay of a periodic sync), got " + y.strategy);
+  }
+  if (y.period_auto && !periodic) {
+    root.error("sync", "period: auto needs sync.strategy tsu or dts, got " + y.strategy);
+  }
+  if (!y.period_auto && y.fragments > y.period && periodic) {
+    root.error("sync", "fragments (" + std::to_string(y.fragments) + ") must be <= period (" +
+                           std::to_string(y.period) + "): each fragment syncs at its own step of the period");
+  }
+  // With an outer optimizer each sync is applied relative to the outer model of the previous one,
+  // so a sync must land before the next one starts.
+  const bool fixed_dt = !y.delay_auto && !y.period_auto;
+  if (!y.outer.identity() && fixed_dt && y.strategy == "dts" && y.delay >= y.period) {
+    root.error("sync", "delay (" + std::to_string(y.delay) + ") must be < period (" + std::to_string(y.period) +
+                           ") with an outer optimizer (one outer step in flight per fragment)");
+  }
+  if (!y.outer.identity() && y.strategy == "hierarchical" && y.inter_delay >= y.inter_period) {
+    root.error("sync", "inter_delay (" + std::to_string(y.inter_delay) + ") must be < inter_period (" +
+                           std::to_string(y.inter_period) + ") with an outer optimizer");
+  }
+}
+
 // Checks that span fields or sections.
 void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
@@ -267,7 +319,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.compress.method == "dgc" && (s.sync.strategy == "tsu" || s.sync.strategy == "dts")) {
     root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + s.sync.strategy +
-                               " sends parameter deltas; use fp16, int8 or powersgd with it");
+                               " sends parameter deltas; use topk, int4, fp16, int8 or powersgd with it");
   }
   if (s.compress.method != "none" && s.sync.strategy == "hierarchical") {
     root.error("compress", "method " + s.compress.method +
@@ -276,14 +328,15 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.compress.method == "dgc" && s.sync.strategy == "dssgd" && s.sync.delay > 0) {
     root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
-                           "sync.strategy dssgd (delay > 0) yet; use fp16, int8 or powersgd");
+                           "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
   }
+  validate_sync(s.sync, root);
   if (s.train.nesterov && s.train.momentum == 0 && s.train.optimizer == "sgd") {
     root.error("train", "nesterov needs momentum > 0");
   }
   if (s.train.optimizer == "adamw" && s.compress.method == "dgc") {
     root.error("compress", "method dgc applies SGD momentum inside the compressor (momentum correction): it "
-                           "cannot be combined with train.optimizer adamw; use fp16, int8 or powersgd");
+                           "cannot be combined with train.optimizer adamw; use topk, int4, fp16, int8 or powersgd");
   }
   if (s.train.nesterov && s.compress.method == "dgc") {
     root.error("train", "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");

@@ -106,10 +106,31 @@ struct TrainSpec {
 // train.threads above this is refused by validation whatever the machine.
 constexpr int64_t kMaxTrainThreads = 128;
 
+// The outer optimizer of the temporally sparse strategies (tsu, dts, hierarchical; DiLoCo): at
+// each sync the pseudo-gradient Delta = theta_last - mean(theta_local) is applied to theta_last
+// by SGD with momentum mu (Nesterov optional): m = mu*m + Delta; u = Delta + mu*m (Nesterov) or m;
+// theta_last -= lr*u. lr 1, momentum 0 is plain parameter averaging (the default).
+struct OuterSpec {
+  double lr = 1.0;
+  double momentum = 0.0;
+  bool nesterov = false;
+  bool identity() const { return lr == 1.0 && momentum == 0.0; }
+};
+
 struct SyncSpec {
   std::string strategy = "ssgd";  // ssgd | dssgd | tsu | dts | hierarchical
   int64_t delay = 0;              // d, steps (dssgd, dts)
   int64_t period = 1;             // T, steps (tsu, dts)
+  // `delay: auto` / `period: auto` (dts, tsu): the strategy measures step and collective time
+  // over its first syncs and picks them so the expected wait stays under auto_wait_share of
+  // compute (sync/auto_plan.h).
+  bool delay_auto = false;
+  bool period_auto = false;
+  double auto_wait_share = 0.05;
+  OuterSpec outer;
+  // tsu, dts: the parameters split into this many fragments that sync at staggered steps
+  // (Streaming DiLoCo), each with its own in-flight reduction.
+  int64_t fragments = 1;
   bool correction = true;         // false = uncorrected stale gradients (ablation)
   bool average_momentum = false;  // tsu: also average momentum buffers at sync points
   int64_t inter_delay = 0;        // hierarchical: d between regions
@@ -119,8 +140,9 @@ struct SyncSpec {
 };
 
 struct CompressSpec {
-  std::string method = "none";  // none | dgc | powersgd | fp16 | int8
-  // DGC
+  std::string method = "none";  // none | dgc | powersgd | fp16 | int8 | int4 | topk
+  // DGC and topk: the fraction of values sent. 0.001 is DGC's default; a parsed spec with
+  // method topk and no density gets kTopkDefaultDensity instead.
   double density = 0.001;
   std::vector<double> warmup_densities = {0.25, 0.0625, 0.015625, 0.00390625};
   int64_t warmup_epochs = 4;      // warm-up schedule spread over this many epochs
@@ -129,14 +151,19 @@ struct CompressSpec {
   int64_t min_numel = 1024;       // smaller (or 1-D) tensors go dense
   int64_t warmup_steps = 0;       // > 0: the warm-up schedule spans these steps (not epochs)
   bool momentum_masking = true;   // zero momentum where values were sent
-  int64_t value_bits = 32;        // 32 | 16: precision of the values DGC sends (16 keeps the
-                                  // rounding error in the error-feedback memory)
+  int64_t value_bits = 32;        // 32 | 16: precision of the values DGC and topk send (16
+                                  // keeps the rounding error in the error-feedback memory)
+  // int4: values per fp32 scale (>= 2, even); blocks never span two tensors
+  int64_t block_size = 64;
   // PowerSGD
   int64_t rank = 2;
   int64_t start_iter = 10;
   double min_compression_rate = 2.0;
-  bool error_feedback = true;
+  bool error_feedback = true;  // PowerSGD, fp16, int8, int4, topk
 };
+
+// compress.density when method is topk and the spec does not set it.
+constexpr double kTopkDefaultDensity = 0.02;
 
 struct StragglerSpec {
   std::string mode = "none";  // none | gradient_coding | proportional | coded_proportional | backup

@@ -112,6 +112,28 @@ void YamlMap::get(const std::string& key, int64_t* out, int64_t min, int64_t max
   *out = v;
 }
 
+void YamlMap::get_or_auto(const std::string& key, int64_t* out, bool* is_auto, int64_t min, int64_t max) {
+  if (has(key)) {
+    const YAML::Node& map = node_;
+    const YAML::Node n = map[key];
+    if (n.IsScalar() && n.Scalar() == "auto") {
+      used_.insert(key);
+      *is_auto = true;
+      return;
+    }
+    if (n.IsScalar() && !n.IsNull()) {
+      long long v = 0;
+      if (!YAML::convert<long long>::decode(n, v)) {
+        used_.insert(key);
+        errors_->add(n.Mark().line, field(key), "must be an integer or auto, got '" + n.Scalar() + "'");
+        return;
+      }
+    }
+    *is_auto = false;
+  }
+  get(key, out, min, max);
+}
+
 void YamlMap::get(const std::string& key, int* out, int min, int max) {
   int64_t v = *out;
   get(key, &v, min, max);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
 
 namespace tern {
 namespace {
@@ -11,6 +13,9 @@ constexpr int64_t kLowOffset = 32768;  // low bits stored as int16 in [-32768, 3
 constexpr int64_t kMinSample = 1024;
 constexpr int64_t kMinSampleTop = 16;
 constexpr double kHalfMax = 65504.0;
+constexpr int64_t kInt4Max = 7;     // levels -7..7, symmetric
+constexpr int64_t kInt4Offset = 8;  // nibble = q + 8, in 1..15
+constexpr int64_t kIndexBytes = 4;  // topk's int32 indices
 
 int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
 
@@ -18,6 +23,30 @@ int64_t num_chunks(int64_t numel) { return (numel + kChunk - 1) / kChunk; }
 at::Tensor bytes_as(const at::Tensor& bytes, int64_t offset, int64_t count, at::ScalarType type) {
   int64_t n = count * static_cast<int64_t>(c10::elementSize(type));
   return bytes.narrow(0, offset, n).clone().view(type);
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t total_of(const std::vector<int64_t>& numels) {
+  return std::accumulate(numels.begin(), numels.end(), int64_t{0});
+}
+
+void check_int4_layout(const std::vector<int64_t>& numels, int64_t block_size) {
+  TORCH_CHECK(block_size >= 1, "int4: block_size must be >= 1, got ", block_size);
+  for (int64_t n : numels) TORCH_CHECK(n >= 0, "int4: negative tensor size ", n);
+}
+
+// The length of every block, in order (block_size, except a tensor's last block).
+at::Tensor int4_block_lengths(const std::vector<int64_t>& numels, int64_t block_size,
+                              const at::Device& device) {
+  std::vector<int64_t> lengths;
+  lengths.reserve(static_cast<size_t>(int4_blocks(numels, block_size)));
+  for (int64_t n : numels) {
+    for (int64_t off = 0; off < n; off += block_size) {
+      lengths.push_back(std::min(block_size, n - off));
+    }
+  }
+  return at::tensor(lengths, at::kLong).to(device);
 }
 
 }  // namespace
@@ -129,5 +158,106 @@ Int8Encoded encode_int8(const at::Tensor& x) {
 }
 
 at::Tensor decode_int8(const at::Tensor& q, float scale) { return q.to(at::kFloat).mul(scale); }
+
+int64_t int4_blocks(const std::vector<int64_t>& numels, int64_t block_size) {
+  check_int4_layout(numels, block_size);
+  int64_t blocks = 0;
+  for (int64_t n : numels) blocks += ceil_div(n, block_size);
+  return blocks;
+}
+
+int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_size) {
+  return int4_blocks(numels, block_size) * 4 + ceil_div(total_of(numels), 2);
+}
+
+at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
+                       int64_t block_size) {
+  const int64_t n = total_of(numels);
+  const int64_t blocks = int4_blocks(numels, block_size);
+  TORCH_CHECK(x.dim() == 1 && x.numel() == n, "int4: expected a flat vector of ", n,
+              " values, got shape ", x.sizes());
+  at::TensorOptions bytes = x.options().dtype(at::kByte);
+  if (n == 0) return at::empty({0}, bytes);
+  at::Tensor xf = x.to(at::kFloat).contiguous();
+  // A [blocks, block_size] matrix: each tensor zero-padded to whole blocks (zeros change no
+  // block's max), and where each real value sits in it.
+  std::vector<at::Tensor> parts, real;
+  bool padded = false;
+  int64_t off = 0, padded_off = 0;
+  for (int64_t m : numels) {
+    if (m == 0) continue;
+    int64_t pad = ceil_div(m, block_size) * block_size - m;
+    at::Tensor xi = xf.narrow(0, off, m);
+    parts.push_back(pad > 0 ? at::constant_pad_nd(xi, {0, pad}) : xi);
+    real.push_back(at::arange(padded_off, padded_off + m, x.options().dtype(at::kLong)));
+    padded = padded || pad > 0;
+    off += m;
+    padded_off += m + pad;
+  }
+  at::Tensor mat = (parts.size() == 1 ? parts[0] : at::cat(parts)).view({blocks, block_size});
+  at::Tensor scale = mat.abs().amax({1}).div_(static_cast<double>(kInt4Max));
+  at::Tensor ok = at::isfinite(scale).logical_and_(scale > 0);  // NaN / inf / all zeros: send 0
+  scale = at::where(ok, scale, at::zeros_like(scale));
+  at::Tensor q = mat.div(at::where(ok, scale, at::ones_like(scale)).unsqueeze(1))
+                     .round_()
+                     .clamp_(-kInt4Max, kInt4Max);
+  q = at::where(ok.unsqueeze(1), q, at::zeros_like(q)).view({-1});
+  if (padded) q = q.index_select(0, at::cat(real));
+  at::Tensor nib = q.add_(static_cast<double>(kInt4Offset)).to(at::kByte);
+  if (n % 2 != 0) nib = at::cat({nib, at::zeros({1}, nib.options())});
+  at::Tensor pairs = nib.view({-1, 2});
+  at::Tensor packed = pairs.select(1, 0) + pairs.select(1, 1) * 16;  // <= 15 + 240: no overflow
+  return at::cat({scale.contiguous().view(at::kByte), packed.contiguous()});
+}
+
+at::Tensor decode_int4(const at::Tensor& payload, const std::vector<int64_t>& numels,
+                       int64_t block_size) {
+  const int64_t n = total_of(numels);
+  const int64_t blocks = int4_blocks(numels, block_size);
+  const int64_t expected = int4_payload_bytes(numels, block_size);
+  TORCH_CHECK(
+      payload.dim() == 1 && payload.scalar_type() == at::kByte && payload.numel() == expected,
+      "int4 payload has ", payload.numel(), " bytes of ", payload.scalar_type(), ", expected ",
+      expected, " of Byte");
+  if (n == 0) return at::empty({0}, payload.options().dtype(at::kFloat));
+  at::Tensor scales = bytes_as(payload, 0, blocks, at::kFloat);
+  at::Tensor packed = payload.narrow(0, blocks * 4, ceil_div(n, 2)).to(at::kShort);
+  at::Tensor nib = at::stack({packed.remainder(16), packed.div(16, "floor")}, 1).view({-1});
+  at::Tensor per_value_scale =
+      at::repeat_interleave(scales, int4_block_lengths(numels, block_size, payload.device()));
+  return nib.narrow(0, 0, n).sub(kInt4Offset).to(at::kFloat).mul_(per_value_scale);
+}
+
+int64_t flat_sparse_payload_bytes(int64_t k, at::ScalarType value_type) {
+  return k * (kIndexBytes + static_cast<int64_t>(c10::elementSize(value_type)));
+}
+
+at::Tensor encode_flat_sparse(const at::Tensor& indices, const at::Tensor& values) {
+  TORCH_CHECK(indices.dim() == 1 && values.dim() == 1 && indices.numel() == values.numel(),
+              "sparse payload: ", indices.numel(), " indices but ", values.numel(), " values");
+  if (indices.numel() > 0) {
+    TORCH_CHECK(indices.min().item<int64_t>() >= 0 &&
+                    indices.max().item<int64_t>() <= std::numeric_limits<int32_t>::max(),
+                "sparse payload: indices must lie in [0, 2^31)");
+  }
+  at::Tensor idx = indices.to(at::kInt).contiguous();
+  return at::cat({idx.view(at::kByte), values.contiguous().view(at::kByte)});
+}
+
+void decode_flat_sparse_add(const at::Tensor& bytes, int64_t k, at::ScalarType value_type,
+                            at::Tensor& dense) {
+  const int64_t expected = flat_sparse_payload_bytes(k, value_type);
+  TORCH_CHECK(bytes.dim() == 1 && bytes.scalar_type() == at::kByte && bytes.numel() == expected,
+              "sparse payload has ", bytes.numel(), " bytes of ", bytes.scalar_type(),
+              ", expected ", expected, " of Byte");
+  if (k == 0) return;
+  at::Tensor idx = bytes_as(bytes, 0, k, at::kInt).to(at::kLong);
+  at::Tensor values = bytes_as(bytes, k * kIndexBytes, k, value_type);
+  // Checked here, not by index_add_: on a GPU an out-of-range index is a device-side assert.
+  int64_t lo = idx.min().item<int64_t>(), hi = idx.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < dense.numel(), "sparse payload: index ", lo < 0 ? lo : hi,
+              " outside [0, ", dense.numel(), ")");
+  dense.index_add_(0, idx, values.to(dense.scalar_type()));
+}
 
 }  // namespace tern

@@ -83,6 +83,34 @@ at::Tensor& Compressor::state_tensor(const std::string& key, const at::Tensor& l
   return t;
 }
 
+Compressor::FlatStep Compressor::flatten_with_memory(const std::vector<at::Tensor>& grads,
+                                                     bool error_feedback) {
+  FlatStep f;
+  std::vector<at::Tensor> parts;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    at::Tensor g = grads[i].detach().reshape({-1}).to(at::kFloat);
+    if (g.numel() == 0) continue;
+    if (error_feedback) {
+      at::Tensor& e = state_tensor(name_ + "/e/" + std::to_string(i), g);
+      f.memories.push_back(e);
+      g = g + e;
+    }
+    f.idx.push_back(i);
+    f.numels.push_back(g.numel());
+    parts.push_back(g);
+  }
+  if (!parts.empty()) f.x = parts.size() == 1 ? parts[0].clone() : at::cat(parts);
+  return f;
+}
+
+void Compressor::store_residual(FlatStep& f, const at::Tensor& residual) {
+  int64_t off = 0;
+  for (size_t j = 0; j < f.memories.size(); ++j) {
+    f.memories[j].copy_(residual.narrow(0, off, f.numels[j]));
+    off += f.numels[j];
+  }
+}
+
 ScopedTimer::ScopedTimer(double* acc) : acc_(acc), start_(std::chrono::steady_clock::now()) {}
 ScopedTimer::~ScopedTimer() {
   if (acc_)

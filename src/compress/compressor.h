@@ -3,9 +3,10 @@
 // decompress) and keeps what it did not send as error feedback.
 //
 // Per-rank state (error-feedback memories, DGC momentum and velocity, PowerSGD's warm-start
-// Q) lives in one named map: state() returns it for checkpoints and load_state() restores it
-// (names are stable: "<method>/<what>/<tensor index>"). State is created on first use, so
-// load_state() may be called before the first step.
+// Q, int4's and topk's memories "int4/e/<i>" and "topk/e/<i>") lives in one named map:
+// state() returns it for checkpoints and load_state() restores it (names are stable:
+// "<method>/<what>/<tensor index>"). State is created on first use, so load_state() may be
+// called before the first step.
 //
 // Contract (as GradientReducer): start() applies error feedback, encodes, issues the
 // collectives non-blocking and returns; finish() waits and decodes the global average. All
@@ -43,6 +44,20 @@ class Compressor : public GradientReducer {
   // shape does not match is replaced by zeros and reported by state_error().
   at::Tensor& state_tensor(const std::string& key, const at::Tensor& like);
   Status state_error() const { return state_error_; }
+
+  // The non-empty tensors of a step (what int4 and topk share): flattened in order into one
+  // fp32 vector x (a fresh copy), plus, with error feedback, each one's memory
+  // "<name>/e/<tensor index>" (x = g + e; the memories alias the state, so
+  // store_residual() updates it). Check state_error() afterwards.
+  struct FlatStep {
+    at::Tensor x;                      // undefined when no tensor has an element
+    std::vector<size_t> idx;           // indices into grads of the non-empty tensors
+    std::vector<int64_t> numels;       // their sizes
+    std::vector<at::Tensor> memories;  // flat views of their memories; empty without feedback
+  };
+  FlatStep flatten_with_memory(const std::vector<at::Tensor>& grads, bool error_feedback);
+  // memories = residual (flat, laid out as FlatStep::x). No-op without memories.
+  static void store_residual(FlatStep& step, const at::Tensor& residual);
 
   Communicator& comm_;
   ReducerStats stats_;
@@ -168,6 +183,57 @@ class Int8Compressor : public Compressor {
 
  private:
   bool error_feedback_;
+};
+
+struct Int4Options {
+  int64_t block_size = 64;  // values per scale; a tensor's last block may be shorter
+  bool error_feedback = true;
+};
+
+// 4-bit quantisation with per-block fp32 scales and error feedback (compress.method int4;
+// codec.h: encode_int4 for the format and why the scales are fp32). Per step: x = g + e over
+// all tensors flattened (blocks never span two tensors), payload = encode_int4(x),
+// e = x − decode_int4(payload) (exactly what the receivers reconstruct). 4-bit values cannot be
+// summed on the wire, so one allgather carries every rank's payload (scales and nibbles in one
+// byte tensor: one round trip, which is what costs on a WAN); every rank decodes all N in rank
+// order, sums them in fp32 and divides by N, so every rank computes the same bits.
+// Wire: (N − 1) · (4 · blocks + ceil(numel / 2)) bytes per rank and step, about 1/7 of fp32's.
+class Int4Compressor : public Compressor {
+ public:
+  Int4Compressor(Communicator& comm, Int4Options options);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
+
+ private:
+  Int4Options options_;
+};
+
+struct TopkOptions {
+  double density = 0.02;                   // k = ceil(density · numel of all tensors), >= 1
+  at::ScalarType value_type = at::kFloat;  // kHalf: values travel as fp16 (rounding kept in e)
+  bool error_feedback = true;
+};
+
+// Global top-k with error feedback, no momentum (compress.method topk). Per step: x = g + e
+// over all tensors flattened into one vector, the k entries of largest |x| over the whole
+// vector (not per tensor: for a given k this leaves the smallest residual ‖x − sent‖, the
+// quantity error feedback's convergence depends on, and a tensor whose entries are small now
+// is sent once its memory has grown), e = x − sent. One fixed-size allgather of k int32
+// indices and k values per rank (codec.h: encode_flat_sparse); every rank scatter-adds all N
+// payloads in rank order into zeros and divides by N, so every rank computes the same bits.
+// Unlike DGC it leaves momentum to the optimizer, so it also carries parameter deltas
+// (sync.strategy tsu / dts). Models of 2^31 values or more are refused (int32 indices).
+// Wire: (N − 1) · k · (4 + value bytes) bytes per rank and step.
+class TopkCompressor : public Compressor {
+ public:
+  TopkCompressor(Communicator& comm, TopkOptions options);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
+  // k for a model of `numel` values in all (0 when numel is 0).
+  int64_t k_for(int64_t numel) const;
+
+ private:
+  TopkOptions options_;
 };
 
 }  // namespace tern

@@ -74,9 +74,20 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     inner = std::make_unique<Fp16Compressor>(*counting, c.error_feedback);
   } else if (c.method == "int8") {
     inner = std::make_unique<Int8Compressor>(*counting, c.error_feedback);
+  } else if (c.method == "int4") {
+    Int4Options o;
+    o.block_size = c.block_size;
+    o.error_feedback = c.error_feedback;
+    inner = std::make_unique<Int4Compressor>(*counting, o);
+  } else if (c.method == "topk") {
+    TopkOptions o;
+    o.density = c.density;  // job_spec.cc makes 0.02 topk's default
+    o.value_type = c.value_bits == 16 ? at::kHalf : at::kFloat;
+    o.error_feedback = c.error_feedback;
+    inner = std::make_unique<TopkCompressor>(*counting, o);
   } else {
     return invalid_argument("compress.method '" + c.method +
-                            "' is unknown (none|dgc|powersgd|fp16|int8)");
+                            "' is unknown (none|dgc|powersgd|fp16|int8|int4|topk)");
   }
   return std::unique_ptr<GradientReducer>(
       std::make_unique<MeteredReducer>(std::move(counting), std::move(inner)));

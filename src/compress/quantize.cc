@@ -111,4 +111,40 @@ std::unique_ptr<PendingReduction> Int8Compressor::start(const std::vector<at::Te
   return make_pending(comm_, std::move(works), std::move(decode), &stats_.compress_s);
 }
 
+Int4Compressor::Int4Compressor(Communicator& comm, Int4Options options)
+    : Compressor(comm, "int4"), options_(options) {}
+
+std::unique_ptr<PendingReduction> Int4Compressor::start(const std::vector<at::Tensor>& grads,
+                                                        int64_t) {
+  ScopedTimer timer(&stats_.compress_s);
+  at::NoGradGuard no_grad;
+  const int world = comm_.size();
+  const int64_t block = options_.block_size;
+  stats_.dense_bytes += tensors_bytes(grads);
+  ++stats_.reductions;
+  if (block < 1) return failed_reduction(invalid_argument("int4: block_size must be >= 1"));
+
+  FlatStep f = flatten_with_memory(grads, options_.error_feedback);
+  if (!state_error().is_ok()) return failed_reduction(state_error());
+  std::vector<WorkPtr> works;
+  std::vector<at::Tensor> gathered;
+  if (f.x.defined()) {
+    at::Tensor payload = encode_int4(f.x, f.numels, block);
+    if (!f.memories.empty()) store_residual(f, f.x - decode_int4(payload, f.numels, block));
+    for (int r = 0; r < world; ++r) gathered.push_back(at::empty_like(payload));
+    works.push_back(comm_.all_gather(gathered, payload));
+  }
+  auto decode = [world, block, idx = f.idx, numels = f.numels,
+                 gathered](std::vector<at::Tensor>& out) -> Status {
+    at::NoGradGuard no_grad;
+    if (gathered.empty()) return Status::ok();
+    at::Tensor acc = decode_int4(gathered[0], numels, block);
+    for (size_t r = 1; r < gathered.size(); ++r) acc.add_(decode_int4(gathered[r], numels, block));
+    acc.div_(static_cast<double>(world));
+    unflatten_parts(acc, out, idx);
+    return Status::ok();
+  };
+  return make_pending(comm_, std::move(works), std::move(decode), &stats_.compress_s);
+}
+
 }  // namespace tern

@@ -24,11 +24,21 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
       return invalid_argument("compress.method dgc applies momentum to gradients, but sync.strategy " + s.strategy +
                               " sends parameter deltas; use fp16, int8 or powersgd with it");
     }
-    int64_t delay = s.strategy == "tsu" ? 0 : s.delay;
+    PeriodicOptions o;
+    o.name = s.strategy;
+    o.period = s.period;
+    o.delay = s.strategy == "tsu" ? 0 : s.delay;
+    o.average_momentum = s.average_momentum;
+    o.bucket_bytes = bucket;
+    o.outer = s.outer;
+    o.fragments = s.fragments;
+    o.delay_auto = s.delay_auto && s.strategy == "dts";
+    o.period_auto = s.period_auto;
+    o.auto_wait_share = s.auto_wait_share;
     // The deltas cross the wire through the job's reducer: compressed (with error feedback) when
-    // compress.method is set, dense otherwise.
+    // compress.method is set, dense otherwise; every further fragment gets a reducer of its own.
     return std::unique_ptr<SyncStrategy>(std::make_unique<PeriodicAveragingStrategy>(
-        ctx.comm, s.strategy, s.period, delay, s.average_momentum, ctx.momentum_buffers, bucket, ctx.reducer));
+        ctx.comm, std::move(o), ctx.momentum_buffers, ctx.reducer, ctx.make_reducer));
   }
   if (s.strategy == "hierarchical") {
     if (!ctx.intra_comm) {
@@ -36,7 +46,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
                               "(tern run --cluster FILE, or a coordinator started with one)");
     }
     return std::unique_ptr<SyncStrategy>(std::make_unique<HierarchicalStrategy>(
-        ctx.intra_comm, ctx.inter_comm, s.inter_period, s.inter_delay, bucket));
+        ctx.intra_comm, ctx.inter_comm, s.inter_period, s.inter_delay, bucket, s.outer));
   }
   return invalid_argument("unknown sync.strategy '" + s.strategy + "'");
 }

@@ -7,6 +7,8 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
+
 #include <deque>
 #include <functional>
 #include <map>
@@ -17,8 +19,12 @@
 #include "comm/communicator.h"
 #include "common/job_spec.h"
 #include "comm/reducer.h"
+#include "sync/fragments.h"
+#include "sync/outer.h"
 
 namespace tern {
+
+using NamedState = std::vector<std::pair<std::string, at::Tensor>>;
 
 // What the strategy learns about communication, for metrics and `tern status`.
 struct SyncMetrics {
@@ -71,6 +77,16 @@ class SyncStrategy {
   virtual Status drain(std::vector<at::Tensor>& params) = 0;
 
   virtual SyncMetrics metrics() const = 0;
+
+  // State that must outlive a step, for checkpoints and regroups. Replicated state is identical on
+  // every rank (an outer optimizer's momentum, the automatic plan): checkpoints keep rank 0's and a
+  // regroup broadcasts the furthest rank's, in place, into the returned tensors (they are the live
+  // state, defined after begin()). Per-rank state is this rank's own (the error feedback of
+  // per-fragment reducers). Names are stable; loading checks shapes and names the mismatch.
+  virtual NamedState replicated_state() { return {}; }
+  virtual NamedState rank_state() { return {}; }
+  virtual Status load_replicated_state(const NamedState& state) { return Status::ok(); }
+  virtual Status load_rank_state(const NamedState& state) { return Status::ok(); }
 };
 
 struct StrategyContext {
@@ -82,6 +98,9 @@ struct StrategyContext {
   // Hierarchical sync: the rank's region group and the leaders' group (may be null).
   std::shared_ptr<Communicator> intra_comm;
   std::shared_ptr<Communicator> inter_comm;
+  // Builds another reducer like `reducer` (streaming fragments give each fragment its own, so each
+  // has its own error feedback). Empty: sync.fragments > 1 is refused.
+  std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer;
 };
 
 // Builds the strategy named by spec.sync.strategy.
@@ -135,45 +154,115 @@ class DssgdStrategy : public SyncStrategy {
 
 // Temporally sparse updates with optional delay (ALGORITHMS.md §3; TSU when d = 0, DTS when
 // d > 0): ranks step locally and every T steps contribute the update since the last sync,
-// delta_j = w_j - w_last. Its all-reduce runs in the background; d steps later each rank
-// applies w_j += mean(delta) - delta_j (swap its part for the average). The correction is
-// also added to w_last, so the next period's delta does not count it twice. Momentum buffers
-// stay local unless average_momentum.
+// delta_j = w_j - w_last. Its reduction runs in the background; d steps later each rank applies
+// it. Momentum buffers stay local unless average_momentum.
+//
+// Plain averaging (outer lr 1, momentum 0): w_j += mean(delta) - delta_j (swap its part for the
+// average), and the same correction is added to w_last so the next delta does not count it twice.
+// Outer optimizer (sync/outer.h, DiLoCo): w_last is the outer model, identical on every rank; the
+// outer step moves it by the pseudo-gradient -mean(delta), and each rank keeps the local progress
+// it made while the reduction was in flight: w_j = w_last' + (w_j - w_last - delta_j) (Streaming
+// DiLoCo's overlapped outer step; 0 progress when d = 0, so replicas are then identical).
+//
+// Streaming fragments (sync/fragments.h): the parameters are cut into F fragments; fragment f
+// syncs after step s when (s + 1) mod T == f*T/F mod T, with its own reducer (so its own error
+// feedback) and its own in-flight reduction, so each sync carries about 1/F of the model.
+//
+// Automatic d and T (sync/auto_plan.h): until planned, syncs run blocking (d = 0) with period
+// `period` (or the probe period when T is auto); after the probe syncs the ranks agree on the
+// slowest rank's step time, collective wait and per-sync overhead and choose d and T, logged with
+// their inputs and kept in the replicated state (a resumed run keeps its plan; a rebuilt strategy,
+// as after a regroup, chooses again).
+struct PeriodicOptions {
+  std::string name = "dts";  // tsu | dts
+  int64_t period = 1;
+  int64_t delay = 0;
+  bool average_momentum = false;
+  int64_t bucket_bytes = 25 << 20;
+  OuterSpec outer;
+  int64_t fragments = 1;
+  bool delay_auto = false;
+  bool period_auto = false;
+  double auto_wait_share = 0.05;
+};
+
 class PeriodicAveragingStrategy : public SyncStrategy {
  public:
-  // `reducer` carries the parameter deltas (a compressor compresses them, with its error
-  // feedback); null: a dense all-reduce in buckets of `bucket_bytes`.
-  PeriodicAveragingStrategy(Communicator& comm, std::string name, int64_t period, int64_t delay,
-                            bool average_momentum, std::vector<at::Tensor>* momentum, int64_t bucket_bytes,
-                            GradientReducer* reducer = nullptr);
-  std::string name() const override { return name_; }
+  // `reducer` carries the deltas of fragment 0 (a compressor compresses them, with its error
+  // feedback); null: a dense all-reduce in buckets of `bucket_bytes`. `make_reducer` builds the
+  // reducers of fragments 1..F-1.
+  PeriodicAveragingStrategy(Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum,
+                            GradientReducer* reducer = nullptr,
+                            std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer = {});
+  std::string name() const override { return options_.name; }
   Status begin(std::vector<at::Tensor>& params) override;
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override { return Status::ok(); }
   Status after_step(int64_t step, std::vector<at::Tensor>& params) override;
   Status drain(std::vector<at::Tensor>& params) override;
-  SyncMetrics metrics() const override { return metrics_; }
+  SyncMetrics metrics() const override;
+  NamedState replicated_state() override;
+  NamedState rank_state() override;
+  Status load_replicated_state(const NamedState& state) override;
+  Status load_rank_state(const NamedState& state) override;
+
+  int64_t period() const { return period_; }
+  int64_t delay() const { return delay_; }
+  bool planned() const { return planned_; }
+  const std::vector<Fragment>& fragments() const { return layout_; }
+
+  // Syncs of the probe before an automatic plan, and the probe's period when T is auto.
+  static constexpr int64_t kProbeSyncsPerFragment = 2;
+  static constexpr int64_t kProbePeriod = 16;
 
  private:
   struct InFlight {
-    int64_t step;   // this rank's delta; averaged in place by the reduction
-    std::vector<at::Tensor> local;   // copy of this rank's delta
+    int64_t step;                    // the step the sync started after
+    std::vector<at::Tensor> local;   // copy of this rank's delta (one per piece)
     std::unique_ptr<PendingReduction> pending;
+    int64_t start_bytes = 0;         // wire bytes start() sent
   };
-  Status apply(InFlight& f, std::vector<at::Tensor>& params);
+  struct Frag {
+    Fragment pieces;
+    int64_t phase = 0;  // syncs after step s when (s + 1) % period == phase
+    GradientReducer* reducer = nullptr;
+    std::unique_ptr<GradientReducer> owned;
+    std::vector<at::Tensor> last;  // w at the last sync point (outer: the outer model)
+    std::vector<at::Tensor> outer_m;  // the outer optimizer's momentum (replicated)
+    std::deque<InFlight> in_flight;
+    int64_t last_start = -1;       // step after which its newest sync started
+  };
+  Status start_sync(Frag& f, int64_t step, std::vector<at::Tensor>& params);
+  Status apply(Frag& f, InFlight& in, std::vector<at::Tensor>& params);
+  Status average_momentum(const Frag& f);
+  void set_phases();
+  bool identity() const { return options_.outer.identity(); }
+  Status plan_if_due(int64_t step);
+  int64_t wire_bytes() const;
 
   Communicator& comm_;
-  std::string name_;
+  PeriodicOptions options_;
   int64_t period_;
   int64_t delay_;
-  bool average_momentum_;
+  bool planned_;
   std::vector<at::Tensor>* momentum_;
-  int64_t bucket_bytes_;
   DenseReducer dense_;
-  GradientReducer& reducer_;         // dense_ or the job's compressor
-  std::vector<at::Tensor> last_;     // w at the last sync point (+ corrections since)
-  std::deque<InFlight> in_flight_;
+  GradientReducer& reducer_;  // fragment 0's: dense_ or the job's compressor
+  std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer_;
+  std::vector<Fragment> layout_;
+  std::vector<Frag> frags_;
+  at::Tensor plan_state_;  // double [planned, delay, period]
   SyncMetrics metrics_;
   double staleness_sum_ = 0;
+  int64_t last_step_ = -1;       // the newest step after_step saw
+  int64_t peak_sync_bytes_ = 0;  // the most wire bytes one sync sent
+  // Probe (automatic plan).
+  std::chrono::steady_clock::time_point step_end_;
+  bool have_step_end_ = false;
+  double probe_step_s_ = 0;
+  int64_t probe_steps_ = 0;
+  double probe_wait_s_ = 0;
+  double probe_overhead_s_ = 0;
+  int64_t probe_syncs_ = 0;
 };
 
 // Hierarchical sync (tern's per-tier T): gradients are averaged inside the region every step
@@ -182,29 +271,36 @@ class PeriodicAveragingStrategy : public SyncStrategy {
 // broadcast the resulting correction inside their region.
 class HierarchicalStrategy : public SyncStrategy {
  public:
+  // `outer`: the outer optimizer between regions (sync/outer.h); the leader hands its region the
+  // averaged delta, and every rank runs the same outer step, so its momentum is replicated.
   HierarchicalStrategy(std::shared_ptr<Communicator> intra, std::shared_ptr<Communicator> inter,
-                       int64_t period, int64_t delay, int64_t bucket_bytes);
+                       int64_t period, int64_t delay, int64_t bucket_bytes, OuterSpec outer = {});
   std::string name() const override { return "hierarchical"; }
   Status begin(std::vector<at::Tensor>& params) override;
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
   Status after_step(int64_t step, std::vector<at::Tensor>& params) override;
   Status drain(std::vector<at::Tensor>& params) override;
   SyncMetrics metrics() const override { return metrics_; }
+  NamedState replicated_state() override;
+  Status load_replicated_state(const NamedState& state) override;
 
  private:
   struct InFlight {
     int64_t step;
     at::Tensor flat;   // leader: [delta * region_size, region_size], summed across leaders
-    at::Tensor local;  // leader: this region's flat delta
+    at::Tensor local;  // this region's flat delta (leaders; every rank with an outer optimizer)
     WorkPtr work;
   };
   Status finish_oldest(std::vector<at::Tensor>& params);
+  Status finish_outer(InFlight& f, std::vector<at::Tensor>& params, std::chrono::steady_clock::time_point t0);
   bool leader() const { return inter_ != nullptr; }
 
   std::shared_ptr<Communicator> intra_;
   std::shared_ptr<Communicator> inter_;  // null on non-leaders
   int64_t period_;
   int64_t delay_;
+  OuterSpec outer_;
+  std::vector<at::Tensor> outer_m_;  // per parameter, when outer_ is not plain averaging
   DenseReducer intra_reducer_;
   std::vector<at::Tensor> last_;
   std::deque<InFlight> in_flight_;

@@ -145,6 +145,120 @@ TEST(JobSpec, CompressionMustFitTheSyncStrategy) {
   EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=dssgd", "sync.delay=2", "compress.method=int8"}).is_ok());
 }
 
+TEST(JobSpec, OuterOptimizerFragmentsAndAutomaticSync) {
+  auto r = load_job_spec_text(kGood, "job.yaml",
+                              {"sync.strategy=dts", "sync.delay=auto", "sync.period=auto", "sync.fragments=4",
+                               "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}", "sync.auto_wait_share=0.1"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_TRUE(r->spec.sync.delay_auto);
+  EXPECT_TRUE(r->spec.sync.period_auto);
+  EXPECT_EQ(r->spec.sync.fragments, 4);
+  EXPECT_DOUBLE_EQ(r->spec.sync.outer.lr, 0.7);
+  EXPECT_DOUBLE_EQ(r->spec.sync.outer.momentum, 0.9);
+  EXPECT_TRUE(r->spec.sync.outer.nesterov);
+  EXPECT_DOUBLE_EQ(r->spec.sync.auto_wait_share, 0.1);
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=tsu", "sync.period=8", "sync.outer.lr=0.5"}).is_ok());
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=hierarchical", "sync.inter_period=8",
+                                                     "sync.inter_delay=2", "sync.outer.momentum=0.9"}).is_ok());
+  // Defaults: plain averaging, one fragment, fixed d and T.
+  auto d = load_job_spec_text(kGood, "job.yaml", {});
+  ASSERT_TRUE(d.is_ok());
+  EXPECT_TRUE(d->spec.sync.outer.identity());
+  EXPECT_FALSE(d->spec.sync.delay_auto || d->spec.sync.period_auto);
+  EXPECT_EQ(d->spec.sync.fragments, 1);
+
+  auto err = [](std::vector<std::string> sets, const std::string& want) {
+    Status s = load_error(kGood, sets);
+    EXPECT_NE(s.message().find(want), std::string::npos) << s.message();
+  };
+  err({"sync.strategy=dts", "sync.delay=soon"}, "sync.delay must be an integer or auto, got 'soon'");
+  err({"sync.strategy=dts", "sync.period=-2"}, "sync.period must be >= 1");
+  err({"sync.strategy=ssgd", "sync.outer.lr=0.7"}, "applies to pseudo-gradients of tsu, dts and hierarchical");
+  err({"sync.strategy=dssgd", "sync.delay=auto"}, "delay: auto needs sync.strategy dts");
+  err({"sync.strategy=ssgd", "sync.period=auto"}, "period: auto needs sync.strategy tsu or dts");
+  err({"sync.strategy=dssgd", "sync.fragments=2"}, "fragments (streaming sync) needs sync.strategy tsu or dts");
+  err({"sync.strategy=tsu", "sync.period=4", "sync.fragments=8"}, "fragments (8) must be <= period (4)");
+  err({"sync.strategy=dts", "sync.period=4", "sync.delay=4", "sync.outer.lr=0.7"}, "delay (4) must be < period (4)");
+  err({"sync.strategy=dts", "sync.period=4", "sync.outer.nesterov=true"}, "outer.nesterov needs outer.momentum > 0");
+  err({"sync.strategy=dts", "sync.outer.lr=0"}, "sync.outer.lr must be >=");
+  err({"sync.strategy=dts", "sync.outer.momentum=1"}, "sync.outer.momentum must be <=");
+  err({"sync.strategy=dts", "sync.outer.beta=1"}, "sync.outer.beta");
+  err({"sync.strategy=dts", "sync.fragments=0"}, "sync.fragments must be >= 1");
+  // Plain averaging may keep several syncs in flight (d >= T), as before.
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"sync.strategy=dts", "sync.period=4", "sync.delay=6"}).is_ok());
+}
+
+TEST(JobSpec, Int4AndTopkParseWithTheirOwnDefaults) {
+  auto topk = load_job_spec_text(kGood, "job.yaml", {"compress.method=topk"});
+  ASSERT_TRUE(topk.is_ok()) << topk.status().to_string();
+  EXPECT_DOUBLE_EQ(topk->spec.compress.density, kTopkDefaultDensity);  // not DGC's
+  EXPECT_DOUBLE_EQ(kTopkDefaultDensity, 0.02);
+  auto dgc = load_job_spec_text(kGood, "job.yaml", {"compress.method=dgc"});
+  ASSERT_TRUE(dgc.is_ok()) << dgc.status().to_string();
+  EXPECT_DOUBLE_EQ(dgc->spec.compress.density, CompressSpec{}.density);
+  // A density the user sets wins, given before or after the method.
+  auto set = load_job_spec_text(std::string(kGood) + "compress: {density: 0.1, method: topk}\n", "job.yaml");
+  ASSERT_TRUE(set.is_ok()) << set.status().to_string();
+  EXPECT_DOUBLE_EQ(set->spec.compress.density, 0.1);
+  // ... and survives the effective YAML's round trip, as does the default.
+  for (const auto& r : {*topk, *set}) {
+    auto again = load_job_spec_text(r.yaml, "again.yaml");
+    ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+    EXPECT_DOUBLE_EQ(again->spec.compress.density, r.spec.compress.density);
+  }
+  auto int4 = load_job_spec_text(kGood, "job.yaml", {"compress.method=int4"});
+  ASSERT_TRUE(int4.is_ok()) << int4.status().to_string();
+  EXPECT_EQ(int4->spec.compress.block_size, 64);
+  EXPECT_TRUE(int4->spec.compress.error_feedback);
+  auto b = load_job_spec_text(kGood, "job.yaml", {"compress.method=int4", "compress.block_size=2"});
+  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  EXPECT_EQ(b->spec.compress.block_size, 2);
+  // Both carry parameter deltas (no momentum of their own) and delayed gradients.
+  for (const char* m : {"int4", "topk"}) {
+    for (auto sync : std::vector<std::vector<std::string>>{{"sync.strategy=dts", "sync.delay=2", "sync.period=4"},
+                                                           {"sync.strategy=tsu", "sync.period=4"},
+                                                           {"sync.strategy=dssgd", "sync.delay=2"}}) {
+      sync.push_back(std::string("compress.method=") + m);
+      auto r = load_job_spec_text(kGood, "job.yaml", sync);
+      EXPECT_TRUE(r.is_ok()) << m << " " << sync[0] << ": " << r.status().to_string();
+    }
+  }
+}
+
+TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
+  const std::string text = std::string(kGood) + "compress:\n  method: int4\n  block_size: BS\n";
+  auto with_block = [&](const std::string& v) {
+    std::string t = text;
+    t.replace(t.find("BS"), 2, v);
+    return load_error(t).message();
+  };
+  // The line of the field (line 12 of the file), the dotted name, the value.
+  EXPECT_NE(with_block("63").find("job.yaml:12: compress.block_size must be even"), std::string::npos)
+      << with_block("63");
+  EXPECT_NE(with_block("63").find("got 63"), std::string::npos);
+  EXPECT_NE(with_block("1").find("compress.block_size must be >= 2, got 1"), std::string::npos) << with_block("1");
+  EXPECT_NE(with_block("0").find("compress.block_size must be >= 2"), std::string::npos);
+  EXPECT_NE(with_block("-64").find("compress.block_size must be >= 2"), std::string::npos);
+  EXPECT_NE(with_block("x").find("compress.block_size must be an integer"), std::string::npos);
+  EXPECT_NE(with_block("~").find("compress.block_size"), std::string::npos);
+  EXPECT_NE(with_block("2097152").find("compress.block_size must be <="), std::string::npos);
+  for (const char* bad : {"0", "-0.5", "1.5", ".nan", ".inf", "x", "~"}) {
+    Status s = load_error(kGood, {"compress.method=topk", std::string("compress.density=") + bad});
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("compress.density"), std::string::npos) << bad << ": " << s.message();
+  }
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"compress.method=topk", "compress.density=1"}).is_ok());
+  EXPECT_NE(load_error(kGood, {"compress.method=topk", "compress.value_bits=8"}).message().find("value_bits"),
+            std::string::npos);
+  EXPECT_NE(load_error(kGood, {"compress.method=int5"}).message().find("int4, topk"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"sync.strategy=hierarchical", "compress.method=topk"}).message().find(
+                "not supported with sync.strategy hierarchical"),
+            std::string::npos);
+  EXPECT_NE(load_error(kGood, {"straggler.mode=backup", "compress.method=int4"}).message().find(
+                "exchanges dense gradients"),
+            std::string::npos);
+}
+
 TEST(JobSpec, ReportsAllErrorsAtOnce) {
   Status s = load_error(kGood, {"workers=0", "train.lr=-1"});
   EXPECT_NE(s.message().find("workers"), std::string::npos);

@@ -1,11 +1,16 @@
 // Local encoders: top-k selection and threshold estimation vs exact top-k, the sparse wire
-// format, and decode(encode(x)) + error == x bit for bit for every lossy encoder.
+// formats (DGC's chunked one, topk's flat one), int4 against a by-hand block quantiser and its
+// documented byte layout, and decode(encode(x)) + error == x bit for bit for every lossy
+// encoder.
 #include "compress/codec.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstring>
+#include <limits>
+#include <numeric>
 #include <set>
 
 namespace tern {
@@ -152,6 +157,160 @@ TEST(ErrorFeedback, Int8PlusErrorIsExact) {
   Int8Encoded zero = encode_int8(at::zeros({10}));
   EXPECT_EQ(zero.scale, 0.f);
   EXPECT_TRUE(at::equal(decode_int8(zero.q, zero.scale), at::zeros({10})));
+}
+
+// int4 by hand: every tensor cut into blocks of `block` values (the last one shorter), each
+// block's scale max|x| / 7. Returns the scale of every value.
+at::Tensor int4_scales_by_hand(const at::Tensor& x, const std::vector<int64_t>& numels,
+                               int64_t block, std::vector<float>* block_scales) {
+  at::Tensor per_value = at::empty_like(x);
+  auto xa = x.accessor<float, 1>();
+  auto pa = per_value.accessor<float, 1>();
+  int64_t off = 0;
+  for (int64_t n : numels) {
+    for (int64_t b = 0; b < n; b += block) {
+      int64_t len = std::min(block, n - b);
+      float m = 0;
+      for (int64_t j = 0; j < len; ++j) m = std::max(m, std::abs(xa[off + b + j]));
+      float scale = m / 7.f;
+      block_scales->push_back(scale);
+      for (int64_t j = 0; j < len; ++j) pa[off + b + j] = scale;
+    }
+    off += n;
+  }
+  return per_value;
+}
+
+TEST(Int4, RoundTripWithinHalfAScaleForEveryLayout) {
+  auto g = gen_for(7);
+  const std::vector<std::pair<std::vector<int64_t>, int64_t>> layouts = {
+      {{4096}, 64},          // whole blocks
+      {{100}, 64},           // one full block and a short one
+      {{7, 0, 130, 1}, 64},  // an empty tensor, odd total, a one-value tensor
+      {{3, 5, 9}, 2},        // the smallest block size
+      {{1000, 37}, 256},     // blocks longer than a tensor
+  };
+  for (const auto& [numels, block] : layouts) {
+    int64_t n = std::accumulate(numels.begin(), numels.end(), int64_t{0});
+    for (double magnitude : {1e-9, 1.0, 1e6}) {
+      const std::string what = "numels[0] " + std::to_string(numels[0]) + " block " +
+                               std::to_string(block) + " magnitude " + std::to_string(magnitude);
+      at::Tensor x = at::randn({n}, g) * magnitude;
+      std::vector<float> scales;
+      at::Tensor scale = int4_scales_by_hand(x, numels, block, &scales);
+      at::Tensor payload = encode_int4(x, numels, block);
+      ASSERT_EQ(payload.scalar_type(), at::kByte);
+      // The documented size: one fp32 scale per block, two values per byte.
+      ASSERT_EQ(payload.numel(), static_cast<int64_t>(scales.size()) * 4 + (n + 1) / 2) << what;
+      EXPECT_EQ(int4_payload_bytes(numels, block), payload.numel()) << what;
+      EXPECT_EQ(int4_blocks(numels, block), static_cast<int64_t>(scales.size())) << what;
+      // The scales travel first, bit for bit.
+      std::vector<float> sent(scales.size());
+      std::memcpy(sent.data(), payload.data_ptr<uint8_t>(), sent.size() * 4);
+      EXPECT_EQ(sent, scales) << what;
+      at::Tensor y = decode_int4(payload, numels, block);
+      ASSERT_EQ(y.sizes(), x.sizes());
+      // |x − q(x)| <= scale / 2 per value (plus fp32 rounding of x / scale and q · scale).
+      at::Tensor slack = scale * (0.5 * (1 + 1e-6));
+      EXPECT_TRUE(((x - y).abs() <= slack).all().item<bool>())
+          << what << ": worst excess " << ((x - y).abs() - slack).max().item<double>();
+      // Every value is one of the 15 levels of its block.
+      at::Tensor q = y / scale;
+      EXPECT_TRUE(at::allclose(q, q.round(), 0, 1e-4)) << what;
+      EXPECT_LE(q.abs().max().item<double>(), 7 + 1e-4) << what;
+      // decode + error == x bit for bit.
+      at::Tensor e = x - y;
+      EXPECT_TRUE(at::equal(y + e, x)) << what;
+    }
+  }
+}
+
+TEST(Int4, ByteLayoutIsTheDocumentedOne) {
+  // One block with max 7: scale 1, q = x; nibbles q + 8, element 2j low, 2j + 1 high.
+  at::Tensor x = at::tensor({7.f, -7.f, 0.f, 1.f, -1.f});
+  at::Tensor p = encode_int4(x, {5}, 64);
+  ASSERT_EQ(p.numel(), 4 + 3);
+  float scale;
+  std::memcpy(&scale, p.data_ptr<uint8_t>(), 4);
+  EXPECT_EQ(scale, 1.f);
+  auto b = p.accessor<uint8_t, 1>();
+  EXPECT_EQ(b[4], (7 + 8) + 16 * (-7 + 8));
+  EXPECT_EQ(b[5], (0 + 8) + 16 * (1 + 8));
+  EXPECT_EQ(b[6], (-1 + 8));  // odd count: the last high nibble is 0
+  EXPECT_TRUE(at::equal(decode_int4(p, {5}, 64), x));
+}
+
+TEST(Int4, BlocksNeverSpanTwoTensors) {
+  // A large tensor followed by a small one, with a block size that would put both in one block:
+  // the small tensor still gets its own scale.
+  at::Tensor big = at::full({3}, 1000.f), small = at::tensor({0.01f, -0.02f, 0.03f, 0.004f, 0.f});
+  at::Tensor x = at::cat({big, small});
+  at::Tensor y = decode_int4(encode_int4(x, {3, 5}, 64), {3, 5}, 64);
+  at::Tensor err = (y.narrow(0, 3, 5) - small).abs();
+  EXPECT_LE(err.max().item<float>(), 0.03f / 7 / 2 * 1.0001f);
+  EXPECT_GT(y.narrow(0, 3, 5).abs().sum().item<float>(), 0.f);
+}
+
+TEST(Int4, ZeroAndNonFiniteBlocksSendZeros) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Blocks of 4: [zeros] [inf] [nan] [finite].
+  at::Tensor x = at::tensor(
+      {0.f, 0.f, 0.f, 0.f, 1.f, inf, 2.f, 3.f, nan, 1.f, 1.f, 1.f, 4.f, -2.f, 1.f, 0.5f});
+  at::Tensor y = decode_int4(encode_int4(x, {16}, 4), {16}, 4);
+  EXPECT_TRUE(at::isfinite(y).all().item<bool>());
+  EXPECT_TRUE(at::equal(y.narrow(0, 0, 12), at::zeros({12})));
+  EXPECT_LE((y.narrow(0, 12, 4) - x.narrow(0, 12, 4)).abs().max().item<float>(),
+            4.f / 7 / 2 * 1.0001f);
+}
+
+TEST(Int4, PayloadOfTheWrongSizeOrTypeThrows) {
+  at::Tensor p = encode_int4(at::randn({10}), {10}, 4);
+  EXPECT_THROW(decode_int4(p.narrow(0, 0, p.numel() - 1), {10}, 4), c10::Error);
+  EXPECT_THROW(decode_int4(p, {12}, 4), c10::Error);
+  EXPECT_THROW(decode_int4(p.to(at::kInt), {10}, 4), c10::Error);
+  EXPECT_THROW(encode_int4(at::randn({10}), {9}, 4), c10::Error);
+  EXPECT_EQ(encode_int4(at::zeros({0}), {0, 0}, 4).numel(), 0);
+  EXPECT_EQ(decode_int4(at::zeros({0}, at::kByte), {0}, 4).numel(), 0);
+}
+
+TEST(FlatSparseWire, RoundTripsBothValueTypes) {
+  auto g = gen_for(8);
+  const int64_t numel = 200000, k = 1234;
+  at::Tensor x = at::randn({numel}, g) * 100;
+  TopKSelection s = exact_top_k(x, k);
+  for (at::ScalarType vt : {at::kFloat, at::kHalf}) {
+    at::Tensor sent;
+    at::Tensor wire = to_wire_values(s.values, vt, &sent);
+    at::Tensor bytes = encode_flat_sparse(s.indices, wire);
+    ASSERT_EQ(bytes.numel(), flat_sparse_payload_bytes(k, vt));
+    EXPECT_EQ(bytes.numel(), k * (4 + static_cast<int64_t>(c10::elementSize(vt))));
+    at::Tensor dense = at::zeros({numel});
+    decode_flat_sparse_add(bytes, k, vt, dense);
+    at::Tensor expect = at::zeros({numel});
+    expect.index_add_(0, s.indices, sent);
+    EXPECT_TRUE(at::equal(dense, expect));
+    // decode + residual == x bit for bit.
+    at::Tensor residual = x.index_add(0, s.indices, sent.neg());
+    EXPECT_TRUE(at::equal(dense + residual, x));
+  }
+}
+
+TEST(FlatSparseWire, BadPayloadsThrowInsteadOfWritingOutside) {
+  at::Tensor dense = at::zeros({10});
+  for (int64_t bad : {int64_t{10}, int64_t{-1}}) {
+    at::Tensor idx = at::tensor({int64_t{2}, bad});
+    at::Tensor bytes = encode_flat_sparse(idx.clamp_min(0), at::ones({2}));
+    int32_t raw = static_cast<int32_t>(bad);
+    std::memcpy(bytes.data_ptr<uint8_t>() + 4, &raw, 4);  // the second index
+    EXPECT_THROW(decode_flat_sparse_add(bytes, 2, at::kFloat, dense), c10::Error) << bad;
+  }
+  EXPECT_TRUE(at::equal(dense, at::zeros({10})));
+  at::Tensor ok = encode_flat_sparse(at::tensor({int64_t{1}}), at::ones({1}));
+  EXPECT_THROW(decode_flat_sparse_add(ok, 2, at::kFloat, dense), c10::Error);  // size
+  EXPECT_THROW(decode_flat_sparse_add(ok, 1, at::kHalf, dense), c10::Error);
+  EXPECT_THROW(encode_flat_sparse(at::tensor({int64_t{1} << 31}), at::ones({1})), c10::Error);
+  EXPECT_THROW(encode_flat_sparse(at::tensor({int64_t{1}}), at::ones({2})), c10::Error);
 }
 
 }  // namespace

@@ -1,17 +1,21 @@
 // Compressors over real Gloo groups (ranks as threads): PowerSGD at full rank and DGC at
 // density 1 against dense averaging, delayed finish (DSSGD) equal to immediate finish,
 // state save/restore, empty and tiny tensors, identical collective order on every rank,
-// and the measured wire bytes of DGC.
+// and the measured wire bytes of DGC; int4 and topk against a by-hand simulation of every
+// rank (bit for bit, identical on every rank), their error feedback and wire bytes.
 #include "compress/compressor.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <mutex>
+#include <numeric>
 
 #include "comm/counting_communicator.h"
 #include "comm/reducer.h"
+#include "compress/codec.h"
 #include "compress/factory.h"
 #include "testing/gloo_group.h"
 
@@ -269,6 +273,11 @@ TEST(Compressors, DelayedFinishGivesTheSameResults) {
   });
   expect_delay_invariant([](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
   expect_delay_invariant([](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
+  expect_delay_invariant(
+      [](Communicator& c) { return std::make_unique<Int4Compressor>(c, Int4Options{}); });
+  expect_delay_invariant([](Communicator& c) {
+    return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, at::kFloat, true});
+  });
 }
 
 // Saving the per-rank state after k steps and loading it into a fresh compressor continues
@@ -314,6 +323,12 @@ TEST(Compressors, StateSavesAndRestores) {
       [](Communicator& c) { return std::make_unique<Fp16Compressor>(c, true); });
   expect_state_round_trip(
       [](Communicator& c) { return std::make_unique<Int8Compressor>(c, true); });
+  expect_state_round_trip([](Communicator& c) {
+    return std::make_unique<Int4Compressor>(c, Int4Options{16, true});
+  });
+  expect_state_round_trip([](Communicator& c) {
+    return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, at::kHalf, true});
+  });
 }
 
 TEST(Compressors, RestoredStateOfTheWrongShapeIsAnError) {
@@ -323,6 +338,17 @@ TEST(Compressors, RestoredStateOfTheWrongShapeIsAnError) {
     std::vector<at::Tensor> g{at::ones({4})}, out{at::zeros({4})};
     EXPECT_FALSE(c.start(g, 0)->finish(out).is_ok());
     EXPECT_FALSE(c.load_state({{"dgc/v/0", at::zeros({3})}}).is_ok());
+    std::vector<std::unique_ptr<GradientReducer>> others;
+    others.push_back(std::make_unique<Int4Compressor>(*comm, Int4Options{}));
+    others.push_back(std::make_unique<TopkCompressor>(*comm, TopkOptions{}));
+    for (auto& other : others) {
+      ASSERT_TRUE(other->load_state({{other->name() + "/e/0", at::zeros({3})}}).is_ok());
+      std::vector<at::Tensor> out4{at::zeros({4})};
+      Status s = other->start(g, 0)->finish(out4);
+      EXPECT_FALSE(s.is_ok()) << other->name();
+      EXPECT_NE(s.message().find(other->name() + "/e/0"), std::string::npos) << s.message();
+      EXPECT_FALSE(other->load_state({{"int8/e/0", at::zeros({4})}}).is_ok()) << other->name();
+    }
   });
 }
 
@@ -340,6 +366,10 @@ std::vector<std::unique_ptr<GradientReducer>> all_compressors(Communicator& c) {
   out.push_back(std::make_unique<PowerSgdCompressor>(c, p));
   out.push_back(std::make_unique<Fp16Compressor>(c, true));
   out.push_back(std::make_unique<Int8Compressor>(c, true));
+  out.push_back(std::make_unique<Int4Compressor>(c, Int4Options{2, true}));
+  out.push_back(std::make_unique<Int4Compressor>(c, Int4Options{64, false}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.001, at::kFloat, true}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.3, at::kHalf, false}));
   return out;
 }
 
@@ -458,6 +488,218 @@ TEST(Factory, DgcWireBytesAndCompressionRatio) {
     ASSERT_TRUE((*dense)->start(g, 0)->finish(out).is_ok());
     EXPECT_NEAR((*dense)->stats().compression_ratio(4), 1.0, 1e-9);
     EXPECT_FALSE((*dense)->owns_momentum());
+  });
+}
+
+// One rank's side of int4 or topk, simulated with the codec alone: x = g + e, the payload this
+// rank sends, e = x − what it sent. `decoded` is the payload as every receiver decodes it.
+struct SimRank {
+  std::vector<at::Tensor> e;  // per tensor, flat
+};
+
+// What a compressor of `method` ("int4" / "topk") must output on every rank for one step, given
+// every rank's gradients, computed by hand: each rank's decoded payload, summed in rank order
+// (int4: decoded vectors; topk: scatter-adds into zeros), divided by N.
+std::vector<at::Tensor> simulate_step(const std::string& method, std::vector<SimRank>& ranks,
+                                      const std::vector<std::vector<at::Tensor>>& grads,
+                                      int64_t block, double density) {
+  const size_t world = ranks.size();
+  std::vector<int64_t> numels;
+  for (const auto& t : grads[0]) numels.push_back(t.numel());
+  int64_t n = std::accumulate(numels.begin(), numels.end(), int64_t{0});
+  at::Tensor acc;
+  for (size_t r = 0; r < world; ++r) {
+    if (ranks[r].e.empty()) {
+      for (int64_t m : numels) ranks[r].e.push_back(at::zeros({m}));
+    }
+    std::vector<at::Tensor> parts;
+    for (size_t i = 0; i < numels.size(); ++i)
+      parts.push_back(grads[r][i].reshape({-1}) + ranks[r].e[i]);
+    at::Tensor x = at::cat(parts);
+    at::Tensor sent;  // dense, what this rank's payload stands for
+    if (method == "int4") {
+      sent = decode_int4(encode_int4(x, numels, block), numels, block);
+      acc = r == 0 ? sent.clone() : acc.add_(sent);
+    } else {
+      int64_t k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(density * n)));
+      at::Tensor order = std::get<1>(at::sort(x.abs(), 0, /*descending=*/true)).narrow(0, 0, k);
+      at::Tensor idx = std::get<0>(at::sort(order));
+      sent = at::zeros({n}).index_put_({idx}, x.index_select(0, idx));
+      if (r == 0) acc = at::zeros({n});
+      acc.index_add_(0, idx, x.index_select(0, idx));
+    }
+    at::Tensor residual = x - sent;
+    int64_t off = 0;
+    for (size_t i = 0; i < numels.size(); ++i) {
+      ranks[r].e[i] = residual.narrow(0, off, numels[i]).clone();
+      off += numels[i];
+    }
+  }
+  acc.div_(static_cast<double>(world));
+  std::vector<at::Tensor> out;
+  int64_t off = 0;
+  for (size_t i = 0; i < numels.size(); ++i) {
+    out.push_back(acc.narrow(0, off, numels[i]).view_as(grads[0][i]).clone());
+    off += numels[i];
+  }
+  return out;
+}
+
+// 2 and 3 ranks: every rank's output is bit-identical to the by-hand simulation of all ranks
+// (and so to every other rank's), over steps where the error feedback carries over.
+void expect_matches_simulation(const std::string& method, int64_t block, double density) {
+  const Shapes shapes = {{16, 20}, {16}, {8, 4, 3, 3}, {8}, {3, 2}, {10, 16}, {1}};
+  for (int world : {2, 3}) {
+    const int64_t steps = 4;
+    std::vector<SimRank> sim(static_cast<size_t>(world));
+    std::vector<std::vector<at::Tensor>> expected;
+    for (int64_t s = 0; s < steps; ++s) {
+      std::vector<std::vector<at::Tensor>> g;
+      for (int r = 0; r < world; ++r) g.push_back(grads_for(shapes, r, s, 0.2 * r));
+      expected.push_back(simulate_step(method, sim, g, block, density));
+    }
+    testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+      std::unique_ptr<GradientReducer> c;
+      if (method == "int4") {
+        c = std::make_unique<Int4Compressor>(*comm, Int4Options{block, true});
+      } else {
+        c = std::make_unique<TopkCompressor>(*comm, TopkOptions{density, at::kFloat, true});
+      }
+      for (int64_t s = 0; s < steps; ++s) {
+        auto g = grads_for(shapes, rank, s, 0.2 * rank);
+        auto out = zeros_like_all(g);
+        ASSERT_TRUE(c->start(g, s)->finish(out).is_ok());
+        for (size_t i = 0; i < out.size(); ++i) {
+          EXPECT_TRUE(at::equal(out[i], expected[static_cast<size_t>(s)][i]))
+              << method << " world " << world << " rank " << rank << " step " << s << " tensor "
+              << i << " max diff "
+              << (out[i] - expected[static_cast<size_t>(s)][i]).abs().max().item<double>();
+        }
+      }
+      // The memories are the simulation's too: checkpoints carry exactly these.
+      auto state = c->state();
+      ASSERT_EQ(state.size(), shapes.size());
+      for (const auto& [name, t] : state) {
+        size_t i = std::stoul(name.substr(name.rfind('/') + 1));
+        EXPECT_EQ(name, method + "/e/" + std::to_string(i));
+        EXPECT_TRUE(at::equal(t, sim[static_cast<size_t>(rank)].e[i])) << name << " rank " << rank;
+      }
+    });
+  }
+}
+
+TEST(Int4Compressor, EveryRankOutputsTheAverageOfTheDecodedPayloads) {
+  expect_matches_simulation("int4", 64, 0);
+  expect_matches_simulation("int4", 4, 0);
+}
+
+TEST(TopkCompressor, EveryRankOutputsTheAverageOfTheScatteredPayloads) {
+  expect_matches_simulation("topk", 0, 0.02);
+  expect_matches_simulation("topk", 0, 0.3);
+}
+
+// One rank: what was applied plus what the memory keeps is exactly what there was to send,
+// bit for bit (the average of one rank is its own decoded payload).
+void expect_exact_feedback(GradientReducer& c) {
+  const Shapes shapes = {{30, 40}, {7}};
+  std::vector<at::Tensor> e_old = {at::zeros({1200}), at::zeros({7})};
+  for (int64_t step = 0; step < 4; ++step) {
+    auto g = grads_for(shapes, 0, step);
+    auto out = zeros_like_all(g);
+    ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+    std::vector<at::Tensor> e_new(2);
+    for (auto& [name, t] : c.state())
+      e_new[std::stoul(name.substr(name.rfind('/') + 1))] = t.clone();
+    for (size_t i = 0; i < 2; ++i) {
+      ASSERT_TRUE(e_new[i].defined()) << c.name();
+      EXPECT_TRUE(at::equal(out[i].reshape({-1}) + e_new[i], g[i].reshape({-1}) + e_old[i]))
+          << c.name() << " step " << step << " tensor " << i;
+    }
+    EXPECT_GT(e_new[0].abs().max().item<double>(), 0.01) << c.name() << ": nothing was kept back";
+    e_old = e_new;
+  }
+}
+
+TEST(Compressors, Int4AndTopkFeedBackExactlyWhatWasNotSent) {
+  testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
+    Int4Compressor int4(*comm, Int4Options{});
+    expect_exact_feedback(int4);
+    TopkCompressor topk(*comm, TopkOptions{0.02, at::kFloat, true});
+    expect_exact_feedback(topk);
+    TopkCompressor topk16(*comm, TopkOptions{0.02, at::kHalf, true});
+    expect_exact_feedback(topk16);
+  });
+}
+
+TEST(Compressors, Int4AndTopkSumOverStepsMatchesDenseSum) {
+  // Several ranks: the sum of the applied averages plus the average of what every rank still
+  // holds equals the sum of the dense averages.
+  for (std::string method : {"int4", "topk"}) {
+    testing::run_ranks(3, [&](int rank, std::shared_ptr<Communicator> comm) {
+      std::unique_ptr<GradientReducer> c;
+      if (method == "int4") {
+        c = std::make_unique<Int4Compressor>(*comm, Int4Options{});
+      } else {
+        c = std::make_unique<TopkCompressor>(*comm, TopkOptions{0.05, at::kFloat, true});
+      }
+      at::Tensor applied = at::zeros({30, 40}), dense = at::zeros({30, 40});
+      for (int64_t step = 0; step < 6; ++step) {
+        auto g = grads_for({{30, 40}}, rank, step);
+        auto out = zeros_like_all(g);
+        ASSERT_TRUE(c->start(g, step)->finish(out).is_ok());
+        applied += out[0];
+        dense += dense_average(*comm, g)[0];
+      }
+      auto state = c->state();
+      ASSERT_EQ(state.size(), 1u);
+      std::vector<at::Tensor> p{state[0].second.view({30, 40}).clone()};
+      ASSERT_TRUE(all_reduce_sync(*comm, p).is_ok());
+      EXPECT_TRUE(at::allclose(applied + p[0] / 3, dense, 1e-5, 1e-5)) << method;
+      EXPECT_FALSE(at::allclose(applied, dense, 1e-3, 1e-3)) << method << ": nothing is pending";
+    });
+  }
+}
+
+TEST(Factory, Int4AndTopkWireBytesFollowTheirFormats) {
+  // A 1000 x 1000 matrix and a 10-vector on 4 ranks; an allgather sends a payload N − 1 times.
+  const std::vector<int64_t> numels = {1000 * 1000, 10};
+  const int64_t n = numels[0] + numels[1];
+  const int world = 4, steps = 3;
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    for (const char* method : {"int4", "topk"}) {
+      JobSpec spec;
+      spec.compress.method = method;
+      spec.compress.density = kTopkDefaultDensity;
+      auto r = make_gradient_reducer(spec, *comm, ReducerContext{});
+      ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+      auto& reducer = *r;
+      EXPECT_EQ(reducer->name(), method);
+      EXPECT_FALSE(reducer->owns_momentum());
+      for (int64_t step = 0; step < steps; ++step) {
+        auto g = grads_for({{1000, 1000}, {10}}, rank, step);
+        auto out = zeros_like_all(g);
+        ASSERT_TRUE(reducer->start(g, step)->finish(out).is_ok());
+      }
+      const ReducerStats& s = reducer->stats();
+      int64_t payload;
+      if (std::string(method) == "int4") {
+        // Blocks of 64 within each tensor: ceil(1e6 / 64) + ceil(10 / 64); fp32 scales; 2 per byte.
+        int64_t blocks = (numels[0] + 63) / 64 + (numels[1] + 63) / 64;
+        payload = blocks * 4 + (n + 1) / 2;
+        // About 1/8 of fp32 plus the scales (one fp32 per 64 values).
+        EXPECT_NEAR(static_cast<double>(payload) / (4.0 * n), 1.0 / 8 + 1.0 / 64, 1e-4);
+      } else {
+        int64_t k = static_cast<int64_t>(std::ceil(kTopkDefaultDensity * static_cast<double>(n)));
+        payload = k * (4 + 4);
+      }
+      EXPECT_EQ(s.wire_bytes, steps * (world - 1) * payload) << method;
+      EXPECT_EQ(s.dense_bytes, steps * 4 * n) << method;
+      EXPECT_EQ(s.reductions, steps) << method;
+      EXPECT_GT(s.compress_s, 0) << method;
+      EXPECT_NEAR(
+          s.compression_ratio(world),
+          2.0 * (world - 1) / world * 4.0 * n / ((world - 1) * static_cast<double>(payload)), 1e-9);
+    }
   });
 }
 

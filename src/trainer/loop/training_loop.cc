@@ -27,6 +27,15 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// The tensors whose names start with `prefix`, named without it.
+NamedTensors with_prefix(const NamedTensors& tensors, const std::string& prefix) {
+  NamedTensors out;
+  for (const auto& [name, t] : tensors) {
+    if (name.rfind(prefix, 0) == 0) out.emplace_back(name.substr(prefix.size()), t);
+  }
+  return out;
+}
+
 }  // namespace
 
 TrainingLoop::TrainingLoop(TrainerOptions options, std::shared_ptr<Communicator> comm, EventSink* sink,
@@ -138,6 +147,14 @@ Status TrainingLoop::build_sync(bool first) {
   ReducerContext rctx;
   rctx.steps_per_epoch = steps_per_epoch_;
   rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
+  // A rebuilt strategy (a regroup) keeps the replicated state the survivors share (an outer
+  // optimizer's momentum); an automatic d and T is chosen again for the new group.
+  NamedState carried;
+  if (strategy_ && !first) {
+    for (auto& [name, t] : strategy_->replicated_state()) {
+      if (name != "auto_plan") carried.emplace_back(name, t.clone());
+    }
+  }
   strategy_.reset();  // borrows the reducer: goes first
   TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
   if (first && reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
@@ -148,12 +165,15 @@ Status TrainingLoop::build_sync(bool first) {
   ctx.momentum_buffers = optimizer_->averaged_state();
   ctx.intra_comm = intra_counting_;
   ctx.inter_comm = inter_counting_;
+  ctx.make_reducer = [this, rctx]() { return make_gradient_reducer(spec_, *counting_, rctx); };
   if (spec_.straggler.mode != "none") {
     TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
   } else {
     TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
   }
-  return strategy_->begin(params_);
+  TERN_RETURN_IF_ERROR(strategy_->begin(params_));
+  if (!carried.empty()) TERN_RETURN_IF_ERROR(strategy_->load_replicated_state(carried).with_context("regroup"));
+  return Status::ok();
 }
 
 nlohmann::json TrainingLoop::counters() const {
@@ -198,6 +218,10 @@ Status TrainingLoop::sync_state(bool have_state) {
     state.push_back(t.is_floating_point() ? t.to(options_.device) : t.to(options_.device, at::kDouble));
   }
   for (auto& [name, b] : workload_->named_buffers()) state.push_back(b.detach());
+  // The strategy's replicated state (outer momentum); an automatic plan is made anew.
+  for (auto& [name, t] : strategy_->replicated_state()) {
+    if (name != "auto_plan") state.push_back(t);
+  }
   // The job's counters and checkpoint schedule travel with them (doubles hold these integers
   // exactly).
   state.push_back(at::tensor({static_cast<double>(global_samples_), static_cast<double>(interval_steps_),
@@ -217,6 +241,8 @@ Status TrainingLoop::sync_state(bool have_state) {
   last_loss_ = v[4];
   if (have_state && step_ < best) spdlog::info("state from rank {}: step {} -> {}", src, step_, best);
   step_ = best;
+  // The strategy restarts from the synced parameters (periodic sync's last sync point).
+  TERN_RETURN_IF_ERROR(strategy_->begin(params_));
   spdlog::info("state synced from rank {} at step {} ({} ranks)", src, best, world);
   return Status::ok();
 }
@@ -289,13 +315,12 @@ void TrainingLoop::restore_lost_rank_state() {
                    step_, options_.rank,
                    c.is_ok() ? "the checkpoint has world " + std::to_string(c->manifest.world) : c.status().message());
     } else {
-      NamedTensors reducer_state;
-      const std::string prefix = "reducer/";
-      for (const auto& [name, t] : c->ranks.at(options_.rank).tensors) {
-        if (name.rfind(prefix, 0) == 0) reducer_state.emplace_back(name.substr(prefix.size()), t);
-      }
+      const NamedTensors& tensors = c->ranks.at(options_.rank).tensors;
+      NamedTensors reducer_state = with_prefix(tensors, "reducer/");
       const std::string file = checkpointer_->store().file_path(c->step, rank_file_name(options_.rank));
-      if (Status s = reducer_->load_state(reducer_state); !s.is_ok()) {
+      Status s = reducer_->load_state(reducer_state);
+      if (s.is_ok()) s = strategy_->load_rank_state(with_prefix(tensors, "sync/"));
+      if (!s.is_ok()) {
         spdlog::warn("step {}: {}: per-rank state not restored: {}", step_, file, s.to_string());
       } else {
         spdlog::info("step {}: restored rank {}'s per-rank state ({} reducer tensors) from {} (partial recovery)",
@@ -429,6 +454,8 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
     (shared_momentum ? replicated : per_rank).emplace_back(name, t);
   }
   for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t);
+  for (auto& [name, t] : strategy_->replicated_state()) replicated.emplace_back("sync/" + name, t);
+  for (auto& [name, t] : strategy_->rank_state()) per_rank.emplace_back("sync/" + name, t);
   if (traits_.sharded_state) {
     meta.extra["shard"] = shard_save_name(kind);
     TERN_ASSIGN_OR_RETURN(int64_t rows, workload_->save_sharded(kind, &per_rank));
@@ -521,17 +548,16 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
   const std::string mfile = shared ? store.file_path(c.step, kReplicatedFile) : rank_file;
   TERN_RETURN_IF_ERROR(optimizer_->load_state(msrc.tensors, param_names_, mfile));
   const size_t restored = optimizer_->state(param_names_, /*materialize=*/false).size();
-  NamedTensors reducer_state;
-  const std::string prefix = "reducer/";
-  for (const auto& [name, t] : mine.tensors) {
-    if (name.rfind(prefix, 0) == 0) reducer_state.emplace_back(name.substr(prefix.size()), t);
-  }
+  NamedTensors reducer_state = with_prefix(mine.tensors, "reducer/");
   if (!reducer_state.empty()) {
     TERN_RETURN_IF_ERROR(reducer_->load_state(reducer_state).with_context(rank_file));
   } else if (!reducer_->state().empty()) {
     spdlog::warn("{}: no {} state in the checkpoint (written with another compressor?); starting it empty",
                  rank_file, reducer_->name());
   }
+  TERN_RETURN_IF_ERROR(strategy_->load_replicated_state(with_prefix(c.replicated->tensors, "sync/"))
+                           .with_context(store.file_path(c.step, kReplicatedFile)));
+  TERN_RETURN_IF_ERROR(strategy_->load_rank_state(with_prefix(mine.tensors, "sync/")).with_context(rank_file));
   if (traits_.sharded_state) TERN_RETURN_IF_ERROR(workload_->restore_sharded(store, c.step));
   std::string skipped;
   for (const auto& s : c.skipped) skipped += "; skipped " + s;
