@@ -2,6 +2,7 @@
 #include "common/workload_traits.h"
 
 #include <cctype>
+#include <cmath>
 #include <limits>
 #include <sstream>
 
@@ -57,9 +58,40 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get("lr_min", &out->lr_min, 0.0, 100.0);
   m.get_list("lr_decay_at", &out->lr_decay_at, 0.0, 1.0);
   m.get("lr_gamma", &out->lr_gamma, 0.0, 1.0);
+  m.get_enum("optimizer", &out->optimizer, {"sgd", "adamw"});
   m.get("momentum", &out->momentum, 0.0, 0.9999);
   m.get("nesterov", &out->nesterov);
   m.get("weight_decay", &out->weight_decay, 0.0, 1.0);
+  // (A sentinel outside the getter's range tells "reported by the getter" from "read".)
+  if (m.has("betas")) {
+    std::vector<double> betas = {2.0};
+    m.get_list("betas", &betas, 0.0, 1.0);
+    bool ok = betas.size() == 2;
+    for (double b : betas) ok = ok && b >= 0 && b < 1;  // (false for NaN too)
+    if (ok) {
+      out->betas = betas;
+    } else if (betas != std::vector<double>{2.0}) {
+      std::ostringstream got;
+      for (size_t i = 0; i < betas.size(); ++i) got << (i ? ", " : "") << betas[i];
+      m.error("betas", "must be two numbers [beta1, beta2], each in [0, 1), got [" + got.str() + "]");
+    }
+  }
+  if (m.has("eps")) {
+    double eps = std::numeric_limits<double>::quiet_NaN();  // the getter reads finite numbers only
+    m.get("eps", &eps, -kMaxDouble, 1.0);
+    if (eps > 0) {
+      out->eps = eps;
+    } else if (!std::isnan(eps)) {
+      std::ostringstream got;
+      got << eps;
+      m.error("eps", "must be > 0 (AdamW divides by sqrt(v) + eps), got " + got.str());
+    }
+  }
+  if (out->optimizer == "adamw" && out->nesterov) {
+    // (train.momentum is left alone: every SGD template sets it, and adamw does not read it.)
+    m.error("nesterov", "is SGD's Nesterov momentum; train.optimizer adamw has none: remove it or use "
+                        "train.optimizer sgd");
+  }
   m.get("seed", &out->seed, 0, kMaxInt);
   m.get("eval_every", &out->eval_every, 0, kMaxInt);
   m.get("log_every", &out->log_every, 1, kMaxInt);
@@ -299,7 +331,13 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
                            "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
   }
   validate_sync(s.sync, root);
-  if (s.train.nesterov && s.train.momentum == 0) root.error("train", "nesterov needs momentum > 0");
+  if (s.train.nesterov && s.train.momentum == 0 && s.train.optimizer == "sgd") {
+    root.error("train", "nesterov needs momentum > 0");
+  }
+  if (s.train.optimizer == "adamw" && s.compress.method == "dgc") {
+    root.error("compress", "method dgc applies SGD momentum inside the compressor (momentum correction): it "
+                           "cannot be combined with train.optimizer adamw; use topk, int4, fp16, int8 or powersgd");
+  }
   if (s.train.nesterov && s.compress.method == "dgc") {
     root.error("train", "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");
   }

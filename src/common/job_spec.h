@@ -77,9 +77,19 @@ struct TrainSpec {
   double lr_min = 0.0;
   std::vector<double> lr_decay_at = {0.5, 0.75};
   double lr_gamma = 0.1;
+  // The optimizer of the replicated (dense) parameters (trainer/loop/optimizer.h): sgd
+  // (torch::optim::SGD: momentum, nesterov, L2 weight_decay added to the gradient) or adamw
+  // (torch::optim::AdamW: betas, eps, decoupled weight_decay, p *= 1 - lr * weight_decay).
+  // DLRM's embedding rows keep their own sparse SGD at the scheduled lr with either.
+  std::string optimizer = "sgd";  // sgd | adamw
+  // SGD only (adamw ignores momentum, which every template sets, and refuses nesterov: true).
   double momentum = 0.9;   // the default for model.type dlrm is 0 (plain SGD on its MLPs)
   bool nesterov = false;   // Nesterov momentum (as torch::optim::SGD)
-  double weight_decay = 0.0;
+  double weight_decay = 0.0;  // sgd: L2 on the gradient; adamw: decoupled decay
+  // AdamW only: the moments' decay rates [beta1, beta2], each in [0, 1), and the denominator's
+  // eps (> 0).
+  std::vector<double> betas = {0.9, 0.999};
+  double eps = 1e-8;
   int64_t seed = 1;
   int64_t eval_every = 0;  // steps between evaluations; 0 = only at the end
   int64_t log_every = 20;  // steps between progress events

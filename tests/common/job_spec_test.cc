@@ -329,5 +329,80 @@ TEST(JobSpec, AbsurdTrainThreadsAreRefused) {
   }
 }
 
+TEST(JobSpec, OptimizerDefaultsToSgdAndReadsAdamWFields) {
+  auto r = load_job_spec_text(kGood, "job.yaml");
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.train.optimizer, "sgd");
+  EXPECT_EQ(r->spec.train.betas, (std::vector<double>{0.9, 0.999}));
+  EXPECT_DOUBLE_EQ(r->spec.train.eps, 1e-8);
+  EXPECT_DOUBLE_EQ(r->spec.train.weight_decay, 0.0);
+  r = load_job_spec_text(kGood, "job.yaml",
+                         {"train.optimizer=adamw", "train.betas=[0.8, 0.95]", "train.eps=1e-6", "train.weight_decay=0.1",
+                          "train.momentum=0.9"});  // (SGD's momentum, which every template sets, is left alone)
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.train.optimizer, "adamw");
+  EXPECT_EQ(r->spec.train.betas, (std::vector<double>{0.8, 0.95}));
+  EXPECT_DOUBLE_EQ(r->spec.train.eps, 1e-6);
+  EXPECT_DOUBLE_EQ(r->spec.train.weight_decay, 0.1);
+  // The edges of the ranges: beta 0 and eps 1 are valid.
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"train.optimizer=adamw", "train.betas=[0, 0]", "train.eps=1"})
+                  .is_ok());
+  // The effective YAML carries them.
+  auto again = load_job_spec_text(r->yaml, "again.yaml");
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_EQ(again->spec.train.betas, (std::vector<double>{0.8, 0.95}));
+}
+
+TEST(JobSpec, BadOptimizerFieldsAreRefusedNamingFileLineAndField) {
+  // In a file: the line of the field.
+  std::string text = kGood;
+  text.replace(text.find("  lr: 0.1\n"), 10, "  lr: 0.1\n  optimizer: adamw\n  betas: [0.9, 1]\n  eps: 0\n");
+  Status s = load_error(text);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("job.yaml:10: train.betas must be two numbers [beta1, beta2], each in [0, 1), got [0.9, 1]"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("job.yaml:11: train.eps must be > 0"), std::string::npos) << s.message();
+
+  // Every class of bad value, each named.
+  struct Case {
+    std::vector<std::string> set;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {{"train.optimizer=adam"}, "train.optimizer must be one of [sgd, adamw], got 'adam'"},
+      {{"train.optimizer=ADAMW"}, "train.optimizer must be one of"},
+      {{"train.optimizer="}, "train.optimizer must be"},  // null
+      {{"train.betas=[0.9]"}, "train.betas must be two numbers"},
+      {{"train.betas=[]"}, "train.betas must be two numbers"},
+      {{"train.betas=[0.9, 0.99, 0.999]"}, "train.betas must be two numbers"},
+      {{"train.betas=[1, 0.999]"}, "train.betas must be two numbers [beta1, beta2], each in [0, 1), got [1, 0.999]"},
+      {{"train.betas=[-0.1, 0.9]"}, "train.betas[0] must be a number in [0, 1]"},
+      {{"train.betas=[0.9, 2]"}, "train.betas[1] must be a number in [0, 1]"},
+      {{"train.betas=[0.9, fast]"}, "train.betas[1] must be a number"},
+      {{"train.betas=[.nan, 0.9]"}, "train.betas must be two numbers"},
+      {{"train.betas=0.9"}, "train.betas must be a list of numbers"},
+      {{"train.betas="}, "train.betas must be a list of numbers, got null"},
+      {{"train.eps=0"}, "train.eps must be > 0 (AdamW divides by sqrt(v) + eps), got 0"},
+      {{"train.eps=-1e-8"}, "train.eps must be > 0"},
+      {{"train.eps=2"}, "train.eps must be <= 1"},
+      {{"train.eps=tiny"}, "train.eps must be a number, got 'tiny'"},
+      {{"train.eps=.inf"}, "train.eps must be a number"},
+      {{"train.optimizer=adamw", "train.nesterov=true"}, "train.nesterov is SGD's Nesterov momentum"},
+      {{"train.optimizer=adamw", "compress.method=dgc"}, "cannot be combined with train.optimizer adamw"},
+      {{"train.optimizer=adamw", "train.weight_decay=-0.1"}, "train.weight_decay must be >= 0"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.set.back());
+    Status e = load_error(kGood, c.set);
+    EXPECT_EQ(e.code(), StatusCode::kInvalidArgument) << e.to_string();
+    EXPECT_EQ(e.message().rfind("job.yaml", 0), 0u) << "names the file: " << e.message();
+    EXPECT_NE(e.message().find(c.expect), std::string::npos) << e.message();
+  }
+  // SGD keeps its Nesterov momentum (and DGC) as before.
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"train.nesterov=true"}).is_ok());
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"compress.method=dgc"}).is_ok());
+}
+
 }  // namespace
 }  // namespace tern

@@ -79,8 +79,13 @@ Status TrainingLoop::setup() {
       TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, data, 0).with_context("initial broadcast"));
     }
   }
-  optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, spec_.train.momentum, spec_.train.weight_decay,
-                                     spec_.train.nesterov);
+  TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_));
+  if (optimizer_->name() == "adamw") {
+    spdlog::info("optimizer adamw on {} parameters: lr {} betas [{}, {}] eps {} weight_decay {} (decoupled){}",
+                 params_.size(), spec_.train.lr, spec_.train.betas.at(0), spec_.train.betas.at(1), spec_.train.eps,
+                 spec_.train.weight_decay,
+                 spec_.train.momentum != 0 ? "; train.momentum is SGD's and not used" : "");
+  }
   steps_per_epoch_ = (workload_->samples_per_rank() + spec_.train.batch_size - 1) / spec_.train.batch_size;
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
   // The region and leader groups are metered too, so bytes_sent covers every hop.
@@ -153,10 +158,11 @@ Status TrainingLoop::build_sync(bool first) {
   strategy_.reset();  // borrows the reducer: goes first
   TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
   if (first && reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
-    optimizer_ = std::make_unique<Sgd>(params_, spec_.train.lr, 0.0, spec_.train.weight_decay);
+    TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_, /*momentum_in_reducer=*/true));
   }
   StrategyContext ctx{*counting_, reducer_.get(), spec_};
-  ctx.momentum_buffers = &optimizer_->momentum_buffers();
+  // sync.average_momentum: SGD's momentum buffers, AdamW's first moment (optimizer.h).
+  ctx.momentum_buffers = optimizer_->averaged_state();
   ctx.intra_comm = intra_counting_;
   ctx.inter_comm = inter_counting_;
   ctx.make_reducer = [this, rctx]() { return make_gradient_reducer(spec_, *counting_, rctx); };
@@ -203,11 +209,13 @@ Status TrainingLoop::sync_state(bool have_state) {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> state;
   for (auto& p : params_) state.push_back(p.data());
-  auto& buffers = optimizer_->momentum_buffers();
-  for (size_t i = 0; i < buffers.size(); ++i) {
-    // Lazily created on the first step; a zero buffer behaves the same (m·0 + g = g).
-    if (!buffers[i].defined()) buffers[i] = at::zeros_like(params_[i]);
-    state.push_back(buffers[i]);
+  // The optimizer's whole state, the same list on every rank (state not created yet comes as
+  // zeros, which behave the same); integer state (AdamW's step counts) travels as doubles, which
+  // hold it exactly, and everything goes back through load_state().
+  Optimizer::NamedTensors opt_state = optimizer_->state(param_names_, /*materialize=*/true);
+  const size_t opt_begin = state.size();
+  for (auto& [name, t] : opt_state) {
+    state.push_back(t.is_floating_point() ? t.to(options_.device) : t.to(options_.device, at::kDouble));
   }
   for (auto& [name, b] : workload_->named_buffers()) state.push_back(b.detach());
   // The strategy's replicated state (outer momentum); an automatic plan is made anew.
@@ -221,6 +229,9 @@ Status TrainingLoop::sync_state(bool have_state) {
                              at::kDouble)
                       .to(options_.device));
   TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, state, src).with_context("state from rank " + std::to_string(src)));
+  for (size_t i = 0; i < opt_state.size(); ++i) opt_state[i].second = state[opt_begin + i];
+  TERN_RETURN_IF_ERROR(optimizer_->load_state(opt_state, param_names_, "optimizer state from rank " +
+                                                                         std::to_string(src)));
   at::Tensor c = state.back().cpu();
   auto v = c.accessor<double, 1>();
   global_samples_ = static_cast<int64_t>(v[0]);
@@ -329,7 +340,8 @@ void TrainingLoop::restore_lost_rank_state() {
 
 bool TrainingLoop::momentum_replicated() const {
   // Only SSGD applies the same (all-reduced) update everywhere; delayed, periodic,
-  // hierarchical and straggler-tolerant updates leave each rank its own momentum.
+  // hierarchical and straggler-tolerant updates leave each rank its own optimizer state (SGD's
+  // momentum, AdamW's moments).
   return strategy_->name() == "ssgd" && spec_.straggler.mode == "none";
 }
 
@@ -426,7 +438,9 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   meta.world = options_.world;
   meta.generation = options_.generation;
   meta.job_id = options_.job_id;
+  // Where the optimizer's state is (the key's name predates AdamW) and whose state it is.
   meta.extra["momentum"] = shared_momentum ? "replicated" : "per_rank";
+  meta.extra["optimizer"] = optimizer_->name();
   meta.extra["strategy"] = strategy_->name();
   meta.extra["reducer"] = reducer_->name();
   meta.extra["policy"] = spec_.recovery.policy;
@@ -435,12 +449,9 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
                                                               std::to_string(step_)));
   NamedTensors replicated, per_rank;
   for (auto& [name, b] : workload_->named_buffers()) replicated.emplace_back("buffer/" + name, b.detach());
-  auto& buffers = optimizer_->momentum_buffers();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
-    if (i < buffers.size() && buffers[i].defined()) {
-      (shared_momentum ? replicated : per_rank).emplace_back("momentum/" + param_names_[i], buffers[i]);
-    }
+  for (size_t i = 0; i < params_.size(); ++i) replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
+  for (auto& [name, t] : optimizer_->state(param_names_, /*materialize=*/false)) {
+    (shared_momentum ? replicated : per_rank).emplace_back(name, t);
   }
   for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t);
   for (auto& [name, t] : strategy_->replicated_state()) replicated.emplace_back("sync/" + name, t);
@@ -464,6 +475,15 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   }
   nlohmann::json counters = nlohmann::json::parse(it->second, nullptr, false);
   if (!counters.is_object()) return data_loss(file + ": the 'trainer' metadata is not a JSON object");
+  // Before anything is loaded: another optimizer's state must not be half taken (its
+  // parameters without its moments). Checkpoints from before train.optimizer are SGD's.
+  auto opt = rep.meta.extra.find("optimizer");
+  const std::string written = opt == rep.meta.extra.end() ? "sgd" : opt->second;
+  if (written != optimizer_->name()) {
+    return failed_precondition(file + ": written with train.optimizer " + written + ", this job has " +
+                               optimizer_->name() + " (its state cannot be carried over; resume with train.optimizer " +
+                               written + ")");
+  }
   int64_t spe = counters.value("steps_per_epoch", int64_t{-1});
   if (spe != steps_per_epoch_) {
     return failed_precondition(file + ": written with " + std::to_string(spe) + " steps per epoch, this job has " +
@@ -526,18 +546,8 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
   const bool shared = it != c.replicated->meta.extra.end() && it->second == "replicated";
   const Checkpoint& msrc = shared ? *c.replicated : mine;
   const std::string mfile = shared ? store.file_path(c.step, kReplicatedFile) : rank_file;
-  auto& buffers = optimizer_->momentum_buffers();
-  size_t restored = 0;
-  for (size_t i = 0; i < params_.size() && i < buffers.size(); ++i) {
-    const at::Tensor* t = msrc.find("momentum/" + param_names_[i]);
-    if (t == nullptr) continue;
-    if (t->sizes() != params_[i].sizes()) {
-      return failed_precondition(mfile + ": momentum of '" + param_names_[i] + "' is " + c10::str(t->sizes()) +
-                                 ", the parameter " + c10::str(params_[i].sizes()));
-    }
-    buffers[i] = t->to(options_.device, params_[i].scalar_type()).clone();
-    ++restored;
-  }
+  TERN_RETURN_IF_ERROR(optimizer_->load_state(msrc.tensors, param_names_, mfile));
+  const size_t restored = optimizer_->state(param_names_, /*materialize=*/false).size();
   NamedTensors reducer_state = with_prefix(mine.tensors, "reducer/");
   if (!reducer_state.empty()) {
     TERN_RETURN_IF_ERROR(reducer_->load_state(reducer_state).with_context(rank_file));
@@ -551,9 +561,10 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
   if (traits_.sharded_state) TERN_RETURN_IF_ERROR(workload_->restore_sharded(store, c.step));
   std::string skipped;
   for (const auto& s : c.skipped) skipped += "; skipped " + s;
-  spdlog::info("{} from {} at step {} (epoch {}, {} of {} steps done; {} momentum buffers, {} reducer tensors){}",
+  spdlog::info("{} from {} at step {} (epoch {}, {} of {} steps done; {} {} state tensors, {} reducer tensors){}",
                event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
-               c.step / steps_per_epoch_, c.step, total_steps_, restored, reducer_state.size(), skipped);
+               c.step / steps_per_epoch_, c.step, total_steps_, restored, optimizer_->name(), reducer_state.size(),
+               skipped);
   sink_->emit({{"event", event}, {"step", c.step}, {"dir", dir}, {"skipped", c.skipped}});
   return Status::ok();
 }

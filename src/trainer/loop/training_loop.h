@@ -28,8 +28,9 @@
 // Checkpoints: recovery.interval fixed saves every checkpoint_every steps; cpr and young_daly
 // measure the throughput over the first steps and the blocking cost of a first whole save,
 // then plan_checkpoint_interval() picks the interval (logged with its inputs). At a due step
-// the strategy drains (replicas identical), then parameters (replicated.ckpt, rank 0), momentum
-// (replicated under SSGD, per rank otherwise), the reducer's per-rank state (error feedback,
+// the strategy drains (replicas identical), then parameters (replicated.ckpt, rank 0), the
+// optimizer's state (SGD's `momentum/<param>` or AdamW's `adamw/...`, optimizer.h; replicated
+// under SSGD, per rank otherwise), the reducer's per-rank state (error feedback,
 // DGC velocities and its sampling RNG), the workload's sharded state (whole, or the rows
 // recovery.policy picks) and the step and counters go to host memory and an async writer
 // (checkpointer.h); a few steps later the group commits the step's MANIFEST. Resume
@@ -107,6 +108,8 @@ class TrainingLoop {
 
   Workload& workload() { return *workload_; }
   const std::vector<at::Tensor>& parameters() const { return params_; }
+  // The optimizer of parameters() (after setup()): its state, for tests and tools.
+  Optimizer& optimizer() { return *optimizer_; }
   int64_t steps_done() const { return step_; }
   int64_t total_steps() const { return total_steps_; }
   int64_t checkpoint_interval_steps() const { return interval_steps_; }
@@ -144,11 +147,14 @@ class TrainingLoop {
   bool checkpoint_due(int64_t step) const;
   ShardSave save_kind(int64_t step) const;
   Status plan_interval(double probe_cost_s);
+  // The optimizer's state is the same on every rank (SSGD): saved once, in replicated.ckpt.
   bool momentum_replicated() const;
   nlohmann::json counters() const;
-  // Resume and rollback: parameters, step and counters before the strategy is built; momentum,
-  // the reducer's state (the reducer may replace the optimizer) and the sharded state after.
-  // `dir` names the files in errors; `event` is "resumed" or "rolled_back".
+  // Resume and rollback: parameters, step and counters before the strategy is built; the
+  // optimizer's state, the reducer's state (the reducer may replace the optimizer) and the
+  // sharded state after. A checkpoint of another train.optimizer is refused before anything is
+  // loaded (checkpoints without the key are SGD's). `dir` names the files in errors; `event` is
+  // "resumed" or "rolled_back".
   Status restore_replicated(const LoadedCheckpoint& c, const std::string& dir);
   Status restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
 
@@ -166,7 +172,7 @@ class TrainingLoop {
   WorkloadTraits traits_;
   std::vector<std::string> param_names_;
   std::vector<at::Tensor> params_;
-  std::unique_ptr<Sgd> optimizer_;
+  std::unique_ptr<Optimizer> optimizer_;  // train.optimizer on params_ (DGC: SGD without momentum)
   std::unique_ptr<GradientReducer> reducer_;  // borrowed by strategy_: declared first, destroyed last
   std::unique_ptr<SyncStrategy> strategy_;
   int64_t steps_per_epoch_ = 0;

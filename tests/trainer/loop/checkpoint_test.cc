@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "common/job_spec.h"
+#include "recovery/checkpoint.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
 #include "testing/trainer_runs.h"
@@ -243,6 +244,124 @@ TEST(TrainerCheckpoint, ResumedDssgdRunEqualsCheckpointedRunBitForBit) {
     SCOPED_TRACE("rank " + std::to_string(r));
     expect_same_params(resumed[r].params, uninterrupted[r].params);
     EXPECT_EQ(resumed[r].summary.value("resumed_from_step", -1), 10);
+  }
+}
+
+// AdamW (train.optimizer adamw, issue 21): its moments and step counts are checkpointed and
+// restored, so a resumed run ends bit for bit where the uninterrupted one does. (A warm-up, so
+// the rate changes; not a cosine or step decay, which would follow the shorter first run's end.)
+const std::vector<std::string> kAdamW = {"train.optimizer=adamw", "train.lr=0.002", "train.weight_decay=0.01",
+                                         "train.betas=[0.85, 0.995]", "train.warmup_steps=3"};
+
+std::vector<std::string> adamw_with(std::vector<std::string> more) {
+  more.insert(more.end(), kAdamW.begin(), kAdamW.end());
+  return more;
+}
+
+TEST(TrainerCheckpoint, ResumedAdamWRunEqualsUninterruptedBitForBit) {
+  fs::path dir = scratch("resume_adamw");
+  auto uninterrupted = run_job(spec_with(adamw_with({})));
+  expect_ok(uninterrupted);
+  auto sgd = run_job(spec_with({}));
+  auto first = run_job(spec_with(
+      adamw_with({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()})));
+  expect_ok(first);
+  // Under SSGD the moments are the same on every rank: saved once, in replicated.ckpt, under
+  // AdamW's names, with the optimizer named in the metadata.
+  auto rep = read_checkpoint_file((dir / "step-000000000010" / "replicated.ckpt").string());
+  ASSERT_TRUE(rep.is_ok()) << rep.status().to_string();
+  EXPECT_EQ(rep->meta.extra["optimizer"], "adamw");
+  EXPECT_EQ(rep->meta.extra["momentum"], "replicated");
+  size_t exp_avg = 0, exp_avg_sq = 0, steps = 0, momentum = 0;
+  for (const auto& [name, t] : rep->tensors) {
+    exp_avg += name.rfind("adamw/exp_avg/", 0) == 0;
+    exp_avg_sq += name.rfind("adamw/exp_avg_sq/", 0) == 0;
+    momentum += name.rfind("momentum/", 0) == 0;
+    if (name.rfind("adamw/step/", 0) == 0) {
+      ++steps;
+      EXPECT_EQ(t.item<int64_t>(), 10) << name;
+    }
+  }
+  EXPECT_EQ(exp_avg, uninterrupted[0].params.size());
+  EXPECT_EQ(exp_avg_sq, uninterrupted[0].params.size());
+  EXPECT_EQ(steps, uninterrupted[0].params.size());
+  EXPECT_EQ(momentum, 0u);
+  auto mine = read_checkpoint_file((dir / "step-000000000010" / "rank-1.ckpt").string());
+  ASSERT_TRUE(mine.is_ok()) << mine.status().to_string();
+  for (const auto& [name, t] : mine->tensors) EXPECT_NE(name.rfind("adamw/", 0), 0u) << name;
+
+  auto resumed = run_job(spec_with(adamw_with({"recovery.resume_from=" + dir.string()})));
+  expect_ok(resumed);
+  for (int r = 0; r < kWorld; ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    expect_same_params(resumed[r].params, uninterrupted[r].params);
+    EXPECT_EQ(resumed[r].summary.value("resumed_from_step", -1), 10);
+    // (AdamW trained: not SGD's parameters.)
+    EXPECT_FALSE(at::equal(uninterrupted[r].params[0], sgd[r].params[0]));
+  }
+}
+
+TEST(TrainerCheckpoint, ResumedAdamWDtsRunWithPerRankMomentsEqualsCheckpointedRun) {
+  // DTS: every rank's moments are its own, saved in its own file; the drain at each
+  // checkpoint is an averaging point, so the reference is the same job with the same checkpoints.
+  auto with = [&](const fs::path& dir, std::vector<std::string> more) {
+    for (const char* o : {"sync.strategy=dts", "sync.delay=1", "sync.period=3", "recovery.checkpoint_every=5"}) {
+      more.push_back(o);
+    }
+    more.push_back("recovery.dir=" + dir.string());
+    return spec_with(adamw_with(more));
+  };
+  auto uninterrupted = run_job(with(scratch("adamw_dts_ref"), {}));
+  expect_ok(uninterrupted);
+  fs::path dir = scratch("resume_adamw_dts");
+  auto first = run_job(with(dir, {"train.steps=12"}));
+  expect_ok(first);
+  auto rep = read_checkpoint_file((dir / "step-000000000010" / "replicated.ckpt").string());
+  ASSERT_TRUE(rep.is_ok()) << rep.status().to_string();
+  EXPECT_EQ(rep->meta.extra["momentum"], "per_rank");
+  auto r0 = read_checkpoint_file((dir / "step-000000000010" / "rank-0.ckpt").string());
+  auto r1 = read_checkpoint_file((dir / "step-000000000010" / "rank-1.ckpt").string());
+  ASSERT_TRUE(r0.is_ok() && r1.is_ok());
+  const at::Tensor* m0 = r0->find("adamw/exp_avg_sq/fc1.weight");
+  const at::Tensor* m1 = r1->find("adamw/exp_avg_sq/fc1.weight");
+  ASSERT_TRUE(m0 != nullptr && m1 != nullptr);
+  EXPECT_FALSE(at::equal(*m0, *m1)) << "each rank's own second moment";
+  auto resumed = run_job(with(scratch("adamw_dts_resumed"), {"recovery.resume_from=" + dir.string()}));
+  expect_ok(resumed);
+  for (int r = 0; r < kWorld; ++r) {
+    SCOPED_TRACE("rank " + std::to_string(r));
+    expect_same_params(resumed[r].params, uninterrupted[r].params);
+    EXPECT_EQ(resumed[r].summary.value("resumed_from_step", -1), 10);
+  }
+}
+
+TEST(TrainerCheckpoint, ACheckpointOfAnotherOptimizerIsRefusedNamingTheFile) {
+  // Both ways: SGD's momentum is no AdamW state and AdamW's moments are no momentum; nothing
+  // is half loaded, the job stops at setup naming the file and the fix.
+  fs::path sgd_dir = scratch("sgd_written");
+  expect_ok(run_job(spec_with({"train.steps=6", "recovery.checkpoint_every=5", "recovery.dir=" + sgd_dir.string()})));
+  fs::path adamw_dir = scratch("adamw_written");
+  expect_ok(run_job(
+      spec_with(adamw_with({"train.steps=6", "recovery.checkpoint_every=5", "recovery.dir=" + adamw_dir.string()}))));
+  struct Case {
+    fs::path dir;
+    std::vector<std::string> overrides;
+    std::string written, wanted;
+  };
+  for (const Case& c : {Case{sgd_dir, adamw_with({}), "sgd", "adamw"}, Case{adamw_dir, {}, "adamw", "sgd"}}) {
+    SCOPED_TRACE(c.written + " checkpoint, " + c.wanted + " job");
+    auto overrides = c.overrides;
+    overrides.push_back("recovery.resume_from=" + c.dir.string());
+    auto runs = run_job(spec_with(overrides));
+    for (const auto& r : runs) {
+      EXPECT_EQ(r.setup.code(), StatusCode::kFailedPrecondition) << r.setup.to_string();
+      EXPECT_NE(r.setup.message().find((c.dir / "step-000000000005" / "replicated.ckpt").string()),
+                std::string::npos)
+          << r.setup.to_string();
+      EXPECT_NE(r.setup.message().find("written with train.optimizer " + c.written + ", this job has " + c.wanted),
+                std::string::npos)
+          << r.setup.to_string();
+    }
   }
 }
 

@@ -47,16 +47,27 @@ std::vector<at::Tensor> train_with_tern(const JobSpec& spec, int rank, std::shar
   return out;
 }
 
-// The same training as a plain LibTorch loop: torch::optim::SGD, no tern machinery.
+// The same training as a plain LibTorch loop: torch::optim::SGD or AdamW (train.optimizer), no
+// tern machinery.
 std::vector<at::Tensor> train_plain(const JobSpec& spec) {
   auto data = load_image_data(spec.data);
   EXPECT_TRUE(data.is_ok());
   torch::manual_seed(static_cast<uint64_t>(spec.train.seed));
   auto model = std::make_shared<Mlp>();
-  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(spec.train.lr)
-                                                 .momentum(spec.train.momentum)
-                                                 .nesterov(spec.train.nesterov)
-                                                 .weight_decay(spec.train.weight_decay));
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (spec.train.optimizer == "adamw") {
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        model->parameters(), torch::optim::AdamWOptions(spec.train.lr)
+                                 .betas({spec.train.betas.at(0), spec.train.betas.at(1)})
+                                 .eps(spec.train.eps)
+                                 .weight_decay(spec.train.weight_decay));
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(spec.train.lr)
+                                                                              .momentum(spec.train.momentum)
+                                                                              .nesterov(spec.train.nesterov)
+                                                                              .weight_decay(spec.train.weight_decay));
+  }
+  torch::optim::Optimizer& opt = *optimizer;
   ShardedSampler sampler(data->train.size(), 1, 0, static_cast<uint64_t>(spec.train.seed));
   const int64_t bs = spec.train.batch_size;
   const int64_t total = spec.train.epochs * ((sampler.per_rank() + bs - 1) / bs);
@@ -65,8 +76,7 @@ std::vector<at::Tensor> train_plain(const JobSpec& spec) {
     auto idx = sampler.epoch_indices(e);
     for (size_t b = 0; b < idx.size(); b += static_cast<size_t>(spec.train.batch_size)) {
       // The schedule by hand, step by step (constant: always spec.train.lr).
-      static_cast<torch::optim::SGDOptions&>(opt.param_groups()[0].options())
-          .lr(scheduled_lr(spec.train, step++, total));
+      opt.param_groups()[0].options().set_lr(scheduled_lr(spec.train, step++, total));
       size_t end = std::min(idx.size(), b + static_cast<size_t>(spec.train.batch_size));
       auto ix = at::tensor(std::vector<int64_t>(idx.begin() + static_cast<long>(b), idx.begin() + static_cast<long>(end)), at::kLong);
       Batch batch{data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
@@ -119,6 +129,82 @@ TEST(Trainer, LearningRateSchedulesAndNesterovEqualThePlainLoop) {
       vs_constant = std::max(vs_constant, (ours[i] - flat[i]).abs().max().item<double>());
     }
     EXPECT_GT(vs_constant, 1e-4) << schedule << ": the schedule changed nothing";
+  }
+}
+
+TEST(Trainer, AdamWEqualsThePlainLoopWithTorchAdamW) {
+  // A warm-up and cosine schedule, decoupled weight decay, other betas and eps: every step's
+  // rate reaches AdamW as it reaches torch::optim::AdamW.
+  JobSpec spec = small_spec(1);
+  spec.train.optimizer = "adamw";
+  spec.train.lr = 0.003;
+  spec.train.lr_schedule = "cosine";
+  spec.train.warmup_steps = 5;
+  spec.train.lr_min = 0.0001;
+  spec.train.weight_decay = 0.05;
+  spec.train.betas = {0.85, 0.99};
+  spec.train.eps = 1e-7;
+  std::vector<at::Tensor> ours;
+  MemorySink sink;
+  testing::run_ranks(1, [&](int rank, std::shared_ptr<Communicator> comm) {
+    ours = train_with_tern(spec, rank, comm, &sink);
+  });
+  auto plain = train_plain(spec);
+  JobSpec sgd = spec;
+  sgd.train.optimizer = "sgd";
+  auto with_sgd = train_plain(sgd);
+  ASSERT_EQ(ours.size(), plain.size());
+  double vs_sgd = 0;
+  for (size_t i = 0; i < ours.size(); ++i) {
+    EXPECT_TRUE(at::equal(ours[i], plain[i])) << "parameter " << i << " differs, max abs diff "
+                                              << (ours[i] - plain[i]).abs().max().item<double>();
+    vs_sgd = std::max(vs_sgd, (ours[i] - with_sgd[i]).abs().max().item<double>());
+  }
+  EXPECT_GT(vs_sgd, 1e-3) << "train.optimizer adamw trained as SGD";
+}
+
+TEST(Trainer, AverageMomentumAveragesAdamWsFirstMomentOnly) {
+  // TSU, period 5 over 20 steps: the last step is a sync point. With sync.average_momentum the
+  // ranks end with the same exp_avg; exp_avg_sq (each rank's own gradient scale) and without
+  // it exp_avg too stay their own.
+  for (bool average : {false, true}) {
+    SCOPED_TRACE(average ? "average_momentum" : "local moments");
+    JobSpec spec = small_spec(2);
+    spec.train.optimizer = "adamw";
+    spec.train.lr = 0.002;
+    spec.train.steps = 20;
+    spec.sync.strategy = "tsu";
+    spec.sync.period = 5;
+    spec.sync.average_momentum = average;
+    std::vector<Optimizer::NamedTensors> state(2);
+    std::vector<MemorySink> sinks(2);
+    testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+      TrainerOptions o;
+      o.spec = spec;
+      o.rank = rank;
+      o.world = 2;
+      TrainingLoop t(o, comm, &sinks[static_cast<size_t>(rank)], make_workload(o.spec));
+      Status st = t.setup();
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      st = t.run();
+      ASSERT_TRUE(st.is_ok()) << st.to_string();
+      std::vector<std::string> names;
+      for (size_t i = 0; i < t.parameters().size(); ++i) names.push_back("p" + std::to_string(i));
+      for (auto& [n, v] : t.optimizer().state(names, false)) state[static_cast<size_t>(rank)].emplace_back(n, v.clone());
+    });
+    ASSERT_EQ(state[0].size(), state[1].size());
+    ASSERT_FALSE(state[0].empty());
+    for (size_t i = 0; i < state[0].size(); ++i) {
+      const std::string& name = state[0][i].first;
+      const bool same = same_bits(state[0][i].second, state[1][i].second);
+      if (name.rfind("adamw/exp_avg/", 0) == 0) {
+        EXPECT_EQ(same, average) << name;
+      } else if (name.rfind("adamw/exp_avg_sq/", 0) == 0) {
+        EXPECT_FALSE(same) << name;
+      } else {
+        EXPECT_TRUE(same) << name << ": every rank took the same steps";
+      }
+    }
   }
 }
 
