@@ -9,6 +9,8 @@
 #   dts-wan-avgmom  lr 0.25 with sync.average_momentum (momentum buffers averaged at each sync)
 #   dts-wan-lr0.1   lr 0.1
 #   ssgd-wan     SSGD under the same WAN
+#   auto-wan     DTS with sync.delay and sync.period auto (issue 21), SSGD's lr 0.25, plain averaging
+#   diloco-auto-wan  the same with the outer Nesterov step (sync.outer lr 0.7, momentum 0.5)
 # Prints test loss (nats per token) against training tokens for each run, the final figures and
 # throughput ratios to ssgd-lan; writes bench/results/tinylm.csv and tinylm-curves.csv.
 #   bench/tinylm.sh
@@ -17,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${TERN_BUILD_DIR:-build}
-ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-lr0.25 dts-wan-avgmom dts-wan-lr0.1 ssgd-wan}
+ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-lr0.25 dts-wan-avgmom dts-wan-lr0.1 ssgd-wan auto-wan diloco-auto-wan}
 STEPS=${STEPS:-}
 OUT=bench/results
 mkdir -p "$OUT"
@@ -40,6 +42,9 @@ run dts-wan-lr0.25 configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.
 run dts-wan-avgmom configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.lr=0.25 --set sync.average_momentum=true
 run dts-wan-lr0.1 configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" --set train.lr=0.1
 run ssgd-wan configs/jobs/tinylm.yaml --cluster "$W4"
+AUTO=(--set sync.strategy=dts --set sync.delay=auto --set sync.period=auto)
+run auto-wan configs/jobs/tinylm.yaml --cluster "$W4" "${AUTO[@]}"
+run diloco-auto-wan configs/jobs/tinylm.yaml --cluster "$W4" "${AUTO[@]}" --set "sync.outer={lr: 0.7, momentum: 0.5, nesterov: true}"
 
 /usr/bin/python3 - "$OUT" $ONLY <<'PY'
 import json, sys
@@ -52,10 +57,10 @@ for n in names:
         print(f"{n}: no result", file=sys.stderr)
 ref = runs.get("ssgd-lan")
 curves = ["config,step,tokens,train_s,test_loss,test_perplexity"]
-rows = ["config,state,steps,tokens,wall_s,tokens_per_s,throughput_ratio,test_loss,loss_vs_ssgd_pct,test_perplexity,test_accuracy,bytes_sent_per_rank"]
+rows = ["config,state,steps,tokens,wall_s,tokens_per_s,throughput_ratio,test_loss,loss_vs_ssgd_pct,test_perplexity,test_accuracy,bytes_sent_per_rank,delay,period"]
 for n, r in runs.items():
     if r.get("state") != "SUCCEEDED":
-        rows.append(f"{n},{r.get('state')},,,,,,,,,,")
+        rows.append(f"{n},{r.get('state')},,,,,,,,,,,,")
         continue
     tok_per_step = 4 * 8 * 64  # workers x batch x block (the specs' values)
     for e in r.get("evals", []):
@@ -65,7 +70,7 @@ for n, r in runs.items():
     dloss = (r["test_loss"] / ref["test_loss"] - 1) * 100 if ref and ref.get("test_loss") else float("nan")
     rows.append(f"{n},SUCCEEDED,{r['steps']},{r['steps'] * tok_per_step},{r['wall_s']:.1f},{tps:.0f},{ratio:.3f},"
                 f"{r['test_loss']:.4f},{dloss:+.2f},{r.get('test_perplexity', 0):.2f},{r.get('test_accuracy', 0):.4f},"
-                f"{int(r.get('bytes_sent_per_rank', 0))}")
+                f"{int(r.get('bytes_sent_per_rank', 0))},{r.get('delay', '')},{r.get('period', '')}")
 open(f"{out}/tinylm.csv", "w").write("\n".join(rows) + "\n")
 open(f"{out}/tinylm-curves.csv", "w").write("\n".join(curves) + "\n")
 def table(lines):

@@ -60,8 +60,11 @@ echo "config,step,train_s,test_accuracy" > "$CURVES.tmp"
 # The delay d costs accuracy far more than the period T does (staleness, not drift): at
 # 2 epochs d = 8 with T = 32 hides the 1.3 s ring all-reduce as well as d = 20 with T = 8 and
 # keeps accuracy (see the README's WAN section). The DiLoCo rows add the outer Nesterov step
-# (sync.outer), streaming fragments, compressed pseudo-gradients and the automatic d and T.
-DILOCO=(--set "sync.outer={lr: ${OUTER_LR:-0.7}, momentum: ${OUTER_MOMENTUM:-0.9}, nesterov: true}")
+# (sync.outer lr 0.7, momentum 0.5: DiLoCo's 0.9 overshoots at T = 48), streaming fragments,
+# compressed pseudo-gradients (int4 and topk travel by all-gather: N - 1 hops, half the ring's
+# latency, so d = 12 hides them) and the automatic d and T (with int4, on both WAN models).
+#   DILOCO_DELAY=12 DILOCO_PERIOD=48 OUTER_LR=0.7 OUTER_MOMENTUM=0.5 TOPK_DENSITY=0.02 (defaults)
+DILOCO=(--set "sync.outer={lr: ${OUTER_LR:-0.7}, momentum: ${OUTER_MOMENTUM:-0.5}, nesterov: true}")
 {
   echo "config,samples_per_s,test_accuracy,bytes_per_rank,peak_sync_bytes,delay,period,wait_s,compute_s,staleness,train_wall_s"
   run ssgd-lan         --set sync.strategy=ssgd
@@ -73,15 +76,14 @@ DILOCO=(--set "sync.outer={lr: ${OUTER_LR:-0.7}, momentum: ${OUTER_MOMENTUM:-0.9
   run dts-d8-T32       --cluster $W4 --set sync.strategy=dts --set sync.delay=8 --set sync.period=32
   run hier-2x2-d20-T8  --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=20 --set sync.inter_period=8
   run hier-2x2-d8-T32  --cluster $W2 --set sync.strategy=hierarchical --set sync.inter_delay=8 --set sync.inter_period=32
-  D=${DILOCO_DELAY:-24} T=${DILOCO_PERIOD:-48}
+  D=${DILOCO_DELAY:-12} T=${DILOCO_PERIOD:-48}
   run diloco-d$D-T$T             --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}"
   run diloco-F4-d$D-T$T          --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set sync.fragments=4
   run diloco-int4-d$D-T$T        --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set compress.method=int4
   run diloco-topk-d$D-T$T        --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set compress.method=topk --set compress.density=${TOPK_DENSITY:-0.02}
-  run diloco-auto                --cluster $W4 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}"
-  run w2-dts-d8-T32              --cluster $W2 --set sync.strategy=dts --set sync.delay=8 --set sync.period=32
-  run w2-diloco-d$D-T$T          --cluster $W2 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}"
-  run w2-diloco-auto             --cluster $W2 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}"
+  run diloco-int4-auto           --cluster $W4 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}" --set compress.method=int4
+  run w2-diloco-int4-d$D-T$T     --cluster $W2 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set compress.method=int4
+  run w2-diloco-int4-auto        --cluster $W2 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}" --set compress.method=int4
 } > "$CSV.tmp"
 /usr/bin/python3 - "$CSV.tmp" "$CSV" <<'PY'
 import csv, sys

@@ -1,6 +1,28 @@
+#include <algorithm>
+
 #include "sync/strategy.h"
 
 namespace tern {
+
+Status load_named_state(const NamedState& given, const NamedState& live, const std::vector<std::string>& optional) {
+  std::map<std::string, const at::Tensor*> by_name;
+  for (const auto& [name, t] : given) by_name[name] = &t;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, t] : live) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) {
+      if (std::find(optional.begin(), optional.end(), name) != optional.end()) continue;
+      return failed_precondition("no sync state '" + name + "' (written with another sync.outer or sync.fragments?)");
+    }
+    if (it->second->sizes() != t.sizes()) {
+      return failed_precondition("sync state '" + name + "' is " + c10::str(it->second->sizes()) + ", this job's " +
+                                 c10::str(t.sizes()));
+    }
+    at::Tensor dst = t;
+    dst.copy_(*it->second);
+  }
+  return Status::ok();
+}
 
 Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
   const SyncSpec& s = ctx.spec.sync;

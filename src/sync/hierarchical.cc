@@ -40,19 +40,7 @@ NamedState HierarchicalStrategy::replicated_state() {
 }
 
 Status HierarchicalStrategy::load_replicated_state(const NamedState& state) {
-  std::map<std::string, const at::Tensor*> by_name;
-  for (const auto& [name, t] : state) by_name[name] = &t;
-  at::NoGradGuard no_grad;
-  for (auto& [name, live] : replicated_state()) {
-    auto it = by_name.find(name);
-    if (it == by_name.end()) return failed_precondition("no sync state '" + name + "' (written with another sync.outer?)");
-    if (it->second->sizes() != live.sizes()) {
-      return failed_precondition("sync state '" + name + "' is " + c10::str(it->second->sizes()) + ", this job's " +
-                                 c10::str(live.sizes()));
-    }
-    live.copy_(*it->second);
-  }
-  return Status::ok();
+  return load_named_state(state, replicated_state());
 }
 
 Status HierarchicalStrategy::on_gradients(int64_t step, std::vector<at::Tensor>& grads) {

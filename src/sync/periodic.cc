@@ -287,21 +287,8 @@ NamedState PeriodicAveragingStrategy::replicated_state() {
 }
 
 Status PeriodicAveragingStrategy::load_replicated_state(const NamedState& state) {
-  std::map<std::string, const at::Tensor*> by_name;
-  for (const auto& [name, t] : state) by_name[name] = &t;
-  at::NoGradGuard no_grad;
-  for (auto& [name, live] : replicated_state()) {
-    auto it = by_name.find(name);
-    if (it == by_name.end() && name == "auto_plan") continue;  // not planned yet: plan again
-    if (it == by_name.end()) {
-      return failed_precondition("no sync state '" + name + "' (written with another sync.outer, fragments or plan?)");
-    }
-    if (it->second->sizes() != live.sizes()) {
-      return failed_precondition("sync state '" + name + "' is " + c10::str(it->second->sizes()) + ", this job's " +
-                                 c10::str(live.sizes()));
-    }
-    live.copy_(*it->second);
-  }
+  // Without a plan in `state` (not planned yet, or a regroup): plan again.
+  TERN_RETURN_IF_ERROR(load_named_state(state, replicated_state(), {"auto_plan"}));
   if ((options_.delay_auto || options_.period_auto) && plan_state_[0].item<double>() > 0.5) {
     planned_ = true;
     delay_ = static_cast<int64_t>(plan_state_[1].item<double>());

@@ -26,6 +26,11 @@ namespace tern {
 
 using NamedState = std::vector<std::pair<std::string, at::Tensor>>;
 
+// Copies `given` into the tensors of `live` by name (the live state a strategy returns), checking
+// every name is there with the live tensor's shape; a name in `optional` may be missing (its
+// tensor is left as it is). FAILED_PRECONDITION names the entry.
+Status load_named_state(const NamedState& given, const NamedState& live, const std::vector<std::string>& optional = {});
+
 // What the strategy learns about communication, for metrics and `tern status`.
 struct SyncMetrics {
   double wait_s = 0;          // time blocked waiting on communication (cumulative)

@@ -7,6 +7,7 @@
 
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
+#include "testing/train_ranks.h"
 #include "testing/trainer_runs.h"
 #include "trainer/loop/training_loop.h"
 #include "trainer/workloads/make_workload.h"
@@ -24,31 +25,9 @@ JobSpec spec_with(std::vector<std::string> sets) {
   return r->spec;
 }
 
-struct RankResult {
-  std::vector<at::Tensor> params;
-  nlohmann::json summary;
-};
+using RankResult = testing::RankRun;
 
-std::vector<RankResult> train(const JobSpec& spec) {
-  const int world = static_cast<int>(spec.workers);
-  std::vector<RankResult> out(static_cast<size_t>(world));
-  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
-    TrainerOptions o;
-    o.spec = spec;
-    o.rank = rank;
-    o.world = world;
-    MemorySink sink;
-    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
-    Status s = t.setup();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    s = t.run();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    auto& r = out[static_cast<size_t>(rank)];
-    for (auto& p : t.parameters()) r.params.push_back(p.detach().clone());
-    r.summary = t.summary();
-  });
-  return out;
-}
+std::vector<RankResult> train(const JobSpec& spec) { return testing::train_ranks(spec); }
 
 void expect_compressed_run(const std::vector<std::string>& sync, const std::string& method,
                            const std::vector<std::string>& extra = {}) {

@@ -9,6 +9,7 @@
 #include "common/job_spec.h"
 #include "straggler/exchange.h"
 #include "testing/gloo_group.h"
+#include "testing/train_ranks.h"
 #include "trainer/loop/training_loop.h"
 #include "trainer/workloads/make_workload.h"
 
@@ -31,24 +32,11 @@ struct RunResult {
 };
 
 RunResult train(const JobSpec& spec) {
-  int world = static_cast<int>(spec.workers);
   RunResult out;
-  out.params.resize(static_cast<size_t>(world));
-  out.summary.resize(static_cast<size_t>(world));
-  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
-    TrainerOptions o;
-    o.spec = spec;
-    o.rank = rank;
-    o.world = world;
-    MemorySink sink;
-    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
-    Status s = t.setup();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    s = t.run();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    for (auto& p : t.parameters()) out.params[static_cast<size_t>(rank)].push_back(p.detach().clone());
-    out.summary[static_cast<size_t>(rank)] = t.summary();
-  });
+  for (auto& r : testing::train_ranks(spec)) {
+    out.params.push_back(std::move(r.params));
+    out.summary.push_back(std::move(r.summary));
+  }
   return out;
 }
 

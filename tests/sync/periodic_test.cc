@@ -14,6 +14,7 @@
 #include "comm/reducer.h"
 #include "sync/strategy.h"
 #include "testing/gloo_group.h"
+#include "testing/train_ranks.h"
 #include "testing/trainer_runs.h"
 #include "trainer/loop/training_loop.h"
 #include "trainer/workloads/make_workload.h"
@@ -264,24 +265,11 @@ struct Run {
 };
 
 Run train(const JobSpec& spec) {
-  int world = static_cast<int>(spec.workers);
   Run out;
-  out.params.resize(static_cast<size_t>(world));
-  out.summary.resize(static_cast<size_t>(world));
-  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
-    TrainerOptions o;
-    o.spec = spec;
-    o.rank = rank;
-    o.world = world;
-    MemorySink sink;
-    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
-    Status s = t.setup();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    s = t.run();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    for (auto& p : t.parameters()) out.params[static_cast<size_t>(rank)].push_back(p.detach().clone());
-    out.summary[static_cast<size_t>(rank)] = t.summary();
-  });
+  for (auto& r : testing::train_ranks(spec)) {
+    out.params.push_back(std::move(r.params));
+    out.summary.push_back(std::move(r.summary));
+  }
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include "common/job_spec.h"
 #include "sync/strategy.h"
 #include "testing/gloo_group.h"
+#include "testing/train_ranks.h"
 #include "trainer/loop/training_loop.h"
 #include "trainer/workloads/make_workload.h"
 
@@ -29,21 +30,8 @@ JobSpec spec_with(int workers, std::vector<std::string> sets) {
 
 // Trains every rank on threads; returns each rank's final parameters.
 std::vector<std::vector<at::Tensor>> train(const JobSpec& spec) {
-  int world = static_cast<int>(spec.workers);
-  std::vector<std::vector<at::Tensor>> out(static_cast<size_t>(world));
-  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
-    TrainerOptions o;
-    o.spec = spec;
-    o.rank = rank;
-    o.world = world;
-    MemorySink sink;
-    TrainingLoop t(o, comm, &sink, make_workload(o.spec));
-    Status s = t.setup();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    s = t.run();
-    ASSERT_TRUE(s.is_ok()) << s.to_string();
-    for (auto& p : t.parameters()) out[static_cast<size_t>(rank)].push_back(p.detach().clone());
-  });
+  std::vector<std::vector<at::Tensor>> out;
+  for (auto& r : testing::train_ranks(spec)) out.push_back(std::move(r.params));
   return out;
 }
 
