@@ -11,6 +11,7 @@
 #   ssgd-wan     SSGD under the same WAN
 #   auto-wan     DTS with sync.delay and sync.period auto (issue 21), SSGD's lr 0.25, plain averaging
 #   diloco-auto-wan  the same with the outer Nesterov step (sync.outer lr 0.7, momentum 0.5)
+#   auto-wan-lr0.15  automatic d and T with DTS's lr 0.15 (configs/jobs/tinylm-dts-wan.yaml)
 # Prints test loss (nats per token) against training tokens for each run, the final figures and
 # throughput ratios to ssgd-lan; writes bench/results/tinylm.csv and tinylm-curves.csv.
 #   bench/tinylm.sh
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${TERN_BUILD_DIR:-build}
-ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-lr0.25 dts-wan-avgmom dts-wan-lr0.1 ssgd-wan auto-wan diloco-auto-wan}
+ONLY=${ONLY:-ssgd-lan dts-wan dts-wan-lr0.25 dts-wan-avgmom dts-wan-lr0.1 ssgd-wan auto-wan diloco-auto-wan auto-wan-lr0.15}
 STEPS=${STEPS:-}
 OUT=bench/results
 mkdir -p "$OUT"
@@ -45,6 +46,7 @@ run ssgd-wan configs/jobs/tinylm.yaml --cluster "$W4"
 AUTO=(--set sync.strategy=dts --set sync.delay=auto --set sync.period=auto)
 run auto-wan configs/jobs/tinylm.yaml --cluster "$W4" "${AUTO[@]}"
 run diloco-auto-wan configs/jobs/tinylm.yaml --cluster "$W4" "${AUTO[@]}" --set "sync.outer={lr: 0.7, momentum: 0.5, nesterov: true}"
+run auto-wan-lr0.15 configs/jobs/tinylm-dts-wan.yaml --cluster "$W4" "${AUTO[@]}"
 
 /usr/bin/python3 - "$OUT" $ONLY <<'PY'
 import json, sys
