@@ -24,6 +24,14 @@ Status load_named_state(const NamedState& given, const NamedState& live, const s
   return Status::ok();
 }
 
+NamedState without_auto_plan(const NamedState& strategy_state) {
+  NamedState out;
+  for (const auto& [name, t] : strategy_state) {
+    if (name != kAutoPlanState) out.emplace_back(name, t);
+  }
+  return out;
+}
+
 Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
   const SyncSpec& s = ctx.spec.sync;
   const int64_t bucket = static_cast<int64_t>(s.bucket_mb * (1 << 20));

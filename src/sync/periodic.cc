@@ -41,11 +41,11 @@ void PeriodicAveragingStrategy::set_phases() {
 }
 
 Status PeriodicAveragingStrategy::begin(std::vector<at::Tensor>& params) {
-  if (layout_.empty()) {
-    TERN_ASSIGN_OR_RETURN(layout_, split_fragments(params, options_.fragments));
-    frags_.resize(layout_.size());
-    for (size_t f = 0; f < layout_.size(); ++f) {
-      frags_[f].pieces = layout_[f];
+  if (frags_.empty()) {
+    TERN_ASSIGN_OR_RETURN(std::vector<Fragment> layout, split_fragments(params, options_.fragments));
+    frags_.resize(layout.size());
+    for (size_t f = 0; f < layout.size(); ++f) {
+      frags_[f].pieces = std::move(layout[f]);
       if (f == 0) {
         frags_[f].reducer = &reducer_;
       } else {
@@ -282,13 +282,13 @@ NamedState PeriodicAveragingStrategy::replicated_state() {
       out.emplace_back("outer_momentum/" + piece_name(f, i), frags_[f].outer_m[i]);
     }
   }
-  if (options_.delay_auto || options_.period_auto) out.emplace_back("auto_plan", plan_state_);
+  if (options_.delay_auto || options_.period_auto) out.emplace_back(kAutoPlanState, plan_state_);
   return out;
 }
 
 Status PeriodicAveragingStrategy::load_replicated_state(const NamedState& state) {
   // Without a plan in `state` (not planned yet, or a regroup): plan again.
-  TERN_RETURN_IF_ERROR(load_named_state(state, replicated_state(), {"auto_plan"}));
+  TERN_RETURN_IF_ERROR(load_named_state(state, replicated_state(), {kAutoPlanState}));
   if ((options_.delay_auto || options_.period_auto) && plan_state_[0].item<double>() > 0.5) {
     planned_ = true;
     delay_ = static_cast<int64_t>(plan_state_[1].item<double>());

@@ -26,6 +26,12 @@ namespace tern {
 
 using NamedState = std::vector<std::pair<std::string, at::Tensor>>;
 
+// The replicated-state entry of an automatic d/T plan (periodic sync). A regroup does not carry
+// it: the new group plans again.
+inline constexpr const char* kAutoPlanState = "auto_plan";
+// `strategy_state` without the automatic plan: what a regroup carries over and broadcasts.
+NamedState without_auto_plan(const NamedState& strategy_state);
+
 // Copies `given` into the tensors of `live` by name (the live state a strategy returns), checking
 // every name is there with the live tensor's shape; a name in `optional` may be missing (its
 // tensor is left as it is). FAILED_PRECONDITION names the entry.
@@ -213,7 +219,7 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   int64_t period() const { return period_; }
   int64_t delay() const { return delay_; }
   bool planned() const { return planned_; }
-  const std::vector<Fragment>& fragments() const { return layout_; }
+  size_t fragment_count() const { return frags_.size(); }
 
   // Syncs of the probe before an automatic plan, and the probe's period when T is auto.
   static constexpr int64_t kProbeSyncsPerFragment = 2;
@@ -253,7 +259,6 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   DenseReducer dense_;
   GradientReducer& reducer_;  // fragment 0's: dense_ or the job's compressor
   std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer_;
-  std::vector<Fragment> layout_;
   std::vector<Frag> frags_;
   at::Tensor plan_state_;  // double [planned, delay, period]
   SyncMetrics metrics_;

@@ -225,7 +225,7 @@ TEST(Periodic, FragmentsSyncEveryParameterEachAtItsOwnStep) {
     });
     std::vector<at::Tensor> p = shapes();
     ASSERT_TRUE(s.begin(p).is_ok());
-    ASSERT_EQ(s.fragments().size(), 4u);
+    ASSERT_EQ(s.fragment_count(), 4u);
     int64_t syncs_before = 0;
     for (int64_t step = 0; step < 4; ++step) {
       // Ranks differ after step 0 only: each fragment's sync (one per step) averages that

@@ -151,9 +151,7 @@ Status TrainingLoop::build_sync(bool first) {
   // optimizer's momentum); an automatic d and T is chosen again for the new group.
   NamedState carried;
   if (strategy_ && !first) {
-    for (auto& [name, t] : strategy_->replicated_state()) {
-      if (name != "auto_plan") carried.emplace_back(name, t.clone());
-    }
+    for (auto& [name, t] : without_auto_plan(strategy_->replicated_state())) carried.emplace_back(name, t.clone());
   }
   strategy_.reset();  // borrows the reducer: goes first
   TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
@@ -219,9 +217,7 @@ Status TrainingLoop::sync_state(bool have_state) {
   }
   for (auto& [name, b] : workload_->named_buffers()) state.push_back(b.detach());
   // The strategy's replicated state (outer momentum); an automatic plan is made anew.
-  for (auto& [name, t] : strategy_->replicated_state()) {
-    if (name != "auto_plan") state.push_back(t);
-  }
+  for (auto& [name, t] : without_auto_plan(strategy_->replicated_state())) state.push_back(t);
   // The job's counters and checkpoint schedule travel with them (doubles hold these integers
   // exactly).
   state.push_back(at::tensor({static_cast<double>(global_samples_), static_cast<double>(interval_steps_),
