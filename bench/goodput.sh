@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${TERN_BUILD_DIR:-build}/bin
 JOB=${JOB:-configs/jobs/fmnist-mlp.yaml}
-EPOCHS=${EPOCHS:-4}
+EPOCHS=${EPOCHS:-3}
 KILL_EVERY=${KILL_EVERY:-30}
 CKPT_EVERY=${CKPT_EVERY:-100}
 DAEMON_BACK=${DAEMON_BACK:-8}

@@ -1,5 +1,7 @@
 #include "comm/rendezvous_store.h"
 
+#include "comm/abandon.h"
+
 #include <c10/util/Exception.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -76,8 +78,12 @@ std::string send_all(int fd, const std::string& data, Clock::time_point deadline
   return "";
 }
 
-// Reads exactly size bytes before the deadline. Returns an error text, empty on success.
-std::string recv_all(int fd, char* out, size_t size, Clock::time_point deadline) {
+// How often a blocked reply wait looks at the abandon epoch (comm/abandon.h).
+constexpr std::chrono::milliseconds kAbandonCheck{25};
+
+// Reads exactly size bytes before the deadline, or until collectives of `epoch` are abandoned
+// (a newer regroup: this store's generation is gone). Returns an error text, empty on success.
+std::string recv_all(int fd, char* out, size_t size, Clock::time_point deadline, uint64_t epoch) {
   size_t pos = 0;
   while (pos < size) {
     ssize_t n = ::recv(fd, out + pos, size - pos, 0);
@@ -89,8 +95,11 @@ std::string recv_all(int fd, char* out, size_t size, Clock::time_point deadline)
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       if (Clock::now() >= deadline) return "timed out waiting for the server's reply";
+      if (std::string why = abandoned_reason(epoch); !why.empty()) return "abandoned: " + why;
       pollfd p{fd, POLLIN, 0};
-      ::poll(&p, 1, poll_ms(deadline));
+      const int left = poll_ms(deadline);
+      ::poll(&p, 1, left < 0 ? static_cast<int>(kAbandonCheck.count())
+                             : std::min(left, static_cast<int>(kAbandonCheck.count())));
       continue;
     }
     return std::string("recv failed: ") + std::strerror(errno);
@@ -174,7 +183,8 @@ TcpRendezvousStore::TcpRendezvousStore(Key, const RendezvousStoreOptions& option
       options_(options),
       server_(std::move(server)),
       port_(server_ ? server_->port() : options.port),
-      where_(options.host + ":" + std::to_string(port_)) {}
+      where_(options.host + ":" + std::to_string(port_)),
+      epoch_(collective_epoch()) {}
 
 TcpRendezvousStore::~TcpRendezvousStore() {
   {
@@ -189,6 +199,7 @@ Status TcpRendezvousStore::connect_locked(Clock::time_point deadline) {
   while (true) {
     fd_ = try_connect(options_.host, port_, deadline, &error);
     if (fd_ >= 0) return Status::ok();
+    if (std::string why = abandoned_reason(epoch_); !why.empty()) return aborted("abandoned: " + why);
     if (Clock::now() + kRetryInterval >= deadline) break;
     std::this_thread::sleep_for(kRetryInterval);
   }
@@ -246,7 +257,7 @@ rendezvous::Message TcpRendezvousStore::call(
     deadline = std::min(deadline, Clock::now() + std::chrono::seconds(1));
   }
   char header[rendezvous::kHeaderBytes];
-  error = recv_all(fd_, header, sizeof header, deadline);
+  error = recv_all(fd_, header, sizeof header, deadline, epoch_);
   if (!error.empty() && !send_error.empty()) error = send_error;
   std::string reply;
   if (error.empty()) {
@@ -256,7 +267,7 @@ rendezvous::Message TcpRendezvousStore::call(
               std::to_string(options_.limits.max_message_bytes) + " bytes";
     } else {
       reply.resize(len);
-      error = recv_all(fd_, reply.data(), len, deadline);
+      error = recv_all(fd_, reply.data(), len, deadline, epoch_);
     }
   }
   std::optional<rendezvous::Message> m;

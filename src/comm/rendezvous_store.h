@@ -84,6 +84,9 @@ class TcpRendezvousStore : public c10d::Store {
   const std::unique_ptr<RendezvousServer> server_;
   const int port_;
   const std::string where_;  // "host:port" for messages
+  // Abandon epoch at creation (comm/abandon.h): a blocked call fails at once when a newer
+  // regroup abandons this generation, instead of running to its timeout.
+  const uint64_t epoch_;
   std::mutex mu_;
   int fd_ = -1;  // guarded by mu_; -1 until connected, and after a failed round trip
 };

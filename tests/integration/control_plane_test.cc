@@ -524,17 +524,25 @@ TEST_F(ClusterTest, ElasticJobShrinksWhenAWorkerIsLostAndGrowsBackWhenItReturns)
     }
   }
   ASSERT_EQ(::kill(daemon, SIGKILL), 0);
+  // (A loaded machine may refuse one status call: polls tolerate that.)
+  auto poll = [&]() {
+    Output o = tern({"status", "j-1", "--json"});
+    return o.status == 0 ? json::parse(o.out, nullptr, false) : json::object();
+  };
   // The lease runs out (3 s): the group shrinks to ranks 0, 1, 2 and trains on.
   json s;
   for (int i = 0; i < 300; ++i) {
-    s = status_json("j-1");
+    s = poll();
     if (s.contains("members") && s["members"].size() == 3u) break;
     std::this_thread::sleep_for(100ms);
   }
-  ASSERT_EQ(s["members"].size(), 3u) << s.dump();
+  ASSERT_TRUE(s.contains("members") && s["members"].size() == 3u) << s.dump();
   const int64_t at_shrink = as_int(s, "step");
-  for (int i = 0; i < 300 && as_int(status_json("j-1"), "step") < at_shrink + 40; ++i) std::this_thread::sleep_for(100ms);
-  s = status_json("j-1");
+  for (int i = 0; i < 300; ++i) {
+    s = poll();
+    if (s.contains("step") && as_int(s, "step") >= at_shrink + 40) break;
+    std::this_thread::sleep_for(100ms);
+  }
   ASSERT_EQ(s.value("state", ""), "JOB_STATE_RUNNING") << s.dump();
   EXPECT_GE(as_int(s, "step"), at_shrink + 40) << "the three survivors train on without rank 3";
   // The daemon returns (same name and work directory): a standby joins, the group grows back.

@@ -34,20 +34,36 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
   sink->emit({{"event", "peer_lost"}, {"step", step}, {"message", failure.to_string()}});
   auto wait = std::chrono::milliseconds(
       static_cast<int64_t>(std::max(120.0, 4 * spec.sync.timeout_s) * 1000));
-  auto waited = hooks.wait(wait);
-  if (!waited.is_ok()) return waited.status().with_context("after " + failure.to_string());
-  RegroupRequest req = std::move(waited).value();
-  if (req.members.empty() && req.world != world) {
-    return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
-                               std::to_string(world) + " without a member list");
+  // A group can be lost while it forms (another rank dies, a standby joins): the coordinator
+  // then sends a newer regroup, which abandons this connect (comm/abandon.h), and the rank
+  // follows it. Bounded: a coordinator that keeps changing its mind fails the trainer.
+  constexpr int kMaxAttempts = 16;
+  RegroupRequest req;
+  CommStack stack;
+  for (int attempt = 1;; ++attempt) {
+    auto waited = hooks.wait(wait);
+    if (!waited.is_ok()) return waited.status().with_context("after " + failure.to_string());
+    req = std::move(waited).value();
+    if (req.members.empty() && req.world != world) {
+      return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
+                                 std::to_string(world) + " without a member list");
+    }
+    if (req.group_rank(rank) < 0) {
+      return failed_precondition("regroup to generation " + std::to_string(req.generation) +
+                                 " does not name rank " + std::to_string(rank));
+    }
+    spdlog::info("regrouping at generation {} (master {}, {} of {} ranks)", req.generation, req.master,
+                 req.world, world);
+    auto connected = hooks.connect(req);
+    if (connected.is_ok()) {
+      stack = std::move(connected).value();
+      break;
+    }
+    if (attempt == kMaxAttempts) return connected.status().with_context("regroup at generation " +
+                                                                        std::to_string(req.generation));
+    spdlog::warn("generation {} did not form ({}); waiting for the next regroup", req.generation,
+                 connected.status().to_string());
   }
-  if (req.group_rank(rank) < 0) {
-    return failed_precondition("regroup to generation " + std::to_string(req.generation) +
-                               " does not name rank " + std::to_string(rank));
-  }
-  spdlog::info("regrouping at generation {} (master {}, {} of {} ranks)", req.generation, req.master,
-               req.world, world);
-  TERN_ASSIGN_OR_RETURN(CommStack stack, hooks.connect(req));
   targets.retired->push_back(targets.world->replace_inner(stack.world));
   if (targets.intra && stack.intra)
     targets.retired->push_back(targets.intra->replace_inner(stack.intra));

@@ -819,8 +819,10 @@ Status TrainingLoop::run() {
   // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
   // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
   const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
+  // (The smallest world as a max of its negative: a replacement knows only its own groups.)
   std::vector<at::Tensor> mx{at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
-                                         static_cast<double>(steps_rolled_back_)},
+                                         static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
+                                         static_cast<double>(shrunk_steps_)},
                                         at::kDouble)
                                  .to(options_.device)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
@@ -888,8 +890,8 @@ Status TrainingLoop::run() {
     summary_["recovery_s_max"] = t.back();
   }
   summary_["world"] = counting_->size();
-  summary_["min_world"] = min_world_;
-  summary_["shrunk_steps"] = shrunk_steps_;
+  summary_["min_world"] = static_cast<int64_t>(-m[5]);
+  summary_["shrunk_steps"] = static_cast<int64_t>(m[6]);
   sink_->emit({{"event", "finished"}, {"summary", summary_}});
   return Status::ok();
 }

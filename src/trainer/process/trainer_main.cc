@@ -151,6 +151,17 @@ void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
   mailbox->close();
 }
 
+// The regions of a group's members in group order (`regions` lists the job's ranks); all of
+// them when there is no member list.
+std::vector<std::string> group_regions(const std::vector<std::string>& regions, const std::vector<int>& members) {
+  if (regions.empty() || members.empty()) return regions;
+  std::vector<std::string> out;
+  for (int m : members) {
+    if (m >= 0 && m < static_cast<int>(regions.size())) out.push_back(regions[static_cast<size_t>(m)]);
+  }
+  return out;
+}
+
 }  // namespace
 
 int trainer_main(const TrainerArgs& args) {
@@ -214,7 +225,7 @@ int trainer_main(const TrainerArgs& args) {
   so.world = rv.world;
   so.comm = co;
   so.cluster_file = args.cluster_file;
-  so.regions = args.regions;
+  so.regions = group_regions(args.regions, args.standby ? std::vector<int>{} : args.members);
   so.seed = static_cast<uint64_t>(spec.train.seed);
   // A standby has no group yet: it connects when a regroup names it (below).
   CommStack stack0;
@@ -251,6 +262,8 @@ int trainer_main(const TrainerArgs& args) {
     rv.rank = req.group_rank(args.rank);
     so.world = req.world;
     so.rank = rv.rank;
+    // The group's regions (the WAN model and hierarchical groups): those of its members.
+    so.regions = group_regions(args.regions, req.members);
     TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
     TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
     sink.set_generation(req.generation);
@@ -289,8 +302,12 @@ int trainer_main(const TrainerArgs& args) {
         continue;
       }
       auto joined = connect(*req);
-      if (!joined.is_ok()) return fail(joined.status().with_context("standby joining generation " +
-                                                                    std::to_string(req->generation)));
+      if (!joined.is_ok()) {
+        // The group changed again while it formed (comm/abandon.h): wait for the next regroup.
+        spdlog::warn("standby: generation {} did not form ({}); waiting for the next regroup", req->generation,
+                     joined.status().to_string());
+        continue;
+      }
       trainer->attach_group(req->generation, req->members, joined->world);
       spdlog::info("standby for rank {} joins generation {} ({} ranks)", args.rank, req->generation, req->world);
       break;
