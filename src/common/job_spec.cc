@@ -48,19 +48,6 @@ void parse_data(YamlMap m, DataSpec* out) {
   m.get_enum("malformed", &out->malformed, {"skip", "fail"});
   m.get("max_malformed", &out->max_malformed, 0, kMaxInt);
   m.get("max_malformed_fraction", &out->max_malformed_fraction, 0.0, 1.0);
-  // The malformed-line policy is the Criteo reader's; its bounds are skip's (fail stops at the
-  // first malformed line, so a bound there would be a setting that does nothing).
-  for (const char* key : {"malformed", "max_malformed", "max_malformed_fraction"}) {
-    if (m.has(key) && out->source != "criteo") {
-      m.error(key, std::string("applies to data.source criteo only, not ") + out->source);
-    }
-  }
-  for (const char* key : {"max_malformed", "max_malformed_fraction"}) {
-    if (m.has(key) && out->malformed == "fail") {
-      m.error(key, "bounds the malformed lines data.malformed skip leaves out; with data.malformed fail the "
-                   "first malformed line stops the job (remove one of the two)");
-    }
-  }
   m.finish();
 }
 

@@ -67,7 +67,8 @@ struct DataSpec {
   // counted (malformed_lines in the summary, the first few logged with file:line) and left out,
   // but more than max_malformed of them, or more than max_malformed_fraction of the file's
   // lines, or no valid line at all, is a data error naming the file and a line. fail: the first
-  // one is a data error naming the file and line. The bounds apply to skip only.
+  // one is a data error naming the file and line; the bounds are not used (left alone, so
+  // --set data.malformed=fail works on any template). Read for data.source criteo only.
   std::string malformed = "skip";  // skip | fail
   int64_t max_malformed = 1000;
   double max_malformed_fraction = 1.0;  // 1: no bound on the share

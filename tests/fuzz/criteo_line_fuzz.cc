@@ -77,7 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (lines != newlines + (tail ? 1 : 0)) std::abort();
   if (tally.count() != malformed) std::abort();
   int64_t by_defect = 0;
-  for (int k = 1; k < tern::kCriteoDefectKinds; ++k) by_defect += tally.count(static_cast<tern::CriteoDefect>(k));
+  for (int k = 1; k < tern::kCriteoDefectKinds; ++k)
+    by_defect += tally.count(static_cast<tern::CriteoDefect>(k));
   if (by_defect != malformed || tally.count(tern::CriteoDefect::kNone) != 0) std::abort();
   return 0;
 }

@@ -50,7 +50,8 @@ bool parse_int64(std::string_view s, int64_t* out, bool* overflow) {
   const bool negative = !s.empty() && s[0] == '-';
   if (negative) i = 1;
   if (i == s.size()) return false;
-  const uint64_t limit = negative ? uint64_t{1} << 63 : static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  const uint64_t limit =
+      negative ? uint64_t{1} << 63 : static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   uint64_t v = 0;
   for (; i < s.size(); ++i) {
     const char c = s[i];
@@ -94,36 +95,47 @@ bool parse_hex64(std::string_view s, uint64_t* out) {
 
 const char* criteo_defect_name(CriteoDefect d) {
   switch (d) {
-    case CriteoDefect::kNone: return "none";
-    case CriteoDefect::kOverlong: return "overlong";
-    case CriteoDefect::kNul: return "nul";
-    case CriteoDefect::kFieldCount: return "field_count";
-    case CriteoDefect::kLabel: return "label";
-    case CriteoDefect::kInteger: return "integer";
-    case CriteoDefect::kCategory: return "category";
+    case CriteoDefect::kNone:
+      return "none";
+    case CriteoDefect::kOverlong:
+      return "overlong";
+    case CriteoDefect::kNul:
+      return "nul";
+    case CriteoDefect::kFieldCount:
+      return "field_count";
+    case CriteoDefect::kLabel:
+      return "label";
+    case CriteoDefect::kInteger:
+      return "integer";
+    case CriteoDefect::kCategory:
+      return "category";
   }
   return "unknown";
 }
 
 CriteoLineResult parse_criteo_line(std::string_view line, CriteoRow* row) {
   if (static_cast<int64_t>(line.size()) > kCriteoMaxLineBytes) {
-    return defect(CriteoDefect::kOverlong, "a line of " + std::to_string(line.size()) +
-                                               " bytes is longer than a well-formed Criteo line can be (" +
-                                               std::to_string(kCriteoMaxLineBytes) + " bytes)");
+    return defect(CriteoDefect::kOverlong,
+                  "a line of " + std::to_string(line.size()) +
+                      " bytes is longer than a well-formed Criteo line can be (" +
+                      std::to_string(kCriteoMaxLineBytes) + " bytes)");
   }
   if (const void* nul = std::memchr(line.data(), '\0', line.size()); nul != nullptr) {
     const size_t at = static_cast<size_t>(static_cast<const char*>(nul) - line.data());
-    return defect(CriteoDefect::kNul, "a NUL byte at byte " + std::to_string(at + 1) + " of the line");
+    return defect(CriteoDefect::kNul,
+                  "a NUL byte at byte " + std::to_string(at + 1) + " of the line");
   }
   if (line.empty()) {
-    return defect(CriteoDefect::kFieldCount, "an empty line (expected " + std::to_string(kCriteoFields) +
-                                                 " tab-separated fields)");
+    return defect(
+        CriteoDefect::kFieldCount,
+        "an empty line (expected " + std::to_string(kCriteoFields) + " tab-separated fields)");
   }
   int fields = 1;
   for (char c : line) fields += c == '\t';
   if (fields != kCriteoFields) {
     return defect(CriteoDefect::kFieldCount, "expected " + std::to_string(kCriteoFields) +
-                                                 " tab-separated fields, got " + std::to_string(fields));
+                                                 " tab-separated fields, got " +
+                                                 std::to_string(fields));
   }
   CriteoRow r;
   size_t begin = 0;
@@ -133,16 +145,18 @@ CriteoLineResult parse_criteo_line(std::string_view line, CriteoRow* row) {
     const std::string_view value = line.substr(begin, end - begin);
     begin = end + 1;
     if (field == 0) {
-      if (value != "0" && value != "1") return defect(CriteoDefect::kLabel, "label must be 0 or 1, got " + quote(value));
+      if (value != "0" && value != "1")
+        return defect(CriteoDefect::kLabel, "label must be 0 or 1, got " + quote(value));
       r.label = value == "1";
     } else if (field <= kCriteoIntFields) {
       const int i = field - 1;
       if (value.empty()) continue;
       bool overflow = false;
       if (!parse_int64(value, &r.ints[i], &overflow)) {
-        return defect(CriteoDefect::kInteger, "integer feature I" + std::to_string(i + 1) +
-                                                  (overflow ? " is outside the int64 range: " : " is not an integer: ") +
-                                                  quote(value));
+        return defect(CriteoDefect::kInteger,
+                      "integer feature I" + std::to_string(i + 1) +
+                          (overflow ? " is outside the int64 range: " : " is not an integer: ") +
+                          quote(value));
       }
       r.int_present[i] = true;
     } else {
@@ -161,9 +175,10 @@ CriteoLineResult parse_criteo_line(std::string_view line, CriteoRow* row) {
 
 CriteoLineResult parse_criteo_line(const CriteoLineSplitter::Line& line, CriteoRow* row) {
   if (line.overlong) {
-    return defect(CriteoDefect::kOverlong, "a line of " + std::to_string(line.bytes) +
-                                               " bytes is longer than a well-formed Criteo line can be (" +
-                                               std::to_string(kCriteoMaxLineBytes) + " bytes)");
+    return defect(CriteoDefect::kOverlong,
+                  "a line of " + std::to_string(line.bytes) +
+                      " bytes is longer than a well-formed Criteo line can be (" +
+                      std::to_string(kCriteoMaxLineBytes) + " bytes)");
   }
   return parse_criteo_line(line.text, row);
 }
@@ -252,8 +267,8 @@ CriteoFile::CriteoFile(std::string path, void* file, size_t chunk_bytes)
             if (n < 0) {
               int err = 0;
               const char* msg = gzerror(static_cast<gzFile>(file_), &err);
-              return data_loss(path_ + ":" + std::to_string(splitter_.lines() + 1) + ": read error: " +
-                               (err == Z_ERRNO ? std::strerror(errno) : msg));
+              return data_loss(path_ + ":" + std::to_string(splitter_.lines() + 1) +
+                               ": read error: " + (err == Z_ERRNO ? std::strerror(errno) : msg));
             }
             return static_cast<size_t>(n);
           },
@@ -261,7 +276,8 @@ CriteoFile::CriteoFile(std::string path, void* file, size_t chunk_bytes)
 
 Result<std::unique_ptr<CriteoFile>> CriteoFile::open(const std::string& path, size_t chunk_bytes) {
   gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return not_found("cannot open Criteo data " + path + ": " + std::strerror(errno));
+  if (f == nullptr)
+    return not_found("cannot open Criteo data " + path + ": " + std::strerror(errno));
   gzbuffer(f, 1 << 17);
   return std::unique_ptr<CriteoFile>(new CriteoFile(path, f, chunk_bytes));
 }
@@ -287,8 +303,8 @@ Status MalformedTally::record(int64_t line_number, const CriteoLineResult& d) {
   if (options_.log) {
     if (total_ <= kKeptMessages) {
       spdlog::warn("skipping malformed line {}{}", msg,
-                   total_ == kKeptMessages ? " (further ones are counted, one in " + std::to_string(kLogEvery) +
-                                                 " logged)"
+                   total_ == kKeptMessages ? " (further ones are counted, one in " +
+                                                 std::to_string(kLogEvery) + " logged)"
                                            : std::string());
     } else if (total_ % kLogEvery == 0) {
       spdlog::warn("skipped {} malformed lines so far; latest {}", total_, msg);
@@ -301,7 +317,8 @@ std::string MalformedTally::breakdown() const {
   std::string out;
   for (int k = 1; k < kCriteoDefectKinds; ++k) {
     if (by_defect_[k] == 0) continue;
-    out += (out.empty() ? "" : ", ") + std::string(criteo_defect_name(static_cast<CriteoDefect>(k))) + " " +
+    out += (out.empty() ? "" : ", ") +
+           std::string(criteo_defect_name(static_cast<CriteoDefect>(k))) + " " +
            std::to_string(by_defect_[k]);
   }
   return out.empty() ? "none" : out;
@@ -313,8 +330,8 @@ void MalformedTally::reset() {
   messages_.clear();
 }
 
-Result<CriteoScan> scan_criteo(const std::string& path, int64_t holdout_every, const MalformedOptions& options,
-                               size_t chunk_bytes) {
+Result<CriteoScan> scan_criteo(const std::string& path, int64_t holdout_every,
+                               const MalformedOptions& options, size_t chunk_bytes) {
   TERN_ASSIGN_OR_RETURN(auto file, CriteoFile::open(path, chunk_bytes));
   MalformedTally tally(path, options);
   CriteoScan scan;
@@ -333,23 +350,25 @@ Result<CriteoScan> scan_criteo(const std::string& path, int64_t holdout_every, c
   }
   scan.lines = line.number;
   scan.malformed = tally.count();
-  for (int k = 0; k < kCriteoDefectKinds; ++k) scan.by_defect[k] = tally.count(static_cast<CriteoDefect>(k));
+  for (int k = 0; k < kCriteoDefectKinds; ++k)
+    scan.by_defect[k] = tally.count(static_cast<CriteoDefect>(k));
   scan.messages = tally.messages();
   scan.breakdown = tally.breakdown();
   if (scan.malformed > 0 && scan.train_valid + scan.test_valid == 0) {
     return data_loss(path + ": no valid line in " + std::to_string(scan.lines) + " lines (" +
-                     std::to_string(scan.malformed) + " malformed: " + scan.breakdown + "; first: " +
-                     scan.messages.front() + ")");
+                     std::to_string(scan.malformed) + " malformed: " + scan.breakdown +
+                     "; first: " + scan.messages.front() + ")");
   }
-  if (scan.malformed > 0 &&
-      static_cast<double>(scan.malformed) > options.max_fraction * static_cast<double>(scan.lines)) {
+  if (scan.malformed > 0 && static_cast<double>(scan.malformed) >
+                                options.max_fraction * static_cast<double>(scan.lines)) {
     char share[32];
-    std::snprintf(share, sizeof share, "%.4g %%", 100.0 * static_cast<double>(scan.malformed) /
-                                                       static_cast<double>(scan.lines));
-    return data_loss(path + ": " + std::to_string(scan.malformed) + " of " + std::to_string(scan.lines) +
-                     " lines are malformed (" + share + ", more than data.max_malformed_fraction " +
-                     std::to_string(options.max_fraction) + "; " + scan.breakdown + "; first: " +
-                     scan.messages.front() + ")");
+    std::snprintf(share, sizeof share, "%.4g %%",
+                  100.0 * static_cast<double>(scan.malformed) / static_cast<double>(scan.lines));
+    return data_loss(path + ": " + std::to_string(scan.malformed) + " of " +
+                     std::to_string(scan.lines) + " lines are malformed (" + share +
+                     ", more than data.max_malformed_fraction " +
+                     std::to_string(options.max_fraction) + "; " + scan.breakdown +
+                     "; first: " + scan.messages.front() + ")");
   }
   return scan;
 }

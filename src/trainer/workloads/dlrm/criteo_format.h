@@ -32,12 +32,21 @@ constexpr int kCriteoFields = 1 + kCriteoIntFields + kCriteoCatFields;
 // The longest well-formed line: a 1-byte label, 13 integers of at most 20 bytes
 // ("-9223372036854775808"), 26 categories of at most 16 hex digits and 39 tabs. Anything
 // longer is malformed whatever its content, so a line is never buffered beyond this.
-constexpr int64_t kCriteoMaxLineBytes = 1 + kCriteoIntFields * 20 + kCriteoCatFields * 16 + (kCriteoFields - 1);
+constexpr int64_t kCriteoMaxLineBytes =
+    1 + kCriteoIntFields * 20 + kCriteoCatFields * 16 + (kCriteoFields - 1);
 // The category value of an empty categorical field: outside the 32-bit range of Criteo's
 // values, hashed like any other value.
 constexpr uint64_t kCriteoMissingCategory = 0x1'0000'0000ULL;
 
-enum class CriteoDefect : int { kNone = 0, kOverlong, kNul, kFieldCount, kLabel, kInteger, kCategory };
+enum class CriteoDefect : int {
+  kNone = 0,
+  kOverlong,
+  kNul,
+  kFieldCount,
+  kLabel,
+  kInteger,
+  kCategory
+};
 constexpr int kCriteoDefectKinds = 7;  // including kNone
 // "overlong", "nul", "field_count", "label", "integer", "category" ("none" for kNone): the
 // summary's malformed_<name> keys and data.malformed's documentation use these names.
@@ -46,9 +55,9 @@ const char* criteo_defect_name(CriteoDefect defect);
 // One well-formed line's raw values.
 struct CriteoRow {
   bool label = false;
-  std::array<int64_t, kCriteoIntFields> ints{};         // 0 where missing
+  std::array<int64_t, kCriteoIntFields> ints{};  // 0 where missing
   std::array<bool, kCriteoIntFields> int_present{};
-  std::array<uint64_t, kCriteoCatFields> cats{};        // kCriteoMissingCategory where missing
+  std::array<uint64_t, kCriteoCatFields> cats{};  // kCriteoMissingCategory where missing
   bool operator==(const CriteoRow& o) const {
     return label == o.label && ints == o.ints && int_present == o.int_present && cats == o.cats;
   }
@@ -140,7 +149,8 @@ class MalformedTally {
  public:
   static constexpr int kKeptMessages = 10;
   static constexpr int64_t kLogEvery = 10000;
-  MalformedTally(std::string path, MalformedOptions options) : path_(std::move(path)), options_(options) {}
+  MalformedTally(std::string path, MalformedOptions options)
+      : path_(std::move(path)), options_(options) {}
   // A malformed line: counted (and kept, and logged); DATA_LOSS when the policy refuses it
   // (malformed: fail, or more than max_count), naming the file and line.
   Status record(int64_t line_number, const CriteoLineResult& defect);
@@ -174,7 +184,7 @@ struct CriteoScan {
 // Scans `path` with `options`: DATA_LOSS (naming the file and a line) when the policy refuses a
 // malformed line, when no line is well-formed (and some are not), or when the malformed share
 // exceeds max_fraction; NOT_FOUND when the file cannot be opened.
-Result<CriteoScan> scan_criteo(const std::string& path, int64_t holdout_every, const MalformedOptions& options,
-                               size_t chunk_bytes = 1 << 20);
+Result<CriteoScan> scan_criteo(const std::string& path, int64_t holdout_every,
+                               const MalformedOptions& options, size_t chunk_bytes = 1 << 20);
 
 }  // namespace tern

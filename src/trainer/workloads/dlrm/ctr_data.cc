@@ -76,7 +76,10 @@ Result<std::unique_ptr<CriteoReader>> CriteoReader::open(CriteoOptions options) 
                             " table sizes, got " + std::to_string(options.table_sizes.size()));
   }
   for (int64_t size : options.table_sizes) {
-    if (size < 1) return invalid_argument("criteo reader for " + options.path + ": a table of " + std::to_string(size) + " rows");
+    if (size < 1) {
+      return invalid_argument("criteo reader for " + options.path + ": a table of " +
+                              std::to_string(size) + " rows");
+    }
   }
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world) {
     return invalid_argument("criteo reader for " + options.path + ": bad rank " + std::to_string(options.rank) +

@@ -30,7 +30,8 @@ CriteoRow make_row(int seed) {
     r.ints[i] = r.int_present[i] ? (seed * 31 + i * 7) % 200 - 3 : 0;
   }
   for (int t = 0; t < kCriteoCatFields; ++t) {
-    r.cats[t] = (seed + t) % 7 == 0 ? kCriteoMissingCategory : static_cast<uint32_t>(seed * 2654435761u + t);
+    r.cats[t] = (seed + t) % 7 == 0 ? kCriteoMissingCategory
+                                    : static_cast<uint32_t>(seed * 2654435761u + t);
   }
   return r;
 }
@@ -104,7 +105,9 @@ TEST(CriteoLine, NegativeIntegersClampToZeroBeforeTheLog) {
   }
   EXPECT_EQ(criteo_dense_value(0, true), 0.0f);
   for (int64_t raw : {int64_t{1}, int64_t{10}, int64_t{123456789}}) {
-    EXPECT_FLOAT_EQ(criteo_dense_value(raw, true), static_cast<float>(std::log1p(static_cast<double>(raw)))) << raw;
+    EXPECT_FLOAT_EQ(criteo_dense_value(raw, true),
+                    static_cast<float>(std::log1p(static_cast<double>(raw))))
+        << raw;
   }
   EXPECT_TRUE(std::isfinite(criteo_dense_value(std::numeric_limits<int64_t>::max(), true)));
 }
@@ -124,7 +127,8 @@ TEST(CriteoLine, EveryDefectIsClassifiedAndNamed) {
     return join(f);
   };
   cases.push_back({"", CriteoDefect::kFieldCount, "an empty line"});
-  cases.push_back({"1\t2\t3", CriteoDefect::kFieldCount, "expected 40 tab-separated fields, got 3"});
+  cases.push_back(
+      {"1\t2\t3", CriteoDefect::kFieldCount, "expected 40 tab-separated fields, got 3"});
   cases.push_back({good + "\t", CriteoDefect::kFieldCount, "got 41"});
   cases.push_back({good.substr(0, good.rfind('\t')), CriteoDefect::kFieldCount, "got 39"});
   for (std::string label : {"2", "-1", "", "01", "1 ", "0.0", "yes", "\xff"}) {
@@ -134,14 +138,19 @@ TEST(CriteoLine, EveryDefectIsClassifiedAndNamed) {
     cases.push_back({with(4, v), CriteoDefect::kInteger, "integer feature I4 is not an integer"});
   }
   for (std::string v : {"9223372036854775808", "-9223372036854775809", "99999999999999999999999"}) {
-    cases.push_back({with(13, v), CriteoDefect::kInteger, "integer feature I13 is outside the int64 range"});
+    cases.push_back(
+        {with(13, v), CriteoDefect::kInteger, "integer feature I13 is outside the int64 range"});
   }
   for (std::string v : {"zz12ab34", "12345678901234567", "0x1f", "-1a", "12 34", "g"}) {
-    cases.push_back({with(14 + 9, v), CriteoDefect::kCategory, "categorical feature C10 is not 1 to 16 hex digits"});
+    cases.push_back({with(14 + 9, v), CriteoDefect::kCategory,
+                     "categorical feature C10 is not 1 to 16 hex digits"});
   }
-  cases.push_back({good + "\r", CriteoDefect::kCategory, "C26"});  // a '\r' the splitter left is data
-  cases.push_back({with(5, "1" + std::string(1, '\0') + "2"), CriteoDefect::kNul, "a NUL byte at byte "});
-  cases.push_back({with(20, std::string(kCriteoMaxLineBytes, 'a')), CriteoDefect::kOverlong, "bytes is longer"});
+  cases.push_back(
+      {good + "\r", CriteoDefect::kCategory, "C26"});  // a '\r' the splitter left is data
+  cases.push_back(
+      {with(5, "1" + std::string(1, '\0') + "2"), CriteoDefect::kNul, "a NUL byte at byte "});
+  cases.push_back({with(20, std::string(kCriteoMaxLineBytes, 'a')), CriteoDefect::kOverlong,
+                   "bytes is longer"});
   // Precedence: overlong before NUL before the field count before the fields, in order.
   cases.push_back({std::string(kCriteoMaxLineBytes + 1, '\0'), CriteoDefect::kOverlong, "longer"});
   cases.push_back({std::string(1, '\0') + "\tx", CriteoDefect::kNul, "byte 1 "});
@@ -162,12 +171,14 @@ TEST(CriteoLine, EveryDefectIsClassifiedAndNamed) {
     // Messages are one printable-ASCII line, bounded, whatever the line held.
     EXPECT_LT(r.message.size(), 200u) << r.message;
     for (char ch : r.message) {
-      EXPECT_TRUE(ch >= 0x20 && ch <= 0x7e) << "byte " << static_cast<int>(static_cast<unsigned char>(ch)) << " in "
-                                            << r.message;
+      EXPECT_TRUE(ch >= 0x20 && ch <= 0x7e)
+          << "byte " << static_cast<int>(static_cast<unsigned char>(ch)) << " in " << r.message;
     }
   }
-  EXPECT_NE(parse(with(0, std::string("1\t", 1) + "\xff")).message.find("'1\\xff'"), std::string::npos);
-  EXPECT_NE(parse(with(14, std::string(100, 'z'))).message.find("...' (100 bytes)"), std::string::npos);
+  EXPECT_NE(parse(with(0, std::string("1\t", 1) + "\xff")).message.find("'1\\xff'"),
+            std::string::npos);
+  EXPECT_NE(parse(with(14, std::string(100, 'z'))).message.find("...' (100 bytes)"),
+            std::string::npos);
 }
 
 // Splits `bytes` with reads of `chunk` bytes.
@@ -207,13 +218,13 @@ TEST(CriteoLineSplitter, EveryLineEndingAndEveryChunkSize) {
       {"", {}},
       {"a\nb\n", {"a", "b"}},
       {"a\r\nb\r\n", {"a", "b"}},
-      {"a\nb", {"a", "b"}},            // no final newline: still a line
-      {"a\r\nb\r", {"a", "b"}},        // CRLF file cut before its last '\n'
-      {"a\r\nb\n", {"a", "b"}},        // mixed endings
-      {"\n\n", {"", ""}},              // empty lines are lines (malformed: field_count)
+      {"a\nb", {"a", "b"}},      // no final newline: still a line
+      {"a\r\nb\r", {"a", "b"}},  // CRLF file cut before its last '\n'
+      {"a\r\nb\n", {"a", "b"}},  // mixed endings
+      {"\n\n", {"", ""}},        // empty lines are lines (malformed: field_count)
       {"\r\n", {""}},
-      {"a\r\r\n", {"a\r"}},            // only one '\r' is a line ending
-      {"a\rb\n", {"a\rb"}},            // a lone '\r' is data (old Mac endings are one long line)
+      {"a\r\r\n", {"a\r"}},  // only one '\r' is a line ending
+      {"a\rb\n", {"a\rb"}},  // a lone '\r' is data (old Mac endings are one long line)
       {"\r", {""}},
       {std::string("a\0b\n", 4), {std::string("a\0b", 3)}},
   };
@@ -285,7 +296,8 @@ TEST(MalformedTally, SkipCountsByDefectAndKeepsTheFirstMessages) {
   o.log = false;
   MalformedTally t("x.tsv", o);
   for (int i = 0; i < 15; ++i) {
-    CriteoLineResult d{i % 2 ? CriteoDefect::kLabel : CriteoDefect::kNul, "why " + std::to_string(i)};
+    CriteoLineResult d{i % 2 ? CriteoDefect::kLabel : CriteoDefect::kNul,
+                       "why " + std::to_string(i)};
     ASSERT_TRUE(t.record(100 + i, d).is_ok());
   }
   EXPECT_EQ(t.count(), 15);
@@ -314,11 +326,14 @@ TEST(MalformedTally, FailRefusesTheFirstAndTheCountBoundTheOneBeyond) {
     skip.max_count = bound;
     skip.log = false;
     MalformedTally t("y.tsv", skip);
-    for (int64_t i = 1; i <= bound; ++i) EXPECT_TRUE(t.record(i * 10, {CriteoDefect::kInteger, "bad"}).is_ok());
+    for (int64_t i = 1; i <= bound; ++i)
+      EXPECT_TRUE(t.record(i * 10, {CriteoDefect::kInteger, "bad"}).is_ok());
     Status over = t.record(bound * 10 + 3, {CriteoDefect::kInteger, "bad"});
     EXPECT_EQ(over.code(), StatusCode::kDataLoss) << bound;
-    EXPECT_NE(over.message().find("y.tsv:" + std::to_string(bound * 10 + 3) + ": bad"), std::string::npos);
-    EXPECT_NE(over.message().find("more than data.max_malformed " + std::to_string(bound)), std::string::npos)
+    EXPECT_NE(over.message().find("y.tsv:" + std::to_string(bound * 10 + 3) + ": bad"),
+              std::string::npos);
+    EXPECT_NE(over.message().find("more than data.max_malformed " + std::to_string(bound)),
+              std::string::npos)
         << over.message();
   }
 }
@@ -329,15 +344,15 @@ std::string mixed_file(std::vector<int64_t>* bad_lines) {
   for (int i = 0; i < 40; ++i) lines.push_back(format_criteo_line(make_row(i)));
   std::vector<std::string> f = fields_of(lines[0]);
   f[0] = "5";
-  lines[3] = join(f);                                      // label
-  lines[7] = "";                                           // field_count
-  lines[11] = lines[11] + "\t";                            // field_count
+  lines[3] = join(f);            // label
+  lines[7] = "";                 // field_count
+  lines[11] = lines[11] + "\t";  // field_count
   f = fields_of(lines[1]);
   f[2] = "1x";
-  lines[15] = join(f);                                     // integer
+  lines[15] = join(f);  // integer
   f = fields_of(lines[1]);
   f[30] = "xyz";
-  lines[19] = join(f);                                     // category
+  lines[19] = join(f);  // category
   f = fields_of(lines[1]);
   f[6] = std::string("1\0", 2);
   lines[23] = join(f);                                     // nul
@@ -365,14 +380,15 @@ TEST(ScanCriteo, CountsEverySplitAndEveryDefect) {
     // Test lines: 10, 20 (malformed), 30, 40 -> 3 valid; train: 36 lines, 6 malformed.
     EXPECT_EQ(scan->test_valid, 3);
     EXPECT_EQ(scan->train_valid, 30);
-    for (CriteoDefect d : {CriteoDefect::kLabel, CriteoDefect::kInteger, CriteoDefect::kCategory, CriteoDefect::kNul,
-                           CriteoDefect::kOverlong}) {
+    for (CriteoDefect d : {CriteoDefect::kLabel, CriteoDefect::kInteger, CriteoDefect::kCategory,
+                           CriteoDefect::kNul, CriteoDefect::kOverlong}) {
       EXPECT_EQ(scan->by_defect[static_cast<int>(d)], 1) << criteo_defect_name(d);
     }
     EXPECT_EQ(scan->by_defect[static_cast<int>(CriteoDefect::kFieldCount)], 2);
     ASSERT_EQ(scan->messages.size(), bad.size());
     for (size_t i = 0; i < bad.size(); ++i) {
-      EXPECT_EQ(scan->messages[i].rfind(path + ":" + std::to_string(bad[i]) + ": ", 0), 0u) << scan->messages[i];
+      EXPECT_EQ(scan->messages[i].rfind(path + ":" + std::to_string(bad[i]) + ": ", 0), 0u)
+          << scan->messages[i];
     }
   }
   // fail: the first malformed line, by number.
@@ -387,13 +403,15 @@ TEST(ScanCriteo, CountsEverySplitAndEveryDefect) {
   o.max_count = 6;
   auto counted = scan_criteo(path, 10, o);
   ASSERT_FALSE(counted.is_ok());
-  EXPECT_EQ(counted.status().message().rfind(path + ":28: a line of ", 0), 0u) << counted.status().message();
+  EXPECT_EQ(counted.status().message().rfind(path + ":28: a line of ", 0), 0u)
+      << counted.status().message();
   // skip with a fraction bound: 7 of 40 is 17.5 %.
   o.max_count = 1000;
   o.max_fraction = 0.17;
   auto share = scan_criteo(path, 10, o);
   ASSERT_FALSE(share.is_ok());
-  EXPECT_NE(share.status().message().find(path + ": 7 of 40 lines are malformed (17.5 %"), std::string::npos)
+  EXPECT_NE(share.status().message().find(path + ": 7 of 40 lines are malformed (17.5 %"),
+            std::string::npos)
       << share.status().message();
   EXPECT_NE(share.status().message().find("first: " + path + ":4: "), std::string::npos);
   o.max_fraction = 0.2;
@@ -411,11 +429,13 @@ TEST(ScanCriteo, NoValidLineEmptyFileAndMissingFile) {
   auto r = scan_criteo(path, 10, o);
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
-  EXPECT_NE(r.status().message().find(path + ": no valid line in 30 lines (30 malformed: field_count 30; first: " +
-                                      path + ":1: expected 40 tab-separated fields, got 4"),
+  EXPECT_NE(r.status().message().find(
+                path + ": no valid line in 30 lines (30 malformed: field_count 30; first: " + path +
+                ":1: expected 40 tab-separated fields, got 4"),
             std::string::npos)
       << r.status().message();
-  // An empty file is not malformed: it has no lines (the workload says there is nothing to train on).
+  // An empty file is not malformed: it has no lines (the workload says there is nothing to train
+  // on).
   write_file(path, "");
   auto empty = scan_criteo(path, 10, o);
   ASSERT_TRUE(empty.is_ok()) << empty.status().to_string();
