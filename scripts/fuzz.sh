@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of tern's input parsers (job spec, cluster config, checkpoint file,
-# coordinator journal, safetensors header) and of the coordinator's RPC handlers with libFuzzer
-# (clang, ASan + UBSan).
+# coordinator journal, safetensors header, Criteo TSV lines) and of the coordinator's RPC
+# handlers with libFuzzer (clang, ASan + UBSan).
 #   scripts/fuzz.sh [seconds per target, default 60]
 #   TARGETS="coordinator_rpc" scripts/fuzz.sh 600
 # The parser targets build the common library only (no Torch, no gRPC) into build-fuzz/; the
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
-TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal safetensors coordinator_rpc}
+TARGETS=${TARGETS:-job_spec cluster_config checkpoint journal safetensors criteo_line coordinator_rpc}
 FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer"
 configure() {  # build dir, control plane ON/OFF, compiler flags
   cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \

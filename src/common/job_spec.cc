@@ -45,6 +45,9 @@ void parse_data(YamlMap m, DataSpec* out) {
   m.get("zipf_alpha", &out->zipf_alpha, 0.0, 10.0);
   m.get_list("table_sizes", &out->table_sizes, 1, 4294967296.0);
   m.get("holdout_every", &out->holdout_every, 0, kMaxInt);
+  m.get_enum("malformed", &out->malformed, {"skip", "fail"});
+  m.get("max_malformed", &out->max_malformed, 0, kMaxInt);
+  m.get("max_malformed_fraction", &out->max_malformed_fraction, 0.0, 1.0);
   m.finish();
 }
 
@@ -211,6 +214,16 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
     if (v != static_cast<double>(static_cast<int64_t>(v))) {
       root.error("data", "table_sizes must be whole numbers, got " + std::to_string(v));
       break;
+    }
+  }
+  if (d.source == "criteo") {
+    const int64_t tables = d.table_sizes.empty() ? d.num_tables : static_cast<int64_t>(d.table_sizes.size());
+    if (tables != 26) {
+      root.error("data", "num_tables (or the entries of table_sizes) must be 26 for source criteo (one table per "
+                         "categorical field C1..C26), got " + std::to_string(tables));
+    }
+    if (d.path.empty() || d.path == DataSpec().path) {
+      root.error("data", "path must name the Criteo TSV (plain or gzip) for source criteo");
     }
   }
   if (s.workers > d.num_tables) {

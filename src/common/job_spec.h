@@ -62,6 +62,16 @@ struct DataSpec {
   std::vector<double> table_sizes;
   // criteo: every holdout_every-th line of `path` is held out for evaluation (0 = none).
   int64_t holdout_every = 10;
+  // criteo: what a malformed line (trainer/workloads/dlrm/criteo_format.h: overlong, NUL byte,
+  // not 40 fields, label not 0/1, bad integer, bad hex category) does. skip (the default):
+  // counted (malformed_lines in the summary, the first few logged with file:line) and left out,
+  // but more than max_malformed of them, or more than max_malformed_fraction of the file's
+  // lines, or no valid line at all, is a data error naming the file and a line. fail: the first
+  // one is a data error naming the file and line; the bounds are not used (left alone, so
+  // --set data.malformed=fail works on any template). Read for data.source criteo only.
+  std::string malformed = "skip";  // skip | fail
+  int64_t max_malformed = 1000;
+  double max_malformed_fraction = 1.0;  // 1: no bound on the share
 };
 
 struct TrainSpec {

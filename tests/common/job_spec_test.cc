@@ -307,6 +307,64 @@ TEST(JobSpec, DlrmShapesAreChecked) {
   EXPECT_NE(with({"model.sharding=random"}).find("model.sharding"), std::string::npos);
 }
 
+// Issue 22: the Criteo malformed-line policy (data.malformed skip | fail, and skip's bounds),
+// each bad value named by its field and line (or override), and what a criteo source needs.
+TEST(JobSpec, CriteoMalformedPolicyIsValidatedByField) {
+  auto load = [&](const std::string& data_extra, std::vector<std::string> more = {}) {
+    std::string text = kGood;
+    text.replace(text.find("model: {type: mlp}"), 18, "model: {type: dlrm}");
+    text.replace(text.find("data: {source: synthetic, train_size: 256}"), 42,
+                 "data: {source: criteo, path: /data/train.tsv" + data_extra + "}");
+    return load_job_spec_text(text, "job.yaml", more);
+  };
+  auto ok = load("");
+  ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->spec.data.malformed, "skip");  // the default
+  EXPECT_EQ(ok->spec.data.max_malformed, 1000);
+  EXPECT_DOUBLE_EQ(ok->spec.data.max_malformed_fraction, 1.0);
+  auto set = load(", malformed: skip, max_malformed: 0, max_malformed_fraction: 0.01");
+  ASSERT_TRUE(set.is_ok()) << set.status().to_string();
+  EXPECT_EQ(set->spec.data.max_malformed, 0);
+  EXPECT_DOUBLE_EQ(set->spec.data.max_malformed_fraction, 0.01);
+  auto fail = load(", malformed: fail");
+  ASSERT_TRUE(fail.is_ok()) << fail.status().to_string();
+  EXPECT_EQ(fail->spec.data.malformed, "fail");
+
+  auto error = [&](const std::string& data_extra, std::vector<std::string> more = {}) {
+    auto r = load(data_extra, std::move(more));
+    EXPECT_FALSE(r.is_ok()) << data_extra;
+    return r.status().message();
+  };
+  EXPECT_NE(error(", malformed: drop").find("job.yaml:4: data.malformed must be one of"), std::string::npos)
+      << error(", malformed: drop");
+  EXPECT_NE(error(", max_malformed: -1").find("data.max_malformed must be >= 0, got -1"), std::string::npos)
+      << error(", max_malformed: -1");
+  EXPECT_NE(error(", max_malformed: many").find("data.max_malformed"), std::string::npos);
+  EXPECT_NE(error(", max_malformed_fraction: 1.5").find("data.max_malformed_fraction must be <= 1"),
+            std::string::npos)
+      << error(", max_malformed_fraction: 1.5");
+  EXPECT_NE(error(", max_malformed_fraction: -0.1").find("data.max_malformed_fraction must be >= 0"),
+            std::string::npos);
+  // fail leaves the bounds unused rather than refusing them: --set data.malformed=fail works on
+  // a template that sets them.
+  auto both = load(", max_malformed: 5, max_malformed_fraction: 0.5", {"data.malformed=fail"});
+  ASSERT_TRUE(both.is_ok()) << both.status().to_string();
+  EXPECT_EQ(both->spec.data.malformed, "fail");
+  // --set is validated the same way, and names the override.
+  EXPECT_NE(error("", {"data.malformed=sometimes"}).find("data.malformed"), std::string::npos);
+  EXPECT_NE(error("", {"data.max_malformed=-5"}).find("data.max_malformed must be >= 0, got -5"), std::string::npos)
+      << error("", {"data.max_malformed=-5"});
+  // criteo needs a file and 26 tables (one per categorical field).
+  EXPECT_NE(error("", {"data.num_tables=8"}).find("num_tables (or the entries of table_sizes) must be 26 for source criteo"),
+            std::string::npos)
+      << error("", {"data.num_tables=8"});
+  std::string no_path = kGood;
+  no_path.replace(no_path.find("model: {type: mlp}"), 18, "model: {type: dlrm}");
+  no_path.replace(no_path.find("data: {source: synthetic, train_size: 256}"), 42, "data: {source: criteo}");
+  EXPECT_NE(load_error(no_path).message().find("path must name the Criteo TSV"), std::string::npos)
+      << load_error(no_path).message();
+}
+
 // Issue 18 items 4 and 6.
 TEST(JobSpec, OnNonFiniteDefaultsToFailAndIsAnEnum) {
   auto r = load_job_spec_text(kGood, "job.yaml");

@@ -204,6 +204,82 @@ TEST(TernRun, CriteoWithNoValidLineFailsOnceWithTheDataError) {
       << j.dump();
 }
 
+// Issue 22: a Criteo-format file from scripts/gen-criteo.py with every edge case (empty fields,
+// negative integers, CRLF on some lines, no final newline, malformed lines of every kind)
+// trains the DLRM through `tern run`; the summary counts exactly the malformed lines the
+// generator wrote, by defect, and rank 0's log names the first one by file and line. With
+// data.malformed fail, or a count bound below the file's, the job fails with a data error
+// (exit code 3) naming the file and the line.
+TEST(TernRun, GeneratedCriteoFileTrainsAndCountsMalformedLines) {
+  const char* src = std::getenv("TERN_SOURCE_DIR");
+  const fs::path generator = fs::path(src ? src : ".") / "scripts" / "gen-criteo.py";
+  if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3 for " << generator;
+  const fs::path data = scratch() / "gen.tsv";
+  auto err = scratch() / "gen.err";
+  Output gen = run({"/usr/bin/python3", generator.string(), data.string(), "--lines", "3000", "--edge-cases",
+                    "--malformed-rate", "0.02", "--seed", "7"},
+                   err.string());
+  ASSERT_EQ(gen.status, 0) << gen.out << slurp(err);
+  auto g = nlohmann::json::parse(gen.out, nullptr, false);
+  ASSERT_FALSE(g.is_discarded()) << gen.out;
+  const int64_t malformed = g["malformed"].get<int64_t>();
+  ASSERT_GT(malformed, 1) << gen.out;
+  const int64_t first_bad = g["first_malformed_lines"][0].get<int64_t>();
+
+  auto spec = scratch() / "gen-criteo.yaml";
+  std::ofstream(spec) << "name: it-gen-criteo\nworkers: 2\n"
+                      << "model: {type: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}\n"
+                      << "data: {source: criteo, path: " << data.string() << ", table_size: 512}\n"
+                      << "train: {steps: 40, batch_size: 64, lr: 0.2}\n";
+  const fs::path run_dir = scratch() / "run-gen-criteo";
+  Output r = run({bin("tern"), "run", spec.string(), "--json", "--run-dir", run_dir.string()}, err.string());
+  ASSERT_EQ(r.status, 0) << r.out << slurp(err);
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["state"], "SUCCEEDED");
+  EXPECT_EQ(j["steps"], 40);
+  EXPECT_EQ(j.value("data_lines", -1), 3000) << j.dump();
+  EXPECT_EQ(j.value("malformed_lines", -1), malformed) << j.dump();
+  for (const auto& [kind, count] : g["malformed_by_kind"].items()) {
+    EXPECT_EQ(j.value("malformed_" + kind, -1), count.get<int64_t>()) << kind << ": " << j.dump();
+  }
+  ASSERT_TRUE(j.contains("test_auc")) << j.dump();
+  EXPECT_GT(j["test_auc"].get<double>(), 0.5) << j.dump();
+  EXPECT_LE(j["test_auc"].get<double>(), 1.0) << j.dump();
+  const std::string log0 = slurp(run_dir / "rank-0.log");
+  EXPECT_NE(log0.find("skipping malformed line " + data.string() + ":" + std::to_string(first_bad) + ": "),
+            std::string::npos)
+      << log0.substr(0, 4000);
+  EXPECT_NE(log0.find(std::to_string(malformed) + " malformed"), std::string::npos) << log0.substr(0, 4000);
+
+  // data.malformed fail: the first malformed line is a data error naming the file and line.
+  Output f = run({bin("tern"), "run", spec.string(), "--json", "--set", "data.malformed=fail", "--run-dir",
+                  (scratch() / "run-gen-criteo-fail").string()},
+                 err.string());
+  EXPECT_EQ(f.status, 1) << f.out << slurp(err);
+  auto fj = nlohmann::json::parse(f.out, nullptr, false);
+  ASSERT_FALSE(fj.is_discarded()) << f.out;
+  EXPECT_EQ(fj["state"], "FAILED");
+  EXPECT_EQ(fj["exit_code"], 3) << fj.dump();
+  EXPECT_NE(fj.value("reason", "").find(data.string() + ":" + std::to_string(first_bad) + ": "), std::string::npos)
+      << fj.dump();
+  EXPECT_NE(fj.value("reason", "").find("data.malformed is fail"), std::string::npos) << fj.dump();
+
+  // skip with a count bound one below the file's count: the last malformed line exceeds it.
+  Output b = run({bin("tern"), "run", spec.string(), "--json", "--set",
+                  "data.max_malformed=" + std::to_string(malformed - 1), "--run-dir",
+                  (scratch() / "run-gen-criteo-bound").string()},
+                 err.string());
+  EXPECT_EQ(b.status, 1) << b.out << slurp(err);
+  auto bj = nlohmann::json::parse(b.out, nullptr, false);
+  ASSERT_FALSE(bj.is_discarded()) << b.out;
+  EXPECT_EQ(bj["exit_code"], 3) << bj.dump();
+  EXPECT_NE(bj.value("reason", "").find("more than data.max_malformed " + std::to_string(malformed - 1)),
+            std::string::npos)
+      << bj.dump();
+  EXPECT_NE(bj.value("reason", "").find(data.string() + ":"), std::string::npos) << bj.dump();
+}
+
 // Issue 18 item 6: more intra-op threads than this machine has cores is refused up front.
 TEST(TernRun, TrainThreadsBeyondTheCoresAreRefused) {
   const unsigned cores = std::thread::hardware_concurrency();

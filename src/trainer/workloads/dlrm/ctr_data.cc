@@ -1,30 +1,10 @@
 #include "trainer/workloads/dlrm/ctr_data.h"
 
-#include <spdlog/spdlog.h>
-#include <zlib.h>
-
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 namespace tern {
 namespace {
-
-constexpr int kCriteoFields = 1 + kCtrDenseFeatures + kCriteoTables;
-constexpr int kKeptBadMessages = 10;
-// After the first kKeptBadMessages skipped lines, only every this-many-th is logged.
-constexpr int64_t kBadLogEvery = 10000;
-// A field quoted in an error message is cut to this many bytes (a malformed line may be MBs).
-constexpr size_t kQuotedBytes = 48;
-
-// 'value', or its first bytes and its length when it is long (never the whole of a huge field).
-std::string quote_cut(const std::string& value) {
-  if (value.size() <= kQuotedBytes) return "'" + value + "'";
-  return "'" + value.substr(0, kQuotedBytes) + "...' (" + std::to_string(value.size()) + " bytes)";
-}
-// Category value of an empty categorical field (outside the 32-bit range of real values).
-constexpr uint64_t kMissingCategory = 0x1'0000'0000ULL;
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ULL;
@@ -82,15 +62,28 @@ int64_t hash_category(uint64_t value, int64_t table, int64_t size) {
 
 // --- Criteo ----------------------------------------------------------------------------------
 
+MalformedOptions criteo_malformed_options(const DataSpec& spec) {
+  MalformedOptions o;
+  o.policy = spec.malformed == "fail" ? MalformedPolicy::kFail : MalformedPolicy::kSkip;
+  o.max_count = spec.max_malformed;
+  o.max_fraction = spec.max_malformed_fraction;
+  return o;
+}
+
 Result<std::unique_ptr<CriteoReader>> CriteoReader::open(CriteoOptions options) {
   if (options.table_sizes.size() != static_cast<size_t>(kCriteoTables)) {
-    return invalid_argument("criteo reader for " + options.path + ": needs " +
-                                    std::to_string(kCriteoTables) + " table sizes, got " +
-                                    std::to_string(options.table_sizes.size()));
+    return invalid_argument("criteo reader for " + options.path + ": needs " + std::to_string(kCriteoTables) +
+                            " table sizes, got " + std::to_string(options.table_sizes.size()));
+  }
+  for (int64_t size : options.table_sizes) {
+    if (size < 1) {
+      return invalid_argument("criteo reader for " + options.path + ": a table of " +
+                              std::to_string(size) + " rows");
+    }
   }
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world) {
-    return invalid_argument("criteo reader for " + options.path + ": bad rank " +
-                                    std::to_string(options.rank) + " of " + std::to_string(options.world));
+    return invalid_argument("criteo reader for " + options.path + ": bad rank " + std::to_string(options.rank) +
+                            " of " + std::to_string(options.world));
   }
   if (options.chunk_bytes < 1) options.chunk_bytes = 1 << 20;
   std::unique_ptr<CriteoReader> reader(new CriteoReader(std::move(options)));
@@ -98,22 +91,13 @@ Result<std::unique_ptr<CriteoReader>> CriteoReader::open(CriteoOptions options) 
   return reader;
 }
 
-CriteoReader::~CriteoReader() {
-  if (file_ != nullptr) gzclose(static_cast<gzFile>(file_));
-}
+CriteoReader::~CriteoReader() = default;
 
 Status CriteoReader::rewind() {
-  if (file_ != nullptr) gzclose(static_cast<gzFile>(file_));
-  file_ = gzopen(options_.path.c_str(), "rb");
-  if (file_ == nullptr) {
-    return not_found("cannot open Criteo data " + options_.path + ": " + std::strerror(errno));
-  }
-  gzbuffer(static_cast<gzFile>(file_), 1 << 17);
-  chunk_.resize(static_cast<size_t>(options_.chunk_bytes));
-  chunk_pos_ = chunk_len_ = 0;
-  eof_ = false;
-  line_number_ = split_lines_ = position_ = bad_lines_ = good_lines_ = 0;
-  bad_messages_.clear();
+  file_.reset();
+  TERN_ASSIGN_OR_RETURN(file_, CriteoFile::open(options_.path, static_cast<size_t>(options_.chunk_bytes)));
+  split_lines_ = position_ = 0;
+  tally_.reset();
   return Status::ok();
 }
 
@@ -123,46 +107,11 @@ Status CriteoReader::skip_to(int64_t position) {
     TERN_ASSIGN_OR_RETURN(Batch b, next(std::min<int64_t>(position - position_, 4096)));
     if (b.size() == 0) {
       return Status(StatusCode::kOutOfRange, options_.path + ": position " + std::to_string(position) +
-                                  " is past the end of this rank's share (" + std::to_string(position_) + ")");
+                                                 " is past the end of this rank's share (" +
+                                                 std::to_string(position_) + ")");
     }
   }
   return Status::ok();
-}
-
-Result<bool> CriteoReader::read_line(std::string* line) {
-  line->clear();
-  while (true) {
-    if (chunk_pos_ == chunk_len_) {
-      if (eof_) return !line->empty();
-      int n = gzread(static_cast<gzFile>(file_), chunk_.data(), static_cast<unsigned>(chunk_.size()));
-      if (n < 0) {
-        int err = 0;
-        const char* msg = gzerror(static_cast<gzFile>(file_), &err);
-        return data_loss(options_.path + ":" + std::to_string(line_number_ + 1) + ": read error: " + msg);
-      }
-      chunk_pos_ = 0;
-      chunk_len_ = static_cast<size_t>(n);
-      if (n == 0) {
-        eof_ = true;
-        if (line->empty()) return false;
-        ++line_number_;
-        return true;
-      }
-    }
-    const char* begin = chunk_.data() + chunk_pos_;
-    const void* nl = std::memchr(begin, '\n', chunk_len_ - chunk_pos_);
-    if (nl == nullptr) {
-      line->append(begin, chunk_len_ - chunk_pos_);
-      chunk_pos_ = chunk_len_;
-      continue;
-    }
-    size_t n = static_cast<const char*>(nl) - begin;
-    line->append(begin, n);
-    chunk_pos_ += n + 1;
-    if (!line->empty() && line->back() == '\r') line->pop_back();
-    ++line_number_;
-    return true;
-  }
 }
 
 bool CriteoReader::in_my_share(int64_t line_number) {
@@ -172,56 +121,9 @@ bool CriteoReader::in_my_share(int64_t line_number) {
   return split_lines_++ % options_.world == options_.rank;
 }
 
-std::string CriteoReader::parse_line(const std::string& line, float* dense, int64_t* sparse,
-                                     float* label) const {
-  const char* p = line.data();
-  const char* end = p + line.size();
-  int field = 0;
-  while (true) {
-    const char* tab = static_cast<const char*>(std::memchr(p, '\t', end - p));
-    const char* fend = tab == nullptr ? end : tab;
-    std::string value(p, fend);
-    if (field >= kCriteoFields) {
-      return "expected " + std::to_string(kCriteoFields) + " tab-separated fields, got more";
-    }
-    if (field == 0) {
-      if (value != "0" && value != "1") return "label must be 0 or 1, got " + quote_cut(value);
-      *label = value == "1" ? 1.0f : 0.0f;
-    } else if (field <= kCtrDenseFeatures) {
-      double x = 0;
-      if (!value.empty()) {
-        char* stop = nullptr;
-        errno = 0;
-        long long v = std::strtoll(value.c_str(), &stop, 10);
-        if (stop != value.c_str() + value.size() || errno != 0) {
-          return "integer feature I" + std::to_string(field) + " is not an integer: " + quote_cut(value);
-        }
-        x = std::log1p(static_cast<double>(std::max<long long>(v, 0)));
-      }
-      dense[field - 1] = static_cast<float>(x);
-    } else {
-      int t = field - 1 - static_cast<int>(kCtrDenseFeatures);
-      uint64_t v = kMissingCategory;
-      if (!value.empty()) {
-        bool hex = value.size() <= 16;
-        for (char c : value) hex = hex && std::isxdigit(static_cast<unsigned char>(c));
-        if (!hex) return "categorical feature C" + std::to_string(t + 1) + " is not hex: " + quote_cut(value);
-        v = std::strtoull(value.c_str(), nullptr, 16);
-      }
-      sparse[t] = hash_category(v, t, options_.table_sizes[t]);
-    }
-    ++field;
-    if (tab == nullptr) break;
-    p = tab + 1;
-  }
-  if (field != kCriteoFields) {
-    return "expected " + std::to_string(kCriteoFields) + " tab-separated fields, got " + std::to_string(field);
-  }
-  return "";
-}
-
 Result<Batch> CriteoReader::next(int64_t max_rows) {
   const int64_t tables = kCriteoTables;
+  max_rows = std::max<int64_t>(max_rows, 0);
   at::Tensor x = at::zeros({max_rows, kCtrDenseFeatures}, at::kFloat);
   at::Tensor sparse = at::zeros({max_rows, tables}, at::kLong);
   at::Tensor y = at::zeros({max_rows}, at::kFloat);
@@ -229,42 +131,23 @@ Result<Batch> CriteoReader::next(int64_t max_rows) {
   int64_t* sp = sparse.data_ptr<int64_t>();
   float* yp = y.data_ptr<float>();
   int64_t rows = 0;
-  std::string line;
+  CriteoLineSplitter::Line line;
+  CriteoRow row;
   while (rows < max_rows) {
-    TERN_ASSIGN_OR_RETURN(bool got, read_line(&line));
+    TERN_ASSIGN_OR_RETURN(bool got, file_->next(&line));
     if (!got) break;
-    if (!in_my_share(line_number_)) continue;
-    std::string err = parse_line(line, xp + rows * kCtrDenseFeatures, sp + rows * tables, yp + rows);
-    if (!err.empty()) {
-      std::string msg = options_.path + ":" + std::to_string(line_number_) + ": " + err;
-      if (line.size() > 1024) msg += " (a line of " + std::to_string(line.size()) + " bytes)";
-      ++bad_lines_;
-      ++bad_lines_total_;
-      if (bad_lines_ > options_.max_bad_lines) {
-        return data_loss(msg + " (more than " + std::to_string(options_.max_bad_lines) +
-                         " bad lines; is this a Criteo TSV?)");
-      }
-      if (static_cast<int>(bad_messages_.size()) < kKeptBadMessages) bad_messages_.push_back(msg);
-      // Every pass (epoch, evaluation) meets the same bad lines again: the log gets the first
-      // few of the reader's life, then one line per kBadLogEvery.
-      if (bad_lines_total_ <= kKeptBadMessages) {
-        spdlog::warn("skipping bad line {}{}", msg,
-                     bad_lines_total_ == kKeptBadMessages
-                         ? " (further bad lines are counted, one in " + std::to_string(kBadLogEvery) +
-                               " logged)"
-                         : std::string());
-      } else if (bad_lines_total_ % kBadLogEvery == 0) {
-        spdlog::warn("skipped {} bad lines so far; latest {}", bad_lines_total_, msg);
-      }
+    if (!in_my_share(line.number)) continue;
+    CriteoLineResult r = parse_criteo_line(line, &row);
+    if (!r.ok()) {
+      TERN_RETURN_IF_ERROR(tally_.record(line.number, r));
       continue;
     }
+    float* dense = xp + rows * kCtrDenseFeatures;
+    for (int i = 0; i < kCriteoIntFields; ++i) dense[i] = criteo_dense_value(row.ints[i], row.int_present[i]);
+    int64_t* cats = sp + rows * tables;
+    for (int t = 0; t < kCriteoCatFields; ++t) cats[t] = hash_category(row.cats[t], t, options_.table_sizes[t]);
+    yp[rows] = row.label ? 1.0f : 0.0f;
     ++rows;
-    ++good_lines_;
-  }
-  if (rows == 0 && eof_ && good_lines_ == 0 && bad_lines_ > 0) {
-    // The whole pass had nothing to train on: a data error, not an empty share.
-    return data_loss(options_.path + ": no valid line in " + std::to_string(line_number_) + " lines (" +
-                     std::to_string(bad_lines_) + " bad; first: " + bad_messages_.front() + ")");
   }
   position_ += rows;
   return Batch{x.narrow(0, 0, rows), sparse.narrow(0, 0, rows), y.narrow(0, 0, rows)};
@@ -423,6 +306,8 @@ Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSpli
     o.world = world;
     o.holdout_every = spec.holdout_every;
     o.split = split;
+    o.malformed = criteo_malformed_options(spec);
+    o.malformed.log = false;  // scan_criteo logged the file's malformed lines once
     TERN_ASSIGN_OR_RETURN(auto reader, CriteoReader::open(o));
     return std::unique_ptr<CtrStream>(std::move(reader));
   }

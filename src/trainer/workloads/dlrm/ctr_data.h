@@ -16,11 +16,12 @@
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "trainer/workloads/data.h"
+#include "trainer/workloads/dlrm/criteo_format.h"
 
 namespace tern {
 
-constexpr int64_t kCtrDenseFeatures = 13;
-constexpr int64_t kCriteoTables = 26;
+constexpr int64_t kCtrDenseFeatures = kCriteoIntFields;
+constexpr int64_t kCriteoTables = kCriteoCatFields;
 
 // Table sizes from a job spec: data.table_sizes, or num_tables x table_size.
 std::vector<int64_t> ctr_table_sizes(const DataSpec& spec);
@@ -55,17 +56,23 @@ struct CriteoOptions {
   // the rest is the train split. 0: no hold-out (kTrain = kAll, kTest is empty).
   int64_t holdout_every = 0;
   CtrSplit split = CtrSplit::kAll;
-  // Bad lines (wrong field count, non-numeric integer, bad hex, label not 0/1) are skipped and
-  // reported with file:line (a long field cut to its first bytes and length); more than this
-  // many in one pass, or a pass with no valid line at all, is a data error (DATA_LOSS).
-  int64_t max_bad_lines = 1000;
+  // Malformed lines of this reader's share (criteo_format.h lists the defects) are skipped and
+  // counted, or refused (DATA_LOSS naming file:line) as the policy says. The whole-file rules
+  // (no valid line at all, too large a malformed fraction) are scan_criteo's: a rank's share
+  // of a small file may hold no valid line while the file does.
+  MalformedOptions malformed;
   int64_t chunk_bytes = 1 << 20;  // read size: the file is streamed, never loaded whole
 };
 
-// Streams a Criteo TSV: `label \t I1..I13 \t C1..C26`, any field may be empty. Integers go
-// through log(1 + max(x, 0)) (missing = 0); categories are 32-bit hex, hashed into their
-// table (missing = a fixed sentinel value, hashed like any other). Lines of the chosen split
-// are dealt round-robin to ranks: the split's k-th line goes to rank k % world.
+// The malformed-line policy of data.malformed, data.max_malformed, data.max_malformed_fraction.
+MalformedOptions criteo_malformed_options(const DataSpec& spec);
+
+// Streams a Criteo TSV (criteo_format.h: the format, CRLF, a missing final newline, the
+// defects of a malformed line). Integers go through log(1 + max(x, 0)) (missing = 0: the DLRM
+// reference's transform, negative counts clamp to 0); categories are hex values hashed into
+// their table (missing = kCriteoMissingCategory, hashed like any other value). Lines of the
+// chosen split are dealt round-robin to ranks: the split's k-th line (well-formed or not) goes
+// to rank k % world, so shares never depend on what a line holds.
 class CriteoReader : public CtrStream {
  public:
   static Result<std::unique_ptr<CriteoReader>> open(CriteoOptions options);
@@ -76,30 +83,22 @@ class CriteoReader : public CtrStream {
   int64_t position() const override { return position_; }
   Status skip_to(int64_t position) override;
 
-  // Bad lines skipped in this pass, and the first few messages ("train.tsv:12: ...").
-  int64_t bad_lines() const { return bad_lines_; }
-  const std::vector<std::string>& bad_line_messages() const { return bad_messages_; }
+  // Malformed lines of this rank's share skipped in this pass, by defect, and the first few
+  // messages ("train.tsv:12: ...").
+  int64_t bad_lines() const { return tally_.count(); }
+  int64_t bad_lines(CriteoDefect defect) const { return tally_.count(defect); }
+  const std::vector<std::string>& bad_line_messages() const { return tally_.messages(); }
 
  private:
-  explicit CriteoReader(CriteoOptions options) : options_(std::move(options)) {}
-  // The next physical line into `line`; false at end of file.
-  Result<bool> read_line(std::string* line);
-  // Parses one line into row `row` of the output buffers; an error message when it is bad.
-  std::string parse_line(const std::string& line, float* dense, int64_t* sparse, float* label) const;
+  explicit CriteoReader(CriteoOptions options)
+      : options_(std::move(options)), tally_(options_.path, options_.malformed) {}
   bool in_my_share(int64_t line_number);
 
   CriteoOptions options_;
-  void* file_ = nullptr;  // gzFile
-  std::vector<char> chunk_;
-  size_t chunk_pos_ = 0, chunk_len_ = 0;
-  bool eof_ = false;
-  int64_t line_number_ = 0;   // physical lines read (1-based number of the last one)
-  int64_t split_lines_ = 0;   // lines of the chosen split seen
-  int64_t position_ = 0;      // samples returned to the caller
-  int64_t bad_lines_ = 0;        // in this pass
-  int64_t good_lines_ = 0;       // in this pass
-  int64_t bad_lines_total_ = 0;  // in every pass (rate-limits the log)
-  std::vector<std::string> bad_messages_;
+  std::unique_ptr<CriteoFile> file_;
+  int64_t split_lines_ = 0;  // lines of the chosen split seen
+  int64_t position_ = 0;     // samples returned to the caller
+  MalformedTally tally_;     // this pass
 };
 
 // --- Synthetic CTR ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <string>
 
 #include "trainer/loop/sampler.h"
 #include "trainer/workloads/dlrm/shard_checkpoint.h"
@@ -17,19 +18,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int64_t kEvalBatch = 2048;
 
-// Samples in the training split: synthetic_ctr says; Criteo takes one streaming pass as a
-// single rank. Local, no collective: a replacement rank computes it before it meets the group.
-Result<int64_t> training_samples(const DataSpec& data) {
-  if (data.source == "synthetic_ctr") return data.train_size;
-  TERN_ASSIGN_OR_RETURN(auto all, make_ctr_stream(data, CtrSplit::kTrain, 0, 1));
-  int64_t total = 0;
-  for (;;) {
-    TERN_ASSIGN_OR_RETURN(Batch b, all->next(1 << 16));
-    if (b.size() == 0) break;
-    total += b.size();
-  }
-  return total;
-}
+// The key of a defect's count in the summary: malformed_overlong, malformed_label, ...
+std::string malformed_key(CriteoDefect d) { return std::string("malformed_") + criteo_defect_name(d); }
 
 // Samples of rank `rank`'s interleaved share of `total` (rank, rank + world, ...).
 int64_t share_of(int64_t total, int rank, int world) { return total > rank ? (total - rank + world - 1) / world : 0; }
@@ -53,7 +43,23 @@ Status DlrmWorkload::setup(const WorkloadContext& ctx) {
     TERN_ASSIGN_OR_RETURN(train_stream_, make_ctr_stream(data, CtrSplit::kTrain, rank_, world_));
   }
   TERN_ASSIGN_OR_RETURN(test_, make_ctr_stream(data, CtrSplit::kTest, rank_, world_));
-  TERN_ASSIGN_OR_RETURN(int64_t total, training_samples(data));
+  // Samples in the training split: synthetic_ctr says; a Criteo file is scanned whole, on every
+  // rank alike (local, no collective: a replacement rank does it before it meets the group), so
+  // a file the malformed-line policy refuses fails every rank with the same data error before
+  // the first step, and every rank knows the file's malformed count for the summary.
+  int64_t total = data.train_size;
+  if (data.source == "criteo") {
+    MalformedOptions policy = criteo_malformed_options(data);
+    policy.log = rank_ == 0;  // the first few malformed lines, once per job
+    TERN_ASSIGN_OR_RETURN(CriteoScan scan, scan_criteo(data.path, data.holdout_every, policy));
+    total = scan.train_valid;
+    if (rank_ == 0) {
+      spdlog::info("criteo data {}: {} lines, {} train + {} test well-formed, {} malformed ({}; data.malformed {})",
+                   data.path, scan.lines, scan.train_valid, scan.test_valid, scan.malformed, scan.breakdown,
+                   data.malformed);
+    }
+    scan_ = std::move(scan);
+  }
   share_ = share_of(total, 0, world_);
   if (share_ == 0 && data.source == "criteo") {
     return data_loss(data.path + ": no training lines (data.holdout_every " + std::to_string(data.holdout_every) + ")");
@@ -185,10 +191,20 @@ Result<nlohmann::json> DlrmWorkload::summary(Communicator& comm, int64_t global_
   // PLS (ALGORITHMS.md §5): updates of lost shards that no checkpoint had, as a fraction of
   // those shards' updates at the failure (shard_pls) and of the whole model's over the job
   // (pls, the paper's measure: comparable with recovery.pls_target).
-  return nlohmann::json{{"lost_updates", s[0]},
-                        {"lost_samples", s[2]},  // each sample updates one row per table
-                        {"shard_pls", s[1] > 0 ? s[0] / s[1] : 0.0},
-                        {"pls", all_updates > 0 ? s[0] / all_updates : 0.0}};
+  nlohmann::json out{{"lost_updates", s[0]},
+                     {"lost_samples", s[2]},  // each sample updates one row per table
+                     {"shard_pls", s[1] > 0 ? s[0] / s[1] : 0.0},
+                     {"pls", all_updates > 0 ? s[0] / all_updates : 0.0}};
+  if (scan_) {
+    // The whole file's figures (every rank scanned it alike): lines, and the malformed lines
+    // data.malformed skip left out, in all and by defect.
+    out["data_lines"] = scan_->lines;
+    out["malformed_lines"] = scan_->malformed;
+    for (int k = 1; k < kCriteoDefectKinds; ++k) {
+      out[malformed_key(static_cast<CriteoDefect>(k))] = scan_->by_defect[k];
+    }
+  }
+  return out;
 }
 
 std::string DlrmWorkload::describe() const {

@@ -9,7 +9,9 @@
 // synthetic_ctr reads any sample by index (straggler plans may hand a rank other ranks'
 // samples); criteo is streamed, each rank reading only its share, so part() answers positions
 // in this rank's share and the stream seeks when a step does not continue where the last one
-// ended (resume, rollback, a replacement rank).
+// ended (resume, rollback, a replacement rank). A Criteo file is scanned whole at setup
+// (criteo_format.h: scan_criteo): the malformed-line policy (data.malformed) refuses a file
+// before the first step, and the summary reports its lines and malformed lines by defect.
 //
 // Sharded state (CPR, ALGORITHMS.md §5; shard_checkpoint.h): a checkpoint's rank file holds the
 // whole shard or the rows recovery.policy picks; a resume or rollback rebuilds the shard from
@@ -19,6 +21,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -63,6 +66,7 @@ class DlrmWorkload : public Workload {
   std::shared_ptr<const SyntheticCtr> synthetic_;  // synthetic_ctr: random access
   std::unique_ptr<CtrStream> train_stream_;        // criteo: this rank's share, streamed
   std::unique_ptr<CtrStream> test_;
+  std::optional<CriteoScan> scan_;                 // criteo: the whole file, scanned at setup
   int64_t share_ = 0;      // samples of the largest rank share
   int64_t steps_per_epoch_ = 1;
   std::mt19937_64 ssu_rng_;
