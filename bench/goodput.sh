@@ -45,7 +45,7 @@ trap '"$BIN/tern" cluster down "$cluster" >/dev/null 2>&1 || true' EXIT
 
 terminal() {  # job id -> 0 when the job has ended
   "$BIN/tern" status "$1" --cluster "$cluster" --json 2>/dev/null |
-    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["state"] in ("JOB_STATE_SUCCEEDED","JOB_STATE_FAILED","JOB_STATE_CANCELLED") else 1)'
+    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["state"] in ("JOB_STATE_SUCCEEDED","JOB_STATE_FAILED","JOB_STATE_CANCELLED") else 1)' 2>/dev/null
 }
 
 # pids of the job's trainers (not standbys: they do not train yet)

@@ -3,9 +3,14 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
@@ -151,6 +156,18 @@ void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
   mailbox->close();
 }
 
+// Sets the nice value of every thread of this process (Linux keeps one per thread; threads
+// inherit their creator's). False when one could not be set (lowering it needs privileges).
+bool set_process_nice(int nice) {
+  bool ok = true;
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    const id_t tid = static_cast<id_t>(std::strtol(t.path().filename().c_str(), nullptr, 10));
+    ok = ::setpriority(PRIO_PROCESS, tid, nice) == 0 && ok;
+  }
+  return ok && !ec;
+}
+
 // The regions of a group's members in group order (`regions` lists the job's ranks); all of
 // them when there is no member list.
 std::vector<std::string> group_regions(const std::vector<std::string>& regions, const std::vector<int>& members) {
@@ -282,8 +299,18 @@ int trainer_main(const TrainerArgs& args) {
   if (args.standby) {
     // Load everything that needs no group, say so, and wait to be admitted (minutes: until the
     // coordinator grows the group; a regroup that does not name this rank only re-keys it).
+    // It loads at the lowest priority: on a machine it shares with the group it is about to
+    // join, the load must not slow the group down (on a machine of its own it changes nothing).
+    // Its priority comes back once loaded, where the process may raise it again (as root).
+    errno = 0;
+    const int nice0 = ::getpriority(PRIO_PROCESS, 0);
+    const bool lowered = errno == 0 && nice0 < 19 && set_process_nice(19);
     auto t0 = std::chrono::steady_clock::now();
     s = guarded("setup", [&] { return trainer->prepare(); });
+    if (lowered && !set_process_nice(nice0)) {
+      spdlog::warn("standby: cannot restore the nice value {} after loading (no privilege): it trains at nice 19",
+                   nice0);
+    }
     if (!s.is_ok()) return fail(s);
     const double setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     spdlog::info("standby for rank {}: ready after {:.2f} s; waiting to join", args.rank, setup_s);
