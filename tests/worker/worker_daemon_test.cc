@@ -152,6 +152,14 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_EQ(er->error().code(), 3);
   EXPECT_FALSE(parse_trainer_event("not json", task).has_value());
   EXPECT_FALSE(parse_trainer_event(R"({"event": "checkpoint", "step": 3})", task).has_value());
+  // A committed checkpoint is relayed (the coordinator journals the newest, issue 22); a
+  // mistyped step reads as 0, which the coordinator refuses.
+  auto ck = parse_trainer_event(R"({"event": "checkpoint_committed", "step": 40, "bytes": 123})", task);
+  ASSERT_TRUE(ck.has_value() && ck->has_checkpoint());
+  EXPECT_EQ(ck->checkpoint().step(), 40);
+  auto bad = parse_trainer_event(R"({"event": "checkpoint_committed", "step": "forty"})", task);
+  ASSERT_TRUE(bad.has_value() && bad->has_checkpoint());
+  EXPECT_EQ(bad->checkpoint().step(), 0);
   EXPECT_FALSE(parse_trainer_event(R"({"no_event": 1})", task).has_value());
   // Elastic regroup events (and any kind a newer trainer adds) are not relayed.
   EXPECT_FALSE(parse_trainer_event(R"({"event": "peer_lost", "step": 3, "message": "x"})", task));
