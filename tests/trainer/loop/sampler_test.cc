@@ -50,7 +50,9 @@ TEST(StepAtOtherWorld, NoSampleOfTheEpochIsSkippedAndFewerThanOneBatchIsSeenTwic
         SCOPED_TRACE(std::to_string(from) + " -> " + std::to_string(to) + " ranks at step " + std::to_string(step));
         auto mapped = step_at_other_world(step, from_spe, batch * from, to_spe, batch * to);
         ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
-        if (from == to) EXPECT_EQ(*mapped, step);
+        if (from == to) {
+          EXPECT_EQ(*mapped, step);
+        }
         const int64_t epoch = step / from_spe;
         EXPECT_GE(*mapped, epoch * to_spe);  // the same epoch (or its very end)
         EXPECT_LE(*mapped, (epoch + 1) * to_spe);
