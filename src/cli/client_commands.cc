@@ -223,13 +223,26 @@ Result<v1::JobStatus> watch(const std::string& address, const RpcClientOptions& 
 }  // namespace
 
 int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
-  std::ifstream in(submit.job_file, std::ios::binary);
-  if (!in) {
-    std::cerr << "tern submit: cannot read job spec " << submit.job_file << std::endl;
+  const bool resume = !submit.resume_job.empty();
+  if (resume && !submit.job_file.empty()) {
+    std::cerr << "tern submit: --resume " << submit.resume_job
+              << " starts from that job's own spec: give no spec file with it (change fields with --set)"
+              << std::endl;
+    return kExitBadInput;
+  }
+  if (resume && first_invalid_utf8(submit.resume_job) != std::string::npos) {
+    std::cerr << "tern submit: --resume: the job id is not valid UTF-8" << std::endl;
     return kExitBadInput;
   }
   std::stringstream text;
-  text << in.rdbuf();
+  if (!resume) {
+    std::ifstream in(submit.job_file, std::ios::binary);
+    if (!in) {
+      std::cerr << "tern submit: cannot read job spec " << submit.job_file << std::endl;
+      return kExitBadInput;
+    }
+    text << in.rdbuf();
+  }
   // The request's fields are protobuf strings, which must be UTF-8 (the coordinator would
   // refuse to parse the request): say where the file is not, before sending anything.
   const std::string spec = text.str();
@@ -258,6 +271,7 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
   for (size_t bad; (bad = first_invalid_utf8(source_name)) != std::string::npos;)
     source_name[bad] = '?';
   req.set_source_name(source_name);
+  if (resume) req.set_resume_job(submit.resume_job);
   const auto too_large = [&](const std::string& limit) {
     std::cerr << "tern submit: the job spec " << submit.job_file
               << " is too large: " << req.ByteSizeLong() << " bytes with its overrides, over "
@@ -290,8 +304,11 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
     } else {
       std::cout << reply->job_id() << "\n";
       std::cerr << "submitted " << reply->job_id() << " (" << job.name()
-                << "): " << job.world_size() << " ranks, " << short_state(job.state())
-                << ". Follow it with `tern status " << reply->job_id() << "`" << std::endl;
+                << "): " << job.world_size() << " ranks, " << short_state(job.state());
+      if (job.has_resumed_step()) {
+        std::cerr << ", resuming " << job.resumed_job() << " from its committed step " << job.resumed_step();
+      }
+      std::cerr << ". Follow it with `tern status " << reply->job_id() << "`" << std::endl;
     }
     return kExitOk;
   }
@@ -350,6 +367,17 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
   out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
       << j.generation() << ", recoveries " << j.recoveries() << ")\n";
   if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
+  if (j.has_resumed_step()) {
+    out << "resumed    " << j.resumed_job() << " from its committed step " << j.resumed_step() << "\n";
+  }
+  if (j.has_checkpoint_step() || !j.checkpoint_dir().empty()) {
+    out << "checkpoint "
+        << (j.has_checkpoint_step() ? "step " + std::to_string(j.checkpoint_step()) + " committed"
+                                    : std::string("none committed yet"))
+        << (j.checkpoint_dir().empty() ? std::string(" (in each worker's job directory)")
+                                       : " in " + j.checkpoint_dir())
+        << "\n";
+  }
   if (j.members_size() > 0 && j.members_size() < j.world_size()) {
     std::string list;
     for (int m : j.members()) list += (list.empty() ? "" : ",") + std::to_string(m);

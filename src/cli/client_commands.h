@@ -44,7 +44,10 @@ struct ClientConnection {
 Result<ClientConnection> resolve_connection(const ClientOptions& options);
 
 struct SubmitOptions {
-  std::string job_file;
+  std::string job_file;  // empty with resume_job
+  // --resume JOB: a new job from JOB's journaled spec and newest committed checkpoint (the
+  // coordinator sets recovery.resume_from; --set still applies, e.g. workers=3).
+  std::string resume_job;
   std::vector<std::string> overrides;  // --set a.b=c
   bool watch = false;
 };

@@ -147,6 +147,7 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
     so.core.max_spec_bytes = cluster->limits.max_spec_bytes;
     so.core.paths.write_roots = {cluster->work_dir()};
     so.core.paths.read_roots = cluster->data_dirs;
+    so.core.checkpoint_root = cluster->checkpoint_root;
     so.max_message_bytes = cluster->limits.max_message_bytes;
     so.guard.rate_per_s = cluster->limits.rate_per_s;
     so.guard.rate_burst = static_cast<double>(cluster->limits.rate_burst);

@@ -122,9 +122,12 @@ int main(int argc, char** argv) {
   tern::ClientOptions client;
   tern::SubmitOptions submit;
   auto* submit_cmd = app.add_subcommand("submit", "Submit a job to the coordinator");
-  submit_cmd->add_option("job", submit.job_file, "job spec (YAML)")
-      ->required()
-      ->check(CLI::ExistingFile);
+  auto* submit_file = submit_cmd->add_option("job", submit.job_file, "job spec (YAML)")->check(CLI::ExistingFile);
+  auto* submit_resume = submit_cmd->add_option(
+      "--resume", submit.resume_job,
+      "start a new job from job JOB's spec and newest committed checkpoint (the cluster's checkpoint_root; "
+      "--set workers=N for another worker count)");
+  submit_resume->excludes(submit_file);
   submit_cmd->add_option("--set", submit.overrides, "override a spec field: a.b=c (repeatable)");
   submit_cmd->add_flag("--watch,-w", submit.watch,
                        "follow the job to its end with a live progress bar");
@@ -171,7 +174,10 @@ int main(int argc, char** argv) {
     worker.coordinator = conn->address;
     worker.security = conn->rpc.security;
     worker.rpc_deadline = std::min(worker.rpc_deadline, conn->rpc.deadline);
-    if (conn->cluster) worker.data_dirs = conn->cluster->data_dirs;
+    if (conn->cluster) {
+      worker.data_dirs = conn->cluster->data_dirs;
+      worker.checkpoint_root = conn->cluster->checkpoint_root;
+    }
     if (!data_dirs.empty()) {
       worker.data_dirs.clear();
       for (const auto& d : data_dirs)
@@ -182,7 +188,14 @@ int main(int argc, char** argv) {
   }
   if (*up_cmd) return tern::cluster_up_command(cluster);
   if (*down_cmd) return tern::cluster_down_command(cluster);
-  if (*submit_cmd) return tern::submit_command(client, submit);
+  if (*submit_cmd) {
+    if (submit.job_file.empty() && submit.resume_job.empty()) {
+      std::cerr << "tern submit: give a job spec (tern submit FILE) or a job to resume (tern submit --resume JOB)"
+                << std::endl;
+      return tern::kExitBadInput;
+    }
+    return tern::submit_command(client, submit);
+  }
   if (*jobs_cmd) return tern::jobs_command(client);
   if (*status_cmd) return tern::status_command(client, status);
   if (*workers_cmd) return tern::workers_command(client);

@@ -68,7 +68,31 @@ std::string listen_problem(const std::string& listen, std::string* host, int* po
   return "";
 }
 
+// Why `root` cannot be checkpoint_root, or empty. Jobs write below it, so it must be an
+// absolute directory that is not the file system root, and it ends up in job specs and paths.
+std::string checkpoint_root_problem(const std::string& root) {
+  if (root.empty()) return "must not be empty (leave the key out to keep checkpoints on each worker)";
+  if (root.find('\0') != std::string::npos) return "must not contain NUL bytes";
+  for (char ch : root) {
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)
+      return "must not contain control characters (newlines, tabs), got '" + root + "'";
+  }
+  std::filesystem::path p(root);
+  if (!p.is_absolute())
+    return "must be an absolute directory every worker mounts at the same path, got '" + root + "'";
+  for (const auto& part : p) {
+    if (part == "..") return "must not climb with '..', got '" + root + "'";
+  }
+  if (p.lexically_normal() == p.root_path())
+    return "must not be the file system root '/': jobs write below it; name a directory for checkpoints";
+  return "";
+}
+
 }  // namespace
+
+std::string ClusterConfig::job_checkpoint_dir(const std::string& job_id) const {
+  return checkpoint_root.empty() ? std::string() : checkpoint_root + "/" + job_id;
+}
 
 const LinkSpec& NetworkSpec::link(const std::string& a, const std::string& b) const {
   if (a == b) return intra_region;
@@ -255,6 +279,22 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
         m.error("data_dirs", "must list absolute directories, got '" + d + "'");
     }
     for (auto& d : c.data_dirs) d = std::filesystem::path(d).lexically_normal().string();
+  }
+  if (m.has("checkpoint_root")) {
+    // A value that is not a string (null, a list) is reported by get() and left unset.
+    const std::string unset(1, '\0');
+    std::string root = unset;
+    m.get("checkpoint_root", &root);
+    if (root != unset) {
+      std::string problem = checkpoint_root_problem(root);
+      if (!problem.empty()) {
+        m.error("checkpoint_root", problem);
+      } else {
+        root = std::filesystem::path(root).lexically_normal().string();
+        while (root.size() > 1 && root.back() == '/') root.pop_back();
+        c.checkpoint_root = root;
+      }
+    }
   }
   std::string state_dir = ".tern/" + c.name;
   m.get("state_dir", &state_dir);

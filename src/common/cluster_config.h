@@ -102,6 +102,15 @@ struct ClusterConfig {
   // Directories a job spec may read from (data.path, recovery.resume_from) besides the
   // worker's own job directory. Absolute.
   std::vector<std::string> data_dirs = {"/usr/share/datasets"};
+  // Where `tern submit` jobs keep their checkpoints: a directory every worker reaches at this
+  // same path (a shared file system mount; on a local cluster, a directory of this machine).
+  // When set, a job whose spec leaves recovery.dir unset checkpoints into
+  // <checkpoint_root>/<job id>/ (all ranks the same directory), the coordinator journals its
+  // newest committed step, and `tern submit --resume JOB` can start a new job from it on any
+  // cluster that mounts the same root. Jobs may write only their own <root>/<job id> and read
+  // (recovery.resume_from) anywhere below the root. Absolute, normalised; empty = off (each
+  // worker keeps checkpoints in its own job directory).
+  std::string checkpoint_root;
   TlsSpec tls;
   AuthSpec auth;
   LimitsSpec limits;
@@ -111,6 +120,8 @@ struct ClusterConfig {
   std::string journal_dir() const { return state_dir + "/journal"; }
   std::string log_dir() const { return state_dir + "/logs"; }
   std::string work_dir() const { return state_dir + "/work"; }
+  // <checkpoint_root>/<job_id>: where job `job_id` checkpoints; "" when checkpoint_root is off.
+  std::string job_checkpoint_dir(const std::string& job_id) const;
   int64_t total_workers() const;
 };
 

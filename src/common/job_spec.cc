@@ -175,6 +175,10 @@ void parse_recovery(YamlMap m, RecoverySpec* out) {
   m.get("row_fraction", &out->row_fraction, 0.0, 1.0);
   m.get("full_every", &out->full_every, 1, 1000000);
   m.get("resume_from", &out->resume_from);
+  m.get("resume_step", &out->resume_step, 0, kMaxInt);
+  if (out->resume_step > 0 && out->resume_from.empty()) {
+    m.error("resume_step", "needs recovery.resume_from (the directory to resume from)");
+  }
   m.finish();
 }
 

@@ -211,6 +211,9 @@ struct RecoverySpec {
   double row_fraction = 0.1;
   int64_t full_every = 4;
   std::string resume_from = "";
+  // With resume_from: resume from the newest complete step at or before this one (0: the
+  // newest). `tern submit --resume` sets it to the step the coordinator journaled as committed.
+  int64_t resume_step = 0;
 };
 
 struct DebugSpec {

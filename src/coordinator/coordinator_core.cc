@@ -126,6 +126,12 @@ std::string encode_job(const Job& job) {
          {"started_at", job.started_at},
          {"finished_at", job.finished_at}};
   if (job.test_accuracy) j["test_accuracy"] = *job.test_accuracy;
+  if (!job.checkpoint_dir.empty()) j["checkpoint_dir"] = job.checkpoint_dir;
+  if (job.checkpoint_step >= 0) j["checkpoint_step"] = job.checkpoint_step;
+  if (!job.resumed_job.empty()) {
+    j["resumed_job"] = job.resumed_job;
+    j["resumed_step"] = job.resumed_step;
+  }
   return j.dump();
 }
 
@@ -161,6 +167,26 @@ Job decode_job(const json& j) {
   job.finished_at = j.value("finished_at", 0.0);
   if (j.contains("test_accuracy") && j["test_accuracy"].is_number())
     job.test_accuracy = json_number(j, "test_accuracy");
+  // Checkpoint fields (issue 22; absent in older journals). A wrong type throws (the record is
+  // then reported, never dropped); values no coordinator writes are refused the same way.
+  const auto integer_field = [&](const char* key) -> int64_t {
+    auto it = j.find(key);
+    if (it == j.end()) return -1;
+    if (!it->is_number_integer()) throw std::out_of_range(std::string(key) + " is not an integer");
+    return it->get<int64_t>();
+  };
+  job.checkpoint_dir = j.value("checkpoint_dir", std::string());
+  job.checkpoint_step = integer_field("checkpoint_step");
+  job.resumed_job = j.value("resumed_job", std::string());
+  job.resumed_step = integer_field("resumed_step");
+  if (job.checkpoint_step < -1 || job.resumed_step < -1) {
+    throw std::out_of_range("job " + job.id + ": a checkpoint step below -1 (" +
+                            std::to_string(std::min(job.checkpoint_step, job.resumed_step)) + ")");
+  }
+  if (!job.checkpoint_dir.empty() && !fs::path(job.checkpoint_dir).is_absolute()) {
+    throw std::out_of_range("job " + job.id + ": checkpoint_dir '" + job.checkpoint_dir.substr(0, 80) +
+                            "' is not absolute");
+  }
   return job;
 }
 
@@ -188,6 +214,16 @@ Worker decode_worker(const json& j) {
   w.state = static_cast<WorkerState>(j.value("state", 0));
   w.registered_at = j.value("registered_at", 0.0);
   return w;
+}
+
+// `s` as a YAML double-quoted scalar (an override's value that must stay one string).
+std::string yaml_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
 }
 
 // A journal payload as it may appear in an error message: at most 80 bytes, printable.
@@ -218,6 +254,8 @@ Status decode_record(const std::string& payload, std::optional<Job>* job,
       return data_loss("unknown record type '" + printable(type) + "'");
     }
   } catch (const json::exception& e) {
+    return data_loss("a " + type + " record that cannot be read (" + e.what() + ")");
+  } catch (const std::out_of_range& e) {
     return data_loss("a " + type + " record that cannot be read (" + e.what() + ")");
   }
   return Status::ok();
@@ -505,13 +543,21 @@ void CoordinatorCore::touch(Job* job) {
 
 Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
                                         const std::vector<std::string>& overrides,
-                                        const std::string& source_name) {
+                                        const std::string& source_name,
+                                        const std::string& resume_job) {
   // Names and text end up in protobuf strings (replies, the journal, StartTask): UTF-8 only.
   // The spec text and overrides are checked by the YAML loader, naming the first bad byte.
   if (first_invalid_utf8(source_name) != std::string::npos) {
     return invalid_argument("source_name is not valid UTF-8");
   }
-  const std::string name = source_name.empty() ? "<submitted spec>" : source_name;
+  if (first_invalid_utf8(resume_job) != std::string::npos) {
+    return invalid_argument("resume_job is not valid UTF-8");
+  }
+  if (!resume_job.empty() && !spec_yaml.empty()) {
+    return invalid_argument("--resume " + printable(resume_job) +
+                            " starts from that job's own spec: send no spec with it (change fields with --set)");
+  }
+  std::string name = source_name.empty() ? "<submitted spec>" : source_name;
   size_t size = spec_yaml.size();
   for (const auto& o : overrides) size += o.size();
   if (static_cast<int64_t>(size) > options_.max_spec_bytes) {
@@ -520,18 +566,43 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
                             std::to_string(options_.max_spec_bytes) +
                             " (coordinator.max_spec_bytes)");
   }
-  auto loaded = load_job_spec_text(spec_yaml, name, overrides);
+  // Under the lock from here: the job's id (its checkpoint directory's name) is the next one.
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string id = "j-" + std::to_string(next_job_seq_);
+  std::string text = spec_yaml;
+  std::vector<std::string> all_overrides = overrides;
+  Job resumed;  // resumed_job / resumed_step of the new job
+  if (!resume_job.empty()) {
+    TERN_ASSIGN_OR_RETURN(std::vector<std::string> extra,
+                          resume_overrides_locked(resume_job, id, overrides, &resumed));
+    text = jobs_.at(resume_job).spec_yaml;
+    if (source_name.empty()) name = "the spec of " + resume_job;
+    all_overrides.insert(all_overrides.end(), extra.begin(), extra.end());
+  }
+  auto loaded = load_job_spec_text(text, name, all_overrides);
+  if (loaded.is_ok() && resume_job.empty() && !options_.checkpoint_root.empty() &&
+      loaded->spec.recovery.dir.empty()) {
+    // Checkpoints go to the shared root, where any worker (of this or another cluster) finds
+    // them; the spec says so, so that the journaled spec is what the trainers run.
+    all_overrides.push_back("recovery.dir=" + yaml_quoted(options_.checkpoint_root + "/" + id));
+    loaded = load_job_spec_text(text, name, all_overrides);
+  }
   if (!loaded.is_ok()) {
     const Status& s = loaded.status();
     return s.code() == StatusCode::kInvalidArgument ? s : invalid_argument(s.message());
   }
-  if (!options_.paths.write_roots.empty() || !options_.paths.read_roots.empty()) {
-    Status paths = check_job_paths(loaded->spec, options_.paths);
+  if (!options_.paths.write_roots.empty() || !options_.paths.read_roots.empty() ||
+      !options_.checkpoint_root.empty()) {
+    PathPolicy policy = options_.paths;
+    if (!options_.checkpoint_root.empty()) {
+      policy.write_roots.push_back(options_.checkpoint_root + "/" + id);
+      policy.read_roots.push_back(options_.checkpoint_root);
+    }
+    Status paths = check_job_paths(loaded->spec, policy);
     if (!paths.is_ok()) return invalid_argument(name + ": " + paths.message());
   }
-  std::lock_guard<std::mutex> lock(mu_);
   int64_t pending = 0;
-  for (const auto& [id, j] : jobs_) pending += j.state == JobState::kPending;
+  for (const auto& [jid, j] : jobs_) pending += j.state == JobState::kPending;
   if (pending >= options_.max_queued_jobs) {
     return resource_exhausted("the queue is full: " + std::to_string(pending) +
                               " jobs are pending (coordinator.max_queued_jobs)");
@@ -542,7 +613,7 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   if (!reserved.is_ok()) return reserved;
   Job job;
   job.seq = next_job_seq_;
-  job.id = "j-" + std::to_string(job.seq);
+  job.id = id;
   job.name = loaded->spec.name;
   job.spec_yaml = loaded->yaml;
   job.world = static_cast<int>(loaded->spec.workers);
@@ -553,7 +624,13 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   job.threads = loaded->spec.train.threads;
   job.created_at = clock_->unix_seconds();
   job.reason = "queued";
-  const std::string id = job.id;
+  const std::string& dir = loaded->spec.recovery.dir;
+  if (!options_.checkpoint_root.empty() && fs::path(dir).is_absolute() &&
+      path_is_under(dir, options_.checkpoint_root)) {
+    job.checkpoint_dir = fs::path(dir).lexically_normal().string();
+  }
+  job.resumed_job = resumed.resumed_job;
+  job.resumed_step = resumed.resumed_step;
   // In the table before it is journaled: a compaction triggered by this append must see it.
   Job& stored = jobs_[id] = std::move(job);
   ++next_job_seq_;
@@ -562,11 +639,65 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
     jobs_.erase(id);
     return s;
   }
-  spdlog::info("job {} ({}) submitted: {} ranks, placement {}", id, stored.name, stored.world,
-               stored.placement);
+  if (stored.resumed_job.empty()) {
+    spdlog::info("job {} ({}) submitted: {} ranks, placement {}{}", id, stored.name, stored.world,
+                 stored.placement, stored.checkpoint_dir.empty() ? "" : ", checkpoints in " + stored.checkpoint_dir);
+  } else {
+    spdlog::info("job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step {}", id,
+                 stored.name, stored.world, stored.placement, stored.resumed_job, stored.resumed_step);
+  }
   touch(&stored);
   schedule_locked();
   return jobs_.at(id);
+}
+
+Result<std::vector<std::string>> CoordinatorCore::resume_overrides_locked(
+    const std::string& old_id, const std::string& new_id, const std::vector<std::string>& user_overrides,
+    Job* resumed) {
+  auto it = jobs_.find(old_id);
+  if (it == jobs_.end()) {
+    return not_found("--resume: no job '" + printable(old_id) + "' (tern jobs lists them)");
+  }
+  const Job& old = it->second;
+  if (!is_terminal(old.state)) {
+    return failed_precondition("--resume: job " + old_id + " is " + job_state_name(old.state) +
+                               "; two jobs must not train from one checkpoint directory: cancel it first (tern cancel " +
+                               old_id + ")");
+  }
+  if (options_.checkpoint_root.empty()) {
+    return failed_precondition("--resume: this cluster has no checkpoint_root, so no job's checkpoints are where "
+                               "every worker can read them; set checkpoint_root in the cluster file (a directory "
+                               "every worker mounts at the same path)");
+  }
+  if (old.checkpoint_dir.empty()) {
+    return failed_precondition("--resume: job " + old_id +
+                               " did not checkpoint under a shared checkpoint_root (its trainers kept checkpoints in "
+                               "their own job directories, or in its spec's recovery.dir): no other worker can read "
+                               "them");
+  }
+  if (!path_is_under(old.checkpoint_dir, options_.checkpoint_root)) {
+    return failed_precondition("--resume: job " + old_id + " checkpointed into " + old.checkpoint_dir +
+                               ", which is not under this cluster's checkpoint_root " + options_.checkpoint_root);
+  }
+  if (old.checkpoint_step < 0) {
+    return failed_precondition("--resume: job " + old_id + " has no committed checkpoint in " + old.checkpoint_dir +
+                               " (it ended before its first; recovery.checkpoint_every sets how often a job saves)");
+  }
+  for (const auto& o : user_overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    if (key == "recovery.dir" || key == "recovery.resume_from" || key == "recovery.resume_step") {
+      return invalid_argument("--resume: --set " + key +
+                              " is set by --resume (the new job checkpoints under checkpoint_root and resumes from "
+                              "job " + old_id + "'s directory)");
+    }
+  }
+  resumed->resumed_job = old_id;
+  resumed->resumed_step = old.checkpoint_step;
+  // From the journaled step exactly (or the newest complete one before it, should that step be
+  // damaged): a later step on disk was never reported committed.
+  return std::vector<std::string>{"recovery.dir=" + yaml_quoted(options_.checkpoint_root + "/" + new_id),
+                                  "recovery.resume_from=" + yaml_quoted(old.checkpoint_dir),
+                                  "recovery.resume_step=" + std::to_string(old.checkpoint_step)};
 }
 
 Result<Job> CoordinatorCore::get_job(const std::string& job_id) const {
@@ -1011,6 +1142,15 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       *journal = true;
       break;
     }
+    case TaskEvent::Kind::kCheckpoint:
+      // Every rank reports the same committed step: the first report of a newer one is
+      // journaled, the others change nothing. A step no trainer writes is refused.
+      if (e.step < 1 || e.step > (int64_t{1} << 53)) return invalid_argument("checkpoint step out of range");
+      if (e.step > job.checkpoint_step) {
+        job.checkpoint_step = e.step;
+        *journal = true;
+      }
+      break;
     case TaskEvent::Kind::kError:
       r.error = e.message;
       break;

@@ -61,6 +61,10 @@ struct CoordinatorOptions {
   // Where a spec's paths may point on the workers (job_dir unknown here; the daemons check
   // again with theirs). No roots: paths are not checked.
   PathPolicy paths;
+  // The cluster's checkpoint_root (cluster_config.h; absolute, "" = off). When set, a job
+  // whose spec leaves recovery.dir unset gets <checkpoint_root>/<job id>, the only place
+  // below the root it may write; it may read (recovery.resume_from) anywhere below it.
+  std::string checkpoint_root;
   // The cluster's region names: a worker registering with another one is refused. Empty:
   // any region name is accepted (no cluster file).
   std::vector<std::string> regions;
@@ -137,8 +141,11 @@ class CoordinatorCore {
                                                 int64_t unix_time);
 
   // --- client API ---
+  // `resume_job` non-empty (`tern submit --resume`): the new job is `resume_job`'s journaled
+  // spec (spec_yaml must be empty) plus `overrides`, with recovery.resume_from set to that
+  // job's checkpoint directory; see resume_overrides_locked() for what is refused.
   Result<Job> submit_job(const std::string& spec_yaml, const std::vector<std::string>& overrides,
-                         const std::string& source_name);
+                         const std::string& source_name, const std::string& resume_job = "");
   Result<Job> get_job(const std::string& job_id) const;
   std::vector<Job> list_jobs() const;  // by submission order
   Result<Job> cancel_job(const std::string& job_id, const std::string& reason);
@@ -203,6 +210,15 @@ class CoordinatorCore {
   // Ends a running job: `rank_state` for its live ranks, reason recorded, journaled.
   Status finish_job_locked(Job* job, JobState state, const std::string& reason);
   Status apply_event_locked(Worker& worker, const TaskEvent& event, bool* journal);
+  // `tern submit --resume`: the overrides that start a new job `new_id` from job `old_id`'s
+  // newest committed checkpoint (recovery.dir and recovery.resume_from), after checking that
+  // `old_id` exists, has ended, has a journaled committed step and checkpoints under
+  // options_.checkpoint_root (NOT_FOUND / FAILED_PRECONDITION saying which and what to do).
+  // `user_overrides` may not set those two fields themselves (INVALID_ARGUMENT).
+  Result<std::vector<std::string>> resume_overrides_locked(const std::string& old_id,
+                                                           const std::string& new_id,
+                                                           const std::vector<std::string>& user_overrides,
+                                                           Job* resumed);
 
   // Elastic regroup (see the file comment).
   struct LostRank {

@@ -90,6 +90,10 @@ void to_proto(const Job& job, double now, v1::JobStatus* out) {
   out->set_reason(job.reason);
   out->set_generation(job.generation);
   out->set_recoveries(job.recoveries);
+  out->set_checkpoint_dir(job.checkpoint_dir);
+  if (job.checkpoint_step >= 0) out->set_checkpoint_step(job.checkpoint_step);
+  out->set_resumed_job(job.resumed_job);
+  if (job.resumed_step >= 0) out->set_resumed_step(job.resumed_step);
   out->set_world_size(job.world);
   out->set_placement(job.placement);
   out->set_master_addr(job.master_addr);
@@ -240,6 +244,10 @@ TaskEvent from_proto(const v1::TaskEvent& e) {
       out.kind = TaskEvent::Kind::kReady;
       out.setup_s = e.ready().setup_s();
       break;
+    case v1::TaskEvent::kCheckpoint:
+      out.kind = TaskEvent::Kind::kCheckpoint;
+      out.step = e.checkpoint().step();
+      break;
     case v1::TaskEvent::KIND_NOT_SET:
       out.kind = TaskEvent::Kind::kLog;  // carries no data: a no-op
       out.log_offset = 0;
@@ -254,7 +262,7 @@ grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* context, const v
                                            v1::SubmitJobReply* reply) {
   return guarded(guard_, context, "SubmitJob", true, true, kUserApi, [&]() -> grpc::Status {
     std::vector<std::string> overrides(req->overrides().begin(), req->overrides().end());
-    auto job = core_->submit_job(req->spec_yaml(), overrides, req->source_name());
+    auto job = core_->submit_job(req->spec_yaml(), overrides, req->source_name(), req->resume_job());
     if (!job.is_ok()) return to_grpc_status(job.status());
     reply->set_job_id(job->id);
     to_proto(*job, clock_->unix_seconds(), reply->mutable_job());

@@ -94,6 +94,16 @@ struct Job {
   // The last recoveries' timelines (unix seconds of each stage, see RecoveryTimeline), newest
   // last, at most kMaxTimelines.
   std::vector<std::map<std::string, double>> timelines;
+  // Checkpoints (journaled): the directory every rank checkpoints into when it is shared (the
+  // spec's recovery.dir, <cluster checkpoint_root>/<job id> unless the spec named one; "" when
+  // the trainers default to their own job directories) and the newest step the trainers
+  // reported committed (-1: none yet; only ever grows).
+  std::string checkpoint_dir;
+  int64_t checkpoint_step = -1;
+  // `tern submit --resume`: the job this one was started from and that job's committed step
+  // at submission ("" / -1 for an ordinary job).
+  std::string resumed_job;
+  int64_t resumed_step = -1;
   std::vector<RankInfo> ranks;
   std::optional<double> test_accuracy;
   std::map<std::string, double> summary;
@@ -162,12 +172,12 @@ struct TaskCommand {
 
 // An event from a worker daemon about one of its tasks (trainer_protocol.h, relayed).
 struct TaskEvent {
-  enum class Kind { kStarted, kProgress, kEval, kFinished, kError, kExited, kLog, kReady };
+  enum class Kind { kStarted, kProgress, kEval, kFinished, kError, kExited, kLog, kCheckpoint, kReady };
   Kind kind = Kind::kProgress;
   TaskKey task;
   double time = 0;
   int pid = 0;              // kStarted
-  int64_t step = 0;         // kProgress, kEval
+  int64_t step = 0;         // kProgress, kEval, kCheckpoint (the committed step)
   int64_t total_steps = 0;  // kProgress
   double epoch = 0, loss = 0, samples_per_s = 0, bytes_sent = 0, compute_s = 0, wait_s = 0;
   std::map<std::string, double> metrics;    // kProgress: other numeric fields

@@ -80,6 +80,9 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
     }
   } else if (kind == "ready") {
     e.mutable_ready()->set_setup_s(num(j, "setup_s"));
+  } else if (kind == "checkpoint_committed") {
+    // The group committed this step's MANIFEST: the coordinator journals the newest one.
+    e.mutable_checkpoint()->set_step(integer(j, "step"));
   } else if (kind == "error") {
     auto* er = e.mutable_error();
     er->set_message(text(j, "message"));

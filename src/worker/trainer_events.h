@@ -12,7 +12,8 @@ namespace tern {
 
 // Parses one stdout line of a trainer. Returns nullopt for lines that are not a known event
 // (not JSON, or an event kind the coordinator does not track, like "checkpoint", "peer_lost"
-// or "regrouped": unknown kinds are harmless).
+// or "regrouped": unknown kinds are harmless). "checkpoint_committed" becomes a TaskCheckpoint
+// (the coordinator journals the job's newest committed step).
 // `task` is the task the line came from (authoritative over the line's own job/rank fields).
 std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const v1::TaskRef& task);
 

@@ -388,6 +388,10 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   paths.job_dir = fs::path(job_dir).lexically_normal().string();
   paths.write_roots = {paths.job_dir};
   paths.read_roots = options_.data_dirs;
+  if (!options_.checkpoint_root.empty()) {
+    paths.write_roots.push_back(options_.checkpoint_root + "/" + ref.job_id());
+    paths.read_roots.push_back(options_.checkpoint_root);
+  }
   paths.resolve_symlinks = true;
   if (Status s = check_job_paths(spec->spec, paths); !s.is_ok())
     return fail("refused by the worker's path check: " + s.message(), kTrainerRefused);

@@ -1,7 +1,7 @@
 // WorkerDaemon: the `tern worker` process. Registers with the coordinator, heartbeats, and
 // supervises one tern-trainer child per assigned rank (common/trainer_protocol.h):
-//   - StartTask: checks the spec's paths (common/path_policy.h: only the job directory and
-//     the data dirs), writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the
+//   - StartTask: checks the spec's paths (common/path_policy.h: only the job directory, the
+//     data dirs and the job's own directory under checkpoint_root), writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the
 //     trainer without a shell in the job directory, its stderr appended to
 //     <work_dir>/<job>/rank-<R>.log;
 //   - relays the trainer's JSON-lines stdout events and the growth of its log file up with
@@ -53,6 +53,10 @@ struct WorkerDaemonOptions {
   // Directories a job spec may read from besides its job directory (data.path,
   // recovery.resume_from); writes stay inside the job directory. Absolute.
   std::vector<std::string> data_dirs = {"/usr/share/datasets"};
+  // The cluster's checkpoint_root (absolute; "" = off): a job may also write below
+  // <checkpoint_root>/<job id> (its recovery.dir, set by the coordinator) and read
+  // (recovery.resume_from) anywhere below the root.
+  std::string checkpoint_root;
   // Cores reported at registration (the scheduler gives this worker no job whose
   // train.threads exceeds them); 0: std::thread::hardware_concurrency().
   int cores = 0;

@@ -63,6 +63,48 @@ TEST(ClusterConfig, DuplicateRegionAndBadListen) {
   EXPECT_NE(r.status().message().find("duplicate region 'a'"), std::string::npos);
 }
 
+// checkpoint_root (issue 22, resume on any cluster): an absolute directory, normalised; every
+// other value is refused naming the file, the line and the field, and nothing is loaded.
+TEST(ClusterConfig, CheckpointRootIsAnAbsoluteDirectoryBelowTheFileSystemRoot) {
+  const std::string base = "name: x\nregions: [{name: a}]\n";
+  auto off = load_cluster_config(write_temp(base));
+  ASSERT_TRUE(off.is_ok()) << off.status().to_string();
+  EXPECT_EQ(off->checkpoint_root, "");
+  EXPECT_EQ(off->job_checkpoint_dir("j-3"), "");
+
+  for (const auto& [value, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"/mnt/shared/tern-ckpt", "/mnt/shared/tern-ckpt"},
+           {"/mnt/shared/tern-ckpt/", "/mnt/shared/tern-ckpt"},
+           {"/mnt//shared/./tern-ckpt", "/mnt/shared/tern-ckpt"},
+           {"'/srv/ckpt dir'", "/srv/ckpt dir"}}) {
+    auto r = load_cluster_config(write_temp("checkpoint_root: " + value + "\n" + base));
+    ASSERT_TRUE(r.is_ok()) << value << ": " << r.status().to_string();
+    EXPECT_EQ(r->checkpoint_root, expected) << value;
+    EXPECT_EQ(r->job_checkpoint_dir("j-3"), expected + "/j-3");
+  }
+  for (const auto& [value, why] : std::vector<std::pair<std::string, std::string>>{
+           {"ckpt", "must be an absolute directory"},
+           {"./ckpt", "must be an absolute directory"},
+           {"'~/ckpt'", "must be an absolute directory"},
+           {"/", "must not be the file system root"},
+           {"//", "must not be the file system root"},
+           {"/mnt/../", "must not climb with '..'"},
+           {"/mnt/a/../b", "must not climb with '..'"},
+           {"''", "must not be empty"},
+           {"\"/mnt/a\\tb\"", "must not contain control characters"},
+           {"\"/mnt/a\\nb\"", "must not contain control characters"},
+           {"~", "got null"},
+           {"[/a, /b]", "checkpoint_root"},
+           {"{dir: /a}", "checkpoint_root"}}) {
+    const std::string file = write_temp("checkpoint_root: " + value + "\n" + base);
+    auto r = load_cluster_config(file);
+    ASSERT_FALSE(r.is_ok()) << value << " was accepted as " << r->checkpoint_root;
+    EXPECT_NE(r.status().message().find(file + ":1: checkpoint_root"), std::string::npos)
+        << value << ": " << r.status().message();
+    EXPECT_NE(r.status().message().find(why), std::string::npos) << value << ": " << r.status().message();
+  }
+}
+
 TEST(ClusterConfig, RegionsRequired) {
   auto r = load_cluster_config(write_temp("name: x\n"));
   ASSERT_FALSE(r.is_ok());

@@ -63,6 +63,26 @@ TEST(JobSpec, MaxRecoveriesDefaultsToThreeAndRefusesNegative) {
       << s.message();
 }
 
+// recovery.resume_step (issue 22: `tern submit --resume` pins the journaled committed step).
+TEST(JobSpec, ResumeStepNeedsResumeFromAndIsAStepCount) {
+  auto r = load_job_spec_text(kGood, "job.yaml", {"recovery.resume_from=/ckpt/j-1", "recovery.resume_step=40"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.recovery.resume_step, 40);
+  EXPECT_EQ(load_job_spec_text(kGood, "job.yaml")->spec.recovery.resume_step, 0);
+  for (const auto& [value, why] : std::vector<std::pair<std::string, std::string>>{
+           {"-1", "recovery.resume_step must be >= 0"},
+           {"1.5", "recovery.resume_step"},
+           {"ten", "recovery.resume_step"},
+           {"", "recovery.resume_step"}}) {
+    Status s = load_error(kGood, {"recovery.resume_from=/ckpt/j-1", "recovery.resume_step=" + value});
+    EXPECT_FALSE(s.is_ok()) << value;
+    EXPECT_NE(s.message().find(why), std::string::npos) << value << ": " << s.message();
+  }
+  Status alone = load_error(kGood, {"recovery.resume_step=5"});
+  EXPECT_NE(alone.message().find("recovery.resume_step needs recovery.resume_from"), std::string::npos)
+      << alone.message();
+}
+
 TEST(JobSpec, DebugKillNamesARankAndAStep) {
   auto r = load_job_spec_text(std::string(kGood) + "debug: {kill: {rank: 1, at_step: 40}}\n", "job.yaml");
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();

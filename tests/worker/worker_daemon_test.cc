@@ -77,6 +77,7 @@ class DaemonTest : public ::testing::Test {
     o.work_dir = work_dir.empty() ? (dir_ / "work" / name).string() : work_dir;
     o.trainer_path = trainer;
     o.stop_grace = 2000ms;
+    o.checkpoint_root = checkpoint_root_;
     daemons_.push_back(std::make_unique<WorkerDaemon>(o));
     WorkerDaemon* d = daemons_.back().get();
     threads_.emplace_back([d] { EXPECT_TRUE(d->run().is_ok()); });
@@ -116,6 +117,7 @@ class DaemonTest : public ::testing::Test {
   }
 
   fs::path dir_;
+  std::string checkpoint_root_;  // WorkerDaemonOptions::checkpoint_root of daemons started next
   SystemClock clock_;
   std::unique_ptr<CoordinatorServer> server_;
   std::unique_ptr<CoordinatorClient> client_;
@@ -152,6 +154,14 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_EQ(er->error().code(), 3);
   EXPECT_FALSE(parse_trainer_event("not json", task).has_value());
   EXPECT_FALSE(parse_trainer_event(R"({"event": "checkpoint", "step": 3})", task).has_value());
+  // A committed checkpoint is relayed (the coordinator journals the newest, issue 22); a
+  // mistyped step reads as 0, which the coordinator refuses.
+  auto ck = parse_trainer_event(R"({"event": "checkpoint_committed", "step": 40, "bytes": 123})", task);
+  ASSERT_TRUE(ck.has_value() && ck->has_checkpoint());
+  EXPECT_EQ(ck->checkpoint().step(), 40);
+  auto bad = parse_trainer_event(R"({"event": "checkpoint_committed", "step": "forty"})", task);
+  ASSERT_TRUE(bad.has_value() && bad->has_checkpoint());
+  EXPECT_EQ(bad->checkpoint().step(), 0);
   EXPECT_FALSE(parse_trainer_event(R"({"no_event": 1})", task).has_value());
   // Elastic regroup events (and any kind a newer trainer adds) are not relayed.
   EXPECT_FALSE(parse_trainer_event(R"({"event": "peer_lost", "step": 3, "message": "x"})", task));
@@ -276,6 +286,26 @@ TEST_F(DaemonTest, RefusedSpecPathFailsOnceWithTheRefusal) {
   EXPECT_EQ(j.reason().find("unknown"), std::string::npos) << j.reason();
   EXPECT_EQ(j.ranks(0).exit_code(), kTrainerRefused);
   EXPECT_EQ(j.recoveries(), 0);
+}
+
+// Issue 22: with a checkpoint_root a job may write its own <root>/<job id> (what the
+// coordinator sets as recovery.dir) and read anywhere below the root; another job's directory
+// or a path that climbs out is refused by the daemon's own check.
+TEST_F(DaemonTest, CheckpointRootAllowsAJobItsOwnDirectoryAndReadsBelowIt) {
+  checkpoint_root_ = (dir_ / "shared-ckpt").string();
+  start_daemon("a", fake());
+  std::string own = submit("own", 1, "recovery: {dir: " + checkpoint_root_ + "/j-1}\n");
+  ASSERT_EQ(own, "j-1");
+  wait_state(own, v1::JOB_STATE_SUCCEEDED);
+  std::string other = submit("other", 1, "recovery: {dir: " + checkpoint_root_ + "/j-1}\n");
+  auto j = wait_state(other, v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.reason().find("refused by the worker"), std::string::npos) << j.reason();
+  EXPECT_NE(j.reason().find("recovery.dir"), std::string::npos) << j.reason();
+  std::string reads = submit("reads", 1, "recovery: {resume_from: " + checkpoint_root_ + "/j-1}\n");
+  wait_state(reads, v1::JOB_STATE_SUCCEEDED);
+  std::string climbs = submit("climbs", 1, "recovery: {resume_from: " + checkpoint_root_ + "/../secrets}\n");
+  j = wait_state(climbs, v1::JOB_STATE_FAILED);
+  EXPECT_NE(j.reason().find("recovery.resume_from"), std::string::npos) << j.reason();
 }
 
 // Issue 18 item 6: trainers run at a lower priority than their daemon.

@@ -158,16 +158,49 @@ nlohmann::json Checkpointer::summary() const {
   };
 }
 
+namespace {
+
+// This rank's part of the newest step <= lo.max_step it can load: replicated.ckpt plus its own
+// rank file; with `any_world`, a step written by another number of ranks counts with its
+// replicated.ckpt alone.
+Result<LoadedCheckpoint> load_mine(const CheckpointStore& store, int rank, int world, const LoadOptions& lo,
+                                   bool any_world) {
+  if (!any_world) return load_latest_checkpoint(store, lo);
+  LoadOptions rep = lo;
+  rep.ranks.clear();
+  std::vector<std::string> skipped;  // newer steps passed over, as load_latest_checkpoint says
+  for (;;) {
+    TERN_ASSIGN_OR_RETURN(LoadedCheckpoint c, load_latest_checkpoint(store, rep));
+    skipped.insert(skipped.end(), c.skipped.begin(), c.skipped.end());
+    c.skipped = skipped;
+    if (c.manifest.world != world) return c;
+    LoadOptions own;
+    own.replicated = false;
+    own.ranks = {rank};
+    auto file = load_checkpoint_step(store, c.step, own);
+    if (file.is_ok()) {
+      c.ranks = std::move(file->ranks);
+      return c;
+    }
+    spdlog::warn("checkpoint step {} skipped: {}", c.step, file.status().message());
+    skipped.push_back(file.status().message());
+    rep.max_step = c.step - 1;
+  }
+}
+
+}  // namespace
+
 Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::string& dir,
-                                                const at::Device& device) {
+                                                const at::Device& device, bool any_world, int64_t max_step) {
   CheckpointStore store(dir);
   const int rank = comm.rank();
   LoadOptions lo;
   lo.replicated = true;
   lo.ranks = {rank};
+  lo.max_step = max_step;
   std::vector<std::string> skipped;
   for (;;) {
-    Result<LoadedCheckpoint> mine = load_latest_checkpoint(store, lo);
+    Result<LoadedCheckpoint> mine = load_mine(store, rank, comm.size(), lo, any_world);
     const int64_t proposal = mine.is_ok() ? mine->step : -1;
     if (mine.is_ok()) skipped.insert(skipped.end(), mine->skipped.begin(), mine->skipped.end());
     TERN_ASSIGN_OR_RETURN(std::vector<int64_t> proposals, gather_values(comm, proposal, device));
@@ -185,7 +218,17 @@ Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::s
                         " cannot load it (see their logs)";
       spdlog::warn("checkpoint step {} skipped: {}", proposal, msg);
       skipped.push_back(msg);
-      mine = load_checkpoint_step(store, agreed, lo);
+      if (!any_world) {
+        mine = load_checkpoint_step(store, agreed, lo);
+      } else {
+        LoadOptions at_agreed = lo;
+        at_agreed.max_step = agreed;
+        mine = load_mine(store, rank, comm.size(), at_agreed, any_world);
+        if (mine.is_ok() && mine->step != agreed) {
+          mine = not_found(store.step_dir(agreed) + ": cannot be loaded by rank " + std::to_string(rank) +
+                           " (see its log)");
+        }
+      }
       if (!mine.is_ok())
         spdlog::warn("checkpoint step {} skipped: {}", agreed, mine.status().message());
     }
@@ -193,7 +236,7 @@ Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::s
                           gather_values(comm, mine.is_ok() ? 1 : 0, device));
     std::string failed = ranks_where(loaded, [](int64_t v) { return v == 0; });
     if (failed.empty()) {
-      if (mine->manifest.world != comm.size()) {
+      if (mine->manifest.world != comm.size() && !any_world) {
         return failed_precondition(store.step_dir(agreed) + " was written by " +
                                    std::to_string(mine->manifest.world) + " ranks; this job has " +
                                    std::to_string(comm.size()) +

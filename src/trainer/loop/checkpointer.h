@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -93,8 +94,14 @@ class Checkpointer {
 // warning naming the file, and listed in `skipped`), and the next older one tried; nothing
 // that fails a check is returned. NOT_FOUND naming the directory (and, on the rank that
 // found nothing, why) when no step qualifies; FAILED_PRECONDITION when the step was written
-// by a different number of ranks.
+// by a different number of ranks, unless `any_world`. Steps after `max_step` are not considered.
+// `any_world` (resume on another cluster, issue 22): a step written by another number of ranks
+// is loaded too; then every rank reads only replicated.ckpt (its `ranks` stays empty: the
+// per-rank files belong to the old world's ranks; sharded state re-shards through
+// Workload::restore_sharded, which reads every rank file of the step).
 Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::string& dir,
-                                                const at::Device& device = at::kCPU);
+                                                const at::Device& device = at::kCPU,
+                                                bool any_world = false,
+                                                int64_t max_step = std::numeric_limits<int64_t>::max());
 
 }  // namespace tern

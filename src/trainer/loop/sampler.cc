@@ -56,6 +56,22 @@ Result<std::unique_ptr<DataParallelParts>> DataParallelParts::make(int64_t datas
   return parts;
 }
 
+Result<int64_t> step_at_other_world(int64_t step, int64_t from_steps_per_epoch, int64_t from_global_batch,
+                                    int64_t to_steps_per_epoch, int64_t to_global_batch) {
+  if (step < 0 || from_steps_per_epoch < 1 || from_global_batch < 1 || to_steps_per_epoch < 1 ||
+      to_global_batch < 1) {
+    return invalid_argument("cannot map step " + std::to_string(step) + " (" + std::to_string(from_steps_per_epoch) +
+                            " steps per epoch of " + std::to_string(from_global_batch) + " samples) to " +
+                            std::to_string(to_steps_per_epoch) + " steps per epoch of " +
+                            std::to_string(to_global_batch) + " samples");
+  }
+  const int64_t epoch = step / from_steps_per_epoch;
+  // Positions of the epoch's permutation visited (a step count per epoch bounds this well
+  // inside int64).
+  const int64_t visited = (step % from_steps_per_epoch) * from_global_batch;
+  return epoch * to_steps_per_epoch + std::min(to_steps_per_epoch, visited / to_global_batch);
+}
+
 std::vector<int64_t> DataParallelParts::part(int64_t step, int rank) {
   const int64_t epoch = step / steps_per_epoch_;
   const int64_t pos = step % steps_per_epoch_;

@@ -71,6 +71,18 @@ struct ElasticShare {
 ElasticShare elastic_share(const std::function<std::vector<int64_t>(int)>& part, int world,
                            const std::vector<int>& members, int me);
 
+// Where a job continues when it resumes at another world size or global batch (issue 22):
+// step `step` of a job with `from_steps_per_epoch` steps per epoch and `from_global_batch`
+// samples per step maps to the step of a job with `to_steps_per_epoch` and `to_global_batch`
+// that starts at the same place of the same data order. Every epoch's permutation depends on
+// (seed, epoch) only and step s of an epoch covers its positions [s·G, (s+1)·G) whatever the
+// world, so the resumed job stays in the same epoch, at the batch that holds the first position
+// not visited yet: rounding down, no sample of the epoch is skipped and fewer than
+// `to_global_batch` are seen twice. The same arguments on both sides return `step`.
+// INVALID_ARGUMENT for a negative step or a count < 1.
+Result<int64_t> step_at_other_world(int64_t step, int64_t from_steps_per_epoch, int64_t from_global_batch,
+                                    int64_t to_steps_per_epoch, int64_t to_global_batch);
+
 // Deterministic 64-bit mixing (splitmix64): seeds derived from (seed, epoch, rank, ...).
 uint64_t mix_seed(uint64_t a, uint64_t b);
 

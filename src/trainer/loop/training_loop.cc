@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <limits>
 #include <thread>
@@ -133,7 +134,9 @@ Status TrainingLoop::setup() {
   std::unique_ptr<LoadedCheckpoint> resume;
   const std::string& resume_dir = rs.resume_from;
   if (!resume_dir.empty() && options_.generation <= 1) {
-    auto loaded = load_agreed_checkpoint(*counting_, resume_dir, options_.device);
+    // Any world: a job resumed on another cluster may have another number of workers.
+    auto loaded = load_agreed_checkpoint(*counting_, resume_dir, options_.device, /*any_world=*/true,
+                                         rs.resume_step > 0 ? rs.resume_step : std::numeric_limits<int64_t>::max());
     if (!loaded.is_ok()) return loaded.status().with_context("recovery.resume_from");
     resume = std::make_unique<LoadedCheckpoint>(std::move(loaded).value());
     TERN_RETURN_IF_ERROR(restore_replicated(*resume, resume_dir).with_context("recovery.resume_from"));
@@ -202,7 +205,9 @@ nlohmann::json TrainingLoop::counters() const {
           {"skipped_steps", skipped_steps_},
           {"interval_steps", interval_steps_},
           {"first_step", first_step_},
-          {"plan_step", plan_step_}};
+          {"plan_step", plan_step_},
+          {"world", options_.world},
+          {"batch_size", spec_.train.batch_size}};
 }
 
 Status TrainingLoop::sync_state(bool have_state) {
@@ -479,12 +484,19 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   NamedTensors replicated, per_rank;
   for (auto& [name, b] : workload_->named_buffers()) replicated.emplace_back("buffer/" + name, b.detach());
   for (size_t i = 0; i < params_.size(); ++i) replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
+  size_t optimizer_rank_tensors = 0, reducer_tensors = 0, sync_rank_tensors = 0;
   for (auto& [name, t] : optimizer_->state(param_names_, /*materialize=*/false)) {
     (shared_momentum ? replicated : per_rank).emplace_back(name, t);
+    optimizer_rank_tensors += shared_momentum ? 0 : 1;
   }
-  for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t);
+  for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t), ++reducer_tensors;
   for (auto& [name, t] : strategy_->replicated_state()) replicated.emplace_back("sync/" + name, t);
-  for (auto& [name, t] : strategy_->rank_state()) per_rank.emplace_back("sync/" + name, t);
+  for (auto& [name, t] : strategy_->rank_state()) per_rank.emplace_back("sync/" + name, t), ++sync_rank_tensors;
+  // What each rank kept for itself (rank 0's count stands for all): a resume at another world
+  // drops it and says what (restore_at_other_world).
+  meta.extra["optimizer_rank_tensors"] = std::to_string(optimizer_rank_tensors);
+  meta.extra["reducer_tensors"] = std::to_string(reducer_tensors);
+  meta.extra["sync_rank_tensors"] = std::to_string(sync_rank_tensors);
   if (traits_.sharded_state) {
     meta.extra["shard"] = shard_save_name(kind);
     TERN_ASSIGN_OR_RETURN(int64_t rows, workload_->save_sharded(kind, &per_rank));
@@ -514,13 +526,32 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
                                written + ")");
   }
   int64_t spe = counters.value("steps_per_epoch", int64_t{-1});
-  if (spe != steps_per_epoch_) {
-    return failed_precondition(file + ": written with " + std::to_string(spe) + " steps per epoch, this job has " +
-                               std::to_string(steps_per_epoch_) +
-                               " (resume needs the same data set, train.batch_size and workers)");
+  const int64_t written_world = c.manifest.world;
+  int64_t at_step = c.step;
+  if (written_world == options_.world) {
+    if (spe != steps_per_epoch_) {
+      return failed_precondition(file + ": written with " + std::to_string(spe) + " steps per epoch, this job has " +
+                                 std::to_string(steps_per_epoch_) +
+                                 " (resume needs the same data set, train.batch_size and workers)");
+    }
+  } else {
+    // Another world (a job resumed on another cluster): the same place in the same data order,
+    // from the sample count (sampler.h); the job-wide counters carry on.
+    const int64_t written_batch = counters.value("batch_size", spec_.train.batch_size);
+    auto mapped = step_at_other_world(c.step, spe, written_batch * written_world, steps_per_epoch_,
+                                      spec_.train.batch_size * options_.world);
+    if (!mapped.is_ok()) {
+      return failed_precondition(file + ": written by " + std::to_string(written_world) + " ranks; " +
+                                 mapped.status().message());
+    }
+    at_step = *mapped;
+    spdlog::info("{}: written by {} ranks at step {} ({} steps per epoch of {} samples); this job has {} ranks "
+                 "({} steps per epoch of {} samples): it continues at step {}",
+                 file, written_world, c.step, spe, written_batch * written_world, options_.world, steps_per_epoch_,
+                 spec_.train.batch_size * options_.world, at_step);
   }
-  if (c.step > total_steps_) {
-    return failed_precondition(file + ": step " + std::to_string(c.step) + " is past this job's last step (" +
+  if (at_step > total_steps_) {
+    return failed_precondition(file + ": step " + std::to_string(at_step) + " is past this job's last step (" +
                                std::to_string(total_steps_) + "; raise train.steps or train.epochs)");
   }
   at::NoGradGuard no_grad;
@@ -552,8 +583,8 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
     }
     b.copy_(*t);
   }
-  step_ = c.step;
-  last_checkpoint_step_ = c.step;  // it is on disk already
+  step_ = at_step;
+  last_checkpoint_step_ = at_step;  // it is on disk already
   global_samples_ = counters.value("global_samples", int64_t{0});
   samples_ = counters.value("samples", int64_t{0});
   compute_s_ = counters.value("compute_s", 0.0);
@@ -568,6 +599,7 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
 }
 
 Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event) {
+  if (c.manifest.world != options_.world) return restore_at_other_world(c, dir, event);
   const Checkpoint& mine = c.ranks.at(options_.rank);
   CheckpointStore store(dir);
   const std::string rank_file = store.file_path(c.step, rank_file_name(options_.rank));
@@ -595,6 +627,63 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
                c.step / steps_per_epoch_, c.step, total_steps_, restored, optimizer_->name(), reducer_state.size(),
                skipped);
   sink_->emit({{"event", event}, {"step", c.step}, {"dir", dir}, {"skipped", c.skipped}});
+  return Status::ok();
+}
+
+Status TrainingLoop::restore_at_other_world(const LoadedCheckpoint& c, const std::string& dir,
+                                            const std::string& event) {
+  // Written by another number of ranks: what every rank shared reloads as it is; what each old
+  // rank held for itself has no owner in this world and is dropped (logged); sharded state is
+  // re-sharded from every rank file of the step.
+  CheckpointStore store(dir);
+  const std::string rep_file = store.file_path(c.step, kReplicatedFile);
+  auto it = c.replicated->meta.extra.find("momentum");
+  const bool shared = it != c.replicated->meta.extra.end() && it->second == "replicated";
+  // What the old ranks kept for themselves (checkpoints from before these keys: what this
+  // job's optimizer, reducer and strategy would keep).
+  const auto count_of = [&](const char* key, size_t live) {
+    auto k = c.replicated->meta.extra.find(key);
+    return k == c.replicated->meta.extra.end() ? live : static_cast<size_t>(std::atoll(k->second.c_str()));
+  };
+  std::vector<std::string> dropped;
+  if (shared) {
+    TERN_RETURN_IF_ERROR(optimizer_->load_state(c.replicated->tensors, param_names_, rep_file));
+  } else if (count_of("optimizer_rank_tensors", 1) > 0) {
+    dropped.push_back(optimizer_->name() + " optimizer state (per rank: it starts empty)");
+  }
+  TERN_RETURN_IF_ERROR(strategy_->load_replicated_state(with_prefix(c.replicated->tensors, "sync/"))
+                           .with_context(rep_file));
+  const auto reducer_it = c.replicated->meta.extra.find("reducer");
+  const std::string written_reducer =
+      reducer_it == c.replicated->meta.extra.end() ? reducer_->name() : reducer_it->second;
+  if (count_of("reducer_tensors", reducer_->state().size()) > 0) {
+    dropped.push_back(written_reducer + " error feedback (starts at zero)");
+  }
+  if (count_of("sync_rank_tensors", strategy_->rank_state().size()) > 0) {
+    dropped.push_back(strategy_->name() + " per-rank sync state (starts anew)");
+  }
+  if (traits_.sharded_state) TERN_RETURN_IF_ERROR(workload_->restore_sharded(store, c.step));
+  std::string skipped;
+  for (const auto& s : c.skipped) skipped += "; skipped " + s;
+  std::string dropped_text;
+  for (const auto& d : dropped) dropped_text += (dropped_text.empty() ? "" : ", ") + d;
+  spdlog::info("{} from {} at step {}, written by {} ranks, into {} ranks at step {} (epoch {}, {} of {} steps "
+               "done): parameters{}{} reloaded{}; per-rank state dropped: {}{}",
+               event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step, c.manifest.world,
+               options_.world, step_, step_ / steps_per_epoch_, step_, total_steps_,
+               shared ? ", " + optimizer_->name() + " state" : std::string(),
+               workload_->named_buffers().empty() ? "" : ", buffers",
+               traits_.sharded_state ? "; sharded state re-sharded" : "",
+               dropped_text.empty() ? "none" : dropped_text, skipped);
+  sink_->emit({{"event", event},
+               {"step", c.step},
+               {"at_step", step_},
+               {"dir", dir},
+               {"written_world", c.manifest.world},
+               {"world", options_.world},
+               {"dropped", dropped},
+               {"skipped", c.skipped}});
+  resumed_world_ = c.manifest.world;
   return Status::ok();
 }
 
@@ -881,7 +970,10 @@ Status TrainingLoop::run() {
     summary_["checkpoint_s"] = 0.0;
     summary_["checkpoint_overhead"] = 0.0;
   }
-  if (resumed_from_ >= 0) summary_["resumed_from_step"] = resumed_from_;
+  if (resumed_from_ >= 0) {
+    summary_["resumed_from_step"] = resumed_from_;
+    if (resumed_world_ > 0) summary_["resumed_from_world"] = resumed_world_;
+  }
   // Recovery figures of this rank (a replacement knows only the regroups it took part in).
   if (!regroup_times_.empty()) {
     std::vector<double> t = regroup_times_;

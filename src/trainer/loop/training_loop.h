@@ -36,7 +36,9 @@
 // (checkpointer.h); a few steps later the group commits the step's MANIFEST. Resume
 // (recovery.resume_from: DIR): setup() loads the newest step every rank can load with every
 // checksum verified (falling back past damaged ones), restores it and run() continues to the
-// same total steps; the data order follows from the step, so a resumed SSGD run ends with the
+// same total steps (written by another number of ranks: replicated state reloads, per-rank
+// state is dropped, sharded state re-shards, and the step follows from the sample position,
+// sampler.h's step_at_other_world; the summary adds resumed_from_world); the data order follows from the step, so a resumed SSGD run ends with the
 // same parameters as an uninterrupted one, bit for bit. (For delayed, periodic and
 // hierarchical sync the drain is an extra averaging point, so their trajectory depends on the
 // checkpoint interval; a resumed run still equals the same job run through.)
@@ -171,6 +173,12 @@ class TrainingLoop {
   // "resumed" or "rolled_back".
   Status restore_replicated(const LoadedCheckpoint& c, const std::string& dir);
   Status restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
+  // restore_per_rank for a checkpoint written by another number of ranks (resume on another
+  // cluster): replicated optimizer state (SSGD) and the strategy's replicated state reload;
+  // per-rank state (error feedback, per-rank optimizer state, per-rank sync state) is dropped
+  // with a logged note and the event's `dropped` list; sharded state re-shards
+  // (Workload::restore_sharded).
+  Status restore_at_other_world(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
 
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
@@ -235,6 +243,7 @@ class TrainingLoop {
   int64_t plan_step_ = -1;
   int64_t last_checkpoint_step_ = -1;  // taken (or resumed from) at this step: not again
   int64_t resumed_from_ = -1;
+  int64_t resumed_world_ = -1;  // ranks that wrote the resumed checkpoint, when not this world
   double failed_commit_s_ = 0;  // blocking time of commits a lost peer failed (not overhead)
   nlohmann::json plan_;
   std::chrono::steady_clock::time_point measure_start_;

@@ -108,8 +108,13 @@ class Workload {
   // Appends copies of this rank's sharded state to `out` (kFull: all of it; kRows: the rows
   // recovery.policy picks); returns the rows saved.
   virtual Result<int64_t> save_sharded(ShardSave kind, NamedTensors* out) { return int64_t{0}; }
-  // Rebuilds the sharded state from the complete saves at or before `step` in `store` (resume,
-  // rollback). Errors name the file.
+  // Rebuilds this rank's sharded state from the complete saves at or before `step` in `store`
+  // (resume, rollback), whatever number of ranks wrote them: saves of this world are read from
+  // this rank's own file, saves of another world are re-sharded (every rank file of the step
+  // is read and what this rank owns now is taken). So it also serves a world that changed
+  // mid-job (N-1 elasticity: after the loop rebuilt the workload for the new world, each rank
+  // takes its tables, the lost rank's included, from the newest checkpoint) and a job resumed
+  // on another cluster. Errors name the file (a save of another model layout is refused).
   virtual Status restore_sharded(const CheckpointStore& store, int64_t step) { return Status::ok(); }
   // recovery.mode partial, on a replacement rank: rebuilds what only the lost rank held from
   // its saves (`store` null: no checkpoints) and accounts what could not be; `global_samples`

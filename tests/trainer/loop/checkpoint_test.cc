@@ -49,14 +49,14 @@ JobSpec spec_with(std::vector<std::string> overrides) {
   return r->spec;
 }
 
-std::vector<RankRun> run_job(const JobSpec& spec) {
-  std::vector<RankRun> out(kWorld);
-  testing::run_ranks(kWorld, [&](int rank, std::shared_ptr<Communicator> comm) {
+std::vector<RankRun> run_job(const JobSpec& spec, int world = kWorld) {
+  std::vector<RankRun> out(static_cast<size_t>(world));
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
     MemorySink sink;
     TrainerOptions o;
     o.spec = spec;
     o.rank = rank;
-    o.world = kWorld;
+    o.world = world;
     o.job_id = "ckpt-test";
     TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     RankRun& r = out[static_cast<size_t>(rank)];
@@ -445,6 +445,57 @@ TEST(TrainerCheckpoint, ResumeWithAnotherBatchSizeIsRefused) {
     EXPECT_EQ(r.setup.code(), StatusCode::kFailedPrecondition) << r.setup.to_string();
     EXPECT_NE(r.setup.message().find("steps per epoch"), std::string::npos) << r.setup.to_string();
   }
+}
+
+// Resume on another cluster (issue 22): a job checkpointed by 2 ranks resumes with 3 and with
+// 1. The parameters and SSGD's replicated momentum reload; the job continues from the
+// checkpoint's sample position (step 10 of 2 x 16 samples = 320 samples: step 6 of 3 x 16, step
+// 20 of 1 x 16) with the job-wide sample count carried on; every rank ends with the same
+// parameters.
+TEST(TrainerCheckpoint, ResumeAtAnotherWorldSizeContinuesFromTheSamplePosition) {
+  fs::path dir = scratch("other_world");
+  auto first = run_job(spec_with({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()}));
+  expect_ok(first);
+  for (int world : {3, 1}) {
+    SCOPED_TRACE(std::to_string(world) + " ranks");
+    auto resumed = run_job(spec_with({"train.steps=24", "recovery.resume_from=" + dir.string()}), world);
+    expect_ok(resumed);
+    const int64_t at = 320 / (16 * world);
+    for (const auto& r : resumed) {
+      EXPECT_EQ(r.summary.value("resumed_from_step", -1), 10) << r.summary.dump();
+      EXPECT_EQ(r.summary.value("resumed_from_world", -1), 2);
+      EXPECT_EQ(r.summary.value("steps", 0), 24);
+      EXPECT_EQ(r.summary.value("samples", int64_t{0}), 320 + (24 - at) * 16 * world) << r.summary.dump();
+      const nlohmann::json* e = find_event(r, "resumed");
+      ASSERT_NE(e, nullptr);
+      EXPECT_EQ(e->value("step", -1), 10);
+      EXPECT_EQ(e->value("at_step", -1), at);
+      EXPECT_EQ(e->value("written_world", -1), 2);
+      EXPECT_TRUE((*e)["dropped"].empty()) << "SSGD keeps no per-rank state: " << e->dump();
+      expect_same_params(r.params, resumed[0].params);
+    }
+  }
+}
+
+// Per-rank state has no owner at another world: DGC's error feedback (velocities) is dropped,
+// said in the event and the log, and the job trains on.
+TEST(TrainerCheckpoint, ResumeAtAnotherWorldSizeDropsPerRankStateAndSaysSo) {
+  fs::path dir = scratch("other_world_dgc");
+  auto dgc = [&](std::vector<std::string> o) {
+    o.insert(o.end(), {"compress.method=dgc", "compress.density=0.1"});
+    return spec_with(o);
+  };
+  expect_ok(run_job(dgc({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()})));
+  LogCapture log;
+  auto resumed = run_job(dgc({"recovery.resume_from=" + dir.string()}), 3);
+  expect_ok(resumed);
+  for (const auto& r : resumed) {
+    const nlohmann::json* e = find_event(r, "resumed");
+    ASSERT_NE(e, nullptr);
+    ASSERT_FALSE((*e)["dropped"].empty()) << e->dump();
+    EXPECT_NE((*e)["dropped"].dump().find("error feedback"), std::string::npos) << e->dump();
+  }
+  EXPECT_NE(log.text().find("per-rank state dropped"), std::string::npos) << log.text();
 }
 
 // Removes this process's scratch directories (checkpoints of several MB each) at the end.

@@ -34,6 +34,68 @@ TEST(ShardedSampler, ShardsAreDisjointAndEqualSized) {
   EXPECT_EQ(seen.size(), 1001u - 1001u % world);
 }
 
+// Resuming at another world size (issue 22): the samples the old world visited in the epoch
+// before the step, plus those the new world visits from the mapped step to the epoch's end,
+// cover every sample both worlds' epochs hold; fewer than one new global batch is seen twice;
+// and the same world maps a step to itself.
+TEST(StepAtOtherWorld, NoSampleOfTheEpochIsSkippedAndFewerThanOneBatchIsSeenTwice) {
+  const int64_t size = 1000, batch = 16;
+  const uint64_t seed = 9;
+  for (int from : {1, 2, 3, 4}) {
+    for (int to : {1, 2, 3, 4, 5}) {
+      std::vector<std::unique_ptr<DataParallelParts>> old_parts, new_parts;
+      for (int r = 0; r < from; ++r) old_parts.push_back(DataParallelParts::make(size, from, r, seed, batch).value());
+      for (int r = 0; r < to; ++r) new_parts.push_back(DataParallelParts::make(size, to, r, seed, batch).value());
+      const int64_t from_spe = old_parts[0]->steps_per_epoch(), to_spe = new_parts[0]->steps_per_epoch();
+      for (int64_t step : {int64_t{0}, int64_t{1}, int64_t{5}, from_spe - 1, from_spe, from_spe + 3}) {
+        SCOPED_TRACE(std::to_string(from) + " -> " + std::to_string(to) + " ranks at step " + std::to_string(step));
+        auto mapped = step_at_other_world(step, from_spe, batch * from, to_spe, batch * to);
+        ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
+        if (from == to) {
+          EXPECT_EQ(*mapped, step);
+        }
+        const int64_t epoch = step / from_spe;
+        EXPECT_GE(*mapped, epoch * to_spe);  // the same epoch (or its very end)
+        EXPECT_LE(*mapped, (epoch + 1) * to_spe);
+        std::multiset<int64_t> seen;
+        std::set<int64_t> epoch_samples;
+        for (int64_t s = epoch * from_spe; s < step; ++s) {
+          for (int r = 0; r < from; ++r) {
+            for (int64_t i : old_parts[r]->part(s, r)) seen.insert(i);
+          }
+        }
+        for (int64_t s = *mapped; s < (epoch + 1) * to_spe; ++s) {
+          for (int r = 0; r < to; ++r) {
+            for (int64_t i : new_parts[r]->part(s, r)) seen.insert(i);
+          }
+        }
+        // What both worlds hold of the epoch (each drops its own tail of size mod world).
+        for (int64_t s = epoch * to_spe; s < (epoch + 1) * to_spe; ++s) {
+          for (int r = 0; r < to; ++r) {
+            for (int64_t i : new_parts[r]->part(s, r)) epoch_samples.insert(i);
+          }
+        }
+        std::set<int64_t> old_epoch;
+        for (int64_t s = epoch * from_spe; s < (epoch + 1) * from_spe; ++s) {
+          for (int r = 0; r < from; ++r) {
+            for (int64_t i : old_parts[r]->part(s, r)) old_epoch.insert(i);
+          }
+        }
+        int64_t twice = 0;
+        for (int64_t i : epoch_samples) {
+          if (!old_epoch.count(i)) continue;
+          EXPECT_GE(seen.count(i), 1u) << "sample " << i << " skipped";
+          twice += seen.count(i) > 1 ? 1 : 0;
+        }
+        EXPECT_LT(twice, batch * to);
+      }
+    }
+  }
+  EXPECT_FALSE(step_at_other_world(-1, 10, 16, 10, 16).is_ok());
+  EXPECT_FALSE(step_at_other_world(3, 0, 16, 10, 16).is_ok());
+  EXPECT_FALSE(step_at_other_world(3, 10, 16, 10, 0).is_ok());
+}
+
 TEST(ShardedSampler, PermutationIsAPermutation) {
   ShardedSampler s(500, 1, 0, 3);
   auto p = s.permutation(2);

@@ -142,8 +142,11 @@ Result<int64_t> DlrmWorkload::save_sharded(ShardSave kind, NamedTensors* out) {
 
 Status DlrmWorkload::restore_sharded(const CheckpointStore& store, int64_t step) {
   TERN_ASSIGN_OR_RETURN(ShardRestore shard, restore_shard(*model_, store, step));
-  spdlog::info("embedding shard of rank {} restored from {} (whole save of step {} + {} row saves, {} rows)", rank_,
-               shard.files.back(), shard.base_step, shard.row_saves, shard.rows);
+  spdlog::info("embedding shard of rank {} restored from {} (whole save of step {} + {} row saves, {} rows){}", rank_,
+               shard.files.back(), shard.base_step, shard.row_saves, shard.rows,
+               shard.resharded_from_world > 0
+                   ? "; re-sharded from the " + std::to_string(shard.resharded_from_world) + " ranks that wrote it"
+                   : std::string());
   return Status::ok();
 }
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <set>
 
 #include "recovery/row_selection.h"
 
@@ -47,77 +49,152 @@ Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, const std::string
   return saved;
 }
 
+namespace {
+
+// One save of one table: a whole table (weight + access counts) or some of its rows.
+struct TableSave {
+  int64_t step = -1;
+  bool full = false;
+  at::Tensor weight, counts;        // full
+  at::Tensor rows, values, row_counts;  // rows
+  std::string file;
+};
+
+Status load_table(DlrmModel& model, int64_t t, const TableSave& save) {
+  at::Tensor w = model.table(t);
+  if (!save.weight.sizes().equals(w.sizes())) {
+    return failed_precondition(save.file + ": " + prefix_of(t) + ".weight is " + c10::str(save.weight.sizes()) +
+                               ", this job's table is " + c10::str(w.sizes()) +
+                               " (written for another data.table_sizes or model.embedding_dim)");
+  }
+  torch::NoGradGuard no_grad;
+  w.copy_(save.weight);
+  if (save.counts.defined() && save.counts.numel() == w.size(0)) {
+    model.access_counts(t).copy_(save.counts.to(at::kLong));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Result<ShardRestore> restore_shard(DlrmModel& model, const CheckpointStore& store,
                                    int64_t max_step) {
   std::vector<std::string> skipped;
   TERN_ASSIGN_OR_RETURN(std::vector<Manifest> complete, store.complete_steps(&skipped));
-  // Newest first: walk back to the newest whole-shard save, then apply forward.
   const int64_t rank = model.rank();
-  std::vector<Checkpoint> chain;
+  const std::vector<int64_t> owned = model.owned_tables();
+  // Newest first, per owned table: its saves back to its newest whole save, then applied
+  // forward. A step written by this world holds this rank's tables in its own rank file (the
+  // owner map is a function of the tables and the world); one written by another world is
+  // re-sharded: every rank file of the step is read and the tables this rank owns now taken.
+  std::map<int64_t, std::vector<TableSave>> chains;
+  std::set<int64_t> based;  // tables whose whole save was found
+  std::set<int64_t> other_world_steps;
   ShardRestore out;
+  bool stop = false;
   for (const Manifest& m : complete) {
     if (m.step > max_step) continue;
-    if (m.world != model.world()) {
-      return failed_precondition(store.step_dir(m.step) + " was written by " +
-                                 std::to_string(m.world) + " ranks; this job has " +
-                                 std::to_string(model.world()));
+    if (stop || based.size() == owned.size()) break;
+    std::vector<int64_t> ranks;
+    if (m.world == model.world()) {
+      ranks = {rank};
+    } else {
+      for (int64_t k = 0; k < m.world; ++k) ranks.push_back(k);
+      other_world_steps.insert(m.step);
     }
-    LoadOptions lo;
-    lo.replicated = false;
-    lo.ranks = {rank};
-    auto loaded = load_checkpoint_step(store, m.step, lo);
-    if (!loaded.is_ok()) {
-      spdlog::warn("shard restore: {}: {}; the chain stops at the save after it",
-                   store.file_path(m.step, rank_file_name(rank)), loaded.status().message());
-      break;
-    }
-    Checkpoint c = std::move(loaded->ranks.at(rank));
-    auto kind = c.meta.extra.find("shard");
-    if (kind == c.meta.extra.end()) {
-      return failed_precondition(store.file_path(m.step, rank_file_name(rank)) +
-                                 ": no embedding shard (not written by a DLRM job)");
-    }
-    const bool full = kind->second == "full";
-    out.files.insert(out.files.begin(), store.file_path(m.step, rank_file_name(rank)));
-    chain.insert(chain.begin(), std::move(c));
-    if (full) {
-      out.base_step = m.step;
-      break;
+    for (int64_t k : ranks) {
+      const std::string file = store.file_path(m.step, rank_file_name(k));
+      LoadOptions lo;
+      lo.replicated = false;
+      lo.ranks = {k};
+      auto loaded = load_checkpoint_step(store, m.step, lo);
+      if (!loaded.is_ok()) {
+        spdlog::warn("shard restore: {}: {}; the chain stops at the save after it", file,
+                     loaded.status().message());
+        stop = true;
+        break;
+      }
+      const Checkpoint& c = loaded->ranks.at(k);
+      auto kind = c.meta.extra.find("shard");
+      if (kind == c.meta.extra.end()) {
+        return failed_precondition(file + ": no embedding shard (not written by a DLRM job)");
+      }
+      const bool full = kind->second == "full";
+      bool used = false;
+      for (int64_t t : owned) {
+        if (based.count(t)) continue;
+        TableSave save;
+        save.step = m.step;
+        save.full = full;
+        save.file = file;
+        if (full) {
+          const at::Tensor* w = c.find(prefix_of(t) + ".weight");
+          if (w == nullptr) continue;
+          save.weight = *w;
+          if (const at::Tensor* n = c.find(prefix_of(t) + ".access_count")) save.counts = *n;
+          based.insert(t);
+        } else {
+          const at::Tensor* rows = c.find(prefix_of(t) + "/rows");
+          const at::Tensor* values = c.find(prefix_of(t) + "/values");
+          if (rows == nullptr || values == nullptr) continue;
+          save.rows = *rows;
+          save.values = *values;
+          if (const at::Tensor* n = c.find(prefix_of(t) + "/counts")) save.row_counts = *n;
+        }
+        chains[t].insert(chains[t].begin(), std::move(save));
+        used = true;
+      }
+      if (used) out.files.insert(out.files.begin(), file);
     }
   }
-  if (chain.empty()) {
+  if (chains.empty()) {
     return not_found(store.dir() + ": no complete checkpoint at or before step " +
                      std::to_string(max_step) + " holds rank " + std::to_string(rank) +
                      "'s embedding shard");
   }
-  for (const Checkpoint& c : chain) {
-    if (c.meta.extra.at("shard") == "full") {
-      NamedTensors shard;
-      for (const auto& [name, t] : c.tensors) {
-        if (name.rfind("embedding.", 0) == 0 && name.find('/') == std::string::npos)
-          shard.emplace_back(name, t);
+  // Re-sharded from another world, every table this rank owns must have come from some rank
+  // file: a table no file holds was written for another table layout.
+  if (!other_world_steps.empty()) {
+    for (int64_t t : owned) {
+      if (chains.count(t) == 0) {
+        return failed_precondition(store.dir() + ": no rank file of step(s) at or before " +
+                                   std::to_string(max_step) + " holds embedding table " + std::to_string(t) +
+                                   ", which rank " + std::to_string(rank) + " of " + std::to_string(model.world()) +
+                                   " owns (written for another data.num_tables?)");
       }
-      TERN_RETURN_IF_ERROR(model.load_sharded_state(shard).with_context(out.files.front()));
-      for (int64_t t : model.owned_tables()) out.rows += model.table(t).size(0);
-    } else {
-      for (int64_t t : model.owned_tables()) {
-        const at::Tensor* rows = c.find(prefix_of(t) + "/rows");
-        const at::Tensor* values = c.find(prefix_of(t) + "/values");
-        const at::Tensor* counts = c.find(prefix_of(t) + "/counts");
-        if (rows == nullptr || values == nullptr) continue;
-        TERN_RETURN_IF_ERROR(
-            model.load_rows(t, *rows, *values).with_context("step " + std::to_string(c.meta.step)));
-        if (counts != nullptr && counts->numel() == rows->numel()) {
-          torch::NoGradGuard no_grad;
-          model.access_counts(t).index_copy_(0, *rows, counts->to(at::kLong));
-        }
-        out.rows += rows->numel();
-      }
-      ++out.row_saves;
     }
-    out.newest_step = c.meta.step;
   }
-  for (int64_t t : model.owned_tables()) {
+  std::set<int64_t> row_steps, base_steps;
+  for (const auto& [t, chain] : chains) {
+    for (const TableSave& save : chain) {
+      if (save.full) {
+        TERN_RETURN_IF_ERROR(load_table(model, t, save));
+        out.rows += save.weight.size(0);
+        base_steps.insert(save.step);
+      } else {
+        TERN_RETURN_IF_ERROR(
+            model.load_rows(t, save.rows, save.values).with_context(save.file));
+        if (save.row_counts.defined() && save.row_counts.numel() == save.rows.numel()) {
+          torch::NoGradGuard no_grad;
+          model.access_counts(t).index_copy_(0, save.rows.to(at::kLong), save.row_counts.to(at::kLong));
+        }
+        out.rows += save.rows.numel();
+        row_steps.insert(save.step);
+      }
+      out.newest_step = std::max(out.newest_step, save.step);
+    }
+  }
+  // The chain's base: the oldest whole save a table starts from (-1 when some table starts
+  // from its seeded init).
+  out.base_step = based.size() == owned.size() && !base_steps.empty() ? *base_steps.begin() : -1;
+  out.row_saves = static_cast<int64_t>(row_steps.size());
+  for (const Manifest& m : complete) {  // newest first: the world of the newest re-sharded save
+    if (other_world_steps.count(m.step)) {
+      out.resharded_from_world = m.world;
+      break;
+    }
+  }
+  for (int64_t t : owned) {
     out.captured_updates += static_cast<double>(model.access_counts(t).sum().item<int64_t>());
   }
   return out;

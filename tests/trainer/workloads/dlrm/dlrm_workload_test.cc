@@ -12,6 +12,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <set>
+#include <mutex>
+#include <map>
 
 #include "common/job_spec.h"
 #include "recovery/checkpoint_store.h"
@@ -357,6 +360,148 @@ TEST(DlrmLoop, SsuSavesASampleOfTheUpdatedRows) {
   // Half of the rows 20 steps of Zipf lookups touched: more than none, fewer than all.
   EXPECT_GT(rows->numel(), 0);
   EXPECT_LT(rows->numel(), 200);
+}
+
+// Re-sharding (issue 22): the tables saved at `step` of `store`, by name, read from every rank
+// file of the step whatever the world that wrote it (whole saves: "embedding.<t>.weight").
+std::map<std::string, at::Tensor> saved_tables(const CheckpointStore& store, int64_t step) {
+  std::map<std::string, at::Tensor> out;
+  auto m = store.check_step(step);
+  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+  if (!m.is_ok()) return out;
+  LoadOptions lo;
+  lo.replicated = false;
+  lo.all_ranks = true;
+  for (int64_t k = 0; k < m->world; ++k) lo.ranks.push_back(k);
+  auto c = load_checkpoint_step(store, step, lo);
+  EXPECT_TRUE(c.is_ok()) << c.status().to_string();
+  if (!c.is_ok()) return out;
+  for (const auto& [rank, file] : c->ranks) {
+    for (const auto& [name, t] : file.tensors) {
+      if (name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {
+        EXPECT_EQ(out.count(name), 0u) << name << " saved by two ranks";
+        out[name] = t;
+      }
+    }
+  }
+  return out;
+}
+
+// Checkpoints written by `from` ranks, restored into `to` ranks' fresh models: every table a
+// rank owns now equals the saved one on every row, and the tables of all new ranks together are
+// every saved table.
+void expect_reshard(int from, int to, const std::string& name) {
+  const fs::path dir = scratch(name);
+  JobSpec spec = spec_with({"train.steps=20", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()});
+  expect_ok(run_job(spec, from));
+  CheckpointStore store(dir.string());
+  auto complete = store.complete_steps();
+  ASSERT_TRUE(complete.is_ok() && !complete->empty());
+  const int64_t newest = complete->front().step;
+  ASSERT_EQ(complete->front().world, from);
+  const std::map<std::string, at::Tensor> saved = saved_tables(store, newest);
+  ASSERT_EQ(saved.size(), 6u) << "data.num_tables";
+  std::mutex mu;
+  std::set<std::string> restored;
+  testing::run_ranks(to, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto fresh = DlrmModel::create(*DlrmOptions::from_spec(spec), *comm);
+    ASSERT_TRUE(fresh.is_ok()) << fresh.status().to_string();
+    auto r = restore_shard(**fresh, store, newest);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->newest_step, newest);
+    EXPECT_EQ(r->base_step, newest);
+    EXPECT_EQ(r->resharded_from_world, from);
+    EXPECT_GT(r->captured_updates, 0);
+    for (int64_t t : (*fresh)->owned_tables()) {
+      const std::string key = "embedding." + std::to_string(t) + ".weight";
+      ASSERT_EQ(saved.count(key), 1u) << key;
+      EXPECT_TRUE(at::equal((*fresh)->table(t), saved.at(key))) << key << " on rank " << rank << " of " << to;
+      std::lock_guard<std::mutex> lock(mu);
+      restored.insert(key);
+    }
+  });
+  EXPECT_EQ(restored.size(), saved.size()) << "every saved table has an owner in the new world";
+}
+
+TEST(DlrmReshard, TwoRanksCheckpointsRestoreIntoThree) { expect_reshard(2, 3, "reshard_2_3"); }
+
+TEST(DlrmReshard, FourRanksCheckpointsRestoreIntoTwo) { expect_reshard(4, 2, "reshard_4_2"); }
+
+// Whole saves then hot rows, written by 2 ranks, restored into 3: each table is its whole save
+// with the newer row saves applied, read from whichever old rank held it.
+TEST(DlrmReshard, RowSavesAreReshardedOnTopOfTheirWholeSave) {
+  const fs::path dir = scratch("reshard_rows");
+  JobSpec spec = spec_with({"train.steps=20", "recovery.checkpoint_every=5", "recovery.policy=mfu",
+                            "recovery.full_every=2", "recovery.keep=10", "recovery.row_fraction=0.25",
+                            "recovery.dir=" + dir.string()});
+  expect_ok(run_job(spec, 2));
+  CheckpointStore store(dir.string());
+  // Saves at 5 (whole), 10 (rows), 15 (whole), 20 (rows): restore as of step 10.
+  std::map<std::string, at::Tensor> expected = saved_tables(store, 5);
+  ASSERT_EQ(expected.size(), 6u);
+  LoadOptions lo;
+  lo.replicated = false;
+  lo.ranks = {0, 1};
+  auto rows_save = load_checkpoint_step(store, 10, lo);
+  ASSERT_TRUE(rows_save.is_ok()) << rows_save.status().to_string();
+  int64_t row_tables = 0;
+  for (const auto& [rank, file] : rows_save->ranks) {
+    ASSERT_EQ(file.meta.extra.at("shard"), "rows");
+    for (int64_t t = 0; t < 6; ++t) {
+      const std::string p = "embedding." + std::to_string(t);
+      const at::Tensor* rows = file.find(p + "/rows");
+      const at::Tensor* values = file.find(p + "/values");
+      if (rows == nullptr) continue;
+      ASSERT_NE(values, nullptr);
+      expected[p + ".weight"] = expected[p + ".weight"].clone().index_copy_(0, *rows, *values);
+      ++row_tables;
+    }
+  }
+  EXPECT_EQ(row_tables, 6);
+  testing::run_ranks(3, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto fresh = DlrmModel::create(*DlrmOptions::from_spec(spec), *comm);
+    ASSERT_TRUE(fresh.is_ok());
+    auto r = restore_shard(**fresh, store, 10);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->base_step, 5);
+    EXPECT_EQ(r->newest_step, 10);
+    EXPECT_EQ(r->row_saves, 1);
+    for (int64_t t : (*fresh)->owned_tables()) {
+      const std::string key = "embedding." + std::to_string(t) + ".weight";
+      EXPECT_TRUE(at::equal((*fresh)->table(t), expected.at(key))) << key << " on rank " << rank;
+    }
+  });
+}
+
+// A saved table of another shape (another data.table_size) is refused naming the file, never
+// loaded in part.
+TEST(DlrmReshard, AnotherTableLayoutIsRefusedNamingTheFile) {
+  const fs::path dir = scratch("reshard_layout");
+  expect_ok(run_job(spec_with({"train.steps=10", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()}), 2));
+  CheckpointStore store(dir.string());
+  JobSpec other = spec_with({"data.table_size=300"});
+  testing::run_ranks(3, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto fresh = DlrmModel::create(*DlrmOptions::from_spec(other), *comm);
+    ASSERT_TRUE(fresh.is_ok());
+    auto r = restore_shard(**fresh, store, 10);
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().to_string();
+    EXPECT_NE(r.status().message().find("rank-"), std::string::npos) << r.status().to_string();
+  });
+}
+
+// The whole loop: a DLRM job checkpointed by 2 ranks resumes with 3 (the MLPs reload, the
+// tables re-shard) and trains to its end.
+TEST(DlrmReshard, TheLoopResumesAtAnotherWorldSize) {
+  const fs::path dir = scratch("reshard_loop");
+  expect_ok(run_job(spec_with({"train.steps=20", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()}), 2));
+  auto resumed = run_job(spec_with({"train.steps=30", "recovery.resume_from=" + dir.string()}), 3);
+  expect_ok(resumed);
+  for (const auto& r : resumed) {
+    EXPECT_EQ(r.summary.value("resumed_from_step", -1), 20) << r.summary.dump();
+    EXPECT_EQ(r.summary.value("resumed_from_world", -1), 2) << r.summary.dump();
+    EXPECT_EQ(r.summary.value("steps", 0), 30);
+  }
 }
 
 }  // namespace
