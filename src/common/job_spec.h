@@ -215,7 +215,8 @@ struct DebugSpec {
   int64_t kill_rank = -1;
   int64_t kill_step = -1;
   // debug.corrupt: {rank, at_step}: at the top of that step (first generation only) this rank
-  // flips the lowest bit of the first element of its first replicated parameter: the live
+  // flips one bit (a float's highest mantissa bit) of the first element of its first replicated
+  // parameter: the live
   // parameter when the strategy keeps the parameters identical on every rank, else the
   // strategy's replicated copy of it (the outer model of tsu/dts/hierarchical with an outer
   // optimizer). sync.verify_every is what catches it.
