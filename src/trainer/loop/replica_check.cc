@@ -16,9 +16,27 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-uint64_t mix_word(uint64_t h, uint64_t w) { return (h ^ w) * kFnv64Prime; }
+constexpr uint64_t kP1 = 0x9E3779B185EBCA87ull;  // xxHash64's primes
+constexpr uint64_t kP2 = 0xC2B2AE3D27D4EB4Full;
+constexpr uint64_t kP3 = 0x165667B19E3779F9ull;
 
-uint64_t hash_text(const std::string& s, uint64_t h) { return fnv1a64(s.data(), s.size(), h); }
+uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+// For a fixed h a bijection of w (times an odd number, xor, rotation, times an odd number), and
+// for a fixed w one of h.
+uint64_t mix_word(uint64_t h, uint64_t w) { return rotl(h ^ (w * kP2), 31) * kP1; }
+
+// xxHash64's avalanche (a bijection): every input bit reaches every output bit.
+uint64_t avalanche(uint64_t h) {
+  h ^= h >> 33;
+  h *= kP2;
+  h ^= h >> 29;
+  h *= kP3;
+  h ^= h >> 32;
+  return h;
+}
+
+uint64_t hash_text(const std::string& s, uint64_t h) { return hash_bytes(s.data(), s.size(), h); }
 
 std::string hex(uint64_t v) {
   std::ostringstream os;
@@ -77,7 +95,7 @@ Status broadcast_state(Communicator& comm, NamedState& state, int root, torch::D
 
 }  // namespace
 
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
+uint64_t hash_bytes(const void* data, size_t n, uint64_t h) {
   const auto* p = static_cast<const unsigned char*>(data);
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -94,7 +112,7 @@ uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
 }
 
 uint64_t hash_named_tensors(const NamedState& state, bool layout_only) {
-  uint64_t h = kFnv64Offset;
+  uint64_t h = kHashSeed;
   for (const auto& [name, t] : state) {
     h = hash_text(name, h);
     if (!t.defined()) {
@@ -103,12 +121,12 @@ uint64_t hash_named_tensors(const NamedState& state, bool layout_only) {
     }
     h = mix_word(h, static_cast<uint64_t>(t.scalar_type()));
     const auto sizes = t.sizes();
-    h = fnv1a64(sizes.data(), sizes.size() * sizeof(int64_t), h);
+    h = hash_bytes(sizes.data(), sizes.size() * sizeof(int64_t), h);
     if (layout_only || t.numel() == 0) continue;
     at::Tensor host = t.detach().to(at::kCPU).contiguous();
-    h = fnv1a64(host.data_ptr(), static_cast<size_t>(host.numel()) * host.element_size(), h);
+    h = hash_bytes(host.data_ptr(), static_cast<size_t>(host.numel()) * host.element_size(), h);
   }
-  return h;
+  return avalanche(h);
 }
 
 std::vector<std::vector<int>> group_ranks_by_hash(const std::vector<uint64_t>& hashes) {

@@ -17,13 +17,15 @@
 //                             partial) or is replicated anyway (ssgd).
 // Never per-rank state: error-feedback memories, DGC velocities, embedding shards.
 //
-// The hash: FNV-1a over 64-bit little-endian words of each tensor's name, dtype, shape and raw
-// bytes (on the CPU, contiguous), in order. Each step of it (xor a word, multiply by an odd
-// prime modulo 2^64) is a bijection of the running hash, so two states that differ in one word
+// The hash, written in a few lines in the style of xxHash64: each 64-bit little-endian word w of
+// each tensor's name, dtype, shape and raw bytes (on the CPU, contiguous), in order, is mixed
+// in as h = rotl(h ^ w * P2, 31) * P1, and the result goes through xxHash64's avalanche. Every
+// step is a bijection of the running hash (and of w), so two states that differ in one word
 // (any single flipped bit) always hash differently; other differences collide with probability
-// about 2^-64. A second hash of names, dtypes and shapes alone tells a different layout (which a
-// broadcast cannot repair) from different values. Both travel in one all-reduce of a
-// 2 x world int64 tensor, each rank writing its own slots.
+// about 2^-64. (FNV's multiply alone only carries differences upwards: flips of the top bit of
+// two different words would hash alike.) A second hash of names, dtypes and shapes alone tells
+// a different layout (which a broadcast cannot repair) from different values. Both travel in
+// one all-reduce of a 2 x world int64 tensor, each rank writing its own slots.
 //
 // A mismatch: a `replica_mismatch` event (step, when, the ranks of each group of equal hashes,
 // largest first, the action) and an error log line; then sync.on_mismatch fail returns
@@ -53,12 +55,11 @@
 
 namespace tern {
 
-constexpr uint64_t kFnv64Offset = 14695981039346656037ull;
-constexpr uint64_t kFnv64Prime = 1099511628211ull;
+constexpr uint64_t kHashSeed = 0x27D4EB2F165667C5ull;
 
-// FNV-1a over the 64-bit little-endian words of `n` bytes (a short tail zero-padded, then the
-// byte count mixed in), continuing from `h`.
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h = kFnv64Offset);
+// The running hash `h` with the 64-bit little-endian words of `n` bytes mixed in (a short tail
+// zero-padded, then the byte count), without the final avalanche.
+uint64_t hash_bytes(const void* data, size_t n, uint64_t h = kHashSeed);
 
 // The hash of `state` (names, dtypes, shapes and bytes, in order); an undefined tensor hashes as
 // its name alone. `layout_only`: names, dtypes and shapes without the bytes.
