@@ -350,6 +350,24 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
   out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
       << j.generation() << ", recoveries " << j.recoveries() << ")\n";
   if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
+  if (j.members_size() > 0 && j.members_size() < j.world_size()) {
+    std::string list;
+    for (int m : j.members()) list += (list.empty() ? "" : ",") + std::to_string(m);
+    out << "group      " << j.members_size() << " of " << j.world_size() << " ranks (" << list << ")\n";
+  }
+  // Recovery timelines: how long each group change took from the loss (or the standby's
+  // ready) to the coordinator's decision and to the last member's first step in the new group.
+  for (const auto& t : j.timelines()) {
+    out << "regroup    generation " << t.generation() << (t.grow() ? " grow to " : " shrink to ") << t.world();
+    const double start = t.lost() > 0 ? t.lost() : t.decided();
+    if (t.lost() > 0) out << strf("  lost->decided %.3f s", t.decided() - t.lost());
+    if (t.training_again() > 0) {
+      out << strf("  ->training again %.3f s", t.training_again() - start);
+    } else {
+      out << "  (not training yet)";
+    }
+    out << "\n";
+  }
   out << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
   if (j.total_steps() > 0) {
     out << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());

@@ -191,6 +191,11 @@ int run_local_job(const RunOptions& options) {
   // as a worker daemon does on the coordinator's word: survivors get a regroup command for the
   // next generation on a new master address, and a new trainer takes the lost rank there.
   const bool elastic = spec.recovery.mode == "partial" || spec.recovery.mode == "full";
+  if (spec.recovery.min_workers > 0) {
+    // One machine, no worker to lose: `tern run` always replaces the lost rank at once.
+    std::cerr << "tern run: recovery.min_workers is for clusters (tern submit); tern run replaces a lost rank in place"
+              << std::endl;
+  }
   int64_t generation = 1;
   int64_t recoveries = 0;
   auto replace_rank = [&](size_t lost) -> Status {

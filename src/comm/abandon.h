@@ -5,7 +5,7 @@
 // a minute by default). The coordinator knows sooner: it sends every survivor a regroup
 // command within a heartbeat. abandon_collectives() turns that into an immediate failure:
 // a blocked wait on a Gloo collective (all_reduce, all_gather, broadcast, all_to_all,
-// barrier) of a communicator created before the call returns ABORTED within 100 ms, and so
+// barrier) of a communicator created before the call returns ABORTED within 25 ms, and so
 // does every later call on it, so the trainer goes straight to its regroup. (A blocked Gloo
 // send/recv cannot be interrupted: it runs to its own timeout.) Communicators created afterwards (the new generation's) are not
 // affected. Process-wide; thread-safe.

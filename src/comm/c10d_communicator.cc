@@ -23,7 +23,7 @@ Status status_from_exception(const std::exception& e) {
 
 // How often a blocked wait looks at the abandon epoch. c10d's wait returns as soon as the
 // work completes, so the slice adds no latency to a collective, only to noticing an abandon.
-constexpr std::chrono::milliseconds kAbandonCheck{100};
+constexpr std::chrono::milliseconds kAbandonCheck{25};
 
 class C10dWork : public Work {
  public:

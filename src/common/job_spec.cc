@@ -165,6 +165,7 @@ void parse_recovery(YamlMap m, RecoverySpec* out) {
   m.get("dir", &out->dir);
   m.get("keep", &out->keep, 1, 1000);
   m.get("min_workers", &out->min_workers, 0, 1 << 20);
+  m.get("keep_global_batch", &out->keep_global_batch);
   m.get("max_recoveries", &out->max_recoveries, 0, 1000000);
   m.get_enum("policy", &out->policy, {"full", "mfu", "ssu"});
   m.get("pls_target", &out->pls_target, 0.0, 1.0);
@@ -357,6 +358,20 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   }
   if (s.recovery.min_workers > s.workers) {
     root.error("recovery", "min_workers must be <= workers");
+  }
+  if (s.recovery.min_workers > 0) {
+    // Elastic groups: the survivors share the lost ranks' samples (any rank's part must be
+    // computable anywhere) and keep their own state (no rollback, no per-rank shards).
+    const WorkloadTraits t = workload_traits(s);
+    std::string why;
+    if (s.recovery.mode != "partial") why = "recovery.mode partial (survivors keep their state)";
+    else if (s.straggler.mode != "none") why = "straggler.mode none (straggler plans assume a fixed group)";
+    else if (s.sync.strategy == "hierarchical") why = "a flat sync.strategy (hierarchical groups follow the regions)";
+    else if (!t.random_access || t.sharded_state || t.collective_step)
+      why = "a data-parallel workload with random access to its samples (model.type " + s.model.type + ", data.source " +
+            s.data.source + " is not one yet)";
+    else if (!s.recovery.keep_global_batch) why = "keep_global_batch: true (a smaller global batch is not supported yet)";
+    if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
   }
   if (s.debug.kill_rank >= s.workers) root.error("debug", "kill.rank must be < workers");
   if (s.debug.corrupt_rank >= s.workers) {

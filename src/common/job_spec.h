@@ -185,7 +185,14 @@ struct RecoverySpec {
   int64_t checkpoint_every = 0;  // steps; 0 = no periodic checkpoints
   std::string dir = "";          // default: <work dir>/checkpoints
   int64_t keep = 3;              // retention
-  int64_t min_workers = 0;       // elastic: continue with fewer ranks (0 = fixed size)
+  // Elastic (> 0, mode partial): when a rank is lost the survivors continue at once at a
+  // smaller world, not below min_workers; a replacement starts as a standby and the job grows
+  // back when it is ready. 0: fixed size (the survivors wait for the replacement).
+  int64_t min_workers = 0;
+  // Elastic: the global batch stays the job's (the survivors take the lost ranks' samples:
+  // larger per-rank batches). false (the same per-rank batch, a smaller global one) is not
+  // supported yet and is refused.
+  bool keep_global_batch = true;
   // mode partial | full: regroups the coordinator attempts after a lost rank before it fails
   // the job (0 = fail at the first loss, like mode none).
   int64_t max_recoveries = 3;

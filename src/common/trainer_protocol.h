@@ -3,6 +3,11 @@
 // Command line:
 //   tern-trainer --spec FILE --rank R --world N --master HOST:PORT [--generation G]
 //                [--job ID] [--cluster FILE --regions r0,r1,...] [--work-dir DIR] [--bind HOST]
+//                [--members r0,r1,... [--standby]]
+// --members (elastic jobs, recovery.min_workers): the job ranks of the current group in group
+// order; the group rank (position in it) hosts or joins the store, --rank stays the job rank
+// (data parts, checkpoint files, logs). --standby: a replacement that is not a member yet: it
+// loads its data and model, emits `ready`, and waits for a regroup command naming it.
 // rank 0 hosts the rendezvous store at --master (listening on that address only, see
 // comm/rendezvous_store.h); the others connect to it. Gloo pairs listen on --bind.
 //
@@ -22,7 +27,9 @@
 //   peer_lost  step, message: a collective failed and, with recovery.mode partial, the trainer
 //              stays alive waiting for a regroup command instead of exiting 4
 //   regrouped  generation, step, world, recovery_s, recoveries: it rebuilt its process group at
-//              `generation` and trains on from `step`
+//              `generation` and trains on from `step` (the next progress event carries
+//              regroup_generation and regroup_s: the step after it trained)
+//   ready      setup_s: a --standby trainer has loaded its data and model
 // Parents ignore event kinds they do not know (a newer trainer may emit more). Numbers may be
 // null (JSON has no NaN or infinity: a non-finite value is written as null) or missing:
 // parents treat those as absent, never as an error.
@@ -35,7 +42,8 @@
 //       rank 0's store at `master` (the same --rank; a replacement rank starts fresh with
 //       --generation G). rollback true (recovery.mode full): reload the last checkpoint
 //       instead of keeping the in-memory state. A worker daemon reports the task at G from the
-//       moment it sent the command.
+//       moment it sent the command. Elastic jobs add "members": [r0, ...], the new group in
+//       group order (its size is `world`); a trainer not named keeps waiting (a standby).
 //
 // Exit codes below; a trainer killed by a signal is reported by the parent as -signal.
 // Two classes (trainer_exit_is_loss): the loss of a process or machine (a peer died, a

@@ -65,6 +65,8 @@ json rank_to_json(const RankInfo& r) {
   if (!r.lost.empty()) j["lost"] = r.lost;
   if (!r.lost_from.empty()) j["lost_from"] = r.lost_from;
   if (r.log_base != 0) j["log_base"] = r.log_base;
+  if (!r.member) j["member"] = false;
+  if (r.ready) j["ready"] = true;
   return j;
 }
 
@@ -91,6 +93,8 @@ RankInfo rank_from_json(const json& j) {
   r.lost = j.value("lost", "");
   r.lost_from = j.value("lost_from", "");
   r.log_base = j.value("log_base", int64_t{0});
+  r.member = j.value("member", true);
+  r.ready = j.value("ready", false);
   if (j.contains("test_accuracy") && j["test_accuracy"].is_number())
     r.test_accuracy = json_number(j, "test_accuracy");
   return r;
@@ -114,6 +118,8 @@ std::string encode_job(const Job& job) {
          {"max_recoveries", job.max_recoveries},
          {"recoveries", job.recoveries},
          {"threads", job.threads},
+         {"min_workers", job.min_workers},
+         {"timelines", job.timelines},
          {"ranks", ranks},
          {"summary", job.summary},
          {"created_at", job.created_at},
@@ -139,6 +145,12 @@ Job decode_job(const json& j) {
   job.max_recoveries = j.value("max_recoveries", int64_t{0});
   job.recoveries = j.value("recoveries", int64_t{0});
   job.threads = j.value("threads", int64_t{1});
+  job.min_workers = j.value("min_workers", int64_t{0});
+  if (auto t = j.find("timelines"); t != j.end() && t->is_array()) {
+    for (const auto& one : *t) {
+      if (one.is_object()) job.timelines.push_back(number_map(json{{"m", one}}, "m"));
+    }
+  }
   for (const auto& r : j.value("ranks", json::array())) {
     job.ranks.push_back(rank_from_json(r));
     if (job.ranks.back().generation < 0) job.ranks.back().generation = job.generation;
@@ -329,8 +341,22 @@ TaskCommand regroup_command(const Job& job, const TaskKey& t) {
   c.world = job.world;
   c.master_addr = job.master_addr;
   c.rollback = job.recovery_mode == "full";
+  if (job.elastic()) {
+    c.members = job.members();
+    c.world = static_cast<int>(c.members.size());
+  }
   return c;
 }
+
+// The first member of the job's group (its summary and evaluation speak for the job).
+int first_member(const Job& job) {
+  for (const RankInfo& r : job.ranks) {
+    if (r.member) return r.rank;
+  }
+  return 0;
+}
+
+constexpr size_t kMaxTimelines = 32;
 
 }  // namespace
 
@@ -522,6 +548,7 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   job.world = static_cast<int>(loaded->spec.workers);
   job.placement = loaded->spec.placement;
   job.recovery_mode = loaded->spec.recovery.mode;
+  job.min_workers = loaded->spec.recovery.min_workers;
   job.max_recoveries = loaded->spec.recovery.max_recoveries;
   job.threads = loaded->spec.train.threads;
   job.created_at = clock_->unix_seconds();
@@ -861,6 +888,10 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
       c.task = key;
       c.world = job.world;
       c.master_addr = job.master_addr;
+      if (job.elastic()) {
+        c.members = job.members();
+        c.standby = !r.member;
+      }
       c.spec_yaml = job.spec_yaml;
       c.cluster_yaml = options_.cluster_yaml;
       if (!options_.cluster_yaml.empty()) {
@@ -941,6 +972,16 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       for (const auto& [k, v] : e.metrics) {
         if (std::isfinite(v)) r.metrics[k] = v;
       }
+      if (auto g = r.metrics.find("regroup_generation"); g != r.metrics.end()) {
+        // A member trains again after a regroup: the recovery's timeline ends when the last
+        // member of that generation does.
+        for (auto& t : job.timelines) {
+          if (t["generation"] == g->second) t["training_again"] = std::max(t["training_again"], r.updated_at);
+        }
+        r.metrics.erase(g);
+        r.metrics.erase("regroup_s");
+        *journal = true;
+      }
       r.metrics["compute_s"] = finite_or(e.compute_s, r.metrics["compute_s"]);
       r.metrics["wait_s"] = finite_or(e.wait_s, r.metrics["wait_s"]);
       if (job.rate_step0 < 0) {
@@ -952,17 +993,18 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       if (!std::isfinite(e.test_accuracy)) break;
       r.test_accuracy = e.test_accuracy;
       r.metrics["test_loss"] = finite_or(e.test_loss, 0.0);
-      if (e.task.rank == 0) job.test_accuracy = e.test_accuracy;
+      if (e.task.rank == first_member(job)) job.test_accuracy = e.test_accuracy;
       break;
     case TaskEvent::Kind::kFinished: {
       std::map<std::string, double> summary;
       for (const auto& [k, v] : e.summary) {
         if (std::isfinite(v)) summary[k] = v;
       }
-      if (e.task.rank == 0) job.summary = summary;
+      const bool speaks = e.task.rank == first_member(job);
+      if (speaks) job.summary = summary;
       if (auto a = summary.find("test_accuracy"); a != summary.end()) {
         r.test_accuracy = a->second;
-        if (e.task.rank == 0) job.test_accuracy = a->second;
+        if (speaks) job.test_accuracy = a->second;
       }
       if (auto s = summary.find("steps"); s != summary.end() && std::abs(s->second) < 9e18)
         r.step = static_cast<int64_t>(s->second);
@@ -998,11 +1040,17 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       }
       if (e.exit_code == 0) {
         r.state = RankState::kSucceeded;
-        bool all = std::all_of(job.ranks.begin(), job.ranks.end(),
-                               [](const RankInfo& x) { return x.state == RankState::kSucceeded; });
+        // Every member of the group finished (an elastic job may end smaller than it began;
+        // its standbys are stopped with the job).
+        bool all = std::all_of(job.ranks.begin(), job.ranks.end(), [](const RankInfo& x) {
+          return !x.member || x.state == RankState::kSucceeded;
+        });
         if (all) {
-          Status s = finish_job_locked(&job, JobState::kSucceeded,
-                                       "all " + std::to_string(job.world) + " ranks finished");
+          const size_t n = job.members().size();
+          Status s = finish_job_locked(
+              &job, JobState::kSucceeded,
+              "all " + std::to_string(n) + " ranks finished" +
+                  (static_cast<int>(n) < job.world ? " (of " + std::to_string(job.world) + ")" : ""));
           *journal = false;  // finish_job_locked journaled it
           return s;
         }
@@ -1020,7 +1068,7 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
           *journal = false;  // regroup_locked journals it
           std::string why = "worker " + worker.id + ": " + exit;
           if (!r.error.empty()) why += ": " + r.error;
-          return regroup_locked(&job, {{r.rank, worker.id, why}}, join);
+          return regroup_locked(&job, {{r.rank, worker.id, why, e.time}}, join);
         }
         r.state = RankState::kFailed;
         std::string reason;
@@ -1039,6 +1087,22 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       }
       break;
     }
+    case TaskEvent::Kind::kReady:
+      // A standby of an elastic job is loaded: it joins the group at a new generation (with
+      // every other standby ready by then).
+      if (!job.elastic() || r.member || r.state == RankState::kUnassigned || is_terminal(r.state)) {
+        return failed_precondition("ready from a rank that is not a standby");
+      }
+      r.ready = true;
+      if (r.state == RankState::kAssigned) r.state = RankState::kRunning;
+      spdlog::info("job {}: standby rank {} ready after {:.2f} s; growing the group", job.id, r.rank,
+                   finite_or(e.setup_s, 0.0));
+      for (RankInfo& o : job.ranks) {
+        if (o.ready) o.member = true, o.ready = false;
+      }
+      *journal = false;
+      elastic_regroup_locked(&job, "grow", 0);
+      return journal_job(job);
     case TaskEvent::Kind::kLog:
       break;
   }
@@ -1129,6 +1193,8 @@ Status CoordinatorCore::finish_job_locked(Job* job, JobState state, const std::s
     if (!is_terminal(r.state)) r.state = RankState::kStopped;
   }
   spdlog::info("job {} {}: {}", job->id, job_state_name(state), reason);
+  elastic_pending_.erase(job->id);
+  nudge_job_locked(*job);
   touch(job);
   return journal_job(*job);
 }
@@ -1145,8 +1211,14 @@ Status CoordinatorCore::regroup_locked(Job* job, const std::vector<LostRank>& lo
   // 0 moves); one still waiting for a worker is placed as a whole.
   const bool same_generation = join && !awaiting_.count(job->id);
   if (!join) ++job->recoveries;
+  bool member_lost = false;
+  double lost_at = 0;
   for (const LostRank& l : lost) {
     RankInfo& r = job->ranks[l.rank];
+    member_lost = member_lost || r.member;
+    if (l.at > 0) lost_at = lost_at > 0 ? std::min(lost_at, l.at) : l.at;
+    if (job->elastic()) r.member = false;
+    r.ready = false;
     r.worker_id.clear();
     r.state = RankState::kUnassigned;
     r.exited = false;
@@ -1159,11 +1231,138 @@ Status CoordinatorCore::regroup_locked(Job* job, const std::vector<LostRank>& lo
                       : "; regroup " + std::to_string(job->recoveries) + " of " +
                             std::to_string(job->max_recoveries));
   }
+  if (job->elastic()) {
+    if (static_cast<int64_t>(job->members().size()) >= job->min_workers) {
+      // The survivors go on at once; replacements start as standbys and join when ready.
+      if (member_lost) elastic_regroup_locked(job, "shrink", lost_at);
+      place_standbys_locked(job);
+      touch(job);
+      return journal_job(*job);
+    }
+    spdlog::warn("job {}: {} ranks left, fewer than recovery.min_workers {}: waiting for replacements",
+                 job->id, job->members().size(), job->min_workers);
+    elastic_pending_.erase(job->id);
+    for (RankInfo& r : job->ranks) r.member = true, r.ready = false;
+  }
+  if (lost_at > 0 && !replace_lost_at_.count(job->id)) replace_lost_at_[job->id] = lost_at;
   if (!place_replacements_locked(job, same_generation)) {
     touch(job);
     return journal_job(*job);
   }
   return Status::ok();  // placed and journaled
+}
+
+bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, double lost_at) {
+  const std::vector<int> members = job->members();
+  const double now = clock_->unix_seconds();
+  auto wait = [&](const std::string& why) {
+    elastic_pending_[job->id] = {kind, lost_at > 0 ? lost_at : now};
+    if (job->reason != why) {
+      job->reason = why;
+      touch(job);
+    }
+    return false;
+  };
+  if (members.empty()) return wait("regroup: no rank left");
+  const RankInfo& lead = job->ranks[members.front()];
+  auto it = workers_.find(lead.worker_id);
+  if (it == workers_.end() || it->second.state != WorkerState::kReady) {
+    return wait("regroup: waiting for rank " + std::to_string(lead.rank) + "'s worker " + lead.worker_id);
+  }
+  Worker& w0 = it->second;
+  if (w0.spare_ports.empty()) return wait("regroup: waiting for a free port from worker " + w0.id);
+  const int port = w0.spare_ports.front();
+  w0.spare_ports.pop_front();
+  w0.used_ports.emplace_back(port, clock_->monotonic_ms());
+  elastic_pending_.erase(job->id);
+  job->generation += 1;
+  job->master_addr = w0.host + ":" + std::to_string(port);
+  std::string list;
+  for (int m : members) list += (list.empty() ? "" : ",") + std::to_string(m);
+  job->reason = kind + " to " + std::to_string(members.size()) + " of " + std::to_string(job->world) +
+                " ranks (" + list + ") at generation " + std::to_string(job->generation);
+  std::map<std::string, double> t{{"generation", static_cast<double>(job->generation)},
+                                  {"world", static_cast<double>(members.size())},
+                                  {"grow", kind == "grow" ? 1.0 : 0.0},
+                                  {"decided", now}};
+  if (lost_at > 0) t["lost"] = lost_at;
+  job->timelines.push_back(std::move(t));
+  if (job->timelines.size() > kMaxTimelines) job->timelines.erase(job->timelines.begin());
+  spdlog::info("job {} elastic {}: generation {} with ranks {} (world {} of {}), master {}", job->id, kind,
+               job->generation, list, members.size(), job->world, job->master_addr);
+  nudge_job_locked(*job);
+  touch(job);
+  return true;
+}
+
+void CoordinatorCore::place_standbys_locked(Job* job) {
+  std::vector<SlotOffer> offers;
+  std::vector<Worker*> offer_workers;
+  slot_offers_locked(&offers, &offer_workers);
+  offers = offers_with_cores(offers, offer_workers, job->threads);
+  bool placed = false;
+  for (RankInfo& r : job->ranks) {
+    if (r.state != RankState::kUnassigned || r.member) continue;
+    std::optional<size_t> pick;
+    for (int pass = 0; pass < 3 && !pick; ++pass) {
+      for (size_t i = 0; i < offers.size() && !pick; ++i) {  // its old worker, its region, any
+        if (offers[i].free_slots <= 0) continue;
+        if (pass == 0 && offers[i].worker_id != r.lost_from) continue;
+        if (pass == 1 && offers[i].region != r.region) continue;
+        if (pass == 2 && job->placement == "pack") continue;
+        pick = i;
+      }
+    }
+    if (!pick) continue;  // retried when a slot frees up (schedule_locked)
+    --offers[*pick].free_slots;
+    const Worker* w = offer_workers[*pick];
+    r.worker_id = w->id;
+    r.region = w->region;
+    r.host = w->host;
+    r.state = RankState::kAssigned;
+    r.generation = job->generation;
+    r.exited = false;
+    if (w->id != r.lost_from) r.log_base = file_size(log_path(job->id, r.rank));
+    spdlog::info("job {}: standby for rank {} ({}) on worker {} at generation {}", job->id, r.rank, r.lost,
+                 w->id, job->generation);
+    r.lost.clear();
+    r.lost_from.clear();
+    nudge_locked(w->id);
+    placed = true;
+  }
+  if (placed) {
+    touch(job);
+    Status s = journal_job(*job);
+    if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+  }
+}
+
+void CoordinatorCore::nudge_locked(const std::string& worker_id) {
+  if (worker_id.empty()) return;
+  ++work_version_[worker_id];
+  work_changed_.notify_all();
+}
+
+void CoordinatorCore::nudge_job_locked(const Job& job) {
+  for (const RankInfo& r : job.ranks) nudge_locked(r.worker_id);
+}
+
+Result<uint64_t> CoordinatorCore::await_work(const std::string& worker_id, uint64_t session, uint64_t seen,
+                                             std::chrono::milliseconds wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  Worker* w = nullptr;
+  TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
+  wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(30000));
+  // A version this coordinator never handed out (a daemon that outlived a restart) counts as
+  // new work: the daemon heartbeats once and adopts the current version.
+  work_changed_.wait_for(lock, wait, [&] { return waking_all_ || work_version_[worker_id] != seen; });
+  return work_version_[worker_id];
+}
+
+void CoordinatorCore::wake_all() {
+  std::lock_guard<std::mutex> lock(mu_);
+  waking_all_ = true;
+  work_changed_.notify_all();
 }
 
 bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) {
@@ -1234,7 +1433,14 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
     w0->used_ports.emplace_back(port, clock_->monotonic_ms());
     job->generation += 1;
     job->master_addr = w0->host + ":" + std::to_string(port);
+    std::map<std::string, double> t{{"generation", static_cast<double>(job->generation)},
+                                    {"world", static_cast<double>(job->world)},
+                                    {"decided", clock_->unix_seconds()}};
+    if (auto l = replace_lost_at_.find(job->id); l != replace_lost_at_.end()) t["lost"] = l->second;
+    job->timelines.push_back(std::move(t));
+    if (job->timelines.size() > kMaxTimelines) job->timelines.erase(job->timelines.begin());
   }
+  replace_lost_at_.erase(job->id);
   std::string ranks;
   for (const auto& [rank, o] : choice) {
     RankInfo& r = job->ranks[rank];
@@ -1256,6 +1462,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
                 std::to_string(job->max_recoveries) + ": rank " + ranks +
                 " replaced at generation " + std::to_string(job->generation);
   awaiting_.erase(job->id);
+  nudge_job_locked(*job);
   touch(job);
   Status s = journal_job(*job);
   if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
@@ -1285,7 +1492,7 @@ void CoordinatorCore::expire_leases_locked() {
       Job& job = jobs_.at(t.job_id);
       if (job.state != JobState::kRunning) continue;
       if (regroups.count(job.id) || can_regroup(job, false)) {
-        regroups[job.id].push_back({t.rank, id, why});
+        regroups[job.id].push_back({t.rank, id, why, w.last_heartbeat});  // lost since its last beat
         continue;
       }
       job.ranks[t.rank].state = RankState::kFailed;
@@ -1320,6 +1527,23 @@ void CoordinatorCore::schedule_locked() {
       awaiting_.erase(id);
     } else {
       place_replacements_locked(&job->second, false);
+    }
+  }
+  // Elastic jobs: a group change that waited for a port, and standbys for vacant ranks.
+  for (const auto& [id, why] : std::map<std::string, std::pair<std::string, double>>(elastic_pending_)) {
+    auto job = jobs_.find(id);
+    if (job == jobs_.end() || job->second.state != JobState::kRunning) {
+      elastic_pending_.erase(id);
+    } else if (elastic_regroup_locked(&job->second, why.first, why.second)) {
+      Status s = journal_job(job->second);
+      if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+    }
+  }
+  for (auto& [id, job] : jobs_) {
+    if (job.state != JobState::kRunning || !job.elastic()) continue;
+    if (std::any_of(job.ranks.begin(), job.ranks.end(),
+                    [](const RankInfo& r) { return r.state == RankState::kUnassigned && !r.member; })) {
+      place_standbys_locked(&job);
     }
   }
   std::vector<Job*> pending;
@@ -1385,6 +1609,7 @@ void CoordinatorCore::schedule_locked() {
     for (const auto& r : job->ranks) where += (where.empty() ? "" : ",") + r.worker_id;
     spdlog::info("job {} placed (generation {}): ranks on {}, master {}", job->id, job->generation,
                  where, job->master_addr);
+    nudge_job_locked(*job);
     touch(job);
     Status s = journal_job(*job);
     if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());

@@ -167,6 +167,14 @@ class CoordinatorCore {
   Result<int> report_events(const std::string& worker_id, uint64_t session,
                             const std::vector<TaskEvent>& events);
 
+  // Long poll for a daemon: returns this worker's command version as soon as it is above
+  // `seen` (the coordinator has new commands for it: heartbeat now) or after `wait`.
+  // FAILED_PRECONDITION for an unknown or expired session.
+  Result<uint64_t> await_work(const std::string& worker_id, uint64_t session, uint64_t seen,
+                              std::chrono::milliseconds wait);
+  // Ends every await_work() under way (server shutdown).
+  void wake_all();
+
   // Expires leases (failing the jobs that had ranks there) and places pending jobs.
   void tick();
 
@@ -201,6 +209,7 @@ class CoordinatorCore {
     int rank = 0;
     std::string worker_id;  // where it ran: the preferred replacement
     std::string why;        // for the log line and the job's reason
+    double at = 0;          // unix seconds the loss happened (0: now)
   };
   // Whether `job` may replace a lost rank now (recovery on and regroups left, or joining one).
   static bool can_regroup(const Job& job, bool join);
@@ -210,6 +219,16 @@ class CoordinatorCore {
   // Places the job's UNASSIGNED ranks; false when it has to wait (reason set). Bumps the
   // generation and picks a new master unless `same_generation` and rank 0 stays put.
   bool place_replacements_locked(Job* job, bool same_generation);
+  // Elastic jobs (Job::elastic): moves the group to a new generation made of the member ranks
+  // (a shrink after a loss, a grow when standbys are ready), master on the first member's
+  // worker; records the timeline (`kind`: shrink | grow, `lost_at` the loss) and tells the
+  // members' daemons at once. False when it has to wait (no port): retried by schedule_locked.
+  bool elastic_regroup_locked(Job* job, const std::string& kind, double lost_at);
+  // Starts standbys for the UNASSIGNED ranks of an elastic job where slots are free.
+  void place_standbys_locked(Job* job);
+  // New commands for the worker (await_work returns).
+  void nudge_locked(const std::string& worker_id);
+  void nudge_job_locked(const Job& job);
   // Free slots of the READY workers heard from since this coordinator started.
   void slot_offers_locked(std::vector<SlotOffer>* offers, std::vector<Worker*>* workers);
   std::string log_path(const std::string& job_id, int rank) const;
@@ -226,6 +245,14 @@ class CoordinatorCore {
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
+  // Elastic jobs whose group change waits for a port (kind, loss time). Not journaled.
+  std::map<std::string, std::pair<std::string, double>> elastic_pending_;
+  // Fixed-size regroups under way: when their first loss happened (for the timeline).
+  std::map<std::string, double> replace_lost_at_;
+  // Command versions per worker (await_work) and the wake-up for their long polls.
+  std::map<std::string, uint64_t> work_version_;
+  std::condition_variable work_changed_;
+  bool waking_all_ = false;
   // FAILED jobs whose reason is a lost process (a peer's comm failure, a signal), with that
   // exit code: a later exit of the same job with a deterministic code, or one that died on
   // its own after a comm failure was reported, replaces it (the root cause). Not journaled:

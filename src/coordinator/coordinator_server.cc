@@ -67,6 +67,7 @@ std::string CoordinatorServer::address() const {
 void CoordinatorServer::shutdown() {
   if (stop_.exchange(true)) return;
   if (coordinator_service_) coordinator_service_->stop_watches();
+  if (core_) core_->wake_all();  // long polls (AwaitWork) end now, not at their timeout
   http_.reset();
   if (server_) server_->shutdown(std::chrono::milliseconds(1000));
   if (ticker_.joinable()) ticker_.join();

@@ -93,9 +93,26 @@ void to_proto(const Job& job, double now, v1::JobStatus* out) {
   out->set_world_size(job.world);
   out->set_placement(job.placement);
   out->set_master_addr(job.master_addr);
+  if (job.elastic()) {
+    for (int m : job.members()) out->add_members(m);
+  }
+  for (const auto& t : job.timelines) {
+    auto at = [&](const char* k) {
+      auto it = t.find(k);
+      return it == t.end() ? 0.0 : it->second;
+    };
+    v1::RecoveryTimeline* p = out->add_timelines();
+    p->set_generation(static_cast<int64_t>(at("generation")));
+    p->set_world(static_cast<int32_t>(at("world")));
+    p->set_grow(at("grow") != 0);
+    p->set_lost(at("lost"));
+    p->set_decided(at("decided"));
+    p->set_training_again(at("training_again"));
+  }
   for (const RankInfo& r : job.ranks) {
     v1::RankStatus* p = out->add_ranks();
     p->set_rank(r.rank);
+    p->set_member(r.member);
     p->set_worker_id(r.worker_id);
     p->set_region(r.region);
     p->set_host(r.host);
@@ -148,6 +165,8 @@ void to_proto(const TaskCommand& c, v1::TaskCommand* out) {
       s->set_spec_yaml(c.spec_yaml);
       s->set_cluster_yaml(c.cluster_yaml);
       for (const auto& region : c.rank_regions) s->add_rank_regions(region);
+      for (int m : c.members) s->add_members(m);
+      s->set_standby(c.standby);
       break;
     }
     case TaskCommand::Kind::kStop: {
@@ -163,6 +182,7 @@ void to_proto(const TaskCommand& c, v1::TaskCommand* out) {
       s->set_world_size(c.world);
       s->set_master_addr(c.master_addr);
       s->set_rollback(c.rollback);
+      for (int m : c.members) s->add_members(m);
       break;
     }
   }
@@ -215,6 +235,10 @@ TaskEvent from_proto(const v1::TaskEvent& e) {
       out.kind = TaskEvent::Kind::kLog;
       out.log_offset = e.log().offset();
       out.log_data = e.log().data();
+      break;
+    case v1::TaskEvent::kReady:
+      out.kind = TaskEvent::Kind::kReady;
+      out.setup_s = e.ready().setup_s();
       break;
     case v1::TaskEvent::KIND_NOT_SET:
       out.kind = TaskEvent::Kind::kLog;  // carries no data: a no-op
@@ -363,6 +387,19 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1
     for (const TaskCommand& c : r->commands) {
       to_proto(c, reply->add_commands());
     }
+    return grpc::Status::OK;
+  });
+}
+
+grpc::Status WorkerServiceImpl::AwaitWork(grpc::ServerContext* context, const v1::AwaitWorkRequest* req,
+                                          v1::AwaitWorkReply* reply) {
+  // Not rate-limited per call (a daemon holds one at a time; its heartbeat is limited), not
+  // timed (it waits on purpose).
+  return guarded(guard_, context, "AwaitWork", false, false, kWorkerApi, [&]() -> grpc::Status {
+    auto r = core_->await_work(req->worker_id(), req->session(), req->seen_version(),
+                               std::chrono::milliseconds(req->wait_ms()));
+    if (!r.is_ok()) return to_grpc_status(r.status());
+    reply->set_version(*r);
     return grpc::Status::OK;
   });
 }

@@ -61,6 +61,8 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                          v1::HeartbeatReply*) override;
   grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest*,
                             v1::ReportEventsReply*) override;
+  grpc::Status AwaitWork(grpc::ServerContext*, const v1::AwaitWorkRequest*,
+                         v1::AwaitWorkReply*) override;
 
  private:
   CoordinatorCore* core_;

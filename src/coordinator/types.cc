@@ -46,11 +46,19 @@ bool is_terminal(RankState s) {
   return s == RankState::kSucceeded || s == RankState::kFailed || s == RankState::kStopped;
 }
 
+std::vector<int> Job::members() const {
+  std::vector<int> out;
+  for (const auto& r : ranks) {
+    if (r.member) out.push_back(r.rank);
+  }
+  return out;
+}
+
 int64_t Job::step() const {
   // The slowest rank among those that reported (a rank that has not reported yet says nothing).
   int64_t s = -1;
   for (const auto& r : ranks) {
-    if (r.total_steps > 0) s = s < 0 ? r.step : std::min(s, r.step);
+    if (r.member && r.total_steps > 0) s = s < 0 ? r.step : std::min(s, r.step);
   }
   return std::max<int64_t>(s, 0);
 }

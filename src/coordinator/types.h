@@ -64,6 +64,11 @@ struct RankInfo {
   // Where its current worker's log offset 0 lies in the coordinator's copy of the rank's log
   // (non-zero once a regroup moved the rank to another worker).
   int64_t log_base = 0;
+  // Elastic jobs (recovery.min_workers): whether the rank is in the current generation's group.
+  // A lost rank leaves it at once (the survivors go on without it); its replacement starts as a
+  // standby (assigned, not a member) and joins at the next generation once it reports ready.
+  bool member = true;
+  bool ready = false;  // a standby that reported ready (joins at the next regroup)
 };
 
 struct Job {
@@ -83,6 +88,12 @@ struct Job {
   int64_t max_recoveries = 0;
   int64_t recoveries = 0;  // regroups so far
   int64_t threads = 1;     // train.threads: placed only on workers with at least this many cores
+  // recovery.min_workers (> 0: elastic): the survivors of a lost rank continue at once at a
+  // smaller group, not below this many ranks, and the job grows back as replacements are ready.
+  int64_t min_workers = 0;
+  // The last recoveries' timelines (unix seconds of each stage, see RecoveryTimeline), newest
+  // last, at most kMaxTimelines.
+  std::vector<std::map<std::string, double>> timelines;
   std::vector<RankInfo> ranks;
   std::optional<double> test_accuracy;
   std::map<std::string, double> summary;
@@ -93,6 +104,10 @@ struct Job {
   uint64_t version = 0;
   double rate_t0 = 0;
   int64_t rate_step0 = -1;
+
+  bool elastic() const { return min_workers > 0 && recovery_mode == "partial"; }
+  // The ranks of the current generation's group, in group order (all ranks unless elastic).
+  std::vector<int> members() const;
 
   // Aggregates over ranks.
   int64_t step() const;  // slowest rank
@@ -138,13 +153,16 @@ struct TaskCommand {
   std::string spec_yaml;
   std::string cluster_yaml;
   std::vector<std::string> rank_regions;
+  // kStart, kRegroup: the group's ranks in group order (empty: all); kStart: a standby
+  std::vector<int> members;
+  bool standby = false;
   // kStop
   std::string reason;
 };
 
 // An event from a worker daemon about one of its tasks (trainer_protocol.h, relayed).
 struct TaskEvent {
-  enum class Kind { kStarted, kProgress, kEval, kFinished, kError, kExited, kLog };
+  enum class Kind { kStarted, kProgress, kEval, kFinished, kError, kExited, kLog, kReady };
   Kind kind = Kind::kProgress;
   TaskKey task;
   double time = 0;
@@ -160,6 +178,7 @@ struct TaskEvent {
   std::string log_tail;                     // kExited
   int64_t log_offset = 0;                   // kLog
   std::string log_data;                     // kLog
+  double setup_s = 0;                       // kReady
 };
 
 }  // namespace tern

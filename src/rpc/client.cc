@@ -298,4 +298,13 @@ Result<v1::ReportEventsReply> WorkerServiceClient::report_events(
                                       });
 }
 
+Result<v1::AwaitWorkReply> WorkerServiceClient::await_work(const v1::AwaitWorkRequest& request) {
+  RpcClientOptions o = options_;
+  o.deadline += std::chrono::milliseconds(std::clamp<int64_t>(request.wait_ms(), 0, 30000));
+  return unary<v1::AwaitWorkReply>(address_, o, false,
+                                   [&](grpc::ClientContext* c, v1::AwaitWorkReply* r) {
+                                     return stub_->AwaitWork(c, request, r);
+                                   });
+}
+
 }  // namespace tern

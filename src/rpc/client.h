@@ -83,6 +83,8 @@ class WorkerServiceClient {
   Result<v1::RegisterWorkerReply> register_worker(const v1::RegisterWorkerRequest& request);
   Result<v1::HeartbeatReply> heartbeat(const v1::HeartbeatRequest& request);
   Result<v1::ReportEventsReply> report_events(const v1::ReportEventsRequest& request);
+  // The long poll: its deadline is the request's wait_ms plus the client's deadline.
+  Result<v1::AwaitWorkReply> await_work(const v1::AwaitWorkRequest& request);
 
  private:
   std::string address_;

@@ -78,6 +78,8 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
         (*f->mutable_summary())[it.key()] = it.value().get<double>();
       }
     }
+  } else if (kind == "ready") {
+    e.mutable_ready()->set_setup_s(num(j, "setup_s"));
   } else if (kind == "error") {
     auto* er = e.mutable_error();
     er->set_message(text(j, "message"));

@@ -144,6 +144,7 @@ Status WorkerDaemon::run() {
   auto next_beat = SteadyClock::now();
   next_flush_ = SteadyClock::now();
   bool registered = false;
+  std::thread poller(&WorkerDaemon::await_work_loop, this);
   while (!stop_.load()) {
     auto now = SteadyClock::now();
     if (!registered && now >= next_beat) {
@@ -153,7 +154,7 @@ Status WorkerDaemon::run() {
     }
     poll_tasks();
     now = SteadyClock::now();
-    if (registered && now >= next_beat) {
+    if (registered && (now >= next_beat || beat_now_.exchange(false))) {
       heartbeat_once();
       registered = session_ != 0;
       next_beat = SteadyClock::now() + heartbeat_every_;
@@ -171,10 +172,47 @@ Status WorkerDaemon::run() {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(tasks_.empty() ? 50 : 10));
   }
+  await_session_.store(0);
+  poller.join();
   spdlog::info("worker {} stopping: {} trainers to stop", worker_id(), tasks_.size());
   stop_all_tasks(options_.stop_grace);
   if (session_ != 0) flush_events(true);
   return Status::ok();
+}
+
+void WorkerDaemon::await_work_loop() {
+  // Held at most this long per call, so stopping the daemon waits for it no longer.
+  constexpr int64_t kHoldMs = 1000;
+  RpcClientOptions o{options_.rpc_deadline, 0, std::chrono::milliseconds(100)};
+  o.security = options_.security;
+  auto client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
+  uint64_t seen = 0, seen_session = 0;
+  while (!stop_.load()) {
+    const uint64_t session = await_session_.load();
+    if (session == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (session != seen_session) seen = 0, seen_session = session;
+    v1::AwaitWorkRequest req;
+    req.set_worker_id(worker_id());
+    req.set_session(session);
+    req.set_seen_version(seen);
+    req.set_wait_ms(kHoldMs);
+    auto reply = client->await_work(req);
+    if (!reply.is_ok()) {
+      // The heartbeat loop handles a lost session or coordinator; this thread only backs off
+      // (an older coordinator without AwaitWork answers UNIMPLEMENTED: heartbeats alone then).
+      spdlog::debug("await work: {}", reply.status().to_string());
+      if (reply.status().code() == StatusCode::kUnavailable) client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
+      for (int i = 0; i < 20 && !stop_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (reply->version() != seen) {
+      seen = reply->version();
+      beat_now_.store(true);
+    }
+  }
 }
 
 bool WorkerDaemon::register_once() {
@@ -213,6 +251,7 @@ bool WorkerDaemon::register_once() {
     worker_id_ = reply->worker_id();
   }
   session_ = reply->session();
+  await_session_.store(session_);
   previous_session_ = session_;
   save_session(session_file(options_), session_);
   heartbeat_every_ =
@@ -239,6 +278,7 @@ void WorkerDaemon::heartbeat_once() {
                    reply.status().message(), tasks_.size());
       stop_all_tasks(options_.stop_grace);
       session_ = 0;
+      await_session_.store(0);
       return;
     }
     reconnect();
@@ -292,7 +332,8 @@ void WorkerDaemon::push_event(v1::TaskEvent event) {
       }
     }
   }
-  if (event.has_exited()) next_flush_ = std::min(next_flush_, SteadyClock::now());
+  // An exit or a standby's ready changes the job's group: sent at once.
+  if (event.has_exited() || event.has_ready()) next_flush_ = std::min(next_flush_, SteadyClock::now());
   outbox_.push_back(std::move(event));
 }
 
@@ -378,6 +419,12 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
     for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;
     argv.insert(argv.end(), {"--cluster", cluster_path, "--regions", regions});
   }
+  if (start.members_size() > 0) {
+    std::string members;
+    for (int m : start.members()) members += (members.empty() ? "" : ",") + std::to_string(m);
+    argv.insert(argv.end(), {"--members", members});
+  }
+  if (start.standby()) argv.push_back("--standby");
   if (access(trainer_.c_str(), X_OK) != 0) {
     return fail("trainer binary " + trainer_ + " not found or not executable");
   }
@@ -430,6 +477,9 @@ void WorkerDaemon::regroup_task(const v1::RegroupTask& regroup) {
                       {"world", regroup.world_size()},
                       {"master", regroup.master_addr()},
                       {"rollback", regroup.rollback()}};
+  if (regroup.members_size() > 0) {
+    line["members"] = std::vector<int>(regroup.members().begin(), regroup.members().end());
+  }
   spdlog::info("regrouping {} to generation {} (world {}, master {}{})", task_name(ref),
                regroup.generation(), regroup.world_size(), regroup.master_addr(),
                regroup.rollback() ? ", rollback" : "");

@@ -108,11 +108,16 @@ class WorkerDaemon {
   std::vector<int> spare_ports() const;
   // A fresh channel after a transport failure (no reconnect backoff carried over).
   void reconnect();
+  // The AwaitWork long poll (its own thread and channel): sets beat_now_ when the coordinator
+  // has new commands, so they run at once instead of at the next heartbeat.
+  void await_work_loop();
 
   const WorkerDaemonOptions options_;
   std::string trainer_;
   std::unique_ptr<WorkerServiceClient> client_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> beat_now_{false};
+  std::atomic<uint64_t> await_session_{0};  // session_ for the AwaitWork thread (0: none)
   mutable std::mutex mu_;  // guards worker_id_ and pids_, read by the test accessors
   std::string worker_id_;
   std::vector<pid_t> pids_;

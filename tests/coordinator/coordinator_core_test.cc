@@ -878,5 +878,144 @@ TEST_F(CoreTest, WorkerRegistrationIsValidated) {
   EXPECT_EQ(anon->worker_id, "w-1");
 }
 
+
+// --- elastic groups (recovery.min_workers) ---
+
+TEST_F(CoreTest, ElasticLossShrinksAtOnceThenTheStandbyGrowsTheGroupBack) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto c = add_worker("c");
+  auto id = core_->submit_job(spec("el", 3, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")->id;
+  TaskKey r0{id, 0, 1}, r1{id, 1, 1}, r2{id, 2, 1};
+  beat(a, {r0});
+  beat(b, {r1});
+  beat(c, {r2});
+  auto version = core_->await_work("a", a.session, 0, std::chrono::milliseconds(0));
+  ASSERT_TRUE(version.is_ok());
+  TaskEvent lost = exited(r2, -9);
+  lost.time = 1000.5;
+  ASSERT_TRUE(report(c, {progress(r2, 3, 10, 1.0), lost}).is_ok());
+
+  // The survivors form generation 2 at once, without waiting for a replacement.
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.generation, 2);
+  EXPECT_EQ(j.members(), (std::vector<int>{0, 1}));
+  EXPECT_NE(j.reason.find("shrink to 2 of 3 ranks (0,1)"), std::string::npos) << j.reason;
+  ASSERT_EQ(j.timelines.size(), 1u);
+  EXPECT_EQ(j.timelines[0]["lost"], 1000.5);
+  EXPECT_EQ(j.timelines[0]["world"], 2);
+  // Their daemons learn it without waiting for a heartbeat.
+  auto woke = core_->await_work("a", a.session, *version, std::chrono::milliseconds(0));
+  ASSERT_TRUE(woke.is_ok());
+  EXPECT_NE(*woke, *version) << "a nudge for the survivor's worker";
+  auto hb = beat(a, {r0});
+  const TaskCommand* rg = find_command(hb, TaskCommand::Kind::kRegroup);
+  ASSERT_NE(rg, nullptr);
+  EXPECT_EQ(rg->generation, 2);
+  EXPECT_EQ(rg->world, 2);
+  EXPECT_EQ(rg->members, (std::vector<int>{0, 1}));
+  EXPECT_EQ(rg->master_addr, j.master_addr);
+  // The replacement starts as a standby on the free worker, not a member.
+  EXPECT_EQ(j.ranks[2].worker_id, "c");
+  EXPECT_FALSE(j.ranks[2].member);
+  hb = beat(c, {});
+  const TaskCommand* st = find_command(hb, TaskCommand::Kind::kStart);
+  ASSERT_NE(st, nullptr);
+  EXPECT_TRUE(st->standby);
+  EXPECT_EQ(st->task, (TaskKey{id, 2, 2}));
+  EXPECT_EQ(st->members, (std::vector<int>{0, 1}));
+  // Survivors train on at generation 2; the first progress after the regroup ends the timeline.
+  TaskKey n0{id, 0, 2}, n1{id, 1, 2}, s2{id, 2, 2};
+  beat(a, {n0});
+  beat(b, {n1});
+  TaskEvent again = progress(n0, 4, 10, 0.9);
+  again.metrics["regroup_generation"] = 2;
+  again.time = 1000.9;
+  ASSERT_TRUE(report(a, {again}).is_ok());
+  j = job(id);
+  EXPECT_EQ(j.timelines[0]["training_again"], 1000.9);
+  EXPECT_EQ(j.ranks[0].metrics.count("regroup_generation"), 0u) << "not a training metric";
+
+  // Ready: the group grows back to 3 at generation 3; everybody is told, the standby too.
+  TaskEvent ready;
+  ready.kind = TaskEvent::Kind::kReady;
+  ready.task = s2;
+  ready.setup_s = 4.2;
+  ASSERT_TRUE(report(c, {ready}).is_ok());
+  j = job(id);
+  EXPECT_EQ(j.generation, 3);
+  EXPECT_EQ(j.members(), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(j.timelines.back()["grow"], 1);
+  for (auto [w, k] : {std::pair{a, n0}, std::pair{b, n1}, std::pair{c, s2}}) {
+    hb = beat(w, {k});
+    rg = find_command(hb, TaskCommand::Kind::kRegroup);
+    ASSERT_NE(rg, nullptr) << k.rank;
+    EXPECT_EQ(rg->generation, 3);
+    EXPECT_EQ(rg->members, (std::vector<int>{0, 1, 2}));
+  }
+  TaskKey g0{id, 0, 3}, g1{id, 1, 3}, g2{id, 2, 3};
+  ASSERT_TRUE(report(a, {exited(g0, 0)}).is_ok());
+  ASSERT_TRUE(report(b, {exited(g1, 0)}).is_ok());
+  ASSERT_TRUE(report(c, {exited(g2, 0)}).is_ok());
+  j = job(id);
+  EXPECT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  reopen();  // membership and timelines are journaled
+  j = job(id);
+  EXPECT_EQ(j.members(), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(j.timelines.size(), 2u);
+}
+
+TEST_F(CoreTest, ElasticWithoutAFreeWorkerFinishesSmallerAndStopsNothingElse) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto c = add_worker("c");
+  auto id = core_->submit_job(spec("el", 3, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")->id;
+  TaskKey r0{id, 0, 1}, r1{id, 1, 1};
+  clock_.advance_ms(600);
+  beat(a, {r0});
+  beat(b, {r1});
+  clock_.advance_ms(600);  // c: lost (its lease), no worker free for rank 2
+  core_->tick();
+  Job j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.members(), (std::vector<int>{0, 1}));
+  EXPECT_EQ(j.ranks[2].state, RankState::kUnassigned);
+  TaskKey n0{id, 0, 2}, n1{id, 1, 2};
+  beat(a, {n0});
+  beat(b, {n1});
+  ASSERT_TRUE(report(a, {exited(n0, 0)}).is_ok());
+  EXPECT_EQ(job(id).state, JobState::kRunning) << "rank 1 still trains";
+  ASSERT_TRUE(report(b, {exited(n1, 0)}).is_ok());
+  j = job(id);
+  EXPECT_EQ(j.state, JobState::kSucceeded) << j.reason;
+  EXPECT_NE(j.reason.find("all 2 ranks finished (of 3)"), std::string::npos) << j.reason;
+}
+
+TEST_F(CoreTest, ElasticBelowMinWorkersWaitsForReplacementsLikeAFixedJob) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("el", 2, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")->id;
+  beat(a, {{id, 0, 1}});  // a spare port on rank 0's worker for the next generation
+  ASSERT_TRUE(report(b, {exited({id, 1, 1}, -9)}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.members(), (std::vector<int>{0, 1})) << "1 left < min_workers 2: the fixed-size path";
+  EXPECT_EQ(j.generation, 2);
+  auto hb = beat(b, {});
+  const TaskCommand* st = find_command(hb, TaskCommand::Kind::kStart);
+  ASSERT_NE(st, nullptr);
+  EXPECT_FALSE(st->standby);
+}
+
+TEST_F(CoreTest, ReadyFromARankThatIsNotAStandbyIsDropped) {
+  auto a = add_worker("a");
+  auto id = core_->submit_job(spec("el", 1, "recovery: {mode: partial, min_workers: 1}\n"), {}, "e.yaml")->id;
+  TaskEvent ready;
+  ready.kind = TaskEvent::Kind::kReady;
+  ready.task = {id, 0, 1};
+  EXPECT_EQ(*core_->report_events("a", a.session, {ready}), 0);
+  EXPECT_EQ(job(id).generation, 1);
+}
+
 }  // namespace
 }  // namespace tern

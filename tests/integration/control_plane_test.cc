@@ -487,5 +487,81 @@ TEST_F(ClusterTest, NonFiniteLossFailsTheJob) {
   EXPECT_NE(reason.find("step "), std::string::npos) << reason;
 }
 
+
+// Issue 22, N-1 elasticity on a real cluster: a 4-rank job with recovery.min_workers 3 loses the
+// worker daemon of rank 3 (kill -9: its trainer dies with it) and no other worker is free: the
+// three survivors go on at once as a group of three (no waiting for a replacement). When the
+// daemon comes back, a standby for rank 3 starts there and the job grows back to four; it
+// finishes SUCCEEDED with every step and the status shows both group changes.
+TEST_F(ClusterTest, ElasticJobShrinksWhenAWorkerIsLostAndGrowsBackWhenItReturns) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 4, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  fs::path spec = dir_ / "it-elastic.yaml";
+  std::ofstream(spec) << "name: it-elastic\nworkers: 4\nmodel: {type: mlp}\n"
+                         "data: {source: synthetic, train_size: 16384, test_size: 512}\n"
+                         "train: {steps: 1200, batch_size: 16, log_every: 5}\n"
+                         "recovery: {mode: partial, min_workers: 3, max_recoveries: 3}\n";
+  Output sub = tern({"submit", spec.string()});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  ASSERT_GE(wait_for_step("j-1", 4, 20), 20) << "the job did not start training";
+  pid_t daemon = -1;
+  std::vector<std::string> argv;
+  for (const auto& p : processes_mentioning(dir_.string())) {
+    if (p.find(" worker ") != std::string::npos && p.find("--name local-3 ") != std::string::npos) {
+      daemon = std::stoi(p.substr(0, p.find(':')));
+    }
+  }
+  ASSERT_GT(daemon, 0) << "no daemon local-3";
+  {
+    std::string cmd = slurp("/proc/" + std::to_string(daemon) + "/cmdline");
+    for (size_t b = 0, e; b < cmd.size(); b = e + 1) {
+      e = cmd.find('\0', b);
+      if (e == std::string::npos) e = cmd.size();
+      argv.push_back(cmd.substr(b, e - b));
+    }
+  }
+  ASSERT_EQ(::kill(daemon, SIGKILL), 0);
+  // The lease runs out (3 s): the group shrinks to ranks 0, 1, 2 and trains on.
+  json s;
+  for (int i = 0; i < 300; ++i) {
+    s = status_json("j-1");
+    if (s.contains("members") && s["members"].size() == 3u) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(s["members"].size(), 3u) << s.dump();
+  const int64_t at_shrink = as_int(s, "step");
+  for (int i = 0; i < 300 && as_int(status_json("j-1"), "step") < at_shrink + 40; ++i) std::this_thread::sleep_for(100ms);
+  s = status_json("j-1");
+  ASSERT_EQ(s.value("state", ""), "JOB_STATE_RUNNING") << s.dump();
+  EXPECT_GE(as_int(s, "step"), at_shrink + 40) << "the three survivors train on without rank 3";
+  // The daemon returns (same name and work directory): a standby joins, the group grows back.
+  SpawnOptions o;
+  o.argv = argv;
+  o.stderr_file = (dir_ / "local-3-again.log").string();
+  auto again = Subprocess::spawn(o);
+  ASSERT_TRUE(again.is_ok());
+  json last = wait_terminal("j-1", 3000);
+  ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
+  ASSERT_TRUE(last.contains("timelines")) << last.dump();
+  bool shrank = false, grew = false;
+  for (const auto& t : last["timelines"]) {
+    if (!t.value("grow", false) && t.value("world", 0) == 3) shrank = true;
+    if (t.value("grow", false) && t.value("world", 0) == 4) grew = true;
+  }
+  EXPECT_TRUE(shrank && grew) << last["timelines"].dump();
+  EXPECT_EQ(last["members"].size(), 4u) << last.dump();
+  ASSERT_TRUE(last.contains("summary")) << last.dump();
+  EXPECT_EQ(last["summary"].value("steps", -1.0), 1200.0);
+  EXPECT_EQ(last["summary"].value("min_world", -1.0), 3.0);
+  EXPECT_EQ(last["summary"].value("world", -1.0), 4.0);
+  EXPECT_EQ(last["summary"].value("samples", -1.0), 1200.0 * 4 * 16) << "the global batch kept";
+  EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
+  (*again)->send_signal(SIGTERM);
+  (*again)->wait_for(std::chrono::seconds(20));
+}
+
 }  // namespace
 }  // namespace tern

@@ -19,8 +19,14 @@ bool is_peer_failure(const Status& failure) {
          c == StatusCode::kAborted || c == StatusCode::kInternal;
 }
 
+int RegroupRequest::group_rank(int job_rank) const {
+  if (members.empty()) return job_rank < world ? job_rank : -1;
+  auto it = std::find(members.begin(), members.end(), job_rank);
+  return it == members.end() ? -1 : static_cast<int>(it - members.begin());
+}
+
 Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
-                                             int world, int64_t step, const Status& failure,
+                                             int rank, int world, int64_t step, const Status& failure,
                                              EventSink* sink, const RegroupTargets& targets) {
   const bool elastic = spec.recovery.mode == "partial" || spec.recovery.mode == "full";
   if (!elastic || !hooks.wait || !hooks.connect || !is_peer_failure(failure)) return failure;
@@ -32,11 +38,16 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
   auto waited = hooks.wait(wait);
   if (!waited.is_ok()) return waited.status().with_context("after " + failure.to_string());
   RegroupRequest req = std::move(waited).value();
-  if (req.world != world) {
+  if (req.members.empty() && req.world != world) {
     return failed_precondition("regroup to world " + std::to_string(req.world) + " from " +
-                               std::to_string(world) + ": elastic resizing is not supported yet");
+                               std::to_string(world) + " without a member list");
   }
-  spdlog::info("regrouping at generation {} (master {})", req.generation, req.master);
+  if (req.group_rank(rank) < 0) {
+    return failed_precondition("regroup to generation " + std::to_string(req.generation) +
+                               " does not name rank " + std::to_string(rank));
+  }
+  spdlog::info("regrouping at generation {} (master {}, {} of {} ranks)", req.generation, req.master,
+               req.world, world);
   TERN_ASSIGN_OR_RETURN(CommStack stack, hooks.connect(req));
   targets.retired->push_back(targets.world->replace_inner(stack.world));
   if (targets.intra && stack.intra)

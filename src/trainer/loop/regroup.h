@@ -34,6 +34,10 @@ struct RegroupRequest {
   int world = 0;
   std::string master;     // HOST:PORT; rank 0 of the new generation hosts the store there
   bool rollback = false;  // recovery.mode full: everybody reloads the last checkpoint
+  // The group's job ranks in group order (elastic jobs); empty: all ranks, world == the job's.
+  std::vector<int> members;
+  // This rank's position in the group (-1: not a member, a standby that keeps waiting).
+  int group_rank(int job_rank) const;
 };
 
 // How a trainer regroups: supplied by trainer_main (stdin commands, rendezvous, comm stack).
@@ -61,9 +65,9 @@ bool is_peer_failure(const Status& failure);
 // peer_lost, waits for the regroup command (minutes: a replacement may need to start),
 // connects and swaps the communicators in `targets`. Returns `failure` itself when the loop
 // cannot regroup (mode none, no hooks, not a peer failure), and FAILED_PRECONDITION for a
-// regroup to another world size.
+// group that does not name this rank or (without members) another world size.
 Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
-                                             int world, int64_t step, const Status& failure,
+                                             int rank, int world, int64_t step, const Status& failure,
                                              EventSink* sink, const RegroupTargets& targets);
 
 // Fault injection at the top of a step (debug.fail_rank/fail_step: exit with

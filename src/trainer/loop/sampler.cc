@@ -72,4 +72,31 @@ std::vector<int64_t> DataParallelParts::part(int64_t step, int rank) {
   return std::vector<int64_t>(indices.begin() + begin, indices.begin() + end);
 }
 
+ElasticShare elastic_share(const std::function<std::vector<int64_t>(int)>& part, int world,
+                           const std::vector<int>& members, int me) {
+  ElasticShare out;
+  const auto pos = std::find(members.begin(), members.end(), me);
+  const int64_t g = pos - members.begin();
+  const int64_t n = static_cast<int64_t>(members.size());
+  std::vector<bool> is_member(static_cast<size_t>(world), false);
+  for (int m : members) {
+    if (m >= 0 && m < world) is_member[static_cast<size_t>(m)] = true;
+  }
+  int64_t vacant_seen = 0;  // position in the concatenated vacant parts
+  for (int r = 0; r < world; ++r) {
+    std::vector<int64_t> p = part(r);
+    out.global_samples += static_cast<int64_t>(p.size());
+    if (r == me) {
+      out.indices.insert(out.indices.end(), p.begin(), p.end());
+    } else if (!is_member[static_cast<size_t>(r)] && pos != members.end()) {
+      for (int64_t k = 0; k < static_cast<int64_t>(p.size()); ++k) {
+        if ((vacant_seen + k) % n == g) out.indices.push_back(p[static_cast<size_t>(k)]);
+      }
+      vacant_seen += static_cast<int64_t>(p.size());
+    }
+  }
+  out.weight = out.global_samples > 0 ? static_cast<double>(n) / static_cast<double>(out.global_samples) : 0.0;
+  return out;
+}
+
 }  // namespace tern

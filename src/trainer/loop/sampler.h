@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -54,6 +55,21 @@ class DataParallelParts {
   std::vector<std::vector<int64_t>> epoch_indices_;  // per rank, filled on demand for indices_epoch_
   int64_t indices_epoch_ = -1;
 };
+
+// Elastic data parallelism (recovery.min_workers): the step's samples of all `world` ranks
+// (part(r), r < world) shared by the members of a smaller group. Member `me` keeps its own part
+// and takes every |members|-th sample of the vacant ranks' parts (concatenated in rank order),
+// starting at its position in `members`: within a step no sample is lost or taken twice, and a
+// full group takes exactly its own parts. Each sample weighs |members| / global_samples, so the
+// mean over the group of sum(w_i * l_i) is the mean loss of the step's global batch (the
+// gradient contract of workload.h with uneven shares).
+struct ElasticShare {
+  std::vector<int64_t> indices;
+  int64_t global_samples = 0;  // the step's samples over all ranks
+  double weight = 0;           // per-sample loss weight
+};
+ElasticShare elastic_share(const std::function<std::vector<int64_t>(int)>& part, int world,
+                           const std::vector<int>& members, int me);
 
 // Deterministic 64-bit mixing (splitmix64): seeds derived from (seed, epoch, rank, ...).
 uint64_t mix_seed(uint64_t a, uint64_t b);

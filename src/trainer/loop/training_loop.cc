@@ -56,8 +56,11 @@ int64_t TrainingLoop::bytes_sent() const {
   return n;
 }
 
-Status TrainingLoop::setup() {
+Status TrainingLoop::prepare() {
+  if (prepared_) return Status::ok();
   if (!workload_) return invalid_argument("model.type '" + spec_.model.type + "': no workload trains it");
+  members_ = options_.members;
+  min_world_ = members_.empty() ? options_.world : static_cast<int64_t>(members_.size());
   WorkloadContext wc;
   wc.spec = &spec_;
   wc.rank = options_.rank;
@@ -70,6 +73,20 @@ Status TrainingLoop::setup() {
     param_names_.push_back(name);
     params_.push_back(p);
   }
+  prepared_ = true;
+  return Status::ok();
+}
+
+void TrainingLoop::attach_group(int64_t generation, std::vector<int> members, std::shared_ptr<Communicator> world) {
+  options_.generation = generation;
+  options_.members = members;
+  members_ = std::move(members);
+  min_world_ = members_.empty() ? options_.world : static_cast<int64_t>(members_.size());
+  counting_->replace_inner(std::move(world));
+}
+
+Status TrainingLoop::setup() {
+  TERN_RETURN_IF_ERROR(prepare());
   {
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> data;
@@ -196,7 +213,7 @@ Status TrainingLoop::sync_state(bool have_state) {
   const int world = counting_->size();
   // Every rank's step (-1: no state), via a sum of one-hot slots.
   at::Tensor steps = at::full({world}, -1, at::kLong);
-  steps[options_.rank] = have_state ? step_ : -1;
+  steps[counting_->rank()] = have_state ? step_ : -1;
   std::vector<at::Tensor> t{(steps + 1).to(options_.device)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, t));
   // (all_reduce sums: every slot but ours is 0 on each rank, so slot r ends as rank r's value + 1.)
@@ -249,12 +266,14 @@ Status TrainingLoop::sync_state(bool have_state) {
 
 Status TrainingLoop::recover(const Status& failure) {
   auto t0 = Clock::now();
-  auto regrouped = regroup_after_failure(options_.regroup, spec_, options_.world, step_, failure, sink_,
+  auto regrouped = regroup_after_failure(options_.regroup, spec_, options_.rank, options_.world, step_, failure, sink_,
                                          {counting_.get(), intra_counting_.get(), inter_counting_.get(),
                                           &retired_comms_});
   if (!regrouped.is_ok()) return regrouped.status();
   RegroupRequest req = std::move(regrouped).value();
   options_.generation = req.generation;
+  members_ = req.members;
+  min_world_ = std::min<int64_t>(min_world_, req.world);
   if (checkpointer_) {
     // The new group never agreed on the pending step (a replacement never wrote it): drop it,
     // and let every rank, replacement included, take the next due checkpoint alike.
@@ -269,6 +288,9 @@ Status TrainingLoop::recover(const Status& failure) {
   ++recoveries_;
   double lost = seconds_since(t0);
   recovery_s_ += lost;
+  regroup_times_.push_back(lost);
+  announce_regroup_ = req.generation;
+  announce_regroup_s_ = lost;
   sink_->emit({{"event", "regrouped"}, {"generation", req.generation}, {"step", step_}, {"world", req.world},
                {"recovery_s", lost}, {"recoveries", recoveries_}, {"rollback", req.rollback},
                {"steps_rolled_back", steps_rolled_back_}});
@@ -372,6 +394,17 @@ ShardSave TrainingLoop::save_kind(int64_t step) const {
 
 Status TrainingLoop::checkpoint_point() {
   if (!checkpointer_) return Status::ok();
+  if (shrunk()) {
+    // A checkpoint names every rank of the job; a smaller group cannot write one (the vacant
+    // ranks' files): none until the group is whole again. The newest whole one stays.
+    if (!skipped_checkpoints_logged_) {
+      spdlog::warn("step {}: no checkpoints while the group has {} of {} ranks", step_, members_.size(),
+                   options_.world);
+      skipped_checkpoints_logged_ = true;
+    }
+    return Status::ok();
+  }
+  skipped_checkpoints_logged_ = false;
   if (interval_steps_ == 0 && step_ == plan_step_) {
     // The first checkpoint is a whole save committed at once: its blocking time (drain,
     // snapshot, waiting for the write, the manifest collective) is the cost C the plan uses,
@@ -607,8 +640,19 @@ double TrainingLoop::maybe_inject_delay(double compute_s) {
 }
 
 Status TrainingLoop::train_step(int64_t step) {
-  TERN_ASSIGN_OR_RETURN(StepPlan plan, strategy_->plan(step, options_.rank, options_.world,
-                                                       [&](int r) { return workload_->part(step, r); }));
+  StepPlan plan;
+  if (shrunk()) {
+    // The vacant ranks' samples go to the members (global batch kept: larger shares).
+    ElasticShare share = elastic_share([&](int r) { return workload_->part(step, r); }, options_.world, members_,
+                                       options_.rank);
+    plan.indices = std::move(share.indices);
+    plan.weights.assign(plan.indices.size(), share.weight);
+    plan.global_samples = share.global_samples;
+    ++shrunk_steps_;
+  } else {
+    TERN_ASSIGN_OR_RETURN(plan, strategy_->plan(step, options_.rank, options_.world,
+                                                [&](int r) { return workload_->part(step, r); }));
+  }
   const double lr = scheduled_lr(spec_.train, step, total_steps_);
   workload_->set_lr(lr);
   std::vector<at::Tensor> grads;
@@ -657,7 +701,7 @@ Status TrainingLoop::train_step(int64_t step) {
   ++steps_computed_;
   samples_ += out.samples;
   global_samples_ += step_samples;
-  window_samples_ += step_samples / std::max(1, options_.world);
+  window_samples_ += step_samples / std::max(1, counting_->size());
   return Status::ok();
 }
 
@@ -708,6 +752,13 @@ void TrainingLoop::emit_progress(int64_t step, bool force) {
       {"skipped_steps", skipped_steps_},
   };
   for (const auto& [k, v] : m.extra) e[k] = v;
+  if (announce_regroup_ >= 0) {
+    // The first progress after a regroup: the coordinator's recovery timeline ends here.
+    e["regroup_generation"] = announce_regroup_;
+    e["regroup_s"] = announce_regroup_s_;
+    announce_regroup_ = -1;
+  }
+  e["world"] = counting_->size();
   e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
   e["compress_s"] = reducer_->stats().compress_s;
   if (checkpointer_) {
@@ -764,7 +815,7 @@ Status TrainingLoop::run() {
     }
     recent_loss = last_loss_;
     bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
-    emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_);
+    emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_ || announce_regroup_ >= 0);
     if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
       // Evaluations are not training: their time (a collective too, over the WAN) is kept out
       // of wall_s and samples_per_s; train_s is the training time so far.
@@ -811,7 +862,7 @@ Status TrainingLoop::run() {
       {"samples", global_samples_},
       {"samples_per_s", job_wall > 0 ? global_samples_ / job_wall : 0.0},
       {"computed_samples", samples_},
-      {"final_loss", sum[0].cpu().item<double>() / options_.world},
+      {"final_loss", sum[0].cpu().item<double>() / counting_->size()},
       {"bytes_sent_per_rank", bytes_sent()},
       {"wall_s", job_wall},
       {"eval_s", eval_s_},
@@ -857,6 +908,16 @@ Status TrainingLoop::run() {
   summary_["verify_s"] = m[5];
   summary_["mismatches"] = replicas_->stats().mismatches;
   summary_["replica_repairs"] = replicas_->stats().repairs;
+  // Recovery figures of this rank (a replacement knows only the regroups it took part in).
+  if (!regroup_times_.empty()) {
+    std::vector<double> t = regroup_times_;
+    std::sort(t.begin(), t.end());
+    summary_["recovery_s_p50"] = t[(t.size() - 1) / 2];
+    summary_["recovery_s_max"] = t.back();
+  }
+  summary_["world"] = counting_->size();
+  summary_["min_world"] = min_world_;
+  summary_["shrunk_steps"] = shrunk_steps_;
   sink_->emit({{"event", "finished"}, {"summary", summary_}});
   return Status::ok();
 }

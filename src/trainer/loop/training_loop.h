@@ -92,6 +92,10 @@ struct TrainerOptions {
   std::shared_ptr<Communicator> intra_comm;  // hierarchical sync: this rank's region
   std::shared_ptr<Communicator> inter_comm;  // hierarchical sync: region leaders (leaders only)
   RegroupHooks regroup;  // empty: a lost peer fails the trainer
+  // Elastic jobs (recovery.min_workers): the job ranks of the current group in group order
+  // (empty: all `world` ranks). `rank` and `world` stay the job's: the data parts, checkpoint
+  // files and logs follow the job rank; the communicator's rank is the group rank.
+  std::vector<int> members;
 };
 
 class TrainingLoop {
@@ -102,9 +106,16 @@ class TrainingLoop {
                std::unique_ptr<Workload> workload);
   ~TrainingLoop();
 
+  // The local part of setup(): the workload's data and seeded model, no collective. A standby
+  // replacement runs it before it has a group (trainer_main), so joining costs only the state
+  // transfer. setup() calls it when it has not run.
+  Status prepare();
   // Sets up the workload (data, seeded model), broadcasts the initial parameters from rank 0,
   // builds the optimizer, reducer and strategy, resumes or joins when asked.
   Status setup();
+  // A standby (built with a null communicator) admitted to a group: its generation, members
+  // and communicator. Then setup() joins the group like any replacement.
+  void attach_group(int64_t generation, std::vector<int> members, std::shared_ptr<Communicator> world);
   // Runs all remaining steps, drains, evaluates, emits `finished`.
   Status run();
   // Any thread (a signal or the stdin reader).
@@ -131,6 +142,9 @@ class TrainingLoop {
 
  private:
   Status train_step(int64_t step);
+  // The group is smaller than the job (elastic, after a loss): the members share the vacant
+  // ranks' samples.
+  bool shrunk() const { return !members_.empty() && static_cast<int>(members_.size()) < options_.world; }
   // A non-finite step agreed by all (`ranks`): skip_step leaves it out on every rank, fail
   // stops. `my_loss`: this rank's loss when it was one of them.
   Status nonfinite_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
@@ -217,6 +231,16 @@ class TrainingLoop {
   int64_t steps_rolled_back_ = 0;  // steps this rank lost (0 in partial mode for survivors)
   std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, never torn down mid-error
   std::unique_ptr<ReplicaChecker> replicas_;  // sync.verify_every (after setup(); disabled at 0)
+  bool prepared_ = false;
+  std::vector<int> members_;  // the group's job ranks (TrainerOptions::members; empty: all)
+  // Recovery figures: each regroup's time to training again (seconds), the smallest world
+  // trained at, steps trained at a smaller world; the next progress event names the regroup.
+  std::vector<double> regroup_times_;
+  int64_t min_world_ = 0;
+  int64_t shrunk_steps_ = 0;
+  int64_t announce_regroup_ = -1;
+  double announce_regroup_s_ = 0;
+  bool skipped_checkpoints_logged_ = false;
 
   // Checkpoints: saves at first_step_ + k * interval_steps_ (k >= 0); interval 0: none (yet:
   // cpr / young_daly plan it at plan_step_).

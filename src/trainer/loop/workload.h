@@ -100,6 +100,8 @@ class Workload {
   // The learning rate of this step, for what the workload updates itself (embedding rows).
   virtual void set_lr(double lr) {}
   // Evaluation on the test split, every rank a share, reduced: the same metrics on every rank.
+  // Shares follow the group (WorkloadContext::comm's rank and size, which change when an
+  // elastic job shrinks or grows), not the job rank.
   virtual Result<Metrics> evaluate() = 0;
 
   // --- state beyond the replicated parameters (traits().sharded_state) ----------------------

@@ -22,6 +22,11 @@ int main(int argc, char** argv) {
   app.add_option("--cluster", args.cluster_file, "cluster config (regions, network model)");
   app.add_option("--regions", args.regions, "region of each rank, comma separated")->delimiter(',');
   app.add_option("--bind", args.bind_host, "address Gloo binds to");
+  app.add_option("--members", args.members,
+                 "elastic jobs: the ranks of the current group, comma separated (default: all)")
+      ->delimiter(',');
+  app.add_flag("--standby", args.standby,
+               "elastic jobs: load data and model, report ready, join at the regroup that names this rank");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

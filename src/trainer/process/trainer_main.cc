@@ -124,12 +124,18 @@ void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
       if (cmd == "stop") {
         spdlog::info("stop requested by parent");
         trainer->request_stop();
+        mailbox->close();  // a standby waiting to be admitted stops now
       } else if (cmd == "regroup") {
         RegroupRequest r;
         r.generation = j.at("generation").get<int64_t>();
         r.world = j.at("world").get<int>();
         r.master = j.at("master").get<std::string>();
         r.rollback = j.value("rollback", false);
+        if (j.contains("members")) r.members = j.at("members").get<std::vector<int>>();
+        if (!r.members.empty() && static_cast<int>(r.members.size()) != r.world) {
+          spdlog::warn("ignoring regroup command with {} members for world {}", r.members.size(), r.world);
+          continue;
+        }
         spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
         // A collective stuck on the old group (a peer that is alive but waits on the dead one)
         // would sit out sync.timeout_s: end it now, the coordinator already knows.
@@ -173,6 +179,17 @@ int trainer_main(const TrainerArgs& args) {
   if (args.world < 1 || args.rank < 0 || args.rank >= args.world) {
     return fail(invalid_argument("--rank must be in [0, --world)"));
   }
+  RegroupRequest first;  // the group this process starts in
+  first.generation = args.generation;
+  first.world = args.members.empty() ? args.world : static_cast<int>(args.members.size());
+  first.master = args.master;
+  first.members = args.members;
+  for (int m : args.members) {
+    if (m < 0 || m >= args.world) return fail(invalid_argument("--members: rank " + std::to_string(m) + " is not in [0, --world)"));
+  }
+  if (!args.standby && first.group_rank(args.rank) < 0) {
+    return fail(invalid_argument("--members does not name --rank " + std::to_string(args.rank)));
+  }
   auto colon = args.master.rfind(':');
   if (colon == std::string::npos) return fail(invalid_argument("--master must be HOST:PORT"));
   torch::set_num_threads(static_cast<int>(spec.train.threads));
@@ -183,12 +200,10 @@ int trainer_main(const TrainerArgs& args) {
   auto port = parse_port(args.master.substr(colon + 1));
   if (!port) return fail(invalid_argument("--master must be HOST:PORT with a port in 1..65535, got '" + args.master + "'"));
   rv.master_port = *port;
-  rv.rank = args.rank;
-  rv.world = args.world;
+  rv.rank = args.standby ? 0 : first.group_rank(args.rank);
+  rv.world = first.world;
   rv.generation = args.generation;
   rv.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.sync.timeout_s * 1000));
-  auto store = connect_store(rv);
-  if (!store.is_ok()) return fail(store.status());
   // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
   auto device = resolve_device(workload_traits(spec).cpu_only ? "cpu" : spec.device, args.rank);
   if (!device.is_ok()) return fail(device.status());
@@ -197,14 +212,21 @@ int trainer_main(const TrainerArgs& args) {
   co.bind_host = args.bind_host;
   co.timeout = rv.timeout;
   CommStackOptions so;
-  so.rank = args.rank;
-  so.world = args.world;
+  so.rank = rv.rank;
+  so.world = rv.world;
   so.comm = co;
   so.cluster_file = args.cluster_file;
   so.regions = args.regions;
   so.seed = static_cast<uint64_t>(spec.train.seed);
-  auto comm = build_comm_stack(generation_store(*store, args.generation), spec, so);
-  if (!comm.is_ok()) return fail(comm.status());
+  // A standby has no group yet: it connects when a regroup names it (below).
+  CommStack stack0;
+  if (!args.standby) {
+    auto store = connect_store(rv);
+    if (!store.is_ok()) return fail(store.status());
+    auto comm = build_comm_stack(generation_store(*store, args.generation), spec, so);
+    if (!comm.is_ok()) return fail(comm.status());
+    stack0 = std::move(comm).value();
+  }
   RegroupMailbox mailbox;
 
   TrainerOptions to;
@@ -215,8 +237,9 @@ int trainer_main(const TrainerArgs& args) {
   to.job_id = args.job_id;
   to.work_dir = args.work_dir;
   to.device = *device;
-  to.intra_comm = comm->intra;
-  to.inter_comm = comm->inter;
+  to.members = args.members;
+  to.intra_comm = stack0.intra;
+  to.inter_comm = stack0.inter;
   to.regroup.wait = [&](std::chrono::milliseconds timeout) { return mailbox.wait(timeout); };
   to.regroup.connect = [&, rv, so](const RegroupRequest& req) mutable -> Result<CommStack> {
     auto c = req.master.rfind(':');
@@ -227,7 +250,9 @@ int trainer_main(const TrainerArgs& args) {
     rv.master_port = *port;
     rv.generation = req.generation;
     rv.world = req.world;
+    rv.rank = req.group_rank(args.rank);
     so.world = req.world;
+    so.rank = rv.rank;
     TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
     TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
     sink.set_generation(req.generation);
@@ -235,13 +260,45 @@ int trainer_main(const TrainerArgs& args) {
                   " gen=" + std::to_string(req.generation), spec.log_level);
     return stack;
   };
-  trainer = std::make_unique<TrainingLoop>(to, comm->world, &sink, make_workload(spec));
+  auto connect = to.regroup.connect;
+  trainer = std::make_unique<TrainingLoop>(to, stack0.world, &sink, make_workload(spec));
   g_trainer.store(trainer.get());
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
   std::thread(stdin_commands, trainer.get(), &mailbox).detach();
 
-  Status s = guarded("setup", [&] { return trainer->setup(); });
+  Status s = Status::ok();
+  if (args.standby) {
+    // Load everything that needs no group, say so, and wait to be admitted (minutes: until the
+    // coordinator grows the group; a regroup that does not name this rank only re-keys it).
+    auto t0 = std::chrono::steady_clock::now();
+    s = guarded("setup", [&] { return trainer->prepare(); });
+    if (!s.is_ok()) return fail(s);
+    const double setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    spdlog::info("standby for rank {}: ready after {:.2f} s; waiting to join", args.rank, setup_s);
+    sink.emit({{"event", "ready"}, {"setup_s", setup_s}});
+    std::fflush(stdout);
+    for (;;) {
+      auto req = mailbox.wait(std::chrono::hours(24));
+      if (!req.is_ok()) {
+        // Stopped by the parent (the job ended without it), or the parent is gone.
+        return fail(cancelled("standby for rank " + std::to_string(args.rank) + " stopped before it joined (" +
+                              req.status().message() + ")"));
+      }
+      if (req->group_rank(args.rank) < 0) {
+        spdlog::info("standby: generation {} does not include rank {} yet", req->generation, args.rank);
+        sink.set_generation(req->generation);
+        continue;
+      }
+      auto joined = connect(*req);
+      if (!joined.is_ok()) return fail(joined.status().with_context("standby joining generation " +
+                                                                    std::to_string(req->generation)));
+      trainer->attach_group(req->generation, req->members, joined->world);
+      spdlog::info("standby for rank {} joins generation {} ({} ranks)", args.rank, req->generation, req->world);
+      break;
+    }
+  }
+  if (s.is_ok()) s = guarded("setup", [&] { return trainer->setup(); });
   if (s.is_ok()) s = guarded("training", [&] { return trainer->run(); });
   g_trainer.store(nullptr);
   if (!s.is_ok()) return fail(s);

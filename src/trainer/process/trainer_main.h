@@ -19,6 +19,8 @@ struct TrainerArgs {
   std::string cluster_file;
   std::vector<std::string> regions;
   std::string bind_host = "127.0.0.1";
+  std::vector<int> members;  // the group's ranks (empty: all); --rank is the job rank
+  bool standby = false;
 };
 
 // Returns the process exit code (TrainerExit).

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
+#include <memory>
 #include <set>
 
 namespace tern {
@@ -42,6 +44,64 @@ TEST(ShardedSampler, PermutationIsAPermutation) {
   int fixed = 0;
   for (int64_t i = 0; i < 500; ++i) fixed += q[static_cast<size_t>(i)] == i;
   EXPECT_LT(fixed, 20);
+}
+
+
+// --- elastic shares (recovery.min_workers) ---
+
+// One epoch of a 4-rank job whose group shrinks to {0, 1, 3} at step 5, to {1, 3} at step 9
+// and grows back to all at step 14: every sample of the epoch is computed exactly once, by a
+// member, and the weights make the group mean the mean over the step's global batch.
+TEST(ElasticShare, NoSampleLostOrSeenTwiceInAnEpochAcrossShrinkAndGrow) {
+  const int world = 4;
+  const int64_t batch = 7;
+  const int64_t size = 4 * 7 * 20 + 3;  // 20 steps; the tail is dropped as without elasticity
+  std::vector<std::unique_ptr<DataParallelParts>> parts;
+  for (int r = 0; r < world; ++r) parts.push_back(std::make_unique<DataParallelParts>(size, world, r, 11, batch));
+  const int64_t steps = parts[0]->steps_per_epoch();
+  ASSERT_EQ(steps, 20);
+  auto group_at = [](int64_t s) -> std::vector<int> {
+    if (s >= 5 && s < 9) return {0, 1, 3};
+    if (s >= 9 && s < 14) return {1, 3};
+    return {0, 1, 2, 3};
+  };
+  std::map<int64_t, int> seen;
+  for (int64_t s = 0; s < steps; ++s) {
+    const std::vector<int> members = group_at(s);
+    double weight_sum = 0;
+    int64_t step_samples = 0;
+    for (int me : members) {
+      ElasticShare share = elastic_share([&](int r) { return parts[static_cast<size_t>(me)]->part(s, r); }, world,
+                                         members, me);
+      EXPECT_EQ(share.global_samples, 4 * batch) << "step " << s;
+      if (members.size() == static_cast<size_t>(world)) {
+        EXPECT_EQ(share.indices, parts[static_cast<size_t>(me)]->part(s, me)) << "a whole group: its own part";
+      }
+      for (int64_t i : share.indices) ++seen[i];
+      weight_sum += share.weight * static_cast<double>(share.indices.size());
+      step_samples += static_cast<int64_t>(share.indices.size());
+      // Shares differ by at most one sample of the vacant parts.
+      EXPECT_LE(static_cast<int64_t>(share.indices.size()),
+                batch + (4 - static_cast<int64_t>(members.size())) * batch / static_cast<int64_t>(members.size()) + 1);
+    }
+    EXPECT_EQ(step_samples, 4 * batch);
+    // mean over members of sum(w) = 1: the group mean of the weighted losses is the batch mean.
+    EXPECT_NEAR(weight_sum / static_cast<double>(members.size()), 1.0, 1e-12) << "step " << s;
+  }
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), 4 * batch * steps) << "none lost";
+  for (const auto& [i, n] : seen) ASSERT_EQ(n, 1) << "sample " << i << " seen " << n << " times";
+  std::set<int64_t> epoch;
+  for (int r = 0; r < world; ++r) {
+    for (int64_t i : ShardedSampler(size, world, r, 11).epoch_indices(0)) epoch.insert(i);
+  }
+  for (const auto& [i, n] : seen) EXPECT_TRUE(epoch.count(i)) << "sample " << i << " is not in the epoch";
+}
+
+TEST(ElasticShare, ANonMemberTakesNothingButItsOwnPart) {
+  auto part = [](int r) { return std::vector<int64_t>{r * 10, r * 10 + 1}; };
+  ElasticShare s = elastic_share(part, 3, {0, 1}, 2);
+  EXPECT_EQ(s.indices, (std::vector<int64_t>{20, 21}));
+  EXPECT_EQ(s.global_samples, 6);
 }
 
 }  // namespace

@@ -79,7 +79,7 @@ Result<Metrics> ImageWorkload::evaluate() {
   at::NoGradGuard no_grad;
   model_->eval();
   int64_t n = data_->test_size();
-  const auto [begin, end] = eval_slice(n, rank_, world_);
+  const auto [begin, end] = eval_slice(n, comm_->rank(), comm_->size());
   double correct = 0, loss_sum = 0;
   for (int64_t b = begin; b < end; b += kEvalBatch) {
     Batch batch = batch_to(data_->test_batch(b, std::min(end, b + kEvalBatch)), device_);

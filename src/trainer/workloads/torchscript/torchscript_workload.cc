@@ -182,13 +182,13 @@ std::vector<std::pair<std::string, at::Tensor>> TorchScriptWorkload::named_param
 std::vector<std::pair<std::string, at::Tensor>> TorchScriptWorkload::named_buffers() const { return buffers_; }
 
 Status TorchScriptWorkload::sync_buffers() {
-  if (world_ == 1 || buffers_.empty()) return Status::ok();
+  if (comm_->size() == 1 || buffers_.empty()) return Status::ok();
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> floating, counters;
   for (auto& [name, b] : buffers_) (at::isFloatingType(b.scalar_type()) ? floating : counters).push_back(b);
   if (!floating.empty()) {
     TERN_RETURN_IF_ERROR(all_reduce_sync(*comm_, floating).with_context("averaging buffers"));
-    for (auto& b : floating) b.div_(world_);
+    for (auto& b : floating) b.div_(comm_->size());
   }
   if (!counters.empty()) TERN_RETURN_IF_ERROR(broadcast_tensors(*comm_, counters, 0).with_context("buffers"));
   return Status::ok();
@@ -250,7 +250,7 @@ Result<Metrics> TorchScriptWorkload::evaluate() {
   const bool need_outputs = spec_->model.loss != "returned";
   const bool bce = spec_->model.loss == "bce_with_logits";
   const int64_t n = data_->test_size();
-  const auto [begin, end] = eval_slice(n, rank_, world_);
+  const auto [begin, end] = eval_slice(n, comm_->rank(), comm_->size());
   // [loss sum over elements, elements, correct, samples]
   double loss_sum = 0, elements = 0, correct = 0;
   std::vector<at::Tensor> scores, labels;
