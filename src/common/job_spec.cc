@@ -122,6 +122,8 @@ void parse_sync(YamlMap m, SyncSpec* out) {
   m.get("inter_period", &out->inter_period, 1, 100000);
   m.get("bucket_mb", &out->bucket_mb, 0.001, 4096.0);
   m.get("timeout_s", &out->timeout_s, 0.1, 86400.0);
+  m.get("verify_every", &out->verify_every, 0, kMaxInt);
+  m.get_enum("on_mismatch", &out->on_mismatch, {"fail", "majority"});
   m.finish();
 }
 
@@ -193,6 +195,14 @@ void parse_debug(YamlMap m, DebugSpec* out) {
     k.get("rank", &out->kill_rank, 0, 1 << 20);
     k.get("at_step", &out->kill_step, 0, kMaxInt);
     k.finish();
+  }
+  if (m.has("corrupt")) {
+    YamlMap c = m.child("corrupt");
+    c.require("rank");
+    c.require("at_step");
+    c.get("rank", &out->corrupt_rank, 0, 1 << 20);
+    c.get("at_step", &out->corrupt_step, 0, kMaxInt);
+    c.finish();
   }
   m.finish();
 }
@@ -381,6 +391,10 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
   }
   if (s.debug.kill_rank >= s.workers) root.error("debug", "kill.rank must be < workers");
+  if (s.debug.corrupt_rank >= s.workers) {
+    root.error("debug", "corrupt.rank (" + std::to_string(s.debug.corrupt_rank) + ") must be < workers (" +
+                            std::to_string(s.workers) + ")");
+  }
   if (s.debug.fail_rank >= s.workers) {
     root.error("debug", "fail_rank must be < workers");
   }

@@ -147,6 +147,13 @@ struct SyncSpec {
   int64_t inter_period = 1;       // hierarchical: T between regions
   double bucket_mb = 25.0;        // gradient bucket size for allreduce
   double timeout_s = 60.0;        // every collective waits at most this long
+  // Replica integrity (trainer/loop/replica_check.h): every verify_every steps (0 = off) and
+  // right after every regroup, the ranks compare a 64-bit hash of the state that is
+  // bit-identical on every rank (SyncStrategy::replica_view). on_mismatch: fail stops the job
+  // naming the ranks and the step; majority gives every rank the state of a rank in the
+  // largest group of equal hashes (a strict majority of the ranks, else it fails too).
+  int64_t verify_every = 0;
+  std::string on_mismatch = "fail";  // fail | majority
 };
 
 struct CompressSpec {
@@ -227,6 +234,14 @@ struct DebugSpec {
   // no exit code, no flush, sockets torn down by the kernel).
   int64_t kill_rank = -1;
   int64_t kill_step = -1;
+  // debug.corrupt: {rank, at_step}: at the top of that step (first generation only) this rank
+  // flips one bit (a float's highest mantissa bit) of the first element of its first replicated
+  // parameter: the live
+  // parameter when the strategy keeps the parameters identical on every rank, else the
+  // strategy's replicated copy of it (the outer model of tsu/dts/hierarchical with an outer
+  // optimizer). sync.verify_every is what catches it.
+  int64_t corrupt_rank = -1;
+  int64_t corrupt_step = -1;
 };
 
 struct JobSpec {

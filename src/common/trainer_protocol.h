@@ -66,6 +66,7 @@ enum TrainerExit : int {
   kTrainerNonFinite = 7,      // a non-finite loss or gradient (train.on_nonfinite: fail)
   kTrainerOutOfMemory = 8,    // an allocation failed, or the model cannot fit this machine
   kTrainerRefused = 9,        // the worker refused the task (its path policy, an unusable spec)
+  kTrainerReplicaMismatch = 10,  // replicas differ (sync.verify_every with sync.on_mismatch fail)
   kInjectedFailureExit = 17,  // debug.fail_step fault injection (a simulated crash)
   kTrainerNotStarted = 127,   // the worker could not start the trainer on this machine
 };
@@ -81,6 +82,7 @@ inline const char* trainer_exit_meaning(int code) {
     case kTrainerNonFinite: return "non-finite loss or gradient (train.on_nonfinite: fail)";
     case kTrainerOutOfMemory: return "out of memory";
     case kTrainerRefused: return "refused by the worker";
+    case kTrainerReplicaMismatch: return "replicas differ (sync.verify_every, sync.on_mismatch: fail)";
     case kInjectedFailureExit: return "injected failure (debug.fail_step)";
     case kTrainerNotStarted: return "the worker could not start the trainer";
     default: return code < 0 ? "killed by a signal" : "unknown";

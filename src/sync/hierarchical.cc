@@ -39,6 +39,17 @@ NamedState HierarchicalStrategy::replicated_state() {
   return out;
 }
 
+ReplicaView HierarchicalStrategy::replica_view() {
+  ReplicaView v;
+  // With an outer optimizer every rank runs the same outer step on the leaders' all-reduced delta;
+  // plain averaging leaves each region its own rounding (regions agree up to it, not bit for bit).
+  if (!outer_.identity()) {
+    for (size_t i = 0; i < last_.size(); ++i) v.sync_point.emplace_back("sync_point/" + std::to_string(i), last_[i]);
+  }
+  v.state = replicated_state();
+  return v;
+}
+
 Status HierarchicalStrategy::load_replicated_state(const NamedState& state) {
   return load_named_state(state, replicated_state());
 }

@@ -298,6 +298,21 @@ Status PeriodicAveragingStrategy::load_replicated_state(const NamedState& state)
   return Status::ok();
 }
 
+ReplicaView PeriodicAveragingStrategy::replica_view() {
+  ReplicaView v;
+  // The outer model moves only by outer steps on the all-reduced (identical) pseudo-gradient; plain
+  // averaging's sync point is w_j + (mean - delta_j), equal on every rank only up to rounding.
+  if (!identity()) {
+    for (size_t f = 0; f < frags_.size(); ++f) {
+      for (size_t i = 0; i < frags_[f].last.size(); ++i) {
+        v.sync_point.emplace_back("sync_point/" + piece_name(f, i), frags_[f].last[i]);
+      }
+    }
+  }
+  v.state = replicated_state();
+  return v;
+}
+
 NamedState PeriodicAveragingStrategy::rank_state() {
   NamedState out;
   for (size_t f = 1; f < frags_.size(); ++f) {

@@ -58,6 +58,24 @@ struct StepPlan {
 // The sample indices rank `rank` would train on at this step under plain data parallelism.
 using PartIndices = std::function<std::vector<int64_t>(int rank)>;
 
+// What is bit-identical on every rank right after after_step(), for replica verification
+// (sync.verify_every, trainer/loop/replica_check.h). Only what the arithmetic keeps identical to
+// the bit belongs here: a hash comparison has no tolerance. Never per-rank state (error
+// feedback, DGC velocities, an embedding shard).
+struct ReplicaView {
+  // The live parameters are the same on every rank after every step (the same averaged update
+  // applied everywhere: ssgd, dssgd with delay 0), and so is the optimizer's whole state.
+  bool parameters = false;
+  bool optimizer = false;
+  // The strategy's replicated copies of the parameters (its sync point, when that is identical
+  // on every rank: the outer model of tsu/dts/hierarchical with an outer optimizer), as live
+  // tensors a repair may overwrite in place.
+  NamedState sync_point;
+  // Its other replicated tensors (replicated_state(): outer momentum, the automatic plan).
+  NamedState state;
+  bool empty() const { return !parameters && !optimizer && sync_point.empty() && state.empty(); }
+};
+
 class SyncStrategy {
  public:
   virtual ~SyncStrategy() = default;
@@ -98,6 +116,17 @@ class SyncStrategy {
   virtual NamedState rank_state() { return {}; }
   virtual Status load_replicated_state(const NamedState& state) { return Status::ok(); }
   virtual Status load_rank_state(const NamedState& state) { return Status::ok(); }
+
+  // What is identical on every rank now (after after_step(); also right after begin(), when the
+  // parameters it started from were). Default: nothing known (straggler modes: their ranks may
+  // apply different decoded gradients), so only the state a regroup broadcasts is verified.
+  //   ssgd, dssgd d = 0     parameters and optimizer state
+  //   dssgd d > 0           nothing: replicas differ by their last d local gradients until drain()
+  //   tsu, dts              outer optimizer: the outer model (sync point) and its momentum; plain
+  //                         averaging: only the plan (w_j + (mean - delta_j) rounds differently on
+  //                         each rank: the sync point is equal up to rounding, not bit for bit)
+  //   hierarchical          outer optimizer: the outer model and momentum; plain: nothing job-wide
+  virtual ReplicaView replica_view() { return {}; }
 };
 
 struct StrategyContext {
@@ -125,6 +154,7 @@ class SsgdStrategy : public SyncStrategy {
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
   Status drain(std::vector<at::Tensor>& params) override { return Status::ok(); }
   SyncMetrics metrics() const override { return metrics_; }
+  ReplicaView replica_view() override { return {true, true, {}, {}}; }
 
  private:
   Communicator& comm_;
@@ -146,6 +176,8 @@ class DssgdStrategy : public SyncStrategy {
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
   Status drain(std::vector<at::Tensor>& params) override;
   SyncMetrics metrics() const override { return metrics_; }
+  // d = 0 applies the global average G(i) everywhere; d > 0 leaves each rank its last d local terms.
+  ReplicaView replica_view() override { return {delay_ == 0, delay_ == 0, {}, {}}; }
 
  private:
   struct InFlight {
@@ -215,6 +247,7 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   NamedState rank_state() override;
   Status load_replicated_state(const NamedState& state) override;
   Status load_rank_state(const NamedState& state) override;
+  ReplicaView replica_view() override;
 
   int64_t period() const { return period_; }
   int64_t delay() const { return delay_; }
@@ -293,6 +326,7 @@ class HierarchicalStrategy : public SyncStrategy {
   SyncMetrics metrics() const override { return metrics_; }
   NamedState replicated_state() override;
   Status load_replicated_state(const NamedState& state) override;
+  ReplicaView replica_view() override;
 
  private:
   struct InFlight {

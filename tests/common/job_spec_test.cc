@@ -94,6 +94,51 @@ TEST(JobSpec, DebugKillNamesARankAndAStep) {
             std::string::npos);
 }
 
+TEST(JobSpec, VerifyEveryOnMismatchAndCorruptAreValidatedNamingTheField) {
+  auto d = load_job_spec_text(kGood, "job.yaml");
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  EXPECT_EQ(d->spec.sync.verify_every, 0);  // off by default
+  EXPECT_EQ(d->spec.sync.on_mismatch, "fail");
+  EXPECT_EQ(d->spec.debug.corrupt_rank, -1);
+  EXPECT_EQ(d->spec.debug.corrupt_step, -1);
+  auto r = load_job_spec_text(std::string(kGood) + "debug: {corrupt: {rank: 1, at_step: 40}}\n", "job.yaml",
+                              {"sync.verify_every=8", "sync.on_mismatch=majority"});
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  EXPECT_EQ(r->spec.sync.verify_every, 8);
+  EXPECT_EQ(r->spec.sync.on_mismatch, "majority");
+  EXPECT_EQ(r->spec.debug.corrupt_rank, 1);
+  EXPECT_EQ(r->spec.debug.corrupt_step, 40);
+  auto again = load_job_spec_text(r->yaml, "again.yaml");  // the effective document round-trips
+  ASSERT_TRUE(again.is_ok()) << again.status().to_string();
+  EXPECT_EQ(again->spec.debug.corrupt_step, 40);
+  EXPECT_EQ(again->spec.sync.verify_every, 8);
+
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+      {{"sync.verify_every=-1"}, "job.yaml (--set): sync.verify_every must be >= 0, got -1"},
+      {{"sync.verify_every=often"}, "sync.verify_every must be an integer, got 'often'"},
+      {{"sync.verify_every=2.5"}, "sync.verify_every must be an integer"},
+      {{"sync.verify_every="}, "sync.verify_every"},
+      {{"sync.on_mismatch=repair"}, "sync.on_mismatch must be one of"},
+      {{"sync.on_mismatch=[fail]"}, "sync.on_mismatch"},
+      {{"debug.corrupt={rank: 2, at_step: 4}"}, "debug corrupt.rank (2) must be < workers (2)"},
+      {{"debug.corrupt={rank: -1, at_step: 4}"}, "debug.corrupt.rank must be >= 0, got -1"},
+      {{"debug.corrupt={rank: 0, at_step: -2}"}, "debug.corrupt.at_step must be >= 0, got -2"},
+      {{"debug.corrupt={rank: 0}"}, "debug.corrupt.at_step is required"},
+      {{"debug.corrupt={at_step: 3}"}, "debug.corrupt.rank is required"},
+      {{"debug.corrupt={rank: 0, step: 4}"}, "debug.corrupt.step is not a known field"},
+      {{"debug.corrupt=3"}, "debug.corrupt must be a map"},
+  };
+  for (const auto& [overrides, want] : bad) {
+    Status s = load_error(kGood, overrides);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << overrides[0];
+    EXPECT_NE(s.message().find(want), std::string::npos) << overrides[0] << ": " << s.message();
+  }
+  // In the file, the line is named too.
+  Status s = load_error(std::string(kGood) + "debug:\n  corrupt: {rank: 5, at_step: 1}\n");
+  EXPECT_NE(s.message().find("job.yaml:"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("corrupt.rank (5) must be < workers (2)"), std::string::npos) << s.message();
+}
+
 TEST(JobSpec, BadOverrideIsReportedAsOverride) {
   Status s = load_error(kGood, {"sync.delay=-3"});
   EXPECT_NE(s.message().find("job.yaml (--set): sync.delay must be >= 0, got -3"), std::string::npos) << s.message();

@@ -738,6 +738,7 @@ TEST_F(CoreTest, DeterministicExitsFailAtOnceAndOnlyLossesRegroup) {
                                   {7, false},
                                   {8, false},
                                   {9, false},
+                                  {10, false},
                                   {1, false},
                                   {4, true},
                                   {6, true},

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "common/trainer_protocol.h"
+#include "trainer/loop/replica_check.h"
 
 namespace tern {
 
@@ -84,6 +85,20 @@ void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t
     spdlog::default_logger()->flush();
     ::kill(::getpid(), SIGKILL);
   }
+}
+
+void inject_corruption(const DebugSpec& debug, int rank, int64_t generation, int64_t step,
+                       const std::function<at::Tensor()>& target) {
+  if (generation > 1 || debug.corrupt_rank != rank || debug.corrupt_step != step) return;
+  at::Tensor t = target();
+  if (!t.defined() || t.numel() == 0) {
+    spdlog::warn("debug.corrupt reached: rank {} has no replicated parameter to corrupt at step {}", rank, step);
+    return;
+  }
+  flip_one_bit(t);
+  spdlog::warn("debug.corrupt reached: rank {} flipped bit {} of the first element of a {} tensor of its "
+               "replicated parameters at step {} (fault injection)",
+               rank, corrupt_bit(t.scalar_type()), c10::str(t.sizes()), step);
 }
 
 }  // namespace tern

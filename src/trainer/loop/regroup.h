@@ -5,6 +5,8 @@
 // parameters, optimizer state and counters, then the lost rank's own state from its checkpoint.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -72,5 +74,12 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
 // kInjectedFailureExit; debug.kill: SIGKILL to itself). Only at the first generation, so a
 // replacement started for the same rank does not fail again. Does not return when it fires.
 void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step);
+
+// debug.corrupt: at the top of step debug.corrupt.at_step this rank flips one bit (replica_check.h's
+// corrupt_bit: a float's highest mantissa bit) of the first element of `target()` (replica_check.h's corruption_target: the first replicated
+// parameter), logged. Only at the first generation, like inject_faults. `target` is only called
+// when it fires.
+void inject_corruption(const DebugSpec& debug, int rank, int64_t generation, int64_t step,
+                       const std::function<at::Tensor()>& target);
 
 }  // namespace tern

@@ -130,6 +130,9 @@ Status TrainingLoop::setup() {
     checkpointer_ = std::make_unique<Checkpointer>(std::move(co), sink_);
   }
 
+  replicas_ = std::make_unique<ReplicaChecker>(
+      ReplicaCheckOptions{spec_.sync.verify_every, spec_.sync.on_mismatch, options_.rank, options_.device}, sink_);
+
   // Resume (a replacement rank joining a running job takes the group's state instead).
   std::unique_ptr<LoadedCheckpoint> resume;
   const std::string& resume_dir = rs.resume_from;
@@ -151,6 +154,7 @@ Status TrainingLoop::setup() {
     // recovery.mode full roll back to the last checkpoint together with them.
     Status joined = rs.mode == "full" ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
     TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
+    TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kJoin));
     if (rs.mode == "partial") restore_lost_rank_state();
   }
   spdlog::info("setup done: model={} {} params={} steps/epoch={} total_steps={} strategy={} compressor={} "
@@ -285,6 +289,7 @@ Status TrainingLoop::recover(const Status& failure) {
   const int64_t failed_at = step_;
   Status synced = req.rollback ? rollback(/*have_state=*/true) : sync_state(/*have_state=*/true);
   TERN_RETURN_IF_ERROR(synced.with_context("regroup at generation " + std::to_string(req.generation)));
+  TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kRegroup));
   ++recoveries_;
   double lost = seconds_since(t0);
   recovery_s_ += lost;
@@ -324,6 +329,20 @@ Status TrainingLoop::rollback(bool have_state) {
   TERN_RETURN_IF_ERROR(restore_per_rank(*loaded, dir, "rolled_back"));
   if (have_state && before > step_) steps_rolled_back_ += before - step_;
   return Status::ok();
+}
+
+Status TrainingLoop::verify_replicas(int64_t step, VerifyPoint point) {
+  if (!replicas_ || !replicas_->enabled()) return Status::ok();
+  ReplicaSources src;
+  src.strategy = strategy_.get();
+  src.params = &params_;
+  src.param_names = &param_names_;
+  src.optimizer = optimizer_.get();
+  src.buffers = workload_->named_buffers();
+  // A partial regroup broadcasts the optimizer's state; a rollback reloads it, the same on every
+  // rank only where it is replicated (ssgd). The same rule on survivors and the replacement.
+  src.optimizer_synced = spec_.recovery.mode == "partial" || momentum_replicated();
+  return replicas_->verify(*counting_, step, point, src);
 }
 
 void TrainingLoop::restore_lost_rank_state() {
@@ -862,6 +881,8 @@ Status TrainingLoop::run() {
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
     inject_faults(spec_.debug, options_.rank, options_.generation, step_);
+    inject_corruption(spec_.debug, options_.rank, options_.generation, step_,
+                      [this] { return corruption_target(*strategy_, params_); });
     if (step_ == 1) {  // throughput for the checkpoint plan: leave the warm-up step out
       measure_start_ = Clock::now();
       measure_samples_ = global_samples_;
@@ -874,7 +895,9 @@ Status TrainingLoop::run() {
       --step_;  // the loop's ++ lands on the step the group agreed on
       continue;
     }
-    if (Status st = train_step(step_); !st.is_ok()) {
+    Status st = train_step(step_);
+    if (st.is_ok() && replicas_->due(step_)) st = verify_replicas(step_, VerifyPoint::kStep);
+    if (!st.is_ok()) {
       TERN_RETURN_IF_ERROR(recover(st).with_context("step " + std::to_string(step_)));
       --step_;
       continue;
@@ -911,7 +934,7 @@ Status TrainingLoop::run() {
   // (The smallest world as a max of its negative: a replacement knows only its own groups.)
   std::vector<at::Tensor> mx{at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
                                          static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
-                                         static_cast<double>(shrunk_steps_)},
+                                         static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
                                         at::kDouble)
                                  .to(options_.device)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
@@ -974,6 +997,11 @@ Status TrainingLoop::run() {
     summary_["resumed_from_step"] = resumed_from_;
     if (resumed_world_ > 0) summary_["resumed_from_world"] = resumed_world_;
   }
+  // sync.verify_every: comparisons, the worst rank's seconds in them, mismatches found, repairs.
+  summary_["verifies"] = replicas_->stats().verifies;
+  summary_["verify_s"] = m[7];
+  summary_["mismatches"] = replicas_->stats().mismatches;
+  summary_["replica_repairs"] = replicas_->stats().repairs;
   // Recovery figures of this rank (a replacement knows only the regroups it took part in).
   if (!regroup_times_.empty()) {
     std::vector<double> t = regroup_times_;

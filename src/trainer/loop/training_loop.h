@@ -5,7 +5,7 @@
 // regroup, progress events and the summary. Per step:
 //   (fault injection) -> checkpoint point -> plan = strategy.plan -> workload.compute ->
 //   (injected straggler delay) -> finiteness -> workload.finish_step -> strategy.on_gradients ->
-//   optimizer -> strategy.after_step -> progress event
+//   optimizer -> strategy.after_step -> (replica verify, every sync.verify_every) -> progress event
 // then drain + distributed evaluation at the end (and every eval_every steps).
 //
 // Non-finite steps (train.on_nonfinite): with skip_step, or for a workload whose step is
@@ -24,6 +24,12 @@
 // started at generation > 1 joins a running job the same way. With recovery.mode full (the
 // regroup command's rollback) every rank instead reloads the newest complete checkpoint,
 // survivors and replacement alike: the baseline CPR compares against.
+//
+// Replica integrity (sync.verify_every K, replica_check.h): after every K-th step, and right
+// after every regroup (survivors in recover(), a replacement in setup() after its state sync),
+// the ranks compare a hash of what is bit-identical on every rank (SyncStrategy::replica_view);
+// a mismatch fails the job (exit kTrainerReplicaMismatch) or, with sync.on_mismatch majority,
+// gives every rank the largest group's state. debug.corrupt flips a bit at the top of a step.
 //
 // Checkpoints: recovery.interval fixed saves every checkpoint_every steps; cpr and young_daly
 // measure the throughput over the first steps and the blocking cost of a first whole save,
@@ -69,6 +75,7 @@
 #include "trainer/loop/events.h"
 #include "trainer/loop/optimizer.h"
 #include "trainer/loop/regroup.h"
+#include "trainer/loop/replica_check.h"
 #include "trainer/loop/workload.h"
 
 namespace tern {
@@ -118,6 +125,10 @@ class TrainingLoop {
   // True when run() failed because a step's loss or gradients were not finite
   // (train.on_nonfinite fail): the process exits kTrainerNonFinite.
   bool stopped_on_nonfinite() const { return nonfinite_stop_; }
+  // True when run() or setup() failed because replicas differed (sync.verify_every with
+  // sync.on_mismatch fail, or no majority to repair from): the process exits
+  // kTrainerReplicaMismatch.
+  bool stopped_on_mismatch() const { return replicas_ && replicas_->failed(); }
 
   Workload& workload() { return *workload_; }
   const std::vector<at::Tensor>& parameters() const { return params_; }
@@ -155,6 +166,9 @@ class TrainingLoop {
   // error feedback, DGC velocities; the workload's sharded state) comes back from that rank's
   // newest checkpoint (CPR). Best effort: logged when there is none.
   void restore_lost_rank_state();
+  // sync.verify_every (replica_check.h): compares what is identical on every rank at `point`
+  // (after step `step`, or after a regroup / a join at it). Collective; OK when off.
+  Status verify_replicas(int64_t step, VerifyPoint point);
 
   // --- checkpoints -----------------------------------------------------------------------
   // At the top of a step: plans the interval when due, commits a due pending step, saves.
@@ -224,6 +238,7 @@ class TrainingLoop {
   double recovery_s_ = 0;          // time from the failed step to training again
   int64_t steps_rolled_back_ = 0;  // steps this rank lost (0 in partial mode for survivors)
   std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, never torn down mid-error
+  std::unique_ptr<ReplicaChecker> replicas_;  // sync.verify_every (after setup(); disabled at 0)
   bool prepared_ = false;
   std::vector<int> members_;  // the group's job ranks (TrainerOptions::members; empty: all)
   // Recovery figures: each regroup's time to training again (seconds), the smallest world

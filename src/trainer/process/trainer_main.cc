@@ -190,7 +190,9 @@ int trainer_main(const TrainerArgs& args) {
   // that turned a clear failure into a signal, read as a lost machine).
   std::unique_ptr<TrainingLoop> trainer;
   auto fail = [&](const Status& s) -> int {
-    int code = trainer && trainer->stopped_on_nonfinite() ? kTrainerNonFinite : exit_code_for(s);
+    int code = trainer && trainer->stopped_on_nonfinite()   ? kTrainerNonFinite
+               : trainer && trainer->stopped_on_mismatch() ? kTrainerReplicaMismatch
+                                                           : exit_code_for(s);
     spdlog::error("{}", s.to_string());
     sink.emit({{"event", "error"}, {"message", s.to_string()}, {"code", code}});
     spdlog::default_logger()->flush();
