@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -24,11 +25,6 @@ struct Output {
   int status = -1;
   std::string out;
 };
-
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
 
 fs::path scratch() {
   auto d = fs::temp_directory_path() / ("tern_ckpt_it_" + std::to_string(getpid()));
@@ -48,11 +44,6 @@ Output run(std::vector<std::string> argv, const std::string& stderr_file) {
   r.status = (*p)->wait();
   for (auto& l : lines) r.out += l + "\n";
   return r;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // 2 ranks x 512 samples, batch 32: 16 steps per epoch, 32 steps.

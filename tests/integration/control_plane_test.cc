@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -29,19 +30,9 @@ struct Output {
   std::string err;
 };
 
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
-
 std::string source_dir() {
   const char* d = std::getenv("TERN_SOURCE_DIR");
   return d ? d : ".";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // Processes whose command line mentions `needle` (daemons and trainers of one test cluster).

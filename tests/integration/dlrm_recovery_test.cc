@@ -16,22 +16,13 @@
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 class DlrmRecoveryTest : public ::testing::Test {
  protected:

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -22,34 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
-
-std::vector<json> events(const fs::path& p) {
-  std::vector<json> out;
-  std::ifstream in(p);
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded()) out.push_back(j);
-  }
-  return out;
-}
-
-json first(const std::vector<json>& ev, const std::string& kind, int64_t generation = -1) {
-  for (const auto& e : ev) {
-    if (e.value("event", "") == kind && (generation < 0 || e.value("generation", int64_t{-1}) == generation)) return e;
-  }
-  return json();
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 class ElasticTest : public ::testing::Test {
  protected:

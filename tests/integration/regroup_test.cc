@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -23,34 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
-
-std::vector<json> events(const fs::path& p) {
-  std::vector<json> out;
-  std::ifstream in(p);
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line, nullptr, false);
-    if (!j.is_discarded()) out.push_back(j);
-  }
-  return out;
-}
-
-json first(const std::vector<json>& ev, const std::string& kind) {
-  for (const auto& e : ev) {
-    if (e.value("event", "") == kind) return e;
-  }
-  return json();
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 class RegroupTest : public ::testing::TestWithParam<std::string> {
  protected:

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -29,16 +30,6 @@ struct Output {
   std::string out;
   std::string err;
 };
-
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // Processes whose command line mentions `needle` (this test's daemons and trainers).
 std::vector<pid_t> processes_mentioning(const std::string& needle) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -21,11 +22,6 @@ struct Output {
   int status = -1;
   std::string out;
 };
-
-std::string bin(const std::string& name) {
-  const char* dir = std::getenv("TERN_BIN_DIR");
-  return std::string(dir ? dir : "build/bin") + "/" + name;
-}
 
 fs::path scratch() {
   auto d = fs::temp_directory_path() / ("tern_run_it_" + std::to_string(getpid()));
@@ -46,11 +42,6 @@ Output run(std::vector<std::string> argv, const std::string& stderr_file) {
   r.status = (*p)->wait();
   for (auto& l : lines) r.out += l + "\n";
   return r;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string write_spec(const std::string& extra = "") {
