@@ -923,24 +923,39 @@ Status TrainingLoop::run() {
       spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
     }
   }
-  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
-  const double wall = seconds_since(start) - eval_s_;
+  // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
+  // regroup (an elastic group growing or shrinking at the very end): like a step, they are
+  // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
+  double wall = 0;
   Metrics ev;
-  TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, wall, &ev));
-
-  // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
-  // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
-  const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
-  // (The smallest world as a max of its negative: a replacement knows only its own groups.)
-  std::vector<at::Tensor> mx{at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
-                                         static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
-                                         static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
-                                        at::kDouble)
-                                 .to(options_.device)};
-  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
-  std::vector<at::Tensor> sum{at::tensor({recent_loss}, at::kDouble).to(options_.device)};
-  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
-  TERN_ASSIGN_OR_RETURN(nlohmann::json workload_figures, workload_->summary(*counting_, global_samples_));
+  std::vector<at::Tensor> mx, sum;
+  nlohmann::json workload_figures;
+  auto finish = [&]() -> Status {
+    TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
+    wall = seconds_since(start) - eval_s_;
+    ev.clear();
+    TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, wall, &ev).with_context("final evaluation"));
+    // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
+    // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
+    const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
+    // (The smallest world as a max of its negative: a replacement knows only its own groups.)
+    mx = {at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
+                      static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
+                      static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
+                     at::kDouble)
+              .to(options_.device)};
+    TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
+    sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
+    TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
+    TERN_ASSIGN_OR_RETURN(workload_figures, workload_->summary(*counting_, global_samples_));
+    return Status::ok();
+  };
+  for (int attempt = 1;; ++attempt) {
+    Status st = finish();
+    if (st.is_ok()) break;
+    if (attempt == 16) return st;
+    TERN_RETURN_IF_ERROR(recover(st).with_context("after the last step"));
+  }
   at::Tensor mh = mx[0].cpu();
   auto m = mh.accessor<double, 1>();
   const double job_wall = m[0];
