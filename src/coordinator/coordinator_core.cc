@@ -1411,12 +1411,9 @@ bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, 
   }
   Worker& w0 = it->second;
   if (w0.spare_ports.empty()) return wait("regroup: waiting for a free port from worker " + w0.id);
-  const int port = w0.spare_ports.front();
-  w0.spare_ports.pop_front();
-  w0.used_ports.emplace_back(port, clock_->monotonic_ms());
   elastic_pending_.erase(job->id);
   job->generation += 1;
-  job->master_addr = w0.host + ":" + std::to_string(port);
+  job->master_addr = take_port_locked(&w0);
   std::string list;
   for (int m : members) list += (list.empty() ? "" : ",") + std::to_string(m);
   job->reason = kind + " to " + std::to_string(members.size()) + " of " + std::to_string(job->world) +
@@ -1475,6 +1472,13 @@ void CoordinatorCore::place_standbys_locked(Job* job) {
     Status s = journal_job(*job);
     if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
   }
+}
+
+std::string CoordinatorCore::take_port_locked(Worker* w) {
+  const int port = w->spare_ports.front();
+  w->spare_ports.pop_front();
+  w->used_ports.emplace_back(port, clock_->monotonic_ms());
+  return w->host + ":" + std::to_string(port);
 }
 
 void CoordinatorCore::nudge_locked(const std::string& worker_id) {
@@ -1568,11 +1572,8 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
     if (w0->spare_ports.empty()) {
       return wait("regroup: waiting for a free port from worker " + w0->id);
     }
-    int port = w0->spare_ports.front();
-    w0->spare_ports.pop_front();
-    w0->used_ports.emplace_back(port, clock_->monotonic_ms());
     job->generation += 1;
-    job->master_addr = w0->host + ":" + std::to_string(port);
+    job->master_addr = take_port_locked(w0);
     std::map<std::string, double> t{{"generation", static_cast<double>(job->generation)},
                                     {"world", static_cast<double>(job->world)},
                                     {"decided", clock_->unix_seconds()}};
@@ -1723,9 +1724,7 @@ void CoordinatorCore::schedule_locked() {
       }
       return;
     }
-    int port = w0->spare_ports.front();
-    w0->spare_ports.pop_front();
-    w0->used_ports.emplace_back(port, clock_->monotonic_ms());
+    const std::string master = take_port_locked(w0);
     job->ranks.clear();
     for (size_t r = 0; r < placed->size(); ++r) {
       size_t o = (*placed)[r];
@@ -1741,7 +1740,7 @@ void CoordinatorCore::schedule_locked() {
     job->state = JobState::kRunning;
     job->generation += 1;
     for (RankInfo& r : job->ranks) r.generation = job->generation;
-    job->master_addr = w0->host + ":" + std::to_string(port);
+    job->master_addr = master;
     job->started_at = clock_->unix_seconds();
     job->reason = "placed";
     job->rate_step0 = -1;

@@ -242,6 +242,8 @@ class CoordinatorCore {
   bool elastic_regroup_locked(Job* job, const std::string& kind, double lost_at);
   // Starts standbys for the UNASSIGNED ranks of an elastic job where slots are free.
   void place_standbys_locked(Job* job);
+  // The rendezvous address of a new generation on `w` (which has a spare port): HOST:PORT.
+  std::string take_port_locked(Worker* w);
   // New commands for the worker (await_work returns).
   void nudge_locked(const std::string& worker_id);
   void nudge_job_locked(const Job& job);
