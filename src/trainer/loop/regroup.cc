@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "common/trainer_protocol.h"
 #include "trainer/loop/replica_check.h"
@@ -71,6 +72,18 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
   if (targets.inter && stack.inter)
     targets.retired->push_back(targets.inter->replace_inner(stack.inter));
   return req;
+}
+
+void release_retired(std::vector<std::shared_ptr<Communicator>>* retired) {
+  if (retired == nullptr || retired->empty()) return;
+  std::thread([comms = std::move(*retired)]() mutable {
+    const auto t0 = std::chrono::steady_clock::now();
+    const size_t n = comms.size();
+    comms.clear();
+    spdlog::debug("released {} retired communicator(s) in {:.2f} s", n,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }).detach();
+  retired->clear();
 }
 
 void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step) {

@@ -54,9 +54,17 @@ struct RegroupTargets {
   CountingCommunicator* intra = nullptr;
   CountingCommunicator* inter = nullptr;
   // Old generations go here: their threads may still be stuck on the dead peer, so they are
-  // kept alive, never torn down mid-error.
+  // never torn down on the training thread (release_retired does it off that thread).
   std::vector<std::shared_ptr<Communicator>>* retired = nullptr;
 };
+
+// Tears down the old generations' communicators on a detached thread, once the new generation
+// trains. A retired Gloo group keeps three threads and its sockets (its transport loop wakes
+// every few milliseconds): kept for the life of the trainer, every regroup left the machine a
+// little busier (bench/goodput.sh measured the step rate falling from one generation to the
+// next). Its destructor waits for a collective still stuck on a peer (at most sync.timeout_s),
+// which is why it runs off the training thread; the process may exit before it finishes.
+void release_retired(std::vector<std::shared_ptr<Communicator>>* retired);
 
 // True for the failures a lost peer causes (a collective closed, timed out or aborted).
 bool is_peer_failure(const Status& failure);

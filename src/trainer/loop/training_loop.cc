@@ -289,6 +289,8 @@ Status TrainingLoop::recover(const Status& failure) {
   const int64_t failed_at = step_;
   Status synced = req.rollback ? rollback(/*have_state=*/true) : sync_state(/*have_state=*/true);
   TERN_RETURN_IF_ERROR(synced.with_context("regroup at generation " + std::to_string(req.generation)));
+  // The new generation works: the old ones' threads and sockets can go.
+  release_retired(&retired_comms_);
   TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kRegroup));
   ++recoveries_;
   double lost = seconds_since(t0);

@@ -237,7 +237,7 @@ class TrainingLoop {
   int64_t recoveries_ = 0;
   double recovery_s_ = 0;          // time from the failed step to training again
   int64_t steps_rolled_back_ = 0;  // steps this rank lost (0 in partial mode for survivors)
-  std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, never torn down mid-error
+  std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, released once the new one works
   std::unique_ptr<ReplicaChecker> replicas_;  // sync.verify_every (after setup(); disabled at 0)
   bool prepared_ = false;
   std::vector<int> members_;  // the group's job ranks (TrainerOptions::members; empty: all)
