@@ -46,7 +46,7 @@ run() {  # name, extra --set args...
 import json, sys
 name, path, log = sys.argv[1:4]
 s = json.load(open(path))
-if s.get("state") != "JOB_STATE_SUCCEEDED":
+if s.get("state") != "SUCCEEDED":
     sys.exit(f"{name}: job ended {s.get('state')}: {s.get('reason', '')}")
 m = s.get("summary", {})
 regroup = next((l.strip() for l in open(log) if "regrouped at generation" in l), "")

@@ -45,7 +45,7 @@ trap '"$BIN/tern" cluster down "$cluster" >/dev/null 2>&1 || true' EXIT
 
 terminal() {  # job id -> 0 when the job has ended
   "$BIN/tern" status "$1" --cluster "$cluster" --json 2>/dev/null |
-    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["state"] in ("JOB_STATE_SUCCEEDED","JOB_STATE_FAILED","JOB_STATE_CANCELLED") else 1)' 2>/dev/null
+    /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["state"] in ("SUCCEEDED","FAILED","CANCELLED") else 1)' 2>/dev/null
 }
 
 # pids of the job's trainers (not standbys: they do not train yet)
@@ -107,7 +107,7 @@ p50 = statistics.median(losses) if losses else None
 mx = max(losses) if losses else None
 grow = statistics.median(grows) if grows else None
 print(",".join(str(x) for x in [
-    name, s.get("state", "?").replace("JOB_STATE_", ""), s.get("test_accuracy", 0), round(t1 - t0, 1),
+    name, s.get("state", "?"), s.get("test_accuracy", 0), round(t1 - t0, 1),
     int(m.get("samples", 0)), n_kills, int(s.get("recoveries", 0)), fmt(p50), fmt(mx), fmt(grow),
     int(m.get("min_world", 0)), int(m.get("steps_rolled_back", 0))]))
 PY

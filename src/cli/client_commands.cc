@@ -1,6 +1,5 @@
 #include "cli/client_commands.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 #include "common/cluster_config.h"
 #include "common/utf8.h"
 #include "rpc/client.h"
+#include "rpc/proto_json.h"
 
 namespace tern {
 namespace {
@@ -29,27 +29,14 @@ double unix_of(const google::protobuf::Timestamp& ts) {
   return static_cast<double>(ts.seconds()) + ts.nanos() * 1e-9;
 }
 
-std::string to_json(const google::protobuf::Message& m) {
-  google::protobuf::util::JsonPrintOptions o;
-  o.preserve_proto_field_names = true;
-  o.always_print_primitive_fields = true;
-  o.add_whitespace = true;
-  std::string out;
-  auto s = google::protobuf::util::MessageToJsonString(m, &out, o);
-  if (!s.ok()) return "{}";
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
+// Every --json output: one line, in the style of rpc/proto_json.h.
+std::string to_json(const google::protobuf::Message& m) { return dump_json(proto_to_json(m)); }
 
-std::string short_state(v1::JobState s) {
-  std::string n = v1::JobState_Name(s);
-  return n.rfind("JOB_STATE_", 0) == 0 ? n.substr(10) : n;
-}
+std::string short_state(v1::JobState s) { return short_enum_name(*v1::JobState_descriptor(), s); }
 
 std::string short_rank_state(v1::RankState s) {
   if (s == v1::RANK_STATE_UNSPECIFIED) return "-";
-  std::string n = v1::RankState_Name(s);
-  return n.rfind("RANK_STATE_", 0) == 0 ? n.substr(11) : n;
+  return short_enum_name(*v1::RankState_descriptor(), s);
 }
 
 bool terminal(v1::JobState s) {
@@ -480,7 +467,7 @@ int workers_command(const ClientOptions& options) {
     for (const auto& task : w.tasks()) {
       tasks += (tasks.empty() ? "" : ",") + task.job_id() + "/" + std::to_string(task.rank());
     }
-    std::string state = v1::WorkerState_Name(w.state()).substr(13);
+    std::string state = short_enum_name(*v1::WorkerState_descriptor(), w.state());
     t.add_row(
         {w.worker_id(), w.host(), w.region(), state, strf("%d/%d", w.used_slots(), w.slots()),
          w.has_last_heartbeat() ? format_age(now - unix_of(w.last_heartbeat())) + " ago" : "-",
@@ -499,6 +486,21 @@ int logs_command(const ClientOptions& options, const std::string& job_id, int ra
   auto client = connect(options, "logs", &code);
   if (!client) return code;
   int64_t offset = 0;
+  std::string partial;  // --json: the start of a line whose end has not arrived yet
+  auto emit_lines = [&](const std::string& data, bool last) {
+    partial += data;
+    size_t start = 0;
+    for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+      std::cout << dump_json({{"job_id", job_id}, {"rank", rank}, {"line", partial.substr(start, nl - start)}})
+                << "\n";
+    }
+    partial.erase(0, start);
+    if (last && !partial.empty()) {
+      std::cout << dump_json({{"job_id", job_id}, {"rank", rank}, {"line", partial}}) << "\n";
+      partial.clear();
+    }
+    std::cout << std::flush;
+  };
   while (true) {
     v1::GetLogsRequest req;
     req.set_job_id(job_id);
@@ -506,9 +508,14 @@ int logs_command(const ClientOptions& options, const std::string& job_id, int ra
     req.set_offset(offset);
     auto reply = client->get_logs(req);
     if (!reply.is_ok()) return report_error("logs", reply.status());
-    std::cout << reply->data() << std::flush;
     offset = reply->next_offset();
-    if (reply->complete() || (!follow && reply->data().empty())) break;
+    const bool done = reply->complete() || (!follow && reply->data().empty());
+    if (options.json) {
+      emit_lines(reply->data(), done);  // JSON Lines: one object per log line
+    } else {
+      std::cout << reply->data() << std::flush;
+    }
+    if (done) break;
     if (reply->data().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   return kExitOk;

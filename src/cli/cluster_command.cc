@@ -15,6 +15,7 @@
 #include "common/cluster_config.h"
 #include "common/subprocess.h"
 #include "rpc/client.h"
+#include "rpc/proto_json.h"
 
 namespace tern {
 namespace {
@@ -300,7 +301,7 @@ int cluster_up_command(const ClusterCommandOptions& options) {
     nlohmann::json j{
         {"cluster", c.name},       {"coordinator", address},   {"coordinator_pid", started[0].pid},
         {"workers", names.size()}, {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
-    std::cout << j.dump() << std::endl;
+    std::cout << dump_json(j) << std::endl;
   } else {
     std::cout << "cluster '" << c.name << "' is up: coordinator at " << address << " (pid "
               << started[0].pid << "), " << names.size() << " workers in " << c.regions.size()
@@ -323,7 +324,7 @@ int cluster_down_command(const ClusterCommandOptions& options) {
   for (const auto& d : find_unlisted_daemons(c, daemons)) daemons.push_back(d);
   int stopped = stop_daemons(c, daemons, options.grace_s);
   if (options.json) {
-    std::cout << nlohmann::json{{"cluster", c.name}, {"stopped", stopped}}.dump() << std::endl;
+    std::cout << dump_json(nlohmann::json{{"cluster", c.name}, {"stopped", stopped}}) << std::endl;
   } else if (stopped == 0) {
     std::cout << "cluster '" << c.name << "' is not running\n";
   } else {

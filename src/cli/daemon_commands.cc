@@ -14,6 +14,7 @@
 #include "common/cluster_config.h"
 #include "common/logging.h"
 #include "coordinator/coordinator_server.h"
+#include "rpc/proto_json.h"
 #include "rpc/security.h"
 
 namespace tern {
@@ -78,7 +79,7 @@ int repair_command(const CoordinatorCommandOptions& options, const CoordinatorOp
                        {"job_ids_note", r->job_ids_note},
                        {"last_job_id", last},
                        {"next_job_id", next}};
-    std::cout << out.dump() << std::endl;
+    std::cout << dump_json(out) << std::endl;
     return 0;
   }
   std::cout << "tern coordinator --repair: " << j.path << "\n";

@@ -24,6 +24,7 @@
 #include "common/json_fields.h"
 #include "common/subprocess.h"
 #include "common/trainer_protocol.h"
+#include "rpc/proto_json.h"
 
 namespace tern {
 namespace {
@@ -101,7 +102,7 @@ void print_human_summary(const json& s) {
 int run_local_job(const RunOptions& options) {
   auto fail_early = [&](const std::string& msg, int code) {
     if (options.json) {
-      std::cout << json{{"state", "FAILED"}, {"reason", msg}}.dump() << std::endl;
+      std::cout << dump_json(json{{"state", "FAILED"}, {"reason", msg}}) << std::endl;
     }
     std::cerr << "tern run: " << msg << std::endl;
     return code;
@@ -381,7 +382,7 @@ int run_local_job(const RunOptions& options) {
   out["wall_s"] = wall;
   out["run_dir"] = run_dir;
   if (options.json) {
-    std::cout << out.dump() << std::endl;
+    std::cout << dump_json(out) << std::endl;
   } else {
     print_human_summary(out);
     if (!ok && out.contains("log_tail")) {

@@ -1,8 +1,9 @@
 // The control plane as a user drives it: `tern cluster up` a 3-worker local cluster from a
 // temporary cluster file, submit and watch jobs, status/logs/cancel, kill -9 the coordinator
 // and restart it (the job list is intact, the daemons carry on), `cluster down` with no
-// process left behind; kill -9 the coordinator while a real job trains. Trainers are the fake script (tests/worker/fake_trainer.sh); the
-// RealTrainer test runs the real tern-trainer when it is built.
+// process left behind; kill -9 the coordinator while a real job trains. Trainers are the fake
+// script (tests/worker/fake_trainer.sh); the RealTrainer test runs the real tern-trainer when it is
+// built.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -11,7 +12,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "common/subprocess.h"
@@ -54,11 +58,11 @@ std::vector<std::string> processes_mentioning(const std::string& needle) {
   return out;
 }
 
-// An integer field of a protobuf JSON document (64-bit integers are JSON strings there).
+// An integer field of a `tern ... --json` document.
 int64_t as_int(const json& j, const std::string& key) {
   if (!j.contains(key)) return 0;
-  const json& v = j[key];
-  return v.is_string() ? std::stoll(v.get<std::string>()) : v.get<int64_t>();
+  // --json prints 64-bit integers as numbers (rpc/proto_json.h): a string here throws.
+  return j[key].get<int64_t>();
 }
 
 class ClusterTest : public ::testing::Test {
@@ -137,7 +141,7 @@ class ClusterTest : public ::testing::Test {
       if (o.status == 0) {
         last = json::parse(o.out, nullptr, false);
         std::string st = last.value("state", "");
-        if (st == "JOB_STATE_SUCCEEDED" || st == "JOB_STATE_FAILED" || st == "JOB_STATE_CANCELLED") break;
+        if (st == "SUCCEEDED" || st == "FAILED" || st == "CANCELLED") break;
       }
       std::this_thread::sleep_for(100ms);
     }
@@ -177,7 +181,7 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   ASSERT_EQ(workers.status, 0) << workers.err;
   auto w = json::parse(workers.out);
   ASSERT_EQ(w["workers"].size(), 3u);
-  for (const auto& x : w["workers"]) EXPECT_EQ(x["state"], "WORKER_STATE_READY");
+  for (const auto& x : w["workers"]) EXPECT_EQ(x["state"], "READY");
   Output table = tern({"workers"});
   EXPECT_NE(table.out.find("east-1"), std::string::npos) << table.out;
 
@@ -187,7 +191,7 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   EXPECT_NE(watched.out.find("j-1 SUCCEEDED"), std::string::npos) << watched.out;
   EXPECT_NE(watched.out.find("test accuracy 0.8750"), std::string::npos) << watched.out;
   json s = status_json("j-1");
-  EXPECT_EQ(s["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(s["state"], "SUCCEEDED");
   EXPECT_DOUBLE_EQ(s["test_accuracy"].get<double>(), 0.875);
   ASSERT_EQ(s["ranks"].size(), 3u);
   EXPECT_EQ(s["ranks"][2]["region"], "west") << "spread: ranks in both regions";
@@ -202,8 +206,8 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   bool progressed = false;
   for (int i = 0; i < 100 && !progressed; ++i) {
     json r = status_json("j-2");
-    progressed = r["state"] == "JOB_STATE_RUNNING" && r["ranks"].size() == 2 &&
-                 std::stoll(r["ranks"][1]["step"].get<std::string>()) > 0;
+    progressed = r["state"] == "RUNNING" && r["ranks"].size() == 2 &&
+                 r["ranks"][1]["step"].get<int64_t>() > 0;
     if (!progressed) std::this_thread::sleep_for(100ms);
   }
   EXPECT_TRUE(progressed) << "status --json shows per-rank progress while running";
@@ -212,7 +216,7 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   EXPECT_NE(human.out.find("SAMPLES/S"), std::string::npos) << human.out;
   Output cancel = tern({"cancel", "j-2"});
   EXPECT_EQ(cancel.status, 0) << cancel.err;
-  EXPECT_EQ(status_json("j-2")["state"], "JOB_STATE_CANCELLED");
+  EXPECT_EQ(status_json("j-2")["state"], "CANCELLED");
   for (int i = 0; i < 50 && !processes_mentioning("j-2/spec.yaml").empty(); ++i)
     std::this_thread::sleep_for(100ms);
   EXPECT_TRUE(processes_mentioning("j-2/spec.yaml").empty()) << "cancelled trainers are gone";
@@ -249,9 +253,9 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   auto list = json::parse(jobs.out)["jobs"];
   ASSERT_EQ(list.size(), 2u) << jobs.out;
   EXPECT_EQ(list[0]["job_id"], "j-1");
-  EXPECT_EQ(list[0]["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(list[0]["state"], "SUCCEEDED");
   EXPECT_DOUBLE_EQ(list[0]["test_accuracy"].get<double>(), 0.875);
-  EXPECT_EQ(list[1]["state"], "JOB_STATE_CANCELLED");
+  EXPECT_EQ(list[1]["state"], "CANCELLED");
   // The daemons carry on with the restarted coordinator.
   Output after = tern({"submit", write_job("it-after", 3), "--watch"});
   EXPECT_EQ(after.status, 0) << after.out << after.err;
@@ -263,6 +267,97 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   EXPECT_TRUE(processes_mentioning(dir_.string()).empty())
       << "orphans: " << processes_mentioning(dir_.string())[0];
   EXPECT_TRUE(fs::is_empty(dir_ / "state" / "run")) << "pid files removed";
+  cluster_.clear();
+}
+
+// Every `--json` output is one JSON document per line, in one style (rpc/proto_json.h): the
+// same short state names as `tern run --json` (SUCCEEDED, not JOB_STATE_SUCCEEDED) and 64-bit
+// integers as numbers.
+void expect_one_style(const std::string& what, const std::string& out, size_t min_lines = 1) {
+  std::vector<json> docs;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << what << ": not one JSON document per line: " << line;
+    docs.push_back(std::move(j));
+  }
+  ASSERT_GE(docs.size(), min_lines) << what << ": " << out;
+  static const std::set<std::string> kStates = {"UNSPECIFIED", "PENDING", "ASSIGNED",  "RUNNING",
+                                                "SUCCEEDED",   "FAILED",  "CANCELLED", "STOPPED",
+                                                "READY",       "LOST"};
+  static const std::set<std::string> kIntegers = {"step",       "total_steps", "generation",
+                                                  "recoveries", "world_size",  "slots",
+                                                  "offset",     "rank",        "world"};
+  std::function<void(const json&, const std::string&)> walk = [&](const json& j,
+                                                                  const std::string& path) {
+    if (j.is_object()) {
+      for (const auto& [k, v] : j.items()) {
+        if (k == "state" && v.is_string())
+          EXPECT_TRUE(kStates.count(v.get<std::string>()))
+              << what << " " << path << "." << k << " = " << v;
+        if (kIntegers.count(k))
+          EXPECT_TRUE(v.is_number_integer()) << what << " " << path << "." << k << " = " << v;
+        walk(v, path + "." + k);
+      }
+    } else if (j.is_array()) {
+      for (const auto& v : j) walk(v, path + "[]");
+    } else if (j.is_string()) {
+      const std::string v = j.get<std::string>();
+      EXPECT_EQ(v.find("_STATE_"), std::string::npos) << what << " " << path << " = " << v;
+    }
+  };
+  for (const auto& d : docs) walk(d, "");
+}
+
+TEST_F(ClusterTest, EveryJsonOutputIsOneStyle) {
+  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n",
+                "  - {name: east, workers: 2, slots: 1}\n");
+  Output up = tern({"cluster", "up", cluster_, "--json"});
+  ASSERT_EQ(up.status, 0) << up.out << up.err;
+  expect_one_style("cluster up", up.out);
+  Output workers = tern({"workers", "--json"});
+  ASSERT_EQ(workers.status, 0) << workers.err;
+  expect_one_style("workers", workers.out);
+  EXPECT_EQ(json::parse(workers.out)["workers"][0]["state"], "READY") << workers.out;
+  EXPECT_TRUE(json::parse(workers.out)["workers"][0]["slots"].is_number_integer()) << workers.out;
+
+  Output sub = tern({"submit", write_job("it-json", 2), "--json"});
+  ASSERT_EQ(sub.status, 0) << sub.err;
+  expect_one_style("submit", sub.out);
+  const std::string id = json::parse(sub.out)["job_id"];
+  Output watched = tern({"status", id, "--watch", "--json"});
+  ASSERT_EQ(watched.status, 0) << watched.err;
+  expect_one_style("status --watch", watched.out);
+  Output status = tern({"status", id, "--json"});
+  expect_one_style("status", status.out);
+  json s = json::parse(status.out);
+  EXPECT_EQ(s["state"], "SUCCEEDED") << status.out;
+  EXPECT_EQ(s["step"], s["total_steps"]) << status.out;
+  EXPECT_TRUE(s["created_at"].is_string()) << "timestamps stay RFC 3339 strings: " << status.out;
+  Output logs = tern({"logs", id, "--rank", "1", "--json"});
+  ASSERT_EQ(logs.status, 0) << logs.err;
+  expect_one_style("logs", logs.out);
+  EXPECT_NE(logs.out.find("\"line\":\"fake trainer: done"), std::string::npos) << logs.out;
+
+  Output watch_sub = tern({"submit", write_job("it-json-watch", 1), "--watch", "--json"});
+  ASSERT_EQ(watch_sub.status, 0) << watch_sub.err;
+  expect_one_style("submit --watch", watch_sub.out);
+  Output hang = tern({"submit", write_job("it-json-hang", 1), "--json"});
+  const std::string hang_id = json::parse(hang.out)["job_id"];
+  Output cancel = tern({"cancel", hang_id, "--json"});
+  ASSERT_EQ(cancel.status, 0) << cancel.err;
+  expect_one_style("cancel", cancel.out);
+  EXPECT_EQ(json::parse(cancel.out)["state"], "CANCELLED") << cancel.out;
+  Output jobs = tern({"jobs", "--json"});
+  expect_one_style("jobs", jobs.out);
+  EXPECT_EQ(json::parse(jobs.out)["jobs"].size(), 3u) << jobs.out;
+
+  Output down = tern({"cluster", "down", cluster_, "--json"});
+  EXPECT_EQ(down.status, 0) << down.err;
+  expect_one_style("cluster down", down.out);
+  Output repair = run({bin("tern"), "coordinator", "--config", cluster_, "--repair", "--json"});
+  EXPECT_EQ(repair.status, 0) << repair.err;
+  expect_one_style("coordinator --repair", repair.out);
   cluster_.clear();
 }
 
@@ -347,7 +442,7 @@ TEST_F(ClusterTest, RealTrainer) {
   Output o = tern({"submit", write_job("it-real", 2), "--watch"});
   ASSERT_EQ(o.status, 0) << o.out << o.err;
   json s = status_json("j-1");
-  EXPECT_EQ(s["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_EQ(s["state"], "SUCCEEDED");
   EXPECT_GT(s["test_accuracy"].get<double>(), 0.2);  // chance is 0.1
   Output logs = tern({"logs", "j-1", "--rank", "1"});
   EXPECT_FALSE(logs.out.empty());
@@ -385,7 +480,7 @@ TEST_F(ClusterTest, CoordinatorKilledMidJobTheJobStillCompletes) {
   std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
   (*proc)->detach();
   json last = wait_terminal("j-1", 1200);
-  ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
+  ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
   EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
   EXPECT_EQ(as_int(last, "generation"), 1) << "the job was not restarted: " << last.dump();
 }
@@ -416,7 +511,7 @@ TEST_F(ClusterTest, TrainerKilledMidJobPartialRecoveryKeepsTheSurvivor) {
   ASSERT_GT(victim, 0) << "no trainer for rank 1";
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
   json last = wait_terminal("j-1", 1800);
-  ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
+  ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
   EXPECT_EQ(as_int(last, "recoveries"), 1) << last.dump();
   EXPECT_EQ(as_int(last, "generation"), 2) << last.dump();
   EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
@@ -450,12 +545,13 @@ TEST_F(ClusterTest, CriteoWithNoValidLineFailsOnceWithTheDataError) {
   Output sub = tern({"submit", spec.string()});
   ASSERT_EQ(sub.status, 0) << sub.err;
   json last = wait_terminal("j-1", 600);
-  ASSERT_EQ(last.value("state", ""), "JOB_STATE_FAILED") << last.dump();
+  ASSERT_EQ(last.value("state", ""), "FAILED") << last.dump();
   EXPECT_EQ(as_int(last, "recoveries"), 0) << last.dump();
   EXPECT_EQ(as_int(last, "generation"), 1) << last.dump();
   const std::string reason = last.value("reason", "");
   EXPECT_NE(reason.find("data error"), std::string::npos) << reason;
-  EXPECT_NE(reason.find(data.string() + ": no valid line in 200 lines"), std::string::npos) << reason;
+  EXPECT_NE(reason.find(data.string() + ": no valid line in 200 lines"), std::string::npos)
+      << reason;
   EXPECT_EQ(reason.find("rendezvous"), std::string::npos) << reason;
   EXPECT_EQ(reason.find("regroup"), std::string::npos) << reason;
 }
@@ -468,16 +564,15 @@ TEST_F(ClusterTest, NonFiniteLossFailsTheJob) {
   }
   write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
   ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
-  Output sub = tern({"submit", write_job("it-nan", 2, "sync: {timeout_s: 20}\n"), "--set", "train.steps=40",
-                     "--set", "train.lr=100"});
+  Output sub = tern({"submit", write_job("it-nan", 2, "sync: {timeout_s: 20}\n"), "--set",
+                     "train.steps=40", "--set", "train.lr=100"});
   ASSERT_EQ(sub.status, 0) << sub.err;
   json last = wait_terminal("j-1", 600);
-  ASSERT_EQ(last.value("state", ""), "JOB_STATE_FAILED") << last.dump();
+  ASSERT_EQ(last.value("state", ""), "FAILED") << last.dump();
   const std::string reason = last.value("reason", "");
   EXPECT_NE(reason.find("non-finite"), std::string::npos) << reason;
   EXPECT_NE(reason.find("step "), std::string::npos) << reason;
 }
-
 
 // Issue 22, N-1 elasticity on a real cluster: a 4-rank job with recovery.min_workers 3 loses the
 // worker daemon of rank 3 (kill -9: its trainer dies with it) and no other worker is free: the
@@ -534,7 +629,7 @@ TEST_F(ClusterTest, ElasticJobShrinksWhenAWorkerIsLostAndGrowsBackWhenItReturns)
     if (s.contains("step") && as_int(s, "step") >= at_shrink + 40) break;
     std::this_thread::sleep_for(100ms);
   }
-  ASSERT_EQ(s.value("state", ""), "JOB_STATE_RUNNING") << s.dump();
+  ASSERT_EQ(s.value("state", ""), "RUNNING") << s.dump();
   EXPECT_GE(as_int(s, "step"), at_shrink + 40) << "the three survivors train on without rank 3";
   // The daemon returns (same name and work directory): a standby joins, the group grows back.
   SpawnOptions o;
@@ -543,7 +638,7 @@ TEST_F(ClusterTest, ElasticJobShrinksWhenAWorkerIsLostAndGrowsBackWhenItReturns)
   auto again = Subprocess::spawn(o);
   ASSERT_TRUE(again.is_ok());
   json last = wait_terminal("j-1", 3000);
-  ASSERT_EQ(last.value("state", ""), "JOB_STATE_SUCCEEDED") << last.dump();
+  ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
   ASSERT_TRUE(last.contains("timelines")) << last.dump();
   bool shrank = false, grew = false;
   for (const auto& t : last["timelines"]) {

@@ -2,6 +2,7 @@
 """ctest: the Python client of examples/ (stubs generated from proto/ only) submits and
 watches a job on a real `tern coordinator` with one `tern worker` running the fake trainer,
 and gets INVALID_ARGUMENT with the field name for a bad spec."""
+import json
 import os
 import shutil
 import signal
@@ -47,7 +48,8 @@ def main():
         while True:  # wait for the coordinator and the worker
             r = subprocess.run([os.path.join(BIN, "tern"), "workers", "--coordinator", addr, "--json"],
                                capture_output=True, text=True)
-            if r.returncode == 0 and "WORKER_STATE_READY" in r.stdout:
+            if r.returncode == 0 and any(w.get("state") == "READY"
+                                         for w in json.loads(r.stdout).get("workers", [])):
                 break
             if time.time() > deadline:
                 fail("the worker did not register: " + r.stdout + r.stderr)

@@ -188,7 +188,7 @@ TEST_F(SecureClusterTest, TlsAndTokensEndToEnd) {
   ASSERT_EQ(workers.status, 0) << workers.err;
   auto w = json::parse(workers.out);
   ASSERT_EQ(w["workers"].size(), 2u) << workers.out;
-  for (const auto& x : w["workers"]) EXPECT_EQ(x["state"], "WORKER_STATE_READY");
+  for (const auto& x : w["workers"]) EXPECT_EQ(x["state"], "READY");
 
   // No token: refused, and the message says how to give one.
   Output none = tern({"workers"}, client_);
