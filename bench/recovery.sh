@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checkpointing and partial recovery for DLRM (issue 7; CPR, Maeng et al. MLSys 2021;
-# ALGORITHMS.md §5). configs/jobs/dlrm-synthetic.yaml (26 sharded embedding tables, synthetic
+# docs/algorithms.md §5). configs/jobs/dlrm-synthetic.yaml (26 sharded embedding tables, synthetic
 # Zipf CTR data; TRAIN_SIZE samples, by default half the config's epoch), 4 ranks on this machine, the
 # same data and steps in every run:
 #   clean        no checkpoints, no failure: the reference AUC and wall time

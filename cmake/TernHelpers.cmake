@@ -64,7 +64,8 @@ function(_tern_collect_links target out_var)
 endfunction()
 
 # Fails the configure step when a control-plane target links Torch or a data-plane target
-# links gRPC: the architectural boundary of DESIGN.md, checked on every build.
+# links gRPC: the boundary between the planes (docs/architecture.md, "Two planes"), checked on
+# every configure.
 function(tern_check_plane_boundaries)
   get_property(control GLOBAL PROPERTY TERN_control_TARGETS)
   get_property(data GLOBAL PROPERTY TERN_data_TARGETS)

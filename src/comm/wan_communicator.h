@@ -1,7 +1,7 @@
-// WAN emulation (ALGORITHMS.md §7, DESIGN.md "The WAN model"): a Communicator decorator that
-// lets each collective complete no earlier than the time the same algorithm would take over
-// the configured inter-region links. Real bytes still move through the wrapped backend; only
-// the completion is held back. Non-blocking collectives stay non-blocking: their Work::wait()
+// WAN emulation (docs/algorithms.md §7): a Communicator decorator that lets each collective
+// complete no earlier than the time the same algorithm would take over the configured
+// inter-region links. Real bytes still move through the wrapped backend; only the completion is
+// held back. Non-blocking collectives stay non-blocking: their Work::wait()
 // returns at max(real completion, issue time + modelled time), which is what lets delayed
 // strategies hide latency honestly.
 //

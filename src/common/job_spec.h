@@ -209,8 +209,8 @@ struct RecoverySpec {
   std::string policy = "full";   // full | mfu | ssu (CPR row selection)
   double pls_target = 0.01;
   // DLRM checkpoint interval: fixed (checkpoint_every steps), cpr (2·N·pls_target/λ samples,
-  // ALGORITHMS.md §5) or young_daly (sqrt(2·C/λ) seconds), planned after a few measured steps
-  // from the assumed failure rate 1/mtbf_s and the measured throughput and checkpoint cost.
+  // docs/algorithms.md §5) or young_daly (sqrt(2·C/λ) seconds), planned after a few measured
+  // steps from the assumed failure rate 1/mtbf_s and the measured throughput and checkpoint cost.
   std::string interval = "fixed";  // fixed | cpr | young_daly
   double mtbf_s = 3600;            // assumed job-wide mean time between failures, seconds
   // policy mfu | ssu: the rows a partial save takes (hottest / a sample of the updated ones),

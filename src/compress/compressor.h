@@ -1,5 +1,5 @@
-// Gradient compressors (ALGORITHMS.md §4). A Compressor is a GradientReducer that encodes each
-// rank's gradients before they cross the wire (compress → wire payload → collective →
+// Gradient compressors (docs/algorithms.md §4). A Compressor is a GradientReducer that encodes
+// each rank's gradients before they cross the wire (compress → wire payload → collective →
 // decompress) and keeps what it did not send as error feedback.
 //
 // Per-rank state (error-feedback memories, DGC momentum and velocity, PowerSGD's warm-start

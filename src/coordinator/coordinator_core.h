@@ -1,4 +1,6 @@
-// CoordinatorCore: the coordinator's business logic, without gRPC (STYLE.md's first layer).
+// CoordinatorCore: the coordinator's business logic, without gRPC (the first of the gRPC layers
+// in docs/contributing.md, "Interfaces and seams"; its place in a job's life:
+// docs/architecture.md, "The life of one job").
 //
 // Owns the worker registry (heartbeat leases on an injected Clock), the job table with its
 // state machine (PENDING -> RUNNING -> SUCCEEDED | FAILED | CANCELLED, each with a reason),

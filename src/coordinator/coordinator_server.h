@@ -1,6 +1,7 @@
-// CoordinatorServer: the coordinator process's owner object (STYLE.md's third layer). Opens
-// the CoordinatorCore (journal replay), serves the Coordinator and WorkerService over gRPC on
-// one address, and runs the ticker thread that expires leases and places jobs.
+// CoordinatorServer: the coordinator process's owner object (the third of the gRPC layers in
+// docs/contributing.md, "Interfaces and seams"). Opens the CoordinatorCore (journal replay),
+// serves the Coordinator and WorkerService over gRPC on one address, and runs the ticker thread
+// that expires leases and places jobs.
 //
 // Thread-safe: shutdown() may be called from any thread, once or more; the destructor calls it.
 #pragma once

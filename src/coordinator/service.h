@@ -1,4 +1,5 @@
-// The gRPC face of the coordinator (STYLE.md's second layer): thin adapters that convert
+// The gRPC face of the coordinator (the second of the gRPC layers in docs/contributing.md,
+// "Interfaces and seams"; the services: docs/protocol.md): thin adapters that convert
 // proto/tern/v1 messages to domain types, call CoordinatorCore and convert back. No business
 // logic lives here. Both services borrow the core, which must outlive them; gRPC calls them
 // from its own threads (the core is thread-safe).

@@ -11,7 +11,7 @@
 // Errors of background work are kept and returned by the next snapshot(), commit() or
 // flush() (then cleared); the destructor logs any error nobody collected. Never swallowed.
 //
-// The protocol per checkpoint (DESIGN.md; the trainer drives it):
+// The protocol per checkpoint (docs/checkpoints.md, "Writing a checkpoint"; the trainer drives it):
 //   step s, every rank:          writer.snapshot(meta{step=s,...}, per_rank, rank == 0 ? &replicated : nullptr)
 //   step s + lag, every rank:    Status w = writer.flush(timeout);
 //                                auto m = gather_manifest(comm, w.is_ok() ? writer.last_written()

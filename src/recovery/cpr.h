@@ -1,5 +1,5 @@
 // Checkpoint-interval math for partial recovery (CPR, Maeng et al. MLSys 2021;
-// ALGORITHMS.md §5) and the Young/Daly interval of full recovery. Pure functions, Torch-free.
+// docs/algorithms.md §5) and the Young/Daly interval of full recovery. Pure functions, Torch-free.
 //
 // Units, stated once because the two formulas use different ones:
 //  - CPR works in SAMPLES. λ_s = expected failures per training sample processed (job-wide;

@@ -1,4 +1,4 @@
-// CPR row policies for embedding tables (ALGORITHMS.md §5): which rows a partial checkpoint
+// CPR row policies for embedding tables (docs/algorithms.md §5): which rows a partial checkpoint
 // saves, and saving/restoring a chosen set of rows.
 //
 //  - CPR-MFU: count lookups per row (EmbeddingAccessTracker::record, one index_add per

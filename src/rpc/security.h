@@ -1,5 +1,6 @@
-// Transport security and authentication of tern's gRPC API (DESIGN.md: rpc/ owns TLS + token
-// auth). Built from a ClusterConfig's `tls:` and `auth:` sections:
+// Transport security and authentication of tern's gRPC API (rpc/ owns TLS + token auth:
+// docs/architecture.md, "Components"; docs/protocol.md, "gRPC services"). Built from a
+// ClusterConfig's `tls:` and `auth:` sections:
 //   - mTLS: the coordinator serves with its certificate and requires a client certificate
 //     signed by the cluster CA; daemons and the CLI verify the coordinator against that CA.
 //   - bearer tokens: every call carries `authorization: Bearer <token>`; the coordinator's

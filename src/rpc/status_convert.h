@@ -1,5 +1,5 @@
-// The one place that maps tern::Status <-> grpc::Status (STYLE.md: errors). Codes have the
-// same numbering on both sides; messages pass through unchanged.
+// The one place that maps tern::Status <-> grpc::Status (docs/contributing.md, "Errors"). Codes
+// have the same numbering on both sides; messages pass through unchanged.
 #pragma once
 
 #include <grpcpp/support/status.h>

@@ -1,5 +1,5 @@
-// GradientCode: gradient coding (Tandon et al., ICML 2017; ALGORITHMS.md §6.1). A step's data is
-// split into n parts; rank j computes the gradients of s + 1 parts and sends one linear
+// GradientCode: gradient coding (Tandon et al., ICML 2017; docs/algorithms.md §6.1). A step's
+// data is split into n parts; rank j computes the gradients of s + 1 parts and sends one linear
 // combination c_j = sum_p B[j][p] g_p. From the contributions of any n - s ranks F the sum
 // sum_p g_p is recovered as sum_{j in F} a_j c_j, with a solving a^T B_F = 1^T.
 //

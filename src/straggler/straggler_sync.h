@@ -1,5 +1,5 @@
 // StragglerSync: synchronous SGD whose steps do not wait for the slowest worker
-// (ALGORITHMS.md §6). Selected by the job spec's `straggler.mode`:
+// (docs/algorithms.md §6). Selected by the job spec's `straggler.mode`:
 //
 //   gradient_coding     each rank computes s + 1 of the n parts of the global batch and sends
 //                       one coded combination to every peer; a step is decided by the first

@@ -1,4 +1,4 @@
-// Speed-proportional work (S2C2-style, ALGORITHMS.md §6.2): per-rank speed estimates from
+// Speed-proportional work (S2C2-style, docs/algorithms.md §6.2): per-rank speed estimates from
 // recent step times and the split of a global batch into shares proportional to them.
 // Pure functions and a small value type: no communication, thread-compatible.
 #pragma once

@@ -146,7 +146,7 @@ struct StrategyContext {
 // Builds the strategy named by spec.sync.strategy.
 Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx);
 
-// Plain synchronous SGD: every step, average gradients and wait (ALGORITHMS.md §1).
+// Plain synchronous SGD: every step, average gradients and wait (docs/algorithms.md §1).
 class SsgdStrategy : public SyncStrategy {
  public:
   SsgdStrategy(Communicator& comm, GradientReducer* reducer);
@@ -162,7 +162,7 @@ class SsgdStrategy : public SyncStrategy {
   SyncMetrics metrics_;
 };
 
-// Delayed synchronous SGD (ALGORITHMS.md §2): apply the fresh local gradient now, start its
+// Delayed synchronous SGD (docs/algorithms.md §2): apply the fresh local gradient now, start its
 // all-reduce, and d steps later swap the stale local contribution for the global average:
 //   applied(i) = g(i) + (G(i-d) - g(i-d))        (correction on, the default)
 //   applied(i) = G(i-d), or g(i) while i < d     (correction off: plain stale gradients, ablation)
@@ -195,7 +195,7 @@ class DssgdStrategy : public SyncStrategy {
   double staleness_sum_ = 0;
 };
 
-// Temporally sparse updates with optional delay (ALGORITHMS.md §3; TSU when d = 0, DTS when
+// Temporally sparse updates with optional delay (docs/algorithms.md §3; TSU when d = 0, DTS when
 // d > 0): ranks step locally and every T steps contribute the update since the last sync,
 // delta_j = w_j - w_last. Its reduction runs in the background; d steps later each rank applies
 // it. Momentum buffers stay local unless average_momentum.

@@ -1,4 +1,4 @@
-// CPR interval math against hand-computed values (ALGORITHMS.md §5).
+// CPR interval math against hand-computed values (docs/algorithms.md §5).
 #include "recovery/cpr.h"
 
 #include <gtest/gtest.h>

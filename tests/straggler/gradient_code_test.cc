@@ -1,4 +1,4 @@
-// Gradient coding (ALGORITHMS.md §6.1): from every subset of n - s senders the decoded
+// Gradient coding (docs/algorithms.md §6.1): from every subset of n - s senders the decoded
 // combination equals the true sum of the part gradients.
 #include <gtest/gtest.h>
 #include <torch/torch.h>

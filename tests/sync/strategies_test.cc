@@ -1,6 +1,6 @@
-// Correctness of the sync strategies (ALGORITHMS.md §2, §3): the limiting cases equal SSGD or
-// plain SGD, replicas are identical after the final drain, and a delayed strategy really hides
-// modelled WAN latency.
+// Correctness of the sync strategies (docs/algorithms.md §2, §3): the limiting cases equal SSGD
+// or plain SGD, replicas are identical after the final drain, and a delayed strategy really
+// hides modelled WAN latency.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -112,7 +112,7 @@ TEST(Strategies, DelayedReplicasDifferBeforeTheDrainButTrain) {
   EXPECT_GT(diff, 1e-4);
 }
 
-// WAN model: the formula of ALGORITHMS.md §7, by hand.
+// WAN model: the formula of docs/algorithms.md §7, by hand.
 TEST(WanModel, TimesMatchTheFormula) {
   NetworkSpec net;
   net.intra_region = {0.1, 0, 10000};

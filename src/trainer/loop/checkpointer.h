@@ -1,4 +1,4 @@
-// Checkpointer: one trainer rank's side of periodic checkpoints (ALGORITHMS.md §5) over the
+// Checkpointer: one trainer rank's side of periodic checkpoints (docs/algorithms.md §5) over the
 // recovery library. It owns the rank's AsyncCheckpointWriter and drives the protocol that
 // async_writer.h describes:
 //

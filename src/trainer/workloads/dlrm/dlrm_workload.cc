@@ -191,7 +191,7 @@ Result<nlohmann::json> DlrmWorkload::summary(Communicator& comm, int64_t global_
   TERN_RETURN_IF_ERROR(all_reduce_sync(comm, sum).with_context("summary"));
   auto s = sum[0].accessor<double, 1>();
   const double all_updates = static_cast<double>(global_samples) * static_cast<double>(model_->owners().size());
-  // PLS (ALGORITHMS.md §5): updates of lost shards that no checkpoint had, as a fraction of
+  // PLS (docs/algorithms.md §5): updates of lost shards that no checkpoint had, as a fraction of
   // those shards' updates at the failure (shard_pls) and of the whole model's over the job
   // (pls, the paper's measure: comparable with recovery.pls_target).
   nlohmann::json out{{"lost_updates", s[0]},

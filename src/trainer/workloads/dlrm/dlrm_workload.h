@@ -13,8 +13,8 @@
 // (criteo_format.h: scan_criteo): the malformed-line policy (data.malformed) refuses a file
 // before the first step, and the summary reports its lines and malformed lines by defect.
 //
-// Sharded state (CPR, ALGORITHMS.md §5; shard_checkpoint.h): a checkpoint's rank file holds the
-// whole shard or the rows recovery.policy picks; a resume or rollback rebuilds the shard from
+// Sharded state (CPR, docs/algorithms.md §5; shard_checkpoint.h): a checkpoint's rank file holds
+// the whole shard or the rows recovery.policy picks; a resume or rollback rebuilds the shard from
 // the newest whole save plus the row saves after it; a replacement rank in partial recovery
 // rebuilds its shard the same way and reports the updates it lost (PLS) in the summary.
 // The loop thread only.

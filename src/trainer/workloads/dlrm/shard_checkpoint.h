@@ -1,4 +1,4 @@
-// One rank's embedding shard in checkpoints (CPR, ALGORITHMS.md §5): what a save takes under
+// One rank's embedding shard in checkpoints (CPR, docs/algorithms.md §5): what a save takes under
 // recovery.policy, and rebuilding the shard from a chain of saves.
 //
 // A rank file of a DLRM checkpoint holds either the WHOLE shard ("embedding.<t>.weight" and

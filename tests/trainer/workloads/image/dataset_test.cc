@@ -101,7 +101,7 @@ TEST(Dataset, RealFashionMnistWhenInstalled) {
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r->train.size(), 60000);
   EXPECT_EQ(r->test.size(), 10000);
-  // Mean/std of the normalised training set are ~0/~1 (ALGORITHMS.md: 0.2860, 0.3530).
+  // Mean/std of the normalised training set are ~0/~1 (docs/algorithms.md §1: 0.2860, 0.3530).
   EXPECT_NEAR(r->train.images.mean().item<double>(), 0.0, 0.01);
   EXPECT_NEAR(r->train.images.std().item<double>(), 1.0, 0.01);
 }
