@@ -393,6 +393,17 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
     out << "\n";
   }
   if (j.has_test_accuracy()) out << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
+  // DLRM's test AUC: rank 0's final summary, else the newest evaluation any rank reported.
+  if (auto s = j.summary().find("test_auc"); s != j.summary().end()) {
+    out << "test auc   " << strf("%.4f", s->second) << "\n";
+  } else {
+    for (const auto& r : j.ranks()) {
+      if (auto m = r.metrics().find("test_auc"); m != r.metrics().end()) {
+        out << "test auc   " << strf("%.4f", m->second) << " (rank " << r.rank() << ")\n";
+        break;
+      }
+    }
+  }
   if (j.ranks_size() > 0) {
     Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "WAIT",
              "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});

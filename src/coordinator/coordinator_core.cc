@@ -1124,6 +1124,9 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       if (!std::isfinite(e.test_accuracy)) break;
       r.test_accuracy = e.test_accuracy;
       r.metrics["test_loss"] = finite_or(e.test_loss, 0.0);
+      for (const auto& [k, v] : e.metrics) {
+        if (std::isfinite(v)) r.metrics[k] = v;  // test_auc (DLRM), ...
+      }
       if (e.task.rank == first_member(job)) job.test_accuracy = e.test_accuracy;
       break;
     case TaskEvent::Kind::kFinished: {

@@ -220,6 +220,7 @@ TaskEvent from_proto(const v1::TaskEvent& e) {
       out.step = e.eval().step();
       out.test_accuracy = e.eval().test_accuracy();
       out.test_loss = e.eval().test_loss();
+      out.metrics.insert(e.eval().metrics().begin(), e.eval().metrics().end());
       break;
     case v1::TaskEvent::kFinished:
       out.kind = TaskEvent::Kind::kFinished;

@@ -180,7 +180,7 @@ struct TaskEvent {
   int64_t step = 0;         // kProgress, kEval, kCheckpoint (the committed step)
   int64_t total_steps = 0;  // kProgress
   double epoch = 0, loss = 0, samples_per_s = 0, bytes_sent = 0, compute_s = 0, wait_s = 0;
-  std::map<std::string, double> metrics;    // kProgress: other numeric fields
+  std::map<std::string, double> metrics;    // kProgress, kEval: other numeric fields
   double test_accuracy = 0, test_loss = 0;  // kEval
   std::map<std::string, double> summary;    // kFinished
   std::string message;                      // kError

@@ -69,6 +69,12 @@ std::optional<v1::TaskEvent> parse_trainer_event(const std::string& line, const 
     ev->set_step(integer(j, "step"));
     ev->set_test_accuracy(num(j, "test_accuracy"));
     ev->set_test_loss(num(j, "test_loss"));
+    static const std::set<std::string> known_eval = {"event", "job",  "rank", "generation", "time",
+                                                     "step",  "test_accuracy", "test_loss"};
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.value().is_number() && !known_eval.count(it.key()) && std::isfinite(it.value().get<double>()))
+        (*ev->mutable_metrics())[it.key()] = it.value().get<double>();
+    }
   } else if (kind == "finished") {
     auto* f = e.mutable_finished();
     const json& s = j.contains("summary") && j["summary"].is_object() ? j["summary"] : j;

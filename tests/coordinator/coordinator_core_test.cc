@@ -838,6 +838,26 @@ TEST_F(CoreTest, NonFiniteNumbersFromAWorkerAreNotStored) {
   EXPECT_EQ(job(id).ranks[0].loss, 2.5);
 }
 
+// An evaluation's other results (DLRM's test_auc) reach the rank's metrics, hence `tern status`;
+// non-finite ones do not.
+TEST_F(CoreTest, EvaluationMetricsReachTheRankStatus) {
+  auto a = add_worker("a");
+  auto id = core_->submit_job(spec("auc", 1), {}, "a.yaml")->id;
+  TaskKey k{id, 0, 1};
+  TaskEvent ev;
+  ev.kind = TaskEvent::Kind::kEval;
+  ev.task = k;
+  ev.step = 4;
+  ev.test_accuracy = 0.77;
+  ev.test_loss = 0.5;
+  ev.metrics = {{"test_auc", 0.81}, {"test_bogus", std::nan("")}};
+  ASSERT_TRUE(report(a, {ev}).is_ok());
+  Job j = job(id);
+  EXPECT_EQ(j.ranks[0].metrics.at("test_auc"), 0.81);
+  EXPECT_EQ(j.ranks[0].metrics.count("test_bogus"), 0u);
+  EXPECT_EQ(j.test_accuracy, 0.77);
+}
+
 // Issue 18 item 6: workers report their cores; a job whose train.threads exceeds every
 // worker's cores fails at placement naming both, and does not block the queue; workers with
 // too few cores get no rank of it.

@@ -556,6 +556,31 @@ TEST_F(ClusterTest, CriteoWithNoValidLineFailsOnceWithTheDataError) {
   EXPECT_EQ(reason.find("regroup"), std::string::npos) << reason;
 }
 
+// DLRM's test AUC travels from the trainer's eval event through the daemon and the coordinator
+// to `tern status` (the daemon used to keep only accuracy and loss).
+TEST_F(ClusterTest, DlrmTestAucReachesStatus) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  fs::path spec = dir_ / "it-auc.yaml";
+  std::ofstream(spec) << "name: it-auc\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
+                      << "top_mlp: [8, 1]}\ndata: {source: synthetic_ctr, num_tables: 4, table_size: 50, "
+                      << "train_size: 2048, test_size: 512}\ntrain: {steps: 8, batch_size: 32, eval_every: 4}\n";
+  ASSERT_EQ(tern({"submit", spec.string()}).status, 0);
+  json last = wait_terminal("j-1", 600);
+  ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
+  for (const auto& r : last["ranks"]) {
+    ASSERT_TRUE(r["metrics"].contains("test_auc")) << r.dump();
+    const double auc = r["metrics"]["test_auc"].get<double>();
+    EXPECT_GE(auc, 0.0);
+    EXPECT_LE(auc, 1.0);
+  }
+  Output human = tern({"status", "j-1"});
+  EXPECT_NE(human.out.find("test auc"), std::string::npos) << human.out;
+}
+
 // Issue 18 item 4: a diverging job submitted to a cluster fails naming the step (it ended
 // SUCCEEDED with loss 0 and accuracy 0.10 before).
 TEST_F(ClusterTest, NonFiniteLossFailsTheJob) {

@@ -144,6 +144,13 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_DOUBLE_EQ(e->progress().bytes_sent(), 1e6);
   EXPECT_EQ(e->progress().metrics().size(), 1u);
   EXPECT_DOUBLE_EQ(e->progress().metrics().at("staleness"), 3);
+  // An evaluation's other numeric results (DLRM's test_auc) travel with it.
+  auto ev = parse_trainer_event(
+      R"({"event": "eval", "step": 9, "test_accuracy": 0.77, "test_loss": 0.5, "test_auc": 0.81, "rank": 1})", task);
+  ASSERT_TRUE(ev.has_value() && ev->has_eval());
+  EXPECT_DOUBLE_EQ(ev->eval().test_accuracy(), 0.77);
+  ASSERT_EQ(ev->eval().metrics().size(), 1u);
+  EXPECT_DOUBLE_EQ(ev->eval().metrics().at("test_auc"), 0.81);
   auto f = parse_trainer_event(
       R"({"event": "finished", "summary": {"test_accuracy": 0.8, "steps": 10}})", task);
   ASSERT_TRUE(f.has_value() && f->has_finished());
