@@ -524,6 +524,7 @@ HttpReply Dashboard::handle(const HttpRequest& request) {
   try {
     const std::string& path = request.path;
     if (path == "/") return redirect("/jobs");
+    if (path == "/favicon.ico") return HttpReply(204, "text/plain", "");  // none: not a 404 per page
     if (path == "/login") return login(request);
     if (path == "/logout") return logout(request);
     if (path.compare(0, 8, "/static/") == 0) {

@@ -92,7 +92,7 @@
     st.className = 'state state-' + j.state.toLowerCase();
     $('reason').textContent = j.reason || '';
     $('cancel').hidden = tern.terminal(j.state);
-    const cards = [card('name', j.name), card('ranks', j.members.length < j.world_size ? `${j.members.length} of ${j.world_size}` : j.world_size),
+    const cards = [card('name', j.name), card('ranks', j.members.length > 0 && j.members.length < j.world_size ? `${j.members.length} of ${j.world_size}` : j.world_size),
       card('progress', j.total_steps > 0 ? `${j.step}/${j.total_steps}` : '-'), card('loss', j.total_steps > 0 ? tern.num(j.loss, 4) : '-'),
       card('generation', j.generation), card('recoveries', j.recoveries)];
     if (j.state === 'RUNNING') cards.push(card('samples/s', tern.num(j.samples_per_s)), card('ETA', j.eta_s >= 0 ? tern.age(j.eta_s) : '-'));
@@ -107,7 +107,7 @@
     }
     if (world !== j.world_size) {
       world = j.world_size;
-      $('log-rank').replaceChildren(...j.ranks.map((x) => tern.el('option', { value: x.rank }, 'rank ' + x.rank)));
+      $('log-rank').replaceChildren(...Array.from({ length: world }, (_, r) => tern.el('option', { value: r }, 'rank ' + r)));
     }
     document.body.dataset.state = j.state;
     return !tern.terminal(j.state);
