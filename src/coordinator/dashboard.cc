@@ -331,6 +331,10 @@ std::string safe_next(const std::string& next) {
   return next;
 }
 
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 }  // namespace
 
 Dashboard::Dashboard(const DashboardOptions& options, CoordinatorCore* core,
@@ -525,7 +529,12 @@ HttpReply Dashboard::handle(const HttpRequest& request) {
     const std::string& path = request.path;
     if (path == "/") return redirect("/jobs");
     if (path == "/favicon.ico") return HttpReply(204, "text/plain", "");  // none: not a 404 per page
-    if (path == "/login") return login(request);
+    if (path == "/login") {
+      // Failed logins cost a call of the peer's bucket like API calls: no guessing at speed.
+      if (request.method == "POST" && !limiter_.allow("login:" + request.remote_addr, steady_seconds()))
+        return error_reply(429, "RESOURCE_EXHAUSTED", "too many logins; wait a second");
+      return login(request);
+    }
     if (path == "/logout") return logout(request);
     if (path.compare(0, 8, "/static/") == 0) {
       if (request.method != "GET" && request.method != "HEAD")
@@ -546,10 +555,7 @@ HttpReply Dashboard::handle(const HttpRequest& request) {
       return page(p->second);
     }
     const std::string client = who.user.empty() ? "peer:" + request.remote_addr : "user:" + who.user;
-    const double now_s = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now().time_since_epoch())
-                             .count();
-    if (!limiter_.allow(client, now_s)) {
+    if (!limiter_.allow(client, steady_seconds())) {
       return error_reply(429, "RESOURCE_EXHAUSTED",
                          "more than " + std::to_string(static_cast<int>(limiter_.per_s())) +
                              " API calls per second; poll less often");

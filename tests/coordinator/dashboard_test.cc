@@ -10,6 +10,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "common/subprocess.h"
+#include "coordinator/coordinator_server.h"
 #include "coordinator/service.h"
 
 namespace tern {
@@ -457,6 +459,54 @@ TEST_F(DashboardTest, PagesMissingAnswer503AndTheApiStillWorks) {
   EXPECT_EQ(r.status, 503);
   EXPECT_TRUE(contains(r.body, (dir_ / "web").string())) << r.body;
   EXPECT_EQ(call("GET", "/api/v1/jobs").status, 200);
+}
+
+// The whole coordinator: the series written under state_dir/series by one CoordinatorServer
+// are served over HTTP by the next one on the same state directory.
+TEST_F(DashboardTest, ACoordinatorRestartKeepsTheChartsHistory) {
+  dashboard_.reset();
+  core_.reset();
+  series_.reset();
+  auto port = find_free_port();
+  ASSERT_TRUE(port.is_ok());
+  CoordinatorServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.core.state_dir = (dir_ / "server").string();
+  o.core.worker_rate_per_s = 1e6;
+  o.core.worker_rate_burst = 1e6;
+  o.metrics_port = *port;
+  o.web_root = (dir_ / "web").string();
+  SystemClock clock;
+  std::string id;
+  json before;
+  {
+    auto server = CoordinatorServer::start(o, &clock);
+    ASSERT_TRUE(server.is_ok()) << server.status().to_string();
+    CoordinatorCore* core = (*server)->core();
+    auto job = core->submit_job(spec("restart", 1), {}, "r.yaml");
+    ASSERT_TRUE(job.is_ok());
+    id = job->id;
+    auto w = core->register_worker({"w0", "127.0.0.1", "local", 1, {45000}, 0});
+    ASSERT_TRUE(w.is_ok());
+    core->tick();
+    auto hb = core->heartbeat(w->worker_id, w->session, {}, {45001});
+    ASSERT_TRUE(hb.is_ok());
+    ASSERT_FALSE(hb->commands.empty());
+    const TaskKey key = hb->commands[0].task;
+    for (int step = 1; step <= 30; ++step)
+      ASSERT_TRUE(core->report_events(w->worker_id, w->session, {progress(key, step, 3.0 / step)}).is_ok());
+    auto r = http_get("127.0.0.1", *port, "/api/v1/jobs/" + id + "/series");
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    before = json::parse(r->body);
+    ASSERT_EQ(before["progress"]["points"].size(), 30u);
+  }  // shut down (what changed is written)
+  auto server = CoordinatorServer::start(o, &clock);
+  ASSERT_TRUE(server.is_ok()) << server.status().to_string();
+  auto r = http_get("127.0.0.1", *port, "/api/v1/jobs/" + id + "/series");
+  ASSERT_TRUE(r.is_ok());
+  json after = json::parse(r->body);
+  EXPECT_EQ(after["progress"], before["progress"]);
+  EXPECT_TRUE(fs::exists(dir_ / "server" / "series" / (id + ".json")));
 }
 
 }  // namespace
