@@ -61,12 +61,14 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(
       s->dashboard_ = std::make_unique<Dashboard>(d, s->core_.get(), s->series_.get(), clock);
       Dashboard* dashboard = s->dashboard_.get();
       fallback = [dashboard](const HttpRequest& r) { return dashboard->handle(r); };
-      dashboard_note = dashboard->has_pages() ? ", the dashboard at /jobs" : ", the API at /api/v1/";
+      dashboard_note =
+          dashboard->has_pages() ? ", the dashboard at /jobs" : ", the API at /api/v1/";
       if (tokens) dashboard_note += " (needs a user or admin token)";
     } else {
-      spdlog::warn("the dashboard is off: coordinator.metrics_host {} is not loopback and the "
-                   "cluster has no auth.tokens (it would show and cancel jobs for anyone)",
-                   http.host);
+      spdlog::warn(
+          "the dashboard is off: coordinator.metrics_host {} is not loopback and the "
+          "cluster has no auth.tokens (it would show and cancel jobs for anyone)",
+          http.host);
       fallback = [](const HttpRequest&) {
         return HttpReply{403, "text/plain; charset=utf-8",
                          "the dashboard needs auth.tokens in the cluster file when "

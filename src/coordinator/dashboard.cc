@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 namespace tern {
@@ -374,9 +376,10 @@ void Dashboard::load_assets() {
   }
   for (const char* required : {"jobs.html", "job.html", "cluster.html", "login.html"}) {
     if (!assets_.count(required)) {
-      spdlog::warn("dashboard: {} has no {}: pages are off (the API still answers); run "
-                   "scripts/setup.sh (npm ci in web/, then the build copies the pages)",
-                   options_.web_root, required);
+      spdlog::warn(
+          "dashboard: {} has no {}: pages are off (the API still answers); run "
+          "scripts/setup.sh (npm ci in web/, then the build copies the pages)",
+          options_.web_root, required);
       assets_.clear();
       return;
     }
@@ -407,10 +410,14 @@ HttpReply Dashboard::page(const std::string& file, int status, const std::string
     // The login page's error slot; the text is ours, but escape it all the same.
     std::string escaped;
     for (char c : error) {
-      if (c == '<') escaped += "&lt;";
-      else if (c == '>') escaped += "&gt;";
-      else if (c == '&') escaped += "&amp;";
-      else escaped += c;
+      if (c == '<')
+        escaped += "&lt;";
+      else if (c == '>')
+        escaped += "&gt;";
+      else if (c == '&')
+        escaped += "&amp;";
+      else
+        escaped += c;
     }
     const std::string slot = "<!--error-->";
     if (auto at = r.body.find(slot); at != std::string::npos)
@@ -519,8 +526,8 @@ HttpReply Dashboard::logout(const HttpRequest& request) {
     sessions_.erase(id);
   }
   HttpReply r = redirect("/login");
-  r.headers.emplace_back("Set-Cookie", std::string(kCookie) +
-                                           "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+  r.headers.emplace_back("Set-Cookie",
+                         std::string(kCookie) + "=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
   return r;
 }
 
@@ -528,10 +535,12 @@ HttpReply Dashboard::handle(const HttpRequest& request) {
   try {
     const std::string& path = request.path;
     if (path == "/") return redirect("/jobs");
-    if (path == "/favicon.ico") return HttpReply(204, "text/plain", "");  // none: not a 404 per page
+    if (path == "/favicon.ico")
+      return HttpReply(204, "text/plain", "");  // none: not a 404 per page
     if (path == "/login") {
       // Failed logins cost a call of the peer's bucket like API calls: no guessing at speed.
-      if (request.method == "POST" && !limiter_.allow("login:" + request.remote_addr, steady_seconds()))
+      if (request.method == "POST" &&
+          !limiter_.allow("login:" + request.remote_addr, steady_seconds()))
         return error_reply(429, "RESOURCE_EXHAUSTED", "too many logins; wait a second");
       return login(request);
     }
@@ -554,7 +563,8 @@ HttpReply Dashboard::handle(const HttpRequest& request) {
         return error_reply(405, "UNIMPLEMENTED", "only GET");
       return page(p->second);
     }
-    const std::string client = who.user.empty() ? "peer:" + request.remote_addr : "user:" + who.user;
+    const std::string client =
+        who.user.empty() ? "peer:" + request.remote_addr : "user:" + who.user;
     if (!limiter_.allow(client, steady_seconds())) {
       return error_reply(429, "RESOURCE_EXHAUSTED",
                          "more than " + std::to_string(static_cast<int>(limiter_.per_s())) +
@@ -593,7 +603,8 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
     if (rest == "workers") return json_reply(200, json{{"workers", std::move(workers)}});
     json states = json::object();
     for (const char* s : kJobStates) states[s] = 0;
-    for (const Job& j : core_->list_jobs()) states[job_state_name(j.state)] = states[job_state_name(j.state)].get<int64_t>() + 1;
+    for (const Job& j : core_->list_jobs())
+      states[job_state_name(j.state)] = states[job_state_name(j.state)].get<int64_t>() + 1;
     return json_reply(200, json{{"name", options_.cluster_name},
                                 {"now", now},
                                 {"user", who.user},
@@ -613,13 +624,15 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
         size_t end = v.find(',', start);
         if (end == std::string::npos) end = v.size();
         std::string s = v.substr(start, end - start);
-        std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::toupper(c); });
+        std::transform(s.begin(), s.end(), s.begin(),
+                       [](unsigned char c) { return std::toupper(c); });
         if (!s.empty()) {
           if (std::find_if(std::begin(kJobStates), std::end(kJobStates),
                            [&](const char* k) { return s == k; }) == std::end(kJobStates)) {
-            return error_reply(400, "INVALID_ARGUMENT",
-                               "query parameter state: '" + s.substr(0, 64) +
-                                   "' is not one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED");
+            return error_reply(
+                400, "INVALID_ARGUMENT",
+                "query parameter state: '" + s.substr(0, 64) +
+                    "' is not one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED");
           }
           wanted.insert(s);
         }
@@ -637,7 +650,8 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
     for (const Job& j : jobs)
       if (wanted.empty() || wanted.count(job_state_name(j.state))) selected.push_back(&j);
     size_t first = 0;
-    if (limit > 0 && selected.size() > static_cast<size_t>(limit)) first = selected.size() - static_cast<size_t>(limit);
+    if (limit > 0 && selected.size() > static_cast<size_t>(limit))
+      first = selected.size() - static_cast<size_t>(limit);
     json out = json::array();
     for (size_t i = first; i < selected.size(); ++i) out.push_back(job_json(*selected[i], now));
     return json_reply(200, json{{"jobs", std::move(out)}, {"now", now}});
@@ -659,10 +673,12 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
                          "cannot send it)");
     }
     // The same roles as gRPC's CancelJob (user or admin; authenticate() refused workers).
-    auto job = core_->cancel_job(id, who.user.empty() ? "cancelled from the dashboard"
-                                                      : "cancelled from the dashboard by " + who.user);
+    auto job =
+        core_->cancel_job(id, who.user.empty() ? "cancelled from the dashboard"
+                                               : "cancelled from the dashboard by " + who.user);
     if (!job.is_ok()) return error_reply(job.status());
-    spdlog::info("dashboard: job {} cancelled by {}", id, who.user.empty() ? request.remote_addr : who.user);
+    spdlog::info("dashboard: job {} cancelled by {}", id,
+                 who.user.empty() ? request.remote_addr : who.user);
     return json_reply(200, json{{"job", job_json(*job, now)}});
   }
   if (!get) return error_reply(405, "UNIMPLEMENTED", "only GET");
@@ -670,18 +686,22 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
   if (!job.is_ok()) return error_reply(job.status());
 
   if (sub.empty()) {
-    return json_reply(200, json{{"job", job_json(*job, now)}, {"spec_yaml", job->spec_yaml}, {"now", now}});
+    return json_reply(
+        200, json{{"job", job_json(*job, now)}, {"spec_yaml", job->spec_yaml}, {"now", now}});
   }
-  if (sub == "spec") return json_reply(200, json{{"job_id", job->id}, {"spec_yaml", job->spec_yaml}});
+  if (sub == "spec")
+    return json_reply(200, json{{"job_id", job->id}, {"spec_yaml", job->spec_yaml}});
   if (sub == "series") {
     JobSeries s(4);
     const bool have = series_ && series_->get(job->id, &s);
-    return json_reply(200, json{{"job_id", job->id},
-                                {"state", job_state_name(job->state)},
-                                {"version", have ? s.version : 0},
-                                {"now", now},
-                                {"progress", series_json(s.progress, {"loss", "samples_per_s", "wait_pct", "epoch"}, 4)},
-                                {"eval", series_json(s.eval, {"test_accuracy", "test_loss"}, 2)}});
+    return json_reply(
+        200, json{{"job_id", job->id},
+                  {"state", job_state_name(job->state)},
+                  {"version", have ? s.version : 0},
+                  {"now", now},
+                  {"progress",
+                   series_json(s.progress, {"loss", "samples_per_s", "wait_pct", "epoch"}, 4)},
+                  {"eval", series_json(s.eval, {"test_accuracy", "test_loss"}, 2)}});
   }
   if (sub == "timeline") {
     json events = json::array();
@@ -725,11 +745,13 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
     if (!r.empty() && !parse_count(r, 1 << 20, &rank))
       return error_reply(400, "INVALID_ARGUMENT", "query parameter rank: want a whole number >= 0");
     if (!b.empty() && (!parse_count(b, kMaxLogBytes, &bytes) || bytes < 1)) {
-      return error_reply(400, "INVALID_ARGUMENT", "query parameter bytes: want a whole number in [1, " +
-                                                      std::to_string(kMaxLogBytes) + "]");
+      return error_reply(400, "INVALID_ARGUMENT",
+                         "query parameter bytes: want a whole number in [1, " +
+                             std::to_string(kMaxLogBytes) + "]");
     }
     // The log's size first (an offset past the end reads nothing), then its last `bytes`.
-    auto end = core_->get_logs(job->id, static_cast<int>(rank), std::numeric_limits<int64_t>::max(), 1);
+    auto end =
+        core_->get_logs(job->id, static_cast<int>(rank), std::numeric_limits<int64_t>::max(), 1);
     if (!end.is_ok()) return error_reply(end.status());
     const int64_t offset = std::max<int64_t>(0, end->next_offset - bytes);
     auto slice = core_->get_logs(job->id, static_cast<int>(rank), offset, bytes);

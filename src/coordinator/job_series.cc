@@ -93,7 +93,8 @@ void DownsampledSeries::add(const SeriesPoint& p) {
     // Keep every other point, ending with the newest, and sample half as often from now on.
     std::vector<SeriesPoint> kept;
     kept.reserve(points_.size() / 2 + 1);
-    for (size_t i = points_.size() % 2 == 0 ? 1 : 0; i < points_.size(); i += 2) kept.push_back(points_[i]);
+    for (size_t i = points_.size() % 2 == 0 ? 1 : 0; i < points_.size(); i += 2)
+      kept.push_back(points_[i]);
     points_ = std::move(kept);
     stride_ *= 2;
   }
@@ -190,7 +191,8 @@ void JobSeriesStore::on_event(const Job& job, const TaskEvent& e, double now) {
       break;
     }
     case TaskEvent::Kind::kError:
-      add_event({t, "error", rank, 0, e.task.generation, e.exit_code, e.message.substr(0, kMaxMessage)});
+      add_event(
+          {t, "error", rank, 0, e.task.generation, e.exit_code, e.message.substr(0, kMaxMessage)});
       break;
     case TaskEvent::Kind::kExited:
       if (e.exit_code == 0) return;
@@ -328,7 +330,8 @@ Status JobSeriesStore::load() {
       ev.generation = json_int(e, "generation");
       ev.exit_code = static_cast<int>(json_int(e, "exit_code"));
       ev.message = json_string(e, "message").substr(0, kMaxMessage);
-      if (ev.kind == "checkpoint" || ev.kind == "exit" || ev.kind == "error") s.events.push_back(ev);
+      if (ev.kind == "checkpoint" || ev.kind == "exit" || ev.kind == "error")
+        s.events.push_back(ev);
     }
     if (s.events.size() > options_.max_events)
       s.events.erase(s.events.begin(), s.events.end() - static_cast<long>(options_.max_events));

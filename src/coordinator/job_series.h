@@ -52,7 +52,8 @@ struct SeriesPoint {
 // One bounded, evenly downsampled series (see the file comment).
 class DownsampledSeries {
  public:
-  explicit DownsampledSeries(size_t max_points = 512) : max_points_(max_points < 4 ? 4 : max_points) {}
+  explicit DownsampledSeries(size_t max_points = 512)
+      : max_points_(max_points < 4 ? 4 : max_points) {}
   void add(const SeriesPoint& p);
   const std::vector<SeriesPoint>& points() const { return points_; }
   int64_t stride() const { return stride_; }
@@ -64,8 +65,8 @@ class DownsampledSeries {
  private:
   size_t max_points_;
   std::vector<SeriesPoint> points_;
-  int64_t stride_ = 1;   // one point per `stride_` events
-  int64_t seen_ = 0;     // events offered
+  int64_t stride_ = 1;        // one point per `stride_` events
+  int64_t seen_ = 0;          // events offered
   bool provisional_ = false;  // the last point is an off-stride event, replaced by the next
 };
 

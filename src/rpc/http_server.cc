@@ -95,24 +95,42 @@ namespace {
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return status < 400 ? "OK" : "Error";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return status < 400 ? "OK" : "Error";
   }
 }
 
@@ -121,10 +139,10 @@ bool header_safe(const std::string& s) {
 }
 
 void send_reply(mg_connection* conn, const HttpReply& reply, bool with_body) {
-  std::string head = "HTTP/1.1 " + std::to_string(reply.status) + " " +
-                     reason_phrase(reply.status) + "\r\nContent-Type: " +
-                     (header_safe(reply.content_type) ? reply.content_type : "text/plain") +
-                     "\r\nContent-Length: " + std::to_string(reply.body.size()) + "\r\n";
+  std::string head =
+      "HTTP/1.1 " + std::to_string(reply.status) + " " + reason_phrase(reply.status) +
+      "\r\nContent-Type: " + (header_safe(reply.content_type) ? reply.content_type : "text/plain") +
+      "\r\nContent-Length: " + std::to_string(reply.body.size()) + "\r\n";
   for (const auto& [name, value] : reply.headers) {
     if (name.empty() || !header_safe(name) || !header_safe(value)) continue;
     head += name + ": " + value + "\r\n";
@@ -220,12 +238,14 @@ Result<HttpReply> http_request(const std::string& host, int port, const std::str
   mg_init_library(0);
   std::string extra;
   for (const std::string& h : headers) extra += h + "\r\n";
-  if (!body.empty() || method == "POST") extra += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-  mg_connection* conn =
-      mg_download(host.c_str(), port, 0, error, sizeof(error), "%s %s HTTP/1.0\r\nHost: %s\r\n%s\r\n%s",
-                  method.c_str(), path.c_str(), host.c_str(), extra.c_str(), body.c_str());
+  if (!body.empty() || method == "POST")
+    extra += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  mg_connection* conn = mg_download(host.c_str(), port, 0, error, sizeof(error),
+                                    "%s %s HTTP/1.0\r\nHost: %s\r\n%s\r\n%s", method.c_str(),
+                                    path.c_str(), host.c_str(), extra.c_str(), body.c_str());
   if (!conn)
-    return unavailable(method + " http://" + host + ":" + std::to_string(port) + path + ": " + error);
+    return unavailable(method + " http://" + host + ":" + std::to_string(port) + path + ": " +
+                       error);
   HttpReply reply;
   const mg_response_info* info = mg_get_response_info(conn);
   reply.status = info ? info->status_code : 0;

@@ -41,9 +41,9 @@ struct HttpReply {
 };
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // URL-decoded, without the query
-  std::string query;   // raw, after '?'
+  std::string method;                          // "GET", "POST", ...
+  std::string path;                            // URL-decoded, without the query
+  std::string query;                           // raw, after '?'
   std::map<std::string, std::string> headers;  // names lower-cased; a repeated one: the last
   std::string body;
   std::string remote_addr;

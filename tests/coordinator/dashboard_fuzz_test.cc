@@ -59,7 +59,9 @@ class Hostile {
   explicit Hostile(uint32_t seed) : rng_(seed) {}
   size_t below(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng_); }
   template <typename T>
-  const T& pick(const std::vector<T>& v) { return v[below(v.size())]; }
+  const T& pick(const std::vector<T>& v) {
+    return v[below(v.size())];
+  }
   std::string bytes(size_t max) {
     std::string s(below(max + 1), '\0');
     for (char& c : s) c = static_cast<char>(below(256));
@@ -67,20 +69,78 @@ class Hostile {
   }
   // Pieces that have broken parsers before: escapes, separators, dots, NUL, CR/LF, long runs.
   std::string piece() {
-    static const std::vector<std::string> kPieces = {
-        "%", "%0", "%00", "%zz", "%2F", "%2e%2e", "..", "/", "//", "?", "&", "=", ";", ",", "+",
-        "#", "\\", " ", "\t", "\r\n", std::string(1, '\0'), "\xff", "\xc3\x28", "\xe2\x82",
-        "j-1", "j-999999999999999999999", "-1", "0", "1e9", "NaN", "RUNNING", "state", "limit",
-        "rank", "bytes", "id", "next", "token", "cancel", "series", "logs", "timeline", "spec",
-        "tern_session", std::string(300, 'a'), std::string(5000, '%'), "\"", "'", "<script>"};
+    static const std::vector<std::string> kPieces = {"%",
+                                                     "%0",
+                                                     "%00",
+                                                     "%zz",
+                                                     "%2F",
+                                                     "%2e%2e",
+                                                     "..",
+                                                     "/",
+                                                     "//",
+                                                     "?",
+                                                     "&",
+                                                     "=",
+                                                     ";",
+                                                     ",",
+                                                     "+",
+                                                     "#",
+                                                     "\\",
+                                                     " ",
+                                                     "\t",
+                                                     "\r\n",
+                                                     std::string(1, '\0'),
+                                                     "\xff",
+                                                     "\xc3\x28",
+                                                     "\xe2\x82",
+                                                     "j-1",
+                                                     "j-999999999999999999999",
+                                                     "-1",
+                                                     "0",
+                                                     "1e9",
+                                                     "NaN",
+                                                     "RUNNING",
+                                                     "state",
+                                                     "limit",
+                                                     "rank",
+                                                     "bytes",
+                                                     "id",
+                                                     "next",
+                                                     "token",
+                                                     "cancel",
+                                                     "series",
+                                                     "logs",
+                                                     "timeline",
+                                                     "spec",
+                                                     "tern_session",
+                                                     std::string(300, 'a'),
+                                                     std::string(5000, '%'),
+                                                     "\"",
+                                                     "'",
+                                                     "<script>"};
     return below(4) == 0 ? bytes(8) : pick(kPieces);
   }
   std::string path() {
-    static const std::vector<std::string> kRoots = {
-        "/", "/api/v1/", "/api/v1/jobs", "/api/v1/jobs/", "/api/v1/jobs/j-1", "/api/v1/jobs/j-1/",
-        "/api/v1/jobs/j-1/logs", "/api/v1/jobs/j-1/series", "/api/v1/jobs/j-1/cancel",
-        "/api/v1/cluster", "/api/v1/workers", "/static/", "/login", "/logout", "/job", "/jobs",
-        "/cluster", "/metrics", "/healthz", ""};
+    static const std::vector<std::string> kRoots = {"/",
+                                                    "/api/v1/",
+                                                    "/api/v1/jobs",
+                                                    "/api/v1/jobs/",
+                                                    "/api/v1/jobs/j-1",
+                                                    "/api/v1/jobs/j-1/",
+                                                    "/api/v1/jobs/j-1/logs",
+                                                    "/api/v1/jobs/j-1/series",
+                                                    "/api/v1/jobs/j-1/cancel",
+                                                    "/api/v1/cluster",
+                                                    "/api/v1/workers",
+                                                    "/static/",
+                                                    "/login",
+                                                    "/logout",
+                                                    "/job",
+                                                    "/jobs",
+                                                    "/cluster",
+                                                    "/metrics",
+                                                    "/healthz",
+                                                    ""};
     std::string p = pick(kRoots);
     for (size_t i = below(5); i > 0; --i) p += piece();
     if (below(2)) {
@@ -91,18 +151,30 @@ class Hostile {
   }
   std::string header_value() {
     static const std::vector<std::string> kValues = {
-        "", "Bearer", "Bearer ", std::string("Bearer ") + kToken, std::string("bearer ") + kToken,
-        std::string("Bearer ") + kToken + "x", "Basic dXNlcjpwdw==", "Bearer " + std::string(6000, 'x'),
-        "tern_session=", "tern_session=zz; tern_session=00", std::string("tern_session=") + std::string(32, '0'),
-        "1", "-1", "18446744073709551616", "chunked", "application/x-www-form-urlencoded"};
+        "",
+        "Bearer",
+        "Bearer ",
+        std::string("Bearer ") + kToken,
+        std::string("bearer ") + kToken,
+        std::string("Bearer ") + kToken + "x",
+        "Basic dXNlcjpwdw==",
+        "Bearer " + std::string(6000, 'x'),
+        "tern_session=",
+        "tern_session=zz; tern_session=00",
+        std::string("tern_session=") + std::string(32, '0'),
+        "1",
+        "-1",
+        "18446744073709551616",
+        "chunked",
+        "application/x-www-form-urlencoded"};
     return below(3) == 0 ? piece() : pick(kValues);
   }
   std::string request() {
-    static const std::vector<std::string> kMethods = {"GET", "POST", "HEAD", "PUT", "DELETE",
-                                                      "OPTIONS", "CONNECT", "get", "G\x00T", ""};
+    static const std::vector<std::string> kMethods = {
+        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "CONNECT", "get", "G\x00T", ""};
     static const std::vector<std::string> kHeaders = {
         "Authorization", "Cookie", "Content-Length", "Transfer-Encoding", "X-Tern-Request",
-        "Content-Type", "Host", "Expect", "Connection"};
+        "Content-Type",  "Host",   "Expect",         "Connection"};
     if (below(8) == 0) return bytes(3000);  // not HTTP at all
     std::string r = pick(kMethods) + " " + path() + " " +
                     (below(8) == 0 ? piece() : std::string("HTTP/1.1")) + "\r\n";
@@ -165,9 +237,10 @@ class DashboardFuzzTest : public ::testing::Test {
     auto s = CoordinatorServer::start(o, &clock_);
     ASSERT_TRUE(s.is_ok()) << s.status().to_string();
     server_ = std::move(s).value();
-    ASSERT_TRUE(server_->core()
-                    ->submit_job("name: fuzz\nworkers: 1\ndata: {source: synthetic}\n", {}, "f.yaml")
-                    .is_ok());
+    ASSERT_TRUE(
+        server_->core()
+            ->submit_job("name: fuzz\nworkers: 1\ndata: {source: synthetic}\n", {}, "f.yaml")
+            .is_ok());
   }
   void expect_alive() {
     const int port = server_->metrics_port();
@@ -231,7 +304,8 @@ TEST_F(DashboardFuzzTest, HostileRequestsIntoTheHandlerAnswerWellFormedReplies) 
     Hostile h(tokens ? 7 : 8);
     for (int i = 0; i < 20000; ++i) {
       HttpRequest r = h.parsed();
-      if (r.method == "POST" && r.path.find("cancel") != std::string::npos) r.path = "/api/v1/jobs/j-404/cancel";
+      if (r.method == "POST" && r.path.find("cancel") != std::string::npos)
+        r.path = "/api/v1/jobs/j-404/cancel";
       HttpReply reply = dashboard.handle(r);
       ASSERT_TRUE(reply.status >= 200 && reply.status < 600) << r.path;
       if (reply.content_type == "application/json") {
@@ -241,7 +315,8 @@ TEST_F(DashboardFuzzTest, HostileRequestsIntoTheHandlerAnswerWellFormedReplies) 
           ASSERT_TRUE(j.contains("error")) << reply.body;
         }
       }
-      ASSERT_NE(reply.status, 500) << r.method << " " << r.path << "?" << r.query << ": " << reply.body;
+      ASSERT_NE(reply.status, 500)
+          << r.method << " " << r.path << "?" << r.query << ": " << reply.body;
     }
     expect_alive();
     server_.reset();

@@ -88,10 +88,10 @@ class DashboardTest : public ::testing::Test {
     dashboard_ = std::make_unique<Dashboard>(d, core_.get(), series_.get(), &clock_);
   }
   static std::shared_ptr<const TokenAuthenticator> tokens() {
-    return std::make_shared<TokenAuthenticator>(TokenAuthenticator::with_roles(
-        {{"alice", kUserToken, Role::kUser},
-         {"daemons", kWorkerToken, Role::kWorker},
-         {"root", kAdminToken, Role::kAdmin}}));
+    return std::make_shared<TokenAuthenticator>(
+        TokenAuthenticator::with_roles({{"alice", kUserToken, Role::kUser},
+                                        {"daemons", kWorkerToken, Role::kWorker},
+                                        {"root", kAdminToken, Role::kAdmin}}));
   }
   HttpReply call(const std::string& method, const std::string& target,
                  std::map<std::string, std::string> headers = {}, const std::string& body = "") {
@@ -115,13 +115,14 @@ class DashboardTest : public ::testing::Test {
     return j;
   }
   // A job of `world` ranks placed on `world` fresh workers and started: its task keys.
-  std::vector<std::pair<RegistrationResult, TaskKey>> running_job(const std::string& name, int world) {
+  std::vector<std::pair<RegistrationResult, TaskKey>> running_job(const std::string& name,
+                                                                  int world) {
     auto job = core_->submit_job(spec(name, world), {}, name + ".yaml");
     EXPECT_TRUE(job.is_ok()) << job.status().to_string();
     std::vector<std::pair<RegistrationResult, TaskKey>> out;
     for (int i = 0; i < world; ++i) {
-      auto w = core_->register_worker({name + "-w" + std::to_string(i), "127.0.0.1", "local", 1,
-                                       {42000 + ports_++}, 0});
+      auto w = core_->register_worker(
+          {name + "-w" + std::to_string(i), "127.0.0.1", "local", 1, {42000 + ports_++}, 0});
       EXPECT_TRUE(w.is_ok()) << w.status().to_string();
       out.push_back({*w, {}});
     }
@@ -186,8 +187,9 @@ TEST_F(DashboardTest, JobsAndWorkersMirrorTheGrpcStatusMessages) {
   EXPECT_DOUBLE_EQ(j["samples_per_s"].get<double>(), proto.samples_per_s());
   EXPECT_EQ(j["world_size"].get<int>(), proto.world_size());
   EXPECT_EQ(j["generation"].get<int64_t>(), proto.generation());
-  EXPECT_DOUBLE_EQ(j["created_at"].get<double>(), static_cast<double>(proto.created_at().seconds()) +
-                                                      proto.created_at().nanos() * 1e-9);
+  EXPECT_DOUBLE_EQ(
+      j["created_at"].get<double>(),
+      static_cast<double>(proto.created_at().seconds()) + proto.created_at().nanos() * 1e-9);
   ASSERT_EQ(j["ranks"].size(), static_cast<size_t>(proto.ranks_size()));
   for (int r = 0; r < proto.ranks_size(); ++r) {
     const json& jr = j["ranks"][r];
@@ -198,7 +200,8 @@ TEST_F(DashboardTest, JobsAndWorkersMirrorTheGrpcStatusMessages) {
     EXPECT_DOUBLE_EQ(jr["loss"].get<double>(), pr.loss());
     EXPECT_DOUBLE_EQ(jr["samples_per_s"].get<double>(), pr.samples_per_s());
     EXPECT_EQ(jr["metrics"].size(), static_cast<size_t>(pr.metrics_size()));
-    for (const auto& [k, v] : pr.metrics()) EXPECT_DOUBLE_EQ(jr["metrics"][k].get<double>(), v) << k;
+    for (const auto& [k, v] : pr.metrics())
+      EXPECT_DOUBLE_EQ(jr["metrics"][k].get<double>(), v) << k;
     EXPECT_TRUE(jr["generation"].is_number_integer());
   }
   EXPECT_EQ(list["jobs"][1]["state"], "PENDING");
@@ -286,7 +289,8 @@ TEST_F(DashboardTest, SeriesFollowTheFirstMemberAndTimelineHasCheckpointsAndExit
   json t = get_json("/api/v1/jobs/" + id + "/timeline");
   std::vector<std::string> kinds;
   for (const json& e : t["events"]) kinds.push_back(e["kind"]);
-  EXPECT_EQ(kinds, (std::vector<std::string>{"submitted", "started", "checkpoint", "exit", "finished"}))
+  EXPECT_EQ(kinds,
+            (std::vector<std::string>{"submitted", "started", "checkpoint", "exit", "finished"}))
       << t.dump();
   EXPECT_GT(get_json("/api/v1/jobs/" + id + "/series")["version"].get<uint64_t>(), version);
   for (size_t i = 1; i < t["events"].size(); ++i)
@@ -322,11 +326,14 @@ TEST_F(DashboardTest, SeriesStayBoundedEvenlySampledAndSurviveARestart) {
   EXPECT_EQ(after["version"], before["version"]);
   // ... and goes on from there.
   ASSERT_TRUE(report(ranks[0].first, progress(ranks[0].second, 501, 0.001)).is_ok());
-  EXPECT_EQ(get_json("/api/v1/jobs/" + id + "/series")["progress"]["points"].back()[1].get<int64_t>(), 501);
+  EXPECT_EQ(
+      get_json("/api/v1/jobs/" + id + "/series")["progress"]["points"].back()[1].get<int64_t>(),
+      501);
 
   // A damaged or foreign file is skipped (that job's charts start empty), never fatal.
   const fs::path series_dir = dir_ / "state" / "series";
-  std::ofstream(series_dir / "j-77.json") << "{\"format\": 1, \"job_id\": \"j-77\", \"progress\": {\"points\": [[1]]}}";
+  std::ofstream(series_dir / "j-77.json")
+      << "{\"format\": 1, \"job_id\": \"j-77\", \"progress\": {\"points\": [[1]]}}";
   std::ofstream(series_dir / "j-78.json") << "\x01\x02 not json";
   std::ofstream(series_dir / "j-79.json") << "{\"format\": 1, \"job_id\": \"j-1\"}";
   series_.reset();  // flushes first: the files above stay as written
@@ -366,19 +373,29 @@ TEST_F(DashboardTest, WithTokensPagesAndApiNeedAUserOrAdminToken) {
   auto job = core_->submit_job(spec("secret", 1), {}, "s.yaml");
   ASSERT_TRUE(job.is_ok());
   const std::string id = job->id;
-  for (const std::string& path : std::vector<std::string>{
-           "/api/v1/jobs", "/api/v1/cluster", "/api/v1/workers", "/api/v1/jobs/" + id,
-           "/api/v1/jobs/" + id + "/series", "/api/v1/jobs/" + id + "/logs", "/api/v1/jobs/j-404"}) {
+  for (const std::string& path :
+       std::vector<std::string>{"/api/v1/jobs", "/api/v1/cluster", "/api/v1/workers",
+                                "/api/v1/jobs/" + id, "/api/v1/jobs/" + id + "/series",
+                                "/api/v1/jobs/" + id + "/logs", "/api/v1/jobs/j-404"}) {
     EXPECT_EQ(call("GET", path).status, 401) << path;
-    EXPECT_EQ(call("GET", path, {{"authorization", "Bearer wrong-token-0123456789"}}).status, 401) << path;
-    EXPECT_EQ(call("GET", path, {{"authorization", kUserToken}}).status, 401) << path << " (no Bearer)";
-    EXPECT_EQ(call("GET", path, {{"authorization", std::string("Bearer ") + kWorkerToken}}).status, 403)
+    EXPECT_EQ(call("GET", path, {{"authorization", "Bearer wrong-token-0123456789"}}).status, 401)
         << path;
-    EXPECT_EQ(call("GET", path, {{"cookie", "tern_session=0123456789abcdef0123456789abcdef"}}).status, 401)
+    EXPECT_EQ(call("GET", path, {{"authorization", kUserToken}}).status, 401)
+        << path << " (no Bearer)";
+    EXPECT_EQ(call("GET", path, {{"authorization", std::string("Bearer ") + kWorkerToken}}).status,
+              403)
+        << path;
+    EXPECT_EQ(
+        call("GET", path, {{"cookie", "tern_session=0123456789abcdef0123456789abcdef"}}).status,
+        401)
         << path;
   }
-  EXPECT_EQ(call("GET", "/api/v1/jobs", {{"authorization", std::string("Bearer ") + kUserToken}}).status, 200);
-  EXPECT_EQ(call("GET", "/api/v1/jobs", {{"authorization", std::string("Bearer ") + kAdminToken}}).status, 200);
+  EXPECT_EQ(
+      call("GET", "/api/v1/jobs", {{"authorization", std::string("Bearer ") + kUserToken}}).status,
+      200);
+  EXPECT_EQ(
+      call("GET", "/api/v1/jobs", {{"authorization", std::string("Bearer ") + kAdminToken}}).status,
+      200);
 
   // Pages send the browser to the login form, and back afterwards.
   HttpReply page = call("GET", "/job", {}, "");
@@ -395,7 +412,8 @@ TEST_F(DashboardTest, WithTokensPagesAndApiNeedAUserOrAdminToken) {
   EXPECT_TRUE(contains(wrong.body, "unknown token")) << wrong.body;
   EXPECT_TRUE(header_of(wrong, "Set-Cookie").empty());
   EXPECT_EQ(call("POST", "/login", {}, std::string("token=") + kWorkerToken).status, 403);
-  HttpReply ok = call("POST", "/login", {}, std::string("token=") + kUserToken + "&next=%2Fjob%3Fid%3D" + id);
+  HttpReply ok =
+      call("POST", "/login", {}, std::string("token=") + kUserToken + "&next=%2Fjob%3Fid%3D" + id);
   ASSERT_EQ(ok.status, 303);
   EXPECT_EQ(header_of(ok, "Location"), "/job?id=" + id);
   const std::string set_cookie = header_of(ok, "Set-Cookie");
@@ -415,7 +433,11 @@ TEST_F(DashboardTest, WithTokensPagesAndApiNeedAUserOrAdminToken) {
   // Cancel: the roles of `tern cancel`, and a header a cross-site form cannot send.
   const std::string cancel = "/api/v1/jobs/" + id + "/cancel";
   EXPECT_EQ(call("POST", cancel, {{"cookie", session}}).status, 403);
-  EXPECT_EQ(call("POST", cancel, {{"authorization", std::string("Bearer ") + kWorkerToken}, {"x-tern-request", "1"}}).status, 403);
+  EXPECT_EQ(
+      call("POST", cancel,
+           {{"authorization", std::string("Bearer ") + kWorkerToken}, {"x-tern-request", "1"}})
+          .status,
+      403);
   EXPECT_EQ(call("POST", cancel, {{"x-tern-request", "1"}}).status, 401);
   EXPECT_EQ(call("GET", cancel, {{"cookie", session}, {"x-tern-request", "1"}}).status, 405);
   EXPECT_EQ(core_->get_job(id)->state, JobState::kPending);
@@ -423,11 +445,15 @@ TEST_F(DashboardTest, WithTokensPagesAndApiNeedAUserOrAdminToken) {
   ASSERT_EQ(done.status, 200) << done.body;
   EXPECT_EQ(core_->get_job(id)->state, JobState::kCancelled);
   EXPECT_TRUE(contains(core_->get_job(id)->reason, "alice")) << core_->get_job(id)->reason;
-  EXPECT_EQ(call("POST", "/api/v1/jobs/j-404/cancel", {{"cookie", session}, {"x-tern-request", "1"}}).status, 404);
+  EXPECT_EQ(
+      call("POST", "/api/v1/jobs/j-404/cancel", {{"cookie", session}, {"x-tern-request", "1"}})
+          .status,
+      404);
 
   // Sessions end: by logging out, or after session_ttl.
   HttpReply ok2 = call("POST", "/login", {}, std::string("token=") + kAdminToken);
-  const std::string session2 = header_of(ok2, "Set-Cookie").substr(0, header_of(ok2, "Set-Cookie").find(';'));
+  const std::string session2 =
+      header_of(ok2, "Set-Cookie").substr(0, header_of(ok2, "Set-Cookie").find(';'));
   EXPECT_EQ(call("POST", "/logout", {{"cookie", session}}).status, 303);
   EXPECT_EQ(call("GET", "/api/v1/jobs", {{"cookie", session}}).status, 401);
   EXPECT_EQ(call("GET", "/api/v1/jobs", {{"cookie", session2}}).status, 200);
@@ -494,7 +520,8 @@ TEST_F(DashboardTest, ACoordinatorRestartKeepsTheChartsHistory) {
     ASSERT_FALSE(hb->commands.empty());
     const TaskKey key = hb->commands[0].task;
     for (int step = 1; step <= 30; ++step)
-      ASSERT_TRUE(core->report_events(w->worker_id, w->session, {progress(key, step, 3.0 / step)}).is_ok());
+      ASSERT_TRUE(
+          core->report_events(w->worker_id, w->session, {progress(key, step, 3.0 / step)}).is_ok());
     auto r = http_get("127.0.0.1", *port, "/api/v1/jobs/" + id + "/series");
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     before = json::parse(r->body);
