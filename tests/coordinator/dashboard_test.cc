@@ -536,5 +536,37 @@ TEST_F(DashboardTest, ACoordinatorRestartKeepsTheChartsHistory) {
   EXPECT_TRUE(fs::exists(dir_ / "server" / "series" / (id + ".json")));
 }
 
+// Without auth tokens the dashboard follows gRPC's rule: loopback only. On another interface
+// its paths answer 403 (saying what to configure) while /healthz and /metrics stay.
+TEST_F(DashboardTest, WithoutTokensTheDashboardIsOffBeyondLoopback) {
+  auto port = find_free_port("0.0.0.0");
+  ASSERT_TRUE(port.is_ok());
+  CoordinatorServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.core.state_dir = (dir_ / "wide").string();
+  o.metrics_port = *port;
+  o.metrics_host = "0.0.0.0";
+  o.web_root = (dir_ / "web").string();
+  SystemClock clock;
+  auto server = CoordinatorServer::start(o, &clock);
+  ASSERT_TRUE(server.is_ok()) << server.status().to_string();
+  for (const char* path : {"/api/v1/jobs", "/jobs", "/login", "/static/app.js"}) {
+    auto r = http_get("127.0.0.1", *port, path);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    EXPECT_EQ(r->status, 403) << path;
+    EXPECT_TRUE(contains(r->body, "auth.tokens")) << r->body;
+  }
+  EXPECT_EQ(http_get("127.0.0.1", *port, "/healthz")->status, 200);
+  EXPECT_EQ(http_get("127.0.0.1", *port, "/metrics")->status, 200);
+  // With tokens the same interface serves it (to token holders).
+  (*server)->shutdown();
+  server->reset();
+  o.security.auth = tokens();
+  auto secured = CoordinatorServer::start(o, &clock);
+  ASSERT_TRUE(secured.is_ok()) << secured.status().to_string();
+  EXPECT_EQ(http_get("127.0.0.1", *port, "/api/v1/jobs")->status, 401);
+  EXPECT_EQ(http_get("127.0.0.1", *port, "/api/v1/jobs", kUserToken)->status, 200);
+}
+
 }  // namespace
 }  // namespace tern
