@@ -24,9 +24,9 @@ const char* kUserToken = "user-token-0123456789abcdef";
 const char* kWorkerToken = "worker-token-0123456789abcdef";
 const char* kAdminToken = "admin-token-0123456789abcdef";
 
-std::string spec(const std::string& name, int workers) {
+std::string spec(const std::string& name, int workers, const std::string& extra = "") {
   return "name: " + name + "\nworkers: " + std::to_string(workers) +
-         "\ndata: {source: synthetic, train_size: 512, test_size: 128}\n";
+         "\ndata: {source: synthetic, train_size: 512, test_size: 128}\n" + extra;
 }
 
 bool contains(const std::string& s, const std::string& part) {
@@ -116,8 +116,9 @@ class DashboardTest : public ::testing::Test {
   }
   // A job of `world` ranks placed on `world` fresh workers and started: its task keys.
   std::vector<std::pair<RegistrationResult, TaskKey>> running_job(const std::string& name,
-                                                                  int world) {
-    auto job = core_->submit_job(spec(name, world), {}, name + ".yaml");
+                                                                  int world,
+                                                                  const std::string& extra = "") {
+    auto job = core_->submit_job(spec(name, world, extra), {}, name + ".yaml");
     EXPECT_TRUE(job.is_ok()) << job.status().to_string();
     std::vector<std::pair<RegistrationResult, TaskKey>> out;
     for (int i = 0; i < world; ++i) {
@@ -566,6 +567,47 @@ TEST_F(DashboardTest, WithoutTokensTheDashboardIsOffBeyondLoopback) {
   ASSERT_TRUE(secured.is_ok()) << secured.status().to_string();
   EXPECT_EQ(http_get("127.0.0.1", *port, "/api/v1/jobs")->status, 401);
   EXPECT_EQ(http_get("127.0.0.1", *port, "/api/v1/jobs", kUserToken)->status, 200);
+}
+
+// An elastic job loses a rank: the timeline shows the shrink, when it was decided and how long
+// until the survivors trained again, as `tern status` does.
+TEST_F(DashboardTest, TimelineShowsAShrinkAndItsRecoveryTime) {
+  auto ranks = running_job("elastic", 3, "recovery: {mode: partial, min_workers: 2}\n");
+  const std::string id = ranks[0].second.job_id;
+  TaskEvent lost;
+  lost.kind = TaskEvent::Kind::kExited;
+  lost.task = ranks[2].second;
+  lost.exit_code = -9;
+  lost.time = 1.7e9 + 10.0;
+  ASSERT_TRUE(report(ranks[2].first, lost).is_ok());
+  ASSERT_EQ(core_->get_job(id)->generation, 2);
+  TaskEvent again = progress(TaskKey{id, 0, 2}, 6, 1.0);
+  again.metrics["regroup_generation"] = 2;
+  again.time = 1.7e9 + 10.4;
+  ASSERT_TRUE(report(ranks[0].first, again).is_ok());
+
+  json job = get_json("/api/v1/jobs/" + id)["job"];
+  EXPECT_EQ(job["members"], json::array({0, 1}));
+  ASSERT_EQ(job["timelines"].size(), 1u);
+  EXPECT_EQ(job["timelines"][0]["world"].get<int>(), 2);
+  EXPECT_FALSE(job["timelines"][0]["grow"].get<bool>());
+  json events = get_json("/api/v1/jobs/" + id + "/timeline")["events"];
+  const json* shrink = nullptr;
+  const json* exit = nullptr;
+  for (const json& e : events) {
+    if (e["kind"] == "shrink") shrink = &e;
+    if (e["kind"] == "exit") exit = &e;
+  }
+  ASSERT_NE(shrink, nullptr) << events.dump();
+  EXPECT_EQ((*shrink)["generation"].get<int64_t>(), 2);
+  EXPECT_DOUBLE_EQ((*shrink)["t"].get<double>(), 1.7e9 + 10.0) << "at the loss";
+  EXPECT_NEAR((*shrink)["recovery_s"].get<double>(), 0.4, 1e-6);
+  ASSERT_NE(exit, nullptr) << events.dump();
+  EXPECT_EQ((*exit)["rank"].get<int>(), 2);
+  EXPECT_EQ((*exit)["exit_code"].get<int>(), -9);
+  // The job's series goes on with the first member's progress at the new generation.
+  json series = get_json("/api/v1/jobs/" + id + "/series");
+  EXPECT_EQ(series["progress"]["points"].back()[1].get<int64_t>(), 6);
 }
 
 }  // namespace
