@@ -478,12 +478,15 @@ bool Dashboard::authenticate(const HttpRequest& request, bool is_page, Principal
 }
 
 HttpReply Dashboard::login(const HttpRequest& request) {
-  if (request.method == "GET" || request.method == "HEAD") return page("login.html");
+  const bool tokens = options_.auth && options_.auth->enabled();
+  if (request.method == "GET" || request.method == "HEAD") {
+    return tokens ? page("login.html") : redirect("/jobs");  // nothing to log in to
+  }
   if (request.method != "POST") return error_reply(405, "UNIMPLEMENTED", "GET or POST /login");
   auto form = parse_form(request.body);
   const std::string token = form.count("token") ? form["token"].front() : "";
   const std::string next = safe_next(form.count("next") ? form["next"].front() : "/jobs");
-  if (!options_.auth || !options_.auth->enabled()) return redirect(next);
+  if (!tokens) return redirect(next);
   const ApiToken* t = token.empty() ? nullptr : options_.auth->find("Bearer " + token);
   if (!t) {
     spdlog::info("dashboard: a login from {} with an unknown token refused", request.remote_addr);

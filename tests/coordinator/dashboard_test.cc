@@ -471,6 +471,7 @@ TEST_F(DashboardTest, WithoutTokensEverythingIsOpenAndPagesAreServed) {
   EXPECT_EQ(jobs.content_type, "text/html; charset=utf-8");
   EXPECT_FALSE(header_of(jobs, "Content-Security-Policy").empty());
   EXPECT_EQ(call("GET", "/").status, 303);
+  EXPECT_EQ(header_of(call("GET", "/login"), "Location"), "/jobs") << "nothing to log in to";
   EXPECT_EQ(call("GET", "/nope").status, 404);
   EXPECT_EQ(call("DELETE", "/api/v1/jobs").status, 405);
   HttpReply cancel = call("POST", "/api/v1/jobs/" + job->id + "/cancel", {{"x-tern-request", "1"}});
