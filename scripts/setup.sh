@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs tern's build dependencies from Debian's apt (skipped when already present), then
-# configures and builds tern into build/. Idempotent: run it again after pulling.
+# Installs tern's build dependencies from Debian's apt (skipped when already present) and the
+# dashboard's npm packages (web/package-lock.json: uPlot, and playwright-core for the browser
+# test, which drives Debian's chromium), then configures and builds tern into build/.
+# Idempotent: run it again after pulling.
 #
 #   scripts/setup.sh                 # deps + Release build of everything
 #   TERN_BUILD_DIR=build-x scripts/setup.sh
@@ -17,7 +19,11 @@ PACKAGES=(
   dataset-fashion-mnist
   libcivetweb-dev openssl
   python3-grpcio python3-protobuf python3-yaml gnuplot-nox
+  chromium
 )
+# node and npm: Debian's, unless a node with npm is already installed (another vendor's nodejs
+# package conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -31,6 +37,17 @@ if [ ${#missing[@]} -gt 0 ] && [ -z "${TERN_SKIP_APT:-}" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "setup: apt dependencies present"
+fi
+
+# The dashboard's JavaScript from the npm registry, exactly as locked; again only when the lock
+# file changed. Nothing is fetched at run time: the build copies uPlot next to the pages.
+lock_sum=$(sha256sum web/package-lock.json | cut -d' ' -f1)
+if [ "$(cat web/node_modules/.tern-lock 2>/dev/null)" != "$lock_sum" ]; then
+  echo "setup: npm ci in web/"
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > web/node_modules/.tern-lock
+else
+  echo "setup: npm packages present"
 fi
 
 JOBS=${TERN_JOBS:-$(nproc)}

@@ -297,16 +297,27 @@ int cluster_up_command(const ClusterCommandOptions& options) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   for (auto& p : procs) p->detach();
+  // The dashboard (and /metrics) when the cluster serves HTTP; an unspecified host is dialled
+  // on loopback.
+  std::string dashboard;
+  if (c.metrics_port > 0) {
+    std::string host = c.metrics.host;
+    if (host == "0.0.0.0" || host == "::" || host.empty()) host = "127.0.0.1";
+    if (host.find(':') != std::string::npos) host = "[" + host + "]";
+    dashboard = "http://" + host + ":" + std::to_string(c.metrics_port) + "/jobs";
+  }
   if (options.json) {
     nlohmann::json j{
         {"cluster", c.name},       {"coordinator", address},   {"coordinator_pid", started[0].pid},
         {"workers", names.size()}, {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
+    if (!dashboard.empty()) j["dashboard"] = dashboard;
     std::cout << dump_json(j) << std::endl;
   } else {
     std::cout << "cluster '" << c.name << "' is up: coordinator at " << address << " (pid "
               << started[0].pid << "), " << names.size() << " workers in " << c.regions.size()
               << " region" << (c.regions.size() == 1 ? "" : "s") << "\n  logs:  " << c.log_dir()
               << " (coordinator.log, <worker>.log, jobs/<job>/rank-<r>.log)"
+              << (dashboard.empty() ? "" : "\n  web:   " + dashboard)
               << "\n  state: " << c.state_dir << "\n  stop:  tern cluster down " << options.file
               << std::endl;
   }

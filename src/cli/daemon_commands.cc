@@ -153,6 +153,7 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
     so.guard.rate_per_s = cluster->limits.rate_per_s;
     so.guard.rate_burst = static_cast<double>(cluster->limits.rate_burst);
     so.metrics_port = static_cast<int>(cluster->metrics_port);
+    so.cluster_name = cluster->name;
     so.metrics_host = cluster->metrics.host;
     if (!cluster->metrics.token_file.empty()) {
       auto token = read_secret_file(cluster->metrics.token_file,

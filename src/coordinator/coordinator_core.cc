@@ -1052,6 +1052,10 @@ Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_
     Status s = apply_event_locked(*w, e, &journal);
     if (s.is_ok()) {
       ++applied;
+      if (options_.observer && e.kind != TaskEvent::Kind::kLog) {
+        if (auto j = jobs_.find(e.task.job_id); j != jobs_.end())
+          options_.observer->on_event(j->second, e, clock_->unix_seconds());
+      }
     } else {
       ++worker_stats_.events_dropped;
       spdlog::debug("worker {}: dropped an event of {}/rank {} gen {}: {}", worker_id,

@@ -48,6 +48,15 @@ namespace tern {
 
 struct SlotOffer;
 
+// Sees every trainer event the core applied, with the job as it stands after it (the
+// dashboard's time series, job_series.h). Called with the core's mutex held: it must be quick,
+// do no file or network I/O, and never call back into the core.
+class JobEventObserver {
+ public:
+  virtual ~JobEventObserver() = default;
+  virtual void on_event(const Job& job, const TaskEvent& event, double now) = 0;
+};
+
 struct CoordinatorOptions {
   std::string state_dir;       // journal/ and logs/ live below it
   int64_t heartbeat_ms = 500;  // told to workers at registration
@@ -80,6 +89,8 @@ struct CoordinatorOptions {
   int64_t max_log_bytes_per_job = int64_t{64} << 20;
   // One log chunk (one event) keeps at most this many bytes; the rest is replaced by a marker.
   int64_t max_log_chunk_bytes = int64_t{1} << 20;
+  // Told about every applied trainer event (may be null); must outlive the core.
+  JobEventObserver* observer = nullptr;
 };
 
 // What the worker plane refused or dropped (rendered on /metrics).

@@ -10,7 +10,12 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(
     const CoordinatorServerOptions& options, Clock* clock) {
   std::unique_ptr<CoordinatorServer> s(new CoordinatorServer());
   s->options_ = options;
-  TERN_ASSIGN_OR_RETURN(s->core_, CoordinatorCore::open(options.core, clock));
+  JobSeriesOptions series;
+  if (!options.core.state_dir.empty()) series.dir = options.core.state_dir + "/series";
+  TERN_ASSIGN_OR_RETURN(s->series_, JobSeriesStore::open(series));
+  CoordinatorOptions core = options.core;
+  core.observer = s->series_.get();
+  TERN_ASSIGN_OR_RETURN(s->core_, CoordinatorCore::open(core, clock));
   s->guard_ = std::make_unique<CallGuard>(options.guard, options.security.auth, &s->rpc_metrics_);
   s->coordinator_service_ =
       std::make_unique<CoordinatorService>(s->core_.get(), clock, s->guard_.get());
@@ -43,9 +48,36 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(
     http.host = options.metrics_host.empty() ? "127.0.0.1" : options.metrics_host;
     http.port = options.metrics_port;
     if (!options.metrics_token.empty()) http.tokens["/metrics"] = options.metrics_token;
-    TERN_ASSIGN_OR_RETURN(s->http_, HttpServer::start(http, std::move(handlers)));
-    spdlog::info("metrics on http://{}:{}/metrics{} (and /healthz)", http.host,
-                 options.metrics_port, options.metrics_token.empty() ? "" : " (bearer token)");
+    const bool tokens = options.security.auth && options.security.auth->enabled();
+    HttpServer::RequestHandler fallback;
+    std::string dashboard_note;
+    if (tokens || is_loopback_host(http.host)) {
+      DashboardOptions d;
+      d.cluster_name = options.cluster_name;
+      d.web_root = options.web_root.empty() ? Dashboard::default_web_root() : options.web_root;
+      d.auth = options.security.auth;
+      d.rate_per_s = options.guard.rate_per_s;
+      d.rate_burst = options.guard.rate_burst;
+      s->dashboard_ = std::make_unique<Dashboard>(d, s->core_.get(), s->series_.get(), clock);
+      Dashboard* dashboard = s->dashboard_.get();
+      fallback = [dashboard](const HttpRequest& r) { return dashboard->handle(r); };
+      dashboard_note =
+          dashboard->has_pages() ? ", the dashboard at /jobs" : ", the API at /api/v1/";
+      if (tokens) dashboard_note += " (needs a user or admin token)";
+    } else {
+      spdlog::warn(
+          "the dashboard is off: coordinator.metrics_host {} is not loopback and the "
+          "cluster has no auth.tokens (it would show and cancel jobs for anyone)",
+          http.host);
+      fallback = [](const HttpRequest&) {
+        return HttpReply{403, "text/plain; charset=utf-8",
+                         "the dashboard needs auth.tokens in the cluster file when "
+                         "coordinator.metrics_host is not a loopback address\n"};
+      };
+    }
+    TERN_ASSIGN_OR_RETURN(s->http_, HttpServer::start(http, std::move(handlers), fallback));
+    spdlog::info("HTTP on http://{}:{}: /metrics{}, /healthz{}", http.host, s->http_->port(),
+                 options.metrics_token.empty() ? "" : " (bearer token)", dashboard_note);
   }
   CoordinatorServer* self = s.get();
   s->ticker_ = std::thread([self] {

@@ -1,7 +1,11 @@
 // CoordinatorServer: the coordinator process's owner object (the third of the gRPC layers in
-// docs/contributing.md, "Interfaces and seams"). Opens the CoordinatorCore (journal replay),
-// serves the Coordinator and WorkerService over gRPC on one address, and runs the ticker thread
-// that expires leases and places jobs.
+// docs/contributing.md, "Interfaces and seams"). Opens the CoordinatorCore (journal replay) and
+// the jobs' time series (job_series.h, under <state_dir>/series), serves the Coordinator and
+// WorkerService over gRPC on one address, serves /metrics, /healthz and the dashboard
+// (dashboard.h) over HTTP when metrics_port is set, and runs the ticker thread that expires
+// leases and places jobs. The dashboard follows gRPC's rule: without auth tokens it is served
+// only on a loopback interface (on any other metrics_host its paths answer 403 and /metrics and
+// /healthz stay).
 //
 // Thread-safe: shutdown() may be called from any thread, once or more; the destructor calls it.
 #pragma once
@@ -13,6 +17,8 @@
 
 #include "common/clock.h"
 #include "coordinator/coordinator_core.h"
+#include "coordinator/dashboard.h"
+#include "coordinator/job_series.h"
 #include "coordinator/service.h"
 #include "rpc/call_guard.h"
 #include "rpc/http_server.h"
@@ -33,6 +39,9 @@ struct CoordinatorServerOptions {
   std::string metrics_host = "127.0.0.1";  // the interface they bind (loopback by default)
   std::string metrics_token;               // non-empty: /metrics needs "Authorization: Bearer" it
   HttpServerOptions http;                  // threads and timeouts of the HTTP server
+  // The dashboard's pages (Dashboard::default_web_root() when empty) and the cluster's name.
+  std::string web_root;
+  std::string cluster_name = "local";
 };
 
 class CoordinatorServer {
@@ -45,18 +54,21 @@ class CoordinatorServer {
   int metrics_port() const { return http_ ? http_->port() : 0; }
   std::string address() const;
   CoordinatorCore* core() { return core_.get(); }
+  JobSeriesStore* series() { return series_.get(); }
   void shutdown();
 
  private:
   CoordinatorServer() = default;
   CoordinatorServerOptions options_;
+  std::unique_ptr<JobSeriesStore> series_;  // outlives core_ (its observer)
   std::unique_ptr<CoordinatorCore> core_;
   RpcMetrics rpc_metrics_;
   std::unique_ptr<CallGuard> guard_;
   std::unique_ptr<CoordinatorService> coordinator_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<RpcServer> server_;
-  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<Dashboard> dashboard_;
+  std::unique_ptr<HttpServer> http_;  // calls dashboard_: declared after it, destroyed first
   std::atomic<bool> stop_{false};
   std::thread ticker_;
 };
