@@ -7,6 +7,9 @@
 #
 #   scripts/netns-cluster.sh up N [--tag T] [--slots S] [--heartbeat-ms MS] [--lease-ms MS]
 #                                 [--rate MBIT]      bring a cluster up; prints its state dir
+#                                 [--nice N]         run the daemons (and so their trainers, 10
+#                                                    nicer still) at niceness N (benchmarks on a
+#                                                    shared machine: -10)
 #                                 [--wan MBIT[:MS]]  (--wan: the trainers' in-process WAN model
 #                                                    instead, network.emulate true, MBIT and MS
 #                                                    one-way latency between every two hosts)
@@ -118,7 +121,7 @@ wait_ready() {  # tag n timeout_s
 cmd_up() {
   local n=${1:?usage: netns-cluster.sh up N [--tag T] ...}
   shift
-  local tag="p$$" slots=1 heartbeat_ms=200 lease_ms=1500 rate="" wan=""
+  local tag="p$$" slots=1 heartbeat_ms=200 lease_ms=1500 rate="" wan="" niceness=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --tag) tag=$2; shift 2 ;;
@@ -127,11 +130,14 @@ cmd_up() {
       --lease-ms) lease_ms=$2; shift 2 ;;
       --rate) rate=$2; shift 2 ;;
       --wan) wan=$2; shift 2 ;;
+      --nice) niceness=$2; shift 2 ;;
       *) die "up: unknown option '$1'" ;;
     esac
   done
   [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || die "up: N must be 1..200 workers, got '$n'"
   check_tag "$tag"
+  [[ "$niceness" =~ ^-?[0-9]+$ ]] && [ "$niceness" -ge -20 ] && [ "$niceness" -le 19 ] ||
+    die "up: --nice must be -20..19, got '$niceness'"
   local network="{emulate: false}"
   if [ -n "$wan" ]; then
     [[ "$wan" =~ ^([0-9]+(\.[0-9]+)?)(:([0-9]+(\.[0-9]+)?))?$ ]] || die "up: --wan must be MBIT[:LATENCY_MS], got '$wan'"
@@ -148,8 +154,12 @@ cmd_up() {
   if [ -e "$dir" ] || ip netns list | grep -q "^tern-$tag-h"; then
     die "tag $tag is in use ($dir or namespaces tern-$tag-h*): pick another --tag or run: $0 down $tag"
   fi
-  # From here on a failure (or ^C) takes down whatever was made.
-  trap 'echo "netns-cluster: up failed; cleaning up $tag" >&2; cmd_down "$tag" >&2' ERR INT TERM
+  if [ -n "$rate" ]; then
+    [[ "$rate" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "up: --rate must be Mbit/s, got '$rate'"
+  fi
+  # From here on any failure, exit or ^C takes down whatever was made.
+  trap 'echo "netns-cluster: up failed; cleaning up $tag" >&2; cmd_down "$tag" >&2' EXIT
+  trap 'exit 130' INT TERM
   mkdir -p "$dir"/{logs,pids,work,state}
 
   local br
@@ -210,14 +220,14 @@ EOF
     >"$dir/logs/coordinator.log" 2>&1 &
   echo $! >"$dir/pids/coordinator"
   for i in $(seq 1 "$n"); do
-    ip netns exec "$(ns_name "$tag" "$i")" "$TERN_BIN/tern" worker --cluster "$dir/cluster.yaml" \
+    nice -n "$niceness" ip netns exec "$(ns_name "$tag" "$i")" "$TERN_BIN/tern" worker --cluster "$dir/cluster.yaml" \
       --name "h$i" --host "$(host_addr "$i")" --region netns --slots "$slots" \
       --work-dir "$dir/work/h$i" --stop-grace-ms 2000 >"$dir/logs/worker-h$i.log" 2>&1 &
     echo $! >"$dir/pids/worker-h$i"
   done
   [ -n "$rate" ] && cmd_shape "$tag" "$rate" >/dev/null
-  wait_ready "$tag" "$n" 60 || false
-  trap - ERR INT TERM
+  wait_ready "$tag" "$n" 60
+  trap - EXIT INT TERM
   echo "netns-cluster: $tag up: coordinator $coord, $n workers ($(host_addr 1) .. $(host_addr "$n")), state $dir"
   echo "$dir"
 }

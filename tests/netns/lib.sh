@@ -12,6 +12,7 @@ NC="$REPO/scripts/netns-cluster.sh"
 export TERN_BIN=${TERN_BIN:-$REPO/build/bin}
 PY=/usr/bin/python3
 TAG=""
+WATCHDOG=""
 WORK=$(mktemp -d "/tmp/tern-netns-test-XXXXXX")
 
 log() { echo "[$(date +%T.%3N)] $*"; }
@@ -46,11 +47,17 @@ netns_cleanup() {
       rc=1
     fi
   fi
+  if [ -n "$WATCHDOG" ]; then pkill -P "$WATCHDOG" 2>/dev/null || true; kill "$WATCHDOG" 2>/dev/null || true; fi
   rm -rf "$WORK"
   exit $rc
 }
 trap netns_cleanup EXIT
 trap 'exit 130' INT TERM
+# ctest kills a test past its TIMEOUT with SIGKILL, which no trap sees: stop first, with TERM
+# (the trap cleans up), a little before ctest would.
+{ sleep "${TERN_NETNS_TEST_LIMIT:-270}"; echo "FAIL: over the test's time limit" >&2; kill -TERM $$; } &
+WATCHDOG=$!
+disown "$WATCHDOG"
 
 netns_up() {  # N [up options]
   TAG="t$(printf '%x' $$)$(printf '%02x' $((RANDOM % 256)))"
