@@ -1099,11 +1099,12 @@ TEST_F(CoreTest, AWrittenOffGenerationIsFencedOnTheSameWorker) {
   EXPECT_EQ(j.ranks[0].start_generation, 1) << "the survivor's trainer started at generation 1";
 
   // The old trainer (still alive on b) and the replacement both write rank 1's log.
-  auto n = core_->report_events("b", b2.session,
-                                {log_chunk(old1, 5, "old trainer\n"), progress(old1, 40, 100, 0.3)});
+  auto n = core_->report_events(
+      "b", b2.session, {log_chunk(old1, 5, "old trainer\n"), progress(old1, 40, 100, 0.3)});
   ASSERT_TRUE(n.is_ok());
   EXPECT_EQ(*n, 0);
-  ASSERT_TRUE(report(b2, {log_chunk({id, 1, 2}, 5, "gen2\n"), progress({id, 1, 2}, 7, 100, 1.1)}).is_ok());
+  ASSERT_TRUE(
+      report(b2, {log_chunk({id, 1, 2}, 5, "gen2\n"), progress({id, 1, 2}, 7, 100, 1.1)}).is_ok());
   EXPECT_EQ(core_->get_logs(id, 1, 0, 0)->data, "gen1\ngen2\n");
   EXPECT_EQ(job(id).ranks[1].step, 7);
   const HeartbeatResult hb = beat(b2, {old1, {id, 1, 2}});
@@ -1134,8 +1135,10 @@ TEST_F(CoreTest, AWrittenOffGenerationIsFencedOnTheSameWorker) {
 TEST_F(CoreTest, EveryLeaseRunningOutIsOneRegroup) {
   std::vector<RegistrationResult> w;
   for (const char* n : {"a", "b", "c", "d"}) w.push_back(add_worker(n));
-  auto id = core_->submit_job(spec("cut", 4, "recovery: {mode: partial, max_recoveries: 2}\n"), {},
-                              "c.yaml")->id;
+  auto id = core_
+                ->submit_job(spec("cut", 4, "recovery: {mode: partial, max_recoveries: 2}\n"), {},
+                             "c.yaml")
+                ->id;
   ASSERT_EQ(job(id).generation, 1);
   for (size_t i = 0; i < w.size(); ++i) {  // staggered beats: the leases end in turn
     clock_.advance_ms(50);

@@ -125,11 +125,14 @@ TEST(WanModel, TimesMatchTheFormula) {
   // Ring a->b->c->c->a: links a-b (20 ms, 1 Gb/s), b-c (50, 100 Mb/s), c-c (0.1, 10 Gb/s), c-a (50, 100).
   double slowest = 0.050 + (S / 4) / (share * 12.5e6);
   EXPECT_NEAR(m.seconds(CollectiveKind::kAllReduce, static_cast<int64_t>(S)), 2 * 3 * slowest, 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kAllGather, 1000), 3 * (0.050 + 1000 / (share * 12.5e6)), 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kAllGather, 1000), 3 * (0.050 + 1000 / (share * 12.5e6)),
+              1e-12);
   EXPECT_NEAR(m.seconds(CollectiveKind::kBroadcast, 1000, 0, /*root=*/0),
               2 * (0.050 + 1000 / (share * 12.5e6)), 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 0, 1), 0.020 + 1000 / (share * 125e6), 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 2, 3), 0.0001 + 1000 / (share * 1250e6), 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 0, 1),
+              0.020 + 1000 / (share * 125e6), 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 2, 3),
+              0.0001 + 1000 / (share * 1250e6), 1e-12);
   // Jitter: identical draws on every rank for the same collective index, within [-1, 1].
   WanModel other({"a", "b", "c", "c"}, net);
   for (int k = 0; k < 100; ++k) {
