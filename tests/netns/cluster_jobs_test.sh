@@ -3,8 +3,8 @@
 # one worker daemon on each of hosts 1-4, every host its own non-loopback address, mTLS and
 # role tokens. An SSGD job and a DTS job of 4 ranks run to SUCCEEDED; `tern status` shows
 # each rank on a different host at that host's own address, the rendezvous store (the job's
-# master) is on rank 0's host, and every socket a trainer listens on is bound to its host's
-# address (ss inside each namespace). Trainers can only reach each other this way if their
+# master) is on rank 0's host, and every trainer socket is bound to its host's address (ss
+# inside each namespace). Trainers can only reach each other this way if their
 # Gloo pairs and the store bind their own host's address (127.0.0.1 is a different loopback in
 # every namespace).
 . "$(dirname "$0")/lib.sh"
