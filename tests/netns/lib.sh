@@ -55,7 +55,8 @@ trap netns_cleanup EXIT
 trap 'exit 130' INT TERM
 # ctest kills a test past its TIMEOUT with SIGKILL, which no trap sees: stop first, with TERM
 # (the trap cleans up), a little before ctest would.
-{ sleep "${TERN_NETNS_TEST_LIMIT:-270}"; echo "FAIL: over the test's time limit" >&2; kill -TERM $$; } &
+exec 3>&2
+{ sleep "${TERN_NETNS_TEST_LIMIT:-270}"; echo "FAIL: over the test's time limit" >&3; kill -TERM $$; } 2>/dev/null &
 WATCHDOG=$!
 disown "$WATCHDOG"
 
