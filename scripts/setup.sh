@@ -17,7 +17,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libspdlog-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   dataset-fashion-mnist
-  libcivetweb-dev openssl
+  libcivetweb-dev openssl iproute2
   python3-grpcio python3-protobuf python3-yaml gnuplot-nox
   chromium
 )

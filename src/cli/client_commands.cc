@@ -405,8 +405,8 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
     }
   }
   if (j.ranks_size() > 0) {
-    Table t({"RANK", "WORKER", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "WAIT",
-             "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
+    Table t({"RANK", "WORKER", "HOST", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT",
+             "WAIT", "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
     for (const auto& r : j.ranks()) {
       bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
       auto metric = [&](const char* k) {
@@ -420,7 +420,8 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
       // Straggler mitigation: share of steps this rank's gradient was dropped (or skipped), and
       // its share of the global batch (speed-proportional modes).
       double drop = metric("straggler_drop_share"), share = metric("straggler_share");
-      t.add_row({std::to_string(r.rank()), r.worker_id(), r.region(), short_rank_state(r.state()),
+      t.add_row({std::to_string(r.rank()), r.worker_id(), r.host().empty() ? "-" : r.host(),
+                 r.region(), short_rank_state(r.state()),
                  r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
                                             static_cast<long long>(r.total_steps()))
                                      : "-",
@@ -428,7 +429,8 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
                  r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-", format_bytes(r.bytes_sent()),
                  wait >= 0 && compute > 0 ? strf("%.0f%%", 100 * wait / (wait + compute)) : "-",
                  stale >= 0 ? strf("%.0f", stale) : "-", ratio > 0 ? strf("%.0fx", ratio) : "-",
-                 drop >= 0 ? strf("%.0f%%", 100 * drop) : "-", share > 0 ? strf("%.1f%%", 100 * share) : "-",
+                 drop >= 0 ? strf("%.0f%%", 100 * drop) : "-",
+                 share > 0 ? strf("%.1f%%", 100 * share) : "-",
                  r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
                  exited ? std::to_string(r.exit_code()) : "-"});
     }

@@ -228,6 +228,14 @@ int worker_command(const WorkerDaemonOptions& options, const std::string& log_le
     spdlog::warn("talking plain-text gRPC (no TLS) to the coordinator at {}: loopback only",
                  options.coordinator);
   }
+  if (is_loopback_host(options.host) && !is_loopback_host(options.coordinator)) {
+    // The coordinator hands this address to every peer of this worker's trainers (Gloo pairs,
+    // rank 0's rendezvous store): on another machine 127.0.0.1 is that machine.
+    spdlog::warn(
+        "--host {} is a loopback address but the coordinator {} is not: trainers on other "
+        "machines cannot reach this worker's trainers; pass --host with this machine's address",
+        options.host, options.coordinator);
+  }
   sigset_t signals = block_termination_signals();
   WorkerDaemon daemon(options);
   std::thread waiter([&] {

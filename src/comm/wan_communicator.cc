@@ -57,7 +57,7 @@ double WanModel::jitter_draw(int64_t index) const {
 double WanModel::step(int a, int b, double bytes, double u) const {
   const LinkSpec& l = link(a, b);
   double t = (l.latency_ms + u * l.jitter_ms) / 1000.0;
-  if (l.bandwidth_mbps > 0) t += bytes / (l.bandwidth_mbps * 1e6 / 8.0);
+  if (l.bandwidth_mbps > 0) t += bytes / (kWirePayloadShare * l.bandwidth_mbps * 1e6 / 8.0);
   return std::max(0.0, t);
 }
 

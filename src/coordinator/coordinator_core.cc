@@ -65,6 +65,7 @@ json rank_to_json(const RankInfo& r) {
   if (!r.lost.empty()) j["lost"] = r.lost;
   if (!r.lost_from.empty()) j["lost_from"] = r.lost_from;
   if (r.log_base != 0) j["log_base"] = r.log_base;
+  if (r.start_generation != 0) j["start_generation"] = r.start_generation;
   if (!r.member) j["member"] = false;
   if (r.ready) j["ready"] = true;
   return j;
@@ -93,6 +94,7 @@ RankInfo rank_from_json(const json& j) {
   r.lost = j.value("lost", "");
   r.lost_from = j.value("lost_from", "");
   r.log_base = j.value("log_base", int64_t{0});
+  r.start_generation = j.value("start_generation", int64_t{0});
   r.member = j.value("member", true);
   r.ready = j.value("ready", false);
   if (j.contains("test_accuracy") && j["test_accuracy"].is_number())
@@ -1011,6 +1013,7 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
       if (r.generation < job.generation) {
         // A survivor of a regroup that never started: start it at the new generation.
         r.generation = job.generation;
+        r.start_generation = job.generation;
         to_journal.insert(job.id);
       }
       TaskKey key{job.id, r.rank, job.generation};
@@ -1076,6 +1079,7 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
   if (e.kind == TaskEvent::Kind::kLog) return append_log_locked(job, worker, e);
   if (e.task.rank >= static_cast<int>(job.ranks.size())) return aborted("stale generation");
   RankInfo& r = job.ranks[e.task.rank];
+  if (r.worker_id == worker.id) TERN_RETURN_IF_ERROR(fence_locked(job, r, worker, e));
   // The rank's trainer speaks at the job's generation, or at an older one while it survives a
   // regroup its daemon has not re-keyed it to yet.
   if (e.task.generation > job.generation || e.task.generation < r.generation) {
@@ -1266,6 +1270,7 @@ Status CoordinatorCore::append_log_locked(Job& job, const Worker& worker, const 
   if (!r || r->worker_id != worker.id)
     return permission_denied("log of a rank not assigned to this worker");
   if (e.task.generation > job.generation) return aborted("stale generation");
+  TERN_RETURN_IF_ERROR(fence_locked(job, *r, worker, e));
   if (e.log_offset < 0 || e.log_offset > kMaxLogOffset)
     return invalid_argument("log offset out of range");
   if (e.log_data.empty()) return Status::ok();
@@ -1311,6 +1316,22 @@ Status CoordinatorCore::append_log_locked(Job& job, const Worker& worker, const 
   out << data << marker;
   used->second += static_cast<int64_t>(data.size() + marker.size());
   return Status::ok();
+}
+
+Status CoordinatorCore::fence_locked(const Job& job, const RankInfo& r, const Worker& worker,
+                                     const TaskEvent& e) {
+  if (e.task.generation >= r.start_generation) return Status::ok();
+  // A trainer of a generation the rank was restarted after: its worker was written off (a lost
+  // lease, a restarted daemon) and has come back. One line per (worker, job, rank, generation).
+  if (fenced_.insert({worker.id, job.id, e.task.rank, e.task.generation}).second) {
+    spdlog::warn(
+        "job {} rank {}: fenced generation {} from worker {}: the rank restarted at generation "
+        "{}; its events and logs are dropped",
+        job.id, e.task.rank, e.task.generation, worker.id, r.start_generation);
+  }
+  return aborted("generation " + std::to_string(e.task.generation) + " of rank " +
+                 std::to_string(e.task.rank) + " was written off (restarted at generation " +
+                 std::to_string(r.start_generation) + ")");
 }
 
 // ---------------------------------------------------------------- scheduling and leases
@@ -1465,6 +1486,7 @@ void CoordinatorCore::place_standbys_locked(Job* job) {
     r.host = w->host;
     r.state = RankState::kAssigned;
     r.generation = job->generation;
+    r.start_generation = job->generation;
     r.exited = false;
     if (w->id != r.lost_from) r.log_base = file_size(log_path(job->id, r.rank));
     spdlog::info("job {}: standby for rank {} ({}) on worker {} at generation {}", job->id, r.rank, r.lost,
@@ -1598,6 +1620,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
     r.host = w->host;
     r.state = RankState::kAssigned;
     r.generation = job->generation;
+    r.start_generation = job->generation;
     if (w->id != r.lost_from) r.log_base = file_size(log_path(job->id, rank));
     spdlog::info(
         "job {} regroup: rank {} lost ({}) -> generation {}, rank {} on worker {}, master {}",
@@ -1639,7 +1662,7 @@ void CoordinatorCore::expire_leases_locked() {
     for (const TaskKey& t : assigned_tasks_locked(id)) {
       Job& job = jobs_.at(t.job_id);
       if (job.state != JobState::kRunning) continue;
-      if (regroups.count(job.id) || can_regroup(job, false)) {
+      if (regroups.count(job.id) || can_regroup(job, awaiting_.count(job.id) > 0)) {
         regroups[job.id].push_back({t.rank, id, why, w.last_heartbeat});  // lost since its last beat
         continue;
       }
@@ -1650,7 +1673,10 @@ void CoordinatorCore::expire_leases_locked() {
       if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
     }
     for (const auto& [job_id, lost] : regroups) {
-      s = regroup_locked(&jobs_.at(job_id), lost, false);
+      // A regroup still waiting for workers takes these ranks as part of it: a coordinator cut
+      // off from every worker sees their leases run out one after another within a heartbeat,
+      // and that is one recovery, not one per host (which would fail the job).
+      s = regroup_locked(&jobs_.at(job_id), lost, awaiting_.count(job_id) > 0);
       if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
     }
   }
@@ -1746,7 +1772,7 @@ void CoordinatorCore::schedule_locked() {
     }
     job->state = JobState::kRunning;
     job->generation += 1;
-    for (RankInfo& r : job->ranks) r.generation = job->generation;
+    for (RankInfo& r : job->ranks) r.generation = r.start_generation = job->generation;
     job->master_addr = master;
     job->started_at = clock_->unix_seconds();
     job->reason = "placed";

@@ -36,6 +36,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/clock.h"
@@ -182,8 +183,10 @@ class CoordinatorCore {
                                     const std::vector<int>& spare_ports);
   // Applies events in order; returns how many were applied. An event is applied only for a
   // task assigned to this worker at a current generation (log chunks: any generation of a
-  // rank assigned here); anything else is dropped and counted (WorkerPlaneStats). Both this
-  // and heartbeat() answer RESOURCE_EXHAUSTED beyond the worker's rate.
+  // rank assigned here since its trainer started there, so a survivor's late chunks count and
+  // a written-off trainer's do not: fence_locked); anything else is dropped and counted
+  // (WorkerPlaneStats). Both this and heartbeat() answer RESOURCE_EXHAUSTED beyond the
+  // worker's rate.
   Result<int> report_events(const std::string& worker_id, uint64_t session,
                             const std::vector<TaskEvent>& events);
 
@@ -216,6 +219,11 @@ class CoordinatorCore {
   Status take_worker_call_locked(Worker* worker);
   // Appends a log chunk of rank `rank` to the coordinator's copy, within the job's quota.
   Status append_log_locked(Job& job, const Worker& worker, const TaskEvent& event);
+  // Generation fencing: ABORTED for an event or log chunk of `r` from a generation older than
+  // the one its current trainer started at (RankInfo::start_generation) — a written-off
+  // trainer on a worker that came back — and one warning per (worker, job, rank, generation).
+  Status fence_locked(const Job& job, const RankInfo& r, const Worker& worker,
+                      const TaskEvent& event);
   void touch(Job* job);
   void schedule_locked();
   void expire_leases_locked();
@@ -295,6 +303,8 @@ class CoordinatorCore {
   // already carries the quota marker. Not journaled.
   std::map<std::string, int64_t> log_bytes_;
   std::set<std::pair<std::string, int>> log_capped_;
+  // (worker, job, rank, generation) already warned about by fence_locked. Not journaled.
+  std::set<std::tuple<std::string, std::string, int, int64_t>> fenced_;
 };
 
 }  // namespace tern

@@ -64,6 +64,11 @@ struct RankInfo {
   // Where its current worker's log offset 0 lies in the coordinator's copy of the rank's log
   // (non-zero once a regroup moved the rank to another worker).
   int64_t log_base = 0;
+  // The generation its current trainer was started at on its current worker (0: not known, a
+  // journal from before fencing). Anything older that names this rank — a log chunk, an event —
+  // comes from a trainer a regroup wrote off (a partitioned host that came back) and is
+  // dropped (CoordinatorCore::fenced_locked).
+  int64_t start_generation = 0;
   // Elastic jobs (recovery.min_workers): whether the rank is in the current generation's group.
   // A lost rank leaves it at once (the survivors go on without it); its replacement starts as a
   // standby (assigned, not a member) and joins at the next generation once it reports ready.

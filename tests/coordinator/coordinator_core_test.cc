@@ -1037,5 +1037,151 @@ TEST_F(CoreTest, ReadyFromARankThatIsNotAStandbyIsDropped) {
   EXPECT_EQ(job(id).generation, 1);
 }
 
+// --- generation fencing (issue 28: a partitioned host comes back) ---
+
+TaskEvent log_chunk(const TaskKey& k, int64_t offset, const std::string& data) {
+  TaskEvent e;
+  e.kind = TaskEvent::Kind::kLog;
+  e.task = k;
+  e.log_offset = offset;
+  e.log_data = data;
+  return e;
+}
+
+// Worker b's link goes down: its lease expires, its rank is restarted elsewhere (c) at
+// generation 2. When b comes back and registers again, nothing its old trainer still says
+// about rank 1 at generation 1 (progress, an evaluation, a checkpoint, an exit, log bytes) is
+// applied, and a heartbeat that still lists the task is answered with a Stop.
+TEST_F(CoreTest, AWrittenOffGenerationIsFencedOnAnotherWorker) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto c = add_worker("c");
+  auto id = core_->submit_job(spec("fence", 2, "recovery: {mode: partial}\n"), {}, "f.yaml")->id;
+  ASSERT_EQ(job(id).ranks[1].worker_id, "b");
+  const TaskKey old1{id, 1, 1};
+  ASSERT_TRUE(report(b, {progress(old1, 5, 100, 1.5), log_chunk(old1, 0, "b says hi\n")}).is_ok());
+  clock_.advance_ms(600);
+  beat(a, {{id, 0, 1}});
+  beat(c);
+  clock_.advance_ms(600);  // b silent for 1200 ms > lease 1000 ms
+  core_->tick();
+  ASSERT_EQ(job(id).ranks[1].worker_id, "c");
+  ASSERT_EQ(job(id).ranks[1].start_generation, 2);
+  ASSERT_TRUE(report(c, {progress({id, 1, 2}, 6, 100, 1.2)}).is_ok());
+  const Job before = job(id);
+
+  auto b2 = add_worker("b");  // the link is back: the old daemon registers again
+  TaskEvent eval;
+  eval.kind = TaskEvent::Kind::kEval;
+  eval.task = old1;
+  eval.test_accuracy = 0.99;
+  auto n = core_->report_events("b", b2.session,
+                                {progress(old1, 50, 100, 0.1), eval, log_chunk(old1, 10, "late\n"),
+                                 exited(old1, 4, "connection closed\n")});
+  ASSERT_TRUE(n.is_ok()) << n.status().to_string();
+  EXPECT_EQ(*n, 0) << "nothing of the written-off generation is applied";
+  const Job after = job(id);
+  EXPECT_EQ(after.state, JobState::kRunning);
+  EXPECT_EQ(after.generation, before.generation);
+  EXPECT_EQ(after.ranks[1].worker_id, "c");
+  EXPECT_EQ(after.ranks[1].step, 6);
+  EXPECT_EQ(after.ranks[1].loss, 1.2);
+  EXPECT_FALSE(after.ranks[1].test_accuracy.has_value());
+  EXPECT_FALSE(after.ranks[1].exited);
+  EXPECT_EQ(core_->get_logs(id, 1, 0, 0)->data, "b says hi\n");
+  EXPECT_GE(core_->worker_plane_stats().events_dropped, 4u);
+  const HeartbeatResult hb = beat(b2, {old1});
+  const TaskCommand* stop = find_command(hb, TaskCommand::Kind::kStop);
+  ASSERT_NE(stop, nullptr) << "the old trainer is told to stop";
+  EXPECT_EQ(stop->task, old1);
+}
+
+// The same with the rank restarted on the very worker that came back (the only one with a
+// free slot): the rank is assigned to that worker again, so only the generation tells the
+// written-off trainer's bytes from the replacement's. A survivor's late chunks of its own older
+// generation (sent before its daemon re-keyed it) still count.
+TEST_F(CoreTest, AWrittenOffGenerationIsFencedOnTheSameWorker) {
+  auto a = add_worker("a");
+  auto b = add_worker("b");
+  auto id = core_->submit_job(spec("fence", 2, "recovery: {mode: partial}\n"), {}, "f.yaml")->id;
+  const TaskKey old0{id, 0, 1}, old1{id, 1, 1};
+  ASSERT_TRUE(report(b, {log_chunk(old1, 0, "gen1\n")}).is_ok());
+  clock_.advance_ms(600);
+  beat(a, {old0});
+  clock_.advance_ms(600);
+  core_->tick();  // b lost; no free worker: rank 1 waits
+  ASSERT_EQ(job(id).ranks[1].state, RankState::kUnassigned);
+  auto b2 = add_worker("b");
+  Job j = job(id);
+  ASSERT_EQ(j.ranks[1].worker_id, "b");
+  ASSERT_EQ(j.generation, 2);
+  EXPECT_EQ(j.ranks[1].start_generation, 2);
+  EXPECT_EQ(j.ranks[0].start_generation, 1) << "the survivor's trainer started at generation 1";
+
+  // The old trainer (still alive on b) and the replacement both write rank 1's log.
+  auto n = core_->report_events(
+      "b", b2.session, {log_chunk(old1, 5, "old trainer\n"), progress(old1, 40, 100, 0.3)});
+  ASSERT_TRUE(n.is_ok());
+  EXPECT_EQ(*n, 0);
+  ASSERT_TRUE(
+      report(b2, {log_chunk({id, 1, 2}, 5, "gen2\n"), progress({id, 1, 2}, 7, 100, 1.1)}).is_ok());
+  EXPECT_EQ(core_->get_logs(id, 1, 0, 0)->data, "gen1\ngen2\n");
+  EXPECT_EQ(job(id).ranks[1].step, 7);
+  const HeartbeatResult hb = beat(b2, {old1, {id, 1, 2}});
+  const TaskCommand* stop = find_command(hb, TaskCommand::Kind::kStop);
+  ASSERT_NE(stop, nullptr);
+  EXPECT_EQ(stop->task, old1);
+
+  // The survivor re-keys to generation 2 (its heartbeat says so), then its daemon flushes log
+  // bytes it read before the re-key: they are its own and are kept.
+  beat(a, {{id, 0, 2}});
+  ASSERT_EQ(job(id).ranks[0].generation, 2);
+  ASSERT_TRUE(report(a, {log_chunk(old0, 0, "survivor, late\n")}).is_ok());
+  EXPECT_EQ(core_->get_logs(id, 0, 0, 0)->data, "survivor, late\n");
+
+  // The fence survives a coordinator restart (journaled).
+  reopen();
+  n = core_->report_events("b", b2.session, {log_chunk(old1, 17, "after restart\n")});
+  ASSERT_TRUE(n.is_ok());
+  EXPECT_EQ(*n, 0);
+  EXPECT_EQ(job(id).ranks[1].start_generation, 2);
+}
+
+// The coordinator cut off from every worker for longer than a lease: every worker's lease
+// runs out (one after another), every rank is written off. That is one recovery (the later
+// hosts join the regroup waiting for workers), not one per host: with max_recoveries 2 the
+// job must not fail. When the workers register again the whole group starts at a new
+// generation.
+TEST_F(CoreTest, EveryLeaseRunningOutIsOneRegroup) {
+  std::vector<RegistrationResult> w;
+  for (const char* n : {"a", "b", "c", "d"}) w.push_back(add_worker(n));
+  auto id = core_
+                ->submit_job(spec("cut", 4, "recovery: {mode: partial, max_recoveries: 2}\n"), {},
+                             "c.yaml")
+                ->id;
+  ASSERT_EQ(job(id).generation, 1);
+  for (size_t i = 0; i < w.size(); ++i) {  // staggered beats: the leases end in turn
+    clock_.advance_ms(50);
+    beat(w[i], {{id, static_cast<int>(i), 1}});
+  }
+  for (int k = 0; k < 12; ++k) {
+    clock_.advance_ms(100);
+    core_->tick();
+  }
+  Job j = job(id);
+  ASSERT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.recoveries, 1) << j.reason;
+  for (const RankInfo& r : j.ranks) EXPECT_EQ(r.state, RankState::kUnassigned) << r.rank;
+  for (const char* n : {"a", "b", "c", "d"}) add_worker(n);
+  j = job(id);
+  EXPECT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_EQ(j.recoveries, 1);
+  EXPECT_GE(j.generation, 2);
+  for (const RankInfo& r : j.ranks) {
+    EXPECT_EQ(r.state, RankState::kAssigned) << r.rank;
+    EXPECT_EQ(r.start_generation, j.generation) << r.rank;
+  }
+}
+
 }  // namespace
 }  // namespace tern

@@ -116,17 +116,23 @@ TEST(Strategies, DelayedReplicasDifferBeforeTheDrainButTrain) {
 TEST(WanModel, TimesMatchTheFormula) {
   NetworkSpec net;
   net.intra_region = {0.1, 0, 10000};
-  net.inter_region_default = {50, 0, 100};  // 100 Mbit/s = 12.5e6 B/s
+  net.inter_region_default = {50, 0, 100};  // 100 Mbit/s = 12.5e6 B/s on the wire
   net.links[{"a", "b"}] = {20, 0, 1000};
   WanModel m({"a", "b", "c", "c"}, net);
   const double S = 4e6;
+  // Payload moves at 1448 / 1547 of the line rate (TCP/IPv4 over Ethernet, MTU 1500, ACKs).
+  const double share = 1448.0 / 1547.0;
   // Ring a->b->c->c->a: links a-b (20 ms, 1 Gb/s), b-c (50, 100 Mb/s), c-c (0.1, 10 Gb/s), c-a (50, 100).
-  double slowest = 0.050 + (S / 4) / 12.5e6;
+  double slowest = 0.050 + (S / 4) / (share * 12.5e6);
   EXPECT_NEAR(m.seconds(CollectiveKind::kAllReduce, static_cast<int64_t>(S)), 2 * 3 * slowest, 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kAllGather, 1000), 3 * (0.050 + 1000 / 12.5e6), 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kBroadcast, 1000, 0, /*root=*/0), 2 * (0.050 + 1000 / 12.5e6), 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 0, 1), 0.020 + 1000 / 125e6, 1e-12);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 2, 3), 0.0001 + 1000 / 1250e6, 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kAllGather, 1000), 3 * (0.050 + 1000 / (share * 12.5e6)),
+              1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kBroadcast, 1000, 0, /*root=*/0),
+              2 * (0.050 + 1000 / (share * 12.5e6)), 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 0, 1),
+              0.020 + 1000 / (share * 125e6), 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kPointToPoint, 1000, 0, 0, 2, 3),
+              0.0001 + 1000 / (share * 1250e6), 1e-12);
   // Jitter: identical draws on every rank for the same collective index, within [-1, 1].
   WanModel other({"a", "b", "c", "c"}, net);
   for (int k = 0; k < 100; ++k) {
