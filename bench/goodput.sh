@@ -48,10 +48,21 @@ terminal() {  # job id -> 0 when the job has ended
     /usr/bin/python3 -c 'import json,sys; s=json.load(sys.stdin); sys.exit(0 if s["state"] in ("SUCCEEDED","FAILED","CANCELLED") else 1)' 2>/dev/null
 }
 
-# pids of the job's trainers (not standbys: they do not train yet)
+# pids of the job's training trainers, of this cluster only (the spec path is under this run's
+# state dir: job ids repeat across clusters on one machine). A standby is left alone until it
+# has joined: its rank is then in the job's `members` (an elastic job; a fixed-size job has no
+# member list and no standbys).
 trainers() {
-  for p in $(pgrep -f -- "tern-trainer .*--job $1 " || true); do
-    grep -qa -- "--standby" "/proc/$p/cmdline" 2>/dev/null || echo "$p"
+  local members
+  members=$("$BIN/tern" status "$1" --cluster "$cluster" --json 2>/dev/null |
+    /usr/bin/python3 -c 'import json,sys; print(" ".join(str(m) for m in json.load(sys.stdin).get("members", [])))' 2>/dev/null || true)
+  for p in $(pgrep -f -- "tern-trainer --spec $work/state/work/[^ ]*/$1/spec.yaml .*--job $1 " || true); do
+    if grep -qa -- "--standby" "/proc/$p/cmdline" 2>/dev/null; then
+      r=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | sed -n 's/.*--rank \([0-9]*\).*/\1/p')
+      [ -n "$r" ] && [[ " $members " == *" $r "* ]] && echo "$p"
+    else
+      echo "$p"
+    fi
   done
 }
 
