@@ -69,8 +69,8 @@ run_job() {  # tag spec out.json
     sleep 0.2
     "$NC" tern "$1" status "$id" --json >"$3" 2>/dev/null || continue
     case $("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["state"])' "$3") in
-      JOB_STATE_SUCCEEDED) return 0 ;;
-      JOB_STATE_FAILED|JOB_STATE_CANCELLED) echo "job $id failed:" >&2; cat "$3" >&2; return 1 ;;
+      SUCCEEDED) return 0 ;;
+      FAILED|CANCELLED) echo "job $id failed:" >&2; cat "$3" >&2; return 1 ;;
     esac
   done
   echo "job $id did not finish" >&2

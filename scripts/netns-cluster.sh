@@ -110,7 +110,7 @@ cmd_down() {
 wait_ready() {  # tag n timeout_s
   local tag=$1 n=$2 limit=$3 ready=0 i
   for i in $(seq $((limit * 5))); do
-    ready=$(cmd_tern "$tag" workers --json 2>/dev/null | grep -o WORKER_STATE_READY | wc -l || true)
+    ready=$(cmd_tern "$tag" workers --json 2>/dev/null | grep -o "\"state\":\"READY\"" | wc -l || true)
     [ "$ready" -ge "$n" ] && return 0
     sleep 0.2
   done
@@ -158,7 +158,8 @@ cmd_up() {
     [[ "$rate" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "up: --rate must be Mbit/s, got '$rate'"
   fi
   # From here on any failure, exit or ^C takes down whatever was made.
-  trap 'echo "netns-cluster: up failed; cleaning up $tag" >&2; cmd_down "$tag" >&2' EXIT
+  # ($tag is expanded now: the trap may run after this function's locals are gone.)
+  trap "echo 'netns-cluster: up failed; cleaning up $tag' >&2; cmd_down '$tag' >&2" EXIT
   trap 'exit 130' INT TERM
   mkdir -p "$dir"/{logs,pids,work,state}
 

@@ -73,7 +73,7 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 assert int(j["generation"]) >= 2, j["generation"]
 assert int(j["recoveries"]) == 1, (j["recoveries"], j["reason"])
-assert all(r["state"] == "RANK_STATE_SUCCEEDED" for r in j["ranks"]), j["ranks"]
+assert all(r["state"] == "SUCCEEDED" for r in j["ranks"]), j["ranks"]
 print("long partition: generation", j["generation"], "recoveries", j["recoveries"], "-", j["reason"])
 PY
 log "what the coordinator saw of the long partition:"

@@ -87,8 +87,8 @@ wait_state() {
   for i in $(seq $((limit * 5))); do
     if tern_ status "$job" --json >"$WORK/w.json" 2>/dev/null; then
       state=$(json_get "$WORK/w.json" 'j["state"]')
-      [ "$state" = "JOB_STATE_$want" ] && return 0
-      case "$state" in JOB_STATE_SUCCEEDED|JOB_STATE_FAILED|JOB_STATE_CANCELLED)
+      [ "$state" = "$want" ] && return 0
+      case "$state" in SUCCEEDED|FAILED|CANCELLED)
         echo "job $job ended $state, not $want: $(json_get "$WORK/w.json" 'j["reason"]')" >&2
         return 1 ;;
       esac

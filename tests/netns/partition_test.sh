@@ -64,7 +64,7 @@ j = json.load(open(sys.argv[1]))
 victim = sys.argv[2]
 r2 = [r for r in j["ranks"] if r["rank"] == 2][0]
 assert r2["worker_id"] != victim, r2
-assert r2["state"] == "RANK_STATE_SUCCEEDED", r2
+assert r2["state"] == "SUCCEEDED", r2
 assert int(j["recoveries"]) == 1, j["recoveries"]
 assert int(j["generation"]) >= 2, j["generation"]
 print("final: rank 2 on", r2["worker_id"], "generation", j["generation"], "recoveries", j["recoveries"])
