@@ -500,18 +500,18 @@ int logs_command(const ClientOptions& options, const std::string& job_id, int ra
   if (!client) return code;
   int64_t offset = 0;
   std::string partial;  // --json: the start of a line whose end has not arrived yet
+  auto emit_line = [&](const std::string& line) {
+    std::cout << dump_json({{"job_id", job_id}, {"rank", rank}, {"line", line}}) << "\n";
+  };
   auto emit_lines = [&](const std::string& data, bool last) {
     partial += data;
     size_t start = 0;
     for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
-      std::cout << dump_json({{"job_id", job_id}, {"rank", rank}, {"line", partial.substr(start, nl - start)}})
-                << "\n";
+      emit_line(partial.substr(start, nl - start));
     }
     partial.erase(0, start);
-    if (last && !partial.empty()) {
-      std::cout << dump_json({{"job_id", job_id}, {"rank", rank}, {"line", partial}}) << "\n";
-      partial.clear();
-    }
+    if (last && !partial.empty()) emit_line(partial);
+    if (last) partial.clear();
     std::cout << std::flush;
   };
   while (true) {

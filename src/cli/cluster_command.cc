@@ -298,13 +298,13 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   }
   for (auto& p : procs) p->detach();
   // The dashboard (and /metrics) when the cluster serves HTTP; an unspecified host is dialled
-  // on loopback.
+  // on loopback, as the gRPC address is (dial_address).
   std::string dashboard;
   if (c.metrics_port > 0) {
-    std::string host = c.metrics.host;
-    if (host == "0.0.0.0" || host == "::" || host.empty()) host = "127.0.0.1";
-    if (host.find(':') != std::string::npos) host = "[" + host + "]";
-    dashboard = "http://" + host + ":" + std::to_string(c.metrics_port) + "/jobs";
+    const std::string& host = c.metrics.host;
+    const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
+    dashboard = "http://" + dial_address((v6 ? "[" + host + "]" : host) + ":" + std::to_string(c.metrics_port)) +
+                "/jobs";
   }
   if (options.json) {
     nlohmann::json j{
