@@ -140,7 +140,10 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("min_numel", &out->min_numel, 0, kMaxInt);
   m.get("warmup_steps", &out->warmup_steps, 0, kMaxInt);
   m.get("momentum_masking", &out->momentum_masking);
-  m.get("value_bits", &out->value_bits, 16, 32);
+  m.get("value_bits", &out->value_bits, 4, 32);
+  m.get("chunk_size", &out->chunk_size, 0, 65536);
+  if (out->chunk_size == 1) m.error("chunk_size", "must be 0 (one global top-k) or in [2, 65536], got 1");
+  m.get("ef_decay", &out->ef_decay, 0.0, 1.0);
   m.get("block_size", &out->block_size, 2, int64_t{1} << 20);
   if (out->block_size % 2 != 0) {
     m.error("block_size", "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
@@ -150,6 +153,26 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
   m.get("error_feedback", &out->error_feedback);
   m.finish();
+}
+
+void validate_compress(const CompressSpec& c, YamlMap& root) {
+  const int64_t bits = c.value_bits;
+  const bool chunked = c.method == "topk" && c.chunk_size > 0;
+  if (bits != 16 && bits != 32 && !((bits == 8 || bits == 4) && chunked)) {
+    root.error("compress", "value_bits must be 16 or 32" +
+                               std::string(chunked ? " (or 8 or 4)" : "; 8 and 4 need method topk with chunk_size") +
+                               ", got " + std::to_string(bits));
+  }
+  if (c.chunk_size > 0 && c.method != "topk") {
+    root.error("compress", "chunk_size applies to method topk only, got method " + c.method);
+  }
+  if (c.ef_decay != 1.0 && !(c.method == "topk" || c.method == "int4")) {
+    root.error("compress", "ef_decay applies to methods topk and int4 only, got method " + c.method);
+  }
+  if (c.ef_decay != 1.0 && !c.error_feedback) {
+    root.error("compress", "ef_decay needs error_feedback: true");
+  }
+  if (c.ef_decay <= 0.0) root.error("compress", "ef_decay must be in (0, 1], got " + std::to_string(c.ef_decay));
 }
 
 void parse_straggler(YamlMap m, StragglerSpec* out) {
@@ -342,9 +365,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("straggler", "straggler mode " + s.straggler.mode + " exchanges dense gradients: it cannot be combined "
                "with compress.method " + s.compress.method);
   }
-  if (s.compress.value_bits != 16 && s.compress.value_bits != 32) {
-    root.error("compress", "value_bits must be 16 or 32, got " + std::to_string(s.compress.value_bits));
-  }
+  validate_compress(s.compress, root);
   if (s.compress.method == "dgc" && (s.sync.strategy == "tsu" || s.sync.strategy == "dts")) {
     root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + s.sync.strategy +
                                " sends parameter deltas; use topk, int4, fp16, int8 or powersgd with it");

@@ -169,7 +169,13 @@ struct CompressSpec {
   int64_t warmup_steps = 0;       // > 0: the warm-up schedule spans these steps (not epochs)
   bool momentum_masking = true;   // zero momentum where values were sent
   int64_t value_bits = 32;        // 32 | 16: precision of the values DGC and topk send (16
-                                  // keeps the rounding error in the error-feedback memory)
+                                  // keeps the rounding error in the error-feedback memory);
+                                  // topk with chunk_size also 8 | 4 (one scale per chunk)
+  // topk: 0 = one global top-k; C in [2, 65536] = top-k of every chunk of C values (chunks never
+  // span tensors; offsets travel in 1 byte for C <= 256, else 2)
+  int64_t chunk_size = 0;
+  // int4 and topk: x = g + ef_decay * e (1 = classic error feedback; SparseLoCo uses 0.95)
+  double ef_decay = 1.0;
   // int4: values per fp32 scale (>= 2, even); blocks never span two tensors
   int64_t block_size = 64;
   // PowerSGD

@@ -157,9 +157,9 @@ int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_siz
   return int4_blocks(numels, block_size) * 4 + ceil_div(total_of(numels), 2);
 }
 
-Int4Layout make_int4_layout(const std::vector<int64_t>& numels, int64_t block_size,
+BlockLayout make_block_layout(const std::vector<int64_t>& numels, int64_t block_size,
                             const at::Device& device) {
-  Int4Layout l;
+  BlockLayout l;
   l.numels = numels;
   l.block_size = block_size;
   l.blocks = int4_blocks(numels, block_size);
@@ -184,7 +184,7 @@ Int4Layout make_int4_layout(const std::vector<int64_t>& numels, int64_t block_si
   return l;
 }
 
-at::Tensor encode_int4(const at::Tensor& x, const Int4Layout& l) {
+at::Tensor encode_int4(const at::Tensor& x, const BlockLayout& l) {
   const int64_t n = l.numel;
   TORCH_CHECK(x.dim() == 1 && x.numel() == n, "int4: expected a flat vector of ", n,
               " values, got shape ", x.sizes());
@@ -212,7 +212,7 @@ at::Tensor encode_int4(const at::Tensor& x, const Int4Layout& l) {
   return at::cat({scale.contiguous().view(at::kByte), packed.contiguous()});
 }
 
-at::Tensor decode_int4(const at::Tensor& payload, const Int4Layout& l) {
+at::Tensor decode_int4(const at::Tensor& payload, const BlockLayout& l) {
   const int64_t n = l.numel;
   TORCH_CHECK(payload.dim() == 1 && payload.scalar_type() == at::kByte &&
                   payload.numel() == l.payload_bytes,
@@ -228,12 +228,162 @@ at::Tensor decode_int4(const at::Tensor& payload, const Int4Layout& l) {
 
 at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
                        int64_t block_size) {
-  return encode_int4(x, make_int4_layout(numels, block_size, x.device()));
+  return encode_int4(x, make_block_layout(numels, block_size, x.device()));
 }
 
 at::Tensor decode_int4(const at::Tensor& payload, const std::vector<int64_t>& numels,
                        int64_t block_size) {
-  return decode_int4(payload, make_int4_layout(numels, block_size, payload.device()));
+  return decode_int4(payload, make_block_layout(numels, block_size, payload.device()));
+}
+
+namespace {
+
+int chunk_index_bytes(int64_t chunk) { return chunk <= 256 ? 1 : 2; }
+bool chunk_scaled(int bits) { return bits <= 8; }
+
+int64_t chunk_value_bytes(int64_t count, int bits) {
+  switch (bits) {
+    case 32: return 4 * count;
+    case 16: return 2 * count;
+    case 8: return count;
+    default: return ceil_div(count, 2);
+  }
+}
+
+void check_chunked_topk(const BlockLayout& l, int64_t k, int bits) {
+  TORCH_CHECK(bits == 32 || bits == 16 || bits == 8 || bits == 4,
+              "chunked top-k: bits must be 32, 16, 8 or 4, got ", bits);
+  TORCH_CHECK(l.block_size >= 2 && l.block_size <= 65536,
+              "chunked top-k: chunk size must be in [2, 65536], got ", l.block_size);
+  TORCH_CHECK(k >= 1 && k <= l.block_size, "chunked top-k: k must be in [1, ", l.block_size,
+              "], got ", k);
+}
+
+// Signed levels -L..L of a `bits`-bit value (8: int8 as is; 4: nibbles q + 8).
+int64_t chunk_levels(int bits) { return (int64_t{1} << (bits - 1)) - 1; }
+
+}  // namespace
+
+int64_t chunked_topk_k(int64_t chunk, double density) {
+  if (chunk <= 0) return 0;
+  double k = std::ceil(density * static_cast<double>(chunk));
+  return std::clamp<int64_t>(static_cast<int64_t>(std::min(k, static_cast<double>(chunk))), 1,
+                             chunk);
+}
+
+int64_t chunked_topk_payload_bytes(const BlockLayout& l, int64_t k, int bits) {
+  check_chunked_topk(l, k, bits);
+  const int64_t m = l.blocks * k;
+  return (chunk_scaled(bits) ? 4 * l.blocks : 0) + m * chunk_index_bytes(l.block_size) +
+         chunk_value_bytes(m, bits);
+}
+
+ChunkedTopkEncoded encode_chunked_topk(const at::Tensor& x, const BlockLayout& l, int64_t k,
+                                       int bits) {
+  check_chunked_topk(l, k, bits);
+  TORCH_CHECK(x.dim() == 1 && x.numel() == l.numel, "chunked top-k: expected a flat vector of ",
+              l.numel, " values, got shape ", x.sizes());
+  ChunkedTopkEncoded out;
+  at::Tensor xf = x.to(at::kFloat).contiguous();
+  if (l.blocks == 0) {
+    out.payload = at::empty({0}, x.options().dtype(at::kByte));
+    out.sent = at::zeros_like(xf);
+    return out;
+  }
+  const int64_t chunk = l.block_size;
+  at::Tensor pos = l.padded_pos.to(xf.device());
+  at::Tensor mat = l.padded ? at::zeros({l.blocks * chunk}, xf.options()).index_copy_(0, pos, xf)
+                            : xf;
+  mat = mat.view({l.blocks, chunk});
+  at::Tensor off = std::get<1>(at::topk(mat.abs(), k, 1, /*largest=*/true, /*sorted=*/false));
+  at::Tensor vals = mat.gather(1, off);
+  std::vector<at::Tensor> parts;
+  at::Tensor sent, value_bytes;
+  if (bits == 32) {
+    sent = vals;
+    value_bytes = vals.contiguous().view({-1}).view(at::kByte);
+  } else if (bits == 16) {
+    at::Tensor wire = to_wire_values(vals.reshape({-1}), at::kHalf, &sent);
+    sent = sent.view({l.blocks, k});
+    value_bytes = wire.contiguous().view(at::kByte);
+  } else {
+    const double levels = static_cast<double>(chunk_levels(bits));
+    at::Tensor scale = vals.abs().amax({1}).div_(levels);
+    at::Tensor ok = at::isfinite(scale).logical_and_(scale > 0);  // NaN / inf / all zeros: send 0
+    scale = at::where(ok, scale, at::zeros_like(scale));
+    at::Tensor q = vals.div(at::where(ok, scale, at::ones_like(scale)).unsqueeze(1))
+                       .round_()
+                       .clamp_(-levels, levels);
+    q = at::where(ok.unsqueeze(1), q, at::zeros_like(q));
+    sent = q.mul(scale.unsqueeze(1));
+    parts.push_back(scale.contiguous().view(at::kByte));
+    if (bits == 8) {
+      value_bytes = q.to(at::kChar).contiguous().view({-1}).view(at::kByte);
+    } else {
+      at::Tensor nib = q.add(static_cast<double>(kInt4Offset)).to(at::kByte).view({-1});
+      if (nib.numel() % 2 != 0) nib = at::cat({nib, at::zeros({1}, nib.options())});
+      at::Tensor pairs = nib.view({-1, 2});
+      value_bytes = (pairs.select(1, 0) + pairs.select(1, 1) * 16).contiguous();
+    }
+  }
+  if (chunk_index_bytes(chunk) == 1) {
+    parts.push_back(off.to(at::kByte).contiguous().view({-1}));
+  } else {  // offsets up to 65535 as int16 shifted by 32768 (torch has no uint16)
+    parts.push_back(off.sub(kLowOffset).to(at::kShort).contiguous().view({-1}).view(at::kByte));
+  }
+  parts.push_back(value_bytes);
+  out.payload = at::cat(parts);
+  at::Tensor sent_padded = at::zeros({l.blocks, chunk}, xf.options()).scatter_(1, off, sent);
+  out.sent = l.padded ? sent_padded.view({-1}).index_select(0, pos) : sent_padded.view({-1});
+  return out;
+}
+
+void decode_chunked_topk_add(const at::Tensor& payload, const BlockLayout& l, int64_t k, int bits,
+                             at::Tensor& padded) {
+  const int64_t expected = chunked_topk_payload_bytes(l, k, bits);
+  TORCH_CHECK(payload.dim() == 1 && payload.scalar_type() == at::kByte &&
+                  payload.numel() == expected,
+              "chunked top-k payload has ", payload.numel(), " bytes of ", payload.scalar_type(),
+              ", expected ", expected, " of Byte");
+  const int64_t chunk = l.block_size;
+  TORCH_CHECK(padded.dim() == 1 && padded.numel() == l.blocks * chunk &&
+                  padded.scalar_type() == at::kFloat,
+              "chunked top-k: the accumulator must be fp32 [", l.blocks * chunk, "]");
+  if (l.blocks == 0) return;
+  const int64_t m = l.blocks * k;
+  int64_t at_byte = 0;
+  at::Tensor scales;
+  if (chunk_scaled(bits)) {
+    scales = bytes_as(payload, 0, l.blocks, at::kFloat);
+    at_byte += 4 * l.blocks;
+  }
+  at::Tensor off;
+  if (chunk_index_bytes(chunk) == 1) {
+    off = payload.narrow(0, at_byte, m).to(at::kLong);
+  } else {
+    off = bytes_as(payload, at_byte, m, at::kShort).to(at::kLong).add_(kLowOffset);
+  }
+  at_byte += m * chunk_index_bytes(chunk);
+  // Checked here, not by index_add_: on a GPU an out-of-range index is a device-side assert.
+  int64_t lo = off.min().item<int64_t>(), hi = off.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < chunk, "chunked top-k payload: offset ", lo < 0 ? lo : hi,
+              " outside its chunk of ", chunk);
+  at::Tensor vals;
+  if (bits == 32) {
+    vals = bytes_as(payload, at_byte, m, at::kFloat);
+  } else if (bits == 16) {
+    vals = bytes_as(payload, at_byte, m, at::kHalf).to(at::kFloat);
+  } else if (bits == 8) {
+    vals = bytes_as(payload, at_byte, m, at::kChar).to(at::kFloat);
+  } else {
+    at::Tensor packed = payload.narrow(0, at_byte, ceil_div(m, 2));
+    at::Tensor nib = at::stack({packed.bitwise_and(15), packed.__rshift__(4)}, 1).view({-1});
+    vals = nib.narrow(0, 0, m).to(at::kFloat).sub_(kInt4Offset);
+  }
+  vals = vals.view({l.blocks, k});
+  if (scales.defined()) vals = vals.mul(scales.unsqueeze(1));
+  at::Tensor rows = at::arange(l.blocks, off.options()).mul_(chunk).unsqueeze(1);
+  padded.index_add_(0, off.view({l.blocks, k}).add(rows).view({-1}), vals.reshape({-1}));
 }
 
 int64_t flat_sparse_payload_bytes(int64_t k, at::ScalarType value_type) {

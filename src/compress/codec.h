@@ -79,10 +79,11 @@ at::Tensor decode_int8(const at::Tensor& q, float scale);
 // one; an odd count leaves the last high nibble 0. Fixed size for given (numels, block_size).
 int64_t int4_blocks(const std::vector<int64_t>& numels, int64_t block_size);
 int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_size);
-// Where every value of the flat vector sits among the blocks. It depends only on the sizes and
-// the block size, so a compressor builds it once and reuses it every step (the index tensors
-// are what makes decoding a gather rather than a repeat_interleave, ~50x faster on CPU).
-struct Int4Layout {
+// Where every value of the flat vector sits among the blocks (int4's blocks, chunked top-k's
+// chunks). It depends only on the sizes and the block size, so a compressor builds it once and
+// reuses it every step (the index tensors are what makes decoding a gather rather than a
+// repeat_interleave, ~50x faster on CPU).
+struct BlockLayout {
   std::vector<int64_t> numels;
   int64_t block_size = 0;
   int64_t blocks = 0;
@@ -93,17 +94,46 @@ struct Int4Layout {
   at::Tensor block_of;    // int64 [numel]: each value's block
   at::Tensor padded_pos;  // int64 [numel]: its position in the zero-padded blocks
 };
-Int4Layout make_int4_layout(const std::vector<int64_t>& numels, int64_t block_size,
+BlockLayout make_block_layout(const std::vector<int64_t>& numels, int64_t block_size,
                             const at::Device& device);
 // `x` flat fp32 of layout.numel values. Returns the payload.
-at::Tensor encode_int4(const at::Tensor& x, const Int4Layout& layout);
+at::Tensor encode_int4(const at::Tensor& x, const BlockLayout& layout);
 // One payload back to a flat fp32 vector of layout.numel values (x's reconstruction). Throws
 // (c10::Error) on a payload of the wrong size or type.
-at::Tensor decode_int4(const at::Tensor& payload, const Int4Layout& layout);
+at::Tensor decode_int4(const at::Tensor& payload, const BlockLayout& layout);
 // The same, building the layout on the fly.
 at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels, int64_t block_size);
 at::Tensor decode_int4(const at::Tensor& payload, const std::vector<int64_t>& numels,
                        int64_t block_size);
+
+// Chunked top-k (compress.method topk with compress.chunk_size C, SparseLoCo's format): the flat
+// vector is cut into chunks of C values laid out as `layout` (make_block_layout(numels, C):
+// chunks never span two tensors, a tensor's last chunk is zero-padded) and every chunk sends its
+// own k entries of largest |x|. Per-chunk selection bounds what one tensor can take from
+// another (global top-k can starve a layer for many syncs) and makes the indices small: an
+// offset inside the chunk, 1 byte when C <= 256, else 2 (C <= 65536). Values travel as fp32 or
+// fp16 (`bits` 32 / 16) or quantised to `bits` 8 or 4 with one fp32 scale per chunk:
+// scale = max|selected| / L, L = 2^(bits-1) - 1, q = round(v / scale) in [-L, L]; a chunk with a
+// non-finite or all-zero selection sends scale 0 (its values stay in the error). Padding slots
+// may be selected (when a chunk has fewer than k non-zeros); they carry 0 and decode into the
+// padding, which is dropped.
+// Payload (uint8, fixed size for given layout, k and bits): [scales: fp32 x chunks, only for
+// bits <= 8] [offsets: chunks x k, uint8 or uint16] [values: chunks x k, fp32 / fp16 / int8 /
+// nibbles q + 8 two per byte, low nibble first, a last odd nibble padded with 0].
+int64_t chunked_topk_k(int64_t chunk, double density);  // ceil(density * chunk) in [1, chunk]
+int64_t chunked_topk_payload_bytes(const BlockLayout& layout, int64_t k, int bits);
+struct ChunkedTopkEncoded {
+  at::Tensor payload;  // uint8
+  at::Tensor sent;     // flat fp32 [layout.numel]: what the receivers reconstruct of x
+};
+// `x` flat fp32 of layout.numel values; bits in {32, 16, 8, 4}; 1 <= k <= layout.block_size.
+ChunkedTopkEncoded encode_chunked_topk(const at::Tensor& x, const BlockLayout& layout, int64_t k,
+                                       int bits);
+// Adds one payload's values into `padded` (fp32 [layout.blocks * layout.block_size], the chunks'
+// padded layout); take x's values back with padded.index_select(0, layout.padded_pos). Throws
+// (c10::Error) on a payload of the wrong size or type, or an offset outside its chunk.
+void decode_chunked_topk_add(const at::Tensor& payload, const BlockLayout& layout, int64_t k,
+                             int bits, at::Tensor& padded);
 
 // topk's wire format: the k indices into the flat vector (int32), then the k values (fp32 or
 // fp16), k * (4 + value size) bytes. No chunking (unlike DGC's): the indices are spread over the

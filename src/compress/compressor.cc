@@ -84,7 +84,7 @@ at::Tensor& Compressor::state_tensor(const std::string& key, const at::Tensor& l
 }
 
 Compressor::FlatStep Compressor::flatten_with_memory(const std::vector<at::Tensor>& grads,
-                                                     bool error_feedback) {
+                                                     bool error_feedback, double ef_decay) {
   FlatStep f;
   std::vector<at::Tensor> parts;
   for (size_t i = 0; i < grads.size(); ++i) {
@@ -93,7 +93,7 @@ Compressor::FlatStep Compressor::flatten_with_memory(const std::vector<at::Tenso
     if (error_feedback) {
       at::Tensor& e = state_tensor(name_ + "/e/" + std::to_string(i), g);
       f.memories.push_back(e);
-      g = g + e;
+      g = ef_decay == 1.0 ? g + e : g + e * ef_decay;
     }
     f.idx.push_back(i);
     f.numels.push_back(g.numel());

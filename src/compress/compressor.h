@@ -56,7 +56,11 @@ class Compressor : public GradientReducer {
     std::vector<int64_t> numels;       // their sizes
     std::vector<at::Tensor> memories;  // flat views of their memories; empty without feedback
   };
-  FlatStep flatten_with_memory(const std::vector<at::Tensor>& grads, bool error_feedback);
+  // `ef_decay` (beta, compress.ef_decay) scales the memory first: x = g + beta e. beta = 1 is
+  // classic error feedback; beta < 1 lets what was never sent fade (SparseLoCo uses 0.95 on
+  // pseudo-gradients, where the memory plays the part of outer momentum).
+  FlatStep flatten_with_memory(const std::vector<at::Tensor>& grads, bool error_feedback,
+                               double ef_decay = 1.0);
   // memories = residual (flat, laid out as FlatStep::x). No-op without memories.
   static void store_residual(FlatStep& step, const at::Tensor& residual);
 
@@ -189,6 +193,7 @@ class Int8Compressor : public Compressor {
 struct Int4Options {
   int64_t block_size = 64;  // values per scale; a tensor's last block may be shorter
   bool error_feedback = true;
+  double ef_decay = 1.0;  // x = g + ef_decay e
 };
 
 // 4-bit quantisation with per-block fp32 scales and error feedback (compress.method int4;
@@ -207,13 +212,15 @@ class Int4Compressor : public Compressor {
 
  private:
   Int4Options options_;
-  Int4Layout layout_;  // of the last step's tensors; rebuilt when their sizes change
+  BlockLayout layout_;  // of the last step's tensors; rebuilt when their sizes change
 };
 
 struct TopkOptions {
-  double density = 0.02;                   // k = ceil(density · numel of all tensors), >= 1
-  at::ScalarType value_type = at::kFloat;  // kHalf: values travel as fp16 (rounding kept in e)
+  double density = 0.02;  // k = ceil(density · numel of all tensors) (per chunk: of the chunk), >= 1
+  int value_bits = 32;    // 32 | 16 (fp16, rounding kept in e) | 8 | 4 (chunked only: per-chunk scale)
+  int64_t chunk_size = 0;  // 0: one global top-k; C: top-k per chunk of C values (codec.h)
   bool error_feedback = true;
+  double ef_decay = 1.0;  // x = g + ef_decay e
 };
 
 // Global top-k with error feedback, no momentum (compress.method topk). Per step: x = g + e
@@ -226,16 +233,23 @@ struct TopkOptions {
 // Unlike DGC it leaves momentum to the optimizer, so it also carries parameter deltas
 // (sync.strategy tsu / dts). Models of 2^31 values or more are refused (int32 indices).
 // Wire: (N − 1) · k · (4 + value bytes) bytes per rank and step.
+// With chunk_size C (SparseLoCo's layout, codec.h: encode_chunked_topk) every chunk of C values
+// sends its own top ceil(density · C), as 1- or 2-byte offsets and values of value_bits bits
+// (4 and 8 with one fp32 scale per chunk). Wire: (N − 1) · chunked_topk_payload_bytes, e.g.
+// C = 256, density 1/16, 4 bits: 28 bytes per 256 values, 1/37 of fp32.
 class TopkCompressor : public Compressor {
  public:
   TopkCompressor(Communicator& comm, TopkOptions options);
   std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
                                           int64_t step) override;
-  // k for a model of `numel` values in all (0 when numel is 0).
+  // k for a model of `numel` values in all (0 when numel is 0); without chunks.
   int64_t k_for(int64_t numel) const;
 
  private:
+  std::unique_ptr<PendingReduction> start_chunked(FlatStep f);
+
   TopkOptions options_;
+  BlockLayout layout_;  // chunked: of the last step's tensors; rebuilt when their sizes change
 };
 
 }  // namespace tern

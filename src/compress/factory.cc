@@ -78,12 +78,15 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     Int4Options o;
     o.block_size = c.block_size;
     o.error_feedback = c.error_feedback;
+    o.ef_decay = c.ef_decay;
     inner = std::make_unique<Int4Compressor>(*counting, o);
   } else if (c.method == "topk") {
     TopkOptions o;
     o.density = c.density;  // job_spec.cc makes 0.02 topk's default
-    o.value_type = c.value_bits == 16 ? at::kHalf : at::kFloat;
+    o.value_bits = static_cast<int>(c.value_bits);
+    o.chunk_size = c.chunk_size;
     o.error_feedback = c.error_feedback;
+    o.ef_decay = c.ef_decay;
     inner = std::make_unique<TopkCompressor>(*counting, o);
   } else {
     return invalid_argument("compress.method '" + c.method +

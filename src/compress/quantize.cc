@@ -124,14 +124,14 @@ std::unique_ptr<PendingReduction> Int4Compressor::start(const std::vector<at::Te
   ++stats_.reductions;
   if (block < 1) return failed_reduction(invalid_argument("int4: block_size must be >= 1"));
 
-  FlatStep f = flatten_with_memory(grads, options_.error_feedback);
+  FlatStep f = flatten_with_memory(grads, options_.error_feedback, options_.ef_decay);
   if (!state_error().is_ok()) return failed_reduction(state_error());
   std::vector<WorkPtr> works;
   std::vector<at::Tensor> gathered;
   if (f.x.defined()) {
     if (layout_.numels != f.numels || layout_.block_size != block ||
         layout_.device != f.x.device()) {
-      layout_ = make_int4_layout(f.numels, block, f.x.device());
+      layout_ = make_block_layout(f.numels, block, f.x.device());
     }
     at::Tensor payload = encode_int4(f.x, layout_);
     if (!f.memories.empty()) store_residual(f, f.x - decode_int4(payload, layout_));

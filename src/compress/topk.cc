@@ -23,12 +23,17 @@ std::unique_ptr<PendingReduction> TopkCompressor::start(const std::vector<at::Te
   ScopedTimer timer(&stats_.compress_s);
   at::NoGradGuard no_grad;
   const int world = comm_.size();
-  const at::ScalarType vt = options_.value_type;
   stats_.dense_bytes += tensors_bytes(grads);
   ++stats_.reductions;
 
-  FlatStep f = flatten_with_memory(grads, options_.error_feedback);
+  FlatStep f = flatten_with_memory(grads, options_.error_feedback, options_.ef_decay);
   if (!state_error().is_ok()) return failed_reduction(state_error());
+  if (options_.chunk_size > 0) return start_chunked(std::move(f));
+  if (options_.value_bits != 32 && options_.value_bits != 16) {
+    return failed_reduction(invalid_argument("compress.value_bits " + std::to_string(options_.value_bits) +
+                                             ": 8 and 4 bits need compress.chunk_size (one scale per chunk)"));
+  }
+  const at::ScalarType vt = options_.value_bits == 16 ? at::kHalf : at::kFloat;
   const int64_t numel = f.x.defined() ? f.x.numel() : 0;
   if (numel > std::numeric_limits<int32_t>::max()) {
     // Every rank has the same shapes, so every rank refuses before any collective.
@@ -55,6 +60,38 @@ std::unique_ptr<PendingReduction> TopkCompressor::start(const std::vector<at::Te
     if (gathered.empty()) return Status::ok();
     at::Tensor acc = at::zeros({numel}, gathered[0].options().dtype(at::kFloat));
     for (const at::Tensor& payload : gathered) decode_flat_sparse_add(payload, k, vt, acc);
+    acc.div_(static_cast<double>(world));
+    unflatten_parts(acc, out, idx);
+    return Status::ok();
+  };
+  return make_pending(comm_, std::move(works), std::move(decode), &stats_.compress_s);
+}
+
+std::unique_ptr<PendingReduction> TopkCompressor::start_chunked(FlatStep f) {
+  const int world = comm_.size();
+  const int bits = options_.value_bits;
+  if (!f.x.defined()) {
+    return make_pending(comm_, {}, [](std::vector<at::Tensor>&) { return Status::ok(); },
+                        &stats_.compress_s);
+  }
+  if (layout_.numels != f.numels || layout_.block_size != options_.chunk_size ||
+      layout_.device != f.x.device()) {
+    layout_ = make_block_layout(f.numels, options_.chunk_size, f.x.device());
+  }
+  const int64_t k = chunked_topk_k(options_.chunk_size, options_.density);
+  ChunkedTopkEncoded enc = encode_chunked_topk(f.x, layout_, k, bits);
+  if (!f.memories.empty()) store_residual(f, f.x - enc.sent);
+  std::vector<at::Tensor> gathered;
+  for (int r = 0; r < world; ++r) gathered.push_back(at::empty_like(enc.payload));
+  std::vector<WorkPtr> works;
+  works.push_back(comm_.all_gather(gathered, enc.payload));
+  auto decode = [world, k, bits, layout = layout_, idx = f.idx,
+                 gathered](std::vector<at::Tensor>& out) -> Status {
+    at::NoGradGuard no_grad;
+    at::Tensor padded = at::zeros({layout.blocks * layout.block_size},
+                                  gathered[0].options().dtype(at::kFloat));
+    for (const at::Tensor& payload : gathered) decode_chunked_topk_add(payload, layout, k, bits, padded);
+    at::Tensor acc = layout.padded ? padded.index_select(0, layout.padded_pos.to(padded.device())) : padded;
     acc.div_(static_cast<double>(world));
     unflatten_parts(acc, out, idx);
     return Status::ok();

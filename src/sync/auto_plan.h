@@ -1,7 +1,8 @@
 // Automatic delay d and period T for the periodic strategies (`sync.delay: auto`,
-// `sync.period: auto`). The strategy measures, over its first syncs (blocking, d = 0):
+// `sync.period: auto`). The strategy measures, over its first syncs (delayed d = T - 1 so they
+// overlap training; strategy.h):
 //   t  the time of one training step without sync work (compute, optimizer, data),
-//   w  the time one sync waits for its collective (the part a delay can hide),
+//   w  the time one sync's collective takes (the part a delay can hide),
 //   h  the time one sync costs the training thread whatever the delay (taking the delta,
 //      encoding it, applying the average).
 // With F fragments a period of T steps holds F syncs, each waiting max(0, w - d*t) once d steps

@@ -27,12 +27,27 @@ PeriodicAveragingStrategy::PeriodicAveragingStrategy(
       momentum_(momentum), dense_(comm, options_.bucket_bytes), reducer_(reducer != nullptr ? *reducer : dense_),
       make_reducer_(std::move(make_reducer)) {
   if (!planned_) {
-    // The probe: blocking syncs at the given period, or the probe period when T is auto.
-    delay_ = 0;
+    // The probe: syncs at the given period, or the probe period when T is auto, delayed so
+    // their collectives run beside training (probe_delay()).
     if (options_.period_auto) period_ = std::max(kProbePeriod, options_.fragments);
+    delay_ = probe_delay();
   }
   plan_state_ = at::tensor({planned_ ? 1.0 : 0.0, static_cast<double>(delay_), static_cast<double>(period_)},
                            at::kDouble);
+}
+
+int64_t PeriodicAveragingStrategy::probe_delay() const {
+  if (options_.name == "tsu") return 0;
+  const int64_t longest = std::max<int64_t>(0, period_ - 1);  // one sync in flight per fragment
+  return options_.delay_auto ? longest : (identity() ? options_.delay : std::min(options_.delay, longest));
+}
+
+void PeriodicAveragingStrategy::poll_probe_syncs() {
+  for (auto& f : frags_) {
+    for (auto& in : f.in_flight) {
+      if (in.ready_s < 0 && in.pending->ready()) in.ready_s = seconds_since(in.started);
+    }
+  }
 }
 
 void PeriodicAveragingStrategy::set_phases() {
@@ -99,6 +114,7 @@ Status PeriodicAveragingStrategy::start_sync(Frag& f, int64_t step, std::vector<
   const int64_t bytes0 = wire_bytes();
   InFlight in;
   in.step = step;
+  in.started = t0;
   std::vector<at::Tensor> views = fragment_views(params, f.pieces);
   for (size_t i = 0; i < views.size(); ++i) {
     in.local.push_back(views[i] - f.last[i]);
@@ -143,9 +159,11 @@ Status PeriodicAveragingStrategy::apply(Frag& f, InFlight& in, std::vector<at::T
   }
   ++metrics_.syncs;
   if (!planned_) {
-    // The first probe sync warms up connections and buffers: measured from the second on.
+    // The first probe sync warms up connections and buffers: measured from the second on. The
+    // collective's time: from its start to the first step end that saw it complete, or to now
+    // when it was still running (then the wait above covered the rest).
     if (probe_syncs_ > 0) {
-      probe_wait_s_ += waited;
+      probe_wait_s_ += in.ready_s >= 0 ? in.ready_s : seconds_since(in.started);
       probe_overhead_s_ += seconds_since(t1);
     }
     ++probe_syncs_;
@@ -162,6 +180,7 @@ Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tenso
     ++probe_steps_;
   }
   last_step_ = step;
+  if (!planned_) poll_probe_syncs();
   for (auto& f : frags_) {
     // Finish the sync started d steps ago (at most one per step and fragment when d > 0).
     while (!f.in_flight.empty() && step - f.in_flight.front().step >= delay_) {
@@ -173,6 +192,15 @@ Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tenso
       if (delay_ > 0) break;
     }
     if ((step + 1) % period_ != f.phase) continue;
+    // An outer step needs the previous one applied (its delta is taken against the outer model).
+    // Only a new plan can leave one in flight here: a probe sync whose delay outlasts the period.
+    while (!identity() && !f.in_flight.empty()) {
+      InFlight in = std::move(f.in_flight.front());
+      f.in_flight.pop_front();
+      staleness_sum_ += static_cast<double>(step - in.step);
+      TERN_RETURN_IF_ERROR(apply(f, in, params));
+      metrics_.staleness = staleness_sum_ / static_cast<double>(metrics_.syncs);
+    }
     TERN_RETURN_IF_ERROR(start_sync(f, step, params));
     if (delay_ == 0) {
       InFlight now = std::move(f.in_flight.front());

@@ -211,11 +211,16 @@ class DssgdStrategy : public SyncStrategy {
 // syncs after step s when (s + 1) mod T == f*T/F mod T, with its own reducer (so its own error
 // feedback) and its own in-flight reduction, so each sync carries about 1/F of the model.
 //
-// Automatic d and T (sync/auto_plan.h): until planned, syncs run blocking (d = 0) with period
-// `period` (or the probe period when T is auto); after the probe syncs the ranks agree on the
-// slowest rank's step time, collective wait and per-sync overhead and choose d and T, logged with
-// their inputs and kept in the replicated state (a resumed run keeps its plan; a rebuilt strategy,
-// as after a regroup, chooses again).
+// Automatic d and T (sync/auto_plan.h): until planned, syncs run every `period` steps (the probe
+// period when T is auto) with the delay d = T - 1 when d is auto (the given d otherwise), so the
+// probe does not stall training on the WAN it measures; each probe sync's collective time is
+// taken from its start to the first step end at which its reduction is seen complete (an upper
+// bound, by at most one step; the full wait when it is still running when applied). Which step
+// applies a sync depends only on steps, never on timing, so every rank applies it at the same
+// step and the plan's agreement (a MAX all-reduce of the slowest rank's step time, collective
+// time and per-sync overhead) runs at the same step everywhere. The plan is logged with its
+// inputs and kept in the replicated state (a resumed run keeps its plan; a rebuilt strategy, as
+// after a regroup, chooses again).
 struct PeriodicOptions {
   std::string name = "dts";  // tsu | dts
   int64_t period = 1;
@@ -264,6 +269,8 @@ class PeriodicAveragingStrategy : public SyncStrategy {
     std::vector<at::Tensor> local;   // copy of this rank's delta (one per piece)
     std::unique_ptr<PendingReduction> pending;
     int64_t start_bytes = 0;         // wire bytes start() sent
+    std::chrono::steady_clock::time_point started;
+    double ready_s = -1;             // probe: seconds from start to first seen complete (-1: not yet)
   };
   struct Frag {
     Fragment pieces;
@@ -281,6 +288,8 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   void set_phases();
   bool identity() const { return options_.outer.identity(); }
   Status plan_if_due(int64_t step);
+  int64_t probe_delay() const;
+  void poll_probe_syncs();
   int64_t wire_bytes() const;
 
   Communicator& comm_;

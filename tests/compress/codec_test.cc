@@ -274,6 +274,118 @@ TEST(Int4, PayloadOfTheWrongSizeOrTypeThrows) {
   EXPECT_EQ(decode_int4(at::zeros({0}, at::kByte), {0}, 4).numel(), 0);
 }
 
+// Chunked top-k by hand: per tensor, chunks of `chunk` values (the last one shorter); the k
+// largest |x| of each chunk (all of it when shorter than k) are selected. Returns a 0/1 mask.
+at::Tensor chunk_top_k_mask_by_hand(const at::Tensor& x, const std::vector<int64_t>& numels,
+                                    int64_t chunk, int64_t k) {
+  at::Tensor mask = at::zeros_like(x);
+  int64_t off = 0;
+  for (int64_t n : numels) {
+    for (int64_t b = 0; b < n; b += chunk) {
+      int64_t len = std::min(chunk, n - b);
+      at::Tensor part = x.narrow(0, off + b, len).abs();
+      at::Tensor top = std::get<1>(part.topk(std::min(k, len)));
+      mask.narrow(0, off + b, len).index_fill_(0, top, 1.f);
+    }
+    off += n;
+  }
+  return mask;
+}
+
+TEST(ChunkedTopk, EachChunkSendsItsLargestValuesWithinHalfAScale) {
+  auto g = gen_for(11);
+  struct Case {
+    std::vector<int64_t> numels;
+    int64_t chunk, k;
+  };
+  const std::vector<Case> cases = {
+      {{4096}, 256, 16},         // whole chunks, 1-byte offsets
+      {{1000, 10, 0, 37}, 256, 32},  // short last chunks, a tensor shorter than k, an empty one
+      {{70000}, 1000, 50},       // 2-byte offsets
+      {{5, 3}, 2, 1},            // the smallest chunk
+      {{300}, 65536, 7},         // one chunk longer than the tensor
+  };
+  for (const Case& c : cases) {
+    const int64_t n = std::accumulate(c.numels.begin(), c.numels.end(), int64_t{0});
+    BlockLayout layout = make_block_layout(c.numels, c.chunk, at::kCPU);
+    for (int bits : {32, 16, 8, 4}) {
+      const std::string what = "numels[0] " + std::to_string(c.numels[0]) + " chunk " +
+                               std::to_string(c.chunk) + " k " + std::to_string(c.k) + " bits " +
+                               std::to_string(bits);
+      at::Tensor x = at::randn({n}, g) * 3;
+      ChunkedTopkEncoded enc = encode_chunked_topk(x, layout, c.k, bits);
+      // The documented size: scales (quantised only), offsets, values.
+      const int64_t m = layout.blocks * c.k;
+      const int64_t expect_bytes = (bits <= 8 ? 4 * layout.blocks : 0) + m * (c.chunk <= 256 ? 1 : 2) +
+                                   (bits == 32 ? 4 * m : bits == 16 ? 2 * m : bits == 8 ? m : (m + 1) / 2);
+      ASSERT_EQ(enc.payload.numel(), expect_bytes) << what;
+      EXPECT_EQ(chunked_topk_payload_bytes(layout, c.k, bits), expect_bytes) << what;
+      // What is sent sits on each chunk's top k only, and decoding gives exactly `sent`.
+      at::Tensor mask = chunk_top_k_mask_by_hand(x, c.numels, c.chunk, c.k);
+      EXPECT_TRUE((enc.sent.ne(0).to(at::kFloat) <= mask).all().item<bool>()) << what;
+      at::Tensor padded = at::zeros({layout.blocks * layout.block_size});
+      decode_chunked_topk_add(enc.payload, layout, c.k, bits, padded);
+      at::Tensor decoded = padded.index_select(0, layout.padded_pos);
+      EXPECT_TRUE(at::equal(decoded, enc.sent)) << what;
+      // Selected values within half a level (fp32: exact), never more than max|x| of the chunk.
+      at::Tensor err = (x - enc.sent) * mask;
+      const double tol = bits == 32 ? 0.0 : bits == 16 ? 3 * 2e-3 : 3 * 4.5 / ((1 << (bits - 1)) - 1) / 2 + 1e-5;
+      EXPECT_LE(err.abs().max().item<double>(), tol) << what;
+      // residual + sent == x bit for bit (what error feedback keeps).
+      at::Tensor residual = x - enc.sent;
+      EXPECT_TRUE(at::equal(residual + enc.sent, x)) << what;
+    }
+  }
+}
+
+TEST(ChunkedTopk, ChunksNeverSpanTwoTensors) {
+  // A large tensor and then a small one in one 256-chunk's reach: the small tensor still gets its
+  // own chunk, its own top k and (4 bits) its own scale.
+  at::Tensor big = at::full({100}, 1000.f), small = at::tensor({0.01f, -0.02f, 0.03f, 0.004f});
+  at::Tensor x = at::cat({big, small});
+  BlockLayout layout = make_block_layout({100, 4}, 256, at::kCPU);
+  ChunkedTopkEncoded enc = encode_chunked_topk(x, layout, 2, 4);
+  at::Tensor s = enc.sent.narrow(0, 100, 4);
+  EXPECT_NEAR(s[2].item<float>(), 0.03f, 0.03f / 7 / 2 * 1.0001f);
+  EXPECT_NEAR(s[1].item<float>(), -0.02f, 0.03f / 7 / 2 * 1.0001f);
+  EXPECT_EQ(s[0].item<float>(), 0.f);
+  EXPECT_EQ(s[3].item<float>(), 0.f);
+}
+
+TEST(ChunkedTopk, NonFiniteChunksSendZerosWhenQuantised) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  at::Tensor x = at::tensor({1.f, nan, 2.f, 3.f, 4.f, -5.f, 0.f, 0.f});
+  BlockLayout layout = make_block_layout({8}, 4, at::kCPU);
+  ChunkedTopkEncoded enc = encode_chunked_topk(x, layout, 2, 4);
+  EXPECT_TRUE(at::equal(enc.sent.narrow(0, 0, 4), at::zeros({4})));
+  EXPECT_NEAR(enc.sent[5].item<float>(), -5.f, 1e-5);
+  EXPECT_NEAR(enc.sent[4].item<float>(), 4.f, 5.f / 7 / 2 * 1.0001f);
+}
+
+TEST(ChunkedTopk, BadPayloadsThrowInsteadOfWritingOutside) {
+  BlockLayout layout = make_block_layout({300}, 100, at::kCPU);  // 1-byte offsets, chunks of 100
+  ChunkedTopkEncoded enc = encode_chunked_topk(at::randn({300}), layout, 3, 4);
+  at::Tensor padded = at::zeros({300});
+  at::Tensor bad = enc.payload.clone();
+  bad.data_ptr<uint8_t>()[3 * 4] = 200;  // the first offset, past its chunk of 100
+  EXPECT_THROW(decode_chunked_topk_add(bad, layout, 3, 4, padded), c10::Error);
+  EXPECT_TRUE(at::equal(padded, at::zeros({300})));
+  EXPECT_THROW(decode_chunked_topk_add(enc.payload.narrow(0, 0, 5), layout, 3, 4, padded), c10::Error);
+  EXPECT_THROW(decode_chunked_topk_add(enc.payload, layout, 4, 4, padded), c10::Error);  // other k
+  at::Tensor small = at::zeros({10});
+  EXPECT_THROW(decode_chunked_topk_add(enc.payload, layout, 3, 4, small), c10::Error);
+  EXPECT_THROW(encode_chunked_topk(at::randn({300}), layout, 3, 2), c10::Error);    // bits
+  EXPECT_THROW(encode_chunked_topk(at::randn({300}), layout, 101, 4), c10::Error);  // k > chunk
+  EXPECT_THROW(encode_chunked_topk(at::randn({299}), layout, 3, 4), c10::Error);    // size
+}
+
+TEST(ChunkedTopk, KPerChunkFollowsTheDensity) {
+  EXPECT_EQ(chunked_topk_k(256, 1.0 / 16), 16);
+  EXPECT_EQ(chunked_topk_k(256, 0.001), 1);
+  EXPECT_EQ(chunked_topk_k(100, 0.125), 13);
+  EXPECT_EQ(chunked_topk_k(4, 1.0), 4);
+}
+
 TEST(FlatSparseWire, RoundTripsBothValueTypes) {
   auto g = gen_for(8);
   const int64_t numel = 200000, k = 1234;

@@ -276,7 +276,10 @@ TEST(Compressors, DelayedFinishGivesTheSameResults) {
   expect_delay_invariant(
       [](Communicator& c) { return std::make_unique<Int4Compressor>(c, Int4Options{}); });
   expect_delay_invariant([](Communicator& c) {
-    return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, at::kFloat, true});
+    return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, 32, 0, true});
+  });
+  expect_delay_invariant([](Communicator& c) {
+    return std::make_unique<TopkCompressor>(c, TopkOptions{0.1, 4, 16, true, 0.95});
   });
 }
 
@@ -327,7 +330,34 @@ TEST(Compressors, StateSavesAndRestores) {
     return std::make_unique<Int4Compressor>(c, Int4Options{16, true});
   });
   expect_state_round_trip([](Communicator& c) {
-    return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, at::kHalf, true});
+    return std::make_unique<TopkCompressor>(c, TopkOptions{0.05, 16, 0, true});
+  });
+  expect_state_round_trip([](Communicator& c) {
+    return std::make_unique<TopkCompressor>(c, TopkOptions{0.1, 4, 16, true, 0.95});
+  });
+}
+
+// Chunked top-k with a decaying memory, on one rank (the average is what this rank sent):
+// x = g + beta e, e = x - sent, step after step.
+TEST(Compressors, ChunkedTopkKeepsTheDecayedMemory) {
+  testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
+    const double beta = 0.9;
+    TopkCompressor c(*comm, TopkOptions{0.25, 4, 8, true, beta});
+    at::Tensor e = at::zeros({40});
+    for (int64_t s = 0; s < 4; ++s) {
+      std::vector<at::Tensor> g{at::randn({40})}, out{at::zeros({40})};
+      ASSERT_TRUE(c.start(g, s)->finish(out).is_ok());
+      at::Tensor x = g[0] + e * beta;
+      // A quarter of each chunk of 8 at most is sent, the largest of x.
+      EXPECT_LE(out[0].ne(0).sum().item<int64_t>(), 10);
+      e = x - out[0];
+      at::Tensor kept;
+      for (auto& [name, t] : c.state()) {
+        if (name == "topk/e/0") kept = t;
+      }
+      ASSERT_TRUE(kept.defined());
+      EXPECT_TRUE(at::allclose(kept, e, 1e-6, 1e-6)) << "step " << s;
+    }
   });
 }
 
@@ -368,8 +398,11 @@ std::vector<std::unique_ptr<GradientReducer>> all_compressors(Communicator& c) {
   out.push_back(std::make_unique<Int8Compressor>(c, true));
   out.push_back(std::make_unique<Int4Compressor>(c, Int4Options{2, true}));
   out.push_back(std::make_unique<Int4Compressor>(c, Int4Options{64, false}));
-  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.001, at::kFloat, true}));
-  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.3, at::kHalf, false}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.001, 32, 0, true}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.3, 16, 0, false}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.25, 4, 8, true, 0.95}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.1, 8, 300, false}));
+  out.push_back(std::make_unique<TopkCompressor>(c, TopkOptions{0.5, 32, 2, true}));
   return out;
 }
 
@@ -563,7 +596,7 @@ void expect_matches_simulation(const std::string& method, int64_t block, double 
       if (method == "int4") {
         c = std::make_unique<Int4Compressor>(*comm, Int4Options{block, true});
       } else {
-        c = std::make_unique<TopkCompressor>(*comm, TopkOptions{density, at::kFloat, true});
+        c = std::make_unique<TopkCompressor>(*comm, TopkOptions{density, 32, 0, true});
       }
       for (int64_t s = 0; s < steps; ++s) {
         auto g = grads_for(shapes, rank, s, 0.2 * rank);
@@ -648,9 +681,9 @@ TEST(Compressors, Int4AndTopkFeedBackExactlyWhatWasNotSent) {
   testing::run_ranks(1, [](int, std::shared_ptr<Communicator> comm) {
     Int4Compressor int4(*comm, Int4Options{});
     expect_exact_feedback(int4);
-    TopkCompressor topk(*comm, TopkOptions{0.02, at::kFloat, true});
+    TopkCompressor topk(*comm, TopkOptions{0.02, 32, 0, true});
     expect_exact_feedback(topk);
-    TopkCompressor topk16(*comm, TopkOptions{0.02, at::kHalf, true});
+    TopkCompressor topk16(*comm, TopkOptions{0.02, 16, 0, true});
     expect_exact_feedback(topk16);
   });
 }
@@ -664,7 +697,7 @@ TEST(Compressors, Int4AndTopkSumOverStepsMatchesDenseSum) {
       if (method == "int4") {
         c = std::make_unique<Int4Compressor>(*comm, Int4Options{});
       } else {
-        c = std::make_unique<TopkCompressor>(*comm, TopkOptions{0.05, at::kFloat, true});
+        c = std::make_unique<TopkCompressor>(*comm, TopkOptions{0.05, 32, 0, true});
       }
       at::Tensor applied = at::zeros({30, 40}), dense = at::zeros({30, 40});
       for (int64_t step = 0; step < 6; ++step) {

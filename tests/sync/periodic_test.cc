@@ -328,11 +328,13 @@ TEST(Periodic, FragmentsCutThePeakBytesPerSync) {
 }
 
 TEST(Periodic, AutomaticDelayAndPeriodArePlannedOnceTheSameOnEveryRank) {
-  // The probe is 2 blocking syncs 16 steps apart; the plan follows at step 31.
-  auto run = train(spec_with(2, {"train.steps=48", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto",
+  // The probe is 2 syncs 16 steps apart (after steps 15 and 31), each applied d = 15 steps later
+  // so that its collective runs beside training: the plan follows at step 46 on every rank.
+  auto run = train(spec_with(2, {"train.steps=56", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto",
                                  "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}"}));
   for (const auto& s : run.summary) {
     ASSERT_TRUE(s.contains("auto_planned_at_step")) << s.dump();
+    EXPECT_EQ(s["auto_planned_at_step"].get<double>(), 46);
     EXPECT_GE(s["period"].get<double>(), 2);
     EXPECT_LT(s["delay"].get<double>(), s["period"].get<double>());
     EXPECT_GT(s["auto_step_s"].get<double>(), 0);
