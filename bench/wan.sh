@@ -63,8 +63,13 @@ echo "config,step,train_s,test_accuracy" > "$CURVES.tmp"
 # (sync.outer lr 0.7, momentum 0.5: DiLoCo's 0.9 overshoots at T = 48), streaming fragments,
 # compressed pseudo-gradients (int4 and topk travel by all-gather: N - 1 hops, half the ring's
 # latency, so d = 12 hides them) and the automatic d and T (with int4, on both WAN models).
-#   DILOCO_DELAY=12 DILOCO_PERIOD=48 OUTER_LR=0.7 OUTER_MOMENTUM=0.5 TOPK_DENSITY=0.02 (defaults)
+# The chunked rows (SparseLoCo's layout) send the top CHUNK_DENSITY of every chunk of 256 values
+# with 4-bit values and 1-byte offsets: 52 bytes per 256 values at 1/8, the bytes of 2 % global
+# top-k for 6x the entries.
+#   DILOCO_DELAY=12 DILOCO_PERIOD=48 OUTER_LR=0.7 OUTER_MOMENTUM=0.5 TOPK_DENSITY=0.02 CHUNK_DENSITY=0.125 (defaults)
 DILOCO=(--set "sync.outer={lr: ${OUTER_LR:-0.7}, momentum: ${OUTER_MOMENTUM:-0.5}, nesterov: true}")
+CTOPK=(--set compress.method=topk --set compress.chunk_size=256 --set compress.value_bits=4
+       --set compress.density="${CHUNK_DENSITY:-0.125}")
 {
   echo "config,samples_per_s,test_accuracy,bytes_per_rank,peak_sync_bytes,delay,period,wait_s,compute_s,staleness,train_wall_s"
   run ssgd-lan         --set sync.strategy=ssgd
@@ -84,6 +89,10 @@ DILOCO=(--set "sync.outer={lr: ${OUTER_LR:-0.7}, momentum: ${OUTER_MOMENTUM:-0.5
   run diloco-int4-auto           --cluster $W4 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}" --set compress.method=int4
   run w2-diloco-int4-d$D-T$T     --cluster $W2 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" --set compress.method=int4
   run w2-diloco-int4-auto        --cluster $W2 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}" --set compress.method=int4
+  run diloco-ctopk4-d$D-T$T      --cluster $W4 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" "${CTOPK[@]}"
+  run diloco-ctopk4-auto         --cluster $W4 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}" "${CTOPK[@]}"
+  run w2-diloco-ctopk4-d$D-T$T   --cluster $W2 --set sync.strategy=dts --set sync.delay=$D --set sync.period=$T "${DILOCO[@]}" "${CTOPK[@]}"
+  run w2-diloco-ctopk4-auto      --cluster $W2 --set sync.strategy=dts --set sync.delay=auto --set sync.period=auto "${DILOCO[@]}" "${CTOPK[@]}"
 } > "$CSV.tmp"
 /usr/bin/python3 - "$CSV.tmp" "$CSV" <<'PY'
 import csv, sys

@@ -86,6 +86,23 @@ void TrainingLoop::attach_group(int64_t generation, std::vector<int> members, st
   counting_->replace_inner(std::move(world));
 }
 
+Status TrainingLoop::share_initial_parameters(std::vector<at::Tensor>& data) {
+  NamedState named;
+  for (size_t i = 0; i < data.size(); ++i) named.emplace_back(std::to_string(i), data[i]);
+  TERN_ASSIGN_OR_RETURN(auto hashes, exchange_hashes(*counting_, hash_named_tensors(named),
+                                                     hash_named_tensors(named, /*layout_only=*/true),
+                                                     options_.device));
+  if (std::all_of(hashes.begin(), hashes.end(), [&](const auto& h) { return h == hashes[0]; })) {
+    spdlog::info("initial parameters are identical on all {} ranks: no broadcast", hashes.size());
+    return Status::ok();
+  }
+  std::vector<uint64_t> values;
+  for (const auto& h : hashes) values.push_back(h.first);
+  spdlog::info("initial parameters differ across ranks ({}): broadcasting rank 0's",
+               groups_text(group_ranks_by_hash(values)));
+  return broadcast_tensors(*counting_, data, 0).with_context("initial broadcast");
+}
+
 Status TrainingLoop::setup() {
   TERN_RETURN_IF_ERROR(prepare());
   {
@@ -93,9 +110,7 @@ Status TrainingLoop::setup() {
     std::vector<at::Tensor> data;
     for (auto& p : params_) data.push_back(p.data());
     // (A rank joining a running job at a later generation takes the group's state instead.)
-    if (options_.generation <= 1) {
-      TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, data, 0).with_context("initial broadcast"));
-    }
+    if (options_.generation <= 1) TERN_RETURN_IF_ERROR(share_initial_parameters(data));
   }
   TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_));
   if (optimizer_->name() == "adamw") {

@@ -230,6 +230,39 @@ TEST(Trainer, SsgdKeepsReplicasBitIdentical) {
   }
 }
 
+// Ranks that built the same model skip the initial broadcast (only their hashes travel); a rank
+// that built another model (here: another seed) gets rank 0's parameters.
+TEST(Trainer, InitialParametersAreBroadcastOnlyWhenRanksDiffer) {
+  for (bool same_seed : {true, false}) {
+    std::vector<std::vector<at::Tensor>> params(2);
+    std::vector<int64_t> sent(2);
+    int64_t model_bytes = 0;
+    testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
+      TrainerOptions o;
+      o.spec = small_spec(2);
+      if (!same_seed && rank == 1) o.spec.train.seed = 6;
+      o.rank = rank;
+      o.world = 2;
+      MemorySink sink;
+      TrainingLoop t(o, comm, &sink, make_workload(o.spec));
+      ASSERT_TRUE(t.setup().is_ok());
+      for (auto& p : t.parameters()) params[static_cast<size_t>(rank)].push_back(p.detach().clone());
+      sent[static_cast<size_t>(rank)] = t.bytes_sent();
+      if (rank == 0) {
+        for (auto& p : t.parameters()) model_bytes += p.numel() * p.element_size();
+      }
+    });
+    for (size_t i = 0; i < params[0].size(); ++i) {
+      EXPECT_TRUE(same_bits(params[0][i], params[1][i])) << "same seed " << same_seed << " parameter " << i;
+    }
+    if (same_seed) {
+      EXPECT_LT(sent[0], 1024) << "a broadcast of identical parameters";
+    } else {
+      EXPECT_GE(sent[0] + sent[1], model_bytes) << "no broadcast although rank 1 differed";
+    }
+  }
+}
+
 TEST(Trainer, EmitsProtocolEvents) {
   JobSpec spec = small_spec(2);
   spec.train.log_every = 5;
