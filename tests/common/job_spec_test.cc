@@ -315,6 +315,30 @@ TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
   EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"compress.method=topk", "compress.density=1"}).is_ok());
   EXPECT_NE(load_error(kGood, {"compress.method=topk", "compress.value_bits=8"}).message().find("value_bits"),
             std::string::npos);
+  // Chunked top-k and the error-feedback decay: each bad combination names its field.
+  const std::vector<std::string> chunked = {"compress.method=topk", "compress.chunk_size=256"};
+  for (const char* bits : {"32", "16", "8", "4"}) {
+    auto with = chunked;
+    with.push_back(std::string("compress.value_bits=") + bits);
+    EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", with).is_ok()) << bits;
+  }
+  auto expect_names = [&](std::vector<std::string> sets, const std::string& want) {
+    Status s = load_error(kGood, sets);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << want;
+    EXPECT_NE(s.message().find(want), std::string::npos) << want << ": " << s.message();
+  };
+  expect_names({"compress.method=topk", "compress.chunk_size=256", "compress.value_bits=2"}, "value_bits");
+  expect_names({"compress.method=topk", "compress.value_bits=4"}, "8 and 4 need method topk with chunk_size");
+  expect_names({"compress.method=int4", "compress.chunk_size=256"}, "chunk_size applies to method topk only");
+  expect_names({"compress.method=topk", "compress.chunk_size=1"}, "compress.chunk_size must be 0");
+  expect_names({"compress.method=topk", "compress.chunk_size=65537"}, "compress.chunk_size must be <=");
+  expect_names({"compress.method=topk", "compress.chunk_size=-2"}, "compress.chunk_size");
+  expect_names({"compress.method=int8", "compress.ef_decay=0.9"}, "ef_decay applies to methods topk and int4");
+  expect_names({"compress.method=topk", "compress.ef_decay=0"}, "ef_decay must be in (0, 1]");
+  expect_names({"compress.method=topk", "compress.ef_decay=1.5"}, "compress.ef_decay");
+  expect_names({"compress.method=int4", "compress.ef_decay=0.9", "compress.error_feedback=false"},
+               "ef_decay needs error_feedback");
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"compress.method=int4", "compress.ef_decay=0.95"}).is_ok());
   EXPECT_NE(load_error(kGood, {"compress.method=int5"}).message().find("int4, topk"), std::string::npos);
   EXPECT_NE(load_error(kGood, {"sync.strategy=hierarchical", "compress.method=topk"}).message().find(
                 "not supported with sync.strategy hierarchical"),

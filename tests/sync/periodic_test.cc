@@ -296,7 +296,12 @@ TEST(Periodic, ReplicasAreBitIdenticalAfterTheFinalDrainInEveryNewMode) {
            {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=3"},
            {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=3", diloco},
            {"sync.strategy=dts", "sync.delay=2", "sync.period=6", "sync.fragments=2", diloco, "compress.method=int8"},
-           {"train.steps=45", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto", diloco},
+           {"sync.strategy=dts", "sync.delay=2", "sync.period=6", diloco, "compress.method=topk",
+            "compress.chunk_size=64", "compress.value_bits=4", "compress.density=0.125", "compress.ef_decay=0.95"},
+           {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=2", diloco, "compress.method=topk",
+            "compress.chunk_size=300", "compress.value_bits=8", "compress.density=0.1"},
+           // Planned at step 46 (after the delayed probe syncs), then 14 steps with the plan.
+           {"train.steps=60", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto", diloco},
            {"train.steps=45", "sync.strategy=tsu", "sync.period=auto", "sync.fragments=2"}}) {
     auto run = train(spec_with(3, sets));
     expect_identical_replicas(run, joined(sets));
