@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/path_policy.h"
 #include "common/trainer_protocol.h"
@@ -36,20 +37,6 @@ int64_t file_size(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
 }
 
-// Writes `text` to `path` atomically (a trainer of another rank may be reading it).
-Status write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) return internal_error("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return internal_error("cannot rename " + tmp + ": " + ec.message());
-  return Status::ok();
-}
-
 std::string task_name(const v1::TaskRef& t) {
   return t.job_id() + "/rank " + std::to_string(t.rank()) + " gen " +
          std::to_string(t.generation());
@@ -72,18 +59,12 @@ uint64_t load_session(const std::string& path) {
 
 void save_session(const std::string& path, uint64_t session) {
   if (path.empty()) return;
-  const std::string tmp = path + ".tmp";
-  const mode_t old = ::umask(077);
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << session << "\n";
-  }
-  ::umask(old);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) spdlog::warn("cannot keep the worker session in {}: {}", path, ec.message());
+  AtomicWriteOptions options;
+  options.mode = 0600;  // the worker's secret
+  options.tmp_suffix = ".tmp";
+  Status s = atomic_write_file(path, std::to_string(session) + "\n", options);
+  if (!s.is_ok()) spdlog::warn("cannot keep the worker session in {}: {}", path, s.message());
 }
-
 // Trainers run in their job directory: every path handed to them must be absolute.
 WorkerDaemonOptions absolute_paths(WorkerDaemonOptions o) {
   std::error_code ec;
@@ -396,7 +377,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   if (Status s = check_job_paths(spec->spec, paths); !s.is_ok())
     return fail("refused by the worker's path check: " + s.message(), kTrainerRefused);
   const std::string spec_path = job_dir + "/spec.yaml";
-  if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok())
+  if (Status s = atomic_write_file(spec_path, start.spec_yaml()); !s.is_ok())
     return fail(s.message());
   std::vector<std::string> argv = {trainer_,
                                    "--spec",
@@ -417,7 +398,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
                                    options_.host};
   if (!start.cluster_yaml().empty()) {
     const std::string cluster_path = job_dir + "/cluster.yaml";
-    if (Status s = write_file_atomic(cluster_path, start.cluster_yaml()); !s.is_ok())
+    if (Status s = atomic_write_file(cluster_path, start.cluster_yaml()); !s.is_ok())
       return fail(s.message());
     std::string regions;
     for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;
