@@ -267,29 +267,71 @@ std::string Journal::frame_v1(const std::string& payload) {
   return out;
 }
 
-Result<JournalScan> scan_journal(std::string_view d, const std::string& path) {
-  JournalScan scan;
+namespace {
+
+// Every intact record of `d` from byte `off`, resynchronising after damage (repair): damaged
+// stretches and a torn tail go to `report`.
+std::vector<JournalRecord> intact_records(std::string_view d, int version, size_t off,
+                                          JournalRepairReport* report) {
+  std::vector<JournalRecord> found;
+  uint64_t max_seq = 0;
+  while (off < d.size()) {
+    JournalRecord rec;
+    if (record_at(version, d, off, &rec)) {
+      found.push_back(rec);
+      max_seq = std::max(max_seq, rec.seq);
+      off += rec.payload.size() + (version == 2 ? kV2HeaderBytes : kV1HeaderBytes);
+      continue;
+    }
+    size_t next = next_record(version, d, off + 1);
+    if (next == kNotFound) {
+      if (tail_problem(version, d, off, max_seq + 1).empty()) {
+        report->torn_bytes = d.size() - off;
+      } else {
+        report->damaged_ranges.emplace_back(off, d.size());
+      }
+      break;
+    }
+    report->damaged_ranges.emplace_back(off, next);
+    off = next;
+  }
+  return found;
+}
+
+// The format of a journal from its first bytes: sets scan->version and moves *off past a file
+// header. False when the file is a torn file header (it was being created: nothing to scan).
+Result<bool> scan_file_header(std::string_view d, const std::string& path, JournalScan* scan,
+                              size_t* off) {
   const std::string& header = Journal::file_header();
-  const uint64_t size = d.size();
-  if (d.empty()) return scan;
-  size_t off = 0;
   if (d.size() < kFileHeaderBytes && header.compare(0, d.size(), d) == 0) {
-    scan.version = 2;  // a torn file header: the file was being created
-    scan.torn_tail = true;
-    return scan;
+    scan->version = 2;
+    scan->torn_tail = true;
+    return false;
   }
   if (d.substr(0, kFileHeaderBytes) == header) {
-    scan.version = 2;
-    off = kFileHeaderBytes;
+    scan->version = 2;
+    *off = kFileHeaderBytes;
   } else if (d.size() >= kFileHeaderBytes &&
              (d.substr(kV1HeaderBytes, sizeof(kHeaderFamily) - 1) == kHeaderFamily ||
               bit_distance(d.substr(0, kFileHeaderBytes), header) <= 8)) {
-    return corrupt(path, size, "the file header at byte 0",
+    return corrupt(path, d.size(), "the file header at byte 0",
                    "is damaged or names a journal format this coordinator does not know "
                    "(it reads formats 1 and 2)");
   } else {
-    scan.version = 1;
+    scan->version = 1;
   }
+  return true;
+}
+
+}  // namespace
+
+Result<JournalScan> scan_journal(std::string_view d, const std::string& path) {
+  JournalScan scan;
+  const uint64_t size = d.size();
+  if (d.empty()) return scan;
+  size_t off = 0;
+  TERN_ASSIGN_OR_RETURN(const bool more, scan_file_header(d, path, &scan, &off));
+  if (!more) return scan;
 
   uint64_t expect = 1;  // format 2: the next sequence number
   while (off < d.size()) {
@@ -534,29 +576,7 @@ JournalSalvage salvage_journal(std::string_view d, const std::string& path,
   }
   report.version = version;
 
-  // Every intact record, resynchronising after damage.
-  std::vector<JournalRecord> found;
-  uint64_t max_seq = 0;
-  while (off < d.size()) {
-    JournalRecord rec;
-    if (record_at(version, d, off, &rec)) {
-      found.push_back(rec);
-      max_seq = std::max(max_seq, rec.seq);
-      off += rec.payload.size() + (version == 2 ? kV2HeaderBytes : kV1HeaderBytes);
-      continue;
-    }
-    size_t next = next_record(version, d, off + 1);
-    if (next == kNotFound) {
-      if (tail_problem(version, d, off, max_seq + 1).empty()) {
-        report.torn_bytes = d.size() - off;
-      } else {
-        report.damaged_ranges.emplace_back(off, d.size());
-      }
-      break;
-    }
-    report.damaged_ranges.emplace_back(off, next);
-    off = next;
-  }
+  std::vector<JournalRecord> found = intact_records(d, version, off, &report);
 
   // Refused records, then (format 2) sequence order without duplicates.
   std::vector<JournalRecord> kept;
