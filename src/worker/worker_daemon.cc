@@ -65,6 +65,23 @@ void save_session(const std::string& path, uint64_t session) {
   Status s = atomic_write_file(path, std::to_string(session) + "\n", options);
   if (!s.is_ok()) spdlog::warn("cannot keep the worker session in {}: {}", path, s.message());
 }
+// Where a task's spec may point on this worker: it writes below its job directory (and its
+// checkpoint directory under the cluster's checkpoint_root), reads the data directories (and
+// the checkpoint root); symlinks resolved.
+PathPolicy task_path_policy(const WorkerDaemonOptions& o, const std::string& job_dir,
+                            const std::string& job_id) {
+  PathPolicy paths;
+  paths.job_dir = fs::path(job_dir).lexically_normal().string();
+  paths.write_roots = {paths.job_dir};
+  paths.read_roots = o.data_dirs;
+  if (!o.checkpoint_root.empty()) {
+    paths.write_roots.push_back(o.checkpoint_root + "/" + job_id);
+    paths.read_roots.push_back(o.checkpoint_root);
+  }
+  paths.resolve_symlinks = true;
+  return paths;
+}
+
 // Trainers run in their job directory: every path handed to them must be absolute.
 WorkerDaemonOptions absolute_paths(WorkerDaemonOptions o) {
   std::error_code ec;
@@ -365,15 +382,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   // with it (symlinks resolved) before anything runs.
   auto spec = load_job_spec_text(start.spec_yaml(), ref.job_id() + " spec");
   if (!spec.is_ok()) return fail(spec.status().message(), kTrainerRefused);
-  PathPolicy paths;
-  paths.job_dir = fs::path(job_dir).lexically_normal().string();
-  paths.write_roots = {paths.job_dir};
-  paths.read_roots = options_.data_dirs;
-  if (!options_.checkpoint_root.empty()) {
-    paths.write_roots.push_back(options_.checkpoint_root + "/" + ref.job_id());
-    paths.read_roots.push_back(options_.checkpoint_root);
-  }
-  paths.resolve_symlinks = true;
+  const PathPolicy paths = task_path_policy(options_, job_dir, ref.job_id());
   if (Status s = check_job_paths(spec->spec, paths); !s.is_ok())
     return fail("refused by the worker's path check: " + s.message(), kTrainerRefused);
   const std::string spec_path = job_dir + "/spec.yaml";
