@@ -69,7 +69,9 @@ Status atomic_write_file(const std::string& path, const std::function<Status(Fil
   FileWriter writer(fd, tmp);
   Status st = fill(writer);
   if (!st.is_ok()) return fail(st);
-  if (::fsync(fd) != 0) return fail(internal_error(tmp + ": fsync failed: " + errno_text()));
+  if (options.sync && ::fsync(fd) != 0) {
+    return fail(internal_error(tmp + ": fsync failed: " + errno_text()));
+  }
   if (::close(fd) != 0) {
     fd = -1;
     return fail(internal_error(tmp + ": close failed: " + errno_text()));
@@ -78,7 +80,7 @@ Status atomic_write_file(const std::string& path, const std::function<Status(Fil
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return fail(internal_error(tmp + ": rename to " + path + " failed: " + errno_text()));
   }
-  return fsync_dir(parent_dir(path));
+  return options.sync ? fsync_dir(parent_dir(path)) : Status::ok();
 }
 
 Status atomic_write_file(const std::string& path, std::string_view contents,

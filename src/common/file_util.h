@@ -35,10 +35,14 @@ struct AtomicWriteOptions {
   // The temp file's name: "<path><tmp_suffix>" when set (a fixed name, replaced when a crash
   // left one), else "<path>.tmp.<pid>.<n>" (unique, for writers in several threads).
   std::string tmp_suffix;
+  // fsync the file before the rename and the directory after it. false: still atomic for
+  // readers and across a process crash, not across a power loss (caches that a restart can
+  // rebuild, where an fsync per write costs more than the data is worth).
+  bool sync = true;
 };
 
 // Atomically creates or replaces `path`: `fill` writes into a temp file in the same directory,
-// which is then fsync'ed, renamed over `path`, and the directory fsync'ed. On any error before
+// which is then fsync'ed, renamed over `path`, and the directory fsync'ed (options.sync). On any error before
 // the rename the temp file is removed and `path` is untouched; a crash at any point leaves the
 // old file or the new one at `path`, never a part (at worst a stray temp file).
 Status atomic_write_file(const std::string& path, const std::function<Status(FileWriter&)>& fill,

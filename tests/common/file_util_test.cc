@@ -58,6 +58,17 @@ TEST_F(FileUtilTest, WritesAndReplaces) {
   EXPECT_TRUE(others("f").empty());
 }
 
+TEST_F(FileUtilTest, WithoutSyncStillReplacesAtomically) {
+  const std::string path = dir_ + "/f";
+  AtomicWriteOptions o;
+  o.sync = false;
+  o.tmp_suffix = ".tmp";
+  ASSERT_TRUE(atomic_write_file(path, "old", o).is_ok());
+  ASSERT_TRUE(atomic_write_file(path, "newer", o).is_ok());
+  EXPECT_EQ(slurp(path), "newer");
+  EXPECT_TRUE(others("f").empty());
+}
+
 TEST_F(FileUtilTest, FailingFillLeavesTheOldFileAndNoTemp) {
   const std::string path = dir_ + "/f";
   ASSERT_TRUE(atomic_write_file(path, "old").is_ok());
