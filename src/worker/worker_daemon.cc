@@ -244,6 +244,9 @@ bool WorkerDaemon::register_once() {
     }
     return false;
   }
+  // The session is on disk (fsynced) before the daemon counts as registered: a restart from
+  // here on takes the name back.
+  save_session(session_file(options_), reply->session());
   {
     std::lock_guard<std::mutex> lock(mu_);
     worker_id_ = reply->worker_id();
@@ -251,7 +254,6 @@ bool WorkerDaemon::register_once() {
   session_ = reply->session();
   await_session_.store(session_);
   previous_session_ = session_;
-  save_session(session_file(options_), session_);
   heartbeat_every_ =
       std::chrono::milliseconds(std::max<int64_t>(10, reply->heartbeat_interval_ms()));
   // Events of a previous session are about tasks the coordinator has already written off.
