@@ -50,10 +50,10 @@ Status fsync_dir(const std::string& dir) {
 Status atomic_write_file(const std::string& path, const std::function<Status(FileWriter&)>& fill,
                          const AtomicWriteOptions& options) {
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = options.tmp_suffix.empty()
-                              ? path + ".tmp." + std::to_string(::getpid()) + "." +
-                                    std::to_string(counter.fetch_add(1))
-                              : path + options.tmp_suffix;
+  const std::string tmp =
+      options.tmp_suffix.empty()
+          ? path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1))
+          : path + options.tmp_suffix;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, options.mode);
   if (fd < 0) return internal_error(tmp + ": cannot create: " + errno_text());
   auto fail = [&](Status st) {

@@ -42,9 +42,9 @@ struct AtomicWriteOptions {
 };
 
 // Atomically creates or replaces `path`: `fill` writes into a temp file in the same directory,
-// which is then fsync'ed, renamed over `path`, and the directory fsync'ed (options.sync). On any error before
-// the rename the temp file is removed and `path` is untouched; a crash at any point leaves the
-// old file or the new one at `path`, never a part (at worst a stray temp file).
+// which is then fsync'ed, renamed over `path`, and the directory fsync'ed (options.sync). On any
+// error before the rename the temp file is removed and `path` is untouched; a crash at any point
+// leaves the old file or the new one at `path`, never a part (at worst a stray temp file).
 Status atomic_write_file(const std::string& path, const std::function<Status(FileWriter&)>& fill,
                          const AtomicWriteOptions& options = {});
 Status atomic_write_file(const std::string& path, std::string_view contents,

@@ -279,10 +279,9 @@ class CoordinatorCore {
   // `old_id` exists, has ended, has a journaled committed step and checkpoints under
   // options_.checkpoint_root (NOT_FOUND / FAILED_PRECONDITION saying which and what to do).
   // `user_overrides` may not set those two fields themselves (INVALID_ARGUMENT).
-  Result<std::vector<std::string>> resume_overrides_locked(const std::string& old_id,
-                                                           const std::string& new_id,
-                                                           const std::vector<std::string>& user_overrides,
-                                                           Job* resumed);
+  Result<std::vector<std::string>> resume_overrides_locked(
+      const std::string& old_id, const std::string& new_id,
+      const std::vector<std::string>& user_overrides, Job* resumed);
 
   // Elastic regroup (see the file comment).
   struct LostRank {

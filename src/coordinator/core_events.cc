@@ -83,7 +83,8 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
     case TaskEvent::Kind::kCheckpoint:
       // Every rank reports the same committed step: the first report of a newer one is
       // journaled, the others change nothing. A step no trainer writes is refused.
-      if (e.step < 1 || e.step > (int64_t{1} << 53)) return invalid_argument("checkpoint step out of range");
+      if (e.step < 1 || e.step > (int64_t{1} << 53))
+        return invalid_argument("checkpoint step out of range");
       if (e.step > job.checkpoint_step) {
         job.checkpoint_step = e.step;
         *journal = true;
@@ -103,8 +104,8 @@ Status CoordinatorCore::apply_event_locked(Worker& worker, const TaskEvent& e, b
       }
       r.ready = true;
       if (r.state == RankState::kAssigned) r.state = RankState::kRunning;
-      spdlog::info("job {}: standby rank {} ready after {:.2f} s; growing the group", job.id, r.rank,
-                   finite_or(e.setup_s, 0.0));
+      spdlog::info("job {}: standby rank {} ready after {:.2f} s; growing the group", job.id,
+                   r.rank, finite_or(e.setup_s, 0.0));
       for (RankInfo& o : job.ranks) {
         if (o.ready) o.member = true, o.ready = false;
       }
@@ -137,7 +138,8 @@ void CoordinatorCore::apply_progress_locked(Job& job, RankInfo& r, const TaskEve
     // A member trains again after a regroup: the recovery's timeline ends when the last
     // member of that generation does.
     for (auto& t : job.timelines) {
-      if (t["generation"] == g->second) t["training_again"] = std::max(t["training_again"], r.updated_at);
+      if (t["generation"] == g->second)
+        t["training_again"] = std::max(t["training_again"], r.updated_at);
     }
     r.metrics.erase(g);
     r.metrics.erase("regroup_s");

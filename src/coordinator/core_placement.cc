@@ -31,8 +31,9 @@ std::string threads_never_fit(const Job& job, const std::vector<Worker*>& worker
     if (w->cores == 0 || w->cores >= job.threads) return "";
     if (!largest || w->cores > largest->cores) largest = w;
   }
-  return "train.threads " + std::to_string(job.threads) + " is more than the cores of every worker (the largest, " +
-         largest->id + ", has " + std::to_string(largest->cores) +
+  return "train.threads " + std::to_string(job.threads) +
+         " is more than the cores of every worker (the largest, " + largest->id + ", has " +
+         std::to_string(largest->cores) +
          "): a trainer would starve its worker; lower train.threads";
 }
 
@@ -78,8 +79,9 @@ Status CoordinatorCore::regroup_locked(Job* job, const std::vector<LostRank>& lo
       touch(job);
       return journal_job(*job);
     }
-    spdlog::warn("job {}: {} ranks left, fewer than recovery.min_workers {}: waiting for replacements",
-                 job->id, job->members().size(), job->min_workers);
+    spdlog::warn(
+        "job {}: {} ranks left, fewer than recovery.min_workers {}: waiting for replacements",
+        job->id, job->members().size(), job->min_workers);
     elastic_pending_.erase(job->id);
     for (RankInfo& r : job->ranks) r.member = true, r.ready = false;
   }
@@ -106,7 +108,8 @@ bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, 
   const RankInfo& lead = job->ranks[members.front()];
   auto it = workers_.find(lead.worker_id);
   if (it == workers_.end() || it->second.state != WorkerState::kReady) {
-    return wait("regroup: waiting for rank " + std::to_string(lead.rank) + "'s worker " + lead.worker_id);
+    return wait("regroup: waiting for rank " + std::to_string(lead.rank) + "'s worker " +
+                lead.worker_id);
   }
   Worker& w0 = it->second;
   if (w0.spare_ports.empty()) return wait("regroup: waiting for a free port from worker " + w0.id);
@@ -115,8 +118,9 @@ bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, 
   job->master_addr = take_port(&w0, clock_->monotonic_ms());
   std::string list;
   for (int m : members) list += (list.empty() ? "" : ",") + std::to_string(m);
-  job->reason = kind + " to " + std::to_string(members.size()) + " of " + std::to_string(job->world) +
-                " ranks (" + list + ") at generation " + std::to_string(job->generation);
+  job->reason = kind + " to " + std::to_string(members.size()) + " of " +
+                std::to_string(job->world) + " ranks (" + list + ") at generation " +
+                std::to_string(job->generation);
   std::map<std::string, double> t{{"generation", static_cast<double>(job->generation)},
                                   {"world", static_cast<double>(members.size())},
                                   {"grow", kind == "grow" ? 1.0 : 0.0},
@@ -124,8 +128,8 @@ bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, 
   if (lost_at > 0) t["lost"] = lost_at;
   job->timelines.push_back(std::move(t));
   if (job->timelines.size() > kMaxTimelines) job->timelines.erase(job->timelines.begin());
-  spdlog::info("job {} elastic {}: generation {} with ranks {} (world {} of {}), master {}", job->id, kind,
-               job->generation, list, members.size(), job->world, job->master_addr);
+  spdlog::info("job {} elastic {}: generation {} with ranks {} (world {} of {}), master {}",
+               job->id, kind, job->generation, list, members.size(), job->world, job->master_addr);
   nudge_job_locked(*job);
   touch(job);
   return true;
@@ -160,8 +164,8 @@ void CoordinatorCore::place_standbys_locked(Job* job) {
     r.start_generation = job->generation;
     r.exited = false;
     if (w->id != r.lost_from) r.log_base = logs_.size(job->id, r.rank);
-    spdlog::info("job {}: standby for rank {} ({}) on worker {} at generation {}", job->id, r.rank, r.lost,
-                 w->id, job->generation);
+    spdlog::info("job {}: standby for rank {} ({}) on worker {} at generation {}", job->id, r.rank,
+                 r.lost, w->id, job->generation);
     r.lost.clear();
     r.lost_from.clear();
     nudge_locked(w->id);
@@ -206,9 +210,10 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
     }
     if (!pick) {
       return wait_for_replacements_locked(
-          job,           "regroup: rank " + std::to_string(rank) + " lost (" + r.lost +
-          "); waiting for a worker with a free slot" +
-          (job->placement == "pack" ? " in region " + r.region + " (placement: pack)" : ""));
+          job,
+          "regroup: rank " + std::to_string(rank) + " lost (" + r.lost +
+              "); waiting for a worker with a free slot" +
+              (job->placement == "pack" ? " in region " + r.region + " (placement: pack)" : ""));
     }
     --offers[*pick].free_slots;
     choice[rank] = *pick;
@@ -267,10 +272,12 @@ bool CoordinatorCore::next_generation_locked(Job* job, const std::map<int, size_
   }
   if (bump) {
     if (!w0 || w0->state != WorkerState::kReady) {
-      return wait_for_replacements_locked(job, "regroup: waiting for rank 0's worker " + job->ranks[0].worker_id);
+      return wait_for_replacements_locked(
+          job, "regroup: waiting for rank 0's worker " + job->ranks[0].worker_id);
     }
     if (w0->spare_ports.empty()) {
-      return wait_for_replacements_locked(job, "regroup: waiting for a free port from worker " + w0->id);
+      return wait_for_replacements_locked(job,
+                                          "regroup: waiting for a free port from worker " + w0->id);
     }
     job->generation += 1;
     job->master_addr = take_port(w0, clock_->monotonic_ms());
@@ -306,7 +313,8 @@ void CoordinatorCore::schedule_locked() {
     }
   }
   // Elastic jobs: a group change that waited for a port, and standbys for vacant ranks.
-  for (const auto& [id, why] : std::map<std::string, std::pair<std::string, double>>(elastic_pending_)) {
+  for (const auto& [id, why] :
+       std::map<std::string, std::pair<std::string, double>>(elastic_pending_)) {
     auto job = jobs_.find(id);
     if (job == jobs_.end() || job->second.state != JobState::kRunning) {
       elastic_pending_.erase(id);
@@ -317,8 +325,9 @@ void CoordinatorCore::schedule_locked() {
   }
   for (auto& [id, job] : jobs_) {
     if (job.state != JobState::kRunning || !job.elastic()) continue;
-    if (std::any_of(job.ranks.begin(), job.ranks.end(),
-                    [](const RankInfo& r) { return r.state == RankState::kUnassigned && !r.member; })) {
+    if (std::any_of(job.ranks.begin(), job.ranks.end(), [](const RankInfo& r) {
+          return r.state == RankState::kUnassigned && !r.member;
+        })) {
       place_standbys_locked(&job);
     }
   }

@@ -37,8 +37,9 @@ Status check_submission(const std::string& spec_yaml, const std::vector<std::str
     return invalid_argument("resume_job is not valid UTF-8");
   }
   if (!resume_job.empty() && !spec_yaml.empty()) {
-    return invalid_argument("--resume " + printable(resume_job) +
-                            " starts from that job's own spec: send no spec with it (change fields with --set)");
+    return invalid_argument(
+        "--resume " + printable(resume_job) +
+        " starts from that job's own spec: send no spec with it (change fields with --set)");
   }
   size_t size = spec_yaml.size();
   for (const auto& o : overrides) size += o.size();
@@ -103,22 +104,21 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   }
   if (stored.resumed_job.empty()) {
     spdlog::info("job {} ({}) submitted: {} ranks, placement {}{}", id, stored.name, stored.world,
-                 stored.placement, stored.checkpoint_dir.empty() ? "" : ", checkpoints in " + stored.checkpoint_dir);
+                 stored.placement,
+                 stored.checkpoint_dir.empty() ? "" : ", checkpoints in " + stored.checkpoint_dir);
   } else {
-    spdlog::info("job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step {}", id,
-                 stored.name, stored.world, stored.placement, stored.resumed_job, stored.resumed_step);
+    spdlog::info(
+        "job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step {}",
+        id, stored.name, stored.world, stored.placement, stored.resumed_job, stored.resumed_step);
   }
   touch(&stored);
   schedule_locked();
   return jobs_.at(id);
 }
 
-Result<LoadedJobSpec> CoordinatorCore::load_submission_locked(const std::string& id,
-                                                              const std::string& spec_yaml,
-                                                              const std::vector<std::string>& overrides,
-                                                              const std::string& resume_job,
-                                                              bool named, std::string* name,
-                                                              Job* resumed) {
+Result<LoadedJobSpec> CoordinatorCore::load_submission_locked(
+    const std::string& id, const std::string& spec_yaml, const std::vector<std::string>& overrides,
+    const std::string& resume_job, bool named, std::string* name, Job* resumed) {
   std::string text = spec_yaml;
   std::vector<std::string> all_overrides = overrides;
   if (!resume_job.empty()) {
@@ -154,52 +154,60 @@ Result<LoadedJobSpec> CoordinatorCore::load_submission_locked(const std::string&
 }
 
 Result<std::vector<std::string>> CoordinatorCore::resume_overrides_locked(
-    const std::string& old_id, const std::string& new_id, const std::vector<std::string>& user_overrides,
-    Job* resumed) {
+    const std::string& old_id, const std::string& new_id,
+    const std::vector<std::string>& user_overrides, Job* resumed) {
   auto it = jobs_.find(old_id);
   if (it == jobs_.end()) {
     return not_found("--resume: no job '" + printable(old_id) + "' (tern jobs lists them)");
   }
   const Job& old = it->second;
   if (!is_terminal(old.state)) {
-    return failed_precondition("--resume: job " + old_id + " is " + job_state_name(old.state) +
-                               "; two jobs must not train from one checkpoint directory: cancel it first (tern cancel " +
-                               old_id + ")");
+    return failed_precondition(
+        "--resume: job " + old_id + " is " + job_state_name(old.state) +
+        "; two jobs must not train from one checkpoint directory: cancel it first (tern cancel " +
+        old_id + ")");
   }
   if (options_.checkpoint_root.empty()) {
-    return failed_precondition("--resume: this cluster has no checkpoint_root, so no job's checkpoints are where "
-                               "every worker can read them; set checkpoint_root in the cluster file (a directory "
-                               "every worker mounts at the same path)");
+    return failed_precondition(
+        "--resume: this cluster has no checkpoint_root, so no job's checkpoints are where "
+        "every worker can read them; set checkpoint_root in the cluster file (a directory "
+        "every worker mounts at the same path)");
   }
   if (old.checkpoint_dir.empty()) {
-    return failed_precondition("--resume: job " + old_id +
-                               " did not checkpoint under a shared checkpoint_root (its trainers kept checkpoints in "
-                               "their own job directories, or in its spec's recovery.dir): no other worker can read "
-                               "them");
+    return failed_precondition(
+        "--resume: job " + old_id +
+        " did not checkpoint under a shared checkpoint_root (its trainers kept checkpoints in "
+        "their own job directories, or in its spec's recovery.dir): no other worker can read "
+        "them");
   }
   if (!path_is_under(old.checkpoint_dir, options_.checkpoint_root)) {
-    return failed_precondition("--resume: job " + old_id + " checkpointed into " + old.checkpoint_dir +
-                               ", which is not under this cluster's checkpoint_root " + options_.checkpoint_root);
+    return failed_precondition(
+        "--resume: job " + old_id + " checkpointed into " + old.checkpoint_dir +
+        ", which is not under this cluster's checkpoint_root " + options_.checkpoint_root);
   }
   if (old.checkpoint_step < 0) {
-    return failed_precondition("--resume: job " + old_id + " has no committed checkpoint in " + old.checkpoint_dir +
-                               " (it ended before its first; recovery.checkpoint_every sets how often a job saves)");
+    return failed_precondition(
+        "--resume: job " + old_id + " has no committed checkpoint in " + old.checkpoint_dir +
+        " (it ended before its first; recovery.checkpoint_every sets how often a job saves)");
   }
   for (const auto& o : user_overrides) {
     const std::string key = o.substr(0, o.find('='));
     if (key == "recovery.dir" || key == "recovery.resume_from" || key == "recovery.resume_step") {
-      return invalid_argument("--resume: --set " + key +
-                              " is set by --resume (the new job checkpoints under checkpoint_root and resumes from "
-                              "job " + old_id + "'s directory)");
+      return invalid_argument(
+          "--resume: --set " + key +
+          " is set by --resume (the new job checkpoints under checkpoint_root and resumes from "
+          "job " +
+          old_id + "'s directory)");
     }
   }
   resumed->resumed_job = old_id;
   resumed->resumed_step = old.checkpoint_step;
   // From the journaled step exactly (or the newest complete one before it, should that step be
   // damaged): a later step on disk was never reported committed.
-  return std::vector<std::string>{"recovery.dir=" + yaml_quoted(options_.checkpoint_root + "/" + new_id),
-                                  "recovery.resume_from=" + yaml_quoted(old.checkpoint_dir),
-                                  "recovery.resume_step=" + std::to_string(old.checkpoint_step)};
+  return std::vector<std::string>{
+      "recovery.dir=" + yaml_quoted(options_.checkpoint_root + "/" + new_id),
+      "recovery.resume_from=" + yaml_quoted(old.checkpoint_dir),
+      "recovery.resume_step=" + std::to_string(old.checkpoint_step)};
 }
 
 }  // namespace tern

@@ -118,7 +118,8 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   // recovery regroup once the worker is registered again (it may host the replacements).
   LostByJob regroups;
   if (workers_.count(id)) {
-    TERN_RETURN_IF_ERROR(worker_gone_locked(id, "worker " + id + " restarted", 0, false, &regroups));
+    TERN_RETURN_IF_ERROR(
+        worker_gone_locked(id, "worker " + id + " restarted", 0, false, &regroups));
   }
   Worker& w = workers_[id];
   w.id = id;
@@ -239,7 +240,8 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
   // first beat, tasks started or ended, ports appearing); tick() covers everything else.
   // Scheduling on every beat made each heartbeat O(workers x jobs) and capped the
   // coordinator at a few hundred beats/s with 10,000 workers.
-  bool relevant = !w->heard || now_running != w->reported_running || (w->spare_ports.empty() && !spare_ports.empty());
+  bool relevant = !w->heard || now_running != w->reported_running ||
+                  (w->spare_ports.empty() && !spare_ports.empty());
   w->reported_running = std::move(now_running);
   set_spare_ports(w, spare_ports, clock_->monotonic_ms());
   w->heard = true;
@@ -373,15 +375,16 @@ Result<int> CoordinatorCore::apply_events(const std::string& worker_id, uint64_t
   return applied;
 }
 
-Result<uint64_t> CoordinatorCore::await_work(const std::string& worker_id, uint64_t session, uint64_t seen,
-                                             std::chrono::milliseconds wait) {
+Result<uint64_t> CoordinatorCore::await_work(const std::string& worker_id, uint64_t session,
+                                             uint64_t seen, std::chrono::milliseconds wait) {
   CoreLock lock(mu_);
   Worker* w = nullptr;
   TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
   wait = std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(30000));
   // A version this coordinator never handed out (a daemon that outlived a restart) counts as
   // new work: the daemon heartbeats once and adopts the current version.
-  work_changed_.wait_for(lock.unique(), wait, [&] { return waking_all_ || work_version_[worker_id] != seen; });
+  work_changed_.wait_for(lock.unique(), wait,
+                         [&] { return waking_all_ || work_version_[worker_id] != seen; });
   return work_version_[worker_id];
 }
 

@@ -135,8 +135,8 @@ Job decode_job(const json& j) {
                             std::to_string(std::min(job.checkpoint_step, job.resumed_step)) + ")");
   }
   if (!job.checkpoint_dir.empty() && !fs::path(job.checkpoint_dir).is_absolute()) {
-    throw std::out_of_range("job " + job.id + ": checkpoint_dir '" + job.checkpoint_dir.substr(0, 80) +
-                            "' is not absolute");
+    throw std::out_of_range("job " + job.id + ": checkpoint_dir '" +
+                            job.checkpoint_dir.substr(0, 80) + "' is not absolute");
   }
   return job;
 }
@@ -242,7 +242,8 @@ std::vector<std::string> compacted_journal_records(const std::map<std::string, J
   for (const auto& [id, w] : workers) records.push_back(encode_worker_record(w));
   std::vector<const Job*> by_seq;
   for (const auto& [id, j] : jobs) by_seq.push_back(&j);
-  std::sort(by_seq.begin(), by_seq.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+  std::sort(by_seq.begin(), by_seq.end(),
+            [](const Job* a, const Job* b) { return a->seq < b->seq; });
   for (const Job* j : by_seq) records.push_back(encode_job_record(*j));
   return records;
 }

@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 // The rank of a file named rank-<r>.log, or -1.
 int rank_of_file(const std::string& name) {
   constexpr std::string_view kPrefix = "rank-", kSuffix = ".log";
-  if (name.size() <= kPrefix.size() + kSuffix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0 ||
+  if (name.size() <= kPrefix.size() + kSuffix.size() ||
+      name.compare(0, kPrefix.size(), kPrefix) != 0 ||
       name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
     return -1;
   }

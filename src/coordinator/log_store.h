@@ -31,9 +31,9 @@
 namespace tern {
 
 struct LogStoreOptions {
-  std::string dir;                                 // <state_dir>/logs/jobs
-  int64_t max_bytes_per_job = int64_t{64} << 20;   // all ranks together; then a marker, drop
-  int64_t max_chunk_bytes = int64_t{1} << 20;      // one chunk keeps at most this (>= 256)
+  std::string dir;                                // <state_dir>/logs/jobs
+  int64_t max_bytes_per_job = int64_t{64} << 20;  // all ranks together; then a marker, drop
+  int64_t max_chunk_bytes = int64_t{1} << 20;     // one chunk keeps at most this (>= 256)
 };
 
 class LogStore {
@@ -67,7 +67,7 @@ class LogStore {
     std::string bytes;
   };
   const LogStoreOptions options_;
-  mutable std::mutex mu_;  // guards the members below
+  mutable std::mutex mu_;                                 // guards the members below
   std::map<std::pair<std::string, int>, int64_t> sizes_;  // (job, rank) -> file size
   std::map<std::string, int64_t> job_bytes_;              // job -> bytes of all its ranks
   std::set<std::pair<std::string, int>> capped_;          // ranks whose log has the quota marker

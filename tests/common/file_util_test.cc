@@ -159,7 +159,9 @@ TEST_F(FileUtilTest, PrivateModeIsKeptEvenOverAStaleTemp) {
 TEST_F(FileUtilTest, FsyncDirErrorsNameThePath) {
   EXPECT_TRUE(fsync_dir(dir_).is_ok());
   for (const std::string& bad : {dir_ + "/missing", dir_ + "/file"}) {
-    if (bad == dir_ + "/file") ASSERT_TRUE(atomic_write_file(bad, "x").is_ok());
+    if (bad == dir_ + "/file") {
+      ASSERT_TRUE(atomic_write_file(bad, "x").is_ok());
+    }
     Status s = fsync_dir(bad);
     ASSERT_FALSE(s.is_ok()) << bad;
     EXPECT_EQ(s.message().rfind(bad + ": ", 0), 0u) << s.message();

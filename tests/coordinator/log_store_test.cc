@@ -46,7 +46,7 @@ TEST_F(LogStoreTest, AppendQueuesAndFlushWrites) {
   EXPECT_EQ(logs.size("j-1", 0), 6);
   EXPECT_FALSE(fs::exists(logs.path("j-1", 0)));  // nothing written before flush
   logs.append("j-1", 0, 6, "world\n");
-  logs.append("j-1", 0, 0, "hello ");        // a retried chunk: already there
+  logs.append("j-1", 0, 0, "hello ");          // a retried chunk: already there
   logs.append("j-1", 0, 3, "lo world\nmore");  // overlapping: only the new tail
   logs.append("j-1", 1, 0, "rank one\n");
   logs.flush();
