@@ -47,4 +47,10 @@ class ManualClock : public Clock {
   int64_t unix_ms_offset_;
 };
 
+// Seconds elapsed on the steady clock since `t` (durations measured by the process itself;
+// what a test must control goes through a Clock instead).
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 }  // namespace tern

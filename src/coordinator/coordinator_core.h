@@ -25,8 +25,18 @@
 // later tick or heartbeat before any pending job. A survivor that gives up (exit 4) before
 // it regrouped joins the regroup under way instead of counting as a new one.
 //
-// Thread-safe: one mutex guards everything; any gRPC thread may call any method. tick() is
-// meant to be called periodically (CoordinatorServer does, every 100 ms) to expire leases.
+// Thread-safe: one mutex guards the state; any gRPC thread may call any method. tick() is
+// meant to be called periodically (CoordinatorServer does, every 100 ms) to expire leases. The
+// mutex is always taken through CoreLock (core_lock.h); trainer log files are written after it
+// is released (LogStore::flush, which refuses to run under it). The journal is the exception:
+// a state change is appended and fsynced before the mutex is released, so no other call can
+// observe (and acknowledge) a change that a crash would lose.
+//
+// The implementation is split by responsibility: coordinator_core.cc (open, replay, repair,
+// compaction, client reads), core_submit.cc (submission), core_workers.cc (registration,
+// heartbeats, event reports, leases, a worker gone), core_events.cc (the job state machine),
+// core_placement.cc (scheduling, regroups), with journal_records.h (the record codec),
+// log_store.h (trainer logs) and port_leases.h (rendezvous ports).
 #pragma once
 
 #include <chrono>
@@ -34,6 +44,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -43,11 +54,13 @@
 #include "common/path_policy.h"
 #include "common/status.h"
 #include "coordinator/journal.h"
+#include "coordinator/log_store.h"
 #include "coordinator/types.h"
 
 namespace tern {
 
 struct SlotOffer;
+struct LoadedJobSpec;
 
 // Sees every trainer event the core applied, with the job as it stands after it (the
 // dashboard's time series, job_series.h). Called with the core's mutex held: it must be quick,
@@ -211,13 +224,30 @@ class CoordinatorCore {
   Status replay_record(const std::string& payload);
   Status journal_job(const Job& job);
   Status journal_worker(const Worker& worker);
-  Status journal_meta();
+  // Rewrites the journal as one record per worker and job (compacted_journal_records).
+  Status compact_journal();
+  // compact_journal() once the journal has options_.compact_every records more than live ones.
   Status maybe_compact();
-  void set_spare_ports(Worker* worker, const std::vector<int>& ports);
   Status check_session(const std::string& worker_id, uint64_t session, Worker** worker);
   // Takes one call from the worker's token bucket; RESOURCE_EXHAUSTED when it is empty.
   Status take_worker_call_locked(Worker* worker);
-  // Appends a log chunk of rank `rank` to the coordinator's copy, within the job's quota.
+  // submit_job's spec: the text (or `resume_job`'s journaled spec plus the resume overrides)
+  // loaded and checked against the path policy. `named`: the caller named the source; `name`
+  // is what messages call it (changed for a resume without a name).
+  Result<LoadedJobSpec> load_submission_locked(const std::string& id, const std::string& spec_yaml,
+                                               const std::vector<std::string>& overrides,
+                                               const std::string& resume_job, bool named,
+                                               std::string* name, Job* resumed);
+  // report_events under the lock (log chunks are queued in logs_, written by the caller).
+  Result<int> apply_events(const std::string& worker_id, uint64_t session,
+                           const std::vector<TaskEvent>& events);
+  // Heartbeat reconciliation: Stop or Regroup for what the worker runs, Start for what it
+  // should run and does not. Jobs whose ranks changed are added to `to_journal`.
+  void reconcile_running_locked(const Worker& worker, std::vector<TaskCommand>* commands,
+                                std::set<std::string>* to_journal);
+  void start_missing_locked(const Worker& worker, std::vector<TaskCommand>* commands,
+                            std::set<std::string>* to_journal);
+  // Queues a log chunk of rank `rank` for the coordinator's copy (LogStore: quota and cap).
   Status append_log_locked(Job& job, const Worker& worker, const TaskEvent& event);
   // Generation fencing: ABORTED for an event or log chunk of `r` from a generation older than
   // the one its current trainer started at (RankInfo::start_generation) — a written-off
@@ -226,20 +256,32 @@ class CoordinatorCore {
                       const TaskEvent& event);
   void touch(Job* job);
   void schedule_locked();
+  // The strict-FIFO part of schedule_locked: places pending jobs until one does not fit.
+  void schedule_pending_locked();
   void expire_leases_locked();
   std::vector<TaskKey> assigned_tasks_locked(const std::string& worker_id) const;
   // Ends a running job: `rank_state` for its live ranks, reason recorded, journaled.
   Status finish_job_locked(Job* job, JobState state, const std::string& reason);
   Status apply_event_locked(Worker& worker, const TaskEvent& event, bool* journal);
+  // Parts of apply_event_locked, one per event kind with more than a few lines. `journal`: set
+  // when the job must be journaled by the caller.
+  void apply_progress_locked(Job& job, RankInfo& r, const TaskEvent& e, double now, bool* journal);
+  void apply_finished_locked(Job& job, RankInfo& r, const TaskEvent& e);
+  // An exit: nullopt when the event is applied and the job only needs a touch, else what
+  // apply_event_locked returns (the job ended or regrouped, journaled already).
+  std::optional<Status> apply_exit_locked(Worker& worker, Job& job, RankInfo& r, const TaskEvent& e,
+                                          bool* journal);
+  // A non-zero exit of a running rank: a regroup when it is a loss and one is left, else the
+  // job fails with the root cause. Journals the job.
+  Status rank_failed_locked(const Worker& worker, Job& job, RankInfo& r, const TaskEvent& e);
   // `tern submit --resume`: the overrides that start a new job `new_id` from job `old_id`'s
   // newest committed checkpoint (recovery.dir and recovery.resume_from), after checking that
   // `old_id` exists, has ended, has a journaled committed step and checkpoints under
   // options_.checkpoint_root (NOT_FOUND / FAILED_PRECONDITION saying which and what to do).
   // `user_overrides` may not set those two fields themselves (INVALID_ARGUMENT).
-  Result<std::vector<std::string>> resume_overrides_locked(const std::string& old_id,
-                                                           const std::string& new_id,
-                                                           const std::vector<std::string>& user_overrides,
-                                                           Job* resumed);
+  Result<std::vector<std::string>> resume_overrides_locked(
+      const std::string& old_id, const std::string& new_id,
+      const std::vector<std::string>& user_overrides, Job* resumed);
 
   // Elastic regroup (see the file comment).
   struct LostRank {
@@ -248,6 +290,17 @@ class CoordinatorCore {
     std::string why;        // for the log line and the job's reason
     double at = 0;          // unix seconds the loss happened (0: now)
   };
+  using LostByJob = std::map<std::string, std::vector<LostRank>>;
+  // A worker is gone (its lease expired: `join_waiting`; its daemon restarted): each unfinished
+  // rank it hosted in a RUNNING job is lost (`why`, at unix time `at`, 0: now). A job that may
+  // regroup collects them in `regroups` (one regroup per job, however many ranks were there;
+  // with `join_waiting` a job already waiting for replacements counts them as part of that
+  // regroup); the others fail naming the rank. Returns the first journal error (logged).
+  Status worker_gone_locked(const std::string& worker_id, const std::string& why, double at,
+                            bool join_waiting, LostByJob* regroups);
+  // Runs the regroups worker_gone_locked collected (after the caller recorded the worker's new
+  // state, so a re-registered worker may host replacements). Returns the first error (logged).
+  Status regroup_lost_locked(const LostByJob& regroups, bool join_waiting);
   // Whether `job` may replace a lost rank now (recovery on and regroups left, or joining one).
   static bool can_regroup(const Job& job, bool join);
   // Takes the lost ranks off their workers and places replacements (or leaves them waiting).
@@ -256,6 +309,12 @@ class CoordinatorCore {
   // Places the job's UNASSIGNED ranks; false when it has to wait (reason set). Bumps the
   // generation and picks a new master unless `same_generation` and rank 0 stays put.
   bool place_replacements_locked(Job* job, bool same_generation);
+  // The job waits for replacements (reason `why`); returns false.
+  bool wait_for_replacements_locked(Job* job, const std::string& why);
+  // The generation bump of place_replacements_locked (`choice`: rank -> offer index): a new
+  // master port on rank 0's worker; false when it has to wait.
+  bool next_generation_locked(Job* job, const std::map<int, size_t>& choice,
+                              const std::vector<Worker*>& offer_workers, bool same_generation);
   // Elastic jobs (Job::elastic): moves the group to a new generation made of the member ranks
   // (a shrink after a loss, a grow when standbys are ready), master on the first member's
   // worker; records the timeline (`kind`: shrink | grow, `lost_at` the loss) and tells the
@@ -263,17 +322,17 @@ class CoordinatorCore {
   bool elastic_regroup_locked(Job* job, const std::string& kind, double lost_at);
   // Starts standbys for the UNASSIGNED ranks of an elastic job where slots are free.
   void place_standbys_locked(Job* job);
-  // The rendezvous address of a new generation on `w` (which has a spare port): HOST:PORT.
-  std::string take_port_locked(Worker* w);
   // New commands for the worker (await_work returns).
   void nudge_locked(const std::string& worker_id);
   void nudge_job_locked(const Job& job);
   // Free slots of the READY workers heard from since this coordinator started.
   void slot_offers_locked(std::vector<SlotOffer>* offers, std::vector<Worker*>* workers);
-  std::string log_path(const std::string& job_id, int rank) const;
 
   const CoordinatorOptions options_;
   Clock* const clock_;
+  // The trainer logs (logs/jobs/ under the state directory); its own locks, never file I/O
+  // under mu_. Mutable: get_logs() (const) writes what is queued before it reads.
+  mutable LogStore logs_;
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable changed_;
   std::unique_ptr<Journal> journal_;
@@ -299,10 +358,6 @@ class CoordinatorCore {
   std::map<std::string, int> failed_on_loss_;
   int64_t next_job_seq_ = 1;
   WorkerPlaneStats worker_stats_;
-  // Log bytes kept per job (all ranks; from the files on first use) and the ranks whose log
-  // already carries the quota marker. Not journaled.
-  std::map<std::string, int64_t> log_bytes_;
-  std::set<std::pair<std::string, int>> log_capped_;
   // (worker, job, rank, generation) already warned about by fence_locked. Not journaled.
   std::set<std::tuple<std::string, std::string, int, int64_t>> fenced_;
 };

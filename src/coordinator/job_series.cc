@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "common/file_util.h"
 #include "common/json_fields.h"
 
 namespace tern {
@@ -268,17 +269,12 @@ Status JobSeriesStore::write_one(const std::string& job_id, const JobSeries& s) 
   // Messages are arbitrary bytes from trainers: replace what is not UTF-8 rather than throw.
   const std::string text = doc.dump(-1, ' ', false, json::error_handler_t::replace);
   const std::string path = options_.dir + "/" + job_id + ".json";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return unavailable("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return unavailable("cannot rename " + tmp + " to " + path + ": " + ec.message());
-  return Status::ok();
+  // The charts' history (not journaled; it starts over if lost): atomic for readers, no fsync.
+  AtomicWriteOptions write;
+  write.tmp_suffix = ".tmp";
+  write.sync = false;
+  Status st = atomic_write_file(path, text, write);
+  return st.is_ok() ? st : unavailable(st.message());
 }
 
 Status JobSeriesStore::load() {

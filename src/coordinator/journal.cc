@@ -6,11 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <map>
+
+#include "common/file_util.h"
 
 namespace tern {
 namespace {
@@ -22,15 +23,6 @@ constexpr char kHeaderFamily[] = "tern-journal-v";
 constexpr size_t kFileHeaderBytes = kV1HeaderBytes + sizeof(kHeaderPayload) - 1;  // 24
 constexpr size_t kNotFound = static_cast<size_t>(-1);
 
-std::array<uint32_t, 256> make_crc_table() {
-  std::array<uint32_t, 256> t{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    t[i] = c;
-  }
-  return t;
-}
 
 void put_u32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -56,18 +48,6 @@ uint64_t get_u64(const char* p) {
 
 std::string errno_text() { return std::strerror(errno); }
 
-Status write_all(int fd, std::string_view data, const std::string& path) {
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return internal_error("write " + path + ": " + errno_text());
-    }
-    off += static_cast<size_t>(n);
-  }
-  return Status::ok();
-}
 
 Status read_all(int fd, const std::string& path, std::string* out) {
   out->clear();
@@ -84,24 +64,7 @@ Status read_all(int fd, const std::string& path, std::string* out) {
   }
 }
 
-Status sync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return internal_error("open " + dir + ": " + errno_text());
-  int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) return internal_error("fsync " + dir + ": " + errno_text());
-  return Status::ok();
-}
 
-// Writes `data` to a new file `path` (replacing one left by a crash) and fsyncs it.
-Status write_new_file(const std::string& path, std::string_view data) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return internal_error("open " + path + ": " + errno_text());
-  Status s = write_all(fd, data, path);
-  if (s.is_ok() && ::fsync(fd) != 0) s = internal_error("fsync " + path + ": " + errno_text());
-  ::close(fd);
-  return s;
-}
 
 Status check_payload(const std::string& payload) {
   if (payload.empty()) return invalid_argument("journal: a record cannot be empty");
@@ -277,15 +240,6 @@ int bit_distance(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-uint32_t crc32_extend(uint32_t crc, const void* data, size_t size) {
-  static const std::array<uint32_t, 256> table = make_crc_table();
-  uint32_t c = crc ^ 0xFFFFFFFFu;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < size; ++i) c = table[(c ^ p[i]) & 0xff] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-uint32_t crc32_ieee(const void* data, size_t size) { return crc32_extend(0, data, size); }
 
 const std::string& Journal::file_header() {
   static const std::string header = frame_v1(kHeaderPayload);
@@ -313,29 +267,71 @@ std::string Journal::frame_v1(const std::string& payload) {
   return out;
 }
 
-Result<JournalScan> scan_journal(std::string_view d, const std::string& path) {
-  JournalScan scan;
+namespace {
+
+// Every intact record of `d` from byte `off`, resynchronising after damage (repair): damaged
+// stretches and a torn tail go to `report`.
+std::vector<JournalRecord> intact_records(std::string_view d, int version, size_t off,
+                                          JournalRepairReport* report) {
+  std::vector<JournalRecord> found;
+  uint64_t max_seq = 0;
+  while (off < d.size()) {
+    JournalRecord rec;
+    if (record_at(version, d, off, &rec)) {
+      found.push_back(rec);
+      max_seq = std::max(max_seq, rec.seq);
+      off += rec.payload.size() + (version == 2 ? kV2HeaderBytes : kV1HeaderBytes);
+      continue;
+    }
+    size_t next = next_record(version, d, off + 1);
+    if (next == kNotFound) {
+      if (tail_problem(version, d, off, max_seq + 1).empty()) {
+        report->torn_bytes = d.size() - off;
+      } else {
+        report->damaged_ranges.emplace_back(off, d.size());
+      }
+      break;
+    }
+    report->damaged_ranges.emplace_back(off, next);
+    off = next;
+  }
+  return found;
+}
+
+// The format of a journal from its first bytes: sets scan->version and moves *off past a file
+// header. False when the file is a torn file header (it was being created: nothing to scan).
+Result<bool> scan_file_header(std::string_view d, const std::string& path, JournalScan* scan,
+                              size_t* off) {
   const std::string& header = Journal::file_header();
-  const uint64_t size = d.size();
-  if (d.empty()) return scan;
-  size_t off = 0;
   if (d.size() < kFileHeaderBytes && header.compare(0, d.size(), d) == 0) {
-    scan.version = 2;  // a torn file header: the file was being created
-    scan.torn_tail = true;
-    return scan;
+    scan->version = 2;
+    scan->torn_tail = true;
+    return false;
   }
   if (d.substr(0, kFileHeaderBytes) == header) {
-    scan.version = 2;
-    off = kFileHeaderBytes;
+    scan->version = 2;
+    *off = kFileHeaderBytes;
   } else if (d.size() >= kFileHeaderBytes &&
              (d.substr(kV1HeaderBytes, sizeof(kHeaderFamily) - 1) == kHeaderFamily ||
               bit_distance(d.substr(0, kFileHeaderBytes), header) <= 8)) {
-    return corrupt(path, size, "the file header at byte 0",
+    return corrupt(path, d.size(), "the file header at byte 0",
                    "is damaged or names a journal format this coordinator does not know "
                    "(it reads formats 1 and 2)");
   } else {
-    scan.version = 1;
+    scan->version = 1;
   }
+  return true;
+}
+
+}  // namespace
+
+Result<JournalScan> scan_journal(std::string_view d, const std::string& path) {
+  JournalScan scan;
+  const uint64_t size = d.size();
+  if (d.empty()) return scan;
+  size_t off = 0;
+  TERN_ASSIGN_OR_RETURN(const bool more, scan_file_header(d, path, &scan, &off));
+  if (!more) return scan;
 
   uint64_t expect = 1;  // format 2: the next sequence number
   while (off < d.size()) {
@@ -501,7 +497,8 @@ Status Journal::append(const std::string& payload) {
   if (!broken_.is_ok()) return broken_;
   TERN_RETURN_IF_ERROR(check_payload(payload));
   std::string rec = frame(payload, next_seq_);
-  Status s = write_all(fd_, rec, path_);
+  FileWriter file(fd_, path_);
+  Status s = file.write(rec);
   if (s.is_ok() && ::fdatasync(fd_) != 0)
     s = internal_error("fdatasync " + path_ + ": " + errno_text());
   if (!s.is_ok()) {
@@ -522,12 +519,10 @@ Status Journal::append(const std::string& payload) {
 
 Status Journal::write_fresh(const std::vector<std::string>& payloads) {
   for (const auto& p : payloads) TERN_RETURN_IF_ERROR(check_payload(p));
-  std::string tmp = path_ + ".compact";
   std::string image = journal_image(payloads);
-  TERN_RETURN_IF_ERROR(write_new_file(tmp, image));
-  if (::rename(tmp.c_str(), path_.c_str()) != 0)
-    return internal_error("rename " + tmp + ": " + errno_text());
-  TERN_RETURN_IF_ERROR(sync_dir(dir_));
+  AtomicWriteOptions options;
+  options.tmp_suffix = ".compact";
+  TERN_RETURN_IF_ERROR(atomic_write_file(path_, image, options));
   int nfd = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CLOEXEC, 0644);
   if (nfd < 0) return internal_error("reopen " + path_ + ": " + errno_text());
   ::close(fd_);
@@ -581,29 +576,7 @@ JournalSalvage salvage_journal(std::string_view d, const std::string& path,
   }
   report.version = version;
 
-  // Every intact record, resynchronising after damage.
-  std::vector<JournalRecord> found;
-  uint64_t max_seq = 0;
-  while (off < d.size()) {
-    JournalRecord rec;
-    if (record_at(version, d, off, &rec)) {
-      found.push_back(rec);
-      max_seq = std::max(max_seq, rec.seq);
-      off += rec.payload.size() + (version == 2 ? kV2HeaderBytes : kV1HeaderBytes);
-      continue;
-    }
-    size_t next = next_record(version, d, off + 1);
-    if (next == kNotFound) {
-      if (tail_problem(version, d, off, max_seq + 1).empty()) {
-        report.torn_bytes = d.size() - off;
-      } else {
-        report.damaged_ranges.emplace_back(off, d.size());
-      }
-      break;
-    }
-    report.damaged_ranges.emplace_back(off, next);
-    off = next;
-  }
+  std::vector<JournalRecord> found = intact_records(d, version, off, &report);
 
   // Refused records, then (format 2) sequence order without duplicates.
   std::vector<JournalRecord> kept;
@@ -662,21 +635,19 @@ Result<JournalRepairReport> Journal::repair(const std::string& dir,
   JournalRepairReport report = std::move(salvage.report);
   if (salvage.intact) return report;
 
-  // The new journal next to the old one; the damaged file is kept under another name (a hard
-  // link, so journal.log is the old file or the new one at every instant).
-  const std::string tmp = j->path_ + ".repair";
-  TERN_RETURN_IF_ERROR(write_new_file(tmp, journal_image(salvage.payloads)));
+  // The damaged file is kept under another name (a hard link, so journal.log is the old file or
+  // the new one at every instant), then the new journal replaces journal.log.
   std::string copy = j->path_ + ".damaged-" + std::to_string(options.unix_time);
   for (int i = 2; std::filesystem::exists(copy); ++i) {
     copy = j->path_ + ".damaged-" + std::to_string(options.unix_time) + "-" + std::to_string(i);
   }
   if (::link(j->path_.c_str(), copy.c_str()) != 0) {
-    TERN_RETURN_IF_ERROR(write_new_file(copy, data));
+    TERN_RETURN_IF_ERROR(atomic_write_file(copy, data));
   }
-  TERN_RETURN_IF_ERROR(sync_dir(j->dir_));
-  if (::rename(tmp.c_str(), j->path_.c_str()) != 0)
-    return internal_error("rename " + tmp + ": " + errno_text());
-  TERN_RETURN_IF_ERROR(sync_dir(j->dir_));
+  TERN_RETURN_IF_ERROR(fsync_dir(j->dir_));
+  AtomicWriteOptions write;
+  write.tmp_suffix = ".repair";
+  TERN_RETURN_IF_ERROR(atomic_write_file(j->path_, journal_image(salvage.payloads), write));
   report.changed = true;
   report.damaged_copy = copy;
   return report;
@@ -755,7 +726,7 @@ Status HighWaterMark::advance(uint64_t v) {
     return internal_error("write " + path_ + ": " + (n < 0 ? errno_text() : "short write"));
   if (::fdatasync(fd_) != 0) return internal_error("fdatasync " + path_ + ": " + errno_text());
   if (!synced_dir_) {
-    TERN_RETURN_IF_ERROR(sync_dir(std::filesystem::path(path_).parent_path().string()));
+    TERN_RETURN_IF_ERROR(fsync_dir(parent_dir(path_)));
     synced_dir_ = true;
   }
   slot_valid_[slot] = true;
@@ -765,11 +736,9 @@ Status HighWaterMark::advance(uint64_t v) {
 }
 
 Status HighWaterMark::reset(const std::string& path, uint64_t v) {
-  const std::string tmp = path + ".tmp";
-  TERN_RETURN_IF_ERROR(write_new_file(tmp, encode_slot(v) + encode_slot(v)));
-  if (::rename(tmp.c_str(), path.c_str()) != 0)
-    return internal_error("rename " + tmp + ": " + errno_text());
-  return sync_dir(std::filesystem::path(path).parent_path().string());
+  AtomicWriteOptions options;
+  options.tmp_suffix = ".tmp";
+  return atomic_write_file(path, encode_slot(v) + encode_slot(v), options);
 }
 
 Result<uint64_t> HighWaterMark::read(const std::string& path) {

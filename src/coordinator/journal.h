@@ -59,16 +59,20 @@
 #include <utility>
 #include <vector>
 
+#include "common/crc32.h"
 #include "common/status.h"
 
 namespace tern {
 
 inline constexpr uint32_t kJournalMaxRecordBytes = 64u << 20;
 
-uint32_t crc32_ieee(const void* data, size_t size);
-// Continues a CRC-32 (zlib's crc32(crc, buf, len)): crc32_extend(crc32_ieee(a), b) is the CRC
-// of a followed by b.
-uint32_t crc32_extend(uint32_t crc, const void* data, size_t size);
+// The journal's CRC-32 (IEEE; common/crc32.h, zlib's). Journals written with the hand-written
+// table of earlier versions read the same: it is the same polynomial (journal_compat_test).
+inline uint32_t crc32_ieee(const void* data, size_t size) { return crc32(0, data, size); }
+// Continues a CRC-32: crc32_extend(crc32_ieee(a), b) is the CRC of a followed by b.
+inline uint32_t crc32_extend(uint32_t crc, const void* data, size_t size) {
+  return crc32(crc, data, size);
+}
 
 struct JournalRecord {
   uint64_t offset = 0;  // where the record starts in the file

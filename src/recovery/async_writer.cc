@@ -2,14 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/clock.h"
+
 namespace tern {
-namespace {
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 AsyncCheckpointWriter::AsyncCheckpointWriter(CheckpointStore store, int64_t rank)
     : AsyncCheckpointWriter(std::move(store), rank, Options()) {}

@@ -3,12 +3,13 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <set>
+
+#include "common/crc32.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tern checkpoints store tensor bytes in little-endian order; big-endian hosts are unsupported"
@@ -289,15 +290,7 @@ Status parse_section_header(const char* p, const std::string& name, uint32_t ind
 }  // namespace
 
 uint32_t checkpoint_crc32(uint32_t crc, const void* data, size_t size) {
-  const Bytef* p = static_cast<const Bytef*>(data);
-  uLong c = crc;
-  while (size > 0) {
-    uInt n = size > (1u << 30) ? (1u << 30) : static_cast<uInt>(size);
-    c = ::crc32(c, p, n);
-    p += n;
-    size -= n;
-  }
-  return static_cast<uint32_t>(c);
+  return tern::crc32(crc, data, size);
 }
 
 size_t dtype_size(DType dtype) {

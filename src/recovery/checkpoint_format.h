@@ -53,7 +53,7 @@ inline constexpr size_t kSectionHeaderBytes = 24;
 inline constexpr uint32_t kMaxTensorDims = 32;
 inline constexpr uint32_t kMaxNameBytes = 4096;
 
-// CRC-32 (IEEE) via zlib, with a running value (start at 0).
+// CRC-32 (IEEE) with a running value (start at 0): common/crc32.h (zlib), as the journal.
 uint32_t checkpoint_crc32(uint32_t crc, const void* data, size_t size);
 
 // On-disk dtype codes: stable numbers, independent of c10::ScalarType's enum values.

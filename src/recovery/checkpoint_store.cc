@@ -199,8 +199,7 @@ Status CheckpointStore::commit(const Manifest& manifest) const {
     }
   }
   std::string text = encode_manifest(manifest);
-  return atomic_write_file(file_path(manifest.step, kManifestFile),
-                           [&](FdSink& sink) { return sink.write(text.data(), text.size()); });
+  return atomic_write_file(file_path(manifest.step, kManifestFile), text);
 }
 
 Result<std::vector<int64_t>> CheckpointStore::list_steps() const {

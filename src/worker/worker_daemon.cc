@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/file_util.h"
 #include "common/job_spec.h"
 #include "common/path_policy.h"
 #include "common/trainer_protocol.h"
@@ -36,20 +37,6 @@ int64_t file_size(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
 }
 
-// Writes `text` to `path` atomically (a trainer of another rank may be reading it).
-Status write_file_atomic(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out) return internal_error("cannot write " + tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return internal_error("cannot rename " + tmp + ": " + ec.message());
-  return Status::ok();
-}
-
 std::string task_name(const v1::TaskRef& t) {
   return t.job_id() + "/rank " + std::to_string(t.rank()) + " gen " +
          std::to_string(t.generation());
@@ -72,16 +59,27 @@ uint64_t load_session(const std::string& path) {
 
 void save_session(const std::string& path, uint64_t session) {
   if (path.empty()) return;
-  const std::string tmp = path + ".tmp";
-  const mode_t old = ::umask(077);
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << session << "\n";
+  AtomicWriteOptions options;
+  options.mode = 0600;  // the worker's secret
+  options.tmp_suffix = ".tmp";
+  Status s = atomic_write_file(path, std::to_string(session) + "\n", options);
+  if (!s.is_ok()) spdlog::warn("cannot keep the worker session in {}: {}", path, s.message());
+}
+// Where a task's spec may point on this worker: it writes below its job directory (and its
+// checkpoint directory under the cluster's checkpoint_root), reads the data directories (and
+// the checkpoint root); symlinks resolved.
+PathPolicy task_path_policy(const WorkerDaemonOptions& o, const std::string& job_dir,
+                            const std::string& job_id) {
+  PathPolicy paths;
+  paths.job_dir = fs::path(job_dir).lexically_normal().string();
+  paths.write_roots = {paths.job_dir};
+  paths.read_roots = o.data_dirs;
+  if (!o.checkpoint_root.empty()) {
+    paths.write_roots.push_back(o.checkpoint_root + "/" + job_id);
+    paths.read_roots.push_back(o.checkpoint_root);
   }
-  ::umask(old);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) spdlog::warn("cannot keep the worker session in {}: {}", path, ec.message());
+  paths.resolve_symlinks = true;
+  return paths;
 }
 
 // Trainers run in their job directory: every path handed to them must be absolute.
@@ -246,6 +244,9 @@ bool WorkerDaemon::register_once() {
     }
     return false;
   }
+  // The session is on disk (fsynced) before the daemon counts as registered: a restart from
+  // here on takes the name back.
+  save_session(session_file(options_), reply->session());
   {
     std::lock_guard<std::mutex> lock(mu_);
     worker_id_ = reply->worker_id();
@@ -253,7 +254,6 @@ bool WorkerDaemon::register_once() {
   session_ = reply->session();
   await_session_.store(session_);
   previous_session_ = session_;
-  save_session(session_file(options_), session_);
   heartbeat_every_ =
       std::chrono::milliseconds(std::max<int64_t>(10, reply->heartbeat_interval_ms()));
   // Events of a previous session are about tasks the coordinator has already written off.
@@ -384,19 +384,11 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   // with it (symlinks resolved) before anything runs.
   auto spec = load_job_spec_text(start.spec_yaml(), ref.job_id() + " spec");
   if (!spec.is_ok()) return fail(spec.status().message(), kTrainerRefused);
-  PathPolicy paths;
-  paths.job_dir = fs::path(job_dir).lexically_normal().string();
-  paths.write_roots = {paths.job_dir};
-  paths.read_roots = options_.data_dirs;
-  if (!options_.checkpoint_root.empty()) {
-    paths.write_roots.push_back(options_.checkpoint_root + "/" + ref.job_id());
-    paths.read_roots.push_back(options_.checkpoint_root);
-  }
-  paths.resolve_symlinks = true;
+  const PathPolicy paths = task_path_policy(options_, job_dir, ref.job_id());
   if (Status s = check_job_paths(spec->spec, paths); !s.is_ok())
     return fail("refused by the worker's path check: " + s.message(), kTrainerRefused);
   const std::string spec_path = job_dir + "/spec.yaml";
-  if (Status s = write_file_atomic(spec_path, start.spec_yaml()); !s.is_ok())
+  if (Status s = atomic_write_file(spec_path, start.spec_yaml()); !s.is_ok())
     return fail(s.message());
   std::vector<std::string> argv = {trainer_,
                                    "--spec",
@@ -417,7 +409,7 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
                                    options_.host};
   if (!start.cluster_yaml().empty()) {
     const std::string cluster_path = job_dir + "/cluster.yaml";
-    if (Status s = write_file_atomic(cluster_path, start.cluster_yaml()); !s.is_ok())
+    if (Status s = atomic_write_file(cluster_path, start.cluster_yaml()); !s.is_ok())
       return fail(s.message());
     std::string regions;
     for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;

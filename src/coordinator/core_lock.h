@@ -1,0 +1,32 @@
+// CoreLock: how CoordinatorCore takes its mutex, so that code which must not run under it can
+// tell. Every lock of the core's mutex goes through a CoreLock; while one is alive on a thread,
+// CoreLock::held() is true on that thread. Helpers that do file I/O (LogStore::flush) check it
+// and abort: a slow disk must never stall every gRPC thread waiting for the core.
+//
+// Not reentrant (neither is std::mutex). Cheap: one thread_local counter.
+#pragma once
+
+#include <mutex>
+
+namespace tern {
+
+class CoreLock {
+ public:
+  explicit CoreLock(std::mutex& mu) : lock_(mu) { ++depth_; }
+  ~CoreLock() { --depth_; }
+  CoreLock(const CoreLock&) = delete;
+  CoreLock& operator=(const CoreLock&) = delete;
+
+  // For condition_variable waits (which release and retake the mutex; the flag stays up, and
+  // the waiting thread does nothing else meanwhile).
+  std::unique_lock<std::mutex>& unique() { return lock_; }
+
+  // Whether this thread holds a core's mutex now.
+  static bool held() { return depth_ > 0; }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  static inline thread_local int depth_ = 0;
+};
+
+}  // namespace tern
