@@ -1,13 +1,11 @@
 #include <chrono>
 
+#include "common/clock.h"
 #include "sync/strategy.h"
 
 namespace tern {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 std::vector<at::Tensor> clone_all(const std::vector<at::Tensor>& ts) {
   std::vector<at::Tensor> out;

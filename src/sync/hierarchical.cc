@@ -1,14 +1,12 @@
 #include <chrono>
 
 #include "comm/counting_communicator.h"
+#include "common/clock.h"
 #include "sync/strategy.h"
 
 namespace tern {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 at::Tensor flat_delta(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& last) {
   std::vector<at::Tensor> d;

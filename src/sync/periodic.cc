@@ -3,15 +3,14 @@
 #include <algorithm>
 #include <chrono>
 
+#include "common/clock.h"
 #include "sync/auto_plan.h"
 #include "sync/strategy.h"
 
 namespace tern {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+using SteadyClock = std::chrono::steady_clock;
 
 std::string piece_name(size_t fragment, size_t piece) {
   return std::to_string(fragment) + "/" + std::to_string(piece);
@@ -103,14 +102,14 @@ Status PeriodicAveragingStrategy::average_momentum(const Frag& f) {
       defined.push_back(piece_view(*momentum_, piece));
     }
   }
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   Status s = average_tensors(comm_, defined, options_.bucket_bytes);
   metrics_.wait_s += seconds_since(t0);
   return s;
 }
 
 Status PeriodicAveragingStrategy::start_sync(Frag& f, int64_t step, std::vector<at::Tensor>& params) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   const int64_t bytes0 = wire_bytes();
   InFlight in;
   in.step = step;
@@ -135,13 +134,13 @@ Status PeriodicAveragingStrategy::apply(Frag& f, InFlight& in, std::vector<at::T
   std::vector<at::Tensor> mean;
   for (const auto& t : in.local) mean.push_back(at::empty_like(t));
   const int64_t bytes0 = wire_bytes();
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   Status s = in.pending->finish(mean);
   const double waited = seconds_since(t0);
   metrics_.wait_s += waited;
   TERN_RETURN_IF_ERROR(s);
   peak_sync_bytes_ = std::max(peak_sync_bytes_, in.start_bytes + wire_bytes() - bytes0);
-  auto t1 = Clock::now();
+  auto t1 = SteadyClock::now();
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> views = fragment_views(params, f.pieces);
   if (identity()) {
@@ -210,7 +209,7 @@ Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tenso
     }
   }
   TERN_RETURN_IF_ERROR(plan_if_due(step));
-  step_end_ = Clock::now();
+  step_end_ = SteadyClock::now();
   have_step_end_ = true;
   return Status::ok();
 }
@@ -223,7 +222,7 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
   std::vector<at::Tensor> t{at::tensor({probe_step_s_ / static_cast<double>(std::max<int64_t>(1, probe_steps_)),
                                         probe_wait_s_ / measured_syncs, probe_overhead_s_ / measured_syncs},
                                        at::kDouble)};
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   TERN_RETURN_IF_ERROR(all_reduce_sync(comm_, t, ReduceOp::kMax).with_context("automatic sync plan"));
   metrics_.wait_s += seconds_since(t0);
   AutoPlanInputs in;
@@ -259,7 +258,7 @@ Status PeriodicAveragingStrategy::drain(std::vector<at::Tensor>& params) {
       TERN_RETURN_IF_ERROR(apply(f, in, params));
     }
   }
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   if (identity()) {
     std::vector<at::Tensor> data;
     for (auto& p : params) data.push_back(p.data());

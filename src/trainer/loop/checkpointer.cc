@@ -6,19 +6,17 @@
 #include <chrono>
 #include <functional>
 
+#include "common/clock.h"
 #include "recovery/commit.h"
 
 namespace tern {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 // Background work is bounded by the disk, not by peers: generous, but never forever.
 constexpr std::chrono::minutes kFlushTimeout{10};
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // Every rank's `mine`, in rank order (one all-gather of one int64 per rank).
 Result<std::vector<int64_t>> gather_values(Communicator& comm, int64_t mine,
@@ -53,7 +51,7 @@ Checkpointer::~Checkpointer() = default;
 
 void Checkpointer::save(const CheckpointMeta& meta, const NamedTensors& per_rank,
                         const NamedTensors* replicated, double blocking_s) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   Status s = writer_->snapshot(meta, per_rank, replicated);
   double snapshot_s = seconds_since(t0);
   blocking_s_ += blocking_s + snapshot_s;
@@ -85,7 +83,7 @@ Status Checkpointer::commit_due(Communicator& comm, int64_t steps_done, int64_t 
   if (!force && steps_done - *pending_ < lag) return Status::ok();
   const int64_t step = *pending_;
   pending_.reset();
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   std::optional<WrittenStep> mine;
   Status written = writer_->flush(kFlushTimeout);
   if (written.is_ok()) {

@@ -9,6 +9,7 @@
 #include <limits>
 #include <thread>
 
+#include "common/clock.h"
 #include "common/lr_schedule.h"
 #include "common/trainer_protocol.h"
 #include "compress/factory.h"
@@ -22,11 +23,8 @@
 namespace tern {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // The tensors whose names start with `prefix`, named without it.
 NamedTensors with_prefix(const NamedTensors& tensors, const std::string& prefix) {
@@ -285,7 +283,7 @@ Status TrainingLoop::sync_state(bool have_state) {
 }
 
 Status TrainingLoop::recover(const Status& failure) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   auto regrouped = regroup_after_failure(options_.regroup, spec_, options_.rank, options_.world, step_, failure, sink_,
                                          {counting_.get(), intra_counting_.get(), inter_counting_.get(),
                                           &retired_comms_});
@@ -497,7 +495,7 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   // Replicas must be identical where replicated state is taken from rank 0: the strategy
   // completes its in-flight collectives and averages parameters if they may differ (a no-op
   // for SSGD). Every rank runs it at the same step.
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("drain before the checkpoint of step " +
                                                              std::to_string(step_)));
   const bool shared_momentum = momentum_replicated();
@@ -799,7 +797,7 @@ Status TrainingLoop::train_step(int64_t step) {
                                              "was not finite)")) +
                       "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
   }
-  auto t1 = Clock::now();
+  auto t1 = SteadyClock::now();
   optimizer_->set_lr(lr);
   optimizer_->step(grads);
   TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
@@ -875,7 +873,7 @@ void TrainingLoop::emit_progress(int64_t step, bool force) {
   window_loss_ = 0;
   window_steps_ = 0;
   window_samples_ = 0;
-  window_start_ = Clock::now();
+  window_start_ = SteadyClock::now();
 }
 
 Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* out) {
@@ -891,7 +889,7 @@ Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* ou
 Status TrainingLoop::run() {
   sink_->emit({{"event", "started"}, {"world", options_.world}, {"pid", static_cast<int64_t>(getpid())},
                {"total_steps", total_steps_}});
-  auto start = Clock::now();
+  auto start = SteadyClock::now();
   window_start_ = measure_start_ = start;
   measure_samples_ = global_samples_;
   double recent_loss = last_loss_;
@@ -901,7 +899,7 @@ Status TrainingLoop::run() {
     inject_corruption(spec_.debug, options_.rank, options_.generation, step_,
                       [this] { return corruption_target(*strategy_, params_); });
     if (step_ == 1) {  // throughput for the checkpoint plan: leave the warm-up step out
-      measure_start_ = Clock::now();
+      measure_start_ = SteadyClock::now();
       measure_samples_ = global_samples_;
     }
     const double blocked_before = checkpointer_ ? checkpointer_->blocking_s() : 0.0;
@@ -925,7 +923,7 @@ Status TrainingLoop::run() {
     if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
       // Evaluations are not training: their time (a collective too, over the WAN) is kept out
       // of wall_s and samples_per_s; train_s is the training time so far.
-      auto e0 = Clock::now();
+      auto e0 = SteadyClock::now();
       Metrics ev;
       TERN_RETURN_IF_ERROR(evaluate_and_emit(step_ + 1, seconds_since(start) - eval_s_, &ev));
       eval_s_ += seconds_since(e0);
