@@ -54,6 +54,15 @@
 // samples_per_s (the job's samples over wall_s), eval_s, recovery_s, checkpoint_s (the worst
 // rank's), plus the workload's evaluation metrics and figures.
 //
+// Private training (train.dp, privacy/dp_sgd.h): the workload returns this rank's sum of
+// clipped per-sample gradients scaled so the mean over ranks is sum_i c_i g_i / B; the loop adds
+// this rank's share of the noise, N(0, (sigma C)^2 / m) * m / B from the stream (seed, step, job
+// rank, parameter), m the group's size, so the group's mean carries N(0, (sigma C)^2) / B once;
+// the workload noises what it updates itself (DLRM's rows, eager or LazyDP). Every completed or
+// skipped step adds (q, sigma) to the RDP accountant, q = batch / samples_per_rank; epsilon at
+// train.dp.delta goes into progress events and the summary, the accountant's history into
+// checkpoints (counters "privacy") and into the state a regroup syncs.
+//
 // Not thread-safe except request_stop(), which any thread (a signal or stdin reader) may call.
 #pragma once
 

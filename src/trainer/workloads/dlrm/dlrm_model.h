@@ -72,7 +72,12 @@ struct DlrmOptions {
   //               from the stream (seed, step, table));
   //   lazy:       LazyDP: a row's noise is owed from the step it was last noised and applied,
   //               as ONE draw with the summed variance of the owed steps, when the row is next
-  //               read (any lookup), and for every row at flush_noise() (checkpoints, the end);
+  //               read (any lookup), and for every row at flush_noise() (checkpoints, the end):
+  //                 eager:  W_{j+1}[r] = W_j[r] - lr_j (G_j[r] + sigma C z_j[r]) / B_j, every r, j
+  //                 lazy:   at a read of r at step s, owed since a = noised_until[r]:
+  //                         W[r] -= sqrt(sum_{j=a}^{s-1} (lr_j sigma C / B_j)^2) * z,  z ~ N(0, I)
+  //               equal in distribution (plain SGD on the rows: no momentum, no weight decay,
+  //               which is what the rows get; the schedule's lr_j is in the variances);
   //   lazy_exact: the bookkeeping of lazy, but a row's owed noise is the sum of the very draws
   //               eager would have added (the same stream, the same coefficients): the same
   //               parameters as eager to float rounding, which the tests check. O(table) per
