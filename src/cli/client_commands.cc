@@ -404,6 +404,25 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
       }
     }
   }
+  // train.dp: the privacy spent, from the final summary, else the newest progress of any rank.
+  {
+    const auto& sm = j.summary();
+    auto eps = sm.find("epsilon");
+    auto delta = sm.find("dp_delta");
+    if (eps != sm.end() && delta != sm.end()) {
+      out << "privacy    " << strf("epsilon %.4g at delta %.3g", eps->second, delta->second) << "\n";
+    } else {
+      for (const auto& r : j.ranks()) {
+        auto e = r.metrics().find("epsilon");
+        auto d = r.metrics().find("dp_delta");
+        if (e != r.metrics().end() && d != r.metrics().end()) {
+          out << "privacy    " << strf("epsilon %.4g at delta %.3g", e->second, d->second) << " (rank " << r.rank()
+              << ", step " << r.step() << ")\n";
+          break;
+        }
+      }
+    }
+  }
   if (j.ranks_size() > 0) {
     Table t({"RANK", "WORKER", "HOST", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT",
              "WAIT", "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});

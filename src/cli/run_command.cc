@@ -90,6 +90,11 @@ void print_human_summary(const json& s) {
     os.precision(0);
     os << "   samples/s " << json_number(s, "samples_per_s") << "   bytes sent/rank "
        << format_bytes(json_number(s, "bytes_sent_per_rank")) << "\n";
+    if (s.contains("epsilon")) {  // train.dp
+      os.precision(4);
+      os << "  privacy: epsilon " << json_number(s, "epsilon") << " at delta " << std::scientific
+         << json_number(s, "dp_delta") << std::fixed << " after " << json_int(s, "dp_steps") << " steps\n";
+    }
   } else {
     os << "  reason: " << json_string(s, "reason") << "\n";
   }

@@ -100,6 +100,30 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get("log_every", &out->log_every, 1, kMaxInt);
   m.get("threads", &out->threads, 1, kMaxTrainThreads);
   m.get_enum("on_nonfinite", &out->on_nonfinite, {"fail", "skip_step"});
+  if (m.has("dp")) {
+    out->dp.enabled = true;
+    YamlMap dp = m.child("dp");
+    // (Sentinels outside the getters' ranges tell "reported by the getter" from "read".)
+    double clip = -1, sigma = -1, delta = -1;
+    dp.get("clip", &clip, 0.0, 1e9);
+    dp.get("noise_multiplier", &sigma, 0.0, 1e6);
+    dp.get("delta", &delta, 0.0, 1.0);
+    if (dp.has("clip")) {
+      if (clip > 0) out->dp.clip = clip;
+      else if (clip == 0) dp.error("clip", "must be > 0 (the L2 norm each sample's gradient is clipped to), got 0");
+    }
+    if (dp.has("noise_multiplier")) {
+      if (sigma > 0) out->dp.noise_multiplier = sigma;
+      else if (sigma == 0) dp.error("noise_multiplier", "must be > 0 (without noise there is no privacy guarantee: remove train.dp instead), got 0");
+    }
+    if (dp.has("delta")) {
+      if (delta > 0 && delta < 1) out->dp.delta = delta;
+      else if (delta == 0 || delta == 1) dp.error("delta", "must be in (0, 1), got " + std::to_string(delta));
+    }
+    dp.get_enum("embedding_noise", &out->dp.embedding_noise, {"lazy", "eager"});
+    dp.get_enum("per_sample", &out->dp.per_sample, {"auto", "vectorized", "microbatch"});
+    dp.finish();
+  }
   m.finish();
 }
 
@@ -343,6 +367,47 @@ void validate_sync(const SyncSpec& y, YamlMap& root) {
 }
 
 // Checks that span fields or sections.
+// train.dp: the combinations whose privacy accounting would be wrong are refused, with why.
+void cross_validate_dp(const JobSpec& s, YamlMap& root) {
+  const std::string& model = s.model.type;
+  if (model != "mlp" && model != "cnn" && model != "dlrm") {
+    root.error("train", "dp needs per-sample gradients, built for model.type mlp, cnn and dlrm; model.type " + model +
+                            " has none yet");
+  }
+  if (s.sync.strategy != "ssgd" && s.sync.strategy != "dssgd") {
+    root.error("train", "dp adds its noise once to each step's global gradient sum (each rank a 1/N share of the "
+                        "variance), which sync.strategy " + s.sync.strategy +
+                        " never forms: its local steps would release gradients with 1/N of the noise; use ssgd or "
+                        "dssgd");
+  }
+  if (s.compress.method != "none") {
+    root.error("train", "dp with compress.method " + s.compress.method +
+                            " is refused: each rank's message carries only 1/N of the noise variance, and a "
+                            "compressor (with its error-feedback memory) releases a function of each rank's message "
+                            "rather than of the noisy sum, so the accounting would not hold; use compress.method none");
+  }
+  if (s.train.dp.per_sample == "vectorized" && model == "cnn") {
+    root.error("train", "dp.per_sample vectorized needs a model of linear layers (mlp, dlrm); model.type cnn takes "
+                        "auto or microbatch");
+  }
+  if (s.train.dp.per_sample == "microbatch" && model == "dlrm") {
+    root.error("train", "dp.per_sample microbatch: model.type dlrm computes its per-sample gradients vectorised only "
+                        "(its lookups are collective); use auto or vectorized");
+  }
+  if (!workload_traits(s).random_access) {
+    root.error("train", "dp accounts each step as a random sample of the training set (q = batch / samples), but "
+                        "data.source " + s.data.source +
+                        " is read as a stream in file order, which no sampling argument covers; use a random-access "
+                        "source (synthetic_ctr, fashion_mnist, synthetic)");
+  }
+  if (s.straggler.mode != "none") {
+    root.error("train", "dp with straggler.mode " + s.straggler.mode +
+                            " is refused: dropped or re-weighted contributions change each sample's weight (its "
+                            "sensitivity is no longer train.dp.clip / batch) and the noise the sum carries; use "
+                            "straggler.mode none");
+  }
+}
+
 void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
     root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
@@ -411,6 +476,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     else if (!s.recovery.keep_global_batch) why = "keep_global_batch: true (a smaller global batch is not supported yet)";
     if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
   }
+  if (s.train.dp.enabled) cross_validate_dp(s, root);
   if (s.debug.kill_rank >= s.workers) root.error("debug", "kill.rank must be < workers");
   if (s.debug.corrupt_rank >= s.workers) {
     root.error("debug", "corrupt.rank (" + std::to_string(s.debug.corrupt_rank) + ") must be < workers (" +

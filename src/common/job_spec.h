@@ -74,6 +74,26 @@ struct DataSpec {
   double max_malformed_fraction = 1.0;  // 1: no bound on the share
 };
 
+// train.dp (issue 25): differentially private training, DP-SGD (privacy/dp_sgd.h): every
+// sample's gradient (embedding rows included) clipped to L2 norm `clip`, Gaussian noise of
+// standard deviation noise_multiplier * clip added once to the global sum per step, and epsilon
+// at `delta` from an RDP accountant (privacy/rdp_accountant.h) with the sampling rate
+// q = global batch / training samples. Allowed with sync.strategy ssgd and dssgd only, no
+// compress.method and no straggler.mode (each would change what one sample can contribute or
+// what the noise covers: see validation's messages), model.type mlp, cnn or dlrm.
+struct DpSpec {
+  bool enabled = false;  // the section is present
+  double clip = 1.0;
+  double noise_multiplier = 1.0;
+  double delta = 1e-5;
+  // DLRM's embedding tables: eager adds every row's noise at every step; lazy (LazyDP) defers
+  // the noise of rows a step did not read until they are next read (privacy/lazy_noise.h).
+  std::string embedding_noise = "lazy";  // lazy | eager
+  // mlp, cnn: per-sample gradients vectorised (mlp only: its linear layers) or by micro-batches
+  // of one sample (every image model).
+  std::string per_sample = "auto";  // auto (vectorised where possible) | vectorized | microbatch
+};
+
 struct TrainSpec {
   int64_t epochs = 1;      // used when steps == 0
   int64_t steps = 0;       // total optimizer steps; 0 = run `epochs` epochs
@@ -111,6 +131,7 @@ struct TrainSpec {
   // rank alike (the ranks agree with one small all-reduce per step) and counts it in
   // skipped_steps.
   std::string on_nonfinite = "fail";  // fail | skip_step
+  DpSpec dp;
 };
 
 // train.threads above this is refused by validation whatever the machine.

@@ -581,6 +581,34 @@ TEST_F(ClusterTest, DlrmTestAucReachesStatus) {
   EXPECT_NE(human.out.find("test auc"), std::string::npos) << human.out;
 }
 
+// train.dp (issue 25): epsilon travels from the trainers' progress and summary through the
+// daemon and the coordinator to `tern status` (--json: the ranks' metrics and the summary;
+// human: the privacy line).
+TEST_F(ClusterTest, DpEpsilonReachesStatus) {
+  if (access(bin("tern-trainer").c_str(), X_OK) != 0) {
+    GTEST_SKIP() << bin("tern-trainer") << " is not built (TERN_BUILD_TRAINER=OFF)";
+  }
+  write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  fs::path spec = dir_ / "it-dp.yaml";
+  std::ofstream(spec) << "name: it-dp\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
+                      << "top_mlp: [8, 1]}\ndata: {source: synthetic_ctr, num_tables: 4, table_size: 50, "
+                      << "train_size: 2048, test_size: 512}\ntrain: {steps: 8, batch_size: 32, log_every: 4, "
+                      << "dp: {clip: 1.0, noise_multiplier: 1.1, delta: 1e-5}}\n";
+  ASSERT_EQ(tern({"submit", spec.string()}).status, 0);
+  json last = wait_terminal("j-1", 600);
+  ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
+  ASSERT_TRUE(last["summary"].contains("epsilon")) << last.dump();
+  const double eps = last["summary"]["epsilon"].get<double>();
+  EXPECT_GT(eps, 0.0);
+  EXPECT_DOUBLE_EQ(last["summary"]["dp_delta"].get<double>(), 1e-5);
+  EXPECT_EQ(last["summary"]["dp_steps"].get<double>(), 8.0);
+  for (const auto& r : last["ranks"]) ASSERT_TRUE(r["metrics"].contains("epsilon")) << r.dump();
+  Output human = tern({"status", "j-1"});
+  EXPECT_NE(human.out.find("privacy    epsilon"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("at delta 1e-05"), std::string::npos) << human.out;
+}
+
 // Issue 18 item 4: a diverging job submitted to a cluster fails naming the step (it ended
 // SUCCEEDED with loss 0 and accuracy 0.10 before).
 TEST_F(ClusterTest, NonFiniteLossFailsTheJob) {

@@ -13,6 +13,7 @@
 #include "common/lr_schedule.h"
 #include "common/trainer_protocol.h"
 #include "compress/factory.h"
+#include "privacy/dp_sgd.h"
 #include "recovery/checkpoint.h"
 #include "recovery/cpr.h"
 #include "straggler/straggler_sync.h"
@@ -224,7 +225,8 @@ nlohmann::json TrainingLoop::counters() const {
           {"first_step", first_step_},
           {"plan_step", plan_step_},
           {"world", options_.world},
-          {"batch_size", spec_.train.batch_size}};
+          {"batch_size", spec_.train.batch_size},
+          {"privacy", privacy_.to_json()}};
 }
 
 Status TrainingLoop::sync_state(bool have_state) {
@@ -274,6 +276,31 @@ Status TrainingLoop::sync_state(bool have_state) {
   first_step_ = static_cast<int64_t>(v[2]);
   plan_step_ = static_cast<int64_t>(v[3]);
   last_loss_ = v[4];
+  if (spec_.train.dp.enabled) {
+    // The privacy accountant's history (train.dp) from the same rank: its length, then its
+    // (q, sigma, steps) segments, so that a joiner reports the job's epsilon, not its own.
+    std::vector<double> h;
+    for (const auto& seg : privacy_.history()) {
+      h.insert(h.end(), {seg.q, seg.sigma, static_cast<double>(seg.steps)});
+    }
+    std::vector<at::Tensor> len{at::tensor({static_cast<double>(h.size())}, at::kDouble).to(options_.device)};
+    TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, len, src).with_context("privacy accountant from rank " +
+                                                                                 std::to_string(src)));
+    const int64_t n = static_cast<int64_t>(len[0].cpu().item<double>());
+    RdpAccountant synced;
+    if (n > 0) {
+      std::vector<at::Tensor> body{counting_->rank() == src ? at::tensor(h, at::kDouble).to(options_.device)
+                                                            : at::zeros({n}, at::kDouble).to(options_.device)};
+      TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, body, src).with_context("privacy accountant from rank " +
+                                                                                    std::to_string(src)));
+      at::Tensor b = body[0].cpu();
+      auto a = b.accessor<double, 1>();
+      for (int64_t i = 0; i + 2 < n; i += 3) synced.step(a[i], a[i + 1], static_cast<int64_t>(a[i + 2]));
+    }
+    privacy_ = std::move(synced);
+    spdlog::info("privacy accountant from rank {}: {} steps, epsilon {:.4f} at delta {}", src, privacy_.steps(),
+                 privacy_.epsilon(spec_.train.dp.delta), spec_.train.dp.delta);
+  }
   if (have_state && step_ < best) spdlog::info("state from rank {}: step {} -> {}", src, step_, best);
   step_ = best;
   // The strategy restarts from the synced parameters (periodic sync's last sync point).
@@ -625,6 +652,11 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   injected_delay_s_ = counters.value("injected_delay_s", 0.0);
   last_loss_ = counters.value("last_loss", 0.0);
   skipped_steps_ = counters.value("skipped_steps", int64_t{0});
+  if (counters.contains("privacy")) {
+    TERN_ASSIGN_OR_RETURN(privacy_, RdpAccountant::from_json(counters["privacy"], file));
+  } else {
+    privacy_ = RdpAccountant();  // written without train.dp: nothing spent on the data before
+  }
   // The checkpoint schedule the run had (a planned interval is not planned again).
   interval_steps_ = counters.value("interval_steps", interval_steps_);
   first_step_ = counters.value("first_step", first_step_);
@@ -766,6 +798,7 @@ Status TrainingLoop::train_step(int64_t step) {
     strategy_->record_compute(out.samples, out.compute_s + delay);
   }
   const int64_t step_samples = out.global_samples >= 0 ? out.global_samples : plan.global_samples;
+  if (spec_.train.dp.enabled) add_dp_noise(step, step_samples, grads);
   // Agreed: every rank learns whose step was not finite before anything is updated.
   const bool agreed = spec_.train.on_nonfinite == "skip_step" || traits_.collective_step;
   if (agreed) {
@@ -806,7 +839,43 @@ Status TrainingLoop::train_step(int64_t step) {
   samples_ += out.samples;
   global_samples_ += step_samples;
   window_samples_ += step_samples / std::max(1, counting_->size());
+  account_step();
   return Status::ok();
+}
+
+void TrainingLoop::add_dp_noise(int64_t step, int64_t global_samples, std::vector<at::Tensor>& grads) {
+  if (global_samples <= 0) return;
+  const DpSpec& dp = spec_.train.dp;
+  // m ranks each add N(0, (sigma C)^2 / m) to their partial sum (one draw of (sigma C)^2 over
+  // the group); the gradients here are that sum times m / B (their mean is the step's).
+  const double m = static_cast<double>(counting_->size());
+  const double scale = dp.noise_multiplier * dp.clip / std::sqrt(m) * m / static_cast<double>(global_samples);
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    at::Tensor z = dp_gaussian(grads[i].sizes(), static_cast<uint64_t>(spec_.train.seed), step, options_.rank,
+                               static_cast<int64_t>(i));
+    grads[i] = grads[i] + z.to(grads[i].device(), grads[i].scalar_type()) * scale;
+  }
+}
+
+double TrainingLoop::dp_sample_rate() const {
+  const int64_t per_rank = workload_->samples_per_rank();
+  return per_rank > 0 ? std::min(1.0, static_cast<double>(spec_.train.batch_size) / static_cast<double>(per_rank))
+                      : 1.0;
+}
+
+void TrainingLoop::account_step() {
+  if (spec_.train.dp.enabled) privacy_.step(dp_sample_rate(), spec_.train.dp.noise_multiplier);
+}
+
+void TrainingLoop::add_privacy_fields(nlohmann::json& e) const {
+  if (!spec_.train.dp.enabled) return;
+  PrivacySpent spent = privacy_.spent(spec_.train.dp.delta);
+  e["epsilon"] = spent.epsilon;
+  e["dp_delta"] = spec_.train.dp.delta;
+  e["dp_order"] = spent.order;
+  e["dp_steps"] = privacy_.steps();
+  e["dp_sample_rate"] = dp_sample_rate();
 }
 
 Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
@@ -824,6 +893,7 @@ Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks,
   TERN_RETURN_IF_ERROR(strategy_->on_gradients(step, grads));
   TERN_RETURN_IF_ERROR(strategy_->after_step(step, params_));
   ++skipped_steps_;
+  account_step();  // its noisy gradient was computed: counted, conservatively
   std::string message = "step " + std::to_string(step) + ": " + where +
                         "; update skipped on every rank (train.on_nonfinite: skip_step, " +
                         std::to_string(skipped_steps_) + " skipped so far)";
@@ -863,6 +933,7 @@ void TrainingLoop::emit_progress(int64_t step, bool force) {
     announce_regroup_ = -1;
   }
   e["world"] = counting_->size();
+  add_privacy_fields(e);
   e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
   e["compress_s"] = reducer_->stats().compress_s;
   if (checkpointer_) {
@@ -1040,6 +1111,7 @@ Status TrainingLoop::run() {
     summary_["recovery_s_max"] = t.back();
   }
   summary_["world"] = counting_->size();
+  add_privacy_fields(summary_);
   summary_["min_world"] = static_cast<int64_t>(-m[5]);
   summary_["shrunk_steps"] = static_cast<int64_t>(m[6]);
   sink_->emit({{"event", "finished"}, {"summary", summary_}});

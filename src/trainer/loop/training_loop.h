@@ -54,6 +54,15 @@
 // samples_per_s (the job's samples over wall_s), eval_s, recovery_s, checkpoint_s (the worst
 // rank's), plus the workload's evaluation metrics and figures.
 //
+// Private training (train.dp, privacy/dp_sgd.h): the workload returns this rank's sum of
+// clipped per-sample gradients scaled so the mean over ranks is sum_i c_i g_i / B; the loop adds
+// this rank's share of the noise, N(0, (sigma C)^2 / m) * m / B from the stream (seed, step, job
+// rank, parameter), m the group's size, so the group's mean carries N(0, (sigma C)^2) / B once;
+// the workload noises what it updates itself (DLRM's rows, eager or LazyDP). Every completed or
+// skipped step adds (q, sigma) to the RDP accountant, q = batch / samples_per_rank; epsilon at
+// train.dp.delta goes into progress events and the summary, the accountant's history into
+// checkpoints (counters "privacy") and into the state a regroup syncs.
+//
 // Not thread-safe except request_stop(), which any thread (a signal or stdin reader) may call.
 #pragma once
 
@@ -71,6 +80,7 @@
 #include "comm/reducer.h"
 #include "common/job_spec.h"
 #include "common/status.h"
+#include "privacy/rdp_accountant.h"
 #include "sync/strategy.h"
 #include "trainer/loop/events.h"
 #include "trainer/loop/optimizer.h"
@@ -138,6 +148,8 @@ class TrainingLoop {
   int64_t total_steps() const { return total_steps_; }
   int64_t checkpoint_interval_steps() const { return interval_steps_; }
   const nlohmann::json& summary() const { return summary_; }
+  // train.dp: the privacy spent so far (its history is job state: checkpoints, state sync).
+  const RdpAccountant& privacy() const { return privacy_; }
   const ByteCounts& bytes() const { return counting_->counts(); }
   // Bytes this rank sent on every communicator it uses (job-wide, region, leaders).
   int64_t bytes_sent() const;
@@ -199,6 +211,16 @@ class TrainingLoop {
   // (Workload::restore_sharded).
   Status restore_at_other_world(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
 
+  // train.dp: this rank's share of the step's Gaussian noise (privacy/dp_sgd.h) on `grads`,
+  // whose mean over the group is the step's gradient over `global_samples` samples.
+  void add_dp_noise(int64_t step, int64_t global_samples, std::vector<at::Tensor>& grads);
+  // train.dp: one more step at the job's sampling rate and noise (no-op without dp).
+  void account_step();
+  // The job's sampling rate q = global batch / training samples (train.dp).
+  double dp_sample_rate() const;
+  // Adds epsilon (at train.dp.delta), the sampling rate and the accounted steps to `e`.
+  void add_privacy_fields(nlohmann::json& e) const;
+
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   Status evaluate_and_emit(int64_t step, double train_s, Metrics* out);
@@ -237,6 +259,7 @@ class TrainingLoop {
   std::chrono::steady_clock::time_point window_start_;
   int64_t window_samples_ = 0;
   nlohmann::json summary_;
+  RdpAccountant privacy_;  // train.dp; the same history on every rank
 
   // Elastic regroup.
   int64_t recoveries_ = 0;

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "privacy/dp_sgd.h"
 #include "trainer/loop/metrics.h"
 #include "trainer/loop/nonfinite.h"
 
@@ -46,10 +47,16 @@ struct DenseStack {
       in = out;
     }
   }
-  // ReLU after every layer but (when last_linear) the last.
-  at::Tensor forward(at::Tensor x, bool last_linear) const {
+  // ReLU after every layer but (when last_linear) the last. `trace` (train.dp): every layer's
+  // input and output (its gradient retained) for per-sample gradients.
+  at::Tensor forward(at::Tensor x, bool last_linear, std::vector<LinearTrace>* trace = nullptr) const {
     for (size_t i = 0; i < weights.size(); ++i) {
+      at::Tensor in = x;
       x = torch::linear(x, weights[i], biases[i]);
+      if (trace) {
+        x.retain_grad();
+        trace->push_back({in.detach(), x, weights[i], biases[i]});
+      }
       if (!(last_linear && i + 1 == weights.size())) x = torch::relu(x);
     }
     return x;
@@ -86,6 +93,11 @@ Status all_to_all(Communicator& comm, at::Tensor& out, at::Tensor& in, const std
 
 std::string table_name(int64_t t) { return "embedding." + std::to_string(t); }
 
+// The noise streams' `rank` slot (privacy/dp_gaussian): eager's per-step table draws and
+// LazyDP's aggregated draws; the MLPs' streams use the job rank (>= 0).
+constexpr int64_t kEagerNoiseStream = -1;
+constexpr int64_t kLazyNoiseStream = -2;
+
 }  // namespace
 
 // --- options, sharding, AUC ------------------------------------------------------------------
@@ -101,6 +113,10 @@ Result<DlrmOptions> DlrmOptions::from_spec(const JobSpec& spec) {
   o.seed = static_cast<uint64_t>(spec.train.seed);
   o.bucket_bytes = static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20));
   o.check_finite = true;
+  o.dp = spec.train.dp.enabled;
+  o.dp_clip = spec.train.dp.clip;
+  o.dp_noise_multiplier = spec.train.dp.noise_multiplier;
+  o.dp_embedding_noise = spec.train.dp.embedding_noise;
   TERN_RETURN_IF_ERROR(o.validate());
   return o;
 }
@@ -154,6 +170,10 @@ Status DlrmOptions::validate() const {
                             ")");
   }
   if (top_mlp.empty() || top_mlp.back() != 1) return invalid_argument("dlrm: model.top_mlp must end in 1");
+  if (dp && !(dp_clip > 0 && dp_noise_multiplier > 0)) return invalid_argument("dlrm: dp needs clip > 0 and noise_multiplier > 0");
+  if (dp && dp_embedding_noise != "eager" && dp_embedding_noise != "lazy" && dp_embedding_noise != "lazy_exact") {
+    return invalid_argument("dlrm: dp embedding noise must be eager, lazy or lazy_exact, got " + dp_embedding_noise);
+  }
   if (sharding != "round_robin" && sharding != "balanced") {
     return invalid_argument("dlrm: model.sharding must be round_robin or balanced, got " + sharding);
   }
@@ -212,6 +232,41 @@ struct DlrmModel::Impl {
   DenseStack bottom, top;
   at::Tensor tri;  // flat indices of the strict upper triangle of (1+T) x (1+T)
   int64_t step_count = 0;
+
+  // train.dp. coef[j - noise_base]: the std of step j's noise on a row, lr_j * sigma * C / B_j
+  // (0 for a step that updated nothing); cum[i] = sum of coef[< i]^2, so a row owed steps
+  // [a, s) is owed a Gaussian of variance cum(s) - cum(a). noised_until[k] (lazy): per row of
+  // owned table k, the first step whose noise it does not hold yet.
+  std::vector<LinearTrace>* trace = nullptr;  // set around a traced forward
+  std::vector<double> coef, cum{0.0};
+  int64_t noise_base = 0;
+  int64_t pending_reset = -2;  // >= -1: reset_noise_bookkeeping() waiting for set_step() (-1)
+  std::vector<at::Tensor> noised_until;
+  int64_t noised_rows = 0;
+  int64_t flush_step = -1, flush_seq = 0;  // distinct LazyDP draws within one step
+
+  bool lazy() const { return options.dp && options.dp_embedding_noise != "eager"; }
+  double emb_lr() const { return options.embedding_lr < 0 ? options.lr : options.embedding_lr; }
+  void record_noise(int64_t step, double c) {
+    if (step < noise_base) return;
+    const size_t at = static_cast<size_t>(step - noise_base);
+    if (at < coef.size()) {  // a step done again (after a regroup): its record is replaced
+      coef.resize(at);
+      cum.resize(at + 1);
+    }
+    while (coef.size() < at) {
+      coef.push_back(0.0);
+      cum.push_back(cum.back());
+    }
+    coef.push_back(c);
+    cum.push_back(cum.back() + c * c);
+  }
+  double coef_at(int64_t j) const {
+    const int64_t i = j - noise_base;
+    return i >= 0 && i < static_cast<int64_t>(coef.size()) ? coef[static_cast<size_t>(i)] : 0.0;
+  }
+  // Applies rows' owed noise up to (not including) step s; `rows` unique ids of owned table k.
+  void flush_rows(size_t k, at::Tensor rows, int64_t s);
 
   Impl(DlrmOptions o, Communicator& c) : options(std::move(o)), comm(c) {}
 
@@ -282,6 +337,13 @@ Result<DlrmModel::Impl::Forward> DlrmModel::Impl::forward(const Batch& batch, bo
   f.ids = at::empty({world * B * t_me}, at::kLong);
   TERN_RETURN_IF_ERROR(all_to_all(comm, f.ids, send_ids, out_splits, in_splits, "row ids"));
   f.ids = f.ids.view({world, t_me, B});
+  if (lazy()) {
+    // LazyDP: the rows about to be read take their owed noise first.
+    torch::NoGradGuard no_grad;
+    for (int64_t k = 0; k < t_me; ++k) {
+      flush_rows(static_cast<size_t>(k), std::get<0>(at::_unique2(f.ids.select(1, k).reshape({-1}), true)), step_count);
+    }
+  }
 
   // 3. rows back: owner sends rank j [T_me, B, d].
   std::vector<at::Tensor> looked;
@@ -301,11 +363,11 @@ Result<DlrmModel::Impl::Forward> DlrmModel::Impl::forward(const Batch& batch, bo
   f.emb = emb.set_requires_grad(train);
 
   // Dense part.
-  at::Tensor z = bottom.forward(x, /*last_linear=*/false);                  // [B, d]
+  at::Tensor z = bottom.forward(x, /*last_linear=*/false, trace);           // [B, d]
   at::Tensor all_vec = torch::cat({z.unsqueeze(1), f.emb}, 1);              // [B, 1+T, d]
   at::Tensor dots = torch::bmm(all_vec, all_vec.transpose(1, 2)).view({B, -1});
   at::Tensor inter = dots.index_select(1, tri);                             // [B, (1+T)T/2]
-  f.logits = top.forward(torch::cat({z, inter}, 1), /*last_linear=*/true).view({B});
+  f.logits = top.forward(torch::cat({z, inter}, 1), /*last_linear=*/true, trace).view({B});
   return f;
 }
 
@@ -342,7 +404,55 @@ Status DlrmModel::Impl::backward_embeddings(const Forward& f) {
     counts[k].index_add_(0, rows, at::ones_like(rows));
     dirty[k].index_fill_(0, uniq, true);
   }
+  if (options.dp) {
+    // The step's noise on every row of the owned tables: lr * N(0, (sigma C)^2) / B. Eager adds
+    // it now; LazyDP records what each row is owed.
+    const int64_t global = std::accumulate(f.sizes.begin(), f.sizes.end(), int64_t{0});
+    const double c = lr * options.dp_noise_multiplier * options.dp_clip / static_cast<double>(std::max<int64_t>(global, 1));
+    record_noise(step_count, c);
+    if (!lazy()) {
+      for (int64_t k = 0; k < t_me; ++k) {
+        const int64_t t = owned_by[rank][static_cast<size_t>(k)];
+        weights[k].add_(dp_gaussian(weights[k].sizes(), options.seed, step_count, kEagerNoiseStream, t), -c);
+        noised_rows += weights[k].size(0);
+      }
+    }
+  }
   return Status::ok();
+}
+
+void DlrmModel::Impl::flush_rows(size_t k, at::Tensor rows, int64_t s) {
+  at::Tensor last = noised_until[k].index_select(0, rows);
+  at::Tensor owed = last < s;
+  rows = rows.masked_select(owed);
+  if (rows.numel() == 0) return;
+  last = last.masked_select(owed);
+  const int64_t t = owned_by[rank][k];
+  if (options.dp_embedding_noise == "lazy_exact") {
+    // The very draws eager added, step by step, on the owed rows only.
+    const int64_t lo = std::max(last.min().item<int64_t>(), noise_base);
+    for (int64_t j = lo; j < s; ++j) {
+      const double c = coef_at(j);
+      if (c == 0) continue;
+      at::Tensor sel = rows.masked_select(last <= j);
+      at::Tensor z = dp_gaussian(weights[k].sizes(), options.seed, j, kEagerNoiseStream, t).index_select(0, sel);
+      weights[k].index_add_(0, sel, z, -c);
+    }
+  } else {
+    // One draw per row with the owed variance cum(s) - cum(last): the sum of the owed steps'
+    // independent Gaussians has exactly that distribution.
+    const int64_t n = static_cast<int64_t>(cum.size());
+    at::Tensor cumt = at::from_blob(cum.data(), {n}, at::kDouble);
+    const double cum_s = cum[static_cast<size_t>(std::clamp<int64_t>(s - noise_base, 0, n - 1))];
+    at::Tensor var = cum_s - cumt.index_select(0, (last - noise_base).clamp(0, n - 1));
+    at::Tensor sd = var.clamp_min(0).sqrt().to(at::kFloat).unsqueeze(1);
+    if (flush_step != s) flush_step = s, flush_seq = 0;
+    const int64_t stream = t + tables * flush_seq++;
+    at::Tensor z = dp_gaussian({rows.numel(), dim}, options.seed, s, kLazyNoiseStream, stream);
+    weights[k].index_add_(0, rows, z * sd, -1.0);
+  }
+  noised_until[k].index_fill_(0, rows, s);
+  noised_rows += rows.numel();
 }
 
 Result<std::unique_ptr<DlrmModel>> DlrmModel::create(const DlrmOptions& options, Communicator& comm,
@@ -371,7 +481,7 @@ Result<std::unique_ptr<DlrmModel>> DlrmModel::create(const DlrmOptions& options,
   {
     int64_t rows = 0;
     for (int64_t t : m.owned_by[m.rank]) rows += options.table_sizes[t];
-    const double need = static_cast<double>(rows) * static_cast<double>(m.dim * 4 + 8 + 1);
+    const double need = static_cast<double>(rows) * static_cast<double>(m.dim * 4 + 8 + 1 + (m.lazy() ? 8 : 0));
     const int64_t have = options.memory_limit_bytes > 0 ? options.memory_limit_bytes : available_memory_bytes();
     if (have > 0 && need > static_cast<double>(have)) {
       std::ostringstream os;
@@ -393,6 +503,7 @@ Result<std::unique_ptr<DlrmModel>> DlrmModel::create(const DlrmOptions& options,
     m.weights.push_back(at::empty({options.table_sizes[t], m.dim}, at::kFloat).uniform_(-k, k, gen));
     m.counts.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
     m.dirty.push_back(at::zeros({options.table_sizes[t]}, at::kBool));
+    if (m.lazy()) m.noised_until.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
   }
   } catch (const std::bad_alloc&) {
     return resource_exhausted("dlrm: rank " + std::to_string(m.rank) + ": out of memory allocating its embedding tables");
@@ -429,7 +540,15 @@ Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch, const std:
   Impl& m = *impl_;
   m.pending.reset();
   for (auto& p : dense_parameters()) p.mutable_grad() = at::Tensor();
-  TERN_ASSIGN_OR_RETURN(Impl::Forward f, m.forward(batch, /*train=*/true));
+  if (m.options.dp && !weights.empty()) {
+    return invalid_argument("dlrm: train.dp takes no per-sample weights (straggler plans are refused with dp)");
+  }
+  std::vector<LinearTrace> trace;
+  m.trace = m.options.dp ? &trace : nullptr;
+  auto forwarded = m.forward(batch, /*train=*/true);
+  m.trace = nullptr;
+  if (!forwarded.is_ok()) return forwarded.status();
+  Impl::Forward f = std::move(forwarded).value();
   DlrmStepStats stats;
   stats.samples = f.sizes.empty() ? 0 : f.sizes[m.rank];
   stats.global_samples = std::accumulate(f.sizes.begin(), f.sizes.end(), int64_t{0});
@@ -446,7 +565,22 @@ Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch, const std:
   at::Tensor logits = f.logits.narrow(0, 0, b);
   at::Tensor y = batch.y.defined() ? batch.y.narrow(0, 0, b).to(at::kFloat) : at::zeros({0}, at::kFloat);
   at::Tensor bce, loss;
-  if (weights.empty()) {
+  if (m.options.dp) {
+    // Per-sample gradients (privacy/dp_sgd.h): one backward of the unweighted sum, each
+    // sample's squared norm over the MLP layers and its looked-up rows, clip factors c_i, then
+    // the MLP gradients and the row gradients rebuilt as sum_i c_i g_i / B (padding rows: 0).
+    at::Tensor per = torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::None);
+    bce = per.sum();
+    bce.backward();
+    const int64_t B = f.padded;
+    at::Tensor sq = at::zeros({B}, at::kDouble);
+    at::Tensor lin = linear_per_sample_sq_norms(trace);
+    if (lin.defined()) sq = sq + lin;
+    if (f.emb.grad().defined()) sq = sq + f.emb.grad().to(at::kDouble).pow(2).sum({1, 2});
+    at::Tensor u = clip_factors(sq, m.options.dp_clip) / static_cast<double>(stats.global_samples);
+    write_linear_grads(trace, u);
+    if (f.emb.grad().defined()) f.emb.mutable_grad().mul_(u.to(at::kFloat).view({B, 1, 1}));
+  } else if (weights.empty()) {
     bce = torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::Sum);
     loss = bce / static_cast<double>(stats.global_samples);
   } else {
@@ -455,7 +589,7 @@ Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch, const std:
     bce = per.sum();
     loss = (per * w).sum() / static_cast<double>(m.world);
   }
-  loss.backward();
+  if (loss.defined()) loss.backward();
   stats.loss = b > 0 ? bce.item<double>() / static_cast<double>(b) : 0.0;
   std::vector<at::Tensor> grads;
   for (const auto& p : dense_parameters()) grads.push_back(p.grad());
@@ -497,6 +631,52 @@ void DlrmModel::apply_dense(const std::vector<at::Tensor>& grads) {
   for (size_t i = 0; i < params.size(); ++i) params[i].sub_(grads[i], impl_->options.lr);
 }
 
+void DlrmModel::set_step(int64_t step) {
+  Impl& m = *impl_;
+  m.step_count = step;
+  if (m.pending_reset >= -1) {
+    m.pending_reset = -2;
+    reset_noise_bookkeeping(step);
+  }
+}
+
+int64_t DlrmModel::flush_noise() {
+  Impl& m = *impl_;
+  if (!m.lazy()) return 0;
+  torch::NoGradGuard no_grad;
+  const int64_t before = m.noised_rows;
+  for (size_t k = 0; k < m.weights.size(); ++k) {
+    m.flush_rows(k, at::arange(m.weights[k].size(0), at::kLong), m.step_count);
+  }
+  // Every row is noised until now: the owed-variance record restarts here (as after a restore
+  // from this point, so a resumed run sums the same numbers as one that went on).
+  m.coef.clear();
+  m.cum.assign(1, 0.0);
+  m.noise_base = m.step_count;
+  return m.noised_rows - before;
+}
+
+at::Tensor DlrmModel::noised_until(int64_t t) const {
+  auto it = impl_->local.find(t);
+  if (it == impl_->local.end() || !impl_->lazy()) return at::Tensor();
+  return impl_->noised_until[static_cast<size_t>(it->second)];
+}
+
+void DlrmModel::reset_noise_bookkeeping(int64_t step) {
+  Impl& m = *impl_;
+  if (!m.options.dp) return;
+  if (step < 0) {
+    m.pending_reset = -1;  // at the next set_step()
+    return;
+  }
+  for (auto& n : m.noised_until) n.fill_(step);
+  m.coef.clear();
+  m.cum.assign(1, 0.0);
+  m.noise_base = step;
+}
+
+int64_t DlrmModel::noised_rows() const { return impl_->noised_rows; }
+
 void DlrmModel::set_lr(double lr, double embedding_lr) {
   impl_->options.lr = lr;
   impl_->options.embedding_lr = embedding_lr;
@@ -514,8 +694,19 @@ Result<DlrmStepStats> DlrmModel::step(const Batch& batch) {
       return stats;
     }
   }
+  const int64_t step_index = impl_->step_count;
   TERN_RETURN_IF_ERROR(apply_embedding_update());
   std::vector<at::Tensor> grads = dense_grads();
+  if (impl_->options.dp) {
+    // Each rank's share of the MLPs' noise, as the training loop adds it.
+    const double n = static_cast<double>(impl_->world);
+    const double scale = impl_->options.dp_noise_multiplier * impl_->options.dp_clip / std::sqrt(n) * n /
+                         static_cast<double>(stats.global_samples);
+    for (size_t i = 0; i < grads.size(); ++i) {
+      grads[i] = grads[i] + dp_gaussian(grads[i].sizes(), impl_->options.seed, step_index, impl_->rank,
+                                        static_cast<int64_t>(i)) * scale;
+    }
+  }
   auto pending = impl_->reducer->start(grads, impl_->step_count);
   TERN_RETURN_IF_ERROR(pending->finish(grads));
   apply_dense(grads);

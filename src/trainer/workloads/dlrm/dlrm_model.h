@@ -64,6 +64,28 @@ struct DlrmOptions {
   // and gradients are finite; when one is not, nobody updates anything (nonfinite_ranks).
   // from_spec turns it on (train.on_nonfinite decides what the loop does then).
   bool check_finite = false;
+  // train.dp (privacy/dp_sgd.h): every sample's gradient (MLPs and its looked-up rows together)
+  // clipped to dp_clip, Gaussian noise of std dp_noise_multiplier * dp_clip on the global sum.
+  // The MLPs' noise is the caller's (the training loop adds each rank's share; step() adds it
+  // itself); the owner of a table adds its rows' noise: dp_embedding_noise
+  //   eager:      every row of every table at every step (one N(0, 1) draw per row and step
+  //               from the stream (seed, step, table));
+  //   lazy:       LazyDP: a row's noise is owed from the step it was last noised and applied,
+  //               as ONE draw with the summed variance of the owed steps, when the row is next
+  //               read (any lookup), and for every row at flush_noise() (checkpoints, the end):
+  //                 eager:  W_{j+1}[r] = W_j[r] - lr_j (G_j[r] + sigma C z_j[r]) / B_j, every r, j
+  //                 lazy:   at a read of r at step s, owed since a = noised_until[r]:
+  //                         W[r] -= sqrt(sum_{j=a}^{s-1} (lr_j sigma C / B_j)^2) * z,  z ~ N(0, I)
+  //               equal in distribution (plain SGD on the rows: no momentum, no weight decay,
+  //               which is what the rows get; the schedule's lr_j is in the variances);
+  //   lazy_exact: the bookkeeping of lazy, but a row's owed noise is the sum of the very draws
+  //               eager would have added (the same stream, the same coefficients): the same
+  //               parameters as eager to float rounding, which the tests check. O(table) per
+  //               owed step: for tests.
+  bool dp = false;
+  double dp_clip = 1.0;
+  double dp_noise_multiplier = 1.0;
+  std::string dp_embedding_noise = "lazy";  // eager | lazy | lazy_exact
   // The bytes this rank's embedding tables may take; 0: what the machine has available
   // (MemAvailable, the cgroup limit, RLIMIT_AS). create() refuses tables that do not fit.
   int64_t memory_limit_bytes = 0;
@@ -132,6 +154,23 @@ class DlrmModel {
   // params -= lr * grads (one per dense_parameters() entry).
   void apply_dense(const std::vector<at::Tensor>& grads);
   void set_lr(double lr, double embedding_lr = -1);
+  // The training step the next forward_backward() is (the noise stream's and LazyDP's step
+  // index; otherwise counted from 0 by the updates).
+  void set_step(int64_t step);
+
+  // --- LazyDP (options.dp with dp_embedding_noise lazy / lazy_exact) ----------------------
+  // Applies every owned row's owed noise: afterwards each table is what eager DP-SGD would
+  // hold. Local (no collective). Returns the rows noised. No-op otherwise.
+  int64_t flush_noise();
+  // Per owned table: the step each row is noised until (int64 [rows]: the row holds the noise
+  // of every step before it). Undefined tensor unless lazy.
+  at::Tensor noised_until(int64_t table) const;
+  // After this rank's shard was rebuilt from checkpoints at `step`: every row counts as noised
+  // until `step` (saves are flushed; steps whose updates were lost with a shard take their
+  // noise with them) and the owed-variance record restarts there.
+  void reset_noise_bookkeeping(int64_t step);
+  // Rows noised eagerly or flushed lazily so far (for the summary and the benchmark).
+  int64_t noised_rows() const;
 
   // Logits [b] for this rank's batch (no updates, no access counting). Collective.
   Result<at::Tensor> predict(const Batch& batch);

@@ -107,6 +107,7 @@ Result<StepOutput> DlrmWorkload::compute(int64_t step, const StepPlan& plan, std
   std::vector<double> weights;
   if (weighted) weights.assign(plan.weights.begin(), plan.weights.begin() + batch.size());
   auto t0 = Clock::now();
+  model_->set_step(step);
   TERN_ASSIGN_OR_RETURN(DlrmStepStats stats, model_->forward_backward(batch, weights));
   StepOutput out;
   out.compute_s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -127,6 +128,9 @@ Status DlrmWorkload::finish_step(bool apply) {
 }
 
 Result<Metrics> DlrmWorkload::evaluate() {
+  // LazyDP: the model evaluated is eager DP-SGD's (lookups would flush the rows they read;
+  // the evaluation at the end flushes every row, the end of training).
+  model_->flush_noise();
   TERN_RETURN_IF_ERROR(test_->rewind());
   TERN_ASSIGN_OR_RETURN(DlrmMetrics m, model_->evaluate(*test_, kEvalBatch));
   return Metrics{{"test_accuracy", m.accuracy},
@@ -137,11 +141,15 @@ Result<Metrics> DlrmWorkload::evaluate() {
 }
 
 Result<int64_t> DlrmWorkload::save_sharded(ShardSave kind, NamedTensors* out) {
+  // LazyDP: a save holds every row with all its noise (so restoring needs no per-row record:
+  // every restored row is noised until its save's step).
+  model_->flush_noise();
   return append_shard(*model_, kind, spec_->recovery.policy, spec_->recovery.row_fraction, ssu_rng_, out);
 }
 
 Status DlrmWorkload::restore_sharded(const CheckpointStore& store, int64_t step) {
   TERN_ASSIGN_OR_RETURN(ShardRestore shard, restore_shard(*model_, store, step));
+  model_->reset_noise_bookkeeping(step);
   spdlog::info("embedding shard of rank {} restored from {} (whole save of step {} + {} row saves, {} rows){}", rank_,
                shard.files.back(), shard.base_step, shard.row_saves, shard.rows,
                shard.resharded_from_world > 0
@@ -175,6 +183,9 @@ nlohmann::json DlrmWorkload::restore_lost_state(const CheckpointStore* store, in
       event["rows"] = r->rows;
     }
   }
+  // LazyDP: the restored rows hold their noise (saves are flushed); the steps lost with the
+  // shard take their noise with their updates. Counted from the next step.
+  model_->reset_noise_bookkeeping(-1);
   const double lost = std::max(0.0, total - captured);
   lost_updates_ += lost;
   lost_samples_ += lost / std::max(1.0, tables);
@@ -187,7 +198,8 @@ nlohmann::json DlrmWorkload::restore_lost_state(const CheckpointStore* store, in
 
 Result<nlohmann::json> DlrmWorkload::summary(Communicator& comm, int64_t global_samples) {
   // Only a replacement rank has lost updates: the sums are the job's.
-  std::vector<at::Tensor> sum{at::tensor({lost_updates_, shard_updates_, lost_samples_}, at::kDouble)};
+  std::vector<at::Tensor> sum{at::tensor({lost_updates_, shard_updates_, lost_samples_,
+                                          static_cast<double>(model_->noised_rows())}, at::kDouble)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(comm, sum).with_context("summary"));
   auto s = sum[0].accessor<double, 1>();
   const double all_updates = static_cast<double>(global_samples) * static_cast<double>(model_->owners().size());
@@ -198,6 +210,7 @@ Result<nlohmann::json> DlrmWorkload::summary(Communicator& comm, int64_t global_
                      {"lost_samples", s[2]},  // each sample updates one row per table
                      {"shard_pls", s[1] > 0 ? s[0] / s[1] : 0.0},
                      {"pls", all_updates > 0 ? s[0] / all_updates : 0.0}};
+  if (spec_->train.dp.enabled) out["dp_noised_rows"] = s[3];  // row noise draws, all owners
   if (scan_) {
     // The whole file's figures (every rank scanned it alike): lines, and the malformed lines
     // data.malformed skip left out, in all and by defect.

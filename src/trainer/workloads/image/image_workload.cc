@@ -55,6 +55,7 @@ Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan, st
     return out;
   }
   Batch batch = batch_to(data_->train_batch(plan.indices), device_);
+  if (spec_->train.dp.enabled) return compute_private(batch, plan, grads);
   auto t0 = Clock::now();
   model_->zero_grad();
   at::Tensor logits = model_->forward(batch);
@@ -71,6 +72,53 @@ Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan, st
   for (auto& p : params_) grads->push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
   out.compute_s = std::chrono::duration<double>(Clock::now() - t0).count();
   out.samples = batch.size();
+  out.finite = step_is_finite(out.loss, *grads);
+  return out;
+}
+
+Result<StepOutput> ImageWorkload::compute_private(const Batch& batch, const StepPlan& plan,
+                                                  std::vector<at::Tensor>* grads) {
+  StepOutput out;
+  const DpSpec& dp = spec_->train.dp;
+  const int64_t b = batch.size();
+  auto t0 = Clock::now();
+  // Each sample's weight in this rank's gradient (the plan's, else the local mean's).
+  at::Tensor u = plan.weights.empty() ? at::full({b}, 1.0 / static_cast<double>(b), at::kDouble)
+                                      : at::tensor(plan.weights, at::kDouble);
+  u = u.to(device_);
+  model_->zero_grad();
+  std::vector<LinearTrace> trace;
+  at::Tensor logits = dp.per_sample == "microbatch" ? at::Tensor() : model_->forward_traced(batch, &trace);
+  if (logits.defined()) {
+    // Vectorised: one backward of the unweighted sum gives every layer's per-sample output
+    // gradients; norms and the clipped, weighted sum follow from them (privacy/dp_sgd.h).
+    at::Tensor per = model_->loss_per_sample(logits, batch);
+    per.sum().backward();
+    at::Tensor c = clip_factors(linear_per_sample_sq_norms(trace), dp.clip);
+    write_linear_grads(trace, c * u);
+    out.loss = per.mean().item<double>();
+    for (auto& p : params_) grads->push_back(p.grad().defined() ? p.grad() : at::zeros_like(p));
+  } else {
+    // Micro-batches of one sample: any model.
+    for (auto& p : params_) grads->push_back(at::zeros_like(p));
+    double loss_sum = 0;
+    for (int64_t i = 0; i < b; ++i) {
+      Batch one{batch.x.narrow(0, i, 1), at::Tensor(), batch.y.narrow(0, i, 1)};
+      model_->zero_grad();
+      at::Tensor loss = model_->loss_per_sample(model_->forward(one), one).sum();
+      loss.backward();
+      loss_sum += loss.item<double>();
+      std::vector<at::Tensor> g;
+      for (auto& p : params_) g.push_back(p.grad());
+      const double scale = clip_factor(g, dp.clip) * u[i].item<double>();
+      for (size_t k = 0; k < g.size(); ++k) {
+        if (g[k].defined()) (*grads)[k].add_(g[k], scale);
+      }
+    }
+    out.loss = b > 0 ? loss_sum / static_cast<double>(b) : 0.0;
+  }
+  out.compute_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  out.samples = b;
   out.finite = step_is_finite(out.loss, *grads);
   return out;
 }

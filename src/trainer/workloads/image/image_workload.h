@@ -31,6 +31,10 @@ class ImageWorkload : public Workload {
   Model& model() { return *model_; }
 
  private:
+  // train.dp: this rank's sum of clipped per-sample gradients, each weighted as the plan says
+  // (1 / local batch without weights); the loop adds the noise.
+  Result<StepOutput> compute_private(const Batch& batch, const StepPlan& plan, std::vector<at::Tensor>* grads);
+
   const JobSpec* spec_ = nullptr;
   int rank_ = 0, world_ = 1;
   torch::Device device_ = torch::kCPU;

@@ -28,6 +28,19 @@ at::Tensor Mlp::forward(const Batch& batch) {
   return fc3_->forward(x);
 }
 
+at::Tensor Mlp::forward_traced(const Batch& batch, std::vector<LinearTrace>* trace) {
+  auto layer = [&](torch::nn::Linear& fc, const at::Tensor& x) {
+    at::Tensor y = fc->forward(x);
+    y.retain_grad();
+    trace->push_back({x.detach(), y, fc->weight, fc->bias});
+    return y;
+  };
+  auto x = batch.x.reshape({batch.x.size(0), -1});
+  x = torch::relu(layer(fc1_, x));
+  x = torch::relu(layer(fc2_, x));
+  return layer(fc3_, x);
+}
+
 Cnn::Cnn() {
   conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)));
   conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));

@@ -9,6 +9,7 @@
 
 #include "common/job_spec.h"
 #include "common/status.h"
+#include "privacy/dp_sgd.h"
 #include "trainer/workloads/data.h"
 
 namespace tern {
@@ -23,6 +24,11 @@ class Model : public torch::nn::Module {
   virtual at::Tensor loss_per_sample(const at::Tensor& out, const Batch& batch);
   // Number of correct predictions in the batch.
   virtual int64_t correct(const at::Tensor& out, const Batch& batch);
+  // train.dp's vectorised per-sample gradients: forward() that also records every linear
+  // layer (input, output with its gradient retained, weight, bias) in `trace`, for a model
+  // made of linear layers and parameter-free functions only. Default: undefined (the model
+  // has other parameterised layers: DP-SGD takes micro-batches of one sample instead).
+  virtual at::Tensor forward_traced(const Batch& batch, std::vector<LinearTrace>* trace) { return {}; }
 };
 
 // MLP 784-512-256-10 with ReLU.
@@ -30,6 +36,7 @@ class Mlp : public Model {
  public:
   Mlp();
   at::Tensor forward(const Batch& batch) override;
+  at::Tensor forward_traced(const Batch& batch, std::vector<LinearTrace>* trace) override;
 
  private:
   torch::nn::Linear fc1_{nullptr}, fc2_{nullptr}, fc3_{nullptr};
