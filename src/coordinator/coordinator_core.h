@@ -309,6 +309,8 @@ class CoordinatorCore {
   // Places the job's UNASSIGNED ranks; false when it has to wait (reason set). Bumps the
   // generation and picks a new master unless `same_generation` and rank 0 stays put.
   bool place_replacements_locked(Job* job, bool same_generation);
+  // Rank `r` of `job` goes to worker `w` at the job's current generation.
+  void assign_rank_locked(const Job& job, RankInfo& r, const Worker& w);
   // The job waits for replacements (reason `why`); returns false.
   bool wait_for_replacements_locked(Job* job, const std::string& why);
   // The generation bump of place_replacements_locked (`choice`: rank -> offer index): a new

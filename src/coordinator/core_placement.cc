@@ -135,6 +135,17 @@ bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, 
   return true;
 }
 
+void CoordinatorCore::assign_rank_locked(const Job& job, RankInfo& r, const Worker& w) {
+  r.worker_id = w.id;
+  r.region = w.region;
+  r.host = w.host;
+  r.state = RankState::kAssigned;
+  r.generation = job.generation;
+  r.start_generation = job.generation;
+  // A new worker's log copy starts where the job's log stands (its old worker's is continued).
+  if (w.id != r.lost_from) r.log_base = logs_.size(job.id, r.rank);
+}
+
 void CoordinatorCore::place_standbys_locked(Job* job) {
   std::vector<SlotOffer> offers;
   std::vector<Worker*> offer_workers;
@@ -156,14 +167,8 @@ void CoordinatorCore::place_standbys_locked(Job* job) {
     if (!pick) continue;  // retried when a slot frees up (schedule_locked)
     --offers[*pick].free_slots;
     const Worker* w = offer_workers[*pick];
-    r.worker_id = w->id;
-    r.region = w->region;
-    r.host = w->host;
-    r.state = RankState::kAssigned;
-    r.generation = job->generation;
-    r.start_generation = job->generation;
+    assign_rank_locked(*job, r, *w);
     r.exited = false;
-    if (w->id != r.lost_from) r.log_base = logs_.size(job->id, r.rank);
     spdlog::info("job {}: standby for rank {} ({}) on worker {} at generation {}", job->id, r.rank,
                  r.lost, w->id, job->generation);
     r.lost.clear();
@@ -224,13 +229,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
   for (const auto& [rank, o] : choice) {
     RankInfo& r = job->ranks[rank];
     const Worker* w = offer_workers[o];
-    r.worker_id = w->id;
-    r.region = w->region;
-    r.host = w->host;
-    r.state = RankState::kAssigned;
-    r.generation = job->generation;
-    r.start_generation = job->generation;
-    if (w->id != r.lost_from) r.log_base = logs_.size(job->id, rank);
+    assign_rank_locked(*job, r, *w);
     spdlog::info(
         "job {} regroup: rank {} lost ({}) -> generation {}, rank {} on worker {}, master {}",
         job->id, rank, r.lost, job->generation, rank, w->id, job->master_addr);
