@@ -36,6 +36,38 @@ void check_int4_layout(const std::vector<int64_t>& numels, int64_t block_size) {
   for (int64_t n : numels) TORCH_CHECK(n >= 0, "int4: negative tensor size ", n);
 }
 
+// Per row of `mat`: scale = max|row| / levels, 0 for a row that is all zeros or holds a
+// non-finite value (it sends zeros; its values stay in the error), and q = round(row / scale)
+// in [-levels, levels], 0 where the scale is 0. int4's blocks and chunked top-k's chunks.
+struct RowQuantised {
+  at::Tensor scale;  // [rows]
+  at::Tensor q;      // mat's shape, whole numbers as floats
+};
+RowQuantised quantise_rows(const at::Tensor& mat, double levels) {
+  at::Tensor scale = mat.abs().amax({1}).div_(levels);
+  at::Tensor ok = at::isfinite(scale).logical_and_(scale > 0);
+  scale = at::where(ok, scale, at::zeros_like(scale));
+  at::Tensor q = mat.div(at::where(ok, scale, at::ones_like(scale)).unsqueeze(1))
+                     .round_()
+                     .clamp_(-levels, levels);
+  return {scale, at::where(ok.unsqueeze(1), q, at::zeros_like(q))};
+}
+
+// 4-bit levels q in [-7, 7] (flat) as nibbles q + 8, two per byte, element 2j in the low nibble
+// of byte j; an odd count leaves the last high nibble 0.
+at::Tensor pack_nibbles(const at::Tensor& q) {
+  at::Tensor nib = q.add(static_cast<double>(kInt4Offset)).to(at::kByte);
+  if (nib.numel() % 2 != 0) nib = at::cat({nib, at::zeros({1}, nib.options())});
+  at::Tensor pairs = nib.view({-1, 2});
+  return (pairs.select(1, 0) + pairs.select(1, 1) * 16).contiguous();  // <= 15 + 240: no overflow
+}
+
+// The first n levels of `packed` back, as floats.
+at::Tensor unpack_nibbles(const at::Tensor& packed, int64_t n) {
+  at::Tensor nib = at::stack({packed.bitwise_and(15), packed.__rshift__(4)}, 1).view({-1});
+  return nib.narrow(0, 0, n).to(at::kFloat).sub_(kInt4Offset);
+}
+
 }  // namespace
 
 TopKSelection exact_top_k(const at::Tensor& x, int64_t k) {
@@ -197,19 +229,10 @@ at::Tensor encode_int4(const at::Tensor& x, const BlockLayout& l) {
                                   .index_copy_(0, l.padded_pos.to(xf.device()), xf)
                             : xf;
   mat = mat.view({l.blocks, l.block_size});
-  at::Tensor scale = mat.abs().amax({1}).div_(static_cast<double>(kInt4Max));
-  at::Tensor ok = at::isfinite(scale).logical_and_(scale > 0);  // NaN / inf / all zeros: send 0
-  scale = at::where(ok, scale, at::zeros_like(scale));
-  at::Tensor q = mat.div(at::where(ok, scale, at::ones_like(scale)).unsqueeze(1))
-                     .round_()
-                     .clamp_(-kInt4Max, kInt4Max);
-  q = at::where(ok.unsqueeze(1), q, at::zeros_like(q)).view({-1});
+  RowQuantised rq = quantise_rows(mat, static_cast<double>(kInt4Max));
+  at::Tensor q = rq.q.view({-1});
   if (l.padded) q = q.index_select(0, l.padded_pos.to(q.device()));
-  at::Tensor nib = q.add_(static_cast<double>(kInt4Offset)).to(at::kByte);
-  if (n % 2 != 0) nib = at::cat({nib, at::zeros({1}, nib.options())});
-  at::Tensor pairs = nib.view({-1, 2});
-  at::Tensor packed = pairs.select(1, 0) + pairs.select(1, 1) * 16;  // <= 15 + 240: no overflow
-  return at::cat({scale.contiguous().view(at::kByte), packed.contiguous()});
+  return at::cat({rq.scale.contiguous().view(at::kByte), pack_nibbles(q)});
 }
 
 at::Tensor decode_int4(const at::Tensor& payload, const BlockLayout& l) {
@@ -220,10 +243,8 @@ at::Tensor decode_int4(const at::Tensor& payload, const BlockLayout& l) {
               ", expected ", l.payload_bytes, " of Byte");
   if (n == 0) return at::empty({0}, payload.options().dtype(at::kFloat));
   at::Tensor scales = bytes_as(payload, 0, l.blocks, at::kFloat);
-  at::Tensor packed = payload.narrow(0, l.blocks * 4, ceil_div(n, 2));
-  at::Tensor nib = at::stack({packed.bitwise_and(15), packed.__rshift__(4)}, 1).view({-1});
   at::Tensor per_value_scale = scales.index_select(0, l.block_of.to(scales.device()));
-  return nib.narrow(0, 0, n).to(at::kFloat).sub_(kInt4Offset).mul_(per_value_scale);
+  return unpack_nibbles(payload.narrow(0, l.blocks * 4, ceil_div(n, 2)), n).mul_(per_value_scale);
 }
 
 at::Tensor encode_int4(const at::Tensor& x, const std::vector<int64_t>& numels,
@@ -307,24 +328,11 @@ ChunkedTopkEncoded encode_chunked_topk(const at::Tensor& x, const BlockLayout& l
     sent = sent.view({l.blocks, k});
     value_bytes = wire.contiguous().view(at::kByte);
   } else {
-    const double levels = static_cast<double>(chunk_levels(bits));
-    at::Tensor scale = vals.abs().amax({1}).div_(levels);
-    at::Tensor ok = at::isfinite(scale).logical_and_(scale > 0);  // NaN / inf / all zeros: send 0
-    scale = at::where(ok, scale, at::zeros_like(scale));
-    at::Tensor q = vals.div(at::where(ok, scale, at::ones_like(scale)).unsqueeze(1))
-                       .round_()
-                       .clamp_(-levels, levels);
-    q = at::where(ok.unsqueeze(1), q, at::zeros_like(q));
-    sent = q.mul(scale.unsqueeze(1));
-    parts.push_back(scale.contiguous().view(at::kByte));
-    if (bits == 8) {
-      value_bytes = q.to(at::kChar).contiguous().view({-1}).view(at::kByte);
-    } else {
-      at::Tensor nib = q.add(static_cast<double>(kInt4Offset)).to(at::kByte).view({-1});
-      if (nib.numel() % 2 != 0) nib = at::cat({nib, at::zeros({1}, nib.options())});
-      at::Tensor pairs = nib.view({-1, 2});
-      value_bytes = (pairs.select(1, 0) + pairs.select(1, 1) * 16).contiguous();
-    }
+    RowQuantised rq = quantise_rows(vals, static_cast<double>(chunk_levels(bits)));
+    sent = rq.q.mul(rq.scale.unsqueeze(1));
+    parts.push_back(rq.scale.contiguous().view(at::kByte));
+    value_bytes = bits == 8 ? rq.q.to(at::kChar).contiguous().view({-1}).view(at::kByte)
+                            : pack_nibbles(rq.q.reshape({-1}));
   }
   if (chunk_index_bytes(chunk) == 1) {
     parts.push_back(off.to(at::kByte).contiguous().view({-1}));
@@ -376,9 +384,7 @@ void decode_chunked_topk_add(const at::Tensor& payload, const BlockLayout& l, in
   } else if (bits == 8) {
     vals = bytes_as(payload, at_byte, m, at::kChar).to(at::kFloat);
   } else {
-    at::Tensor packed = payload.narrow(0, at_byte, ceil_div(m, 2));
-    at::Tensor nib = at::stack({packed.bitwise_and(15), packed.__rshift__(4)}, 1).view({-1});
-    vals = nib.narrow(0, 0, m).to(at::kFloat).sub_(kInt4Offset);
+    vals = unpack_nibbles(payload.narrow(0, at_byte, ceil_div(m, 2)), m);
   }
   vals = vals.view({l.blocks, k});
   if (scales.defined()) vals = vals.mul(scales.unsqueeze(1));

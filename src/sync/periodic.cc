@@ -170,6 +170,15 @@ Status PeriodicAveragingStrategy::apply(Frag& f, InFlight& in, std::vector<at::T
   return Status::ok();
 }
 
+Status PeriodicAveragingStrategy::apply_oldest(Frag& f, int64_t step, std::vector<at::Tensor>& params) {
+  InFlight in = std::move(f.in_flight.front());
+  f.in_flight.pop_front();
+  staleness_sum_ += static_cast<double>(step - in.step);
+  TERN_RETURN_IF_ERROR(apply(f, in, params));
+  metrics_.staleness = staleness_sum_ / static_cast<double>(metrics_.syncs);
+  return Status::ok();
+}
+
 Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tensor>& params) {
   if (frags_.empty() || frags_[0].last.empty()) {
     return failed_precondition(options_.name + ": begin() was not called before the first step");
@@ -183,30 +192,15 @@ Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tenso
   for (auto& f : frags_) {
     // Finish the sync started d steps ago (at most one per step and fragment when d > 0).
     while (!f.in_flight.empty() && step - f.in_flight.front().step >= delay_) {
-      InFlight in = std::move(f.in_flight.front());
-      f.in_flight.pop_front();
-      staleness_sum_ += static_cast<double>(step - in.step);
-      TERN_RETURN_IF_ERROR(apply(f, in, params));
-      metrics_.staleness = staleness_sum_ / static_cast<double>(metrics_.syncs);
+      TERN_RETURN_IF_ERROR(apply_oldest(f, step, params));
       if (delay_ > 0) break;
     }
     if ((step + 1) % period_ != f.phase) continue;
     // An outer step needs the previous one applied (its delta is taken against the outer model).
     // Only a new plan can leave one in flight here: a probe sync whose delay outlasts the period.
-    while (!identity() && !f.in_flight.empty()) {
-      InFlight in = std::move(f.in_flight.front());
-      f.in_flight.pop_front();
-      staleness_sum_ += static_cast<double>(step - in.step);
-      TERN_RETURN_IF_ERROR(apply(f, in, params));
-      metrics_.staleness = staleness_sum_ / static_cast<double>(metrics_.syncs);
-    }
+    while (!identity() && !f.in_flight.empty()) TERN_RETURN_IF_ERROR(apply_oldest(f, step, params));
     TERN_RETURN_IF_ERROR(start_sync(f, step, params));
-    if (delay_ == 0) {
-      InFlight now = std::move(f.in_flight.front());
-      f.in_flight.pop_front();
-      TERN_RETURN_IF_ERROR(apply(f, now, params));
-      metrics_.staleness = staleness_sum_ / static_cast<double>(metrics_.syncs);
-    }
+    if (delay_ == 0) TERN_RETURN_IF_ERROR(apply_oldest(f, step, params));
   }
   TERN_RETURN_IF_ERROR(plan_if_due(step));
   step_end_ = SteadyClock::now();

@@ -284,6 +284,8 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   };
   Status start_sync(Frag& f, int64_t step, std::vector<at::Tensor>& params);
   Status apply(Frag& f, InFlight& in, std::vector<at::Tensor>& params);
+  // Pops f's oldest in-flight sync and applies it after `step`, counting its staleness.
+  Status apply_oldest(Frag& f, int64_t step, std::vector<at::Tensor>& params);
   Status average_momentum(const Frag& f);
   void set_phases();
   bool identity() const { return options_.outer.identity(); }
