@@ -1,4 +1,8 @@
-// The contract between a trainer process and its parent (a worker daemon or `tern run`).
+// The contract between a trainer process and its parent (a worker daemon or `tern run`): what
+// it means. How it is spelled is defined by the codec, common/trainer_codec.h (a typed struct
+// per event and command, the command line's TrainerArgs): the only code that writes or parses
+// these lines; common/trainer_process.h supervises a trainer with it. docs/protocol.md lists
+// every field.
 //
 // Command line:
 //   tern-trainer --spec FILE --rank R --world N --master HOST:PORT [--generation G]
@@ -16,9 +20,11 @@
 // and, per kind:
 //   started    world, pid
 //   progress   step, total_steps, epoch, loss, samples_per_s (this rank's), bytes_sent, compute_s, wait_s,
-//              plus optional strategy metrics (staleness, compression_ratio, ...)
-//   eval       step, test_accuracy, test_loss
-//   checkpoint step, path
+//              world, plus any number of metrics (staleness, compression_ratio, ...)
+//   eval       step, test_accuracy, test_loss, plus any number of metrics (train_s, test_auc, ...)
+//   checkpoint step, snapshot_s, drain_s, checkpoint_s (also checkpoint_committed,
+//              checkpoint_failed, checkpoint_plan, resumed, rolled_back, partial_restore,
+//              replica_mismatch: see the codec)
 //   finished   summary: {steps, epochs, samples, samples_per_s, final_loss, test_accuracy,
 //              bytes_sent_per_rank, wall_s, ...}
 //   error      message, code (exit code it is about to exit with), step (when it is about one)

@@ -8,7 +8,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "common/file_util.h"
@@ -390,55 +389,37 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
   const std::string spec_path = job_dir + "/spec.yaml";
   if (Status s = atomic_write_file(spec_path, start.spec_yaml()); !s.is_ok())
     return fail(s.message());
-  std::vector<std::string> argv = {trainer_,
-                                   "--spec",
-                                   spec_path,
-                                   "--rank",
-                                   std::to_string(ref.rank()),
-                                   "--world",
-                                   std::to_string(start.world_size()),
-                                   "--master",
-                                   start.master_addr(),
-                                   "--generation",
-                                   std::to_string(ref.generation()),
-                                   "--job",
-                                   ref.job_id(),
-                                   "--work-dir",
-                                   job_dir,
-                                   "--bind",  // Gloo pairs listen on this worker's address only
-                                   options_.host};
+  TrainerProcessOptions to;
+  to.program = trainer_;
+  to.args.spec_file = spec_path;
+  to.args.rank = ref.rank();
+  to.args.world = start.world_size();
+  to.args.master = start.master_addr();
+  to.args.generation = ref.generation();
+  to.args.job_id = ref.job_id();
+  to.args.work_dir = job_dir;
+  to.args.bind_host = options_.host;  // Gloo pairs listen on this worker's address only
   if (!start.cluster_yaml().empty()) {
     const std::string cluster_path = job_dir + "/cluster.yaml";
     if (Status s = atomic_write_file(cluster_path, start.cluster_yaml()); !s.is_ok())
       return fail(s.message());
-    std::string regions;
-    for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;
-    argv.insert(argv.end(), {"--cluster", cluster_path, "--regions", regions});
+    to.args.cluster_file = cluster_path;
+    to.args.regions.assign(start.rank_regions().begin(), start.rank_regions().end());
   }
-  if (start.members_size() > 0) {
-    std::string members;
-    for (int m : start.members()) members += (members.empty() ? "" : ",") + std::to_string(m);
-    argv.insert(argv.end(), {"--members", members});
-  }
-  if (start.standby()) argv.push_back("--standby");
+  to.args.members.assign(start.members().begin(), start.members().end());
+  to.args.standby = start.standby();
   if (access(trainer_.c_str(), X_OK) != 0) {
     return fail("trainer binary " + trainer_ + " not found or not executable");
   }
   std::ofstream(log_path, std::ios::app) << "";  // exists even if the trainer never writes
-  SpawnOptions so;
-  so.argv = argv;
-  so.pipe_stdout = true;
-  so.pipe_stdin = true;
-  so.stderr_file = log_path;
-  so.cwd = job_dir;  // relative spec paths resolve inside the job directory
-  so.die_with_parent = true;
-  so.nice_increment = options_.trainer_nice;
-  auto proc = Subprocess::spawn(so);
+  to.stderr_file = log_path;
+  to.cwd = job_dir;  // relative spec paths resolve inside the job directory
+  to.nice_increment = options_.trainer_nice;
+  auto proc = TrainerProcess::start(to);
   if (!proc.is_ok()) return fail(proc.status().message());
   Task task;
   task.ref = ref;
   task.proc = std::move(proc).value();
-  task.reader = std::make_unique<LineReader>(task.proc->stdout_fd());
   task.log_path = log_path;
   spdlog::info("started {} (pid {}): master {}", task_name(ref), task.proc->pid(),
                start.master_addr());
@@ -452,7 +433,7 @@ void WorkerDaemon::stop_task(const v1::TaskRef& ref, const std::string& reason) 
   Task& t = it->second;
   t.stopping = true;
   t.kill_at = SteadyClock::now() + options_.stop_grace;
-  if (!t.proc->write_stdin("{\"cmd\": \"stop\"}\n").is_ok()) t.proc->send_signal(SIGTERM);
+  t.proc->request_stop();
 }
 
 void WorkerDaemon::regroup_task(const v1::RegroupTask& regroup) {
@@ -468,18 +449,16 @@ void WorkerDaemon::regroup_task(const v1::RegroupTask& regroup) {
                  regroup.generation());
     return;
   }
-  nlohmann::json line{{"cmd", "regroup"},
-                      {"generation", regroup.generation()},
-                      {"world", regroup.world_size()},
-                      {"master", regroup.master_addr()},
-                      {"rollback", regroup.rollback()}};
-  if (regroup.members_size() > 0) {
-    line["members"] = std::vector<int>(regroup.members().begin(), regroup.members().end());
-  }
+  RegroupCommand command;
+  command.generation = regroup.generation();
+  command.world = regroup.world_size();
+  command.master = regroup.master_addr();
+  command.rollback = regroup.rollback();
+  command.members.assign(regroup.members().begin(), regroup.members().end());
   spdlog::info("regrouping {} to generation {} (world {}, master {}{})", task_name(ref),
                regroup.generation(), regroup.world_size(), regroup.master_addr(),
                regroup.rollback() ? ", rollback" : "");
-  if (Status s = it->second.proc->write_stdin(line.dump() + "\n"); !s.is_ok()) {
+  if (Status s = it->second.proc->send(command); !s.is_ok()) {
     // Its exit is on the way (the pipe is closed): it is reported at its old generation.
     spdlog::warn("cannot send the regroup to {}: {}", task_name(ref), s.to_string());
     return;
@@ -514,36 +493,36 @@ void WorkerDaemon::ship_log(Task* t, int64_t max_bytes) {
   }
 }
 
+void WorkerDaemon::relay(const Task& t, const TrainerOutput& out) {
+  for (const auto& event : out.events) {
+    if (auto e = to_task_event(event, t.ref)) {
+      push_event(std::move(*e));
+    } else if (std::holds_alternative<PeerLostEvent>(event.body) ||
+               std::holds_alternative<RegroupedEvent>(event.body)) {
+      // Elastic regroup, trainer side.
+      spdlog::info("{}: {}", task_name(t.ref), encode(event));
+    }
+  }
+  for (const auto& line : out.other_lines) spdlog::debug("{}: stdout: {}", task_name(t.ref), line);
+}
+
 void WorkerDaemon::poll_tasks() {
   for (auto it = tasks_.begin(); it != tasks_.end();) {
     Task& t = it->second;
-    std::vector<std::string> lines;
-    bool open = t.reader->read_lines(&lines, std::chrono::milliseconds(0));
-    for (const auto& line : lines) {
-      if (auto e = parse_trainer_event(line, t.ref)) {
-        push_event(std::move(*e));
-      } else if (std::string kind = trainer_event_kind(line);
-                 kind == "peer_lost" || kind == "regrouped") {
-        spdlog::info("{}: {}", task_name(t.ref), line);  // elastic regroup, trainer side
-      } else if (!line.empty()) {
-        spdlog::debug("{}: stdout: {}", task_name(t.ref), line);
-      }
-    }
+    TrainerOutput out;
+    t.proc->read(&out, std::chrono::milliseconds(0));
+    relay(t, out);
     ship_log(&t, 4 * static_cast<int64_t>(kMaxLogChunk));
-    if (t.stopping && SteadyClock::now() >= t.kill_at) t.proc->send_signal(SIGKILL);
+    if (t.stopping && SteadyClock::now() >= t.kill_at) t.proc->kill();
     auto code = t.proc->poll();
     if (!code) {
       ++it;
       continue;
     }
     // Exited: drain what is left on its stdout and in its log, then report the exit.
-    lines.clear();
-    // Bounded: a grandchild could hold the pipe open forever.
-    for (int i = 0; open && i < 20; ++i)
-      open = t.reader->read_lines(&lines, std::chrono::milliseconds(50));
-    for (const auto& line : lines) {
-      if (auto e = parse_trainer_event(line, t.ref)) push_event(std::move(*e));
-    }
+    TrainerOutput rest;
+    t.proc->drain(&rest);
+    relay(t, rest);
     ship_log(&t);
     std::string tail = *code == 0 ? "" : tail_file_lines(t.log_path, options_.log_tail_lines);
     spdlog::info("{} exited with code {} ({})", task_name(t.ref), *code,

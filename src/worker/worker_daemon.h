@@ -1,5 +1,6 @@
 // WorkerDaemon: the `tern worker` process. Registers with the coordinator, heartbeats, and
-// supervises one tern-trainer child per assigned rank (common/trainer_protocol.h):
+// supervises one tern-trainer child per assigned rank (common/trainer_protocol.h), each a
+// TrainerProcess (common/trainer_process.h, which speaks common/trainer_codec.h):
 //   - StartTask: checks the spec's paths (common/path_policy.h: only the job directory, the
 //     data dirs and the job's own directory under checkpoint_root), writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the
 //     trainer without a shell in the job directory, its stderr appended to
@@ -7,8 +8,8 @@
 //   - relays the trainer's JSON-lines stdout events and the growth of its log file up with
 //     ReportEvents (retried until acknowledged, so nothing is lost while the coordinator
 //     restarts);
-//   - StopTask / shutdown: {"cmd": "stop"} on the trainer's stdin, SIGKILL after a grace;
-//   - RegroupTask (elastic regroup): {"cmd": "regroup", ...} on the trainer's stdin, and the
+//   - StopTask / shutdown: the stop command on the trainer's stdin, SIGKILL after a grace;
+//   - RegroupTask (elastic regroup): the regroup command on the trainer's stdin, and the
 //     task is re-keyed to the new generation (heartbeats and events carry it from then on);
 //     a regroup of a task it does not run is logged and ignored;
 //   - a trainer that exits is reported with its exit code and the last lines of its log.
@@ -33,6 +34,7 @@
 
 #include "common/status.h"
 #include "common/subprocess.h"
+#include "common/trainer_process.h"
 #include "rpc/client.h"
 
 namespace tern {
@@ -85,8 +87,7 @@ class WorkerDaemon {
  private:
   struct Task {
     v1::TaskRef ref;
-    std::unique_ptr<Subprocess> proc;
-    std::unique_ptr<LineReader> reader;
+    std::unique_ptr<TrainerProcess> proc;
     std::string log_path;
     int64_t log_sent = 0;
     bool stopping = false;
@@ -103,6 +104,8 @@ class WorkerDaemon {
   void stop_task(const v1::TaskRef& ref, const std::string& reason);
   void regroup_task(const v1::RegroupTask& regroup);
   void poll_tasks();
+  // Queues the events the coordinator tracks; logs regroup events and other stdout lines.
+  void relay(const Task& task, const TrainerOutput& out);
   // Queues the task's new log bytes as log events: at most `max_bytes` per call (the rest on
   // the next turn of the loop, so a trainer writing fast never holds up the heartbeat).
   void ship_log(Task* task, int64_t max_bytes = std::numeric_limits<int64_t>::max());

@@ -195,6 +195,10 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   EXPECT_DOUBLE_EQ(s["test_accuracy"].get<double>(), 0.875);
   ASSERT_EQ(s["ranks"].size(), 3u);
   EXPECT_EQ(s["ranks"][2]["region"], "west") << "spread: ranks in both regions";
+  // The trainers' eval events carry test_auc (as DLRM's do): trainer -> worker daemon ->
+  // coordinator -> `tern status`.
+  Output shown = tern({"status", "j-1"});
+  EXPECT_NE(shown.out.find("test auc   0.8125"), std::string::npos) << shown.out;
   Output logs = tern({"logs", "j-1", "--rank", "2"});
   EXPECT_EQ(logs.status, 0);
   EXPECT_NE(logs.out.find("fake trainer: done"), std::string::npos) << logs.out;

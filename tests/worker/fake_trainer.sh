@@ -78,7 +78,7 @@ while [ "$step" -lt "$steps" ]; do
   emit progress ", \"step\": $step, \"total_steps\": $steps, \"epoch\": $epoch, \"loss\": $loss, \"samples_per_s\": 1000.0, \"bytes_sent\": $((step * 4096)), \"compute_s\": 0.01, \"wait_s\": 0.002, \"staleness\": 1.5"
   echo "fake trainer: step $step loss $loss" >&2
 done
-emit eval ", \"step\": $step, \"test_accuracy\": 0.875, \"test_loss\": 0.3"
+emit eval ", \"step\": $step, \"test_accuracy\": 0.875, \"test_loss\": 0.3, \"test_auc\": 0.8125"
 emit finished ", \"summary\": {\"steps\": $step, \"epochs\": 1, \"samples\": $((step * 32)), \"samples_per_s\": 1000.0, \"final_loss\": $loss, \"test_accuracy\": 0.875, \"wall_s\": 0.5}"
 echo "fake trainer: done" >&2
 exit 0

@@ -215,6 +215,8 @@ TEST_F(DaemonTest, TwoRanksOnTwoDaemonsSucceed) {
   EXPECT_EQ(j.ranks(1).exit_code(), 0);
   EXPECT_DOUBLE_EQ(j.ranks(0).metrics().at("staleness"), 1.5)
       << "extra progress fields relayed as metrics";
+  // An evaluation's extra metrics (DLRM's test_auc) reach the coordinator through the daemon.
+  EXPECT_DOUBLE_EQ(j.ranks(0).metrics().at("test_auc"), 0.8125);
   // The spec handed to the trainer, its log on the worker and the coordinator's copy.
   EXPECT_TRUE(fs::exists(dir_ / "work" / "a" / id / "spec.yaml"));
   std::ifstream local(dir_ / "work" / "b" / id / "rank-1.log");

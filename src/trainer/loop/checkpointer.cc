@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 
+#include "common/trainer_codec.h"
 #include "common/clock.h"
 #include "recovery/commit.h"
 
@@ -61,18 +62,14 @@ void Checkpointer::save(const CheckpointMeta& meta, const NamedTensors& per_rank
   if (!s.is_ok()) {
     ++failures_;
     spdlog::warn("checkpoint step {} not taken on this rank: {}", meta.step, s.to_string());
-    sink_->emit({{"event", "checkpoint_failed"}, {"step", meta.step}, {"message", s.to_string()}});
+    sink_->emit(to_json(CheckpointFailedEvent{meta.step, s.to_string()}));
     return;
   }
   spdlog::info(
       "checkpoint step {}: snapshot to host memory in {:.4f} s (+{:.4f} s drain), writing to {} in "
       "the background",
       meta.step, snapshot_s, blocking_s, options_.dir);
-  sink_->emit({{"event", "checkpoint"},
-               {"step", meta.step},
-               {"snapshot_s", snapshot_s},
-               {"drain_s", blocking_s},
-               {"checkpoint_s", blocking_s_}});
+  sink_->emit(to_json(CheckpointEvent{meta.step, snapshot_s, blocking_s, blocking_s_}));
 }
 
 Status Checkpointer::commit_due(Communicator& comm, int64_t steps_done, int64_t generation,
@@ -101,8 +98,7 @@ Status Checkpointer::commit_due(Communicator& comm, int64_t steps_done, int64_t 
     // Some rank did not write the step: the same verdict on every rank, training goes on.
     ++failures_;
     spdlog::warn("{}", manifest.status().message());
-    sink_->emit(
-        {{"event", "checkpoint_failed"}, {"step", step}, {"message", manifest.status().message()}});
+    sink_->emit(to_json(CheckpointFailedEvent{step, manifest.status().message()}));
     return Status::ok();
   }
   if (options_.rank == 0) {
@@ -111,7 +107,7 @@ Status Checkpointer::commit_due(Communicator& comm, int64_t steps_done, int64_t 
     if (Status c = writer_->commit(*manifest, options_.keep); !c.is_ok()) {
       ++failures_;
       spdlog::warn("checkpoint step {} not committed: {}", step, c.to_string());
-      sink_->emit({{"event", "checkpoint_failed"}, {"step", step}, {"message", c.to_string()}});
+      sink_->emit(to_json(CheckpointFailedEvent{step, c.to_string()}));
       return Status::ok();
     }
   }
@@ -122,12 +118,13 @@ Status Checkpointer::commit_due(Communicator& comm, int64_t steps_done, int64_t 
       "in the background{}",
       step, comm.size(), manifest->files.size(), stats.bytes, stats.write_s,
       options_.rank == 0 ? "; MANIFEST queued" : "");
-  sink_->emit({{"event", "checkpoint_committed"},
-               {"step", step},
-               {"write_s", stats.write_s},
-               {"bytes", stats.bytes},
-               {"checkpoints", committed_},
-               {"checkpoint_s", blocking_s_}});
+  CheckpointCommittedEvent done;
+  done.step = step;
+  done.write_s = stats.write_s;
+  done.bytes = static_cast<int64_t>(stats.bytes);
+  done.checkpoints = committed_;
+  done.checkpoint_s = blocking_s_;
+  sink_->emit(to_json(done));
   return Status::ok();
 }
 

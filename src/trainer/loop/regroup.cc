@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "common/trainer_codec.h"
 #include "common/trainer_protocol.h"
 #include "trainer/loop/replica_check.h"
 
@@ -33,7 +34,7 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
   if (!elastic || !hooks.wait || !hooks.connect || !is_peer_failure(failure)) return failure;
   spdlog::warn("step {}: lost a peer ({}); waiting for the coordinator to regroup", step,
                failure.to_string());
-  sink->emit({{"event", "peer_lost"}, {"step", step}, {"message", failure.to_string()}});
+  sink->emit(to_json(PeerLostEvent{step, failure.to_string()}));
   auto wait = std::chrono::milliseconds(
       static_cast<int64_t>(std::max(120.0, 4 * spec.sync.timeout_s) * 1000));
   // A group can be lost while it forms (another rank dies, a standby joins): the coordinator

@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "common/trainer_codec.h"
 #include "comm/reducer.h"
 #include "trainer/loop/nonfinite.h"
 
@@ -258,22 +259,18 @@ Status ReplicaChecker::compare(Communicator& comm, int64_t step, VerifyPoint poi
       }
     }
   }
-  nlohmann::json groups_json = nlohmann::json::array();
-  nlohmann::json hashes_json = nlohmann::json::array();
+  ReplicaMismatchEvent mismatch;
+  mismatch.step = step;
+  mismatch.when = verify_point_name(point);
   for (const auto& g : groups) {
-    groups_json.push_back(g);
-    hashes_json.push_back(hex(value_hashes[static_cast<size_t>(g.front())]));
+    mismatch.groups.emplace_back(g.begin(), g.end());
+    mismatch.hashes.push_back(hex(value_hashes[static_cast<size_t>(g.front())]));
   }
-  const std::string action = source >= 0 ? "majority" : "fail";
-  sink_->emit({{"event", "replica_mismatch"},
-               {"step", step},
-               {"when", verify_point_name(point)},
-               {"groups", groups_json},
-               {"hashes", hashes_json},
-               {"action", action},
-               {"source", source},
-               {"mismatches", stats_.mismatches},
-               {"message", message}});
+  mismatch.action = source >= 0 ? "majority" : "fail";
+  mismatch.source = source;
+  mismatch.mismatches = stats_.mismatches;
+  mismatch.message = message;
+  sink_->emit(to_json(mismatch));
   if (source < 0) {
     failed_ = true;
     std::string why = confirming         ? "; still after taking the majority's state"

@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/lr_schedule.h"
+#include "common/trainer_codec.h"
 #include "common/trainer_protocol.h"
 #include "compress/factory.h"
 #include "privacy/dp_sgd.h"
@@ -34,6 +35,12 @@ NamedTensors with_prefix(const NamedTensors& tensors, const std::string& prefix)
     if (name.rfind(prefix, 0) == 0) out.emplace_back(name.substr(prefix.size()), t);
   }
   return out;
+}
+
+// The event of a reload from a checkpoint: `kind` is "resumed" or "rolled_back".
+nlohmann::json restore_event(const std::string& kind, RestoreFields fields) {
+  if (kind == "rolled_back") return to_json(RolledBackEvent{std::move(fields)});
+  return to_json(ResumedEvent{std::move(fields)});
 }
 
 }  // namespace
@@ -338,9 +345,14 @@ Status TrainingLoop::recover(const Status& failure) {
   regroup_times_.push_back(lost);
   announce_regroup_ = req.generation;
   announce_regroup_s_ = lost;
-  sink_->emit({{"event", "regrouped"}, {"generation", req.generation}, {"step", step_}, {"world", req.world},
-               {"recovery_s", lost}, {"recoveries", recoveries_}, {"rollback", req.rollback},
-               {"steps_rolled_back", steps_rolled_back_}});
+  RegroupedEvent regrouped;  // at req.generation: the sink's generation since connect()
+  regrouped.step = step_;
+  regrouped.world = req.world;
+  regrouped.recovery_s = lost;
+  regrouped.recoveries = recoveries_;
+  regrouped.rollback = req.rollback;
+  regrouped.steps_rolled_back = steps_rolled_back_;
+  sink_->emit(to_json(regrouped));
   spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s ({})", req.generation,
                step_, lost,
                step_ < failed_at ? "rolled back " + std::to_string(failed_at - step_) + " steps to the checkpoint"
@@ -388,7 +400,8 @@ Status TrainingLoop::verify_replicas(int64_t step, VerifyPoint point) {
 }
 
 void TrainingLoop::restore_lost_rank_state() {
-  nlohmann::json event = {{"event", "partial_restore"}, {"step", step_}};
+  PartialRestoreEvent event;
+  event.step = step_;
   if (checkpointer_) {
     LoadOptions lo;
     lo.replicated = false;
@@ -409,15 +422,16 @@ void TrainingLoop::restore_lost_rank_state() {
       } else {
         spdlog::info("step {}: restored rank {}'s per-rank state ({} reducer tensors) from {} (partial recovery)",
                      step_, options_.rank, reducer_state.size(), file);
-        event["from_step"] = c->step;
-        event["tensors"] = reducer_state.size();
+        event.from_step = c->step;
+        event.tensors = static_cast<int64_t>(reducer_state.size());
       }
     }
   }
   if (traits_.sharded_state) {
-    event.update(workload_->restore_lost_state(checkpointer_ ? &checkpointer_->store() : nullptr, global_samples_));
+    event.state = workload_->restore_lost_state(checkpointer_ ? &checkpointer_->store() : nullptr, global_samples_);
   }
-  if (event.size() > 2) sink_->emit(std::move(event));
+  const bool restored = event.from_step || (event.state.is_object() && !event.state.empty());
+  if (restored) sink_->emit(to_json(event));
 }
 
 // --- checkpoints -----------------------------------------------------------------------------
@@ -514,7 +528,10 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
                "checkpoint blocks {:.4f} s; assumed MTBF {} s, PLS target {}): {}; using {} = every {} steps",
                step_, measured, in.samples_per_s, in.checkpoint_cost_s, in.mtbf_s, in.pls_target, p.summary,
                spec_.recovery.interval, interval_steps_);
-  sink_->emit({{"event", "checkpoint_plan"}, {"step", step_}, {"plan", plan_}});
+  CheckpointPlanEvent planned_event;
+  planned_event.step = step_;
+  planned_event.plan = plan_;
+  sink_->emit(to_json(planned_event));
   return Status::ok();
 }
 
@@ -692,7 +709,11 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
                event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
                c.step / steps_per_epoch_, c.step, total_steps_, restored, optimizer_->name(), reducer_state.size(),
                skipped);
-  sink_->emit({{"event", event}, {"step", c.step}, {"dir", dir}, {"skipped", c.skipped}});
+  RestoreFields restored;
+  restored.step = c.step;
+  restored.dir = dir;
+  restored.skipped = c.skipped;
+  sink_->emit(restore_event(event, std::move(restored)));
   return Status::ok();
 }
 
@@ -741,14 +762,15 @@ Status TrainingLoop::restore_at_other_world(const LoadedCheckpoint& c, const std
                workload_->named_buffers().empty() ? "" : ", buffers",
                traits_.sharded_state ? "; sharded state re-sharded" : "",
                dropped_text.empty() ? "none" : dropped_text, skipped);
-  sink_->emit({{"event", event},
-               {"step", c.step},
-               {"at_step", step_},
-               {"dir", dir},
-               {"written_world", c.manifest.world},
-               {"world", options_.world},
-               {"dropped", dropped},
-               {"skipped", c.skipped}});
+  RestoreFields restored;
+  restored.step = c.step;
+  restored.at_step = step_;
+  restored.dir = dir;
+  restored.written_world = c.manifest.world;
+  restored.world = options_.world;
+  restored.dropped = dropped;
+  restored.skipped = c.skipped;
+  sink_->emit(restore_event(event, std::move(restored)));
   resumed_world_ = c.manifest.world;
   return Status::ok();
 }
@@ -898,9 +920,12 @@ Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks,
                         "; update skipped on every rank (train.on_nonfinite: skip_step, " +
                         std::to_string(skipped_steps_) + " skipped so far)";
   if (skipped_steps_ <= 10 || skipped_steps_ % 100 == 0) spdlog::warn("{}", message);
-  std::vector<int64_t> rank_ids(ranks.begin(), ranks.end());
-  sink_->emit({{"event", "skipped"}, {"step", step}, {"ranks", rank_ids}, {"skipped_steps", skipped_steps_},
-               {"message", message}});
+  SkippedEvent skipped;
+  skipped.step = step;
+  skipped.ranks.assign(ranks.begin(), ranks.end());
+  skipped.skipped_steps = skipped_steps_;
+  skipped.message = message;
+  sink_->emit(to_json(skipped));
   return Status::ok();
 }
 
@@ -911,36 +936,38 @@ void TrainingLoop::emit_progress(int64_t step, bool force) {
   if (window_steps_ == 0) return;
   double dt = seconds_since(window_start_);
   SyncMetrics m = strategy_->metrics();
-  nlohmann::json e = {
-      {"event", "progress"},
-      {"step", step},
-      {"total_steps", total_steps_},
-      {"epoch", static_cast<double>(step) / steps_per_epoch_},
-      {"loss", window_loss_ / window_steps_},
-      {"samples_per_s", dt > 0 ? window_samples_ / dt : 0.0},  // this rank's share; the job's is the sum
-      {"bytes_sent", bytes_sent()},
-      {"compute_s", compute_s_},
-      {"wait_s", m.wait_s},
-      {"staleness", m.staleness},
-      {"injected_delay_s", injected_delay_s_},
-      {"skipped_steps", skipped_steps_},
-  };
-  for (const auto& [k, v] : m.extra) e[k] = v;
+  ProgressEvent e;
+  e.step = step;
+  e.total_steps = total_steps_;
+  e.epoch = static_cast<double>(step) / steps_per_epoch_;
+  e.loss = window_loss_ / window_steps_;
+  e.samples_per_s = dt > 0 ? window_samples_ / dt : 0.0;  // this rank's share; the job's is the sum
+  e.bytes_sent = bytes_sent();
+  e.compute_s = compute_s_;
+  e.wait_s = m.wait_s;
+  e.world = counting_->size();
+  e.metrics = m.extra;
+  e.metrics["staleness"] = m.staleness;
+  e.metrics["injected_delay_s"] = injected_delay_s_;
+  e.metrics["skipped_steps"] = static_cast<double>(skipped_steps_);
   if (announce_regroup_ >= 0) {
     // The first progress after a regroup: the coordinator's recovery timeline ends here.
-    e["regroup_generation"] = announce_regroup_;
-    e["regroup_s"] = announce_regroup_s_;
+    e.metrics["regroup_generation"] = static_cast<double>(announce_regroup_);
+    e.metrics["regroup_s"] = announce_regroup_s_;
     announce_regroup_ = -1;
   }
-  e["world"] = counting_->size();
-  add_privacy_fields(e);
-  e["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
-  e["compress_s"] = reducer_->stats().compress_s;
-  if (checkpointer_) {
-    e["checkpoints"] = checkpointer_->committed();
-    e["checkpoint_s"] = checkpointer_->blocking_s();
+  nlohmann::json privacy = nlohmann::json::object();
+  add_privacy_fields(privacy);
+  for (const auto& [k, v] : privacy.items()) {
+    if (v.is_number()) e.metrics[k] = v.get<double>();
   }
-  sink_->emit(std::move(e));
+  e.metrics["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
+  e.metrics["compress_s"] = reducer_->stats().compress_s;
+  if (checkpointer_) {
+    e.metrics["checkpoints"] = static_cast<double>(checkpointer_->committed());
+    e.metrics["checkpoint_s"] = checkpointer_->blocking_s();
+  }
+  sink_->emit(to_json(e));
   window_loss_ = 0;
   window_steps_ = 0;
   window_samples_ = 0;
@@ -950,16 +977,25 @@ void TrainingLoop::emit_progress(int64_t step, bool force) {
 Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* out) {
   TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context("buffers before the evaluation"));
   TERN_ASSIGN_OR_RETURN(*out, workload_->evaluate());
-  nlohmann::json e = {{"event", "eval"}, {"step", step}};
-  for (const auto& [name, value] : *out) e[name] = value;
-  e["train_s"] = train_s;
-  sink_->emit(std::move(e));
+  // Every metric the workload reports (test_accuracy, test_loss, test_auc, ...) by name: the
+  // codec files them (its typed fields or the metrics map).
+  MetricMap metrics(out->begin(), out->end());
+  metrics["train_s"] = train_s;
+  EvalEvent e;
+  e.step = step;
+  if (auto a = metrics.find("test_accuracy"); a != metrics.end()) e.test_accuracy = a->second, metrics.erase(a);
+  if (auto l = metrics.find("test_loss"); l != metrics.end()) e.test_loss = l->second, metrics.erase(l);
+  e.metrics = std::move(metrics);
+  sink_->emit(to_json(e));
   return Status::ok();
 }
 
 Status TrainingLoop::run() {
-  sink_->emit({{"event", "started"}, {"world", options_.world}, {"pid", static_cast<int64_t>(getpid())},
-               {"total_steps", total_steps_}});
+  StartedEvent started;
+  started.world = options_.world;
+  started.pid = static_cast<int64_t>(getpid());
+  started.total_steps = total_steps_;
+  sink_->emit(to_json(started));
   auto start = SteadyClock::now();
   window_start_ = measure_start_ = start;
   measure_samples_ = global_samples_;
@@ -1114,7 +1150,9 @@ Status TrainingLoop::run() {
   add_privacy_fields(summary_);
   summary_["min_world"] = static_cast<int64_t>(-m[5]);
   summary_["shrunk_steps"] = static_cast<int64_t>(m[6]);
-  sink_->emit({{"event", "finished"}, {"summary", summary_}});
+  FinishedEvent finished;
+  finished.summary = summary_;
+  sink_->emit(to_json(finished));
   return Status::ok();
 }
 

@@ -21,6 +21,7 @@
 #include "comm/process_group.h"
 #include "common/job_spec.h"
 #include "common/logging.h"
+#include "common/trainer_codec.h"
 #include "common/workload_traits.h"
 #include "trainer/process/comm_stack.h"
 #include "trainer/process/device.h"
@@ -119,39 +120,33 @@ class RegroupMailbox {
   bool closed_ = false;
 };
 
-// Reads {"cmd": ...} lines from the parent on stdin: stop, regroup.
+// Reads command lines (common/trainer_codec.h) from the parent on stdin: stop, regroup.
 void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
   std::string line;
   while (std::getline(std::cin, line)) {
-    try {
-      auto j = nlohmann::json::parse(line);
-      std::string cmd = j.value("cmd", "");
-      if (cmd == "stop") {
-        spdlog::info("stop requested by parent");
-        trainer->request_stop();
-        mailbox->close();  // a standby waiting to be admitted stops now
-      } else if (cmd == "regroup") {
-        RegroupRequest r;
-        r.generation = j.at("generation").get<int64_t>();
-        r.world = j.at("world").get<int>();
-        r.master = j.at("master").get<std::string>();
-        r.rollback = j.value("rollback", false);
-        if (j.contains("members")) r.members = j.at("members").get<std::vector<int>>();
-        if (!r.members.empty() && static_cast<int>(r.members.size()) != r.world) {
-          spdlog::warn("ignoring regroup command with {} members for world {}", r.members.size(), r.world);
-          continue;
-        }
-        spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
-        // A collective stuck on the old group (a peer that is alive but waits on the dead one)
-        // would sit out sync.timeout_s: end it now, the coordinator already knows.
-        abandon_collectives("the coordinator regroups the job at generation " + std::to_string(r.generation));
-        mailbox->post(std::move(r));
-      } else {
-        spdlog::warn("ignoring unknown command from parent: {}", line);
-      }
-    } catch (const std::exception& e) {
-      spdlog::warn("ignoring malformed command line from parent: {}", e.what());
+    auto command = decode_command(line);
+    if (!command.is_ok()) {
+      spdlog::warn("ignoring command line from parent ({}): {}", command.status().to_string(), line);
+      continue;
     }
+    if (std::holds_alternative<StopCommand>(*command)) {
+      spdlog::info("stop requested by parent");
+      trainer->request_stop();
+      mailbox->close();  // a standby waiting to be admitted stops now
+      continue;
+    }
+    const auto& c = std::get<RegroupCommand>(*command);
+    RegroupRequest r;
+    r.generation = c.generation;
+    r.world = c.world;
+    r.master = c.master;
+    r.rollback = c.rollback;
+    r.members = c.members;
+    spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
+    // A collective stuck on the old group (a peer that is alive but waits on the dead one)
+    // would sit out sync.timeout_s: end it now, the coordinator already knows.
+    abandon_collectives("the coordinator regroups the job at generation " + std::to_string(r.generation));
+    mailbox->post(std::move(r));
   }
   mailbox->close();
 }
@@ -179,64 +174,68 @@ std::vector<std::string> group_regions(const std::vector<std::string>& regions, 
   return out;
 }
 
-}  // namespace
+// Ends the process after the error event for `s`: the exit code is the loop's own verdict
+// (a non-finite loss, replicas that differ) or the status's. The process ends here: returning
+// through main would run the static destructors of c10d/Gloo while their threads may still
+// run (a crash at exit that turned a clear failure into a signal, read as a lost machine).
+[[noreturn]] void fail_and_exit(const Status& s, TrainingLoop* trainer, JsonLinesSink* sink) {
+  ErrorEvent e;
+  e.code = trainer && trainer->stopped_on_nonfinite()   ? kTrainerNonFinite
+           : trainer && trainer->stopped_on_mismatch() ? kTrainerReplicaMismatch
+                                                       : exit_code_for(s);
+  e.message = s.to_string();
+  spdlog::error("{}", e.message);
+  sink->emit(to_json(e));
+  spdlog::default_logger()->flush();
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(static_cast<int>(e.code));
+}
 
-int trainer_main(const TrainerArgs& args) {
-  setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
-                " gen=" + std::to_string(args.generation));
-  JsonLinesSink sink(stdout, args.job_id, args.rank, args.generation);
-  // Every failure ends here, and the process ends here too: returning through main would run
-  // the static destructors of c10d/Gloo while their threads may still run (a crash at exit
-  // that turned a clear failure into a signal, read as a lost machine).
-  std::unique_ptr<TrainingLoop> trainer;
-  auto fail = [&](const Status& s) -> int {
-    int code = trainer && trainer->stopped_on_nonfinite()   ? kTrainerNonFinite
-               : trainer && trainer->stopped_on_mismatch() ? kTrainerReplicaMismatch
-                                                           : exit_code_for(s);
-    spdlog::error("{}", s.to_string());
-    sink.emit({{"event", "error"}, {"message", s.to_string()}, {"code", code}});
-    spdlog::default_logger()->flush();
-    std::fflush(stdout);
-    std::fflush(stderr);
-    std::_Exit(code);
-  };
-  auto loaded = load_job_spec_file(args.spec_file);
-  if (!loaded.is_ok()) return fail(loaded.status());
-  const JobSpec& spec = loaded->spec;
-  spdlog::set_level(spdlog::level::from_str(spec.log_level));
-  if (args.world < 1 || args.rank < 0 || args.rank >= args.world) {
-    return fail(invalid_argument("--rank must be in [0, --world)"));
-  }
-  RegroupRequest first;  // the group this process starts in
-  first.generation = args.generation;
-  first.world = args.members.empty() ? args.world : static_cast<int>(args.members.size());
-  first.master = args.master;
-  first.members = args.members;
-  for (int m : args.members) {
-    if (m < 0 || m >= args.world) return fail(invalid_argument("--members: rank " + std::to_string(m) + " is not in [0, --world)"));
-  }
-  if (!args.standby && first.group_rank(args.rank) < 0) {
-    return fail(invalid_argument("--members does not name --rank " + std::to_string(args.rank)));
-  }
-  auto colon = args.master.rfind(':');
-  if (colon == std::string::npos) return fail(invalid_argument("--master must be HOST:PORT"));
-  torch::set_num_threads(static_cast<int>(spec.train.threads));
-  at::set_num_interop_threads(1);
+// Points `rv` at `master` (HOST:PORT); `what` names it in the error.
+Status set_master(const std::string& master, const std::string& what, RendezvousOptions* rv) {
+  auto colon = master.rfind(':');
+  if (colon == std::string::npos) return invalid_argument(what + " must be HOST:PORT, got '" + master + "'");
+  auto port = parse_port(master.substr(colon + 1));
+  if (!port) return invalid_argument(what + " must be HOST:PORT with a port in 1..65535, got '" + master + "'");
+  rv->master_host = master.substr(0, colon);
+  rv->master_port = *port;
+  return Status::ok();
+}
 
+// The group this process starts in (from the flags, checked) and its rendezvous.
+struct FirstGroup {
+  RegroupRequest request;
   RendezvousOptions rv;
-  rv.master_host = args.master.substr(0, colon);
-  auto port = parse_port(args.master.substr(colon + 1));
-  if (!port) return fail(invalid_argument("--master must be HOST:PORT with a port in 1..65535, got '" + args.master + "'"));
-  rv.master_port = *port;
-  rv.rank = args.standby ? 0 : first.group_rank(args.rank);
-  rv.world = first.world;
-  rv.generation = args.generation;
-  rv.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.sync.timeout_s * 1000));
-  // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
-  auto device = resolve_device(workload_traits(spec).cpu_only ? "cpu" : spec.device, args.rank);
-  if (!device.is_ok()) return fail(device.status());
+};
+
+Result<FirstGroup> first_group(const TrainerArgs& args, const JobSpec& spec) {
+  if (args.world < 1 || args.rank < 0 || args.rank >= args.world) {
+    return invalid_argument("--rank must be in [0, --world)");
+  }
+  FirstGroup g;
+  g.request.generation = args.generation;
+  g.request.world = args.members.empty() ? args.world : static_cast<int>(args.members.size());
+  g.request.master = args.master;
+  g.request.members = args.members;
+  for (int m : args.members) {
+    if (m < 0 || m >= args.world) return invalid_argument("--members: rank " + std::to_string(m) + " is not in [0, --world)");
+  }
+  if (!args.standby && g.request.group_rank(args.rank) < 0) {
+    return invalid_argument("--members does not name --rank " + std::to_string(args.rank));
+  }
+  TERN_RETURN_IF_ERROR(set_master(args.master, "--master", &g.rv));
+  g.rv.rank = args.standby ? 0 : g.request.group_rank(args.rank);
+  g.rv.world = g.request.world;
+  g.rv.generation = args.generation;
+  g.rv.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.sync.timeout_s * 1000));
+  return g;
+}
+
+CommStackOptions stack_options(const TrainerArgs& args, const JobSpec& spec, const RendezvousOptions& rv,
+                               const at::Device& device) {
   CommunicatorOptions co;
-  co.backend = backend_for(*device);
+  co.backend = backend_for(device);
   co.bind_host = args.bind_host;
   co.timeout = rv.timeout;
   CommStackOptions so;
@@ -246,17 +245,108 @@ int trainer_main(const TrainerArgs& args) {
   so.cluster_file = args.cluster_file;
   so.regions = group_regions(args.regions, args.standby ? std::vector<int>{} : args.members);
   so.seed = static_cast<uint64_t>(spec.train.seed);
-  // A standby has no group yet: it connects when a regroup names it (below).
+  return so;
+}
+
+// The regroup hook that connects to a new generation's group (regroup.h's RegroupHooks).
+std::function<Result<CommStack>(const RegroupRequest&)> regroup_connector(const TrainerArgs& args, const JobSpec& spec,
+                                                                          RendezvousOptions rv, CommStackOptions so,
+                                                                          JsonLinesSink* sink) {
+  return [&args, &spec, rv, so, sink](const RegroupRequest& req) mutable -> Result<CommStack> {
+    TERN_RETURN_IF_ERROR(set_master(req.master, "regroup master", &rv));
+    rv.generation = req.generation;
+    rv.world = req.world;
+    rv.rank = req.group_rank(args.rank);
+    so.world = req.world;
+    so.rank = rv.rank;
+    // The group's regions (the WAN model and hierarchical groups): those of its members.
+    so.regions = group_regions(args.regions, req.members);
+    TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
+    TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
+    sink->set_generation(req.generation);
+    setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
+                      " gen=" + std::to_string(req.generation),
+                  spec.log_level);
+    return stack;
+  };
+}
+
+// A standby: loads everything that needs no group, says so (ready), and waits to be admitted
+// (minutes: until the coordinator grows the group; a regroup that does not name this rank only
+// re-keys it). It loads at the lowest priority: on a machine it shares with the group it is
+// about to join, the load must not slow the group down (on a machine of its own it changes
+// nothing). Its priority comes back once loaded, where the process may raise it again (as root).
+Status run_standby(const TrainerArgs& args, TrainingLoop* trainer, RegroupMailbox* mailbox,
+                   const RegroupHooks& hooks, JsonLinesSink* sink) {
+  errno = 0;
+  const int nice0 = ::getpriority(PRIO_PROCESS, 0);
+  const bool lowered = errno == 0 && nice0 < 19 && set_process_nice(19);
+  auto t0 = std::chrono::steady_clock::now();
+  Status s = guarded("setup", [&] { return trainer->prepare(); });
+  if (lowered && !set_process_nice(nice0)) {
+    spdlog::warn("standby: cannot restore the nice value {} after loading (no privilege): it trains at nice 19",
+                 nice0);
+  }
+  TERN_RETURN_IF_ERROR(s);
+  ReadyEvent ready;
+  ready.setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  spdlog::info("standby for rank {}: ready after {:.2f} s; waiting to join", args.rank, ready.setup_s);
+  sink->emit(to_json(ready));
+  std::fflush(stdout);
+  for (;;) {
+    auto req = mailbox->wait(std::chrono::hours(24));
+    if (!req.is_ok()) {
+      // Stopped by the parent (the job ended without it), or the parent is gone.
+      return cancelled("standby for rank " + std::to_string(args.rank) + " stopped before it joined (" +
+                       req.status().message() + ")");
+    }
+    if (req->group_rank(args.rank) < 0) {
+      spdlog::info("standby: generation {} does not include rank {} yet", req->generation, args.rank);
+      sink->set_generation(req->generation);
+      continue;
+    }
+    auto joined = hooks.connect(*req);
+    if (!joined.is_ok()) {
+      // The group changed again while it formed (comm/abandon.h): wait for the next regroup.
+      spdlog::warn("standby: generation {} did not form ({}); waiting for the next regroup", req->generation,
+                   joined.status().to_string());
+      continue;
+    }
+    trainer->attach_group(req->generation, req->members, joined->world);
+    spdlog::info("standby for rank {} joins generation {} ({} ranks)", args.rank, req->generation, req->world);
+    return Status::ok();
+  }
+}
+
+}  // namespace
+
+int trainer_main(const TrainerArgs& args) {
+  setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
+                " gen=" + std::to_string(args.generation));
+  JsonLinesSink sink(stdout, args.job_id, args.rank, args.generation);
+  std::unique_ptr<TrainingLoop> trainer;
+  auto loaded = load_job_spec_file(args.spec_file);
+  if (!loaded.is_ok()) fail_and_exit(loaded.status(), nullptr, &sink);
+  const JobSpec& spec = loaded->spec;
+  spdlog::set_level(spdlog::level::from_str(spec.log_level));
+  auto group = first_group(args, spec);
+  if (!group.is_ok()) fail_and_exit(group.status(), nullptr, &sink);
+  torch::set_num_threads(static_cast<int>(spec.train.threads));
+  at::set_num_interop_threads(1);
+  // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
+  auto device = resolve_device(workload_traits(spec).cpu_only ? "cpu" : spec.device, args.rank);
+  if (!device.is_ok()) fail_and_exit(device.status(), nullptr, &sink);
+  const CommStackOptions so = stack_options(args, spec, group->rv, *device);
+  // A standby has no group yet: it connects when a regroup names it.
   CommStack stack0;
   if (!args.standby) {
-    auto store = connect_store(rv);
-    if (!store.is_ok()) return fail(store.status());
+    auto store = connect_store(group->rv);
+    if (!store.is_ok()) fail_and_exit(store.status(), nullptr, &sink);
     auto comm = build_comm_stack(generation_store(*store, args.generation), spec, so);
-    if (!comm.is_ok()) return fail(comm.status());
+    if (!comm.is_ok()) fail_and_exit(comm.status(), nullptr, &sink);
     stack0 = std::move(comm).value();
   }
   RegroupMailbox mailbox;
-
   TrainerOptions to;
   to.spec = spec;
   to.rank = args.rank;
@@ -269,83 +359,19 @@ int trainer_main(const TrainerArgs& args) {
   to.intra_comm = stack0.intra;
   to.inter_comm = stack0.inter;
   to.regroup.wait = [&](std::chrono::milliseconds timeout) { return mailbox.wait(timeout); };
-  to.regroup.connect = [&, rv, so](const RegroupRequest& req) mutable -> Result<CommStack> {
-    auto c = req.master.rfind(':');
-    if (c == std::string::npos) return invalid_argument("regroup master must be HOST:PORT, got '" + req.master + "'");
-    rv.master_host = req.master.substr(0, c);
-    auto port = parse_port(req.master.substr(c + 1));
-    if (!port) return invalid_argument("regroup master must be HOST:PORT with a port in 1..65535, got '" + req.master + "'");
-    rv.master_port = *port;
-    rv.generation = req.generation;
-    rv.world = req.world;
-    rv.rank = req.group_rank(args.rank);
-    so.world = req.world;
-    so.rank = rv.rank;
-    // The group's regions (the WAN model and hierarchical groups): those of its members.
-    so.regions = group_regions(args.regions, req.members);
-    TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
-    TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
-    sink.set_generation(req.generation);
-    setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
-                  " gen=" + std::to_string(req.generation), spec.log_level);
-    return stack;
-  };
-  auto connect = to.regroup.connect;
+  to.regroup.connect = regroup_connector(args, spec, group->rv, so, &sink);
+  const RegroupHooks hooks = to.regroup;
   trainer = std::make_unique<TrainingLoop>(to, stack0.world, &sink, make_workload(spec));
   g_trainer.store(trainer.get());
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
   std::thread(stdin_commands, trainer.get(), &mailbox).detach();
 
-  Status s = Status::ok();
-  if (args.standby) {
-    // Load everything that needs no group, say so, and wait to be admitted (minutes: until the
-    // coordinator grows the group; a regroup that does not name this rank only re-keys it).
-    // It loads at the lowest priority: on a machine it shares with the group it is about to
-    // join, the load must not slow the group down (on a machine of its own it changes nothing).
-    // Its priority comes back once loaded, where the process may raise it again (as root).
-    errno = 0;
-    const int nice0 = ::getpriority(PRIO_PROCESS, 0);
-    const bool lowered = errno == 0 && nice0 < 19 && set_process_nice(19);
-    auto t0 = std::chrono::steady_clock::now();
-    s = guarded("setup", [&] { return trainer->prepare(); });
-    if (lowered && !set_process_nice(nice0)) {
-      spdlog::warn("standby: cannot restore the nice value {} after loading (no privilege): it trains at nice 19",
-                   nice0);
-    }
-    if (!s.is_ok()) return fail(s);
-    const double setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    spdlog::info("standby for rank {}: ready after {:.2f} s; waiting to join", args.rank, setup_s);
-    sink.emit({{"event", "ready"}, {"setup_s", setup_s}});
-    std::fflush(stdout);
-    for (;;) {
-      auto req = mailbox.wait(std::chrono::hours(24));
-      if (!req.is_ok()) {
-        // Stopped by the parent (the job ended without it), or the parent is gone.
-        return fail(cancelled("standby for rank " + std::to_string(args.rank) + " stopped before it joined (" +
-                              req.status().message() + ")"));
-      }
-      if (req->group_rank(args.rank) < 0) {
-        spdlog::info("standby: generation {} does not include rank {} yet", req->generation, args.rank);
-        sink.set_generation(req->generation);
-        continue;
-      }
-      auto joined = connect(*req);
-      if (!joined.is_ok()) {
-        // The group changed again while it formed (comm/abandon.h): wait for the next regroup.
-        spdlog::warn("standby: generation {} did not form ({}); waiting for the next regroup", req->generation,
-                     joined.status().to_string());
-        continue;
-      }
-      trainer->attach_group(req->generation, req->members, joined->world);
-      spdlog::info("standby for rank {} joins generation {} ({} ranks)", args.rank, req->generation, req->world);
-      break;
-    }
-  }
+  Status s = args.standby ? run_standby(args, trainer.get(), &mailbox, hooks, &sink) : Status::ok();
   if (s.is_ok()) s = guarded("setup", [&] { return trainer->setup(); });
   if (s.is_ok()) s = guarded("training", [&] { return trainer->run(); });
   g_trainer.store(nullptr);
-  if (!s.is_ok()) return fail(s);
+  if (!s.is_ok()) fail_and_exit(s, trainer.get(), &sink);
   spdlog::info("finished: {}", trainer->summary().dump());
   // Skip static destructors of c10d/Gloo threads, which can race at exit.
   std::fflush(stdout);
