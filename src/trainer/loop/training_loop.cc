@@ -345,14 +345,14 @@ Status TrainingLoop::recover(const Status& failure) {
   regroup_times_.push_back(lost);
   announce_regroup_ = req.generation;
   announce_regroup_s_ = lost;
-  RegroupedEvent regrouped;  // at req.generation: the sink's generation since connect()
-  regrouped.step = step_;
-  regrouped.world = req.world;
-  regrouped.recovery_s = lost;
-  regrouped.recoveries = recoveries_;
-  regrouped.rollback = req.rollback;
-  regrouped.steps_rolled_back = steps_rolled_back_;
-  sink_->emit(to_json(regrouped));
+  RegroupedEvent done;  // at req.generation: the sink's generation since connect()
+  done.step = step_;
+  done.world = req.world;
+  done.recovery_s = lost;
+  done.recoveries = recoveries_;
+  done.rollback = req.rollback;
+  done.steps_rolled_back = steps_rolled_back_;
+  sink_->emit(to_json(done));
   spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s ({})", req.generation,
                step_, lost,
                step_ < failed_at ? "rolled back " + std::to_string(failed_at - step_) + " steps to the checkpoint"
@@ -709,11 +709,11 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
                event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
                c.step / steps_per_epoch_, c.step, total_steps_, restored, optimizer_->name(), reducer_state.size(),
                skipped);
-  RestoreFields restored;
-  restored.step = c.step;
-  restored.dir = dir;
-  restored.skipped = c.skipped;
-  sink_->emit(restore_event(event, std::move(restored)));
+  RestoreFields fields;
+  fields.step = c.step;
+  fields.dir = dir;
+  fields.skipped = c.skipped;
+  sink_->emit(restore_event(event, std::move(fields)));
   return Status::ok();
 }
 
@@ -1000,6 +1000,34 @@ Status TrainingLoop::run() {
   window_start_ = measure_start_ = start;
   measure_samples_ = global_samples_;
   double recent_loss = last_loss_;
+  TERN_RETURN_IF_ERROR(run_steps(start, &recent_loss));
+  if (checkpointer_) {
+    // The last step's checkpoint (when due) and the commit of whatever is pending.
+    TERN_RETURN_IF_ERROR(checkpoint_point());
+    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
+                                                   options_.device));
+    if (Status st = checkpointer_->flush(); !st.is_ok()) {
+      spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
+    }
+  }
+  // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
+  // regroup (an elastic group growing or shrinking at the very end): like a step, they are
+  // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
+  FinalFigures figures;
+  for (int attempt = 1;; ++attempt) {
+    Status st = final_collectives(start, recent_loss, &figures);
+    if (st.is_ok()) break;
+    if (attempt == 16) return st;
+    TERN_RETURN_IF_ERROR(recover(st).with_context("after the last step"));
+  }
+  build_summary(figures);
+  FinishedEvent finished;
+  finished.summary = summary_;
+  sink_->emit(to_json(finished));
+  return Status::ok();
+}
+
+Status TrainingLoop::run_steps(SteadyClock::time_point start, double* recent_loss) {
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
     inject_faults(spec_.debug, options_.rank, options_.generation, step_);
@@ -1024,7 +1052,7 @@ Status TrainingLoop::run() {
       --step_;
       continue;
     }
-    recent_loss = last_loss_;
+    *recent_loss = last_loss_;
     bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
     emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_ || announce_regroup_ >= 0);
     if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
@@ -1036,50 +1064,35 @@ Status TrainingLoop::run() {
       eval_s_ += seconds_since(e0);
     }
   }
-  if (checkpointer_) {
-    // The last step's checkpoint (when due) and the commit of whatever is pending.
-    TERN_RETURN_IF_ERROR(checkpoint_point());
-    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
-                                                   options_.device));
-    if (Status st = checkpointer_->flush(); !st.is_ok()) {
-      spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
-    }
-  }
-  // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
-  // regroup (an elastic group growing or shrinking at the very end): like a step, they are
-  // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
-  double wall = 0;
-  Metrics ev;
-  std::vector<at::Tensor> mx, sum;
-  nlohmann::json workload_figures;
-  auto finish = [&]() -> Status {
-    TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
-    wall = seconds_since(start) - eval_s_;
-    ev.clear();
-    TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, wall, &ev).with_context("final evaluation"));
-    // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
-    // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
-    const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
-    // (The smallest world as a max of its negative: a replacement knows only its own groups.)
-    mx = {at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
-                      static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
-                      static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
-                     at::kDouble)
-              .to(options_.device)};
-    TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
-    sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
-    TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
-    TERN_ASSIGN_OR_RETURN(workload_figures, workload_->summary(*counting_, global_samples_));
-    return Status::ok();
-  };
-  for (int attempt = 1;; ++attempt) {
-    Status st = finish();
-    if (st.is_ok()) break;
-    if (attempt == 16) return st;
-    TERN_RETURN_IF_ERROR(recover(st).with_context("after the last step"));
-  }
-  at::Tensor mh = mx[0].cpu();
-  auto m = mh.accessor<double, 1>();
+  return Status::ok();
+}
+
+Status TrainingLoop::final_collectives(SteadyClock::time_point start, double recent_loss, FinalFigures* out) {
+  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
+  out->wall_s = seconds_since(start) - eval_s_;
+  out->eval.clear();
+  TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, out->wall_s, &out->eval).with_context("final evaluation"));
+  // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
+  // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
+  const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
+  // (The smallest world as a max of its negative: a replacement knows only its own groups.)
+  std::vector<at::Tensor> mx = {at::tensor({out->wall_s, blocking, recovery_s_, static_cast<double>(recoveries_),
+                                            static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
+                                            static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
+                                           at::kDouble)
+                                    .to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
+  std::vector<at::Tensor> sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
+  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
+  TERN_ASSIGN_OR_RETURN(out->workload, workload_->summary(*counting_, global_samples_));
+  at::Tensor mh = mx[0].cpu().contiguous();
+  out->max.assign(mh.data_ptr<double>(), mh.data_ptr<double>() + mh.numel());
+  out->loss_sum = sum[0].cpu().item<double>();
+  return Status::ok();
+}
+
+void TrainingLoop::build_summary(const FinalFigures& f) {
+  const std::vector<double>& m = f.max;
   const double job_wall = m[0];
   const double step_s = steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
   SyncMetrics sm = strategy_->metrics();
@@ -1090,7 +1103,7 @@ Status TrainingLoop::run() {
       {"samples", global_samples_},
       {"samples_per_s", job_wall > 0 ? global_samples_ / job_wall : 0.0},
       {"computed_samples", samples_},
-      {"final_loss", sum[0].cpu().item<double>() / counting_->size()},
+      {"final_loss", f.loss_sum / counting_->size()},
       {"bytes_sent_per_rank", bytes_sent()},
       {"wall_s", job_wall},
       {"eval_s", eval_s_},
@@ -1112,14 +1125,14 @@ Status TrainingLoop::run() {
       {"checkpoint_interval", spec_.recovery.interval},
       {"checkpoint_interval_steps", interval_steps_},
   };
-  for (const auto& [name, value] : ev) summary_[name] = value;
+  for (const auto& [name, value] : f.eval) summary_[name] = value;
   if (summary_.contains("test_samples")) summary_["test_samples"] = static_cast<int64_t>(summary_["test_samples"].get<double>());
   for (const auto& [k, v] : sm.extra) summary_[k] = v;
   summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
   summary_["compress_s"] = reducer_->stats().compress_s;
   summary_["reducer_bytes_per_rank"] = reducer_->stats().wire_bytes;
   summary_["compressor"] = reducer_->name();
-  summary_.update(workload_figures);
+  summary_.update(f.workload);
   if (!plan_.is_null()) summary_["checkpoint_plan"] = plan_;
   if (checkpointer_) {
     summary_.update(checkpointer_->summary());
@@ -1150,10 +1163,6 @@ Status TrainingLoop::run() {
   add_privacy_fields(summary_);
   summary_["min_world"] = static_cast<int64_t>(-m[5]);
   summary_["shrunk_steps"] = static_cast<int64_t>(m[6]);
-  FinishedEvent finished;
-  finished.summary = summary_;
-  sink_->emit(to_json(finished));
-  return Status::ok();
 }
 
 }  // namespace tern

@@ -224,6 +224,18 @@ class TrainingLoop {
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   Status evaluate_and_emit(int64_t step, double train_s, Metrics* out);
+  // run()'s parts: the steps; the last collectives (drain, final evaluation, the job-wide
+  // figures: redone in the regrouped group when they lose a peer); the summary from them.
+  struct FinalFigures {
+    double wall_s = 0;
+    Metrics eval;
+    std::vector<double> max;  // job-wide maxima, in the order of final_collectives()
+    double loss_sum = 0;      // the ranks' recent losses, summed
+    nlohmann::json workload;
+  };
+  Status run_steps(std::chrono::steady_clock::time_point start, double* recent_loss);
+  Status final_collectives(std::chrono::steady_clock::time_point start, double recent_loss, FinalFigures* out);
+  void build_summary(const FinalFigures& f);
 
   TrainerOptions options_;
   const JobSpec& spec_;
