@@ -57,8 +57,10 @@ std::optional<int> TrainerProcess::poll() { return proc_->poll(); }
 
 int TrainerProcess::stop(std::chrono::milliseconds grace) {
   if (auto done = proc_->poll()) return *done;
-  (void)send(StopCommand{});
-  return proc_->terminate(grace);
+  request_stop();
+  if (auto done = proc_->wait_for(grace)) return *done;
+  proc_->send_signal(SIGKILL);
+  return proc_->wait();
 }
 
 }  // namespace tern

@@ -51,7 +51,7 @@ class TrainerProcess {
   void kill();
   // Its exit status once exited: exit code, or -signal.
   std::optional<int> poll();
-  // request_stop, wait up to `grace`, then SIGKILL. Returns the exit status.
+  // request_stop, wait up to `grace` for it to exit, then SIGKILL. Returns the exit status.
   int stop(std::chrono::milliseconds grace);
 
  private:
