@@ -128,7 +128,7 @@ int run_local_job(const RunOptions& options) {
   if (ec) return fail_early("cannot create run directory " + run_dir + ": " + ec.message(), 1);
   run_dir = fs::absolute(run_dir).lexically_normal().string();
   const RecoverySpec& rec = loaded->spec.recovery;
-  if ((rec.checkpoint_every > 0 || rec.interval != "fixed") && rec.dir.empty()) {
+  if ((rec.checkpoint_every > 0 || rec.interval != IntervalPolicy::kFixed) && rec.dir.empty()) {
     // Every rank must write to one store: the run directory, not each rank's work directory.
     overrides.push_back("recovery.dir=" + run_dir + "/checkpoints");
     loaded = load_job_spec_file(options.job_file, overrides);
@@ -196,7 +196,7 @@ int run_local_job(const RunOptions& options) {
   // recovery.mode partial | full: a lost rank is replaced (up to recovery.max_recoveries times),
   // as a worker daemon does on the coordinator's word: survivors get a regroup command for the
   // next generation on a new master address, and a new trainer takes the lost rank there.
-  const bool elastic = spec.recovery.mode == "partial" || spec.recovery.mode == "full";
+  const bool elastic = spec.recovery.mode == RecoveryMode::kPartial || spec.recovery.mode == RecoveryMode::kFull;
   if (spec.recovery.min_workers > 0) {
     // One machine, no worker to lose: `tern run` always replaces the lost rank at once.
     std::cerr << "tern run: recovery.min_workers is for clusters (tern submit); tern run replaces a lost rank in place"
@@ -210,17 +210,17 @@ int run_local_job(const RunOptions& options) {
     ++generation;
     ++recoveries;
     json cmd = {{"cmd", "regroup"}, {"generation", generation}, {"world", world}, {"master", at},
-                {"rollback", spec.recovery.mode == "full"}};
+                {"rollback", spec.recovery.mode == RecoveryMode::kFull}};
     for (size_t r = 0; r < ranks.size(); ++r) {
       if (r != lost && !ranks[r].exit_status) (void)ranks[r].proc->write_stdin(cmd.dump() + "\n");
     }
     std::cerr << "tern run: rank " << lost << " lost (exit " << *ranks[lost].exit_status << "); regrouping at generation "
-              << generation << " with a replacement (" << spec.recovery.mode << " recovery)" << std::endl;
+              << generation << " with a replacement (" << name_of(spec.recovery.mode) << " recovery)" << std::endl;
     return spawn_rank(static_cast<int64_t>(lost), generation, at);
   };
   if (!options.json || isatty(STDERR_FILENO)) {
-    std::cerr << "tern run: " << spec.name << " with " << world << " workers (" << spec.model.type << ", "
-              << spec.sync.strategy << (spec.compress.method != "none" ? "+" + spec.compress.method : "")
+    std::cerr << "tern run: " << spec.name << " with " << world << " workers (" << name_of(spec.model.type) << ", "
+              << name_of(spec.sync.strategy) << (spec.compress.method != CompressMethod::kNone ? "+" + name_of(spec.compress.method) : "")
               << "), logs in " << run_dir << std::endl;
   }
 

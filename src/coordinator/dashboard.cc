@@ -241,7 +241,7 @@ json job_json(const Job& job, double now) {
          {"checkpoint_dir", job.checkpoint_dir},
          {"resumed_job", job.resumed_job},
          {"world_size", job.world},
-         {"placement", job.placement},
+         {"placement", name_of(job.placement)},
          {"master_addr", job.master_addr},
          {"members", job.members()},
          {"timelines", timelines_json(job)},

@@ -58,7 +58,7 @@ int64_t TrainingLoop::bytes_sent() const {
 
 Status TrainingLoop::prepare() {
   if (prepared_) return Status::ok();
-  if (!workload_) return invalid_argument("model.type '" + spec_.model.type + "': no workload trains it");
+  if (!workload_) return invalid_argument("model.type '" + name_of(spec_.model.type) + "': no workload trains it");
   members_ = options_.members;
   min_world_ = members_.empty() ? options_.world : static_cast<int64_t>(members_.size());
   WorkloadContext wc;
@@ -112,7 +112,7 @@ Status TrainingLoop::setup() {
     if (options_.generation <= 1) TERN_RETURN_IF_ERROR(share_initial_parameters(data));
   }
   TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_));
-  if (optimizer_->name() == "adamw") {
+  if (spec_.train.optimizer == OptimizerKind::kAdamw) {
     spdlog::info("optimizer adamw on {} parameters: lr {} betas [{}, {}] eps {} weight_decay {} (decoupled){}",
                  params_.size(), spec_.train.lr, spec_.train.betas.at(0), spec_.train.betas.at(1), spec_.train.eps,
                  spec_.train.weight_decay,
@@ -125,9 +125,9 @@ Status TrainingLoop::setup() {
   if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
 
   const RecoverySpec& rs = spec_.recovery;
-  if (rs.interval == "fixed" && rs.checkpoint_every > 0) {
+  if (rs.interval == IntervalPolicy::kFixed && rs.checkpoint_every > 0) {
     interval_steps_ = first_step_ = rs.checkpoint_every;
-  } else if (rs.interval != "fixed") {
+  } else if (rs.interval != IntervalPolicy::kFixed) {
     // Measure over the first steps (the first one warms up and is left out), then plan.
     plan_step_ = std::clamp<int64_t>(total_steps_ / 10, 2, 20);
   }
@@ -138,7 +138,7 @@ Status TrainingLoop::setup() {
     // The loop schedules saves itself (checkpoint_due); `every` bounds the commit lag.
     co.every = interval_steps_ > 0 ? interval_steps_ : std::numeric_limits<int64_t>::max();
     // Row saves build on the newest whole-shard save: keep one in the store.
-    co.keep = rs.policy == "full" ? rs.keep : std::max(rs.keep, rs.full_every + 1);
+    co.keep = rs.policy == RowPolicy::kFull ? rs.keep : std::max(rs.keep, rs.full_every + 1);
     co.rank = options_.rank;
     co.job_id = options_.job_id;
     checkpointer_ = std::make_unique<Checkpointer>(std::move(co), sink_);
@@ -166,15 +166,15 @@ Status TrainingLoop::setup() {
   if (options_.generation > 1) {
     // A replacement rank joining a running job: take the survivors' state, or with
     // recovery.mode full roll back to the last checkpoint together with them.
-    Status joined = rs.mode == "full" ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
+    Status joined = rs.mode == RecoveryMode::kFull ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
     TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
     TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kJoin));
-    if (rs.mode == "partial") restore_lost_rank_state();
+    if (rs.mode == RecoveryMode::kPartial) restore_lost_rank_state();
   }
   spdlog::info("setup done: model={} {} params={} steps/epoch={} total_steps={} strategy={} compressor={} "
                "checkpoints: interval={} policy={} {}",
-               spec_.model.type, workload_->describe(), params_.size(), steps_per_epoch_, total_steps_,
-               strategy_->name(), reducer_->name(), rs.interval, rs.policy,
+               name_of(spec_.model.type), workload_->describe(), params_.size(), steps_per_epoch_, total_steps_,
+               strategy_->name(), reducer_->name(), name_of(rs.interval), name_of(rs.policy),
                interval_steps_ > 0 ? "every " + std::to_string(interval_steps_) + " steps"
                : plan_step_ > 0    ? "planned at step " + std::to_string(plan_step_)
                                    : "off");
@@ -202,7 +202,7 @@ Status TrainingLoop::build_sync(bool first) {
   ctx.intra_comm = intra_counting_;
   ctx.inter_comm = inter_counting_;
   ctx.make_reducer = [this, rctx]() { return make_gradient_reducer(spec_, *counting_, rctx); };
-  if (spec_.straggler.mode != "none") {
+  if (spec_.straggler.mode != StragglerMode::kNone) {
     TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
   } else {
     TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
@@ -383,7 +383,7 @@ Status TrainingLoop::verify_replicas(int64_t step, VerifyPoint point) {
   src.buffers = workload_->named_buffers();
   // A partial regroup broadcasts the optimizer's state; a rollback reloads it, the same on every
   // rank only where it is replicated (ssgd). The same rule on survivors and the replacement.
-  src.optimizer_synced = spec_.recovery.mode == "partial" || momentum_replicated();
+  src.optimizer_synced = spec_.recovery.mode == RecoveryMode::kPartial || momentum_replicated();
   return replicas_->verify(*counting_, step, point, src);
 }
 
@@ -426,7 +426,7 @@ bool TrainingLoop::momentum_replicated() const {
   // Only SSGD applies the same (all-reduced) update everywhere; delayed, periodic,
   // hierarchical and straggler-tolerant updates leave each rank its own optimizer state (SGD's
   // momentum, AdamW's moments).
-  return strategy_->name() == "ssgd" && spec_.straggler.mode == "none";
+  return spec_.sync.strategy == StrategyKind::kSsgd && spec_.straggler.mode == StragglerMode::kNone;
 }
 
 bool TrainingLoop::checkpoint_due(int64_t step) const {
@@ -434,7 +434,7 @@ bool TrainingLoop::checkpoint_due(int64_t step) const {
 }
 
 ShardSave TrainingLoop::save_kind(int64_t step) const {
-  if (spec_.recovery.policy == "full") return ShardSave::kFull;
+  if (spec_.recovery.policy == RowPolicy::kFull) return ShardSave::kFull;
   int64_t k = (step - first_step_) / std::max<int64_t>(1, interval_steps_);
   return k % spec_.recovery.full_every == 0 ? ShardSave::kFull : ShardSave::kRows;
 }
@@ -492,11 +492,11 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
   in.samples_per_s = measured / std::max(1e-9, host[1].item<double>());
   in.samples_per_step = spec_.train.batch_size * options_.world;
   auto planned = plan_checkpoint_interval(in);
-  if (!planned.is_ok()) return planned.status().with_context("recovery.interval " + spec_.recovery.interval);
+  if (!planned.is_ok()) return planned.status().with_context("recovery.interval " + name_of(spec_.recovery.interval));
   const CheckpointPlan& p = *planned;
-  interval_steps_ = spec_.recovery.interval == "cpr" ? p.cpr_interval_steps : p.young_daly_interval_steps;
+  interval_steps_ = spec_.recovery.interval == IntervalPolicy::kCpr ? p.cpr_interval_steps : p.young_daly_interval_steps;
   first_step_ = step_;
-  plan_ = {{"interval", spec_.recovery.interval},
+  plan_ = {{"interval", name_of(spec_.recovery.interval)},
            {"interval_steps", interval_steps_},
            {"n_shards", in.n_shards},
            {"pls_target", in.pls_target},
@@ -513,7 +513,7 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
   spdlog::info("checkpoint plan at step {} (measured over {} samples: {:.0f} samples/s, a synchronous whole "
                "checkpoint blocks {:.4f} s; assumed MTBF {} s, PLS target {}): {}; using {} = every {} steps",
                step_, measured, in.samples_per_s, in.checkpoint_cost_s, in.mtbf_s, in.pls_target, p.summary,
-               spec_.recovery.interval, interval_steps_);
+               name_of(spec_.recovery.interval), interval_steps_);
   sink_->emit({{"event", "checkpoint_plan"}, {"step", step_}, {"plan", plan_}});
   return Status::ok();
 }
@@ -538,7 +538,7 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   meta.extra["optimizer"] = optimizer_->name();
   meta.extra["strategy"] = strategy_->name();
   meta.extra["reducer"] = reducer_->name();
-  meta.extra["policy"] = spec_.recovery.policy;
+  meta.extra["policy"] = name_of(spec_.recovery.policy);
   meta.extra["trainer"] = counters().dump();
   TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context("buffers before the checkpoint of step " +
                                                               std::to_string(step_)));
@@ -620,7 +620,7 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
   if (in_file != params_.size()) {
     return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
-                               spec_.model.type + " has " + std::to_string(params_.size()));
+                               name_of(spec_.model.type) + " has " + std::to_string(params_.size()));
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i];
@@ -630,7 +630,7 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
     }
     if (t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type()) {
       return failed_precondition(file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
-                                 std::string(c10::toString(t->scalar_type())) + ", model." + spec_.model.type +
+                                 std::string(c10::toString(t->scalar_type())) + ", model." + name_of(spec_.model.type) +
                                  " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
     }
     p.data().copy_(*t);
@@ -800,7 +800,7 @@ Status TrainingLoop::train_step(int64_t step) {
   const int64_t step_samples = out.global_samples >= 0 ? out.global_samples : plan.global_samples;
   if (spec_.train.dp.enabled) add_dp_noise(step, step_samples, grads);
   // Agreed: every rank learns whose step was not finite before anything is updated.
-  const bool agreed = spec_.train.on_nonfinite == "skip_step" || traits_.collective_step;
+  const bool agreed = spec_.train.on_nonfinite == OnNonFinite::kSkipStep || traits_.collective_step;
   if (agreed) {
     // The group decides, so that every replica (and every shard) leaves the same step out.
     TERN_ASSIGN_OR_RETURN(std::vector<int> bad, agree_nonfinite(*counting_, out.finite));
@@ -882,7 +882,7 @@ Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks,
                                     std::vector<at::Tensor>& grads) {
   const std::string where = "non-finite loss or gradient on rank " + rank_list(ranks) +
                             (my_loss.empty() ? "" : " (loss " + my_loss + " here)");
-  if (spec_.train.on_nonfinite != "skip_step") {
+  if (spec_.train.on_nonfinite != OnNonFinite::kSkipStep) {
     nonfinite_stop_ = true;  // (run() puts "step N: " in front.)
     return Status(StatusCode::kOutOfRange,
                   where + "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
@@ -1048,7 +1048,7 @@ Status TrainingLoop::run() {
   const double step_s = steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
   SyncMetrics sm = strategy_->metrics();
   summary_ = {
-      {"model", spec_.model.type},
+      {"model", name_of(spec_.model.type)},
       {"steps", step_},
       {"epochs", static_cast<double>(step_) / steps_per_epoch_},
       {"samples", global_samples_},
@@ -1071,9 +1071,9 @@ Status TrainingLoop::run() {
       {"time_lost_s", m[2] + m[4] * step_s},
       {"generation", options_.generation},
       {"skipped_steps", skipped_steps_},
-      {"recovery_mode", spec_.recovery.mode},
-      {"checkpoint_policy", spec_.recovery.policy},
-      {"checkpoint_interval", spec_.recovery.interval},
+      {"recovery_mode", name_of(spec_.recovery.mode)},
+      {"checkpoint_policy", name_of(spec_.recovery.policy)},
+      {"checkpoint_interval", name_of(spec_.recovery.interval)},
       {"checkpoint_interval_steps", interval_steps_},
   };
   for (const auto& [name, value] : ev) summary_[name] = value;

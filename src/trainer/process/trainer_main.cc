@@ -233,7 +233,7 @@ int trainer_main(const TrainerArgs& args) {
   rv.generation = args.generation;
   rv.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.sync.timeout_s * 1000));
   // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
-  auto device = resolve_device(workload_traits(spec).cpu_only ? "cpu" : spec.device, args.rank);
+  auto device = resolve_device(workload_traits(spec).cpu_only ? DeviceKind::kCpu : spec.device, args.rank);
   if (!device.is_ok()) return fail(device.status());
   CommunicatorOptions co;
   co.backend = backend_for(*device);

@@ -64,7 +64,7 @@ int64_t hash_category(uint64_t value, int64_t table, int64_t size) {
 
 MalformedOptions criteo_malformed_options(const DataSpec& spec) {
   MalformedOptions o;
-  o.policy = spec.malformed == "fail" ? MalformedPolicy::kFail : MalformedPolicy::kSkip;
+  o.policy = spec.malformed == OnMalformed::kFail ? MalformedPolicy::kFail : MalformedPolicy::kSkip;
   o.max_count = spec.max_malformed;
   o.max_fraction = spec.max_malformed_fraction;
   return o;
@@ -298,7 +298,7 @@ SyntheticCtrOptions synthetic_ctr_options(const DataSpec& spec) {
 
 Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSplit split, int rank, int world) {
   std::vector<int64_t> sizes = ctr_table_sizes(spec);
-  if (spec.source == "criteo") {
+  if (spec.source == DataSource::kCriteo) {
     CriteoOptions o;
     o.path = spec.path;
     o.table_sizes = sizes;
@@ -311,11 +311,11 @@ Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSpli
     TERN_ASSIGN_OR_RETURN(auto reader, CriteoReader::open(o));
     return std::unique_ptr<CtrStream>(std::move(reader));
   }
-  if (spec.source == "synthetic_ctr") {
+  if (spec.source == DataSource::kSyntheticCtr) {
     auto data = std::make_shared<const SyntheticCtr>(synthetic_ctr_options(spec));
     return std::unique_ptr<CtrStream>(new SyntheticCtrStream(data, split, rank, world));
   }
-  return invalid_argument("data.source " + spec.source + " is not CTR data (criteo | synthetic_ctr)");
+  return invalid_argument("data.source " + name_of(spec.source) + " is not CTR data (criteo | synthetic_ctr)");
 }
 
 }  // namespace tern

@@ -21,7 +21,7 @@ int64_t rows_to_take(int64_t rows, double fraction) {
 
 }  // namespace
 
-Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, const std::string& policy,
+Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, RowPolicy policy,
                              double row_fraction, std::mt19937_64& rng, NamedTensors* out) {
   int64_t saved = 0;
   for (int64_t t : model.owned_tables()) {
@@ -34,12 +34,12 @@ Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, const std::string
       continue;
     }
     at::Tensor rows;
-    if (policy == "mfu") {
+    if (policy == RowPolicy::kMfu) {
       rows = select_rows_mfu(counts, rows_to_take(weight.size(0), row_fraction));
-    } else if (policy == "ssu") {
+    } else if (policy == RowPolicy::kSsu) {
       rows = select_rows_ssu(model.updated_rows(t), row_fraction, rng);
     } else {
-      return invalid_argument("recovery.policy " + policy + " does not save rows (mfu | ssu)");
+      return invalid_argument("recovery.policy " + name_of(policy) + " does not save rows (mfu | ssu)");
     }
     TERN_RETURN_IF_ERROR(append_rows(prefix_of(t), weight, rows, out));
     out->emplace_back(prefix_of(t) + "/counts", counts.index_select(0, rows).clone());
