@@ -693,7 +693,7 @@ HttpReply Dashboard::api_timeline(const Job& job) {
   if (job.created_at > 0) events.push_back({{"t", num(job.created_at)}, {"kind", "submitted"}});
   if (job.started_at > 0)
     events.push_back({{"t", num(job.started_at)}, {"kind", "started"}, {"world", job.world}});
-  for (const json& t : timelines_json(*job)) {
+  for (const json& t : timelines_json(job)) {
     json e = t;
     e["kind"] = t["grow"].get<bool>() ? "grow" : (job.elastic() ? "shrink" : "regroup");
     const double lost = t["lost"].get<double>();
