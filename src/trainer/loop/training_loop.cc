@@ -957,13 +957,7 @@ Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* ou
   return Status::ok();
 }
 
-Status TrainingLoop::run() {
-  sink_->emit({{"event", "started"}, {"world", options_.world}, {"pid", static_cast<int64_t>(getpid())},
-               {"total_steps", total_steps_}});
-  auto start = SteadyClock::now();
-  window_start_ = measure_start_ = start;
-  measure_samples_ = global_samples_;
-  double recent_loss = last_loss_;
+Status TrainingLoop::train_steps(SteadyClock::time_point start, double* recent_loss) {
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
     inject_faults(spec_.debug, options_.rank, options_.generation, step_);
@@ -988,7 +982,7 @@ Status TrainingLoop::run() {
       --step_;
       continue;
     }
-    recent_loss = last_loss_;
+    *recent_loss = last_loss_;
     bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
     emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_ || announce_regroup_ >= 0);
     if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
@@ -1000,6 +994,10 @@ Status TrainingLoop::run() {
       eval_s_ += seconds_since(e0);
     }
   }
+  return Status::ok();
+}
+
+Status TrainingLoop::finish_checkpoints() {
   if (checkpointer_) {
     // The last step's checkpoint (when due) and the commit of whatever is pending.
     TERN_RETURN_IF_ERROR(checkpoint_point());
@@ -1009,41 +1007,45 @@ Status TrainingLoop::run() {
       spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
     }
   }
+  return Status::ok();
+}
+
+Status TrainingLoop::final_figures(SteadyClock::time_point start, double recent_loss, FinalFigures* out) {
   // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
   // regroup (an elastic group growing or shrinking at the very end): like a step, they are
   // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
-  double wall = 0;
-  Metrics ev;
-  std::vector<at::Tensor> mx, sum;
-  nlohmann::json workload_figures;
-  auto finish = [&]() -> Status {
+  auto finish = [&](FinalFigures& f) -> Status {
     TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
-    wall = seconds_since(start) - eval_s_;
-    ev.clear();
-    TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, wall, &ev).with_context("final evaluation"));
+    f.wall = seconds_since(start) - eval_s_;
+    f.eval.clear();
+    TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, f.wall, &f.eval).with_context("final evaluation"));
     // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
     // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
     const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
     // (The smallest world as a max of its negative: a replacement knows only its own groups.)
-    mx = {at::tensor({wall, blocking, recovery_s_, static_cast<double>(recoveries_),
+    std::vector<at::Tensor> mx = {at::tensor({f.wall, blocking, recovery_s_, static_cast<double>(recoveries_),
                       static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
                       static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
                      at::kDouble)
               .to(options_.device)};
     TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
-    sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
+    std::vector<at::Tensor> sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
     TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
-    TERN_ASSIGN_OR_RETURN(workload_figures, workload_->summary(*counting_, global_samples_));
+    TERN_ASSIGN_OR_RETURN(f.workload, workload_->summary(*counting_, global_samples_));
+    f.max = mx[0].cpu();
+    f.mean_loss = sum[0].cpu().item<double>() / counting_->size();
     return Status::ok();
   };
   for (int attempt = 1;; ++attempt) {
-    Status st = finish();
-    if (st.is_ok()) break;
+    Status st = finish(*out);
+    if (st.is_ok()) return Status::ok();
     if (attempt == 16) return st;
     TERN_RETURN_IF_ERROR(recover(st).with_context("after the last step"));
   }
-  at::Tensor mh = mx[0].cpu();
-  auto m = mh.accessor<double, 1>();
+}
+
+void TrainingLoop::write_summary(const FinalFigures& f) {
+  auto m = f.max.accessor<double, 1>();
   const double job_wall = m[0];
   const double step_s = steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
   SyncMetrics sm = strategy_->metrics();
@@ -1054,7 +1056,7 @@ Status TrainingLoop::run() {
       {"samples", global_samples_},
       {"samples_per_s", job_wall > 0 ? global_samples_ / job_wall : 0.0},
       {"computed_samples", samples_},
-      {"final_loss", sum[0].cpu().item<double>() / counting_->size()},
+      {"final_loss", f.mean_loss},
       {"bytes_sent_per_rank", bytes_sent()},
       {"wall_s", job_wall},
       {"eval_s", eval_s_},
@@ -1076,14 +1078,14 @@ Status TrainingLoop::run() {
       {"checkpoint_interval", name_of(spec_.recovery.interval)},
       {"checkpoint_interval_steps", interval_steps_},
   };
-  for (const auto& [name, value] : ev) summary_[name] = value;
+  for (const auto& [name, value] : f.eval) summary_[name] = value;
   if (summary_.contains("test_samples")) summary_["test_samples"] = static_cast<int64_t>(summary_["test_samples"].get<double>());
   for (const auto& [k, v] : sm.extra) summary_[k] = v;
   summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
   summary_["compress_s"] = reducer_->stats().compress_s;
   summary_["reducer_bytes_per_rank"] = reducer_->stats().wire_bytes;
   summary_["compressor"] = reducer_->name();
-  summary_.update(workload_figures);
+  summary_.update(f.workload);
   if (!plan_.is_null()) summary_["checkpoint_plan"] = plan_;
   if (checkpointer_) {
     summary_.update(checkpointer_->summary());
@@ -1114,6 +1116,20 @@ Status TrainingLoop::run() {
   add_privacy_fields(summary_);
   summary_["min_world"] = static_cast<int64_t>(-m[5]);
   summary_["shrunk_steps"] = static_cast<int64_t>(m[6]);
+}
+
+Status TrainingLoop::run() {
+  sink_->emit({{"event", "started"}, {"world", options_.world}, {"pid", static_cast<int64_t>(getpid())},
+               {"total_steps", total_steps_}});
+  auto start = SteadyClock::now();
+  window_start_ = measure_start_ = start;
+  measure_samples_ = global_samples_;
+  double recent_loss = last_loss_;
+  TERN_RETURN_IF_ERROR(train_steps(start, &recent_loss));
+  TERN_RETURN_IF_ERROR(finish_checkpoints());
+  FinalFigures figures;
+  TERN_RETURN_IF_ERROR(final_figures(start, recent_loss, &figures));
+  write_summary(figures);
   sink_->emit({{"event", "finished"}, {"summary", summary_}});
   return Status::ok();
 }
