@@ -12,7 +12,7 @@ namespace {
 TrainSpec train(const std::string& schedule) {
   TrainSpec t;
   t.lr = 0.1;
-  t.lr_schedule = schedule;
+  EXPECT_TRUE(parse_spec_enum(schedule, &t.lr_schedule)) << schedule;
   return t;
 }
 

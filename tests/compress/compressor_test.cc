@@ -725,7 +725,7 @@ TEST(Factory, Int4AndTopkWireBytesFollowTheirFormats) {
   testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
     for (const char* method : {"int4", "topk"}) {
       JobSpec spec;
-      spec.compress.method = method;
+      ASSERT_TRUE(parse_spec_enum(method, &spec.compress.method)) << method;
       spec.compress.density = kTopkDefaultDensity;
       auto r = make_gradient_reducer(spec, *comm, ReducerContext{});
       ASSERT_TRUE(r.is_ok()) << r.status().to_string();

@@ -109,7 +109,7 @@ TEST(Trainer, OneWorkerEqualsPlainLibTorchLoopBitForBit) {
 TEST(Trainer, LearningRateSchedulesAndNesterovEqualThePlainLoop) {
   for (const char* schedule : {"cosine", "step"}) {
     JobSpec spec = small_spec(1);
-    spec.train.lr_schedule = schedule;
+    ASSERT_TRUE(parse_spec_enum(schedule, &spec.train.lr_schedule)) << schedule;
     spec.train.nesterov = std::string(schedule) == "step";
     spec.train.warmup_steps = 5;
     spec.train.lr_min = 0.001;
@@ -315,9 +315,9 @@ TEST(Trainer, TooSmallDatasetIsAClearError) {
 JobSpec diverging_spec(int workers, const std::string& on_nonfinite, const std::string& strategy = "ssgd") {
   JobSpec spec = small_spec(workers);
   spec.train.lr = 100;
-  spec.train.on_nonfinite = on_nonfinite;
-  spec.sync.strategy = strategy;
-  if (strategy == "tsu") spec.sync.period = 4;
+  EXPECT_TRUE(parse_spec_enum(on_nonfinite, &spec.train.on_nonfinite)) << on_nonfinite;
+  EXPECT_TRUE(parse_spec_enum(strategy, &spec.sync.strategy)) << strategy;
+  if (spec.sync.strategy == StrategyKind::kTsu) spec.sync.period = 4;
   return spec;
 }
 
