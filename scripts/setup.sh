@@ -19,6 +19,7 @@ PACKAGES=(
   dataset-fashion-mnist
   libcivetweb-dev openssl iproute2
   python3-grpcio python3-protobuf python3-yaml gnuplot-nox
+  clang-format universal-ctags
   chromium
 )
 # node and npm: Debian's, unless a node with npm is already installed (another vendor's nodejs

@@ -207,9 +207,10 @@ Result<v1::JobStatus> watch(const std::string& address, const RpcClientOptions& 
   }
 }
 
-}  // namespace
-
-int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
+// The spec text `tern submit` sends (empty with --resume), checked before anything is sent:
+// readable, UTF-8 (the request's fields are protobuf strings), --set values UTF-8 too.
+// Returns the exit code of a refusal, or kExitOk.
+int read_submitted_spec(const SubmitOptions& submit, std::string* spec_out) {
   const bool resume = !submit.resume_job.empty();
   if (resume && !submit.job_file.empty()) {
     std::cerr << "tern submit: --resume " << submit.resume_job
@@ -232,7 +233,7 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
   }
   // The request's fields are protobuf strings, which must be UTF-8 (the coordinator would
   // refuse to parse the request): say where the file is not, before sending anything.
-  const std::string spec = text.str();
+  const std::string& spec = *spec_out = text.str();
   if (size_t bad = first_invalid_utf8(spec); bad != std::string::npos) {
     std::cerr << "tern submit: " << submit.job_file << ": not valid UTF-8 at "
               << describe_byte_position(spec, bad)
@@ -246,6 +247,31 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
       return kExitBadInput;
     }
   }
+  return kExitOk;
+}
+
+// Prints what `tern submit` without --watch reports: the job id on stdout, a summary on stderr.
+void print_submitted(const ClientOptions& options, const v1::SubmitJobReply& reply) {
+  const v1::JobStatus& job = reply.job();
+  if (options.json) {
+    std::cout << to_json(reply) << std::endl;
+    return;
+  }
+  std::cout << reply.job_id() << "\n";
+  std::cerr << "submitted " << reply.job_id() << " (" << job.name() << "): " << job.world_size() << " ranks, "
+            << short_state(job.state());
+  if (job.has_resumed_step()) {
+    std::cerr << ", resuming " << job.resumed_job() << " from its committed step " << job.resumed_step();
+  }
+  std::cerr << ". Follow it with `tern status " << reply.job_id() << "`" << std::endl;
+}
+
+}  // namespace
+
+int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
+  const bool resume = !submit.resume_job.empty();
+  std::string spec;
+  if (int refused = read_submitted_spec(submit, &spec); refused != kExitOk) return refused;
   int code = 0;
   auto client = connect(options, "submit", &code);
   if (!client) return code;
@@ -286,17 +312,7 @@ int submit_command(const ClientOptions& options, const SubmitOptions& submit) {
   if (!reply.is_ok()) return report_error("submit", reply.status());
   const v1::JobStatus& job = reply->job();
   if (!submit.watch) {
-    if (options.json) {
-      std::cout << to_json(*reply) << std::endl;
-    } else {
-      std::cout << reply->job_id() << "\n";
-      std::cerr << "submitted " << reply->job_id() << " (" << job.name()
-                << "): " << job.world_size() << " ranks, " << short_state(job.state());
-      if (job.has_resumed_step()) {
-        std::cerr << ", resuming " << job.resumed_job() << " from its committed step " << job.resumed_step();
-      }
-      std::cerr << ". Follow it with `tern status " << reply->job_id() << "`" << std::endl;
-    }
+    print_submitted(options, *reply);
     return kExitOk;
   }
   if (!options.json) {
@@ -342,36 +358,9 @@ int jobs_command(const ClientOptions& options) {
 namespace {
 
 // The job's state, progress and per-rank table (tern status).
-void print_job_status(std::ostream& out, const v1::JobStatus& j) {
-  const double now = now_unix();
-  out << "job        " << j.job_id() << " (" << j.name() << ")\n";
-  out << "state      " << short_state(j.state())
-            << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200)) << "\n";
-  if (j.reason().find('\n') != std::string::npos) {
-    out << j.reason().substr(j.reason().find('\n') + 1)
-              << (j.reason().back() == '\n' ? "" : "\n");
-  }
-  out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
-      << j.generation() << ", recoveries " << j.recoveries() << ")\n";
-  if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
-  if (j.has_resumed_step()) {
-    out << "resumed    " << j.resumed_job() << " from its committed step " << j.resumed_step() << "\n";
-  }
-  if (j.has_checkpoint_step() || !j.checkpoint_dir().empty()) {
-    out << "checkpoint "
-        << (j.has_checkpoint_step() ? "step " + std::to_string(j.checkpoint_step()) + " committed"
-                                    : std::string("none committed yet"))
-        << (j.checkpoint_dir().empty() ? std::string(" (in each worker's job directory)")
-                                       : " in " + j.checkpoint_dir())
-        << "\n";
-  }
-  if (j.members_size() > 0 && j.members_size() < j.world_size()) {
-    std::string list;
-    for (int m : j.members()) list += (list.empty() ? "" : ",") + std::to_string(m);
-    out << "group      " << j.members_size() << " of " << j.world_size() << " ranks (" << list << ")\n";
-  }
-  // Recovery timelines: how long each group change took from the loss (or the standby's
-  // ready) to the coordinator's decision and to the last member's first step in the new group.
+// Recovery timelines: how long each group change took from the loss (or the standby's
+// ready) to the coordinator's decision and to the last member's first step in the new group.
+void print_timelines(std::ostream& out, const v1::JobStatus& j) {
   for (const auto& t : j.timelines()) {
     out << "regroup    generation " << t.generation() << (t.grow() ? " grow to " : " shrink to ") << t.world();
     const double start = t.lost() > 0 ? t.lost() : t.decided();
@@ -383,15 +372,10 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
     }
     out << "\n";
   }
-  out << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
-  if (j.total_steps() > 0) {
-    out << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
-    if (j.state() == v1::JOB_STATE_RUNNING) {
-      out << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA "
-                << format_duration(j.eta_s());
-    }
-    out << "\n";
-  }
+}
+
+// Accuracy, DLRM's test AUC and DP's epsilon, from the summary or the newest rank report.
+void print_job_metrics(std::ostream& out, const v1::JobStatus& j) {
   if (j.has_test_accuracy()) out << "accuracy   " << strf("%.4f", j.test_accuracy()) << "\n";
   // DLRM's test AUC: rank 0's final summary, else the newest evaluation any rank reported.
   if (auto s = j.summary().find("test_auc"); s != j.summary().end()) {
@@ -423,39 +407,84 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
       }
     }
   }
-  if (j.ranks_size() > 0) {
-    Table t({"RANK", "WORKER", "HOST", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT",
-             "WAIT", "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
-    for (const auto& r : j.ranks()) {
-      bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
-      auto metric = [&](const char* k) {
-        auto it = r.metrics().find(k);
-        return it == r.metrics().end() ? -1.0 : it->second;
-      };
-      // Share of the step time spent blocked on communication, staleness in steps, and the
-      // gradient compression ratio (1 = dense).
-      double wait = metric("wait_s"), compute = metric("compute_s");
-      double ratio = metric("compression_ratio"), stale = metric("staleness");
-      // Straggler mitigation: share of steps this rank's gradient was dropped (or skipped), and
-      // its share of the global batch (speed-proportional modes).
-      double drop = metric("straggler_drop_share"), share = metric("straggler_share");
-      t.add_row({std::to_string(r.rank()), r.worker_id(), r.host().empty() ? "-" : r.host(),
-                 r.region(), short_rank_state(r.state()),
-                 r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
-                                            static_cast<long long>(r.total_steps()))
-                                     : "-",
-                 r.step() > 0 ? strf("%.4f", r.loss()) : "-",
-                 r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-", format_bytes(r.bytes_sent()),
-                 wait >= 0 && compute > 0 ? strf("%.0f%%", 100 * wait / (wait + compute)) : "-",
-                 stale >= 0 ? strf("%.0f", stale) : "-", ratio > 0 ? strf("%.0fx", ratio) : "-",
-                 drop >= 0 ? strf("%.0f%%", 100 * drop) : "-",
-                 share > 0 ? strf("%.1f%%", 100 * share) : "-",
-                 r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
-                 exited ? std::to_string(r.exit_code()) : "-"});
+}
+
+// The per-rank table: progress, traffic, waiting, staleness, compression, straggler shares.
+void print_rank_table(std::ostream& out, const v1::JobStatus& j) {
+  if (j.ranks_size() == 0) return;
+  Table t({"RANK", "WORKER", "HOST", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT",
+           "WAIT", "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
+  for (const auto& r : j.ranks()) {
+    bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
+    auto metric = [&](const char* k) {
+      auto it = r.metrics().find(k);
+      return it == r.metrics().end() ? -1.0 : it->second;
+    };
+    // Share of the step time spent blocked on communication, staleness in steps, and the
+    // gradient compression ratio (1 = dense).
+    double wait = metric("wait_s"), compute = metric("compute_s");
+    double ratio = metric("compression_ratio"), stale = metric("staleness");
+    // Straggler mitigation: share of steps this rank's gradient was dropped (or skipped), and
+    // its share of the global batch (speed-proportional modes).
+    double drop = metric("straggler_drop_share"), share = metric("straggler_share");
+    t.add_row({std::to_string(r.rank()), r.worker_id(), r.host().empty() ? "-" : r.host(),
+               r.region(), short_rank_state(r.state()),
+               r.total_steps() > 0 ? strf("%lld/%lld", static_cast<long long>(r.step()),
+                                          static_cast<long long>(r.total_steps()))
+                                   : "-",
+               r.step() > 0 ? strf("%.4f", r.loss()) : "-",
+               r.step() > 0 ? strf("%.0f", r.samples_per_s()) : "-", format_bytes(r.bytes_sent()),
+               wait >= 0 && compute > 0 ? strf("%.0f%%", 100 * wait / (wait + compute)) : "-",
+               stale >= 0 ? strf("%.0f", stale) : "-", ratio > 0 ? strf("%.0fx", ratio) : "-",
+               drop >= 0 ? strf("%.0f%%", 100 * drop) : "-",
+               share > 0 ? strf("%.1f%%", 100 * share) : "-",
+               r.has_test_accuracy() ? strf("%.4f", r.test_accuracy()) : "-",
+               exited ? std::to_string(r.exit_code()) : "-"});
+  }
+  out << "\n";
+  t.print(out);
+}
+
+void print_job_status(std::ostream& out, const v1::JobStatus& j) {
+  const double now = now_unix();
+  out << "job        " << j.job_id() << " (" << j.name() << ")\n";
+  out << "state      " << short_state(j.state())
+            << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200)) << "\n";
+  if (j.reason().find('\n') != std::string::npos) {
+    out << j.reason().substr(j.reason().find('\n') + 1)
+              << (j.reason().back() == '\n' ? "" : "\n");
+  }
+  out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
+      << j.generation() << ", recoveries " << j.recoveries() << ")\n";
+  if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
+  if (j.has_resumed_step()) {
+    out << "resumed    " << j.resumed_job() << " from its committed step " << j.resumed_step() << "\n";
+  }
+  if (j.has_checkpoint_step() || !j.checkpoint_dir().empty()) {
+    out << "checkpoint "
+        << (j.has_checkpoint_step() ? "step " + std::to_string(j.checkpoint_step()) + " committed"
+                                    : std::string("none committed yet"))
+        << (j.checkpoint_dir().empty() ? std::string(" (in each worker's job directory)")
+                                       : " in " + j.checkpoint_dir())
+        << "\n";
+  }
+  if (j.members_size() > 0 && j.members_size() < j.world_size()) {
+    std::string list;
+    for (int m : j.members()) list += (list.empty() ? "" : ",") + std::to_string(m);
+    out << "group      " << j.members_size() << " of " << j.world_size() << " ranks (" << list << ")\n";
+  }
+  print_timelines(out, j);
+  out << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
+  if (j.total_steps() > 0) {
+    out << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
+    if (j.state() == v1::JOB_STATE_RUNNING) {
+      out << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA "
+                << format_duration(j.eta_s());
     }
     out << "\n";
-    t.print(out);
   }
+  print_job_metrics(out, j);
+  print_rank_table(out, j);
 }
 
 }  // namespace

@@ -167,14 +167,45 @@ Result<std::unique_ptr<Subprocess>> spawn_daemon(const std::vector<std::string>&
 
 }  // namespace
 
-int cluster_up_command(const ClusterCommandOptions& options) {
-  auto loaded = load_cluster_config(options.file, {}, ClusterLoadOptions{true});
-  if (!loaded.is_ok()) {
-    std::cerr << "tern cluster up: " << loaded.status().message() << "\nnothing was started"
-              << std::endl;
-    return 2;
+namespace {
+
+// What `tern cluster up` has started so far: stopped again when a later step fails.
+struct Launch {
+  const ClusterConfig& c;
+  std::vector<Daemon> started;
+  std::vector<std::unique_ptr<Subprocess>> procs;
+
+  // Reports `msg`, stops every daemon started so far, returns the exit code.
+  int fail(const std::string& msg) {
+    std::cerr << "tern cluster up: " << msg << "\nstopping what was started" << std::endl;
+    for (auto& p : procs) p->detach();
+    stop_daemons(c, started, 3);
+    return 1;
   }
-  const ClusterConfig& c = *loaded;
+  Status spawn(const std::string& name, const std::vector<std::string>& args) {
+    auto d = spawn_daemon(args, c.log_dir() + "/" + name + ".log");
+    if (!d.is_ok()) return d.status();
+    started.push_back({name, (*d)->pid()});
+    write_pid_file(c, started.back());
+    procs.push_back(std::move(d).value());
+    return Status::ok();
+  }
+  // The first daemon that exited, as an error with the end of its log; ok while all run.
+  Status exited() {
+    for (size_t i = 0; i < procs.size(); ++i) {
+      if (auto code = procs[i]->poll()) {
+        std::string log = c.log_dir() + "/" + started[i].name + ".log";
+        return internal_error(started[i].name + " exited with code " + std::to_string(*code) +
+                              "; its log (" + log + "):\n" + tail(log, 15));
+      }
+    }
+    return Status::ok();
+  }
+};
+
+// Refuses a cluster that is up already; creates its directories and drops stale pid files.
+// Returns the exit code, or 0 to go on.
+int prepare_cluster_up(const ClusterConfig& c, const ClusterCommandOptions& options) {
   for (const auto& d : read_pid_files(c)) {
     if (is_our_daemon(d.pid, c)) {
       std::cerr << "tern cluster up: cluster '" << c.name << "' is already up (" << d.name
@@ -198,105 +229,71 @@ int cluster_up_command(const ClusterCommandOptions& options) {
     std::cerr << "tern cluster up: warning: trainer binary " << trainer
               << " is missing; jobs will fail until it is built" << std::endl;
   }
-  const std::string address = dial_address(c.listen);
-  const std::string config_path = fs::absolute(options.file).lexically_normal().string();
-  // The daemons read TLS material and their token from the same file; so does this CLI.
-  const char* env_token = std::getenv("TERN_TOKEN");
-  auto security = make_client_security(&c, address, env_token ? env_token : "");
-  if (!security.is_ok()) {
-    std::cerr << "tern cluster up: " << security.status().message() << "\nnothing was started"
-              << std::endl;
-    return 2;
-  }
-  std::vector<Daemon> started;
-  std::vector<std::unique_ptr<Subprocess>> procs;
-  auto fail = [&](const std::string& msg) {
-    std::cerr << "tern cluster up: " << msg << "\nstopping what was started" << std::endl;
-    for (auto& p : procs) p->detach();
-    stop_daemons(c, started, 3);
-    return 1;
-  };
-  auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
-                                           std::chrono::duration<double>(options.timeout_s));
+  return 0;
+}
 
-  // The coordinator first; wait until it answers.
-  const std::string coord_log = c.log_dir() + "/coordinator.log";
-  auto coord = spawn_daemon({"coordinator", "--config", config_path}, coord_log);
-  if (!coord.is_ok()) return fail(coord.status().message());
-  started.push_back({"coordinator", (*coord)->pid()});
-  write_pid_file(c, started.back());
-  procs.push_back(std::move(coord).value());
-  RpcClientOptions quick{std::chrono::milliseconds(1000), 0, std::chrono::milliseconds(0)};
-  quick.security = *security;
-  CoordinatorClient client(address, quick);
+// Waits until the coordinator (launch.procs[0]) answers at `address`.
+Status await_coordinator(Launch& launch, const std::string& address, const RpcClientOptions& quick,
+                         SteadyClock::time_point deadline) {
   while (true) {
-    if (auto code = procs[0]->poll()) {
-      return fail("the coordinator exited with code " + std::to_string(*code) + "; its log (" +
-                  coord_log + "):\n" + tail(coord_log, 15));
-    }
+    TERN_RETURN_IF_ERROR(launch.exited());
     // A fresh channel per attempt: no reconnect backoff carried over from refused attempts.
     auto probe = CoordinatorClient(address, quick).list_workers();
-    if (probe.is_ok()) break;
+    if (probe.is_ok()) return Status::ok();
     if (probe.status().code() == StatusCode::kUnauthenticated) {
-      return fail("the coordinator refuses this CLI's token: " + probe.status().message());
+      return unauthenticated("the coordinator refuses this CLI's token: " + probe.status().message());
     }
-    if (SteadyClock::now() > deadline) return fail("the coordinator does not answer at " + address);
+    if (SteadyClock::now() > deadline) return unavailable("the coordinator does not answer at " + address);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+}
 
-  // Then the workers.
+// Starts every region's worker daemons; returns their names.
+Result<std::set<std::string>> start_workers(Launch& launch, const std::string& config_path,
+                                            const std::string& address) {
+  const ClusterConfig& c = launch.c;
   std::set<std::string> names;
   for (const auto& region : c.regions) {
     for (int64_t i = 0; i < region.workers; ++i) {
       std::string name = region.name + "-" + std::to_string(i);
-      std::vector<std::string> args = {"worker",
-                                       "--cluster",
-                                       config_path,
-                                       "--coordinator",
-                                       address,
-                                       "--name",
-                                       name,
-                                       "--region",
-                                       region.name,
-                                       "--slots",
-                                       std::to_string(region.slots),
-                                       "--host",
-                                       region.host,
-                                       "--work-dir",
+      std::vector<std::string> args = {"worker",      "--cluster", config_path,
+                                       "--coordinator", address,   "--name",
+                                       name,          "--region",  region.name,
+                                       "--slots",     std::to_string(region.slots),
+                                       "--host",      region.host, "--work-dir",
                                        c.work_dir() + "/" + name};
       if (!c.trainer_path.empty()) args.insert(args.end(), {"--trainer", c.trainer_path});
-      std::string log = c.log_dir() + "/" + name + ".log";
-      auto w = spawn_daemon(args, log);
-      if (!w.is_ok()) return fail(w.status().message());
-      started.push_back({name, (*w)->pid()});
-      write_pid_file(c, started.back());
-      procs.push_back(std::move(w).value());
+      TERN_RETURN_IF_ERROR(launch.spawn(name, args));
       names.insert(name);
     }
   }
+  return names;
+}
+
+// Waits until every worker in `names` has registered and is READY.
+Status await_workers(Launch& launch, CoordinatorClient& client, const std::set<std::string>& names,
+                     SteadyClock::time_point deadline, double timeout_s) {
   while (true) {
-    for (size_t i = 0; i < procs.size(); ++i) {
-      if (auto code = procs[i]->poll()) {
-        std::string log = c.log_dir() + "/" + started[i].name + ".log";
-        return fail(started[i].name + " exited with code " + std::to_string(*code) + "; its log (" +
-                    log + "):\n" + tail(log, 15));
-      }
-    }
+    TERN_RETURN_IF_ERROR(launch.exited());
     auto reply = client.list_workers();
     size_t ready = 0;
     if (reply.is_ok()) {
       for (const auto& w : reply->workers())
         ready += names.count(w.worker_id()) && w.state() == v1::WORKER_STATE_READY;
     }
-    if (ready == names.size()) break;
+    if (ready == names.size()) return Status::ok();
     if (SteadyClock::now() > deadline) {
-      return fail(std::to_string(ready) + " of " + std::to_string(names.size()) +
-                  " workers registered within " +
-                  std::to_string(static_cast<int>(options.timeout_s)) + " s; see " + c.log_dir());
+      return deadline_exceeded(std::to_string(ready) + " of " + std::to_string(names.size()) +
+                               " workers registered within " + std::to_string(static_cast<int>(timeout_s)) +
+                               " s; see " + launch.c.log_dir());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  for (auto& p : procs) p->detach();
+}
+
+// The summary of a cluster that is up: addresses, logs, the dashboard, how to stop it.
+void print_cluster_up(const ClusterConfig& c, const ClusterCommandOptions& options,
+                      const std::string& address, int64_t coordinator_pid, size_t workers) {
   // The dashboard (and /metrics) when the cluster serves HTTP; an unspecified host is dialled
   // on loopback, as the gRPC address is (dial_address).
   std::string dashboard;
@@ -308,19 +305,60 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   }
   if (options.json) {
     nlohmann::json j{
-        {"cluster", c.name},       {"coordinator", address},   {"coordinator_pid", started[0].pid},
-        {"workers", names.size()}, {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
+        {"cluster", c.name},   {"coordinator", address},   {"coordinator_pid", coordinator_pid},
+        {"workers", workers},  {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
     if (!dashboard.empty()) j["dashboard"] = dashboard;
     std::cout << dump_json(j) << std::endl;
-  } else {
-    std::cout << "cluster '" << c.name << "' is up: coordinator at " << address << " (pid "
-              << started[0].pid << "), " << names.size() << " workers in " << c.regions.size()
-              << " region" << (c.regions.size() == 1 ? "" : "s") << "\n  logs:  " << c.log_dir()
-              << " (coordinator.log, <worker>.log, jobs/<job>/rank-<r>.log)"
-              << (dashboard.empty() ? "" : "\n  web:   " + dashboard)
-              << "\n  state: " << c.state_dir << "\n  stop:  tern cluster down " << options.file
-              << std::endl;
+    return;
   }
+  std::cout << "cluster '" << c.name << "' is up: coordinator at " << address << " (pid "
+            << coordinator_pid << "), " << workers << " workers in " << c.regions.size()
+            << " region" << (c.regions.size() == 1 ? "" : "s") << "\n  logs:  " << c.log_dir()
+            << " (coordinator.log, <worker>.log, jobs/<job>/rank-<r>.log)"
+            << (dashboard.empty() ? "" : "\n  web:   " + dashboard)
+            << "\n  state: " << c.state_dir << "\n  stop:  tern cluster down " << options.file
+            << std::endl;
+}
+
+}  // namespace
+
+int cluster_up_command(const ClusterCommandOptions& options) {
+  auto loaded = load_cluster_config(options.file, {}, ClusterLoadOptions{true});
+  if (!loaded.is_ok()) {
+    std::cerr << "tern cluster up: " << loaded.status().message() << "\nnothing was started"
+              << std::endl;
+    return 2;
+  }
+  const ClusterConfig& c = *loaded;
+  if (int code = prepare_cluster_up(c, options); code != 0) return code;
+  const std::string address = dial_address(c.listen);
+  const std::string config_path = fs::absolute(options.file).lexically_normal().string();
+  // The daemons read TLS material and their token from the same file; so does this CLI.
+  const char* env_token = std::getenv("TERN_TOKEN");
+  auto security = make_client_security(&c, address, env_token ? env_token : "");
+  if (!security.is_ok()) {
+    std::cerr << "tern cluster up: " << security.status().message() << "\nnothing was started"
+              << std::endl;
+    return 2;
+  }
+  Launch launch{c, {}, {}};
+  auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                           std::chrono::duration<double>(options.timeout_s));
+  // The coordinator first; wait until it answers. Then the workers.
+  if (Status s = launch.spawn("coordinator", {"coordinator", "--config", config_path}); !s.is_ok()) {
+    return launch.fail(s.message());
+  }
+  RpcClientOptions quick{std::chrono::milliseconds(1000), 0, std::chrono::milliseconds(0)};
+  quick.security = *security;
+  if (Status s = await_coordinator(launch, address, quick, deadline); !s.is_ok()) return launch.fail(s.message());
+  auto names = start_workers(launch, config_path, address);
+  if (!names.is_ok()) return launch.fail(names.status().message());
+  CoordinatorClient client(address, quick);
+  if (Status s = await_workers(launch, client, *names, deadline, options.timeout_s); !s.is_ok()) {
+    return launch.fail(s.message());
+  }
+  for (auto& p : launch.procs) p->detach();
+  print_cluster_up(c, options, address, launch.started[0].pid, names->size());
   return 0;
 }
 

@@ -118,6 +118,66 @@ int repair_command(const CoordinatorCommandOptions& options, const CoordinatorOp
   return 0;
 }
 
+// The coordinator's server options from its cluster file (--config): listen address, state,
+// leases, limits, TLS (unless repairing), the metrics endpoint and its token, regions.
+Status server_options_from_cluster(const CoordinatorCommandOptions& options, CoordinatorServerOptions* out) {
+  CoordinatorServerOptions& so = *out;
+  auto cluster = load_cluster_config(options.config_file, {}, ClusterLoadOptions{true});
+  if (!cluster.is_ok()) return cluster.status();
+  if (!options.repair) {  // repairing needs no certificates
+    auto security = make_server_security(*cluster);
+    if (!security.is_ok()) return security.status();
+    so.security = std::move(security).value();
+  }
+  so.listen = cluster->listen;
+  so.core.state_dir = cluster->state_dir;
+  so.core.heartbeat_ms = cluster->heartbeat_ms;
+  so.core.lease_ms = cluster->lease_ms;
+  so.core.max_queued_jobs = cluster->max_queued_jobs;
+  so.core.max_spec_bytes = cluster->limits.max_spec_bytes;
+  so.core.paths.write_roots = {cluster->work_dir()};
+  so.core.paths.read_roots = cluster->data_dirs;
+  so.core.checkpoint_root = cluster->checkpoint_root;
+  so.max_message_bytes = cluster->limits.max_message_bytes;
+  so.guard.rate_per_s = cluster->limits.rate_per_s;
+  so.guard.rate_burst = static_cast<double>(cluster->limits.rate_burst);
+  so.metrics_port = static_cast<int>(cluster->metrics_port);
+  so.cluster_name = cluster->name;
+  so.metrics_host = cluster->metrics.host;
+  if (!cluster->metrics.token_file.empty()) {
+    auto token = read_secret_file(cluster->metrics.token_file,
+                                  cluster->path + ": coordinator.metrics_token_file");
+    if (!token.is_ok()) return token.status();
+    std::string t = *token;
+    t.erase(t.find_last_not_of(" \t\r\n") + 1);
+    t.erase(0, t.find_first_not_of(" \t\r\n"));
+    if (t.size() < 16) {
+      return invalid_argument(cluster->path + ": coordinator.metrics_token_file: the token is " +
+                              std::to_string(t.size()) + " characters; use at least 16 (openssl rand -hex 32)");
+    }
+    so.metrics_token = t;
+  }
+  for (const auto& r : cluster->regions) so.core.regions.push_back(r.name);
+  so.core.worker_rate_per_s = cluster->limits.worker_rate_per_s;
+  so.core.worker_rate_burst = static_cast<double>(cluster->limits.worker_rate_burst);
+  so.core.max_log_bytes_per_job = cluster->limits.max_log_bytes_per_job;
+  so.core.max_log_chunk_bytes = cluster->limits.max_log_chunk_bytes;
+  bool roles = false;
+  for (const auto& t : cluster->auth.tokens) roles = roles || !t.role.empty();
+  if (!cluster->auth.tokens.empty() && !roles) {
+    spdlog::warn(
+        "{}: no auth.tokens entry has a role, so every token may call every RPC "
+        "(submit, cancel and the worker API); give each one role: user, worker or "
+        "admin",
+        cluster->path);
+  }
+  std::ifstream in(options.config_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  so.core.cluster_yaml = text.str();
+  return Status::ok();
+}
+
 }  // namespace
 
 int coordinator_command(const CoordinatorCommandOptions& options) {
@@ -125,72 +185,11 @@ int coordinator_command(const CoordinatorCommandOptions& options) {
   sigset_t signals = block_termination_signals();
   CoordinatorServerOptions so;
   if (!options.config_file.empty()) {
-    auto cluster = load_cluster_config(options.config_file, {}, ClusterLoadOptions{true});
-    if (!cluster.is_ok()) {
-      spdlog::error("cannot start: {}", cluster.status().message());
-      std::cerr << "tern coordinator: " << cluster.status().message() << std::endl;
+    if (Status s = server_options_from_cluster(options, &so); !s.is_ok()) {
+      spdlog::error("cannot start: {}", s.message());
+      std::cerr << "tern coordinator: " << s.message() << std::endl;
       return 2;
     }
-    if (!options.repair) {  // repairing needs no certificates
-      auto security = make_server_security(*cluster);
-      if (!security.is_ok()) {
-        spdlog::error("cannot start: {}", security.status().message());
-        std::cerr << "tern coordinator: " << security.status().message() << std::endl;
-        return 2;
-      }
-      so.security = std::move(security).value();
-    }
-    so.listen = cluster->listen;
-    so.core.state_dir = cluster->state_dir;
-    so.core.heartbeat_ms = cluster->heartbeat_ms;
-    so.core.lease_ms = cluster->lease_ms;
-    so.core.max_queued_jobs = cluster->max_queued_jobs;
-    so.core.max_spec_bytes = cluster->limits.max_spec_bytes;
-    so.core.paths.write_roots = {cluster->work_dir()};
-    so.core.paths.read_roots = cluster->data_dirs;
-    so.core.checkpoint_root = cluster->checkpoint_root;
-    so.max_message_bytes = cluster->limits.max_message_bytes;
-    so.guard.rate_per_s = cluster->limits.rate_per_s;
-    so.guard.rate_burst = static_cast<double>(cluster->limits.rate_burst);
-    so.metrics_port = static_cast<int>(cluster->metrics_port);
-    so.cluster_name = cluster->name;
-    so.metrics_host = cluster->metrics.host;
-    if (!cluster->metrics.token_file.empty()) {
-      auto token = read_secret_file(cluster->metrics.token_file,
-                                    cluster->path + ": coordinator.metrics_token_file");
-      if (!token.is_ok()) {
-        std::cerr << "tern coordinator: " << token.status().message() << std::endl;
-        return 2;
-      }
-      std::string t = *token;
-      t.erase(t.find_last_not_of(" \t\r\n") + 1);
-      t.erase(0, t.find_first_not_of(" \t\r\n"));
-      if (t.size() < 16) {
-        std::cerr << "tern coordinator: " << cluster->path
-                  << ": coordinator.metrics_token_file: the token is " << t.size()
-                  << " characters; use at least 16 (openssl rand -hex 32)" << std::endl;
-        return 2;
-      }
-      so.metrics_token = t;
-    }
-    for (const auto& r : cluster->regions) so.core.regions.push_back(r.name);
-    so.core.worker_rate_per_s = cluster->limits.worker_rate_per_s;
-    so.core.worker_rate_burst = static_cast<double>(cluster->limits.worker_rate_burst);
-    so.core.max_log_bytes_per_job = cluster->limits.max_log_bytes_per_job;
-    so.core.max_log_chunk_bytes = cluster->limits.max_log_chunk_bytes;
-    bool roles = false;
-    for (const auto& t : cluster->auth.tokens) roles = roles || !t.role.empty();
-    if (!cluster->auth.tokens.empty() && !roles) {
-      spdlog::warn(
-          "{}: no auth.tokens entry has a role, so every token may call every RPC "
-          "(submit, cancel and the worker API); give each one role: user, worker or "
-          "admin",
-          cluster->path);
-    }
-    std::ifstream in(options.config_file);
-    std::stringstream text;
-    text << in.rdbuf();
-    so.core.cluster_yaml = text.str();
   }
   if (!options.listen.empty()) so.listen = options.listen;
   if (options.metrics_port >= 0) so.metrics_port = options.metrics_port;

@@ -24,182 +24,221 @@ void add_client_flags(CLI::App* cmd, tern::ClientOptions* o) {
   cmd->add_flag("--json", o->json, "machine-readable JSON output");
 }
 
+// Every subcommand's options and handles, filled in by CLI11 while it parses.
+struct Cli {
+  tern::RunOptions run;
+  tern::CoordinatorCommandOptions coord;
+  tern::WorkerDaemonOptions worker;
+  tern::ClientOptions worker_client;
+  std::string worker_log_level = "info";
+  int64_t grace_ms = 5000;
+  std::vector<std::string> data_dirs;
+  tern::ClusterCommandOptions cluster;
+  tern::ClientOptions client;
+  tern::SubmitOptions submit;
+  tern::StatusOptions status;
+  std::string job_id;
+  int rank = 0;
+  bool follow = false;
+  CLI::App* run_cmd = nullptr;
+  CLI::App* coord_cmd = nullptr;
+  CLI::App* worker_cmd = nullptr;
+  CLI::App* up_cmd = nullptr;
+  CLI::App* down_cmd = nullptr;
+  CLI::App* submit_cmd = nullptr;
+  CLI::App* jobs_cmd = nullptr;
+  CLI::App* status_cmd = nullptr;
+  CLI::App* workers_cmd = nullptr;
+  CLI::App* logs_cmd = nullptr;
+  CLI::App* cancel_cmd = nullptr;
+};
+
+// tern run: standalone, no coordinator.
+void add_run_command(CLI::App& app, Cli& c) {
+  c.run_cmd =
+      app.add_subcommand("run", "Run a job on this machine with N local trainer processes");
+  c.run_cmd->add_option("job", c.run.job_file, "job spec (YAML)")->required()->check(CLI::ExistingFile);
+  c.run_cmd->add_option("--workers,-n", c.run.workers, "number of ranks (default: the spec's workers)");
+  c.run_cmd->add_option("--set", c.run.overrides, "override a spec field: a.b=c (repeatable)");
+  c.run_cmd->add_flag("--json", c.run.json, "print one JSON summary object");
+  c.run_cmd->add_flag("--verbose,-v", c.run.verbose, "show the trainers' logs");
+  c.run_cmd->add_option("--cluster", c.run.cluster_file,
+                      "cluster file: regions and network model (WAN emulation)");
+  c.run_cmd->add_option("--trainer", c.run.trainer_path, "tern-trainer binary");
+  c.run_cmd->add_option("--run-dir", c.run.run_dir, "where logs and the effective spec go");
+  c.run_cmd->add_option("--timeout", c.run.timeout_s, "stop the job after this many seconds");
+  c.run_cmd->add_option("--resume", c.run.resume_dir,
+                      "resume from the newest valid checkpoint in DIR (recovery.resume_from)");
+
+}
+
+// tern coordinator and tern worker: the daemons.
+void add_daemon_commands(CLI::App& app, Cli& c) {
+  c.worker_client.worker = true;
+  c.coord_cmd = app.add_subcommand("coordinator", "Run the coordinator (until SIGTERM)");
+  c.coord_cmd
+      ->add_option("--config", c.coord.config_file,
+                   "cluster file (listen address, state_dir, leases)")
+      ->check(CLI::ExistingFile);
+  c.coord_cmd->add_option("--listen", c.coord.listen, "HOST:PORT to serve on (overrides the file)");
+  c.coord_cmd->add_option("--state-dir", c.coord.state_dir,
+                        "journal and logs directory (overrides the file)");
+  c.coord_cmd->add_option("--log-level", c.coord.log_level, "trace|debug|info|warn|error");
+  c.coord_cmd->add_option("--metrics-port", c.coord.metrics_port,
+                        "HTTP port for /metrics and /healthz (overrides the file; 0 = off)");
+  c.coord_cmd->add_flag("--repair", c.coord.repair,
+                      "salvage every intact record of a damaged journal into a new one (the "
+                      "damaged file is kept), rebuild the job id high-water mark, report, exit");
+  c.coord_cmd->add_flag("--json", c.coord.json, "with --repair: the report as one JSON object");
+
+  c.worker_cmd = app.add_subcommand("worker", "Run a worker daemon (until SIGTERM)");
+  c.worker_cmd->add_option("--coordinator", c.worker_client.coordinator, "coordinator HOST:PORT");
+  c.worker_cmd->add_option("--cluster", c.worker_client.cluster_file,
+                         "cluster file: the coordinator to join, TLS, token file, data dirs");
+  c.worker_cmd->add_option("--token", c.worker_client.token,
+                         "bearer token (default: $TERN_TOKEN, then the cluster file's "
+                         "auth.token_file)");
+  c.worker_cmd->add_option("--data-dir", c.data_dirs,
+                         "directory jobs may read data from (repeatable; default: the cluster "
+                         "file's data_dirs, else /usr/share/datasets)");
+  c.worker_cmd->add_option("--region", c.worker.region, "region this machine is in")
+      ->capture_default_str();
+  c.worker_cmd->add_option("--slots", c.worker.slots, "ranks this worker runs at once")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  c.worker_cmd->add_option("--name", c.worker.name, "worker id (default: assigned by the coordinator)");
+  c.worker_cmd->add_option("--host", c.worker.host, "address peers reach this machine at")
+      ->capture_default_str();
+  c.worker_cmd->add_option("--work-dir", c.worker.work_dir, "job directories and trainer logs")
+      ->capture_default_str();
+  c.worker_cmd->add_option("--trainer", c.worker.trainer_path,
+                         "tern-trainer binary (default: next to tern)");
+  c.worker_cmd->add_option("--stop-grace-ms", c.grace_ms, "stop command -> SIGKILL")
+      ->capture_default_str();
+  c.worker_cmd->add_option("--log-level", c.worker_log_level, "trace|debug|info|warn|error");
+
+}
+
+// tern cluster up | down.
+void add_cluster_commands(CLI::App& app, Cli& c) {
+  CLI::App* cluster_cmd =
+      app.add_subcommand("cluster", "Start or stop a local cluster from a cluster file");
+  cluster_cmd->require_subcommand(1);
+  c.up_cmd = cluster_cmd->add_subcommand("up", "Start the coordinator and worker daemons");
+  c.up_cmd->add_option("file", c.cluster.file, "cluster file (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c.up_cmd->add_option("--timeout", c.cluster.timeout_s, "seconds to wait for every worker to register")
+      ->capture_default_str();
+  c.up_cmd->add_flag("--json", c.cluster.json, "machine-readable JSON output");
+  c.down_cmd = cluster_cmd->add_subcommand("down", "Stop the daemons (and their trainers)");
+  c.down_cmd->add_option("file", c.cluster.file, "cluster file (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c.down_cmd->add_option("--grace", c.cluster.grace_s, "seconds between SIGTERM and SIGKILL")
+      ->capture_default_str();
+  c.down_cmd->add_flag("--json", c.cluster.json, "machine-readable JSON output");
+
+}
+
+// submit, jobs, status, workers, logs, cancel: clients of a running coordinator.
+void add_client_commands(CLI::App& app, Cli& c) {
+  c.submit_cmd = app.add_subcommand("submit", "Submit a job to the coordinator");
+  auto* submit_file = c.submit_cmd->add_option("job", c.submit.job_file, "job spec (YAML)")->check(CLI::ExistingFile);
+  auto* submit_resume = c.submit_cmd->add_option(
+      "--resume", c.submit.resume_job,
+      "start a new job from job JOB's spec and newest committed checkpoint (the cluster's checkpoint_root; "
+      "--set workers=N for another worker count)");
+  submit_resume->excludes(submit_file);
+  c.submit_cmd->add_option("--set", c.submit.overrides, "override a spec field: a.b=c (repeatable)");
+  c.submit_cmd->add_flag("--watch,-w", c.submit.watch,
+                       "follow the job to its end with a live progress bar");
+  add_client_flags(c.submit_cmd, &c.client);
+
+  c.jobs_cmd = app.add_subcommand("jobs", "List jobs");
+  add_client_flags(c.jobs_cmd, &c.client);
+
+  c.status_cmd = app.add_subcommand("status", "Show a job: state, per-rank progress, accuracy");
+  c.status_cmd->add_option("job", c.status.job_id, "job id")->required();
+  c.status_cmd->add_flag("--watch,-w", c.status.watch,
+                       "live per-rank table, redrawn every --interval until the job ends");
+  c.status_cmd->add_option("--interval", c.status.interval_s, "seconds between redraws with --watch")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  add_client_flags(c.status_cmd, &c.client);
+
+  c.workers_cmd = app.add_subcommand("workers", "List worker daemons");
+  add_client_flags(c.workers_cmd, &c.client);
+
+  c.logs_cmd = app.add_subcommand("logs", "Print a rank's trainer log");
+  c.logs_cmd->add_option("job", c.job_id, "job id")->required();
+  c.logs_cmd->add_option("--rank,-r", c.rank, "rank")->capture_default_str();
+  c.logs_cmd->add_flag("--follow,-f", c.follow, "keep printing until the job ends");
+  add_client_flags(c.logs_cmd, &c.client);
+
+  c.cancel_cmd = app.add_subcommand("cancel", "Cancel a pending or running job");
+  c.cancel_cmd->add_option("job", c.job_id, "job id")->required();
+  add_client_flags(c.cancel_cmd, &c.client);
+
+}
+
+// tern worker: the coordinator, TLS and data directories from the flags and the cluster file.
+int run_worker(Cli& c) {
+  auto conn = tern::resolve_connection(c.worker_client);
+  if (!conn.is_ok()) {
+    std::cerr << "tern worker: " << conn.status().message() << std::endl;
+    return tern::kExitBadInput;
+  }
+  c.worker.coordinator = conn->address;
+  c.worker.security = conn->rpc.security;
+  c.worker.rpc_deadline = std::min(c.worker.rpc_deadline, conn->rpc.deadline);
+  if (conn->cluster) {
+    c.worker.data_dirs = conn->cluster->data_dirs;
+    c.worker.checkpoint_root = conn->cluster->checkpoint_root;
+  }
+  if (!c.data_dirs.empty()) {
+    c.worker.data_dirs.clear();
+    for (const auto& d : c.data_dirs)
+      c.worker.data_dirs.push_back(std::filesystem::absolute(d).lexically_normal().string());
+  }
+  c.worker.stop_grace = std::chrono::milliseconds(c.grace_ms);
+  return tern::worker_command(c.worker, c.worker_log_level);
+}
+
+// Runs the subcommand that was parsed.
+int dispatch(Cli& c) {
+  if (*c.run_cmd) return tern::run_local_job(c.run);
+  if (*c.coord_cmd) return tern::coordinator_command(c.coord);
+  if (*c.worker_cmd) return run_worker(c);
+  if (*c.up_cmd) return tern::cluster_up_command(c.cluster);
+  if (*c.down_cmd) return tern::cluster_down_command(c.cluster);
+  if (*c.submit_cmd) {
+    if (c.submit.job_file.empty() && c.submit.resume_job.empty()) {
+      std::cerr << "tern submit: give a job spec (tern submit FILE) or a job to resume (tern submit --resume JOB)"
+                << std::endl;
+      return tern::kExitBadInput;
+    }
+    return tern::submit_command(c.client, c.submit);
+  }
+  if (*c.jobs_cmd) return tern::jobs_command(c.client);
+  if (*c.status_cmd) return tern::status_command(c.client, c.status);
+  if (*c.workers_cmd) return tern::workers_command(c.client);
+  if (*c.logs_cmd) return tern::logs_command(c.client, c.job_id, c.rank, c.follow);
+  if (*c.cancel_cmd) return tern::cancel_command(c.client, c.job_id);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"tern: distributed training across the world"};
   app.require_subcommand(1);
   app.footer("Exit codes: 0 ok, 1 failed, 2 bad input, 3 coordinator unreachable.");
-
-  // --- tern run: standalone, no coordinator ---
-  tern::RunOptions run;
-  auto* run_cmd =
-      app.add_subcommand("run", "Run a job on this machine with N local trainer processes");
-  run_cmd->add_option("job", run.job_file, "job spec (YAML)")->required()->check(CLI::ExistingFile);
-  run_cmd->add_option("--workers,-n", run.workers, "number of ranks (default: the spec's workers)");
-  run_cmd->add_option("--set", run.overrides, "override a spec field: a.b=c (repeatable)");
-  run_cmd->add_flag("--json", run.json, "print one JSON summary object");
-  run_cmd->add_flag("--verbose,-v", run.verbose, "show the trainers' logs");
-  run_cmd->add_option("--cluster", run.cluster_file,
-                      "cluster file: regions and network model (WAN emulation)");
-  run_cmd->add_option("--trainer", run.trainer_path, "tern-trainer binary");
-  run_cmd->add_option("--run-dir", run.run_dir, "where logs and the effective spec go");
-  run_cmd->add_option("--timeout", run.timeout_s, "stop the job after this many seconds");
-  run_cmd->add_option("--resume", run.resume_dir,
-                      "resume from the newest valid checkpoint in DIR (recovery.resume_from)");
-
-  // --- daemons ---
-  tern::CoordinatorCommandOptions coord;
-  auto* coord_cmd = app.add_subcommand("coordinator", "Run the coordinator (until SIGTERM)");
-  coord_cmd
-      ->add_option("--config", coord.config_file,
-                   "cluster file (listen address, state_dir, leases)")
-      ->check(CLI::ExistingFile);
-  coord_cmd->add_option("--listen", coord.listen, "HOST:PORT to serve on (overrides the file)");
-  coord_cmd->add_option("--state-dir", coord.state_dir,
-                        "journal and logs directory (overrides the file)");
-  coord_cmd->add_option("--log-level", coord.log_level, "trace|debug|info|warn|error");
-  coord_cmd->add_option("--metrics-port", coord.metrics_port,
-                        "HTTP port for /metrics and /healthz (overrides the file; 0 = off)");
-  coord_cmd->add_flag("--repair", coord.repair,
-                      "salvage every intact record of a damaged journal into a new one (the "
-                      "damaged file is kept), rebuild the job id high-water mark, report, exit");
-  coord_cmd->add_flag("--json", coord.json, "with --repair: the report as one JSON object");
-
-  tern::WorkerDaemonOptions worker;
-  tern::ClientOptions worker_client;
-  worker_client.worker = true;
-  std::string worker_log_level = "info";
-  int64_t grace_ms = 5000;
-  auto* worker_cmd = app.add_subcommand("worker", "Run a worker daemon (until SIGTERM)");
-  worker_cmd->add_option("--coordinator", worker_client.coordinator, "coordinator HOST:PORT");
-  worker_cmd->add_option("--cluster", worker_client.cluster_file,
-                         "cluster file: the coordinator to join, TLS, token file, data dirs");
-  worker_cmd->add_option("--token", worker_client.token,
-                         "bearer token (default: $TERN_TOKEN, then the cluster file's "
-                         "auth.token_file)");
-  std::vector<std::string> data_dirs;
-  worker_cmd->add_option("--data-dir", data_dirs,
-                         "directory jobs may read data from (repeatable; default: the cluster "
-                         "file's data_dirs, else /usr/share/datasets)");
-  worker_cmd->add_option("--region", worker.region, "region this machine is in")
-      ->capture_default_str();
-  worker_cmd->add_option("--slots", worker.slots, "ranks this worker runs at once")
-      ->check(CLI::Range(1, 1024))
-      ->capture_default_str();
-  worker_cmd->add_option("--name", worker.name, "worker id (default: assigned by the coordinator)");
-  worker_cmd->add_option("--host", worker.host, "address peers reach this machine at")
-      ->capture_default_str();
-  worker_cmd->add_option("--work-dir", worker.work_dir, "job directories and trainer logs")
-      ->capture_default_str();
-  worker_cmd->add_option("--trainer", worker.trainer_path,
-                         "tern-trainer binary (default: next to tern)");
-  worker_cmd->add_option("--stop-grace-ms", grace_ms, "stop command -> SIGKILL")
-      ->capture_default_str();
-  worker_cmd->add_option("--log-level", worker_log_level, "trace|debug|info|warn|error");
-
-  // --- cluster ---
-  tern::ClusterCommandOptions cluster;
-  auto* cluster_cmd =
-      app.add_subcommand("cluster", "Start or stop a local cluster from a cluster file");
-  cluster_cmd->require_subcommand(1);
-  auto* up_cmd = cluster_cmd->add_subcommand("up", "Start the coordinator and worker daemons");
-  up_cmd->add_option("file", cluster.file, "cluster file (YAML)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  up_cmd->add_option("--timeout", cluster.timeout_s, "seconds to wait for every worker to register")
-      ->capture_default_str();
-  up_cmd->add_flag("--json", cluster.json, "machine-readable JSON output");
-  auto* down_cmd = cluster_cmd->add_subcommand("down", "Stop the daemons (and their trainers)");
-  down_cmd->add_option("file", cluster.file, "cluster file (YAML)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  down_cmd->add_option("--grace", cluster.grace_s, "seconds between SIGTERM and SIGKILL")
-      ->capture_default_str();
-  down_cmd->add_flag("--json", cluster.json, "machine-readable JSON output");
-
-  // --- client commands ---
-  tern::ClientOptions client;
-  tern::SubmitOptions submit;
-  auto* submit_cmd = app.add_subcommand("submit", "Submit a job to the coordinator");
-  auto* submit_file = submit_cmd->add_option("job", submit.job_file, "job spec (YAML)")->check(CLI::ExistingFile);
-  auto* submit_resume = submit_cmd->add_option(
-      "--resume", submit.resume_job,
-      "start a new job from job JOB's spec and newest committed checkpoint (the cluster's checkpoint_root; "
-      "--set workers=N for another worker count)");
-  submit_resume->excludes(submit_file);
-  submit_cmd->add_option("--set", submit.overrides, "override a spec field: a.b=c (repeatable)");
-  submit_cmd->add_flag("--watch,-w", submit.watch,
-                       "follow the job to its end with a live progress bar");
-  add_client_flags(submit_cmd, &client);
-
-  auto* jobs_cmd = app.add_subcommand("jobs", "List jobs");
-  add_client_flags(jobs_cmd, &client);
-
-  std::string job_id;
-  auto* status_cmd = app.add_subcommand("status", "Show a job: state, per-rank progress, accuracy");
-  tern::StatusOptions status;
-  status_cmd->add_option("job", status.job_id, "job id")->required();
-  status_cmd->add_flag("--watch,-w", status.watch,
-                       "live per-rank table, redrawn every --interval until the job ends");
-  status_cmd->add_option("--interval", status.interval_s, "seconds between redraws with --watch")
-      ->check(CLI::Range(0.1, 3600.0))
-      ->capture_default_str();
-  add_client_flags(status_cmd, &client);
-
-  auto* workers_cmd = app.add_subcommand("workers", "List worker daemons");
-  add_client_flags(workers_cmd, &client);
-
-  int rank = 0;
-  bool follow = false;
-  auto* logs_cmd = app.add_subcommand("logs", "Print a rank's trainer log");
-  logs_cmd->add_option("job", job_id, "job id")->required();
-  logs_cmd->add_option("--rank,-r", rank, "rank")->capture_default_str();
-  logs_cmd->add_flag("--follow,-f", follow, "keep printing until the job ends");
-  add_client_flags(logs_cmd, &client);
-
-  auto* cancel_cmd = app.add_subcommand("cancel", "Cancel a pending or running job");
-  cancel_cmd->add_option("job", job_id, "job id")->required();
-  add_client_flags(cancel_cmd, &client);
-
+  Cli c;
+  add_run_command(app, c);
+  add_daemon_commands(app, c);
+  add_cluster_commands(app, c);
+  add_client_commands(app, c);
   CLI11_PARSE(app, argc, argv);
-  if (*run_cmd) return tern::run_local_job(run);
-  if (*coord_cmd) return tern::coordinator_command(coord);
-  if (*worker_cmd) {
-    auto conn = tern::resolve_connection(worker_client);
-    if (!conn.is_ok()) {
-      std::cerr << "tern worker: " << conn.status().message() << std::endl;
-      return tern::kExitBadInput;
-    }
-    worker.coordinator = conn->address;
-    worker.security = conn->rpc.security;
-    worker.rpc_deadline = std::min(worker.rpc_deadline, conn->rpc.deadline);
-    if (conn->cluster) {
-      worker.data_dirs = conn->cluster->data_dirs;
-      worker.checkpoint_root = conn->cluster->checkpoint_root;
-    }
-    if (!data_dirs.empty()) {
-      worker.data_dirs.clear();
-      for (const auto& d : data_dirs)
-        worker.data_dirs.push_back(std::filesystem::absolute(d).lexically_normal().string());
-    }
-    worker.stop_grace = std::chrono::milliseconds(grace_ms);
-    return tern::worker_command(worker, worker_log_level);
-  }
-  if (*up_cmd) return tern::cluster_up_command(cluster);
-  if (*down_cmd) return tern::cluster_down_command(cluster);
-  if (*submit_cmd) {
-    if (submit.job_file.empty() && submit.resume_job.empty()) {
-      std::cerr << "tern submit: give a job spec (tern submit FILE) or a job to resume (tern submit --resume JOB)"
-                << std::endl;
-      return tern::kExitBadInput;
-    }
-    return tern::submit_command(client, submit);
-  }
-  if (*jobs_cmd) return tern::jobs_command(client);
-  if (*status_cmd) return tern::status_command(client, status);
-  if (*workers_cmd) return tern::workers_command(client);
-  if (*logs_cmd) return tern::logs_command(client, job_id, rank, follow);
-  if (*cancel_cmd) return tern::cancel_command(client, job_id);
-  return 0;
+  return dispatch(c);
 }

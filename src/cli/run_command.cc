@@ -120,7 +120,7 @@ Result<LocalRun> prepare_run(const RunOptions& options) {
   if (ec) return internal_error("cannot create run directory " + run.run_dir + ": " + ec.message());
   run.run_dir = fs::absolute(run.run_dir).lexically_normal().string();
   const RecoverySpec& rec = loaded->spec.recovery;
-  if ((rec.checkpoint_every > 0 || rec.interval != "fixed") && rec.dir.empty()) {
+  if ((rec.checkpoint_every > 0 || rec.interval != IntervalPolicy::kFixed) && rec.dir.empty()) {
     // Every rank must write to one store: the run directory, not each rank's work directory.
     overrides.push_back("recovery.dir=" + run.run_dir + "/checkpoints");
     loaded = load_job_spec_file(options.job_file, overrides);
@@ -242,13 +242,13 @@ Status LocalRunner::replace_rank(size_t lost) {
   cmd.master = "127.0.0.1:" + std::to_string(port);
   cmd.generation = ++generation_;
   cmd.world = static_cast<int>(world_);
-  cmd.rollback = spec_.recovery.mode == "full";
+  cmd.rollback = spec_.recovery.mode == RecoveryMode::kFull;
   ++recoveries_;
   for (size_t r = 0; r < ranks_.size(); ++r) {
     if (r != lost && !ranks_[r].exit_status) (void)ranks_[r].proc->send(cmd);
   }
   std::cerr << "tern run: rank " << lost << " lost (exit " << *ranks_[lost].exit_status
-            << "); regrouping at generation " << generation_ << " with a replacement (" << spec_.recovery.mode
+            << "); regrouping at generation " << generation_ << " with a replacement (" << name_of(spec_.recovery.mode)
             << " recovery)" << std::endl;
   return spawn_rank(static_cast<int64_t>(lost), generation_, cmd.master);
 }
@@ -286,7 +286,7 @@ void LocalRunner::on_event(size_t r, const TrainerEvent& e) {
 }
 
 size_t LocalRunner::check_exits() {
-  const bool elastic = spec_.recovery.mode == "partial" || spec_.recovery.mode == "full";
+  const bool elastic = spec_.recovery.mode == RecoveryMode::kPartial || spec_.recovery.mode == RecoveryMode::kFull;
   size_t running = 0;
   for (size_t r = 0; r < ranks_.size(); ++r) {
     Rank& rk = ranks_[r];
@@ -456,8 +456,9 @@ int run_local_job(const RunOptions& options) {
               << std::endl;
   }
   if (!options.json || isatty(STDERR_FILENO)) {
-    std::cerr << "tern run: " << spec.name << " with " << spec.workers << " workers (" << spec.model.type << ", "
-              << spec.sync.strategy << (spec.compress.method != "none" ? "+" + spec.compress.method : "")
+    std::cerr << "tern run: " << spec.name << " with " << spec.workers << " workers (" << name_of(spec.model.type) << ", "
+              << name_of(spec.sync.strategy)
+              << (spec.compress.method != CompressMethod::kNone ? "+" + name_of(spec.compress.method) : "")
               << "), logs in " << runner.run_dir() << std::endl;
   }
   runner.supervise();

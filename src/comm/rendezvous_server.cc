@@ -176,6 +176,26 @@ struct RendezvousServer::State {
     return true;
   }
 
+  // compareSet key expected desired, with c10d's TCPStore semantics.
+  void compare_set(Connection* c, const std::vector<std::string>& f) {
+    // c10d's TCPStore semantics: a missing key is created only when the expected value is
+    // empty; the reply is the key's value afterwards (the expected value when it is missing).
+    auto it = kv.find(f[0]);
+    if (it == kv.end()) {
+      if (!f[1].empty()) return reply(c, Reply::kOk, {f[1]});
+      if (!store(c, f[0], f[2])) return;
+      reply(c, Reply::kOk, {f[2]});
+      after_write();
+      return;
+    }
+    if (it->second == f[1]) {
+      if (!store(c, f[0], f[2])) return;
+      it = kv.find(f[0]);
+    }
+    reply(c, Reply::kOk, {it->second});
+    after_write();
+  }
+
   void dispatch(Connection* c, rendezvous::Message m) {
     auto& f = m.fields;
     auto want = [&](size_t n, const char* name) {
@@ -197,22 +217,7 @@ struct RendezvousServer::State {
             !check_value(c, f[0], f[2])) {
           return;
         }
-        // c10d's TCPStore semantics: a missing key is created only when the expected value is
-        // empty; the reply is the key's value afterwards (the expected value when it is missing).
-        auto it = kv.find(f[0]);
-        if (it == kv.end()) {
-          if (!f[1].empty()) return reply(c, Reply::kOk, {f[1]});
-          if (!store(c, f[0], f[2])) return;
-          reply(c, Reply::kOk, {f[2]});
-          after_write();
-          return;
-        }
-        if (it->second == f[1]) {
-          if (!store(c, f[0], f[2])) return;
-          it = kv.find(f[0]);
-        }
-        reply(c, Reply::kOk, {it->second});
-        after_write();
+        compare_set(c, f);
         return;
       }
       case Op::kGet: {

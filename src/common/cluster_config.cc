@@ -163,114 +163,114 @@ void resolve_file(YamlMap& m, const std::string& key, const std::string& base, b
   }
 }
 
-Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path,
-                                         const ClusterLoadOptions& options) {
-  ErrorList errors(path);
-  YamlMap m(root, "", &errors);
-  ClusterConfig c;
-  c.path = path;
-  const std::string base = std::filesystem::path(path).parent_path().string();
-  m.get("name", &c.name);
-  if (!is_simple_name(c.name)) {
-    m.error("name", "must be 1-63 characters of [A-Za-z0-9._-] (it names .tern/NAME), got '" +
-                        c.name + "'");
+// coordinator: listen address, heartbeats and leases, limits, metrics.
+void parse_coordinator_section(YamlMap co, const std::string& base, const ClusterLoadOptions& options,
+                               ClusterConfig* out) {
+  ClusterConfig& c = *out;
+  co.get("listen", &c.listen);
+  co.get("heartbeat_ms", &c.heartbeat_ms, 10, 600000);
+  co.get("lease_ms", &c.lease_ms, 50, 3600000);
+  co.get("max_queued_jobs", &c.max_queued_jobs, 1, 1000000);
+  co.get("metrics_port", &c.metrics_port, 0, 65535);
+  co.get("metrics_host", &c.metrics.host);
+  co.get("metrics_token_file", &c.metrics.token_file);
+  resolve_file(co, "metrics_token_file", base, options.check_files, &c.metrics.token_file);
+  co.get("max_log_bytes_per_job", &c.limits.max_log_bytes_per_job, 4096, int64_t{1} << 40);
+  co.get("max_log_chunk_bytes", &c.limits.max_log_chunk_bytes, 4096, int64_t{1} << 30);
+  co.get("max_message_bytes", &c.limits.max_message_bytes, 4096, int64_t{1} << 30);
+  // A spec is YAML: no more than the YAML reader accepts.
+  co.get("max_spec_bytes", &c.limits.max_spec_bytes, 256, static_cast<int64_t>(kMaxYamlBytes));
+  co.get("rpc_deadline_ms", &c.limits.rpc_deadline_ms, 10, 3600000);
+  YamlMap rl = co.child("rate_limit");
+  rl.get("per_s", &c.limits.rate_per_s, 0.001, 1e9);
+  rl.get("burst", &c.limits.rate_burst, 1, 1000000000);
+  rl.finish();
+  YamlMap wl = co.child("worker_rate_limit");
+  wl.get("per_s", &c.limits.worker_rate_per_s, 0.001, 1e9);
+  wl.get("burst", &c.limits.worker_rate_burst, 1, 1000000000);
+  wl.finish();
+  co.finish();
+  std::string host;
+  int port = 0;
+  std::string problem = listen_problem(c.listen, &host, &port);
+  if (!problem.empty()) co.error("listen", problem);
+  if (port != 0 && c.metrics_port == port) {
+    co.error("metrics_port", "is " + std::to_string(port) + ", the port coordinator.listen uses");
   }
-  {
-    YamlMap co = m.child("coordinator");
-    co.get("listen", &c.listen);
-    co.get("heartbeat_ms", &c.heartbeat_ms, 10, 600000);
-    co.get("lease_ms", &c.lease_ms, 50, 3600000);
-    co.get("max_queued_jobs", &c.max_queued_jobs, 1, 1000000);
-    co.get("metrics_port", &c.metrics_port, 0, 65535);
-    co.get("metrics_host", &c.metrics.host);
-    co.get("metrics_token_file", &c.metrics.token_file);
-    resolve_file(co, "metrics_token_file", base, options.check_files, &c.metrics.token_file);
-    co.get("max_log_bytes_per_job", &c.limits.max_log_bytes_per_job, 4096, int64_t{1} << 40);
-    co.get("max_log_chunk_bytes", &c.limits.max_log_chunk_bytes, 4096, int64_t{1} << 30);
-    co.get("max_message_bytes", &c.limits.max_message_bytes, 4096, int64_t{1} << 30);
-    // A spec is YAML: no more than the YAML reader accepts.
-    co.get("max_spec_bytes", &c.limits.max_spec_bytes, 256, static_cast<int64_t>(kMaxYamlBytes));
-    co.get("rpc_deadline_ms", &c.limits.rpc_deadline_ms, 10, 3600000);
-    YamlMap rl = co.child("rate_limit");
-    rl.get("per_s", &c.limits.rate_per_s, 0.001, 1e9);
-    rl.get("burst", &c.limits.rate_burst, 1, 1000000000);
-    rl.finish();
-    YamlMap wl = co.child("worker_rate_limit");
-    wl.get("per_s", &c.limits.worker_rate_per_s, 0.001, 1e9);
-    wl.get("burst", &c.limits.worker_rate_burst, 1, 1000000000);
-    wl.finish();
-    co.finish();
-    std::string host;
-    int port = 0;
-    std::string problem = listen_problem(c.listen, &host, &port);
-    if (!problem.empty()) co.error("listen", problem);
-    if (port != 0 && c.metrics_port == port) {
-      co.error("metrics_port", "is " + std::to_string(port) + ", the port coordinator.listen uses");
-    }
-    if (c.lease_ms < 2 * c.heartbeat_ms) {
-      co.error("lease_ms", "(" + std::to_string(c.lease_ms) +
-                               ") must be at least twice coordinator.heartbeat_ms (" +
-                               std::to_string(c.heartbeat_ms) +
-                               "): a daemon whose lease ends before its next heartbeats arrive "
-                               "is marked LOST (3 or more heartbeats per lease is usual)");
-    }
-    if (c.limits.max_spec_bytes > c.limits.max_message_bytes) {
-      co.error("max_spec_bytes", "must be <= coordinator.max_message_bytes (" +
-                                     std::to_string(c.limits.max_message_bytes) + "), got " +
-                                     std::to_string(c.limits.max_spec_bytes));
-    }
+  if (c.lease_ms < 2 * c.heartbeat_ms) {
+    co.error("lease_ms", "(" + std::to_string(c.lease_ms) +
+                             ") must be at least twice coordinator.heartbeat_ms (" +
+                             std::to_string(c.heartbeat_ms) +
+                             "): a daemon whose lease ends before its next heartbeats arrive "
+                             "is marked LOST (3 or more heartbeats per lease is usual)");
   }
-  {
-    YamlMap t = m.child("tls");
-    t.get("enabled", &c.tls.enabled);
-    t.get("ca", &c.tls.ca);
-    t.get("cert", &c.tls.cert);
-    t.get("key", &c.tls.key);
-    t.get("client_cert", &c.tls.client_cert);
-    t.get("client_key", &c.tls.client_key);
-    t.get("server_name", &c.tls.server_name);
-    if (c.tls.enabled) {
-      if (c.tls.ca.empty()) t.error("ca", "is required when tls.enabled is true");
-      if (c.tls.cert.empty() != c.tls.key.empty())
-        t.error(c.tls.cert.empty() ? "cert" : "key", "cert and key go together: give both");
-      if (c.tls.client_cert.empty() != c.tls.client_key.empty()) {
-        t.error(c.tls.client_cert.empty() ? "client_cert" : "client_key",
-                "client_cert and client_key go together: give both");
-      }
-      if (c.tls.cert.empty() && c.tls.client_cert.empty())
-        t.error("enabled", "needs cert/key (coordinator) or client_cert/client_key (clients)");
-      resolve_file(t, "ca", base, options.check_files, &c.tls.ca);
-      resolve_file(t, "cert", base, options.check_files, &c.tls.cert);
-      resolve_file(t, "key", base, options.check_files, &c.tls.key);
-      resolve_file(t, "client_cert", base, options.check_files, &c.tls.client_cert);
-      resolve_file(t, "client_key", base, options.check_files, &c.tls.client_key);
-    }
-    t.finish();
+  if (c.limits.max_spec_bytes > c.limits.max_message_bytes) {
+    co.error("max_spec_bytes", "must be <= coordinator.max_message_bytes (" +
+                                   std::to_string(c.limits.max_message_bytes) + "), got " +
+                                   std::to_string(c.limits.max_spec_bytes));
   }
-  {
-    YamlMap a = m.child("auth");
-    std::set<std::string> users;
-    for (YamlMap tok : a.child_list("tokens")) {
-      AuthToken at;
-      tok.require("user");
-      tok.require("token_file");
-      tok.get("user", &at.user);
-      tok.get("token_file", &at.token_file);
-      tok.get("role", &at.role);
-      if (!at.role.empty() && at.role != "user" && at.role != "worker" && at.role != "admin")
-        tok.error("role", "must be user, worker or admin, got '" + at.role + "'");
-      resolve_file(tok, "token_file", base, options.check_files, &at.token_file);
-      tok.finish();
-      if (!at.user.empty() && !users.insert(at.user).second)
-        tok.error("user", "duplicate user '" + at.user + "'");
-      c.auth.tokens.push_back(at);
+}
+
+// tls: certificates (resolved against the cluster file's directory).
+void parse_tls_section(YamlMap t, const std::string& base, const ClusterLoadOptions& options,
+                       ClusterConfig* out) {
+  ClusterConfig& c = *out;
+  t.get("enabled", &c.tls.enabled);
+  t.get("ca", &c.tls.ca);
+  t.get("cert", &c.tls.cert);
+  t.get("key", &c.tls.key);
+  t.get("client_cert", &c.tls.client_cert);
+  t.get("client_key", &c.tls.client_key);
+  t.get("server_name", &c.tls.server_name);
+  if (c.tls.enabled) {
+    if (c.tls.ca.empty()) t.error("ca", "is required when tls.enabled is true");
+    if (c.tls.cert.empty() != c.tls.key.empty())
+      t.error(c.tls.cert.empty() ? "cert" : "key", "cert and key go together: give both");
+    if (c.tls.client_cert.empty() != c.tls.client_key.empty()) {
+      t.error(c.tls.client_cert.empty() ? "client_cert" : "client_key",
+              "client_cert and client_key go together: give both");
     }
-    a.get("token_file", &c.auth.token_file);
-    resolve_file(a, "token_file", base, options.check_files, &c.auth.token_file);
-    a.get("worker_token_file", &c.auth.worker_token_file);
-    resolve_file(a, "worker_token_file", base, options.check_files, &c.auth.worker_token_file);
-    a.finish();
+    if (c.tls.cert.empty() && c.tls.client_cert.empty())
+      t.error("enabled", "needs cert/key (coordinator) or client_cert/client_key (clients)");
+    resolve_file(t, "ca", base, options.check_files, &c.tls.ca);
+    resolve_file(t, "cert", base, options.check_files, &c.tls.cert);
+    resolve_file(t, "key", base, options.check_files, &c.tls.key);
+    resolve_file(t, "client_cert", base, options.check_files, &c.tls.client_cert);
+    resolve_file(t, "client_key", base, options.check_files, &c.tls.client_key);
   }
+  t.finish();
+}
+
+// auth: per-user tokens with roles, the shared and the worker token files.
+void parse_auth_section(YamlMap a, const std::string& base, const ClusterLoadOptions& options,
+                        ClusterConfig* out) {
+  ClusterConfig& c = *out;
+  std::set<std::string> users;
+  for (YamlMap tok : a.child_list("tokens")) {
+    AuthToken at;
+    tok.require("user");
+    tok.require("token_file");
+    tok.get("user", &at.user);
+    tok.get("token_file", &at.token_file);
+    tok.get("role", &at.role);
+    if (!at.role.empty() && at.role != "user" && at.role != "worker" && at.role != "admin")
+      tok.error("role", "must be user, worker or admin, got '" + at.role + "'");
+    resolve_file(tok, "token_file", base, options.check_files, &at.token_file);
+    tok.finish();
+    if (!at.user.empty() && !users.insert(at.user).second)
+      tok.error("user", "duplicate user '" + at.user + "'");
+    c.auth.tokens.push_back(at);
+  }
+  a.get("token_file", &c.auth.token_file);
+  resolve_file(a, "token_file", base, options.check_files, &c.auth.token_file);
+  a.get("worker_token_file", &c.auth.worker_token_file);
+  resolve_file(a, "worker_token_file", base, options.check_files, &c.auth.worker_token_file);
+  a.finish();
+}
+
+// data_dirs and checkpoint_root: absolute, normalised directories.
+void parse_storage_paths(YamlMap& m, ClusterConfig* out) {
+  ClusterConfig& c = *out;
   if (m.has("data_dirs")) {
     c.data_dirs.clear();
     m.get_list("data_dirs", &c.data_dirs);
@@ -296,10 +296,11 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
       }
     }
   }
-  std::string state_dir = ".tern/" + c.name;
-  m.get("state_dir", &state_dir);
-  if (state_dir.empty()) m.error("state_dir", "must not be empty");
-  m.get("trainer", &c.trainer_path);
+}
+
+// regions: names, worker daemons, slots, hosts, GPUs. Returns the region names.
+std::set<std::string> parse_regions(YamlMap& m, ClusterConfig* out) {
+  ClusterConfig& c = *out;
   m.require("regions");
   std::set<std::string> names;
   for (YamlMap r : m.child_list("regions")) {
@@ -339,66 +340,96 @@ Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& pat
             "have no worker daemons (workers: 0 everywhere): give at least one region "
             "workers >= 1");
   }
-  {
-    YamlMap n = m.child("network");
-    n.get("emulate", &c.network.emulate);
-    YamlMap intra = n.child("intra_region");
-    parse_link(intra, &c.network.intra_region);
-    check_link(intra, c.network.intra_region);
-    intra.finish();
-    YamlMap def = n.child("default");
-    parse_link(def, &c.network.inter_region_default);
-    check_link(def, c.network.inter_region_default);
-    def.finish();
-    std::map<std::pair<std::string, std::string>, std::string> link_paths;
-    for (YamlMap l : n.child_list("links")) {
-      std::vector<std::string> between;
-      l.require("between");
-      l.get_list("between", &between);
-      LinkSpec ls;
-      parse_link(l, &ls);
-      check_link(l, ls);
-      l.finish();
-      if (between.size() != 2) {
-        if (l.has("between")) l.error("between", "must name exactly two regions");
-        continue;
-      }
-      for (const auto& b : between) {
-        if (!names.count(b)) l.error("between", "names unknown region '" + b + "'");
-      }
-      if (between[0] == between[1]) {
-        l.error("between", "names region '" + between[0] +
-                               "' twice; within a region, set network.intra_region");
-        continue;
-      }
-      auto key = between[0] < between[1] ? std::make_pair(between[0], between[1])
-                                          : std::make_pair(between[1], between[0]);
-      auto [first, inserted] = link_paths.emplace(key, l.path());
-      if (!inserted) {
-        l.error("between", "gives the link " + key.first + " - " + key.second +
-                               " again (first in " + first->second + ")");
-      }
-      c.network.links[key] = ls;
+  return names;
+}
+
+// network: the emulated links (intra-region, the default between regions, per pair).
+void parse_network_section(YamlMap n, const std::set<std::string>& names, ClusterConfig* out) {
+  ClusterConfig& c = *out;
+  n.get("emulate", &c.network.emulate);
+  YamlMap intra = n.child("intra_region");
+  parse_link(intra, &c.network.intra_region);
+  check_link(intra, c.network.intra_region);
+  intra.finish();
+  YamlMap def = n.child("default");
+  parse_link(def, &c.network.inter_region_default);
+  check_link(def, c.network.inter_region_default);
+  def.finish();
+  std::map<std::pair<std::string, std::string>, std::string> link_paths;
+  for (YamlMap l : n.child_list("links")) {
+    std::vector<std::string> between;
+    l.require("between");
+    l.get_list("between", &between);
+    LinkSpec ls;
+    parse_link(l, &ls);
+    check_link(l, ls);
+    l.finish();
+    if (between.size() != 2) {
+      if (l.has("between")) l.error("between", "must name exactly two regions");
+      continue;
     }
-    n.finish();
+    for (const auto& b : between) {
+      if (!names.count(b)) l.error("between", "names unknown region '" + b + "'");
+    }
+    if (between[0] == between[1]) {
+      l.error("between", "names region '" + between[0] +
+                             "' twice; within a region, set network.intra_region");
+      continue;
+    }
+    auto key = between[0] < between[1] ? std::make_pair(between[0], between[1])
+                                        : std::make_pair(between[1], between[0]);
+    auto [first, inserted] = link_paths.emplace(key, l.path());
+    if (!inserted) {
+      l.error("between", "gives the link " + key.first + " - " + key.second +
+                             " again (first in " + first->second + ")");
+    }
+    c.network.links[key] = ls;
   }
+  n.finish();
+}
+
+// Plain-text gRPC carries tokens and job specs in the clear: only on this machine.
+void check_plaintext_is_loopback(YamlMap& m, const ClusterConfig& c) {
+  if (c.tls.enabled) return;
+  if (!is_loopback_host(c.listen)) {
+    m.error("coordinator", "listen " + c.listen +
+                               " is not a loopback address and tls.enabled is false: plain-text "
+                               "gRPC is only allowed on loopback; enable tls (scripts/make-certs.sh) "
+                               "or listen on 127.0.0.1");
+  }
+  for (size_t i = 0; i < c.regions.size(); ++i) {
+    if (!is_loopback_host(c.regions[i].host)) {
+      m.error("regions", "[" + std::to_string(i) + "].host " + c.regions[i].host +
+                             " is not a loopback address and tls.enabled is false: enable tls "
+                             "for a cluster that spans machines");
+    }
+  }
+}
+
+Result<ClusterConfig> parse_cluster_node(YAML::Node root, const std::string& path,
+                                         const ClusterLoadOptions& options) {
+  ErrorList errors(path);
+  YamlMap m(root, "", &errors);
+  ClusterConfig c;
+  c.path = path;
+  const std::string base = std::filesystem::path(path).parent_path().string();
+  m.get("name", &c.name);
+  if (!is_simple_name(c.name)) {
+    m.error("name", "must be 1-63 characters of [A-Za-z0-9._-] (it names .tern/NAME), got '" +
+                        c.name + "'");
+  }
+  parse_coordinator_section(m.child("coordinator"), base, options, &c);
+  parse_tls_section(m.child("tls"), base, options, &c);
+  parse_auth_section(m.child("auth"), base, options, &c);
+  parse_storage_paths(m, &c);
+  std::string state_dir = ".tern/" + c.name;
+  m.get("state_dir", &state_dir);
+  if (state_dir.empty()) m.error("state_dir", "must not be empty");
+  m.get("trainer", &c.trainer_path);
+  const std::set<std::string> names = parse_regions(m, &c);
+  parse_network_section(m.child("network"), names, &c);
   m.finish();
-  if (!c.tls.enabled) {
-    // Plain-text gRPC carries tokens and job specs in the clear: only on this machine.
-    if (!is_loopback_host(c.listen)) {
-      m.error("coordinator", "listen " + c.listen +
-                                 " is not a loopback address and tls.enabled is false: plain-text "
-                                 "gRPC is only allowed on loopback; enable tls (scripts/make-certs.sh) "
-                                 "or listen on 127.0.0.1");
-    }
-    for (size_t i = 0; i < c.regions.size(); ++i) {
-      if (!is_loopback_host(c.regions[i].host)) {
-        m.error("regions", "[" + std::to_string(i) + "].host " + c.regions[i].host +
-                               " is not a loopback address and tls.enabled is false: enable tls "
-                               "for a cluster that spans machines");
-      }
-    }
-  }
+  check_plaintext_is_loopback(m, c);
   TERN_RETURN_IF_ERROR(errors.to_status());
   std::error_code ec;
   c.state_dir = std::filesystem::absolute(state_dir, ec).lexically_normal().string();

@@ -14,25 +14,53 @@ namespace {
 constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 constexpr double kMaxDouble = std::numeric_limits<double>::max();
 
+// A spec enum from its YAML word; an unknown word is an error naming the key and the words.
+template <class E>
+void get_spec_enum(YamlMap& m, const std::string& key, E* out) {
+  std::string word = name_of(*out);
+  const auto& words = SpecEnum<E>::kWords;
+  m.get_enum(key, &word, std::vector<const char*>(std::begin(words), std::end(words)));
+  parse_spec_enum(word, out);
+}
+
+// A list of spec enum words (model.metrics).
+template <class E>
+void get_spec_enum_list(YamlMap& m, const std::string& key, std::vector<E>* out) {
+  std::vector<std::string> words;
+  m.get_list(key, &words);
+  if (!m.has(key)) return;
+  out->clear();
+  std::string all;
+  for (const char* w : SpecEnum<E>::kWords) all += (all.empty() ? "" : ", ") + std::string(w);
+  for (const std::string& w : words) {
+    E value{};
+    if (parse_spec_enum(w, &value)) {
+      out->push_back(value);
+    } else {
+      m.error(key, "unknown '" + w + "' (" + all + ")");
+    }
+  }
+}
+
 void parse_model(YamlMap m, ModelSpec* out) {
-  m.get_enum("type", &out->type, {"mlp", "cnn", "dlrm", "torchscript"});
+  get_spec_enum(m, "type", &out->type);
   m.get("path", &out->path);
-  m.get_enum("loss", &out->loss, {"cross_entropy", "mse", "bce_with_logits", "returned"});
-  m.get_list("metrics", &out->metrics);
+  get_spec_enum(m, "loss", &out->loss);
+  get_spec_enum_list(m, "metrics", &out->metrics);
   m.get("embedding_dim", &out->embedding_dim, 1, 4096);
   m.get_list("bottom_mlp", &out->bottom_mlp, 1, 1 << 16);
   m.get_list("top_mlp", &out->top_mlp, 1, 1 << 16);
-  m.get_enum("sharding", &out->sharding, {"round_robin", "balanced"});
+  get_spec_enum(m, "sharding", &out->sharding);
   m.finish();
 }
 
 void parse_data(YamlMap m, DataSpec* out) {
-  m.get_enum("source", &out->source, {"fashion_mnist", "synthetic", "criteo", "synthetic_ctr", "tensors", "tokens"});
+  get_spec_enum(m, "source", &out->source);
   m.get("path", &out->path);
   m.get("test_path", &out->test_path);
   m.get("inputs", &out->inputs);
   m.get("targets", &out->targets);
-  m.get_enum("token_dtype", &out->token_dtype, {"uint16", "uint32"});
+  get_spec_enum(m, "token_dtype", &out->token_dtype);
   m.get("vocab_size", &out->vocab_size, 1, int64_t{1} << 32);
   m.get("block_size", &out->block_size, 1, int64_t{1} << 20);
   m.get("test_fraction", &out->test_fraction, 0.0, 0.9);
@@ -45,7 +73,7 @@ void parse_data(YamlMap m, DataSpec* out) {
   m.get("zipf_alpha", &out->zipf_alpha, 0.0, 10.0);
   m.get_list("table_sizes", &out->table_sizes, 1, 4294967296.0);
   m.get("holdout_every", &out->holdout_every, 0, kMaxInt);
-  m.get_enum("malformed", &out->malformed, {"skip", "fail"});
+  get_spec_enum(m, "malformed", &out->malformed);
   m.get("max_malformed", &out->max_malformed, 0, kMaxInt);
   m.get("max_malformed_fraction", &out->max_malformed_fraction, 0.0, 1.0);
   m.finish();
@@ -56,12 +84,12 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get("steps", &out->steps, 0, kMaxInt);
   m.get("batch_size", &out->batch_size, 1, 1 << 20);
   m.get("lr", &out->lr, 0.0, 100.0);
-  m.get_enum("lr_schedule", &out->lr_schedule, {"constant", "cosine", "step"});
+  get_spec_enum(m, "lr_schedule", &out->lr_schedule);
   m.get("warmup_steps", &out->warmup_steps, 0, kMaxInt);
   m.get("lr_min", &out->lr_min, 0.0, 100.0);
   m.get_list("lr_decay_at", &out->lr_decay_at, 0.0, 1.0);
   m.get("lr_gamma", &out->lr_gamma, 0.0, 1.0);
-  m.get_enum("optimizer", &out->optimizer, {"sgd", "adamw"});
+  get_spec_enum(m, "optimizer", &out->optimizer);
   m.get("momentum", &out->momentum, 0.0, 0.9999);
   m.get("nesterov", &out->nesterov);
   m.get("weight_decay", &out->weight_decay, 0.0, 1.0);
@@ -90,7 +118,7 @@ void parse_train(YamlMap m, TrainSpec* out) {
       m.error("eps", "must be > 0 (AdamW divides by sqrt(v) + eps), got " + got.str());
     }
   }
-  if (out->optimizer == "adamw" && out->nesterov) {
+  if (out->optimizer == OptimizerKind::kAdamw && out->nesterov) {
     // (train.momentum is left alone: every SGD template sets it, and adamw does not read it.)
     m.error("nesterov", "is SGD's Nesterov momentum; train.optimizer adamw has none: remove it or use "
                         "train.optimizer sgd");
@@ -99,7 +127,7 @@ void parse_train(YamlMap m, TrainSpec* out) {
   m.get("eval_every", &out->eval_every, 0, kMaxInt);
   m.get("log_every", &out->log_every, 1, kMaxInt);
   m.get("threads", &out->threads, 1, kMaxTrainThreads);
-  m.get_enum("on_nonfinite", &out->on_nonfinite, {"fail", "skip_step"});
+  get_spec_enum(m, "on_nonfinite", &out->on_nonfinite);
   if (m.has("dp")) {
     out->dp.enabled = true;
     YamlMap dp = m.child("dp");
@@ -120,15 +148,15 @@ void parse_train(YamlMap m, TrainSpec* out) {
       if (delta > 0 && delta < 1) out->dp.delta = delta;
       else if (delta == 0 || delta == 1) dp.error("delta", "must be in (0, 1), got " + std::to_string(delta));
     }
-    dp.get_enum("embedding_noise", &out->dp.embedding_noise, {"lazy", "eager"});
-    dp.get_enum("per_sample", &out->dp.per_sample, {"auto", "vectorized", "microbatch"});
+    get_spec_enum(dp, "embedding_noise", &out->dp.embedding_noise);
+    get_spec_enum(dp, "per_sample", &out->dp.per_sample);
     dp.finish();
   }
   m.finish();
 }
 
 void parse_sync(YamlMap m, SyncSpec* out) {
-  m.get_enum("strategy", &out->strategy, {"ssgd", "dssgd", "tsu", "dts", "hierarchical"});
+  get_spec_enum(m, "strategy", &out->strategy);
   m.get_or_auto("delay", &out->delay, &out->delay_auto, 0, 10000);
   m.get_or_auto("period", &out->period, &out->period_auto, 1, 100000);
   m.get("auto_wait_share", &out->auto_wait_share, 0.001, 1.0);
@@ -147,15 +175,15 @@ void parse_sync(YamlMap m, SyncSpec* out) {
   m.get("bucket_mb", &out->bucket_mb, 0.001, 4096.0);
   m.get("timeout_s", &out->timeout_s, 0.1, 86400.0);
   m.get("verify_every", &out->verify_every, 0, kMaxInt);
-  m.get_enum("on_mismatch", &out->on_mismatch, {"fail", "majority"});
+  get_spec_enum(m, "on_mismatch", &out->on_mismatch);
   m.finish();
 }
 
 void parse_compress(YamlMap m, CompressSpec* out) {
-  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8", "int4", "topk"});
+  get_spec_enum(m, "method", &out->method);
   // Each sparsifier's own default density: DGC's (in CompressSpec) reaches 0.1 % through its
   // warm-up; topk has neither warm-up nor momentum correction and sends 2 %.
-  if (out->method == "topk") out->density = kTopkDefaultDensity;
+  if (out->method == CompressMethod::kTopk) out->density = kTopkDefaultDensity;
   m.get("density", &out->density, 1e-6, 1.0);
   m.get_list("warmup_densities", &out->warmup_densities, 1e-6, 1.0);
   m.get("warmup_epochs", &out->warmup_epochs, 0, 100000);
@@ -181,17 +209,17 @@ void parse_compress(YamlMap m, CompressSpec* out) {
 
 void validate_compress(const CompressSpec& c, YamlMap& root) {
   const int64_t bits = c.value_bits;
-  const bool chunked = c.method == "topk" && c.chunk_size > 0;
+  const bool chunked = c.method == CompressMethod::kTopk && c.chunk_size > 0;
   if (bits != 16 && bits != 32 && !((bits == 8 || bits == 4) && chunked)) {
     root.error("compress", "value_bits must be 16 or 32" +
                                std::string(chunked ? " (or 8 or 4)" : "; 8 and 4 need method topk with chunk_size") +
                                ", got " + std::to_string(bits));
   }
-  if (c.chunk_size > 0 && c.method != "topk") {
-    root.error("compress", "chunk_size applies to method topk only, got method " + c.method);
+  if (c.chunk_size > 0 && c.method != CompressMethod::kTopk) {
+    root.error("compress", "chunk_size applies to method topk only, got method " + name_of(c.method));
   }
-  if (c.ef_decay != 1.0 && !(c.method == "topk" || c.method == "int4")) {
-    root.error("compress", "ef_decay applies to methods topk and int4 only, got method " + c.method);
+  if (c.ef_decay != 1.0 && !(c.method == CompressMethod::kTopk || c.method == CompressMethod::kInt4)) {
+    root.error("compress", "ef_decay applies to methods topk and int4 only, got method " + name_of(c.method));
   }
   if (c.ef_decay != 1.0 && !c.error_feedback) {
     root.error("compress", "ef_decay needs error_feedback: true");
@@ -200,8 +228,7 @@ void validate_compress(const CompressSpec& c, YamlMap& root) {
 }
 
 void parse_straggler(YamlMap m, StragglerSpec* out) {
-  m.get_enum("mode", &out->mode,
-             {"none", "gradient_coding", "proportional", "coded_proportional", "backup"});
+  get_spec_enum(m, "mode", &out->mode);
   m.get("s", &out->s, 0, 1024);
   m.get("backup", &out->backup, 0, 1024);
   m.get("ewma", &out->ewma, 0.0, 1.0);
@@ -210,16 +237,16 @@ void parse_straggler(YamlMap m, StragglerSpec* out) {
 }
 
 void parse_recovery(YamlMap m, RecoverySpec* out) {
-  m.get_enum("mode", &out->mode, {"none", "full", "partial"});
+  get_spec_enum(m, "mode", &out->mode);
   m.get("checkpoint_every", &out->checkpoint_every, 0, kMaxInt);
   m.get("dir", &out->dir);
   m.get("keep", &out->keep, 1, 1000);
   m.get("min_workers", &out->min_workers, 0, 1 << 20);
   m.get("keep_global_batch", &out->keep_global_batch);
   m.get("max_recoveries", &out->max_recoveries, 0, 1000000);
-  m.get_enum("policy", &out->policy, {"full", "mfu", "ssu"});
+  get_spec_enum(m, "policy", &out->policy);
   m.get("pls_target", &out->pls_target, 0.0, 1.0);
-  m.get_enum("interval", &out->interval, {"fixed", "cpr", "young_daly"});
+  get_spec_enum(m, "interval", &out->interval);
   m.get("mtbf_s", &out->mtbf_s, 1e-3, 1e12);
   m.get("row_fraction", &out->row_fraction, 0.0, 1.0);
   m.get("full_every", &out->full_every, 1, 1000000);
@@ -277,7 +304,7 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
       break;
     }
   }
-  if (d.source == "criteo") {
+  if (d.source == DataSource::kCriteo) {
     const int64_t tables = d.table_sizes.empty() ? d.num_tables : static_cast<int64_t>(d.table_sizes.size());
     if (tables != 26) {
       root.error("data", "num_tables (or the entries of table_sizes) must be 26 for source criteo (one table per "
@@ -297,32 +324,32 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
 void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
   const ModelSpec& m = s.model;
   if (m.path.empty()) root.error("model", "model.path must name the TorchScript file (torch.jit.save) for type torchscript");
-  for (const std::string& metric : m.metrics) {
-    if (metric != "accuracy" && metric != "loss" && metric != "perplexity" && metric != "auc") {
-      root.error("model", "metrics: unknown metric '" + metric + "' (accuracy, loss, perplexity, auc)");
-    } else if (m.loss == "returned" && (metric == "accuracy" || metric == "auc")) {
-      root.error("model", "metrics: " + metric + " needs the model's outputs, but loss returned makes forward "
+  for (EvalMetric metric : m.metrics) {
+    const std::string word = name_of(metric);
+    if (m.loss == LossKind::kReturned && (metric == EvalMetric::kAccuracy || metric == EvalMetric::kAuc)) {
+      root.error("model", "metrics: " + word + " needs the model's outputs, but loss returned makes forward "
                           "return only the loss; use loss or perplexity");
-    } else if (metric == "auc" && m.loss != "bce_with_logits") {
-      root.error("model", "metrics: auc scores binary logits: it needs loss bce_with_logits, got " + m.loss);
-    } else if (metric == "accuracy" && m.loss == "mse") {
+    } else if (metric == EvalMetric::kAuc && m.loss != LossKind::kBceWithLogits) {
+      root.error("model", "metrics: auc scores binary logits: it needs loss bce_with_logits, got " +
+                              name_of(m.loss));
+    } else if (metric == EvalMetric::kAccuracy && m.loss == LossKind::kMse) {
       root.error("model", "metrics: accuracy needs class scores (cross_entropy or bce_with_logits), got loss mse");
     }
   }
   const DataSpec& d = s.data;
-  if (d.source != "tensors" && d.source != "tokens") return;
+  if (d.source != DataSource::kTensors && d.source != DataSource::kTokens) return;
   if (d.path.empty() || d.path == DataSpec().path) {
-    root.error("data", "path must name the " + std::string(d.source == "tokens" ? "token file" : "safetensors file or directory") +
-                           " for source " + d.source);
+    root.error("data", "path must name the " + std::string(d.source == DataSource::kTokens ? "token file" : "safetensors file or directory") +
+                           " for source " + name_of(d.source));
   }
-  if (d.source == "tensors" && d.test_path.empty()) {
+  if (d.source == DataSource::kTensors && d.test_path.empty()) {
     root.error("data", "test_path must name the test safetensors file or directory for source tensors");
   }
-  if (d.source == "tokens") {
+  if (d.source == DataSource::kTokens) {
     if (d.vocab_size == 0) root.error("data", "vocab_size is required for source tokens (every id must be below it)");
-    const int64_t max_id = d.token_dtype == "uint16" ? (1 << 16) : (int64_t{1} << 32);
+    const int64_t max_id = d.token_dtype == TokenDtype::kUint16 ? (1 << 16) : (int64_t{1} << 32);
     if (d.vocab_size > max_id) {
-      root.error("data", "vocab_size " + std::to_string(d.vocab_size) + " does not fit token_dtype " + d.token_dtype);
+      root.error("data", "vocab_size " + std::to_string(d.vocab_size) + " does not fit token_dtype " + name_of(d.token_dtype));
     }
     if (d.test_path.empty() && d.test_fraction <= 0) {
       root.error("data", "test_fraction must be > 0 without a test_path (the held-out tail is the test split)");
@@ -332,22 +359,22 @@ void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
 
 // The sync fields that depend on the strategy.
 void validate_sync(const SyncSpec& y, YamlMap& root) {
-  const bool periodic = y.strategy == "tsu" || y.strategy == "dts";
-  const bool sparse = periodic || y.strategy == "hierarchical";
+  const bool periodic = y.strategy == StrategyKind::kTsu || y.strategy == StrategyKind::kDts;
+  const bool sparse = periodic || y.strategy == StrategyKind::kHierarchical;
   if (!y.outer.identity() && !sparse) {
     root.error("sync", "outer (lr " + std::to_string(y.outer.lr) + ", momentum " + std::to_string(y.outer.momentum) +
-                           ") applies to pseudo-gradients of tsu, dts and hierarchical; sync.strategy " + y.strategy +
+                           ") applies to pseudo-gradients of tsu, dts and hierarchical; sync.strategy " + name_of(y.strategy) +
                            " averages gradients every step");
   }
   if (y.outer.nesterov && y.outer.momentum == 0) root.error("sync", "outer.nesterov needs outer.momentum > 0");
   if (y.fragments > 1 && !periodic) {
-    root.error("sync", "fragments (streaming sync) needs sync.strategy tsu or dts, got " + y.strategy);
+    root.error("sync", "fragments (streaming sync) needs sync.strategy tsu or dts, got " + name_of(y.strategy));
   }
-  if (y.delay_auto && y.strategy != "dts") {
-    root.error("sync", "delay: auto needs sync.strategy dts (the delay of a periodic sync), got " + y.strategy);
+  if (y.delay_auto && y.strategy != StrategyKind::kDts) {
+    root.error("sync", "delay: auto needs sync.strategy dts (the delay of a periodic sync), got " + name_of(y.strategy));
   }
   if (y.period_auto && !periodic) {
-    root.error("sync", "period: auto needs sync.strategy tsu or dts, got " + y.strategy);
+    root.error("sync", "period: auto needs sync.strategy tsu or dts, got " + name_of(y.strategy));
   }
   if (!y.period_auto && y.fragments > y.period && periodic) {
     root.error("sync", "fragments (" + std::to_string(y.fragments) + ") must be <= period (" +
@@ -356,11 +383,11 @@ void validate_sync(const SyncSpec& y, YamlMap& root) {
   // With an outer optimizer each sync is applied relative to the outer model of the previous one,
   // so a sync must land before the next one starts.
   const bool fixed_dt = !y.delay_auto && !y.period_auto;
-  if (!y.outer.identity() && fixed_dt && y.strategy == "dts" && y.delay >= y.period) {
+  if (!y.outer.identity() && fixed_dt && y.strategy == StrategyKind::kDts && y.delay >= y.period) {
     root.error("sync", "delay (" + std::to_string(y.delay) + ") must be < period (" + std::to_string(y.period) +
                            ") with an outer optimizer (one outer step in flight per fragment)");
   }
-  if (!y.outer.identity() && y.strategy == "hierarchical" && y.inter_delay >= y.inter_period) {
+  if (!y.outer.identity() && y.strategy == StrategyKind::kHierarchical && y.inter_delay >= y.inter_period) {
     root.error("sync", "inter_delay (" + std::to_string(y.inter_delay) + ") must be < inter_period (" +
                            std::to_string(y.inter_period) + ") with an outer optimizer");
   }
@@ -369,39 +396,39 @@ void validate_sync(const SyncSpec& y, YamlMap& root) {
 // Checks that span fields or sections.
 // train.dp: the combinations whose privacy accounting would be wrong are refused, with why.
 void cross_validate_dp(const JobSpec& s, YamlMap& root) {
-  const std::string& model = s.model.type;
-  if (model != "mlp" && model != "cnn" && model != "dlrm") {
-    root.error("train", "dp needs per-sample gradients, built for model.type mlp, cnn and dlrm; model.type " + model +
+  const ModelType model = s.model.type;
+  if (model != ModelType::kMlp && model != ModelType::kCnn && model != ModelType::kDlrm) {
+    root.error("train", "dp needs per-sample gradients, built for model.type mlp, cnn and dlrm; model.type " + name_of(model) +
                             " has none yet");
   }
-  if (s.sync.strategy != "ssgd" && s.sync.strategy != "dssgd") {
+  if (s.sync.strategy != StrategyKind::kSsgd && s.sync.strategy != StrategyKind::kDssgd) {
     root.error("train", "dp adds its noise once to each step's global gradient sum (each rank a 1/N share of the "
-                        "variance), which sync.strategy " + s.sync.strategy +
+                        "variance), which sync.strategy " + name_of(s.sync.strategy) +
                         " never forms: its local steps would release gradients with 1/N of the noise; use ssgd or "
                         "dssgd");
   }
-  if (s.compress.method != "none") {
-    root.error("train", "dp with compress.method " + s.compress.method +
+  if (s.compress.method != CompressMethod::kNone) {
+    root.error("train", "dp with compress.method " + name_of(s.compress.method) +
                             " is refused: each rank's message carries only 1/N of the noise variance, and a "
                             "compressor (with its error-feedback memory) releases a function of each rank's message "
                             "rather than of the noisy sum, so the accounting would not hold; use compress.method none");
   }
-  if (s.train.dp.per_sample == "vectorized" && model == "cnn") {
+  if (s.train.dp.per_sample == PerSampleGrad::kVectorized && model == ModelType::kCnn) {
     root.error("train", "dp.per_sample vectorized needs a model of linear layers (mlp, dlrm); model.type cnn takes "
                         "auto or microbatch");
   }
-  if (s.train.dp.per_sample == "microbatch" && model == "dlrm") {
+  if (s.train.dp.per_sample == PerSampleGrad::kMicrobatch && model == ModelType::kDlrm) {
     root.error("train", "dp.per_sample microbatch: model.type dlrm computes its per-sample gradients vectorised only "
                         "(its lookups are collective); use auto or vectorized");
   }
   if (!workload_traits(s).random_access) {
     root.error("train", "dp accounts each step as a random sample of the training set (q = batch / samples), but "
-                        "data.source " + s.data.source +
+                        "data.source " + name_of(s.data.source) +
                         " is read as a stream in file order, which no sampling argument covers; use a random-access "
                         "source (synthetic_ctr, fashion_mnist, synthetic)");
   }
-  if (s.straggler.mode != "none") {
-    root.error("train", "dp with straggler.mode " + s.straggler.mode +
+  if (s.straggler.mode != StragglerMode::kNone) {
+    root.error("train", "dp with straggler.mode " + name_of(s.straggler.mode) +
                             " is refused: dropped or re-weighted contributions change each sample's weight (its "
                             "sensitivity is no longer train.dp.clip / batch) and the noise the sum carries; use "
                             "straggler.mode none");
@@ -413,49 +440,49 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
                             " entries but the job has " + std::to_string(s.workers) + " workers");
   }
-  if (s.straggler.mode == "gradient_coding" || s.straggler.mode == "coded_proportional") {
+  if (s.straggler.mode == StragglerMode::kGradientCoding || s.straggler.mode == StragglerMode::kCodedProportional) {
     if (s.straggler.s >= s.workers) {
       root.error("straggler", "s must be < workers (" + std::to_string(s.workers) + "), got " +
                                   std::to_string(s.straggler.s));
     }
   }
-  if (s.straggler.mode == "backup" && s.straggler.backup >= s.workers) {
+  if (s.straggler.mode == StragglerMode::kBackup && s.straggler.backup >= s.workers) {
     root.error("straggler", "backup must be < workers");
   }
-  if (s.straggler.mode != "none" && s.sync.strategy != "ssgd") {
-    root.error("straggler", "straggler mode " + s.straggler.mode + " replaces the synchronous all-reduce: it needs "
-               "sync.strategy ssgd, got " + s.sync.strategy);
+  if (s.straggler.mode != StragglerMode::kNone && s.sync.strategy != StrategyKind::kSsgd) {
+    root.error("straggler", "straggler mode " + name_of(s.straggler.mode) + " replaces the synchronous all-reduce: it needs "
+               "sync.strategy ssgd, got " + name_of(s.sync.strategy));
   }
-  if (s.straggler.mode != "none" && s.compress.method != "none") {
-    root.error("straggler", "straggler mode " + s.straggler.mode + " exchanges dense gradients: it cannot be combined "
-               "with compress.method " + s.compress.method);
+  if (s.straggler.mode != StragglerMode::kNone && s.compress.method != CompressMethod::kNone) {
+    root.error("straggler", "straggler mode " + name_of(s.straggler.mode) + " exchanges dense gradients: it cannot be combined "
+               "with compress.method " + name_of(s.compress.method));
   }
   validate_compress(s.compress, root);
-  if (s.compress.method == "dgc" && (s.sync.strategy == "tsu" || s.sync.strategy == "dts")) {
-    root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + s.sync.strategy +
+  if (s.compress.method == CompressMethod::kDgc && (s.sync.strategy == StrategyKind::kTsu || s.sync.strategy == StrategyKind::kDts)) {
+    root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + name_of(s.sync.strategy) +
                                " sends parameter deltas; use topk, int4, fp16, int8 or powersgd with it");
   }
-  if (s.compress.method != "none" && s.sync.strategy == "hierarchical") {
-    root.error("compress", "method " + s.compress.method +
+  if (s.compress.method != CompressMethod::kNone && s.sync.strategy == StrategyKind::kHierarchical) {
+    root.error("compress", "method " + name_of(s.compress.method) +
                                " is not supported with sync.strategy hierarchical yet (its region leaders "
                                "exchange dense deltas); use ssgd, dssgd, tsu or dts");
   }
-  if (s.compress.method == "dgc" && s.sync.strategy == "dssgd" && s.sync.delay > 0) {
+  if (s.compress.method == CompressMethod::kDgc && s.sync.strategy == StrategyKind::kDssgd && s.sync.delay > 0) {
     root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
                            "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
   }
   validate_sync(s.sync, root);
-  if (s.train.nesterov && s.train.momentum == 0 && s.train.optimizer == "sgd") {
+  if (s.train.nesterov && s.train.momentum == 0 && s.train.optimizer == OptimizerKind::kSgd) {
     root.error("train", "nesterov needs momentum > 0");
   }
-  if (s.train.optimizer == "adamw" && s.compress.method == "dgc") {
+  if (s.train.optimizer == OptimizerKind::kAdamw && s.compress.method == CompressMethod::kDgc) {
     root.error("compress", "method dgc applies SGD momentum inside the compressor (momentum correction): it "
                            "cannot be combined with train.optimizer adamw; use topk, int4, fp16, int8 or powersgd");
   }
-  if (s.train.nesterov && s.compress.method == "dgc") {
+  if (s.train.nesterov && s.compress.method == CompressMethod::kDgc) {
     root.error("train", "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");
   }
-  if (s.train.lr_schedule == "cosine" && s.train.lr_min > s.train.lr) {
+  if (s.train.lr_schedule == LrScheduleKind::kCosine && s.train.lr_min > s.train.lr) {
     root.error("train", "lr_min (" + std::to_string(s.train.lr_min) + ") must be <= lr (" +
                             std::to_string(s.train.lr) + ")");
   }
@@ -467,12 +494,12 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     // computable anywhere) and keep their own state (no rollback, no per-rank shards).
     const WorkloadTraits t = workload_traits(s);
     std::string why;
-    if (s.recovery.mode != "partial") why = "recovery.mode partial (survivors keep their state)";
-    else if (s.straggler.mode != "none") why = "straggler.mode none (straggler plans assume a fixed group)";
-    else if (s.sync.strategy == "hierarchical") why = "a flat sync.strategy (hierarchical groups follow the regions)";
+    if (s.recovery.mode != RecoveryMode::kPartial) why = "recovery.mode partial (survivors keep their state)";
+    else if (s.straggler.mode != StragglerMode::kNone) why = "straggler.mode none (straggler plans assume a fixed group)";
+    else if (s.sync.strategy == StrategyKind::kHierarchical) why = "a flat sync.strategy (hierarchical groups follow the regions)";
     else if (!t.random_access || t.sharded_state || t.collective_step)
-      why = "a data-parallel workload with random access to its samples (model.type " + s.model.type + ", data.source " +
-            s.data.source + " is not one yet)";
+      why = "a data-parallel workload with random access to its samples (model.type " + name_of(s.model.type) + ", data.source " +
+            name_of(s.data.source) + " is not one yet)";
     else if (!s.recovery.keep_global_batch) why = "keep_global_batch: true (a smaller global batch is not supported yet)";
     if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
   }
@@ -485,22 +512,25 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.debug.fail_rank >= s.workers) {
     root.error("debug", "fail_rank must be < workers");
   }
-  const bool ctr = s.data.source == "criteo" || s.data.source == "synthetic_ctr";
-  const bool user_data = s.data.source == "tensors" || s.data.source == "tokens";
-  const bool fits = s.model.type == "dlrm" ? ctr : s.model.type == "torchscript" ? !ctr : !ctr && !user_data;
+  const bool ctr = s.data.source == DataSource::kCriteo || s.data.source == DataSource::kSyntheticCtr;
+  const bool user_data = s.data.source == DataSource::kTensors || s.data.source == DataSource::kTokens;
+  const bool fits = s.model.type == ModelType::kDlrm ? ctr : s.model.type == ModelType::kTorchscript ? !ctr : !ctr && !user_data;
   if (!fits) {
-    root.error("model", "model.type " + s.model.type + " does not fit data.source " + s.data.source +
+    root.error("model", "model.type " + name_of(s.model.type) + " does not fit data.source " + name_of(s.data.source) +
                             " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic; "
                             "torchscript takes tensors, tokens, fashion_mnist or synthetic)");
   }
-  if (s.model.type == "torchscript") cross_validate_torchscript(s, root);
-  if (s.model.type == "dlrm") cross_validate_dlrm(s, root);
+  if (s.model.type == ModelType::kTorchscript) cross_validate_torchscript(s, root);
+  if (s.model.type == ModelType::kDlrm) cross_validate_dlrm(s, root);
   // What the workload (model + data) cannot do: one table, common/workload_traits.h.
   for (const WorkloadRefusal& r : workload_refusals(s)) root.error(r.field, r.reason);
 }
 
 }  // namespace
 
+namespace {
+
+// Validates a parsed document. `name` is used in messages (a file path or "<submit>").
 Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
   ErrorList errors(name);
   YamlMap m(root, "", &errors);
@@ -516,13 +546,13 @@ Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
     if (!ok) m.error("name", "must be 1-63 characters of [A-Za-z0-9._-], got '" + s.name + "'");
   }
   m.get("workers", &s.workers, 1, 4096);
-  m.get_enum("device", &s.device, {"cpu", "cuda", "auto"});
-  m.get_enum("placement", &s.placement, {"any", "spread", "pack"});
+  get_spec_enum(m, "device", &s.device);
+  get_spec_enum(m, "placement", &s.placement);
   m.get_enum("log_level", &s.log_level, {"trace", "debug", "info", "warn", "error"});
   parse_model(m.child("model"), &s.model);
   parse_data(m.child("data"), &s.data);
   // DLRM's MLPs default to plain SGD (its reference recipe); a spec may still set a momentum.
-  if (s.model.type == "dlrm") s.train.momentum = 0.0;
+  if (s.model.type == ModelType::kDlrm) s.train.momentum = 0.0;
   parse_train(m.child("train"), &s.train);
   parse_sync(m.child("sync"), &s.sync);
   parse_compress(m.child("compress"), &s.compress);
@@ -538,6 +568,8 @@ Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name) {
   out.yaml += "\n";
   return out;
 }
+
+}  // namespace
 
 Result<LoadedJobSpec> load_job_spec_text(const std::string& text, const std::string& name,
                                          const std::vector<std::string>& overrides) {

@@ -3,37 +3,36 @@
 // every field is checked and unknown keys are errors. Plain data, freely copyable.
 #pragma once
 
-#include <yaml-cpp/yaml.h>
-
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "common/spec_enums.h"
 #include "common/status.h"
 
 namespace tern {
 
 struct ModelSpec {
-  std::string type = "mlp";  // mlp | cnn | dlrm | torchscript
+  ModelType type = ModelType::kMlp;  // mlp | cnn | dlrm | torchscript
   // torchscript: the user's module (torch.jit.save). Its forward(inputs) returns outputs the
   // loss takes; with loss `returned`, forward(inputs, targets) returns the scalar loss.
   std::string path;
-  std::string loss = "cross_entropy";  // cross_entropy | mse | bce_with_logits | returned
+  LossKind loss = LossKind::kCrossEntropy;  // cross_entropy | mse | bce_with_logits | returned
   // Evaluation metrics (test_<name> in eval events and the summary): accuracy, loss,
   // perplexity, auc. Empty: loss, plus accuracy for cross_entropy.
-  std::vector<std::string> metrics;
+  std::vector<EvalMetric> metrics;
   // DLRM (issue 7): table sizes come from the data section.
   int64_t embedding_dim = 16;
   std::vector<double> bottom_mlp = {64, 16};
   std::vector<double> top_mlp = {64, 1};
   // DLRM: how embedding tables are assigned to ranks. round_robin: table t on rank t % N;
   // balanced: largest tables first, each to the rank with the fewest rows so far.
-  std::string sharding = "round_robin";  // round_robin | balanced
+  EmbeddingSharding sharding = EmbeddingSharding::kRoundRobin;  // round_robin | balanced
 };
 
 struct DataSpec {
   // fashion_mnist | synthetic | criteo | synthetic_ctr | tensors | tokens
-  std::string source = "fashion_mnist";
+  DataSource source = DataSource::kFashionMnist;
   // fashion_mnist: the directory; criteo: the TSV; tensors: the training safetensors file or a
   // directory of shards; tokens: the training token file.
   std::string path = "/usr/share/datasets/fashion-mnist";
@@ -45,7 +44,7 @@ struct DataSpec {
   std::string targets = "targets";
   // tokens: a flat little-endian stream of token ids; samples are block_size windows at
   // offsets drawn from data.seed, the targets the next tokens; every id must be < vocab_size.
-  std::string token_dtype = "uint16";  // uint16 | uint32
+  TokenDtype token_dtype = TokenDtype::kUint16;  // uint16 | uint32
   int64_t vocab_size = 0;              // required for tokens
   int64_t block_size = 128;
   double test_fraction = 0.1;
@@ -69,7 +68,7 @@ struct DataSpec {
   // lines, or no valid line at all, is a data error naming the file and a line. fail: the first
   // one is a data error naming the file and line; the bounds are not used (left alone, so
   // --set data.malformed=fail works on any template). Read for data.source criteo only.
-  std::string malformed = "skip";  // skip | fail
+  OnMalformed malformed = OnMalformed::kSkip;  // skip | fail
   int64_t max_malformed = 1000;
   double max_malformed_fraction = 1.0;  // 1: no bound on the share
 };
@@ -88,10 +87,10 @@ struct DpSpec {
   double delta = 1e-5;
   // DLRM's embedding tables: eager adds every row's noise at every step; lazy (LazyDP) defers
   // the noise of rows a step did not read until they are next read (privacy/lazy_noise.h).
-  std::string embedding_noise = "lazy";  // lazy | eager
+  EmbeddingNoise embedding_noise = EmbeddingNoise::kLazy;  // lazy | eager
   // mlp, cnn: per-sample gradients vectorised (mlp only: its linear layers) or by micro-batches
   // of one sample (every image model).
-  std::string per_sample = "auto";  // auto (vectorised where possible) | vectorized | microbatch
+  PerSampleGrad per_sample = PerSampleGrad::kAuto;  // auto (vectorised where possible) | vectorized | microbatch
 };
 
 struct TrainSpec {
@@ -102,7 +101,7 @@ struct TrainSpec {
   // The rate of each step (common/lr_schedule.h): a linear warm-up over warmup_steps, then
   // constant, cosine (down to lr_min at the last step) or step (times lr_gamma at each
   // fraction of the run in lr_decay_at).
-  std::string lr_schedule = "constant";  // constant | cosine | step
+  LrScheduleKind lr_schedule = LrScheduleKind::kConstant;  // constant | cosine | step
   int64_t warmup_steps = 0;
   double lr_min = 0.0;
   std::vector<double> lr_decay_at = {0.5, 0.75};
@@ -111,7 +110,7 @@ struct TrainSpec {
   // (torch::optim::SGD: momentum, nesterov, L2 weight_decay added to the gradient) or adamw
   // (torch::optim::AdamW: betas, eps, decoupled weight_decay, p *= 1 - lr * weight_decay).
   // DLRM's embedding rows keep their own sparse SGD at the scheduled lr with either.
-  std::string optimizer = "sgd";  // sgd | adamw
+  OptimizerKind optimizer = OptimizerKind::kSgd;  // sgd | adamw
   // SGD only (adamw ignores momentum, which every template sets, and refuses nesterov: true).
   double momentum = 0.9;   // the default for model.type dlrm is 0 (plain SGD on its MLPs)
   bool nesterov = false;   // Nesterov momentum (as torch::optim::SGD)
@@ -130,7 +129,7 @@ struct TrainSpec {
   // exits kTrainerNonFinite naming the step); skip_step leaves that step's update out on every
   // rank alike (the ranks agree with one small all-reduce per step) and counts it in
   // skipped_steps.
-  std::string on_nonfinite = "fail";  // fail | skip_step
+  OnNonFinite on_nonfinite = OnNonFinite::kFail;  // fail | skip_step
   DpSpec dp;
 };
 
@@ -149,7 +148,7 @@ struct OuterSpec {
 };
 
 struct SyncSpec {
-  std::string strategy = "ssgd";  // ssgd | dssgd | tsu | dts | hierarchical
+  StrategyKind strategy = StrategyKind::kSsgd;  // ssgd | dssgd | tsu | dts | hierarchical
   int64_t delay = 0;              // d, steps (dssgd, dts)
   int64_t period = 1;             // T, steps (tsu, dts)
   // `delay: auto` / `period: auto` (dts, tsu): the strategy measures step and collective time
@@ -174,11 +173,11 @@ struct SyncSpec {
   // naming the ranks and the step; majority gives every rank the state of a rank in the
   // largest group of equal hashes (a strict majority of the ranks, else it fails too).
   int64_t verify_every = 0;
-  std::string on_mismatch = "fail";  // fail | majority
+  OnMismatch on_mismatch = OnMismatch::kFail;  // fail | majority
 };
 
 struct CompressSpec {
-  std::string method = "none";  // none | dgc | powersgd | fp16 | int8 | int4 | topk
+  CompressMethod method = CompressMethod::kNone;  // none | dgc | powersgd | fp16 | int8 | int4 | topk
   // DGC and topk: the fraction of values sent. 0.001 is DGC's default; a parsed spec with
   // method topk and no density gets kTopkDefaultDensity instead.
   double density = 0.001;
@@ -210,7 +209,7 @@ struct CompressSpec {
 constexpr double kTopkDefaultDensity = 0.02;
 
 struct StragglerSpec {
-  std::string mode = "none";  // none | gradient_coding | proportional | coded_proportional | backup
+  StragglerMode mode = StragglerMode::kNone;  // none | gradient_coding | proportional | coded_proportional | backup
   int64_t s = 1;              // stragglers tolerated (gradient coding)
   int64_t backup = 1;         // b, backup workers
   double ewma = 0.3;          // speed estimate smoothing
@@ -218,7 +217,7 @@ struct StragglerSpec {
 };
 
 struct RecoverySpec {
-  std::string mode = "none";  // none | full | partial
+  RecoveryMode mode = RecoveryMode::kNone;  // none | full | partial
   int64_t checkpoint_every = 0;  // steps; 0 = no periodic checkpoints
   std::string dir = "";          // default: <work dir>/checkpoints
   int64_t keep = 3;              // retention
@@ -233,12 +232,12 @@ struct RecoverySpec {
   // mode partial | full: regroups the coordinator attempts after a lost rank before it fails
   // the job (0 = fail at the first loss, like mode none).
   int64_t max_recoveries = 3;
-  std::string policy = "full";   // full | mfu | ssu (CPR row selection)
+  RowPolicy policy = RowPolicy::kFull;  // full | mfu | ssu (CPR row selection)
   double pls_target = 0.01;
   // DLRM checkpoint interval: fixed (checkpoint_every steps), cpr (2·N·pls_target/λ samples,
   // docs/algorithms.md §5) or young_daly (sqrt(2·C/λ) seconds), planned after a few measured
   // steps from the assumed failure rate 1/mtbf_s and the measured throughput and checkpoint cost.
-  std::string interval = "fixed";  // fixed | cpr | young_daly
+  IntervalPolicy interval = IntervalPolicy::kFixed;  // fixed | cpr | young_daly
   double mtbf_s = 3600;            // assumed job-wide mean time between failures, seconds
   // policy mfu | ssu: the rows a partial save takes (hottest / a sample of the updated ones),
   // as a fraction of each embedding table, and every full_every-th save takes whole shards.
@@ -274,8 +273,8 @@ struct DebugSpec {
 struct JobSpec {
   std::string name;
   int64_t workers = 1;
-  std::string device = "cpu";      // cpu | cuda | auto
-  std::string placement = "any";   // any | spread | pack
+  DeviceKind device = DeviceKind::kCpu;  // cpu | cuda | auto
+  PlacementPolicy placement = PlacementPolicy::kAny;  // any | spread | pack
   std::string log_level = "info";
   ModelSpec model;
   DataSpec data;
@@ -294,8 +293,6 @@ struct LoadedJobSpec {
   std::string yaml;
 };
 
-// Validates a parsed document. `name` is used in messages (a file path or "<submit>").
-Result<LoadedJobSpec> parse_job_spec(YAML::Node root, const std::string& name);
 // Loads text / a file, applies "a.b=c" overrides, validates.
 Result<LoadedJobSpec> load_job_spec_text(const std::string& text, const std::string& name,
                                          const std::vector<std::string>& overrides = {});

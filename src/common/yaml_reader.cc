@@ -167,7 +167,7 @@ void YamlMap::get(const std::string& key, double* out, double min, double max) {
 }
 
 void YamlMap::get_enum(const std::string& key, std::string* out,
-                       std::initializer_list<const char*> allowed) {
+                       const std::vector<const char*>& allowed) {
   std::string all;
   for (const char* a : allowed) all += (all.empty() ? "" : ", ") + std::string(a);
   YAML::Node n = lookup(key, "one of [" + all + "]");

@@ -51,7 +51,7 @@ class YamlMap {
   // An integer in [min, max] or the word `auto` (then *is_auto is set and *out kept).
   void get_or_auto(const std::string& key, int64_t* out, bool* is_auto, int64_t min, int64_t max);
   void get(const std::string& key, double* out, double min, double max);
-  void get_enum(const std::string& key, std::string* out, std::initializer_list<const char*> allowed);
+  void get_enum(const std::string& key, std::string* out, const std::vector<const char*>& allowed);
   void get_list(const std::string& key, std::vector<double>* out, double min, double max);
   void get_list(const std::string& key, std::vector<std::string>* out);
   // A required key: records "missing" when absent.

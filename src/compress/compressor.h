@@ -21,6 +21,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -132,6 +133,14 @@ class DgcCompressor : public Compressor {
   int64_t sampled_selections() const { return sampled_; }
 
  private:
+  struct Round;  // what one start() sends and what its decode needs (dgc.cc)
+  // The local clipping coefficient (clip_norm scaled by N^-1/2; 1 without clipping).
+  double clip_coefficient(const std::vector<at::Tensor>& grads) const;
+  // Small and 1-D tensors: one flat dense part (fp16 with error feedback for half values).
+  void encode_dense_part(const std::vector<at::Tensor>& grads, double coef, Round* r);
+  // The rest: momentum correction, accumulation, top-k, masking, encoding.
+  void encode_sparse_part(const std::vector<at::Tensor>& grads, double coef, int64_t step, Round* r);
+
   DgcOptions options_;
   at::Generator gen_;
   int64_t exact_fallbacks_ = 0;
@@ -159,6 +168,14 @@ class PowerSgdCompressor : public Compressor {
   struct Round;
 
  private:
+  // The tensors that go as rank-r factors (matrix_idx, with their n, m, r) and the rest (dense).
+  void split_matrices(const std::vector<at::Tensor>& grads, bool compress, std::vector<size_t>* dense_idx,
+                      std::vector<size_t>* matrix_idx, std::vector<std::array<int64_t, 3>>* dims) const;
+  // P = M Q (M with its error feedback), the blocking P all-reduce, P's orthogonalisation, and
+  // the Q all-reduce left in flight in `round`.
+  Status start_matrices(const std::vector<at::Tensor>& grads, const std::vector<size_t>& matrix_idx,
+                        const std::vector<std::array<int64_t, 3>>& dims, Round* round);
+
   PowerSgdOptions options_;
   int64_t iter_ = 0;
   std::shared_ptr<Round> last_;

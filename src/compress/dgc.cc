@@ -48,61 +48,50 @@ double DgcCompressor::density_at(int64_t step) const {
   return std::max(options_.density, w[std::min(stage, w.size() - 1)]);
 }
 
-std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Tensor>& grads,
-                                                       int64_t step) {
-  ScopedTimer timer(&stats_.compress_s);
-  at::NoGradGuard no_grad;
-  const int world = comm_.size();
-  const double m = options_.momentum;
-  const at::ScalarType vt = options_.value_type;
-  stats_.dense_bytes += tensors_bytes(grads);
-  ++stats_.reductions;
-
+struct DgcCompressor::Round {
   std::vector<size_t> dense_idx, sparse_idx;
-  for (size_t i = 0; i < grads.size(); ++i) {
-    bool sparse =
-        grads[i].dim() > 1 && grads[i].numel() >= std::max<int64_t>(1, options_.min_numel);
-    (sparse ? sparse_idx : dense_idx).push_back(i);
-  }
-
-  // Local clipping before accumulation, threshold scaled by N^-1/2.
-  double coef = 1.0;
-  if (options_.clip_norm > 0 && !grads.empty()) {
-    double sq = 0;
-    for (const auto& g : grads) sq += g.detach().to(at::kDouble).pow(2).sum().item<double>();
-    double limit = options_.clip_norm / std::sqrt(static_cast<double>(world));
-    double norm = std::sqrt(sq);
-    if (norm > limit) coef = limit / (norm + 1e-6);
-  }
-
-  // Dense part: one flat all-reduce (fp16 with error feedback when values travel as half).
-  at::Tensor dense_wire;
-  std::vector<at::Tensor> dense_u;
-  if (!dense_idx.empty()) {
-    at::Tensor flat = flatten_parts(grads, dense_idx);
-    if (coef != 1.0) flat.mul_(coef);
-    if (flat.numel() > 0) {
-      if (vt == at::kHalf) {
-        at::Tensor& e = state_tensor("dgc/dense_error", flat);
-        at::Tensor x = flat + e;
-        dense_wire = encode_fp16(x, world);
-        e.copy_(x - decode_fp16(dense_wire, world));
-      } else {
-        dense_wire = flat;
-      }
-    }
-    for (size_t i : dense_idx) {
-      dense_u.push_back(state_tensor("dgc/u/" + std::to_string(i),
-                                     grads[i].detach().reshape({-1}).to(at::kFloat)));
-    }
-  }
-
-  // Sparse part: momentum correction, accumulation, top-k, masking, encoding.
-  double density = density_at(step);
-  std::vector<int64_t> ks, offsets;
+  at::Tensor dense_wire;           // the flat dense part as sent (fp32 or fp16-encoded)
+  std::vector<at::Tensor> dense_u;  // the dense tensors' momentum buffers
+  std::vector<int64_t> ks, offsets;  // per sparse tensor: values sent, offset in the payload
   std::vector<at::Tensor> payloads;
   int64_t payload_bytes = 0;
-  for (size_t i : sparse_idx) {
+};
+
+double DgcCompressor::clip_coefficient(const std::vector<at::Tensor>& grads) const {
+  if (options_.clip_norm <= 0 || grads.empty()) return 1.0;
+  double sq = 0;
+  for (const auto& g : grads) sq += g.detach().to(at::kDouble).pow(2).sum().item<double>();
+  double limit = options_.clip_norm / std::sqrt(static_cast<double>(comm_.size()));
+  double norm = std::sqrt(sq);
+  return norm > limit ? limit / (norm + 1e-6) : 1.0;
+}
+
+void DgcCompressor::encode_dense_part(const std::vector<at::Tensor>& grads, double coef, Round* r) {
+  if (r->dense_idx.empty()) return;
+  const int world = comm_.size();
+  at::Tensor flat = flatten_parts(grads, r->dense_idx);
+  if (coef != 1.0) flat.mul_(coef);
+  if (flat.numel() > 0) {
+    if (options_.value_type == at::kHalf) {
+      at::Tensor& e = state_tensor("dgc/dense_error", flat);
+      at::Tensor x = flat + e;
+      r->dense_wire = encode_fp16(x, world);
+      e.copy_(x - decode_fp16(r->dense_wire, world));
+    } else {
+      r->dense_wire = flat;
+    }
+  }
+  for (size_t i : r->dense_idx) {
+    r->dense_u.push_back(
+        state_tensor("dgc/u/" + std::to_string(i), grads[i].detach().reshape({-1}).to(at::kFloat)));
+  }
+}
+
+void DgcCompressor::encode_sparse_part(const std::vector<at::Tensor>& grads, double coef, int64_t step, Round* r) {
+  const double m = options_.momentum;
+  const at::ScalarType vt = options_.value_type;
+  const double density = density_at(step);
+  for (size_t i : r->sparse_idx) {
     at::Tensor g = grads[i].detach().reshape({-1}).to(at::kFloat);
     if (coef != 1.0) g = g.mul(coef);
     at::Tensor& u = state_tensor("dgc/u/" + std::to_string(i), g);
@@ -121,53 +110,75 @@ std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Ten
     at::Tensor wire_values = to_wire_values(sel.values, vt, &sent);
     v.index_add_(0, sel.indices, sent.neg());  // keeps exactly what was not sent (or rounded off)
     if (options_.momentum_masking) u.index_fill_(0, sel.indices, 0);
-    payloads.push_back(encode_sparse(sel.indices, wire_values, numel));
-    ks.push_back(k);
-    offsets.push_back(payload_bytes);
-    payload_bytes += sparse_payload_bytes(numel, k, vt);
+    r->payloads.push_back(encode_sparse(sel.indices, wire_values, numel));
+    r->ks.push_back(k);
+    r->offsets.push_back(r->payload_bytes);
+    r->payload_bytes += sparse_payload_bytes(numel, k, vt);
   }
+}
+
+std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Tensor>& grads,
+                                                       int64_t step) {
+  ScopedTimer timer(&stats_.compress_s);
+  at::NoGradGuard no_grad;
+  const int world = comm_.size();
+  const double m = options_.momentum;
+  const at::ScalarType vt = options_.value_type;
+  stats_.dense_bytes += tensors_bytes(grads);
+  ++stats_.reductions;
+
+  auto round = std::make_shared<Round>();
+  for (size_t i = 0; i < grads.size(); ++i) {
+    bool sparse =
+        grads[i].dim() > 1 && grads[i].numel() >= std::max<int64_t>(1, options_.min_numel);
+    (sparse ? round->sparse_idx : round->dense_idx).push_back(i);
+  }
+  // Local clipping before accumulation, threshold scaled by N^-1/2.
+  const double coef = clip_coefficient(grads);
+  encode_dense_part(grads, coef, round.get());
+  encode_sparse_part(grads, coef, step, round.get());
   if (!state_error().is_ok()) return failed_reduction(state_error());
 
   // Collectives, in the same order on every rank: dense all-reduce, then sparse allgather.
   std::vector<WorkPtr> works;
   std::vector<at::Tensor> dense_vec;
-  if (dense_wire.defined()) {
-    dense_vec.push_back(dense_wire);
+  if (round->dense_wire.defined()) {
+    dense_vec.push_back(round->dense_wire);
     works.push_back(comm_.all_reduce(dense_vec, ReduceOp::kSum));
   }
-  std::vector<at::Tensor> gathered;
-  if (!payloads.empty()) {
-    at::Tensor payload = at::cat(payloads);
-    for (int r = 0; r < world; ++r) gathered.push_back(at::empty_like(payload));
-    works.push_back(comm_.all_gather(gathered, payload));
+  auto gathered = std::make_shared<std::vector<at::Tensor>>();
+  if (!round->payloads.empty()) {
+    at::Tensor payload = at::cat(round->payloads);
+    for (int r = 0; r < world; ++r) gathered->push_back(at::empty_like(payload));
+    works.push_back(comm_.all_gather(*gathered, payload));
   }
 
-  auto decode = [this, world, m, vt, dense_idx, sparse_idx, ks, offsets, dense_wire, dense_u,
-                 gathered](std::vector<at::Tensor>& out) -> Status {
+  auto decode = [world, m, vt, round, gathered](std::vector<at::Tensor>& out) -> Status {
     at::NoGradGuard no_grad;
-    if (!dense_idx.empty()) {
-      at::Tensor avg = dense_wire.defined()
-                           ? (vt == at::kHalf ? dense_wire.to(at::kFloat)
-                                              : dense_wire.div(static_cast<double>(world)))
+    const Round& rd = *round;
+    if (!rd.dense_idx.empty()) {
+      at::Tensor avg = rd.dense_wire.defined()
+                           ? (vt == at::kHalf ? rd.dense_wire.to(at::kFloat)
+                                              : rd.dense_wire.div(static_cast<double>(world)))
                            : at::Tensor();
       int64_t off = 0;
-      for (size_t j = 0; j < dense_idx.size(); ++j) {
-        at::Tensor& dst = out[dense_idx[j]];
+      for (size_t j = 0; j < rd.dense_idx.size(); ++j) {
+        at::Tensor& dst = out[rd.dense_idx[j]];
         int64_t n = dst.numel();
-        at::Tensor u = dense_u[j];
+        at::Tensor u = rd.dense_u[j];
         if (n > 0) u.mul_(m).add_(avg.narrow(0, off, n));
         dst.copy_(u.view_as(dst));
         off += n;
       }
     }
-    for (size_t j = 0; j < sparse_idx.size(); ++j) {
-      at::Tensor& dst = out[sparse_idx[j]];
+    for (size_t j = 0; j < rd.sparse_idx.size(); ++j) {
+      at::Tensor& dst = out[rd.sparse_idx[j]];
       int64_t numel = dst.numel();
-      int64_t bytes = sparse_payload_bytes(numel, ks[j], vt);
+      int64_t bytes = sparse_payload_bytes(numel, rd.ks[j], vt);
       at::Tensor acc = at::zeros({numel}, dst.options().dtype(at::kFloat));
       for (int r = 0; r < world; ++r) {
-        decode_sparse_add(gathered[static_cast<size_t>(r)].narrow(0, offsets[j], bytes), numel,
-                          ks[j], vt, acc);
+        decode_sparse_add((*gathered)[static_cast<size_t>(r)].narrow(0, rd.offsets[j], bytes), numel,
+                          rd.ks[j], vt, acc);
       }
       acc.div_(static_cast<double>(world));
       dst.copy_(acc.view_as(dst));

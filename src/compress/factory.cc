@@ -46,10 +46,10 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
   auto counting = std::make_shared<CountingCommunicator>(
       std::shared_ptr<Communicator>(&comm, [](Communicator*) {}));
   std::unique_ptr<GradientReducer> inner;
-  if (c.method == "none") {
+  if (c.method == CompressMethod::kNone) {
     inner = std::make_unique<DenseReducer>(*counting,
                                            static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20)));
-  } else if (c.method == "dgc") {
+  } else if (c.method == CompressMethod::kDgc) {
     DgcOptions o;
     o.density = c.density;
     o.warmup_densities = c.warmup_densities;
@@ -62,7 +62,7 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     o.value_type = c.value_bits == 16 ? at::kHalf : at::kFloat;
     o.seed = static_cast<uint64_t>(ctx.seed);
     inner = std::make_unique<DgcCompressor>(*counting, std::move(o));
-  } else if (c.method == "powersgd") {
+  } else if (c.method == CompressMethod::kPowersgd) {
     PowerSgdOptions o;
     o.rank = c.rank;
     o.start_iter = c.start_iter;
@@ -70,17 +70,17 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     o.error_feedback = c.error_feedback;
     o.seed = static_cast<uint64_t>(spec.train.seed);  // the same on every rank
     inner = std::make_unique<PowerSgdCompressor>(*counting, o);
-  } else if (c.method == "fp16") {
+  } else if (c.method == CompressMethod::kFp16) {
     inner = std::make_unique<Fp16Compressor>(*counting, c.error_feedback);
-  } else if (c.method == "int8") {
+  } else if (c.method == CompressMethod::kInt8) {
     inner = std::make_unique<Int8Compressor>(*counting, c.error_feedback);
-  } else if (c.method == "int4") {
+  } else if (c.method == CompressMethod::kInt4) {
     Int4Options o;
     o.block_size = c.block_size;
     o.error_feedback = c.error_feedback;
     o.ef_decay = c.ef_decay;
     inner = std::make_unique<Int4Compressor>(*counting, o);
-  } else if (c.method == "topk") {
+  } else if (c.method == CompressMethod::kTopk) {
     TopkOptions o;
     o.density = c.density;  // job_spec.cc makes 0.02 topk's default
     o.value_bits = static_cast<int>(c.value_bits);
@@ -89,7 +89,7 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     o.ef_decay = c.ef_decay;
     inner = std::make_unique<TopkCompressor>(*counting, o);
   } else {
-    return invalid_argument("compress.method '" + c.method +
+    return invalid_argument("compress.method '" + name_of(c.method) +
                             "' is unknown (none|dgc|powersgd|fp16|int8|int4|topk)");
   }
   return std::unique_ptr<GradientReducer>(

@@ -12,7 +12,7 @@ namespace tern {
 
 // The end of a failure reason when recovery is on but used up ("" for recovery.mode none).
 inline std::string no_regroup_left(const Job& job) {
-  if (job.recovery_mode == "none") return "";
+  if (job.recovery_mode == RecoveryMode::kNone) return "";
   return "; no regroup left (" + std::to_string(job.recoveries) + " of recovery.max_recoveries " +
          std::to_string(job.max_recoveries) + " used)";
 }

@@ -42,7 +42,7 @@ constexpr size_t kMaxTimelines = 32;
 }  // namespace
 
 bool CoordinatorCore::can_regroup(const Job& job, bool join) {
-  if (job.state != JobState::kRunning || job.recovery_mode == "none") return false;
+  if (job.state != JobState::kRunning || job.recovery_mode == RecoveryMode::kNone) return false;
   return join || job.recoveries < job.max_recoveries;
 }
 
@@ -160,7 +160,7 @@ void CoordinatorCore::place_standbys_locked(Job* job) {
         if (offers[i].free_slots <= 0) continue;
         if (pass == 0 && offers[i].worker_id != r.lost_from) continue;
         if (pass == 1 && offers[i].region != r.region) continue;
-        if (pass == 2 && job->placement == "pack") continue;
+        if (pass == 2 && job->placement == PlacementPolicy::kPack) continue;
         pick = i;
       }
     }
@@ -209,7 +209,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
     pick = free_where([&](const SlotOffer& o) { return o.worker_id == r.lost_from; });
     // The rank's region keeps the rank order grouped by region (hierarchical sync).
     if (!pick) pick = free_where([&](const SlotOffer& o) { return o.region == r.region; });
-    if (!pick && job->placement != "pack") {
+    if (!pick && job->placement != PlacementPolicy::kPack) {
       auto placed = place_gang(1, job->placement, offers);
       if (placed.is_ok()) pick = (*placed)[0];
     }
@@ -218,7 +218,7 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
           job,
           "regroup: rank " + std::to_string(rank) + " lost (" + r.lost +
               "); waiting for a worker with a free slot" +
-              (job->placement == "pack" ? " in region " + r.region + " (placement: pack)" : ""));
+              (job->placement == PlacementPolicy::kPack ? " in region " + r.region + " (placement: pack)" : ""));
     }
     --offers[*pick].free_slots;
     choice[rank] = *pick;

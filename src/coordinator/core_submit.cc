@@ -104,12 +104,12 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   }
   if (stored.resumed_job.empty()) {
     spdlog::info("job {} ({}) submitted: {} ranks, placement {}{}", id, stored.name, stored.world,
-                 stored.placement,
+                 name_of(stored.placement),
                  stored.checkpoint_dir.empty() ? "" : ", checkpoints in " + stored.checkpoint_dir);
   } else {
     spdlog::info(
         "job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step {}",
-        id, stored.name, stored.world, stored.placement, stored.resumed_job, stored.resumed_step);
+        id, stored.name, stored.world, name_of(stored.placement), stored.resumed_job, stored.resumed_step);
   }
   touch(&stored);
   schedule_locked();

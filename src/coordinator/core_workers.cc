@@ -52,7 +52,7 @@ TaskCommand regroup_command(const Job& job, const TaskKey& t) {
   c.generation = job.generation;
   c.world = job.world;
   c.master_addr = job.master_addr;
-  c.rollback = job.recovery_mode == "full";
+  c.rollback = job.recovery_mode == RecoveryMode::kFull;
   if (job.elastic()) {
     c.members = job.members();
     c.world = static_cast<int>(c.members.size());

@@ -241,7 +241,7 @@ json job_json(const Job& job, double now) {
          {"checkpoint_dir", job.checkpoint_dir},
          {"resumed_job", job.resumed_job},
          {"world_size", job.world},
-         {"placement", job.placement},
+         {"placement", name_of(job.placement)},
          {"master_addr", job.master_addr},
          {"members", job.members()},
          {"timelines", timelines_json(job)},
@@ -580,6 +580,177 @@ HttpReply Dashboard::handle(const HttpRequest& request) {
   }
 }
 
+// GET /api/v1/cluster and /api/v1/workers.
+HttpReply Dashboard::api_cluster(const std::string& rest, const Principal& who, double now) {
+  json workers = json::array();
+  int64_t slots = 0, used = 0, ready = 0;
+  for (const Worker& w : core_->list_workers()) {
+    const auto tasks = core_->assigned_tasks(w.id);
+    workers.push_back(worker_json(w, tasks, now));
+    if (w.state == WorkerState::kReady) {
+      ++ready;
+      slots += w.slots;
+    }
+    used += static_cast<int64_t>(tasks.size());
+  }
+  if (rest == "workers") return json_reply(200, json{{"workers", std::move(workers)}});
+  json states = json::object();
+  for (const char* s : kJobStates) states[s] = 0;
+  for (const Job& j : core_->list_jobs())
+    states[job_state_name(j.state)] = states[job_state_name(j.state)].get<int64_t>() + 1;
+  return json_reply(200, json{{"name", options_.cluster_name},
+                              {"now", now},
+                              {"user", who.user},
+                              {"workers", std::move(workers)},
+                              {"ready_workers", ready},
+                              {"slots", slots},
+                              {"used_slots", used},
+                              {"jobs", std::move(states)}});
+}
+
+// GET /api/v1/jobs?state=S[,S]&limit=N.
+HttpReply Dashboard::api_jobs(std::map<std::string, std::vector<std::string>>& query, double now) {
+  auto one = [&](const std::string& key) -> std::string {
+    auto it = query.find(key);
+    return it == query.end() || it->second.empty() ? "" : it->second.back();
+  };
+  std::set<std::string> wanted;
+  for (const std::string& v : query["state"]) {
+    size_t start = 0;
+    while (start <= v.size()) {
+      size_t end = v.find(',', start);
+      if (end == std::string::npos) end = v.size();
+      std::string s = v.substr(start, end - start);
+      std::transform(s.begin(), s.end(), s.begin(),
+                     [](unsigned char c) { return std::toupper(c); });
+      if (!s.empty()) {
+        if (std::find_if(std::begin(kJobStates), std::end(kJobStates),
+                         [&](const char* k) { return s == k; }) == std::end(kJobStates)) {
+          return error_reply(
+              400, "INVALID_ARGUMENT",
+              "query parameter state: '" + s.substr(0, 64) +
+                  "' is not one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED");
+        }
+        wanted.insert(s);
+      }
+      start = end + 1;
+    }
+  }
+  int64_t limit = 0;
+  if (const std::string l = one("limit"); !l.empty() && !parse_count(l, 1000000, &limit)) {
+    return error_reply(400, "INVALID_ARGUMENT",
+                       "query parameter limit: want a whole number in [0, 1000000], got '" +
+                           l.substr(0, 64) + "'");
+  }
+  std::vector<const Job*> selected;
+  const std::vector<Job> jobs = core_->list_jobs();
+  for (const Job& j : jobs)
+    if (wanted.empty() || wanted.count(job_state_name(j.state))) selected.push_back(&j);
+  size_t first = 0;
+  if (limit > 0 && selected.size() > static_cast<size_t>(limit))
+    first = selected.size() - static_cast<size_t>(limit);
+  json out = json::array();
+  for (size_t i = first; i < selected.size(); ++i) out.push_back(job_json(*selected[i], now));
+  return json_reply(200, json{{"jobs", std::move(out)}, {"now", now}});
+}
+
+// POST /api/v1/jobs/ID/cancel.
+HttpReply Dashboard::api_cancel(const HttpRequest& request, const Principal& who, const std::string& id,
+                                double now) {
+  if (request.method != "POST") return error_reply(405, "UNIMPLEMENTED", "POST to cancel");
+  if (header(request, "x-tern-request") != "1") {
+    return error_reply(403, "PERMISSION_DENIED",
+                       "cancel needs the header \"X-Tern-Request: 1\" (a cross-site form "
+                       "cannot send it)");
+  }
+  // The same roles as gRPC's CancelJob (user or admin; authenticate() refused workers).
+  auto job =
+      core_->cancel_job(id, who.user.empty() ? "cancelled from the dashboard"
+                                             : "cancelled from the dashboard by " + who.user);
+  if (!job.is_ok()) return error_reply(job.status());
+  spdlog::info("dashboard: job {} cancelled by {}", id,
+               who.user.empty() ? request.remote_addr : who.user);
+  return json_reply(200, json{{"job", job_json(*job, now)}});
+}
+
+// GET /api/v1/jobs/ID/series.
+HttpReply Dashboard::api_series(const Job& job, double now) {
+  JobSeries s(4);
+  const bool have = series_ && series_->get(job.id, &s);
+  return json_reply(
+      200, json{{"job_id", job.id},
+                {"state", job_state_name(job.state)},
+                {"version", have ? s.version : 0},
+                {"now", now},
+                {"progress",
+                 series_json(s.progress, {"loss", "samples_per_s", "wait_pct", "epoch"}, 4)},
+                {"eval", series_json(s.eval, {"test_accuracy", "test_loss"}, 2)}});
+}
+
+// GET /api/v1/jobs/ID/timeline.
+HttpReply Dashboard::api_timeline(const Job& job) {
+  json events = json::array();
+  if (job.created_at > 0) events.push_back({{"t", num(job.created_at)}, {"kind", "submitted"}});
+  if (job.started_at > 0)
+    events.push_back({{"t", num(job.started_at)}, {"kind", "started"}, {"world", job.world}});
+  for (const json& t : timelines_json(job)) {
+    json e = t;
+    e["kind"] = t["grow"].get<bool>() ? "grow" : (job.elastic() ? "shrink" : "regroup");
+    const double lost = t["lost"].get<double>();
+    e["t"] = lost > 0 ? lost : t["decided"].get<double>();
+    const double again = t["training_again"].get<double>();
+    if (again > 0) e["recovery_s"] = again - e["t"].get<double>();
+    events.push_back(std::move(e));
+  }
+  JobSeries s(4);
+  if (series_ && series_->get(job.id, &s)) {
+    for (const JobTimelineEvent& ev : s.events) {
+      json e{{"t", num(ev.t)}, {"kind", ev.kind}, {"generation", ev.generation}};
+      if (ev.rank >= 0) e["rank"] = ev.rank;
+      if (ev.kind == "checkpoint") e["step"] = ev.step;
+      if (ev.kind == "exit" || ev.kind == "error") e["exit_code"] = ev.exit_code;
+      if (!ev.message.empty()) e["message"] = ev.message;
+      events.push_back(std::move(e));
+    }
+  }
+  if (job.finished_at > 0) {
+    events.push_back({{"t", num(job.finished_at)},
+                      {"kind", "finished"},
+                      {"state", job_state_name(job.state)},
+                      {"message", job.reason.substr(0, 300)}});
+  }
+  std::stable_sort(events.begin(), events.end(), [](const json& a, const json& b) {
+    return a["t"].get<double>() < b["t"].get<double>();
+  });
+  return json_reply(200, json{{"job_id", job.id}, {"events", std::move(events)}});
+}
+
+// GET /api/v1/jobs/ID/logs?rank=R&bytes=B.
+HttpReply Dashboard::api_logs(const Job& job, const std::function<std::string(const std::string&)>& one) {
+  int64_t rank = 0, bytes = kDefaultLogBytes;
+  const std::string r = one("rank"), b = one("bytes");
+  if (!r.empty() && !parse_count(r, 1 << 20, &rank))
+    return error_reply(400, "INVALID_ARGUMENT", "query parameter rank: want a whole number >= 0");
+  if (!b.empty() && (!parse_count(b, kMaxLogBytes, &bytes) || bytes < 1)) {
+    return error_reply(400, "INVALID_ARGUMENT",
+                       "query parameter bytes: want a whole number in [1, " +
+                           std::to_string(kMaxLogBytes) + "]");
+  }
+  // The log's size first (an offset past the end reads nothing), then its last `bytes`.
+  auto end =
+      core_->get_logs(job.id, static_cast<int>(rank), std::numeric_limits<int64_t>::max(), 1);
+  if (!end.is_ok()) return error_reply(end.status());
+  const int64_t offset = std::max<int64_t>(0, end->next_offset - bytes);
+  auto slice = core_->get_logs(job.id, static_cast<int>(rank), offset, bytes);
+  if (!slice.is_ok()) return error_reply(slice.status());
+  return json_reply(200, json{{"job_id", job.id},
+                              {"rank", rank},
+                              {"offset", offset},
+                              {"next_offset", slice->next_offset},
+                              {"complete", slice->complete},
+                              {"data", slice->data}});
+}
+
 HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
   const std::string rest = request.path.size() > 8 ? request.path.substr(8) : "";
   auto query = parse_form(request.query);
@@ -592,72 +763,12 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
 
   if (rest == "cluster" || rest == "workers") {
     if (!get) return error_reply(405, "UNIMPLEMENTED", "only GET");
-    json workers = json::array();
-    int64_t slots = 0, used = 0, ready = 0;
-    for (const Worker& w : core_->list_workers()) {
-      const auto tasks = core_->assigned_tasks(w.id);
-      workers.push_back(worker_json(w, tasks, now));
-      if (w.state == WorkerState::kReady) {
-        ++ready;
-        slots += w.slots;
-      }
-      used += static_cast<int64_t>(tasks.size());
-    }
-    if (rest == "workers") return json_reply(200, json{{"workers", std::move(workers)}});
-    json states = json::object();
-    for (const char* s : kJobStates) states[s] = 0;
-    for (const Job& j : core_->list_jobs())
-      states[job_state_name(j.state)] = states[job_state_name(j.state)].get<int64_t>() + 1;
-    return json_reply(200, json{{"name", options_.cluster_name},
-                                {"now", now},
-                                {"user", who.user},
-                                {"workers", std::move(workers)},
-                                {"ready_workers", ready},
-                                {"slots", slots},
-                                {"used_slots", used},
-                                {"jobs", std::move(states)}});
+    return api_cluster(rest, who, now);
   }
 
   if (rest == "jobs") {
     if (!get) return error_reply(405, "UNIMPLEMENTED", "only GET");
-    std::set<std::string> wanted;
-    for (const std::string& v : query["state"]) {
-      size_t start = 0;
-      while (start <= v.size()) {
-        size_t end = v.find(',', start);
-        if (end == std::string::npos) end = v.size();
-        std::string s = v.substr(start, end - start);
-        std::transform(s.begin(), s.end(), s.begin(),
-                       [](unsigned char c) { return std::toupper(c); });
-        if (!s.empty()) {
-          if (std::find_if(std::begin(kJobStates), std::end(kJobStates),
-                           [&](const char* k) { return s == k; }) == std::end(kJobStates)) {
-            return error_reply(
-                400, "INVALID_ARGUMENT",
-                "query parameter state: '" + s.substr(0, 64) +
-                    "' is not one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED");
-          }
-          wanted.insert(s);
-        }
-        start = end + 1;
-      }
-    }
-    int64_t limit = 0;
-    if (const std::string l = one("limit"); !l.empty() && !parse_count(l, 1000000, &limit)) {
-      return error_reply(400, "INVALID_ARGUMENT",
-                         "query parameter limit: want a whole number in [0, 1000000], got '" +
-                             l.substr(0, 64) + "'");
-    }
-    std::vector<const Job*> selected;
-    const std::vector<Job> jobs = core_->list_jobs();
-    for (const Job& j : jobs)
-      if (wanted.empty() || wanted.count(job_state_name(j.state))) selected.push_back(&j);
-    size_t first = 0;
-    if (limit > 0 && selected.size() > static_cast<size_t>(limit))
-      first = selected.size() - static_cast<size_t>(limit);
-    json out = json::array();
-    for (size_t i = first; i < selected.size(); ++i) out.push_back(job_json(*selected[i], now));
-    return json_reply(200, json{{"jobs", std::move(out)}, {"now", now}});
+    return api_jobs(query, now);
   }
 
   if (rest.compare(0, 5, "jobs/") != 0) return error_reply(404, "NOT_FOUND", "no such API call");
@@ -668,22 +779,7 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
   if (id.empty() || id.size() > kMaxJobIdBytes)
     return error_reply(400, "INVALID_ARGUMENT", "a job id is 1 to 128 bytes");
 
-  if (sub == "cancel") {
-    if (request.method != "POST") return error_reply(405, "UNIMPLEMENTED", "POST to cancel");
-    if (header(request, "x-tern-request") != "1") {
-      return error_reply(403, "PERMISSION_DENIED",
-                         "cancel needs the header \"X-Tern-Request: 1\" (a cross-site form "
-                         "cannot send it)");
-    }
-    // The same roles as gRPC's CancelJob (user or admin; authenticate() refused workers).
-    auto job =
-        core_->cancel_job(id, who.user.empty() ? "cancelled from the dashboard"
-                                               : "cancelled from the dashboard by " + who.user);
-    if (!job.is_ok()) return error_reply(job.status());
-    spdlog::info("dashboard: job {} cancelled by {}", id,
-                 who.user.empty() ? request.remote_addr : who.user);
-    return json_reply(200, json{{"job", job_json(*job, now)}});
-  }
+  if (sub == "cancel") return api_cancel(request, who, id, now);
   if (!get) return error_reply(405, "UNIMPLEMENTED", "only GET");
   auto job = core_->get_job(id);
   if (!job.is_ok()) return error_reply(job.status());
@@ -694,78 +790,9 @@ HttpReply Dashboard::api(const HttpRequest& request, const Principal& who) {
   }
   if (sub == "spec")
     return json_reply(200, json{{"job_id", job->id}, {"spec_yaml", job->spec_yaml}});
-  if (sub == "series") {
-    JobSeries s(4);
-    const bool have = series_ && series_->get(job->id, &s);
-    return json_reply(
-        200, json{{"job_id", job->id},
-                  {"state", job_state_name(job->state)},
-                  {"version", have ? s.version : 0},
-                  {"now", now},
-                  {"progress",
-                   series_json(s.progress, {"loss", "samples_per_s", "wait_pct", "epoch"}, 4)},
-                  {"eval", series_json(s.eval, {"test_accuracy", "test_loss"}, 2)}});
-  }
-  if (sub == "timeline") {
-    json events = json::array();
-    if (job->created_at > 0) events.push_back({{"t", num(job->created_at)}, {"kind", "submitted"}});
-    if (job->started_at > 0)
-      events.push_back({{"t", num(job->started_at)}, {"kind", "started"}, {"world", job->world}});
-    for (const json& t : timelines_json(*job)) {
-      json e = t;
-      e["kind"] = t["grow"].get<bool>() ? "grow" : (job->elastic() ? "shrink" : "regroup");
-      const double lost = t["lost"].get<double>();
-      e["t"] = lost > 0 ? lost : t["decided"].get<double>();
-      const double again = t["training_again"].get<double>();
-      if (again > 0) e["recovery_s"] = again - e["t"].get<double>();
-      events.push_back(std::move(e));
-    }
-    JobSeries s(4);
-    if (series_ && series_->get(job->id, &s)) {
-      for (const JobTimelineEvent& ev : s.events) {
-        json e{{"t", num(ev.t)}, {"kind", ev.kind}, {"generation", ev.generation}};
-        if (ev.rank >= 0) e["rank"] = ev.rank;
-        if (ev.kind == "checkpoint") e["step"] = ev.step;
-        if (ev.kind == "exit" || ev.kind == "error") e["exit_code"] = ev.exit_code;
-        if (!ev.message.empty()) e["message"] = ev.message;
-        events.push_back(std::move(e));
-      }
-    }
-    if (job->finished_at > 0) {
-      events.push_back({{"t", num(job->finished_at)},
-                        {"kind", "finished"},
-                        {"state", job_state_name(job->state)},
-                        {"message", job->reason.substr(0, 300)}});
-    }
-    std::stable_sort(events.begin(), events.end(), [](const json& a, const json& b) {
-      return a["t"].get<double>() < b["t"].get<double>();
-    });
-    return json_reply(200, json{{"job_id", job->id}, {"events", std::move(events)}});
-  }
-  if (sub == "logs") {
-    int64_t rank = 0, bytes = kDefaultLogBytes;
-    const std::string r = one("rank"), b = one("bytes");
-    if (!r.empty() && !parse_count(r, 1 << 20, &rank))
-      return error_reply(400, "INVALID_ARGUMENT", "query parameter rank: want a whole number >= 0");
-    if (!b.empty() && (!parse_count(b, kMaxLogBytes, &bytes) || bytes < 1)) {
-      return error_reply(400, "INVALID_ARGUMENT",
-                         "query parameter bytes: want a whole number in [1, " +
-                             std::to_string(kMaxLogBytes) + "]");
-    }
-    // The log's size first (an offset past the end reads nothing), then its last `bytes`.
-    auto end =
-        core_->get_logs(job->id, static_cast<int>(rank), std::numeric_limits<int64_t>::max(), 1);
-    if (!end.is_ok()) return error_reply(end.status());
-    const int64_t offset = std::max<int64_t>(0, end->next_offset - bytes);
-    auto slice = core_->get_logs(job->id, static_cast<int>(rank), offset, bytes);
-    if (!slice.is_ok()) return error_reply(slice.status());
-    return json_reply(200, json{{"job_id", job->id},
-                                {"rank", rank},
-                                {"offset", offset},
-                                {"next_offset", slice->next_offset},
-                                {"complete", slice->complete},
-                                {"data", slice->data}});
-  }
+  if (sub == "series") return api_series(*job, now);
+  if (sub == "timeline") return api_timeline(*job);
+  if (sub == "logs") return api_logs(*job, one);
   return error_reply(404, "NOT_FOUND", "no such API call");
 }
 

@@ -32,10 +32,12 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "coordinator/coordinator_core.h"
@@ -89,6 +91,12 @@ class Dashboard {
   HttpReply logout(const HttpRequest& request);
   HttpReply page(const std::string& file, int status = 200, const std::string& error = "") const;
   HttpReply api(const HttpRequest& request, const Principal& who);
+  HttpReply api_cluster(const std::string& rest, const Principal& who, double now);
+  HttpReply api_jobs(std::map<std::string, std::vector<std::string>>& query, double now);
+  HttpReply api_cancel(const HttpRequest& request, const Principal& who, const std::string& id, double now);
+  HttpReply api_series(const Job& job, double now);
+  HttpReply api_timeline(const Job& job);
+  HttpReply api_logs(const Job& job, const std::function<std::string(const std::string&)>& one);
   HttpReply asset(const std::string& name) const;
 
   const DashboardOptions options_;

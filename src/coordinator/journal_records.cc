@@ -86,6 +86,19 @@ RankInfo rank_from_json(const json& j) {
   return r;
 }
 
+// A spec word the job record stores (placement, recovery_mode); an unknown word throws, so the
+// record is reported as unreadable rather than loaded with a default.
+template <class E>
+E spec_word(const json& j, const char* key, E fallback) {
+  if (!j.contains(key)) return fallback;
+  const std::string word = j.at(key).get<std::string>();
+  E value = fallback;
+  if (!parse_spec_enum(word, &value)) {
+    throw std::out_of_range(std::string("field '") + key + "' has unknown value '" + printable(word) + "'");
+  }
+  return value;
+}
+
 Job decode_job(const json& j) {
   Job job;
   job.id = j.at("id").get<std::string>();
@@ -93,12 +106,12 @@ Job decode_job(const json& j) {
   job.name = j.value("name", "");
   job.spec_yaml = j.value("spec", "");
   job.world = j.value("world", 1);
-  job.placement = j.value("placement", "any");
+  job.placement = spec_word(j, "placement", PlacementPolicy::kAny);
   job.state = static_cast<JobState>(j.value("state", 0));
   job.reason = j.value("reason", "");
   job.generation = j.value("generation", int64_t{0});
   job.master_addr = j.value("master", "");
-  job.recovery_mode = j.value("recovery_mode", "none");
+  job.recovery_mode = spec_word(j, "recovery_mode", RecoveryMode::kNone);
   job.max_recoveries = j.value("max_recoveries", int64_t{0});
   job.recoveries = j.value("recoveries", int64_t{0});
   job.threads = j.value("threads", int64_t{1});
@@ -165,12 +178,12 @@ std::string encode_job_record(const Job& job) {
          {"name", job.name},
          {"spec", job.spec_yaml},
          {"world", job.world},
-         {"placement", job.placement},
+         {"placement", name_of(job.placement)},
          {"state", static_cast<int>(job.state)},
          {"reason", job.reason},
          {"generation", job.generation},
          {"master", job.master_addr},
-         {"recovery_mode", job.recovery_mode},
+         {"recovery_mode", name_of(job.recovery_mode)},
          {"max_recoveries", job.max_recoveries},
          {"recoveries", job.recoveries},
          {"threads", job.threads},

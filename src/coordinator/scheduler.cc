@@ -36,7 +36,7 @@ void order_ranks(std::vector<size_t>* ranks, const std::vector<SlotOffer>& offer
 
 }  // namespace
 
-Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
+Result<std::vector<size_t>> place_gang(int world, PlacementPolicy placement,
                                        const std::vector<SlotOffer>& offers) {
   if (world <= 0) return invalid_argument("world size must be >= 1, got " + std::to_string(world));
   // Workers with free slots, grouped by region; each group sorted by worker id.
@@ -57,7 +57,7 @@ Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
     return n;
   };
   std::vector<size_t> ranks;
-  if (placement == "pack") {
+  if (placement == PlacementPolicy::kPack) {
     const std::string* best = nullptr;
     int best_free = 0;
     for (const auto& [region, idx] : by_region) {
@@ -77,7 +77,7 @@ Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
       return failed_precondition("waiting for " + std::to_string(world) + " free slots (" +
                                  std::to_string(total_free) + " free now)");
     }
-    if (placement == "spread") {
+    if (placement == PlacementPolicy::kSpread) {
       // Water-filling: each rank goes to the region with the fewest ranks so far that still
       // has room (ties: region name).
       std::map<std::string, int> assigned, room;
@@ -94,12 +94,10 @@ Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
         auto part = round_robin(by_region[region], offers, n);
         ranks.insert(ranks.end(), part.begin(), part.end());
       }
-    } else if (placement == "any" || placement.empty()) {
+    } else {
       std::vector<size_t> all;
       for (const auto& [region, idx] : by_region) all.insert(all.end(), idx.begin(), idx.end());
       ranks = round_robin(all, offers, world);
-    } else {
-      return invalid_argument("placement must be any, spread or pack, got '" + placement + "'");
     }
   }
   order_ranks(&ranks, offers);

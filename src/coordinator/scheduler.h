@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "common/spec_enums.h"
 #include "common/status.h"
 
 namespace tern {
@@ -25,7 +26,7 @@ struct SlotOffer {
 
 // Returns, per rank, an index into `offers`; FAILED_PRECONDITION (with the reason a user
 // should see) when the job does not fit now.
-Result<std::vector<size_t>> place_gang(int world, const std::string& placement,
+Result<std::vector<size_t>> place_gang(int world, PlacementPolicy placement,
                                        const std::vector<SlotOffer>& offers);
 
 }  // namespace tern

@@ -95,7 +95,7 @@ void to_proto(const Job& job, double now, v1::JobStatus* out) {
   out->set_resumed_job(job.resumed_job);
   if (job.resumed_step >= 0) out->set_resumed_step(job.resumed_step);
   out->set_world_size(job.world);
-  out->set_placement(job.placement);
+  out->set_placement(name_of(job.placement));
   out->set_master_addr(job.master_addr);
   if (job.elastic()) {
     for (int m : job.members()) out->add_members(m);

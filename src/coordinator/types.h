@@ -12,6 +12,8 @@
 #include <tuple>
 #include <vector>
 
+#include "common/spec_enums.h"
+
 namespace tern {
 
 enum class JobState { kPending, kRunning, kSucceeded, kFailed, kCancelled };
@@ -82,14 +84,14 @@ struct Job {
   std::string name;
   std::string spec_yaml;  // effective, validated
   int world = 1;
-  std::string placement = "any";
+  PlacementPolicy placement = PlacementPolicy::kAny;
   JobState state = JobState::kPending;
   std::string reason;
   int64_t generation = 0;
   std::string master_addr;
   // Elastic regroup (the spec's recovery section): "none" fails the job at the first lost
   // rank; "partial" / "full" replace it, at most max_recoveries times.
-  std::string recovery_mode = "none";
+  RecoveryMode recovery_mode = RecoveryMode::kNone;
   int64_t max_recoveries = 0;
   int64_t recoveries = 0;  // regroups so far
   int64_t threads = 1;     // train.threads: placed only on workers with at least this many cores
@@ -120,7 +122,7 @@ struct Job {
   double rate_t0 = 0;
   int64_t rate_step0 = -1;
 
-  bool elastic() const { return min_workers > 0 && recovery_mode == "partial"; }
+  bool elastic() const { return min_workers > 0 && recovery_mode == RecoveryMode::kPartial; }
   // The ranks of the current generation's group, in group order (all ranks unless elastic).
   std::vector<int> members() const;
 

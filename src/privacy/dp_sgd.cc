@@ -4,15 +4,10 @@
 
 #include <cmath>
 
+#include "common/splitmix.h"
+
 namespace tern {
 namespace {
-
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 constexpr double kClipEps = 1e-6;
 
@@ -57,10 +52,10 @@ double clip_factor(const std::vector<at::Tensor>& grads, double clip) {
 }
 
 uint64_t dp_seed(uint64_t seed, int64_t step, int64_t rank, int64_t index) {
-  uint64_t h = splitmix(seed ^ 0x6470u);  // "dp"
-  h = splitmix(h ^ static_cast<uint64_t>(step));
-  h = splitmix(h ^ static_cast<uint64_t>(rank));
-  return splitmix(h ^ static_cast<uint64_t>(index));
+  uint64_t h = splitmix64(seed ^ 0x6470u);  // "dp"
+  h = splitmix64(h ^ static_cast<uint64_t>(step));
+  h = splitmix64(h ^ static_cast<uint64_t>(rank));
+  return splitmix64(h ^ static_cast<uint64_t>(index));
 }
 
 at::Tensor dp_gaussian(at::IntArrayRef shape, uint64_t seed, int64_t step, int64_t rank, int64_t index) {

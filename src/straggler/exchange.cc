@@ -153,6 +153,18 @@ Status ContributionExchange::post_through(int64_t step) {
   return Status::ok();
 }
 
+void ContributionExchange::send_to_peers(int64_t step, const at::Tensor& buf, int tag) {
+  for (int p = 0; p < comm_.size(); ++p) {
+    if (p == comm_.rank()) continue;
+    Item item;
+    item.kind = Item::Kind::kSend;
+    item.step = step;
+    item.buffer = buf;
+    item.work = comm_.send(item.buffer, p, tag);
+    push(p, std::move(item));
+  }
+}
+
 Status ContributionExchange::contribute(int64_t step, const at::Tensor& payload) {
   at::Tensor buf = at::zeros({options_.numel + 1}, at::kFloat);
   bool computed = payload.defined();
@@ -164,15 +176,7 @@ Status ContributionExchange::contribute(int64_t step, const at::Tensor& payload)
     buf.narrow(0, 0, options_.numel).copy_(payload.reshape({-1}));
     buf.data_ptr<float>()[options_.numel] = 1.0f;
   }
-  for (int p = 0; p < comm_.size(); ++p) {
-    if (p == comm_.rank()) continue;
-    Item item;
-    item.kind = Item::Kind::kSend;
-    item.step = step;
-    item.buffer = buf;
-    item.work = comm_.send(item.buffer, p, contribution_tag(step));
-    push(p, std::move(item));
-  }
+  send_to_peers(step, buf, contribution_tag(step));
   std::lock_guard<std::mutex> lock(state_->mu);
   auto& st = state_->steps[step];
   if (computed) {
@@ -187,15 +191,7 @@ Status ContributionExchange::contribute(int64_t step, const at::Tensor& payload)
 
 Status ContributionExchange::send_decision(int64_t step, uint64_t mask) {
   at::Tensor buf = at::full({1}, static_cast<int64_t>(mask), at::kLong);
-  for (int p = 0; p < comm_.size(); ++p) {
-    if (p == comm_.rank()) continue;
-    Item item;
-    item.kind = Item::Kind::kSend;
-    item.step = step;
-    item.buffer = buf;
-    item.work = comm_.send(item.buffer, p, decision_tag(step));
-    push(p, std::move(item));
-  }
+  send_to_peers(step, buf, decision_tag(step));
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->steps[step].arrivals.decision = mask;
   return Status::ok();

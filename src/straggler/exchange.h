@@ -81,6 +81,8 @@ class ContributionExchange {
   struct State;
   struct Item;
   void push(int peer, Item item);
+  // Sends `buf` to every other rank under `tag` (queued per peer, like every send).
+  void send_to_peers(int64_t step, const at::Tensor& buf, int tag);
 
   Communicator& comm_;
   Options options_;

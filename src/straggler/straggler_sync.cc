@@ -38,19 +38,19 @@ StragglerSync::StragglerSync(Communicator& comm, GradientReducer* reducer, const
 
 Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm, GradientReducer* reducer,
                                                            const JobSpec& spec, int64_t total_steps) {
-  const std::string& mode = spec.straggler.mode;
-  if (mode != "gradient_coding" && mode != "proportional" && mode != "coded_proportional" && mode != "backup") {
-    return invalid_argument("straggler.mode '" + mode + "' is not a straggler mitigation mode");
+  const StragglerMode mode = spec.straggler.mode;
+  if (mode != StragglerMode::kGradientCoding && mode != StragglerMode::kProportional && mode != StragglerMode::kCodedProportional && mode != StragglerMode::kBackup) {
+    return invalid_argument("straggler.mode '" + name_of(mode) + "' is not a straggler mitigation mode");
   }
   std::unique_ptr<StragglerSync> s(new StragglerSync(comm, reducer, spec, total_steps));
-  if (mode == "gradient_coding" || mode == "coded_proportional") {
+  if (mode == StragglerMode::kGradientCoding || mode == StragglerMode::kCodedProportional) {
     // Every rank derives the same random code from the job seed.
     TERN_ASSIGN_OR_RETURN(GradientCode code,
                           GradientCode::make(comm.size(), static_cast<int>(spec.straggler.s),
                                              static_cast<uint64_t>(spec.train.seed) * 7919 + 17));
     s->code_ = std::move(code);
   }
-  if (mode == "backup" && comm.size() > 63) {
+  if (mode == StragglerMode::kBackup && comm.size() > 63) {
     return invalid_argument("straggler.mode backup supports at most 63 workers (the decision is a 64-bit mask)");
   }
   return s;
@@ -59,21 +59,21 @@ Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm, G
 Status StragglerSync::begin(std::vector<at::Tensor>& params) {
   numel_ = 0;
   for (const auto& p : params) numel_ += p.numel();
-  if (coded() || mode_ == "backup") {
+  if (coded() || mode_ == StragglerMode::kBackup) {
     ContributionExchange::Options o;
     o.numel = numel_;
     o.total_steps = total_steps_;
     o.window = 8;
-    o.leader = mode_ == "backup" ? 0 : -1;
+    o.leader = mode_ == StragglerMode::kBackup ? 0 : -1;
     exchange_ = std::make_unique<ContributionExchange>(comm_, o);
   }
   if (coded()) {
     spdlog::info("straggler mitigation: {} (n={}, s={}), rank {} computes parts {}", code_->kind_name(), code_->n(),
                  code_->s(), comm_.rank(), fmt::join(code_->parts(comm_.rank()), ","));
-  } else if (mode_ == "backup") {
+  } else if (mode_ == StragglerMode::kBackup) {
     spdlog::info("straggler mitigation: backup (n={}, waits for the first {})", comm_.size(), comm_.size() - backup_);
   } else {
-    spdlog::info("straggler mitigation: {} (n={}, speeds every {} steps)", mode_, comm_.size(), report_every_);
+    spdlog::info("straggler mitigation: {} (n={}, speeds every {} steps)", name_of(mode_), comm_.size(), report_every_);
   }
   return Status::ok();
 }
@@ -126,12 +126,12 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
     }
   }
 
-  if (mode_ == "proportional" || mode_ == "coded_proportional") {
+  if (mode_ == StragglerMode::kProportional || mode_ == StragglerMode::kCodedProportional) {
     std::vector<int64_t> all;
     all.reserve(static_cast<size_t>(global));
     for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
     std::vector<double> w = speeds_.empty() ? std::vector<double>(static_cast<size_t>(world), 1.0) : speeds_;
-    if (mode_ == "coded_proportional") {
+    if (mode_ == StragglerMode::kCodedProportional) {
       // A coded part is done when its fastest holder is: size it by that holder's speed.
       std::vector<double> pw(static_cast<size_t>(world));
       for (int p = 0; p < world; ++p) {
@@ -151,7 +151,7 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
     for (size_t q = 0; q < mine.size(); ++q) {
       append_part(plan, parts[static_cast<size_t>(mine[q])], coeff[q] / static_cast<double>(global));
     }
-  } else if (mode_ == "proportional") {
+  } else if (mode_ == StragglerMode::kProportional) {
     // The dense reducer averages over ranks: weight n/|G| makes the result the global mean.
     append_part(plan, parts[static_cast<size_t>(rank)], static_cast<double>(world) / static_cast<double>(global));
   } else {  // backup: each contribution is its own part's mean gradient
@@ -256,7 +256,7 @@ Status StragglerSync::on_gradients(int64_t step, std::vector<at::Tensor>& grads)
   Status s;
   if (coded()) {
     s = decide_coded(step, grads);
-  } else if (mode_ == "backup") {
+  } else if (mode_ == StragglerMode::kBackup) {
     s = decide_backup(step, grads);
   } else {
     auto t0 = Clock::now();

@@ -41,7 +41,7 @@ class StragglerSync : public SyncStrategy {
   static Result<std::unique_ptr<StragglerSync>> make(Communicator& comm, GradientReducer* reducer,
                                                      const JobSpec& spec, int64_t total_steps);
 
-  std::string name() const override { return "ssgd+" + mode_; }
+  std::string name() const override { return "ssgd+" + name_of(mode_); }
   Status begin(std::vector<at::Tensor>& params) override;
   Result<StepPlan> plan(int64_t step, int rank, int world, const PartIndices& part) override;
   void record_compute(int64_t samples, double seconds) override;
@@ -56,7 +56,7 @@ class StragglerSync : public SyncStrategy {
  private:
   StragglerSync(Communicator& comm, GradientReducer* reducer, const JobSpec& spec, int64_t total_steps);
   bool coded() const { return code_.has_value(); }
-  bool uses_speeds() const { return mode_ == "proportional" || mode_ == "coded_proportional"; }
+  bool uses_speeds() const { return mode_ == StragglerMode::kProportional || mode_ == StragglerMode::kCodedProportional; }
   Status update_speeds(int64_t step);
   Status decide_coded(int64_t step, std::vector<at::Tensor>& grads);
   Status decide_backup(int64_t step, std::vector<at::Tensor>& grads);
@@ -65,7 +65,7 @@ class StragglerSync : public SyncStrategy {
 
   Communicator& comm_;
   GradientReducer* reducer_;
-  std::string mode_;
+  StragglerMode mode_;
   int64_t s_;
   int64_t backup_;
   int64_t report_every_;

@@ -35,10 +35,10 @@ NamedState without_auto_plan(const NamedState& strategy_state) {
 Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
   const SyncSpec& s = ctx.spec.sync;
   const int64_t bucket = static_cast<int64_t>(s.bucket_mb * (1 << 20));
-  if (s.strategy == "ssgd") {
+  if (s.strategy == StrategyKind::kSsgd) {
     return std::unique_ptr<SyncStrategy>(std::make_unique<SsgdStrategy>(ctx.comm, ctx.reducer));
   }
-  if (s.strategy == "dssgd") {
+  if (s.strategy == StrategyKind::kDssgd) {
     if (ctx.reducer != nullptr && ctx.reducer->owns_momentum() && s.delay > 0) {
       // DGC's averaged output already carries momentum, DSSGD's fresh local term does not:
       // mixing them would apply momentum to only part of the update.
@@ -48,21 +48,21 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     return std::unique_ptr<SyncStrategy>(
         std::make_unique<DssgdStrategy>(ctx.comm, ctx.reducer, s.delay, s.correction, bucket));
   }
-  if (s.strategy == "tsu" || s.strategy == "dts") {
+  if (s.strategy == StrategyKind::kTsu || s.strategy == StrategyKind::kDts) {
     if (ctx.reducer != nullptr && ctx.reducer->owns_momentum()) {
       // DGC's momentum correction is defined on gradients; these strategies send parameter deltas.
-      return invalid_argument("compress.method dgc applies momentum to gradients, but sync.strategy " + s.strategy +
+      return invalid_argument("compress.method dgc applies momentum to gradients, but sync.strategy " + name_of(s.strategy) +
                               " sends parameter deltas; use fp16, int8, int4, topk or powersgd with it");
     }
     PeriodicOptions o;
-    o.name = s.strategy;
+    o.kind = s.strategy;
     o.period = s.period;
-    o.delay = s.strategy == "tsu" ? 0 : s.delay;
+    o.delay = s.strategy == StrategyKind::kTsu ? 0 : s.delay;
     o.average_momentum = s.average_momentum;
     o.bucket_bytes = bucket;
     o.outer = s.outer;
     o.fragments = s.fragments;
-    o.delay_auto = s.delay_auto && s.strategy == "dts";
+    o.delay_auto = s.delay_auto && s.strategy == StrategyKind::kDts;
     o.period_auto = s.period_auto;
     o.auto_wait_share = s.auto_wait_share;
     // The deltas cross the wire through the job's reducer: compressed (with error feedback) when
@@ -70,7 +70,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     return std::unique_ptr<SyncStrategy>(std::make_unique<PeriodicAveragingStrategy>(
         ctx.comm, std::move(o), ctx.momentum_buffers, ctx.reducer, ctx.make_reducer));
   }
-  if (s.strategy == "hierarchical") {
+  if (s.strategy == StrategyKind::kHierarchical) {
     if (!ctx.intra_comm) {
       return invalid_argument("sync.strategy hierarchical needs the ranks' regions: run with a cluster file "
                               "(tern run --cluster FILE, or a coordinator started with one)");
@@ -78,7 +78,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     return std::unique_ptr<SyncStrategy>(std::make_unique<HierarchicalStrategy>(
         ctx.intra_comm, ctx.inter_comm, s.inter_period, s.inter_delay, bucket, s.outer));
   }
-  return invalid_argument("unknown sync.strategy '" + s.strategy + "'");
+  return invalid_argument("unknown sync.strategy '" + name_of(s.strategy) + "'");
 }
 
 }  // namespace tern

@@ -22,7 +22,7 @@ PeriodicAveragingStrategy::PeriodicAveragingStrategy(
     Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum, GradientReducer* reducer,
     std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer)
     : comm_(comm), options_(std::move(options)), period_(options_.period),
-      delay_(options_.name == "tsu" ? 0 : options_.delay), planned_(!options_.delay_auto && !options_.period_auto),
+      delay_(options_.kind == StrategyKind::kTsu ? 0 : options_.delay), planned_(!options_.delay_auto && !options_.period_auto),
       momentum_(momentum), dense_(comm, options_.bucket_bytes), reducer_(reducer != nullptr ? *reducer : dense_),
       make_reducer_(std::move(make_reducer)) {
   if (!planned_) {
@@ -36,7 +36,7 @@ PeriodicAveragingStrategy::PeriodicAveragingStrategy(
 }
 
 int64_t PeriodicAveragingStrategy::probe_delay() const {
-  if (options_.name == "tsu") return 0;
+  if (options_.kind == StrategyKind::kTsu) return 0;
   const int64_t longest = std::max<int64_t>(0, period_ - 1);  // one sync in flight per fragment
   return options_.delay_auto ? longest : (identity() ? options_.delay : std::min(options_.delay, longest));
 }
@@ -181,7 +181,7 @@ Status PeriodicAveragingStrategy::apply_oldest(Frag& f, int64_t step, std::vecto
 
 Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tensor>& params) {
   if (frags_.empty() || frags_[0].last.empty()) {
-    return failed_precondition(options_.name + ": begin() was not called before the first step");
+    return failed_precondition(name() + ": begin() was not called before the first step");
   }
   if (have_step_end_ && !planned_) {
     probe_step_s_ += seconds_since(step_end_);
@@ -225,7 +225,7 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
   in.overhead_s = t[0][2].item<double>();
   in.fragments = n;
   in.target_share = options_.auto_wait_share;
-  in.fixed_delay = options_.name == "tsu" ? 0 : (options_.delay_auto ? -1 : options_.delay);
+  in.fixed_delay = options_.kind == StrategyKind::kTsu ? 0 : (options_.delay_auto ? -1 : options_.delay);
   in.fixed_period = options_.period_auto ? -1 : options_.period;
   in.outer = !identity();
   AutoPlan plan = choose_delay_period(in);

@@ -222,7 +222,7 @@ class DssgdStrategy : public SyncStrategy {
 // inputs and kept in the replicated state (a resumed run keeps its plan; a rebuilt strategy, as
 // after a regroup, chooses again).
 struct PeriodicOptions {
-  std::string name = "dts";  // tsu | dts
+  StrategyKind kind = StrategyKind::kDts;  // kTsu | kDts
   int64_t period = 1;
   int64_t delay = 0;
   bool average_momentum = false;
@@ -242,7 +242,7 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   PeriodicAveragingStrategy(Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum,
                             GradientReducer* reducer = nullptr,
                             std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer = {});
-  std::string name() const override { return options_.name; }
+  std::string name() const override { return name_of(options_.kind); }
   Status begin(std::vector<at::Tensor>& params) override;
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override { return Status::ok(); }
   Status after_step(int64_t step, std::vector<at::Tensor>& params) override;

@@ -19,12 +19,12 @@ TEST(JobSpec, ParsesValidSpecWithDefaults) {
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r->spec.name, "t1");
   EXPECT_EQ(r->spec.workers, 2);
-  EXPECT_EQ(r->spec.data.source, "synthetic");
+  EXPECT_EQ(r->spec.data.source, DataSource::kSynthetic);
   EXPECT_EQ(r->spec.data.train_size, 256);
   EXPECT_EQ(r->spec.train.epochs, 2);
   EXPECT_DOUBLE_EQ(r->spec.train.lr, 0.1);
   EXPECT_DOUBLE_EQ(r->spec.train.momentum, 0.9);  // default
-  EXPECT_EQ(r->spec.sync.strategy, "ssgd");
+  EXPECT_EQ(r->spec.sync.strategy, StrategyKind::kSsgd);
 }
 
 TEST(JobSpec, EffectiveYamlRoundTrips) {
@@ -39,7 +39,7 @@ TEST(JobSpec, OverridesApplyAndCreateSections) {
   auto r = load_job_spec_text(kGood, "job.yaml", {"train.epochs=1", "sync.strategy=dssgd", "sync.delay=3"});
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r->spec.train.epochs, 1);
-  EXPECT_EQ(r->spec.sync.strategy, "dssgd");
+  EXPECT_EQ(r->spec.sync.strategy, StrategyKind::kDssgd);
   EXPECT_EQ(r->spec.sync.delay, 3);
 }
 
@@ -98,14 +98,14 @@ TEST(JobSpec, VerifyEveryOnMismatchAndCorruptAreValidatedNamingTheField) {
   auto d = load_job_spec_text(kGood, "job.yaml");
   ASSERT_TRUE(d.is_ok()) << d.status().to_string();
   EXPECT_EQ(d->spec.sync.verify_every, 0);  // off by default
-  EXPECT_EQ(d->spec.sync.on_mismatch, "fail");
+  EXPECT_EQ(d->spec.sync.on_mismatch, OnMismatch::kFail);
   EXPECT_EQ(d->spec.debug.corrupt_rank, -1);
   EXPECT_EQ(d->spec.debug.corrupt_step, -1);
   auto r = load_job_spec_text(std::string(kGood) + "debug: {corrupt: {rank: 1, at_step: 40}}\n", "job.yaml",
                               {"sync.verify_every=8", "sync.on_mismatch=majority"});
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_EQ(r->spec.sync.verify_every, 8);
-  EXPECT_EQ(r->spec.sync.on_mismatch, "majority");
+  EXPECT_EQ(r->spec.sync.on_mismatch, OnMismatch::kMajority);
   EXPECT_EQ(r->spec.debug.corrupt_rank, 1);
   EXPECT_EQ(r->spec.debug.corrupt_step, 40);
   auto again = load_job_spec_text(r->yaml, "again.yaml");  // the effective document round-trips
@@ -383,7 +383,7 @@ TEST(JobSpec, DlrmShapesAreChecked) {
                                                   "model.sharding=balanced", "data.num_tables=3",
                                                   "data.table_sizes=[10, 20, 30]"});
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_EQ(r->spec.model.sharding, "balanced");
+  EXPECT_EQ(r->spec.model.sharding, EmbeddingSharding::kBalanced);
   EXPECT_EQ(r->spec.data.table_sizes.size(), 3u);
   EXPECT_EQ(r->spec.data.holdout_every, 10);
   EXPECT_NE(with({"model.bottom_mlp=[64, 8]"}).find("bottom_mlp must end in embedding_dim (16), got 8"),
@@ -408,7 +408,7 @@ TEST(JobSpec, CriteoMalformedPolicyIsValidatedByField) {
   };
   auto ok = load("");
   ASSERT_TRUE(ok.is_ok()) << ok.status().to_string();
-  EXPECT_EQ(ok->spec.data.malformed, "skip");  // the default
+  EXPECT_EQ(ok->spec.data.malformed, OnMalformed::kSkip);  // the default
   EXPECT_EQ(ok->spec.data.max_malformed, 1000);
   EXPECT_DOUBLE_EQ(ok->spec.data.max_malformed_fraction, 1.0);
   auto set = load(", malformed: skip, max_malformed: 0, max_malformed_fraction: 0.01");
@@ -417,7 +417,7 @@ TEST(JobSpec, CriteoMalformedPolicyIsValidatedByField) {
   EXPECT_DOUBLE_EQ(set->spec.data.max_malformed_fraction, 0.01);
   auto fail = load(", malformed: fail");
   ASSERT_TRUE(fail.is_ok()) << fail.status().to_string();
-  EXPECT_EQ(fail->spec.data.malformed, "fail");
+  EXPECT_EQ(fail->spec.data.malformed, OnMalformed::kFail);
 
   auto error = [&](const std::string& data_extra, std::vector<std::string> more = {}) {
     auto r = load(data_extra, std::move(more));
@@ -438,7 +438,7 @@ TEST(JobSpec, CriteoMalformedPolicyIsValidatedByField) {
   // a template that sets them.
   auto both = load(", max_malformed: 5, max_malformed_fraction: 0.5", {"data.malformed=fail"});
   ASSERT_TRUE(both.is_ok()) << both.status().to_string();
-  EXPECT_EQ(both->spec.data.malformed, "fail");
+  EXPECT_EQ(both->spec.data.malformed, OnMalformed::kFail);
   // --set is validated the same way, and names the override.
   EXPECT_NE(error("", {"data.malformed=sometimes"}).find("data.malformed"), std::string::npos);
   EXPECT_NE(error("", {"data.max_malformed=-5"}).find("data.max_malformed must be >= 0, got -5"), std::string::npos)
@@ -458,10 +458,10 @@ TEST(JobSpec, CriteoMalformedPolicyIsValidatedByField) {
 TEST(JobSpec, OnNonFiniteDefaultsToFailAndIsAnEnum) {
   auto r = load_job_spec_text(kGood, "job.yaml");
   ASSERT_TRUE(r.is_ok());
-  EXPECT_EQ(r->spec.train.on_nonfinite, "fail");
+  EXPECT_EQ(r->spec.train.on_nonfinite, OnNonFinite::kFail);
   r = load_job_spec_text(kGood, "job.yaml", {"train.on_nonfinite=skip_step"});
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_EQ(r->spec.train.on_nonfinite, "skip_step");
+  EXPECT_EQ(r->spec.train.on_nonfinite, OnNonFinite::kSkipStep);
   Status s = load_error(kGood, {"train.on_nonfinite=ignore"});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("train.on_nonfinite"), std::string::npos) << s.message();
@@ -479,7 +479,7 @@ TEST(JobSpec, AbsurdTrainThreadsAreRefused) {
 TEST(JobSpec, OptimizerDefaultsToSgdAndReadsAdamWFields) {
   auto r = load_job_spec_text(kGood, "job.yaml");
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_EQ(r->spec.train.optimizer, "sgd");
+  EXPECT_EQ(r->spec.train.optimizer, OptimizerKind::kSgd);
   EXPECT_EQ(r->spec.train.betas, (std::vector<double>{0.9, 0.999}));
   EXPECT_DOUBLE_EQ(r->spec.train.eps, 1e-8);
   EXPECT_DOUBLE_EQ(r->spec.train.weight_decay, 0.0);
@@ -487,7 +487,7 @@ TEST(JobSpec, OptimizerDefaultsToSgdAndReadsAdamWFields) {
                          {"train.optimizer=adamw", "train.betas=[0.8, 0.95]", "train.eps=1e-6", "train.weight_decay=0.1",
                           "train.momentum=0.9"});  // (SGD's momentum, which every template sets, is left alone)
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_EQ(r->spec.train.optimizer, "adamw");
+  EXPECT_EQ(r->spec.train.optimizer, OptimizerKind::kAdamw);
   EXPECT_EQ(r->spec.train.betas, (std::vector<double>{0.8, 0.95}));
   EXPECT_DOUBLE_EQ(r->spec.train.eps, 1e-6);
   EXPECT_DOUBLE_EQ(r->spec.train.weight_decay, 0.1);

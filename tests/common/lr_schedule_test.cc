@@ -12,7 +12,7 @@ namespace {
 TrainSpec train(const std::string& schedule) {
   TrainSpec t;
   t.lr = 0.1;
-  t.lr_schedule = schedule;
+  EXPECT_TRUE(parse_spec_enum(schedule, &t.lr_schedule)) << schedule;
   return t;
 }
 
@@ -73,7 +73,7 @@ train: {lr: 0.1, lr_schedule: cosine, warmup_steps: 5, lr_min: 0.01}
 )";
   auto r = load_job_spec_text(base, "job.yaml");
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-  EXPECT_EQ(r->spec.train.lr_schedule, "cosine");
+  EXPECT_EQ(r->spec.train.lr_schedule, LrScheduleKind::kCosine);
   EXPECT_EQ(r->spec.train.warmup_steps, 5);
   EXPECT_DOUBLE_EQ(r->spec.train.lr_min, 0.01);
 

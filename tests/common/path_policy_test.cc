@@ -48,7 +48,7 @@ class PathPolicyTest : public ::testing::Test {
   static JobSpec spec(const std::string& data_path, const std::string& recovery_dir = "",
                       const std::string& resume_from = "") {
     JobSpec s;
-    s.data.source = "fashion_mnist";
+    s.data.source = DataSource::kFashionMnist;
     s.data.path = data_path;
     s.recovery.dir = recovery_dir;
     s.recovery.resume_from = resume_from;
@@ -148,9 +148,9 @@ TEST_F(PathPolicyTest, WithoutAJobDirectoryRelativePathsMustNotClimbOut) {
 
 TEST_F(PathPolicyTest, SourcesWithoutFilesIgnoreDataPath) {
   JobSpec s = spec("/etc/passwd");
-  s.data.source = "synthetic";
+  s.data.source = DataSource::kSynthetic;
   EXPECT_TRUE(check_job_paths(s, policy_).is_ok());
-  s.data.source = "criteo";
+  s.data.source = DataSource::kCriteo;
   EXPECT_EQ(check_job_paths(s, policy_).code(), StatusCode::kInvalidArgument);
 }
 

@@ -491,7 +491,7 @@ TEST(Factory, DgcWireBytesAndCompressionRatio) {
   // allgather; dense fp32 ring all-reduce would send 2 (N-1)/N * 4 MB.
   testing::run_ranks(4, [](int rank, std::shared_ptr<Communicator> comm) {
     JobSpec spec;
-    spec.compress.method = "dgc";
+    spec.compress.method = CompressMethod::kDgc;
     spec.compress.density = 0.001;
     spec.compress.warmup_steps = 0;
     spec.compress.warmup_epochs = 0;
@@ -513,7 +513,7 @@ TEST(Factory, DgcWireBytesAndCompressionRatio) {
     EXPECT_GT(s.compression_ratio(4), 300);
     EXPECT_GT(s.compress_s, 0);
 
-    spec.compress.method = "none";
+    spec.compress.method = CompressMethod::kNone;
     auto dense = make_gradient_reducer(spec, *comm, ReducerContext{});
     ASSERT_TRUE(dense.is_ok());
     auto g = grads_for({{1000, 1000}}, rank, 0);
@@ -725,7 +725,7 @@ TEST(Factory, Int4AndTopkWireBytesFollowTheirFormats) {
   testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
     for (const char* method : {"int4", "topk"}) {
       JobSpec spec;
-      spec.compress.method = method;
+      ASSERT_TRUE(parse_spec_enum(method, &spec.compress.method)) << method;
       spec.compress.density = kTopkDefaultDensity;
       auto r = make_gradient_reducer(spec, *comm, ReducerContext{});
       ASSERT_TRUE(r.is_ok()) << r.status().to_string();

@@ -707,7 +707,7 @@ TEST_F(CoreTest, JournalReplayAfterARegroupRestoresGenerationAndRecoveries) {
   EXPECT_EQ(j.generation, 2);
   EXPECT_EQ(j.recoveries, 1);
   EXPECT_EQ(j.max_recoveries, 3);
-  EXPECT_EQ(j.recovery_mode, "partial");
+  EXPECT_EQ(j.recovery_mode, RecoveryMode::kPartial);
   EXPECT_EQ(j.master_addr, before.master_addr);
   EXPECT_EQ(j.ranks[0].generation, 1) << "the survivor has not re-keyed yet";
   EXPECT_EQ(j.ranks[1].generation, 2);

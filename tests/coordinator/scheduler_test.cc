@@ -24,14 +24,14 @@ std::map<std::string, int> per_region(const std::vector<size_t>& ranks,
 
 TEST(Scheduler, AnySpreadsOverWorkersBeforeDoublingUp) {
   std::vector<SlotOffer> offers = {{"w-b", "r", 2}, {"w-a", "r", 2}, {"w-c", "r", 0}};
-  auto p = place_gang(3, "any", offers);
+  auto p = place_gang(3, PlacementPolicy::kAny, offers);
   ASSERT_TRUE(p.is_ok());
   EXPECT_EQ(workers_of(*p, offers), (std::vector<std::string>{"w-a", "w-a", "w-b"}));
 }
 
 TEST(Scheduler, WaitsWhenTooFewSlots) {
   std::vector<SlotOffer> offers = {{"w-1", "r", 1}, {"w-2", "r", 1}};
-  auto p = place_gang(3, "any", offers);
+  auto p = place_gang(3, PlacementPolicy::kAny, offers);
   EXPECT_EQ(p.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(p.status().message().find("3 free slots (2 free now)"), std::string::npos)
       << p.status().message();
@@ -40,7 +40,7 @@ TEST(Scheduler, WaitsWhenTooFewSlots) {
 TEST(Scheduler, SpreadBalancesRegionsAndKeepsRegionsContiguous) {
   std::vector<SlotOffer> offers = {
       {"o1", "ohio", 4}, {"p1", "paris", 1}, {"p2", "paris", 1}, {"t1", "tokyo", 4}};
-  auto p = place_gang(6, "spread", offers);
+  auto p = place_gang(6, PlacementPolicy::kSpread, offers);
   ASSERT_TRUE(p.is_ok());
   EXPECT_EQ(per_region(*p, offers),
             (std::map<std::string, int>{{"ohio", 2}, {"paris", 2}, {"tokyo", 2}}));
@@ -52,7 +52,7 @@ TEST(Scheduler, SpreadBalancesRegionsAndKeepsRegionsContiguous) {
 
 TEST(Scheduler, SpreadFillsOtherRegionsWhenOneIsFull) {
   std::vector<SlotOffer> offers = {{"o1", "ohio", 1}, {"t1", "tokyo", 5}};
-  auto p = place_gang(4, "spread", offers);
+  auto p = place_gang(4, PlacementPolicy::kSpread, offers);
   ASSERT_TRUE(p.is_ok());
   EXPECT_EQ(per_region(*p, offers), (std::map<std::string, int>{{"ohio", 1}, {"tokyo", 3}}));
 }
@@ -63,23 +63,22 @@ TEST(Scheduler, PackUsesOneRegionTheTightestThatFits) {
                                    {"p1", "paris", 2},
                                    {"p2", "paris", 1},
                                    {"t1", "tokyo", 1}};
-  auto p = place_gang(3, "pack", offers);
+  auto p = place_gang(3, PlacementPolicy::kPack, offers);
   ASSERT_TRUE(p.is_ok());
   EXPECT_EQ(per_region(*p, offers), (std::map<std::string, int>{{"paris", 3}}));
 }
 
 TEST(Scheduler, PackWaitsWhenNoRegionFitsAlone) {
   std::vector<SlotOffer> offers = {{"o1", "ohio", 2}, {"p1", "paris", 2}};
-  auto p = place_gang(3, "pack", offers);
+  auto p = place_gang(3, PlacementPolicy::kPack, offers);
   EXPECT_EQ(p.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(p.status().message().find("one region"), std::string::npos);
-  EXPECT_TRUE(place_gang(3, "any", offers).is_ok());
+  EXPECT_TRUE(place_gang(3, PlacementPolicy::kAny, offers).is_ok());
 }
 
 TEST(Scheduler, RejectsUnknownPlacementAndEmptyGang) {
   std::vector<SlotOffer> offers = {{"o1", "ohio", 2}};
-  EXPECT_EQ(place_gang(1, "diagonal", offers).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(place_gang(0, "any", offers).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(place_gang(0, PlacementPolicy::kAny, offers).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -22,12 +22,12 @@ TEST(DpSpec, AbsentIsOffPresentTakesDefaultsAndValues) {
   EXPECT_DOUBLE_EQ(on->spec.train.dp.clip, 0.5);
   EXPECT_DOUBLE_EQ(on->spec.train.dp.noise_multiplier, 1.0);
   EXPECT_DOUBLE_EQ(on->spec.train.dp.delta, 1e-5);
-  EXPECT_EQ(on->spec.train.dp.embedding_noise, "lazy");
+  EXPECT_EQ(on->spec.train.dp.embedding_noise, EmbeddingNoise::kLazy);
   auto all = load({"train.dp.clip=2", "train.dp.noise_multiplier=0.7", "train.dp.delta=1e-6",
                    "train.dp.per_sample=microbatch", "sync.strategy=dssgd", "sync.delay=2"});
   ASSERT_TRUE(all.is_ok()) << all.status().to_string();
   EXPECT_DOUBLE_EQ(all->spec.train.dp.noise_multiplier, 0.7);
-  EXPECT_EQ(all->spec.train.dp.per_sample, "microbatch");
+  EXPECT_EQ(all->spec.train.dp.per_sample, PerSampleGrad::kMicrobatch);
   // The effective YAML carries it (what trainers get).
   auto again = load_job_spec_text(all->yaml, "again.yaml");
   ASSERT_TRUE(again.is_ok()) << again.status().to_string();

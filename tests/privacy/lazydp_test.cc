@@ -20,7 +20,7 @@ namespace {
 
 constexpr int kWorld = 2;
 
-DlrmOptions dp_options(const std::string& noise) {
+DlrmOptions dp_options(DpEmbeddingNoise noise) {
   DlrmOptions o;
   o.table_sizes = {300, 50, 1000, 120};
   o.embedding_dim = 4;
@@ -55,7 +55,7 @@ struct Final {
 };
 
 // `steps` steps of model.step() on both ranks (batch 32 each); then flush_noise().
-std::vector<Final> train(const std::string& noise, int steps) {
+std::vector<Final> train(DpEmbeddingNoise noise, int steps) {
   DlrmOptions o = dp_options(noise);
   SyntheticCtr data(data_for(o));
   std::vector<Final> out(kWorld);
@@ -92,8 +92,8 @@ std::vector<Final> train(const std::string& noise, int steps) {
 
 TEST(LazyDp, LazyExactEqualsEagerAfterNSteps) {
   const int steps = 12;
-  auto eager = train("eager", steps);
-  auto lazy = train("lazy_exact", steps);
+  auto eager = train(DpEmbeddingNoise::kEager, steps);
+  auto lazy = train(DpEmbeddingNoise::kLazyExact, steps);
   int64_t eager_rows = 0, lazy_rows = 0;
   bool deferred = false;
   for (int r = 0; r < kWorld; ++r) {
@@ -114,7 +114,7 @@ TEST(LazyDp, LazyExactEqualsEagerAfterNSteps) {
   EXPECT_TRUE(deferred) << "lazy_exact applied every row's noise at every step";
   // The control: LazyDP's aggregated draws are other numbers than eager's (same distribution),
   // and the comparison above sees that.
-  auto aggregated = train("lazy", steps);
+  auto aggregated = train(DpEmbeddingNoise::kLazy, steps);
   double max_diff = 0;
   for (int r = 0; r < kWorld; ++r) {
     for (size_t t = 0; t < eager[r].tables.size(); ++t) {
@@ -132,7 +132,7 @@ TEST(LazyDp, AggregatedDrawHasTheSummedVariance) {
   // Rows never read get noise only: their change over the run is N(0, sum_j c_j^2) per value,
   // c_j = lr_j sigma C / B, under eager (k draws) and lazy (one draw) alike.
   const int steps = 6;
-  DlrmOptions o = dp_options("lazy");
+  DlrmOptions o = dp_options(DpEmbeddingNoise::kLazy);
   double var = 0;
   for (int s = 0; s < steps; ++s) {
     const double c = lr_at(s) * o.dp_noise_multiplier * o.dp_clip / (32.0 * kWorld);
@@ -159,8 +159,8 @@ TEST(LazyDp, AggregatedDrawHasTheSummedVariance) {
   }
   at::Tensor unread = (~read).nonzero().view({-1});
   ASSERT_GT(unread.numel(), 500);
-  for (const std::string noise : {"eager", "lazy"}) {
-    SCOPED_TRACE(noise);
+  for (DpEmbeddingNoise noise : {DpEmbeddingNoise::kEager, DpEmbeddingNoise::kLazy}) {
+    SCOPED_TRACE(noise == DpEmbeddingNoise::kEager ? "eager" : "lazy");
     auto runs = train(noise, steps);
     at::Tensor w;
     for (auto& f : runs) {

@@ -207,13 +207,13 @@ Status AdamW::load_state(const NamedTensors& named, const std::vector<std::strin
 Result<std::unique_ptr<Optimizer>> make_optimizer(const TrainSpec& train,
                                                   std::vector<at::Tensor> params,
                                                   bool momentum_in_reducer) {
-  if (train.optimizer == "sgd") {
+  if (train.optimizer == OptimizerKind::kSgd) {
     // DGC applies momentum itself (momentum correction): the optimizer must not apply it again.
     return std::unique_ptr<Optimizer>(std::make_unique<Sgd>(
         std::move(params), train.lr, momentum_in_reducer ? 0.0 : train.momentum, train.weight_decay,
         momentum_in_reducer ? false : train.nesterov));
   }
-  if (train.optimizer == "adamw") {
+  if (train.optimizer == OptimizerKind::kAdamw) {
     if (momentum_in_reducer) {
       return invalid_argument(
           "train.optimizer adamw cannot be combined with a compressor that applies SGD "
@@ -231,7 +231,7 @@ Result<std::unique_ptr<Optimizer>> make_optimizer(const TrainSpec& train,
     o.weight_decay = train.weight_decay;
     return std::unique_ptr<Optimizer>(std::make_unique<AdamW>(std::move(params), o));
   }
-  return invalid_argument("unknown train.optimizer '" + train.optimizer + "' (sgd, adamw)");
+  return invalid_argument("unknown train.optimizer '" + name_of(train.optimizer) + "' (sgd, adamw)");
 }
 
 }  // namespace tern

@@ -30,7 +30,7 @@ int RegroupRequest::group_rank(int job_rank) const {
 Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
                                              int rank, int world, int64_t step, const Status& failure,
                                              EventSink* sink, const RegroupTargets& targets) {
-  const bool elastic = spec.recovery.mode == "partial" || spec.recovery.mode == "full";
+  const bool elastic = spec.recovery.mode == RecoveryMode::kPartial || spec.recovery.mode == RecoveryMode::kFull;
   if (!elastic || !hooks.wait || !hooks.connect || !is_peer_failure(failure)) return failure;
   spdlog::warn("step {}: lost a peer ({}); waiting for the coordinator to regroup", step,
                failure.to_string());

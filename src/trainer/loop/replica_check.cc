@@ -243,7 +243,7 @@ Status ReplicaChecker::compare(Communicator& comm, int64_t step, VerifyPoint poi
   // Majority: the lowest rank of a strict majority, when every rank has its layout.
   int source = -1;
   std::string refused;
-  if (options_.on_mismatch == "majority" && !confirming) {
+  if (options_.on_mismatch == OnMismatch::kMajority && !confirming) {
     if (static_cast<int>(groups[0].size()) * 2 <= world) {
       refused = "no strict majority (" + std::to_string(groups[0].size()) + " of " +
                 std::to_string(world) + " ranks agree)";

@@ -96,7 +96,7 @@ struct ReplicaSources {
 
 struct ReplicaCheckOptions {
   int64_t every = 0;                 // sync.verify_every (0: never)
-  std::string on_mismatch = "fail";  // sync.on_mismatch: fail | majority
+  OnMismatch on_mismatch = OnMismatch::kFail;  // sync.on_mismatch
   int rank = 0;
   torch::Device device = torch::kCPU;  // where the collectives' tensors live
 };

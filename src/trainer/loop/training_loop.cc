@@ -65,7 +65,7 @@ int64_t TrainingLoop::bytes_sent() const {
 
 Status TrainingLoop::prepare() {
   if (prepared_) return Status::ok();
-  if (!workload_) return invalid_argument("model.type '" + spec_.model.type + "': no workload trains it");
+  if (!workload_) return invalid_argument("model.type '" + name_of(spec_.model.type) + "': no workload trains it");
   members_ = options_.members;
   min_world_ = members_.empty() ? options_.world : static_cast<int64_t>(members_.size());
   WorkloadContext wc;
@@ -119,7 +119,7 @@ Status TrainingLoop::setup() {
     if (options_.generation <= 1) TERN_RETURN_IF_ERROR(share_initial_parameters(data));
   }
   TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_));
-  if (optimizer_->name() == "adamw") {
+  if (spec_.train.optimizer == OptimizerKind::kAdamw) {
     spdlog::info("optimizer adamw on {} parameters: lr {} betas [{}, {}] eps {} weight_decay {} (decoupled){}",
                  params_.size(), spec_.train.lr, spec_.train.betas.at(0), spec_.train.betas.at(1), spec_.train.eps,
                  spec_.train.weight_decay,
@@ -132,9 +132,9 @@ Status TrainingLoop::setup() {
   if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
 
   const RecoverySpec& rs = spec_.recovery;
-  if (rs.interval == "fixed" && rs.checkpoint_every > 0) {
+  if (rs.interval == IntervalPolicy::kFixed && rs.checkpoint_every > 0) {
     interval_steps_ = first_step_ = rs.checkpoint_every;
-  } else if (rs.interval != "fixed") {
+  } else if (rs.interval != IntervalPolicy::kFixed) {
     // Measure over the first steps (the first one warms up and is left out), then plan.
     plan_step_ = std::clamp<int64_t>(total_steps_ / 10, 2, 20);
   }
@@ -145,7 +145,7 @@ Status TrainingLoop::setup() {
     // The loop schedules saves itself (checkpoint_due); `every` bounds the commit lag.
     co.every = interval_steps_ > 0 ? interval_steps_ : std::numeric_limits<int64_t>::max();
     // Row saves build on the newest whole-shard save: keep one in the store.
-    co.keep = rs.policy == "full" ? rs.keep : std::max(rs.keep, rs.full_every + 1);
+    co.keep = rs.policy == RowPolicy::kFull ? rs.keep : std::max(rs.keep, rs.full_every + 1);
     co.rank = options_.rank;
     co.job_id = options_.job_id;
     checkpointer_ = std::make_unique<Checkpointer>(std::move(co), sink_);
@@ -173,15 +173,15 @@ Status TrainingLoop::setup() {
   if (options_.generation > 1) {
     // A replacement rank joining a running job: take the survivors' state, or with
     // recovery.mode full roll back to the last checkpoint together with them.
-    Status joined = rs.mode == "full" ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
+    Status joined = rs.mode == RecoveryMode::kFull ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
     TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
     TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kJoin));
-    if (rs.mode == "partial") restore_lost_rank_state();
+    if (rs.mode == RecoveryMode::kPartial) restore_lost_rank_state();
   }
   spdlog::info("setup done: model={} {} params={} steps/epoch={} total_steps={} strategy={} compressor={} "
                "checkpoints: interval={} policy={} {}",
-               spec_.model.type, workload_->describe(), params_.size(), steps_per_epoch_, total_steps_,
-               strategy_->name(), reducer_->name(), rs.interval, rs.policy,
+               name_of(spec_.model.type), workload_->describe(), params_.size(), steps_per_epoch_, total_steps_,
+               strategy_->name(), reducer_->name(), name_of(rs.interval), name_of(rs.policy),
                interval_steps_ > 0 ? "every " + std::to_string(interval_steps_) + " steps"
                : plan_step_ > 0    ? "planned at step " + std::to_string(plan_step_)
                                    : "off");
@@ -209,7 +209,7 @@ Status TrainingLoop::build_sync(bool first) {
   ctx.intra_comm = intra_counting_;
   ctx.inter_comm = inter_counting_;
   ctx.make_reducer = [this, rctx]() { return make_gradient_reducer(spec_, *counting_, rctx); };
-  if (spec_.straggler.mode != "none") {
+  if (spec_.straggler.mode != StragglerMode::kNone) {
     TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
   } else {
     TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
@@ -395,7 +395,7 @@ Status TrainingLoop::verify_replicas(int64_t step, VerifyPoint point) {
   src.buffers = workload_->named_buffers();
   // A partial regroup broadcasts the optimizer's state; a rollback reloads it, the same on every
   // rank only where it is replicated (ssgd). The same rule on survivors and the replacement.
-  src.optimizer_synced = spec_.recovery.mode == "partial" || momentum_replicated();
+  src.optimizer_synced = spec_.recovery.mode == RecoveryMode::kPartial || momentum_replicated();
   return replicas_->verify(*counting_, step, point, src);
 }
 
@@ -440,7 +440,7 @@ bool TrainingLoop::momentum_replicated() const {
   // Only SSGD applies the same (all-reduced) update everywhere; delayed, periodic,
   // hierarchical and straggler-tolerant updates leave each rank its own optimizer state (SGD's
   // momentum, AdamW's moments).
-  return strategy_->name() == "ssgd" && spec_.straggler.mode == "none";
+  return spec_.sync.strategy == StrategyKind::kSsgd && spec_.straggler.mode == StragglerMode::kNone;
 }
 
 bool TrainingLoop::checkpoint_due(int64_t step) const {
@@ -448,7 +448,7 @@ bool TrainingLoop::checkpoint_due(int64_t step) const {
 }
 
 ShardSave TrainingLoop::save_kind(int64_t step) const {
-  if (spec_.recovery.policy == "full") return ShardSave::kFull;
+  if (spec_.recovery.policy == RowPolicy::kFull) return ShardSave::kFull;
   int64_t k = (step - first_step_) / std::max<int64_t>(1, interval_steps_);
   return k % spec_.recovery.full_every == 0 ? ShardSave::kFull : ShardSave::kRows;
 }
@@ -506,11 +506,11 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
   in.samples_per_s = measured / std::max(1e-9, host[1].item<double>());
   in.samples_per_step = spec_.train.batch_size * options_.world;
   auto planned = plan_checkpoint_interval(in);
-  if (!planned.is_ok()) return planned.status().with_context("recovery.interval " + spec_.recovery.interval);
+  if (!planned.is_ok()) return planned.status().with_context("recovery.interval " + name_of(spec_.recovery.interval));
   const CheckpointPlan& p = *planned;
-  interval_steps_ = spec_.recovery.interval == "cpr" ? p.cpr_interval_steps : p.young_daly_interval_steps;
+  interval_steps_ = spec_.recovery.interval == IntervalPolicy::kCpr ? p.cpr_interval_steps : p.young_daly_interval_steps;
   first_step_ = step_;
-  plan_ = {{"interval", spec_.recovery.interval},
+  plan_ = {{"interval", name_of(spec_.recovery.interval)},
            {"interval_steps", interval_steps_},
            {"n_shards", in.n_shards},
            {"pls_target", in.pls_target},
@@ -527,7 +527,7 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
   spdlog::info("checkpoint plan at step {} (measured over {} samples: {:.0f} samples/s, a synchronous whole "
                "checkpoint blocks {:.4f} s; assumed MTBF {} s, PLS target {}): {}; using {} = every {} steps",
                step_, measured, in.samples_per_s, in.checkpoint_cost_s, in.mtbf_s, in.pls_target, p.summary,
-               spec_.recovery.interval, interval_steps_);
+               name_of(spec_.recovery.interval), interval_steps_);
   CheckpointPlanEvent planned_event;
   planned_event.step = step_;
   planned_event.plan = plan_;
@@ -555,7 +555,7 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   meta.extra["optimizer"] = optimizer_->name();
   meta.extra["strategy"] = strategy_->name();
   meta.extra["reducer"] = reducer_->name();
-  meta.extra["policy"] = spec_.recovery.policy;
+  meta.extra["policy"] = name_of(spec_.recovery.policy);
   meta.extra["trainer"] = counters().dump();
   TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context("buffers before the checkpoint of step " +
                                                               std::to_string(step_)));
@@ -637,7 +637,7 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
   if (in_file != params_.size()) {
     return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
-                               spec_.model.type + " has " + std::to_string(params_.size()));
+                               name_of(spec_.model.type) + " has " + std::to_string(params_.size()));
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i];
@@ -647,7 +647,7 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
     }
     if (t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type()) {
       return failed_precondition(file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
-                                 std::string(c10::toString(t->scalar_type())) + ", model." + spec_.model.type +
+                                 std::string(c10::toString(t->scalar_type())) + ", model." + name_of(spec_.model.type) +
                                  " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
     }
     p.data().copy_(*t);
@@ -822,7 +822,7 @@ Status TrainingLoop::train_step(int64_t step) {
   const int64_t step_samples = out.global_samples >= 0 ? out.global_samples : plan.global_samples;
   if (spec_.train.dp.enabled) add_dp_noise(step, step_samples, grads);
   // Agreed: every rank learns whose step was not finite before anything is updated.
-  const bool agreed = spec_.train.on_nonfinite == "skip_step" || traits_.collective_step;
+  const bool agreed = spec_.train.on_nonfinite == OnNonFinite::kSkipStep || traits_.collective_step;
   if (agreed) {
     // The group decides, so that every replica (and every shard) leaves the same step out.
     TERN_ASSIGN_OR_RETURN(std::vector<int> bad, agree_nonfinite(*counting_, out.finite));
@@ -904,7 +904,7 @@ Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks,
                                     std::vector<at::Tensor>& grads) {
   const std::string where = "non-finite loss or gradient on rank " + rank_list(ranks) +
                             (my_loss.empty() ? "" : " (loss " + my_loss + " here)");
-  if (spec_.train.on_nonfinite != "skip_step") {
+  if (spec_.train.on_nonfinite != OnNonFinite::kSkipStep) {
     nonfinite_stop_ = true;  // (run() puts "step N: " in front.)
     return Status(StatusCode::kOutOfRange,
                   where + "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
@@ -990,44 +990,7 @@ Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* ou
   return Status::ok();
 }
 
-Status TrainingLoop::run() {
-  StartedEvent started;
-  started.world = options_.world;
-  started.pid = static_cast<int64_t>(getpid());
-  started.total_steps = total_steps_;
-  sink_->emit(to_json(started));
-  auto start = SteadyClock::now();
-  window_start_ = measure_start_ = start;
-  measure_samples_ = global_samples_;
-  double recent_loss = last_loss_;
-  TERN_RETURN_IF_ERROR(run_steps(start, &recent_loss));
-  if (checkpointer_) {
-    // The last step's checkpoint (when due) and the commit of whatever is pending.
-    TERN_RETURN_IF_ERROR(checkpoint_point());
-    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
-                                                   options_.device));
-    if (Status st = checkpointer_->flush(); !st.is_ok()) {
-      spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
-    }
-  }
-  // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
-  // regroup (an elastic group growing or shrinking at the very end): like a step, they are
-  // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
-  FinalFigures figures;
-  for (int attempt = 1;; ++attempt) {
-    Status st = final_collectives(start, recent_loss, &figures);
-    if (st.is_ok()) break;
-    if (attempt == 16) return st;
-    TERN_RETURN_IF_ERROR(recover(st).with_context("after the last step"));
-  }
-  build_summary(figures);
-  FinishedEvent finished;
-  finished.summary = summary_;
-  sink_->emit(to_json(finished));
-  return Status::ok();
-}
-
-Status TrainingLoop::run_steps(SteadyClock::time_point start, double* recent_loss) {
+Status TrainingLoop::train_steps(SteadyClock::time_point start, double* recent_loss) {
   for (; step_ < total_steps_; ++step_) {
     if (stop_.load()) return cancelled("stopped at step " + std::to_string(step_));
     inject_faults(spec_.debug, options_.rank, options_.generation, step_);
@@ -1067,43 +1030,66 @@ Status TrainingLoop::run_steps(SteadyClock::time_point start, double* recent_los
   return Status::ok();
 }
 
-Status TrainingLoop::final_collectives(SteadyClock::time_point start, double recent_loss, FinalFigures* out) {
-  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
-  out->wall_s = seconds_since(start) - eval_s_;
-  out->eval.clear();
-  TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, out->wall_s, &out->eval).with_context("final evaluation"));
-  // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
-  // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
-  const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
-  // (The smallest world as a max of its negative: a replacement knows only its own groups.)
-  std::vector<at::Tensor> mx = {at::tensor({out->wall_s, blocking, recovery_s_, static_cast<double>(recoveries_),
-                                            static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
-                                            static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
-                                           at::kDouble)
-                                    .to(options_.device)};
-  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
-  std::vector<at::Tensor> sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
-  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
-  TERN_ASSIGN_OR_RETURN(out->workload, workload_->summary(*counting_, global_samples_));
-  at::Tensor mh = mx[0].cpu().contiguous();
-  out->max.assign(mh.data_ptr<double>(), mh.data_ptr<double>() + mh.numel());
-  out->loss_sum = sum[0].cpu().item<double>();
+Status TrainingLoop::finish_checkpoints() {
+  if (checkpointer_) {
+    // The last step's checkpoint (when due) and the commit of whatever is pending.
+    TERN_RETURN_IF_ERROR(checkpoint_point());
+    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
+                                                   options_.device));
+    if (Status st = checkpointer_->flush(); !st.is_ok()) {
+      spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
+    }
+  }
   return Status::ok();
 }
 
-void TrainingLoop::build_summary(const FinalFigures& f) {
-  const std::vector<double>& m = f.max;
+Status TrainingLoop::final_figures(SteadyClock::time_point start, double recent_loss, FinalFigures* out) {
+  // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
+  // regroup (an elastic group growing or shrinking at the very end): like a step, they are
+  // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
+  auto finish = [&](FinalFigures& f) -> Status {
+    TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
+    f.wall = seconds_since(start) - eval_s_;
+    f.eval.clear();
+    TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, f.wall, &f.eval).with_context("final evaluation"));
+    // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
+    // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
+    const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
+    // (The smallest world as a max of its negative: a replacement knows only its own groups.)
+    std::vector<at::Tensor> mx = {at::tensor({f.wall, blocking, recovery_s_, static_cast<double>(recoveries_),
+                      static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
+                      static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
+                     at::kDouble)
+              .to(options_.device)};
+    TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
+    std::vector<at::Tensor> sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
+    TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
+    TERN_ASSIGN_OR_RETURN(f.workload, workload_->summary(*counting_, global_samples_));
+    f.max = mx[0].cpu();
+    f.mean_loss = sum[0].cpu().item<double>() / counting_->size();
+    return Status::ok();
+  };
+  for (int attempt = 1;; ++attempt) {
+    Status st = finish(*out);
+    if (st.is_ok()) return Status::ok();
+    if (attempt == 16) return st;
+    TERN_RETURN_IF_ERROR(recover(st).with_context("after the last step"));
+  }
+}
+
+void TrainingLoop::write_summary(const FinalFigures& f) {
+  auto m = f.max.accessor<double, 1>();
   const double job_wall = m[0];
   const double step_s = steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
   SyncMetrics sm = strategy_->metrics();
   summary_ = {
-      {"model", spec_.model.type},
+      {"model", name_of(spec_.model.type)},
       {"steps", step_},
       {"epochs", static_cast<double>(step_) / steps_per_epoch_},
       {"samples", global_samples_},
       {"samples_per_s", job_wall > 0 ? global_samples_ / job_wall : 0.0},
       {"computed_samples", samples_},
-      {"final_loss", f.loss_sum / counting_->size()},
+      {"final_loss", f.mean_loss},
       {"bytes_sent_per_rank", bytes_sent()},
       {"wall_s", job_wall},
       {"eval_s", eval_s_},
@@ -1120,9 +1106,9 @@ void TrainingLoop::build_summary(const FinalFigures& f) {
       {"time_lost_s", m[2] + m[4] * step_s},
       {"generation", options_.generation},
       {"skipped_steps", skipped_steps_},
-      {"recovery_mode", spec_.recovery.mode},
-      {"checkpoint_policy", spec_.recovery.policy},
-      {"checkpoint_interval", spec_.recovery.interval},
+      {"recovery_mode", name_of(spec_.recovery.mode)},
+      {"checkpoint_policy", name_of(spec_.recovery.policy)},
+      {"checkpoint_interval", name_of(spec_.recovery.interval)},
       {"checkpoint_interval_steps", interval_steps_},
   };
   for (const auto& [name, value] : f.eval) summary_[name] = value;
@@ -1163,6 +1149,27 @@ void TrainingLoop::build_summary(const FinalFigures& f) {
   add_privacy_fields(summary_);
   summary_["min_world"] = static_cast<int64_t>(-m[5]);
   summary_["shrunk_steps"] = static_cast<int64_t>(m[6]);
+}
+
+Status TrainingLoop::run() {
+  StartedEvent started;
+  started.world = options_.world;
+  started.pid = static_cast<int64_t>(getpid());
+  started.total_steps = total_steps_;
+  sink_->emit(to_json(started));
+  auto start = SteadyClock::now();
+  window_start_ = measure_start_ = start;
+  measure_samples_ = global_samples_;
+  double recent_loss = last_loss_;
+  TERN_RETURN_IF_ERROR(train_steps(start, &recent_loss));
+  TERN_RETURN_IF_ERROR(finish_checkpoints());
+  FinalFigures figures;
+  TERN_RETURN_IF_ERROR(final_figures(start, recent_loss, &figures));
+  write_summary(figures);
+  FinishedEvent finished;
+  finished.summary = summary_;
+  sink_->emit(to_json(finished));
+  return Status::ok();
 }
 
 }  // namespace tern

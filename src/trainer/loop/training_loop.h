@@ -161,6 +161,20 @@ class TrainingLoop {
   // the model's size per rank at the start (2 MB of the MLP's 7.5 MB at 400x fewer bytes).
   Status share_initial_parameters(std::vector<at::Tensor>& data);
   Status train_step(int64_t step);
+  // run()'s parts: the steps from step_ to total_steps_ (recovering from lost peers), the last
+  // checkpoint and its commit, the job-wide figures after the final drain and evaluation, and
+  // the summary the finished event carries.
+  struct FinalFigures {
+    double wall = 0;           // this rank's training time (evaluations left out)
+    Metrics eval;              // the final evaluation
+    at::Tensor max;            // job-wide maxima (wall, blocking checkpoint s, recovery, ...), CPU
+    double mean_loss = 0;      // the last step's loss averaged over the ranks
+    nlohmann::json workload;   // the workload's own summary figures
+  };
+  Status train_steps(std::chrono::steady_clock::time_point start, double* recent_loss);
+  Status finish_checkpoints();
+  Status final_figures(std::chrono::steady_clock::time_point start, double recent_loss, FinalFigures* out);
+  void write_summary(const FinalFigures& f);
   // The group is smaller than the job (elastic, after a loss): the members share the vacant
   // ranks' samples.
   bool shrunk() const { return !members_.empty() && static_cast<int>(members_.size()) < options_.world; }
@@ -224,18 +238,6 @@ class TrainingLoop {
   double maybe_inject_delay(double compute_s);  // returns the injected seconds
   void emit_progress(int64_t step, bool force);
   Status evaluate_and_emit(int64_t step, double train_s, Metrics* out);
-  // run()'s parts: the steps; the last collectives (drain, final evaluation, the job-wide
-  // figures: redone in the regrouped group when they lose a peer); the summary from them.
-  struct FinalFigures {
-    double wall_s = 0;
-    Metrics eval;
-    std::vector<double> max;  // job-wide maxima, in the order of final_collectives()
-    double loss_sum = 0;      // the ranks' recent losses, summed
-    nlohmann::json workload;
-  };
-  Status run_steps(std::chrono::steady_clock::time_point start, double* recent_loss);
-  Status final_collectives(std::chrono::steady_clock::time_point start, double recent_loss, FinalFigures* out);
-  void build_summary(const FinalFigures& f);
 
   TrainerOptions options_;
   const JobSpec& spec_;

@@ -29,7 +29,7 @@ Result<CommStack> build_comm_stack(c10::intrusive_ptr<c10d::Store> store, const 
   CommStack stack;
   TERN_ASSIGN_OR_RETURN(auto world, make_communicator(store, o.rank, o.world, o.comm));
   TERN_ASSIGN_OR_RETURN(stack.world, wrap(world, o.regions, 0));
-  if (spec.sync.strategy != "hierarchical") return stack;
+  if (spec.sync.strategy != StrategyKind::kHierarchical) return stack;
   if (o.regions.empty()) {
     return invalid_argument("sync.strategy hierarchical needs each rank's region (--cluster FILE with --regions)");
   }

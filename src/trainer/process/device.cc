@@ -4,9 +4,9 @@
 
 namespace tern {
 
-Result<torch::Device> resolve_device(const std::string& requested, int rank) {
+Result<torch::Device> resolve_device(DeviceKind requested, int rank) {
   bool have_cuda = torch::cuda::is_available();
-  if (requested == "cpu" || (requested == "auto" && !have_cuda)) return torch::Device(torch::kCPU);
+  if (requested == DeviceKind::kCpu || (requested == DeviceKind::kAuto && !have_cuda)) return torch::Device(torch::kCPU);
   if (!have_cuda) {
     return failed_precondition(
         "device: cuda, but this tern-trainer sees no CUDA device (a CPU LibTorch build, or no GPU on this "

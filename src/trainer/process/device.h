@@ -7,11 +7,12 @@
 
 #include <string>
 
+#include "common/spec_enums.h"
 #include "common/status.h"
 
 namespace tern {
 
-Result<torch::Device> resolve_device(const std::string& requested, int rank);
+Result<torch::Device> resolve_device(DeviceKind requested, int rank);
 
 // The c10d backend for a device: nccl on CUDA, gloo on CPU.
 inline std::string backend_for(const torch::Device& d) { return d.is_cuda() ? "nccl" : "gloo"; }

@@ -334,7 +334,7 @@ int trainer_main(const TrainerArgs& args) {
   torch::set_num_threads(static_cast<int>(spec.train.threads));
   at::set_num_interop_threads(1);
   // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
-  auto device = resolve_device(workload_traits(spec).cpu_only ? "cpu" : spec.device, args.rank);
+  auto device = resolve_device(workload_traits(spec).cpu_only ? DeviceKind::kCpu : spec.device, args.rank);
   if (!device.is_ok()) fail_and_exit(device.status(), nullptr, &sink);
   const CommStackOptions so = stack_options(args, spec, group->rv, *device);
   // A standby has no group yet: it connects when a regroup names it.

@@ -37,7 +37,7 @@ std::vector<std::vector<at::Tensor>> run_job(const JobSpec& spec, int64_t* resum
     o.spec = spec;
     o.rank = rank;
     o.world = 2;
-    o.device = resolve_device("cuda", 0).value();
+    o.device = resolve_device(DeviceKind::kCuda, 0).value();
     MemorySink sink;
     TrainingLoop t(o, comm, &sink, make_workload(o.spec));
     Status s = t.setup();

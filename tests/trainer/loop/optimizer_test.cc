@@ -275,7 +275,7 @@ TEST(MakeOptimizer, BuildsWhatTheSpecNames) {
   auto sgd = make_optimizer(t, {torch::zeros({2})});
   ASSERT_TRUE(sgd.is_ok()) << sgd.status().to_string();
   EXPECT_EQ((*sgd)->name(), "sgd");
-  t.optimizer = "adamw";
+  t.optimizer = OptimizerKind::kAdamw;
   t.betas = {0.7, 0.9};
   t.eps = 1e-5;
   auto adamw = make_optimizer(t, {torch::zeros({2})});
@@ -293,14 +293,14 @@ TEST(MakeOptimizer, BuildsWhatTheSpecNames) {
   auto dgc = make_optimizer(t, {torch::zeros({2})}, /*momentum_in_reducer=*/true);
   EXPECT_EQ(dgc.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(dgc.status().message().find("dgc"), std::string::npos);
-  t.optimizer = "sgd";
+  t.optimizer = OptimizerKind::kSgd;
   t.momentum = 0.9;
   auto p = torch::ones({2});
   auto plain = make_optimizer(t, {p}, /*momentum_in_reducer=*/true);
   ASSERT_TRUE(plain.is_ok());
   (*plain)->step({torch::ones({2})});
   EXPECT_TRUE((*plain)->state({"w"}, false).empty()) << "no momentum of its own under DGC";
-  t.optimizer = "lamb";
+  t.optimizer = static_cast<OptimizerKind>(99);  // no such value: refused, not undefined behaviour
   EXPECT_EQ(make_optimizer(t, {p}).status().code(), StatusCode::kInvalidArgument);
 }
 

@@ -55,7 +55,7 @@ std::vector<at::Tensor> train_plain(const JobSpec& spec) {
   torch::manual_seed(static_cast<uint64_t>(spec.train.seed));
   auto model = std::make_shared<Mlp>();
   std::unique_ptr<torch::optim::Optimizer> optimizer;
-  if (spec.train.optimizer == "adamw") {
+  if (spec.train.optimizer == OptimizerKind::kAdamw) {
     optimizer = std::make_unique<torch::optim::AdamW>(
         model->parameters(), torch::optim::AdamWOptions(spec.train.lr)
                                  .betas({spec.train.betas.at(0), spec.train.betas.at(1)})
@@ -109,7 +109,7 @@ TEST(Trainer, OneWorkerEqualsPlainLibTorchLoopBitForBit) {
 TEST(Trainer, LearningRateSchedulesAndNesterovEqualThePlainLoop) {
   for (const char* schedule : {"cosine", "step"}) {
     JobSpec spec = small_spec(1);
-    spec.train.lr_schedule = schedule;
+    ASSERT_TRUE(parse_spec_enum(schedule, &spec.train.lr_schedule)) << schedule;
     spec.train.nesterov = std::string(schedule) == "step";
     spec.train.warmup_steps = 5;
     spec.train.lr_min = 0.001;
@@ -136,9 +136,9 @@ TEST(Trainer, AdamWEqualsThePlainLoopWithTorchAdamW) {
   // A warm-up and cosine schedule, decoupled weight decay, other betas and eps: every step's
   // rate reaches AdamW as it reaches torch::optim::AdamW.
   JobSpec spec = small_spec(1);
-  spec.train.optimizer = "adamw";
+  spec.train.optimizer = OptimizerKind::kAdamw;
   spec.train.lr = 0.003;
-  spec.train.lr_schedule = "cosine";
+  spec.train.lr_schedule = LrScheduleKind::kCosine;
   spec.train.warmup_steps = 5;
   spec.train.lr_min = 0.0001;
   spec.train.weight_decay = 0.05;
@@ -151,7 +151,7 @@ TEST(Trainer, AdamWEqualsThePlainLoopWithTorchAdamW) {
   });
   auto plain = train_plain(spec);
   JobSpec sgd = spec;
-  sgd.train.optimizer = "sgd";
+  sgd.train.optimizer = OptimizerKind::kSgd;
   auto with_sgd = train_plain(sgd);
   ASSERT_EQ(ours.size(), plain.size());
   double vs_sgd = 0;
@@ -170,10 +170,10 @@ TEST(Trainer, AverageMomentumAveragesAdamWsFirstMomentOnly) {
   for (bool average : {false, true}) {
     SCOPED_TRACE(average ? "average_momentum" : "local moments");
     JobSpec spec = small_spec(2);
-    spec.train.optimizer = "adamw";
+    spec.train.optimizer = OptimizerKind::kAdamw;
     spec.train.lr = 0.002;
     spec.train.steps = 20;
-    spec.sync.strategy = "tsu";
+    spec.sync.strategy = StrategyKind::kTsu;
     spec.sync.period = 5;
     spec.sync.average_momentum = average;
     std::vector<Optimizer::NamedTensors> state(2);
@@ -315,9 +315,9 @@ TEST(Trainer, TooSmallDatasetIsAClearError) {
 JobSpec diverging_spec(int workers, const std::string& on_nonfinite, const std::string& strategy = "ssgd") {
   JobSpec spec = small_spec(workers);
   spec.train.lr = 100;
-  spec.train.on_nonfinite = on_nonfinite;
-  spec.sync.strategy = strategy;
-  if (strategy == "tsu") spec.sync.period = 4;
+  EXPECT_TRUE(parse_spec_enum(on_nonfinite, &spec.train.on_nonfinite)) << on_nonfinite;
+  EXPECT_TRUE(parse_spec_enum(strategy, &spec.sync.strategy)) << strategy;
+  if (spec.sync.strategy == StrategyKind::kTsu) spec.sync.period = 4;
   return spec;
 }
 

@@ -20,7 +20,7 @@ TEST(Gpu, TrainsOnCudaAndMatchesCpuClosely) {
       "gpu.yaml");
   ASSERT_TRUE(spec.is_ok());
   std::vector<double> acc;
-  for (std::string dev : {"cuda", "cpu"}) {
+  for (DeviceKind dev : {DeviceKind::kCuda, DeviceKind::kCpu}) {
     testing::run_ranks(1, [&](int rank, std::shared_ptr<Communicator> comm) {
       TrainerOptions o;
       o.spec = spec->spec;
@@ -29,7 +29,7 @@ TEST(Gpu, TrainsOnCudaAndMatchesCpuClosely) {
       TrainingLoop t(o, comm, &sink, make_workload(o.spec));
       ASSERT_TRUE(t.setup().is_ok());
       ASSERT_TRUE(t.run().is_ok());
-      if (dev == "cuda") EXPECT_TRUE(t.parameters()[0].is_cuda());
+      if (dev == DeviceKind::kCuda) EXPECT_TRUE(t.parameters()[0].is_cuda());
       acc.push_back(t.summary()["test_accuracy"].get<double>());
     });
   }
@@ -39,7 +39,7 @@ TEST(Gpu, TrainsOnCudaAndMatchesCpuClosely) {
 
 TEST(Gpu, CudaRequestWithoutCudaIsAClearError) {
   // Runs only where CUDA exists, so check the positive path of resolve_device instead.
-  auto d = resolve_device("auto", 3);
+  auto d = resolve_device(DeviceKind::kAuto, 3);
   ASSERT_TRUE(d.is_ok());
   EXPECT_TRUE(d->is_cuda());
 }

@@ -3,15 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/splitmix.h"
+
 namespace tern {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 uint64_t mix(uint64_t a, uint64_t b) { return splitmix64(a ^ splitmix64(b)); }
 uint64_t mix(uint64_t a, uint64_t b, uint64_t c) { return mix(mix(a, b), c); }
@@ -64,7 +59,7 @@ int64_t hash_category(uint64_t value, int64_t table, int64_t size) {
 
 MalformedOptions criteo_malformed_options(const DataSpec& spec) {
   MalformedOptions o;
-  o.policy = spec.malformed == "fail" ? MalformedPolicy::kFail : MalformedPolicy::kSkip;
+  o.policy = spec.malformed == OnMalformed::kFail ? MalformedPolicy::kFail : MalformedPolicy::kSkip;
   o.max_count = spec.max_malformed;
   o.max_fraction = spec.max_malformed_fraction;
   return o;
@@ -298,7 +293,7 @@ SyntheticCtrOptions synthetic_ctr_options(const DataSpec& spec) {
 
 Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSplit split, int rank, int world) {
   std::vector<int64_t> sizes = ctr_table_sizes(spec);
-  if (spec.source == "criteo") {
+  if (spec.source == DataSource::kCriteo) {
     CriteoOptions o;
     o.path = spec.path;
     o.table_sizes = sizes;
@@ -311,11 +306,11 @@ Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSpli
     TERN_ASSIGN_OR_RETURN(auto reader, CriteoReader::open(o));
     return std::unique_ptr<CtrStream>(std::move(reader));
   }
-  if (spec.source == "synthetic_ctr") {
+  if (spec.source == DataSource::kSyntheticCtr) {
     auto data = std::make_shared<const SyntheticCtr>(synthetic_ctr_options(spec));
     return std::unique_ptr<CtrStream>(new SyntheticCtrStream(data, split, rank, world));
   }
-  return invalid_argument("data.source " + spec.source + " is not CTR data (criteo | synthetic_ctr)");
+  return invalid_argument("data.source " + name_of(spec.source) + " is not CTR data (criteo | synthetic_ctr)");
 }
 
 }  // namespace tern

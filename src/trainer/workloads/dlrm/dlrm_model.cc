@@ -116,7 +116,8 @@ Result<DlrmOptions> DlrmOptions::from_spec(const JobSpec& spec) {
   o.dp = spec.train.dp.enabled;
   o.dp_clip = spec.train.dp.clip;
   o.dp_noise_multiplier = spec.train.dp.noise_multiplier;
-  o.dp_embedding_noise = spec.train.dp.embedding_noise;
+  o.dp_embedding_noise =
+      spec.train.dp.embedding_noise == EmbeddingNoise::kEager ? DpEmbeddingNoise::kEager : DpEmbeddingNoise::kLazy;
   TERN_RETURN_IF_ERROR(o.validate());
   return o;
 }
@@ -171,27 +172,20 @@ Status DlrmOptions::validate() const {
   }
   if (top_mlp.empty() || top_mlp.back() != 1) return invalid_argument("dlrm: model.top_mlp must end in 1");
   if (dp && !(dp_clip > 0 && dp_noise_multiplier > 0)) return invalid_argument("dlrm: dp needs clip > 0 and noise_multiplier > 0");
-  if (dp && dp_embedding_noise != "eager" && dp_embedding_noise != "lazy" && dp_embedding_noise != "lazy_exact") {
-    return invalid_argument("dlrm: dp embedding noise must be eager, lazy or lazy_exact, got " + dp_embedding_noise);
-  }
-  if (sharding != "round_robin" && sharding != "balanced") {
-    return invalid_argument("dlrm: model.sharding must be round_robin or balanced, got " + sharding);
-  }
   return Status::ok();
 }
 
-Result<std::vector<int>> shard_tables(const std::vector<int64_t>& sizes, int world, const std::string& policy) {
+Result<std::vector<int>> shard_tables(const std::vector<int64_t>& sizes, int world, EmbeddingSharding policy) {
   const int64_t tables = static_cast<int64_t>(sizes.size());
   if (tables < world) {
     return invalid_argument("dlrm: " + std::to_string(tables) + " embedding tables cannot be sharded over " +
                             std::to_string(world) + " ranks (every rank owns at least one)");
   }
   std::vector<int> owner(tables);
-  if (policy == "round_robin") {
+  if (policy == EmbeddingSharding::kRoundRobin) {
     for (int64_t t = 0; t < tables; ++t) owner[t] = static_cast<int>(t % world);
     return owner;
   }
-  if (policy != "balanced") return invalid_argument("dlrm: unknown sharding policy " + policy);
   // Largest first (ties by table id) to the rank with the fewest rows (ties by fewest tables,
   // then lowest rank); the first `world` tables go one per rank so nobody is left empty.
   std::vector<int64_t> order(tables);
@@ -245,7 +239,7 @@ struct DlrmModel::Impl {
   int64_t noised_rows = 0;
   int64_t flush_step = -1, flush_seq = 0;  // distinct LazyDP draws within one step
 
-  bool lazy() const { return options.dp && options.dp_embedding_noise != "eager"; }
+  bool lazy() const { return options.dp && options.dp_embedding_noise != DpEmbeddingNoise::kEager; }
   double emb_lr() const { return options.embedding_lr < 0 ? options.lr : options.embedding_lr; }
   void record_noise(int64_t step, double c) {
     if (step < noise_base) return;
@@ -428,7 +422,7 @@ void DlrmModel::Impl::flush_rows(size_t k, at::Tensor rows, int64_t s) {
   if (rows.numel() == 0) return;
   last = last.masked_select(owed);
   const int64_t t = owned_by[rank][k];
-  if (options.dp_embedding_noise == "lazy_exact") {
+  if (options.dp_embedding_noise == DpEmbeddingNoise::kLazyExact) {
     // The very draws eager added, step by step, on the owed rows only.
     const int64_t lo = std::max(last.min().item<int64_t>(), noise_base);
     for (int64_t j = lo; j < s; ++j) {

@@ -49,13 +49,18 @@ namespace tern {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
+// How the owner of an embedding table adds its rows' DP noise (train.dp.embedding_noise; the
+// third value is for tests): every row at every step, or deferred until a row is read (LazyDP)
+// as one draw of the summed variance, or as the very draws eager made (lazy_exact).
+enum class DpEmbeddingNoise { kEager, kLazy, kLazyExact };
+
 struct DlrmOptions {
   std::vector<int64_t> table_sizes = std::vector<int64_t>(kCriteoTables, 1000);
   int64_t dense_features = kCtrDenseFeatures;
   int64_t embedding_dim = 16;
   std::vector<int64_t> bottom_mlp = {64, 16};  // layer widths; the last must be embedding_dim
   std::vector<int64_t> top_mlp = {64, 1};      // layer widths; the last must be 1
-  std::string sharding = "round_robin";        // round_robin | balanced
+  EmbeddingSharding sharding = EmbeddingSharding::kRoundRobin;
   double lr = 0.1;                             // plain SGD on the MLPs
   double embedding_lr = -1;                    // sparse SGD on the rows; < 0: same as lr
   uint64_t seed = 1;
@@ -85,7 +90,7 @@ struct DlrmOptions {
   bool dp = false;
   double dp_clip = 1.0;
   double dp_noise_multiplier = 1.0;
-  std::string dp_embedding_noise = "lazy";  // eager | lazy | lazy_exact
+  DpEmbeddingNoise dp_embedding_noise = DpEmbeddingNoise::kLazy;
   // The bytes this rank's embedding tables may take; 0: what the machine has available
   // (MemAvailable, the cgroup limit, RLIMIT_AS). create() refuses tables that do not fit.
   int64_t memory_limit_bytes = 0;
@@ -98,7 +103,7 @@ struct DlrmOptions {
 // owner[t] = the rank holding table t. Deterministic; every rank owns at least one table
 // (an error when tables < world).
 Result<std::vector<int>> shard_tables(const std::vector<int64_t>& table_sizes, int world,
-                                      const std::string& policy);
+                                      EmbeddingSharding policy);
 
 
 struct DlrmStepStats {

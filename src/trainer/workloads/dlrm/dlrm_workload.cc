@@ -37,7 +37,7 @@ Status DlrmWorkload::setup(const WorkloadContext& ctx) {
   TERN_ASSIGN_OR_RETURN(DlrmOptions mo, DlrmOptions::from_spec(*spec_));
   TERN_ASSIGN_OR_RETURN(model_, DlrmModel::create(mo, *ctx.comm));
   const DataSpec& data = spec_->data;
-  if (data.source == "synthetic_ctr") {
+  if (data.source == DataSource::kSyntheticCtr) {
     synthetic_ = std::make_shared<const SyntheticCtr>(synthetic_ctr_options(data));
   } else {
     TERN_ASSIGN_OR_RETURN(train_stream_, make_ctr_stream(data, CtrSplit::kTrain, rank_, world_));
@@ -48,7 +48,7 @@ Status DlrmWorkload::setup(const WorkloadContext& ctx) {
   // a file the malformed-line policy refuses fails every rank with the same data error before
   // the first step, and every rank knows the file's malformed count for the summary.
   int64_t total = data.train_size;
-  if (data.source == "criteo") {
+  if (data.source == DataSource::kCriteo) {
     MalformedOptions policy = criteo_malformed_options(data);
     policy.log = rank_ == 0;  // the first few malformed lines, once per job
     TERN_ASSIGN_OR_RETURN(CriteoScan scan, scan_criteo(data.path, data.holdout_every, policy));
@@ -56,12 +56,12 @@ Status DlrmWorkload::setup(const WorkloadContext& ctx) {
     if (rank_ == 0) {
       spdlog::info("criteo data {}: {} lines, {} train + {} test well-formed, {} malformed ({}; data.malformed {})",
                    data.path, scan.lines, scan.train_valid, scan.test_valid, scan.malformed, scan.breakdown,
-                   data.malformed);
+                   name_of(data.malformed));
     }
     scan_ = std::move(scan);
   }
   share_ = share_of(total, 0, world_);
-  if (share_ == 0 && data.source == "criteo") {
+  if (share_ == 0 && data.source == DataSource::kCriteo) {
     return data_loss(data.path + ": no training lines (data.holdout_every " + std::to_string(data.holdout_every) + ")");
   }
   if (share_ == 0) {
@@ -227,7 +227,7 @@ std::string DlrmWorkload::describe() const {
   std::string owned;
   for (int64_t t : model_->owned_tables()) owned += (owned.empty() ? "" : ",") + std::to_string(t);
   return "tables=" + std::to_string(model_->owners().size()) + " (this rank owns " + owned +
-         ") dim=" + std::to_string(spec_->model.embedding_dim) + " data=" + spec_->data.source;
+         ") dim=" + std::to_string(spec_->model.embedding_dim) + " data=" + name_of(spec_->data.source);
 }
 
 }  // namespace tern

@@ -21,7 +21,7 @@ int64_t rows_to_take(int64_t rows, double fraction) {
 
 }  // namespace
 
-Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, const std::string& policy,
+Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, RowPolicy policy,
                              double row_fraction, std::mt19937_64& rng, NamedTensors* out) {
   int64_t saved = 0;
   for (int64_t t : model.owned_tables()) {
@@ -34,12 +34,12 @@ Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, const std::string
       continue;
     }
     at::Tensor rows;
-    if (policy == "mfu") {
+    if (policy == RowPolicy::kMfu) {
       rows = select_rows_mfu(counts, rows_to_take(weight.size(0), row_fraction));
-    } else if (policy == "ssu") {
+    } else if (policy == RowPolicy::kSsu) {
       rows = select_rows_ssu(model.updated_rows(t), row_fraction, rng);
     } else {
-      return invalid_argument("recovery.policy " + policy + " does not save rows (mfu | ssu)");
+      return invalid_argument("recovery.policy " + name_of(policy) + " does not save rows (mfu | ssu)");
     }
     TERN_RETURN_IF_ERROR(append_rows(prefix_of(t), weight, rows, out));
     out->emplace_back(prefix_of(t) + "/counts", counts.index_select(0, rows).clone());
@@ -71,6 +71,65 @@ Status load_table(DlrmModel& model, int64_t t, const TableSave& save) {
   w.copy_(save.weight);
   if (save.counts.defined() && save.counts.numel() == w.size(0)) {
     model.access_counts(t).copy_(save.counts.to(at::kLong));
+  }
+  return Status::ok();
+}
+
+// Adds the saves of the tables in `owned` (not yet based on a whole save) that rank file `c`
+// of `step` holds to the front of their chains; returns whether it held any.
+bool collect_table_saves(const Checkpoint& c, const std::vector<int64_t>& owned, int64_t step, bool full,
+                         const std::string& file, std::set<int64_t>* based_set,
+                         std::map<int64_t, std::vector<TableSave>>* chains_map) {
+  std::set<int64_t>& based = *based_set;
+  std::map<int64_t, std::vector<TableSave>>& chains = *chains_map;
+  bool used = false;
+  for (int64_t t : owned) {
+    if (based.count(t)) continue;
+    TableSave save;
+    save.step = step;
+    save.full = full;
+    save.file = file;
+    if (full) {
+      const at::Tensor* w = c.find(prefix_of(t) + ".weight");
+      if (w == nullptr) continue;
+      save.weight = *w;
+      if (const at::Tensor* n = c.find(prefix_of(t) + ".access_count")) save.counts = *n;
+      based.insert(t);
+    } else {
+      const at::Tensor* rows = c.find(prefix_of(t) + "/rows");
+      const at::Tensor* values = c.find(prefix_of(t) + "/values");
+      if (rows == nullptr || values == nullptr) continue;
+      save.rows = *rows;
+      save.values = *values;
+      if (const at::Tensor* n = c.find(prefix_of(t) + "/counts")) save.row_counts = *n;
+    }
+    chains[t].insert(chains[t].begin(), std::move(save));
+    used = true;
+  }
+  return used;
+}
+
+// Applies every table's chain (its whole save, then the row saves after it) to the model.
+Status apply_chains(DlrmModel& model, const std::map<int64_t, std::vector<TableSave>>& chains,
+                    ShardRestore* out, std::set<int64_t>* row_steps, std::set<int64_t>* base_steps) {
+  for (const auto& [t, chain] : chains) {
+    for (const TableSave& save : chain) {
+      if (save.full) {
+        TERN_RETURN_IF_ERROR(load_table(model, t, save));
+        out->rows += save.weight.size(0);
+        base_steps->insert(save.step);
+      } else {
+        TERN_RETURN_IF_ERROR(
+            model.load_rows(t, save.rows, save.values).with_context(save.file));
+        if (save.row_counts.defined() && save.row_counts.numel() == save.rows.numel()) {
+          torch::NoGradGuard no_grad;
+          model.access_counts(t).index_copy_(0, save.rows.to(at::kLong), save.row_counts.to(at::kLong));
+        }
+        out->rows += save.rows.numel();
+        row_steps->insert(save.step);
+      }
+      out->newest_step = std::max(out->newest_step, save.step);
+    }
   }
   return Status::ok();
 }
@@ -120,31 +179,9 @@ Result<ShardRestore> restore_shard(DlrmModel& model, const CheckpointStore& stor
         return failed_precondition(file + ": no embedding shard (not written by a DLRM job)");
       }
       const bool full = kind->second == "full";
-      bool used = false;
-      for (int64_t t : owned) {
-        if (based.count(t)) continue;
-        TableSave save;
-        save.step = m.step;
-        save.full = full;
-        save.file = file;
-        if (full) {
-          const at::Tensor* w = c.find(prefix_of(t) + ".weight");
-          if (w == nullptr) continue;
-          save.weight = *w;
-          if (const at::Tensor* n = c.find(prefix_of(t) + ".access_count")) save.counts = *n;
-          based.insert(t);
-        } else {
-          const at::Tensor* rows = c.find(prefix_of(t) + "/rows");
-          const at::Tensor* values = c.find(prefix_of(t) + "/values");
-          if (rows == nullptr || values == nullptr) continue;
-          save.rows = *rows;
-          save.values = *values;
-          if (const at::Tensor* n = c.find(prefix_of(t) + "/counts")) save.row_counts = *n;
-        }
-        chains[t].insert(chains[t].begin(), std::move(save));
-        used = true;
+      if (collect_table_saves(c, owned, m.step, full, file, &based, &chains)) {
+        out.files.insert(out.files.begin(), file);
       }
-      if (used) out.files.insert(out.files.begin(), file);
     }
   }
   if (chains.empty()) {
@@ -165,25 +202,7 @@ Result<ShardRestore> restore_shard(DlrmModel& model, const CheckpointStore& stor
     }
   }
   std::set<int64_t> row_steps, base_steps;
-  for (const auto& [t, chain] : chains) {
-    for (const TableSave& save : chain) {
-      if (save.full) {
-        TERN_RETURN_IF_ERROR(load_table(model, t, save));
-        out.rows += save.weight.size(0);
-        base_steps.insert(save.step);
-      } else {
-        TERN_RETURN_IF_ERROR(
-            model.load_rows(t, save.rows, save.values).with_context(save.file));
-        if (save.row_counts.defined() && save.row_counts.numel() == save.rows.numel()) {
-          torch::NoGradGuard no_grad;
-          model.access_counts(t).index_copy_(0, save.rows.to(at::kLong), save.row_counts.to(at::kLong));
-        }
-        out.rows += save.rows.numel();
-        row_steps.insert(save.step);
-      }
-      out.newest_step = std::max(out.newest_step, save.step);
-    }
-  }
+  TERN_RETURN_IF_ERROR(apply_chains(model, chains, &out, &row_steps, &base_steps));
   // The chain's base: the oldest whole save a table starts from (-1 when some table starts
   // from its seeded init).
   out.base_step = based.size() == owned.size() && !base_steps.empty() ? *base_steps.begin() : -1;

@@ -30,7 +30,7 @@ namespace tern {
 // Appends this rank's shard (kFull) or the rows `policy` (mfu | ssu) picks (kRows) to `out`,
 // as copies, and starts a new update interval (DlrmModel::mark_updates). Returns the rows
 // saved.
-Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, const std::string& policy,
+Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, RowPolicy policy,
                              double row_fraction, std::mt19937_64& rng, NamedTensors* out);
 
 struct ShardRestore {

@@ -70,7 +70,7 @@ int64_t TokenData::token(const Split& split, int64_t i) const {
 
 Result<std::unique_ptr<TokenData>> TokenData::open(const DataSpec& spec) {
   std::unique_ptr<TokenData> d(new TokenData());
-  d->wide_ = spec.token_dtype == "uint32";
+  d->wide_ = spec.token_dtype == TokenDtype::kUint32;
   d->block_ = spec.block_size;
   d->seed_ = static_cast<uint64_t>(spec.seed);
   const size_t width = d->wide_ ? 4 : 2;

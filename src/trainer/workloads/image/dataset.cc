@@ -100,20 +100,20 @@ ImageDataset make_synthetic_images(int64_t n, uint64_t class_seed, uint64_t samp
 
 Result<ImageData> load_image_data(const DataSpec& spec) {
   ImageData d;
-  if (spec.source == "synthetic") {
+  if (spec.source == DataSource::kSynthetic) {
     uint64_t s = static_cast<uint64_t>(spec.seed);
     d.train = make_synthetic_images(spec.train_size, s, s + 1, spec.normalize);
     d.test = make_synthetic_images(spec.test_size, s, s + 2, spec.normalize);
     return d;
   }
-  if (spec.source == "fashion_mnist") {
+  if (spec.source == DataSource::kFashionMnist) {
     TERN_ASSIGN_OR_RETURN(d.train, load_idx_pair(spec.path + "/train-images-idx3-ubyte.gz",
                                                  spec.path + "/train-labels-idx1-ubyte.gz", spec.normalize));
     TERN_ASSIGN_OR_RETURN(d.test, load_idx_pair(spec.path + "/t10k-images-idx3-ubyte.gz",
                                                 spec.path + "/t10k-labels-idx1-ubyte.gz", spec.normalize));
     return d;
   }
-  return invalid_argument("data.source '" + spec.source + "' is not an image dataset");
+  return invalid_argument("data.source '" + name_of(spec.source) + "' is not an image dataset");
 }
 
 }  // namespace tern

@@ -88,7 +88,7 @@ Result<StepOutput> ImageWorkload::compute_private(const Batch& batch, const Step
   u = u.to(device_);
   model_->zero_grad();
   std::vector<LinearTrace> trace;
-  at::Tensor logits = dp.per_sample == "microbatch" ? at::Tensor() : model_->forward_traced(batch, &trace);
+  at::Tensor logits = dp.per_sample == PerSampleGrad::kMicrobatch ? at::Tensor() : model_->forward_traced(batch, &trace);
   if (logits.defined()) {
     // Vectorised: one backward of the unweighted sum gives every layer's per-sample output
     // gradients; norms and the clipped, weighted sum follow from them (privacy/dp_sgd.h).

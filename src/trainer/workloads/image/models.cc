@@ -57,9 +57,9 @@ at::Tensor Cnn::forward(const Batch& batch) {
 }
 
 Result<std::shared_ptr<Model>> make_image_model(const ModelSpec& spec) {
-  if (spec.type == "mlp") return std::shared_ptr<Model>(std::make_shared<Mlp>());
-  if (spec.type == "cnn") return std::shared_ptr<Model>(std::make_shared<Cnn>());
-  return invalid_argument("model.type '" + spec.type + "' is not an image model");
+  if (spec.type == ModelType::kMlp) return std::shared_ptr<Model>(std::make_shared<Mlp>());
+  if (spec.type == ModelType::kCnn) return std::shared_ptr<Model>(std::make_shared<Cnn>());
+  return invalid_argument("model.type '" + name_of(spec.type) + "' is not an image model");
 }
 
 }  // namespace tern

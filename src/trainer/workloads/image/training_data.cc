@@ -18,11 +18,11 @@ Batch ImageTrainingData::test_batch(int64_t begin, int64_t end) {
 }
 
 Result<std::unique_ptr<TrainingData>> make_training_data(const JobSpec& spec) {
-  if (spec.data.source == "fashion_mnist" || spec.data.source == "synthetic") {
+  if (spec.data.source == DataSource::kFashionMnist || spec.data.source == DataSource::kSynthetic) {
     TERN_ASSIGN_OR_RETURN(ImageData d, load_image_data(spec.data));
     return std::unique_ptr<TrainingData>(std::make_unique<ImageTrainingData>(std::move(d)));
   }
-  return failed_precondition("data.source '" + spec.data.source + "' is not supported by this build");
+  return failed_precondition("data.source '" + name_of(spec.data.source) + "' is not supported by this build");
 }
 
 }  // namespace tern

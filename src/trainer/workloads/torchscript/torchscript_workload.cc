@@ -34,14 +34,14 @@ std::string describe_tensor(const at::Tensor& t) {
 }  // namespace
 
 Result<std::unique_ptr<TrainingData>> make_user_data(const JobSpec& spec) {
-  const std::string& source = spec.data.source;
-  if (source == "tokens") {
+  const DataSource source = spec.data.source;
+  if (source == DataSource::kTokens) {
     TERN_ASSIGN_OR_RETURN(auto d, TokenData::open(spec.data));
     return std::unique_ptr<TrainingData>(std::move(d));
   }
-  if (source == "tensors") return make_tensor_data(spec.data);
-  if (source == "fashion_mnist" || source == "synthetic") return make_training_data(spec);
-  return invalid_argument("data.source " + source + " is not data a TorchScript model trains on");
+  if (source == DataSource::kTensors) return make_tensor_data(spec.data);
+  if (source == DataSource::kFashionMnist || source == DataSource::kSynthetic) return make_training_data(spec);
+  return invalid_argument("data.source " + name_of(source) + " is not data a TorchScript model trains on");
 }
 
 TorchScriptWorkload::TorchScriptWorkload() = default;
@@ -85,8 +85,8 @@ Status TorchScriptWorkload::setup(const WorkloadContext& ctx) {
 
   metrics_ = spec_->model.metrics;
   if (metrics_.empty()) {
-    metrics_.push_back("loss");
-    if (spec_->model.loss == "cross_entropy") metrics_.push_back("accuracy");
+    metrics_.push_back(EvalMetric::kLoss);
+    if (spec_->model.loss == LossKind::kCrossEntropy) metrics_.push_back(EvalMetric::kAccuracy);
   }
   TERN_ASSIGN_OR_RETURN(parts_, DataParallelParts::make(data_->train_size(), world_, rank_,
                                                         static_cast<uint64_t>(spec_->train.seed),
@@ -98,16 +98,16 @@ Status TorchScriptWorkload::setup(const WorkloadContext& ctx) {
 at::Tensor TorchScriptWorkload::forward(const at::Tensor& inputs) {
   c10::IValue out = module_.forward({inputs});
   if (!out.isTensor()) {
-    throw std::runtime_error("forward returned " + out.tagKind() + ", not a tensor (model.loss " + spec_->model.loss +
+    throw std::runtime_error("forward returned " + out.tagKind() + ", not a tensor (model.loss " + name_of(spec_->model.loss) +
                              " takes the outputs of forward(inputs))");
   }
   return out.toTensor();
 }
 
 at::Tensor TorchScriptWorkload::loss_of(const Batch& batch, at::Tensor* per_sample, at::Tensor* outputs) {
-  const std::string& kind = spec_->model.loss;
+  const LossKind kind = spec_->model.loss;
   const int64_t b = batch.size();
-  if (kind == "returned") {
+  if (kind == LossKind::kReturned) {
     c10::IValue out = module_.forward({batch.x, batch.y});
     if (!out.isTensor() || out.toTensor().numel() != 1) {
       throw std::runtime_error("with model.loss returned, forward(inputs, targets) must return the scalar loss, got " +
@@ -119,14 +119,14 @@ at::Tensor TorchScriptWorkload::loss_of(const Batch& batch, at::Tensor* per_samp
   if (outputs != nullptr) *outputs = o;
   const at::Tensor& y = batch.y;
   auto mismatch = [&](const std::string& need) {
-    return std::runtime_error("model.loss " + kind + " cannot take outputs " + describe_tensor(o) + " with targets " +
+    return std::runtime_error("model.loss " + name_of(kind) + " cannot take outputs " + describe_tensor(o) + " with targets " +
                               describe_tensor(y) + ": " + need);
   };
   if (o.dim() == 0 || o.size(0) != b) throw mismatch("outputs need one row per sample (" + std::to_string(b) + ")");
   if (!at::isFloatingType(o.scalar_type())) throw mismatch("outputs must be floating point");
   at::Tensor elements;  // per target element [B, E]
   at::Tensor mean;
-  if (kind == "cross_entropy") {
+  if (kind == LossKind::kCrossEntropy) {
     if (at::isFloatingType(y.scalar_type())) throw mismatch("cross_entropy targets are class indices (int64)");
     if (o.dim() < 2 || o.sizes().slice(0, o.dim() - 1) != y.sizes()) {
       throw mismatch("outputs must be targets' shape plus a last dimension of classes");
@@ -146,7 +146,7 @@ at::Tensor TorchScriptWorkload::loss_of(const Batch& batch, at::Tensor* per_samp
   } else {
     if (o.numel() != y.numel()) throw mismatch("outputs and targets need the same number of elements per sample");
     at::Tensor target = y.to(o.scalar_type()).reshape(o.sizes());
-    if (kind == "mse") {
+    if (kind == LossKind::kMse) {
       if (per_sample == nullptr) return F::mse_loss(o, target);
       elements = F::mse_loss(o, target, F::MSELossFuncOptions().reduction(torch::kNone)).reshape({b, -1});
     } else {
@@ -211,7 +211,7 @@ Result<StepOutput> TorchScriptWorkload::compute(int64_t step, const StepPlan& pl
       at::Tensor loss = loss_of(batch, nullptr, nullptr);
       loss.backward();
       out.loss = loss.item<double>();
-    } else if (spec_->model.loss != "returned") {
+    } else if (spec_->model.loss != LossKind::kReturned) {
       at::Tensor per;
       loss_of(batch, &per, nullptr);
       at::Tensor w = at::tensor(plan.weights, at::kDouble).to(per.options());
@@ -247,14 +247,14 @@ Result<StepOutput> TorchScriptWorkload::compute(int64_t step, const StepPlan& pl
 Result<Metrics> TorchScriptWorkload::evaluate() {
   at::NoGradGuard no_grad;
   module_.eval();
-  const bool need_outputs = spec_->model.loss != "returned";
-  const bool bce = spec_->model.loss == "bce_with_logits";
+  const bool need_outputs = spec_->model.loss != LossKind::kReturned;
+  const bool bce = spec_->model.loss == LossKind::kBceWithLogits;
   const int64_t n = data_->test_size();
   const auto [begin, end] = eval_slice(n, comm_->rank(), comm_->size());
   // [loss sum over elements, elements, correct, samples]
   double loss_sum = 0, elements = 0, correct = 0;
   std::vector<at::Tensor> scores, labels;
-  const bool want_auc = std::find(metrics_.begin(), metrics_.end(), "auc") != metrics_.end();
+  const bool want_auc = std::find(metrics_.begin(), metrics_.end(), EvalMetric::kAuc) != metrics_.end();
   try {
     for (int64_t s = begin; s < end; s += kEvalBatch) {
       Batch batch = batch_to(data_->test_batch(s, std::min(end, s + kEvalBatch)), device_);
@@ -272,7 +272,7 @@ Result<Metrics> TorchScriptWorkload::evaluate() {
           scores.push_back(logits.cpu());
           labels.push_back(y.cpu());
         }
-      } else if (spec_->model.loss == "cross_entropy") {
+      } else if (spec_->model.loss == LossKind::kCrossEntropy) {
         correct += (outputs.argmax(-1) == batch.y).sum().item<double>();
       }
     }
@@ -290,18 +290,18 @@ Result<Metrics> TorchScriptWorkload::evaluate() {
   auto acc = host.accessor<double, 1>();
   const double mean_loss = acc[1] > 0 ? acc[0] / acc[1] : 0.0;
   Metrics out;
-  for (const std::string& m : metrics_) {
-    if (m == "loss") out.emplace_back("test_loss", mean_loss);
-    if (m == "accuracy") out.emplace_back("test_accuracy", acc[1] > 0 ? acc[2] / acc[1] : 0.0);
-    if (m == "perplexity") out.emplace_back("test_perplexity", std::exp(mean_loss));
-    if (m == "auc") {
+  for (EvalMetric m : metrics_) {
+    if (m == EvalMetric::kLoss) out.emplace_back("test_loss", mean_loss);
+    if (m == EvalMetric::kAccuracy) out.emplace_back("test_accuracy", acc[1] > 0 ? acc[2] / acc[1] : 0.0);
+    if (m == EvalMetric::kPerplexity) out.emplace_back("test_perplexity", std::exp(mean_loss));
+    if (m == EvalMetric::kAuc) {
       at::Tensor s = scores.empty() ? at::empty({0}, at::kDouble) : at::cat(scores);
       at::Tensor l = labels.empty() ? at::empty({0}, at::kDouble) : at::cat(labels);
       TERN_ASSIGN_OR_RETURN(double auc, global_auc(*comm_, s, l));
       out.emplace_back("test_auc", auc);
     }
   }
-  if (std::find(metrics_.begin(), metrics_.end(), "loss") == metrics_.end()) out.emplace_back("test_loss", mean_loss);
+  if (std::find(metrics_.begin(), metrics_.end(), EvalMetric::kLoss) == metrics_.end()) out.emplace_back("test_loss", mean_loss);
   out.emplace_back("test_samples", acc[3]);
   return out;
 }
@@ -311,7 +311,7 @@ std::string TorchScriptWorkload::describe() const {
   for (const auto& [name, p] : params_) numel += p.numel();
   return "torchscript=" + spec_->model.path + " (" + std::to_string(numel) + " parameters in " +
          std::to_string(params_.size()) + " tensors, " + std::to_string(buffers_.size()) + " buffers) data=" +
-         spec_->data.source + " train=" + std::to_string(data_->train_size()) +
+         name_of(spec_->data.source) + " train=" + std::to_string(data_->train_size()) +
          " test=" + std::to_string(data_->test_size());
 }
 

@@ -75,7 +75,7 @@ class TorchScriptWorkload : public Workload {
   std::vector<std::pair<std::string, at::Tensor>> params_;
   std::vector<std::pair<std::string, at::Tensor>> buffers_;
   std::unique_ptr<DataParallelParts> parts_;
-  std::vector<std::string> metrics_;  // of model.metrics, in report order
+  std::vector<EvalMetric> metrics_;  // of model.metrics, in report order
 };
 
 // The data a user's model trains on: data.source tensors, tokens, fashion_mnist or synthetic.

@@ -85,10 +85,10 @@ Batch slice(const Batch& b, int64_t begin, int64_t n) {
 
 TEST(DlrmSharding, RoundRobinAndBalancedAreDeterministicAndCoverEveryRank) {
   std::vector<int64_t> sizes = {10, 1000, 20, 500, 30, 5, 400};
-  auto rr = shard_tables(sizes, 3, "round_robin");
+  auto rr = shard_tables(sizes, 3, EmbeddingSharding::kRoundRobin);
   ASSERT_TRUE(rr.is_ok());
   EXPECT_EQ(*rr, (std::vector<int>{0, 1, 2, 0, 1, 2, 0}));
-  auto bal = shard_tables(sizes, 3, "balanced");
+  auto bal = shard_tables(sizes, 3, EmbeddingSharding::kBalanced);
   ASSERT_TRUE(bal.is_ok());
   // 1000 -> r0, 500 -> r1, 400 -> r2, then the rest to the lightest rank.
   EXPECT_EQ((*bal)[1], 0);
@@ -97,16 +97,16 @@ TEST(DlrmSharding, RoundRobinAndBalancedAreDeterministicAndCoverEveryRank) {
   std::vector<int64_t> rows(3, 0);
   for (size_t t = 0; t < sizes.size(); ++t) rows[(*bal)[t]] += sizes[t];
   EXPECT_EQ(rows, (std::vector<int64_t>{1000, 500, 465}));
-  EXPECT_EQ(*bal, *shard_tables(sizes, 3, "balanced"));
-  auto too_many = shard_tables({1, 2}, 3, "round_robin");
+  EXPECT_EQ(*bal, *shard_tables(sizes, 3, EmbeddingSharding::kBalanced));
+  auto too_many = shard_tables({1, 2}, 3, EmbeddingSharding::kRoundRobin);
   EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(too_many.status().message().find("2 embedding tables cannot be sharded over 3 ranks"), std::string::npos);
 }
 
 TEST(DlrmOptions, FromSpecChecksShapes) {
   JobSpec spec;
-  spec.model.type = "dlrm";
-  spec.data.source = "synthetic_ctr";
+  spec.model.type = ModelType::kDlrm;
+  spec.data.source = DataSource::kSyntheticCtr;
   spec.data.num_tables = 3;
   spec.data.table_size = 50;
   auto o = DlrmOptions::from_spec(spec);
@@ -120,7 +120,7 @@ TEST(DlrmOptions, FromSpecChecksShapes) {
 // Runs `steps` steps of a global batch of `global` samples split over `world` ranks as
 // `splits` (rows per rank), and compares with the reference on the whole global batch.
 void expect_equals_reference(int world, const std::vector<int64_t>& splits, int steps, double tol,
-                             const std::string& sharding = "round_robin") {
+                             EmbeddingSharding sharding = EmbeddingSharding::kRoundRobin) {
   DlrmOptions o = small_options();
   o.sharding = sharding;
   SyntheticCtr data(small_data(o));
@@ -208,7 +208,7 @@ TEST(Dlrm, OneRankEqualsTheUnshardedModelExactly) { expect_equals_reference(1, {
 TEST(Dlrm, TwoRanksEqualOneRank) { expect_equals_reference(2, {12, 12}, 5, 1e-5); }
 
 TEST(Dlrm, FourRanksUnevenBatchesAndAnEmptyRankEqualOneRank) {
-  expect_equals_reference(4, {10, 0, 9, 5}, 5, 1e-5, "balanced");
+  expect_equals_reference(4, {10, 0, 9, 5}, 5, 1e-5, EmbeddingSharding::kBalanced);
 }
 
 TEST(Dlrm, ShardedStateRoundTripsAndRefusesAWrongShard) {

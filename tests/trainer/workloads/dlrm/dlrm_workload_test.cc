@@ -119,7 +119,7 @@ TEST(DlrmSpec, CprFieldsAreValidatedAndRowSavesNeedDlrm) {
   JobSpec s =
       spec_with({"recovery.interval=young_daly", "recovery.mtbf_s=30", "recovery.policy=ssu",
                  "recovery.row_fraction=0.2", "recovery.full_every=3"});
-  EXPECT_EQ(s.recovery.interval, "young_daly");
+  EXPECT_EQ(s.recovery.interval, IntervalPolicy::kYoungDaly);
   EXPECT_DOUBLE_EQ(s.recovery.mtbf_s, 30);
   EXPECT_DOUBLE_EQ(s.recovery.row_fraction, 0.2);
   EXPECT_EQ(s.recovery.full_every, 3);

@@ -33,7 +33,7 @@ void put(const std::string& path, const NamedTensors& t) {
 
 DataSpec spec_for(const std::string& train, const std::string& test) {
   DataSpec s;
-  s.source = "tensors";
+  s.source = DataSource::kTensors;
   s.path = train;
   s.test_path = test;
   return s;
