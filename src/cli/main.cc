@@ -148,6 +148,10 @@ int main(int argc, char** argv) {
   add_client_flags(status_cmd, &client);
 
   auto* workers_cmd = app.add_subcommand("workers", "List worker daemons");
+  bool network = false;
+  workers_cmd->add_flag("--network", network,
+                        "the measured round-trip times and bandwidths between workers and the "
+                        "ring order placement uses");
   add_client_flags(workers_cmd, &client);
 
   int rank = 0;
@@ -198,7 +202,7 @@ int main(int argc, char** argv) {
   }
   if (*jobs_cmd) return tern::jobs_command(client);
   if (*status_cmd) return tern::status_command(client, status);
-  if (*workers_cmd) return tern::workers_command(client);
+  if (*workers_cmd) return tern::workers_command(client, network);
   if (*logs_cmd) return tern::logs_command(client, job_id, rank, follow);
   if (*cancel_cmd) return tern::cancel_command(client, job_id);
   return 0;

@@ -41,6 +41,28 @@ constexpr size_t kMaxTimelines = 32;
 
 }  // namespace
 
+void CoordinatorCore::order_by_network_locked(const Job& job,
+                                              const std::vector<Worker*>& offer_workers,
+                                              std::vector<size_t>* placed) const {
+  std::vector<std::string> rank_workers;
+  for (size_t o : *placed) rank_workers.push_back(offer_workers[o]->id);
+  std::vector<size_t> perm = ring_permutation(rank_workers, network_, clock_->unix_seconds());
+  bool moved = false;
+  for (size_t k = 0; k < perm.size(); ++k) moved = moved || perm[k] != k;
+  if (!moved) return;
+  std::vector<size_t> ordered;
+  for (size_t k : perm) ordered.push_back((*placed)[k]);
+  *placed = std::move(ordered);
+  auto cost = network_.cost_matrix(rank_workers, clock_->unix_seconds());
+  std::vector<int> before(perm.size()), after;
+  for (size_t k = 0; k < perm.size(); ++k) before[k] = static_cast<int>(k);
+  for (size_t k : perm) after.push_back(static_cast<int>(k));
+  RingCost was = ring_cost(*cost, before), now = ring_cost(*cost, after);
+  spdlog::info("job {}: ranks in measured ring order (slowest hop {:.1f} -> {:.1f} ms, ring "
+               "{:.1f} -> {:.1f} ms)",
+               job.id, was.max_hop * 1000, now.max_hop * 1000, was.total * 1000, now.total * 1000);
+}
+
 bool CoordinatorCore::can_regroup(const Job& job, bool join) {
   if (job.state != JobState::kRunning || job.recovery_mode == "none") return false;
   return join || job.recoveries < job.max_recoveries;
@@ -362,6 +384,7 @@ void CoordinatorCore::schedule_pending_locked() {
       }
       return;
     }
+    if (options_.network_aware_order) order_by_network_locked(*job, offer_workers, &*placed);
     Worker* w0 = offer_workers[(*placed)[0]];
     if (w0->spare_ports.empty()) {
       std::string why = "waiting for a free port from worker " + w0->id;

@@ -147,6 +147,7 @@ struct Worker {
   std::deque<std::pair<int, int64_t>> used_ports;  // (port, monotonic ms) recently handed out
   std::set<TaskKey> reported_running;              // from the last heartbeat
   bool heard = false;  // heartbeat or registration since this coordinator started
+  int probe_port = 0;  // its network probe endpoint (ReportNetwork; not journaled); 0: none
   // Token bucket of its Heartbeat/ReportEvents calls (not journaled).
   double call_tokens = -1;  // < 0: full
   int64_t call_tokens_ms = 0;
