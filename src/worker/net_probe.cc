@@ -14,6 +14,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/clock.h"
+
 namespace tern {
 namespace {
 
@@ -63,10 +65,6 @@ Result<addrinfo*> resolve(const std::string& host, int port, bool passive) {
     return unavailable("cannot resolve " + host + ": " + ::gai_strerror(rc));
   }
   return res;
-}
-
-double seconds_since(SteadyClock::time_point t) {
-  return std::chrono::duration<double>(SteadyClock::now() - t).count();
 }
 
 }  // namespace
