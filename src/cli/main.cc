@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--trainer", run.trainer_path, "tern-trainer binary");
   run_cmd->add_option("--run-dir", run.run_dir, "where logs and the effective spec go");
   run_cmd->add_option("--timeout", run.timeout_s, "stop the job after this many seconds");
+  run_cmd->add_flag("--ring-order", run.ring_order,
+                    "with --cluster: ranks in the ring order of the modelled links (as a "
+                    "coordinator places them from measurements) instead of the file's order");
   run_cmd->add_option("--resume", run.resume_dir,
                       "resume from the newest valid checkpoint in DIR (recovery.resume_from)");
 

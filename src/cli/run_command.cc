@@ -21,6 +21,8 @@
 #include "cli/progress.h"
 #include "common/cluster_config.h"
 #include "common/job_spec.h"
+#include "common/ring_order.h"
+#include "coordinator/network_map.h"
 #include "common/json_fields.h"
 #include "common/subprocess.h"
 #include "common/trainer_protocol.h"
@@ -148,6 +150,14 @@ int run_local_job(const RunOptions& options) {
     auto cluster = load_cluster_config(options.cluster_file);
     if (!cluster.is_ok()) return fail_early(cluster.status().message(), 2);
     regions = assign_regions(*cluster, world);
+    if (options.ring_order) {
+      auto order = tern::ring_order(
+          modelled_cost(cluster->network, regions, NetworkMapOptions{}.ring_bytes));
+      if (!order.is_ok()) return fail_early(order.status().message(), 2);
+      std::vector<std::string> ordered;
+      for (int r : *order) ordered.push_back(regions[static_cast<size_t>(r)]);
+      regions = std::move(ordered);
+    }
     cluster_path = fs::absolute(options.cluster_file).string();
   }
 

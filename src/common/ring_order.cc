@@ -81,6 +81,20 @@ double link_seconds(double latency_ms, double bandwidth_mbps, double bytes) {
   return s;
 }
 
+CostMatrix modelled_cost(const NetworkSpec& network, const std::vector<std::string>& rank_regions,
+                         double hop_bytes) {
+  const size_t n = rank_regions.size();
+  CostMatrix cost(n, std::vector<double>(n, 0.0));
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < n; ++j) {
+      if (i == j) continue;
+      const LinkSpec& l = network.link(rank_regions[i], rank_regions[j]);
+      cost[i][j] = link_seconds(l.latency_ms, l.bandwidth_mbps, hop_bytes);
+    }
+  }
+  return cost;
+}
+
 RingCost ring_cost(const CostMatrix& cost, const std::vector<int>& order) {
   RingCost c;
   const size_t n = order.size();

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/cluster_config.h"
 #include "common/status.h"
 
 namespace tern {
@@ -30,6 +31,12 @@ using CostMatrix = std::vector<std::vector<double>>;
 // (0 = unlimited). The cost model shared by the coordinator's measured matrix and the WAN
 // emulation's modelled one.
 double link_seconds(double latency_ms, double bandwidth_mbps, double bytes);
+
+// The matrix daemons report under WAN emulation, for ranks in the regions `rank_regions`:
+// hop i -> j costs the modelled link's one-way latency plus `hop_bytes` at its bandwidth
+// (the loopback part of a real probe left out).
+CostMatrix modelled_cost(const NetworkSpec& network, const std::vector<std::string>& rank_regions,
+                         double hop_bytes);
 
 struct RingCost {
   double max_hop = 0;  // the slowest hop of the ring (s)

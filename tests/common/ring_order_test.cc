@@ -50,6 +50,20 @@ TEST(LinkSecondsTest, LatencyPlusSerialisation) {
   EXPECT_DOUBLE_EQ(link_seconds(0, 8, 1e6), 1.0);
 }
 
+TEST(ModelledCostTest, TheClusterFilesLinksPerRankPair) {
+  NetworkSpec net;
+  net.intra_region = {0.1, 0, 10000};
+  net.inter_region_default = {200, 0, 1000};
+  net.links[{"a", "b"}] = {50, 5, 0};  // bandwidth 0: unlimited
+  CostMatrix c = modelled_cost(net, {"a", "b", "a", "c"}, 1e6);
+  ASSERT_EQ(c.size(), 4u);
+  EXPECT_DOUBLE_EQ(c[0][0], 0);
+  EXPECT_DOUBLE_EQ(c[0][1], 0.050);
+  EXPECT_DOUBLE_EQ(c[1][0], 0.050);
+  EXPECT_DOUBLE_EQ(c[0][2], link_seconds(0.1, 10000, 1e6));
+  EXPECT_DOUBLE_EQ(c[1][3], link_seconds(200, 1000, 1e6));
+}
+
 TEST(RingCostTest, SlowestHopAndTotal) {
   CostMatrix c = {{0, 1, 5}, {2, 0, 3}, {4, 6, 0}};
   RingCost r = ring_cost(c, {0, 1, 2});  // 0->1 (1), 1->2 (3), 2->0 (4)
