@@ -31,8 +31,12 @@ void set_timeouts(int fd, std::chrono::milliseconds t) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-bool write_all(int fd, const char* data, size_t n) {
+using Deadline = SteadyClock::time_point;
+
+// Both give up at `deadline` too: a peer trickling a byte per timeout cannot hold them longer.
+bool write_all(int fd, const char* data, size_t n, Deadline deadline) {
   while (n > 0) {
+    if (SteadyClock::now() > deadline) return false;
     ssize_t w = ::send(fd, data, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) return false;
@@ -42,8 +46,9 @@ bool write_all(int fd, const char* data, size_t n) {
   return true;
 }
 
-bool read_all(int fd, char* data, size_t n) {
+bool read_all(int fd, char* data, size_t n, Deadline deadline) {
   while (n > 0) {
+    if (SteadyClock::now() > deadline) return false;
     ssize_t r = ::recv(fd, data, n, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
@@ -122,25 +127,26 @@ void ProbeServer::serve() {
 
 void ProbeServer::serve_one(int fd) {
   set_timeouts(fd, options_.io_timeout);
+  const Deadline deadline = SteadyClock::now() + kConnectionTimeouts * options_.io_timeout;
   int pings = 0;
   std::vector<char> buf(64 << 10);
   while (!stop_.load()) {
     char op = 0;
-    if (!read_all(fd, &op, 1)) return;
+    if (!read_all(fd, &op, 1, deadline)) return;
     if (op == 'P') {
-      if (++pings > kMaxPings || !write_all(fd, "P", 1)) return;
+      if (++pings > kMaxPings || !write_all(fd, "P", 1, deadline)) return;
     } else if (op == 'B') {
       unsigned char len[4];
-      if (!read_all(fd, reinterpret_cast<char*>(len), 4)) return;
+      if (!read_all(fd, reinterpret_cast<char*>(len), 4, deadline)) return;
       const int64_t n = (int64_t{len[0]} << 24) | (int64_t{len[1]} << 16) |
                         (int64_t{len[2]} << 8) | int64_t{len[3]};
       if (n > options_.max_bulk_bytes) return;
       for (int64_t left = n; left > 0;) {
         const size_t chunk = static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(buf.size())));
-        if (!read_all(fd, buf.data(), chunk)) return;
+        if (!read_all(fd, buf.data(), chunk, deadline)) return;
         left -= static_cast<int64_t>(chunk);
       }
-      write_all(fd, "K", 1);
+      write_all(fd, "K", 1, deadline);
       return;  // one bulk per connection
     } else {
       return;
@@ -167,6 +173,7 @@ Result<ProbeResult> probe_peer(const std::string& host, int port, const ProbeOpt
     return unavailable("probe " + where + ": socket: " + std::strerror(errno));
   }
   set_timeouts(fd, options.timeout);  // SO_SNDTIMEO also bounds connect()
+  const Deadline deadline = SteadyClock::now() + ProbeServer::kConnectionTimeouts * options.timeout;
   int rc = ::connect(fd, res->ai_addr, res->ai_addrlen);
   ::freeaddrinfo(res);
   auto fail = [&](const std::string& what) -> Status {
@@ -181,7 +188,7 @@ Result<ProbeResult> probe_peer(const std::string& host, int port, const ProbeOpt
     auto t0 = SteadyClock::now();
     char reply = 0;
     errno = 0;
-    if (!write_all(fd, "P", 1) || !read_all(fd, &reply, 1)) return fail("ping");
+    if (!write_all(fd, "P", 1, deadline) || !read_all(fd, &reply, 1, deadline)) return fail("ping");
     if (reply != 'P') {
       errno = 0;
       return fail("ping answered '" + std::string(1, reply) + "'");
@@ -196,14 +203,14 @@ Result<ProbeResult> probe_peer(const std::string& host, int port, const ProbeOpt
                           static_cast<char>(n >> 8), static_cast<char>(n)};
   auto t0 = SteadyClock::now();
   errno = 0;
-  if (!write_all(fd, header, sizeof(header))) return fail("bulk");
+  if (!write_all(fd, header, sizeof(header), deadline)) return fail("bulk");
   for (int64_t left = options.bulk_bytes; left > 0;) {
     const size_t chunk = static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(filler.size())));
-    if (!write_all(fd, filler.data(), chunk)) return fail("bulk");
+    if (!write_all(fd, filler.data(), chunk, deadline)) return fail("bulk");
     left -= static_cast<int64_t>(chunk);
   }
   char ack = 0;
-  if (!read_all(fd, &ack, 1) || ack != 'K') return fail("bulk acknowledgement");
+  if (!read_all(fd, &ack, 1, deadline) || ack != 'K') return fail("bulk acknowledgement");
   // The transfer took one round trip more than its bytes (the acknowledgement): take it off,
   // but never below a tenth of the time (a noisy ping must not make the bandwidth explode).
   const double total = seconds_since(t0);

@@ -10,8 +10,9 @@
 // ProbeOptions::pings pings and one bulk of ProbeOptions::bulk_bytes (3 and 256 KiB by
 // default); a daemon probes each peer once per probe interval (5 minutes by default) and once
 // after it registers, one peer at a time. The server serves one connection at a time, each
-// with a receive timeout, at most kMaxPings pings and max_bulk_bytes of bulk: a slow or
-// hostile client holds it for one timeout at most and can make it read no more than that.
+// with a per-call timeout and kConnectionTimeouts of them in all, at most kMaxPings pings and
+// max_bulk_bytes of bulk: a slow or hostile client holds it 10 s at most (2 s timeouts) and
+// can make it read no more than that.
 //
 // Under WAN emulation the daemons run on one machine (or one LAN) and the trainers add the
 // cluster file's link model (comm/wan_communicator.h); with_emulated_link() adds the same
@@ -49,6 +50,8 @@ class ProbeServer {
   int64_t connections() const { return connections_.load(); }
 
   static constexpr int kMaxPings = 16;  // per connection
+  // A connection (either side) lasts at most this many I/O timeouts in all.
+  static constexpr int kConnectionTimeouts = 5;
 
  private:
   ProbeServer(ProbeServerOptions options, int fd, int port);
