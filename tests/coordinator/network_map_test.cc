@@ -172,7 +172,9 @@ TEST_F(NetworkCoreTest, PeersAreTheReadyWorkersWithAProbeEndpointAndCarryTheMode
   r = core_->report_network("a", a.session, 7001, {});
   ASSERT_TRUE(r.is_ok());
   for (const auto& p : r->peers) {
-    if (p.worker_id == "c") EXPECT_DOUBLE_EQ(p.model.latency_ms, 0.1);
+    if (p.worker_id == "c") {
+      EXPECT_DOUBLE_EQ(p.model.latency_ms, 0.1);
+    }
   }
 }
 
