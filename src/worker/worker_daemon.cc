@@ -231,7 +231,9 @@ void WorkerDaemon::await_work_loop() {
 }
 
 void WorkerDaemon::network_loop() {
-  RpcClientOptions o{options_.rpc_deadline, 0, std::chrono::milliseconds(100)};
+  RpcClientOptions o;
+  o.deadline = options_.rpc_deadline;
+  o.retries = 0;  // the next round retries
   o.security = options_.security;
   auto client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
   auto pause = [&](std::chrono::milliseconds d, uint64_t session) {
