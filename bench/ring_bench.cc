@@ -6,7 +6,6 @@
 // ring hop, the ring's total, and the modelled ring all-reduce of --bytes from the trainers'
 // own WAN model (comm/wan_communicator.h, no jitter). Prints one JSON line per order.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <iostream>
@@ -41,7 +40,8 @@ int main(int argc, char** argv) {
   }
   // What the daemons would report: rtt/2 = the modelled one-way latency (the loopback part is
   // left out), bandwidth = the model's; the hop carries one ring chunk of the payload.
-  const double hop_bytes = static_cast<double>(bytes) / static_cast<double>(n) / tern::kWirePayloadShare;
+  const double hop_bytes =
+      static_cast<double>(bytes) / static_cast<double>(n) / tern::kWirePayloadShare;
   const tern::CostMatrix cost = tern::modelled_cost(cluster->network, plain, hop_bytes);
   auto t0 = std::chrono::steady_clock::now();
   auto order = tern::ring_order(cost);
@@ -60,16 +60,17 @@ int main(int argc, char** argv) {
     for (int r : perm) rank_regions.push_back(plain[static_cast<size_t>(r)]);
     tern::RingCost rc = tern::ring_cost(cost, perm);
     tern::WanModel model(rank_regions, cluster->network);
-    nlohmann::json j = {{"cluster", cluster->name},
-                        {"order", name},
-                        {"ranks", n},
-                        {"bytes", bytes},
-                        {"rank_regions", rank_regions},
-                        {"slowest_hop_ms", rc.max_hop * 1000},
-                        {"ring_ms", rc.total * 1000},
-                        {"allreduce_ms", model.seconds(tern::CollectiveKind::kAllReduce, bytes) * 1000},
-                        {"search_ms", name == "plain" ? 0.0 : search_ms},
-                        {"measured_groups", groups.is_ok() ? *groups : std::vector<int>{}}};
+    nlohmann::json j = {
+        {"cluster", cluster->name},
+        {"order", name},
+        {"ranks", n},
+        {"bytes", bytes},
+        {"rank_regions", rank_regions},
+        {"slowest_hop_ms", rc.max_hop * 1000},
+        {"ring_ms", rc.total * 1000},
+        {"allreduce_ms", model.seconds(tern::CollectiveKind::kAllReduce, bytes) * 1000},
+        {"search_ms", name == "plain" ? 0.0 : search_ms},
+        {"measured_groups", groups.is_ok() ? *groups : std::vector<int>{}}};
     std::cout << j.dump() << "\n";
   }
   return 0;

@@ -13,13 +13,13 @@
 namespace tern {
 
 struct NetworkView {
-  std::vector<std::string> workers;           // READY workers, by id
-  std::vector<std::vector<double>> rtt_ms;    // [from][to]; -1: not measured either way
+  std::vector<std::string> workers;         // READY workers, by id
+  std::vector<std::vector<double>> rtt_ms;  // [from][to]; -1: not measured either way
   std::vector<std::vector<double>> bandwidth_mbps;
-  bool emulated = false;    // some figure includes the emulated WAN model
-  bool complete = false;    // every pair measured: the ring order below is what placement uses
-  std::vector<int> ring;    // ring_order over the matrix (complete only), indices into workers
-  RingCost plain;           // the ring in id order, and in `ring` (complete only)
+  bool emulated = false;  // some figure includes the emulated WAN model
+  bool complete = false;  // every pair measured: the ring order below is what placement uses
+  std::vector<int> ring;  // ring_order over the matrix (complete only), indices into workers
+  RingCost plain;         // the ring in id order, and in `ring` (complete only)
   RingCost measured;
 };
 

@@ -57,8 +57,9 @@ void two_opt(const CostMatrix& cost, std::vector<int>* order, int64_t* budget) {
   while (improved && *budget > 0) {
     improved = false;
     for (size_t i = 1; i + 1 < n && *budget > 0; ++i) {  // node 0 stays first
-      for (size_t j = i + 1; j < n && *budget > 0; ++j) {
-        std::reverse(order->begin() + static_cast<long>(i), order->begin() + static_cast<long>(j) + 1);
+      for (size_t j = i + 1; j<n&& * budget> 0; ++j) {
+        std::reverse(order->begin() + static_cast<long>(i),
+                     order->begin() + static_cast<long>(j) + 1);
         --*budget;
         RingCost c = ring_cost(cost, *order);
         if (ring_better(c, best)) {

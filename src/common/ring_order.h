@@ -51,8 +51,8 @@ RingCost ring_cost(const CostMatrix& cost, const std::vector<int>& order);
 bool ring_better(const RingCost& a, const RingCost& b);
 
 struct RingOrderOptions {
-  int exact_max_n = 8;                 // exhaustive search up to this many nodes (at most 10)
-  int64_t max_evaluations = 2000000;   // ring evaluations the 2-opt phase may spend (bounds time)
+  int exact_max_n = 8;                // exhaustive search up to this many nodes (at most 10)
+  int64_t max_evaluations = 2000000;  // ring evaluations the 2-opt phase may spend (bounds time)
 };
 
 // A ring order of the n nodes (a permutation of 0..n-1, starting with 0); INVALID_ARGUMENT

@@ -9,8 +9,7 @@ namespace tern {
 Status NetworkMap::report(const std::string& from, const std::vector<LinkMeasurement>& links,
                           const std::function<bool(const std::string&)>& known, double now) {
   if (links.size() > options_.max_links_per_report) {
-    return invalid_argument("links has " + std::to_string(links.size()) +
-                            " entries, at most " +
+    return invalid_argument("links has " + std::to_string(links.size()) + " entries, at most " +
                             std::to_string(options_.max_links_per_report) + " are accepted");
   }
   std::set<std::string> seen;
@@ -31,7 +30,8 @@ Status NetworkMap::report(const std::string& from, const std::vector<LinkMeasure
     }
   }
   auto& row = links_[from];
-  for (const LinkMeasurement& l : links) row[l.peer] = {l.rtt_ms, l.bandwidth_mbps, l.emulated, now};
+  for (const LinkMeasurement& l : links)
+    row[l.peer] = {l.rtt_ms, l.bandwidth_mbps, l.emulated, now};
   return Status::ok();
 }
 

@@ -25,10 +25,10 @@ namespace tern {
 
 // One measurement a daemon reports: the link from it to `peer`.
 struct LinkMeasurement {
-  std::string peer;             // the peer's worker id
-  double rtt_ms = 0;            // round-trip time (ms); with WAN emulation, including the model's
-  double bandwidth_mbps = 0;    // megabit/s measured one way (this daemon -> peer)
-  bool emulated = false;        // the figures include the cluster file's emulated link
+  std::string peer;           // the peer's worker id
+  double rtt_ms = 0;          // round-trip time (ms); with WAN emulation, including the model's
+  double bandwidth_mbps = 0;  // megabit/s measured one way (this daemon -> peer)
+  bool emulated = false;      // the figures include the cluster file's emulated link
 };
 
 struct MeasuredLink {

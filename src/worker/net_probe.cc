@@ -76,7 +76,8 @@ Result<addrinfo*> resolve(const std::string& host, int port, bool passive) {
 
 Result<std::unique_ptr<ProbeServer>> ProbeServer::start(const ProbeServerOptions& options) {
   if (options.port < 0 || options.port > 65535)
-    return invalid_argument("probe port must be in [0, 65535], got " + std::to_string(options.port));
+    return invalid_argument("probe port must be in [0, 65535], got " +
+                            std::to_string(options.port));
   TERN_ASSIGN_OR_RETURN(addrinfo * res, resolve(options.host, options.port, true));
   int fd = ::socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
   if (fd < 0) {
@@ -96,9 +97,8 @@ Result<std::unique_ptr<ProbeServer>> ProbeServer::start(const ProbeServerOptions
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = addr.ss_family == AF_INET6
-                 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
-                 : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  int port = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                        : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   return std::unique_ptr<ProbeServer>(new ProbeServer(options, fd, port));
 }
 
@@ -138,11 +138,12 @@ void ProbeServer::serve_one(int fd) {
     } else if (op == 'B') {
       unsigned char len[4];
       if (!read_all(fd, reinterpret_cast<char*>(len), 4, deadline)) return;
-      const int64_t n = (int64_t{len[0]} << 24) | (int64_t{len[1]} << 16) |
-                        (int64_t{len[2]} << 8) | int64_t{len[3]};
+      const int64_t n = (int64_t{len[0]} << 24) | (int64_t{len[1]} << 16) | (int64_t{len[2]} << 8) |
+                        int64_t{len[3]};
       if (n > options_.max_bulk_bytes) return;
       for (int64_t left = n; left > 0;) {
-        const size_t chunk = static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(buf.size())));
+        const size_t chunk =
+            static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(buf.size())));
         if (!read_all(fd, buf.data(), chunk, deadline)) return;
         left -= static_cast<int64_t>(chunk);
       }
@@ -197,7 +198,8 @@ Result<ProbeResult> probe_peer(const std::string& host, int port, const ProbeOpt
     best = best < 0 ? s : std::min(best, s);
   }
   out.rtt_ms = best * 1000;
-  std::vector<char> filler(static_cast<size_t>(std::min<int64_t>(options.bulk_bytes, 64 << 10)), 'x');
+  std::vector<char> filler(static_cast<size_t>(std::min<int64_t>(options.bulk_bytes, 64 << 10)),
+                           'x');
   const uint32_t n = static_cast<uint32_t>(options.bulk_bytes);
   const char header[5] = {'B', static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                           static_cast<char>(n >> 8), static_cast<char>(n)};
@@ -205,7 +207,8 @@ Result<ProbeResult> probe_peer(const std::string& host, int port, const ProbeOpt
   errno = 0;
   if (!write_all(fd, header, sizeof(header), deadline)) return fail("bulk");
   for (int64_t left = options.bulk_bytes; left > 0;) {
-    const size_t chunk = static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(filler.size())));
+    const size_t chunk =
+        static_cast<size_t>(std::min<int64_t>(left, static_cast<int64_t>(filler.size())));
     if (!write_all(fd, filler.data(), chunk, deadline)) return fail("bulk");
     left -= static_cast<int64_t>(chunk);
   }

@@ -67,7 +67,7 @@ class ProbeServer {
 };
 
 struct ProbeOptions {
-  int pings = 3;                  // round trips; the smallest counts (1..ProbeServer::kMaxPings)
+  int pings = 3;                   // round trips; the smallest counts (1..ProbeServer::kMaxPings)
   int64_t bulk_bytes = 256 << 10;  // bytes of the bandwidth transfer
   std::chrono::milliseconds timeout{2000};  // connect and every read/write
 };

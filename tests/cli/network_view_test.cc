@@ -18,8 +18,8 @@ v1::ListWorkersReply reply_with(const std::vector<std::string>& ids) {
   return r;
 }
 
-void add_link(v1::ListWorkersReply* r, const std::string& from, const std::string& to,
-              double rtt, double bw, bool emulated = false) {
+void add_link(v1::ListWorkersReply* r, const std::string& from, const std::string& to, double rtt,
+              double bw, bool emulated = false) {
   auto* l = r->add_links();
   l->set_from(from);
   l->set_to(to);
@@ -57,8 +57,9 @@ TEST(NetworkViewTest, CompleteMatrixGivesTheRingAndItsGain) {
   const std::vector<std::string> ids = {"a", "b", "c", "d"};
   for (const auto& x : ids)
     for (const auto& y : ids)
-      if (x < y) add_link(&r, x, y, ((x == "a" && y == "c") || (x == "b" && y == "d")) ? 2 : 200,
-                          1000, true);
+      if (x < y)
+        add_link(&r, x, y, ((x == "a" && y == "c") || (x == "b" && y == "d")) ? 2 : 200, 1000,
+                 true);
   NetworkView v = network_view(r, 1 << 20);
   ASSERT_TRUE(v.complete);
   EXPECT_TRUE(v.emulated);
@@ -74,8 +75,8 @@ TEST(NetworkViewTest, CompleteMatrixGivesTheRingAndItsGain) {
   int far = 0;
   for (size_t k = 0; k < 4; ++k) {
     std::string x = j["ring_order"][k], y = j["ring_order"][(k + 1) % 4];
-    const bool close = (x == "a" && y == "c") || (x == "c" && y == "a") ||
-                       (x == "b" && y == "d") || (x == "d" && y == "b");
+    const bool close = (x == "a" && y == "c") || (x == "c" && y == "a") || (x == "b" && y == "d") ||
+                       (x == "d" && y == "b");
     far += !close;
   }
   EXPECT_EQ(far, 2);

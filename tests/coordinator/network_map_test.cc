@@ -22,7 +22,8 @@ auto known_abc = [](const std::string& id) { return id == "a" || id == "b" || id
 
 TEST(NetworkMapTest, StoresAndLooksUpBothDirections) {
   NetworkMap m;
-  ASSERT_TRUE(m.report("a", {{"b", 10, 1000, false}, {"c", 40, 100, true}}, known_abc, 100).is_ok());
+  ASSERT_TRUE(
+      m.report("a", {{"b", 10, 1000, false}, {"c", 40, 100, true}}, known_abc, 100).is_ok());
   auto ab = m.link("a", "b", 100);
   ASSERT_TRUE(ab.has_value());
   EXPECT_DOUBLE_EQ(ab->rtt_ms, 10);
@@ -73,7 +74,8 @@ TEST(NetworkMapTest, OldMeasurementsAndForgottenWorkersAreNotUsed) {
   NetworkMapOptions o;
   o.max_age_s = 60;
   NetworkMap m(o);
-  ASSERT_TRUE(m.report("a", {{"b", 10, 1000, false}, {"c", 10, 1000, false}}, known_abc, 0).is_ok());
+  ASSERT_TRUE(
+      m.report("a", {{"b", 10, 1000, false}, {"c", 10, 1000, false}}, known_abc, 0).is_ok());
   EXPECT_TRUE(m.link("a", "b", 60).has_value());
   EXPECT_FALSE(m.link("a", "b", 61).has_value());
   m.forget("b");
@@ -87,7 +89,8 @@ TEST(NetworkMapTest, CostMatrixAndRingPermutation) {
   NetworkMapOptions o;
   o.ring_bytes = 1e6;
   NetworkMap m(o);
-  ASSERT_TRUE(m.report("a", {{"b", 100, 1000, false}, {"c", 2, 1000, false}}, known_abc, 0).is_ok());
+  ASSERT_TRUE(
+      m.report("a", {{"b", 100, 1000, false}, {"c", 2, 1000, false}}, known_abc, 0).is_ok());
   // b - c unmeasured: no matrix, and ranks keep their order.
   EXPECT_FALSE(m.cost_matrix({"a", "b", "c"}, 0).has_value());
   EXPECT_EQ(ring_permutation({"a", "b", "c"}, m, 0), (std::vector<size_t>{0, 1, 2}));
@@ -193,7 +196,8 @@ TEST_F(NetworkCoreTest, RefusalsAndForgetting) {
   auto a = add("a"), b = add("b");
   EXPECT_EQ(core_->report_network("a", a.session + 1, 7001, {}).status().code(),
             StatusCode::kFailedPrecondition);
-  EXPECT_EQ(core_->report_network("zz", 1, 7001, {}).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(core_->report_network("zz", 1, 7001, {}).status().code(),
+            StatusCode::kFailedPrecondition);
   EXPECT_EQ(core_->report_network("a", a.session, 70000, {}).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(core_->report_network("a", a.session, 7001, {{"b", 1, 0, false}}).status().code(),
@@ -245,7 +249,8 @@ TEST_F(NetworkCoreTest, PlacementOrdersRanksByTheMeasuredRing) {
   EXPECT_EQ(pj->ranks[1].worker_id, "b");
   EXPECT_EQ(crossings(*pj), 4);
   ASSERT_TRUE(core_->cancel_job(plain->id, "test").is_ok());
-  for (const auto& [id, reg] : w) ASSERT_TRUE(core_->heartbeat(id, reg.session, {}, {41000}).is_ok());
+  for (const auto& [id, reg] : w)
+    ASSERT_TRUE(core_->heartbeat(id, reg.session, {}, {41000}).is_ok());
   report_all();
   auto measured = core_->submit_job(spec("measured", 4), {}, "measured.yaml");
   ASSERT_TRUE(measured.is_ok());
