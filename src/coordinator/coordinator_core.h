@@ -117,6 +117,10 @@ struct CoordinatorOptions {
   // workers is measured); false keeps the plain order (region, worker id).
   bool network_aware_order = true;
   NetworkMapOptions network_map;
+  // Measured clusters become hierarchical groups (group_by_network_locked) only when every hop
+  // between two of them costs at least this many seconds: a LAN's hops (under a millisecond,
+  // with noise that can look like a 4x gap) never split a job.
+  double measured_group_min_s = 0.005;
 };
 
 // What the worker plane refused or dropped (rendered on /metrics).
@@ -384,6 +388,10 @@ class CoordinatorCore {
   // measured network; leaves it when a link among its workers is unmeasured.
   void order_by_network_locked(const Job& job, const std::vector<Worker*>& offer_workers,
                                std::vector<size_t>* placed) const;
+  // When no cluster file names regions and all of the job's workers registered with the same
+  // one: the ranks' regions become "<region>.m<k>", k the worker's group in cluster_by_cost of
+  // the measured matrix (hierarchical sync groups by region), when that finds 2 groups or more.
+  void group_by_network_locked(Job* job) const;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
   // Elastic jobs whose group change waits for a port (kind, loss time). Not journaled.
   std::map<std::string, std::pair<std::string, double>> elastic_pending_;

@@ -96,6 +96,10 @@ struct Job {
   // recovery.min_workers (> 0: elastic): the survivors of a lost rank continue at once at a
   // smaller group, not below this many ranks, and the job grows back as replacements are ready.
   int64_t min_workers = 0;
+  // The ranks' regions are groups of the measured network ("<region>.m<k>", issue 24), not
+  // the workers' regions: a replacement keeps the lost rank's group, so every trainer's
+  // hierarchical groups stay the same.
+  bool measured_groups = false;
   // The last recoveries' timelines (unix seconds of each stage, see RecoveryTimeline), newest
   // last, at most kMaxTimelines.
   std::vector<std::map<std::string, double>> timelines;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "coordinator/coordinator_core.h"
@@ -274,6 +275,72 @@ TEST_F(NetworkCoreTest, PlacementOrdersRanksByTheMeasuredRing) {
   auto off = core_->submit_job(spec("off", 4), {}, "off.yaml");
   ASSERT_TRUE(off.is_ok());
   EXPECT_EQ(crossings(*core_->get_job(off->id)), 4);
+}
+
+// No cluster file names regions and every daemon said "local": the ranks' regions become the
+// measured clusters (what hierarchical sync groups by), journaled with the job.
+TEST_F(NetworkCoreTest, MeasuredClustersBecomeRegionsWhenNoneAreNamed) {
+  open();
+  std::map<std::string, RegistrationResult> w;
+  for (const char* id : {"a", "b", "c", "d"}) w[id] = add(id);
+  auto site = [](const std::string& id) { return id == "a" || id == "c" ? 0 : 1; };
+  auto report_all = [&](double near_ms, double far_ms) {
+    for (const auto& [id, reg] : w) {
+      std::vector<LinkMeasurement> links;
+      for (const auto& [peer, unused] : w) {
+        if (peer != id) links.push_back({peer, site(id) == site(peer) ? near_ms : far_ms, 1000, false});
+      }
+      ASSERT_TRUE(core_->report_network(id, reg.session, 7000, links).is_ok());
+    }
+  };
+  // One LAN with noise that looks like a 4x gap: no split.
+  report_all(0.05, 0.4);
+  auto lan = core_->submit_job(spec("lan", 4), {}, "lan.yaml");
+  ASSERT_TRUE(lan.is_ok());
+  Job lj = *core_->get_job(lan->id);
+  EXPECT_FALSE(lj.measured_groups);
+  for (const auto& r : lj.ranks) EXPECT_EQ(r.region, "local");
+  ASSERT_TRUE(core_->cancel_job(lan->id, "test").is_ok());
+  for (const auto& [id, reg] : w) ASSERT_TRUE(core_->heartbeat(id, reg.session, {}, {41000}).is_ok());
+
+  report_all(1, 150);
+  auto wan = core_->submit_job(spec("wan", 4), {}, "wan.yaml");
+  ASSERT_TRUE(wan.is_ok()) << wan.status().to_string();
+  Job j = *core_->get_job(wan->id);
+  ASSERT_EQ(j.state, JobState::kRunning) << j.reason;
+  EXPECT_TRUE(j.measured_groups);
+  std::map<std::string, std::string> region_of;
+  for (const auto& r : j.ranks) region_of[r.worker_id] = r.region;
+  EXPECT_EQ(region_of["a"], region_of["c"]);
+  EXPECT_EQ(region_of["b"], region_of["d"]);
+  EXPECT_NE(region_of["a"], region_of["b"]);
+  EXPECT_EQ(region_of["a"].rfind("local.m", 0), 0u) << region_of["a"];
+  // The StartTask regions are the groups.
+  auto hb = core_->heartbeat("a", w["a"].session, {}, {});
+  ASSERT_TRUE(hb.is_ok());
+  ASSERT_FALSE(hb->commands.empty());
+  std::set<std::string> sent(hb->commands[0].rank_regions.begin(), hb->commands[0].rank_regions.end());
+  EXPECT_EQ(sent.size(), 2u);
+  // The journal keeps them: a restarted coordinator hands out the same regions.
+  core_.reset();
+  open();
+  Job again = *core_->get_job(wan->id);
+  EXPECT_TRUE(again.measured_groups);
+  for (size_t k = 0; k < j.ranks.size(); ++k) EXPECT_EQ(again.ranks[k].region, j.ranks[k].region);
+}
+
+// A cluster file that names regions: they stay, whatever the measurements say.
+TEST_F(NetworkCoreTest, NamedRegionsAreNeverReplacedByMeasuredOnes) {
+  options_.regions = {"local"};
+  open();
+  std::map<std::string, RegistrationResult> w;
+  for (const char* id : {"a", "b"}) w[id] = add(id);
+  ASSERT_TRUE(core_->report_network("a", w["a"].session, 7000, {{"b", 300, 1000, false}}).is_ok());
+  auto job = core_->submit_job(spec("named", 2), {}, "named.yaml");
+  ASSERT_TRUE(job.is_ok());
+  Job j = *core_->get_job(job->id);
+  EXPECT_FALSE(j.measured_groups);
+  for (const auto& r : j.ranks) EXPECT_EQ(r.region, "local");
 }
 
 }  // namespace
