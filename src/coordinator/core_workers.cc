@@ -332,7 +332,9 @@ void CoordinatorCore::start_missing_locked(const Worker& worker, std::vector<Tas
       }
       c.spec_yaml = job.spec_yaml;
       c.cluster_yaml = options_.cluster_yaml;
-      if (!options_.cluster_yaml.empty()) {
+      // The regions feed the WAN model (with a cluster file) and hierarchical groups (also
+      // measured ones, without).
+      if (!options_.cluster_yaml.empty() || job.measured_groups) {
         for (const RankInfo& o : job.ranks) c.rank_regions.push_back(o.region);
       }
       commands->push_back(std::move(c));

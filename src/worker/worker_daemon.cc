@@ -513,9 +513,12 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
     const std::string cluster_path = job_dir + "/cluster.yaml";
     if (Status s = atomic_write_file(cluster_path, start.cluster_yaml()); !s.is_ok())
       return fail(s.message());
+    argv.insert(argv.end(), {"--cluster", cluster_path});
+  }
+  if (start.rank_regions_size() > 0) {  // without a cluster file: measured groups (issue 24)
     std::string regions;
     for (const auto& r : start.rank_regions()) regions += (regions.empty() ? "" : ",") + r;
-    argv.insert(argv.end(), {"--cluster", cluster_path, "--regions", regions});
+    argv.insert(argv.end(), {"--regions", regions});
   }
   if (start.members_size() > 0) {
     std::string members;
