@@ -11,10 +11,12 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/network_view.h"
 #include "cli/progress.h"
 #include "cli/table.h"
 #include "common/cluster_config.h"
 #include "common/utf8.h"
+#include "coordinator/network_map.h"
 #include "rpc/client.h"
 #include "rpc/proto_json.h"
 
@@ -511,12 +513,21 @@ int status_command(const ClientOptions& options, const StatusOptions& status) {
   }
 }
 
-int workers_command(const ClientOptions& options) {
+int workers_command(const ClientOptions& options, bool network) {
   int code = 0;
   auto client = connect(options, "workers", &code);
   if (!client) return code;
   auto reply = client->list_workers();
   if (!reply.is_ok()) return report_error("workers", reply.status());
+  if (network) {
+    NetworkView view = network_view(*reply, NetworkMapOptions{}.ring_bytes);
+    if (options.json) {
+      std::cout << dump_json(network_json(view)) << std::endl;
+    } else {
+      print_network(std::cout, view);
+    }
+    return kExitOk;
+  }
   if (options.json) {
     std::cout << to_json(*reply) << std::endl;
     return kExitOk;

@@ -59,7 +59,9 @@ struct StatusOptions {
   double interval_s = 2.0;  // --interval
 };
 int status_command(const ClientOptions& client, const StatusOptions& status);
-int workers_command(const ClientOptions& client);
+// --network: the measured network matrix and the ring order (cli/network_view.h) instead of
+// the worker table.
+int workers_command(const ClientOptions& client, bool network = false);
 int logs_command(const ClientOptions& client, const std::string& job_id, int rank, bool follow);
 int cancel_command(const ClientOptions& client, const std::string& job_id);
 

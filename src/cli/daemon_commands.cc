@@ -158,6 +158,8 @@ Status server_options_from_cluster(const CoordinatorCommandOptions& options, Coo
     so.metrics_token = t;
   }
   for (const auto& r : cluster->regions) so.core.regions.push_back(r.name);
+  so.core.network = cluster->network;  // the emulated links daemons add to their probes
+  so.core.has_network_model = true;
   so.core.worker_rate_per_s = cluster->limits.worker_rate_per_s;
   so.core.worker_rate_burst = static_cast<double>(cluster->limits.worker_rate_burst);
   so.core.max_log_bytes_per_job = cluster->limits.max_log_bytes_per_job;

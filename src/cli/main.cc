@@ -40,6 +40,7 @@ struct Cli {
   std::string job_id;
   int rank = 0;
   bool follow = false;
+  bool network = false;  // tern workers --network
   CLI::App* run_cmd = nullptr;
   CLI::App* coord_cmd = nullptr;
   CLI::App* worker_cmd = nullptr;
@@ -67,6 +68,9 @@ void add_run_command(CLI::App& app, Cli& c) {
   c.run_cmd->add_option("--trainer", c.run.trainer_path, "tern-trainer binary");
   c.run_cmd->add_option("--run-dir", c.run.run_dir, "where logs and the effective spec go");
   c.run_cmd->add_option("--timeout", c.run.timeout_s, "stop the job after this many seconds");
+  c.run_cmd->add_flag("--ring-order", c.run.ring_order,
+                      "with --cluster: ranks in the ring order of the modelled links (as a "
+                      "coordinator places them from measurements) instead of the file's order");
   c.run_cmd->add_option("--resume", c.run.resume_dir,
                       "resume from the newest valid checkpoint in DIR (recovery.resume_from)");
 
@@ -168,6 +172,9 @@ void add_client_commands(CLI::App& app, Cli& c) {
   add_client_flags(c.status_cmd, &c.client);
 
   c.workers_cmd = app.add_subcommand("workers", "List worker daemons");
+  c.workers_cmd->add_flag("--network", c.network,
+                          "the measured round-trip times and bandwidths between workers and the "
+                          "ring order placement uses");
   add_client_flags(c.workers_cmd, &c.client);
 
   c.logs_cmd = app.add_subcommand("logs", "Print a rank's trainer log");
@@ -222,7 +229,7 @@ int dispatch(Cli& c) {
   }
   if (*c.jobs_cmd) return tern::jobs_command(c.client);
   if (*c.status_cmd) return tern::status_command(c.client, c.status);
-  if (*c.workers_cmd) return tern::workers_command(c.client);
+  if (*c.workers_cmd) return tern::workers_command(c.client, c.network);
   if (*c.logs_cmd) return tern::logs_command(c.client, c.job_id, c.rank, c.follow);
   if (*c.cancel_cmd) return tern::cancel_command(c.client, c.job_id);
   return 0;

@@ -22,10 +22,12 @@
 #include "common/cluster_config.h"
 #include "common/job_spec.h"
 #include "common/json_fields.h"
+#include "common/ring_order.h"
 #include "common/subprocess.h"
 #include "common/trainer_codec.h"
 #include "common/trainer_process.h"
 #include "common/trainer_protocol.h"
+#include "coordinator/network_map.h"
 #include "rpc/proto_json.h"
 
 namespace tern {
@@ -136,6 +138,13 @@ Result<LocalRun> prepare_run(const RunOptions& options) {
     auto cluster = load_cluster_config(options.cluster_file);
     if (!cluster.is_ok()) return invalid_argument(cluster.status().message());
     run.regions = assign_regions(*cluster, spec.workers);
+    if (options.ring_order) {
+      auto order = tern::ring_order(modelled_cost(cluster->network, run.regions, NetworkMapOptions{}.ring_bytes));
+      if (!order.is_ok()) return invalid_argument(order.status().message());
+      std::vector<std::string> ordered;
+      for (int r : *order) ordered.push_back(run.regions[static_cast<size_t>(r)]);
+      run.regions = std::move(ordered);
+    }
     run.cluster_path = fs::absolute(options.cluster_file).string();
   }
   run.trainer = options.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options.trainer_path;

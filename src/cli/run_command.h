@@ -19,6 +19,9 @@ struct RunOptions {
   std::string run_dir;                 // default: .tern/runs/<name>-<time>
   double timeout_s = 0;                // 0 = none: kill the run after this long
   std::string resume_dir;              // --resume: recovery.resume_from (a checkpoint directory)
+  // --ring-order: order the ranks by ring_order over the cluster's modelled links (what the
+  // daemons measure under emulation, issue 24) instead of the file's region order.
+  bool ring_order = false;
 };
 
 // Returns the process exit code (0 = the job SUCCEEDED).

@@ -6,7 +6,7 @@
 //
 // Command line:
 //   tern-trainer --spec FILE --rank R --world N --master HOST:PORT [--generation G]
-//                [--job ID] [--cluster FILE --regions r0,r1,...] [--work-dir DIR] [--bind HOST]
+//                [--job ID] [--cluster FILE] [--regions r0,r1,...] [--work-dir DIR] [--bind HOST]
 //                [--members r0,r1,... [--standby]]
 // --members (elastic jobs, recovery.min_workers): the job ranks of the current group in group
 // order; the group rank (position in it) hosts or joins the store, --rank stays the job rank

@@ -48,7 +48,8 @@ CoordinatorCore::CoordinatorCore(const CoordinatorOptions& options, Clock* clock
     : options_(options),
       clock_(clock),
       logs_(LogStoreOptions{options.state_dir + "/logs/jobs", options.max_log_bytes_per_job,
-                            options.max_log_chunk_bytes}) {}
+                            options.max_log_chunk_bytes}),
+      network_(options.network_map) {}
 
 Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const CoordinatorOptions& options,
                                                                Clock* clock) {

@@ -51,10 +51,12 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/cluster_config.h"
 #include "common/path_policy.h"
 #include "common/status.h"
 #include "coordinator/journal.h"
 #include "coordinator/log_store.h"
+#include "coordinator/network_map.h"
 #include "coordinator/types.h"
 
 namespace tern {
@@ -105,6 +107,20 @@ struct CoordinatorOptions {
   int64_t max_log_chunk_bytes = int64_t{1} << 20;
   // Told about every applied trainer event (may be null); must outlive the core.
   JobEventObserver* observer = nullptr;
+  // The cluster file's network (WAN emulation model): with network.emulate, ReportNetwork
+  // hands each daemon the modelled link to every peer, which its probes add (issue 24).
+  NetworkSpec network;
+  bool has_network_model = false;  // a cluster file gave `network` (else no model is handed out)
+  // How often daemons re-probe their peers (ReportNetworkReply.probe_interval_ms).
+  int64_t probe_interval_ms = 300000;
+  // Order a job's ranks by ring_order over the measured network (when every link among its
+  // workers is measured); false keeps the plain order (region, worker id).
+  bool network_aware_order = true;
+  NetworkMapOptions network_map;
+  // Measured clusters become hierarchical groups (group_by_network_locked) only when every hop
+  // between two of them costs at least this many seconds: a LAN's hops (under a millisecond,
+  // with noise that can look like a 4x gap) never split a job.
+  double measured_group_min_s = 0.005;
 };
 
 // What the worker plane refused or dropped (rendered on /metrics).
@@ -132,6 +148,20 @@ struct RegistrationResult {
   uint64_t session = 0;  // 64 bits from the kernel's CSPRNG, never 0: the worker's secret
   int64_t heartbeat_ms = 0;
   int64_t lease_ms = 0;
+};
+
+// A peer a daemon should probe (ReportNetwork's reply).
+struct ProbePeerInfo {
+  std::string worker_id;
+  std::string host;
+  int probe_port = 0;
+  bool emulated = false;  // the trainers emulate `model` between the two workers' regions
+  LinkSpec model;
+};
+
+struct NetworkReportResult {
+  std::vector<ProbePeerInfo> peers;
+  int64_t probe_interval_ms = 0;
 };
 
 struct HeartbeatResult {
@@ -191,6 +221,15 @@ class CoordinatorCore {
   // that restarts keeps its session in its work directory; one that lost it waits for the
   // old lease to expire, after which the name is free.
   Result<RegistrationResult> register_worker(const WorkerRegistration& registration);
+  // Network profiling: stores the worker's measurements (NetworkMap::report's checks, nothing
+  // stored on an error) and probe port (0: none; else [1, 65535]), and returns the READY
+  // peers with a probe endpoint, each with the emulated link to it when the cluster emulates.
+  Result<NetworkReportResult> report_network(const std::string& worker_id, uint64_t session,
+                                             int probe_port,
+                                             const std::vector<LinkMeasurement>& links);
+  // The measured links (by reporter, then peer), for ListWorkers; each one's `at` holds its
+  // age in seconds instead of the time it arrived.
+  std::vector<std::pair<std::pair<std::string, std::string>, MeasuredLink>> network_links() const;
   Result<HeartbeatResult> heartbeat(const std::string& worker_id, uint64_t session,
                                     const std::vector<TaskKey>& running,
                                     const std::vector<int>& spare_ports);
@@ -344,6 +383,15 @@ class CoordinatorCore {
   JournalReplayStats replay_stats_;
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;
+  NetworkMap network_;  // measured links between workers (not journaled: network_map.h)
+  // Reorders `placed` (indices into offer_workers, rank order) by ring_order over the
+  // measured network; leaves it when a link among its workers is unmeasured.
+  void order_by_network_locked(const Job& job, const std::vector<Worker*>& offer_workers,
+                               std::vector<size_t>* placed) const;
+  // When no cluster file names regions and all of the job's workers registered with the same
+  // one: the ranks' regions become "<region>.m<k>", k the worker's group in cluster_by_cost of
+  // the measured matrix (hierarchical sync groups by region), when that finds 2 groups or more.
+  void group_by_network_locked(Job* job) const;
   std::set<std::string> awaiting_;  // RUNNING jobs with lost ranks waiting for a worker
   // Elastic jobs whose group change waits for a port (kind, loss time). Not journaled.
   std::map<std::string, std::pair<std::string, double>> elastic_pending_;

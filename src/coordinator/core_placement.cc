@@ -41,6 +41,58 @@ constexpr size_t kMaxTimelines = 32;
 
 }  // namespace
 
+void CoordinatorCore::order_by_network_locked(const Job& job,
+                                              const std::vector<Worker*>& offer_workers,
+                                              std::vector<size_t>* placed) const {
+  std::vector<std::string> rank_workers;
+  for (size_t o : *placed) rank_workers.push_back(offer_workers[o]->id);
+  std::vector<size_t> perm = ring_permutation(rank_workers, network_, clock_->unix_seconds());
+  bool moved = false;
+  for (size_t k = 0; k < perm.size(); ++k) moved = moved || perm[k] != k;
+  if (!moved) return;
+  std::vector<size_t> ordered;
+  for (size_t k : perm) ordered.push_back((*placed)[k]);
+  *placed = std::move(ordered);
+  auto cost = network_.cost_matrix(rank_workers, clock_->unix_seconds());
+  std::vector<int> before(perm.size()), after;
+  for (size_t k = 0; k < perm.size(); ++k) before[k] = static_cast<int>(k);
+  for (size_t k : perm) after.push_back(static_cast<int>(k));
+  RingCost was = ring_cost(*cost, before), now = ring_cost(*cost, after);
+  spdlog::info("job {}: ranks in measured ring order (slowest hop {:.1f} -> {:.1f} ms, ring "
+               "{:.1f} -> {:.1f} ms)",
+               job.id, was.max_hop * 1000, now.max_hop * 1000, was.total * 1000, now.total * 1000);
+}
+
+void CoordinatorCore::group_by_network_locked(Job* job) const {
+  job->measured_groups = false;
+  // Only where the workers' regions say nothing: no cluster file names regions, and every
+  // rank's worker registered with the same one.
+  if (!options_.regions.empty() || job->ranks.empty()) return;
+  for (const RankInfo& r : job->ranks)
+    if (r.region != job->ranks[0].region) return;
+  std::vector<std::string> workers;
+  for (const RankInfo& r : job->ranks)
+    if (std::find(workers.begin(), workers.end(), r.worker_id) == workers.end())
+      workers.push_back(r.worker_id);
+  auto cost = network_.cost_matrix(workers, clock_->unix_seconds());
+  if (!cost) return;
+  auto groups = cluster_by_cost(*cost);
+  if (!groups.is_ok() || *std::max_element(groups->begin(), groups->end()) == 0) return;
+  // Groups closer than a WAN hop are measurement noise on one LAN, not regions.
+  for (size_t i = 0; i < workers.size(); ++i)
+    for (size_t j = 0; j < workers.size(); ++j)
+      if ((*groups)[i] != (*groups)[j] && (*cost)[i][j] < options_.measured_group_min_s) return;
+  std::string summary;
+  for (RankInfo& r : job->ranks) {
+    const size_t w = static_cast<size_t>(
+        std::find(workers.begin(), workers.end(), r.worker_id) - workers.begin());
+    r.region = r.region + ".m" + std::to_string((*groups)[w]);
+    summary += (summary.empty() ? "" : ", ") + r.worker_id + " " + r.region;
+  }
+  job->measured_groups = true;
+  spdlog::info("job {}: regions from measured clusters: {}", job->id, summary);
+}
+
 bool CoordinatorCore::can_regroup(const Job& job, bool join) {
   if (job.state != JobState::kRunning || job.recovery_mode == RecoveryMode::kNone) return false;
   return join || job.recoveries < job.max_recoveries;
@@ -137,7 +189,7 @@ bool CoordinatorCore::elastic_regroup_locked(Job* job, const std::string& kind, 
 
 void CoordinatorCore::assign_rank_locked(const Job& job, RankInfo& r, const Worker& w) {
   r.worker_id = w.id;
-  r.region = w.region;
+  if (!job.measured_groups) r.region = w.region;  // else the lost rank's group stays
   r.host = w.host;
   r.state = RankState::kAssigned;
   r.generation = job.generation;
@@ -362,6 +414,7 @@ void CoordinatorCore::schedule_pending_locked() {
       }
       return;
     }
+    if (options_.network_aware_order) order_by_network_locked(*job, offer_workers, &*placed);
     Worker* w0 = offer_workers[(*placed)[0]];
     if (w0->spare_ports.empty()) {
       std::string why = "waiting for a free port from worker " + w0->id;
@@ -384,6 +437,7 @@ void CoordinatorCore::schedule_pending_locked() {
       info.state = RankState::kAssigned;
       job->ranks.push_back(std::move(info));
     }
+    group_by_network_locked(job);
     job->state = JobState::kRunning;
     job->generation += 1;
     for (RankInfo& r : job->ranks) r.generation = r.start_generation = job->generation;

@@ -121,8 +121,10 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
     TERN_RETURN_IF_ERROR(
         worker_gone_locked(id, "worker " + id + " restarted", 0, false, &regroups));
   }
+  network_.forget(id);  // a new session may be another machine: measure it again
   Worker& w = workers_[id];
   w.id = id;
+  w.probe_port = 0;
   w.host = reg.host;
   w.region = reg.region;
   w.slots = reg.slots;
@@ -330,12 +332,63 @@ void CoordinatorCore::start_missing_locked(const Worker& worker, std::vector<Tas
       }
       c.spec_yaml = job.spec_yaml;
       c.cluster_yaml = options_.cluster_yaml;
-      if (!options_.cluster_yaml.empty()) {
+      // The regions feed the WAN model (with a cluster file) and hierarchical groups (also
+      // measured ones, without).
+      if (!options_.cluster_yaml.empty() || job.measured_groups) {
         for (const RankInfo& o : job.ranks) c.rank_regions.push_back(o.region);
       }
       commands->push_back(std::move(c));
     }
   }
+}
+
+Result<NetworkReportResult> CoordinatorCore::report_network(
+    const std::string& worker_id, uint64_t session, int probe_port,
+    const std::vector<LinkMeasurement>& links) {
+  if (probe_port < 0 || probe_port > 65535)
+    return invalid_argument("probe_port must be in [0, 65535] (0: none), got " +
+                            std::to_string(probe_port));
+  CoreLock lock(mu_);
+  Worker* w = nullptr;
+  TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
+  auto known = [&](const std::string& id) {
+    auto it = workers_.find(id);
+    return it != workers_.end() && it->second.state == WorkerState::kReady;
+  };
+  TERN_RETURN_IF_ERROR(network_.report(worker_id, links, known, clock_->unix_seconds()));
+  w->probe_port = probe_port;
+  if (!links.empty()) {
+    spdlog::debug("worker {} reported {} network links", worker_id, links.size());
+  }
+  NetworkReportResult result;
+  result.probe_interval_ms = options_.probe_interval_ms;
+  const bool emulate = options_.has_network_model && options_.network.emulate;
+  for (const auto& [id, peer] : workers_) {
+    if (id == worker_id || peer.state != WorkerState::kReady || peer.probe_port == 0) continue;
+    ProbePeerInfo p;
+    p.worker_id = id;
+    p.host = peer.host;
+    p.probe_port = peer.probe_port;
+    p.emulated = emulate;
+    if (emulate) p.model = options_.network.link(w->region, peer.region);
+    result.peers.push_back(std::move(p));
+  }
+  return result;
+}
+
+std::vector<std::pair<std::pair<std::string, std::string>, MeasuredLink>>
+CoordinatorCore::network_links() const {
+  CoreLock lock(mu_);
+  const double now = clock_->unix_seconds();
+  std::vector<std::pair<std::pair<std::string, std::string>, MeasuredLink>> out;
+  for (const auto& [from, row] : network_.all()) {
+    for (const auto& [to, link] : row) {
+      MeasuredLink l = link;
+      l.at = std::max(0.0, now - link.at);  // age
+      out.push_back({{from, to}, l});
+    }
+  }
+  return out;
 }
 
 Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_t session,
@@ -416,6 +469,7 @@ void CoordinatorCore::expire_leases_locked() {
     if (w.state != WorkerState::kReady || now <= w.lease_deadline_ms) continue;
     w.state = WorkerState::kLost;
     w.reported_running.clear();
+    network_.forget(id);
     spdlog::warn("worker {} lost: no heartbeat for {} ms", id, options_.lease_ms);
     Status s = journal_worker(w);
     if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());

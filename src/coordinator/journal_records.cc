@@ -116,6 +116,7 @@ Job decode_job(const json& j) {
   job.recoveries = j.value("recoveries", int64_t{0});
   job.threads = j.value("threads", int64_t{1});
   job.min_workers = j.value("min_workers", int64_t{0});
+  job.measured_groups = j.value("measured_groups", false);
   if (auto t = j.find("timelines"); t != j.end() && t->is_array()) {
     for (const auto& one : *t) {
       if (one.is_object()) job.timelines.push_back(number_map(json{{"m", one}}, "m"));
@@ -188,6 +189,7 @@ std::string encode_job_record(const Job& job) {
          {"recoveries", job.recoveries},
          {"threads", job.threads},
          {"min_workers", job.min_workers},
+         {"measured_groups", job.measured_groups},
          {"timelines", job.timelines},
          {"ranks", ranks},
          {"summary", job.summary},

@@ -344,6 +344,15 @@ grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context, const
   return guarded(guard_, context, "ListWorkers", true, true, kUserApi, [&]() -> grpc::Status {
     for (const Worker& w : core_->list_workers())
       to_proto(w, core_->assigned_tasks(w.id), reply->add_workers());
+    for (const auto& [ends, link] : core_->network_links()) {
+      v1::NetworkLink* l = reply->add_links();
+      l->set_from(ends.first);
+      l->set_to(ends.second);
+      l->set_rtt_ms(link.rtt_ms);
+      l->set_bandwidth_mbps(link.bandwidth_mbps);
+      l->set_emulated(link.emulated);
+      l->set_age_s(link.at);  // network_links(): the age
+    }
     return grpc::Status::OK;
   });
 }
@@ -409,6 +418,30 @@ grpc::Status WorkerServiceImpl::AwaitWork(grpc::ServerContext* context, const v1
                                std::chrono::milliseconds(req->wait_ms()));
     if (!r.is_ok()) return to_grpc_status(r.status());
     reply->set_version(*r);
+    return grpc::Status::OK;
+  });
+}
+
+grpc::Status WorkerServiceImpl::ReportNetwork(grpc::ServerContext* context,
+                                              const v1::ReportNetworkRequest* req,
+                                              v1::ReportNetworkReply* reply) {
+  return guarded(guard_, context, "ReportNetwork", false, true, kWorkerApi, [&]() -> grpc::Status {
+    std::vector<LinkMeasurement> links;
+    links.reserve(static_cast<size_t>(req->links_size()));
+    for (const auto& l : req->links())
+      links.push_back({l.peer(), l.rtt_ms(), l.bandwidth_mbps(), l.emulated()});
+    auto r = core_->report_network(req->worker_id(), req->session(), req->probe_port(), links);
+    if (!r.is_ok()) return to_grpc_status(r.status());
+    reply->set_probe_interval_ms(r->probe_interval_ms);
+    for (const ProbePeerInfo& p : r->peers) {
+      v1::ProbePeer* out = reply->add_peers();
+      out->set_worker_id(p.worker_id);
+      out->set_host(p.host);
+      out->set_probe_port(p.probe_port);
+      out->set_emulated(p.emulated);
+      out->set_model_latency_ms(p.model.latency_ms);
+      out->set_model_bandwidth_mbps(p.model.bandwidth_mbps);
+    }
     return grpc::Status::OK;
   });
 }

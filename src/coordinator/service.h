@@ -64,6 +64,8 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
                             v1::ReportEventsReply*) override;
   grpc::Status AwaitWork(grpc::ServerContext*, const v1::AwaitWorkRequest*,
                          v1::AwaitWorkReply*) override;
+  grpc::Status ReportNetwork(grpc::ServerContext*, const v1::ReportNetworkRequest*,
+                             v1::ReportNetworkReply*) override;
 
  private:
   CoordinatorCore* core_;

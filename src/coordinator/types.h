@@ -98,6 +98,10 @@ struct Job {
   // recovery.min_workers (> 0: elastic): the survivors of a lost rank continue at once at a
   // smaller group, not below this many ranks, and the job grows back as replacements are ready.
   int64_t min_workers = 0;
+  // The ranks' regions are groups of the measured network ("<region>.m<k>", issue 24), not
+  // the workers' regions: a replacement keeps the lost rank's group, so every trainer's
+  // hierarchical groups stay the same.
+  bool measured_groups = false;
   // The last recoveries' timelines (unix seconds of each stage, see RecoveryTimeline), newest
   // last, at most kMaxTimelines.
   std::vector<std::map<std::string, double>> timelines;
@@ -149,6 +153,7 @@ struct Worker {
   std::deque<std::pair<int, int64_t>> used_ports;  // (port, monotonic ms) recently handed out
   std::set<TaskKey> reported_running;              // from the last heartbeat
   bool heard = false;  // heartbeat or registration since this coordinator started
+  int probe_port = 0;  // its network probe endpoint (ReportNetwork; not journaled); 0: none
   // Token bucket of its Heartbeat/ReportEvents calls (not journaled).
   double call_tokens = -1;  // < 0: full
   int64_t call_tokens_ms = 0;

@@ -307,4 +307,12 @@ Result<v1::AwaitWorkReply> WorkerServiceClient::await_work(const v1::AwaitWorkRe
                                    });
 }
 
+Result<v1::ReportNetworkReply> WorkerServiceClient::report_network(
+    const v1::ReportNetworkRequest& request) {
+  return unary<v1::ReportNetworkReply>(address_, options_, true,
+                                       [&](grpc::ClientContext* c, v1::ReportNetworkReply* r) {
+                                         return stub_->ReportNetwork(c, request, r);
+                                       });
+}
+
 }  // namespace tern

@@ -85,6 +85,7 @@ class WorkerServiceClient {
   Result<v1::ReportEventsReply> report_events(const v1::ReportEventsRequest& request);
   // The long poll: its deadline is the request's wait_ms plus the client's deadline.
   Result<v1::AwaitWorkReply> await_work(const v1::AwaitWorkRequest& request);
+  Result<v1::ReportNetworkReply> report_network(const v1::ReportNetworkRequest& request);
 
  private:
   std::string address_;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -141,6 +142,21 @@ Status WorkerDaemon::run() {
   auto next_beat = SteadyClock::now();
   next_flush_ = SteadyClock::now();
   bool registered = false;
+  if (options_.network_probe) {
+    ProbeServerOptions po;
+    po.host = options_.host;
+    po.max_bulk_bytes = std::max<int64_t>(options_.probe.bulk_bytes, 1);
+    auto server = ProbeServer::start(po);
+    if (server.is_ok()) {
+      probe_server_ = std::move(*server);
+      spdlog::info("network probe endpoint on {}:{}", options_.host, probe_server_->port());
+    } else {
+      // Placement then keeps the plain order for jobs on this worker; nothing else depends on it.
+      spdlog::warn("no network probe endpoint: {}", server.status().message());
+    }
+  }
+  std::thread prober;
+  if (probe_server_) prober = std::thread(&WorkerDaemon::network_loop, this);
   std::thread poller(&WorkerDaemon::await_work_loop, this);
   while (!stop_.load()) {
     auto now = SteadyClock::now();
@@ -171,6 +187,7 @@ Status WorkerDaemon::run() {
   }
   await_session_.store(0);
   poller.join();
+  if (prober.joinable()) prober.join();
   spdlog::info("worker {} stopping: {} trainers to stop", worker_id(), tasks_.size());
   stop_all_tasks(options_.stop_grace);
   if (session_ != 0) flush_events(true);
@@ -208,6 +225,91 @@ void WorkerDaemon::await_work_loop() {
     if (reply->version() != seen) {
       seen = reply->version();
       beat_now_.store(true);
+    }
+  }
+}
+
+void WorkerDaemon::network_loop() {
+  RpcClientOptions o;
+  o.deadline = options_.rpc_deadline;
+  o.retries = 0;  // the next round retries
+  o.security = options_.security;
+  auto client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
+  auto pause = [&](std::chrono::milliseconds d, uint64_t session) {
+    auto until = SteadyClock::now() + d;
+    while (!stop_.load() && SteadyClock::now() < until && await_session_.load() == session)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  };
+  uint64_t round_session = 0;  // the session the current round belongs to
+  auto next_round = SteadyClock::now();
+  std::vector<v1::LinkReport> measured;  // this round's figures, not yet reported
+  while (!stop_.load()) {
+    const uint64_t session = await_session_.load();
+    if (session == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (session != round_session) {  // registered (again): a round at once
+      round_session = session;
+      measured.clear();
+      next_round = SteadyClock::now();
+    }
+    if (SteadyClock::now() < next_round) {
+      pause(std::chrono::milliseconds(500), session);
+      continue;
+    }
+    v1::ReportNetworkRequest req;
+    req.set_worker_id(worker_id());
+    req.set_session(session);
+    req.set_probe_port(probe_server_->port());
+    for (const auto& l : measured) *req.add_links() = l;
+    const bool end_of_round = !measured.empty();
+    auto reply = client->report_network(req);
+    if (!reply.is_ok()) {
+      const StatusCode code = reply.status().code();
+      if (code == StatusCode::kUnimplemented) {
+        spdlog::info("the coordinator takes no network reports: network profiling off");
+        return;
+      }
+      // A peer that left between the probe and the report makes the coordinator refuse the
+      // whole report (INVALID_ARGUMENT): drop it and start a fresh round later.
+      spdlog::debug("network report: {}", reply.status().to_string());
+      if (code == StatusCode::kInvalidArgument) measured.clear();
+      if (code == StatusCode::kUnavailable)
+        client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
+      pause(std::chrono::milliseconds(2000), session);
+      continue;
+    }
+    const auto interval = std::chrono::milliseconds(
+        std::clamp<int64_t>(reply->probe_interval_ms(), 1000, 3600 * 1000));
+    measured.clear();
+    if (end_of_round) {
+      probe_rounds_.fetch_add(1);
+      next_round = SteadyClock::now() + interval;
+      continue;
+    }
+    int probed = 0;
+    for (const v1::ProbePeer& peer : reply->peers()) {
+      if (stop_.load() || await_session_.load() != session) break;
+      if (probed++ >= options_.max_probe_peers) break;
+      auto r = probe_peer(peer.host(), peer.probe_port(), options_.probe);
+      if (!r.is_ok()) {
+        spdlog::debug("network probe of {}: {}", peer.worker_id(), r.status().message());
+        continue;
+      }
+      ProbeResult figures = *r;
+      if (peer.emulated())
+        figures = with_emulated_link(figures, peer.model_latency_ms(), peer.model_bandwidth_mbps());
+      v1::LinkReport l;
+      l.set_peer(peer.worker_id());
+      l.set_rtt_ms(figures.rtt_ms);
+      l.set_bandwidth_mbps(figures.bandwidth_mbps);
+      l.set_emulated(peer.emulated());
+      measured.push_back(std::move(l));
+    }
+    if (measured.empty()) {
+      probe_rounds_.fetch_add(1);  // nobody to probe (yet): the peers probe us
+      next_round = SteadyClock::now() + interval;
     }
   }
 }
@@ -404,6 +506,9 @@ void WorkerDaemon::start_task(const v1::StartTask& start) {
     if (Status s = atomic_write_file(cluster_path, start.cluster_yaml()); !s.is_ok())
       return fail(s.message());
     to.args.cluster_file = cluster_path;
+  }
+  // The ranks' regions: the cluster file's, or without one the measured groups (issue 24).
+  if (start.rank_regions_size() > 0) {
     to.args.regions.assign(start.rank_regions().begin(), start.rank_regions().end());
   }
   to.args.members.assign(start.members().begin(), start.members().end());

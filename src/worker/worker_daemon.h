@@ -12,7 +12,11 @@
 //   - RegroupTask (elastic regroup): the regroup command on the trainer's stdin, and the
 //     task is re-keyed to the new generation (heartbeats and events carry it from then on);
 //     a regroup of a task it does not run is logged and ignored;
-//   - a trainer that exits is reported with its exit code and the last lines of its log.
+//   - a trainer that exits is reported with its exit code and the last lines of its log;
+//   - network profiling (issue 24, worker/net_probe.h): it serves a probe endpoint on its
+//     host, and its own thread reports it with ReportNetwork once registered, probes the
+//     peers the reply names (one at a time, at most max_probe_peers), reports the figures,
+//     and starts over after the coordinator's probe interval (5 minutes by default).
 // Trainers die with the daemon (PR_SET_PDEATHSIG), so a kill -9 of the daemon orphans none.
 //
 // Threading: run() does everything on the calling thread (one loop that polls the trainers'
@@ -36,6 +40,7 @@
 #include "common/subprocess.h"
 #include "common/trainer_process.h"
 #include "rpc/client.h"
+#include "worker/net_probe.h"
 
 namespace tern {
 
@@ -65,6 +70,10 @@ struct WorkerDaemonOptions {
   // Trainers run this much nicer than the daemon (setpriority before exec), so that a
   // trainer's threads cannot starve the daemon's heartbeats.
   int trainer_nice = 10;
+  // Network profiling: serve a probe endpoint and measure the peers (false: neither).
+  bool network_probe = true;
+  ProbeOptions probe;        // one probe's pings, bulk bytes and timeout
+  int max_probe_peers = 64;  // peers probed per round; the rest wait for theirs to probe us
 };
 
 class WorkerDaemon {
@@ -83,6 +92,9 @@ class WorkerDaemon {
   std::string worker_id() const;
   // For tests: pids of the trainers alive now.
   std::vector<pid_t> trainer_pids() const;
+  // For tests: the probe endpoint's port (0: none) and the probe rounds reported so far.
+  int probe_port() const { return probe_server_ ? probe_server_->port() : 0; }
+  int64_t probe_rounds() const { return probe_rounds_.load(); }
 
  private:
   struct Task {
@@ -118,6 +130,8 @@ class WorkerDaemon {
   // The AwaitWork long poll (its own thread and channel): sets beat_now_ when the coordinator
   // has new commands, so they run at once instead of at the next heartbeat.
   void await_work_loop();
+  // The network profiling thread (its own channel): ReportNetwork, probes, ReportNetwork.
+  void network_loop();
 
   const WorkerDaemonOptions options_;
   std::string trainer_;
@@ -125,6 +139,8 @@ class WorkerDaemon {
   std::atomic<bool> stop_{false};
   std::atomic<bool> beat_now_{false};
   std::atomic<uint64_t> await_session_{0};  // session_ for the AwaitWork thread (0: none)
+  std::unique_ptr<ProbeServer> probe_server_;  // set in run(); its own thread
+  std::atomic<int64_t> probe_rounds_{0};
   mutable std::mutex mu_;  // guards worker_id_ and pids_, read by the test accessors
   std::string worker_id_;
   std::vector<pid_t> pids_;

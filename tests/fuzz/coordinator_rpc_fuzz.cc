@@ -62,6 +62,7 @@ enum Op : uint8_t {
   kHeartbeat,
   kReport,
   kAdvance,  // payload: a TickRequest stand-in (GetLogsRequest.offset = ms)
+  kReportNetwork,
   kOpCount
 };
 
@@ -118,6 +119,8 @@ std::unique_ptr<pb::Message> request_for(uint8_t op) {
       return std::make_unique<v1::RegisterWorkerRequest>();
     case kHeartbeat:
       return std::make_unique<v1::HeartbeatRequest>();
+    case kReportNetwork:
+      return std::make_unique<v1::ReportNetworkRequest>();
     default:
       return std::make_unique<v1::ReportEventsRequest>();
   }
@@ -154,6 +157,8 @@ class Harness {
     options_.max_log_bytes_per_job = 64 << 10;
     options_.max_log_chunk_bytes = 8 << 10;
     options_.regions = {"local", "east", "west"};
+    options_.has_network_model = true;  // ReportNetwork hands out the emulated links
+    options_.network.links[{"east", "west"}] = {70, 2, 1000};
     open();
   }
   ~Harness() {
@@ -260,6 +265,17 @@ class Harness {
         workers_->ReportEvents(&ctx, r, &reply);
         break;
       }
+      case kReportNetwork: {
+        auto* r = static_cast<v1::ReportNetworkRequest*>(req.get());
+        if (r->worker_id().empty()) r->set_worker_id(last_worker_);
+        r->set_session(session_for(r->worker_id(), r->session()));
+        v1::ReportNetworkReply reply;
+        workers_->ReportNetwork(&ctx, r, &reply);
+        for (const auto& p : reply.peers()) {
+          if (p.worker_id() == r->worker_id()) violated("ReportNetwork lists the caller as its peer");
+        }
+        break;
+      }
       case kAdvance: {
         const auto* r = static_cast<v1::GetLogsRequest*>(req.get());
         clock_.advance_ms(std::clamp<int64_t>(r->offset(), 0, 3600 * 1000));
@@ -270,6 +286,13 @@ class Harness {
   }
 
   void check() {
+    // The network map holds only checked figures between two distinct workers.
+    for (const auto& [ends, l] : core_->network_links()) {
+      if (ends.first == ends.second) violated("a network link from " + ends.first + " to itself");
+      if (!std::isfinite(l.rtt_ms) || l.rtt_ms < 0 || !std::isfinite(l.bandwidth_mbps) ||
+          l.bandwidth_mbps <= 0)
+        violated("an unchecked network figure from " + ends.first + " to " + ends.second);
+    }
     const std::vector<Job> jobs = core_->list_jobs();
     if (jobs.size() < seen_.size()) violated("ListJobs lost jobs");
     for (const Job& j : jobs) {
@@ -735,6 +758,29 @@ std::vector<std::string> programs() {
   v1::ReportEventsRequest stranger;
   stranger.set_worker_id("b");
   *stranger.add_events() = ev_a.events(2);
+  // Network profiling: a good report, then broken ones (NaN, the caller itself, a stranger).
+  v1::ReportNetworkRequest net_a, net_b, net_bad;
+  net_a.set_worker_id("a");
+  net_a.set_probe_port(7001);
+  net_b.set_worker_id("b");
+  net_b.set_probe_port(7002);
+  auto* l = net_b.add_links();
+  l->set_peer("a");
+  l->set_rtt_ms(140);
+  l->set_bandwidth_mbps(900);
+  l->set_emulated(true);
+  net_bad.set_worker_id("b");
+  net_bad.set_probe_port(70000);
+  *net_bad.add_links() = *l;
+  net_bad.mutable_links(0)->set_rtt_ms(std::numeric_limits<double>::quiet_NaN());
+  net_bad.add_links()->set_peer("b");
+  net_bad.add_links()->set_peer("zz");
+  out.push_back(call(kRegister, reg("a", "east", 1)) + call(kRegister, reg("b", "west", 1)) +
+                call(kReportNetwork, net_a) + call(kReportNetwork, net_b) +
+                call(kReportNetwork, net_bad) + call(kSubmit, submit) +
+                call(kListWorkers, v1::ListWorkersRequest()) + call(kAdvance, advance) +
+                call(kReportNetwork, net_b));
+
   out.push_back(call(kRegister, reg("a", "local", 1)) + call(kSubmit, odd) + call(kSubmit, submit) +
                 call(kListJobs, list) + call(kGetLogs, far) + call(kRegister, reg("b", "west", 1)) +
                 call(kReport, stranger) + call(kCancel, cancel) + call(kCancel, cancel) +
