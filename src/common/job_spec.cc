@@ -152,7 +152,7 @@ void parse_sync(YamlMap m, SyncSpec* out) {
 }
 
 void parse_compress(YamlMap m, CompressSpec* out) {
-  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8", "int4", "topk"});
+  m.get_enum("method", &out->method, {"none", "dgc", "powersgd", "fp16", "int8", "int4", "topk", "gradiveq"});
   // Each sparsifier's own default density: DGC's (in CompressSpec) reaches 0.1 % through its
   // warm-up; topk has neither warm-up nor momentum correction and sends 2 %.
   if (out->method == "topk") out->density = kTopkDefaultDensity;
@@ -172,6 +172,9 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   if (out->block_size % 2 != 0) {
     m.error("block_size", "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
   }
+  m.get("slice_size", &out->slice_size, 2, 4096);
+  m.get("basis_size", &out->basis_size, 1, 4096);
+  m.get("refresh_every", &out->refresh_every, 1, kMaxInt);
   m.get("rank", &out->rank, 1, 1024);
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
@@ -190,8 +193,18 @@ void validate_compress(const CompressSpec& c, YamlMap& root) {
   if (c.chunk_size > 0 && c.method != "topk") {
     root.error("compress", "chunk_size applies to method topk only, got method " + c.method);
   }
-  if (c.ef_decay != 1.0 && !(c.method == "topk" || c.method == "int4")) {
-    root.error("compress", "ef_decay applies to methods topk and int4 only, got method " + c.method);
+  if (c.ef_decay != 1.0 && !(c.method == "topk" || c.method == "int4" || c.method == "gradiveq")) {
+    root.error("compress", "ef_decay applies to methods topk, int4 and gradiveq only, got method " + c.method);
+  }
+  if (c.method == "gradiveq") {
+    if (c.basis_size >= c.slice_size) {
+      root.error("compress", "basis_size must be < slice_size (" + std::to_string(c.slice_size) +
+                                 ") for method gradiveq, got " + std::to_string(c.basis_size));
+    }
+    if (c.start_iter < 1) {
+      root.error("compress", "start_iter must be >= 1 for method gradiveq (its first basis comes from a dense "
+                             "step), got " + std::to_string(c.start_iter));
+    }
   }
   if (c.ef_decay != 1.0 && !c.error_feedback) {
     root.error("compress", "ef_decay needs error_feedback: true");
@@ -201,7 +214,7 @@ void validate_compress(const CompressSpec& c, YamlMap& root) {
 
 void parse_straggler(YamlMap m, StragglerSpec* out) {
   m.get_enum("mode", &out->mode,
-             {"none", "gradient_coding", "proportional", "coded_proportional", "backup"});
+             {"none", "gradient_coding", "proportional", "coded_proportional", "backup", "random_code"});
   m.get("s", &out->s, 0, 1024);
   m.get("backup", &out->backup, 0, 1024);
   m.get("ewma", &out->ewma, 0.0, 1.0);
@@ -413,7 +426,8 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
                             " entries but the job has " + std::to_string(s.workers) + " workers");
   }
-  if (s.straggler.mode == "gradient_coding" || s.straggler.mode == "coded_proportional") {
+  if (s.straggler.mode == "gradient_coding" || s.straggler.mode == "coded_proportional" ||
+      s.straggler.mode == "random_code") {
     if (s.straggler.s >= s.workers) {
       root.error("straggler", "s must be < workers (" + std::to_string(s.workers) + "), got " +
                                   std::to_string(s.straggler.s));

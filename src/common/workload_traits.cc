@@ -23,7 +23,8 @@ std::vector<WorkloadRefusal> workload_refusals(const JobSpec& spec) {
     out.push_back({"straggler", "straggler.mode " + mode + " reassigns samples between ranks by index, but data.source " +
                                     spec.data.source + " is read as a stream (each rank reads only its own share); use "
                                     "straggler.mode none, or data.source synthetic_ctr"});
-  } else if (t.collective_step && (mode == "gradient_coding" || mode == "coded_proportional" || mode == "backup")) {
+  } else if (t.collective_step && (mode == "gradient_coding" || mode == "coded_proportional" || mode == "backup" ||
+                                       mode == "random_code")) {
     out.push_back({"straggler", "straggler.mode " + mode + " decides a step without the slowest ranks, but " +
                                     workload + " looks up its embedding rows with an all-to-all every rank joins "
                                     "each step (and a sample computed by two ranks would update its rows twice); "
