@@ -9,7 +9,8 @@
 #   bench/compression.sh --models cnn --methods dense,dgc,powersgd2 --steps 234
 #   (powersgdRw: PowerSGD rank R after dense all-reduce for the first 10 % of steps, as
 #    PyTorch's PowerSGD hook recommends with start_powerSGD_iter; gradiveqK: GradiVeQ with K
-#    coefficients per 64-value slice, basis refreshed every 20 steps)
+#    coefficients per 64-value slice, basis refreshed every 20 steps; gradiveqKn: the same
+#    without error feedback)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
 #   bench/compression.sh --set train.lr_schedule=cosine   # a job-spec override for every method (repeatable)
 #   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
@@ -33,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --steps) steps_override="$2"; shift ;;
     --set) extra+=(--set "$2"); shift ;;
     --build-dir) build_dir="$2"; shift ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -71,6 +72,8 @@ for model in $models; do
         powersgd*w) r=${method#powersgd}; r=${r%w}  # dense for the first 10 % of steps (start_iter)
                     args+=(--set compress.method=powersgd --set compress.rank=$r --set compress.start_iter=$(( steps / 10 ))) ;;
         powersgd*) args+=(--set compress.method=powersgd --set compress.rank=${method#powersgd}) ;;
+        gradiveq*n) k=${method#gradiveq}; k=${k%n}  # without error feedback, as in the paper
+                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.error_feedback=false) ;;
         gradiveq*) args+=(--set compress.method=gradiveq --set compress.basis_size=${method#gradiveq}) ;;
         fp16|int8|int4|topk) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;
