@@ -14,6 +14,7 @@
 #   STEPS=150 bench/stragglers.sh       # quicker, fewer steps
 #   ONLY="ref coding-s1 cyclic-s2 random-s1 random-s2" bench/stragglers.sh   # the codes only
 #   WORKERS=8 SLOWDOWN=[1,1,4,1,1,1,1,1] bench/stragglers.sh
+#   RUNNER=trainer bench/stragglers.sh  # tern-trainer ranks via bench/compression_run.py (no CLI build)
 # Output: a table, bench/results/stragglers.csv and bench/results/stragglers.png (gnuplot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,12 @@ run() {  # name, extra args...
   local name=$1; shift
   if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local r
-  r=$("$BUILD/bin/tern" run "$JOB" --workers "$WORKERS" --json "${STEP_ARGS[@]}" "$@" 2>/dev/null || true)
+  if [ "${RUNNER:-tern}" = trainer ]; then
+    r=$(/usr/bin/python3 bench/compression_run.py --trainer "$BUILD/bin/tern-trainer" --spec "$JOB" --workers "$WORKERS" \
+        --all-ranks "${STEP_ARGS[@]}" "$@" 2>/dev/null || echo '{"state": "FAILED"}')
+  else
+    r=$("$BUILD/bin/tern" run "$JOB" --workers "$WORKERS" --json "${STEP_ARGS[@]}" "$@" 2>/dev/null || true)
+  fi
   echo "$r" | /usr/bin/python3 -c "
 import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])

@@ -39,7 +39,7 @@ class GradientCode {
 
   // Redraw threshold of make_random's construction and its default decode limit.
   static constexpr double kTargetAmplification = 4.0;
-  static constexpr double kMaxAmplification = 16.0;
+  static constexpr double kMaxAmplification = 64.0;
 
   // Fractional repetition when (s + 1) | n, else cyclic (random B from `seed`; every rank must
   // pass the same seed). Refuses s >= n or n < 1.

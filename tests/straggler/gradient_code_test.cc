@@ -136,6 +136,7 @@ TEST(GradientCode, RandomLinearDecodesFromEveryNMinusSSubsetInFloat32) {
   double worst_rel = 0;
   for (int n = 4; n <= 8; ++n) {
     for (int s = 1; s <= std::min(3, n - 1); ++s) {
+      const int failed_before = failed, tried_before = tried;
       for (int64_t step = 0; step < 10; ++step) {
         auto code = GradientCode::make_random(n, s, 99, step);
         ASSERT_TRUE(code.is_ok()) << code.status().to_string();
@@ -165,6 +166,8 @@ TEST(GradientCode, RandomLinearDecodesFromEveryNMinusSSubsetInFloat32) {
         for (int j = 0; j < n; ++j) all[static_cast<size_t>(j)] = j;
         EXPECT_TRUE(code->decodable(all)) << "n=" << n << " s=" << s;
       }
+      std::cout << "n=" << n << " s=" << s << ": " << failed - failed_before << " of " << tried - tried_before
+                << " subsets did not decode\n";
     }
   }
   // With high probability: the construction redraws codes that amplify rounding too much.
