@@ -30,6 +30,39 @@ std::vector<std::vector<double>> random_h(int n, int s, std::mt19937_64& rng) {
   return h;
 }
 
+// Solves the m x m system a x = b (row-major) by Gaussian elimination with partial pivoting, in
+// plain double arithmetic: the construction of a random code must give the same bits in every
+// rank's process (LAPACK's results can depend on threads and alignment, and a draw accepted on
+// one rank but not on another would give the ranks different codes). False when singular.
+bool solve_plain(std::vector<double> a, std::vector<double> b, int m, std::vector<double>* x) {
+  for (int c = 0; c < m; ++c) {
+    int piv = c;
+    for (int r = c + 1; r < m; ++r) {
+      if (std::abs(a[static_cast<size_t>(r * m + c)]) > std::abs(a[static_cast<size_t>(piv * m + c)])) piv = r;
+    }
+    if (!(std::abs(a[static_cast<size_t>(piv * m + c)]) > 1e-300)) return false;
+    if (piv != c) {
+      for (int k = 0; k < m; ++k) std::swap(a[static_cast<size_t>(c * m + k)], a[static_cast<size_t>(piv * m + k)]);
+      std::swap(b[static_cast<size_t>(c)], b[static_cast<size_t>(piv)]);
+    }
+    for (int r = c + 1; r < m; ++r) {
+      double f = a[static_cast<size_t>(r * m + c)] / a[static_cast<size_t>(c * m + c)];
+      for (int k = c; k < m; ++k) a[static_cast<size_t>(r * m + k)] -= f * a[static_cast<size_t>(c * m + k)];
+      b[static_cast<size_t>(r)] -= f * b[static_cast<size_t>(c)];
+    }
+  }
+  x->assign(static_cast<size_t>(m), 0.0);
+  for (int r = m - 1; r >= 0; --r) {
+    double v = b[static_cast<size_t>(r)];
+    for (int k = r + 1; k < m; ++k) v -= a[static_cast<size_t>(r * m + k)] * (*x)[static_cast<size_t>(k)];
+    (*x)[static_cast<size_t>(r)] = v / a[static_cast<size_t>(r * m + r)];
+  }
+  for (double v : *x) {
+    if (!std::isfinite(v)) return false;
+  }
+  return true;
+}
+
 // Calls fn for every k-subset of {0..n-1} (ascending) until it returns false.
 void for_each_subset(int n, int k, const std::function<bool(const std::vector<int>&)>& fn) {
   std::vector<int> cur;
@@ -127,21 +160,17 @@ bool GradientCode::rows_from_h(const std::vector<std::vector<double>>& h) {
     // H[:, rest] x = -H[:, j] so that H b = 0.
     std::vector<int> support;
     for (int q = 0; q <= s; ++q) support.push_back((j + q) % n);
-    at::Tensor a = at::empty({s, s}, at::kDouble);
-    at::Tensor rhs = at::empty({s, 1}, at::kDouble);
-    auto aa = a.accessor<double, 2>();
-    auto ra = rhs.accessor<double, 2>();
+    std::vector<double> a(static_cast<size_t>(s * s)), rhs(static_cast<size_t>(s)), xs;
     for (int i = 0; i < s; ++i) {
-      ra[i][0] = -h[static_cast<size_t>(i)][static_cast<size_t>(j)];
+      rhs[static_cast<size_t>(i)] = -h[static_cast<size_t>(i)][static_cast<size_t>(j)];
       for (int q = 1; q <= s; ++q) {
-        aa[i][q - 1] = h[static_cast<size_t>(i)][static_cast<size_t>(support[static_cast<size_t>(q)])];
+        a[static_cast<size_t>(i * s + q - 1)] =
+            h[static_cast<size_t>(i)][static_cast<size_t>(support[static_cast<size_t>(q)])];
       }
     }
-    at::Tensor x = std::get<0>(at::linalg_solve_ex(a, rhs));
-    if (!at::isfinite(x).all().item<bool>()) return false;
-    auto xa = x.accessor<double, 2>();
+    if (!solve_plain(a, rhs, s, &xs)) return false;
     std::vector<std::pair<int, double>> row{{j, 1.0}};
-    for (int q = 1; q <= s; ++q) row.emplace_back(support[static_cast<size_t>(q)], xa[q - 1][0]);
+    for (int q = 1; q <= s; ++q) row.emplace_back(support[static_cast<size_t>(q)], xs[static_cast<size_t>(q - 1)]);
     std::sort(row.begin(), row.end());
     std::vector<int> parts;
     std::vector<double> coeffs;
@@ -279,16 +308,36 @@ double GradientCode::worst_amplification(int64_t max_subsets) const {
   for (int i = 1; i <= s_; ++i) count = count * (n_ - s_ + i) / i;
   if (count > static_cast<double>(max_subsets)) return -1;
   double worst = 0;
-  // Without the decode limit, so that the construction sees every subset's true amplification.
-  GradientCode unlimited = *this;
-  unlimited.max_amplification_ = 0;
-  for_each_subset(n_, n_ - s_, [&](const std::vector<int>& f) {
-    auto a = unlimited.solve(f);
-    if (!a.is_ok()) {
+  // Plain arithmetic (solve_plain), so every rank's process accepts the same draw: weights from
+  // the normal equations (B_F B_Fᵀ) a = B_F 1, refused when B_Fᵀ a misses 1.
+  const int f = n_ - s_;
+  for_each_subset(n_, f, [&](const std::vector<int>& rows) {
+    std::vector<std::vector<double>> dense(static_cast<size_t>(f), std::vector<double>(static_cast<size_t>(n_), 0.0));
+    for (int i = 0; i < f; ++i) {
+      const auto& parts = parts_[static_cast<size_t>(rows[static_cast<size_t>(i)])];
+      const auto& coeffs = coeffs_[static_cast<size_t>(rows[static_cast<size_t>(i)])];
+      for (size_t q = 0; q < parts.size(); ++q) dense[static_cast<size_t>(i)][static_cast<size_t>(parts[q])] = coeffs[q];
+    }
+    std::vector<double> m(static_cast<size_t>(f * f), 0.0), rhs(static_cast<size_t>(f), 0.0), a;
+    for (int i = 0; i < f; ++i) {
+      for (int p = 0; p < n_; ++p) rhs[static_cast<size_t>(i)] += dense[static_cast<size_t>(i)][static_cast<size_t>(p)];
+      for (int k = 0; k < f; ++k) {
+        double v = 0;
+        for (int p = 0; p < n_; ++p) v += dense[static_cast<size_t>(i)][static_cast<size_t>(p)] * dense[static_cast<size_t>(k)][static_cast<size_t>(p)];
+        m[static_cast<size_t>(i * f + k)] = v;
+      }
+    }
+    bool ok = solve_plain(m, rhs, f, &a);
+    for (int p = 0; ok && p < n_; ++p) {
+      double v = 0;
+      for (int i = 0; i < f; ++i) v += a[static_cast<size_t>(i)] * dense[static_cast<size_t>(i)][static_cast<size_t>(p)];
+      ok = std::abs(v - 1.0) <= 1e-6;
+    }
+    if (!ok) {
       worst = std::numeric_limits<double>::infinity();
       return false;
     }
-    worst = std::max(worst, amplification(f, *a));
+    worst = std::max(worst, amplification(rows, a));
     return true;
   });
   return worst;

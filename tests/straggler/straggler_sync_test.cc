@@ -117,9 +117,9 @@ TEST(StragglerSync, GradientCodingDropsAFourTimesSlowRankAndStillComputesTheExac
 }
 
 TEST(StragglerSync, RandomCodeDropsASlowRankAndStillComputesTheExactGradient) {
-  auto ssgd = train(spec_with(4, {}));
+  auto ssgd = train(spec_with(4, {}, "epochs: 4"));
   for (const char* s : {"straggler.s=1", "straggler.s=2"}) {
-    auto coded = train(spec_with(4, {"straggler.mode=random_code", s, "debug.slowdown=[1,1,4,1]"}));
+    auto coded = train(spec_with(4, {"straggler.mode=random_code", s, "debug.slowdown=[1,1,4,1]", "debug.transient_prob=0.3", "debug.transient_ms=20"}, "epochs: 4"));
     // Decoded from different sets on different ranks (rounding differs), averaged at the end.
     EXPECT_LE(max_diff(coded.params[0], ssgd.params[0]), 2e-5) << s;
     EXPECT_LE(max_diff(coded.params[0], coded.params[3]), 1e-7) << s;
