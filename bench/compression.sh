@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Gradient compression benchmark (issue 6): Fashion-MNIST MLP and CNN, 4 ranks, the same
 # samples for every method, one run each: dense SSGD, DGC (0.1 % final density), PowerSGD
-# r = 1, 2, 4, fp16, int8, int4 (64-value blocks), topk (2 %, global). Writes bench/results/compression-<model>[-<net>].{csv,md,png}.
+# r = 1, 2, 4, fp16, int8, int4 (64-value blocks), topk (2 %, global), GradiVeQ (64-value
+# slices, k = 2 coefficients each: about PowerSGD r = 2's bytes on the CNN). Writes bench/results/compression-<model>[-<net>].{csv,md,png}.
 #
 #   bench/compression.sh                 # bounded default (~15 min on 2 cores): MLP 300 steps, CNN 120 steps
 #   bench/compression.sh --full          # 2 epochs each (MLP 938 steps, CNN 468 steps; about an hour on 2 cores)
 #   bench/compression.sh --models cnn --methods dense,dgc,powersgd2 --steps 234
 #   (powersgdRw: PowerSGD rank R after dense all-reduce for the first 10 % of steps, as
-#    PyTorch's PowerSGD hook recommends with start_powerSGD_iter)
+#    PyTorch's PowerSGD hook recommends with start_powerSGD_iter; gradiveqK: GradiVeQ with K
+#    coefficients per 64-value slice, basis refreshed every 20 steps, no error feedback (its
+#    default, as in the paper); gradiveqKe: the same with error feedback)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
 #   bench/compression.sh --set train.lr_schedule=cosine   # a job-spec override for every method (repeatable)
 #   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
@@ -20,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-full=0; wan=0; models="mlp cnn"; methods="dense dgc powersgd1 powersgd2 powersgd4 fp16 int8 int4 topk"
+full=0; wan=0; models="mlp cnn"; methods="dense dgc powersgd1 powersgd2 powersgd4 fp16 int8 int4 topk gradiveq2"
 steps_override=""; extra=(); build_dir="${TERN_BUILD_DIR:-build-compress}"; workers=4
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -31,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     --steps) steps_override="$2"; shift ;;
     --set) extra+=(--set "$2"); shift ;;
     --build-dir) build_dir="$2"; shift ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -69,6 +72,9 @@ for model in $models; do
         powersgd*w) r=${method#powersgd}; r=${r%w}  # dense for the first 10 % of steps (start_iter)
                     args+=(--set compress.method=powersgd --set compress.rank=$r --set compress.start_iter=$(( steps / 10 ))) ;;
         powersgd*) args+=(--set compress.method=powersgd --set compress.rank=${method#powersgd}) ;;
+        gradiveq*e) k=${method#gradiveq}; k=${k%e}  # with error feedback (diverged on the CNN)
+                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.error_feedback=true) ;;
+        gradiveq*) args+=(--set compress.method=gradiveq --set compress.basis_size=${method#gradiveq}) ;;
         fp16|int8|int4|topk) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;
       esac

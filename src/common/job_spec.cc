@@ -200,10 +200,16 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   if (out->block_size % 2 != 0) {
     m.error("block_size", "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
   }
+  m.get("slice_size", &out->slice_size, 2, 4096);
+  m.get("basis_size", &out->basis_size, 1, 4096);
+  m.get("refresh_every", &out->refresh_every, 1, kMaxInt);
   m.get("rank", &out->rank, 1, 1024);
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
   m.get("error_feedback", &out->error_feedback);
+  // GradiVeQ without error feedback unless asked: with it, the memory outside the basis grows
+  // between refreshes and the CNN diverged (bench/results/compression-cnn-gradiveq.md).
+  if (out->method == CompressMethod::kGradiveq && !m.has("error_feedback")) out->error_feedback = false;
   m.finish();
 }
 
@@ -218,8 +224,19 @@ void validate_compress(const CompressSpec& c, YamlMap& root) {
   if (c.chunk_size > 0 && c.method != CompressMethod::kTopk) {
     root.error("compress", "chunk_size applies to method topk only, got method " + name_of(c.method));
   }
-  if (c.ef_decay != 1.0 && !(c.method == CompressMethod::kTopk || c.method == CompressMethod::kInt4)) {
-    root.error("compress", "ef_decay applies to methods topk and int4 only, got method " + name_of(c.method));
+  if (c.ef_decay != 1.0 &&
+      !(c.method == CompressMethod::kTopk || c.method == CompressMethod::kInt4 || c.method == CompressMethod::kGradiveq)) {
+    root.error("compress", "ef_decay applies to methods topk, int4 and gradiveq only, got method " + name_of(c.method));
+  }
+  if (c.method == CompressMethod::kGradiveq) {
+    if (c.basis_size >= c.slice_size) {
+      root.error("compress", "basis_size must be < slice_size (" + std::to_string(c.slice_size) +
+                                 ") for method gradiveq, got " + std::to_string(c.basis_size));
+    }
+    if (c.start_iter < 1) {
+      root.error("compress", "start_iter must be >= 1 for method gradiveq (its first basis comes from a dense "
+                             "step), got " + std::to_string(c.start_iter));
+    }
   }
   if (c.ef_decay != 1.0 && !c.error_feedback) {
     root.error("compress", "ef_decay needs error_feedback: true");
@@ -440,7 +457,8 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
                             " entries but the job has " + std::to_string(s.workers) + " workers");
   }
-  if (s.straggler.mode == StragglerMode::kGradientCoding || s.straggler.mode == StragglerMode::kCodedProportional) {
+  if (s.straggler.mode == StragglerMode::kGradientCoding || s.straggler.mode == StragglerMode::kCodedProportional ||
+      s.straggler.mode == StragglerMode::kRandomCode) {
     if (s.straggler.s >= s.workers) {
       root.error("straggler", "s must be < workers (" + std::to_string(s.workers) + "), got " +
                                   std::to_string(s.straggler.s));

@@ -177,7 +177,7 @@ struct SyncSpec {
 };
 
 struct CompressSpec {
-  CompressMethod method = CompressMethod::kNone;  // none | dgc | powersgd | fp16 | int8 | int4 | topk
+  CompressMethod method = CompressMethod::kNone;  // none | dgc | powersgd | fp16 | int8 | int4 | topk | gradiveq
   // DGC and topk: the fraction of values sent. 0.001 is DGC's default; a parsed spec with
   // method topk and no density gets kTopkDefaultDensity instead.
   double density = 0.001;
@@ -194,23 +194,31 @@ struct CompressSpec {
   // topk: 0 = one global top-k; C in [2, 65536] = top-k of every chunk of C values (chunks never
   // span tensors; offsets travel in 1 byte for C <= 256, else 2)
   int64_t chunk_size = 0;
-  // int4 and topk: x = g + ef_decay * e (1 = classic error feedback; SparseLoCo uses 0.95)
+  // int4, topk and gradiveq: x = g + ef_decay * e (1 = classic error feedback; SparseLoCo uses 0.95)
   double ef_decay = 1.0;
   // int4: values per fp32 scale (>= 2, even); blocks never span two tensors
   int64_t block_size = 64;
-  // PowerSGD
+  // GradiVeQ (compress/gradiveq.h): the gradient is cut into slices of slice_size values, each
+  // sent as its basis_size coefficients in a PCA basis shared by all ranks; the basis is
+  // recomputed every refresh_every compressed steps from the ranks' summed slice covariance.
+  int64_t slice_size = 64;
+  int64_t basis_size = 8;
+  int64_t refresh_every = 20;
+  // PowerSGD (and GradiVeQ: dense all-reduce before start_iter; GradiVeQ needs >= 1)
   int64_t rank = 2;
   int64_t start_iter = 10;
   double min_compression_rate = 2.0;
-  bool error_feedback = true;  // PowerSGD, fp16, int8, int4, topk
+  bool error_feedback = true;  // PowerSGD, fp16, int8, int4, topk, gradiveq
 };
 
 // compress.density when method is topk and the spec does not set it.
 constexpr double kTopkDefaultDensity = 0.02;
 
 struct StragglerSpec {
-  StragglerMode mode = StragglerMode::kNone;  // none | gradient_coding | proportional | coded_proportional | backup
-  int64_t s = 1;              // stragglers tolerated (gradient coding)
+  // random_code: gradient coding with fresh random coefficients every step (straggler/
+  // gradient_code.h: make_random), decoded from any n - s contributions with high probability.
+  StragglerMode mode = StragglerMode::kNone;  // none | gradient_coding | proportional | coded_proportional | backup | random_code
+  int64_t s = 1;              // stragglers tolerated (gradient coding, random_code)
   int64_t backup = 1;         // b, backup workers
   double ewma = 0.3;          // speed estimate smoothing
   int64_t report_every = 1;

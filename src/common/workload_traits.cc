@@ -24,7 +24,7 @@ std::vector<WorkloadRefusal> workload_refusals(const JobSpec& spec) {
                                     name_of(spec.data.source) + " is read as a stream (each rank reads only its own share); use "
                                     "straggler.mode none, or data.source synthetic_ctr"});
   } else if (t.collective_step && (mode == StragglerMode::kGradientCoding || mode == StragglerMode::kCodedProportional ||
-                                 mode == StragglerMode::kBackup)) {
+                                   mode == StragglerMode::kBackup || mode == StragglerMode::kRandomCode)) {
     out.push_back({"straggler", "straggler.mode " + name_of(mode) + " decides a step without the slowest ranks, but " +
                                     workload + " looks up its embedding rows with an all-to-all every rank joins "
                                     "each step (and a sample computed by two ranks would update its rows twice); "

@@ -1,7 +1,10 @@
 #include "compress/factory.h"
 
+#include <algorithm>
+
 #include "comm/counting_communicator.h"
 #include "compress/compressor.h"
+#include "compress/gradiveq.h"
 
 namespace tern {
 namespace {
@@ -88,9 +91,19 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     o.error_feedback = c.error_feedback;
     o.ef_decay = c.ef_decay;
     inner = std::make_unique<TopkCompressor>(*counting, o);
+  } else if (c.method == CompressMethod::kGradiveq) {
+    GradiVeqOptions o;
+    o.slice_size = c.slice_size;
+    o.basis_size = c.basis_size;
+    o.refresh_every = c.refresh_every;
+    o.start_iter = c.start_iter;
+    o.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20)) / 4);
+    o.error_feedback = c.error_feedback;
+    o.ef_decay = c.ef_decay;
+    inner = std::make_unique<GradiVeqCompressor>(*counting, o);
   } else {
     return invalid_argument("compress.method '" + name_of(c.method) +
-                            "' is unknown (none|dgc|powersgd|fp16|int8|int4|topk)");
+                            "' is unknown (none|dgc|powersgd|fp16|int8|int4|topk|gradiveq)");
   }
   return std::unique_ptr<GradientReducer>(
       std::make_unique<MeteredReducer>(std::move(counting), std::move(inner)));

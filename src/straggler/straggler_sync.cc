@@ -39,7 +39,8 @@ StragglerSync::StragglerSync(Communicator& comm, GradientReducer* reducer, const
 Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm, GradientReducer* reducer,
                                                            const JobSpec& spec, int64_t total_steps) {
   const StragglerMode mode = spec.straggler.mode;
-  if (mode != StragglerMode::kGradientCoding && mode != StragglerMode::kProportional && mode != StragglerMode::kCodedProportional && mode != StragglerMode::kBackup) {
+  if (mode != StragglerMode::kGradientCoding && mode != StragglerMode::kProportional &&
+      mode != StragglerMode::kCodedProportional && mode != StragglerMode::kBackup && mode != StragglerMode::kRandomCode) {
     return invalid_argument("straggler.mode '" + name_of(mode) + "' is not a straggler mitigation mode");
   }
   std::unique_ptr<StragglerSync> s(new StragglerSync(comm, reducer, spec, total_steps));
@@ -49,6 +50,12 @@ Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm, G
                           GradientCode::make(comm.size(), static_cast<int>(spec.straggler.s),
                                              static_cast<uint64_t>(spec.train.seed) * 7919 + 17));
     s->code_ = std::move(code);
+  }
+  if (mode == StragglerMode::kRandomCode) {
+    s->random_code_ = true;
+    s->code_seed_ = static_cast<uint64_t>(spec.train.seed) * 7919 + 17;
+    // Refuses a bad (n, s) at once.
+    TERN_RETURN_IF_ERROR(s->code_at(0).status());
   }
   if (mode == StragglerMode::kBackup && comm.size() > 63) {
     return invalid_argument("straggler.mode backup supports at most 63 workers (the decision is a 64-bit mask)");
@@ -67,7 +74,11 @@ Status StragglerSync::begin(std::vector<at::Tensor>& params) {
     o.leader = mode_ == StragglerMode::kBackup ? 0 : -1;
     exchange_ = std::make_unique<ContributionExchange>(comm_, o);
   }
-  if (coded()) {
+  if (random_code_) {
+    TERN_ASSIGN_OR_RETURN(const GradientCode* first, code_at(0));
+    spdlog::info("straggler mitigation: random_linear (n={}, s={}), rank {} computes parts {} with fresh coefficients "
+                 "every step", comm_.size(), s_, comm_.rank(), fmt::join(first->parts(comm_.rank()), ","));
+  } else if (coded()) {
     spdlog::info("straggler mitigation: {} (n={}, s={}), rank {} computes parts {}", code_->kind_name(), code_->n(),
                  code_->s(), comm_.rank(), fmt::join(code_->parts(comm_.rank()), ","));
   } else if (mode_ == StragglerMode::kBackup) {
@@ -76,6 +87,18 @@ Status StragglerSync::begin(std::vector<at::Tensor>& params) {
     spdlog::info("straggler mitigation: {} (n={}, speeds every {} steps)", name_of(mode_), comm_.size(), report_every_);
   }
   return Status::ok();
+}
+
+Result<const GradientCode*> StragglerSync::code_at(int64_t step) {
+  if (code_) return &*code_;
+  auto it = step_codes_.find(step);
+  if (it == step_codes_.end()) {
+    TERN_ASSIGN_OR_RETURN(GradientCode c, GradientCode::make_random(comm_.size(), static_cast<int>(s_), code_seed_, step));
+    it = step_codes_.emplace(step, std::move(c)).first;
+    // Steps are decided in order; older codes are never asked for again.
+    step_codes_.erase(step_codes_.begin(), step_codes_.lower_bound(step - 2));
+  }
+  return &it->second;
 }
 
 void StragglerSync::record_compute(int64_t samples, double seconds) { estimator_.observe(samples, seconds); }
@@ -113,10 +136,14 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
   skip_ = false;
   ++steps_;
 
+  const GradientCode* code = nullptr;
+  if (coded()) {
+    TERN_ASSIGN_OR_RETURN(code, code_at(step));
+  }
   // Behind: the peers already decided this step without us.
   if (exchange_) {
     auto arr = exchange_->arrivals(step);
-    bool decided = coded() ? code_->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
+    bool decided = coded() ? code->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
     if (decided) {
       skip_ = true;
       plan.skip = true;
@@ -136,7 +163,7 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
       std::vector<double> pw(static_cast<size_t>(world));
       for (int p = 0; p < world; ++p) {
         double best = 0;
-        for (int h : code_->holders(p)) best = std::max(best, w[static_cast<size_t>(h)]);
+        for (int h : code->holders(p)) best = std::max(best, w[static_cast<size_t>(h)]);
         pw[static_cast<size_t>(p)] = best;
       }
       w = pw;
@@ -146,8 +173,8 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
   }
 
   if (coded()) {
-    const auto& mine = code_->parts(rank);
-    const auto& coeff = code_->coefficients(rank);
+    const auto& mine = code->parts(rank);
+    const auto& coeff = code->coefficients(rank);
     for (size_t q = 0; q < mine.size(); ++q) {
       append_part(plan, parts[static_cast<size_t>(mine[q])], coeff[q] / static_cast<double>(global));
     }
@@ -181,27 +208,31 @@ Status StragglerSync::apply_sum(int64_t step, const std::vector<int>& senders, c
 }
 
 Status StragglerSync::decide_coded(int64_t step, std::vector<at::Tensor>& grads) {
+  TERN_ASSIGN_OR_RETURN(const GradientCode* code, code_at(step));
   at::Tensor mine;
   if (!skip_) {
     mine = flatten_all(grads).to(at::kFloat).cpu();
-    if (code_->decodable(exchange_->arrivals(step).computed)) ++late_;
+    if (code->decodable(exchange_->arrivals(step).computed)) ++late_;
   }
   TERN_RETURN_IF_ERROR(exchange_->contribute(step, mine));
   auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(exchange_->wait_until(
-      step, [&](const ContributionExchange::Arrivals& a) { return code_->decodable(a.computed); }, comm_.timeout()));
+      step, [&](const ContributionExchange::Arrivals& a) { return code->decodable(a.computed); }, comm_.timeout()));
   metrics_.wait_s += since(t0);
+  auto t1 = Clock::now();
   std::vector<int> senders = exchange_->arrivals(step).computed;
-  // Who completed the set: the last sender of the shortest decodable prefix.
-  for (size_t k = 1; k <= senders.size(); ++k) {
-    std::vector<int> prefix(senders.begin(), senders.begin() + static_cast<int64_t>(k));
-    if (code_->decodable(prefix)) {
-      ++waited_for_[static_cast<size_t>(senders[k - 1])];
-      break;
-    }
+  // Who completed the set: the last sender of the shortest decodable prefix. Longer than n - s:
+  // the first n - s did not decode and the step waited for more.
+  size_t k = decodable_prefix(*code, senders);
+  if (k > 0) ++waited_for_[static_cast<size_t>(senders[k - 1])];
+  if (k > static_cast<size_t>(code->n() - code->s())) {
+    ++decode_failures_;
+    spdlog::debug("step {}: the first {} contributions did not decode; decoded from {}", step,
+                  code->n() - code->s(), k);
   }
-  TERN_ASSIGN_OR_RETURN(std::vector<double> a, code_->decode(senders));
+  TERN_ASSIGN_OR_RETURN(std::vector<double> a, code->decode(senders));
   TERN_RETURN_IF_ERROR(apply_sum(step, senders, a, grads));
+  decode_s_ += since(t1);
   exchange_->release(step);
   return Status::ok();
 }
@@ -273,7 +304,7 @@ Status StragglerSync::drain(std::vector<at::Tensor>& params) {
     gather_.reset();
   }
   if (exchange_) TERN_RETURN_IF_ERROR(exchange_->drain(comm_.timeout()));
-  if (code_ && code_->kind() == GradientCode::Kind::kCyclicRepetition) {
+  if (random_code_ || (code_ && code_->kind() == GradientCode::Kind::kCyclicRepetition)) {
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> data;
     for (auto& p : params) data.push_back(p.data());
@@ -289,6 +320,10 @@ SyncMetrics StragglerSync::metrics() const {
   m.extra["straggler_drop_share"] = steps_ > 0 ? static_cast<double>(skipped_ + late_) / steps_ : 0.0;
   m.extra["straggler_share"] = share_;
   m.extra["straggler_speed"] = estimator_.speed();
+  if (coded()) {
+    m.extra["straggler_decode_failures"] = static_cast<double>(decode_failures_);
+    m.extra["straggler_decode_ms"] = steps_ > 0 ? 1000.0 * decode_s_ / static_cast<double>(steps_) : 0.0;
+  }
   if (exchange_) m.extra["straggler_late_arrivals"] = static_cast<double>(exchange_->late_arrivals());
   for (size_t r = 0; r < waited_for_.size(); ++r) {
     m.extra["straggler_waited_for_r" + std::to_string(r)] = static_cast<double>(waited_for_[r]);

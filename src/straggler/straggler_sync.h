@@ -10,16 +10,21 @@
 //   coded_proportional  both: coded parts sized by the speed of their fastest holder.
 //   backup              Chen et al. 2016 baseline: a leader (rank 0) takes the first n - b
 //                       contributions, tells everyone which, and all average those.
+//   random_code         gradient coding with a fresh random linear code every step (RLNC-style,
+//                       GradientCode::make_random from the job seed and the step): any n - s
+//                       contributions decode with high probability; when they do not, the step
+//                       waits for one more (counted in straggler_decode_failures).
 //
 // Every mode yields the same unbiased estimate as SSGD: the mean gradient of the global
 // batch (or, for backup, of the parts that made it). A rank that falls behind does not fall
 // further: when its peers have already decided a step it skips computing it (sends a skip
 // marker) and applies the decided gradient, so all replicas apply the same updates in the
 // same order. Replicas are bit-identical for fractional repetition, backup and proportional;
-// cyclic codes decode with a least-squares solve whose rounding can differ by sender set, so
+// cyclic and random codes decode with a least-squares solve whose rounding can differ by sender set, so
 // drain() averages parameters once.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,7 +60,9 @@ class StragglerSync : public SyncStrategy {
 
  private:
   StragglerSync(Communicator& comm, GradientReducer* reducer, const JobSpec& spec, int64_t total_steps);
-  bool coded() const { return code_.has_value(); }
+  bool coded() const { return code_.has_value() || random_code_; }
+  // The code of `step`: the job's fixed code, or random_code's code of that step (cached).
+  Result<const GradientCode*> code_at(int64_t step);
   bool uses_speeds() const { return mode_ == StragglerMode::kProportional || mode_ == StragglerMode::kCodedProportional; }
   Status update_speeds(int64_t step);
   Status decide_coded(int64_t step, std::vector<at::Tensor>& grads);
@@ -72,6 +79,9 @@ class StragglerSync : public SyncStrategy {
   int64_t total_steps_;
   int64_t bucket_bytes_;
   std::optional<GradientCode> code_;
+  bool random_code_ = false;
+  uint64_t code_seed_ = 0;
+  std::map<int64_t, GradientCode> step_codes_;  // random_code: recent steps' codes
   std::unique_ptr<ContributionExchange> exchange_;
   int64_t numel_ = 0;
 
@@ -91,6 +101,8 @@ class StragglerSync : public SyncStrategy {
   int64_t steps_ = 0;
   int64_t skipped_ = 0;
   int64_t late_ = 0;  // computed, but the step was decidable without this rank
+  int64_t decode_failures_ = 0;  // steps whose first n - s contributions did not decode
+  double decode_s_ = 0;          // solving for the weights and summing the contributions
   double share_ = 0;  // this rank's share of the last step's global batch
   std::vector<int64_t> waited_for_;
 };

@@ -192,6 +192,8 @@ TEST(JobSpec, RangeChecksEverySection) {
 TEST(JobSpec, CrossFieldChecks) {
   EXPECT_NE(load_error(kGood, {"debug.slowdown=[1, 4, 1]"}).message().find("slowdown has 3 entries"), std::string::npos);
   EXPECT_NE(load_error(kGood, {"straggler.mode=gradient_coding", "straggler.s=2"}).message().find("straggler s must be < workers"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"straggler.mode=random_code", "straggler.s=2"}).message().find("straggler s must be < workers"), std::string::npos);
+  EXPECT_NE(load_error(kGood, {"straggler.mode=random_code", "compress.method=gradiveq"}).message().find("compress.method gradiveq"), std::string::npos);
   EXPECT_NE(load_error(kGood, {"model.type=dlrm"}).message().find("does not fit data.source"), std::string::npos);
 }
 
@@ -333,7 +335,25 @@ TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
   expect_names({"compress.method=topk", "compress.chunk_size=1"}, "compress.chunk_size must be 0");
   expect_names({"compress.method=topk", "compress.chunk_size=65537"}, "compress.chunk_size must be <=");
   expect_names({"compress.method=topk", "compress.chunk_size=-2"}, "compress.chunk_size");
-  expect_names({"compress.method=int8", "compress.ef_decay=0.9"}, "ef_decay applies to methods topk and int4");
+  expect_names({"compress.method=int8", "compress.ef_decay=0.9"}, "ef_decay applies to methods topk, int4 and gradiveq");
+  // GradiVeQ: each bad combination names its field.
+  expect_names({"compress.method=gradiveq", "compress.basis_size=64"}, "basis_size must be < slice_size");
+  expect_names({"compress.method=gradiveq", "compress.slice_size=16", "compress.basis_size=16"},
+               "basis_size must be < slice_size (16)");
+  expect_names({"compress.method=gradiveq", "compress.start_iter=0"}, "start_iter must be >= 1 for method gradiveq");
+  expect_names({"compress.method=gradiveq", "compress.refresh_every=0"}, "compress.refresh_every must be >= 1");
+  expect_names({"compress.method=gradiveq", "compress.slice_size=1"}, "compress.slice_size must be >= 2");
+  expect_names({"compress.method=gradiveq", "compress.basis_size=0"}, "compress.basis_size must be >= 1");
+  EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml", {"compress.method=gradiveq", "compress.error_feedback=true",
+                                                      "compress.ef_decay=0.9", "compress.slice_size=32",
+                                                      "compress.basis_size=4"}).is_ok());
+  // GradiVeQ runs without error feedback unless the spec asks for it (it diverged on the CNN).
+  auto gq = load_job_spec_text(kGood, "job.yaml", {"compress.method=gradiveq"});
+  ASSERT_TRUE(gq.is_ok()) << gq.status().message();
+  EXPECT_FALSE(gq->spec.compress.error_feedback);
+  auto gq_ef = load_job_spec_text(kGood, "job.yaml", {"compress.method=gradiveq", "compress.error_feedback=true"});
+  ASSERT_TRUE(gq_ef.is_ok());
+  EXPECT_TRUE(gq_ef->spec.compress.error_feedback);
   expect_names({"compress.method=topk", "compress.ef_decay=0"}, "ef_decay must be in (0, 1]");
   expect_names({"compress.method=topk", "compress.ef_decay=1.5"}, "compress.ef_decay");
   expect_names({"compress.method=int4", "compress.ef_decay=0.9", "compress.error_feedback=false"},

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <iostream>
 
 #include "straggler/gradient_code.h"
 
@@ -113,6 +114,113 @@ TEST(GradientCode, SameSeedSameCode) {
   auto a = GradientCode::make_cyclic(5, 2, 77), b = GradientCode::make_cyclic(5, 2, 77);
   ASSERT_TRUE(a.is_ok() && b.is_ok());
   for (int j = 0; j < 5; ++j) EXPECT_EQ(a->coefficients(j), b->coefficients(j));
+}
+
+// The contributions of a code (float32, as the trainer computes them) for part gradients g.
+std::vector<at::Tensor> contributions(const GradientCode& code, const std::vector<at::Tensor>& g) {
+  std::vector<at::Tensor> c;
+  for (int j = 0; j < code.n(); ++j) {
+    at::Tensor sum = at::zeros_like(g[0]);
+    for (size_t q = 0; q < code.parts(j).size(); ++q) {
+      sum.add_(g[static_cast<size_t>(code.parts(j)[q])], code.coefficients(j)[q]);
+    }
+    c.push_back(sum);
+  }
+  return c;
+}
+
+TEST(GradientCode, RandomLinearDecodesFromEveryNMinusSSubsetInFloat32) {
+  // Every step's code, every (n - s)-subset: the decoded sum of float32 contributions is the
+  // plain sum within a few float32 roundings of the amplification limit.
+  int tried = 0, failed = 0;
+  double worst_rel = 0;
+  for (int n = 4; n <= 8; ++n) {
+    for (int s = 1; s <= std::min(3, n - 1); ++s) {
+      const int failed_before = failed, tried_before = tried;
+      for (int64_t step = 0; step < 10; ++step) {
+        auto code = GradientCode::make_random(n, s, 99, step);
+        ASSERT_TRUE(code.is_ok()) << code.status().to_string();
+        EXPECT_EQ(code->kind(), GradientCode::Kind::kRandomLinear);
+        torch::manual_seed(static_cast<uint64_t>(n * 100 + s * 10 + step));
+        std::vector<at::Tensor> g;
+        for (int p = 0; p < n; ++p) g.push_back(torch::randn({513}, at::kFloat));
+        at::Tensor truth = at::zeros({513}, at::kDouble);
+        for (auto& t : g) truth += t.to(at::kDouble);
+        auto c = contributions(*code, g);
+        for_each_subset(n, n - s, [&](const std::vector<int>& f) {
+          ++tried;
+          auto a = code->decode(f);
+          if (!a.is_ok()) {
+            ++failed;
+            EXPECT_FALSE(code->decodable(f));
+            return;
+          }
+          at::Tensor got = at::zeros({513}, at::kFloat);  // summed as StragglerSync does
+          for (size_t i = 0; i < f.size(); ++i) got.add_(c[static_cast<size_t>(f[i])], (*a)[i]);
+          double rel = (got.to(at::kDouble) - truth).abs().max().item<double>() / truth.abs().max().item<double>();
+          worst_rel = std::max(worst_rel, rel);
+          EXPECT_LE(rel, 1e-5) << "n=" << n << " s=" << s << " step " << step;
+        });
+        // All n contributions always decode.
+        std::vector<int> all(static_cast<size_t>(n));
+        for (int j = 0; j < n; ++j) all[static_cast<size_t>(j)] = j;
+        EXPECT_TRUE(code->decodable(all)) << "n=" << n << " s=" << s;
+      }
+      std::cout << "n=" << n << " s=" << s << ": " << failed - failed_before << " of " << tried - tried_before
+                << " subsets did not decode\n";
+    }
+  }
+  // With high probability: the construction redraws codes that amplify rounding too much.
+  EXPECT_LE(failed, tried / 100) << failed << " of " << tried << " subsets failed";
+  std::cout << "random codes: " << failed << " of " << tried << " (n - s)-subsets failed to decode; worst relative "
+            << "error " << worst_rel << "\n";
+}
+
+TEST(GradientCode, RandomLinearCodesAreTheSameForTheSameSeedAndStep) {
+  // Every rank builds the code of a step from the shared seed: equal coefficients. Another
+  // step gets other coefficients (fresh every step), on the same cyclic supports.
+  auto a = GradientCode::make_random(6, 2, 42, 17), b = GradientCode::make_random(6, 2, 42, 17);
+  auto other = GradientCode::make_random(6, 2, 42, 18);
+  ASSERT_TRUE(a.is_ok() && b.is_ok() && other.is_ok());
+  bool differs = false;
+  for (int j = 0; j < 6; ++j) {
+    EXPECT_EQ(a->coefficients(j), b->coefficients(j));
+    EXPECT_EQ(a->parts(j), other->parts(j));
+    differs = differs || a->coefficients(j) != other->coefficients(j);
+  }
+  EXPECT_TRUE(differs);
+  EXPECT_LE(a->worst_amplification(), GradientCode::kMaxAmplification);
+}
+
+TEST(GradientCode, AFailedRandomDecodeFallsBackToOneMoreContribution) {
+  // A decode limit of 1 refuses every (n - s)-subset (their weights always cancel, amplification
+  // > 1): the shortest decodable prefix of the arrivals is then longer than n - s, and all n
+  // contributions still decode to the plain sum.
+  const int n = 5, s = 2;
+  auto code = GradientCode::make_random(n, s, 7, 3, /*max_amplification=*/1.0);
+  ASSERT_TRUE(code.is_ok());
+  std::vector<int> arrivals = {4, 1, 3, 0, 2};
+  EXPECT_FALSE(code->decodable({4, 1, 3}));
+  EXPECT_EQ(code->decode({4, 1, 3}).status().code(), StatusCode::kFailedPrecondition);
+  size_t k = decodable_prefix(*code, arrivals);
+  EXPECT_GT(k, static_cast<size_t>(n - s));
+  EXPECT_EQ(k, static_cast<size_t>(n));
+  torch::manual_seed(5);
+  std::vector<at::Tensor> g;
+  for (int p = 0; p < n; ++p) g.push_back(torch::randn({64}, at::kDouble));
+  auto c = contributions(*code, g);
+  auto a = code->decode(arrivals);
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  at::Tensor got = at::zeros({64}, at::kDouble), truth = at::zeros({64}, at::kDouble);
+  for (size_t i = 0; i < arrivals.size(); ++i) got += (*a)[i] * c[static_cast<size_t>(arrivals[i])];
+  for (auto& t : g) truth += t;
+  EXPECT_LE((got - truth).abs().max().item<double>(), 1e-9);
+  // With the default limit the same step decodes from the first n - s.
+  auto normal = GradientCode::make_random(n, s, 7, 3);
+  ASSERT_TRUE(normal.is_ok());
+  EXPECT_EQ(decodable_prefix(*normal, arrivals), static_cast<size_t>(n - s));
+  EXPECT_FALSE(GradientCode::make_random(4, 4, 1, 0).is_ok());
+  EXPECT_FALSE(GradientCode::make_random(4, 0, 1, 0).is_ok());
 }
 
 }  // namespace

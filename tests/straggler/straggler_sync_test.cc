@@ -92,6 +92,8 @@ TEST(StragglerSync, EveryModeWithoutStragglersIsSsgd) {
            {"straggler.mode=gradient_coding", "straggler.s=1"},         // fractional repetition
            {"straggler.mode=gradient_coding", "straggler.s=2"},         // cyclic (3 does not divide 4)
            {"straggler.mode=coded_proportional", "straggler.s=1"},
+           {"straggler.mode=random_code", "straggler.s=1"},             // fresh random code every step
+           {"straggler.mode=random_code", "straggler.s=2"},
            {"straggler.mode=proportional", "straggler.report_every=2"},
            {"straggler.mode=backup", "straggler.backup=0"}}) {
     auto r = train(spec_with(4, sets));
@@ -112,6 +114,20 @@ TEST(StragglerSync, GradientCodingDropsAFourTimesSlowRankAndStillComputesTheExac
   double fast = coded.summary[0]["straggler_drop_share"].get<double>();
   EXPECT_GT(slow, 0.5) << coded.summary[2].dump();
   EXPECT_LT(fast, slow);
+}
+
+TEST(StragglerSync, RandomCodeDropsASlowRankAndStillComputesTheExactGradient) {
+  auto ssgd = train(spec_with(4, {}, "epochs: 4"));
+  for (const char* s : {"straggler.s=1", "straggler.s=2"}) {
+    auto coded = train(spec_with(4, {"straggler.mode=random_code", s, "debug.slowdown=[1,1,4,1]", "debug.transient_prob=0.3", "debug.transient_ms=20"}, "epochs: 4"));
+    // Decoded from different sets on different ranks (rounding differs), averaged at the end.
+    EXPECT_LE(max_diff(coded.params[0], ssgd.params[0]), 2e-5) << s;
+    EXPECT_LE(max_diff(coded.params[0], coded.params[3]), 1e-7) << s;
+    EXPECT_GT(coded.summary[2]["straggler_drop_share"].get<double>(), 0.5) << s << coded.summary[2].dump();
+    ASSERT_TRUE(coded.summary[0].contains("straggler_decode_failures")) << coded.summary[0].dump();
+    // The construction keeps every (n - s)-subset decodable for n = 4.
+    EXPECT_EQ(coded.summary[0]["straggler_decode_failures"].get<double>(), 0) << s;
+  }
 }
 
 TEST(StragglerSync, BackupWorkersAgreeOnTheSetAndTrain) {

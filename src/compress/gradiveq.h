@@ -1,0 +1,74 @@
+// GradiVeQ: gradient vector quantisation by a shared PCA basis (Yu et al., NeurIPS 2018;
+// docs/algorithms.md §4). Gradients of CNNs are strongly linearly correlated, so a gradient
+// cut into slices of d values is well described by k << d coefficients per slice in a basis U
+// (d x k, orthonormal columns) of the slices' principal directions. The map x -> X U is linear,
+// so the ranks' coefficients are summed by a plain (ring) all-reduce and decoded once:
+// mean = (sum_r X_r U) Uᵀ / N.
+//
+// Basis: the top-k eigenvectors of the slice covariance sum_r X_rᵀ X_r of a recent step. Every
+// refresh_every compressed steps (and on the last dense step) the ranks append their local
+// d x d covariance to that step's all-reduce, so the sum is bit-identical on every rank and so
+// is the basis computed from it (float64 eigh, deterministic sign), which the next step uses.
+// The covariance is of x = g + e, so directions that error feedback has been holding back
+// enter the next basis.
+//
+// Error feedback stays in gradient space: e = x − decode(encode(x)), whatever basis a step
+// used; a basis change never reinterprets the memory. Per bucket (sync.bucket_mb of the flat
+// gradient) one basis and one all-reduce, issued as soon as that bucket is encoded, so the
+// next bucket's encoding overlaps its communication.
+//
+// State ("gradiveq/iter", "gradiveq/basis/<bucket>", "gradiveq/e/<tensor index>") is in
+// Compressor::state() for checkpoints. Trainer-loop thread only (Compressor's contract).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+
+#include "compress/compressor.h"
+
+namespace tern {
+
+// The linear codec (pure functions; tests check them directly).
+// `flat` (fp32, numel values) as m = ceil(numel / d) rows of d, the last one zero-padded.
+at::Tensor gradiveq_slices(const at::Tensor& flat, int64_t d);
+// Coefficients of the slices in `basis` (d x k): m x k.
+at::Tensor gradiveq_encode(const at::Tensor& slices, const at::Tensor& basis);
+// The flat vector (numel values) the coefficients stand for.
+at::Tensor gradiveq_decode(const at::Tensor& coeffs, const at::Tensor& basis, int64_t numel);
+// Local slice covariance Xᵀ X (d x d, fp32).
+at::Tensor gradiveq_covariance(const at::Tensor& slices);
+// The k leading eigenvectors of the symmetric `cov` (d x d) as fp32 d x k, orthonormal (solved
+// in float64), largest eigenvalue first, each column's largest-magnitude entry positive, so
+// equal inputs give equal bits.
+at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k);
+
+struct GradiVeqOptions {
+  int64_t slice_size = 64;      // d
+  int64_t basis_size = 8;       // k < d
+  int64_t refresh_every = 20;   // compressed steps between basis refreshes
+  int64_t start_iter = 10;      // dense all-reduce before (>= 1: the first basis needs one)
+  int64_t bucket_numel = int64_t{25} << 18;  // values per bucket (sync.bucket_mb)
+  bool error_feedback = true;
+  double ef_decay = 1.0;        // x = g + ef_decay e
+};
+
+// compress.method gradiveq. Per step and bucket: dense (x, before start_iter or while a bucket
+// has no basis yet) or the m x k coefficients, plus the d x d covariance on the steps before a
+// refresh, in one all-reduce. Wire per compressed step ~ k/d of dense fp32.
+class GradiVeqCompressor : public Compressor {
+ public:
+  GradiVeqCompressor(Communicator& comm, GradiVeqOptions options);
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
+  // Refreshes done so far (bases computed, over all buckets).
+  int64_t refreshes() const { return refreshes_; }
+  struct Round;
+
+ private:
+  GradiVeqOptions options_;
+  std::shared_ptr<Round> last_;  // the previous step's reduction, while it may carry a covariance
+  int64_t refreshes_ = 0;
+};
+
+}  // namespace tern

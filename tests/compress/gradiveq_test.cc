@@ -1,0 +1,235 @@
+// GradiVeQ (compress/gradiveq.h): the linear codec (reconstruction of slices in the basis'
+// span, linearity, a deterministic orthonormal basis), and the compressor over real Gloo groups
+// (ranks as threads): a stream of gradients in a low-dimensional subspace that changes is
+// reconstructed exactly before and after the basis refresh, bit-identical on every rank;
+// error feedback in gradient space (nothing lost over steps, memory orthogonal to the basis);
+// state round trip across a refresh.
+#include "compress/gradiveq.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <mutex>
+
+#include "comm/reducer.h"
+#include "testing/gloo_group.h"
+
+namespace tern {
+namespace {
+
+at::Generator gen_for(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+
+// An orthonormal d x k basis of a random subspace.
+at::Tensor random_subspace(int64_t d, int64_t k, uint64_t seed) {
+  auto gen = gen_for(seed);
+  return std::get<0>(at::linalg_qr(at::randn({d, k}, gen, at::kFloat), "reduced"));
+}
+
+// m slices, each a random combination of the subspace's columns.
+at::Tensor slices_in(const at::Tensor& subspace, int64_t m, uint64_t seed) {
+  auto gen = gen_for(seed);
+  return at::matmul(at::randn({m, subspace.size(1)}, gen, at::kFloat), subspace.t());
+}
+
+TEST(GradiVeqCodec, ReconstructsSlicesInTheBasisSpanAndIsLinear) {
+  const int64_t d = 16, k = 3;
+  at::Tensor sub = random_subspace(d, k, 1);
+  at::Tensor x = slices_in(sub, 40, 2);
+  at::Tensor basis = gradiveq_basis(gradiveq_covariance(x), k);
+  ASSERT_EQ(basis.sizes(), (std::vector<int64_t>{d, k}));
+  EXPECT_TRUE(at::allclose(at::matmul(basis.t(), basis), at::eye(k), 1e-5, 1e-5)) << "not orthonormal";
+  at::Tensor flat = x.reshape({-1});
+  at::Tensor back = gradiveq_decode(gradiveq_encode(gradiveq_slices(flat, d), basis), basis, flat.numel());
+  EXPECT_LE((back - flat).abs().max().item<double>(), 1e-4);
+
+  // Linearity: the sum of encodings is the encoding of the sum (what lets the ring add them).
+  at::Tensor a = at::randn({200}, gen_for(3)), b = at::randn({200}, gen_for(4));  // 200: a padded tail
+  at::Tensor ea = gradiveq_encode(gradiveq_slices(a, d), basis);
+  at::Tensor eb = gradiveq_encode(gradiveq_slices(b, d), basis);
+  at::Tensor esum = gradiveq_encode(gradiveq_slices(a + b, d), basis);
+  EXPECT_TRUE(at::allclose(ea + eb, esum, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(gradiveq_decode(ea + eb, basis, 200),
+                           gradiveq_decode(ea, basis, 200) + gradiveq_decode(eb, basis, 200), 1e-5, 1e-5));
+  // A generic vector is not in a 3-dim span: the codec is lossy off the subspace.
+  EXPECT_GT((gradiveq_decode(ea, basis, 200) - a).abs().max().item<double>(), 0.1);
+}
+
+TEST(GradiVeqCodec, BasisIsAFunctionOfTheCovariance) {
+  at::Tensor x = at::randn({100, 8}, gen_for(9));
+  at::Tensor cov = gradiveq_covariance(x);
+  at::Tensor u1 = gradiveq_basis(cov, 4), u2 = gradiveq_basis(cov.clone(), 4);
+  EXPECT_TRUE(at::equal(u1, u2));
+  // Leading eigenvectors first: the captured variance is non-increasing column by column.
+  at::Tensor var = at::matmul(x, u1).pow(2).sum(0);
+  for (int64_t j = 1; j < 4; ++j) EXPECT_GE(var[j - 1].item<float>(), var[j].item<float>() * 0.999);
+  // Each column's largest-magnitude entry is positive.
+  at::Tensor pivot = u1.abs().argmax(0);
+  for (int64_t j = 0; j < 4; ++j) EXPECT_GT(u1[pivot[j].item<int64_t>()][j].item<float>(), 0);
+}
+
+// A model of 256 values in two tensors, four buckets of 64, slices of 16.
+const std::vector<std::vector<int64_t>> kShapes = {{10, 16}, {96}};
+
+std::vector<at::Tensor> split(const at::Tensor& flat) {
+  return {flat.narrow(0, 0, 160).reshape({10, 16}).clone(), flat.narrow(0, 160, 96).clone()};
+}
+
+GradiVeqOptions small_options(bool error_feedback) {
+  GradiVeqOptions o;
+  o.slice_size = 16;
+  o.basis_size = 3;
+  o.refresh_every = 3;
+  o.start_iter = 1;
+  o.bucket_numel = 64;
+  o.error_feedback = error_feedback;
+  return o;
+}
+
+TEST(GradiVeqCompressor, ReconstructsASubspaceStreamBeforeAndAfterTheRefresh) {
+  // Steps 0-4 in subspace A, 5-9 in subspace B. Covariances ride on steps 0, 3, 6, 9; bases
+  // change at steps 1, 4, 7. Steps 5 and 6 still use A's basis; from 7 on the basis is B's.
+  const int world = 3;
+  const at::Tensor sub_a = random_subspace(16, 3, 11), sub_b = random_subspace(16, 3, 12);
+  std::mutex mu;
+  std::vector<std::vector<at::Tensor>> outputs(world), bases(world);
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqCompressor c(*comm, small_options(false));
+    std::vector<at::Tensor> mine;
+    for (int64_t step = 0; step < 10; ++step) {
+      const at::Tensor& sub = step < 5 ? sub_a : sub_b;
+      auto g = split(slices_in(sub, 16, 100 * static_cast<uint64_t>(rank) + step).reshape({-1}));
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      // The dense average of the same gradients.
+      std::vector<at::Tensor> avg{at::cat({g[0].reshape({-1}), g[1]})};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      avg[0].div_(world);
+      at::Tensor got = at::cat({out[0].reshape({-1}), out[1]});
+      double err = (got - avg[0]).abs().max().item<double>();
+      if (step == 5 || step == 6) {
+        EXPECT_GT(err, 0.05) << "step " << step << " should still use subspace A's basis";
+      } else {
+        EXPECT_LE(err, 1e-4) << "rank " << rank << " step " << step;
+      }
+      mine.push_back(got);
+    }
+    EXPECT_EQ(c.refreshes(), 4 * 4);  // 4 buckets x covariances of steps 0, 3, 6, 9
+    std::lock_guard<std::mutex> lock(mu);
+    outputs[static_cast<size_t>(rank)] = mine;
+    for (auto& [name, t] : c.state()) {
+      if (name.rfind("gradiveq/basis/", 0) == 0) bases[static_cast<size_t>(rank)].push_back(t.clone());
+    }
+  });
+  for (int r = 1; r < world; ++r) {
+    for (size_t i = 0; i < outputs[0].size(); ++i) {
+      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i])) << "rank " << r << " step " << i;
+    }
+    ASSERT_EQ(bases[0].size(), 4u);
+    ASSERT_EQ(bases[static_cast<size_t>(r)].size(), 4u);
+    for (size_t b = 0; b < 4; ++b) {
+      EXPECT_TRUE(at::equal(bases[0][b], bases[static_cast<size_t>(r)][b])) << "rank " << r << " bucket " << b;
+    }
+  }
+}
+
+TEST(GradiVeqCompressor, ErrorFeedbackKeepsWhatWasNotSentInGradientSpace) {
+  // Generic gradients (not in any 3-dim subspace): the sum of the applied averages plus the
+  // average of the memories equals the sum of the dense averages, across two refreshes.
+  const int world = 3;
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqCompressor c(*comm, small_options(true));
+    at::Tensor applied = at::zeros({256}), dense = at::zeros({256});
+    for (int64_t step = 0; step < 8; ++step) {
+      auto g = split(at::randn({256}, gen_for(1000 * static_cast<uint64_t>(rank) + step)));
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      // The memory before this step and the basis of each bucket this step encodes with.
+      std::map<std::string, at::Tensor> before;
+      for (auto& [name, t] : c.state()) before[name] = t.clone();
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      applied += at::cat({out[0].reshape({-1}), out[1]});
+      std::vector<at::Tensor> avg{at::cat({g[0].reshape({-1}), g[1]})};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      dense += avg[0] / world;
+      if (step >= 1) {
+        // Memory = x - decode(encode(x)): orthogonal to the basis the step used, per slice.
+        at::Tensor e = at::zeros({256});
+        std::map<std::string, at::Tensor> after;
+        for (auto& [name, t] : c.state()) after[name] = t;
+        e = at::cat({after.at("gradiveq/e/0").reshape({-1}), after.at("gradiveq/e/1").reshape({-1})});
+        for (int b = 0; b < 4; ++b) {
+          at::Tensor basis = before.at("gradiveq/basis/" + std::to_string(b));
+          at::Tensor proj = at::matmul(gradiveq_slices(e.narrow(0, 64 * b, 64), 16), basis);
+          EXPECT_LE(proj.abs().max().item<double>(), 1e-4) << "step " << step << " bucket " << b;
+        }
+        EXPECT_GT(e.abs().max().item<double>(), 0.1) << "a 3-of-16 basis must leave something out";
+      }
+    }
+    std::map<std::string, at::Tensor> st;
+    for (auto& [name, t] : c.state()) st[name] = t;
+    std::vector<at::Tensor> mem{at::cat({st.at("gradiveq/e/0").reshape({-1}), st.at("gradiveq/e/1").reshape({-1})})};
+    ASSERT_TRUE(all_reduce_sync(*comm, mem).is_ok());
+    EXPECT_TRUE(at::allclose(applied + mem[0] / world, dense, 1e-4, 1e-4))
+        << (applied + mem[0] / world - dense).abs().max().item<double>();
+    EXPECT_FALSE(at::allclose(applied, dense, 1e-3, 1e-3)) << "nothing is pending";
+  });
+}
+
+TEST(GradiVeqCompressor, StateRoundTripAcrossARefresh) {
+  // A run resumed after step 6 (whose covariance made the basis of step 7) matches the
+  // uninterrupted run bit for bit.
+  const int world = 2;
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto grads = [&](int64_t step) {
+      return split(at::randn({256}, gen_for(77 + 10 * static_cast<uint64_t>(rank) + step)));
+    };
+    GradiVeqCompressor straight(*comm, small_options(true)), first(*comm, small_options(true));
+    std::vector<at::Tensor> want;
+    for (int64_t step = 0; step < 10; ++step) {
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      ASSERT_TRUE(straight.start(grads(step), step)->finish(out).is_ok());
+      want.push_back(at::cat({out[0].reshape({-1}), out[1]}));
+    }
+    for (int64_t step = 0; step < 7; ++step) {
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      ASSERT_TRUE(first.start(grads(step), step)->finish(out).is_ok());
+    }
+    auto saved = first.state();
+    EXPECT_EQ(saved.size(), 1u + 4u + 2u);  // iter, 4 bases, 2 memories
+    GradiVeqCompressor resumed(*comm, small_options(true));
+    ASSERT_TRUE(resumed.load_state(saved).is_ok());
+    for (int64_t step = 7; step < 10; ++step) {
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      ASSERT_TRUE(resumed.start(grads(step), step)->finish(out).is_ok());
+      EXPECT_TRUE(at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)]))
+          << "rank " << rank << " step " << step;
+    }
+  });
+}
+
+TEST(GradiVeqCompressor, DelayedFinishGivesTheSameResults) {
+  // DSSGD: finish() two steps late; the covariance round is finalised by the next start().
+  const int world = 2;
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    auto grads = [&](int64_t step) {
+      return split(at::randn({256}, gen_for(5 + 10 * static_cast<uint64_t>(rank) + step)));
+    };
+    GradiVeqCompressor now(*comm, small_options(true)), late(*comm, small_options(true));
+    std::vector<at::Tensor> want;
+    for (int64_t step = 0; step < 8; ++step) {
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      ASSERT_TRUE(now.start(grads(step), step)->finish(out).is_ok());
+      want.push_back(at::cat({out[0].reshape({-1}), out[1]}));
+    }
+    std::vector<std::unique_ptr<PendingReduction>> pending;
+    for (int64_t step = 0; step < 8; ++step) pending.push_back(late.start(grads(step), step));
+    for (int64_t step = 0; step < 8; ++step) {
+      std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
+      ASSERT_TRUE(pending[static_cast<size_t>(step)]->finish(out).is_ok());
+      EXPECT_TRUE(at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)])) << step;
+    }
+  });
+}
+
+}  // namespace
+}  // namespace tern
