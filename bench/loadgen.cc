@@ -3,16 +3,14 @@
 // reports heartbeat RPC latency percentiles. It speaks the public WorkerService/Coordinator
 // API through the same client wrappers the daemon uses. Prints one JSON object.
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <iostream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "rpc/client.h"
 
@@ -52,7 +50,8 @@ int main(int argc, char** argv) {
   opts.deadline = std::chrono::milliseconds(10000);
   opts.retries = 0;
   std::vector<std::unique_ptr<tern::WorkerServiceClient>> clients;
-  for (int t = 0; t < threads; ++t) clients.push_back(std::make_unique<tern::WorkerServiceClient>(address, opts));
+  for (int t = 0; t < threads; ++t)
+    clients.push_back(std::make_unique<tern::WorkerServiceClient>(address, opts));
 
   // Register, spread over the threads.
   std::vector<SimWorker> sims(static_cast<size_t>(workers));
@@ -97,16 +96,20 @@ int main(int argc, char** argv) {
   std::vector<double> latencies_ms;
   std::atomic<int64_t> errors{0}, late{0};
   auto start = Clock::now();
-  auto stop_at = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
-  auto interval = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(interval_ms));
-  for (size_t i = 0; i < sims.size(); ++i) sims[i].due = start + interval * static_cast<long>(i) / workers;
+  auto stop_at = start + std::chrono::duration_cast<Clock::duration>(
+                             std::chrono::duration<double>(duration_s));
+  auto interval = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double, std::milli>(interval_ms));
+  for (size_t i = 0; i < sims.size(); ++i)
+    sims[i].due = start + interval * static_cast<long>(i) / workers;
   std::vector<std::thread> ts;
   for (int t = 0; t < threads; ++t) {
     ts.emplace_back([&, t] {
       std::vector<double> mine;
       while (Clock::now() < stop_at) {
         Clock::time_point next = stop_at;
-        for (size_t i = static_cast<size_t>(t); i < sims.size(); i += static_cast<size_t>(threads)) {
+        for (size_t i = static_cast<size_t>(t); i < sims.size();
+             i += static_cast<size_t>(threads)) {
           SimWorker& w = sims[i];
           if (w.id.empty()) continue;
           auto now = Clock::now();

@@ -1,19 +1,18 @@
 // The baseline for bench/overhead.sh: the same model, data, batch order and optimizer as
 // `tern run --workers 1`, written as a plain LibTorch loop with torch::optim::SGD and no tern
 // machinery (no communicator, no strategy, no events). Prints one JSON line.
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
-
 #include <nlohmann/json.hpp>
 
 #include "common/job_spec.h"
 #include "common/lr_schedule.h"
+#include "trainer/loop/sampler.h"
 #include "trainer/workloads/image/dataset.h"
 #include "trainer/workloads/image/models.h"
-#include "trainer/loop/sampler.h"
 
 int main(int argc, char** argv) {
   std::string spec_file;
@@ -53,9 +52,11 @@ int main(int argc, char** argv) {
     if (pos == 0 || idx.empty()) idx = sampler.epoch_indices(epoch);
     int64_t b = pos * bs, e = std::min<int64_t>(b + bs, static_cast<int64_t>(idx.size()));
     auto ix = at::tensor(std::vector<int64_t>(idx.begin() + b, idx.begin() + e), at::kLong);
-    tern::Batch batch{data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
+    tern::Batch batch{
+        data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
     for (auto& group : opt.param_groups()) {
-      static_cast<torch::optim::SGDOptions&>(group.options()).lr(tern::scheduled_lr(spec.train, step, total));
+      static_cast<torch::optim::SGDOptions&>(group.options())
+          .lr(tern::scheduled_lr(spec.train, step, total));
     }
     opt.zero_grad();
     auto loss = model->loss(model->forward(batch), batch);
@@ -65,8 +66,11 @@ int main(int argc, char** argv) {
     samples += batch.size();
   }
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cout << nlohmann::json{{"steps", total}, {"samples", samples}, {"wall_s", wall},
-                              {"samples_per_s", samples / wall}, {"final_loss", last_loss}}
+  std::cout << nlohmann::json{{"steps", total},
+                              {"samples", samples},
+                              {"wall_s", wall},
+                              {"samples_per_s", samples / wall},
+                              {"final_loss", last_loss}}
                    .dump()
             << std::endl;
   return 0;

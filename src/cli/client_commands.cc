@@ -215,9 +215,10 @@ Result<v1::JobStatus> watch(const std::string& address, const RpcClientOptions& 
 int read_submitted_spec(const SubmitOptions& submit, std::string* spec_out) {
   const bool resume = !submit.resume_job.empty();
   if (resume && !submit.job_file.empty()) {
-    std::cerr << "tern submit: --resume " << submit.resume_job
-              << " starts from that job's own spec: give no spec file with it (change fields with --set)"
-              << std::endl;
+    std::cerr
+        << "tern submit: --resume " << submit.resume_job
+        << " starts from that job's own spec: give no spec file with it (change fields with --set)"
+        << std::endl;
     return kExitBadInput;
   }
   if (resume && first_invalid_utf8(submit.resume_job) != std::string::npos) {
@@ -260,10 +261,11 @@ void print_submitted(const ClientOptions& options, const v1::SubmitJobReply& rep
     return;
   }
   std::cout << reply.job_id() << "\n";
-  std::cerr << "submitted " << reply.job_id() << " (" << job.name() << "): " << job.world_size() << " ranks, "
-            << short_state(job.state());
+  std::cerr << "submitted " << reply.job_id() << " (" << job.name() << "): " << job.world_size()
+            << " ranks, " << short_state(job.state());
   if (job.has_resumed_step()) {
-    std::cerr << ", resuming " << job.resumed_job() << " from its committed step " << job.resumed_step();
+    std::cerr << ", resuming " << job.resumed_job() << " from its committed step "
+              << job.resumed_step();
   }
   std::cerr << ". Follow it with `tern status " << reply.job_id() << "`" << std::endl;
 }
@@ -364,7 +366,8 @@ namespace {
 // ready) to the coordinator's decision and to the last member's first step in the new group.
 void print_timelines(std::ostream& out, const v1::JobStatus& j) {
   for (const auto& t : j.timelines()) {
-    out << "regroup    generation " << t.generation() << (t.grow() ? " grow to " : " shrink to ") << t.world();
+    out << "regroup    generation " << t.generation() << (t.grow() ? " grow to " : " shrink to ")
+        << t.world();
     const double start = t.lost() > 0 ? t.lost() : t.decided();
     if (t.lost() > 0) out << strf("  lost->decided %.3f s", t.decided() - t.lost());
     if (t.training_again() > 0) {
@@ -396,14 +399,15 @@ void print_job_metrics(std::ostream& out, const v1::JobStatus& j) {
     auto eps = sm.find("epsilon");
     auto delta = sm.find("dp_delta");
     if (eps != sm.end() && delta != sm.end()) {
-      out << "privacy    " << strf("epsilon %.4g at delta %.3g", eps->second, delta->second) << "\n";
+      out << "privacy    " << strf("epsilon %.4g at delta %.3g", eps->second, delta->second)
+          << "\n";
     } else {
       for (const auto& r : j.ranks()) {
         auto e = r.metrics().find("epsilon");
         auto d = r.metrics().find("dp_delta");
         if (e != r.metrics().end() && d != r.metrics().end()) {
-          out << "privacy    " << strf("epsilon %.4g at delta %.3g", e->second, d->second) << " (rank " << r.rank()
-              << ", step " << r.step() << ")\n";
+          out << "privacy    " << strf("epsilon %.4g at delta %.3g", e->second, d->second)
+              << " (rank " << r.rank() << ", step " << r.step() << ")\n";
           break;
         }
       }
@@ -414,8 +418,8 @@ void print_job_metrics(std::ostream& out, const v1::JobStatus& j) {
 // The per-rank table: progress, traffic, waiting, staleness, compression, straggler shares.
 void print_rank_table(std::ostream& out, const v1::JobStatus& j) {
   if (j.ranks_size() == 0) return;
-  Table t({"RANK", "WORKER", "HOST", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT",
-           "WAIT", "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
+  Table t({"RANK", "WORKER", "HOST", "REGION", "STATE", "STEP", "LOSS", "SAMPLES/S", "SENT", "WAIT",
+           "STALE", "COMPR", "DROP", "SHARE", "ACCURACY", "EXIT"});
   for (const auto& r : j.ranks()) {
     bool exited = r.state() == v1::RANK_STATE_SUCCEEDED || r.state() == v1::RANK_STATE_FAILED;
     auto metric = [&](const char* k) {
@@ -451,16 +455,16 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
   const double now = now_unix();
   out << "job        " << j.job_id() << " (" << j.name() << ")\n";
   out << "state      " << short_state(j.state())
-            << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200)) << "\n";
+      << (j.reason().empty() ? "" : ": " + first_line(j.reason(), 200)) << "\n";
   if (j.reason().find('\n') != std::string::npos) {
-    out << j.reason().substr(j.reason().find('\n') + 1)
-              << (j.reason().back() == '\n' ? "" : "\n");
+    out << j.reason().substr(j.reason().find('\n') + 1) << (j.reason().back() == '\n' ? "" : "\n");
   }
   out << "ranks      " << j.world_size() << " (placement " << j.placement() << ", generation "
       << j.generation() << ", recoveries " << j.recoveries() << ")\n";
   if (!j.master_addr().empty()) out << "master     " << j.master_addr() << "\n";
   if (j.has_resumed_step()) {
-    out << "resumed    " << j.resumed_job() << " from its committed step " << j.resumed_step() << "\n";
+    out << "resumed    " << j.resumed_job() << " from its committed step " << j.resumed_step()
+        << "\n";
   }
   if (j.has_checkpoint_step() || !j.checkpoint_dir().empty()) {
     out << "checkpoint "
@@ -473,15 +477,15 @@ void print_job_status(std::ostream& out, const v1::JobStatus& j) {
   if (j.members_size() > 0 && j.members_size() < j.world_size()) {
     std::string list;
     for (int m : j.members()) list += (list.empty() ? "" : ",") + std::to_string(m);
-    out << "group      " << j.members_size() << " of " << j.world_size() << " ranks (" << list << ")\n";
+    out << "group      " << j.members_size() << " of " << j.world_size() << " ranks (" << list
+        << ")\n";
   }
   print_timelines(out, j);
   out << "submitted  " << format_age(now - unix_of(j.created_at())) << " ago\n";
   if (j.total_steps() > 0) {
     out << "progress   " << progress_cell(j) << strf("  loss %.4f", j.loss());
     if (j.state() == v1::JOB_STATE_RUNNING) {
-      out << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA "
-                << format_duration(j.eta_s());
+      out << strf("  %.0f samples/s", j.samples_per_s()) << "  ETA " << format_duration(j.eta_s());
     }
     out << "\n";
   }

@@ -241,9 +241,11 @@ Status await_coordinator(Launch& launch, const std::string& address, const RpcCl
     auto probe = CoordinatorClient(address, quick).list_workers();
     if (probe.is_ok()) return Status::ok();
     if (probe.status().code() == StatusCode::kUnauthenticated) {
-      return unauthenticated("the coordinator refuses this CLI's token: " + probe.status().message());
+      return unauthenticated("the coordinator refuses this CLI's token: " +
+                             probe.status().message());
     }
-    if (SteadyClock::now() > deadline) return unavailable("the coordinator does not answer at " + address);
+    if (SteadyClock::now() > deadline)
+      return unavailable("the coordinator does not answer at " + address);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
@@ -256,11 +258,20 @@ Result<std::set<std::string>> start_workers(Launch& launch, const std::string& c
   for (const auto& region : c.regions) {
     for (int64_t i = 0; i < region.workers; ++i) {
       std::string name = region.name + "-" + std::to_string(i);
-      std::vector<std::string> args = {"worker",      "--cluster", config_path,
-                                       "--coordinator", address,   "--name",
-                                       name,          "--region",  region.name,
-                                       "--slots",     std::to_string(region.slots),
-                                       "--host",      region.host, "--work-dir",
+      std::vector<std::string> args = {"worker",
+                                       "--cluster",
+                                       config_path,
+                                       "--coordinator",
+                                       address,
+                                       "--name",
+                                       name,
+                                       "--region",
+                                       region.name,
+                                       "--slots",
+                                       std::to_string(region.slots),
+                                       "--host",
+                                       region.host,
+                                       "--work-dir",
                                        c.work_dir() + "/" + name};
       if (!c.trainer_path.empty()) args.insert(args.end(), {"--trainer", c.trainer_path});
       TERN_RETURN_IF_ERROR(launch.spawn(name, args));
@@ -284,8 +295,9 @@ Status await_workers(Launch& launch, CoordinatorClient& client, const std::set<s
     if (ready == names.size()) return Status::ok();
     if (SteadyClock::now() > deadline) {
       return deadline_exceeded(std::to_string(ready) + " of " + std::to_string(names.size()) +
-                               " workers registered within " + std::to_string(static_cast<int>(timeout_s)) +
-                               " s; see " + launch.c.log_dir());
+                               " workers registered within " +
+                               std::to_string(static_cast<int>(timeout_s)) + " s; see " +
+                               launch.c.log_dir());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -300,13 +312,15 @@ void print_cluster_up(const ClusterConfig& c, const ClusterCommandOptions& optio
   if (c.metrics_port > 0) {
     const std::string& host = c.metrics.host;
     const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
-    dashboard = "http://" + dial_address((v6 ? "[" + host + "]" : host) + ":" + std::to_string(c.metrics_port)) +
-                "/jobs";
+    dashboard =
+        "http://" +
+        dial_address((v6 ? "[" + host + "]" : host) + ":" + std::to_string(c.metrics_port)) +
+        "/jobs";
   }
   if (options.json) {
     nlohmann::json j{
-        {"cluster", c.name},   {"coordinator", address},   {"coordinator_pid", coordinator_pid},
-        {"workers", workers},  {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
+        {"cluster", c.name},  {"coordinator", address},   {"coordinator_pid", coordinator_pid},
+        {"workers", workers}, {"state_dir", c.state_dir}, {"log_dir", c.log_dir()}};
     if (!dashboard.empty()) j["dashboard"] = dashboard;
     std::cout << dump_json(j) << std::endl;
     return;
@@ -315,9 +329,8 @@ void print_cluster_up(const ClusterConfig& c, const ClusterCommandOptions& optio
             << coordinator_pid << "), " << workers << " workers in " << c.regions.size()
             << " region" << (c.regions.size() == 1 ? "" : "s") << "\n  logs:  " << c.log_dir()
             << " (coordinator.log, <worker>.log, jobs/<job>/rank-<r>.log)"
-            << (dashboard.empty() ? "" : "\n  web:   " + dashboard)
-            << "\n  state: " << c.state_dir << "\n  stop:  tern cluster down " << options.file
-            << std::endl;
+            << (dashboard.empty() ? "" : "\n  web:   " + dashboard) << "\n  state: " << c.state_dir
+            << "\n  stop:  tern cluster down " << options.file << std::endl;
 }
 
 }  // namespace
@@ -345,12 +358,14 @@ int cluster_up_command(const ClusterCommandOptions& options) {
   auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
                                            std::chrono::duration<double>(options.timeout_s));
   // The coordinator first; wait until it answers. Then the workers.
-  if (Status s = launch.spawn("coordinator", {"coordinator", "--config", config_path}); !s.is_ok()) {
+  if (Status s = launch.spawn("coordinator", {"coordinator", "--config", config_path});
+      !s.is_ok()) {
     return launch.fail(s.message());
   }
   RpcClientOptions quick{std::chrono::milliseconds(1000), 0, std::chrono::milliseconds(0)};
   quick.security = *security;
-  if (Status s = await_coordinator(launch, address, quick, deadline); !s.is_ok()) return launch.fail(s.message());
+  if (Status s = await_coordinator(launch, address, quick, deadline); !s.is_ok())
+    return launch.fail(s.message());
   auto names = start_workers(launch, config_path, address);
   if (!names.is_ok()) return launch.fail(names.status().message());
   CoordinatorClient client(address, quick);

@@ -120,7 +120,8 @@ int repair_command(const CoordinatorCommandOptions& options, const CoordinatorOp
 
 // The coordinator's server options from its cluster file (--config): listen address, state,
 // leases, limits, TLS (unless repairing), the metrics endpoint and its token, regions.
-Status server_options_from_cluster(const CoordinatorCommandOptions& options, CoordinatorServerOptions* out) {
+Status server_options_from_cluster(const CoordinatorCommandOptions& options,
+                                   CoordinatorServerOptions* out) {
   CoordinatorServerOptions& so = *out;
   auto cluster = load_cluster_config(options.config_file, {}, ClusterLoadOptions{true});
   if (!cluster.is_ok()) return cluster.status();
@@ -153,7 +154,8 @@ Status server_options_from_cluster(const CoordinatorCommandOptions& options, Coo
     t.erase(0, t.find_first_not_of(" \t\r\n"));
     if (t.size() < 16) {
       return invalid_argument(cluster->path + ": coordinator.metrics_token_file: the token is " +
-                              std::to_string(t.size()) + " characters; use at least 16 (openssl rand -hex 32)");
+                              std::to_string(t.size()) +
+                              " characters; use at least 16 (openssl rand -hex 32)");
     }
     so.metrics_token = t;
   }

@@ -14,7 +14,7 @@ struct CoordinatorCommandOptions {
   std::string listen;       // overrides the file's coordinator.listen
   std::string state_dir;    // overrides the file's state_dir (required without a file)
   std::string log_level = "info";
-  int metrics_port = -1;    // overrides the file's coordinator.metrics_port when >= 0
+  int metrics_port = -1;  // overrides the file's coordinator.metrics_port when >= 0
   // --repair: salvage a damaged journal (and the job id high-water mark) of the state
   // directory, print what was kept and lost, and exit instead of serving.
   bool repair = false;

@@ -56,15 +56,17 @@ struct Cli {
 
 // tern run: standalone, no coordinator.
 void add_run_command(CLI::App& app, Cli& c) {
-  c.run_cmd =
-      app.add_subcommand("run", "Run a job on this machine with N local trainer processes");
-  c.run_cmd->add_option("job", c.run.job_file, "job spec (YAML)")->required()->check(CLI::ExistingFile);
-  c.run_cmd->add_option("--workers,-n", c.run.workers, "number of ranks (default: the spec's workers)");
+  c.run_cmd = app.add_subcommand("run", "Run a job on this machine with N local trainer processes");
+  c.run_cmd->add_option("job", c.run.job_file, "job spec (YAML)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c.run_cmd->add_option("--workers,-n", c.run.workers,
+                        "number of ranks (default: the spec's workers)");
   c.run_cmd->add_option("--set", c.run.overrides, "override a spec field: a.b=c (repeatable)");
   c.run_cmd->add_flag("--json", c.run.json, "print one JSON summary object");
   c.run_cmd->add_flag("--verbose,-v", c.run.verbose, "show the trainers' logs");
   c.run_cmd->add_option("--cluster", c.run.cluster_file,
-                      "cluster file: regions and network model (WAN emulation)");
+                        "cluster file: regions and network model (WAN emulation)");
   c.run_cmd->add_option("--trainer", c.run.trainer_path, "tern-trainer binary");
   c.run_cmd->add_option("--run-dir", c.run.run_dir, "where logs and the effective spec go");
   c.run_cmd->add_option("--timeout", c.run.timeout_s, "stop the job after this many seconds");
@@ -72,8 +74,7 @@ void add_run_command(CLI::App& app, Cli& c) {
                       "with --cluster: ranks in the ring order of the modelled links (as a "
                       "coordinator places them from measurements) instead of the file's order");
   c.run_cmd->add_option("--resume", c.run.resume_dir,
-                      "resume from the newest valid checkpoint in DIR (recovery.resume_from)");
-
+                        "resume from the newest valid checkpoint in DIR (recovery.resume_from)");
 }
 
 // tern coordinator and tern worker: the daemons.
@@ -86,41 +87,41 @@ void add_daemon_commands(CLI::App& app, Cli& c) {
       ->check(CLI::ExistingFile);
   c.coord_cmd->add_option("--listen", c.coord.listen, "HOST:PORT to serve on (overrides the file)");
   c.coord_cmd->add_option("--state-dir", c.coord.state_dir,
-                        "journal and logs directory (overrides the file)");
+                          "journal and logs directory (overrides the file)");
   c.coord_cmd->add_option("--log-level", c.coord.log_level, "trace|debug|info|warn|error");
   c.coord_cmd->add_option("--metrics-port", c.coord.metrics_port,
-                        "HTTP port for /metrics and /healthz (overrides the file; 0 = off)");
+                          "HTTP port for /metrics and /healthz (overrides the file; 0 = off)");
   c.coord_cmd->add_flag("--repair", c.coord.repair,
-                      "salvage every intact record of a damaged journal into a new one (the "
-                      "damaged file is kept), rebuild the job id high-water mark, report, exit");
+                        "salvage every intact record of a damaged journal into a new one (the "
+                        "damaged file is kept), rebuild the job id high-water mark, report, exit");
   c.coord_cmd->add_flag("--json", c.coord.json, "with --repair: the report as one JSON object");
 
   c.worker_cmd = app.add_subcommand("worker", "Run a worker daemon (until SIGTERM)");
   c.worker_cmd->add_option("--coordinator", c.worker_client.coordinator, "coordinator HOST:PORT");
   c.worker_cmd->add_option("--cluster", c.worker_client.cluster_file,
-                         "cluster file: the coordinator to join, TLS, token file, data dirs");
+                           "cluster file: the coordinator to join, TLS, token file, data dirs");
   c.worker_cmd->add_option("--token", c.worker_client.token,
-                         "bearer token (default: $TERN_TOKEN, then the cluster file's "
-                         "auth.token_file)");
+                           "bearer token (default: $TERN_TOKEN, then the cluster file's "
+                           "auth.token_file)");
   c.worker_cmd->add_option("--data-dir", c.data_dirs,
-                         "directory jobs may read data from (repeatable; default: the cluster "
-                         "file's data_dirs, else /usr/share/datasets)");
+                           "directory jobs may read data from (repeatable; default: the cluster "
+                           "file's data_dirs, else /usr/share/datasets)");
   c.worker_cmd->add_option("--region", c.worker.region, "region this machine is in")
       ->capture_default_str();
   c.worker_cmd->add_option("--slots", c.worker.slots, "ranks this worker runs at once")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  c.worker_cmd->add_option("--name", c.worker.name, "worker id (default: assigned by the coordinator)");
+  c.worker_cmd->add_option("--name", c.worker.name,
+                           "worker id (default: assigned by the coordinator)");
   c.worker_cmd->add_option("--host", c.worker.host, "address peers reach this machine at")
       ->capture_default_str();
   c.worker_cmd->add_option("--work-dir", c.worker.work_dir, "job directories and trainer logs")
       ->capture_default_str();
   c.worker_cmd->add_option("--trainer", c.worker.trainer_path,
-                         "tern-trainer binary (default: next to tern)");
+                           "tern-trainer binary (default: next to tern)");
   c.worker_cmd->add_option("--stop-grace-ms", c.grace_ms, "stop command -> SIGKILL")
       ->capture_default_str();
   c.worker_cmd->add_option("--log-level", c.worker_log_level, "trace|debug|info|warn|error");
-
 }
 
 // tern cluster up | down.
@@ -132,7 +133,8 @@ void add_cluster_commands(CLI::App& app, Cli& c) {
   c.up_cmd->add_option("file", c.cluster.file, "cluster file (YAML)")
       ->required()
       ->check(CLI::ExistingFile);
-  c.up_cmd->add_option("--timeout", c.cluster.timeout_s, "seconds to wait for every worker to register")
+  c.up_cmd
+      ->add_option("--timeout", c.cluster.timeout_s, "seconds to wait for every worker to register")
       ->capture_default_str();
   c.up_cmd->add_flag("--json", c.cluster.json, "machine-readable JSON output");
   c.down_cmd = cluster_cmd->add_subcommand("down", "Stop the daemons (and their trainers)");
@@ -142,21 +144,23 @@ void add_cluster_commands(CLI::App& app, Cli& c) {
   c.down_cmd->add_option("--grace", c.cluster.grace_s, "seconds between SIGTERM and SIGKILL")
       ->capture_default_str();
   c.down_cmd->add_flag("--json", c.cluster.json, "machine-readable JSON output");
-
 }
 
 // submit, jobs, status, workers, logs, cancel: clients of a running coordinator.
 void add_client_commands(CLI::App& app, Cli& c) {
   c.submit_cmd = app.add_subcommand("submit", "Submit a job to the coordinator");
-  auto* submit_file = c.submit_cmd->add_option("job", c.submit.job_file, "job spec (YAML)")->check(CLI::ExistingFile);
-  auto* submit_resume = c.submit_cmd->add_option(
-      "--resume", c.submit.resume_job,
-      "start a new job from job JOB's spec and newest committed checkpoint (the cluster's checkpoint_root; "
-      "--set workers=N for another worker count)");
+  auto* submit_file = c.submit_cmd->add_option("job", c.submit.job_file, "job spec (YAML)")
+                          ->check(CLI::ExistingFile);
+  auto* submit_resume =
+      c.submit_cmd->add_option("--resume", c.submit.resume_job,
+                               "start a new job from job JOB's spec and newest committed "
+                               "checkpoint (the cluster's checkpoint_root; "
+                               "--set workers=N for another worker count)");
   submit_resume->excludes(submit_file);
-  c.submit_cmd->add_option("--set", c.submit.overrides, "override a spec field: a.b=c (repeatable)");
+  c.submit_cmd->add_option("--set", c.submit.overrides,
+                           "override a spec field: a.b=c (repeatable)");
   c.submit_cmd->add_flag("--watch,-w", c.submit.watch,
-                       "follow the job to its end with a live progress bar");
+                         "follow the job to its end with a live progress bar");
   add_client_flags(c.submit_cmd, &c.client);
 
   c.jobs_cmd = app.add_subcommand("jobs", "List jobs");
@@ -165,8 +169,9 @@ void add_client_commands(CLI::App& app, Cli& c) {
   c.status_cmd = app.add_subcommand("status", "Show a job: state, per-rank progress, accuracy");
   c.status_cmd->add_option("job", c.status.job_id, "job id")->required();
   c.status_cmd->add_flag("--watch,-w", c.status.watch,
-                       "live per-rank table, redrawn every --interval until the job ends");
-  c.status_cmd->add_option("--interval", c.status.interval_s, "seconds between redraws with --watch")
+                         "live per-rank table, redrawn every --interval until the job ends");
+  c.status_cmd
+      ->add_option("--interval", c.status.interval_s, "seconds between redraws with --watch")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
   add_client_flags(c.status_cmd, &c.client);
@@ -186,7 +191,6 @@ void add_client_commands(CLI::App& app, Cli& c) {
   c.cancel_cmd = app.add_subcommand("cancel", "Cancel a pending or running job");
   c.cancel_cmd->add_option("job", c.job_id, "job id")->required();
   add_client_flags(c.cancel_cmd, &c.client);
-
 }
 
 // tern worker: the coordinator, TLS and data directories from the flags and the cluster file.
@@ -221,7 +225,8 @@ int dispatch(Cli& c) {
   if (*c.down_cmd) return tern::cluster_down_command(c.cluster);
   if (*c.submit_cmd) {
     if (c.submit.job_file.empty() && c.submit.resume_job.empty()) {
-      std::cerr << "tern submit: give a job spec (tern submit FILE) or a job to resume (tern submit --resume JOB)"
+      std::cerr << "tern submit: give a job spec (tern submit FILE) or a job to resume (tern "
+                   "submit --resume JOB)"
                 << std::endl;
       return tern::kExitBadInput;
     }

@@ -1,14 +1,16 @@
 #include "cli/progress.h"
 
-#include "common/json_fields.h"
-
 #include <cmath>
 #include <cstdio>
+
+#include "common/json_fields.h"
 
 namespace tern {
 
 ProgressLine::ProgressLine(std::ostream& out, bool tty, double plain_interval_s)
-    : out_(out), tty_(tty), plain_interval_s_(plain_interval_s),
+    : out_(out),
+      tty_(tty),
+      plain_interval_s_(plain_interval_s),
       last_plain_(std::chrono::steady_clock::now() - std::chrono::hours(1)) {}
 
 std::string format_bytes(double bytes) {
@@ -35,8 +37,8 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-std::string ProgressLine::render(int64_t step, int64_t total, double epoch, double loss, double samples_per_s,
-                                 double eta_s, double accuracy, int width) {
+std::string ProgressLine::render(int64_t step, int64_t total, double epoch, double loss,
+                                 double samples_per_s, double eta_s, double accuracy, int width) {
   std::string bar;
   if (width > 0) {
     double frac = total > 0 ? std::min(1.0, static_cast<double>(step) / total) : 0;
@@ -45,9 +47,9 @@ std::string ProgressLine::render(int64_t step, int64_t total, double epoch, doub
           std::string(std::max(0, width - filled - 1), ' ') + "] ";
   }
   char buf[256];
-  std::snprintf(buf, sizeof(buf), "%sstep %lld/%lld  epoch %.2f  loss %.4f  %.0f samples/s  ETA %s", bar.c_str(),
-                static_cast<long long>(step), static_cast<long long>(total), epoch, loss, samples_per_s,
-                format_duration(eta_s).c_str());
+  std::snprintf(buf, sizeof(buf), "%sstep %lld/%lld  epoch %.2f  loss %.4f  %.0f samples/s  ETA %s",
+                bar.c_str(), static_cast<long long>(step), static_cast<long long>(total), epoch,
+                loss, samples_per_s, format_duration(eta_s).c_str());
   std::string line = buf;
   if (accuracy >= 0) {
     std::snprintf(buf, sizeof(buf), "  acc %.4f", accuracy);
@@ -71,7 +73,8 @@ void ProgressLine::update(const nlohmann::json& p) {
     double dt = std::chrono::duration<double>(now - start_time_).count();
     eta = dt / static_cast<double>(step - start_step_) * static_cast<double>(total - step);
   }
-  std::string line = render(step, total, epoch, json_number(p, "loss", std::nan("")), sps, eta, accuracy_, tty_ ? 24 : 0);
+  std::string line = render(step, total, epoch, json_number(p, "loss", std::nan("")), sps, eta,
+                            accuracy_, tty_ ? 24 : 0);
   if (tty_) {
     out_ << "\r\033[K" << line << std::flush;
     drawn_ = true;
@@ -86,7 +89,9 @@ void ProgressLine::update(const nlohmann::json& p) {
   }
 }
 
-void ProgressLine::note_eval(const nlohmann::json& e) { accuracy_ = json_number(e, "test_accuracy", -1.0); }
+void ProgressLine::note_eval(const nlohmann::json& e) {
+  accuracy_ = json_number(e, "test_accuracy", -1.0);
+}
 
 void ProgressLine::finish() {
   if (tty_ && drawn_) out_ << "\n" << std::flush;

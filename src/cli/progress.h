@@ -5,10 +5,9 @@
 #pragma once
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace tern {
 
@@ -22,8 +21,8 @@ class ProgressLine {
   // Ends the live line (newline on a TTY).
   void finish();
   // The text of one line for these values (exposed for tests).
-  static std::string render(int64_t step, int64_t total, double epoch, double loss, double samples_per_s,
-                            double eta_s, double accuracy, int width);
+  static std::string render(int64_t step, int64_t total, double epoch, double loss,
+                            double samples_per_s, double eta_s, double accuracy, int width);
 
  private:
   std::ostream& out_;

@@ -13,10 +13,9 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/progress.h"
 #include "common/cluster_config.h"
@@ -47,7 +46,6 @@ std::string timestamp() {
   return buf;
 }
 
-
 // Rank r's region: the cluster's regions expanded by their worker×slot counts, then
 // round-robin if the job has more ranks than the cluster has slots.
 std::vector<std::string> assign_regions(const ClusterConfig& c, int64_t world) {
@@ -66,14 +64,17 @@ void print_human_summary(const json& s) {
   std::ostringstream os;
   os.setf(std::ios::fixed);
   os.precision(1);
-  os << "job " << json_string(s, "job") << " " << json_string(s, "state") << " in " << json_number(s, "wall_s")
-     << " s: " << json_int(s, "workers") << " workers, " << json_int(s, "steps") << " steps, ";
+  os << "job " << json_string(s, "job") << " " << json_string(s, "state") << " in "
+     << json_number(s, "wall_s") << " s: " << json_int(s, "workers") << " workers, "
+     << json_int(s, "steps") << " steps, ";
   os.precision(2);
   os << json_number(s, "epochs") << " epochs\n";
   if (json_string(s, "state") == "SUCCEEDED") {
     os.precision(4);
     os << "  test accuracy " << json_number(s, "test_accuracy");
-    if (s.contains("test_auc")) os << "   AUC " << json_number(s, "test_auc") << "   logloss " << json_number(s, "test_logloss");
+    if (s.contains("test_auc"))
+      os << "   AUC " << json_number(s, "test_auc") << "   logloss "
+         << json_number(s, "test_logloss");
     os << "   final loss " << json_number(s, "final_loss");
     os.precision(0);
     os << "   samples/s " << json_number(s, "samples_per_s") << "   bytes sent/rank "
@@ -81,7 +82,8 @@ void print_human_summary(const json& s) {
     if (s.contains("epsilon")) {  // train.dp
       os.precision(4);
       os << "  privacy: epsilon " << json_number(s, "epsilon") << " at delta " << std::scientific
-         << json_number(s, "dp_delta") << std::fixed << " after " << json_int(s, "dp_steps") << " steps\n";
+         << json_number(s, "dp_delta") << std::fixed << " after " << json_int(s, "dp_steps")
+         << " steps\n";
     }
   } else {
     os << "  reason: " << json_string(s, "reason") << "\n";
@@ -110,12 +112,13 @@ Result<LocalRun> prepare_run(const RunOptions& options) {
   if (options.workers > 0) overrides.push_back("workers=" + std::to_string(options.workers));
   if (!options.resume_dir.empty()) {
     std::error_code abs_ec;
-    overrides.push_back("recovery.resume_from=" + fs::absolute(options.resume_dir, abs_ec).lexically_normal().string());
+    overrides.push_back("recovery.resume_from=" +
+                        fs::absolute(options.resume_dir, abs_ec).lexically_normal().string());
   }
   auto loaded = load_job_spec_file(options.job_file, overrides);
   if (!loaded.is_ok()) return invalid_argument(loaded.status().message());
-  run.run_dir = options.run_dir.empty() ? ".tern/runs/" + loaded->spec.name + "-" + timestamp() + "-" +
-                                              std::to_string(getpid())
+  run.run_dir = options.run_dir.empty() ? ".tern/runs/" + loaded->spec.name + "-" + timestamp() +
+                                              "-" + std::to_string(getpid())
                                         : options.run_dir;
   std::error_code ec;
   fs::create_directories(run.run_dir, ec);
@@ -130,16 +133,19 @@ Result<LocalRun> prepare_run(const RunOptions& options) {
   }
   run.loaded = std::move(loaded).value();
   const JobSpec& spec = run.loaded.spec;
-  if (const unsigned cores = std::thread::hardware_concurrency(); cores > 0 && spec.train.threads > cores) {
-    return invalid_argument("train.threads " + std::to_string(spec.train.threads) + " is more than this machine's " +
-                            std::to_string(cores) + " cores: the trainers would starve everything else here");
+  if (const unsigned cores = std::thread::hardware_concurrency();
+      cores > 0 && spec.train.threads > cores) {
+    return invalid_argument("train.threads " + std::to_string(spec.train.threads) +
+                            " is more than this machine's " + std::to_string(cores) +
+                            " cores: the trainers would starve everything else here");
   }
   if (!options.cluster_file.empty()) {
     auto cluster = load_cluster_config(options.cluster_file);
     if (!cluster.is_ok()) return invalid_argument(cluster.status().message());
     run.regions = assign_regions(*cluster, spec.workers);
     if (options.ring_order) {
-      auto order = tern::ring_order(modelled_cost(cluster->network, run.regions, NetworkMapOptions{}.ring_bytes));
+      auto order = tern::ring_order(
+          modelled_cost(cluster->network, run.regions, NetworkMapOptions{}.ring_bytes));
       if (!order.is_ok()) return invalid_argument(order.status().message());
       std::vector<std::string> ordered;
       for (int r : *order) ordered.push_back(run.regions[static_cast<size_t>(r)]);
@@ -147,9 +153,11 @@ Result<LocalRun> prepare_run(const RunOptions& options) {
     }
     run.cluster_path = fs::absolute(options.cluster_file).string();
   }
-  run.trainer = options.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options.trainer_path;
+  run.trainer =
+      options.trainer_path.empty() ? self_exe_dir() + "/tern-trainer" : options.trainer_path;
   if (access(run.trainer.c_str(), X_OK) != 0) {
-    return invalid_argument("trainer binary " + run.trainer + " not found or not executable (build it, or pass --trainer)");
+    return invalid_argument("trainer binary " + run.trainer +
+                            " not found or not executable (build it, or pass --trainer)");
   }
   run.spec_path = run.run_dir + "/spec.yaml";
   std::ofstream(run.spec_path) << run.loaded.yaml;
@@ -237,7 +245,8 @@ Status LocalRunner::spawn_rank(int64_t r, int64_t generation, const std::string&
   if (!run_.cluster_path.empty()) to.args.regions = run_.regions;
   std::error_code ec;
   fs::create_directories(work_dir, ec);
-  rk.log_path = work_dir + (generation > 1 ? "-gen" + std::to_string(generation) : std::string()) + ".log";
+  rk.log_path =
+      work_dir + (generation > 1 ? "-gen" + std::to_string(generation) : std::string()) + ".log";
   to.stderr_file = options_.verbose ? "" : rk.log_path;
   TERN_ASSIGN_OR_RETURN(rk.proc, TrainerProcess::start(to));
   rk.exit_status.reset();
@@ -257,8 +266,8 @@ Status LocalRunner::replace_rank(size_t lost) {
     if (r != lost && !ranks_[r].exit_status) (void)ranks_[r].proc->send(cmd);
   }
   std::cerr << "tern run: rank " << lost << " lost (exit " << *ranks_[lost].exit_status
-            << "); regrouping at generation " << generation_ << " with a replacement (" << name_of(spec_.recovery.mode)
-            << " recovery)" << std::endl;
+            << "); regrouping at generation " << generation_ << " with a replacement ("
+            << name_of(spec_.recovery.mode) << " recovery)" << std::endl;
   return spawn_rank(static_cast<int64_t>(lost), generation_, cmd.master);
 }
 
@@ -295,7 +304,8 @@ void LocalRunner::on_event(size_t r, const TrainerEvent& e) {
 }
 
 size_t LocalRunner::check_exits() {
-  const bool elastic = spec_.recovery.mode == RecoveryMode::kPartial || spec_.recovery.mode == RecoveryMode::kFull;
+  const bool elastic =
+      spec_.recovery.mode == RecoveryMode::kPartial || spec_.recovery.mode == RecoveryMode::kFull;
   size_t running = 0;
   for (size_t r = 0; r < ranks_.size(); ++r) {
     Rank& rk = ranks_[r];
@@ -306,8 +316,9 @@ size_t LocalRunner::check_exits() {
     }
     // Only a lost process is worth a replacement: a deterministic failure (bad data, out of
     // memory, a non-finite loss, ...) would happen again.
-    if (*rk.exit_status != 0 && failed_rank_ < 0 && !stopping_ && elastic && !rk.summary.is_object() &&
-        trainer_exit_is_loss(*rk.exit_status) && recoveries_ < spec_.recovery.max_recoveries) {
+    if (*rk.exit_status != 0 && failed_rank_ < 0 && !stopping_ && elastic &&
+        !rk.summary.is_object() && trainer_exit_is_loss(*rk.exit_status) &&
+        recoveries_ < spec_.recovery.max_recoveries) {
       if (Status st = replace_rank(r); st.is_ok()) {
         ++running;
         continue;
@@ -335,7 +346,8 @@ void LocalRunner::supervise() {
     }
     running = check_exits();
     if (g_interrupted.load()) stop_all("interrupted");
-    if (options_.timeout_s > 0 && std::chrono::duration<double>(Clock::now() - start).count() > options_.timeout_s) {
+    if (options_.timeout_s > 0 &&
+        std::chrono::duration<double>(Clock::now() - start).count() > options_.timeout_s) {
       stop_all("timed out after " + std::to_string(options_.timeout_s) + " s");
     }
   }
@@ -344,7 +356,9 @@ void LocalRunner::supervise() {
     TrainerOutput out;
     ranks_[r].proc->drain(&out);
     for (const auto& e : out.events) {
-      if (std::holds_alternative<FinishedEvent>(e.body) || std::holds_alternative<ErrorEvent>(e.body)) on_event(r, e);
+      if (std::holds_alternative<FinishedEvent>(e.body) ||
+          std::holds_alternative<ErrorEvent>(e.body))
+        on_event(r, e);
     }
   }
   progress_.finish();
@@ -379,8 +393,9 @@ void LocalRunner::find_root_cause() {
 
 std::string LocalRunner::exit_reason(size_t r) const {
   const Rank& rk = ranks_[r];
-  std::string why = "rank " + std::to_string(r) + " exited with " + std::to_string(*rk.exit_status) + " (" +
-                    trainer_exit_meaning(*rk.exit_status) + ")";
+  std::string why = "rank " + std::to_string(r) + " exited with " +
+                    std::to_string(*rk.exit_status) + " (" + trainer_exit_meaning(*rk.exit_status) +
+                    ")";
   if (!rk.error.empty()) why += ": " + rk.error;
   return why;
 }
@@ -450,7 +465,8 @@ int run_local_job(const RunOptions& options) {
   };
   auto prepared = prepare_run(options);
   if (!prepared.is_ok()) {
-    return fail_early(prepared.status().message(), prepared.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
+    return fail_early(prepared.status().message(),
+                      prepared.status().code() == StatusCode::kInvalidArgument ? 2 : 1);
   }
   signal(SIGINT, on_interrupt);
   signal(SIGTERM, on_interrupt);
@@ -461,13 +477,16 @@ int run_local_job(const RunOptions& options) {
   if (Status st = runner.start(); !st.is_ok()) return fail_early(st.message(), 1);
   if (spec.recovery.min_workers > 0) {
     // One machine, no worker to lose: `tern run` always replaces the lost rank at once.
-    std::cerr << "tern run: recovery.min_workers is for clusters (tern submit); tern run replaces a lost rank in place"
+    std::cerr << "tern run: recovery.min_workers is for clusters (tern submit); tern run replaces "
+                 "a lost rank in place"
               << std::endl;
   }
   if (!options.json || isatty(STDERR_FILENO)) {
-    std::cerr << "tern run: " << spec.name << " with " << spec.workers << " workers (" << name_of(spec.model.type) << ", "
-              << name_of(spec.sync.strategy)
-              << (spec.compress.method != CompressMethod::kNone ? "+" + name_of(spec.compress.method) : "")
+    std::cerr << "tern run: " << spec.name << " with " << spec.workers << " workers ("
+              << name_of(spec.model.type) << ", " << name_of(spec.sync.strategy)
+              << (spec.compress.method != CompressMethod::kNone
+                      ? "+" + name_of(spec.compress.method)
+                      : "")
               << "), logs in " << runner.run_dir() << std::endl;
   }
   runner.supervise();

@@ -7,8 +7,8 @@
 // a blocked wait on a Gloo collective (all_reduce, all_gather, broadcast, all_to_all,
 // barrier) of a communicator created before the call returns ABORTED within 25 ms, and so
 // does every later call on it, so the trainer goes straight to its regroup. (A blocked Gloo
-// send/recv cannot be interrupted: it runs to its own timeout.) Communicators created afterwards (the new generation's) are not
-// affected. Process-wide; thread-safe.
+// send/recv cannot be interrupted: it runs to its own timeout.) Communicators created afterwards
+// (the new generation's) are not affected. Process-wide; thread-safe.
 #pragma once
 
 #include <cstdint>

@@ -40,8 +40,10 @@ class C10dWork : public Work {
         status_ = aborted("collective abandoned: " + why);
         return status_;
       }
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      auto slice = sliced_ ? std::clamp(left, std::chrono::milliseconds(1), kAbandonCheck) : timeout;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      auto slice =
+          sliced_ ? std::clamp(left, std::chrono::milliseconds(1), kAbandonCheck) : timeout;
       try {
         work_->wait(slice);
         done_ = true;
@@ -50,7 +52,8 @@ class C10dWork : public Work {
         // c10d's "Operation timed out!" means our slice ran out with the work still running (a
         // failed work rethrows its own error instead): keep waiting while time is left. The
         // work may complete right after the throw; the next wait then returns at once.
-        const bool slice_over = sliced_ && std::string(e.what()).find("Operation timed out") != std::string::npos;
+        const bool slice_over =
+            sliced_ && std::string(e.what()).find("Operation timed out") != std::string::npos;
         if (slice_over && std::chrono::steady_clock::now() < deadline) continue;
         status_ = status_from_exception(e);
         return status_;
@@ -96,9 +99,12 @@ WorkPtr issue(uint64_t epoch, bool sliced, F&& f) {
 
 c10d::ReduceOp to_c10d(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return c10d::ReduceOp::SUM;
-    case ReduceOp::kMax: return c10d::ReduceOp::MAX;
-    case ReduceOp::kMin: return c10d::ReduceOp::MIN;
+    case ReduceOp::kSum:
+      return c10d::ReduceOp::SUM;
+    case ReduceOp::kMax:
+      return c10d::ReduceOp::MAX;
+    case ReduceOp::kMin:
+      return c10d::ReduceOp::MIN;
   }
   return c10d::ReduceOp::SUM;
 }
@@ -107,8 +113,12 @@ c10d::ReduceOp to_c10d(ReduceOp op) {
 
 C10dCommunicator::C10dCommunicator(c10::intrusive_ptr<c10d::ProcessGroup> pg, std::string backend,
                                    std::chrono::milliseconds timeout)
-    : pg_(std::move(pg)), backend_(std::move(backend)), timeout_(timeout),
-      rank_(pg_->getRank()), size_(pg_->getSize()), epoch_(collective_epoch()) {}
+    : pg_(std::move(pg)),
+      backend_(std::move(backend)),
+      timeout_(timeout),
+      rank_(pg_->getRank()),
+      size_(pg_->getSize()),
+      epoch_(collective_epoch()) {}
 
 WorkPtr C10dCommunicator::all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) {
   c10d::AllreduceOptions o;
@@ -133,7 +143,8 @@ WorkPtr C10dCommunicator::all_to_all(at::Tensor& output, at::Tensor& input,
                                      const std::vector<int64_t>& output_splits,
                                      const std::vector<int64_t>& input_splits) {
   std::vector<int64_t> os = output_splits, is = input_splits;
-  return issue(epoch_, backend_ == "gloo", [&] { return pg_->alltoall_base(output, input, os, is); });
+  return issue(epoch_, backend_ == "gloo",
+               [&] { return pg_->alltoall_base(output, input, os, is); });
 }
 
 WorkPtr C10dCommunicator::send(at::Tensor& tensor, int dst, int tag) {

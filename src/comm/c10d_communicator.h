@@ -21,7 +21,8 @@ class C10dCommunicator : public Communicator {
   WorkPtr all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) override;
   WorkPtr all_gather(std::vector<at::Tensor>& outputs, at::Tensor& input) override;
   WorkPtr broadcast(std::vector<at::Tensor>& tensors, int root) override;
-  WorkPtr all_to_all(at::Tensor& output, at::Tensor& input, const std::vector<int64_t>& output_splits,
+  WorkPtr all_to_all(at::Tensor& output, at::Tensor& input,
+                     const std::vector<int64_t>& output_splits,
                      const std::vector<int64_t>& input_splits) override;
   WorkPtr send(at::Tensor& tensor, int dst, int tag) override;
   WorkPtr recv(at::Tensor& tensor, int src, int tag) override;

@@ -78,7 +78,8 @@ class Communicator {
 };
 
 // Blocking helpers: issue and wait with the communicator's timeout.
-Status all_reduce_sync(Communicator& comm, std::vector<at::Tensor>& tensors, ReduceOp op = ReduceOp::kSum);
+Status all_reduce_sync(Communicator& comm, std::vector<at::Tensor>& tensors,
+                       ReduceOp op = ReduceOp::kSum);
 Status broadcast_sync(Communicator& comm, std::vector<at::Tensor>& tensors, int root);
 Status all_gather_sync(Communicator& comm, std::vector<at::Tensor>& outputs, at::Tensor& input);
 Status barrier_sync(Communicator& comm);
@@ -91,9 +92,15 @@ class ForwardingCommunicator : public Communicator {
   int size() const override { return inner_->size(); }
   std::string backend() const override { return inner_->backend(); }
   std::chrono::milliseconds timeout() const override { return inner_->timeout(); }
-  WorkPtr all_reduce(std::vector<at::Tensor>& t, ReduceOp op) override { return inner_->all_reduce(t, op); }
-  WorkPtr all_gather(std::vector<at::Tensor>& o, at::Tensor& i) override { return inner_->all_gather(o, i); }
-  WorkPtr broadcast(std::vector<at::Tensor>& t, int root) override { return inner_->broadcast(t, root); }
+  WorkPtr all_reduce(std::vector<at::Tensor>& t, ReduceOp op) override {
+    return inner_->all_reduce(t, op);
+  }
+  WorkPtr all_gather(std::vector<at::Tensor>& o, at::Tensor& i) override {
+    return inner_->all_gather(o, i);
+  }
+  WorkPtr broadcast(std::vector<at::Tensor>& t, int root) override {
+    return inner_->broadcast(t, root);
+  }
   WorkPtr all_to_all(at::Tensor& o, at::Tensor& i, const std::vector<int64_t>& os,
                      const std::vector<int64_t>& is) override {
     return inner_->all_to_all(o, i, os, is);

@@ -2,7 +2,9 @@
 
 namespace tern {
 
-int64_t tensor_bytes(const at::Tensor& t) { return static_cast<int64_t>(t.numel() * t.element_size()); }
+int64_t tensor_bytes(const at::Tensor& t) {
+  return static_cast<int64_t>(t.numel() * t.element_size());
+}
 
 int64_t tensors_bytes(const std::vector<at::Tensor>& ts) {
   int64_t n = 0;

@@ -20,7 +20,9 @@ struct ByteCounts {
   int64_t all_to_all = 0;
   int64_t point_to_point = 0;
   int64_t collectives = 0;
-  int64_t total() const { return all_reduce + all_gather + broadcast + all_to_all + point_to_point; }
+  int64_t total() const {
+    return all_reduce + all_gather + broadcast + all_to_all + point_to_point;
+  }
 };
 
 class CountingCommunicator : public ForwardingCommunicator {
@@ -29,7 +31,8 @@ class CountingCommunicator : public ForwardingCommunicator {
   WorkPtr all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) override;
   WorkPtr all_gather(std::vector<at::Tensor>& outputs, at::Tensor& input) override;
   WorkPtr broadcast(std::vector<at::Tensor>& tensors, int root) override;
-  WorkPtr all_to_all(at::Tensor& output, at::Tensor& input, const std::vector<int64_t>& output_splits,
+  WorkPtr all_to_all(at::Tensor& output, at::Tensor& input,
+                     const std::vector<int64_t>& output_splits,
                      const std::vector<int64_t>& input_splits) override;
   WorkPtr send(at::Tensor& tensor, int dst, int tag) override;
 

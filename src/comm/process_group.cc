@@ -25,7 +25,8 @@ Result<c10::intrusive_ptr<c10d::Store>> connect_store(const RendezvousOptions& o
   auto store = TcpRendezvousStore::create(o);
   if (!store.is_ok()) {
     return unavailable("rendezvous at " + options.master_host + ":" +
-                       std::to_string(options.master_port) + " failed: " + store.status().message());
+                       std::to_string(options.master_port) +
+                       " failed: " + store.status().message());
   }
   return c10::intrusive_ptr<c10d::Store>(*store);
 }
@@ -60,8 +61,9 @@ Result<std::shared_ptr<Communicator>> make_communicator(c10::intrusive_ptr<c10d:
     return invalid_argument("unknown backend '" + options.backend + "'");
   } catch (const std::exception& e) {
     std::string what = e.what();
-    return unavailable("creating the " + options.backend + " process group (rank " + std::to_string(rank) +
-                       " of " + std::to_string(world) + ") failed: " + what.substr(0, what.find('\n')));
+    return unavailable("creating the " + options.backend + " process group (rank " +
+                       std::to_string(rank) + " of " + std::to_string(world) +
+                       ") failed: " + what.substr(0, what.find('\n')));
   }
 }
 

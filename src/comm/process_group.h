@@ -3,11 +3,10 @@
 // Communicator over ProcessGroupGloo (CPU) or ProcessGroupNCCL (GPU, when built with CUDA).
 #pragma once
 
-#include <torch/csrc/distributed/c10d/Store.hpp>
-
 #include <chrono>
 #include <memory>
 #include <string>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "comm/communicator.h"
 #include "common/status.h"
@@ -31,8 +30,8 @@ c10::intrusive_ptr<c10d::Store> generation_store(c10::intrusive_ptr<c10d::Store>
                                                  int64_t generation);
 
 struct CommunicatorOptions {
-  std::string backend = "gloo";            // gloo | nccl
-  std::string bind_host = "127.0.0.1";     // interface Gloo pairs bind to
+  std::string backend = "gloo";         // gloo | nccl
+  std::string bind_host = "127.0.0.1";  // interface Gloo pairs bind to
   std::chrono::milliseconds timeout{60000};
 };
 

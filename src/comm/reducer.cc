@@ -13,7 +13,8 @@ struct Bucket {
 
 // Groups tensor indices (last first) into buckets of at most `bucket_bytes` (a single larger
 // tensor gets a bucket of its own). Tensors in one bucket share dtype and device.
-std::vector<std::vector<size_t>> plan_buckets(const std::vector<at::Tensor>& ts, int64_t bucket_bytes) {
+std::vector<std::vector<size_t>> plan_buckets(const std::vector<at::Tensor>& ts,
+                                              int64_t bucket_bytes) {
   std::vector<std::vector<size_t>> plan;
   int64_t current = 0;
   for (size_t k = ts.size(); k-- > 0;) {
@@ -38,7 +39,8 @@ at::Tensor flatten(const std::vector<at::Tensor>& ts, const std::vector<size_t>&
   return parts.size() == 1 ? parts[0].clone() : at::cat(parts);
 }
 
-void unflatten_into(const at::Tensor& flat, std::vector<at::Tensor>& out, const std::vector<size_t>& idx) {
+void unflatten_into(const at::Tensor& flat, std::vector<at::Tensor>& out,
+                    const std::vector<size_t>& idx) {
   int64_t off = 0;
   for (size_t i : idx) {
     int64_t n = out[i].numel();
@@ -77,7 +79,8 @@ class DensePending : public PendingReduction {
 DenseReducer::DenseReducer(Communicator& comm, int64_t bucket_bytes)
     : comm_(comm), bucket_bytes_(bucket_bytes) {}
 
-std::unique_ptr<PendingReduction> DenseReducer::start(const std::vector<at::Tensor>& grads, int64_t) {
+std::unique_ptr<PendingReduction> DenseReducer::start(const std::vector<at::Tensor>& grads,
+                                                      int64_t) {
   std::vector<Bucket> buckets;
   for (auto& idx : plan_buckets(grads, bucket_bytes_)) {
     Bucket b;

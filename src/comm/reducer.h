@@ -31,8 +31,8 @@ class PendingReduction {
 };
 
 struct ReducerStats {
-  double compress_s = 0;      // time spent compressing / decompressing
-  int64_t dense_bytes = 0;    // what dense fp32 all-reduce of the same tensors would send
+  double compress_s = 0;    // time spent compressing / decompressing
+  int64_t dense_bytes = 0;  // what dense fp32 all-reduce of the same tensors would send
   int64_t reductions = 0;
   // Bytes this rank put on the wire for reductions, measured by a CountingCommunicator around
   // the reducer's collectives (filled in by compress/factory's metering decorator).
@@ -50,7 +50,8 @@ struct ReducerStats {
 class GradientReducer {
  public:
   virtual ~GradientReducer() = default;
-  virtual std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) = 0;
+  virtual std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                                  int64_t step) = 0;
   virtual std::string name() const = 0;
   virtual const ReducerStats& stats() const = 0;
   // True when the reducer applies momentum itself (DGC's momentum correction): the optimizer
@@ -69,7 +70,8 @@ class GradientReducer {
 class DenseReducer : public GradientReducer {
  public:
   DenseReducer(Communicator& comm, int64_t bucket_bytes);
-  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads, int64_t step) override;
+  std::unique_ptr<PendingReduction> start(const std::vector<at::Tensor>& grads,
+                                          int64_t step) override;
   std::string name() const override { return "dense"; }
   const ReducerStats& stats() const override { return stats_; }
 

@@ -1,7 +1,5 @@
 #include "comm/rendezvous_store.h"
 
-#include "comm/abandon.h"
-
 #include <c10/util/Exception.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -14,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+
+#include "comm/abandon.h"
 
 namespace tern {
 
@@ -98,8 +98,9 @@ std::string recv_all(int fd, char* out, size_t size, Clock::time_point deadline,
       if (std::string why = abandoned_reason(epoch); !why.empty()) return "abandoned: " + why;
       pollfd p{fd, POLLIN, 0};
       const int left = poll_ms(deadline);
-      ::poll(&p, 1, left < 0 ? static_cast<int>(kAbandonCheck.count())
-                             : std::min(left, static_cast<int>(kAbandonCheck.count())));
+      ::poll(&p, 1,
+             left < 0 ? static_cast<int>(kAbandonCheck.count())
+                      : std::min(left, static_cast<int>(kAbandonCheck.count())));
       continue;
     }
     return std::string("recv failed: ") + std::strerror(errno);
@@ -199,7 +200,8 @@ Status TcpRendezvousStore::connect_locked(Clock::time_point deadline) {
   while (true) {
     fd_ = try_connect(options_.host, port_, deadline, &error);
     if (fd_ >= 0) return Status::ok();
-    if (std::string why = abandoned_reason(epoch_); !why.empty()) return aborted("abandoned: " + why);
+    if (std::string why = abandoned_reason(epoch_); !why.empty())
+      return aborted("abandoned: " + why);
     if (Clock::now() + kRetryInterval >= deadline) break;
     std::this_thread::sleep_for(kRetryInterval);
   }

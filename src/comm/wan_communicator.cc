@@ -12,7 +12,8 @@ namespace {
 // Completes when the inner work has completed and the modelled time has passed.
 class WanWork : public Work {
  public:
-  WanWork(WorkPtr inner, std::chrono::steady_clock::time_point ready, std::shared_ptr<const WanClock> clock)
+  WanWork(WorkPtr inner, std::chrono::steady_clock::time_point ready,
+          std::shared_ptr<const WanClock> clock)
       : inner_(std::move(inner)), ready_(ready), clock_(std::move(clock)) {}
   Status wait(std::chrono::milliseconds timeout) override {
     auto deadline = clock_->now() + timeout;
@@ -61,7 +62,8 @@ double WanModel::step(int a, int b, double bytes, double u) const {
   return std::max(0.0, t);
 }
 
-double WanModel::seconds(CollectiveKind kind, int64_t bytes, double u, int root, int peer_a, int peer_b) const {
+double WanModel::seconds(CollectiveKind kind, int64_t bytes, double u, int root, int peer_a,
+                         int peer_b) const {
   const int n = size();
   if (n <= 1 && kind != CollectiveKind::kPointToPoint) return 0.0;
   auto slowest_ring = [&](double step_bytes) {
@@ -80,10 +82,14 @@ double WanModel::seconds(CollectiveKind kind, int64_t bytes, double u, int root,
   };
   double s = static_cast<double>(bytes);
   switch (kind) {
-    case CollectiveKind::kAllReduce: return 2.0 * (n - 1) * slowest_ring(s / n);
-    case CollectiveKind::kBarrier: return 2.0 * (n - 1) * slowest_ring(0);
-    case CollectiveKind::kAllGather: return (n - 1) * slowest_ring(s);
-    case CollectiveKind::kAllToAll: return (n - 1) * slowest_any(s / n);
+    case CollectiveKind::kAllReduce:
+      return 2.0 * (n - 1) * slowest_ring(s / n);
+    case CollectiveKind::kBarrier:
+      return 2.0 * (n - 1) * slowest_ring(0);
+    case CollectiveKind::kAllGather:
+      return (n - 1) * slowest_ring(s);
+    case CollectiveKind::kAllToAll:
+      return (n - 1) * slowest_any(s / n);
     case CollectiveKind::kBroadcast: {
       double worst = 0;
       for (int r = 0; r < n; ++r) {
@@ -91,14 +97,17 @@ double WanModel::seconds(CollectiveKind kind, int64_t bytes, double u, int root,
       }
       return std::ceil(std::log2(static_cast<double>(n))) * worst;
     }
-    case CollectiveKind::kPointToPoint: return step(peer_a, peer_b, s, u);
+    case CollectiveKind::kPointToPoint:
+      return step(peer_a, peer_b, s, u);
   }
   return 0.0;
 }
 
 WanCommunicator::WanCommunicator(std::shared_ptr<Communicator> inner, WanModel model,
                                  std::shared_ptr<const WanClock> clock)
-    : ForwardingCommunicator(std::move(inner)), model_(std::move(model)), clock_(std::move(clock)) {}
+    : ForwardingCommunicator(std::move(inner)),
+      model_(std::move(model)),
+      clock_(std::move(clock)) {}
 
 double WanCommunicator::next_jitter() { return model_.jitter_draw(index_++); }
 
@@ -120,11 +129,13 @@ WorkPtr WanCommunicator::all_gather(std::vector<at::Tensor>& outputs, at::Tensor
 }
 
 WorkPtr WanCommunicator::broadcast(std::vector<at::Tensor>& tensors, int root) {
-  double t = model_.seconds(CollectiveKind::kBroadcast, tensors_bytes(tensors), next_jitter(), root);
+  double t =
+      model_.seconds(CollectiveKind::kBroadcast, tensors_bytes(tensors), next_jitter(), root);
   return delay(inner_->broadcast(tensors, root), t);
 }
 
-WorkPtr WanCommunicator::all_to_all(at::Tensor& output, at::Tensor& input, const std::vector<int64_t>& os,
+WorkPtr WanCommunicator::all_to_all(at::Tensor& output, at::Tensor& input,
+                                    const std::vector<int64_t>& os,
                                     const std::vector<int64_t>& is) {
   double t = model_.seconds(CollectiveKind::kAllToAll, tensor_bytes(input), next_jitter());
   return delay(inner_->all_to_all(output, input, os, is), t);
@@ -138,12 +149,14 @@ WorkPtr WanCommunicator::barrier() {
 // Point-to-point operations are not collective, so they do not advance the shared jitter
 // index (peers would disagree on it); they use the link's mean latency.
 WorkPtr WanCommunicator::send(at::Tensor& tensor, int dst, int tag) {
-  double t = model_.seconds(CollectiveKind::kPointToPoint, tensor_bytes(tensor), 0.0, 0, rank(), dst);
+  double t =
+      model_.seconds(CollectiveKind::kPointToPoint, tensor_bytes(tensor), 0.0, 0, rank(), dst);
   return delay(inner_->send(tensor, dst, tag), t);
 }
 
 WorkPtr WanCommunicator::recv(at::Tensor& tensor, int src, int tag) {
-  double t = model_.seconds(CollectiveKind::kPointToPoint, tensor_bytes(tensor), 0.0, 0, src, rank());
+  double t =
+      model_.seconds(CollectiveKind::kPointToPoint, tensor_bytes(tensor), 0.0, 0, src, rank());
   return delay(inner_->recv(tensor, src, tag), t);
 }
 
@@ -151,7 +164,8 @@ WorkPtr WanCommunicator::recv_any(at::Tensor& tensor, int tag) {
   double worst = 0;
   for (int r = 0; r < size(); ++r) {
     if (r != rank()) {
-      worst = std::max(worst, model_.seconds(CollectiveKind::kPointToPoint, tensor_bytes(tensor), 0.0, 0, r, rank()));
+      worst = std::max(worst, model_.seconds(CollectiveKind::kPointToPoint, tensor_bytes(tensor),
+                                             0.0, 0, r, rank()));
     }
   }
   return delay(inner_->recv_any(tensor, tag), worst);
@@ -163,16 +177,17 @@ Result<std::shared_ptr<Communicator>> maybe_wrap_wan(std::shared_ptr<Communicato
                                                      uint64_t seed) {
   if (!cluster.network.emulate) return comm;
   if (static_cast<int>(rank_regions.size()) != comm->size()) {
-    return invalid_argument("--regions names " + std::to_string(rank_regions.size()) + " regions for " +
-                            std::to_string(comm->size()) + " ranks");
+    return invalid_argument("--regions names " + std::to_string(rank_regions.size()) +
+                            " regions for " + std::to_string(comm->size()) + " ranks");
   }
   for (const auto& r : rank_regions) {
     bool known = false;
     for (const auto& spec : cluster.regions) known = known || spec.name == r;
-    if (!known) return invalid_argument("rank region '" + r + "' is not in cluster file " + cluster.path);
+    if (!known)
+      return invalid_argument("rank region '" + r + "' is not in cluster file " + cluster.path);
   }
-  return std::shared_ptr<Communicator>(
-      std::make_shared<WanCommunicator>(std::move(comm), WanModel(rank_regions, cluster.network, seed)));
+  return std::shared_ptr<Communicator>(std::make_shared<WanCommunicator>(
+      std::move(comm), WanModel(rank_regions, cluster.network, seed)));
 }
 
 }  // namespace tern

@@ -51,11 +51,20 @@ class WanClock {
 
 class SteadyWanClock : public WanClock {
  public:
-  std::chrono::steady_clock::time_point now() const override { return std::chrono::steady_clock::now(); }
+  std::chrono::steady_clock::time_point now() const override {
+    return std::chrono::steady_clock::now();
+  }
   void sleep_until(std::chrono::steady_clock::time_point t) const override;
 };
 
-enum class CollectiveKind { kAllReduce, kAllGather, kAllToAll, kBroadcast, kBarrier, kPointToPoint };
+enum class CollectiveKind {
+  kAllReduce,
+  kAllGather,
+  kAllToAll,
+  kBroadcast,
+  kBarrier,
+  kPointToPoint
+};
 
 // The pure model: rank regions + network → seconds for one collective.
 class WanModel {
@@ -86,7 +95,8 @@ class WanCommunicator : public ForwardingCommunicator {
   WorkPtr all_reduce(std::vector<at::Tensor>& tensors, ReduceOp op) override;
   WorkPtr all_gather(std::vector<at::Tensor>& outputs, at::Tensor& input) override;
   WorkPtr broadcast(std::vector<at::Tensor>& tensors, int root) override;
-  WorkPtr all_to_all(at::Tensor& output, at::Tensor& input, const std::vector<int64_t>& output_splits,
+  WorkPtr all_to_all(at::Tensor& output, at::Tensor& input,
+                     const std::vector<int64_t>& output_splits,
                      const std::vector<int64_t>& input_splits) override;
   WorkPtr send(at::Tensor& tensor, int dst, int tag) override;
   WorkPtr recv(at::Tensor& tensor, int src, int tag) override;

@@ -71,7 +71,8 @@ std::string listen_problem(const std::string& listen, std::string* host, int* po
 // Why `root` cannot be checkpoint_root, or empty. Jobs write below it, so it must be an
 // absolute directory that is not the file system root, and it ends up in job specs and paths.
 std::string checkpoint_root_problem(const std::string& root) {
-  if (root.empty()) return "must not be empty (leave the key out to keep checkpoints on each worker)";
+  if (root.empty())
+    return "must not be empty (leave the key out to keep checkpoints on each worker)";
   if (root.find('\0') != std::string::npos) return "must not contain NUL bytes";
   for (char ch : root) {
     if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f)
@@ -84,7 +85,8 @@ std::string checkpoint_root_problem(const std::string& root) {
     if (part == "..") return "must not climb with '..', got '" + root + "'";
   }
   if (p.lexically_normal() == p.root_path())
-    return "must not be the file system root '/': jobs write below it; name a directory for checkpoints";
+    return "must not be the file system root '/': jobs write below it; name a directory for "
+           "checkpoints";
   return "";
 }
 
@@ -164,8 +166,8 @@ void resolve_file(YamlMap& m, const std::string& key, const std::string& base, b
 }
 
 // coordinator: listen address, heartbeats and leases, limits, metrics.
-void parse_coordinator_section(YamlMap co, const std::string& base, const ClusterLoadOptions& options,
-                               ClusterConfig* out) {
+void parse_coordinator_section(YamlMap co, const std::string& base,
+                               const ClusterLoadOptions& options, ClusterConfig* out) {
   ClusterConfig& c = *out;
   co.get("listen", &c.listen);
   co.get("heartbeat_ms", &c.heartbeat_ms, 10, 600000);
@@ -330,7 +332,8 @@ std::set<std::string> parse_regions(YamlMap& m, ClusterConfig* out) {
     }
     std::string hp = host_problem(rs.host);
     if (!hp.empty()) r.error("host", "'" + rs.host + "' " + hp + " (a bare host, no port)");
-    if (!rs.name.empty() && !names.insert(rs.name).second) r.error("name", "duplicate region '" + rs.name + "'");
+    if (!rs.name.empty() && !names.insert(rs.name).second)
+      r.error("name", "duplicate region '" + rs.name + "'");
     c.regions.push_back(rs);
   }
   if (m.has("regions") && c.regions.empty()) {
@@ -372,16 +375,16 @@ void parse_network_section(YamlMap n, const std::set<std::string>& names, Cluste
       if (!names.count(b)) l.error("between", "names unknown region '" + b + "'");
     }
     if (between[0] == between[1]) {
-      l.error("between", "names region '" + between[0] +
-                             "' twice; within a region, set network.intra_region");
+      l.error("between",
+              "names region '" + between[0] + "' twice; within a region, set network.intra_region");
       continue;
     }
     auto key = between[0] < between[1] ? std::make_pair(between[0], between[1])
-                                        : std::make_pair(between[1], between[0]);
+                                       : std::make_pair(between[1], between[0]);
     auto [first, inserted] = link_paths.emplace(key, l.path());
     if (!inserted) {
-      l.error("between", "gives the link " + key.first + " - " + key.second +
-                             " again (first in " + first->second + ")");
+      l.error("between", "gives the link " + key.first + " - " + key.second + " again (first in " +
+                             first->second + ")");
     }
     c.network.links[key] = ls;
   }
@@ -392,10 +395,11 @@ void parse_network_section(YamlMap n, const std::set<std::string>& names, Cluste
 void check_plaintext_is_loopback(YamlMap& m, const ClusterConfig& c) {
   if (c.tls.enabled) return;
   if (!is_loopback_host(c.listen)) {
-    m.error("coordinator", "listen " + c.listen +
-                               " is not a loopback address and tls.enabled is false: plain-text "
-                               "gRPC is only allowed on loopback; enable tls (scripts/make-certs.sh) "
-                               "or listen on 127.0.0.1");
+    m.error("coordinator",
+            "listen " + c.listen +
+                " is not a loopback address and tls.enabled is false: plain-text "
+                "gRPC is only allowed on loopback; enable tls (scripts/make-certs.sh) "
+                "or listen on 127.0.0.1");
   }
   for (size_t i = 0; i < c.regions.size(); ++i) {
     if (!is_loopback_host(c.regions[i].host)) {

@@ -21,16 +21,16 @@ struct LinkSpec {
 
 struct RegionSpec {
   std::string name;
-  int64_t workers = 1;      // worker daemons in this region (local clusters start them)
-  int64_t slots = 1;        // ranks each daemon can host
+  int64_t workers = 1;  // worker daemons in this region (local clusters start them)
+  int64_t slots = 1;    // ranks each daemon can host
   std::string host = "127.0.0.1";
   std::vector<int64_t> gpus;  // GPU ids handed out to ranks (CUDA_VISIBLE_DEVICES)
 };
 
 struct NetworkSpec {
   bool emulate = true;
-  LinkSpec intra_region;               // between two ranks of the same region
-  LinkSpec inter_region_default;       // between regions with no explicit link
+  LinkSpec intra_region;          // between two ranks of the same region
+  LinkSpec inter_region_default;  // between regions with no explicit link
   std::map<std::pair<std::string, std::string>, LinkSpec> links;  // key: (a, b) with a < b
 
   // The link between two regions (symmetric).
@@ -90,15 +90,15 @@ struct MetricsSpec {
 
 struct ClusterConfig {
   std::string name = "local";
-  std::string path;               // the file it came from
+  std::string path;                       // the file it came from
   std::string listen = "127.0.0.1:7070";  // coordinator address
-  std::string state_dir;          // absolute; journal/, logs/, work/ live below it
+  std::string state_dir;                  // absolute; journal/, logs/, work/ live below it
   int64_t heartbeat_ms = 500;
   int64_t lease_ms = 3000;
   int64_t max_queued_jobs = 1000;
-  int64_t metrics_port = 0;       // Prometheus /metrics and /healthz over HTTP; 0 = off
+  int64_t metrics_port = 0;  // Prometheus /metrics and /healthz over HTTP; 0 = off
   MetricsSpec metrics;
-  std::string trainer_path;       // tern-trainer binary; default: next to `tern`
+  std::string trainer_path;  // tern-trainer binary; default: next to `tern`
   // Directories a job spec may read from (data.path, recovery.resume_from) besides the
   // worker's own job directory. Absolute.
   std::vector<std::string> data_dirs = {"/usr/share/datasets"};

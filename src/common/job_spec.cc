@@ -1,11 +1,11 @@
 #include "common/job_spec.h"
-#include "common/workload_traits.h"
 
 #include <cctype>
 #include <cmath>
 #include <limits>
 #include <sstream>
 
+#include "common/workload_traits.h"
 #include "common/yaml_reader.h"
 
 namespace tern {
@@ -104,7 +104,8 @@ void parse_train(YamlMap m, TrainSpec* out) {
     } else if (betas != std::vector<double>{2.0}) {
       std::ostringstream got;
       for (size_t i = 0; i < betas.size(); ++i) got << (i ? ", " : "") << betas[i];
-      m.error("betas", "must be two numbers [beta1, beta2], each in [0, 1), got [" + got.str() + "]");
+      m.error("betas",
+              "must be two numbers [beta1, beta2], each in [0, 1), got [" + got.str() + "]");
     }
   }
   if (m.has("eps")) {
@@ -120,8 +121,9 @@ void parse_train(YamlMap m, TrainSpec* out) {
   }
   if (out->optimizer == OptimizerKind::kAdamw && out->nesterov) {
     // (train.momentum is left alone: every SGD template sets it, and adamw does not read it.)
-    m.error("nesterov", "is SGD's Nesterov momentum; train.optimizer adamw has none: remove it or use "
-                        "train.optimizer sgd");
+    m.error("nesterov",
+            "is SGD's Nesterov momentum; train.optimizer adamw has none: remove it or use "
+            "train.optimizer sgd");
   }
   m.get("seed", &out->seed, 0, kMaxInt);
   m.get("eval_every", &out->eval_every, 0, kMaxInt);
@@ -137,16 +139,24 @@ void parse_train(YamlMap m, TrainSpec* out) {
     dp.get("noise_multiplier", &sigma, 0.0, 1e6);
     dp.get("delta", &delta, 0.0, 1.0);
     if (dp.has("clip")) {
-      if (clip > 0) out->dp.clip = clip;
-      else if (clip == 0) dp.error("clip", "must be > 0 (the L2 norm each sample's gradient is clipped to), got 0");
+      if (clip > 0)
+        out->dp.clip = clip;
+      else if (clip == 0)
+        dp.error("clip", "must be > 0 (the L2 norm each sample's gradient is clipped to), got 0");
     }
     if (dp.has("noise_multiplier")) {
-      if (sigma > 0) out->dp.noise_multiplier = sigma;
-      else if (sigma == 0) dp.error("noise_multiplier", "must be > 0 (without noise there is no privacy guarantee: remove train.dp instead), got 0");
+      if (sigma > 0)
+        out->dp.noise_multiplier = sigma;
+      else if (sigma == 0)
+        dp.error("noise_multiplier",
+                 "must be > 0 (without noise there is no privacy guarantee: remove train.dp "
+                 "instead), got 0");
     }
     if (dp.has("delta")) {
-      if (delta > 0 && delta < 1) out->dp.delta = delta;
-      else if (delta == 0 || delta == 1) dp.error("delta", "must be in (0, 1), got " + std::to_string(delta));
+      if (delta > 0 && delta < 1)
+        out->dp.delta = delta;
+      else if (delta == 0 || delta == 1)
+        dp.error("delta", "must be in (0, 1), got " + std::to_string(delta));
     }
     get_spec_enum(dp, "embedding_noise", &out->dp.embedding_noise);
     get_spec_enum(dp, "per_sample", &out->dp.per_sample);
@@ -194,11 +204,13 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("momentum_masking", &out->momentum_masking);
   m.get("value_bits", &out->value_bits, 4, 32);
   m.get("chunk_size", &out->chunk_size, 0, 65536);
-  if (out->chunk_size == 1) m.error("chunk_size", "must be 0 (one global top-k) or in [2, 65536], got 1");
+  if (out->chunk_size == 1)
+    m.error("chunk_size", "must be 0 (one global top-k) or in [2, 65536], got 1");
   m.get("ef_decay", &out->ef_decay, 0.0, 1.0);
   m.get("block_size", &out->block_size, 2, int64_t{1} << 20);
   if (out->block_size % 2 != 0) {
-    m.error("block_size", "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
+    m.error("block_size",
+            "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
   }
   m.get("slice_size", &out->slice_size, 2, 4096);
   m.get("basis_size", &out->basis_size, 1, 4096);
@@ -209,7 +221,8 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("error_feedback", &out->error_feedback);
   // GradiVeQ without error feedback unless asked: with it, the memory outside the basis grows
   // between refreshes and the CNN diverged (bench/results/compression-cnn-gradiveq.md).
-  if (out->method == CompressMethod::kGradiveq && !m.has("error_feedback")) out->error_feedback = false;
+  if (out->method == CompressMethod::kGradiveq && !m.has("error_feedback"))
+    out->error_feedback = false;
   m.finish();
 }
 
@@ -218,15 +231,19 @@ void validate_compress(const CompressSpec& c, YamlMap& root) {
   const bool chunked = c.method == CompressMethod::kTopk && c.chunk_size > 0;
   if (bits != 16 && bits != 32 && !((bits == 8 || bits == 4) && chunked)) {
     root.error("compress", "value_bits must be 16 or 32" +
-                               std::string(chunked ? " (or 8 or 4)" : "; 8 and 4 need method topk with chunk_size") +
+                               std::string(chunked ? " (or 8 or 4)"
+                                                   : "; 8 and 4 need method topk with chunk_size") +
                                ", got " + std::to_string(bits));
   }
   if (c.chunk_size > 0 && c.method != CompressMethod::kTopk) {
-    root.error("compress", "chunk_size applies to method topk only, got method " + name_of(c.method));
+    root.error("compress",
+               "chunk_size applies to method topk only, got method " + name_of(c.method));
   }
   if (c.ef_decay != 1.0 &&
-      !(c.method == CompressMethod::kTopk || c.method == CompressMethod::kInt4 || c.method == CompressMethod::kGradiveq)) {
-    root.error("compress", "ef_decay applies to methods topk, int4 and gradiveq only, got method " + name_of(c.method));
+      !(c.method == CompressMethod::kTopk || c.method == CompressMethod::kInt4 ||
+        c.method == CompressMethod::kGradiveq)) {
+    root.error("compress", "ef_decay applies to methods topk, int4 and gradiveq only, got method " +
+                               name_of(c.method));
   }
   if (c.method == CompressMethod::kGradiveq) {
     if (c.basis_size >= c.slice_size) {
@@ -234,14 +251,17 @@ void validate_compress(const CompressSpec& c, YamlMap& root) {
                                  ") for method gradiveq, got " + std::to_string(c.basis_size));
     }
     if (c.start_iter < 1) {
-      root.error("compress", "start_iter must be >= 1 for method gradiveq (its first basis comes from a dense "
-                             "step), got " + std::to_string(c.start_iter));
+      root.error("compress",
+                 "start_iter must be >= 1 for method gradiveq (its first basis comes from a dense "
+                 "step), got " +
+                     std::to_string(c.start_iter));
     }
   }
   if (c.ef_decay != 1.0 && !c.error_feedback) {
     root.error("compress", "ef_decay needs error_feedback: true");
   }
-  if (c.ef_decay <= 0.0) root.error("compress", "ef_decay must be in (0, 1], got " + std::to_string(c.ef_decay));
+  if (c.ef_decay <= 0.0)
+    root.error("compress", "ef_decay must be in (0, 1], got " + std::to_string(c.ef_decay));
 }
 
 void parse_straggler(YamlMap m, StragglerSpec* out) {
@@ -322,10 +342,14 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
     }
   }
   if (d.source == DataSource::kCriteo) {
-    const int64_t tables = d.table_sizes.empty() ? d.num_tables : static_cast<int64_t>(d.table_sizes.size());
+    const int64_t tables =
+        d.table_sizes.empty() ? d.num_tables : static_cast<int64_t>(d.table_sizes.size());
     if (tables != 26) {
-      root.error("data", "num_tables (or the entries of table_sizes) must be 26 for source criteo (one table per "
-                         "categorical field C1..C26), got " + std::to_string(tables));
+      root.error(
+          "data",
+          "num_tables (or the entries of table_sizes) must be 26 for source criteo (one table per "
+          "categorical field C1..C26), got " +
+              std::to_string(tables));
     }
     if (d.path.empty() || d.path == DataSpec().path) {
       root.error("data", "path must name the Criteo TSV (plain or gzip) for source criteo");
@@ -340,36 +364,50 @@ void cross_validate_dlrm(const JobSpec& s, YamlMap& root) {
 // A user's model and data: the files named, the metrics the loss allows, the token layout.
 void cross_validate_torchscript(const JobSpec& s, YamlMap& root) {
   const ModelSpec& m = s.model;
-  if (m.path.empty()) root.error("model", "model.path must name the TorchScript file (torch.jit.save) for type torchscript");
+  if (m.path.empty())
+    root.error("model",
+               "model.path must name the TorchScript file (torch.jit.save) for type torchscript");
   for (EvalMetric metric : m.metrics) {
     const std::string word = name_of(metric);
-    if (m.loss == LossKind::kReturned && (metric == EvalMetric::kAccuracy || metric == EvalMetric::kAuc)) {
-      root.error("model", "metrics: " + word + " needs the model's outputs, but loss returned makes forward "
-                          "return only the loss; use loss or perplexity");
+    if (m.loss == LossKind::kReturned &&
+        (metric == EvalMetric::kAccuracy || metric == EvalMetric::kAuc)) {
+      root.error("model", "metrics: " + word +
+                              " needs the model's outputs, but loss returned makes forward "
+                              "return only the loss; use loss or perplexity");
     } else if (metric == EvalMetric::kAuc && m.loss != LossKind::kBceWithLogits) {
       root.error("model", "metrics: auc scores binary logits: it needs loss bce_with_logits, got " +
                               name_of(m.loss));
     } else if (metric == EvalMetric::kAccuracy && m.loss == LossKind::kMse) {
-      root.error("model", "metrics: accuracy needs class scores (cross_entropy or bce_with_logits), got loss mse");
+      root.error(
+          "model",
+          "metrics: accuracy needs class scores (cross_entropy or bce_with_logits), got loss mse");
     }
   }
   const DataSpec& d = s.data;
   if (d.source != DataSource::kTensors && d.source != DataSource::kTokens) return;
   if (d.path.empty() || d.path == DataSpec().path) {
-    root.error("data", "path must name the " + std::string(d.source == DataSource::kTokens ? "token file" : "safetensors file or directory") +
-                           " for source " + name_of(d.source));
+    root.error("data",
+               "path must name the " +
+                   std::string(d.source == DataSource::kTokens ? "token file"
+                                                               : "safetensors file or directory") +
+                   " for source " + name_of(d.source));
   }
   if (d.source == DataSource::kTensors && d.test_path.empty()) {
-    root.error("data", "test_path must name the test safetensors file or directory for source tensors");
+    root.error("data",
+               "test_path must name the test safetensors file or directory for source tensors");
   }
   if (d.source == DataSource::kTokens) {
-    if (d.vocab_size == 0) root.error("data", "vocab_size is required for source tokens (every id must be below it)");
+    if (d.vocab_size == 0)
+      root.error("data", "vocab_size is required for source tokens (every id must be below it)");
     const int64_t max_id = d.token_dtype == TokenDtype::kUint16 ? (1 << 16) : (int64_t{1} << 32);
     if (d.vocab_size > max_id) {
-      root.error("data", "vocab_size " + std::to_string(d.vocab_size) + " does not fit token_dtype " + name_of(d.token_dtype));
+      root.error("data", "vocab_size " + std::to_string(d.vocab_size) +
+                             " does not fit token_dtype " + name_of(d.token_dtype));
     }
     if (d.test_path.empty() && d.test_fraction <= 0) {
-      root.error("data", "test_fraction must be > 0 without a test_path (the held-out tail is the test split)");
+      root.error(
+          "data",
+          "test_fraction must be > 0 without a test_path (the held-out tail is the test split)");
     }
   }
 }
@@ -379,34 +417,43 @@ void validate_sync(const SyncSpec& y, YamlMap& root) {
   const bool periodic = y.strategy == StrategyKind::kTsu || y.strategy == StrategyKind::kDts;
   const bool sparse = periodic || y.strategy == StrategyKind::kHierarchical;
   if (!y.outer.identity() && !sparse) {
-    root.error("sync", "outer (lr " + std::to_string(y.outer.lr) + ", momentum " + std::to_string(y.outer.momentum) +
-                           ") applies to pseudo-gradients of tsu, dts and hierarchical; sync.strategy " + name_of(y.strategy) +
-                           " averages gradients every step");
+    root.error("sync",
+               "outer (lr " + std::to_string(y.outer.lr) + ", momentum " +
+                   std::to_string(y.outer.momentum) +
+                   ") applies to pseudo-gradients of tsu, dts and hierarchical; sync.strategy " +
+                   name_of(y.strategy) + " averages gradients every step");
   }
-  if (y.outer.nesterov && y.outer.momentum == 0) root.error("sync", "outer.nesterov needs outer.momentum > 0");
+  if (y.outer.nesterov && y.outer.momentum == 0)
+    root.error("sync", "outer.nesterov needs outer.momentum > 0");
   if (y.fragments > 1 && !periodic) {
-    root.error("sync", "fragments (streaming sync) needs sync.strategy tsu or dts, got " + name_of(y.strategy));
+    root.error("sync", "fragments (streaming sync) needs sync.strategy tsu or dts, got " +
+                           name_of(y.strategy));
   }
   if (y.delay_auto && y.strategy != StrategyKind::kDts) {
-    root.error("sync", "delay: auto needs sync.strategy dts (the delay of a periodic sync), got " + name_of(y.strategy));
+    root.error("sync", "delay: auto needs sync.strategy dts (the delay of a periodic sync), got " +
+                           name_of(y.strategy));
   }
   if (y.period_auto && !periodic) {
     root.error("sync", "period: auto needs sync.strategy tsu or dts, got " + name_of(y.strategy));
   }
   if (!y.period_auto && y.fragments > y.period && periodic) {
     root.error("sync", "fragments (" + std::to_string(y.fragments) + ") must be <= period (" +
-                           std::to_string(y.period) + "): each fragment syncs at its own step of the period");
+                           std::to_string(y.period) +
+                           "): each fragment syncs at its own step of the period");
   }
   // With an outer optimizer each sync is applied relative to the outer model of the previous one,
   // so a sync must land before the next one starts.
   const bool fixed_dt = !y.delay_auto && !y.period_auto;
   if (!y.outer.identity() && fixed_dt && y.strategy == StrategyKind::kDts && y.delay >= y.period) {
-    root.error("sync", "delay (" + std::to_string(y.delay) + ") must be < period (" + std::to_string(y.period) +
+    root.error("sync", "delay (" + std::to_string(y.delay) + ") must be < period (" +
+                           std::to_string(y.period) +
                            ") with an outer optimizer (one outer step in flight per fragment)");
   }
-  if (!y.outer.identity() && y.strategy == StrategyKind::kHierarchical && y.inter_delay >= y.inter_period) {
-    root.error("sync", "inter_delay (" + std::to_string(y.inter_delay) + ") must be < inter_period (" +
-                           std::to_string(y.inter_period) + ") with an outer optimizer");
+  if (!y.outer.identity() && y.strategy == StrategyKind::kHierarchical &&
+      y.inter_delay >= y.inter_period) {
+    root.error("sync", "inter_delay (" + std::to_string(y.inter_delay) +
+                           ") must be < inter_period (" + std::to_string(y.inter_period) +
+                           ") with an outer optimizer");
   }
 }
 
@@ -415,40 +462,59 @@ void validate_sync(const SyncSpec& y, YamlMap& root) {
 void cross_validate_dp(const JobSpec& s, YamlMap& root) {
   const ModelType model = s.model.type;
   if (model != ModelType::kMlp && model != ModelType::kCnn && model != ModelType::kDlrm) {
-    root.error("train", "dp needs per-sample gradients, built for model.type mlp, cnn and dlrm; model.type " + name_of(model) +
-                            " has none yet");
+    root.error(
+        "train",
+        "dp needs per-sample gradients, built for model.type mlp, cnn and dlrm; model.type " +
+            name_of(model) + " has none yet");
   }
   if (s.sync.strategy != StrategyKind::kSsgd && s.sync.strategy != StrategyKind::kDssgd) {
-    root.error("train", "dp adds its noise once to each step's global gradient sum (each rank a 1/N share of the "
-                        "variance), which sync.strategy " + name_of(s.sync.strategy) +
-                        " never forms: its local steps would release gradients with 1/N of the noise; use ssgd or "
-                        "dssgd");
+    root.error(
+        "train",
+        "dp adds its noise once to each step's global gradient sum (each rank a 1/N share of the "
+        "variance), which sync.strategy " +
+            name_of(s.sync.strategy) +
+            " never forms: its local steps would release gradients with 1/N of the noise; use ssgd "
+            "or "
+            "dssgd");
   }
   if (s.compress.method != CompressMethod::kNone) {
-    root.error("train", "dp with compress.method " + name_of(s.compress.method) +
-                            " is refused: each rank's message carries only 1/N of the noise variance, and a "
-                            "compressor (with its error-feedback memory) releases a function of each rank's message "
-                            "rather than of the noisy sum, so the accounting would not hold; use compress.method none");
+    root.error("train",
+               "dp with compress.method " + name_of(s.compress.method) +
+                   " is refused: each rank's message carries only 1/N of the noise variance, and a "
+                   "compressor (with its error-feedback memory) releases a function of each rank's "
+                   "message "
+                   "rather than of the noisy sum, so the accounting would not hold; use "
+                   "compress.method none");
   }
   if (s.train.dp.per_sample == PerSampleGrad::kVectorized && model == ModelType::kCnn) {
-    root.error("train", "dp.per_sample vectorized needs a model of linear layers (mlp, dlrm); model.type cnn takes "
-                        "auto or microbatch");
+    root.error(
+        "train",
+        "dp.per_sample vectorized needs a model of linear layers (mlp, dlrm); model.type cnn takes "
+        "auto or microbatch");
   }
   if (s.train.dp.per_sample == PerSampleGrad::kMicrobatch && model == ModelType::kDlrm) {
-    root.error("train", "dp.per_sample microbatch: model.type dlrm computes its per-sample gradients vectorised only "
-                        "(its lookups are collective); use auto or vectorized");
+    root.error("train",
+               "dp.per_sample microbatch: model.type dlrm computes its per-sample gradients "
+               "vectorised only "
+               "(its lookups are collective); use auto or vectorized");
   }
   if (!workload_traits(s).random_access) {
-    root.error("train", "dp accounts each step as a random sample of the training set (q = batch / samples), but "
-                        "data.source " + name_of(s.data.source) +
-                        " is read as a stream in file order, which no sampling argument covers; use a random-access "
-                        "source (synthetic_ctr, fashion_mnist, synthetic)");
+    root.error(
+        "train",
+        "dp accounts each step as a random sample of the training set (q = batch / samples), but "
+        "data.source " +
+            name_of(s.data.source) +
+            " is read as a stream in file order, which no sampling argument covers; use a "
+            "random-access "
+            "source (synthetic_ctr, fashion_mnist, synthetic)");
   }
   if (s.straggler.mode != StragglerMode::kNone) {
-    root.error("train", "dp with straggler.mode " + name_of(s.straggler.mode) +
-                            " is refused: dropped or re-weighted contributions change each sample's weight (its "
-                            "sensitivity is no longer train.dp.clip / batch) and the noise the sum carries; use "
-                            "straggler.mode none");
+    root.error(
+        "train",
+        "dp with straggler.mode " + name_of(s.straggler.mode) +
+            " is refused: dropped or re-weighted contributions change each sample's weight (its "
+            "sensitivity is no longer train.dp.clip / batch) and the noise the sum carries; use "
+            "straggler.mode none");
   }
 }
 
@@ -457,7 +523,8 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
                             " entries but the job has " + std::to_string(s.workers) + " workers");
   }
-  if (s.straggler.mode == StragglerMode::kGradientCoding || s.straggler.mode == StragglerMode::kCodedProportional ||
+  if (s.straggler.mode == StragglerMode::kGradientCoding ||
+      s.straggler.mode == StragglerMode::kCodedProportional ||
       s.straggler.mode == StragglerMode::kRandomCode) {
     if (s.straggler.s >= s.workers) {
       root.error("straggler", "s must be < workers (" + std::to_string(s.workers) + "), got " +
@@ -468,37 +535,52 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     root.error("straggler", "backup must be < workers");
   }
   if (s.straggler.mode != StragglerMode::kNone && s.sync.strategy != StrategyKind::kSsgd) {
-    root.error("straggler", "straggler mode " + name_of(s.straggler.mode) + " replaces the synchronous all-reduce: it needs "
-               "sync.strategy ssgd, got " + name_of(s.sync.strategy));
+    root.error("straggler", "straggler mode " + name_of(s.straggler.mode) +
+                                " replaces the synchronous all-reduce: it needs "
+                                "sync.strategy ssgd, got " +
+                                name_of(s.sync.strategy));
   }
   if (s.straggler.mode != StragglerMode::kNone && s.compress.method != CompressMethod::kNone) {
-    root.error("straggler", "straggler mode " + name_of(s.straggler.mode) + " exchanges dense gradients: it cannot be combined "
-               "with compress.method " + name_of(s.compress.method));
+    root.error("straggler", "straggler mode " + name_of(s.straggler.mode) +
+                                " exchanges dense gradients: it cannot be combined "
+                                "with compress.method " +
+                                name_of(s.compress.method));
   }
   validate_compress(s.compress, root);
-  if (s.compress.method == CompressMethod::kDgc && (s.sync.strategy == StrategyKind::kTsu || s.sync.strategy == StrategyKind::kDts)) {
-    root.error("compress", "method dgc applies momentum to gradients, but sync.strategy " + name_of(s.sync.strategy) +
-                               " sends parameter deltas; use topk, int4, fp16, int8 or powersgd with it");
+  if (s.compress.method == CompressMethod::kDgc &&
+      (s.sync.strategy == StrategyKind::kTsu || s.sync.strategy == StrategyKind::kDts)) {
+    root.error("compress",
+               "method dgc applies momentum to gradients, but sync.strategy " +
+                   name_of(s.sync.strategy) +
+                   " sends parameter deltas; use topk, int4, fp16, int8 or powersgd with it");
   }
-  if (s.compress.method != CompressMethod::kNone && s.sync.strategy == StrategyKind::kHierarchical) {
-    root.error("compress", "method " + name_of(s.compress.method) +
-                               " is not supported with sync.strategy hierarchical yet (its region leaders "
-                               "exchange dense deltas); use ssgd, dssgd, tsu or dts");
+  if (s.compress.method != CompressMethod::kNone &&
+      s.sync.strategy == StrategyKind::kHierarchical) {
+    root.error("compress",
+               "method " + name_of(s.compress.method) +
+                   " is not supported with sync.strategy hierarchical yet (its region leaders "
+                   "exchange dense deltas); use ssgd, dssgd, tsu or dts");
   }
-  if (s.compress.method == CompressMethod::kDgc && s.sync.strategy == StrategyKind::kDssgd && s.sync.delay > 0) {
-    root.error("compress", "method dgc applies momentum inside the compressor and cannot be combined with "
-                           "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
+  if (s.compress.method == CompressMethod::kDgc && s.sync.strategy == StrategyKind::kDssgd &&
+      s.sync.delay > 0) {
+    root.error("compress",
+               "method dgc applies momentum inside the compressor and cannot be combined with "
+               "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
   }
   validate_sync(s.sync, root);
   if (s.train.nesterov && s.train.momentum == 0 && s.train.optimizer == OptimizerKind::kSgd) {
     root.error("train", "nesterov needs momentum > 0");
   }
   if (s.train.optimizer == OptimizerKind::kAdamw && s.compress.method == CompressMethod::kDgc) {
-    root.error("compress", "method dgc applies SGD momentum inside the compressor (momentum correction): it "
-                           "cannot be combined with train.optimizer adamw; use topk, int4, fp16, int8 or powersgd");
+    root.error(
+        "compress",
+        "method dgc applies SGD momentum inside the compressor (momentum correction): it "
+        "cannot be combined with train.optimizer adamw; use topk, int4, fp16, int8 or powersgd");
   }
   if (s.train.nesterov && s.compress.method == CompressMethod::kDgc) {
-    root.error("train", "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");
+    root.error(
+        "train",
+        "nesterov is not supported with compress.method dgc (DGC applies plain momentum itself)");
   }
   if (s.train.lr_schedule == LrScheduleKind::kCosine && s.train.lr_min > s.train.lr) {
     root.error("train", "lr_min (" + std::to_string(s.train.lr_min) + ") must be <= lr (" +
@@ -512,31 +594,41 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
     // computable anywhere) and keep their own state (no rollback, no per-rank shards).
     const WorkloadTraits t = workload_traits(s);
     std::string why;
-    if (s.recovery.mode != RecoveryMode::kPartial) why = "recovery.mode partial (survivors keep their state)";
-    else if (s.straggler.mode != StragglerMode::kNone) why = "straggler.mode none (straggler plans assume a fixed group)";
-    else if (s.sync.strategy == StrategyKind::kHierarchical) why = "a flat sync.strategy (hierarchical groups follow the regions)";
+    if (s.recovery.mode != RecoveryMode::kPartial)
+      why = "recovery.mode partial (survivors keep their state)";
+    else if (s.straggler.mode != StragglerMode::kNone)
+      why = "straggler.mode none (straggler plans assume a fixed group)";
+    else if (s.sync.strategy == StrategyKind::kHierarchical)
+      why = "a flat sync.strategy (hierarchical groups follow the regions)";
     else if (!t.random_access || t.sharded_state || t.collective_step)
-      why = "a data-parallel workload with random access to its samples (model.type " + name_of(s.model.type) + ", data.source " +
-            name_of(s.data.source) + " is not one yet)";
-    else if (!s.recovery.keep_global_batch) why = "keep_global_batch: true (a smaller global batch is not supported yet)";
+      why = "a data-parallel workload with random access to its samples (model.type " +
+            name_of(s.model.type) + ", data.source " + name_of(s.data.source) + " is not one yet)";
+    else if (!s.recovery.keep_global_batch)
+      why = "keep_global_batch: true (a smaller global batch is not supported yet)";
     if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
   }
   if (s.train.dp.enabled) cross_validate_dp(s, root);
   if (s.debug.kill_rank >= s.workers) root.error("debug", "kill.rank must be < workers");
   if (s.debug.corrupt_rank >= s.workers) {
-    root.error("debug", "corrupt.rank (" + std::to_string(s.debug.corrupt_rank) + ") must be < workers (" +
-                            std::to_string(s.workers) + ")");
+    root.error("debug", "corrupt.rank (" + std::to_string(s.debug.corrupt_rank) +
+                            ") must be < workers (" + std::to_string(s.workers) + ")");
   }
   if (s.debug.fail_rank >= s.workers) {
     root.error("debug", "fail_rank must be < workers");
   }
-  const bool ctr = s.data.source == DataSource::kCriteo || s.data.source == DataSource::kSyntheticCtr;
-  const bool user_data = s.data.source == DataSource::kTensors || s.data.source == DataSource::kTokens;
-  const bool fits = s.model.type == ModelType::kDlrm ? ctr : s.model.type == ModelType::kTorchscript ? !ctr : !ctr && !user_data;
+  const bool ctr =
+      s.data.source == DataSource::kCriteo || s.data.source == DataSource::kSyntheticCtr;
+  const bool user_data =
+      s.data.source == DataSource::kTensors || s.data.source == DataSource::kTokens;
+  const bool fits = s.model.type == ModelType::kDlrm          ? ctr
+                    : s.model.type == ModelType::kTorchscript ? !ctr
+                                                              : !ctr && !user_data;
   if (!fits) {
-    root.error("model", "model.type " + name_of(s.model.type) + " does not fit data.source " + name_of(s.data.source) +
-                            " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic; "
-                            "torchscript takes tensors, tokens, fashion_mnist or synthetic)");
+    root.error("model",
+               "model.type " + name_of(s.model.type) + " does not fit data.source " +
+                   name_of(s.data.source) +
+                   " (dlrm needs criteo or synthetic_ctr; mlp/cnn need fashion_mnist or synthetic; "
+                   "torchscript takes tensors, tokens, fashion_mnist or synthetic)");
   }
   if (s.model.type == ModelType::kTorchscript) cross_validate_torchscript(s, root);
   if (s.model.type == ModelType::kDlrm) cross_validate_dlrm(s, root);

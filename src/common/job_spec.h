@@ -45,7 +45,7 @@ struct DataSpec {
   // tokens: a flat little-endian stream of token ids; samples are block_size windows at
   // offsets drawn from data.seed, the targets the next tokens; every id must be < vocab_size.
   TokenDtype token_dtype = TokenDtype::kUint16;  // uint16 | uint32
-  int64_t vocab_size = 0;              // required for tokens
+  int64_t vocab_size = 0;                        // required for tokens
   int64_t block_size = 128;
   double test_fraction = 0.1;
   bool normalize = true;  // (x - 0.2860) / 0.3530 for Fashion-MNIST
@@ -90,13 +90,14 @@ struct DpSpec {
   EmbeddingNoise embedding_noise = EmbeddingNoise::kLazy;  // lazy | eager
   // mlp, cnn: per-sample gradients vectorised (mlp only: its linear layers) or by micro-batches
   // of one sample (every image model).
-  PerSampleGrad per_sample = PerSampleGrad::kAuto;  // auto (vectorised where possible) | vectorized | microbatch
+  PerSampleGrad per_sample =
+      PerSampleGrad::kAuto;  // auto (vectorised where possible) | vectorized | microbatch
 };
 
 struct TrainSpec {
-  int64_t epochs = 1;      // used when steps == 0
-  int64_t steps = 0;       // total optimizer steps; 0 = run `epochs` epochs
-  int64_t batch_size = 64; // per worker
+  int64_t epochs = 1;       // used when steps == 0
+  int64_t steps = 0;        // total optimizer steps; 0 = run `epochs` epochs
+  int64_t batch_size = 64;  // per worker
   double lr = 0.05;
   // The rate of each step (common/lr_schedule.h): a linear warm-up over warmup_steps, then
   // constant, cosine (down to lr_min at the last step) or step (times lr_gamma at each
@@ -112,8 +113,8 @@ struct TrainSpec {
   // DLRM's embedding rows keep their own sparse SGD at the scheduled lr with either.
   OptimizerKind optimizer = OptimizerKind::kSgd;  // sgd | adamw
   // SGD only (adamw ignores momentum, which every template sets, and refuses nesterov: true).
-  double momentum = 0.9;   // the default for model.type dlrm is 0 (plain SGD on its MLPs)
-  bool nesterov = false;   // Nesterov momentum (as torch::optim::SGD)
+  double momentum = 0.9;      // the default for model.type dlrm is 0 (plain SGD on its MLPs)
+  bool nesterov = false;      // Nesterov momentum (as torch::optim::SGD)
   double weight_decay = 0.0;  // sgd: L2 on the gradient; adamw: decoupled decay
   // AdamW only: the moments' decay rates [beta1, beta2], each in [0, 1), and the denominator's
   // eps (> 0).
@@ -149,8 +150,8 @@ struct OuterSpec {
 
 struct SyncSpec {
   StrategyKind strategy = StrategyKind::kSsgd;  // ssgd | dssgd | tsu | dts | hierarchical
-  int64_t delay = 0;              // d, steps (dssgd, dts)
-  int64_t period = 1;             // T, steps (tsu, dts)
+  int64_t delay = 0;                            // d, steps (dssgd, dts)
+  int64_t period = 1;                           // T, steps (tsu, dts)
   // `delay: auto` / `period: auto` (dts, tsu): the strategy measures step and collective time
   // over its first syncs and picks them so the expected wait stays under auto_wait_share of
   // compute (sync/auto_plan.h).
@@ -177,24 +178,26 @@ struct SyncSpec {
 };
 
 struct CompressSpec {
-  CompressMethod method = CompressMethod::kNone;  // none | dgc | powersgd | fp16 | int8 | int4 | topk | gradiveq
+  CompressMethod method =
+      CompressMethod::kNone;  // none | dgc | powersgd | fp16 | int8 | int4 | topk | gradiveq
   // DGC and topk: the fraction of values sent. 0.001 is DGC's default; a parsed spec with
   // method topk and no density gets kTopkDefaultDensity instead.
   double density = 0.001;
   std::vector<double> warmup_densities = {0.25, 0.0625, 0.015625, 0.00390625};
-  int64_t warmup_epochs = 4;      // warm-up schedule spread over this many epochs
+  int64_t warmup_epochs = 4;  // warm-up schedule spread over this many epochs
   double sample_ratio = 0.01;
-  double clip_norm = 0.0;         // 0 = no clipping
-  int64_t min_numel = 1024;       // smaller (or 1-D) tensors go dense
-  int64_t warmup_steps = 0;       // > 0: the warm-up schedule spans these steps (not epochs)
-  bool momentum_masking = true;   // zero momentum where values were sent
-  int64_t value_bits = 32;        // 32 | 16: precision of the values DGC and topk send (16
-                                  // keeps the rounding error in the error-feedback memory);
-                                  // topk with chunk_size also 8 | 4 (one scale per chunk)
+  double clip_norm = 0.0;        // 0 = no clipping
+  int64_t min_numel = 1024;      // smaller (or 1-D) tensors go dense
+  int64_t warmup_steps = 0;      // > 0: the warm-up schedule spans these steps (not epochs)
+  bool momentum_masking = true;  // zero momentum where values were sent
+  int64_t value_bits = 32;       // 32 | 16: precision of the values DGC and topk send (16
+                                 // keeps the rounding error in the error-feedback memory);
+                                 // topk with chunk_size also 8 | 4 (one scale per chunk)
   // topk: 0 = one global top-k; C in [2, 65536] = top-k of every chunk of C values (chunks never
   // span tensors; offsets travel in 1 byte for C <= 256, else 2)
   int64_t chunk_size = 0;
-  // int4, topk and gradiveq: x = g + ef_decay * e (1 = classic error feedback; SparseLoCo uses 0.95)
+  // int4, topk and gradiveq: x = g + ef_decay * e (1 = classic error feedback; SparseLoCo uses
+  // 0.95)
   double ef_decay = 1.0;
   // int4: values per fp32 scale (>= 2, even); blocks never span two tensors
   int64_t block_size = 64;
@@ -217,18 +220,19 @@ constexpr double kTopkDefaultDensity = 0.02;
 struct StragglerSpec {
   // random_code: gradient coding with fresh random coefficients every step (straggler/
   // gradient_code.h: make_random), decoded from any n - s contributions with high probability.
-  StragglerMode mode = StragglerMode::kNone;  // none | gradient_coding | proportional | coded_proportional | backup | random_code
-  int64_t s = 1;              // stragglers tolerated (gradient coding, random_code)
-  int64_t backup = 1;         // b, backup workers
-  double ewma = 0.3;          // speed estimate smoothing
+  StragglerMode mode = StragglerMode::kNone;  // none | gradient_coding | proportional |
+                                              // coded_proportional | backup | random_code
+  int64_t s = 1;                              // stragglers tolerated (gradient coding, random_code)
+  int64_t backup = 1;                         // b, backup workers
+  double ewma = 0.3;                          // speed estimate smoothing
   int64_t report_every = 1;
 };
 
 struct RecoverySpec {
   RecoveryMode mode = RecoveryMode::kNone;  // none | full | partial
-  int64_t checkpoint_every = 0;  // steps; 0 = no periodic checkpoints
-  std::string dir = "";          // default: <work dir>/checkpoints
-  int64_t keep = 3;              // retention
+  int64_t checkpoint_every = 0;             // steps; 0 = no periodic checkpoints
+  std::string dir = "";                     // default: <work dir>/checkpoints
+  int64_t keep = 3;                         // retention
   // Elastic (> 0, mode partial): when a rank is lost the survivors continue at once at a
   // smaller world, not below min_workers; a replacement starts as a standby and the job grows
   // back when it is ready. 0: fixed size (the survivors wait for the replacement).
@@ -246,7 +250,7 @@ struct RecoverySpec {
   // docs/algorithms.md §5) or young_daly (sqrt(2·C/λ) seconds), planned after a few measured
   // steps from the assumed failure rate 1/mtbf_s and the measured throughput and checkpoint cost.
   IntervalPolicy interval = IntervalPolicy::kFixed;  // fixed | cpr | young_daly
-  double mtbf_s = 3600;            // assumed job-wide mean time between failures, seconds
+  double mtbf_s = 3600;  // assumed job-wide mean time between failures, seconds
   // policy mfu | ssu: the rows a partial save takes (hottest / a sample of the updated ones),
   // as a fraction of each embedding table, and every full_every-th save takes whole shards.
   double row_fraction = 0.1;
@@ -260,9 +264,9 @@ struct RecoverySpec {
 struct DebugSpec {
   // Straggler injection: slowdown[r] multiplies rank r's compute time (1 = normal).
   std::vector<double> slowdown;
-  double transient_prob = 0.0;     // per step, per rank
-  double transient_ms = 0.0;       // mean extra delay of a transient
-  int64_t fail_rank = -1;          // fault injection: this rank exits at fail_step
+  double transient_prob = 0.0;  // per step, per rank
+  double transient_ms = 0.0;    // mean extra delay of a transient
+  int64_t fail_rank = -1;       // fault injection: this rank exits at fail_step
   int64_t fail_step = -1;
   // debug.kill: {rank, at_step}: this rank sends itself SIGKILL at that step (a real kill -9:
   // no exit code, no flush, sockets torn down by the kernel).
@@ -281,7 +285,7 @@ struct DebugSpec {
 struct JobSpec {
   std::string name;
   int64_t workers = 1;
-  DeviceKind device = DeviceKind::kCpu;  // cpu | cuda | auto
+  DeviceKind device = DeviceKind::kCpu;               // cpu | cuda | auto
   PlacementPolicy placement = PlacementPolicy::kAny;  // any | spread | pack
   std::string log_level = "info";
   ModelSpec model;

@@ -8,7 +8,8 @@
 namespace tern {
 namespace {
 
-void install(const std::string& tag, const std::string& level, std::vector<spdlog::sink_ptr> sinks) {
+void install(const std::string& tag, const std::string& level,
+             std::vector<spdlog::sink_ptr> sinks) {
   auto logger = std::make_shared<spdlog::logger>("tern", sinks.begin(), sinks.end());
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ [" + tag + "] %v");
   logger->set_level(spdlog::level::from_str(level));
@@ -22,7 +23,8 @@ void setup_logging(const std::string& tag, const std::string& level) {
   install(tag, level, {std::make_shared<spdlog::sinks::stderr_sink_mt>()});
 }
 
-void setup_logging_to_file(const std::string& tag, const std::string& level, const std::string& file) {
+void setup_logging_to_file(const std::string& tag, const std::string& level,
+                           const std::string& file) {
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(file).parent_path(), ec);
   install(tag, level,

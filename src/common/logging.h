@@ -13,6 +13,7 @@ namespace tern {
 void setup_logging(const std::string& tag, const std::string& level = "info");
 
 // Same, but also appends to `file` (created with parents).
-void setup_logging_to_file(const std::string& tag, const std::string& level, const std::string& file);
+void setup_logging_to_file(const std::string& tag, const std::string& level,
+                           const std::string& file);
 
 }  // namespace tern

@@ -12,7 +12,8 @@ double scheduled_lr(const TrainSpec& t, int64_t step, int64_t total_steps) {
   }
   if (t.lr_schedule == LrScheduleKind::kCosine) {
     int64_t span = std::max<int64_t>(total_steps - t.warmup_steps, 1);
-    double p = std::min(1.0, static_cast<double>(step - t.warmup_steps) / static_cast<double>(span));
+    double p =
+        std::min(1.0, static_cast<double>(step - t.warmup_steps) / static_cast<double>(span));
     return t.lr_min + (t.lr - t.lr_min) * 0.5 * (1.0 + std::cos(M_PI * p));
   }
   if (t.lr_schedule == LrScheduleKind::kStep) {

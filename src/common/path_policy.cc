@@ -62,26 +62,26 @@ Status check_one(const std::string& field, const std::string& value, bool write,
   for (const auto& root : roots) {
     if (path_is_under(resolved, normal(root, policy.resolve_symlinks))) return Status::ok();
   }
-  return invalid_argument(field + " '" + value + "'" +
-                          (resolved != value ? " (" + resolved + ")" : std::string()) +
-                          " is outside the directories a job may " + what + ": " +
-                          (policy.job_dir.empty() ? std::string("its job directory, ")
-                                                  : policy.job_dir + ", ") +
-                          join(allowed));
+  return invalid_argument(
+      field + " '" + value + "'" + (resolved != value ? " (" + resolved + ")" : std::string()) +
+      " is outside the directories a job may " + what + ": " +
+      (policy.job_dir.empty() ? std::string("its job directory, ") : policy.job_dir + ", ") +
+      join(allowed));
 }
 
 }  // namespace
 
 Status check_job_paths(const JobSpec& spec, const PathPolicy& policy) {
   // Sources that read no files ignore data.path.
-  if (spec.data.source == DataSource::kFashionMnist || spec.data.source == DataSource::kCriteo || spec.data.source == DataSource::kTensors ||
-      spec.data.source == DataSource::kTokens) {
+  if (spec.data.source == DataSource::kFashionMnist || spec.data.source == DataSource::kCriteo ||
+      spec.data.source == DataSource::kTensors || spec.data.source == DataSource::kTokens) {
     TERN_RETURN_IF_ERROR(check_one("data.path", spec.data.path, false, policy));
   }
   if (!spec.data.test_path.empty()) {
     TERN_RETURN_IF_ERROR(check_one("data.test_path", spec.data.test_path, false, policy));
   }
-  if (spec.model.type == ModelType::kTorchscript) TERN_RETURN_IF_ERROR(check_one("model.path", spec.model.path, false, policy));
+  if (spec.model.type == ModelType::kTorchscript)
+    TERN_RETURN_IF_ERROR(check_one("model.path", spec.model.path, false, policy));
   TERN_RETURN_IF_ERROR(check_one("recovery.dir", spec.recovery.dir, true, policy));
   TERN_RETURN_IF_ERROR(check_one("recovery.resume_from", spec.recovery.resume_from, false, policy));
   return Status::ok();

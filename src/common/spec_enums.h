@@ -28,7 +28,14 @@ enum class OnNonFinite { kFail, kSkipStep };
 enum class StrategyKind { kSsgd, kDssgd, kTsu, kDts, kHierarchical };
 enum class OnMismatch { kFail, kMajority };
 enum class CompressMethod { kNone, kDgc, kPowersgd, kFp16, kInt8, kInt4, kTopk, kGradiveq };
-enum class StragglerMode { kNone, kGradientCoding, kProportional, kCodedProportional, kBackup, kRandomCode };
+enum class StragglerMode {
+  kNone,
+  kGradientCoding,
+  kProportional,
+  kCodedProportional,
+  kBackup,
+  kRandomCode
+};
 enum class RecoveryMode { kNone, kFull, kPartial };
 enum class RowPolicy { kFull, kMfu, kSsu };
 enum class IntervalPolicy { kFixed, kCpr, kYoungDaly };
@@ -39,11 +46,11 @@ enum class PlacementPolicy { kAny, kSpread, kPack };
 template <class E>
 struct SpecEnum;
 
-#define TERN_SPEC_ENUM(E, ...)                                        \
-  template <>                                                         \
-  struct SpecEnum<E> {                                                \
-    static constexpr const char* kWords[] = {__VA_ARGS__};            \
-    static constexpr std::size_t kCount = std::size(kWords);          \
+#define TERN_SPEC_ENUM(E, ...)                               \
+  template <>                                                \
+  struct SpecEnum<E> {                                       \
+    static constexpr const char* kWords[] = {__VA_ARGS__};   \
+    static constexpr std::size_t kCount = std::size(kWords); \
   }
 
 TERN_SPEC_ENUM(ModelType, "mlp", "cnn", "dlrm", "torchscript");
@@ -61,7 +68,8 @@ TERN_SPEC_ENUM(OptimizerKind, "sgd", "adamw");
 TERN_SPEC_ENUM(OnNonFinite, "fail", "skip_step");
 TERN_SPEC_ENUM(StrategyKind, "ssgd", "dssgd", "tsu", "dts", "hierarchical");
 TERN_SPEC_ENUM(OnMismatch, "fail", "majority");
-TERN_SPEC_ENUM(CompressMethod, "none", "dgc", "powersgd", "fp16", "int8", "int4", "topk", "gradiveq");
+TERN_SPEC_ENUM(CompressMethod, "none", "dgc", "powersgd", "fp16", "int8", "int4", "topk",
+               "gradiveq");
 TERN_SPEC_ENUM(StragglerMode, "none", "gradient_coding", "proportional", "coded_proportional",
                "backup", "random_code");
 TERN_SPEC_ENUM(RecoveryMode, "none", "full", "partial");

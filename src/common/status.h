@@ -53,25 +53,37 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status failed_precondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
+inline Status failed_precondition(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
 inline Status unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
-inline Status deadline_exceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
+inline Status deadline_exceeded(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
 inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 inline Status data_loss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status aborted(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 inline Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status already_exists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
-inline Status resource_exhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
-inline Status unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
-inline Status permission_denied(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
+inline Status resource_exhausted(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
+inline Status unauthenticated(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
+inline Status permission_denied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
 
 // Either a value or a non-OK Status.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool is_ok() const { return status_.is_ok(); }
@@ -92,17 +104,16 @@ class [[nodiscard]] Result {
 }  // namespace tern
 
 // Returns early from the enclosing function when `expr` yields a non-OK Status.
-#define TERN_RETURN_IF_ERROR(expr)              \
-  do {                                          \
-    ::tern::Status _tern_st = (expr);           \
-    if (!_tern_st.is_ok()) return _tern_st;     \
+#define TERN_RETURN_IF_ERROR(expr)          \
+  do {                                      \
+    ::tern::Status _tern_st = (expr);       \
+    if (!_tern_st.is_ok()) return _tern_st; \
   } while (0)
 
 #define TERN_CONCAT_INNER(a, b) a##b
 #define TERN_CONCAT(a, b) TERN_CONCAT_INNER(a, b)
 // TERN_ASSIGN_OR_RETURN(auto x, f()): assigns the value or returns the error.
-#define TERN_ASSIGN_OR_RETURN(decl, expr)                          \
-  auto TERN_CONCAT(_tern_r, __LINE__) = (expr);                   \
-  if (!TERN_CONCAT(_tern_r, __LINE__).is_ok())                    \
-    return TERN_CONCAT(_tern_r, __LINE__).status();               \
+#define TERN_ASSIGN_OR_RETURN(decl, expr)                                                      \
+  auto TERN_CONCAT(_tern_r, __LINE__) = (expr);                                                \
+  if (!TERN_CONCAT(_tern_r, __LINE__).is_ok()) return TERN_CONCAT(_tern_r, __LINE__).status(); \
   decl = std::move(TERN_CONCAT(_tern_r, __LINE__)).value()

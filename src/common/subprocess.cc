@@ -6,16 +6,16 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 extern char** environ;
@@ -73,12 +73,14 @@ Result<std::unique_ptr<Subprocess>> Subprocess::spawn(const SpawnOptions& option
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
     }
-    if (options.pipe_stdout) dup2(out_pipe[1], STDOUT_FILENO);
+    if (options.pipe_stdout)
+      dup2(out_pipe[1], STDOUT_FILENO);
     else if (!options.stdout_file.empty()) {
       int fd = open(options.stdout_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (fd >= 0) dup2(fd, STDOUT_FILENO);
     }
-    if (options.pipe_stdin) dup2(in_pipe[0], STDIN_FILENO);
+    if (options.pipe_stdin)
+      dup2(in_pipe[0], STDIN_FILENO);
     else {
       int fd = open("/dev/null", O_RDONLY);
       if (fd >= 0) dup2(fd, STDIN_FILENO);

@@ -20,15 +20,15 @@
 namespace tern {
 
 struct SpawnOptions {
-  std::vector<std::string> argv;              // argv[0] is the program path
-  std::map<std::string, std::string> env;     // added to (or replacing in) the parent's env
-  std::string cwd;                            // empty = inherit
-  bool pipe_stdout = false;                   // read it via stdout_fd()
-  bool pipe_stdin = false;                    // write it via stdin_fd()
-  std::string stdout_file;                    // append stdout here (when not piped)
-  std::string stderr_file;                    // append stderr here; empty = inherit
-  bool new_session = false;                   // setsid(): survives the parent's terminal
-  bool die_with_parent = true;                // PR_SET_PDEATHSIG(SIGKILL)
+  std::vector<std::string> argv;           // argv[0] is the program path
+  std::map<std::string, std::string> env;  // added to (or replacing in) the parent's env
+  std::string cwd;                         // empty = inherit
+  bool pipe_stdout = false;                // read it via stdout_fd()
+  bool pipe_stdin = false;                 // write it via stdin_fd()
+  std::string stdout_file;                 // append stdout here (when not piped)
+  std::string stderr_file;                 // append stderr here; empty = inherit
+  bool new_session = false;                // setsid(): survives the parent's terminal
+  bool die_with_parent = true;             // PR_SET_PDEATHSIG(SIGKILL)
   // Added to the child's nice value before exec (setpriority): > 0 runs it at a lower
   // priority than its parent, so a busy child cannot starve the parent's own threads.
   int nice_increment = 0;

@@ -27,7 +27,8 @@ std::optional<double> read_number(const json& v) {
 
 std::optional<int64_t> read_integer(const json& v) {
   if (v.is_number_integer()) {
-    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) return INT64_MAX;
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      return INT64_MAX;
     return v.get<int64_t>();
   }
   auto d = read_number(v);
@@ -148,12 +149,14 @@ class Reader {
 };
 
 // The fields of each kind: one list serves both directions (V is a Writer or a Reader).
-template <class V> void fields(StartedEvent& e, V& v) {
+template <class V>
+void fields(StartedEvent& e, V& v) {
   v("world", e.world);
   v("pid", e.pid);
   v("total_steps", e.total_steps);
 }
-template <class V> void fields(ProgressEvent& e, V& v) {
+template <class V>
+void fields(ProgressEvent& e, V& v) {
   v("step", e.step);
   v("total_steps", e.total_steps);
   v("epoch", e.epoch);
@@ -165,34 +168,40 @@ template <class V> void fields(ProgressEvent& e, V& v) {
   v("world", e.world);
   v.rest(e.metrics);
 }
-template <class V> void fields(EvalEvent& e, V& v) {
+template <class V>
+void fields(EvalEvent& e, V& v) {
   v("step", e.step);
   v("test_accuracy", e.test_accuracy);
   v("test_loss", e.test_loss);
   v.rest(e.metrics);
 }
-template <class V> void fields(CheckpointEvent& e, V& v) {
+template <class V>
+void fields(CheckpointEvent& e, V& v) {
   v("step", e.step);
   v("snapshot_s", e.snapshot_s);
   v("drain_s", e.drain_s);
   v("checkpoint_s", e.checkpoint_s);
 }
-template <class V> void fields(CheckpointFailedEvent& e, V& v) {
+template <class V>
+void fields(CheckpointFailedEvent& e, V& v) {
   v("step", e.step);
   v("message", e.message);
 }
-template <class V> void fields(CheckpointCommittedEvent& e, V& v) {
+template <class V>
+void fields(CheckpointCommittedEvent& e, V& v) {
   v("step", e.step);
   v("write_s", e.write_s);
   v("bytes", e.bytes);
   v("checkpoints", e.checkpoints);
   v("checkpoint_s", e.checkpoint_s);
 }
-template <class V> void fields(CheckpointPlanEvent& e, V& v) {
+template <class V>
+void fields(CheckpointPlanEvent& e, V& v) {
   v("step", e.step);
   v("plan", e.plan);
 }
-template <class V> void fields(RestoreFields& e, V& v) {
+template <class V>
+void fields(RestoreFields& e, V& v) {
   v("step", e.step);
   v("dir", e.dir);
   v("skipped", e.skipped);
@@ -201,31 +210,45 @@ template <class V> void fields(RestoreFields& e, V& v) {
   v("world", e.world);
   v("dropped", e.dropped);
 }
-template <class V> void fields(ResumedEvent& e, V& v) { fields(static_cast<RestoreFields&>(e), v); }
-template <class V> void fields(RolledBackEvent& e, V& v) { fields(static_cast<RestoreFields&>(e), v); }
-template <class V> void fields(PartialRestoreEvent& e, V& v) {
+template <class V>
+void fields(ResumedEvent& e, V& v) {
+  fields(static_cast<RestoreFields&>(e), v);
+}
+template <class V>
+void fields(RolledBackEvent& e, V& v) {
+  fields(static_cast<RestoreFields&>(e), v);
+}
+template <class V>
+void fields(PartialRestoreEvent& e, V& v) {
   v("step", e.step);
   v("from_step", e.from_step);
   v("tensors", e.tensors);
   v.rest(e.state);
 }
-template <class V> void fields(FinishedEvent& e, V& v) { v("summary", e.summary); }
-template <class V> void fields(ErrorEvent& e, V& v) {
+template <class V>
+void fields(FinishedEvent& e, V& v) {
+  v("summary", e.summary);
+}
+template <class V>
+void fields(ErrorEvent& e, V& v) {
   v("message", e.message);
   v("code", e.code);
   v("step", e.step);
 }
-template <class V> void fields(SkippedEvent& e, V& v) {
+template <class V>
+void fields(SkippedEvent& e, V& v) {
   v("step", e.step);
   v("ranks", e.ranks);
   v("skipped_steps", e.skipped_steps);
   v("message", e.message);
 }
-template <class V> void fields(PeerLostEvent& e, V& v) {
+template <class V>
+void fields(PeerLostEvent& e, V& v) {
   v("step", e.step);
   v("message", e.message);
 }
-template <class V> void fields(RegroupedEvent& e, V& v) {
+template <class V>
+void fields(RegroupedEvent& e, V& v) {
   v("step", e.step);
   v("world", e.world);
   v("recovery_s", e.recovery_s);
@@ -233,8 +256,12 @@ template <class V> void fields(RegroupedEvent& e, V& v) {
   v("rollback", e.rollback);
   v("steps_rolled_back", e.steps_rolled_back);
 }
-template <class V> void fields(ReadyEvent& e, V& v) { v("setup_s", e.setup_s); }
-template <class V> void fields(ReplicaMismatchEvent& e, V& v) {
+template <class V>
+void fields(ReadyEvent& e, V& v) {
+  v("setup_s", e.setup_s);
+}
+template <class V>
+void fields(ReplicaMismatchEvent& e, V& v) {
   v("step", e.step);
   v("when", e.when);
   v("groups", e.groups);
@@ -244,13 +271,18 @@ template <class V> void fields(ReplicaMismatchEvent& e, V& v) {
   v("mismatches", e.mismatches);
   v("message", e.message);
 }
-template <class V> void fields(UnknownEvent& e, V& v) { v.rest(e.fields); }
+template <class V>
+void fields(UnknownEvent& e, V& v) {
+  v.rest(e.fields);
+}
 
 // The wire name of each kind (the variant's order).
-constexpr const char* kKinds[] = {
-    "started",  "progress",        "eval",    "checkpoint", "checkpoint_failed", "checkpoint_committed",
-    "checkpoint_plan", "resumed",  "rolled_back", "partial_restore", "finished", "error",
-    "skipped",  "peer_lost",       "regrouped", "ready",    "replica_mismatch"};
+constexpr const char* kKinds[] = {"started",         "progress",          "eval",
+                                  "checkpoint",      "checkpoint_failed", "checkpoint_committed",
+                                  "checkpoint_plan", "resumed",           "rolled_back",
+                                  "partial_restore", "finished",          "error",
+                                  "skipped",         "peer_lost",         "regrouped",
+                                  "ready",           "replica_mismatch"};
 static_assert(std::size(kKinds) + 1 == std::variant_size_v<TrainerEventBody>,
               "a name for every known event kind (UnknownEvent last)");
 
@@ -274,8 +306,10 @@ bool nests_deeper_than(std::string_view line, int limit) {
   for (size_t i = 0; i < line.size(); ++i) {
     const char c = line[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -289,7 +323,8 @@ bool nests_deeper_than(std::string_view line, int limit) {
 
 Result<json> parse_object(std::string_view line, const char* what) {
   if (nests_deeper_than(line, kMaxDepth)) {
-    return invalid_argument(std::string(what) + " line nests deeper than " + std::to_string(kMaxDepth) + " levels");
+    return invalid_argument(std::string(what) + " line nests deeper than " +
+                            std::to_string(kMaxDepth) + " levels");
   }
   json j = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return invalid_argument(std::string(what) + " line is not JSON");
@@ -297,9 +332,7 @@ Result<json> parse_object(std::string_view line, const char* what) {
   return j;
 }
 
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 }  // namespace
 
@@ -335,7 +368,8 @@ Result<TrainerEvent> decode_event(std::string_view line) {
   if (!parsed.is_ok()) return parsed.status();
   const json& j = *parsed;
   auto kind = j.find("event");
-  if (kind == j.end() || !kind->is_string()) return invalid_argument("event line has no string \"event\" field");
+  if (kind == j.end() || !kind->is_string())
+    return invalid_argument("event line has no string \"event\" field");
   TrainerEvent out{EventHeader{}, body_of_kind(kind->get<std::string>())};
   Reader r(j);
   r("job", out.header.job);
@@ -370,11 +404,13 @@ namespace {
 
 Result<int64_t> required_integer(const json& j, const char* key, int64_t min, int64_t max) {
   auto it = j.find(key);
-  if (it == j.end()) return invalid_argument(std::string("regroup command: \"") + key + "\" is missing");
+  if (it == j.end())
+    return invalid_argument(std::string("regroup command: \"") + key + "\" is missing");
   auto v = read_integer(*it);
   if (!v || !it->is_number_integer() || *v < min || *v > max) {
-    return invalid_argument(std::string("regroup command: \"") + key + "\" must be an integer in [" +
-                            std::to_string(min) + ", " + std::to_string(max) + "], got " + dump(*it));
+    return invalid_argument(std::string("regroup command: \"") + key +
+                            "\" must be an integer in [" + std::to_string(min) + ", " +
+                            std::to_string(max) + "], got " + dump(*it));
   }
   return *v;
 }
@@ -390,11 +426,14 @@ Result<TrainerCommand> decode_regroup(const json& j) {
   }
   r.master = master->get<std::string>();
   if (auto rb = j.find("rollback"); rb != j.end()) {
-    if (!rb->is_boolean()) return invalid_argument("regroup command: \"rollback\" must be true or false, got " + dump(*rb));
+    if (!rb->is_boolean())
+      return invalid_argument("regroup command: \"rollback\" must be true or false, got " +
+                              dump(*rb));
     r.rollback = rb->get<bool>();
   }
   if (auto m = j.find("members"); m != j.end()) {
-    if (!m->is_array()) return invalid_argument("regroup command: \"members\" must be an array of ranks");
+    if (!m->is_array())
+      return invalid_argument("regroup command: \"members\" must be an array of ranks");
     for (const auto& e : *m) {
       auto rank = read_integer(e);
       if (!rank || !e.is_number_integer() || *rank < 0 || *rank > INT32_MAX) {
@@ -403,8 +442,8 @@ Result<TrainerCommand> decode_regroup(const json& j) {
       r.members.push_back(static_cast<int>(*rank));
     }
     if (!r.members.empty() && static_cast<int64_t>(r.members.size()) != world) {
-      return invalid_argument("regroup command: " + std::to_string(r.members.size()) + " \"members\" for \"world\" " +
-                              std::to_string(world));
+      return invalid_argument("regroup command: " + std::to_string(r.members.size()) +
+                              " \"members\" for \"world\" " + std::to_string(world));
     }
   }
   return TrainerCommand(std::move(r));
@@ -417,7 +456,8 @@ Result<TrainerCommand> decode_command(std::string_view line) {
   if (!parsed.is_ok()) return parsed.status();
   const json& j = *parsed;
   auto cmd = j.find("cmd");
-  if (cmd == j.end() || !cmd->is_string()) return invalid_argument("command line has no string \"cmd\" field");
+  if (cmd == j.end() || !cmd->is_string())
+    return invalid_argument("command line has no string \"cmd\" field");
   const std::string name = cmd->get<std::string>();
   if (name == "stop") return TrainerCommand(StopCommand{});
   if (name == "regroup") return decode_regroup(j);
@@ -446,7 +486,8 @@ std::vector<std::string> split(const std::string& s) {
   }
 }
 
-Result<int64_t> flag_integer(const std::string& flag, const std::string& text, int64_t min, int64_t max) {
+Result<int64_t> flag_integer(const std::string& flag, const std::string& text, int64_t min,
+                             int64_t max) {
   size_t used = 0;
   long long v = 0;
   bool ok = !text.empty();
@@ -456,8 +497,8 @@ Result<int64_t> flag_integer(const std::string& flag, const std::string& text, i
     ok = false;
   }
   if (!ok || used != text.size() || v < min || v > max) {
-    return invalid_argument(flag + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
-                            "], got '" + text + "'");
+    return invalid_argument(flag + " must be an integer in [" + std::to_string(min) + ", " +
+                            std::to_string(max) + "], got '" + text + "'");
   }
   return static_cast<int64_t>(v);
 }
@@ -501,12 +542,23 @@ Status apply_flag(const std::string& flag, const std::string& value, TrainerArgs
 }  // namespace
 
 std::vector<std::string> to_argv(const std::string& program, const TrainerArgs& a) {
-  std::vector<std::string> argv = {program,        "--spec",         a.spec_file,
-                                   "--rank",       std::to_string(a.rank), "--world",
-                                   std::to_string(a.world), "--master", a.master,
-                                   "--generation", std::to_string(a.generation), "--job",
-                                   a.job_id,       "--work-dir",     a.work_dir,
-                                   "--bind",       a.bind_host};
+  std::vector<std::string> argv = {program,
+                                   "--spec",
+                                   a.spec_file,
+                                   "--rank",
+                                   std::to_string(a.rank),
+                                   "--world",
+                                   std::to_string(a.world),
+                                   "--master",
+                                   a.master,
+                                   "--generation",
+                                   std::to_string(a.generation),
+                                   "--job",
+                                   a.job_id,
+                                   "--work-dir",
+                                   a.work_dir,
+                                   "--bind",
+                                   a.bind_host};
   if (!a.cluster_file.empty()) argv.insert(argv.end(), {"--cluster", a.cluster_file});
   if (!a.regions.empty()) argv.insert(argv.end(), {"--regions", join(a.regions)});
   if (!a.members.empty()) {
@@ -535,7 +587,8 @@ Result<TrainerArgs> parse_trainer_args(const std::vector<std::string>& argv) {
     } else if (i + 1 < argv.size()) {
       value = argv[++i];
     } else {
-      return invalid_argument(flag.rfind("--", 0) == 0 ? flag + " needs a value" : "unexpected argument '" + flag + "'");
+      return invalid_argument(flag.rfind("--", 0) == 0 ? flag + " needs a value"
+                                                       : "unexpected argument '" + flag + "'");
     }
     TERN_RETURN_IF_ERROR(apply_flag(flag, value, &a));
     seen.insert(flag);

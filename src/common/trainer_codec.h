@@ -22,13 +22,12 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 
@@ -212,9 +211,9 @@ struct StopCommand {};
 struct RegroupCommand {
   int64_t generation = 0;
   int world = 0;
-  std::string master;            // HOST:PORT
-  bool rollback = false;         // recovery.mode full: reload the last checkpoint
-  std::vector<int> members;      // elastic: the group's job ranks in group order (size world)
+  std::string master;        // HOST:PORT
+  bool rollback = false;     // recovery.mode full: reload the last checkpoint
+  std::vector<int> members;  // elastic: the group's job ranks in group order (size world)
 };
 
 using TrainerCommand = std::variant<StopCommand, RegroupCommand>;

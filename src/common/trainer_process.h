@@ -20,11 +20,11 @@
 namespace tern {
 
 struct TrainerProcessOptions {
-  std::string program;          // the tern-trainer binary
-  TrainerArgs args;             // its command line
-  std::string stderr_file;      // its log (appended); empty = inherit the parent's stderr
-  std::string cwd;              // empty = inherit
-  int nice_increment = 0;       // see SpawnOptions
+  std::string program;      // the tern-trainer binary
+  TrainerArgs args;         // its command line
+  std::string stderr_file;  // its log (appended); empty = inherit the parent's stderr
+  std::string cwd;          // empty = inherit
+  int nice_increment = 0;   // see SpawnOptions
 };
 
 // What one read of a trainer's stdout brought.

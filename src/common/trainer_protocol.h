@@ -19,7 +19,8 @@
 //   "event", "job", "rank", "generation", "time" (unix seconds, double)
 // and, per kind:
 //   started    world, pid
-//   progress   step, total_steps, epoch, loss, samples_per_s (this rank's), bytes_sent, compute_s, wait_s,
+//   progress   step, total_steps, epoch, loss, samples_per_s (this rank's), bytes_sent, compute_s,
+//   wait_s,
 //              world, plus any number of metrics (staleness, compression_ratio, ...)
 //   eval       step, test_accuracy, test_loss, plus any number of metrics (train_s, test_auc, ...)
 //   checkpoint step, snapshot_s, drain_s, checkpoint_s (also checkpoint_committed,
@@ -64,34 +65,47 @@ namespace tern {
 
 enum TrainerExit : int {
   kTrainerOk = 0,
-  kTrainerBadArgs = 2,        // bad flags or job spec
-  kTrainerDataError = 3,      // dataset missing or corrupt (no valid line, unreadable file)
-  kTrainerCommFailure = 4,    // a peer died or a collective timed out
-  kTrainerInternal = 5,       // anything else (a bug: an unexpected exception)
-  kTrainerStopped = 6,        // asked to stop by its parent
-  kTrainerNonFinite = 7,      // a non-finite loss or gradient (train.on_nonfinite: fail)
-  kTrainerOutOfMemory = 8,    // an allocation failed, or the model cannot fit this machine
-  kTrainerRefused = 9,        // the worker refused the task (its path policy, an unusable spec)
+  kTrainerBadArgs = 2,           // bad flags or job spec
+  kTrainerDataError = 3,         // dataset missing or corrupt (no valid line, unreadable file)
+  kTrainerCommFailure = 4,       // a peer died or a collective timed out
+  kTrainerInternal = 5,          // anything else (a bug: an unexpected exception)
+  kTrainerStopped = 6,           // asked to stop by its parent
+  kTrainerNonFinite = 7,         // a non-finite loss or gradient (train.on_nonfinite: fail)
+  kTrainerOutOfMemory = 8,       // an allocation failed, or the model cannot fit this machine
+  kTrainerRefused = 9,           // the worker refused the task (its path policy, an unusable spec)
   kTrainerReplicaMismatch = 10,  // replicas differ (sync.verify_every with sync.on_mismatch fail)
-  kInjectedFailureExit = 17,  // debug.fail_step fault injection (a simulated crash)
-  kTrainerNotStarted = 127,   // the worker could not start the trainer on this machine
+  kInjectedFailureExit = 17,     // debug.fail_step fault injection (a simulated crash)
+  kTrainerNotStarted = 127,      // the worker could not start the trainer on this machine
 };
 
 inline const char* trainer_exit_meaning(int code) {
   switch (code) {
-    case kTrainerOk: return "ok";
-    case kTrainerBadArgs: return "bad arguments or job spec";
-    case kTrainerDataError: return "data error (dataset missing or corrupt)";
-    case kTrainerCommFailure: return "communication failure (peer lost or collective timeout)";
-    case kTrainerInternal: return "internal error";
-    case kTrainerStopped: return "stopped by parent";
-    case kTrainerNonFinite: return "non-finite loss or gradient (train.on_nonfinite: fail)";
-    case kTrainerOutOfMemory: return "out of memory";
-    case kTrainerRefused: return "refused by the worker";
-    case kTrainerReplicaMismatch: return "replicas differ (sync.verify_every, sync.on_mismatch: fail)";
-    case kInjectedFailureExit: return "injected failure (debug.fail_step)";
-    case kTrainerNotStarted: return "the worker could not start the trainer";
-    default: return code < 0 ? "killed by a signal" : "unknown";
+    case kTrainerOk:
+      return "ok";
+    case kTrainerBadArgs:
+      return "bad arguments or job spec";
+    case kTrainerDataError:
+      return "data error (dataset missing or corrupt)";
+    case kTrainerCommFailure:
+      return "communication failure (peer lost or collective timeout)";
+    case kTrainerInternal:
+      return "internal error";
+    case kTrainerStopped:
+      return "stopped by parent";
+    case kTrainerNonFinite:
+      return "non-finite loss or gradient (train.on_nonfinite: fail)";
+    case kTrainerOutOfMemory:
+      return "out of memory";
+    case kTrainerRefused:
+      return "refused by the worker";
+    case kTrainerReplicaMismatch:
+      return "replicas differ (sync.verify_every, sync.on_mismatch: fail)";
+    case kInjectedFailureExit:
+      return "injected failure (debug.fail_step)";
+    case kTrainerNotStarted:
+      return "the worker could not start the trainer";
+    default:
+      return code < 0 ? "killed by a signal" : "unknown";
   }
 }
 

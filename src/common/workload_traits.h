@@ -14,7 +14,7 @@
 namespace tern {
 
 struct WorkloadTraits {
-  std::string name;              // mlp | cnn | dlrm
+  std::string name;  // mlp | cnn | dlrm
   // Training samples can be read by index (straggler plans reassign samples between ranks);
   // false for a data set read as a stream (Criteo TSV).
   bool random_access = true;

@@ -85,8 +85,9 @@ void YamlMap::get(const std::string& key, bool* out) {
   if (!n.IsDefined()) return;
   bool v = false;
   if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) {
-    errors_->add(n.Mark().line, field(key), "must be true or false, got '" +
-                                                 (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
+    errors_->add(
+        n.Mark().line, field(key),
+        "must be true or false, got '" + (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
     return;
   }
   *out = v;
@@ -97,22 +98,25 @@ void YamlMap::get(const std::string& key, int64_t* out, int64_t min, int64_t max
   if (!n.IsDefined()) return;
   long long v = 0;
   if (!n.IsScalar() || !YAML::convert<long long>::decode(n, v)) {
-    errors_->add(n.Mark().line, field(key), "must be an integer, got '" +
-                                                 (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
+    errors_->add(n.Mark().line, field(key),
+                 "must be an integer, got '" + (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
     return;
   }
   if (v < min) {
-    errors_->add(n.Mark().line, field(key), "must be >= " + std::to_string(min) + ", got " + std::to_string(v));
+    errors_->add(n.Mark().line, field(key),
+                 "must be >= " + std::to_string(min) + ", got " + std::to_string(v));
     return;
   }
   if (v > max) {
-    errors_->add(n.Mark().line, field(key), "must be <= " + std::to_string(max) + ", got " + std::to_string(v));
+    errors_->add(n.Mark().line, field(key),
+                 "must be <= " + std::to_string(max) + ", got " + std::to_string(v));
     return;
   }
   *out = v;
 }
 
-void YamlMap::get_or_auto(const std::string& key, int64_t* out, bool* is_auto, int64_t min, int64_t max) {
+void YamlMap::get_or_auto(const std::string& key, int64_t* out, bool* is_auto, int64_t min,
+                          int64_t max) {
   if (has(key)) {
     const YAML::Node& map = node_;
     const YAML::Node n = map[key];
@@ -125,7 +129,8 @@ void YamlMap::get_or_auto(const std::string& key, int64_t* out, bool* is_auto, i
       long long v = 0;
       if (!YAML::convert<long long>::decode(n, v)) {
         used_.insert(key);
-        errors_->add(n.Mark().line, field(key), "must be an integer or auto, got '" + n.Scalar() + "'");
+        errors_->add(n.Mark().line, field(key),
+                     "must be an integer or auto, got '" + n.Scalar() + "'");
         return;
       }
     }
@@ -151,16 +156,18 @@ void YamlMap::get(const std::string& key, double* out, double min, double max) {
   if (!n.IsDefined()) return;
   double v = 0;
   if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !std::isfinite(v)) {
-    errors_->add(n.Mark().line, field(key), "must be a number, got '" +
-                                                 (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
+    errors_->add(n.Mark().line, field(key),
+                 "must be a number, got '" + (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
     return;
   }
   if (v < min) {
-    errors_->add(n.Mark().line, field(key), "must be >= " + format_double(min) + ", got " + format_double(v));
+    errors_->add(n.Mark().line, field(key),
+                 "must be >= " + format_double(min) + ", got " + format_double(v));
     return;
   }
   if (v > max) {
-    errors_->add(n.Mark().line, field(key), "must be <= " + format_double(max) + ", got " + format_double(v));
+    errors_->add(n.Mark().line, field(key),
+                 "must be <= " + format_double(max) + ", got " + format_double(v));
     return;
   }
   *out = v;
@@ -178,8 +185,9 @@ void YamlMap::get_enum(const std::string& key, std::string* out,
       return;
     }
   }
-  errors_->add(n.Mark().line, field(key), "must be one of [" + all + "], got '" +
-                                               (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
+  errors_->add(
+      n.Mark().line, field(key),
+      "must be one of [" + all + "], got '" + (n.IsScalar() ? n.Scalar() : "<non-scalar>") + "'");
 }
 
 void YamlMap::get_list(const std::string& key, std::vector<double>* out, double min, double max) {

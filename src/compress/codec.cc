@@ -190,7 +190,7 @@ int64_t int4_payload_bytes(const std::vector<int64_t>& numels, int64_t block_siz
 }
 
 BlockLayout make_block_layout(const std::vector<int64_t>& numels, int64_t block_size,
-                            const at::Device& device) {
+                              const at::Device& device) {
   BlockLayout l;
   l.numels = numels;
   l.block_size = block_size;
@@ -264,10 +264,14 @@ bool chunk_scaled(int bits) { return bits <= 8; }
 
 int64_t chunk_value_bytes(int64_t count, int bits) {
   switch (bits) {
-    case 32: return 4 * count;
-    case 16: return 2 * count;
-    case 8: return count;
-    default: return ceil_div(count, 2);
+    case 32:
+      return 4 * count;
+    case 16:
+      return 2 * count;
+    case 8:
+      return count;
+    default:
+      return ceil_div(count, 2);
   }
 }
 
@@ -313,8 +317,8 @@ ChunkedTopkEncoded encode_chunked_topk(const at::Tensor& x, const BlockLayout& l
   }
   const int64_t chunk = l.block_size;
   at::Tensor pos = l.padded_pos.to(xf.device());
-  at::Tensor mat = l.padded ? at::zeros({l.blocks * chunk}, xf.options()).index_copy_(0, pos, xf)
-                            : xf;
+  at::Tensor mat =
+      l.padded ? at::zeros({l.blocks * chunk}, xf.options()).index_copy_(0, pos, xf) : xf;
   mat = mat.view({l.blocks, chunk});
   at::Tensor off = std::get<1>(at::topk(mat.abs(), k, 1, /*largest=*/true, /*sorted=*/false));
   at::Tensor vals = mat.gather(1, off);
@@ -349,14 +353,14 @@ ChunkedTopkEncoded encode_chunked_topk(const at::Tensor& x, const BlockLayout& l
 void decode_chunked_topk_add(const at::Tensor& payload, const BlockLayout& l, int64_t k, int bits,
                              at::Tensor& padded) {
   const int64_t expected = chunked_topk_payload_bytes(l, k, bits);
-  TORCH_CHECK(payload.dim() == 1 && payload.scalar_type() == at::kByte &&
-                  payload.numel() == expected,
-              "chunked top-k payload has ", payload.numel(), " bytes of ", payload.scalar_type(),
-              ", expected ", expected, " of Byte");
+  TORCH_CHECK(
+      payload.dim() == 1 && payload.scalar_type() == at::kByte && payload.numel() == expected,
+      "chunked top-k payload has ", payload.numel(), " bytes of ", payload.scalar_type(),
+      ", expected ", expected, " of Byte");
   const int64_t chunk = l.block_size;
-  TORCH_CHECK(padded.dim() == 1 && padded.numel() == l.blocks * chunk &&
-                  padded.scalar_type() == at::kFloat,
-              "chunked top-k: the accumulator must be fp32 [", l.blocks * chunk, "]");
+  TORCH_CHECK(
+      padded.dim() == 1 && padded.numel() == l.blocks * chunk && padded.scalar_type() == at::kFloat,
+      "chunked top-k: the accumulator must be fp32 [", l.blocks * chunk, "]");
   if (l.blocks == 0) return;
   const int64_t m = l.blocks * k;
   int64_t at_byte = 0;

@@ -95,7 +95,7 @@ struct BlockLayout {
   at::Tensor padded_pos;  // int64 [numel]: its position in the zero-padded blocks
 };
 BlockLayout make_block_layout(const std::vector<int64_t>& numels, int64_t block_size,
-                            const at::Device& device);
+                              const at::Device& device);
 // `x` flat fp32 of layout.numel values. Returns the payload.
 at::Tensor encode_int4(const at::Tensor& x, const BlockLayout& layout);
 // One payload back to a flat fp32 vector of layout.numel values (x's reconstruction). Throws

@@ -18,10 +18,10 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <map>
-#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,7 +139,8 @@ class DgcCompressor : public Compressor {
   // Small and 1-D tensors: one flat dense part (fp16 with error feedback for half values).
   void encode_dense_part(const std::vector<at::Tensor>& grads, double coef, Round* r);
   // The rest: momentum correction, accumulation, top-k, masking, encoding.
-  void encode_sparse_part(const std::vector<at::Tensor>& grads, double coef, int64_t step, Round* r);
+  void encode_sparse_part(const std::vector<at::Tensor>& grads, double coef, int64_t step,
+                          Round* r);
 
   DgcOptions options_;
   at::Generator gen_;
@@ -169,8 +170,9 @@ class PowerSgdCompressor : public Compressor {
 
  private:
   // The tensors that go as rank-r factors (matrix_idx, with their n, m, r) and the rest (dense).
-  void split_matrices(const std::vector<at::Tensor>& grads, bool compress, std::vector<size_t>* dense_idx,
-                      std::vector<size_t>* matrix_idx, std::vector<std::array<int64_t, 3>>* dims) const;
+  void split_matrices(const std::vector<at::Tensor>& grads, bool compress,
+                      std::vector<size_t>* dense_idx, std::vector<size_t>* matrix_idx,
+                      std::vector<std::array<int64_t, 3>>* dims) const;
   // P = M Q (M with its error feedback), the blocking P all-reduce, P's orthogonalisation, and
   // the Q all-reduce left in flight in `round`.
   Status start_matrices(const std::vector<at::Tensor>& grads, const std::vector<size_t>& matrix_idx,
@@ -233,8 +235,10 @@ class Int4Compressor : public Compressor {
 };
 
 struct TopkOptions {
-  double density = 0.02;  // k = ceil(density · numel of all tensors) (per chunk: of the chunk), >= 1
-  int value_bits = 32;    // 32 | 16 (fp16, rounding kept in e) | 8 | 4 (chunked only: per-chunk scale)
+  double density =
+      0.02;  // k = ceil(density · numel of all tensors) (per chunk: of the chunk), >= 1
+  int value_bits =
+      32;  // 32 | 16 (fp16, rounding kept in e) | 8 | 4 (chunked only: per-chunk scale)
   int64_t chunk_size = 0;  // 0: one global top-k; C: top-k per chunk of C values (codec.h)
   bool error_feedback = true;
   double ef_decay = 1.0;  // x = g + ef_decay e

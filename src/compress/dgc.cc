@@ -33,7 +33,8 @@ Status DgcCompressor::load_state(const std::vector<std::pair<std::string, at::Te
       std::lock_guard<std::mutex> lock(gen_.mutex());
       gen_.set_state(v.to(at::kCPU).contiguous());
     } catch (const std::exception& e) {
-      return invalid_argument(std::string("compressor state 'dgc/rng' is not a CPU generator state: ") + e.what());
+      return invalid_argument(
+          std::string("compressor state 'dgc/rng' is not a CPU generator state: ") + e.what());
     }
   }
   return Compressor::load_state(rest);
@@ -50,8 +51,8 @@ double DgcCompressor::density_at(int64_t step) const {
 
 struct DgcCompressor::Round {
   std::vector<size_t> dense_idx, sparse_idx;
-  at::Tensor dense_wire;           // the flat dense part as sent (fp32 or fp16-encoded)
-  std::vector<at::Tensor> dense_u;  // the dense tensors' momentum buffers
+  at::Tensor dense_wire;             // the flat dense part as sent (fp32 or fp16-encoded)
+  std::vector<at::Tensor> dense_u;   // the dense tensors' momentum buffers
   std::vector<int64_t> ks, offsets;  // per sparse tensor: values sent, offset in the payload
   std::vector<at::Tensor> payloads;
   int64_t payload_bytes = 0;
@@ -87,7 +88,8 @@ void DgcCompressor::encode_dense_part(const std::vector<at::Tensor>& grads, doub
   }
 }
 
-void DgcCompressor::encode_sparse_part(const std::vector<at::Tensor>& grads, double coef, int64_t step, Round* r) {
+void DgcCompressor::encode_sparse_part(const std::vector<at::Tensor>& grads, double coef,
+                                       int64_t step, Round* r) {
   const double m = options_.momentum;
   const at::ScalarType vt = options_.value_type;
   const double density = density_at(step);
@@ -177,8 +179,8 @@ std::unique_ptr<PendingReduction> DgcCompressor::start(const std::vector<at::Ten
       int64_t bytes = sparse_payload_bytes(numel, rd.ks[j], vt);
       at::Tensor acc = at::zeros({numel}, dst.options().dtype(at::kFloat));
       for (int r = 0; r < world; ++r) {
-        decode_sparse_add((*gathered)[static_cast<size_t>(r)].narrow(0, rd.offsets[j], bytes), numel,
-                          rd.ks[j], vt, acc);
+        decode_sparse_add((*gathered)[static_cast<size_t>(r)].narrow(0, rd.offsets[j], bytes),
+                          numel, rd.ks[j], vt, acc);
       }
       acc.div_(static_cast<double>(world));
       dst.copy_(acc.view_as(dst));

@@ -97,7 +97,8 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     o.basis_size = c.basis_size;
     o.refresh_every = c.refresh_every;
     o.start_iter = c.start_iter;
-    o.bucket_numel = std::max<int64_t>(1, static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20)) / 4);
+    o.bucket_numel =
+        std::max<int64_t>(1, static_cast<int64_t>(spec.sync.bucket_mb * (1 << 20)) / 4);
     o.error_feedback = c.error_feedback;
     o.ef_decay = c.ef_decay;
     inner = std::make_unique<GradiVeqCompressor>(*counting, o);

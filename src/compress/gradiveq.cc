@@ -22,9 +22,7 @@ at::Tensor gradiveq_decode(const at::Tensor& coeffs, const at::Tensor& basis, in
   return at::matmul(coeffs, basis.t()).reshape({-1}).narrow(0, 0, numel);
 }
 
-at::Tensor gradiveq_covariance(const at::Tensor& slices) {
-  return at::matmul(slices.t(), slices);
-}
+at::Tensor gradiveq_covariance(const at::Tensor& slices) { return at::matmul(slices.t(), slices); }
 
 at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k) {
   at::Tensor c = cov.to(at::kDouble);
@@ -45,7 +43,7 @@ at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k) {
 // tensors). Idempotent; called by finish() or by the next start(), whichever comes first.
 struct GradiVeqCompressor::Round {
   struct Bucket {
-    int64_t offset = 0;       // in the step's flat vector
+    int64_t offset = 0;  // in the step's flat vector
     int64_t numel = 0;
     bool compressed = false;
     at::Tensor basis;         // the basis this step encoded with (a private copy)
@@ -173,8 +171,8 @@ std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at
     bk.offset = off;
     bk.numel = std::min(bucket, total - off);
     at::Tensor xb = f.x.narrow(0, off, bk.numel);
-    at::Tensor& basis = state_tensor("gradiveq/basis/" + std::to_string(b),
-                                     at::zeros({d, k}, at::kFloat));
+    at::Tensor& basis =
+        state_tensor("gradiveq/basis/" + std::to_string(b), at::zeros({d, k}, at::kFloat));
     if (!state_error().is_ok()) return failed_reduction(state_error());
     const bool has_basis = basis.abs().max().item<float>() > 0;
     bk.compressed = it >= options_.start_iter && has_basis;

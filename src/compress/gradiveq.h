@@ -44,13 +44,13 @@ at::Tensor gradiveq_covariance(const at::Tensor& slices);
 at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k);
 
 struct GradiVeqOptions {
-  int64_t slice_size = 64;      // d
-  int64_t basis_size = 8;       // k < d
-  int64_t refresh_every = 20;   // compressed steps between basis refreshes
-  int64_t start_iter = 10;      // dense all-reduce before (>= 1: the first basis needs one)
+  int64_t slice_size = 64;     // d
+  int64_t basis_size = 8;      // k < d
+  int64_t refresh_every = 20;  // compressed steps between basis refreshes
+  int64_t start_iter = 10;     // dense all-reduce before (>= 1: the first basis needs one)
   int64_t bucket_numel = int64_t{25} << 18;  // values per bucket (sync.bucket_mb)
   bool error_feedback = true;
-  double ef_decay = 1.0;        // x = g + ef_decay e
+  double ef_decay = 1.0;  // x = g + ef_decay e
 };
 
 // compress.method gradiveq. Per step and bucket: dense (x, before start_iter or while a bucket

@@ -37,7 +37,8 @@ PowerSgdCompressor::PowerSgdCompressor(Communicator& comm, PowerSgdOptions optio
     : Compressor(comm, "powersgd"), options_(std::move(options)) {}
 
 void PowerSgdCompressor::split_matrices(const std::vector<at::Tensor>& grads, bool compress,
-                                        std::vector<size_t>* dense_idx, std::vector<size_t>* matrix_idx,
+                                        std::vector<size_t>* dense_idx,
+                                        std::vector<size_t>* matrix_idx,
                                         std::vector<std::array<int64_t, 3>>* dims) const {
   for (size_t i = 0; i < grads.size(); ++i) {
     const at::Tensor& g = grads[i];
@@ -55,12 +56,12 @@ void PowerSgdCompressor::split_matrices(const std::vector<at::Tensor>& grads, bo
     }
     dense_idx->push_back(i);
   }
-
 }
 
 Status PowerSgdCompressor::start_matrices(const std::vector<at::Tensor>& grads,
                                           const std::vector<size_t>& matrix_idx,
-                                          const std::vector<std::array<int64_t, 3>>& dims, Round* round) {
+                                          const std::vector<std::array<int64_t, 3>>& dims,
+                                          Round* round) {
   std::vector<at::Tensor> ms, errors;
   std::vector<at::Tensor> ps;
   for (size_t j = 0; j < matrix_idx.size(); ++j) {
@@ -76,8 +77,7 @@ Status PowerSgdCompressor::start_matrices(const std::vector<at::Tensor>& grads,
         state_tensor("powersgd/q/" + std::to_string(i), at::zeros({m, r}, mat.options()));
     if (!q.any().item<bool>()) {
       // Same seed and call order on every rank: identical initial Q everywhere.
-      at::Generator gen =
-          at::make_generator<at::CPUGeneratorImpl>(options_.seed + 7919 * (i + 1));
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(options_.seed + 7919 * (i + 1));
       q.copy_(at::randn({m, r}, gen, at::TensorOptions().dtype(at::kFloat)));
     }
     round->q_state.push_back(q);

@@ -30,8 +30,9 @@ std::unique_ptr<PendingReduction> TopkCompressor::start(const std::vector<at::Te
   if (!state_error().is_ok()) return failed_reduction(state_error());
   if (options_.chunk_size > 0) return start_chunked(std::move(f));
   if (options_.value_bits != 32 && options_.value_bits != 16) {
-    return failed_reduction(invalid_argument("compress.value_bits " + std::to_string(options_.value_bits) +
-                                             ": 8 and 4 bits need compress.chunk_size (one scale per chunk)"));
+    return failed_reduction(
+        invalid_argument("compress.value_bits " + std::to_string(options_.value_bits) +
+                         ": 8 and 4 bits need compress.chunk_size (one scale per chunk)"));
   }
   const at::ScalarType vt = options_.value_bits == 16 ? at::kHalf : at::kFloat;
   const int64_t numel = f.x.defined() ? f.x.numel() : 0;
@@ -71,8 +72,8 @@ std::unique_ptr<PendingReduction> TopkCompressor::start_chunked(FlatStep f) {
   const int world = comm_.size();
   const int bits = options_.value_bits;
   if (!f.x.defined()) {
-    return make_pending(comm_, {}, [](std::vector<at::Tensor>&) { return Status::ok(); },
-                        &stats_.compress_s);
+    return make_pending(
+        comm_, {}, [](std::vector<at::Tensor>&) { return Status::ok(); }, &stats_.compress_s);
   }
   if (layout_.numels != f.numels || layout_.block_size != options_.chunk_size ||
       layout_.device != f.x.device()) {
@@ -88,10 +89,12 @@ std::unique_ptr<PendingReduction> TopkCompressor::start_chunked(FlatStep f) {
   auto decode = [world, k, bits, layout = layout_, idx = f.idx,
                  gathered](std::vector<at::Tensor>& out) -> Status {
     at::NoGradGuard no_grad;
-    at::Tensor padded = at::zeros({layout.blocks * layout.block_size},
-                                  gathered[0].options().dtype(at::kFloat));
-    for (const at::Tensor& payload : gathered) decode_chunked_topk_add(payload, layout, k, bits, padded);
-    at::Tensor acc = layout.padded ? padded.index_select(0, layout.padded_pos.to(padded.device())) : padded;
+    at::Tensor padded =
+        at::zeros({layout.blocks * layout.block_size}, gathered[0].options().dtype(at::kFloat));
+    for (const at::Tensor& payload : gathered)
+      decode_chunked_topk_add(payload, layout, k, bits, padded);
+    at::Tensor acc =
+        layout.padded ? padded.index_select(0, layout.padded_pos.to(padded.device())) : padded;
     acc.div_(static_cast<double>(world));
     unflatten_parts(acc, out, idx);
     return Status::ok();

@@ -24,14 +24,14 @@ Result<std::unique_ptr<CoordinatorServer>> CoordinatorServer::start(
   ro.credentials = server_credentials(options.security);
   ro.tls = options.security.tls;
   ro.max_message_bytes = options.max_message_bytes;
-  TERN_ASSIGN_OR_RETURN(s->server_,
-                        RpcServer::start(options.listen,
-                                         {s->coordinator_service_.get(), s->worker_service_.get()},
-                                         ro));
+  TERN_ASSIGN_OR_RETURN(
+      s->server_, RpcServer::start(options.listen,
+                                   {s->coordinator_service_.get(), s->worker_service_.get()}, ro));
   if (!options.security.auth || !options.security.auth->enabled()) {
-    spdlog::warn("no auth.tokens configured: any client that can reach {} may submit and cancel "
-                 "jobs",
-                 options.listen);
+    spdlog::warn(
+        "no auth.tokens configured: any client that can reach {} may submit and cancel "
+        "jobs",
+        options.listen);
   }
   if (options.metrics_port > 0) {
     CoordinatorServer* self = s.get();

@@ -32,10 +32,10 @@ struct CoordinatorServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0 picks a free one (tests)
   CoordinatorOptions core;
   std::chrono::milliseconds tick{100};
-  ServerSecurity security;              // TLS and tokens; default: plain text, no tokens
-  int64_t max_message_bytes = 4 << 20;  // any gRPC message
-  CallGuardOptions guard;               // per-client rate limit of the Coordinator API
-  int metrics_port = 0;                 // HTTP /metrics and /healthz; 0 = off
+  ServerSecurity security;                 // TLS and tokens; default: plain text, no tokens
+  int64_t max_message_bytes = 4 << 20;     // any gRPC message
+  CallGuardOptions guard;                  // per-client rate limit of the Coordinator API
+  int metrics_port = 0;                    // HTTP /metrics and /healthz; 0 = off
   std::string metrics_host = "127.0.0.1";  // the interface they bind (loopback by default)
   std::string metrics_token;               // non-empty: /metrics needs "Authorization: Bearer" it
   HttpServerOptions http;                  // threads and timeouts of the HTTP server

@@ -58,9 +58,10 @@ void CoordinatorCore::order_by_network_locked(const Job& job,
   for (size_t k = 0; k < perm.size(); ++k) before[k] = static_cast<int>(k);
   for (size_t k : perm) after.push_back(static_cast<int>(k));
   RingCost was = ring_cost(*cost, before), now = ring_cost(*cost, after);
-  spdlog::info("job {}: ranks in measured ring order (slowest hop {:.1f} -> {:.1f} ms, ring "
-               "{:.1f} -> {:.1f} ms)",
-               job.id, was.max_hop * 1000, now.max_hop * 1000, was.total * 1000, now.total * 1000);
+  spdlog::info(
+      "job {}: ranks in measured ring order (slowest hop {:.1f} -> {:.1f} ms, ring "
+      "{:.1f} -> {:.1f} ms)",
+      job.id, was.max_hop * 1000, now.max_hop * 1000, was.total * 1000, now.total * 1000);
 }
 
 void CoordinatorCore::group_by_network_locked(Job* job) const {
@@ -84,8 +85,8 @@ void CoordinatorCore::group_by_network_locked(Job* job) const {
       if ((*groups)[i] != (*groups)[j] && (*cost)[i][j] < options_.measured_group_min_s) return;
   std::string summary;
   for (RankInfo& r : job->ranks) {
-    const size_t w = static_cast<size_t>(
-        std::find(workers.begin(), workers.end(), r.worker_id) - workers.begin());
+    const size_t w = static_cast<size_t>(std::find(workers.begin(), workers.end(), r.worker_id) -
+                                         workers.begin());
     r.region = r.region + ".m" + std::to_string((*groups)[w]);
     summary += (summary.empty() ? "" : ", ") + r.worker_id + " " + r.region;
   }
@@ -267,10 +268,11 @@ bool CoordinatorCore::place_replacements_locked(Job* job, bool same_generation) 
     }
     if (!pick) {
       return wait_for_replacements_locked(
-          job,
-          "regroup: rank " + std::to_string(rank) + " lost (" + r.lost +
-              "); waiting for a worker with a free slot" +
-              (job->placement == PlacementPolicy::kPack ? " in region " + r.region + " (placement: pack)" : ""));
+          job, "regroup: rank " + std::to_string(rank) + " lost (" + r.lost +
+                   "); waiting for a worker with a free slot" +
+                   (job->placement == PlacementPolicy::kPack
+                        ? " in region " + r.region + " (placement: pack)"
+                        : ""));
     }
     --offers[*pick].free_slots;
     choice[rank] = *pick;

@@ -109,7 +109,8 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   } else {
     spdlog::info(
         "job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step {}",
-        id, stored.name, stored.world, name_of(stored.placement), stored.resumed_job, stored.resumed_step);
+        id, stored.name, stored.world, name_of(stored.placement), stored.resumed_job,
+        stored.resumed_step);
   }
   touch(&stored);
   schedule_locked();

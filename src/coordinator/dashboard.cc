@@ -626,10 +626,9 @@ HttpReply Dashboard::api_jobs(std::map<std::string, std::vector<std::string>>& q
       if (!s.empty()) {
         if (std::find_if(std::begin(kJobStates), std::end(kJobStates),
                          [&](const char* k) { return s == k; }) == std::end(kJobStates)) {
-          return error_reply(
-              400, "INVALID_ARGUMENT",
-              "query parameter state: '" + s.substr(0, 64) +
-                  "' is not one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED");
+          return error_reply(400, "INVALID_ARGUMENT",
+                             "query parameter state: '" + s.substr(0, 64) +
+                                 "' is not one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED");
         }
         wanted.insert(s);
       }
@@ -655,8 +654,8 @@ HttpReply Dashboard::api_jobs(std::map<std::string, std::vector<std::string>>& q
 }
 
 // POST /api/v1/jobs/ID/cancel.
-HttpReply Dashboard::api_cancel(const HttpRequest& request, const Principal& who, const std::string& id,
-                                double now) {
+HttpReply Dashboard::api_cancel(const HttpRequest& request, const Principal& who,
+                                const std::string& id, double now) {
   if (request.method != "POST") return error_reply(405, "UNIMPLEMENTED", "POST to cancel");
   if (header(request, "x-tern-request") != "1") {
     return error_reply(403, "PERMISSION_DENIED",
@@ -678,13 +677,13 @@ HttpReply Dashboard::api_series(const Job& job, double now) {
   JobSeries s(4);
   const bool have = series_ && series_->get(job.id, &s);
   return json_reply(
-      200, json{{"job_id", job.id},
-                {"state", job_state_name(job.state)},
-                {"version", have ? s.version : 0},
-                {"now", now},
-                {"progress",
-                 series_json(s.progress, {"loss", "samples_per_s", "wait_pct", "epoch"}, 4)},
-                {"eval", series_json(s.eval, {"test_accuracy", "test_loss"}, 2)}});
+      200,
+      json{{"job_id", job.id},
+           {"state", job_state_name(job.state)},
+           {"version", have ? s.version : 0},
+           {"now", now},
+           {"progress", series_json(s.progress, {"loss", "samples_per_s", "wait_pct", "epoch"}, 4)},
+           {"eval", series_json(s.eval, {"test_accuracy", "test_loss"}, 2)}});
 }
 
 // GET /api/v1/jobs/ID/timeline.
@@ -726,15 +725,16 @@ HttpReply Dashboard::api_timeline(const Job& job) {
 }
 
 // GET /api/v1/jobs/ID/logs?rank=R&bytes=B.
-HttpReply Dashboard::api_logs(const Job& job, const std::function<std::string(const std::string&)>& one) {
+HttpReply Dashboard::api_logs(const Job& job,
+                              const std::function<std::string(const std::string&)>& one) {
   int64_t rank = 0, bytes = kDefaultLogBytes;
   const std::string r = one("rank"), b = one("bytes");
   if (!r.empty() && !parse_count(r, 1 << 20, &rank))
     return error_reply(400, "INVALID_ARGUMENT", "query parameter rank: want a whole number >= 0");
   if (!b.empty() && (!parse_count(b, kMaxLogBytes, &bytes) || bytes < 1)) {
-    return error_reply(400, "INVALID_ARGUMENT",
-                       "query parameter bytes: want a whole number in [1, " +
-                           std::to_string(kMaxLogBytes) + "]");
+    return error_reply(
+        400, "INVALID_ARGUMENT",
+        "query parameter bytes: want a whole number in [1, " + std::to_string(kMaxLogBytes) + "]");
   }
   // The log's size first (an offset past the end reads nothing), then its last `bytes`.
   auto end =

@@ -93,7 +93,8 @@ class Dashboard {
   HttpReply api(const HttpRequest& request, const Principal& who);
   HttpReply api_cluster(const std::string& rest, const Principal& who, double now);
   HttpReply api_jobs(std::map<std::string, std::vector<std::string>>& query, double now);
-  HttpReply api_cancel(const HttpRequest& request, const Principal& who, const std::string& id, double now);
+  HttpReply api_cancel(const HttpRequest& request, const Principal& who, const std::string& id,
+                       double now);
   HttpReply api_series(const Job& job, double now);
   HttpReply api_timeline(const Job& job);
   HttpReply api_logs(const Job& job, const std::function<std::string(const std::string&)>& one);

@@ -23,7 +23,6 @@ constexpr char kHeaderFamily[] = "tern-journal-v";
 constexpr size_t kFileHeaderBytes = kV1HeaderBytes + sizeof(kHeaderPayload) - 1;  // 24
 constexpr size_t kNotFound = static_cast<size_t>(-1);
 
-
 void put_u32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
@@ -48,7 +47,6 @@ uint64_t get_u64(const char* p) {
 
 std::string errno_text() { return std::strerror(errno); }
 
-
 Status read_all(int fd, const std::string& path, std::string* out) {
   out->clear();
   char buf[1 << 16];
@@ -63,8 +61,6 @@ Status read_all(int fd, const std::string& path, std::string* out) {
     out->append(buf, static_cast<size_t>(n));
   }
 }
-
-
 
 Status check_payload(const std::string& payload) {
   if (payload.empty()) return invalid_argument("journal: a record cannot be empty");
@@ -239,7 +235,6 @@ int bit_distance(std::string_view a, std::string_view b) {
 }
 
 }  // namespace
-
 
 const std::string& Journal::file_header() {
   static const std::string header = frame_v1(kHeaderPayload);

@@ -94,7 +94,8 @@ E spec_word(const json& j, const char* key, E fallback) {
   const std::string word = j.at(key).get<std::string>();
   E value = fallback;
   if (!parse_spec_enum(word, &value)) {
-    throw std::out_of_range(std::string("field '") + key + "' has unknown value '" + printable(word) + "'");
+    throw std::out_of_range(std::string("field '") + key + "' has unknown value '" +
+                            printable(word) + "'");
   }
   return value;
 }

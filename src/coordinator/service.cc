@@ -259,11 +259,13 @@ TaskEvent from_proto(const v1::TaskEvent& e) {
 
 // ---------------------------------------------------------------- Coordinator
 
-grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* req,
+grpc::Status CoordinatorService::SubmitJob(grpc::ServerContext* context,
+                                           const v1::SubmitJobRequest* req,
                                            v1::SubmitJobReply* reply) {
   return guarded(guard_, context, "SubmitJob", true, true, kUserApi, [&]() -> grpc::Status {
     std::vector<std::string> overrides(req->overrides().begin(), req->overrides().end());
-    auto job = core_->submit_job(req->spec_yaml(), overrides, req->source_name(), req->resume_job());
+    auto job =
+        core_->submit_job(req->spec_yaml(), overrides, req->source_name(), req->resume_job());
     if (!job.is_ok()) return to_grpc_status(job.status());
     reply->set_job_id(job->id);
     to_proto(*job, clock_->unix_seconds(), reply->mutable_job());
@@ -282,7 +284,8 @@ grpc::Status CoordinatorService::GetJob(grpc::ServerContext* context, const v1::
   });
 }
 
-grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* req,
+grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* context,
+                                          const v1::ListJobsRequest* req,
                                           v1::ListJobsReply* reply) {
   return guarded(guard_, context, "ListJobs", true, true, kUserApi, [&]() -> grpc::Status {
     std::vector<Job> jobs = core_->list_jobs();
@@ -303,7 +306,8 @@ grpc::Status CoordinatorService::ListJobs(grpc::ServerContext* context, const v1
   });
 }
 
-grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* req,
+grpc::Status CoordinatorService::CancelJob(grpc::ServerContext* context,
+                                           const v1::CancelJobRequest* req,
                                            v1::CancelJobReply* reply) {
   return guarded(guard_, context, "CancelJob", true, true, kUserApi, [&]() -> grpc::Status {
     auto job = core_->cancel_job(req->job_id(), req->reason());
@@ -322,8 +326,9 @@ grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
     uint64_t seen = 0;
     bool first = true;
     while (!context->IsCancelled() && !stopping_.load()) {
-      auto job = first ? core_->get_job(req->job_id())
-                       : core_->wait_job_change(req->job_id(), seen, std::chrono::milliseconds(500));
+      auto job = first
+                     ? core_->get_job(req->job_id())
+                     : core_->wait_job_change(req->job_id(), seen, std::chrono::milliseconds(500));
       if (!job.is_ok()) return to_grpc_status(job.status());
       if (first || job->version > seen) {
         v1::WatchJobReply reply;
@@ -339,7 +344,8 @@ grpc::Status CoordinatorService::WatchJob(grpc::ServerContext* context,
   });
 }
 
-grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context, const v1::ListWorkersRequest*,
+grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context,
+                                             const v1::ListWorkersRequest*,
                                              v1::ListWorkersReply* reply) {
   return guarded(guard_, context, "ListWorkers", true, true, kUserApi, [&]() -> grpc::Status {
     for (const Worker& w : core_->list_workers())
@@ -357,8 +363,8 @@ grpc::Status CoordinatorService::ListWorkers(grpc::ServerContext* context, const
   });
 }
 
-grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* context, const v1::GetLogsRequest* req,
-                                         v1::GetLogsReply* reply) {
+grpc::Status CoordinatorService::GetLogs(grpc::ServerContext* context,
+                                         const v1::GetLogsRequest* req, v1::GetLogsReply* reply) {
   return guarded(guard_, context, "GetLogs", true, true, kUserApi, [&]() -> grpc::Status {
     auto slice = core_->get_logs(req->job_id(), req->rank(), req->offset(), req->max_bytes());
     if (!slice.is_ok()) return to_grpc_status(slice.status());
@@ -393,7 +399,8 @@ grpc::Status WorkerServiceImpl::RegisterWorker(grpc::ServerContext* context,
   });
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* req,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
+                                          const v1::HeartbeatRequest* req,
                                           v1::HeartbeatReply* reply) {
   return guarded(guard_, context, "Heartbeat", false, true, kWorkerApi, [&]() -> grpc::Status {
     std::vector<TaskKey> running;
@@ -409,7 +416,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context, const v1
   });
 }
 
-grpc::Status WorkerServiceImpl::AwaitWork(grpc::ServerContext* context, const v1::AwaitWorkRequest* req,
+grpc::Status WorkerServiceImpl::AwaitWork(grpc::ServerContext* context,
+                                          const v1::AwaitWorkRequest* req,
                                           v1::AwaitWorkReply* reply) {
   // Not rate-limited per call (a daemon holds one at a time; its heartbeat is limited), not
   // timed (it waits on purpose).

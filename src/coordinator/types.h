@@ -184,7 +184,17 @@ struct TaskCommand {
 
 // An event from a worker daemon about one of its tasks (trainer_protocol.h, relayed).
 struct TaskEvent {
-  enum class Kind { kStarted, kProgress, kEval, kFinished, kError, kExited, kLog, kCheckpoint, kReady };
+  enum class Kind {
+    kStarted,
+    kProgress,
+    kEval,
+    kFinished,
+    kError,
+    kExited,
+    kLog,
+    kCheckpoint,
+    kReady
+  };
   Kind kind = Kind::kProgress;
   TaskKey task;
   double time = 0;

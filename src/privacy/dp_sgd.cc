@@ -58,7 +58,8 @@ uint64_t dp_seed(uint64_t seed, int64_t step, int64_t rank, int64_t index) {
   return splitmix64(h ^ static_cast<uint64_t>(index));
 }
 
-at::Tensor dp_gaussian(at::IntArrayRef shape, uint64_t seed, int64_t step, int64_t rank, int64_t index) {
+at::Tensor dp_gaussian(at::IntArrayRef shape, uint64_t seed, int64_t step, int64_t rank,
+                       int64_t index) {
   auto gen = at::detail::createCPUGenerator(dp_seed(seed, step, rank, index));
   return at::normal(0.0, 1.0, shape, gen, at::TensorOptions().dtype(at::kFloat));
 }

@@ -52,7 +52,8 @@ double clip_factor(const std::vector<at::Tensor>& grads, double clip);
 // The noise stream: N(0, 1) draws of `shape` that depend only on (seed, step, rank, index):
 // a redone step draws the same noise, and two runs from one seed draw the same. `index`
 // separates the tensors one rank draws in a step (parameter i, embedding table t).
-at::Tensor dp_gaussian(at::IntArrayRef shape, uint64_t seed, int64_t step, int64_t rank, int64_t index);
+at::Tensor dp_gaussian(at::IntArrayRef shape, uint64_t seed, int64_t step, int64_t rank,
+                       int64_t index);
 
 // The 64-bit seed dp_gaussian() uses (splitmix64 over its inputs), for streams of one's own.
 uint64_t dp_seed(uint64_t seed, int64_t step, int64_t rank, int64_t index);

@@ -30,8 +30,8 @@ double log_erfc(double x) {
   const double r = std::erfc(x);
   if (r > 0) return std::log(r);
   const double x2 = x * x;
-  return -std::log(M_PI) / 2 - std::log(x) - x2 - 0.5 / x2 + 0.625 / (x2 * x2) - 37.0 / 24.0 / (x2 * x2 * x2) +
-         353.0 / 64.0 / (x2 * x2 * x2 * x2);
+  return -std::log(M_PI) / 2 - std::log(x) - x2 - 0.5 / x2 + 0.625 / (x2 * x2) -
+         37.0 / 24.0 / (x2 * x2 * x2) + 353.0 / 64.0 / (x2 * x2 * x2 * x2);
 }
 
 double log_binom_int(int64_t n, int64_t k) {
@@ -43,7 +43,8 @@ double log_a_int(double q, double sigma, int64_t alpha) {
   double log_a = -kInf;
   for (int64_t i = 0; i <= alpha; ++i) {
     const double di = static_cast<double>(i);
-    const double log_coef = log_binom_int(alpha, i) + di * std::log(q) + static_cast<double>(alpha - i) * std::log1p(-q);
+    const double log_coef = log_binom_int(alpha, i) + di * std::log(q) +
+                            static_cast<double>(alpha - i) * std::log1p(-q);
     log_a = log_add(log_a, log_coef + (di * di - di) / (2 * sigma * sigma));
   }
   return log_a;
@@ -85,8 +86,9 @@ double rdp_one(double q, double sigma, double alpha) {
   if (q == 0) return 0;
   if (sigma == 0 || std::isinf(alpha)) return kInf;
   if (q == 1.0) return alpha / (2 * sigma * sigma);
-  const double log_a = (alpha == std::floor(alpha)) ? log_a_int(q, sigma, static_cast<int64_t>(alpha))
-                                                    : log_a_frac(q, sigma, alpha);
+  const double log_a = (alpha == std::floor(alpha))
+                           ? log_a_int(q, sigma, static_cast<int64_t>(alpha))
+                           : log_a_frac(q, sigma, alpha);
   return log_a / (alpha - 1);
 }
 
@@ -99,14 +101,16 @@ std::vector<double> default_rdp_orders() {
   return orders;
 }
 
-std::vector<double> compute_rdp(double q, double sigma, int64_t steps, const std::vector<double>& orders) {
+std::vector<double> compute_rdp(double q, double sigma, int64_t steps,
+                                const std::vector<double>& orders) {
   std::vector<double> out;
   out.reserve(orders.size());
   for (double a : orders) out.push_back(rdp_one(q, sigma, a) * static_cast<double>(steps));
   return out;
 }
 
-PrivacySpent privacy_spent(const std::vector<double>& orders, const std::vector<double>& rdp, double delta) {
+PrivacySpent privacy_spent(const std::vector<double>& orders, const std::vector<double>& rdp,
+                           double delta) {
   PrivacySpent best{kInf, 0};
   for (size_t i = 0; i < orders.size() && i < rdp.size(); ++i) {
     const double a = orders[i];
@@ -156,7 +160,8 @@ nlohmann::json RdpAccountant::to_json() const {
 Result<RdpAccountant> RdpAccountant::from_json(const nlohmann::json& j, const std::string& what) {
   RdpAccountant a;
   if (!j.is_object() || !j.contains("history") || !j["history"].is_array()) {
-    return invalid_argument(what + ": privacy accountant: 'history' must be a list of {q, sigma, steps}");
+    return invalid_argument(what +
+                            ": privacy accountant: 'history' must be a list of {q, sigma, steps}");
   }
   int i = 0;
   for (const auto& s : j["history"]) {
@@ -167,9 +172,12 @@ Result<RdpAccountant> RdpAccountant::from_json(const nlohmann::json& j, const st
     }
     const double q = s["q"].get<double>(), sigma = s["sigma"].get<double>();
     const int64_t steps = s["steps"].get<int64_t>();
-    if (!(q >= 0 && q <= 1)) return invalid_argument(at + ".q must be in [0, 1], got " + std::to_string(q));
-    if (!(sigma >= 0) || std::isinf(sigma)) return invalid_argument(at + ".sigma must be >= 0, got " + std::to_string(sigma));
-    if (steps < 0) return invalid_argument(at + ".steps must be >= 0, got " + std::to_string(steps));
+    if (!(q >= 0 && q <= 1))
+      return invalid_argument(at + ".q must be in [0, 1], got " + std::to_string(q));
+    if (!(sigma >= 0) || std::isinf(sigma))
+      return invalid_argument(at + ".sigma must be >= 0, got " + std::to_string(sigma));
+    if (steps < 0)
+      return invalid_argument(at + ".steps must be >= 0, got " + std::to_string(steps));
     a.step(q, sigma, steps);
   }
   return a;

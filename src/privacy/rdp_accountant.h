@@ -7,8 +7,8 @@
 // order alpha its RDP is log(A_alpha) / (alpha - 1), with mu0 = N(0, sigma^2), mu1 = N(1, sigma^2):
 //
 //   A_alpha = E_{z~mu0}[((1 - q) + q * mu1(z) / mu0(z))^alpha]
-//   integer alpha:    A = sum_{i=0..alpha} C(alpha,i) (1-q)^(alpha-i) q^i exp((i^2 - i) / (2 sigma^2))
-//   fractional alpha: the two-sided series of Mironov et al. (section 3.3), split at
+//   integer alpha:    A = sum_{i=0..alpha} C(alpha,i) (1-q)^(alpha-i) q^i exp((i^2 - i) / (2
+//   sigma^2)) fractional alpha: the two-sided series of Mironov et al. (section 3.3), split at
 //                     z0 = sigma^2 log(1/q - 1) + 1/2, with erfc tails, summed until both terms
 //                     fall below e^-30;
 //   q = 1: alpha / (2 sigma^2);  q = 0: 0.
@@ -16,7 +16,8 @@
 // RDP composes by addition over steps (and over segments of different q or sigma: a resumed
 // job on another batch size). Epsilon at delta (the conversion Opacus uses, Balle et al. 2020):
 //
-//   eps = min_alpha [ rdp(alpha) - (log(delta) + log(alpha)) / (alpha - 1) + log((alpha - 1) / alpha) ]
+//   eps = min_alpha [ rdp(alpha) - (log(delta) + log(alpha)) / (alpha - 1) + log((alpha - 1) /
+//   alpha) ]
 //
 // Orders: Opacus's default, 1.1, 1.2, ..., 10.9 and 12, 13, ..., 63.
 //
@@ -35,7 +36,8 @@ namespace tern {
 
 // RDP at each order in `orders` of `steps` compositions of the sampled Gaussian mechanism
 // with sampling rate q in [0, 1] and noise multiplier sigma >= 0 (+inf where unbounded).
-std::vector<double> compute_rdp(double q, double sigma, int64_t steps, const std::vector<double>& orders);
+std::vector<double> compute_rdp(double q, double sigma, int64_t steps,
+                                const std::vector<double>& orders);
 
 struct PrivacySpent {
   double epsilon = 0;
@@ -43,7 +45,8 @@ struct PrivacySpent {
 };
 
 // The (epsilon, delta) guarantee of an RDP curve (formula above); epsilon +inf when unbounded.
-PrivacySpent privacy_spent(const std::vector<double>& orders, const std::vector<double>& rdp, double delta);
+PrivacySpent privacy_spent(const std::vector<double>& orders, const std::vector<double>& rdp,
+                           double delta);
 
 // Opacus's default orders.
 std::vector<double> default_rdp_orders();

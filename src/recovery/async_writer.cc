@@ -39,7 +39,9 @@ void AsyncCheckpointWriter::run() {
     running_job_ = false;
     if (!st.is_ok()) {
       // Keep every error: the first names the cause, later ones often follow from it.
-      error_ = error_.is_ok() ? st : Status(error_.code(), error_.message() + "; then " + st.to_string());
+      error_ = error_.is_ok()
+                   ? st
+                   : Status(error_.code(), error_.message() + "; then " + st.to_string());
     }
     cv_.notify_all();
   }

@@ -12,8 +12,8 @@
 // flush() (then cleared); the destructor logs any error nobody collected. Never swallowed.
 //
 // The protocol per checkpoint (docs/checkpoints.md, "Writing a checkpoint"; the trainer drives it):
-//   step s, every rank:          writer.snapshot(meta{step=s,...}, per_rank, rank == 0 ? &replicated : nullptr)
-//   step s + lag, every rank:    Status w = writer.flush(timeout);
+//   step s, every rank:          writer.snapshot(meta{step=s,...}, per_rank, rank == 0 ?
+//   &replicated : nullptr) step s + lag, every rank:    Status w = writer.flush(timeout);
 //                                auto m = gather_manifest(comm, w.is_ok() ? writer.last_written()
 //                                                                         : std::nullopt, s, ...);
 //                                if (m.is_ok() && rank == 0) writer.commit(*m, keep);

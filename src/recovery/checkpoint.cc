@@ -17,16 +17,26 @@ const at::Tensor* Checkpoint::find(const std::string& name) const {
 
 Result<DType> dtype_from_scalar_type(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return DType::kFloat32;
-    case at::kDouble: return DType::kFloat64;
-    case at::kHalf: return DType::kFloat16;
-    case at::kBFloat16: return DType::kBFloat16;
-    case at::kChar: return DType::kInt8;
-    case at::kByte: return DType::kUInt8;
-    case at::kShort: return DType::kInt16;
-    case at::kInt: return DType::kInt32;
-    case at::kLong: return DType::kInt64;
-    case at::kBool: return DType::kBool;
+    case at::kFloat:
+      return DType::kFloat32;
+    case at::kDouble:
+      return DType::kFloat64;
+    case at::kHalf:
+      return DType::kFloat16;
+    case at::kBFloat16:
+      return DType::kBFloat16;
+    case at::kChar:
+      return DType::kInt8;
+    case at::kByte:
+      return DType::kUInt8;
+    case at::kShort:
+      return DType::kInt16;
+    case at::kInt:
+      return DType::kInt32;
+    case at::kLong:
+      return DType::kInt64;
+    case at::kBool:
+      return DType::kBool;
     default:
       return invalid_argument(std::string("dtype ") + c10::toString(type) +
                               " cannot be stored in a tern checkpoint");
@@ -35,16 +45,26 @@ Result<DType> dtype_from_scalar_type(at::ScalarType type) {
 
 at::ScalarType scalar_type_from_dtype(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return at::kFloat;
-    case DType::kFloat64: return at::kDouble;
-    case DType::kFloat16: return at::kHalf;
-    case DType::kBFloat16: return at::kBFloat16;
-    case DType::kInt8: return at::kChar;
-    case DType::kUInt8: return at::kByte;
-    case DType::kInt16: return at::kShort;
-    case DType::kInt32: return at::kInt;
-    case DType::kInt64: return at::kLong;
-    case DType::kBool: return at::kBool;
+    case DType::kFloat32:
+      return at::kFloat;
+    case DType::kFloat64:
+      return at::kDouble;
+    case DType::kFloat16:
+      return at::kHalf;
+    case DType::kBFloat16:
+      return at::kBFloat16;
+    case DType::kInt8:
+      return at::kChar;
+    case DType::kUInt8:
+      return at::kByte;
+    case DType::kInt16:
+      return at::kShort;
+    case DType::kInt32:
+      return at::kInt;
+    case DType::kInt64:
+      return at::kLong;
+    case DType::kBool:
+      return at::kBool;
   }
   return at::kFloat;
 }
@@ -148,8 +168,9 @@ Result<LoadedCheckpoint> load_step(const CheckpointStore& store, const Manifest&
   }
   for (int64_t r : ranks) {
     if (r < 0 || r >= m.world) {
-      return Status(StatusCode::kOutOfRange, store.step_dir(m.step) + ": rank " + std::to_string(r) +
-                                " requested, the checkpoint has world " + std::to_string(m.world));
+      return Status(StatusCode::kOutOfRange,
+                    store.step_dir(m.step) + ": rank " + std::to_string(r) +
+                        " requested, the checkpoint has world " + std::to_string(m.world));
     }
     std::string file = rank_file_name(r);
     TERN_ASSIGN_OR_RETURN(Checkpoint c,

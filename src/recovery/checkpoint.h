@@ -50,9 +50,9 @@ Result<Checkpoint> decode_checkpoint(std::string_view bytes, const std::string& 
 
 // Which parts of a step to load.
 struct LoadOptions {
-  bool replicated = true;       // replicated.ckpt
-  bool all_ranks = false;       // every rank-K.ckpt (full recovery / resume)
-  std::vector<int64_t> ranks;   // or these ranks only (partial recovery of lost ranks)
+  bool replicated = true;      // replicated.ckpt
+  bool all_ranks = false;      // every rank-K.ckpt (full recovery / resume)
+  std::vector<int64_t> ranks;  // or these ranks only (partial recovery of lost ranks)
   int64_t max_step = std::numeric_limits<int64_t>::max();  // newest step to consider
 };
 

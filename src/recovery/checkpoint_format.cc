@@ -12,7 +12,8 @@
 #include "common/crc32.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "tern checkpoints store tensor bytes in little-endian order; big-endian hosts are unsupported"
+#error \
+    "tern checkpoints store tensor bytes in little-endian order; big-endian hosts are unsupported"
 #endif
 
 namespace tern {
@@ -37,7 +38,8 @@ void put_str(std::string* out, const std::string& s) {
 
 uint64_t get_le(const char* p, int n) {
   uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  for (int i = 0; i < n; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
   return v;
 }
 
@@ -151,10 +153,8 @@ Status parse_meta(std::string_view payload, const std::string& name, CheckpointM
   }
   std::set<std::string> seen;
   std::map<std::string, int64_t*> ints = {
-      {"step", &meta->step},   {"epoch", &meta->epoch},
-      {"sampler_position", &meta->sampler_position},
-      {"rank", &meta->rank},   {"world", &meta->world},
-      {"generation", &meta->generation},
+      {"step", &meta->step}, {"epoch", &meta->epoch}, {"sampler_position", &meta->sampler_position},
+      {"rank", &meta->rank}, {"world", &meta->world}, {"generation", &meta->generation},
   };
   for (uint32_t i = 0; i < count; ++i) {
     std::string k, v;
@@ -251,8 +251,7 @@ Status parse_file_header(std::string_view h, const std::string& name, Header* ou
   uint32_t version = static_cast<uint32_t>(get_le(h.data() + 8, 4));
   if (version != kCheckpointVersion) {
     return failed_precondition(name + ": checkpoint format version " + std::to_string(version) +
-                               ", this build reads version " +
-                               std::to_string(kCheckpointVersion));
+                               ", this build reads version " + std::to_string(kCheckpointVersion));
   }
   out->sections = static_cast<uint32_t>(get_le(h.data() + 12, 4));
   out->total = get_le(h.data() + 16, 8);
@@ -282,7 +281,8 @@ Status parse_section_header(const char* p, const std::string& name, uint32_t ind
   }
   if (get_le(p + 4, 4) != 0) return bad(name, where + " reserved field is not zero");
   if ((index == 0) != (s->kind == kKindMeta)) {
-    return bad(name, where + (index == 0 ? " is not the meta section" : " is a second meta section"));
+    return bad(name,
+               where + (index == 0 ? " is not the meta section" : " is a second meta section"));
   }
   return Status::ok();
 }
@@ -295,32 +295,52 @@ uint32_t checkpoint_crc32(uint32_t crc, const void* data, size_t size) {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return 4;
-    case DType::kFloat64: return 8;
-    case DType::kFloat16: return 2;
-    case DType::kBFloat16: return 2;
-    case DType::kInt8: return 1;
-    case DType::kUInt8: return 1;
-    case DType::kInt16: return 2;
-    case DType::kInt32: return 4;
-    case DType::kInt64: return 8;
-    case DType::kBool: return 1;
+    case DType::kFloat32:
+      return 4;
+    case DType::kFloat64:
+      return 8;
+    case DType::kFloat16:
+      return 2;
+    case DType::kBFloat16:
+      return 2;
+    case DType::kInt8:
+      return 1;
+    case DType::kUInt8:
+      return 1;
+    case DType::kInt16:
+      return 2;
+    case DType::kInt32:
+      return 4;
+    case DType::kInt64:
+      return 8;
+    case DType::kBool:
+      return 1;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
-    case DType::kInt8: return "int8";
-    case DType::kUInt8: return "uint8";
-    case DType::kInt16: return "int16";
-    case DType::kInt32: return "int32";
-    case DType::kInt64: return "int64";
-    case DType::kBool: return "bool";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kFloat16:
+      return "float16";
+    case DType::kBFloat16:
+      return "bfloat16";
+    case DType::kInt8:
+      return "int8";
+    case DType::kUInt8:
+      return "uint8";
+    case DType::kInt16:
+      return "int16";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kBool:
+      return "bool";
   }
   return "unknown";
 }
@@ -432,8 +452,8 @@ Result<ParsedCheckpoint> parse_checkpoint(std::string_view bytes, const std::str
     }
     std::string_view payload = bytes.substr(pos, s.length);
     if (checkpoint_crc32(0, payload.data(), payload.size()) != s.crc) {
-      return bad(name, "section " + std::to_string(i) + " (offset " + std::to_string(pos) +
-                           ", " + std::to_string(s.length) + " bytes) checksum mismatch");
+      return bad(name, "section " + std::to_string(i) + " (offset " + std::to_string(pos) + ", " +
+                           std::to_string(s.length) + " bytes) checksum mismatch");
     }
     pos += s.length;
     if (s.kind == kKindMeta) {
@@ -462,7 +482,8 @@ Result<uint32_t> checkpoint_file_digest(const std::string& path) {
     ~Closer() { ::close(fd); }
   } closer{fd};
   struct stat sb {};
-  if (::fstat(fd, &sb) != 0) return internal_error(path + ": fstat failed: " + std::strerror(errno));
+  if (::fstat(fd, &sb) != 0)
+    return internal_error(path + ": fstat failed: " + std::strerror(errno));
   uint64_t size = static_cast<uint64_t>(sb.st_size);
   auto read_at = [&](uint64_t off, char* buf, size_t n) {
     size_t got = 0;

@@ -4,8 +4,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cinttypes>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -31,8 +31,8 @@ std::string hex32(uint32_t v) {
 bool parse_u64(const std::string& s, uint64_t* out, int base = 10) {
   if (s.empty() || s.size() > 20) return false;
   for (char c : s) {
-    bool ok = base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0
-                         : (c >= '0' && c <= '9');
+    bool ok =
+        base == 16 ? std::isxdigit(static_cast<unsigned char>(c)) != 0 : (c >= '0' && c <= '9');
     if (!ok) return false;
   }
   errno = 0;
@@ -78,7 +78,8 @@ std::string encode_manifest(const Manifest& m) {
   o << "world " << m.world << "\n";
   o << "generation " << m.generation << "\n";
   o << "job_id " << (m.job_id.empty() ? "-" : m.job_id) << "\n";
-  for (const auto& f : files) o << "file " << f.name << " " << f.bytes << " " << hex32(f.digest) << "\n";
+  for (const auto& f : files)
+    o << "file " << f.name << " " << f.bytes << " " << hex32(f.digest) << "\n";
   std::string body = o.str();
   return body + "crc " + hex32(checkpoint_crc32(0, body.data(), body.size())) + "\n";
 }
@@ -159,7 +160,8 @@ std::string CheckpointStore::file_path(int64_t step, const std::string& file) co
 }
 
 Status CheckpointStore::prepare_step(int64_t step) const {
-  if (step < 0) return invalid_argument(dir_ + ": checkpoint step must be >= 0, got " + std::to_string(step));
+  if (step < 0)
+    return invalid_argument(dir_ + ": checkpoint step must be >= 0, got " + std::to_string(step));
   std::error_code ec;
   bool made_root = !fs::exists(dir_, ec);
   fs::create_directories(step_dir(step), ec);
@@ -174,7 +176,8 @@ Status CheckpointStore::prepare_step(int64_t step) const {
 
 Status CheckpointStore::commit(const Manifest& manifest) const {
   for (char c : manifest.job_id) {
-    if (std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c))) {
+    if (std::isspace(static_cast<unsigned char>(c)) ||
+        std::iscntrl(static_cast<unsigned char>(c))) {
       return invalid_argument(step_dir(manifest.step) + ": job id '" + manifest.job_id +
                               "' contains whitespace or control characters");
     }
@@ -188,14 +191,15 @@ Status CheckpointStore::commit(const Manifest& manifest) const {
     }
     std::string path = file_path(manifest.step, f.name);
     auto digest = checkpoint_file_digest(path);
-    if (!digest.is_ok()) return digest.status().with_context("cannot commit step " + std::to_string(manifest.step));
+    if (!digest.is_ok())
+      return digest.status().with_context("cannot commit step " + std::to_string(manifest.step));
     std::error_code ec;
     uint64_t size = fs::file_size(path, ec);
     if (ec || size != f.bytes || *digest != f.digest) {
-      return data_loss(path + ": does not match what its writer reported (" +
-                       std::to_string(size) + " bytes, digest " + hex32(*digest) + "; expected " +
-                       std::to_string(f.bytes) + " bytes, digest " + hex32(f.digest) +
-                       "); step " + std::to_string(manifest.step) + " not committed");
+      return data_loss(path + ": does not match what its writer reported (" + std::to_string(size) +
+                       " bytes, digest " + hex32(*digest) + "; expected " +
+                       std::to_string(f.bytes) + " bytes, digest " + hex32(f.digest) + "); step " +
+                       std::to_string(manifest.step) + " not committed");
     }
   }
   std::string text = encode_manifest(manifest);
@@ -251,7 +255,8 @@ Result<Manifest> CheckpointStore::check_step(int64_t step) const {
   return m;
 }
 
-Result<std::vector<Manifest>> CheckpointStore::complete_steps(std::vector<std::string>* skipped) const {
+Result<std::vector<Manifest>> CheckpointStore::complete_steps(
+    std::vector<std::string>* skipped) const {
   TERN_ASSIGN_OR_RETURN(std::vector<int64_t> steps, list_steps());
   std::vector<Manifest> out;
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
@@ -282,7 +287,8 @@ Result<std::vector<int64_t>> CheckpointStore::apply_retention(int64_t keep) cons
     if (step >= oldest_kept) break;
     std::error_code ec;
     fs::remove_all(step_dir(step), ec);
-    if (ec) return internal_error(step_dir(step) + ": cannot delete old checkpoint: " + ec.message());
+    if (ec)
+      return internal_error(step_dir(step) + ": cannot delete old checkpoint: " + ec.message());
     deleted.push_back(step);
   }
   if (!deleted.empty()) TERN_RETURN_IF_ERROR(fsync_dir(dir_));

@@ -50,11 +50,13 @@ Result<Manifest> gather_manifest(Communicator& comm, const std::optional<Written
       missing += (missing.empty() ? "" : ", ") + std::to_string(r);
       continue;
     }
-    m.files.push_back({rank_file_name(r), static_cast<uint64_t>(g[2]), static_cast<uint32_t>(g[3])});
+    m.files.push_back(
+        {rank_file_name(r), static_cast<uint64_t>(g[2]), static_cast<uint32_t>(g[3])});
     if (g[4] == 1) {
       ++replicated_count;
       replicated_by += (replicated_by.empty() ? "" : ", ") + std::to_string(r);
-      m.files.push_back({kReplicatedFile, static_cast<uint64_t>(g[5]), static_cast<uint32_t>(g[6])});
+      m.files.push_back(
+          {kReplicatedFile, static_cast<uint64_t>(g[5]), static_cast<uint32_t>(g[6])});
     }
   }
   if (!missing.empty()) {
@@ -62,8 +64,8 @@ Result<Manifest> gather_manifest(Communicator& comm, const std::optional<Written
                    missing + " did not write it");
   }
   if (replicated_count != 1) {
-    return aborted("checkpoint step " + std::to_string(step) + " not committed: " +
-                   std::string(kReplicatedFile) + " written by " +
+    return aborted("checkpoint step " + std::to_string(step) +
+                   " not committed: " + std::string(kReplicatedFile) + " written by " +
                    (replicated_count == 0 ? std::string("no rank") : "ranks " + replicated_by) +
                    " (exactly one rank must write it)");
   }

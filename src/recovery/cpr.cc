@@ -25,19 +25,25 @@ double full_recovery_overhead(double interval_s, double checkpoint_cost_s,
 
 Result<CheckpointPlan> plan_checkpoint_interval(const CheckpointPlanInputs& in) {
   auto positive = [](double v) { return std::isfinite(v) && v > 0; };
-  if (in.n_shards < 1) return invalid_argument("cpr: n_shards must be >= 1, got " + std::to_string(in.n_shards));
+  if (in.n_shards < 1)
+    return invalid_argument("cpr: n_shards must be >= 1, got " + std::to_string(in.n_shards));
   if (!positive(in.pls_target) || in.pls_target > 1) {
-    return invalid_argument("cpr: recovery.pls_target must be in (0, 1], got " + std::to_string(in.pls_target));
+    return invalid_argument("cpr: recovery.pls_target must be in (0, 1], got " +
+                            std::to_string(in.pls_target));
   }
-  if (!positive(in.mtbf_s)) return invalid_argument("cpr: mtbf_s must be > 0, got " + std::to_string(in.mtbf_s));
+  if (!positive(in.mtbf_s))
+    return invalid_argument("cpr: mtbf_s must be > 0, got " + std::to_string(in.mtbf_s));
   if (!positive(in.samples_per_s)) {
-    return invalid_argument("cpr: samples_per_s must be > 0, got " + std::to_string(in.samples_per_s));
+    return invalid_argument("cpr: samples_per_s must be > 0, got " +
+                            std::to_string(in.samples_per_s));
   }
   if (!(in.checkpoint_cost_s >= 0) || !std::isfinite(in.checkpoint_cost_s)) {
-    return invalid_argument("cpr: checkpoint_cost_s must be >= 0, got " + std::to_string(in.checkpoint_cost_s));
+    return invalid_argument("cpr: checkpoint_cost_s must be >= 0, got " +
+                            std::to_string(in.checkpoint_cost_s));
   }
   if (in.samples_per_step < 1) {
-    return invalid_argument("cpr: samples_per_step must be >= 1, got " + std::to_string(in.samples_per_step));
+    return invalid_argument("cpr: samples_per_step must be >= 1, got " +
+                            std::to_string(in.samples_per_step));
   }
   CheckpointPlan p;
   p.failures_per_second = 1.0 / in.mtbf_s;

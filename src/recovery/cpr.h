@@ -29,23 +29,23 @@ double full_recovery_overhead(double interval_s, double checkpoint_cost_s,
                               double failures_per_second, double restart_s = 0);
 
 struct CheckpointPlanInputs {
-  int64_t n_shards = 1;           // nodes holding distinct shards of the sharded state
-  double pls_target = 0.01;       // recovery.pls_target
-  double mtbf_s = 0;              // job-wide mean time between failures, seconds
-  double checkpoint_cost_s = 0;   // measured (or estimated) cost of one checkpoint
-  double samples_per_s = 0;       // job-wide training throughput
-  int64_t samples_per_step = 1;   // job-wide samples per step (batch × world)
+  int64_t n_shards = 1;          // nodes holding distinct shards of the sharded state
+  double pls_target = 0.01;      // recovery.pls_target
+  double mtbf_s = 0;             // job-wide mean time between failures, seconds
+  double checkpoint_cost_s = 0;  // measured (or estimated) cost of one checkpoint
+  double samples_per_s = 0;      // job-wide training throughput
+  int64_t samples_per_step = 1;  // job-wide samples per step (batch × world)
 };
 
 struct CheckpointPlan {
   double failures_per_second = 0;
   double failures_per_sample = 0;
   double cpr_interval_samples = 0;
-  int64_t cpr_interval_steps = 0;        // floor, at least 1: keeps PLS <= target
-  double cpr_expected_pls = 0;           // at cpr_interval_steps
+  int64_t cpr_interval_steps = 0;  // floor, at least 1: keeps PLS <= target
+  double cpr_expected_pls = 0;     // at cpr_interval_steps
   double young_daly_interval_s = 0;
   int64_t young_daly_interval_steps = 0;  // rounded, at least 1
-  std::string summary;                   // one log line with the formulas and the numbers
+  std::string summary;                    // one log line with the formulas and the numbers
 };
 
 // INVALID_ARGUMENT naming the field when an input is out of range.

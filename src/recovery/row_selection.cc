@@ -84,26 +84,29 @@ Status append_rows(const std::string& prefix, const at::Tensor& table, const at:
   }
   TERN_RETURN_IF_ERROR(check_rows(rows, table.size(0), "rows of '" + prefix + "'"));
   at::Tensor idx = rows.to(at::kCPU, at::kLong).contiguous();
-  at::Tensor values = table.detach().index_select(0, idx.to(table.device())).to(at::kCPU).contiguous();
+  at::Tensor values =
+      table.detach().index_select(0, idx.to(table.device())).to(at::kCPU).contiguous();
   out->emplace_back(prefix + "/rows", idx.clone());
   out->emplace_back(prefix + "/values", values);
   return Status::ok();
 }
 
 Status restore_rows(at::Tensor& table, const at::Tensor& rows, const at::Tensor& values) {
-  if (!table.defined() || table.dim() != 2) return invalid_argument("restore rows: table must be 2-D");
+  if (!table.defined() || table.dim() != 2)
+    return invalid_argument("restore rows: table must be 2-D");
   TERN_RETURN_IF_ERROR(check_rows(rows, table.size(0), "restore rows"));
   if (!values.defined() || values.dim() != 2 || values.size(0) != rows.numel() ||
       values.size(1) != table.size(1) || values.scalar_type() != table.scalar_type()) {
-    return invalid_argument("restore rows: values must be [" + std::to_string(rows.numel()) +
-                            ", " + std::to_string(table.size(1)) + "] of the table's dtype");
+    return invalid_argument("restore rows: values must be [" + std::to_string(rows.numel()) + ", " +
+                            std::to_string(table.size(1)) + "] of the table's dtype");
   }
   at::NoGradGuard no_grad;
   table.index_copy_(0, rows.to(table.device(), at::kLong), values.to(table.device()));
   return Status::ok();
 }
 
-Status restore_rows_from(const Checkpoint& checkpoint, const std::string& prefix, at::Tensor& table) {
+Status restore_rows_from(const Checkpoint& checkpoint, const std::string& prefix,
+                         at::Tensor& table) {
   const at::Tensor* rows = checkpoint.find(prefix + "/rows");
   const at::Tensor* values = checkpoint.find(prefix + "/values");
   if (rows == nullptr || values == nullptr) {

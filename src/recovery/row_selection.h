@@ -61,6 +61,7 @@ Status append_rows(const std::string& prefix, const at::Tensor& table, const at:
 Status restore_rows(at::Tensor& table, const at::Tensor& rows, const at::Tensor& values);
 // restore_rows from the "<prefix>/rows" and "<prefix>/values" of a loaded checkpoint;
 // NOT_FOUND when the checkpoint does not have them.
-Status restore_rows_from(const Checkpoint& checkpoint, const std::string& prefix, at::Tensor& table);
+Status restore_rows_from(const Checkpoint& checkpoint, const std::string& prefix,
+                         at::Tensor& table);
 
 }  // namespace tern

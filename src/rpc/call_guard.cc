@@ -93,19 +93,19 @@ grpc::Status CallGuard::run(grpc::ServerContext* context, const char* method,
              !limiter_.allow(client_of(context) +
                                  (roles == static_cast<unsigned>(Role::kWorker) ? "#worker" : ""),
                              std::chrono::duration<double>(start - epoch_).count())) {
-    status = grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        fmt::format("{} refused: this client made more than {:g} calls/s (burst {:g}; "
-                    "coordinator.rate_limit); slow down and retry",
-                    method, limiter_.per_s(), limiter_.burst()));
+    status =
+        grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     fmt::format("{} refused: this client made more than {:g} calls/s (burst {:g}; "
+                                 "coordinator.rate_limit); slow down and retry",
+                                 method, limiter_.per_s(), limiter_.burst()));
     spdlog::debug("{} from {} refused by the rate limit", method, client_of(context));
   } else {
     status = body();
   }
   if (metrics_ && timed) {
-    metrics_->observe(method, static_cast<int>(status.error_code()),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                          .count());
+    metrics_->observe(
+        method, static_cast<int>(status.error_code()),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return status;
 }

@@ -40,10 +40,9 @@ std::shared_ptr<grpc::Channel> make_channel(const std::string& address,
   // Each channel owns its connections: a fresh channel after a failure starts without the
   // backoff state a shared subchannel would carry over.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(dial_address(address),
-                                   security ? channel_credentials(*security)
-                                            : grpc::InsecureChannelCredentials(),
-                                   args);
+  return grpc::CreateCustomChannel(
+      dial_address(address),
+      security ? channel_credentials(*security) : grpc::InsecureChannelCredentials(), args);
 }
 
 namespace {

@@ -92,7 +92,8 @@ void RpcMetrics::write(PrometheusWriter* w) const {
   w->family("tern_rpc_requests_total", "counter",
             "gRPC calls handled, by method and status code (refusals included).");
   for (const auto& [key, n] : calls_)
-    w->sample("tern_rpc_requests_total", {{"method", key.first}, {"code", grpc_code_name(key.second)}},
+    w->sample("tern_rpc_requests_total",
+              {{"method", key.first}, {"code", grpc_code_name(key.second)}},
               static_cast<double>(n));
   w->family("tern_rpc_duration_seconds", "histogram",
             "Time from a unary call's arrival at its handler to its reply, by method.");
@@ -108,7 +109,8 @@ void RpcMetrics::write(PrometheusWriter* w) const {
     w->sample("tern_rpc_duration_seconds_bucket", {{"method", method}, {"le", "+Inf"}},
               static_cast<double>(h.count));
     w->sample("tern_rpc_duration_seconds_sum", {{"method", method}}, h.sum);
-    w->sample("tern_rpc_duration_seconds_count", {{"method", method}}, static_cast<double>(h.count));
+    w->sample("tern_rpc_duration_seconds_count", {{"method", method}},
+              static_cast<double>(h.count));
   }
 }
 

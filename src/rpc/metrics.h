@@ -33,9 +33,8 @@ std::string escape_label_value(const std::string& v);
 
 class RpcMetrics {
  public:
-  static constexpr std::array<double, 14> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                      0.025,  0.05,  0.1,    0.25,  0.5,
-                                                      1.0,    2.5,   5.0,    10.0};
+  static constexpr std::array<double, 14> kBuckets = {
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0};
   // One finished call of `method` that took `seconds` and ended with gRPC status `code`.
   void observe(const std::string& method, int code, double seconds);
   // tern_rpc_requests_total{method,code} and tern_rpc_duration_seconds{method}.

@@ -63,7 +63,8 @@ nlohmann::json scalar(const Message& m, const Reflection& r, const FieldDescript
     case FieldDescriptor::CPPTYPE_BOOL:
       return rep ? r.GetRepeatedBool(m, &f, index) : r.GetBool(m, &f);
     case FieldDescriptor::CPPTYPE_ENUM:  // by number: an unknown value keeps its number
-      return short_enum_name(*f.enum_type(), rep ? r.GetRepeatedEnumValue(m, &f, index) : r.GetEnumValue(m, &f));
+      return short_enum_name(*f.enum_type(),
+                             rep ? r.GetRepeatedEnumValue(m, &f, index) : r.GetEnumValue(m, &f));
     case FieldDescriptor::CPPTYPE_STRING: {
       std::string s = rep ? r.GetRepeatedString(m, &f, index) : r.GetString(m, &f);
       if (f.type() == FieldDescriptor::TYPE_BYTES) return base64(s);

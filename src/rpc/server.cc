@@ -29,9 +29,10 @@ Result<std::unique_ptr<RpcServer>> RpcServer::start(const std::string& listen,
     return unavailable("cannot listen on " + listen + " (address in use or not local?)");
   }
   if (!options.tls) {
-    spdlog::warn("serving plain-text gRPC (no TLS) on {}: loopback only; enable tls in the "
-                 "cluster file for a cluster that spans machines",
-                 listen);
+    spdlog::warn(
+        "serving plain-text gRPC (no TLS) on {}: loopback only; enable tls in the "
+        "cluster file for a cluster that spans machines",
+        listen);
   }
   return s;
 }

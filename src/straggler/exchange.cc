@@ -38,7 +38,7 @@ struct ContributionExchange::State {
   int64_t released_below = 0;  // steps below this were released (steps are decided in order)
   Status error;
   int64_t late = 0;
-  int64_t outstanding = 0;     // items queued or being waited on
+  int64_t outstanding = 0;  // items queued or being waited on
   bool stop = false;
   std::vector<std::deque<Item>> queues;
   std::vector<std::thread> threads;
@@ -62,8 +62,8 @@ struct ContributionExchange::State {
       --outstanding;
       if (!s.is_ok()) {
         if (error.is_ok()) {
-          error = s.with_context("straggler exchange with rank " + std::to_string(peer) + " at step " +
-                                 std::to_string(item.step));
+          error = s.with_context("straggler exchange with rank " + std::to_string(peer) +
+                                 " at step " + std::to_string(item.step));
         }
         stop = true;
         cv.notify_all();
@@ -116,7 +116,10 @@ ContributionExchange::~ContributionExchange() {
     // After a clean drain every queue is empty and the threads exit at once; otherwise a
     // thread may sit in a transfer until its timeout: let it finish on its own (it holds
     // the state it touches).
-    if (drained_) t.join(); else t.detach();
+    if (drained_)
+      t.join();
+    else
+      t.detach();
   }
 }
 
@@ -170,8 +173,8 @@ Status ContributionExchange::contribute(int64_t step, const at::Tensor& payload)
   bool computed = payload.defined();
   if (computed) {
     if (payload.numel() != options_.numel) {
-      return invalid_argument("contribution has " + std::to_string(payload.numel()) + " elements, expected " +
-                              std::to_string(options_.numel));
+      return invalid_argument("contribution has " + std::to_string(payload.numel()) +
+                              " elements, expected " + std::to_string(options_.numel));
     }
     buf.narrow(0, 0, options_.numel).copy_(payload.reshape({-1}));
     buf.data_ptr<float>()[options_.numel] = 1.0f;
@@ -203,7 +206,8 @@ ContributionExchange::Arrivals ContributionExchange::arrivals(int64_t step) cons
   return it == state_->steps.end() ? Arrivals{} : it->second.arrivals;
 }
 
-Status ContributionExchange::wait_until(int64_t step, const std::function<bool(const Arrivals&)>& pred,
+Status ContributionExchange::wait_until(int64_t step,
+                                        const std::function<bool(const Arrivals&)>& pred,
                                         std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(state_->mu);
   bool ok = state_->cv.wait_for(lock, timeout, [&] {
@@ -237,11 +241,13 @@ Status ContributionExchange::drain(std::chrono::milliseconds timeout) {
   if (drained_) return Status::ok();
   {
     std::unique_lock<std::mutex> lock(state_->mu);
-    bool ok = state_->cv.wait_for(lock, timeout, [&] { return state_->outstanding == 0 || !state_->error.is_ok(); });
+    bool ok = state_->cv.wait_for(
+        lock, timeout, [&] { return state_->outstanding == 0 || !state_->error.is_ok(); });
     if (!state_->error.is_ok()) return state_->error;
     if (!ok) {
       return deadline_exceeded("straggler exchange: " + std::to_string(state_->outstanding) +
-                               " transfers still pending after " + std::to_string(timeout.count()) + " ms");
+                               " transfers still pending after " + std::to_string(timeout.count()) +
+                               " ms");
     }
     state_->stop = true;
   }

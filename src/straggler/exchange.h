@@ -41,8 +41,9 @@ class ContributionExchange {
   };
   // What has arrived for one step, in arrival order.
   struct Arrivals {
-    std::vector<int> computed;  // senders whose computed contribution is here (own included once contributed)
-    std::vector<int> skipped;   // senders that sent a skip marker
+    std::vector<int>
+        computed;  // senders whose computed contribution is here (own included once contributed)
+    std::vector<int> skipped;          // senders that sent a skip marker
     std::optional<uint64_t> decision;  // the leader's decision bitmask, when received
   };
 

@@ -18,7 +18,8 @@ constexpr int kRandomDraws = 16;  // make_random redraws at most this many times
 // H: s x n Gaussian with rows summing to zero, so 1 lies in its null space.
 std::vector<std::vector<double>> random_h(int n, int s, std::mt19937_64& rng) {
   std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<std::vector<double>> h(static_cast<size_t>(s), std::vector<double>(static_cast<size_t>(n)));
+  std::vector<std::vector<double>> h(static_cast<size_t>(s),
+                                     std::vector<double>(static_cast<size_t>(n)));
   for (auto& row : h) {
     double sum = 0;
     for (int k = 0; k < n - 1; ++k) {
@@ -38,23 +39,28 @@ bool solve_plain(std::vector<double> a, std::vector<double> b, int m, std::vecto
   for (int c = 0; c < m; ++c) {
     int piv = c;
     for (int r = c + 1; r < m; ++r) {
-      if (std::abs(a[static_cast<size_t>(r * m + c)]) > std::abs(a[static_cast<size_t>(piv * m + c)])) piv = r;
+      if (std::abs(a[static_cast<size_t>(r * m + c)]) >
+          std::abs(a[static_cast<size_t>(piv * m + c)]))
+        piv = r;
     }
     if (!(std::abs(a[static_cast<size_t>(piv * m + c)]) > 1e-300)) return false;
     if (piv != c) {
-      for (int k = 0; k < m; ++k) std::swap(a[static_cast<size_t>(c * m + k)], a[static_cast<size_t>(piv * m + k)]);
+      for (int k = 0; k < m; ++k)
+        std::swap(a[static_cast<size_t>(c * m + k)], a[static_cast<size_t>(piv * m + k)]);
       std::swap(b[static_cast<size_t>(c)], b[static_cast<size_t>(piv)]);
     }
     for (int r = c + 1; r < m; ++r) {
       double f = a[static_cast<size_t>(r * m + c)] / a[static_cast<size_t>(c * m + c)];
-      for (int k = c; k < m; ++k) a[static_cast<size_t>(r * m + k)] -= f * a[static_cast<size_t>(c * m + k)];
+      for (int k = c; k < m; ++k)
+        a[static_cast<size_t>(r * m + k)] -= f * a[static_cast<size_t>(c * m + k)];
       b[static_cast<size_t>(r)] -= f * b[static_cast<size_t>(c)];
     }
   }
   x->assign(static_cast<size_t>(m), 0.0);
   for (int r = m - 1; r >= 0; --r) {
     double v = b[static_cast<size_t>(r)];
-    for (int k = r + 1; k < m; ++k) v -= a[static_cast<size_t>(r * m + k)] * (*x)[static_cast<size_t>(k)];
+    for (int k = r + 1; k < m; ++k)
+      v -= a[static_cast<size_t>(r * m + k)] * (*x)[static_cast<size_t>(k)];
     (*x)[static_cast<size_t>(r)] = v / a[static_cast<size_t>(r * m + r)];
   }
   for (double v : *x) {
@@ -170,7 +176,8 @@ bool GradientCode::rows_from_h(const std::vector<std::vector<double>>& h) {
     }
     if (!solve_plain(a, rhs, s, &xs)) return false;
     std::vector<std::pair<int, double>> row{{j, 1.0}};
-    for (int q = 1; q <= s; ++q) row.emplace_back(support[static_cast<size_t>(q)], xs[static_cast<size_t>(q - 1)]);
+    for (int q = 1; q <= s; ++q)
+      row.emplace_back(support[static_cast<size_t>(q)], xs[static_cast<size_t>(q - 1)]);
     std::sort(row.begin(), row.end());
     std::vector<int> parts;
     std::vector<double> coeffs;
@@ -186,10 +193,14 @@ bool GradientCode::rows_from_h(const std::vector<std::vector<double>>& h) {
 
 std::string GradientCode::kind_name() const {
   switch (kind_) {
-    case Kind::kIdentity: return "identity";
-    case Kind::kFractionalRepetition: return "fractional_repetition";
-    case Kind::kCyclicRepetition: return "cyclic_repetition";
-    case Kind::kRandomLinear: return "random_linear";
+    case Kind::kIdentity:
+      return "identity";
+    case Kind::kFractionalRepetition:
+      return "fractional_repetition";
+    case Kind::kCyclicRepetition:
+      return "cyclic_repetition";
+    case Kind::kRandomLinear:
+      return "random_linear";
   }
   return "?";
 }
@@ -223,9 +234,9 @@ bool GradientCode::decodable(const std::vector<int>& senders) const {
 
 Result<std::vector<double>> GradientCode::decode(const std::vector<int>& senders) const {
   if (!decodable(senders)) {
-    return failed_precondition("gradient code (" + kind_name() + ", n=" + std::to_string(n_) + ", s=" +
-                               std::to_string(s_) + ") cannot decode from " + std::to_string(senders.size()) +
-                               " senders");
+    return failed_precondition("gradient code (" + kind_name() + ", n=" + std::to_string(n_) +
+                               ", s=" + std::to_string(s_) + ") cannot decode from " +
+                               std::to_string(senders.size()) + " senders");
   }
   std::vector<double> a(senders.size(), 0.0);
   switch (kind_) {
@@ -256,7 +267,8 @@ Result<std::vector<double>> GradientCode::solve(const std::vector<int>& unordere
   // set only, not on the order contributions arrived in at this rank.
   std::vector<size_t> order(unordered.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return unordered[x] < unordered[y]; });
+  std::sort(order.begin(), order.end(),
+            [&](size_t x, size_t y) { return unordered[x] < unordered[y]; });
   std::vector<int> senders;
   for (size_t i : order) senders.push_back(unordered[i]);
   // Least squares: B_F^T a = 1 (n equations, |F| unknowns; consistent when decodable).
@@ -275,7 +287,8 @@ Result<std::vector<double>> GradientCode::solve(const std::vector<int>& unordere
   at::Tensor residual = at::matmul(bt, x) - ones;
   double err = residual.abs().max().item<double>();
   if (!std::isfinite(err) || err > kResidualTolerance) {
-    return failed_precondition("gradient code decode is ill-conditioned (residual " + std::to_string(err) + ")");
+    return failed_precondition("gradient code decode is ill-conditioned (residual " +
+                               std::to_string(err) + ")");
   }
   std::vector<double> sorted_a(static_cast<size_t>(f));
   auto xa = x.accessor<double, 2>();
@@ -292,7 +305,8 @@ Result<std::vector<double>> GradientCode::solve(const std::vector<int>& unordere
   return a;
 }
 
-double GradientCode::amplification(const std::vector<int>& senders, const std::vector<double>& a) const {
+double GradientCode::amplification(const std::vector<int>& senders,
+                                   const std::vector<double>& a) const {
   double total = 0;
   for (size_t i = 0; i < senders.size(); ++i) {
     double row = 0;
@@ -312,25 +326,31 @@ double GradientCode::worst_amplification(int64_t max_subsets) const {
   // the normal equations (B_F B_Fᵀ) a = B_F 1, refused when B_Fᵀ a misses 1.
   const int f = n_ - s_;
   for_each_subset(n_, f, [&](const std::vector<int>& rows) {
-    std::vector<std::vector<double>> dense(static_cast<size_t>(f), std::vector<double>(static_cast<size_t>(n_), 0.0));
+    std::vector<std::vector<double>> dense(static_cast<size_t>(f),
+                                           std::vector<double>(static_cast<size_t>(n_), 0.0));
     for (int i = 0; i < f; ++i) {
       const auto& parts = parts_[static_cast<size_t>(rows[static_cast<size_t>(i)])];
       const auto& coeffs = coeffs_[static_cast<size_t>(rows[static_cast<size_t>(i)])];
-      for (size_t q = 0; q < parts.size(); ++q) dense[static_cast<size_t>(i)][static_cast<size_t>(parts[q])] = coeffs[q];
+      for (size_t q = 0; q < parts.size(); ++q)
+        dense[static_cast<size_t>(i)][static_cast<size_t>(parts[q])] = coeffs[q];
     }
     std::vector<double> m(static_cast<size_t>(f * f), 0.0), rhs(static_cast<size_t>(f), 0.0), a;
     for (int i = 0; i < f; ++i) {
-      for (int p = 0; p < n_; ++p) rhs[static_cast<size_t>(i)] += dense[static_cast<size_t>(i)][static_cast<size_t>(p)];
+      for (int p = 0; p < n_; ++p)
+        rhs[static_cast<size_t>(i)] += dense[static_cast<size_t>(i)][static_cast<size_t>(p)];
       for (int k = 0; k < f; ++k) {
         double v = 0;
-        for (int p = 0; p < n_; ++p) v += dense[static_cast<size_t>(i)][static_cast<size_t>(p)] * dense[static_cast<size_t>(k)][static_cast<size_t>(p)];
+        for (int p = 0; p < n_; ++p)
+          v += dense[static_cast<size_t>(i)][static_cast<size_t>(p)] *
+               dense[static_cast<size_t>(k)][static_cast<size_t>(p)];
         m[static_cast<size_t>(i * f + k)] = v;
       }
     }
     bool ok = solve_plain(m, rhs, f, &a);
     for (int p = 0; ok && p < n_; ++p) {
       double v = 0;
-      for (int i = 0; i < f; ++i) v += a[static_cast<size_t>(i)] * dense[static_cast<size_t>(i)][static_cast<size_t>(p)];
+      for (int i = 0; i < f; ++i)
+        v += a[static_cast<size_t>(i)] * dense[static_cast<size_t>(i)][static_cast<size_t>(p)];
       ok = std::abs(v - 1.0) <= 1e-6;
     }
     if (!ok) {
@@ -344,8 +364,11 @@ double GradientCode::worst_amplification(int64_t max_subsets) const {
 }
 
 size_t decodable_prefix(const GradientCode& code, const std::vector<int>& arrivals) {
-  for (size_t k = static_cast<size_t>(std::max(1, code.n() - code.s())); k <= arrivals.size(); ++k) {
-    if (code.decodable(std::vector<int>(arrivals.begin(), arrivals.begin() + static_cast<int64_t>(k)))) return k;
+  for (size_t k = static_cast<size_t>(std::max(1, code.n() - code.s())); k <= arrivals.size();
+       ++k) {
+    if (code.decodable(
+            std::vector<int>(arrivals.begin(), arrivals.begin() + static_cast<int64_t>(k))))
+      return k;
   }
   return 0;
 }

@@ -56,7 +56,9 @@ class GradientCode {
   int s() const { return s_; }
   // The parts rank j computes (s + 1 of them, ascending) and their coefficients B[j][p].
   const std::vector<int>& parts(int rank) const { return parts_[static_cast<size_t>(rank)]; }
-  const std::vector<double>& coefficients(int rank) const { return coeffs_[static_cast<size_t>(rank)]; }
+  const std::vector<double>& coefficients(int rank) const {
+    return coeffs_[static_cast<size_t>(rank)];
+  }
   // The ranks that compute part p.
   std::vector<int> holders(int part) const;
 

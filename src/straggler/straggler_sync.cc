@@ -10,7 +10,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // Appends part `p` (indices) with a per-sample weight.
 void append_part(StepPlan& plan, const std::vector<int64_t>& idx, double weight) {
@@ -24,7 +26,8 @@ std::vector<int64_t> slice(const std::vector<int64_t>& v, int64_t begin, int64_t
 
 }  // namespace
 
-StragglerSync::StragglerSync(Communicator& comm, GradientReducer* reducer, const JobSpec& spec, int64_t total_steps)
+StragglerSync::StragglerSync(Communicator& comm, GradientReducer* reducer, const JobSpec& spec,
+                             int64_t total_steps)
     : comm_(comm),
       reducer_(reducer),
       mode_(spec.straggler.mode),
@@ -36,12 +39,16 @@ StragglerSync::StragglerSync(Communicator& comm, GradientReducer* reducer, const
       estimator_(spec.straggler.ewma),
       waited_for_(static_cast<size_t>(comm.size()), 0) {}
 
-Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm, GradientReducer* reducer,
-                                                           const JobSpec& spec, int64_t total_steps) {
+Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm,
+                                                           GradientReducer* reducer,
+                                                           const JobSpec& spec,
+                                                           int64_t total_steps) {
   const StragglerMode mode = spec.straggler.mode;
   if (mode != StragglerMode::kGradientCoding && mode != StragglerMode::kProportional &&
-      mode != StragglerMode::kCodedProportional && mode != StragglerMode::kBackup && mode != StragglerMode::kRandomCode) {
-    return invalid_argument("straggler.mode '" + name_of(mode) + "' is not a straggler mitigation mode");
+      mode != StragglerMode::kCodedProportional && mode != StragglerMode::kBackup &&
+      mode != StragglerMode::kRandomCode) {
+    return invalid_argument("straggler.mode '" + name_of(mode) +
+                            "' is not a straggler mitigation mode");
   }
   std::unique_ptr<StragglerSync> s(new StragglerSync(comm, reducer, spec, total_steps));
   if (mode == StragglerMode::kGradientCoding || mode == StragglerMode::kCodedProportional) {
@@ -58,7 +65,8 @@ Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm, G
     TERN_RETURN_IF_ERROR(s->code_at(0).status());
   }
   if (mode == StragglerMode::kBackup && comm.size() > 63) {
-    return invalid_argument("straggler.mode backup supports at most 63 workers (the decision is a 64-bit mask)");
+    return invalid_argument(
+        "straggler.mode backup supports at most 63 workers (the decision is a 64-bit mask)");
   }
   return s;
 }
@@ -76,15 +84,21 @@ Status StragglerSync::begin(std::vector<at::Tensor>& params) {
   }
   if (random_code_) {
     TERN_ASSIGN_OR_RETURN(const GradientCode* first, code_at(0));
-    spdlog::info("straggler mitigation: random_linear (n={}, s={}), rank {} computes parts {} with fresh coefficients "
-                 "every step", comm_.size(), s_, comm_.rank(), fmt::join(first->parts(comm_.rank()), ","));
+    spdlog::info(
+        "straggler mitigation: random_linear (n={}, s={}), rank {} computes parts {} with fresh "
+        "coefficients "
+        "every step",
+        comm_.size(), s_, comm_.rank(), fmt::join(first->parts(comm_.rank()), ","));
   } else if (coded()) {
-    spdlog::info("straggler mitigation: {} (n={}, s={}), rank {} computes parts {}", code_->kind_name(), code_->n(),
-                 code_->s(), comm_.rank(), fmt::join(code_->parts(comm_.rank()), ","));
+    spdlog::info("straggler mitigation: {} (n={}, s={}), rank {} computes parts {}",
+                 code_->kind_name(), code_->n(), code_->s(), comm_.rank(),
+                 fmt::join(code_->parts(comm_.rank()), ","));
   } else if (mode_ == StragglerMode::kBackup) {
-    spdlog::info("straggler mitigation: backup (n={}, waits for the first {})", comm_.size(), comm_.size() - backup_);
+    spdlog::info("straggler mitigation: backup (n={}, waits for the first {})", comm_.size(),
+                 comm_.size() - backup_);
   } else {
-    spdlog::info("straggler mitigation: {} (n={}, speeds every {} steps)", name_of(mode_), comm_.size(), report_every_);
+    spdlog::info("straggler mitigation: {} (n={}, speeds every {} steps)", name_of(mode_),
+                 comm_.size(), report_every_);
   }
   return Status::ok();
 }
@@ -93,7 +107,9 @@ Result<const GradientCode*> StragglerSync::code_at(int64_t step) {
   if (code_) return &*code_;
   auto it = step_codes_.find(step);
   if (it == step_codes_.end()) {
-    TERN_ASSIGN_OR_RETURN(GradientCode c, GradientCode::make_random(comm_.size(), static_cast<int>(s_), code_seed_, step));
+    TERN_ASSIGN_OR_RETURN(
+        GradientCode c,
+        GradientCode::make_random(comm_.size(), static_cast<int>(s_), code_seed_, step));
     it = step_codes_.emplace(step, std::move(c)).first;
     // Steps are decided in order; older codes are never asked for again.
     step_codes_.erase(step_codes_.begin(), step_codes_.lower_bound(step - 2));
@@ -101,7 +117,9 @@ Result<const GradientCode*> StragglerSync::code_at(int64_t step) {
   return &it->second;
 }
 
-void StragglerSync::record_compute(int64_t samples, double seconds) { estimator_.observe(samples, seconds); }
+void StragglerSync::record_compute(int64_t samples, double seconds) {
+  estimator_.observe(samples, seconds);
+}
 
 Status StragglerSync::update_speeds(int64_t step) {
   if (!uses_speeds()) return Status::ok();
@@ -143,7 +161,8 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
   // Behind: the peers already decided this step without us.
   if (exchange_) {
     auto arr = exchange_->arrivals(step);
-    bool decided = coded() ? code->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
+    bool decided =
+        coded() ? code->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
     if (decided) {
       skip_ = true;
       plan.skip = true;
@@ -157,7 +176,8 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
     std::vector<int64_t> all;
     all.reserve(static_cast<size_t>(global));
     for (auto& p : parts) all.insert(all.end(), p.begin(), p.end());
-    std::vector<double> w = speeds_.empty() ? std::vector<double>(static_cast<size_t>(world), 1.0) : speeds_;
+    std::vector<double> w =
+        speeds_.empty() ? std::vector<double>(static_cast<size_t>(world), 1.0) : speeds_;
     if (mode_ == StragglerMode::kCodedProportional) {
       // A coded part is done when its fastest holder is: size it by that holder's speed.
       std::vector<double> pw(static_cast<size_t>(world));
@@ -169,18 +189,22 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
       w = pw;
     }
     std::vector<int64_t> off = share_offsets(proportional_split(global, w));
-    for (int p = 0; p < world; ++p) parts[static_cast<size_t>(p)] = slice(all, off[static_cast<size_t>(p)], off[static_cast<size_t>(p) + 1]);
+    for (int p = 0; p < world; ++p)
+      parts[static_cast<size_t>(p)] =
+          slice(all, off[static_cast<size_t>(p)], off[static_cast<size_t>(p) + 1]);
   }
 
   if (coded()) {
     const auto& mine = code->parts(rank);
     const auto& coeff = code->coefficients(rank);
     for (size_t q = 0; q < mine.size(); ++q) {
-      append_part(plan, parts[static_cast<size_t>(mine[q])], coeff[q] / static_cast<double>(global));
+      append_part(plan, parts[static_cast<size_t>(mine[q])],
+                  coeff[q] / static_cast<double>(global));
     }
   } else if (mode_ == StragglerMode::kProportional) {
     // The dense reducer averages over ranks: weight n/|G| makes the result the global mean.
-    append_part(plan, parts[static_cast<size_t>(rank)], static_cast<double>(world) / static_cast<double>(global));
+    append_part(plan, parts[static_cast<size_t>(rank)],
+                static_cast<double>(world) / static_cast<double>(global));
   } else {  // backup: each contribution is its own part's mean gradient
     plan.indices = parts[static_cast<size_t>(rank)];
   }
@@ -188,18 +212,23 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
   return plan;
 }
 
-Status StragglerSync::apply_sum(int64_t step, const std::vector<int>& senders, const std::vector<double>& coeffs,
-                                std::vector<at::Tensor>& grads) {
+Status StragglerSync::apply_sum(int64_t step, const std::vector<int>& senders,
+                                const std::vector<double>& coeffs, std::vector<at::Tensor>& grads) {
   // Sum in rank order, so every decoder that uses the same contributions gets the same bits.
   std::vector<size_t> order(senders.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return senders[a] < senders[b]; });
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return senders[a] < senders[b]; });
   at::Tensor sum = at::zeros({numel_}, at::kFloat);
   for (size_t i : order) {
     if (coeffs[i] == 0.0) continue;
     at::Tensor p = exchange_->payload(step, senders[i]);
-    if (!p.defined()) return internal_error("contribution of rank " + std::to_string(senders[i]) + " missing");
-    if (coeffs[i] == 1.0) sum.add_(p); else sum.add_(p, coeffs[i]);
+    if (!p.defined())
+      return internal_error("contribution of rank " + std::to_string(senders[i]) + " missing");
+    if (coeffs[i] == 1.0)
+      sum.add_(p);
+    else
+      sum.add_(p, coeffs[i]);
   }
   std::vector<at::Tensor> out;
   for (auto& g : grads) out.push_back(g);
@@ -217,7 +246,8 @@ Status StragglerSync::decide_coded(int64_t step, std::vector<at::Tensor>& grads)
   TERN_RETURN_IF_ERROR(exchange_->contribute(step, mine));
   auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(exchange_->wait_until(
-      step, [&](const ContributionExchange::Arrivals& a) { return code->decodable(a.computed); }, comm_.timeout()));
+      step, [&](const ContributionExchange::Arrivals& a) { return code->decodable(a.computed); },
+      comm_.timeout()));
   metrics_.wait_s += since(t0);
   auto t1 = Clock::now();
   std::vector<int> senders = exchange_->arrivals(step).computed;
@@ -250,7 +280,8 @@ Status StragglerSync::decide_backup(int64_t step, std::vector<at::Tensor>& grads
   std::vector<int> senders;
   if (comm_.rank() == 0) {
     TERN_RETURN_IF_ERROR(exchange_->wait_until(
-        step, [&](const ContributionExchange::Arrivals& a) { return a.computed.size() >= need; }, comm_.timeout()));
+        step, [&](const ContributionExchange::Arrivals& a) { return a.computed.size() >= need; },
+        comm_.timeout()));
     auto arr = exchange_->arrivals(step);
     senders.assign(arr.computed.begin(), arr.computed.begin() + static_cast<int64_t>(need));
     uint64_t mask = 0;
@@ -308,7 +339,8 @@ Status StragglerSync::drain(std::vector<at::Tensor>& params) {
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> data;
     for (auto& p : params) data.push_back(p.data());
-    TERN_RETURN_IF_ERROR(average_tensors(comm_, data, bucket_bytes_).with_context("final parameter average"));
+    TERN_RETURN_IF_ERROR(
+        average_tensors(comm_, data, bucket_bytes_).with_context("final parameter average"));
   }
   return Status::ok();
 }
@@ -317,14 +349,17 @@ SyncMetrics StragglerSync::metrics() const {
   SyncMetrics m = metrics_;
   m.extra["straggler_skipped"] = static_cast<double>(skipped_);
   m.extra["straggler_dropped"] = static_cast<double>(skipped_ + late_);
-  m.extra["straggler_drop_share"] = steps_ > 0 ? static_cast<double>(skipped_ + late_) / steps_ : 0.0;
+  m.extra["straggler_drop_share"] =
+      steps_ > 0 ? static_cast<double>(skipped_ + late_) / steps_ : 0.0;
   m.extra["straggler_share"] = share_;
   m.extra["straggler_speed"] = estimator_.speed();
   if (coded()) {
     m.extra["straggler_decode_failures"] = static_cast<double>(decode_failures_);
-    m.extra["straggler_decode_ms"] = steps_ > 0 ? 1000.0 * decode_s_ / static_cast<double>(steps_) : 0.0;
+    m.extra["straggler_decode_ms"] =
+        steps_ > 0 ? 1000.0 * decode_s_ / static_cast<double>(steps_) : 0.0;
   }
-  if (exchange_) m.extra["straggler_late_arrivals"] = static_cast<double>(exchange_->late_arrivals());
+  if (exchange_)
+    m.extra["straggler_late_arrivals"] = static_cast<double>(exchange_->late_arrivals());
   for (size_t r = 0; r < waited_for_.size(); ++r) {
     m.extra["straggler_waited_for_r" + std::to_string(r)] = static_cast<double>(waited_for_[r]);
   }

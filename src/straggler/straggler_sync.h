@@ -20,8 +20,8 @@
 // further: when its peers have already decided a step it skips computing it (sends a skip
 // marker) and applies the decided gradient, so all replicas apply the same updates in the
 // same order. Replicas are bit-identical for fractional repetition, backup and proportional;
-// cyclic and random codes decode with a least-squares solve whose rounding can differ by sender set, so
-// drain() averages parameters once.
+// cyclic and random codes decode with a least-squares solve whose rounding can differ by sender
+// set, so drain() averages parameters once.
 #pragma once
 
 #include <map>
@@ -59,11 +59,14 @@ class StragglerSync : public SyncStrategy {
   const std::vector<double>& speeds() const { return speeds_; }
 
  private:
-  StragglerSync(Communicator& comm, GradientReducer* reducer, const JobSpec& spec, int64_t total_steps);
+  StragglerSync(Communicator& comm, GradientReducer* reducer, const JobSpec& spec,
+                int64_t total_steps);
   bool coded() const { return code_.has_value() || random_code_; }
   // The code of `step`: the job's fixed code, or random_code's code of that step (cached).
   Result<const GradientCode*> code_at(int64_t step);
-  bool uses_speeds() const { return mode_ == StragglerMode::kProportional || mode_ == StragglerMode::kCodedProportional; }
+  bool uses_speeds() const {
+    return mode_ == StragglerMode::kProportional || mode_ == StragglerMode::kCodedProportional;
+  }
   Status update_speeds(int64_t step);
   Status decide_coded(int64_t step, std::vector<at::Tensor>& grads);
   Status decide_backup(int64_t step, std::vector<at::Tensor>& grads);
@@ -100,10 +103,10 @@ class StragglerSync : public SyncStrategy {
   SyncMetrics metrics_;
   int64_t steps_ = 0;
   int64_t skipped_ = 0;
-  int64_t late_ = 0;  // computed, but the step was decidable without this rank
+  int64_t late_ = 0;             // computed, but the step was decidable without this rank
   int64_t decode_failures_ = 0;  // steps whose first n - s contributions did not decode
   double decode_s_ = 0;          // solving for the weights and summing the contributions
-  double share_ = 0;  // this rank's share of the last step's global batch
+  double share_ = 0;             // this rank's share of the last step's global batch
   std::vector<int64_t> waited_for_;
 };
 

@@ -13,7 +13,8 @@ void SpeedEstimator::observe(int64_t samples, double seconds) {
   have_ = true;
 }
 
-std::vector<int64_t> proportional_split(int64_t total, const std::vector<double>& weights, int64_t min_each) {
+std::vector<int64_t> proportional_split(int64_t total, const std::vector<double>& weights,
+                                        int64_t min_each) {
   size_t n = weights.size();
   std::vector<int64_t> out(n, 0);
   if (n == 0 || total <= 0) return out;
@@ -23,7 +24,8 @@ std::vector<int64_t> proportional_split(int64_t total, const std::vector<double>
   }
   if (smallest == 0) smallest = 1.0;
   std::vector<double> w(n);
-  for (size_t i = 0; i < n; ++i) w[i] = std::isfinite(weights[i]) && weights[i] > 0 ? weights[i] : smallest;
+  for (size_t i = 0; i < n; ++i)
+    w[i] = std::isfinite(weights[i]) && weights[i] > 0 ? weights[i] : smallest;
 
   int64_t floor_each = std::min<int64_t>(min_each, total / static_cast<int64_t>(n));
   int64_t rest = total - floor_each * static_cast<int64_t>(n);
@@ -39,7 +41,8 @@ std::vector<int64_t> proportional_split(int64_t total, const std::vector<double>
   }
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return remainder[a] > remainder[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return remainder[a] > remainder[b]; });
   for (size_t k = 0; given < rest; k = (k + 1) % n, ++given) ++out[order[k]];
   return out;
 }

@@ -29,7 +29,8 @@ class SpeedEstimator {
 // Non-positive or non-finite weights count as the smallest positive weight (a rank never
 // silently gets nothing because its estimate is missing). Deterministic: every rank that
 // passes the same inputs gets the same split.
-std::vector<int64_t> proportional_split(int64_t total, const std::vector<double>& weights, int64_t min_each = 1);
+std::vector<int64_t> proportional_split(int64_t total, const std::vector<double>& weights,
+                                        int64_t min_each = 1);
 
 // Offsets of consecutive shares: offsets[i] = sum of shares[0..i), size shares.size() + 1.
 std::vector<int64_t> share_offsets(const std::vector<int64_t>& shares);

@@ -10,7 +10,8 @@ namespace tern {
 double expected_sync_share(const AutoPlanInputs& in, int64_t delay, int64_t period) {
   const double t = std::max(in.step_s, 1e-9);
   const double wait = std::max(0.0, in.wait_s - static_cast<double>(delay) * t);
-  return static_cast<double>(in.fragments) * (in.overhead_s + wait) / (static_cast<double>(period) * t);
+  return static_cast<double>(in.fragments) * (in.overhead_s + wait) /
+         (static_cast<double>(period) * t);
 }
 
 AutoPlan choose_delay_period(const AutoPlanInputs& in) {
@@ -29,7 +30,8 @@ AutoPlan choose_delay_period(const AutoPlanInputs& in) {
       d.push_back(in.fixed_delay);
       return d;
     }
-    int64_t cap = static_cast<int64_t>(std::floor(in.max_delay_share * static_cast<double>(period)));
+    int64_t cap =
+        static_cast<int64_t>(std::floor(in.max_delay_share * static_cast<double>(period)));
     if (in.outer) cap = std::min(cap, period - 1);
     cap = std::max<int64_t>(cap, 0);
     for (int64_t x = 0; x <= cap; ++x) d.push_back(x);
@@ -52,11 +54,13 @@ AutoPlan choose_delay_period(const AutoPlanInputs& in) {
   best.met = best.expected_share <= in.target_share;
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "step %.4f s, collective wait %.4f s and overhead %.4f s per sync, %lld fragment(s), target wait "
+                "step %.4f s, collective wait %.4f s and overhead %.4f s per sync, %lld "
+                "fragment(s), target wait "
                 "share %.3f -> delay %lld%s, period %lld%s (expected share %.4f%s)",
-                in.step_s, in.wait_s, in.overhead_s, static_cast<long long>(in.fragments), in.target_share,
-                static_cast<long long>(best.delay), in.fixed_delay >= 0 ? " (fixed)" : "",
-                static_cast<long long>(best.period), in.fixed_period >= 0 ? " (fixed)" : "", best.expected_share,
+                in.step_s, in.wait_s, in.overhead_s, static_cast<long long>(in.fragments),
+                in.target_share, static_cast<long long>(best.delay),
+                in.fixed_delay >= 0 ? " (fixed)" : "", static_cast<long long>(best.period),
+                in.fixed_period >= 0 ? " (fixed)" : "", best.expected_share,
                 best.met ? "" : "; the target cannot be met, taking the lowest share");
   best.summary = buf;
   return best;

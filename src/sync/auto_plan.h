@@ -21,13 +21,13 @@
 namespace tern {
 
 struct AutoPlanInputs {
-  double step_s = 0;        // t
-  double wait_s = 0;        // w, per sync
-  double overhead_s = 0;    // h, per sync
-  int64_t fragments = 1;    // F
+  double step_s = 0;      // t
+  double wait_s = 0;      // w, per sync
+  double overhead_s = 0;  // h, per sync
+  int64_t fragments = 1;  // F
   double target_share = 0.05;
-  int64_t fixed_delay = -1;   // >= 0: d is not auto
-  int64_t fixed_period = -1;  // >= 1: T is not auto
+  int64_t fixed_delay = -1;      // >= 0: d is not auto
+  int64_t fixed_period = -1;     // >= 1: T is not auto
   double max_delay_share = 0.5;  // d <= this * T (an auto d never takes more than half a period)
   bool outer = false;            // an outer optimizer needs d < T
 };

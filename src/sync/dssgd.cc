@@ -6,7 +6,6 @@
 namespace tern {
 namespace {
 
-
 std::vector<at::Tensor> clone_all(const std::vector<at::Tensor>& ts) {
   std::vector<at::Tensor> out;
   out.reserve(ts.size());
@@ -18,7 +17,11 @@ std::vector<at::Tensor> clone_all(const std::vector<at::Tensor>& ts) {
 
 DssgdStrategy::DssgdStrategy(Communicator& comm, GradientReducer* reducer, int64_t delay,
                              bool correction, int64_t bucket_bytes)
-    : comm_(comm), reducer_(reducer), delay_(delay), correction_(correction), bucket_bytes_(bucket_bytes) {}
+    : comm_(comm),
+      reducer_(reducer),
+      delay_(delay),
+      correction_(correction),
+      bucket_bytes_(bucket_bytes) {}
 
 Status DssgdStrategy::on_gradients(int64_t step, std::vector<at::Tensor>& grads) {
   InFlight f;

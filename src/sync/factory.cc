@@ -4,7 +4,8 @@
 
 namespace tern {
 
-Status load_named_state(const NamedState& given, const NamedState& live, const std::vector<std::string>& optional) {
+Status load_named_state(const NamedState& given, const NamedState& live,
+                        const std::vector<std::string>& optional) {
   std::map<std::string, const at::Tensor*> by_name;
   for (const auto& [name, t] : given) by_name[name] = &t;
   at::NoGradGuard no_grad;
@@ -12,11 +13,12 @@ Status load_named_state(const NamedState& given, const NamedState& live, const s
     auto it = by_name.find(name);
     if (it == by_name.end()) {
       if (std::find(optional.begin(), optional.end(), name) != optional.end()) continue;
-      return failed_precondition("no sync state '" + name + "' (written with another sync.outer or sync.fragments?)");
+      return failed_precondition("no sync state '" + name +
+                                 "' (written with another sync.outer or sync.fragments?)");
     }
     if (it->second->sizes() != t.sizes()) {
-      return failed_precondition("sync state '" + name + "' is " + c10::str(it->second->sizes()) + ", this job's " +
-                                 c10::str(t.sizes()));
+      return failed_precondition("sync state '" + name + "' is " + c10::str(it->second->sizes()) +
+                                 ", this job's " + c10::str(t.sizes()));
     }
     at::Tensor dst = t;
     dst.copy_(*it->second);
@@ -42,8 +44,10 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     if (ctx.reducer != nullptr && ctx.reducer->owns_momentum() && s.delay > 0) {
       // DGC's averaged output already carries momentum, DSSGD's fresh local term does not:
       // mixing them would apply momentum to only part of the update.
-      return invalid_argument("compress.method dgc applies momentum inside the compressor and cannot be "
-                              "combined with sync.strategy dssgd (delay > 0) yet; use fp16, int8, int4, topk or powersgd");
+      return invalid_argument(
+          "compress.method dgc applies momentum inside the compressor and cannot be "
+          "combined with sync.strategy dssgd (delay > 0) yet; use fp16, int8, int4, topk or "
+          "powersgd");
     }
     return std::unique_ptr<SyncStrategy>(
         std::make_unique<DssgdStrategy>(ctx.comm, ctx.reducer, s.delay, s.correction, bucket));
@@ -51,8 +55,10 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
   if (s.strategy == StrategyKind::kTsu || s.strategy == StrategyKind::kDts) {
     if (ctx.reducer != nullptr && ctx.reducer->owns_momentum()) {
       // DGC's momentum correction is defined on gradients; these strategies send parameter deltas.
-      return invalid_argument("compress.method dgc applies momentum to gradients, but sync.strategy " + name_of(s.strategy) +
-                              " sends parameter deltas; use fp16, int8, int4, topk or powersgd with it");
+      return invalid_argument(
+          "compress.method dgc applies momentum to gradients, but sync.strategy " +
+          name_of(s.strategy) +
+          " sends parameter deltas; use fp16, int8, int4, topk or powersgd with it");
     }
     PeriodicOptions o;
     o.kind = s.strategy;
@@ -72,8 +78,9 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
   }
   if (s.strategy == StrategyKind::kHierarchical) {
     if (!ctx.intra_comm) {
-      return invalid_argument("sync.strategy hierarchical needs the ranks' regions: run with a cluster file "
-                              "(tern run --cluster FILE, or a coordinator started with one)");
+      return invalid_argument(
+          "sync.strategy hierarchical needs the ranks' regions: run with a cluster file "
+          "(tern run --cluster FILE, or a coordinator started with one)");
     }
     return std::unique_ptr<SyncStrategy>(std::make_unique<HierarchicalStrategy>(
         ctx.intra_comm, ctx.inter_comm, s.inter_period, s.inter_delay, bucket, s.outer));

@@ -20,10 +20,10 @@
 namespace tern {
 
 struct FragmentPiece {
-  size_t param = 0;    // index into the parameter list
-  int64_t row0 = 0;    // first row (dim 0)
-  int64_t rows = 0;    // rows in the piece (1 for a 0-dim parameter)
-  int64_t numel = 0;   // elements in the piece
+  size_t param = 0;   // index into the parameter list
+  int64_t row0 = 0;   // first row (dim 0)
+  int64_t rows = 0;   // rows in the piece (1 for a 0-dim parameter)
+  int64_t numel = 0;  // elements in the piece
 };
 
 using Fragment = std::vector<FragmentPiece>;
@@ -35,7 +35,8 @@ Result<std::vector<Fragment>> split_fragments(const std::vector<at::Tensor>& par
 // The piece as a view of its parameter (writes go to the parameter).
 at::Tensor piece_view(const std::vector<at::Tensor>& params, const FragmentPiece& piece);
 // Views of every piece of `fragment`, in order.
-std::vector<at::Tensor> fragment_views(const std::vector<at::Tensor>& params, const Fragment& fragment);
+std::vector<at::Tensor> fragment_views(const std::vector<at::Tensor>& params,
+                                       const Fragment& fragment);
 int64_t fragment_numel(const Fragment& fragment);
 
 }  // namespace tern

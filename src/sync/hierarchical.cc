@@ -7,7 +7,6 @@
 namespace tern {
 namespace {
 
-
 at::Tensor flat_delta(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& last) {
   std::vector<at::Tensor> d;
   for (size_t i = 0; i < params.size(); ++i) d.push_back(params[i].detach() - last[i]);
@@ -16,9 +15,14 @@ at::Tensor flat_delta(const std::vector<at::Tensor>& params, const std::vector<a
 
 }  // namespace
 
-HierarchicalStrategy::HierarchicalStrategy(std::shared_ptr<Communicator> intra, std::shared_ptr<Communicator> inter,
-                                           int64_t period, int64_t delay, int64_t bucket_bytes, OuterSpec outer)
-    : intra_(std::move(intra)), inter_(std::move(inter)), period_(period), delay_(delay), outer_(outer),
+HierarchicalStrategy::HierarchicalStrategy(std::shared_ptr<Communicator> intra,
+                                           std::shared_ptr<Communicator> inter, int64_t period,
+                                           int64_t delay, int64_t bucket_bytes, OuterSpec outer)
+    : intra_(std::move(intra)),
+      inter_(std::move(inter)),
+      period_(period),
+      delay_(delay),
+      outer_(outer),
       intra_reducer_(*intra_, bucket_bytes) {}
 
 Status HierarchicalStrategy::begin(std::vector<at::Tensor>& params) {
@@ -33,7 +37,8 @@ Status HierarchicalStrategy::begin(std::vector<at::Tensor>& params) {
 
 NamedState HierarchicalStrategy::replicated_state() {
   NamedState out;
-  for (size_t i = 0; i < outer_m_.size(); ++i) out.emplace_back("outer_momentum/" + std::to_string(i), outer_m_[i]);
+  for (size_t i = 0; i < outer_m_.size(); ++i)
+    out.emplace_back("outer_momentum/" + std::to_string(i), outer_m_[i]);
   return out;
 }
 
@@ -42,7 +47,8 @@ ReplicaView HierarchicalStrategy::replica_view() {
   // With an outer optimizer every rank runs the same outer step on the leaders' all-reduced delta;
   // plain averaging leaves each region its own rounding (regions agree up to it, not bit for bit).
   if (!outer_.identity()) {
-    for (size_t i = 0; i < last_.size(); ++i) v.sync_point.emplace_back("sync_point/" + std::to_string(i), last_[i]);
+    for (size_t i = 0; i < last_.size(); ++i)
+      v.sync_point.emplace_back("sync_point/" + std::to_string(i), last_[i]);
   }
   v.state = replicated_state();
   return v;
@@ -130,7 +136,8 @@ Status HierarchicalStrategy::finish_outer(InFlight& f, std::vector<at::Tensor>& 
 }
 
 Status HierarchicalStrategy::after_step(int64_t step, std::vector<at::Tensor>& params) {
-  if (last_.empty()) return failed_precondition("hierarchical: begin() was not called before the first step");
+  if (last_.empty())
+    return failed_precondition("hierarchical: begin() was not called before the first step");
   while (!in_flight_.empty() && step - in_flight_.front().step >= delay_) {
     staleness_sum_ += static_cast<double>(step - in_flight_.front().step);
     TERN_RETURN_IF_ERROR(finish_oldest(params));

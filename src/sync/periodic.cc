@@ -19,11 +19,17 @@ std::string piece_name(size_t fragment, size_t piece) {
 }  // namespace
 
 PeriodicAveragingStrategy::PeriodicAveragingStrategy(
-    Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum, GradientReducer* reducer,
+    Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum,
+    GradientReducer* reducer,
     std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer)
-    : comm_(comm), options_(std::move(options)), period_(options_.period),
-      delay_(options_.kind == StrategyKind::kTsu ? 0 : options_.delay), planned_(!options_.delay_auto && !options_.period_auto),
-      momentum_(momentum), dense_(comm, options_.bucket_bytes), reducer_(reducer != nullptr ? *reducer : dense_),
+    : comm_(comm),
+      options_(std::move(options)),
+      period_(options_.period),
+      delay_(options_.kind == StrategyKind::kTsu ? 0 : options_.delay),
+      planned_(!options_.delay_auto && !options_.period_auto),
+      momentum_(momentum),
+      dense_(comm, options_.bucket_bytes),
+      reducer_(reducer != nullptr ? *reducer : dense_),
       make_reducer_(std::move(make_reducer)) {
   if (!planned_) {
     // The probe: syncs at the given period, or the probe period when T is auto, delayed so
@@ -31,14 +37,16 @@ PeriodicAveragingStrategy::PeriodicAveragingStrategy(
     if (options_.period_auto) period_ = std::max(kProbePeriod, options_.fragments);
     delay_ = probe_delay();
   }
-  plan_state_ = at::tensor({planned_ ? 1.0 : 0.0, static_cast<double>(delay_), static_cast<double>(period_)},
-                           at::kDouble);
+  plan_state_ =
+      at::tensor({planned_ ? 1.0 : 0.0, static_cast<double>(delay_), static_cast<double>(period_)},
+                 at::kDouble);
 }
 
 int64_t PeriodicAveragingStrategy::probe_delay() const {
   if (options_.kind == StrategyKind::kTsu) return 0;
   const int64_t longest = std::max<int64_t>(0, period_ - 1);  // one sync in flight per fragment
-  return options_.delay_auto ? longest : (identity() ? options_.delay : std::min(options_.delay, longest));
+  return options_.delay_auto ? longest
+                             : (identity() ? options_.delay : std::min(options_.delay, longest));
 }
 
 void PeriodicAveragingStrategy::poll_probe_syncs() {
@@ -51,12 +59,14 @@ void PeriodicAveragingStrategy::poll_probe_syncs() {
 
 void PeriodicAveragingStrategy::set_phases() {
   const int64_t n = static_cast<int64_t>(frags_.size());
-  for (int64_t f = 0; f < n; ++f) frags_[static_cast<size_t>(f)].phase = (f * period_ / n) % period_;
+  for (int64_t f = 0; f < n; ++f)
+    frags_[static_cast<size_t>(f)].phase = (f * period_ / n) % period_;
 }
 
 Status PeriodicAveragingStrategy::begin(std::vector<at::Tensor>& params) {
   if (frags_.empty()) {
-    TERN_ASSIGN_OR_RETURN(std::vector<Fragment> layout, split_fragments(params, options_.fragments));
+    TERN_ASSIGN_OR_RETURN(std::vector<Fragment> layout,
+                          split_fragments(params, options_.fragments));
     frags_.resize(layout.size());
     for (size_t f = 0; f < layout.size(); ++f) {
       frags_[f].pieces = std::move(layout[f]);
@@ -71,7 +81,8 @@ Status PeriodicAveragingStrategy::begin(std::vector<at::Tensor>& params) {
         frags_[f].reducer = frags_[f].owned.get();
       }
       if (!identity()) {
-        for (const auto& v : fragment_views(params, frags_[f].pieces)) frags_[f].outer_m.push_back(at::zeros_like(v));
+        for (const auto& v : fragment_views(params, frags_[f].pieces))
+          frags_[f].outer_m.push_back(at::zeros_like(v));
       }
     }
     set_phases();
@@ -108,7 +119,8 @@ Status PeriodicAveragingStrategy::average_momentum(const Frag& f) {
   return s;
 }
 
-Status PeriodicAveragingStrategy::start_sync(Frag& f, int64_t step, std::vector<at::Tensor>& params) {
+Status PeriodicAveragingStrategy::start_sync(Frag& f, int64_t step,
+                                             std::vector<at::Tensor>& params) {
   auto t0 = SteadyClock::now();
   const int64_t bytes0 = wire_bytes();
   InFlight in;
@@ -152,7 +164,8 @@ Status PeriodicAveragingStrategy::apply(Frag& f, InFlight& in, std::vector<at::T
   } else {
     // Local progress since the sync started (exactly 0 when nothing ran in between).
     std::vector<at::Tensor> progress;
-    for (size_t i = 0; i < views.size(); ++i) progress.push_back(views[i].sub(f.last[i]).sub_(in.local[i]));
+    for (size_t i = 0; i < views.size(); ++i)
+      progress.push_back(views[i].sub(f.last[i]).sub_(in.local[i]));
     outer_step(options_.outer, f.last, f.outer_m, mean);
     for (size_t i = 0; i < views.size(); ++i) views[i].copy_(f.last[i] + progress[i]);
   }
@@ -170,7 +183,8 @@ Status PeriodicAveragingStrategy::apply(Frag& f, InFlight& in, std::vector<at::T
   return Status::ok();
 }
 
-Status PeriodicAveragingStrategy::apply_oldest(Frag& f, int64_t step, std::vector<at::Tensor>& params) {
+Status PeriodicAveragingStrategy::apply_oldest(Frag& f, int64_t step,
+                                               std::vector<at::Tensor>& params) {
   InFlight in = std::move(f.in_flight.front());
   f.in_flight.pop_front();
   staleness_sum_ += static_cast<double>(step - in.step);
@@ -213,11 +227,13 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
   if (planned_ || probe_syncs_ < kProbeSyncsPerFragment * n) return Status::ok();
   // The slowest rank's figures, so every rank plans the same d and T.
   const double measured_syncs = static_cast<double>(std::max<int64_t>(1, probe_syncs_ - 1));
-  std::vector<at::Tensor> t{at::tensor({probe_step_s_ / static_cast<double>(std::max<int64_t>(1, probe_steps_)),
-                                        probe_wait_s_ / measured_syncs, probe_overhead_s_ / measured_syncs},
-                                       at::kDouble)};
+  std::vector<at::Tensor> t{
+      at::tensor({probe_step_s_ / static_cast<double>(std::max<int64_t>(1, probe_steps_)),
+                  probe_wait_s_ / measured_syncs, probe_overhead_s_ / measured_syncs},
+                 at::kDouble)};
   auto t0 = SteadyClock::now();
-  TERN_RETURN_IF_ERROR(all_reduce_sync(comm_, t, ReduceOp::kMax).with_context("automatic sync plan"));
+  TERN_RETURN_IF_ERROR(
+      all_reduce_sync(comm_, t, ReduceOp::kMax).with_context("automatic sync plan"));
   metrics_.wait_s += seconds_since(t0);
   AutoPlanInputs in;
   in.step_s = t[0][0].item<double>();
@@ -225,7 +241,8 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
   in.overhead_s = t[0][2].item<double>();
   in.fragments = n;
   in.target_share = options_.auto_wait_share;
-  in.fixed_delay = options_.kind == StrategyKind::kTsu ? 0 : (options_.delay_auto ? -1 : options_.delay);
+  in.fixed_delay =
+      options_.kind == StrategyKind::kTsu ? 0 : (options_.delay_auto ? -1 : options_.delay);
   in.fixed_period = options_.period_auto ? -1 : options_.period;
   in.outer = !identity();
   AutoPlan plan = choose_delay_period(in);
@@ -233,14 +250,15 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
   period_ = plan.period;
   planned_ = true;
   set_phases();
-  plan_state_.copy_(at::tensor({1.0, static_cast<double>(delay_), static_cast<double>(period_)}, at::kDouble));
+  plan_state_.copy_(
+      at::tensor({1.0, static_cast<double>(delay_), static_cast<double>(period_)}, at::kDouble));
   metrics_.extra["auto_step_s"] = in.step_s;
   metrics_.extra["auto_wait_s"] = in.wait_s;
   metrics_.extra["auto_overhead_s"] = in.overhead_s;
   metrics_.extra["auto_expected_share"] = plan.expected_share;
   metrics_.extra["auto_planned_at_step"] = static_cast<double>(step);
-  spdlog::info("sync plan at step {} ({} probe syncs over {} steps): {}", step, probe_syncs_, probe_steps_,
-               plan.summary);
+  spdlog::info("sync plan at step {} ({} probe syncs over {} steps): {}", step, probe_syncs_,
+               probe_steps_, plan.summary);
   return Status::ok();
 }
 
@@ -276,7 +294,8 @@ Status PeriodicAveragingStrategy::drain(std::vector<at::Tensor>& params) {
       residual.push_back(views[i] - f.last[i]);
       mean.push_back(at::empty_like(residual.back()));
     }
-    TERN_RETURN_IF_ERROR(f.reducer->start(residual, last_step_)->finish(mean).with_context("drain"));
+    TERN_RETURN_IF_ERROR(
+        f.reducer->start(residual, last_step_)->finish(mean).with_context("drain"));
     for (size_t i = 0; i < views.size(); ++i) {
       f.last[i].add_(mean[i]);
       views[i].copy_(f.last[i]);
@@ -351,7 +370,8 @@ Status PeriodicAveragingStrategy::load_rank_state(const NamedState& state) {
     for (const auto& [name, t] : state) {
       if (name.rfind(prefix, 0) == 0) mine.emplace_back(name.substr(prefix.size()), t);
     }
-    TERN_RETURN_IF_ERROR(frags_[f].reducer->load_state(mine).with_context("fragment " + std::to_string(f)));
+    TERN_RETURN_IF_ERROR(
+        frags_[f].reducer->load_state(mine).with_context("fragment " + std::to_string(f)));
   }
   return Status::ok();
 }

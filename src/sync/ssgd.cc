@@ -1,6 +1,6 @@
-#include "sync/strategy.h"
-
 #include <chrono>
+
+#include "sync/strategy.h"
 
 namespace tern {
 

@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 
 #include <chrono>
-
 #include <deque>
 #include <functional>
 #include <map>
@@ -17,8 +16,8 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "common/job_spec.h"
 #include "comm/reducer.h"
+#include "common/job_spec.h"
 #include "sync/fragments.h"
 #include "sync/outer.h"
 
@@ -35,13 +34,14 @@ NamedState without_auto_plan(const NamedState& strategy_state);
 // Copies `given` into the tensors of `live` by name (the live state a strategy returns), checking
 // every name is there with the live tensor's shape; a name in `optional` may be missing (its
 // tensor is left as it is). FAILED_PRECONDITION names the entry.
-Status load_named_state(const NamedState& given, const NamedState& live, const std::vector<std::string>& optional = {});
+Status load_named_state(const NamedState& given, const NamedState& live,
+                        const std::vector<std::string>& optional = {});
 
 // What the strategy learns about communication, for metrics and `tern status`.
 struct SyncMetrics {
-  double wait_s = 0;          // time blocked waiting on communication (cumulative)
-  double staleness = 0;       // steps between a gradient and the use of its global average
-  int64_t syncs = 0;          // global synchronisations completed
+  double wait_s = 0;     // time blocked waiting on communication (cumulative)
+  double staleness = 0;  // steps between a gradient and the use of its global average
+  int64_t syncs = 0;     // global synchronisations completed
   std::map<std::string, double> extra;  // strategy-specific (e.g. inter-region wait)
 };
 
@@ -130,8 +130,8 @@ class SyncStrategy {
 };
 
 struct StrategyContext {
-  Communicator& comm;                       // the whole job's group
-  GradientReducer* reducer = nullptr;       // how gradients cross the wire (owned by the trainer)
+  Communicator& comm;                  // the whole job's group
+  GradientReducer* reducer = nullptr;  // how gradients cross the wire (owned by the trainer)
   const JobSpec& spec;
   // Optional optimizer state hooks (momentum buffers) for strategies that average them.
   std::vector<at::Tensor>* momentum_buffers = nullptr;
@@ -176,7 +176,8 @@ class DssgdStrategy : public SyncStrategy {
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
   Status drain(std::vector<at::Tensor>& params) override;
   SyncMetrics metrics() const override { return metrics_; }
-  // d = 0 applies the global average G(i) everywhere; d > 0 leaves each rank its last d local terms.
+  // d = 0 applies the global average G(i) everywhere; d > 0 leaves each rank its last d local
+  // terms.
   ReplicaView replica_view() override { return {delay_ == 0, delay_ == 0, {}, {}}; }
 
  private:
@@ -239,12 +240,15 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   // `reducer` carries the deltas of fragment 0 (a compressor compresses them, with its error
   // feedback); null: a dense all-reduce in buckets of `bucket_bytes`. `make_reducer` builds the
   // reducers of fragments 1..F-1.
-  PeriodicAveragingStrategy(Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum,
-                            GradientReducer* reducer = nullptr,
-                            std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer = {});
+  PeriodicAveragingStrategy(
+      Communicator& comm, PeriodicOptions options, std::vector<at::Tensor>* momentum,
+      GradientReducer* reducer = nullptr,
+      std::function<Result<std::unique_ptr<GradientReducer>>()> make_reducer = {});
   std::string name() const override { return name_of(options_.kind); }
   Status begin(std::vector<at::Tensor>& params) override;
-  Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override { return Status::ok(); }
+  Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override {
+    return Status::ok();
+  }
   Status after_step(int64_t step, std::vector<at::Tensor>& params) override;
   Status drain(std::vector<at::Tensor>& params) override;
   SyncMetrics metrics() const override;
@@ -265,22 +269,22 @@ class PeriodicAveragingStrategy : public SyncStrategy {
 
  private:
   struct InFlight {
-    int64_t step;                    // the step the sync started after
-    std::vector<at::Tensor> local;   // copy of this rank's delta (one per piece)
+    int64_t step;                   // the step the sync started after
+    std::vector<at::Tensor> local;  // copy of this rank's delta (one per piece)
     std::unique_ptr<PendingReduction> pending;
-    int64_t start_bytes = 0;         // wire bytes start() sent
+    int64_t start_bytes = 0;  // wire bytes start() sent
     std::chrono::steady_clock::time_point started;
-    double ready_s = -1;             // probe: seconds from start to first seen complete (-1: not yet)
+    double ready_s = -1;  // probe: seconds from start to first seen complete (-1: not yet)
   };
   struct Frag {
     Fragment pieces;
     int64_t phase = 0;  // syncs after step s when (s + 1) % period == phase
     GradientReducer* reducer = nullptr;
     std::unique_ptr<GradientReducer> owned;
-    std::vector<at::Tensor> last;  // w at the last sync point (outer: the outer model)
+    std::vector<at::Tensor> last;     // w at the last sync point (outer: the outer model)
     std::vector<at::Tensor> outer_m;  // the outer optimizer's momentum (replicated)
     std::deque<InFlight> in_flight;
-    int64_t last_start = -1;       // step after which its newest sync started
+    int64_t last_start = -1;  // step after which its newest sync started
   };
   Status start_sync(Frag& f, int64_t step, std::vector<at::Tensor>& params);
   Status apply(Frag& f, InFlight& in, std::vector<at::Tensor>& params);
@@ -347,7 +351,8 @@ class HierarchicalStrategy : public SyncStrategy {
     WorkPtr work;
   };
   Status finish_oldest(std::vector<at::Tensor>& params);
-  Status finish_outer(InFlight& f, std::vector<at::Tensor>& params, std::chrono::steady_clock::time_point t0);
+  Status finish_outer(InFlight& f, std::vector<at::Tensor>& params,
+                      std::chrono::steady_clock::time_point t0);
   bool leader() const { return inter_ != nullptr; }
 
   std::shared_ptr<Communicator> intra_;

@@ -218,8 +218,10 @@ void WorkerDaemon::await_work_loop() {
       // The heartbeat loop handles a lost session or coordinator; this thread only backs off
       // (an older coordinator without AwaitWork answers UNIMPLEMENTED: heartbeats alone then).
       spdlog::debug("await work: {}", reply.status().to_string());
-      if (reply.status().code() == StatusCode::kUnavailable) client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
-      for (int i = 0; i < 20 && !stop_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (reply.status().code() == StatusCode::kUnavailable)
+        client = std::make_unique<WorkerServiceClient>(options_.coordinator, o);
+      for (int i = 0; i < 20 && !stop_.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
       continue;
     }
     if (reply->version() != seen) {
@@ -434,7 +436,8 @@ void WorkerDaemon::push_event(v1::TaskEvent event) {
     }
   }
   // An exit or a standby's ready changes the job's group: sent at once.
-  if (event.has_exited() || event.has_ready()) next_flush_ = std::min(next_flush_, SteadyClock::now());
+  if (event.has_exited() || event.has_ready())
+    next_flush_ = std::min(next_flush_, SteadyClock::now());
   outbox_.push_back(std::move(event));
 }
 

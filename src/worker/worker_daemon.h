@@ -2,9 +2,9 @@
 // supervises one tern-trainer child per assigned rank (common/trainer_protocol.h), each a
 // TrainerProcess (common/trainer_process.h, which speaks common/trainer_codec.h):
 //   - StartTask: checks the spec's paths (common/path_policy.h: only the job directory, the
-//     data dirs and the job's own directory under checkpoint_root), writes <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the
-//     trainer without a shell in the job directory, its stderr appended to
-//     <work_dir>/<job>/rank-<R>.log;
+//     data dirs and the job's own directory under checkpoint_root), writes
+//     <work_dir>/<job>/spec.yaml (and cluster.yaml), spawns the trainer without a shell in the job
+//     directory, its stderr appended to <work_dir>/<job>/rank-<R>.log;
 //   - relays the trainer's JSON-lines stdout events and the growth of its log file up with
 //     ReportEvents (retried until acknowledged, so nothing is lost while the coordinator
 //     restarts);
@@ -138,7 +138,7 @@ class WorkerDaemon {
   std::unique_ptr<WorkerServiceClient> client_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> beat_now_{false};
-  std::atomic<uint64_t> await_session_{0};  // session_ for the AwaitWork thread (0: none)
+  std::atomic<uint64_t> await_session_{0};     // session_ for the AwaitWork thread (0: none)
   std::unique_ptr<ProbeServer> probe_server_;  // set in run(); its own thread
   std::atomic<int64_t> probe_rounds_{0};
   mutable std::mutex mu_;  // guards worker_id_ and pids_, read by the test accessors

@@ -74,7 +74,8 @@ TEST(ResolveCoordinator, FlagThenClusterFileThenEnvThenDefault) {
   o.cluster_file = file.string();
   auto wildcard = resolve_coordinator(o);
   ASSERT_FALSE(wildcard.is_ok()) << "plain text on a non-loopback address is refused";
-  EXPECT_NE(wildcard.status().message().find("loopback"), std::string::npos) << wildcard.status().to_string();
+  EXPECT_NE(wildcard.status().message().find("loopback"), std::string::npos)
+      << wildcard.status().to_string();
   std::ofstream(file) << "name: c\ncoordinator: {listen: 127.0.0.1:7171}\nregions: [{name: r}]\n";
   EXPECT_EQ(*resolve_coordinator(o), "127.0.0.1:7171");
   o.coordinator = "h:1";

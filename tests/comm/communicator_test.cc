@@ -22,7 +22,8 @@ TEST(Communicator, AllReduceAllGatherBroadcastOverGloo) {
     at::Tensor in = at::full({2}, static_cast<float>(rank));
     std::vector<at::Tensor> out{at::zeros({2}), at::zeros({2}), at::zeros({2})};
     ASSERT_TRUE(all_gather_sync(*comm, out, in).is_ok());
-    for (int r = 0; r < 3; ++r) EXPECT_TRUE(at::equal(out[static_cast<size_t>(r)], at::full({2}, static_cast<float>(r))));
+    for (int r = 0; r < 3; ++r)
+      EXPECT_TRUE(at::equal(out[static_cast<size_t>(r)], at::full({2}, static_cast<float>(r))));
 
     std::vector<at::Tensor> b{rank == 1 ? at::arange(5, at::kFloat) : at::zeros({5})};
     ASSERT_TRUE(broadcast_sync(*comm, b, 1).is_ok());
@@ -53,18 +54,21 @@ TEST(Communicator, PointToPointAndRecvAny) {
 TEST(Communicator, WaitTimesOutWhenAPeerNeverJoins) {
   std::promise<void> done;
   std::shared_future<void> done_f = done.get_future().share();
-  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
-    if (rank == 1) {  // alive, but never joins the collective
-      done_f.wait();
-      return;
-    }
-    std::vector<at::Tensor> t{at::ones({2})};
-    auto start = std::chrono::steady_clock::now();
-    Status s = comm->all_reduce(t, ReduceOp::kSum)->wait(std::chrono::milliseconds(300));
-    EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.to_string();
-    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
-    done.set_value();
-  }, std::chrono::milliseconds(2000));
+  testing::run_ranks(
+      2,
+      [&](int rank, std::shared_ptr<Communicator> comm) {
+        if (rank == 1) {  // alive, but never joins the collective
+          done_f.wait();
+          return;
+        }
+        std::vector<at::Tensor> t{at::ones({2})};
+        auto start = std::chrono::steady_clock::now();
+        Status s = comm->all_reduce(t, ReduceOp::kSum)->wait(std::chrono::milliseconds(300));
+        EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded) << s.to_string();
+        EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+        done.set_value();
+      },
+      std::chrono::milliseconds(2000));
 }
 
 // A survivor blocked on a peer that is alive but stuck (not its ring neighbour that died)
@@ -73,29 +77,32 @@ TEST(Communicator, WaitTimesOutWhenAPeerNeverJoins) {
 TEST(Communicator, AbandonEndsABlockedWaitAtOnce) {
   std::promise<void> done;
   std::shared_future<void> done_f = done.get_future().share();
-  testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> comm) {
-    if (rank == 1) {  // alive, but never joins the collective
-      done_f.wait();
-      return;
-    }
-    std::vector<at::Tensor> t{at::ones({2})};
-    auto work = comm->all_reduce(t, ReduceOp::kSum);
-    std::thread regroup([] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(300));
-      abandon_collectives("regroup to generation 2");
-    });
-    auto start = std::chrono::steady_clock::now();
-    Status s = work->wait(std::chrono::seconds(30));
-    auto waited = std::chrono::steady_clock::now() - start;
-    regroup.join();
-    EXPECT_EQ(s.code(), StatusCode::kAborted) << s.to_string();
-    EXPECT_NE(s.message().find("regroup to generation 2"), std::string::npos) << s.message();
-    EXPECT_LT(waited, std::chrono::seconds(5));
-    // A new collective on the old group fails at once, too.
-    Status again = comm->all_reduce(t, ReduceOp::kSum)->wait(std::chrono::seconds(30));
-    EXPECT_EQ(again.code(), StatusCode::kAborted);
-    done.set_value();
-  }, std::chrono::milliseconds(30000));
+  testing::run_ranks(
+      2,
+      [&](int rank, std::shared_ptr<Communicator> comm) {
+        if (rank == 1) {  // alive, but never joins the collective
+          done_f.wait();
+          return;
+        }
+        std::vector<at::Tensor> t{at::ones({2})};
+        auto work = comm->all_reduce(t, ReduceOp::kSum);
+        std::thread regroup([] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          abandon_collectives("regroup to generation 2");
+        });
+        auto start = std::chrono::steady_clock::now();
+        Status s = work->wait(std::chrono::seconds(30));
+        auto waited = std::chrono::steady_clock::now() - start;
+        regroup.join();
+        EXPECT_EQ(s.code(), StatusCode::kAborted) << s.to_string();
+        EXPECT_NE(s.message().find("regroup to generation 2"), std::string::npos) << s.message();
+        EXPECT_LT(waited, std::chrono::seconds(5));
+        // A new collective on the old group fails at once, too.
+        Status again = comm->all_reduce(t, ReduceOp::kSum)->wait(std::chrono::seconds(30));
+        EXPECT_EQ(again.code(), StatusCode::kAborted);
+        done.set_value();
+      },
+      std::chrono::milliseconds(30000));
   // The next generation's groups work.
   testing::run_ranks(2, [](int, std::shared_ptr<Communicator> comm) {
     std::vector<at::Tensor> t{at::ones({2})};
@@ -156,7 +163,8 @@ TEST(DenseReducer, AveragesBucketedGradientsOfMixedShapes) {
 
 TEST(Reducer, BroadcastTensorsAndAverageTensors) {
   testing::run_ranks(2, [](int rank, std::shared_ptr<Communicator> comm) {
-    std::vector<at::Tensor> ts{at::full({2, 2}, static_cast<float>(rank + 1)), at::full({3}, static_cast<float>(10 * rank))};
+    std::vector<at::Tensor> ts{at::full({2, 2}, static_cast<float>(rank + 1)),
+                               at::full({3}, static_cast<float>(10 * rank))};
     ASSERT_TRUE(broadcast_tensors(*comm, ts, 1).is_ok());
     EXPECT_TRUE(at::equal(ts[0], at::full({2, 2}, 2.f)));
     EXPECT_TRUE(at::equal(ts[1], at::full({3}, 10.f)));

@@ -1,11 +1,12 @@
 #include "common/cluster_config.h"
-#include "common/host_name.h"
 
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+
+#include "common/host_name.h"
 
 namespace tern {
 namespace {
@@ -53,11 +54,13 @@ TEST(ClusterConfig, UnknownRegionInLinkIsAnError) {
   auto r = load_cluster_config(write_temp(text));
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find(":12: network.links[1].between names unknown region 'mars'"),
-            std::string::npos) << r.status().message();
+            std::string::npos)
+      << r.status().message();
 }
 
 TEST(ClusterConfig, DuplicateRegionAndBadListen) {
-  auto r = load_cluster_config(write_temp("coordinator: {listen: nowhere}\nregions: [{name: a}, {name: a}]\n"));
+  auto r = load_cluster_config(
+      write_temp("coordinator: {listen: nowhere}\nregions: [{name: a}, {name: a}]\n"));
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("coordinator.listen must be HOST:PORT"), std::string::npos);
   EXPECT_NE(r.status().message().find("duplicate region 'a'"), std::string::npos);
@@ -101,7 +104,8 @@ TEST(ClusterConfig, CheckpointRootIsAnAbsoluteDirectoryBelowTheFileSystemRoot) {
     ASSERT_FALSE(r.is_ok()) << value << " was accepted as " << r->checkpoint_root;
     EXPECT_NE(r.status().message().find(file + ":1: checkpoint_root"), std::string::npos)
         << value << ": " << r.status().message();
-    EXPECT_NE(r.status().message().find(why), std::string::npos) << value << ": " << r.status().message();
+    EXPECT_NE(r.status().message().find(why), std::string::npos)
+        << value << ": " << r.status().message();
   }
 }
 

@@ -35,12 +35,13 @@ TEST(LrSchedule, CosineFollowsTheFormulaAfterTheWarmUp) {
   t.warmup_steps = 10;
   t.lr_min = 0.001;
   const int64_t total = 110;
-  EXPECT_DOUBLE_EQ(scheduled_lr(t, 9, total), 0.1);    // last warm-up step
-  EXPECT_DOUBLE_EQ(scheduled_lr(t, 10, total), 0.1);   // p = 0
+  EXPECT_DOUBLE_EQ(scheduled_lr(t, 9, total), 0.1);                     // last warm-up step
+  EXPECT_DOUBLE_EQ(scheduled_lr(t, 10, total), 0.1);                    // p = 0
   EXPECT_NEAR(scheduled_lr(t, 60, total), 0.001 + 0.099 * 0.5, 1e-15);  // p = 1/2
   for (int64_t s : {20, 37, 85, 109}) {
     double p = static_cast<double>(s - 10) / 100.0;
-    EXPECT_NEAR(scheduled_lr(t, s, total), 0.001 + 0.099 * 0.5 * (1 + std::cos(M_PI * p)), 1e-15) << s;
+    EXPECT_NEAR(scheduled_lr(t, s, total), 0.001 + 0.099 * 0.5 * (1 + std::cos(M_PI * p)), 1e-15)
+        << s;
   }
   EXPECT_DOUBLE_EQ(scheduled_lr(t, 110, total), 0.001);  // past the end: the floor, not a rise
   EXPECT_DOUBLE_EQ(scheduled_lr(t, 400, total), 0.001);
@@ -79,15 +80,18 @@ train: {lr: 0.1, lr_schedule: cosine, warmup_steps: 5, lr_min: 0.01}
 
   auto bad = load_job_spec_text(base, "job.yaml", {"train.lr_schedule=linear"});
   ASSERT_FALSE(bad.is_ok());
-  EXPECT_NE(bad.status().message().find("train.lr_schedule"), std::string::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("train.lr_schedule"), std::string::npos)
+      << bad.status().message();
 
   auto floor = load_job_spec_text(base, "job.yaml", {"train.lr_min=0.5"});
   ASSERT_FALSE(floor.is_ok());
   EXPECT_NE(floor.status().message().find("lr_min"), std::string::npos) << floor.status().message();
 
-  auto frac = load_job_spec_text(base, "job.yaml", {"train.lr_schedule=step", "train.lr_decay_at=[0.5, 1.5]"});
+  auto frac = load_job_spec_text(base, "job.yaml",
+                                 {"train.lr_schedule=step", "train.lr_decay_at=[0.5, 1.5]"});
   ASSERT_FALSE(frac.is_ok());
-  EXPECT_NE(frac.status().message().find("lr_decay_at"), std::string::npos) << frac.status().message();
+  EXPECT_NE(frac.status().message().find("lr_decay_at"), std::string::npos)
+      << frac.status().message();
 }
 
 }  // namespace

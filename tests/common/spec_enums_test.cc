@@ -58,7 +58,8 @@ void expect_parser_words(const std::string& field) {
   for (const char* w : SpecEnum<E>::kWords) all += (all.empty() ? "" : ", ") + std::string(w);
   auto r = load_job_spec_text(testing_specs::kMinimalSpec, "job.yaml", {field + "=not_a_word"});
   ASSERT_FALSE(r.is_ok()) << field;
-  EXPECT_NE(r.status().message().find(field + " must be one of [" + all + "], got 'not_a_word'"), std::string::npos)
+  EXPECT_NE(r.status().message().find(field + " must be one of [" + all + "], got 'not_a_word'"),
+            std::string::npos)
       << r.status().message();
 }
 
@@ -84,9 +85,10 @@ TEST(SpecEnums, TheParserTakesTheEnumsWords) {
 }
 
 TEST(SpecEnums, ParsedSpecsCarryTheValues) {
-  auto r = load_job_spec_text(testing_specs::kMinimalSpec, "job.yaml",
-                              {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "compress.method=int8",
-                               "placement=spread", "train.optimizer=adamw", "train.momentum=0"});
+  auto r = load_job_spec_text(
+      testing_specs::kMinimalSpec, "job.yaml",
+      {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "compress.method=int8",
+       "placement=spread", "train.optimizer=adamw", "train.momentum=0"});
   ASSERT_TRUE(r.is_ok()) << r.status().message();
   EXPECT_EQ(r->spec.sync.strategy, StrategyKind::kDts);
   EXPECT_EQ(r->spec.compress.method, CompressMethod::kInt8);
@@ -96,13 +98,18 @@ TEST(SpecEnums, ParsedSpecsCarryTheValues) {
 }
 
 TEST(SpecEnums, MetricsAreAListOfKnownWords) {
-  auto ok = load_job_spec_text(testing_specs::kMinimalSpec, "job.yaml", {"model.metrics=[loss, accuracy]"});
+  auto ok = load_job_spec_text(testing_specs::kMinimalSpec, "job.yaml",
+                               {"model.metrics=[loss, accuracy]"});
   ASSERT_TRUE(ok.is_ok()) << ok.status().message();
-  EXPECT_EQ(ok->spec.model.metrics, (std::vector<EvalMetric>{EvalMetric::kLoss, EvalMetric::kAccuracy}));
-  auto bad = load_job_spec_text(testing_specs::kMinimalSpec, "job.yaml", {"model.metrics=[loss, bleu]"});
+  EXPECT_EQ(ok->spec.model.metrics,
+            (std::vector<EvalMetric>{EvalMetric::kLoss, EvalMetric::kAccuracy}));
+  auto bad =
+      load_job_spec_text(testing_specs::kMinimalSpec, "job.yaml", {"model.metrics=[loss, bleu]"});
   ASSERT_FALSE(bad.is_ok());
-  EXPECT_NE(bad.status().message().find("model.metrics"), std::string::npos) << bad.status().message();
-  EXPECT_NE(bad.status().message().find("unknown 'bleu' (accuracy, loss, perplexity, auc)"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("model.metrics"), std::string::npos)
+      << bad.status().message();
+  EXPECT_NE(bad.status().message().find("unknown 'bleu' (accuracy, loss, perplexity, auc)"),
+            std::string::npos)
       << bad.status().message();
 }
 

@@ -228,17 +228,20 @@ TEST(TrainerCodec, MistypedFieldsReadAsAbsentAndIntegersClamp) {
   EXPECT_EQ(d->header.job, "");
   auto f = decode_event(R"({"event": "finished", "summary": 3})");
   ASSERT_TRUE(f.is_ok());
-  EXPECT_EQ(std::get<FinishedEvent>(f->body).summary, json(3)) << "kept as written; readers check the type";
+  EXPECT_EQ(std::get<FinishedEvent>(f->body).summary, json(3))
+      << "kept as written; readers check the type";
 }
 
 TEST(TrainerCodec, MalformedEventLinesAreErrors) {
-  for (const char* line : {"", "not json", "[1, 2]", "\"event\"", "{\"event\": 3}", "{\"no_event\": 1}",
-                           "{\"event\": \"progress\"", "{\"event\": \"progress\"} trailing", "\xff\xfe{"}) {
+  for (const char* line :
+       {"", "not json", "[1, 2]", "\"event\"", "{\"event\": 3}", "{\"no_event\": 1}",
+        "{\"event\": \"progress\"", "{\"event\": \"progress\"} trailing", "\xff\xfe{"}) {
     auto d = decode_event(line);
     EXPECT_FALSE(d.is_ok()) << line;
     EXPECT_EQ(d.status().code(), StatusCode::kInvalidArgument) << line;
   }
-  std::string deep = "{\"event\": \"progress\", \"x\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  std::string deep = "{\"event\": \"progress\", \"x\": " + std::string(100000, '[') +
+                     std::string(100000, ']') + "}";
   auto d = decode_event(deep);
   EXPECT_FALSE(d.is_ok());
   EXPECT_NE(d.status().message().find("deeper"), std::string::npos) << d.status().message();
@@ -264,7 +267,8 @@ TEST(TrainerCodec, CommandsRoundTrip) {
   ASSERT_TRUE(plain2.is_ok());
   EXPECT_TRUE(std::get<RegroupCommand>(*plain2).members.empty());
   // The spelling the protocol documents (spaces, no rollback) reads the same.
-  auto documented = decode_command(R"({"cmd": "regroup", "generation": 2, "world": 2, "master": "h:1"})");
+  auto documented =
+      decode_command(R"({"cmd": "regroup", "generation": 2, "world": 2, "master": "h:1"})");
   ASSERT_TRUE(documented.is_ok()) << documented.status().to_string();
   EXPECT_FALSE(std::get<RegroupCommand>(*documented).rollback);
 }
@@ -279,14 +283,16 @@ TEST(TrainerCodec, MalformedCommandsAreErrorsNamingTheField) {
       {"", StatusCode::kInvalidArgument, "not JSON"},
       {"{\"cmd\": 1}", StatusCode::kInvalidArgument, "\"cmd\""},
       {"{\"cmd\": \"dance\"}", StatusCode::kUnimplemented, "dance"},
-      {R"({"cmd": "regroup", "world": 2, "master": "h:1"})", StatusCode::kInvalidArgument, "\"generation\""},
-      {R"({"cmd": "regroup", "generation": "2", "world": 2, "master": "h:1"})", StatusCode::kInvalidArgument,
+      {R"({"cmd": "regroup", "world": 2, "master": "h:1"})", StatusCode::kInvalidArgument,
        "\"generation\""},
-      {R"({"cmd": "regroup", "generation": 2, "world": 0, "master": "h:1"})", StatusCode::kInvalidArgument,
-       "\"world\""},
-      {R"({"cmd": "regroup", "generation": 2, "world": 2.5, "master": "h:1"})", StatusCode::kInvalidArgument,
-       "\"world\""},
-      {R"({"cmd": "regroup", "generation": 2, "world": 2})", StatusCode::kInvalidArgument, "\"master\""},
+      {R"({"cmd": "regroup", "generation": "2", "world": 2, "master": "h:1"})",
+       StatusCode::kInvalidArgument, "\"generation\""},
+      {R"({"cmd": "regroup", "generation": 2, "world": 0, "master": "h:1"})",
+       StatusCode::kInvalidArgument, "\"world\""},
+      {R"({"cmd": "regroup", "generation": 2, "world": 2.5, "master": "h:1"})",
+       StatusCode::kInvalidArgument, "\"world\""},
+      {R"({"cmd": "regroup", "generation": 2, "world": 2})", StatusCode::kInvalidArgument,
+       "\"master\""},
       {R"({"cmd": "regroup", "generation": 2, "world": 2, "master": "h:1", "rollback": 1})",
        StatusCode::kInvalidArgument, "\"rollback\""},
       {R"({"cmd": "regroup", "generation": 2, "world": 2, "master": "h:1", "members": [0]})",
@@ -300,7 +306,8 @@ TEST(TrainerCodec, MalformedCommandsAreErrorsNamingTheField) {
     auto d = decode_command(c.line);
     ASSERT_FALSE(d.is_ok()) << c.line;
     EXPECT_EQ(d.status().code(), c.code) << c.line << ": " << d.status().to_string();
-    EXPECT_NE(d.status().message().find(c.names), std::string::npos) << c.line << ": " << d.status().message();
+    EXPECT_NE(d.status().message().find(c.names), std::string::npos)
+        << c.line << ": " << d.status().message();
   }
 }
 
@@ -347,21 +354,24 @@ TEST(TrainerCodec, ArgvRoundTrip) {
   EXPECT_EQ(m2->job_id, "local");
   EXPECT_EQ(m2->bind_host, "127.0.0.1");
   EXPECT_FALSE(m2->standby);
-  auto eq = parse_trainer_args({"t", "--spec=s.yaml", "--rank=1", "--world=2", "--master=h:1", "--members=0,1"});
+  auto eq = parse_trainer_args(
+      {"t", "--spec=s.yaml", "--rank=1", "--world=2", "--master=h:1", "--members=0,1"});
   ASSERT_TRUE(eq.is_ok()) << eq.status().to_string();
   EXPECT_EQ(eq->members, (std::vector<int>{0, 1}));
 }
 
 TEST(TrainerCodec, BadArgvIsAnErrorNamingTheFlag) {
-  const std::vector<std::string> base = {"t", "--spec", "s", "--rank", "0", "--world", "1", "--master", "h:1"};
+  const std::vector<std::string> base = {"t",       "--spec", "s",        "--rank", "0",
+                                         "--world", "1",      "--master", "h:1"};
   auto with = [&](std::vector<std::string> extra) {
     auto v = base;
     v.insert(v.end(), extra.begin(), extra.end());
     return parse_trainer_args(v);
   };
   EXPECT_NE(with({"--rank", "one"}).status().message().find("--rank"), std::string::npos);
-  EXPECT_NE(with({"--generation", "9999999999999999999999"}).status().message().find("--generation"),
-            std::string::npos);
+  EXPECT_NE(
+      with({"--generation", "9999999999999999999999"}).status().message().find("--generation"),
+      std::string::npos);
   EXPECT_NE(with({"--members", "0,,1"}).status().message().find("--members"), std::string::npos);
   EXPECT_NE(with({"--frobnicate", "1"}).status().message().find("--frobnicate"), std::string::npos);
   EXPECT_NE(with({"--job"}).status().message().find("--job needs a value"), std::string::npos);

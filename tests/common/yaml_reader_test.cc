@@ -85,7 +85,10 @@ std::string alias_bomb(int levels) {
 TEST(Utf8, ReplacesEveryIllFormedByteAndKeepsTheRest) {
   EXPECT_EQ(to_valid_utf8(""), "");
   EXPECT_EQ(to_valid_utf8("caf\xc3\xa9"), "caf\xc3\xa9");
-  EXPECT_EQ(to_valid_utf8("a\xff\xfe" "b"), "a\xEF\xBF\xBD\xEF\xBF\xBD" "b");
+  EXPECT_EQ(to_valid_utf8("a\xff\xfe"
+                          "b"),
+            "a\xEF\xBF\xBD\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(to_valid_utf8("x\xe2\x82"), "x\xEF\xBF\xBD\xEF\xBF\xBD");  // truncated sequence
   const std::string mixed = to_valid_utf8("\xc0\xaf ok \xed\xa0\x80 \xf0\x9f\x98\x80");
   EXPECT_EQ(first_invalid_utf8(mixed), std::string::npos);

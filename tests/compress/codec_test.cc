@@ -299,11 +299,11 @@ TEST(ChunkedTopk, EachChunkSendsItsLargestValuesWithinHalfAScale) {
     int64_t chunk, k;
   };
   const std::vector<Case> cases = {
-      {{4096}, 256, 16},         // whole chunks, 1-byte offsets
+      {{4096}, 256, 16},             // whole chunks, 1-byte offsets
       {{1000, 10, 0, 37}, 256, 32},  // short last chunks, a tensor shorter than k, an empty one
-      {{70000}, 1000, 50},       // 2-byte offsets
-      {{5, 3}, 2, 1},            // the smallest chunk
-      {{300}, 65536, 7},         // one chunk longer than the tensor
+      {{70000}, 1000, 50},           // 2-byte offsets
+      {{5, 3}, 2, 1},                // the smallest chunk
+      {{300}, 65536, 7},             // one chunk longer than the tensor
   };
   for (const Case& c : cases) {
     const int64_t n = std::accumulate(c.numels.begin(), c.numels.end(), int64_t{0});
@@ -316,8 +316,12 @@ TEST(ChunkedTopk, EachChunkSendsItsLargestValuesWithinHalfAScale) {
       ChunkedTopkEncoded enc = encode_chunked_topk(x, layout, c.k, bits);
       // The documented size: scales (quantised only), offsets, values.
       const int64_t m = layout.blocks * c.k;
-      const int64_t expect_bytes = (bits <= 8 ? 4 * layout.blocks : 0) + m * (c.chunk <= 256 ? 1 : 2) +
-                                   (bits == 32 ? 4 * m : bits == 16 ? 2 * m : bits == 8 ? m : (m + 1) / 2);
+      const int64_t expect_bytes = (bits <= 8 ? 4 * layout.blocks : 0) +
+                                   m * (c.chunk <= 256 ? 1 : 2) +
+                                   (bits == 32   ? 4 * m
+                                    : bits == 16 ? 2 * m
+                                    : bits == 8  ? m
+                                                 : (m + 1) / 2);
       ASSERT_EQ(enc.payload.numel(), expect_bytes) << what;
       EXPECT_EQ(chunked_topk_payload_bytes(layout, c.k, bits), expect_bytes) << what;
       // What is sent sits on each chunk's top k only, and decoding gives exactly `sent`.
@@ -329,7 +333,9 @@ TEST(ChunkedTopk, EachChunkSendsItsLargestValuesWithinHalfAScale) {
       EXPECT_TRUE(at::equal(decoded, enc.sent)) << what;
       // Selected values within half a level (fp32: exact), never more than max|x| of the chunk.
       at::Tensor err = (x - enc.sent) * mask;
-      const double tol = bits == 32 ? 0.0 : bits == 16 ? 3 * 2e-3 : 3 * 4.5 / ((1 << (bits - 1)) - 1) / 2 + 1e-5;
+      const double tol = bits == 32   ? 0.0
+                         : bits == 16 ? 3 * 2e-3
+                                      : 3 * 4.5 / ((1 << (bits - 1)) - 1) / 2 + 1e-5;
       EXPECT_LE(err.abs().max().item<double>(), tol) << what;
       // residual + sent == x bit for bit (what error feedback keeps).
       at::Tensor residual = x - enc.sent;
@@ -370,7 +376,8 @@ TEST(ChunkedTopk, BadPayloadsThrowInsteadOfWritingOutside) {
   bad.data_ptr<uint8_t>()[3 * 4] = 200;  // the first offset, past its chunk of 100
   EXPECT_THROW(decode_chunked_topk_add(bad, layout, 3, 4, padded), c10::Error);
   EXPECT_TRUE(at::equal(padded, at::zeros({300})));
-  EXPECT_THROW(decode_chunked_topk_add(enc.payload.narrow(0, 0, 5), layout, 3, 4, padded), c10::Error);
+  EXPECT_THROW(decode_chunked_topk_add(enc.payload.narrow(0, 0, 5), layout, 3, 4, padded),
+               c10::Error);
   EXPECT_THROW(decode_chunked_topk_add(enc.payload, layout, 4, 4, padded), c10::Error);  // other k
   at::Tensor small = at::zeros({10});
   EXPECT_THROW(decode_chunked_topk_add(enc.payload, layout, 3, 4, small), c10::Error);

@@ -42,7 +42,8 @@ void expect_compressed_run(const std::vector<std::string>& sync, const std::stri
   ASSERT_FALSE(runs[0].params.empty());
   double diff = 0;
   for (size_t i = 0; i < runs[0].params.size(); ++i) {
-    EXPECT_TRUE(testing::same_bits(runs[0].params[i], runs[1].params[i])) << what << ": parameter " << i;
+    EXPECT_TRUE(testing::same_bits(runs[0].params[i], runs[1].params[i]))
+        << what << ": parameter " << i;
     EXPECT_TRUE(at::isfinite(runs[0].params[i]).all().item<bool>()) << what << ": parameter " << i;
     diff = std::max(diff, (runs[0].params[i] - dense[0].params[i]).abs().max().item<double>());
   }

@@ -38,19 +38,23 @@ TEST(GradiVeqCodec, ReconstructsSlicesInTheBasisSpanAndIsLinear) {
   at::Tensor x = slices_in(sub, 40, 2);
   at::Tensor basis = gradiveq_basis(gradiveq_covariance(x), k);
   ASSERT_EQ(basis.sizes(), (std::vector<int64_t>{d, k}));
-  EXPECT_TRUE(at::allclose(at::matmul(basis.t(), basis), at::eye(k), 1e-5, 1e-5)) << "not orthonormal";
+  EXPECT_TRUE(at::allclose(at::matmul(basis.t(), basis), at::eye(k), 1e-5, 1e-5))
+      << "not orthonormal";
   at::Tensor flat = x.reshape({-1});
-  at::Tensor back = gradiveq_decode(gradiveq_encode(gradiveq_slices(flat, d), basis), basis, flat.numel());
+  at::Tensor back =
+      gradiveq_decode(gradiveq_encode(gradiveq_slices(flat, d), basis), basis, flat.numel());
   EXPECT_LE((back - flat).abs().max().item<double>(), 1e-4);
 
   // Linearity: the sum of encodings is the encoding of the sum (what lets the ring add them).
-  at::Tensor a = at::randn({200}, gen_for(3)), b = at::randn({200}, gen_for(4));  // 200: a padded tail
+  at::Tensor a = at::randn({200}, gen_for(3)),
+             b = at::randn({200}, gen_for(4));  // 200: a padded tail
   at::Tensor ea = gradiveq_encode(gradiveq_slices(a, d), basis);
   at::Tensor eb = gradiveq_encode(gradiveq_slices(b, d), basis);
   at::Tensor esum = gradiveq_encode(gradiveq_slices(a + b, d), basis);
   EXPECT_TRUE(at::allclose(ea + eb, esum, 1e-5, 1e-5));
   EXPECT_TRUE(at::allclose(gradiveq_decode(ea + eb, basis, 200),
-                           gradiveq_decode(ea, basis, 200) + gradiveq_decode(eb, basis, 200), 1e-5, 1e-5));
+                           gradiveq_decode(ea, basis, 200) + gradiveq_decode(eb, basis, 200), 1e-5,
+                           1e-5));
   // A generic vector is not in a 3-dim span: the codec is lossy off the subspace.
   EXPECT_GT((gradiveq_decode(ea, basis, 200) - a).abs().max().item<double>(), 0.1);
 }
@@ -118,17 +122,20 @@ TEST(GradiVeqCompressor, ReconstructsASubspaceStreamBeforeAndAfterTheRefresh) {
     std::lock_guard<std::mutex> lock(mu);
     outputs[static_cast<size_t>(rank)] = mine;
     for (auto& [name, t] : c.state()) {
-      if (name.rfind("gradiveq/basis/", 0) == 0) bases[static_cast<size_t>(rank)].push_back(t.clone());
+      if (name.rfind("gradiveq/basis/", 0) == 0)
+        bases[static_cast<size_t>(rank)].push_back(t.clone());
     }
   });
   for (int r = 1; r < world; ++r) {
     for (size_t i = 0; i < outputs[0].size(); ++i) {
-      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i])) << "rank " << r << " step " << i;
+      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i]))
+          << "rank " << r << " step " << i;
     }
     ASSERT_EQ(bases[0].size(), 4u);
     ASSERT_EQ(bases[static_cast<size_t>(r)].size(), 4u);
     for (size_t b = 0; b < 4; ++b) {
-      EXPECT_TRUE(at::equal(bases[0][b], bases[static_cast<size_t>(r)][b])) << "rank " << r << " bucket " << b;
+      EXPECT_TRUE(at::equal(bases[0][b], bases[static_cast<size_t>(r)][b]))
+          << "rank " << r << " bucket " << b;
     }
   }
 }
@@ -156,7 +163,8 @@ TEST(GradiVeqCompressor, ErrorFeedbackKeepsWhatWasNotSentInGradientSpace) {
         at::Tensor e = at::zeros({256});
         std::map<std::string, at::Tensor> after;
         for (auto& [name, t] : c.state()) after[name] = t;
-        e = at::cat({after.at("gradiveq/e/0").reshape({-1}), after.at("gradiveq/e/1").reshape({-1})});
+        e = at::cat(
+            {after.at("gradiveq/e/0").reshape({-1}), after.at("gradiveq/e/1").reshape({-1})});
         for (int b = 0; b < 4; ++b) {
           at::Tensor basis = before.at("gradiveq/basis/" + std::to_string(b));
           at::Tensor proj = at::matmul(gradiveq_slices(e.narrow(0, 64 * b, 64), 16), basis);
@@ -167,7 +175,8 @@ TEST(GradiVeqCompressor, ErrorFeedbackKeepsWhatWasNotSentInGradientSpace) {
     }
     std::map<std::string, at::Tensor> st;
     for (auto& [name, t] : c.state()) st[name] = t;
-    std::vector<at::Tensor> mem{at::cat({st.at("gradiveq/e/0").reshape({-1}), st.at("gradiveq/e/1").reshape({-1})})};
+    std::vector<at::Tensor> mem{
+        at::cat({st.at("gradiveq/e/0").reshape({-1}), st.at("gradiveq/e/1").reshape({-1})})};
     ASSERT_TRUE(all_reduce_sync(*comm, mem).is_ok());
     EXPECT_TRUE(at::allclose(applied + mem[0] / world, dense, 1e-4, 1e-4))
         << (applied + mem[0] / world - dense).abs().max().item<double>();
@@ -201,7 +210,8 @@ TEST(GradiVeqCompressor, StateRoundTripAcrossARefresh) {
     for (int64_t step = 7; step < 10; ++step) {
       std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
       ASSERT_TRUE(resumed.start(grads(step), step)->finish(out).is_ok());
-      EXPECT_TRUE(at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)]))
+      EXPECT_TRUE(
+          at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)]))
           << "rank " << rank << " step " << step;
     }
   });
@@ -226,7 +236,9 @@ TEST(GradiVeqCompressor, DelayedFinishGivesTheSameResults) {
     for (int64_t step = 0; step < 8; ++step) {
       std::vector<at::Tensor> out{at::zeros({10, 16}), at::zeros({96})};
       ASSERT_TRUE(pending[static_cast<size_t>(step)]->finish(out).is_ok());
-      EXPECT_TRUE(at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)])) << step;
+      EXPECT_TRUE(
+          at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)]))
+          << step;
     }
   });
 }

@@ -47,12 +47,8 @@ class CoreTest : public ::testing::Test {
   // `session`: the daemon's previous session (a restarted daemon re-registering a live name).
   RegistrationResult add_worker(const std::string& name, const std::string& region = "local",
                                 int slots = 1, uint64_t session = 0) {
-    auto r = core_->register_worker({name,
-                                     "127.0.0.1",
-                                     region,
-                                     slots,
-                                     {40000 + static_cast<int>(next_port_++)},
-                                     session});
+    auto r = core_->register_worker(
+        {name, "127.0.0.1", region, slots, {40000 + static_cast<int>(next_port_++)}, session});
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return *r;
   }
@@ -747,9 +743,11 @@ TEST_F(CoreTest, DeterministicExitsFailAtOnceAndOnlyLossesRegroup) {
                                   {-9, true}}) {
     beat(a, {});
     beat(b, {});
-    auto id = core_->submit_job(spec("c" + std::to_string(c.code + 10), 1, "recovery: {mode: partial}\n"),
-                                {}, "c.yaml")
-                  ->id;
+    auto id =
+        core_
+            ->submit_job(spec("c" + std::to_string(c.code + 10), 1, "recovery: {mode: partial}\n"),
+                         {}, "c.yaml")
+            ->id;
     Job j = job(id);
     ASSERT_EQ(j.state, JobState::kRunning) << c.code;
     const std::string w = j.ranks[0].worker_id;
@@ -767,9 +765,11 @@ TEST_F(CoreTest, DeterministicExitsFailAtOnceAndOnlyLossesRegroup) {
       EXPECT_EQ(j.state, JobState::kFailed) << c.code << ": " << j.reason;
       EXPECT_EQ(j.recoveries, 0) << c.code;
       EXPECT_EQ(j.generation, 1) << c.code;
-      EXPECT_EQ(j.reason.rfind("rank 0 on worker " + w + ": " + trainer_exit_meaning(c.code), 0), 0u)
+      EXPECT_EQ(j.reason.rfind("rank 0 on worker " + w + ": " + trainer_exit_meaning(c.code), 0),
+                0u)
           << j.reason;
-      EXPECT_NE(j.reason.find("the cause, code " + std::to_string(c.code)), std::string::npos) << j.reason;
+      EXPECT_NE(j.reason.find("the cause, code " + std::to_string(c.code)), std::string::npos)
+          << j.reason;
       EXPECT_EQ(j.reason.find("regroup"), std::string::npos) << j.reason;
     }
   }
@@ -791,7 +791,8 @@ TEST_F(CoreTest, RootCauseReplacesAPeerLossReportedBeforeIt) {
   Job j = job(id);
   EXPECT_EQ(j.state, JobState::kFailed);
   EXPECT_EQ(j.reason.rfind("rank 1 on worker b: data error", 0), 0u) << j.reason;
-  EXPECT_NE(j.reason.find("/data/x.tsv: no valid line in 1000 lines"), std::string::npos) << j.reason;
+  EXPECT_NE(j.reason.find("/data/x.tsv: no valid line in 1000 lines"), std::string::npos)
+      << j.reason;
   EXPECT_EQ(j.ranks[1].exit_code, 3);
   // It is journaled: a restart keeps the root cause.
   reopen();
@@ -805,7 +806,8 @@ TEST_F(CoreTest, RootCauseReplacesAPeerLossReportedBeforeIt) {
   const std::string w0 = job(id2).ranks[0].worker_id, w1 = job(id2).ranks[1].worker_id;
   ASSERT_TRUE(report(w0 == "c" ? c : d, {exited({id2, 0, 1}, 4)}).is_ok());
   ASSERT_TRUE(report(w1 == "c" ? c : d, {exited({id2, 1, 1}, 17)}).is_ok());
-  EXPECT_EQ(job(id2).reason.rfind("rank 1 on worker " + w1 + ": injected failure", 0), 0u) << job(id2).reason;
+  EXPECT_EQ(job(id2).reason.rfind("rank 1 on worker " + w1 + ": injected failure", 0), 0u)
+      << job(id2).reason;
 }
 
 // Issue 18 item 4: numbers a worker reports are not trusted to be finite; the journal (JSON)
@@ -882,8 +884,9 @@ TEST_F(CoreTest, TrainThreadsBeyondTheWorkersCoresAreRefusedAtPlacement) {
   ASSERT_EQ(j.state, JobState::kRunning) << j.reason;
   for (const auto& r : j.ranks) EXPECT_EQ(r.worker_id, "big");
   // Negative cores are refused at registration.
-  EXPECT_EQ(core_->register_worker({"neg", "127.0.0.1", "local", 1, {40300}, 0, -1}).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      core_->register_worker({"neg", "127.0.0.1", "local", 1, {40300}, 0, -1}).status().code(),
+      StatusCode::kInvalidArgument);
 }
 
 TEST_F(CoreTest, WorkerRegistrationIsValidated) {
@@ -898,14 +901,15 @@ TEST_F(CoreTest, WorkerRegistrationIsValidated) {
   EXPECT_EQ(anon->worker_id, "w-1");
 }
 
-
 // --- elastic groups (recovery.min_workers) ---
 
 TEST_F(CoreTest, ElasticLossShrinksAtOnceThenTheStandbyGrowsTheGroupBack) {
   auto a = add_worker("a");
   auto b = add_worker("b");
   auto c = add_worker("c");
-  auto id = core_->submit_job(spec("el", 3, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")->id;
+  auto id =
+      core_->submit_job(spec("el", 3, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")
+          ->id;
   TaskKey r0{id, 0, 1}, r1{id, 1, 1}, r2{id, 2, 1};
   beat(a, {r0});
   beat(b, {r1});
@@ -990,7 +994,9 @@ TEST_F(CoreTest, ElasticWithoutAFreeWorkerFinishesSmallerAndStopsNothingElse) {
   auto a = add_worker("a");
   auto b = add_worker("b");
   auto c = add_worker("c");
-  auto id = core_->submit_job(spec("el", 3, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")->id;
+  auto id =
+      core_->submit_job(spec("el", 3, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")
+          ->id;
   TaskKey r0{id, 0, 1}, r1{id, 1, 1};
   clock_.advance_ms(600);
   beat(a, {r0});
@@ -1015,7 +1021,9 @@ TEST_F(CoreTest, ElasticWithoutAFreeWorkerFinishesSmallerAndStopsNothingElse) {
 TEST_F(CoreTest, ElasticBelowMinWorkersWaitsForReplacementsLikeAFixedJob) {
   auto a = add_worker("a");
   auto b = add_worker("b");
-  auto id = core_->submit_job(spec("el", 2, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")->id;
+  auto id =
+      core_->submit_job(spec("el", 2, "recovery: {mode: partial, min_workers: 2}\n"), {}, "e.yaml")
+          ->id;
   beat(a, {{id, 0, 1}});  // a spare port on rank 0's worker for the next generation
   ASSERT_TRUE(report(b, {exited({id, 1, 1}, -9)}).is_ok());
   Job j = job(id);
@@ -1029,7 +1037,9 @@ TEST_F(CoreTest, ElasticBelowMinWorkersWaitsForReplacementsLikeAFixedJob) {
 
 TEST_F(CoreTest, ReadyFromARankThatIsNotAStandbyIsDropped) {
   auto a = add_worker("a");
-  auto id = core_->submit_job(spec("el", 1, "recovery: {mode: partial, min_workers: 1}\n"), {}, "e.yaml")->id;
+  auto id =
+      core_->submit_job(spec("el", 1, "recovery: {mode: partial, min_workers: 1}\n"), {}, "e.yaml")
+          ->id;
   TaskEvent ready;
   ready.kind = TaskEvent::Kind::kReady;
   ready.task = {id, 0, 1};

@@ -23,7 +23,8 @@ Job sample_job() {
 }
 
 TEST(JournalRecords, SpecWordsRoundTrip) {
-  for (PlacementPolicy p : {PlacementPolicy::kAny, PlacementPolicy::kSpread, PlacementPolicy::kPack}) {
+  for (PlacementPolicy p :
+       {PlacementPolicy::kAny, PlacementPolicy::kSpread, PlacementPolicy::kPack}) {
     for (RecoveryMode m : {RecoveryMode::kNone, RecoveryMode::kFull, RecoveryMode::kPartial}) {
       Job j = sample_job();
       j.placement = p;
@@ -54,7 +55,8 @@ TEST(JournalRecords, OlderRecordsWithoutTheWordsTakeTheDefaults) {
 
 TEST(JournalRecords, AnUnknownWordIsDataLossNamingTheField) {
   for (const char* field : {"placement", "recovery_mode"}) {
-    for (const nlohmann::json& value : {nlohmann::json("diagonal"), nlohmann::json(3), nlohmann::json(nullptr)}) {
+    for (const nlohmann::json& value :
+         {nlohmann::json("diagonal"), nlohmann::json(3), nlohmann::json(nullptr)}) {
       nlohmann::json j = nlohmann::json::parse(encode_job_record(sample_job()));
       j[field] = value;
       std::optional<Job> job;
@@ -62,7 +64,8 @@ TEST(JournalRecords, AnUnknownWordIsDataLossNamingTheField) {
       Status s = decode_journal_record(j.dump(), &job, &worker);
       EXPECT_EQ(s.code(), StatusCode::kDataLoss) << field << " " << value.dump();
       if (value.is_string()) {
-        EXPECT_NE(s.message().find(std::string("'") + field + "'"), std::string::npos) << s.message();
+        EXPECT_NE(s.message().find(std::string("'") + field + "'"), std::string::npos)
+            << s.message();
       }
     }
   }

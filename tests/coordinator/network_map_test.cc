@@ -288,7 +288,8 @@ TEST_F(NetworkCoreTest, MeasuredClustersBecomeRegionsWhenNoneAreNamed) {
     for (const auto& [id, reg] : w) {
       std::vector<LinkMeasurement> links;
       for (const auto& [peer, unused] : w) {
-        if (peer != id) links.push_back({peer, site(id) == site(peer) ? near_ms : far_ms, 1000, false});
+        if (peer != id)
+          links.push_back({peer, site(id) == site(peer) ? near_ms : far_ms, 1000, false});
       }
       ASSERT_TRUE(core_->report_network(id, reg.session, 7000, links).is_ok());
     }
@@ -301,7 +302,8 @@ TEST_F(NetworkCoreTest, MeasuredClustersBecomeRegionsWhenNoneAreNamed) {
   EXPECT_FALSE(lj.measured_groups);
   for (const auto& r : lj.ranks) EXPECT_EQ(r.region, "local");
   ASSERT_TRUE(core_->cancel_job(lan->id, "test").is_ok());
-  for (const auto& [id, reg] : w) ASSERT_TRUE(core_->heartbeat(id, reg.session, {}, {41000}).is_ok());
+  for (const auto& [id, reg] : w)
+    ASSERT_TRUE(core_->heartbeat(id, reg.session, {}, {41000}).is_ok());
 
   report_all(1, 150);
   auto wan = core_->submit_job(spec("wan", 4), {}, "wan.yaml");

@@ -28,8 +28,9 @@ std::string spec(const std::string& name, int workers, const std::string& extra 
 class ResumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tern_resume_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("tern_resume_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     root_ = (dir_ / "ckpt").string();
     options_.state_dir = (dir_ / "state").string();
@@ -52,7 +53,8 @@ class ResumeTest : public ::testing::Test {
     return Status::ok();
   }
   RegistrationResult add_worker(const std::string& name) {
-    auto r = core_->register_worker({name, "127.0.0.1", "local", 1, {40000 + static_cast<int>(next_port_++)}, 0});
+    auto r = core_->register_worker(
+        {name, "127.0.0.1", "local", 1, {40000 + static_cast<int>(next_port_++)}, 0});
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return *r;
   }
@@ -107,14 +109,17 @@ TEST_F(ResumeTest, CheckpointsGoUnderTheRootAndTheNewestCommittedStepIsJournaled
   EXPECT_EQ(j->checkpoint_step, -1);
   auto effective = load_job_spec_text(j->spec_yaml, "journaled");
   ASSERT_TRUE(effective.is_ok()) << effective.status().to_string();
-  EXPECT_EQ(effective->spec.recovery.dir, root_ + "/" + j->id) << "the trainers run what is journaled";
+  EXPECT_EQ(effective->spec.recovery.dir, root_ + "/" + j->id)
+      << "the trainers run what is journaled";
 
   // Every rank reports each commit; only a newer step changes (and journals) anything.
-  auto n = core_->report_events(a_.worker_id, a_.session, {committed(j->id, 0, 5), committed(j->id, 0, 10)});
+  auto n = core_->report_events(a_.worker_id, a_.session,
+                                {committed(j->id, 0, 5), committed(j->id, 0, 10)});
   ASSERT_TRUE(n.is_ok());
   EXPECT_EQ(*n, 2);
   ASSERT_TRUE(core_->report_events(b_.worker_id, b_.session, {committed(j->id, 1, 5)}).is_ok());
-  EXPECT_EQ(job(j->id).checkpoint_step, 10) << "a late report of an older step does not move it back";
+  EXPECT_EQ(job(j->id).checkpoint_step, 10)
+      << "a late report of an older step does not move it back";
   // Steps no trainer commits are dropped, not applied.
   const uint64_t dropped = core_->worker_plane_stats().events_dropped;
   for (int64_t bad : {int64_t{0}, int64_t{-3}, int64_t{1} << 60}) {
@@ -166,7 +171,8 @@ TEST_F(ResumeTest, ADamagedOrIllTypedCheckpointRecordStopsTheStartAndIsNeverDrop
   write(journal(), damaged);
   Status s = reopen();
   ASSERT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
-  EXPECT_NE(s.message().find("at byte " + std::to_string(with_step->offset)), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("at byte " + std::to_string(with_step->offset)), std::string::npos)
+      << s.message();
   EXPECT_EQ(read(journal()), damaged) << "a refused start changes nothing";
 
   const std::string prefix = bytes.substr(0, with_step->offset);
@@ -200,7 +206,8 @@ TEST_F(ResumeTest, ResumeStartsANewJobFromTheOldSpecAndCheckpoints) {
   EXPECT_EQ(j->world, 3);
   EXPECT_EQ(j->resumed_job, old_id);
   EXPECT_EQ(j->resumed_step, 10);
-  EXPECT_EQ(j->checkpoint_dir, root_ + "/" + j->id) << "the new job checkpoints into its own directory";
+  EXPECT_EQ(j->checkpoint_dir, root_ + "/" + j->id)
+      << "the new job checkpoints into its own directory";
   auto effective = load_job_spec_text(j->spec_yaml, "journaled");
   ASSERT_TRUE(effective.is_ok()) << effective.status().to_string();
   EXPECT_EQ(effective->spec.recovery.resume_from, root_ + "/" + old_id);
@@ -218,8 +225,8 @@ TEST_F(ResumeTest, ResumeRefusesEveryJobItCannotResumeSayingWhy) {
   b_ = add_worker("b");
   const std::string with_step = ended_job(10);
   const std::string without_step = ended_job(0);
-  auto expect_refused = [&](const std::string& resume, std::vector<std::string> overrides, const std::string& spec_yaml,
-                            StatusCode code, const std::string& why) {
+  auto expect_refused = [&](const std::string& resume, std::vector<std::string> overrides,
+                            const std::string& spec_yaml, StatusCode code, const std::string& why) {
     SCOPED_TRACE("--resume " + resume);
     const size_t jobs = core_->list_jobs().size();
     auto j = core_->submit_job(spec_yaml, overrides, "", resume);
@@ -229,7 +236,8 @@ TEST_F(ResumeTest, ResumeRefusesEveryJobItCannotResumeSayingWhy) {
     EXPECT_EQ(core_->list_jobs().size(), jobs) << "a refused resume adds no job";
   };
   expect_refused("j-99", {}, "", StatusCode::kNotFound, "no job 'j-99'");
-  expect_refused(without_step, {}, "", StatusCode::kFailedPrecondition, "has no committed checkpoint");
+  expect_refused(without_step, {}, "", StatusCode::kFailedPrecondition,
+                 "has no committed checkpoint");
   expect_refused(with_step, {}, spec("x", 1), StatusCode::kInvalidArgument, "send no spec");
   expect_refused(with_step, {"recovery.resume_from=/tmp"}, "", StatusCode::kInvalidArgument,
                  "recovery.resume_from is set by --resume");
@@ -240,7 +248,8 @@ TEST_F(ResumeTest, ResumeRefusesEveryJobItCannotResumeSayingWhy) {
   // Still running: two jobs must not share one checkpoint directory.
   auto running = core_->submit_job(spec("run", 1), {}, "run.yaml");
   ASSERT_TRUE(running.is_ok());
-  ASSERT_TRUE(core_->report_events(a_.worker_id, a_.session, {committed(running->id, 0, 5)}).is_ok());
+  ASSERT_TRUE(
+      core_->report_events(a_.worker_id, a_.session, {committed(running->id, 0, 5)}).is_ok());
   expect_refused(running->id, {}, "", StatusCode::kFailedPrecondition, "cancel it first");
   ASSERT_TRUE(core_->cancel_job(running->id, "").is_ok());
 
@@ -254,11 +263,13 @@ TEST_F(ResumeTest, ResumeRefusesEveryJobItCannotResumeSayingWhy) {
   const std::string local = ended_job(10);
   options_.checkpoint_root = root_;
   ASSERT_TRUE(reopen().is_ok());
-  expect_refused(local, {}, "", StatusCode::kFailedPrecondition, "did not checkpoint under a shared checkpoint_root");
+  expect_refused(local, {}, "", StatusCode::kFailedPrecondition,
+                 "did not checkpoint under a shared checkpoint_root");
   // Another cluster with another root: the old directory is not where its workers look.
   options_.checkpoint_root = (dir_ / "elsewhere").string();
   ASSERT_TRUE(reopen().is_ok());
-  expect_refused(with_step, {}, "", StatusCode::kFailedPrecondition, "not under this cluster's checkpoint_root");
+  expect_refused(with_step, {}, "", StatusCode::kFailedPrecondition,
+                 "not under this cluster's checkpoint_root");
 }
 
 // The path policy with a root: a job writes only its own directory below it and may read
@@ -267,11 +278,15 @@ TEST_F(ResumeTest, AJobMayWriteOnlyItsOwnDirectoryBelowTheRoot) {
   auto other = core_->submit_job(spec("w", 1), {"recovery.dir=" + root_ + "/j-77"}, "w.yaml");
   ASSERT_FALSE(other.is_ok());
   EXPECT_EQ(other.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(other.status().message().find("recovery.dir"), std::string::npos) << other.status().to_string();
-  auto escape = core_->submit_job(spec("e", 1), {"recovery.resume_from=" + root_ + "/../secrets"}, "e.yaml");
+  EXPECT_NE(other.status().message().find("recovery.dir"), std::string::npos)
+      << other.status().to_string();
+  auto escape =
+      core_->submit_job(spec("e", 1), {"recovery.resume_from=" + root_ + "/../secrets"}, "e.yaml");
   ASSERT_FALSE(escape.is_ok());
-  EXPECT_NE(escape.status().message().find("recovery.resume_from"), std::string::npos) << escape.status().to_string();
-  auto read = core_->submit_job(spec("r", 1), {"recovery.resume_from=" + root_ + "/j-77"}, "r.yaml");
+  EXPECT_NE(escape.status().message().find("recovery.resume_from"), std::string::npos)
+      << escape.status().to_string();
+  auto read =
+      core_->submit_job(spec("r", 1), {"recovery.resume_from=" + root_ + "/j-77"}, "r.yaml");
   ASSERT_TRUE(read.is_ok()) << read.status().to_string();
   EXPECT_EQ(read->checkpoint_dir, root_ + "/" + read->id);
 }

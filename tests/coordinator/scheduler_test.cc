@@ -78,7 +78,8 @@ TEST(Scheduler, PackWaitsWhenNoRegionFitsAlone) {
 
 TEST(Scheduler, RejectsUnknownPlacementAndEmptyGang) {
   std::vector<SlotOffer> offers = {{"o1", "ohio", 2}};
-  EXPECT_EQ(place_gang(0, PlacementPolicy::kAny, offers).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(place_gang(0, PlacementPolicy::kAny, offers).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -272,7 +272,8 @@ class Harness {
         v1::ReportNetworkReply reply;
         workers_->ReportNetwork(&ctx, r, &reply);
         for (const auto& p : reply.peers()) {
-          if (p.worker_id() == r->worker_id()) violated("ReportNetwork lists the caller as its peer");
+          if (p.worker_id() == r->worker_id())
+            violated("ReportNetwork lists the caller as its peer");
         }
         break;
       }

@@ -144,10 +144,18 @@ int main(int argc, char** argv) {
         std::string t = s;
         size_t pos = rng() % t.size();
         switch (m % 4) {
-          case 0: t.resize(pos); break;
-          case 1: t[pos] = static_cast<char>(rng() & 0xff); break;
-          case 2: t.insert(pos, t.substr(rng() % t.size(), 1 + rng() % 16)); break;
-          case 3: t.erase(pos, 1 + rng() % 8); break;
+          case 0:
+            t.resize(pos);
+            break;
+          case 1:
+            t[pos] = static_cast<char>(rng() & 0xff);
+            break;
+          case 2:
+            t.insert(pos, t.substr(rng() % t.size(), 1 + rng() % 16));
+            break;
+          case 3:
+            t.erase(pos, 1 + rng() % 8);
+            break;
         }
         feed(t);
         ++inputs;

@@ -49,10 +49,10 @@ void check_command(const std::string& line) {
 }
 
 bool same(const tern::TrainerArgs& a, const tern::TrainerArgs& b) {
-  return a.spec_file == b.spec_file && a.rank == b.rank && a.world == b.world && a.master == b.master &&
-         a.generation == b.generation && a.job_id == b.job_id && a.work_dir == b.work_dir &&
-         a.cluster_file == b.cluster_file && a.regions == b.regions && a.bind_host == b.bind_host &&
-         a.members == b.members && a.standby == b.standby;
+  return a.spec_file == b.spec_file && a.rank == b.rank && a.world == b.world &&
+         a.master == b.master && a.generation == b.generation && a.job_id == b.job_id &&
+         a.work_dir == b.work_dir && a.cluster_file == b.cluster_file && a.regions == b.regions &&
+         a.bind_host == b.bind_host && a.members == b.members && a.standby == b.standby;
 }
 
 void check_argv(const std::string& bytes) {

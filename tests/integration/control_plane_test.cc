@@ -569,9 +569,10 @@ TEST_F(ClusterTest, DlrmTestAucReachesStatus) {
   write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
   ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
   fs::path spec = dir_ / "it-auc.yaml";
-  std::ofstream(spec) << "name: it-auc\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
-                      << "top_mlp: [8, 1]}\ndata: {source: synthetic_ctr, num_tables: 4, table_size: 50, "
-                      << "train_size: 2048, test_size: 512}\ntrain: {steps: 8, batch_size: 32, eval_every: 4}\n";
+  std::ofstream(spec)
+      << "name: it-auc\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
+      << "top_mlp: [8, 1]}\ndata: {source: synthetic_ctr, num_tables: 4, table_size: 50, "
+      << "train_size: 2048, test_size: 512}\ntrain: {steps: 8, batch_size: 32, eval_every: 4}\n";
   ASSERT_EQ(tern({"submit", spec.string()}).status, 0);
   json last = wait_terminal("j-1", 600);
   ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
@@ -595,10 +596,11 @@ TEST_F(ClusterTest, DpEpsilonReachesStatus) {
   write_cluster("", "  - {name: local, workers: 2, slots: 1}\n");
   ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
   fs::path spec = dir_ / "it-dp.yaml";
-  std::ofstream(spec) << "name: it-dp\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
-                      << "top_mlp: [8, 1]}\ndata: {source: synthetic_ctr, num_tables: 4, table_size: 50, "
-                      << "train_size: 2048, test_size: 512}\ntrain: {steps: 8, batch_size: 32, log_every: 4, "
-                      << "dp: {clip: 1.0, noise_multiplier: 1.1, delta: 1e-5}}\n";
+  std::ofstream(spec)
+      << "name: it-dp\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
+      << "top_mlp: [8, 1]}\ndata: {source: synthetic_ctr, num_tables: 4, table_size: 50, "
+      << "train_size: 2048, test_size: 512}\ntrain: {steps: 8, batch_size: 32, log_every: 4, "
+      << "dp: {clip: 1.0, noise_multiplier: 1.1, delta: 1e-5}}\n";
   ASSERT_EQ(tern({"submit", spec.string()}).status, 0);
   json last = wait_terminal("j-1", 600);
   ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();

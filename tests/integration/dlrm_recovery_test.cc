@@ -127,25 +127,29 @@ TEST_F(DlrmRecoveryTest, DpPartialRecoveryKeepsTheAccountant) {
   if (access(bin("tern").c_str(), X_OK) != 0 || access(bin("tern-trainer").c_str(), X_OK) != 0) {
     GTEST_SKIP() << "tern / tern-trainer not built";
   }
-  const std::vector<std::string> dp = {"train.steps=40", "train.dp.clip=1.0", "train.dp.noise_multiplier=0.5",
+  const std::vector<std::string> dp = {"train.steps=40", "train.dp.clip=1.0",
+                                       "train.dp.noise_multiplier=0.5",
                                        "train.dp.embedding_noise=lazy"};
   json c = run("dp-clean", dp);
   ASSERT_EQ(c.value("state", ""), "SUCCEEDED") << c.dump() << slurp(dir_ / "dp-clean.err");
   std::vector<std::string> failing = dp;
-  failing.insert(failing.end(), {"recovery.mode=partial", "debug.fail_rank=1", "debug.fail_step=27"});
+  failing.insert(failing.end(),
+                 {"recovery.mode=partial", "debug.fail_rank=1", "debug.fail_step=27"});
   json p = run("dp-partial", failing);
   ASSERT_EQ(p.value("state", ""), "SUCCEEDED") << p.dump() << slurp(dir_ / "dp-partial.err");
   EXPECT_EQ(p["recoveries"], 1);
   EXPECT_EQ(p["dp_steps"], 40);
   EXPECT_DOUBLE_EQ(p["epsilon"].get<double>(), c["epsilon"].get<double>());
   EXPECT_GT(c["epsilon"].get<double>(), 0);
-  EXPECT_NEAR(p["test_auc"].get<double>(), c["test_auc"].get<double>(), 0.03) << "clean " << c["test_auc"];
+  EXPECT_NEAR(p["test_auc"].get<double>(), c["test_auc"].get<double>(), 0.03)
+      << "clean " << c["test_auc"];
   std::string log = slurp(dir_ / "dp-partial" / "rank-1-gen2.log");
   // The replacement trained steps 27..39 only: its own summary counts all 40 (27 came with the
   // state sync) and reports the job's epsilon.
   EXPECT_NE(log.find("\"dp_steps\":40"), std::string::npos) << log;
   EXPECT_NE(log.find("\"epsilon\":" + c["epsilon"].dump()), std::string::npos) << log;
-  EXPECT_NE(log.find("restored rank 1's embedding shard (partial recovery)"), std::string::npos) << log;
+  EXPECT_NE(log.find("restored rank 1's embedding shard (partial recovery)"), std::string::npos)
+      << log;
 }
 
 }  // namespace

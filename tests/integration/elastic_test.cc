@@ -33,12 +33,25 @@ class ElasticTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<Subprocess> trainer(int rank, int64_t generation, int port, const std::string& tag,
-                                      const std::string& spec, std::vector<std::string> extra = {}) {
+  std::unique_ptr<Subprocess> trainer(int rank, int64_t generation, int port,
+                                      const std::string& tag, const std::string& spec,
+                                      std::vector<std::string> extra = {}) {
     SpawnOptions o;
-    o.argv = {bin("tern-trainer"), "--spec", (dir_ / spec).string(), "--rank", std::to_string(rank),
-              "--world", "3", "--master", "127.0.0.1:" + std::to_string(port), "--generation",
-              std::to_string(generation), "--job", "elastic-it", "--work-dir", dir_.string()};
+    o.argv = {bin("tern-trainer"),
+              "--spec",
+              (dir_ / spec).string(),
+              "--rank",
+              std::to_string(rank),
+              "--world",
+              "3",
+              "--master",
+              "127.0.0.1:" + std::to_string(port),
+              "--generation",
+              std::to_string(generation),
+              "--job",
+              "elastic-it",
+              "--work-dir",
+              dir_.string()};
     o.argv.insert(o.argv.end(), extra.begin(), extra.end());
     o.pipe_stdin = true;
     o.stdout_file = (dir_ / (tag + ".events")).string();
@@ -49,7 +62,8 @@ class ElasticTest : public ::testing::Test {
   }
   template <typename Pred>
   bool wait_until(Pred pred, std::chrono::seconds limit = 120s) {
-    for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+    for (auto end = std::chrono::steady_clock::now() + limit;
+         std::chrono::steady_clock::now() < end;) {
       if (pred()) return true;
       std::this_thread::sleep_for(50ms);
     }
@@ -61,12 +75,15 @@ class ElasticTest : public ::testing::Test {
 TEST_F(ElasticTest, SurvivorsGoOnAtTwoAndAStandbyGrowsTheGroupBackToThree) {
   if (access(bin("tern-trainer").c_str(), X_OK) != 0) GTEST_SKIP() << "tern-trainer not built";
   const int64_t steps = 150;
-  const std::string job = "name: elastic\nworkers: 3\nmodel: {type: mlp}\n"
-                          "data: {source: synthetic, train_size: 6000, test_size: 600}\n"
-                          "train: {steps: " + std::to_string(steps) + ", batch_size: 16, log_every: 10, lr: 0.05, "
-                          "momentum: 0.9}\n"
-                          "sync: {timeout_s: 20}\n"
-                          "recovery: {mode: partial, min_workers: 2}\n";
+  const std::string job =
+      "name: elastic\nworkers: 3\nmodel: {type: mlp}\n"
+      "data: {source: synthetic, train_size: 6000, test_size: 600}\n"
+      "train: {steps: " +
+      std::to_string(steps) +
+      ", batch_size: 16, log_every: 10, lr: 0.05, "
+      "momentum: 0.9}\n"
+      "sync: {timeout_s: 20}\n"
+      "recovery: {mode: partial, min_workers: 2}\n";
   std::ofstream(dir_ / "job.yaml") << job << "debug: {fail_rank: 2, fail_step: 40}\n";
   std::ofstream(dir_ / "reference.yaml") << job;
   auto p1 = find_free_port();
@@ -81,12 +98,16 @@ TEST_F(ElasticTest, SurvivorsGoOnAtTwoAndAStandbyGrowsTheGroupBackToThree) {
   // Generation 2: ranks 0 and 1 only, at once.
   auto p2 = find_free_port();
   ASSERT_TRUE(p2.is_ok());
-  json shrink = {{"cmd", "regroup"}, {"generation", 2}, {"world", 2},
-                 {"master", "127.0.0.1:" + std::to_string(*p2)}, {"members", {0, 1}}};
+  json shrink = {{"cmd", "regroup"},
+                 {"generation", 2},
+                 {"world", 2},
+                 {"master", "127.0.0.1:" + std::to_string(*p2)},
+                 {"members", {0, 1}}};
   ASSERT_TRUE(r0->write_stdin(shrink.dump() + "\n").is_ok());
   ASSERT_TRUE(r1->write_stdin(shrink.dump() + "\n").is_ok());
-  ASSERT_TRUE(wait_until([&] { return !first(events(dir_ / "r0.events"), "regrouped", 2).is_null(); }))
-      << slurp(dir_ / "r0.log");
+  ASSERT_TRUE(wait_until([&] {
+    return !first(events(dir_ / "r0.events"), "regrouped", 2).is_null();
+  })) << slurp(dir_ / "r0.log");
   json shrunk = first(events(dir_ / "r0.events"), "regrouped", 2);
   EXPECT_EQ(shrunk["world"], 2);
   const int64_t shrink_step = shrunk["step"].get<int64_t>();
@@ -99,15 +120,20 @@ TEST_F(ElasticTest, SurvivorsGoOnAtTwoAndAStandbyGrowsTheGroupBackToThree) {
   // Let the pair train a while at world 2 before the group grows.
   ASSERT_TRUE(wait_until([&] {
     for (const auto& e : events(dir_ / "r0.events")) {
-      if (e.value("event", "") == "progress" && e.value("step", int64_t{0}) >= shrink_step + 30) return true;
+      if (e.value("event", "") == "progress" && e.value("step", int64_t{0}) >= shrink_step + 30)
+        return true;
     }
     return false;
   })) << slurp(dir_ / "r0.log");
   auto p3 = find_free_port();
   ASSERT_TRUE(p3.is_ok());
-  json grow = {{"cmd", "regroup"}, {"generation", 3}, {"world", 3},
-               {"master", "127.0.0.1:" + std::to_string(*p3)}, {"members", {0, 1, 2}}};
-  for (auto* p : {r0.get(), r1.get(), s2.get()}) ASSERT_TRUE(p->write_stdin(grow.dump() + "\n").is_ok());
+  json grow = {{"cmd", "regroup"},
+               {"generation", 3},
+               {"world", 3},
+               {"master", "127.0.0.1:" + std::to_string(*p3)},
+               {"members", {0, 1, 2}}};
+  for (auto* p : {r0.get(), r1.get(), s2.get()})
+    ASSERT_TRUE(p->write_stdin(grow.dump() + "\n").is_ok());
   auto c0 = r0->wait_for(240s);
   auto c1 = r1->wait_for(240s);
   auto c2 = s2->wait_for(240s);

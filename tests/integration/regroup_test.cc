@@ -34,12 +34,25 @@ class RegroupTest : public ::testing::TestWithParam<std::string> {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<Subprocess> trainer(int rank, int64_t generation, int port, const std::string& tag,
+  std::unique_ptr<Subprocess> trainer(int rank, int64_t generation, int port,
+                                      const std::string& tag,
                                       const std::string& spec = "job.yaml") {
     SpawnOptions o;
-    o.argv = {bin("tern-trainer"), "--spec", (dir_ / spec).string(), "--rank", std::to_string(rank),
-              "--world", "2", "--master", "127.0.0.1:" + std::to_string(port), "--generation",
-              std::to_string(generation), "--job", "regroup-it", "--work-dir", dir_.string()};
+    o.argv = {bin("tern-trainer"),
+              "--spec",
+              (dir_ / spec).string(),
+              "--rank",
+              std::to_string(rank),
+              "--world",
+              "2",
+              "--master",
+              "127.0.0.1:" + std::to_string(port),
+              "--generation",
+              std::to_string(generation),
+              "--job",
+              "regroup-it",
+              "--work-dir",
+              dir_.string()};
     o.pipe_stdin = true;
     o.stdout_file = (dir_ / (tag + ".events")).string();
     o.stderr_file = (dir_ / (tag + ".log")).string();
@@ -53,13 +66,16 @@ class RegroupTest : public ::testing::TestWithParam<std::string> {
 TEST_P(RegroupTest, SurvivorKeepsItsStateAndAReplacementJoins) {
   if (access(bin("tern-trainer").c_str(), X_OK) != 0) GTEST_SKIP() << "tern-trainer not built";
   const int64_t steps = 120;
-  const std::string job = std::string("name: regroup\nworkers: 2\nmodel: {type: mlp}\n"
-                                      "data: {source: synthetic, train_size: 4096, test_size: 512}\n"
-                                      "train: {steps: ") + std::to_string(steps) + ", batch_size: 32, log_every: 10, " +
-                          (GetParam() == "adamw" ? "optimizer: adamw, lr: 0.002, weight_decay: 0.01}\n"
-                                                 : "lr: 0.05, momentum: 0.9}\n") +
-                          "sync: {timeout_s: 20}\n"
-                          "recovery: {mode: partial}\n";
+  const std::string job =
+      std::string(
+          "name: regroup\nworkers: 2\nmodel: {type: mlp}\n"
+          "data: {source: synthetic, train_size: 4096, test_size: 512}\n"
+          "train: {steps: ") +
+      std::to_string(steps) + ", batch_size: 32, log_every: 10, " +
+      (GetParam() == "adamw" ? "optimizer: adamw, lr: 0.002, weight_decay: 0.01}\n"
+                             : "lr: 0.05, momentum: 0.9}\n") +
+      "sync: {timeout_s: 20}\n"
+      "recovery: {mode: partial}\n";
   std::ofstream(dir_ / "job.yaml") << job << "debug: {fail_rank: 1, fail_step: 40}\n";
   std::ofstream(dir_ / "reference.yaml") << job;
   auto p1 = find_free_port();
@@ -70,7 +86,8 @@ TEST_P(RegroupTest, SurvivorKeepsItsStateAndAReplacementJoins) {
   ASSERT_TRUE(code1.has_value()) << "rank 1 did not die at its injected failure";
   EXPECT_EQ(*code1, 17) << slurp(dir_ / "r1-gen1.log");
   // The survivor notices the lost peer and waits (does not exit).
-  for (int i = 0; i < 200 && first(events(dir_ / "r0.events"), "peer_lost").is_null(); ++i) std::this_thread::sleep_for(100ms);
+  for (int i = 0; i < 200 && first(events(dir_ / "r0.events"), "peer_lost").is_null(); ++i)
+    std::this_thread::sleep_for(100ms);
   json lost = first(events(dir_ / "r0.events"), "peer_lost");
   ASSERT_FALSE(lost.is_null()) << slurp(dir_ / "r0.log");
   EXPECT_FALSE(r0->poll().has_value()) << "the survivor must keep its process";
@@ -81,7 +98,10 @@ TEST_P(RegroupTest, SurvivorKeepsItsStateAndAReplacementJoins) {
   // The parent's regroup: generation 2, a new master; the replacement starts there.
   auto p2 = find_free_port();
   ASSERT_TRUE(p2.is_ok());
-  json cmd = {{"cmd", "regroup"}, {"generation", 2}, {"world", 2}, {"master", "127.0.0.1:" + std::to_string(*p2)}};
+  json cmd = {{"cmd", "regroup"},
+              {"generation", 2},
+              {"world", 2},
+              {"master", "127.0.0.1:" + std::to_string(*p2)}};
   ASSERT_TRUE(r0->write_stdin(cmd.dump() + "\n").is_ok());
   auto r1b = trainer(1, 2, *p2, "r1-gen2");
   auto c0 = r0->wait_for(240s);
@@ -95,7 +115,8 @@ TEST_P(RegroupTest, SurvivorKeepsItsStateAndAReplacementJoins) {
   json regrouped = first(ev0, "regrouped");
   ASSERT_FALSE(regrouped.is_null());
   EXPECT_EQ(regrouped["generation"], 2);
-  EXPECT_GE(regrouped["step"].get<int64_t>(), lost_step) << "no rollback: training resumes where the survivor was";
+  EXPECT_GE(regrouped["step"].get<int64_t>(), lost_step)
+      << "no rollback: training resumes where the survivor was";
   json s0 = first(ev0, "finished")["summary"];
   json s1 = first(ev1, "finished")["summary"];
   ASSERT_TRUE(s0.is_object() && s1.is_object());

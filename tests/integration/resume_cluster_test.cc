@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -101,7 +101,8 @@ class ResumeClusterTest : public ::testing::Test {
                             << ", heartbeat_ms: 100, lease_ms: 3000}\n"
                             << "state_dir: " << (dir_ / "state").string() << "\n"
                             << "checkpoint_root: " << root().string() << "\n"
-                            << "regions:\n  - {name: local, workers: " << workers << ", slots: 1}\n";
+                            << "regions:\n  - {name: local, workers: " << workers
+                            << ", slots: 1}\n";
   }
   fs::path root() const { return dir_ / "shared-ckpt"; }
   json status_json(const std::string& id) {
@@ -142,19 +143,22 @@ TEST_F(ResumeClusterTest, ClusterDownUpWithFewerWorkersResumesFromTheJournaledSt
   // The MLP on synthetic data, long enough to be cut short: 4 ranks x 2048 samples, batch 16
   // (128 steps per epoch), a checkpoint every 10 steps.
   const fs::path spec = dir_ / "mlp.yaml";
-  std::ofstream(spec) << "name: it-resume-mlp\nworkers: 4\nmodel: {type: mlp}\n"
-                         "data: {source: synthetic, train_size: 8192, test_size: 256}\n"
-                         "train: {steps: 100000, batch_size: 16, lr: 0.05, momentum: 0.9, log_every: 5}\n"
-                         "recovery: {checkpoint_every: 10}\n";
+  std::ofstream(spec)
+      << "name: it-resume-mlp\nworkers: 4\nmodel: {type: mlp}\n"
+         "data: {source: synthetic, train_size: 8192, test_size: 256}\n"
+         "train: {steps: 100000, batch_size: 16, lr: 0.05, momentum: 0.9, log_every: 5}\n"
+         "recovery: {checkpoint_every: 10}\n";
   Output sub = tern({"submit", spec.string()});
   ASSERT_EQ(sub.status, 0) << sub.err;
   ASSERT_EQ(sub.out, "j-1\n");
-  json s = wait_until("j-1", 1200, [](const json& j) { return as_int(j, "checkpoint_step") >= 20 || terminal(j); });
+  json s = wait_until(
+      "j-1", 1200, [](const json& j) { return as_int(j, "checkpoint_step") >= 20 || terminal(j); });
   ASSERT_GE(as_int(s, "checkpoint_step"), 20) << "no committed checkpoint journaled: " << s.dump();
   EXPECT_EQ(s.value("checkpoint_dir", ""), (root() / "j-1").string()) << s.dump();
   Output text = tern({"status", "j-1"});
   EXPECT_NE(text.out.find("checkpoint step "), std::string::npos) << text.out;
-  EXPECT_NE(text.out.find(" committed in " + (root() / "j-1").string()), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(" committed in " + (root() / "j-1").string()), std::string::npos)
+      << text.out;
 
   Output down = tern({"cluster", "down", cluster_});
   ASSERT_EQ(down.status, 0) << down.err;
@@ -184,7 +188,8 @@ TEST_F(ResumeClusterTest, ClusterDownUpWithFewerWorkersResumesFromTheJournaledSt
   EXPECT_EQ(r.value("resumed_job", ""), "j-1");
   EXPECT_EQ(as_int(r, "resumed_step"), journaled);
   ASSERT_TRUE(r.contains("summary")) << r.dump();
-  EXPECT_EQ(r["summary"].value("resumed_from_step", -1.0), static_cast<double>(journaled)) << r.dump();
+  EXPECT_EQ(r["summary"].value("resumed_from_step", -1.0), static_cast<double>(journaled))
+      << r.dump();
   EXPECT_EQ(r["summary"].value("resumed_from_world", -1.0), 4.0) << r.dump();
   EXPECT_EQ(r["summary"].value("steps", -1.0), static_cast<double>(steps)) << r.dump();
   // The new job checkpoints into its own directory under the root.

@@ -15,8 +15,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/subprocess.h"
-#include "testing/processes.h"
 #include "rpc/http_server.h"
+#include "testing/processes.h"
 
 namespace tern {
 namespace {
@@ -303,10 +303,12 @@ TEST_F(SecureClusterTest, RolesSeparateUsersFromWorkers) {
   up_ = true;
   Output workers = tern({"workers", "--json"}, cluster_);
   ASSERT_EQ(workers.status, 0) << workers.err;
-  ASSERT_EQ(json::parse(workers.out)["workers"].size(), 2u) << "daemons registered with the worker token";
+  ASSERT_EQ(json::parse(workers.out)["workers"].size(), 2u)
+      << "daemons registered with the worker token";
 
-  const std::string spec = write_job("roles", "workers: 2\ndata: {source: synthetic, train_size: 256, "
-                                              "test_size: 64}\ntrain: {epochs: 1}\n");
+  const std::string spec = write_job("roles",
+                                     "workers: 2\ndata: {source: synthetic, train_size: 256, "
+                                     "test_size: 64}\ntrain: {epochs: 1}\n");
   Output forged = tern({"submit", spec, "--token", token("workers")}, client_);
   EXPECT_NE(forged.status, 0);
   EXPECT_TRUE(contains(forged.err, "PERMISSION_DENIED")) << forged.err;

@@ -6,9 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "common/subprocess.h"
 #include "testing/processes.h"
@@ -77,8 +76,8 @@ TEST(TernRun, TwoWorkersSucceedWithJsonSummary) {
 
 TEST(TernRun, SetOverridesTheSpec) {
   auto err = scratch() / "set.err";
-  Output r = run({bin("tern"), "run", write_spec(), "--json", "--set", "train.batch_size=64", "--set",
-                  "train.epochs=2", "--run-dir", (scratch() / "run-set").string()},
+  Output r = run({bin("tern"), "run", write_spec(), "--json", "--set", "train.batch_size=64",
+                  "--set", "train.epochs=2", "--run-dir", (scratch() / "run-set").string()},
                  err.string());
   ASSERT_EQ(r.status, 0) << slurp(err);
   auto j = nlohmann::json::parse(r.out);
@@ -87,8 +86,8 @@ TEST(TernRun, SetOverridesTheSpec) {
 
 TEST(TernRun, JsonListsRankZerosEvaluationsOverTime) {
   auto err = scratch() / "evals.err";
-  Output r = run({bin("tern"), "run", write_spec(), "--json", "--set", "train.eval_every=4", "--run-dir",
-                  (scratch() / "run-evals").string()},
+  Output r = run({bin("tern"), "run", write_spec(), "--json", "--set", "train.eval_every=4",
+                  "--run-dir", (scratch() / "run-evals").string()},
                  err.string());
   ASSERT_EQ(r.status, 0) << slurp(err);
   auto j = nlohmann::json::parse(r.out);
@@ -107,7 +106,8 @@ TEST(TernRun, JsonListsRankZerosEvaluationsOverTime) {
 
 TEST(TernRun, BadConfigExitsNonZeroNamingTheField) {
   auto err = scratch() / "bad.err";
-  Output r = run({bin("tern"), "run", write_spec("sync: {strategy: ssgd, delay: -3}\n")}, err.string());
+  Output r =
+      run({bin("tern"), "run", write_spec("sync: {strategy: ssgd, delay: -3}\n")}, err.string());
   EXPECT_EQ(r.status, 2);
   std::string msg = slurp(err);
   EXPECT_NE(msg.find("job.yaml:6: sync.delay must be >= 0, got -3"), std::string::npos) << msg;
@@ -136,9 +136,10 @@ TEST(TernRun, ACrashedTrainerFailsTheJobFastWithItsExitCode) {
 // 7 naming the step; the CLI prints valid JSON (it aborted on a JSON null before).
 TEST(TernRun, NonFiniteLossFailsWithAClearMessageAndValidJson) {
   auto err = scratch() / "nan.err";
-  Output r = run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--set", "train.steps=40", "--set",
-                  "train.lr=100", "--run-dir", (scratch() / "run-nan").string()},
-                 err.string());
+  Output r =
+      run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--set", "train.steps=40",
+           "--set", "train.lr=100", "--run-dir", (scratch() / "run-nan").string()},
+          err.string());
   EXPECT_EQ(r.status, 1) << r.out << slurp(err);
   auto j = nlohmann::json::parse(r.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
@@ -149,8 +150,8 @@ TEST(TernRun, NonFiniteLossFailsWithAClearMessageAndValidJson) {
   EXPECT_NE(reason.find(": step "), std::string::npos) << reason;
   EXPECT_NE(reason.find("train.on_nonfinite"), std::string::npos) << reason;
   // Without --json: the same failure, a message, no abort.
-  Output plain = run({bin("tern"), "run", write_spec(), "--set", "train.steps=40", "--set", "train.lr=100",
-                      "--run-dir", (scratch() / "run-nan-plain").string()},
+  Output plain = run({bin("tern"), "run", write_spec(), "--set", "train.steps=40", "--set",
+                      "train.lr=100", "--run-dir", (scratch() / "run-nan-plain").string()},
                      err.string());
   EXPECT_EQ(plain.status, 1) << slurp(err);
   EXPECT_NE(plain.out.find("non-finite"), std::string::npos) << plain.out;
@@ -158,9 +159,9 @@ TEST(TernRun, NonFiniteLossFailsWithAClearMessageAndValidJson) {
 
 TEST(TernRun, SkipStepFinishesAndCountsTheSkippedSteps) {
   auto err = scratch() / "skip.err";
-  Output r = run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--set", "train.steps=40", "--set",
-                  "train.lr=100", "--set", "train.on_nonfinite=skip_step", "--run-dir",
-                  (scratch() / "run-skip").string()},
+  Output r = run({bin("tern"), "run", write_spec(), "--workers", "2", "--json", "--set",
+                  "train.steps=40", "--set", "train.lr=100", "--set",
+                  "train.on_nonfinite=skip_step", "--run-dir", (scratch() / "run-skip").string()},
                  err.string());
   ASSERT_EQ(r.status, 0) << r.out << slurp(err);
   auto j = nlohmann::json::parse(r.out, nullptr, false);
@@ -179,11 +180,13 @@ TEST(TernRun, CriteoWithNoValidLineFailsOnceWithTheDataError) {
     for (int i = 0; i < 200; ++i) f << "garbage\tline\t" << i << "\n";
   }
   auto spec = scratch() / "criteo.yaml";
-  std::ofstream(spec) << "name: it-criteo\nworkers: 2\nmodel: {type: dlrm}\n"
-                      << "data: {source: criteo, path: " << data.string() << ", table_size: 100}\n"
-                      << "train: {steps: 10, batch_size: 16}\nrecovery: {mode: partial, max_recoveries: 3}\n";
+  std::ofstream(spec)
+      << "name: it-criteo\nworkers: 2\nmodel: {type: dlrm}\n"
+      << "data: {source: criteo, path: " << data.string() << ", table_size: 100}\n"
+      << "train: {steps: 10, batch_size: 16}\nrecovery: {mode: partial, max_recoveries: 3}\n";
   auto err = scratch() / "criteo.err";
-  Output r = run({bin("tern"), "run", spec.string(), "--json", "--run-dir", (scratch() / "run-criteo").string()},
+  Output r = run({bin("tern"), "run", spec.string(), "--json", "--run-dir",
+                  (scratch() / "run-criteo").string()},
                  err.string());
   EXPECT_EQ(r.status, 1) << r.out << slurp(err);
   auto j = nlohmann::json::parse(r.out, nullptr, false);
@@ -191,7 +194,8 @@ TEST(TernRun, CriteoWithNoValidLineFailsOnceWithTheDataError) {
   EXPECT_EQ(j["state"], "FAILED");
   EXPECT_EQ(j["exit_code"], 3) << j.dump();
   EXPECT_FALSE(j.contains("replaced_ranks")) << j.dump();
-  EXPECT_NE(j.value("reason", "").find(data.string() + ": no valid line in 200 lines"), std::string::npos)
+  EXPECT_NE(j.value("reason", "").find(data.string() + ": no valid line in 200 lines"),
+            std::string::npos)
       << j.dump();
 }
 
@@ -204,11 +208,12 @@ TEST(TernRun, CriteoWithNoValidLineFailsOnceWithTheDataError) {
 TEST(TernRun, GeneratedCriteoFileTrainsAndCountsMalformedLines) {
   const char* src = std::getenv("TERN_SOURCE_DIR");
   const fs::path generator = fs::path(src ? src : ".") / "scripts" / "gen-criteo.py";
-  if (access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3 for " << generator;
+  if (access("/usr/bin/python3", X_OK) != 0)
+    GTEST_SKIP() << "no /usr/bin/python3 for " << generator;
   const fs::path data = scratch() / "gen.tsv";
   auto err = scratch() / "gen.err";
-  Output gen = run({"/usr/bin/python3", generator.string(), data.string(), "--lines", "3000", "--edge-cases",
-                    "--malformed-rate", "0.02", "--seed", "7"},
+  Output gen = run({"/usr/bin/python3", generator.string(), data.string(), "--lines", "3000",
+                    "--edge-cases", "--malformed-rate", "0.02", "--seed", "7"},
                    err.string());
   ASSERT_EQ(gen.status, 0) << gen.out << slurp(err);
   auto g = nlohmann::json::parse(gen.out, nullptr, false);
@@ -218,12 +223,14 @@ TEST(TernRun, GeneratedCriteoFileTrainsAndCountsMalformedLines) {
   const int64_t first_bad = g["first_malformed_lines"][0].get<int64_t>();
 
   auto spec = scratch() / "gen-criteo.yaml";
-  std::ofstream(spec) << "name: it-gen-criteo\nworkers: 2\n"
-                      << "model: {type: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}\n"
-                      << "data: {source: criteo, path: " << data.string() << ", table_size: 512}\n"
-                      << "train: {steps: 40, batch_size: 64, lr: 0.2}\n";
+  std::ofstream(spec)
+      << "name: it-gen-criteo\nworkers: 2\n"
+      << "model: {type: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}\n"
+      << "data: {source: criteo, path: " << data.string() << ", table_size: 512}\n"
+      << "train: {steps: 40, batch_size: 64, lr: 0.2}\n";
   const fs::path run_dir = scratch() / "run-gen-criteo";
-  Output r = run({bin("tern"), "run", spec.string(), "--json", "--run-dir", run_dir.string()}, err.string());
+  Output r = run({bin("tern"), "run", spec.string(), "--json", "--run-dir", run_dir.string()},
+                 err.string());
   ASSERT_EQ(r.status, 0) << r.out << slurp(err);
   auto j = nlohmann::json::parse(r.out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << r.out;
@@ -238,21 +245,24 @@ TEST(TernRun, GeneratedCriteoFileTrainsAndCountsMalformedLines) {
   EXPECT_GT(j["test_auc"].get<double>(), 0.5) << j.dump();
   EXPECT_LE(j["test_auc"].get<double>(), 1.0) << j.dump();
   const std::string log0 = slurp(run_dir / "rank-0.log");
-  EXPECT_NE(log0.find("skipping malformed line " + data.string() + ":" + std::to_string(first_bad) + ": "),
+  EXPECT_NE(log0.find("skipping malformed line " + data.string() + ":" + std::to_string(first_bad) +
+                      ": "),
             std::string::npos)
       << log0.substr(0, 4000);
-  EXPECT_NE(log0.find(std::to_string(malformed) + " malformed"), std::string::npos) << log0.substr(0, 4000);
+  EXPECT_NE(log0.find(std::to_string(malformed) + " malformed"), std::string::npos)
+      << log0.substr(0, 4000);
 
   // data.malformed fail: the first malformed line is a data error naming the file and line.
-  Output f = run({bin("tern"), "run", spec.string(), "--json", "--set", "data.malformed=fail", "--run-dir",
-                  (scratch() / "run-gen-criteo-fail").string()},
+  Output f = run({bin("tern"), "run", spec.string(), "--json", "--set", "data.malformed=fail",
+                  "--run-dir", (scratch() / "run-gen-criteo-fail").string()},
                  err.string());
   EXPECT_EQ(f.status, 1) << f.out << slurp(err);
   auto fj = nlohmann::json::parse(f.out, nullptr, false);
   ASSERT_FALSE(fj.is_discarded()) << f.out;
   EXPECT_EQ(fj["state"], "FAILED");
   EXPECT_EQ(fj["exit_code"], 3) << fj.dump();
-  EXPECT_NE(fj.value("reason", "").find(data.string() + ":" + std::to_string(first_bad) + ": "), std::string::npos)
+  EXPECT_NE(fj.value("reason", "").find(data.string() + ":" + std::to_string(first_bad) + ": "),
+            std::string::npos)
       << fj.dump();
   EXPECT_NE(fj.value("reason", "").find("data.malformed is fail"), std::string::npos) << fj.dump();
 
@@ -265,8 +275,9 @@ TEST(TernRun, GeneratedCriteoFileTrainsAndCountsMalformedLines) {
   auto bj = nlohmann::json::parse(b.out, nullptr, false);
   ASSERT_FALSE(bj.is_discarded()) << b.out;
   EXPECT_EQ(bj["exit_code"], 3) << bj.dump();
-  EXPECT_NE(bj.value("reason", "").find("more than data.max_malformed " + std::to_string(malformed - 1)),
-            std::string::npos)
+  EXPECT_NE(
+      bj.value("reason", "").find("more than data.max_malformed " + std::to_string(malformed - 1)),
+      std::string::npos)
       << bj.dump();
   EXPECT_NE(bj.value("reason", "").find(data.string() + ":"), std::string::npos) << bj.dump();
 }

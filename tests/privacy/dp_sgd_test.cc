@@ -39,13 +39,13 @@ struct TinyMlp {
 };
 
 at::Tensor per_sample_loss(const at::Tensor& logits, const at::Tensor& y) {
-  return torch::nn::functional::cross_entropy(logits, y,
-                                              torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  return torch::nn::functional::cross_entropy(
+      logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
 }
 
 // Micro-batching: the reference.
-std::vector<at::Tensor> clipped_sum_by_samples(TinyMlp& m, const at::Tensor& x, const at::Tensor& y, double clip,
-                                               std::vector<double>* norms) {
+std::vector<at::Tensor> clipped_sum_by_samples(TinyMlp& m, const at::Tensor& x, const at::Tensor& y,
+                                               double clip, std::vector<double>* norms) {
   std::vector<at::Tensor> sum;
   for (const auto& p : m.params()) sum.push_back(at::zeros_like(p));
   for (int64_t i = 0; i < x.size(0); ++i) {
@@ -79,7 +79,8 @@ TEST(DpSgd, VectorisedLinearClippingEqualsMicroBatches) {
   per_sample_loss(m.forward(x, &trace), y).sum().backward();
   at::Tensor sq = linear_per_sample_sq_norms(trace);
   ASSERT_EQ(sq.size(0), 6);
-  for (int64_t i = 0; i < 6; ++i) EXPECT_NEAR(std::sqrt(sq[i].item<double>()), ref_norms[i], 1e-4 * (1 + ref_norms[i]));
+  for (int64_t i = 0; i < 6; ++i)
+    EXPECT_NEAR(std::sqrt(sq[i].item<double>()), ref_norms[i], 1e-4 * (1 + ref_norms[i]));
   write_linear_grads(trace, clip_factors(sq, clip));
   auto params = m.params();
   for (size_t k = 0; k < params.size(); ++k) {
@@ -111,8 +112,10 @@ TEST(DpSgd, ClippingBoundsOneHugeSample) {
   auto [huge, huge_sq] = clipped_sum(x_huge);
   EXPECT_GT(std::sqrt(huge_sq[0].item<double>()), 1e5);  // unclipped it would dominate
   double diff_sq = 0;
-  for (size_t k = 0; k < base.size(); ++k) diff_sq += (huge[k] - base[k]).to(at::kDouble).pow(2).sum().item<double>();
-  EXPECT_LE(std::sqrt(diff_sq), 2 * clip * (1 + 1e-5));  // each of the two versions contributes <= clip
+  for (size_t k = 0; k < base.size(); ++k)
+    diff_sq += (huge[k] - base[k]).to(at::kDouble).pow(2).sum().item<double>();
+  EXPECT_LE(std::sqrt(diff_sq),
+            2 * clip * (1 + 1e-5));  // each of the two versions contributes <= clip
   // And the huge sample alone contributes exactly clip (its factor scales it to norm C).
   m.zero();
   std::vector<LinearTrace> trace;
@@ -127,8 +130,8 @@ TEST(DpSgd, ClippingBoundsOneHugeSample) {
 TEST(DpSgd, NoiseStreamIsSeededAndIndependent) {
   at::Tensor a = dp_gaussian({1000}, 5, 3, 1, 0);
   EXPECT_TRUE(at::equal(a, dp_gaussian({1000}, 5, 3, 1, 0)));  // reproducible
-  for (auto other : {dp_gaussian({1000}, 6, 3, 1, 0), dp_gaussian({1000}, 5, 4, 1, 0), dp_gaussian({1000}, 5, 3, 2, 0),
-                     dp_gaussian({1000}, 5, 3, 1, 1)}) {
+  for (auto other : {dp_gaussian({1000}, 6, 3, 1, 0), dp_gaussian({1000}, 5, 4, 1, 0),
+                     dp_gaussian({1000}, 5, 3, 2, 0), dp_gaussian({1000}, 5, 3, 1, 1)}) {
     EXPECT_FALSE(at::equal(a, other));
     // Independent draws: near-zero correlation.
     EXPECT_LT(std::abs((a * other).mean().item<double>()), 0.15);

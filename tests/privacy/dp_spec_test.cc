@@ -52,7 +52,8 @@ TEST(DpSpec, BadFieldsNameTheField) {
     auto r = load({set});
     ASSERT_FALSE(r.is_ok()) << set;
     EXPECT_NE(r.status().message().find("job.yaml"), std::string::npos) << r.status().message();
-    EXPECT_NE(r.status().message().find(want), std::string::npos) << set << ": " << r.status().message();
+    EXPECT_NE(r.status().message().find(want), std::string::npos)
+        << set << ": " << r.status().message();
   }
 }
 
@@ -71,7 +72,8 @@ TEST(DpSpec, RefusesCombinationsThatBreakTheAccountingWithTheReason) {
     auto r = load(o);
     ASSERT_FALSE(r.is_ok()) << sets[0];
     EXPECT_NE(r.status().message().find("dp"), std::string::npos) << r.status().message();
-    EXPECT_NE(r.status().message().find(want), std::string::npos) << sets[0] << ": " << r.status().message();
+    EXPECT_NE(r.status().message().find(want), std::string::npos)
+        << sets[0] << ": " << r.status().message();
     // And without dp the same spec is fine (the refusal is dp's).
     auto plain = load(sets);
     EXPECT_TRUE(plain.is_ok()) << sets[0] << ": " << plain.status().to_string();
@@ -87,7 +89,8 @@ train: {dp: {clip: 1}}
 )",
                                    "job.yaml");
   ASSERT_FALSE(criteo.is_ok());
-  EXPECT_NE(criteo.status().message().find("stream"), std::string::npos) << criteo.status().message();
+  EXPECT_NE(criteo.status().message().find("stream"), std::string::npos)
+      << criteo.status().message();
   auto ctr = load_job_spec_text(R"(name: t
 workers: 2
 model: {type: dlrm}
@@ -104,7 +107,8 @@ train: {dp: {clip: 1}}
 )",
                                "job.yaml");
   ASSERT_FALSE(ts.is_ok());
-  EXPECT_NE(ts.status().message().find("per-sample gradients"), std::string::npos) << ts.status().message();
+  EXPECT_NE(ts.status().message().find("per-sample gradients"), std::string::npos)
+      << ts.status().message();
 }
 
 TEST(DpSpec, ElasticAndRecoveryAreAllowed) {

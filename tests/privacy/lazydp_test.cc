@@ -45,7 +45,9 @@ SyntheticCtrOptions data_for(const DlrmOptions& o) {
   return d;
 }
 
-double lr_at(int step) { return 0.3 * std::pow(0.8, step); }  // a schedule: coefficients differ per step
+double lr_at(int step) {
+  return 0.3 * std::pow(0.8, step);
+}  // a schedule: coefficients differ per step
 
 struct Final {
   std::vector<at::Tensor> tables;  // by table id (owned ones only on each rank)
@@ -65,7 +67,8 @@ std::vector<Final> train(DpEmbeddingNoise noise, int steps) {
     ASSERT_TRUE(m.is_ok()) << m.status().to_string();
     for (int s = 0; s < steps; ++s) {
       std::vector<int64_t> idx;
-      for (int64_t i = 0; i < 32; ++i) idx.push_back((s * kWorld * 32 + rank * 32 + i) % data.train_size());
+      for (int64_t i = 0; i < 32; ++i)
+        idx.push_back((s * kWorld * 32 + rank * 32 + i) % data.train_size());
       (*m)->set_lr(lr_at(s));
       auto st = (*m)->step(data.batch(CtrSplit::kTrain, idx));
       ASSERT_TRUE(st.is_ok()) << st.status().to_string();
@@ -81,7 +84,8 @@ std::vector<Final> train(DpEmbeddingNoise noise, int steps) {
       f.tables.push_back(w.defined() ? w.clone() : w);
       at::Tensor until = (*m)->noised_until(static_cast<int64_t>(t));
       if (until.defined()) {
-        EXPECT_EQ(until.min().item<int64_t>(), steps) << "table " << t << ": flushed rows are noised until now";
+        EXPECT_EQ(until.min().item<int64_t>(), steps)
+            << "table " << t << ": flushed rows are noised until now";
       }
     }
     for (auto& p : (*m)->dense_parameters()) f.dense.push_back(p.detach().clone());
@@ -103,10 +107,12 @@ TEST(LazyDp, LazyExactEqualsEagerAfterNSteps) {
       const double diff = (eager[r].tables[t] - lazy[r].tables[t]).abs().max().item<double>();
       EXPECT_LT(diff, 1e-5) << "rank " << r << " table " << t;
       // Before the flush the lazy table lacked the owed noise of unread rows.
-      deferred = deferred || (eager[r].tables[t] - lazy[r].before_flush[t]).abs().max().item<double>() > 1e-3;
+      deferred = deferred ||
+                 (eager[r].tables[t] - lazy[r].before_flush[t]).abs().max().item<double>() > 1e-3;
     }
     for (size_t i = 0; i < eager[r].dense.size(); ++i) {
-      EXPECT_TRUE(at::allclose(eager[r].dense[i], lazy[r].dense[i], 1e-4, 1e-5)) << "rank " << r << " dense " << i;
+      EXPECT_TRUE(at::allclose(eager[r].dense[i], lazy[r].dense[i], 1e-4, 1e-5))
+          << "rank " << r << " dense " << i;
     }
     eager_rows += eager[r].noised_rows;
     lazy_rows += lazy[r].noised_rows;
@@ -119,7 +125,8 @@ TEST(LazyDp, LazyExactEqualsEagerAfterNSteps) {
   for (int r = 0; r < kWorld; ++r) {
     for (size_t t = 0; t < eager[r].tables.size(); ++t) {
       if (eager[r].tables[t].defined()) {
-        max_diff = std::max(max_diff, (eager[r].tables[t] - aggregated[r].tables[t]).abs().max().item<double>());
+        max_diff = std::max(
+            max_diff, (eager[r].tables[t] - aggregated[r].tables[t]).abs().max().item<double>());
       }
     }
   }
@@ -145,7 +152,8 @@ TEST(LazyDp, AggregatedDrawHasTheSummedVariance) {
     auto m = DlrmModel::create(init, *comm);
     ASSERT_TRUE(m.is_ok());
     for (size_t t = 0; t < o.table_sizes.size(); ++t) {
-      if ((*m)->table(static_cast<int64_t>(t)).defined()) start[t] = (*m)->table(static_cast<int64_t>(t)).clone();
+      if ((*m)->table(static_cast<int64_t>(t)).defined())
+        start[t] = (*m)->table(static_cast<int64_t>(t)).clone();
     }
   });
   SyntheticCtr data(data_for(o));
@@ -153,7 +161,8 @@ TEST(LazyDp, AggregatedDrawHasTheSummedVariance) {
   for (int s = 0; s < steps; ++s) {
     for (int r = 0; r < kWorld; ++r) {
       std::vector<int64_t> idx;
-      for (int64_t i = 0; i < 32; ++i) idx.push_back((s * kWorld * 32 + r * 32 + i) % data.train_size());
+      for (int64_t i = 0; i < 32; ++i)
+        idx.push_back((s * kWorld * 32 + r * 32 + i) % data.train_size());
       read.index_fill_(0, data.batch(CtrSplit::kTrain, idx).sparse.select(1, 2), true);
     }
   }
@@ -171,7 +180,8 @@ TEST(LazyDp, AggregatedDrawHasTheSummedVariance) {
     const double got = delta.pow(2).mean().item<double>();
     // Chi-square with ~2800+ degrees of freedom: within 10% with overwhelming probability.
     EXPECT_NEAR(got / var, 1.0, 0.1) << "empirical " << got << " expected " << var;
-    EXPECT_NEAR(delta.mean().item<double>(), 0.0, 4 * std::sqrt(var / static_cast<double>(delta.numel())));
+    EXPECT_NEAR(delta.mean().item<double>(), 0.0,
+                4 * std::sqrt(var / static_cast<double>(delta.numel())));
   }
 }
 

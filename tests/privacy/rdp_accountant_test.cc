@@ -19,13 +19,14 @@ TEST(RdpAccountant, ComputeRdpSequenceTfPrivacy) {
   const std::vector<double> orders = {1.5, 2.5, 5, 50, 100};
   const std::vector<double> expect = {0.00065, 0.001085, 0.00218075, 0.023846, 167.416307};
   std::vector<double> got = compute_rdp(0.01, 2.5, 50, orders);
-  for (size_t i = 0; i < orders.size(); ++i) EXPECT_NEAR(got[i], expect[i], 1e-5) << "order " << orders[i];
+  for (size_t i = 0; i < orders.size(); ++i)
+    EXPECT_NEAR(got[i], expect[i], 1e-5) << "order " << orders[i];
   EXPECT_TRUE(std::isinf(compute_rdp(0.01, 2.5, 50, {INFINITY})[0]));
 }
 
 TEST(RdpAccountant, EdgeCases) {
-  EXPECT_EQ(compute_rdp(0, 10, 1, {20})[0], 0.0);        // no data
-  EXPECT_DOUBLE_EQ(compute_rdp(1, 10, 1, {20})[0], 0.1);  // no sampling: alpha / (2 sigma^2)
+  EXPECT_EQ(compute_rdp(0, 10, 1, {20})[0], 0.0);           // no data
+  EXPECT_DOUBLE_EQ(compute_rdp(1, 10, 1, {20})[0], 0.1);    // no sampling: alpha / (2 sigma^2)
   EXPECT_TRUE(std::isinf(compute_rdp(0.1, 0, 1, {2})[0]));  // no noise
 }
 
@@ -50,8 +51,8 @@ TEST(RdpAccountant, GaussianWithoutSamplingIsExactlyOneEpsilon) {
 }
 
 TEST(RdpAccountant, CompositionTfPrivacy) {
-  const std::vector<double> orders = {1.25, 1.5, 1.75, 2., 2.5, 3., 4., 5., 6., 7., 8.,
-                                      10., 12., 14., 16., 20., 24., 28., 32., 64., 256.};
+  const std::vector<double> orders = {1.25, 1.5, 1.75, 2.,  2.5, 3.,  4.,  5.,  6.,  7.,  8.,
+                                      10.,  12., 14.,  16., 20., 24., 28., 32., 64., 256.};
   std::vector<double> rdp = compute_rdp(1e-4, 0.4, 40000, orders);
   std::vector<double> more = compute_rdp(0.1, 2, 100, orders);
   for (size_t i = 0; i < rdp.size(); ++i) rdp[i] += more[i];
@@ -94,14 +95,18 @@ TEST(RdpAccountant, SegmentsComposeAndSurviveJson) {
 }
 
 TEST(RdpAccountant, FromJsonNamesTheBadField) {
-  const char* bad[] = {R"({})", R"({"history": 3})", R"({"history": [{"q": 2, "sigma": 1, "steps": 1}]})",
+  const char* bad[] = {R"({})",
+                       R"({"history": 3})",
+                       R"({"history": [{"q": 2, "sigma": 1, "steps": 1}]})",
                        R"({"history": [{"q": 0.1, "sigma": -1, "steps": 1}]})",
                        R"({"history": [{"q": 0.1, "sigma": 1, "steps": -4}]})",
-                       R"({"history": [{"q": 0.1, "sigma": 1}]})", R"({"history": [{"q": 0.1, "sigma": 1, "steps": 1.5}]})"};
+                       R"({"history": [{"q": 0.1, "sigma": 1}]})",
+                       R"({"history": [{"q": 0.1, "sigma": 1, "steps": 1.5}]})"};
   for (const char* text : bad) {
     auto r = RdpAccountant::from_json(nlohmann::json::parse(text), "dir/replicated.ckpt");
     ASSERT_FALSE(r.is_ok()) << text;
-    EXPECT_NE(r.status().message().find("dir/replicated.ckpt"), std::string::npos) << r.status().message();
+    EXPECT_NE(r.status().message().find("dir/replicated.ckpt"), std::string::npos)
+        << r.status().message();
   }
 }
 

@@ -3,13 +3,14 @@
 // for it and both steps land intact; background errors surface on the next call; timings
 // and bytes are reported. gather_manifest over a real Gloo group commits a step that every
 // rank wrote and refuses one that a rank did not.
+#include "recovery/async_writer.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "recovery/async_writer.h"
 #include "recovery/checkpoint.h"
 #include "recovery/commit.h"
 #include "testing/gloo_group.h"

@@ -2,6 +2,8 @@
 // included) and metadata; every single-byte flip and every truncation detected; wrong magic,
 // newer version, lying lengths and dims (with valid checksums, so the structural checks and
 // not the CRCs catch them) refused with a message naming the file.
+#include "recovery/checkpoint_format.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +11,6 @@
 #include <filesystem>
 
 #include "recovery/checkpoint.h"
-#include "recovery/checkpoint_format.h"
 
 namespace tern {
 namespace {
@@ -25,9 +26,8 @@ void put_u64(std::string* o, uint64_t v) {
 
 // Builds a file from raw sections with correct checksums, so a test can plant exactly one
 // inconsistency. total = 0 means the real length.
-std::string craft(const std::vector<std::pair<uint32_t, std::string>>& sections,
-                  uint64_t total = 0, uint32_t version = kCheckpointVersion,
-                  int64_t sections_override = -1) {
+std::string craft(const std::vector<std::pair<uint32_t, std::string>>& sections, uint64_t total = 0,
+                  uint32_t version = kCheckpointVersion, int64_t sections_override = -1) {
   std::string body;
   for (const auto& [kind, payload] : sections) {
     std::string h;
@@ -97,10 +97,11 @@ NamedTensors every_dtype() {
   ts.emplace_back("u8", at::randint(0, 255, {4, 1}, gen).to(at::kByte));
   ts.emplace_back("i16", at::randint(-30000, 30000, {3}, gen).to(at::kShort));
   ts.emplace_back("i32", at::randint(-100000, 100000, {2, 5}, gen).to(at::kInt));
-  ts.emplace_back("i64", at::tensor(std::vector<int64_t>{int64_t{1} << 62, int64_t{-5}, int64_t{0}}, at::kLong));
+  ts.emplace_back("i64", at::tensor(std::vector<int64_t>{int64_t{1} << 62, int64_t{-5}, int64_t{0}},
+                                    at::kLong));
   ts.emplace_back("bool", at::rand({9}, gen) > 0.5);
-  ts.emplace_back("scalar", at::scalar_tensor(3.5, at::kFloat));           // 0-dim
-  ts.emplace_back("empty", at::empty({0}));             // no elements
+  ts.emplace_back("scalar", at::scalar_tensor(3.5, at::kFloat));  // 0-dim
+  ts.emplace_back("empty", at::empty({0}));                       // no elements
   ts.emplace_back("empty2d", at::empty({4, 0}, at::kLong));
   ts.emplace_back("high_rank", at::arange(64, at::kFloat).reshape({2, 2, 2, 2, 2, 2}));
   ts.emplace_back("special", at::tensor({std::numeric_limits<float>::quiet_NaN(),
@@ -293,9 +294,11 @@ TEST(CheckpointFormat, LyingLengthsWithValidChecksumsAreRefused) {
   put_u32(&runaway, 0xfffffff0u);
   runaway += "step";
   expect_refused(craft({{1, runaway}}), "runs past the section end");
-  expect_refused(craft({{1, kv({{"step", "7x"}, {"rank", "0"}, {"world", "1"}})}}), "not an integer");
-  expect_refused(craft({{1, kv({{"step", "99999999999999999999"}, {"rank", "0"}, {"world", "1"}})}}),
+  expect_refused(craft({{1, kv({{"step", "7x"}, {"rank", "0"}, {"world", "1"}})}}),
                  "not an integer");
+  expect_refused(
+      craft({{1, kv({{"step", "99999999999999999999"}, {"rank", "0"}, {"world", "1"}})}}),
+      "not an integer");
   expect_refused(craft({{1, kv({{"rank", "0"}, {"world", "1"}})}}), "'step' missing");
   expect_refused(craft({{1, kv({{"step", "1"}, {"step", "1"}, {"rank", "0"}, {"world", "1"}})}}),
                  "appears twice");
@@ -343,7 +346,8 @@ TEST_F(FormatTest, DigestOfDamagedFileFailsWithTheFileNamed) {
   ASSERT_FALSE(d.is_ok());
   EXPECT_NE(d.status().message().find(path), std::string::npos);
   EXPECT_NE(d.status().message().find("truncated"), std::string::npos) << d.status().to_string();
-  EXPECT_EQ(checkpoint_file_digest((dir_ / "none").string()).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(checkpoint_file_digest((dir_ / "none").string()).status().code(),
+            StatusCode::kNotFound);
 }
 
 }  // namespace

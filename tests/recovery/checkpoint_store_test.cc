@@ -2,6 +2,8 @@
 // truncated file, a wrong magic or a lying length in the newest step each make the loader
 // skip it with a warning naming the file and use the previous step; a step without (valid)
 // manifest is ignored; partial loads read one rank only.
+#include "recovery/checkpoint_store.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +11,6 @@
 #include <fstream>
 
 #include "recovery/checkpoint.h"
-#include "recovery/checkpoint_store.h"
 #include "recovery/fs_util.h"
 
 namespace tern {
@@ -100,7 +101,8 @@ TEST_F(StoreTest, LoadsNewestCompleteStepFullAndPartial) {
   ASSERT_TRUE(l.is_ok()) << l.status().to_string();
   EXPECT_FALSE(l->replicated.has_value());
   ASSERT_EQ(l->ranks.size(), 1u);
-  EXPECT_TRUE(at::equal(*l->ranks.at(1).find("pos"), at::tensor(std::vector<int64_t>{30, int64_t{1}})));
+  EXPECT_TRUE(
+      at::equal(*l->ranks.at(1).find("pos"), at::tensor(std::vector<int64_t>{30, int64_t{1}})));
 
   // max_step, a given step, a rank the checkpoint does not have.
   full.max_step = 25;
@@ -129,7 +131,8 @@ TEST_F(StoreTest, DamagedNewestStepFallsBackToPreviousGoodOne) {
       {"truncated", [](const std::string& p) { fs::resize_file(p, fs::file_size(p) / 2); },
        "truncated"},
       {"wrong magic", [](const std::string& p) { overwrite(p, 0, "NOTACKPT"); }, "wrong magic"},
-      {"bogus length", [](const std::string& p) { overwrite(p, 16, std::string("\xff\xff\xff\x7f", 4)); },
+      {"bogus length",
+       [](const std::string& p) { overwrite(p, 16, std::string("\xff\xff\xff\x7f", 4)); },
        "checksum"},
       {"emptied", [](const std::string& p) { fs::resize_file(p, 0); }, "truncated"},
       {"deleted", [](const std::string& p) { fs::remove(p); }, "no such file"},
@@ -167,11 +170,15 @@ TEST_F(StoreTest, DamagedNewestStepFallsBackToPreviousGoodOne) {
 TEST_F(StoreTest, EveryStepDamagedIsNotFoundListingWhy) {
   CheckpointStore store(dir_);
   write_step(store, 5, 1);
-  flip_byte(store.file_path(5, kReplicatedFile), fs::file_size(store.file_path(5, kReplicatedFile)) - 1);
+  flip_byte(store.file_path(5, kReplicatedFile),
+            fs::file_size(store.file_path(5, kReplicatedFile)) - 1);
   auto l = load_latest_checkpoint(store, LoadOptions());
   ASSERT_EQ(l.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(l.status().message().find("replicated.ckpt"), std::string::npos) << l.status().to_string();
-  EXPECT_EQ(load_latest_checkpoint(CheckpointStore(dir_ + "/nothing-here"), LoadOptions()).status().code(),
+  EXPECT_NE(l.status().message().find("replicated.ckpt"), std::string::npos)
+      << l.status().to_string();
+  EXPECT_EQ(load_latest_checkpoint(CheckpointStore(dir_ + "/nothing-here"), LoadOptions())
+                .status()
+                .code(),
             StatusCode::kNotFound);
 }
 

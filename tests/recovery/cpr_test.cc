@@ -38,8 +38,8 @@ TEST(Cpr, PlanConvertsUnitsAndLogsBothFormulas) {
   CheckpointPlanInputs in;
   in.n_shards = 4;
   in.pls_target = 0.02;
-  in.mtbf_s = 1000;            // lambda_t = 1e-3 / s
-  in.samples_per_s = 2000;     // lambda_s = 5e-7 / sample
+  in.mtbf_s = 1000;         // lambda_t = 1e-3 / s
+  in.samples_per_s = 2000;  // lambda_s = 5e-7 / sample
   in.checkpoint_cost_s = 0.5;
   in.samples_per_step = 256;
   auto p = plan_checkpoint_interval(in);

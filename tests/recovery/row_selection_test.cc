@@ -107,7 +107,8 @@ TEST(RowSelection, SsuSamplesTheRequestedFractionUniformly) {
 
 TEST(RowSelection, SavedRowsRestoreExactlyThroughACheckpointFile) {
   namespace fs = std::filesystem;
-  std::string path = (fs::temp_directory_path() / ("tern-rows-" + std::to_string(::getpid()) + ".ckpt")).string();
+  std::string path =
+      (fs::temp_directory_path() / ("tern-rows-" + std::to_string(::getpid()) + ".ckpt")).string();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
   at::Tensor table = at::randn({1000, 16}, gen);
   at::Tensor saved_table = table.clone();
@@ -137,7 +138,8 @@ TEST(RowSelection, SavedRowsRestoreExactlyThroughACheckpointFile) {
   EXPECT_EQ(restore_rows(table, at::tensor(std::vector<int64_t>{1000}), at::zeros({1, 16})).code(),
             StatusCode::kInvalidArgument);
   NamedTensors o2;
-  EXPECT_EQ(append_rows("x", table, at::tensor({int64_t{-1}}), &o2).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(append_rows("x", table, at::tensor({int64_t{-1}}), &o2).code(),
+            StatusCode::kInvalidArgument);
   fs::remove(path);
 }
 

@@ -43,7 +43,8 @@ TEST(ProtoJson, EnumsByShortNameIntegersAsNumbersTimestampsAsText) {
 TEST(ProtoJson, ShortEnumNamesForEveryEnumAndUnknownNumbers) {
   EXPECT_EQ(short_enum_name(*v1::WorkerState_descriptor(), v1::WORKER_STATE_READY), "READY");
   EXPECT_EQ(short_enum_name(*v1::JobState_descriptor(), v1::JOB_STATE_UNSPECIFIED), "UNSPECIFIED");
-  EXPECT_EQ(short_enum_name(*v1::RankState_descriptor(), 99), "99") << "a number the type does not know";
+  EXPECT_EQ(short_enum_name(*v1::RankState_descriptor(), 99), "99")
+      << "a number the type does not know";
   v1::JobStatus j;
   j.set_state(static_cast<v1::JobState>(42));  // open enums keep unknown values
   EXPECT_EQ(proto_to_json(j)["state"], "42");

@@ -1,12 +1,12 @@
 // Gradient coding (docs/algorithms.md §6.1): from every subset of n - s senders the decoded
 // combination equals the true sum of the part gradients.
+#include "straggler/gradient_code.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <functional>
 #include <iostream>
-
-#include "straggler/gradient_code.h"
 
 namespace tern {
 namespace {
@@ -39,7 +39,8 @@ void check_every_subset(const GradientCode& code) {
   for (int j = 0; j < n; ++j) {
     EXPECT_EQ(static_cast<int>(code.parts(j).size()), s + 1) << "rank " << j;
     at::Tensor sum = at::zeros({257}, at::kDouble);
-    for (size_t q = 0; q < code.parts(j).size(); ++q) sum += code.coefficients(j)[q] * g[static_cast<size_t>(code.parts(j)[q])];
+    for (size_t q = 0; q < code.parts(j).size(); ++q)
+      sum += code.coefficients(j)[q] * g[static_cast<size_t>(code.parts(j)[q])];
     c.push_back(sum);
   }
   int subsets = 0;
@@ -51,11 +52,13 @@ void check_every_subset(const GradientCode& code) {
     at::Tensor got = at::zeros({257}, at::kDouble);
     for (size_t i = 0; i < f.size(); ++i) got += (*a)[i] * c[static_cast<size_t>(f[i])];
     double err = (got - truth).abs().max().item<double>();
-    EXPECT_LE(err, 1e-5) << code.kind_name() << " n=" << n << " s=" << s << " subset size " << f.size();
+    EXPECT_LE(err, 1e-5) << code.kind_name() << " n=" << n << " s=" << s << " subset size "
+                         << f.size();
   });
   EXPECT_GT(subsets, 0);
   // Every part is computed by exactly s + 1 ranks.
-  for (int p = 0; p < n; ++p) EXPECT_EQ(static_cast<int>(code.holders(p).size()), s + 1) << "part " << p;
+  for (int p = 0; p < n; ++p)
+    EXPECT_EQ(static_cast<int>(code.holders(p).size()), s + 1) << "part " << p;
 }
 
 TEST(GradientCode, FractionalRepetitionDecodesFromEveryNMinusSSubset) {
@@ -68,7 +71,8 @@ TEST(GradientCode, FractionalRepetitionDecodesFromEveryNMinusSSubset) {
 }
 
 TEST(GradientCode, CyclicRepetitionDecodesFromEveryNMinusSSubset) {
-  for (auto [n, s] : std::vector<std::pair<int, int>>{{3, 1}, {5, 2}, {5, 1}, {7, 3}, {4, 1}, {8, 2}}) {
+  for (auto [n, s] :
+       std::vector<std::pair<int, int>>{{3, 1}, {5, 2}, {5, 1}, {7, 3}, {4, 1}, {8, 2}}) {
     auto code = GradientCode::make_cyclic(n, s, 1234 + n * 10 + s);
     ASSERT_TRUE(code.is_ok()) << code.status().to_string();
     EXPECT_EQ(code->kind(), GradientCode::Kind::kCyclicRepetition);
@@ -87,7 +91,7 @@ TEST(GradientCode, MakePicksCyclicWhenSPlusOneDoesNotDivideN) {
 TEST(GradientCode, TooFewSendersAreNotDecodable) {
   auto fr = GradientCode::make(4, 1, 1);
   ASSERT_TRUE(fr.is_ok());
-  EXPECT_FALSE(fr->decodable({0, 1}));   // both from the first group: parts 2, 3 missing
+  EXPECT_FALSE(fr->decodable({0, 1}));  // both from the first group: parts 2, 3 missing
   EXPECT_TRUE(fr->decodable({1, 2}));
   EXPECT_FALSE(fr->decode({2, 3}).is_ok());
   auto cy = GradientCode::make_cyclic(5, 2, 9);
@@ -157,7 +161,8 @@ TEST(GradientCode, RandomLinearDecodesFromEveryNMinusSSubsetInFloat32) {
           }
           at::Tensor got = at::zeros({513}, at::kFloat);  // summed as StragglerSync does
           for (size_t i = 0; i < f.size(); ++i) got.add_(c[static_cast<size_t>(f[i])], (*a)[i]);
-          double rel = (got.to(at::kDouble) - truth).abs().max().item<double>() / truth.abs().max().item<double>();
+          double rel = (got.to(at::kDouble) - truth).abs().max().item<double>() /
+                       truth.abs().max().item<double>();
           worst_rel = std::max(worst_rel, rel);
           EXPECT_LE(rel, 1e-5) << "n=" << n << " s=" << s << " step " << step;
         });
@@ -166,13 +171,14 @@ TEST(GradientCode, RandomLinearDecodesFromEveryNMinusSSubsetInFloat32) {
         for (int j = 0; j < n; ++j) all[static_cast<size_t>(j)] = j;
         EXPECT_TRUE(code->decodable(all)) << "n=" << n << " s=" << s;
       }
-      std::cout << "n=" << n << " s=" << s << ": " << failed - failed_before << " of " << tried - tried_before
-                << " subsets did not decode\n";
+      std::cout << "n=" << n << " s=" << s << ": " << failed - failed_before << " of "
+                << tried - tried_before << " subsets did not decode\n";
     }
   }
   // With high probability: the construction redraws codes that amplify rounding too much.
   EXPECT_LE(failed, tried / 100) << failed << " of " << tried << " subsets failed";
-  std::cout << "random codes: " << failed << " of " << tried << " (n - s)-subsets failed to decode; worst relative "
+  std::cout << "random codes: " << failed << " of " << tried
+            << " (n - s)-subsets failed to decode; worst relative "
             << "error " << worst_rel << "\n";
 }
 

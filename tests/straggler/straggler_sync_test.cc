@@ -16,11 +16,13 @@
 namespace tern {
 namespace {
 
-JobSpec spec_with(int workers, std::vector<std::string> sets, const std::string& train = "epochs: 1") {
+JobSpec spec_with(int workers, std::vector<std::string> sets,
+                  const std::string& train = "epochs: 1") {
   sets.push_back("workers=" + std::to_string(workers));
   auto r = load_job_spec_text(
       "name: s\nmodel: {type: mlp}\ndata: {source: synthetic, train_size: 512, test_size: 128}\n"
-      "train: {" + train + ", batch_size: 16, lr: 0.05, momentum: 0.9, seed: 3}\n",
+      "train: {" +
+          train + ", batch_size: 16, lr: 0.05, momentum: 0.9, seed: 3}\n",
       "straggler.yaml", sets);
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   return r->spec;
@@ -49,7 +51,8 @@ double max_diff(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>&
 void expect_identical_replicas(const RunResult& r, const std::string& what) {
   for (size_t k = 1; k < r.params.size(); ++k) {
     for (size_t i = 0; i < r.params[0].size(); ++i) {
-      EXPECT_TRUE(at::equal(r.params[0][i], r.params[k][i])) << what << ": rank " << k << " parameter " << i;
+      EXPECT_TRUE(at::equal(r.params[0][i], r.params[k][i]))
+          << what << ": rank " << k << " parameter " << i;
     }
   }
 }
@@ -67,9 +70,12 @@ TEST(ContributionExchange, EveryContributionArrivesWithItsFlag) {
       // Rank 2 skips odd steps.
       at::Tensor mine = (rank == 2 && step % 2) ? at::Tensor() : at::full({5}, 10.0 * rank + step);
       ASSERT_TRUE(ex.contribute(step, mine).is_ok());
-      Status s = ex.wait_until(step, [&](const ContributionExchange::Arrivals& a) {
-        return a.computed.size() + a.skipped.size() == static_cast<size_t>(world);
-      }, std::chrono::seconds(20));
+      Status s = ex.wait_until(
+          step,
+          [&](const ContributionExchange::Arrivals& a) {
+            return a.computed.size() + a.skipped.size() == static_cast<size_t>(world);
+          },
+          std::chrono::seconds(20));
       ASSERT_TRUE(s.is_ok()) << s.to_string();
       auto a = ex.arrivals(step);
       EXPECT_EQ(a.skipped.size(), step % 2 ? 1u : 0u);
@@ -89,10 +95,10 @@ TEST(StragglerSync, EveryModeWithoutStragglersIsSsgd) {
   // Same global batch, different split: the update is SSGD's to fp tolerance.
   auto ssgd4 = train(spec_with(4, {}));
   for (auto sets : std::vector<std::vector<std::string>>{
-           {"straggler.mode=gradient_coding", "straggler.s=1"},         // fractional repetition
-           {"straggler.mode=gradient_coding", "straggler.s=2"},         // cyclic (3 does not divide 4)
+           {"straggler.mode=gradient_coding", "straggler.s=1"},  // fractional repetition
+           {"straggler.mode=gradient_coding", "straggler.s=2"},  // cyclic (3 does not divide 4)
            {"straggler.mode=coded_proportional", "straggler.s=1"},
-           {"straggler.mode=random_code", "straggler.s=1"},             // fresh random code every step
+           {"straggler.mode=random_code", "straggler.s=1"},  // fresh random code every step
            {"straggler.mode=random_code", "straggler.s=2"},
            {"straggler.mode=proportional", "straggler.report_every=2"},
            {"straggler.mode=backup", "straggler.backup=0"}}) {
@@ -105,7 +111,8 @@ TEST(StragglerSync, EveryModeWithoutStragglersIsSsgd) {
 
 TEST(StragglerSync, GradientCodingDropsAFourTimesSlowRankAndStillComputesTheExactGradient) {
   auto ssgd = train(spec_with(4, {}));
-  auto coded = train(spec_with(4, {"straggler.mode=gradient_coding", "straggler.s=1", "debug.slowdown=[1,1,4,1]"}));
+  auto coded = train(spec_with(
+      4, {"straggler.mode=gradient_coding", "straggler.s=1", "debug.slowdown=[1,1,4,1]"}));
   expect_identical_replicas(coded, "fractional repetition with a straggler");
   // Whoever was dropped, the decoded gradient is the whole batch's: SSGD's trajectory.
   EXPECT_LE(max_diff(coded.params[0], ssgd.params[0]), 2e-5);
@@ -119,11 +126,15 @@ TEST(StragglerSync, GradientCodingDropsAFourTimesSlowRankAndStillComputesTheExac
 TEST(StragglerSync, RandomCodeDropsASlowRankAndStillComputesTheExactGradient) {
   auto ssgd = train(spec_with(4, {}, "epochs: 4"));
   for (const char* s : {"straggler.s=1", "straggler.s=2"}) {
-    auto coded = train(spec_with(4, {"straggler.mode=random_code", s, "debug.slowdown=[1,1,4,1]", "debug.transient_prob=0.3", "debug.transient_ms=20"}, "epochs: 4"));
+    auto coded = train(spec_with(4,
+                                 {"straggler.mode=random_code", s, "debug.slowdown=[1,1,4,1]",
+                                  "debug.transient_prob=0.3", "debug.transient_ms=20"},
+                                 "epochs: 4"));
     // Decoded from different sets on different ranks (rounding differs), averaged at the end.
     EXPECT_LE(max_diff(coded.params[0], ssgd.params[0]), 2e-5) << s;
     EXPECT_LE(max_diff(coded.params[0], coded.params[3]), 1e-7) << s;
-    EXPECT_GT(coded.summary[2]["straggler_drop_share"].get<double>(), 0.5) << s << coded.summary[2].dump();
+    EXPECT_GT(coded.summary[2]["straggler_drop_share"].get<double>(), 0.5)
+        << s << coded.summary[2].dump();
     ASSERT_TRUE(coded.summary[0].contains("straggler_decode_failures")) << coded.summary[0].dump();
     // The construction keeps every (n - s)-subset decodable for n = 4.
     EXPECT_EQ(coded.summary[0]["straggler_decode_failures"].get<double>(), 0) << s;
@@ -134,7 +145,8 @@ TEST(StragglerSync, BackupWorkersAgreeOnTheSetAndTrain) {
   // Dropping the slow rank's gradient drops a quarter of each batch: still SGD on fewer samples,
   // so accuracy stays near SSGD's (not equal: the dropped samples are never learned from).
   auto ssgd = train(spec_with(4, {}, "epochs: 3"));
-  auto r = train(spec_with(4, {"straggler.mode=backup", "straggler.backup=1", "debug.slowdown=[1,1,1,4]"}, "epochs: 3"));
+  auto r = train(spec_with(
+      4, {"straggler.mode=backup", "straggler.backup=1", "debug.slowdown=[1,1,1,4]"}, "epochs: 3"));
   expect_identical_replicas(r, "backup workers");
   EXPECT_GT(r.summary[3]["straggler_drop_share"].get<double>(), 0.5) << r.summary[3].dump();
   double a_ssgd = ssgd.summary[0]["test_accuracy"].get<double>();
@@ -145,15 +157,17 @@ TEST(StragglerSync, BackupWorkersAgreeOnTheSetAndTrain) {
 
 TEST(StragglerSync, CyclicCodeWithAStragglerStaysCloseToSsgdAndEndsIdentical) {
   auto ssgd = train(spec_with(3, {}));
-  auto r = train(spec_with(3, {"straggler.mode=gradient_coding", "straggler.s=1", "debug.slowdown=[1,4,1]"}));
+  auto r = train(
+      spec_with(3, {"straggler.mode=gradient_coding", "straggler.s=1", "debug.slowdown=[1,4,1]"}));
   expect_identical_replicas(r, "cyclic code after the final average");
   EXPECT_LE(max_diff(r.params[0], ssgd.params[0]), 1e-4);
 }
 
 TEST(StragglerSync, ProportionalSharesFollowTheInjectedSpeeds) {
   // Rank 1 runs 4x slower: its share of the global batch should approach 1/5 (speeds 1 : 1/4).
-  auto r = train(spec_with(2, {"straggler.mode=proportional", "straggler.report_every=1", "straggler.ewma=0.5",
-                               "debug.slowdown=[1,4]"},
+  auto r = train(spec_with(2,
+                           {"straggler.mode=proportional", "straggler.report_every=1",
+                            "straggler.ewma=0.5", "debug.slowdown=[1,4]"},
                            "steps: 80"));
   double fast = r.summary[0]["straggler_share"].get<double>();
   double slow = r.summary[1]["straggler_share"].get<double>();
@@ -167,12 +181,16 @@ TEST(StragglerSync, ProportionalSharesFollowTheInjectedSpeeds) {
 }
 
 TEST(StragglerSync, RefusedWithOtherStrategiesAndCompression) {
-  auto bad = load_job_spec_text("name: s\nworkers: 4\nsync: {strategy: dssgd, delay: 2}\n"
-                                "straggler: {mode: gradient_coding, s: 1}\n", "bad.yaml");
+  auto bad = load_job_spec_text(
+      "name: s\nworkers: 4\nsync: {strategy: dssgd, delay: 2}\n"
+      "straggler: {mode: gradient_coding, s: 1}\n",
+      "bad.yaml");
   ASSERT_FALSE(bad.is_ok());
-  EXPECT_NE(bad.status().message().find("straggler"), std::string::npos) << bad.status().to_string();
-  auto bad2 = load_job_spec_text("name: s\nworkers: 4\ncompress: {method: fp16}\nstraggler: {mode: proportional}\n",
-                                 "bad.yaml");
+  EXPECT_NE(bad.status().message().find("straggler"), std::string::npos)
+      << bad.status().to_string();
+  auto bad2 = load_job_spec_text(
+      "name: s\nworkers: 4\ncompress: {method: fp16}\nstraggler: {mode: proportional}\n",
+      "bad.yaml");
   ASSERT_FALSE(bad2.is_ok());
 }
 

@@ -1,8 +1,8 @@
+#include "straggler/work_split.h"
+
 #include <gtest/gtest.h>
 
 #include <numeric>
-
-#include "straggler/work_split.h"
 
 namespace tern {
 namespace {
@@ -12,7 +12,8 @@ TEST(WorkSplit, SharesSumToTotalAndFollowTheWeights) {
   EXPECT_EQ(std::accumulate(s.begin(), s.end(), int64_t{0}), 128);
   EXPECT_EQ(s[0], s[1]);
   EXPECT_NEAR(static_cast<double>(s[0]) / static_cast<double>(s[3]), 4.0, 0.5);
-  EXPECT_EQ(proportional_split(10, {1, 1, 1}), (std::vector<int64_t>{4, 3, 3}));  // ties to the lower index
+  EXPECT_EQ(proportional_split(10, {1, 1, 1}),
+            (std::vector<int64_t>{4, 3, 3}));  // ties to the lower index
 }
 
 TEST(WorkSplit, EveryRankGetsAtLeastMinEachAndMissingEstimatesCountAsSlowest) {
@@ -29,7 +30,7 @@ TEST(WorkSplit, EveryRankGetsAtLeastMinEachAndMissingEstimatesCountAsSlowest) {
 TEST(WorkSplit, SpeedEstimatorConvergesToTheObservedRate) {
   SpeedEstimator e(0.3);
   EXPECT_FALSE(e.has_estimate());
-  e.observe(0, 1.0);  // ignored
+  e.observe(0, 1.0);   // ignored
   e.observe(10, 0.0);  // ignored
   EXPECT_FALSE(e.has_estimate());
   e.observe(100, 1.0);

@@ -1,18 +1,19 @@
 // Streaming fragments (sync/fragments.h) and the automatic d/T choice (sync/auto_plan.h): pure
 // functions, checked by hand.
+#include "sync/fragments.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "sync/auto_plan.h"
-#include "sync/fragments.h"
 
 namespace tern {
 namespace {
 
 std::vector<at::Tensor> model() {
   // An MLP's shapes, a 0-dim scalar and a 3-D tensor.
-  return {at::zeros({64, 20}), at::zeros({64}), at::zeros({10, 64}), at::zeros({10}), at::zeros({}),
-          at::zeros({3, 4, 5})};
+  return {at::zeros({64, 20}), at::zeros({64}), at::zeros({10, 64}),
+          at::zeros({10}),     at::zeros({}),   at::zeros({3, 4, 5})};
 }
 
 TEST(Fragments, EveryElementIsInExactlyOneFragment) {
@@ -26,7 +27,8 @@ TEST(Fragments, EveryElementIsInExactlyOneFragment) {
       for (auto& v : fragment_views(params, f)) v.add_(1);  // views write through
     }
     for (size_t i = 0; i < params.size(); ++i) {
-      EXPECT_TRUE(at::equal(params[i], at::ones_like(params[i]))) << "F=" << count << " parameter " << i;
+      EXPECT_TRUE(at::equal(params[i], at::ones_like(params[i])))
+          << "F=" << count << " parameter " << i;
     }
   }
 }
@@ -57,7 +59,8 @@ TEST(Fragments, MoreFragmentsThanRowsIsRefusedNamingTheField) {
   std::vector<at::Tensor> params{at::zeros({2, 100})};
   auto r = split_fragments(params, 3);
   ASSERT_FALSE(r.is_ok());
-  EXPECT_NE(r.status().message().find("sync.fragments"), std::string::npos) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("sync.fragments"), std::string::npos)
+      << r.status().to_string();
   EXPECT_FALSE(split_fragments(params, 0).is_ok());
 }
 
@@ -85,7 +88,8 @@ TEST(AutoPlan, PicksTheShortestPeriodThenTheSmallestDelayThatMeetTheTarget) {
   // Nothing shorter on the ladder works with any allowed delay, and no smaller delay works.
   for (int64_t t : {2, 4, 8, 12, 16, 24, 32, 48, 64}) {
     if (t >= p.period) break;
-    for (int64_t d = 0; d <= t / 2; ++d) EXPECT_GT(expected_sync_share(in, d, t), 0.05) << d << " " << t;
+    for (int64_t d = 0; d <= t / 2; ++d)
+      EXPECT_GT(expected_sync_share(in, d, t), 0.05) << d << " " << t;
   }
   if (p.delay > 0) {
     EXPECT_GT(expected_sync_share(in, p.delay - 1, p.period), 0.05);

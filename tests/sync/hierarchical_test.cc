@@ -3,11 +3,11 @@
 // step; between regions the leaders' size-weighted average delta feeds one outer Nesterov step
 // that every rank runs, so all four replicas equal the hand computation and each other.
 #include <gtest/gtest.h>
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/torch.h>
 
 #include <thread>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "comm/process_group.h"
 #include "sync/strategy.h"
@@ -27,20 +27,24 @@ TEST(Hierarchical, OuterNesterovStepOverRegionsEqualsTheHandComputation) {
       CommunicatorOptions o;
       o.timeout = std::chrono::seconds(60);
       auto intra = make_communicator(
-          c10::make_intrusive<c10d::PrefixStore>("intra" + std::to_string(region), root), member, 2, o);
+          c10::make_intrusive<c10d::PrefixStore>("intra" + std::to_string(region), root), member, 2,
+          o);
       ASSERT_TRUE(intra.is_ok()) << intra.status().to_string();
       std::shared_ptr<Communicator> inter;
       if (member == 0) {
-        auto leaders = make_communicator(c10::make_intrusive<c10d::PrefixStore>("inter", root), region, 2, o);
+        auto leaders =
+            make_communicator(c10::make_intrusive<c10d::PrefixStore>("inter", root), region, 2, o);
         ASSERT_TRUE(leaders.is_ok()) << leaders.status().to_string();
         inter = *leaders;
       }
-      HierarchicalStrategy s(*intra, inter, /*period=*/2, /*delay=*/0, 1 << 20, OuterSpec{lr, mu, true});
+      HierarchicalStrategy s(*intra, inter, /*period=*/2, /*delay=*/0, 1 << 20,
+                             OuterSpec{lr, mu, true});
       std::vector<at::Tensor> p{at::tensor({1.0f, -1.0f, 0.5f})};
       ASSERT_TRUE(s.begin(p).is_ok());
       for (int64_t step = 0; step < 4; ++step) {
         // Each rank's gradient; the region averages it (a region's replicas move together).
-        std::vector<at::Tensor> g{at::full({3}, 0.1f * static_cast<float>(rank + 1) * static_cast<float>(step + 1))};
+        std::vector<at::Tensor> g{
+            at::full({3}, 0.1f * static_cast<float>(rank + 1) * static_cast<float>(step + 1))};
         ASSERT_TRUE(s.on_gradients(step, g).is_ok());
         p[0].sub_(g[0]);
         ASSERT_TRUE(s.after_step(step, p).is_ok());

@@ -10,8 +10,8 @@
 #include <deque>
 #include <filesystem>
 
-#include "common/job_spec.h"
 #include "comm/reducer.h"
+#include "common/job_spec.h"
 #include "sync/strategy.h"
 #include "testing/gloo_group.h"
 #include "testing/train_ranks.h"
@@ -26,7 +26,8 @@ namespace {
 // the reference the plain-averaging case must equal bit for bit.
 class LegacyPeriodic {
  public:
-  LegacyPeriodic(Communicator& comm, int64_t period, int64_t delay, std::vector<at::Tensor>* momentum)
+  LegacyPeriodic(Communicator& comm, int64_t period, int64_t delay,
+                 std::vector<at::Tensor>* momentum)
       : comm_(comm), period_(period), delay_(delay), momentum_(momentum), dense_(comm, 25 << 20) {}
   void begin(std::vector<at::Tensor>& params) {
     for (const auto& p : params) last_.push_back(p.detach().clone());
@@ -101,7 +102,9 @@ void local_step(std::vector<at::Tensor>& params, int rank, int64_t step) {
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) {
     at::Tensor idx = at::arange(params[i].numel(), at::kFloat).reshape(params[i].sizes());
-    params[i].add_(at::sin(idx * 0.37 + static_cast<double>(step * 7 + rank * 3 + static_cast<int64_t>(i))) * 0.01);
+    params[i].add_(
+        at::sin(idx * 0.37 + static_cast<double>(step * 7 + rank * 3 + static_cast<int64_t>(i))) *
+        0.01);
   }
 }
 
@@ -116,7 +119,8 @@ TEST(Periodic, PlainAveragingEqualsTheStrategyBeforeTheOuterOptimizerBitForBit) 
     int64_t period, delay;
     bool momentum;
   };
-  for (Case c : {Case{1, 0, false}, Case{3, 0, true}, Case{4, 2, false}, Case{3, 5, false}, Case{5, 3, true}}) {
+  for (Case c : {Case{1, 0, false}, Case{3, 0, true}, Case{4, 2, false}, Case{3, 5, false},
+                 Case{5, 3, true}}) {
     SCOPED_TRACE("T=" + std::to_string(c.period) + " d=" + std::to_string(c.delay));
     testing::run_ranks(3, [&](int rank, std::shared_ptr<Communicator> comm) {
       std::vector<at::Tensor> a = shapes(), b = shapes();
@@ -144,7 +148,8 @@ TEST(Periodic, PlainAveragingEqualsTheStrategyBeforeTheOuterOptimizerBitForBit) 
       }
       legacy.drain(a);
       ASSERT_TRUE(now.drain(b).is_ok());
-      for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(testing::same_bits(a[i], b[i])) << "drain, parameter " << i;
+      for (size_t i = 0; i < a.size(); ++i)
+        EXPECT_TRUE(testing::same_bits(a[i], b[i])) << "drain, parameter " << i;
     });
   }
 }
@@ -171,9 +176,10 @@ TEST(Periodic, OneOuterNesterovStepEqualsTheHandComputation) {
   // By hand, in double: the ranks' deltas average to 1.5 v, then 1.5 w.
   auto d = [](const at::Tensor& t) { return t.to(at::kDouble); };
   at::Tensor theta = d(at::tensor({1.0f, 2.0f, 3.0f, 4.0f}));
-  at::Tensor v = d(at::tensor({0.1f, -0.2f, 0.3f, 0.05f})), w = d(at::tensor({-0.4f, 0.1f, 0.0f, 0.2f}));
-  at::Tensor g1 = -1.5 * v;       // pseudo-gradient of sync 1
-  at::Tensor m = g1.clone();      // m = 0.9 * 0 + g1
+  at::Tensor v = d(at::tensor({0.1f, -0.2f, 0.3f, 0.05f})),
+             w = d(at::tensor({-0.4f, 0.1f, 0.0f, 0.2f}));
+  at::Tensor g1 = -1.5 * v;   // pseudo-gradient of sync 1
+  at::Tensor m = g1.clone();  // m = 0.9 * 0 + g1
   theta = theta - lr * (g1 + mu * m);
   at::Tensor after1 = theta.clone();
   at::Tensor g2 = -1.5 * w;
@@ -204,7 +210,7 @@ TEST(Periodic, DelayedOuterStepKeepsTheLocalProgressMadeMeanwhile) {
     p[0].add_(at::full({3}, 2.0f * (rank + 1)));  // step 1: the sync starts (delta = 3 (r+1))
     ASSERT_TRUE(s.after_step(1, p).is_ok());
     p[0].add_(at::full({3}, 0.25f * (rank + 1)));  // step 2: progress while in flight
-    ASSERT_TRUE(s.after_step(2, p).is_ok());    // the sync lands
+    ASSERT_TRUE(s.after_step(2, p).is_ok());       // the sync lands
     got[static_cast<size_t>(rank)] = p[0].clone();
   });
   // theta' = 0 - 0.5 * (-(3*1 + 3*2)/2) = 2.25; each rank keeps its step-2 progress 0.25 (r+1).
@@ -220,9 +226,10 @@ TEST(Periodic, FragmentsSyncEveryParameterEachAtItsOwnStep) {
     PeriodicOptions o;
     o.period = 4;
     o.fragments = 4;
-    PeriodicAveragingStrategy s(*comm, o, nullptr, nullptr, [&]() -> Result<std::unique_ptr<GradientReducer>> {
-      return std::unique_ptr<GradientReducer>(std::make_unique<DenseReducer>(*comm, 1 << 20));
-    });
+    PeriodicAveragingStrategy s(
+        *comm, o, nullptr, nullptr, [&]() -> Result<std::unique_ptr<GradientReducer>> {
+          return std::unique_ptr<GradientReducer>(std::make_unique<DenseReducer>(*comm, 1 << 20));
+        });
     std::vector<at::Tensor> p = shapes();
     ASSERT_TRUE(s.begin(p).is_ok());
     ASSERT_EQ(s.fragment_count(), 4u);
@@ -240,8 +247,8 @@ TEST(Periodic, FragmentsSyncEveryParameterEachAtItsOwnStep) {
     for (size_t i = 0; i < p.size(); ++i) {
       std::vector<at::Tensor> from0{mine[i].clone()};
       ASSERT_TRUE(broadcast_sync(*comm, from0, 0).is_ok());
-      // (Plain averaging adds mean - delta_j to w_j: equal up to rounding, not bit for bit, until the
-      // drain; the ranks' updates differ by about 1e-2 where a fragment did not sync.)
+      // (Plain averaging adds mean - delta_j to w_j: equal up to rounding, not bit for bit, until
+      // the drain; the ranks' updates differ by about 1e-2 where a fragment did not sync.)
       EXPECT_LT((from0[0] - mine[i]).abs().max().item<double>(), 1e-6) << "parameter " << i;
     }
   });
@@ -277,7 +284,8 @@ void expect_identical_replicas(const Run& run, const std::string& what) {
   for (size_t r = 1; r < run.params.size(); ++r) {
     ASSERT_EQ(run.params[r].size(), run.params[0].size());
     for (size_t i = 0; i < run.params[0].size(); ++i) {
-      EXPECT_TRUE(testing::same_bits(run.params[0][i], run.params[r][i])) << what << ": rank " << r << " parameter " << i;
+      EXPECT_TRUE(testing::same_bits(run.params[0][i], run.params[r][i]))
+          << what << ": rank " << r << " parameter " << i;
     }
   }
 }
@@ -295,11 +303,14 @@ TEST(Periodic, ReplicasAreBitIdenticalAfterTheFinalDrainInEveryNewMode) {
            {"sync.strategy=dts", "sync.delay=2", "sync.period=4", diloco},
            {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=3"},
            {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=3", diloco},
-           {"sync.strategy=dts", "sync.delay=2", "sync.period=6", "sync.fragments=2", diloco, "compress.method=int8"},
+           {"sync.strategy=dts", "sync.delay=2", "sync.period=6", "sync.fragments=2", diloco,
+            "compress.method=int8"},
            {"sync.strategy=dts", "sync.delay=2", "sync.period=6", diloco, "compress.method=topk",
-            "compress.chunk_size=64", "compress.value_bits=4", "compress.density=0.125", "compress.ef_decay=0.95"},
-           {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=2", diloco, "compress.method=topk",
-            "compress.chunk_size=300", "compress.value_bits=8", "compress.density=0.1"},
+            "compress.chunk_size=64", "compress.value_bits=4", "compress.density=0.125",
+            "compress.ef_decay=0.95"},
+           {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=2", diloco,
+            "compress.method=topk", "compress.chunk_size=300", "compress.value_bits=8",
+            "compress.density=0.1"},
            // Planned at step 46 (after the delayed probe syncs), then 14 steps with the plan.
            {"train.steps=60", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto", diloco},
            {"train.steps=45", "sync.strategy=tsu", "sync.period=auto", "sync.fragments=2"}}) {
@@ -335,8 +346,9 @@ TEST(Periodic, FragmentsCutThePeakBytesPerSync) {
 TEST(Periodic, AutomaticDelayAndPeriodArePlannedOnceTheSameOnEveryRank) {
   // The probe is 2 syncs 16 steps apart (after steps 15 and 31), each applied d = 15 steps later
   // so that its collective runs beside training: the plan follows at step 46 on every rank.
-  auto run = train(spec_with(2, {"train.steps=56", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto",
-                                 "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}"}));
+  auto run = train(
+      spec_with(2, {"train.steps=56", "sync.strategy=dts", "sync.delay=auto", "sync.period=auto",
+                    "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}"}));
   for (const auto& s : run.summary) {
     ASSERT_TRUE(s.contains("auto_planned_at_step")) << s.dump();
     EXPECT_EQ(s["auto_planned_at_step"].get<double>(), 46);
@@ -353,8 +365,12 @@ TEST(Periodic, ResumedDilocoRunEqualsTheCheckpointedRunBitForBit) {
   // feedback: all must come back. The drain at each checkpoint is part of the trajectory, so
   // the reference is the same job with the same checkpoints, uninterrupted.
   namespace fs = std::filesystem;
-  std::vector<std::string> sets = {"sync.strategy=dts", "sync.delay=1", "sync.period=4", "sync.fragments=2",
-                                   "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}", "compress.method=int8",
+  std::vector<std::string> sets = {"sync.strategy=dts",
+                                   "sync.delay=1",
+                                   "sync.period=4",
+                                   "sync.fragments=2",
+                                   "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}",
+                                   "compress.method=int8",
                                    "recovery.checkpoint_every=10"};
   auto with = [&](const fs::path& dir, std::vector<std::string> more) {
     more.insert(more.end(), sets.begin(), sets.end());
@@ -369,7 +385,8 @@ TEST(Periodic, ResumedDilocoRunEqualsTheCheckpointedRunBitForBit) {
   for (size_t r = 0; r < 2; ++r) {
     EXPECT_EQ(resumed.summary[r].value("resumed_from_step", -1), 20);
     for (size_t i = 0; i < reference.params[r].size(); ++i) {
-      EXPECT_TRUE(testing::same_bits(reference.params[r][i], resumed.params[r][i])) << "rank " << r << " parameter " << i;
+      EXPECT_TRUE(testing::same_bits(reference.params[r][i], resumed.params[r][i]))
+          << "rank " << r << " parameter " << i;
     }
   }
 }

@@ -35,7 +35,8 @@ std::vector<std::vector<at::Tensor>> train(const JobSpec& spec) {
   return out;
 }
 
-void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, double tol, const std::string& what) {
+void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, double tol,
+                  const std::string& what) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     double diff = (a[i] - b[i]).abs().max().item<double>();
@@ -43,7 +44,8 @@ void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor
   }
 }
 
-void expect_identical_replicas(const std::vector<std::vector<at::Tensor>>& p, const std::string& what) {
+void expect_identical_replicas(const std::vector<std::vector<at::Tensor>>& p,
+                               const std::string& what) {
   for (size_t r = 1; r < p.size(); ++r) {
     for (size_t i = 0; i < p[0].size(); ++i) {
       EXPECT_TRUE(at::equal(p[0][i], p[r][i])) << what << ": rank " << r << " parameter " << i;
@@ -63,20 +65,22 @@ TEST(Strategies, DelayZeroIsSsgdWithMomentum) {
 
 TEST(Strategies, OneWorkerIsPlainSgdForEveryDelayAndPeriod) {
   auto plain = train(spec_with(1, {"sync.strategy=ssgd"}));
-  for (auto sets : std::vector<std::vector<std::string>>{{"sync.strategy=dssgd", "sync.delay=3"},
-                                                         {"sync.strategy=tsu", "sync.period=4"},
-                                                         {"sync.strategy=dts", "sync.delay=2", "sync.period=3"}}) {
+  for (auto sets : std::vector<std::vector<std::string>>{
+           {"sync.strategy=dssgd", "sync.delay=3"},
+           {"sync.strategy=tsu", "sync.period=4"},
+           {"sync.strategy=dts", "sync.delay=2", "sync.period=3"}}) {
     auto p = train(spec_with(1, sets));
     expect_close(plain[0], p[0], 1e-6, sets[0] + " " + sets[1]);
   }
 }
 
 TEST(Strategies, ReplicasAreBitIdenticalAfterTheFinalDrain) {
-  for (auto sets : std::vector<std::vector<std::string>>{{"sync.strategy=dssgd", "sync.delay=2"},
-                                                         {"sync.strategy=dssgd", "sync.delay=2", "sync.correction=false"},
-                                                         {"sync.strategy=tsu", "sync.period=3"},
-                                                         {"sync.strategy=tsu", "sync.period=3", "sync.average_momentum=true"},
-                                                         {"sync.strategy=dts", "sync.delay=2", "sync.period=3"}}) {
+  for (auto sets : std::vector<std::vector<std::string>>{
+           {"sync.strategy=dssgd", "sync.delay=2"},
+           {"sync.strategy=dssgd", "sync.delay=2", "sync.correction=false"},
+           {"sync.strategy=tsu", "sync.period=3"},
+           {"sync.strategy=tsu", "sync.period=3", "sync.average_momentum=true"},
+           {"sync.strategy=dts", "sync.delay=2", "sync.period=3"}}) {
     auto p = train(spec_with(3, sets));
     expect_identical_replicas(p, sets[0] + " " + sets[1]);
   }
@@ -84,8 +88,9 @@ TEST(Strategies, ReplicasAreBitIdenticalAfterTheFinalDrain) {
 
 TEST(Strategies, CompressedDeltasKeepReplicasIdenticalAndStayCloseToDense) {
   // tsu/dts send their parameter deltas through the job's compressor, with error feedback.
-  for (auto sets : std::vector<std::vector<std::string>>{{"sync.strategy=tsu", "sync.period=3"},
-                                                         {"sync.strategy=dts", "sync.delay=2", "sync.period=3"}}) {
+  for (auto sets : std::vector<std::vector<std::string>>{
+           {"sync.strategy=tsu", "sync.period=3"},
+           {"sync.strategy=dts", "sync.delay=2", "sync.period=3"}}) {
     auto dense = train(spec_with(3, sets));
     for (const char* method : {"fp16", "int8", "powersgd"}) {
       auto with = sets;
@@ -94,9 +99,11 @@ TEST(Strategies, CompressedDeltasKeepReplicasIdenticalAndStayCloseToDense) {
       const std::string what = sets[0] + " " + method;
       expect_identical_replicas(p, what);
       double diff = 0;
-      for (size_t i = 0; i < p[0].size(); ++i) diff = std::max(diff, (p[0][i] - dense[0][i]).abs().max().item<double>());
+      for (size_t i = 0; i < p[0].size(); ++i)
+        diff = std::max(diff, (p[0][i] - dense[0][i]).abs().max().item<double>());
       EXPECT_GT(diff, 0.0) << what << ": the compressor was not used";
-      // fp16 and int8 with error feedback stay near the dense run; PowerSGD (rank 1) drifts further.
+      // fp16 and int8 with error feedback stay near the dense run; PowerSGD (rank 1) drifts
+      // further.
       EXPECT_LT(diff, std::string(method) == "powersgd" ? 0.5 : 0.05) << what;
     }
   }
@@ -108,7 +115,8 @@ TEST(Strategies, DelayedReplicasDifferBeforeTheDrainButTrain) {
   auto ssgd = train(spec_with(2, {"sync.strategy=ssgd"}));
   auto dssgd = train(spec_with(2, {"sync.strategy=dssgd", "sync.delay=3"}));
   double diff = 0;
-  for (size_t i = 0; i < ssgd[0].size(); ++i) diff = std::max(diff, (ssgd[0][i] - dssgd[0][i]).abs().max().item<double>());
+  for (size_t i = 0; i < ssgd[0].size(); ++i)
+    diff = std::max(diff, (ssgd[0][i] - dssgd[0][i]).abs().max().item<double>());
   EXPECT_GT(diff, 1e-4);
 }
 
@@ -122,9 +130,11 @@ TEST(WanModel, TimesMatchTheFormula) {
   const double S = 4e6;
   // Payload moves at 1448 / 1547 of the line rate (TCP/IPv4 over Ethernet, MTU 1500, ACKs).
   const double share = 1448.0 / 1547.0;
-  // Ring a->b->c->c->a: links a-b (20 ms, 1 Gb/s), b-c (50, 100 Mb/s), c-c (0.1, 10 Gb/s), c-a (50, 100).
+  // Ring a->b->c->c->a: links a-b (20 ms, 1 Gb/s), b-c (50, 100 Mb/s), c-c (0.1, 10 Gb/s), c-a (50,
+  // 100).
   double slowest = 0.050 + (S / 4) / (share * 12.5e6);
-  EXPECT_NEAR(m.seconds(CollectiveKind::kAllReduce, static_cast<int64_t>(S)), 2 * 3 * slowest, 1e-12);
+  EXPECT_NEAR(m.seconds(CollectiveKind::kAllReduce, static_cast<int64_t>(S)), 2 * 3 * slowest,
+              1e-12);
   EXPECT_NEAR(m.seconds(CollectiveKind::kAllGather, 1000), 3 * (0.050 + 1000 / (share * 12.5e6)),
               1e-12);
   EXPECT_NEAR(m.seconds(CollectiveKind::kBroadcast, 1000, 0, /*root=*/0),
@@ -177,11 +187,13 @@ TEST(WanCommunicator, DelayedSgdHidesTheModelledLatency) {
         std::vector<at::Tensor> g{at::full({8}, static_cast<float>(rank))};
         ASSERT_TRUE(strategy.on_gradients(s, g).is_ok());
       }
-      if (rank == 0) elapsed[delay == 0 ? 0 : 1] = std::chrono::duration<double>(clock->now() - start).count();
+      if (rank == 0)
+        elapsed[delay == 0 ? 0 : 1] = std::chrono::duration<double>(clock->now() - start).count();
     });
   }
-  EXPECT_NEAR(elapsed[0], steps * (0.025 + 0.060), 1e-6);  // SSGD: compute + modelled wait each step
-  EXPECT_NEAR(elapsed[1], steps * 0.025, 1e-6);            // DSSGD d=3: the wait is hidden
+  EXPECT_NEAR(elapsed[0], steps * (0.025 + 0.060),
+              1e-6);                             // SSGD: compute + modelled wait each step
+  EXPECT_NEAR(elapsed[1], steps * 0.025, 1e-6);  // DSSGD d=3: the wait is hidden
 }
 
 }  // namespace

@@ -3,12 +3,11 @@
 // are reported by GoogleTest as usual (EXPECT_* is thread-safe).
 #pragma once
 
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-
 #include <functional>
 #include <memory>
 #include <thread>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <vector>
 
 #include "comm/process_group.h"

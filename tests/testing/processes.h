@@ -41,7 +41,9 @@ inline std::vector<nlohmann::json> events(const std::filesystem::path& p) {
 inline nlohmann::json first(const std::vector<nlohmann::json>& ev, const std::string& kind,
                             int64_t generation = -1) {
   for (const auto& e : ev) {
-    if (e.value("event", "") == kind && (generation < 0 || e.value("generation", int64_t{-1}) == generation)) return e;
+    if (e.value("event", "") == kind &&
+        (generation < 0 || e.value("generation", int64_t{-1}) == generation))
+      return e;
   }
   return nlohmann::json();
 }

@@ -13,7 +13,8 @@ namespace tern::testing {
 
 // <tmp>/<prefix>_<pid>/<name>, emptied and created.
 inline std::filesystem::path scratch_dir(const std::string& prefix, const std::string& name) {
-  auto d = std::filesystem::temp_directory_path() / (prefix + "_" + std::to_string(getpid())) / name;
+  auto d =
+      std::filesystem::temp_directory_path() / (prefix + "_" + std::to_string(getpid())) / name;
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;

@@ -9,11 +9,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <limits>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -146,7 +145,8 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_DOUBLE_EQ(e->progress().metrics().at("staleness"), 3);
   // An evaluation's other numeric results (DLRM's test_auc) travel with it.
   auto ev = parse_trainer_event(
-      R"({"event": "eval", "step": 9, "test_accuracy": 0.77, "test_loss": 0.5, "test_auc": 0.81, "rank": 1})", task);
+      R"({"event": "eval", "step": 9, "test_accuracy": 0.77, "test_loss": 0.5, "test_auc": 0.81, "rank": 1})",
+      task);
   ASSERT_TRUE(ev.has_value() && ev->has_eval());
   EXPECT_DOUBLE_EQ(ev->eval().test_accuracy(), 0.77);
   ASSERT_EQ(ev->eval().metrics().size(), 1u);
@@ -163,7 +163,8 @@ TEST(TrainerEvents, ParsesProtocolLines) {
   EXPECT_FALSE(parse_trainer_event(R"({"event": "checkpoint", "step": 3})", task).has_value());
   // A committed checkpoint is relayed (the coordinator journals the newest, issue 22); a
   // mistyped step reads as 0, which the coordinator refuses.
-  auto ck = parse_trainer_event(R"({"event": "checkpoint_committed", "step": 40, "bytes": 123})", task);
+  auto ck =
+      parse_trainer_event(R"({"event": "checkpoint_committed", "step": 40, "bytes": 123})", task);
   ASSERT_TRUE(ck.has_value() && ck->has_checkpoint());
   EXPECT_EQ(ck->checkpoint().step(), 40);
   auto bad = parse_trainer_event(R"({"event": "checkpoint_committed", "step": "forty"})", task);
@@ -197,7 +198,8 @@ TEST(TrainerEvents, NullAndMistypedNumbersAreReadAsAbsent) {
   ASSERT_TRUE(er.has_value() && er->has_error());
   EXPECT_EQ(er->error().message(), "");
   EXPECT_EQ(er->error().code(), 0);
-  auto f = parse_trainer_event(R"({"event": "finished", "summary": {"final_loss": null, "steps": 4}})", task);
+  auto f = parse_trainer_event(
+      R"({"event": "finished", "summary": {"final_loss": null, "steps": 4}})", task);
   ASSERT_TRUE(f.has_value() && f->has_finished());
   EXPECT_EQ(f->finished().summary().count("final_loss"), 0u);
   EXPECT_EQ(f->finished().summary().at("steps"), 4);
@@ -269,7 +271,9 @@ TEST_F(DaemonTest, RegroupIsWrittenToTheSurvivorsStdinAndReKeysTheTask) {
   EXPECT_EQ(log.find("fake trainer: regroup command: ", first + 1), std::string::npos) << log;
   std::string line = log.substr(first, log.find('\n', first) - first);
   const size_t brace = line.find('{');
-  ASSERT_NE(brace, std::string::npos) << "no command on the regroup line (a flake seen once under load):\n" << log;
+  ASSERT_NE(brace, std::string::npos)
+      << "no command on the regroup line (a flake seen once under load):\n"
+      << log;
   auto cmd = nlohmann::json::parse(line.substr(brace), nullptr, false);
   ASSERT_FALSE(cmd.is_discarded()) << line;
   EXPECT_EQ(cmd.value("cmd", ""), "regroup");
@@ -312,7 +316,8 @@ TEST_F(DaemonTest, CheckpointRootAllowsAJobItsOwnDirectoryAndReadsBelowIt) {
   EXPECT_NE(j.reason().find("recovery.dir"), std::string::npos) << j.reason();
   std::string reads = submit("reads", 1, "recovery: {resume_from: " + checkpoint_root_ + "/j-1}\n");
   wait_state(reads, v1::JOB_STATE_SUCCEEDED);
-  std::string climbs = submit("climbs", 1, "recovery: {resume_from: " + checkpoint_root_ + "/../secrets}\n");
+  std::string climbs =
+      submit("climbs", 1, "recovery: {resume_from: " + checkpoint_root_ + "/../secrets}\n");
   j = wait_state(climbs, v1::JOB_STATE_FAILED);
   EXPECT_NE(j.reason().find("recovery.resume_from"), std::string::npos) << j.reason();
 }
@@ -326,7 +331,8 @@ TEST_F(DaemonTest, TrainersRunNicerThanTheDaemon) {
   const int mine = getpriority(PRIO_PROCESS, 0);
   ASSERT_EQ(errno, 0);
   const std::string log = coordinator_log(id, 0);
-  EXPECT_NE(log.find("nice=" + std::to_string(std::min(19, mine + 10)) + "\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("nice=" + std::to_string(std::min(19, mine + 10)) + "\n"), std::string::npos)
+      << log;
 }
 
 TEST_F(DaemonTest, MissingTrainerFailsCleanly) {

@@ -6,8 +6,8 @@
 #include <chrono>
 #include <functional>
 
-#include "common/trainer_codec.h"
 #include "common/clock.h"
+#include "common/trainer_codec.h"
 #include "recovery/commit.h"
 
 namespace tern {
@@ -17,7 +17,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 // Background work is bounded by the disk, not by peers: generous, but never forever.
 constexpr std::chrono::minutes kFlushTimeout{10};
-
 
 // Every rank's `mine`, in rank order (one all-gather of one int64 per rank).
 Result<std::vector<int64_t>> gather_values(Communicator& comm, int64_t mine,
@@ -158,8 +157,8 @@ namespace {
 // This rank's part of the newest step <= lo.max_step it can load: replicated.ckpt plus its own
 // rank file; with `any_world`, a step written by another number of ranks counts with its
 // replicated.ckpt alone.
-Result<LoadedCheckpoint> load_mine(const CheckpointStore& store, int rank, int world, const LoadOptions& lo,
-                                   bool any_world) {
+Result<LoadedCheckpoint> load_mine(const CheckpointStore& store, int rank, int world,
+                                   const LoadOptions& lo, bool any_world) {
   if (!any_world) return load_latest_checkpoint(store, lo);
   LoadOptions rep = lo;
   rep.ranks.clear();
@@ -186,7 +185,8 @@ Result<LoadedCheckpoint> load_mine(const CheckpointStore& store, int rank, int w
 }  // namespace
 
 Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::string& dir,
-                                                const at::Device& device, bool any_world, int64_t max_step) {
+                                                const at::Device& device, bool any_world,
+                                                int64_t max_step) {
   CheckpointStore store(dir);
   const int rank = comm.rank();
   LoadOptions lo;
@@ -220,8 +220,8 @@ Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::s
         at_agreed.max_step = agreed;
         mine = load_mine(store, rank, comm.size(), at_agreed, any_world);
         if (mine.is_ok() && mine->step != agreed) {
-          mine = not_found(store.step_dir(agreed) + ": cannot be loaded by rank " + std::to_string(rank) +
-                           " (see its log)");
+          mine = not_found(store.step_dir(agreed) + ": cannot be loaded by rank " +
+                           std::to_string(rank) + " (see its log)");
         }
       }
       if (!mine.is_ok())

@@ -36,9 +36,9 @@
 namespace tern {
 
 struct CheckpointerOptions {
-  std::string dir;         // the store (every rank must reach the same directory)
-  int64_t every = 0;       // steps between checkpoints (the loop schedules them); bounds the commit lag
-  int64_t keep = 3;        // complete steps kept by retention
+  std::string dir;    // the store (every rank must reach the same directory)
+  int64_t every = 0;  // steps between checkpoints (the loop schedules them); bounds the commit lag
+  int64_t keep = 3;   // complete steps kept by retention
   int64_t commit_lag = 4;  // steps between a snapshot and its collective commit (clamped to every)
   int rank = 0;
   std::string job_id;
@@ -99,9 +99,8 @@ class Checkpointer {
 // is loaded too; then every rank reads only replicated.ckpt (its `ranks` stays empty: the
 // per-rank files belong to the old world's ranks; sharded state re-shards through
 // Workload::restore_sharded, which reads every rank file of the step).
-Result<LoadedCheckpoint> load_agreed_checkpoint(Communicator& comm, const std::string& dir,
-                                                const at::Device& device = at::kCPU,
-                                                bool any_world = false,
-                                                int64_t max_step = std::numeric_limits<int64_t>::max());
+Result<LoadedCheckpoint> load_agreed_checkpoint(
+    Communicator& comm, const std::string& dir, const at::Device& device = at::kCPU,
+    bool any_world = false, int64_t max_step = std::numeric_limits<int64_t>::max());
 
 }  // namespace tern

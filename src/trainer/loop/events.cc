@@ -14,7 +14,8 @@ void JsonLinesSink::emit(nlohmann::json event) {
   header.job = job_;
   header.rank = rank_;
   header.generation = generation_;
-  header.time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  header.time =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   // `event` is a body from trainer_codec's to_json: the codec adds the header and spells the line.
   std::string line = encode_event_object(header, std::move(event)) + "\n";
   std::lock_guard<std::mutex> l(mu_);

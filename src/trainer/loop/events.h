@@ -2,9 +2,8 @@
 // (src/common/trainer_protocol.h). The process writes JSON lines to stdout; tests collect them.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

@@ -51,7 +51,8 @@ Result<double> global_auc(Communicator& comm, const at::Tensor& scores, const at
   for (auto& g : gathered) g = at::empty({most, 2}, at::kDouble);
   TERN_RETURN_IF_ERROR(all_gather_sync(comm, gathered, padded).with_context("AUC scores"));
   std::vector<at::Tensor> parts;
-  for (size_t r = 0; r < gathered.size(); ++r) parts.push_back(gathered[r].narrow(0, 0, counts[r].item<int64_t>()));
+  for (size_t r = 0; r < gathered.size(); ++r)
+    parts.push_back(gathered[r].narrow(0, 0, counts[r].item<int64_t>()));
   at::Tensor all = at::cat(parts);
   return exact_auc(all.select(1, 0), all.select(1, 1));
 }

@@ -231,7 +231,8 @@ Result<std::unique_ptr<Optimizer>> make_optimizer(const TrainSpec& train,
     o.weight_decay = train.weight_decay;
     return std::unique_ptr<Optimizer>(std::make_unique<AdamW>(std::move(params), o));
   }
-  return invalid_argument("unknown train.optimizer '" + name_of(train.optimizer) + "' (sgd, adamw)");
+  return invalid_argument("unknown train.optimizer '" + name_of(train.optimizer) +
+                          "' (sgd, adamw)");
 }
 
 }  // namespace tern

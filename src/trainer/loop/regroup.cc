@@ -28,9 +28,11 @@ int RegroupRequest::group_rank(int job_rank) const {
 }
 
 Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
-                                             int rank, int world, int64_t step, const Status& failure,
-                                             EventSink* sink, const RegroupTargets& targets) {
-  const bool elastic = spec.recovery.mode == RecoveryMode::kPartial || spec.recovery.mode == RecoveryMode::kFull;
+                                             int rank, int world, int64_t step,
+                                             const Status& failure, EventSink* sink,
+                                             const RegroupTargets& targets) {
+  const bool elastic =
+      spec.recovery.mode == RecoveryMode::kPartial || spec.recovery.mode == RecoveryMode::kFull;
   if (!elastic || !hooks.wait || !hooks.connect || !is_peer_failure(failure)) return failure;
   spdlog::warn("step {}: lost a peer ({}); waiting for the coordinator to regroup", step,
                failure.to_string());
@@ -55,15 +57,16 @@ Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const Jo
       return failed_precondition("regroup to generation " + std::to_string(req.generation) +
                                  " does not name rank " + std::to_string(rank));
     }
-    spdlog::info("regrouping at generation {} (master {}, {} of {} ranks)", req.generation, req.master,
-                 req.world, world);
+    spdlog::info("regrouping at generation {} (master {}, {} of {} ranks)", req.generation,
+                 req.master, req.world, world);
     auto connected = hooks.connect(req);
     if (connected.is_ok()) {
       stack = std::move(connected).value();
       break;
     }
-    if (attempt == kMaxAttempts) return connected.status().with_context("regroup at generation " +
-                                                                        std::to_string(req.generation));
+    if (attempt == kMaxAttempts)
+      return connected.status().with_context("regroup at generation " +
+                                             std::to_string(req.generation));
     spdlog::warn("generation {} did not form ({}); waiting for the next regroup", req.generation,
                  connected.status().to_string());
   }
@@ -95,7 +98,8 @@ void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t
     std::_Exit(kInjectedFailureExit);
   }
   if (debug.kill_rank == rank && debug.kill_step == step) {
-    spdlog::error("debug.kill reached: rank {} sends itself SIGKILL at step {} (fault injection)", rank, step);
+    spdlog::error("debug.kill reached: rank {} sends itself SIGKILL at step {} (fault injection)",
+                  rank, step);
     spdlog::default_logger()->flush();
     ::kill(::getpid(), SIGKILL);
   }
@@ -106,13 +110,15 @@ void inject_corruption(const DebugSpec& debug, int rank, int64_t generation, int
   if (generation > 1 || debug.corrupt_rank != rank || debug.corrupt_step != step) return;
   at::Tensor t = target();
   if (!t.defined() || t.numel() == 0) {
-    spdlog::warn("debug.corrupt reached: rank {} has no replicated parameter to corrupt at step {}", rank, step);
+    spdlog::warn("debug.corrupt reached: rank {} has no replicated parameter to corrupt at step {}",
+                 rank, step);
     return;
   }
   flip_one_bit(t);
-  spdlog::warn("debug.corrupt reached: rank {} flipped bit {} of the first element of a {} tensor of its "
-               "replicated parameters at step {} (fault injection)",
-               rank, corrupt_bit(t.scalar_type()), c10::str(t.sizes()), step);
+  spdlog::warn(
+      "debug.corrupt reached: rank {} flipped bit {} of the first element of a {} tensor of its "
+      "replicated parameters at step {} (fault injection)",
+      rank, corrupt_bit(t.scalar_type()), c10::str(t.sizes()), step);
 }
 
 }  // namespace tern

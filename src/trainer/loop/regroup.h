@@ -75,18 +75,19 @@ bool is_peer_failure(const Status& failure);
 // cannot regroup (mode none, no hooks, not a peer failure), and FAILED_PRECONDITION for a
 // group that does not name this rank or (without members) another world size.
 Result<RegroupRequest> regroup_after_failure(const RegroupHooks& hooks, const JobSpec& spec,
-                                             int rank, int world, int64_t step, const Status& failure,
-                                             EventSink* sink, const RegroupTargets& targets);
+                                             int rank, int world, int64_t step,
+                                             const Status& failure, EventSink* sink,
+                                             const RegroupTargets& targets);
 
 // Fault injection at the top of a step (debug.fail_rank/fail_step: exit with
 // kInjectedFailureExit; debug.kill: SIGKILL to itself). Only at the first generation, so a
 // replacement started for the same rank does not fail again. Does not return when it fires.
 void inject_faults(const DebugSpec& debug, int rank, int64_t generation, int64_t step);
 
-// debug.corrupt: at the top of step debug.corrupt.at_step this rank flips one bit (replica_check.h's
-// corrupt_bit: a float's highest mantissa bit) of the first element of `target()` (replica_check.h's corruption_target: the first replicated
-// parameter), logged. Only at the first generation, like inject_faults. `target` is only called
-// when it fires.
+// debug.corrupt: at the top of step debug.corrupt.at_step this rank flips one bit
+// (replica_check.h's corrupt_bit: a float's highest mantissa bit) of the first element of
+// `target()` (replica_check.h's corruption_target: the first replicated parameter), logged. Only at
+// the first generation, like inject_faults. `target` is only called when it fires.
 void inject_corruption(const DebugSpec& debug, int rank, int64_t generation, int64_t step,
                        const std::function<at::Tensor()>& target);
 

@@ -8,8 +8,8 @@
 #include <map>
 #include <sstream>
 
-#include "common/trainer_codec.h"
 #include "comm/reducer.h"
+#include "common/trainer_codec.h"
 #include "trainer/loop/nonfinite.h"
 
 namespace tern {

@@ -95,7 +95,7 @@ struct ReplicaSources {
 };
 
 struct ReplicaCheckOptions {
-  int64_t every = 0;                 // sync.verify_every (0: never)
+  int64_t every = 0;                           // sync.verify_every (0: never)
   OnMismatch on_mismatch = OnMismatch::kFail;  // sync.on_mismatch
   int rank = 0;
   torch::Device device = torch::kCPU;  // where the collectives' tensors live

@@ -1,7 +1,6 @@
 #include "trainer/loop/sampler.h"
 
 #include <algorithm>
-
 #include <numeric>
 #include <random>
 
@@ -15,7 +14,11 @@ uint64_t mix_seed(uint64_t a, uint64_t b) {
 }
 
 ShardedSampler::ShardedSampler(int64_t dataset_size, int world, int rank, uint64_t seed)
-    : size_(dataset_size), world_(world), rank_(rank), seed_(seed), per_rank_(dataset_size / world) {}
+    : size_(dataset_size),
+      world_(world),
+      rank_(rank),
+      seed_(seed),
+      per_rank_(dataset_size / world) {}
 
 std::vector<int64_t> ShardedSampler::permutation(int64_t epoch) const {
   std::vector<int64_t> perm(static_cast<size_t>(size_));
@@ -33,11 +36,13 @@ std::vector<int64_t> ShardedSampler::epoch_indices(int64_t epoch) const {
   std::vector<int64_t> perm = permutation(epoch);
   std::vector<int64_t> mine;
   mine.reserve(static_cast<size_t>(per_rank_));
-  for (int64_t k = 0; k < per_rank_; ++k) mine.push_back(perm[static_cast<size_t>(rank_ + k * world_)]);
+  for (int64_t k = 0; k < per_rank_; ++k)
+    mine.push_back(perm[static_cast<size_t>(rank_ + k * world_)]);
   return mine;
 }
 
-DataParallelParts::DataParallelParts(int64_t dataset_size, int world, int rank, uint64_t seed, int64_t batch_size)
+DataParallelParts::DataParallelParts(int64_t dataset_size, int world, int rank, uint64_t seed,
+                                     int64_t batch_size)
     : size_(dataset_size),
       world_(world),
       rank_(rank),
@@ -46,22 +51,25 @@ DataParallelParts::DataParallelParts(int64_t dataset_size, int world, int rank, 
       mine_(dataset_size, world, rank, seed),
       steps_per_epoch_(std::max<int64_t>(1, (mine_.per_rank() + batch_size - 1) / batch_size)) {}
 
-Result<std::unique_ptr<DataParallelParts>> DataParallelParts::make(int64_t dataset_size, int world, int rank,
-                                                                   uint64_t seed, int64_t batch_size) {
+Result<std::unique_ptr<DataParallelParts>> DataParallelParts::make(int64_t dataset_size, int world,
+                                                                   int rank, uint64_t seed,
+                                                                   int64_t batch_size) {
   auto parts = std::make_unique<DataParallelParts>(dataset_size, world, rank, seed, batch_size);
   if (parts->per_rank() == 0) {
-    return invalid_argument("data set of " + std::to_string(dataset_size) + " samples is too small for " +
-                            std::to_string(world) + " workers");
+    return invalid_argument("data set of " + std::to_string(dataset_size) +
+                            " samples is too small for " + std::to_string(world) + " workers");
   }
   return parts;
 }
 
-Result<int64_t> step_at_other_world(int64_t step, int64_t from_steps_per_epoch, int64_t from_global_batch,
-                                    int64_t to_steps_per_epoch, int64_t to_global_batch) {
+Result<int64_t> step_at_other_world(int64_t step, int64_t from_steps_per_epoch,
+                                    int64_t from_global_batch, int64_t to_steps_per_epoch,
+                                    int64_t to_global_batch) {
   if (step < 0 || from_steps_per_epoch < 1 || from_global_batch < 1 || to_steps_per_epoch < 1 ||
       to_global_batch < 1) {
-    return invalid_argument("cannot map step " + std::to_string(step) + " (" + std::to_string(from_steps_per_epoch) +
-                            " steps per epoch of " + std::to_string(from_global_batch) + " samples) to " +
+    return invalid_argument("cannot map step " + std::to_string(step) + " (" +
+                            std::to_string(from_steps_per_epoch) + " steps per epoch of " +
+                            std::to_string(from_global_batch) + " samples) to " +
                             std::to_string(to_steps_per_epoch) + " steps per epoch of " +
                             std::to_string(to_global_batch) + " samples");
   }
@@ -81,7 +89,8 @@ std::vector<int64_t> DataParallelParts::part(int64_t step, int rank) {
   }
   auto& indices = epoch_indices_[static_cast<size_t>(rank)];
   if (indices.empty()) {
-    indices = rank == rank_ ? mine_.epoch_indices(epoch) : ShardedSampler(size_, world_, rank, seed_).epoch_indices(epoch);
+    indices = rank == rank_ ? mine_.epoch_indices(epoch)
+                            : ShardedSampler(size_, world_, rank, seed_).epoch_indices(epoch);
   }
   const int64_t begin = std::min<int64_t>(pos * batch_, static_cast<int64_t>(indices.size()));
   const int64_t end = std::min<int64_t>(begin + batch_, static_cast<int64_t>(indices.size()));
@@ -111,7 +120,9 @@ ElasticShare elastic_share(const std::function<std::vector<int64_t>(int)>& part,
       vacant_seen += static_cast<int64_t>(p.size());
     }
   }
-  out.weight = out.global_samples > 0 ? static_cast<double>(n) / static_cast<double>(out.global_samples) : 0.0;
+  out.weight = out.global_samples > 0
+                   ? static_cast<double>(n) / static_cast<double>(out.global_samples)
+                   : 0.0;
   return out;
 }
 

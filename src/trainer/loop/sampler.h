@@ -39,8 +39,8 @@ class DataParallelParts {
  public:
   DataParallelParts(int64_t dataset_size, int world, int rank, uint64_t seed, int64_t batch_size);
   // INVALID_ARGUMENT when the data set leaves a rank no sample.
-  static Result<std::unique_ptr<DataParallelParts>> make(int64_t dataset_size, int world, int rank, uint64_t seed,
-                                                         int64_t batch_size);
+  static Result<std::unique_ptr<DataParallelParts>> make(int64_t dataset_size, int world, int rank,
+                                                         uint64_t seed, int64_t batch_size);
   int64_t per_rank() const { return mine_.per_rank(); }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   std::vector<int64_t> part(int64_t step, int rank);
@@ -52,7 +52,8 @@ class DataParallelParts {
   int64_t batch_;
   ShardedSampler mine_;
   int64_t steps_per_epoch_;
-  std::vector<std::vector<int64_t>> epoch_indices_;  // per rank, filled on demand for indices_epoch_
+  std::vector<std::vector<int64_t>>
+      epoch_indices_;  // per rank, filled on demand for indices_epoch_
   int64_t indices_epoch_ = -1;
 };
 
@@ -80,8 +81,9 @@ ElasticShare elastic_share(const std::function<std::vector<int64_t>(int)>& part,
 // not visited yet: rounding down, no sample of the epoch is skipped and fewer than
 // `to_global_batch` are seen twice. The same arguments on both sides return `step`.
 // INVALID_ARGUMENT for a negative step or a count < 1.
-Result<int64_t> step_at_other_world(int64_t step, int64_t from_steps_per_epoch, int64_t from_global_batch,
-                                    int64_t to_steps_per_epoch, int64_t to_global_batch);
+Result<int64_t> step_at_other_world(int64_t step, int64_t from_steps_per_epoch,
+                                    int64_t from_global_batch, int64_t to_steps_per_epoch,
+                                    int64_t to_global_batch);
 
 // Deterministic 64-bit mixing (splitmix64): seeds derived from (seed, epoch, rank, ...).
 uint64_t mix_seed(uint64_t a, uint64_t b);

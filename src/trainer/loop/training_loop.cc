@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <chrono>
+#include <cstdlib>
 #include <limits>
 #include <thread>
 
@@ -27,7 +27,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-
 // The tensors whose names start with `prefix`, named without it.
 NamedTensors with_prefix(const NamedTensors& tensors, const std::string& prefix) {
   NamedTensors out;
@@ -45,14 +44,15 @@ nlohmann::json restore_event(const std::string& kind, RestoreFields fields) {
 
 }  // namespace
 
-TrainingLoop::TrainingLoop(TrainerOptions options, std::shared_ptr<Communicator> comm, EventSink* sink,
-                           std::unique_ptr<Workload> workload)
+TrainingLoop::TrainingLoop(TrainerOptions options, std::shared_ptr<Communicator> comm,
+                           EventSink* sink, std::unique_ptr<Workload> workload)
     : options_(std::move(options)),
       spec_(options_.spec),
       counting_(std::make_shared<CountingCommunicator>(std::move(comm))),
       sink_(sink),
       workload_(std::move(workload)),
-      straggler_rng_(mix_seed(static_cast<uint64_t>(options_.spec.train.seed), 1000 + options_.rank)) {}
+      straggler_rng_(
+          mix_seed(static_cast<uint64_t>(options_.spec.train.seed), 1000 + options_.rank)) {}
 
 TrainingLoop::~TrainingLoop() = default;
 
@@ -65,7 +65,9 @@ int64_t TrainingLoop::bytes_sent() const {
 
 Status TrainingLoop::prepare() {
   if (prepared_) return Status::ok();
-  if (!workload_) return invalid_argument("model.type '" + name_of(spec_.model.type) + "': no workload trains it");
+  if (!workload_)
+    return invalid_argument("model.type '" + name_of(spec_.model.type) +
+                            "': no workload trains it");
   members_ = options_.members;
   min_world_ = members_.empty() ? options_.world : static_cast<int64_t>(members_.size());
   WorkloadContext wc;
@@ -84,7 +86,8 @@ Status TrainingLoop::prepare() {
   return Status::ok();
 }
 
-void TrainingLoop::attach_group(int64_t generation, std::vector<int> members, std::shared_ptr<Communicator> world) {
+void TrainingLoop::attach_group(int64_t generation, std::vector<int> members,
+                                std::shared_ptr<Communicator> world) {
   options_.generation = generation;
   options_.members = members;
   members_ = std::move(members);
@@ -95,9 +98,10 @@ void TrainingLoop::attach_group(int64_t generation, std::vector<int> members, st
 Status TrainingLoop::share_initial_parameters(std::vector<at::Tensor>& data) {
   NamedState named;
   for (size_t i = 0; i < data.size(); ++i) named.emplace_back(std::to_string(i), data[i]);
-  TERN_ASSIGN_OR_RETURN(auto hashes, exchange_hashes(*counting_, hash_named_tensors(named),
-                                                     hash_named_tensors(named, /*layout_only=*/true),
-                                                     options_.device));
+  TERN_ASSIGN_OR_RETURN(
+      auto hashes,
+      exchange_hashes(*counting_, hash_named_tensors(named),
+                      hash_named_tensors(named, /*layout_only=*/true), options_.device));
   if (std::all_of(hashes.begin(), hashes.end(), [&](const auto& h) { return h == hashes[0]; })) {
     spdlog::info("initial parameters are identical on all {} ranks: no broadcast", hashes.size());
     return Status::ok();
@@ -120,16 +124,21 @@ Status TrainingLoop::setup() {
   }
   TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_));
   if (spec_.train.optimizer == OptimizerKind::kAdamw) {
-    spdlog::info("optimizer adamw on {} parameters: lr {} betas [{}, {}] eps {} weight_decay {} (decoupled){}",
-                 params_.size(), spec_.train.lr, spec_.train.betas.at(0), spec_.train.betas.at(1), spec_.train.eps,
-                 spec_.train.weight_decay,
-                 spec_.train.momentum != 0 ? "; train.momentum is SGD's and not used" : "");
+    spdlog::info(
+        "optimizer adamw on {} parameters: lr {} betas [{}, {}] eps {} weight_decay {} "
+        "(decoupled){}",
+        params_.size(), spec_.train.lr, spec_.train.betas.at(0), spec_.train.betas.at(1),
+        spec_.train.eps, spec_.train.weight_decay,
+        spec_.train.momentum != 0 ? "; train.momentum is SGD's and not used" : "");
   }
-  steps_per_epoch_ = (workload_->samples_per_rank() + spec_.train.batch_size - 1) / spec_.train.batch_size;
+  steps_per_epoch_ =
+      (workload_->samples_per_rank() + spec_.train.batch_size - 1) / spec_.train.batch_size;
   total_steps_ = spec_.train.steps > 0 ? spec_.train.steps : spec_.train.epochs * steps_per_epoch_;
   // The region and leader groups are metered too, so bytes_sent covers every hop.
-  if (options_.intra_comm) intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
-  if (options_.inter_comm) inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
+  if (options_.intra_comm)
+    intra_counting_ = std::make_shared<CountingCommunicator>(options_.intra_comm);
+  if (options_.inter_comm)
+    inter_counting_ = std::make_shared<CountingCommunicator>(options_.inter_comm);
 
   const RecoverySpec& rs = spec_.recovery;
   if (rs.interval == IntervalPolicy::kFixed && rs.checkpoint_every > 0) {
@@ -140,7 +149,8 @@ Status TrainingLoop::setup() {
   }
   if (interval_steps_ > 0 || plan_step_ > 0) {
     CheckpointerOptions co;
-    co.dir = rs.dir.empty() ? (options_.work_dir.empty() ? std::string(".") : options_.work_dir) + "/checkpoints"
+    co.dir = rs.dir.empty() ? (options_.work_dir.empty() ? std::string(".") : options_.work_dir) +
+                                  "/checkpoints"
                             : rs.dir;
     // The loop schedules saves itself (checkpoint_due); `every` bounds the commit lag.
     co.every = interval_steps_ > 0 ? interval_steps_ : std::numeric_limits<int64_t>::max();
@@ -152,56 +162,67 @@ Status TrainingLoop::setup() {
   }
 
   replicas_ = std::make_unique<ReplicaChecker>(
-      ReplicaCheckOptions{spec_.sync.verify_every, spec_.sync.on_mismatch, options_.rank, options_.device}, sink_);
+      ReplicaCheckOptions{spec_.sync.verify_every, spec_.sync.on_mismatch, options_.rank,
+                          options_.device},
+      sink_);
 
   // Resume (a replacement rank joining a running job takes the group's state instead).
   std::unique_ptr<LoadedCheckpoint> resume;
   const std::string& resume_dir = rs.resume_from;
   if (!resume_dir.empty() && options_.generation <= 1) {
     // Any world: a job resumed on another cluster may have another number of workers.
-    auto loaded = load_agreed_checkpoint(*counting_, resume_dir, options_.device, /*any_world=*/true,
-                                         rs.resume_step > 0 ? rs.resume_step : std::numeric_limits<int64_t>::max());
+    auto loaded = load_agreed_checkpoint(
+        *counting_, resume_dir, options_.device, /*any_world=*/true,
+        rs.resume_step > 0 ? rs.resume_step : std::numeric_limits<int64_t>::max());
     if (!loaded.is_ok()) return loaded.status().with_context("recovery.resume_from");
     resume = std::make_unique<LoadedCheckpoint>(std::move(loaded).value());
-    TERN_RETURN_IF_ERROR(restore_replicated(*resume, resume_dir).with_context("recovery.resume_from"));
+    TERN_RETURN_IF_ERROR(
+        restore_replicated(*resume, resume_dir).with_context("recovery.resume_from"));
     resumed_from_ = resume->step;
   }
   TERN_RETURN_IF_ERROR(build_sync(/*first=*/true));
   if (resume) {
-    TERN_RETURN_IF_ERROR(restore_per_rank(*resume, resume_dir, "resumed").with_context("recovery.resume_from"));
+    TERN_RETURN_IF_ERROR(
+        restore_per_rank(*resume, resume_dir, "resumed").with_context("recovery.resume_from"));
   }
   if (options_.generation > 1) {
     // A replacement rank joining a running job: take the survivors' state, or with
     // recovery.mode full roll back to the last checkpoint together with them.
-    Status joined = rs.mode == RecoveryMode::kFull ? rollback(/*have_state=*/false) : sync_state(/*have_state=*/false);
-    TERN_RETURN_IF_ERROR(joined.with_context("joining generation " + std::to_string(options_.generation)));
+    Status joined = rs.mode == RecoveryMode::kFull ? rollback(/*have_state=*/false)
+                                                   : sync_state(/*have_state=*/false);
+    TERN_RETURN_IF_ERROR(
+        joined.with_context("joining generation " + std::to_string(options_.generation)));
     TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kJoin));
     if (rs.mode == RecoveryMode::kPartial) restore_lost_rank_state();
   }
-  spdlog::info("setup done: model={} {} params={} steps/epoch={} total_steps={} strategy={} compressor={} "
-               "checkpoints: interval={} policy={} {}",
-               name_of(spec_.model.type), workload_->describe(), params_.size(), steps_per_epoch_, total_steps_,
-               strategy_->name(), reducer_->name(), name_of(rs.interval), name_of(rs.policy),
-               interval_steps_ > 0 ? "every " + std::to_string(interval_steps_) + " steps"
-               : plan_step_ > 0    ? "planned at step " + std::to_string(plan_step_)
-                                   : "off");
+  spdlog::info(
+      "setup done: model={} {} params={} steps/epoch={} total_steps={} strategy={} compressor={} "
+      "checkpoints: interval={} policy={} {}",
+      name_of(spec_.model.type), workload_->describe(), params_.size(), steps_per_epoch_,
+      total_steps_, strategy_->name(), reducer_->name(), name_of(rs.interval), name_of(rs.policy),
+      interval_steps_ > 0 ? "every " + std::to_string(interval_steps_) + " steps"
+      : plan_step_ > 0    ? "planned at step " + std::to_string(plan_step_)
+                          : "off");
   return Status::ok();
 }
 
 Status TrainingLoop::build_sync(bool first) {
   ReducerContext rctx;
   rctx.steps_per_epoch = steps_per_epoch_;
-  rctx.seed = static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
+  rctx.seed =
+      static_cast<int64_t>(mix_seed(static_cast<uint64_t>(spec_.train.seed), 2000 + options_.rank));
   // A rebuilt strategy (a regroup) keeps the replicated state the survivors share (an outer
   // optimizer's momentum); an automatic d and T is chosen again for the new group.
   NamedState carried;
   if (strategy_ && !first) {
-    for (auto& [name, t] : without_auto_plan(strategy_->replicated_state())) carried.emplace_back(name, t.clone());
+    for (auto& [name, t] : without_auto_plan(strategy_->replicated_state()))
+      carried.emplace_back(name, t.clone());
   }
   strategy_.reset();  // borrows the reducer: goes first
   TERN_ASSIGN_OR_RETURN(reducer_, make_gradient_reducer(spec_, *counting_, rctx));
   if (first && reducer_->owns_momentum()) {  // DGC applies momentum itself (momentum correction)
-    TERN_ASSIGN_OR_RETURN(optimizer_, make_optimizer(spec_.train, params_, /*momentum_in_reducer=*/true));
+    TERN_ASSIGN_OR_RETURN(optimizer_,
+                          make_optimizer(spec_.train, params_, /*momentum_in_reducer=*/true));
   }
   StrategyContext ctx{*counting_, reducer_.get(), spec_};
   // sync.average_momentum: SGD's momentum buffers, AdamW's first moment (optimizer.h).
@@ -210,12 +231,14 @@ Status TrainingLoop::build_sync(bool first) {
   ctx.inter_comm = inter_counting_;
   ctx.make_reducer = [this, rctx]() { return make_gradient_reducer(spec_, *counting_, rctx); };
   if (spec_.straggler.mode != StragglerMode::kNone) {
-    TERN_ASSIGN_OR_RETURN(strategy_, StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
+    TERN_ASSIGN_OR_RETURN(strategy_,
+                          StragglerSync::make(*counting_, reducer_.get(), spec_, total_steps_));
   } else {
     TERN_ASSIGN_OR_RETURN(strategy_, make_sync_strategy(std::move(ctx)));
   }
   TERN_RETURN_IF_ERROR(strategy_->begin(params_));
-  if (!carried.empty()) TERN_RETURN_IF_ERROR(strategy_->load_replicated_state(carried).with_context("regroup"));
+  if (!carried.empty())
+    TERN_RETURN_IF_ERROR(strategy_->load_replicated_state(carried).with_context("regroup"));
   return Status::ok();
 }
 
@@ -261,21 +284,24 @@ Status TrainingLoop::sync_state(bool have_state) {
   Optimizer::NamedTensors opt_state = optimizer_->state(param_names_, /*materialize=*/true);
   const size_t opt_begin = state.size();
   for (auto& [name, t] : opt_state) {
-    state.push_back(t.is_floating_point() ? t.to(options_.device) : t.to(options_.device, at::kDouble));
+    state.push_back(t.is_floating_point() ? t.to(options_.device)
+                                          : t.to(options_.device, at::kDouble));
   }
   for (auto& [name, b] : workload_->named_buffers()) state.push_back(b.detach());
   // The strategy's replicated state (outer momentum); an automatic plan is made anew.
   for (auto& [name, t] : without_auto_plan(strategy_->replicated_state())) state.push_back(t);
   // The job's counters and checkpoint schedule travel with them (doubles hold these integers
   // exactly).
-  state.push_back(at::tensor({static_cast<double>(global_samples_), static_cast<double>(interval_steps_),
-                              static_cast<double>(first_step_), static_cast<double>(plan_step_), last_loss_},
-                             at::kDouble)
-                      .to(options_.device));
-  TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, state, src).with_context("state from rank " + std::to_string(src)));
+  state.push_back(
+      at::tensor({static_cast<double>(global_samples_), static_cast<double>(interval_steps_),
+                  static_cast<double>(first_step_), static_cast<double>(plan_step_), last_loss_},
+                 at::kDouble)
+          .to(options_.device));
+  TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, state, src)
+                           .with_context("state from rank " + std::to_string(src)));
   for (size_t i = 0; i < opt_state.size(); ++i) opt_state[i].second = state[opt_begin + i];
-  TERN_RETURN_IF_ERROR(optimizer_->load_state(opt_state, param_names_, "optimizer state from rank " +
-                                                                         std::to_string(src)));
+  TERN_RETURN_IF_ERROR(optimizer_->load_state(opt_state, param_names_,
+                                              "optimizer state from rank " + std::to_string(src)));
   at::Tensor c = state.back().cpu();
   auto v = c.accessor<double, 1>();
   global_samples_ = static_cast<int64_t>(v[0]);
@@ -290,25 +316,30 @@ Status TrainingLoop::sync_state(bool have_state) {
     for (const auto& seg : privacy_.history()) {
       h.insert(h.end(), {seg.q, seg.sigma, static_cast<double>(seg.steps)});
     }
-    std::vector<at::Tensor> len{at::tensor({static_cast<double>(h.size())}, at::kDouble).to(options_.device)};
-    TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, len, src).with_context("privacy accountant from rank " +
-                                                                                 std::to_string(src)));
+    std::vector<at::Tensor> len{
+        at::tensor({static_cast<double>(h.size())}, at::kDouble).to(options_.device)};
+    TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, len, src)
+                             .with_context("privacy accountant from rank " + std::to_string(src)));
     const int64_t n = static_cast<int64_t>(len[0].cpu().item<double>());
     RdpAccountant synced;
     if (n > 0) {
-      std::vector<at::Tensor> body{counting_->rank() == src ? at::tensor(h, at::kDouble).to(options_.device)
-                                                            : at::zeros({n}, at::kDouble).to(options_.device)};
-      TERN_RETURN_IF_ERROR(broadcast_tensors(*counting_, body, src).with_context("privacy accountant from rank " +
-                                                                                    std::to_string(src)));
+      std::vector<at::Tensor> body{counting_->rank() == src
+                                       ? at::tensor(h, at::kDouble).to(options_.device)
+                                       : at::zeros({n}, at::kDouble).to(options_.device)};
+      TERN_RETURN_IF_ERROR(
+          broadcast_tensors(*counting_, body, src)
+              .with_context("privacy accountant from rank " + std::to_string(src)));
       at::Tensor b = body[0].cpu();
       auto a = b.accessor<double, 1>();
-      for (int64_t i = 0; i + 2 < n; i += 3) synced.step(a[i], a[i + 1], static_cast<int64_t>(a[i + 2]));
+      for (int64_t i = 0; i + 2 < n; i += 3)
+        synced.step(a[i], a[i + 1], static_cast<int64_t>(a[i + 2]));
     }
     privacy_ = std::move(synced);
-    spdlog::info("privacy accountant from rank {}: {} steps, epsilon {:.4f} at delta {}", src, privacy_.steps(),
-                 privacy_.epsilon(spec_.train.dp.delta), spec_.train.dp.delta);
+    spdlog::info("privacy accountant from rank {}: {} steps, epsilon {:.4f} at delta {}", src,
+                 privacy_.steps(), privacy_.epsilon(spec_.train.dp.delta), spec_.train.dp.delta);
   }
-  if (have_state && step_ < best) spdlog::info("state from rank {}: step {} -> {}", src, step_, best);
+  if (have_state && step_ < best)
+    spdlog::info("state from rank {}: step {} -> {}", src, step_, best);
   step_ = best;
   // The strategy restarts from the synced parameters (periodic sync's last sync point).
   TERN_RETURN_IF_ERROR(strategy_->begin(params_));
@@ -318,9 +349,9 @@ Status TrainingLoop::sync_state(bool have_state) {
 
 Status TrainingLoop::recover(const Status& failure) {
   auto t0 = SteadyClock::now();
-  auto regrouped = regroup_after_failure(options_.regroup, spec_, options_.rank, options_.world, step_, failure, sink_,
-                                         {counting_.get(), intra_counting_.get(), inter_counting_.get(),
-                                          &retired_comms_});
+  auto regrouped = regroup_after_failure(
+      options_.regroup, spec_, options_.rank, options_.world, step_, failure, sink_,
+      {counting_.get(), intra_counting_.get(), inter_counting_.get(), &retired_comms_});
   if (!regrouped.is_ok()) return regrouped.status();
   RegroupRequest req = std::move(regrouped).value();
   options_.generation = req.generation;
@@ -335,7 +366,8 @@ Status TrainingLoop::recover(const Status& failure) {
   TERN_RETURN_IF_ERROR(build_sync(/*first=*/false));
   const int64_t failed_at = step_;
   Status synced = req.rollback ? rollback(/*have_state=*/true) : sync_state(/*have_state=*/true);
-  TERN_RETURN_IF_ERROR(synced.with_context("regroup at generation " + std::to_string(req.generation)));
+  TERN_RETURN_IF_ERROR(
+      synced.with_context("regroup at generation " + std::to_string(req.generation)));
   // The new generation works: the old ones' threads and sockets can go.
   release_retired(&retired_comms_);
   TERN_RETURN_IF_ERROR(verify_replicas(step_, VerifyPoint::kRegroup));
@@ -353,17 +385,20 @@ Status TrainingLoop::recover(const Status& failure) {
   done.rollback = req.rollback;
   done.steps_rolled_back = steps_rolled_back_;
   sink_->emit(to_json(done));
-  spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s ({})", req.generation,
-               step_, lost,
-               step_ < failed_at ? "rolled back " + std::to_string(failed_at - step_) + " steps to the checkpoint"
-                                 : std::string("no rollback"));
+  spdlog::info("regrouped at generation {}: training again from step {} after {:.2f} s ({})",
+               req.generation, step_, lost,
+               step_ < failed_at
+                   ? "rolled back " + std::to_string(failed_at - step_) + " steps to the checkpoint"
+                   : std::string("no rollback"));
   return Status::ok();
 }
 
 Status TrainingLoop::rollback(bool have_state) {
   if (!checkpointer_) {
-    spdlog::warn("recovery.mode full without checkpoints (recovery.checkpoint_every / interval): no checkpoint to "
-                 "roll back to; continuing from the group's furthest state");
+    spdlog::warn(
+        "recovery.mode full without checkpoints (recovery.checkpoint_every / interval): no "
+        "checkpoint to "
+        "roll back to; continuing from the group's furthest state");
     return sync_state(have_state);
   }
   const std::string dir = checkpointer_->store().dir();
@@ -371,8 +406,10 @@ Status TrainingLoop::rollback(bool have_state) {
   if (!loaded.is_ok()) {
     if (loaded.status().code() != StatusCode::kNotFound) return loaded.status();
     // Lost before the first complete checkpoint: nothing older to return to.
-    spdlog::warn("no complete checkpoint to roll back to yet ({}); continuing from the group's furthest state",
-                 loaded.status().message());
+    spdlog::warn(
+        "no complete checkpoint to roll back to yet ({}); continuing from the group's furthest "
+        "state",
+        loaded.status().message());
     return sync_state(have_state);
   }
   const int64_t before = step_;
@@ -408,27 +445,34 @@ void TrainingLoop::restore_lost_rank_state() {
     lo.ranks = {options_.rank};
     auto c = load_latest_checkpoint(checkpointer_->store(), lo);
     if (!c.is_ok() || c->manifest.world != options_.world) {
-      spdlog::warn("step {}: no checkpointed per-rank state of rank {} to restore ({}); its reducer starts empty",
-                   step_, options_.rank,
-                   c.is_ok() ? "the checkpoint has world " + std::to_string(c->manifest.world) : c.status().message());
+      spdlog::warn(
+          "step {}: no checkpointed per-rank state of rank {} to restore ({}); its reducer starts "
+          "empty",
+          step_, options_.rank,
+          c.is_ok() ? "the checkpoint has world " + std::to_string(c->manifest.world)
+                    : c.status().message());
     } else {
       const NamedTensors& tensors = c->ranks.at(options_.rank).tensors;
       NamedTensors reducer_state = with_prefix(tensors, "reducer/");
-      const std::string file = checkpointer_->store().file_path(c->step, rank_file_name(options_.rank));
+      const std::string file =
+          checkpointer_->store().file_path(c->step, rank_file_name(options_.rank));
       Status s = reducer_->load_state(reducer_state);
       if (s.is_ok()) s = strategy_->load_rank_state(with_prefix(tensors, "sync/"));
       if (!s.is_ok()) {
         spdlog::warn("step {}: {}: per-rank state not restored: {}", step_, file, s.to_string());
       } else {
-        spdlog::info("step {}: restored rank {}'s per-rank state ({} reducer tensors) from {} (partial recovery)",
-                     step_, options_.rank, reducer_state.size(), file);
+        spdlog::info(
+            "step {}: restored rank {}'s per-rank state ({} reducer tensors) from {} (partial "
+            "recovery)",
+            step_, options_.rank, reducer_state.size(), file);
         event.from_step = c->step;
         event.tensors = static_cast<int64_t>(reducer_state.size());
       }
     }
   }
   if (traits_.sharded_state) {
-    event.state = workload_->restore_lost_state(checkpointer_ ? &checkpointer_->store() : nullptr, global_samples_);
+    event.state = workload_->restore_lost_state(checkpointer_ ? &checkpointer_->store() : nullptr,
+                                                global_samples_);
   }
   const bool restored = event.from_step || (event.state.is_object() && !event.state.empty());
   if (restored) sink_->emit(to_json(event));
@@ -444,7 +488,8 @@ bool TrainingLoop::momentum_replicated() const {
 }
 
 bool TrainingLoop::checkpoint_due(int64_t step) const {
-  return interval_steps_ > 0 && step > 0 && step >= first_step_ && (step - first_step_) % interval_steps_ == 0;
+  return interval_steps_ > 0 && step > 0 && step >= first_step_ &&
+         (step - first_step_) % interval_steps_ == 0;
 }
 
 ShardSave TrainingLoop::save_kind(int64_t step) const {
@@ -459,8 +504,8 @@ Status TrainingLoop::checkpoint_point() {
     // A checkpoint names every rank of the job; a smaller group cannot write one (the vacant
     // ranks' files): none until the group is whole again. The newest whole one stays.
     if (!skipped_checkpoints_logged_) {
-      spdlog::warn("step {}: no checkpoints while the group has {} of {} ranks", step_, members_.size(),
-                   options_.world);
+      spdlog::warn("step {}: no checkpoints while the group has {} of {} ranks", step_,
+                   members_.size(), options_.world);
       skipped_checkpoints_logged_ = true;
     }
     return Status::ok();
@@ -472,7 +517,8 @@ Status TrainingLoop::checkpoint_point() {
     // the cost of a synchronous checkpoint (the async ones after it block less).
     const double before = checkpointer_->blocking_s();
     TERN_RETURN_IF_ERROR(checkpoint(ShardSave::kFull));
-    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, true, options_.device));
+    TERN_RETURN_IF_ERROR(
+        checkpointer_->commit_due(*counting_, step_, options_.generation, true, options_.device));
     return plan_interval(checkpointer_->blocking_s() - before);
   }
   if (plan_step_ >= 0 && interval_steps_ > 0) {
@@ -483,8 +529,8 @@ Status TrainingLoop::checkpoint_point() {
     checkpointer_->set_commit_lag(std::clamp<int64_t>(interval_steps_ / 8, 4, 16));
   }
   const bool due = checkpoint_due(step_) && step_ != last_checkpoint_step_;
-  TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/due,
-                                                 options_.device));
+  TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation,
+                                                 /*force=*/due, options_.device));
   if (due) TERN_RETURN_IF_ERROR(checkpoint(save_kind(step_)));
   return Status::ok();
 }
@@ -493,7 +539,8 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
   // Same inputs on every rank (the slowest rank's), so every rank plans the same interval.
   const double elapsed = seconds_since(measure_start_);
   std::vector<at::Tensor> t{at::tensor({probe_cost_s, elapsed}, at::kDouble).to(options_.device)};
-  TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, t, ReduceOp::kMax).with_context("checkpoint plan"));
+  TERN_RETURN_IF_ERROR(
+      all_reduce_sync(*counting_, t, ReduceOp::kMax).with_context("checkpoint plan"));
   at::Tensor host = t[0].cpu();
   CheckpointPlanInputs in;
   // The state a failure loses lives on every rank (sharded state, or the per-rank reducer and
@@ -506,9 +553,11 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
   in.samples_per_s = measured / std::max(1e-9, host[1].item<double>());
   in.samples_per_step = spec_.train.batch_size * options_.world;
   auto planned = plan_checkpoint_interval(in);
-  if (!planned.is_ok()) return planned.status().with_context("recovery.interval " + name_of(spec_.recovery.interval));
+  if (!planned.is_ok())
+    return planned.status().with_context("recovery.interval " + name_of(spec_.recovery.interval));
   const CheckpointPlan& p = *planned;
-  interval_steps_ = spec_.recovery.interval == IntervalPolicy::kCpr ? p.cpr_interval_steps : p.young_daly_interval_steps;
+  interval_steps_ = spec_.recovery.interval == IntervalPolicy::kCpr ? p.cpr_interval_steps
+                                                                    : p.young_daly_interval_steps;
   first_step_ = step_;
   plan_ = {{"interval", name_of(spec_.recovery.interval)},
            {"interval_steps", interval_steps_},
@@ -524,10 +573,12 @@ Status TrainingLoop::plan_interval(double probe_cost_s) {
            {"cpr_expected_pls", p.cpr_expected_pls},
            {"young_daly_interval_s", p.young_daly_interval_s},
            {"young_daly_interval_steps", p.young_daly_interval_steps}};
-  spdlog::info("checkpoint plan at step {} (measured over {} samples: {:.0f} samples/s, a synchronous whole "
-               "checkpoint blocks {:.4f} s; assumed MTBF {} s, PLS target {}): {}; using {} = every {} steps",
-               step_, measured, in.samples_per_s, in.checkpoint_cost_s, in.mtbf_s, in.pls_target, p.summary,
-               name_of(spec_.recovery.interval), interval_steps_);
+  spdlog::info(
+      "checkpoint plan at step {} (measured over {} samples: {:.0f} samples/s, a synchronous whole "
+      "checkpoint blocks {:.4f} s; assumed MTBF {} s, PLS target {}): {}; using {} = every {} "
+      "steps",
+      step_, measured, in.samples_per_s, in.checkpoint_cost_s, in.mtbf_s, in.pls_target, p.summary,
+      name_of(spec_.recovery.interval), interval_steps_);
   CheckpointPlanEvent planned_event;
   planned_event.step = step_;
   planned_event.plan = plan_;
@@ -540,8 +591,8 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   // completes its in-flight collectives and averages parameters if they may differ (a no-op
   // for SSGD). Every rank runs it at the same step.
   auto t0 = SteadyClock::now();
-  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("drain before the checkpoint of step " +
-                                                             std::to_string(step_)));
+  TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context(
+      "drain before the checkpoint of step " + std::to_string(step_)));
   const bool shared_momentum = momentum_replicated();
   CheckpointMeta meta;
   meta.step = step_;
@@ -557,19 +608,23 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   meta.extra["reducer"] = reducer_->name();
   meta.extra["policy"] = name_of(spec_.recovery.policy);
   meta.extra["trainer"] = counters().dump();
-  TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context("buffers before the checkpoint of step " +
-                                                              std::to_string(step_)));
+  TERN_RETURN_IF_ERROR(workload_->sync_buffers().with_context(
+      "buffers before the checkpoint of step " + std::to_string(step_)));
   NamedTensors replicated, per_rank;
-  for (auto& [name, b] : workload_->named_buffers()) replicated.emplace_back("buffer/" + name, b.detach());
-  for (size_t i = 0; i < params_.size(); ++i) replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
+  for (auto& [name, b] : workload_->named_buffers())
+    replicated.emplace_back("buffer/" + name, b.detach());
+  for (size_t i = 0; i < params_.size(); ++i)
+    replicated.emplace_back("param/" + param_names_[i], params_[i].detach());
   size_t optimizer_rank_tensors = 0, reducer_tensors = 0, sync_rank_tensors = 0;
   for (auto& [name, t] : optimizer_->state(param_names_, /*materialize=*/false)) {
     (shared_momentum ? replicated : per_rank).emplace_back(name, t);
     optimizer_rank_tensors += shared_momentum ? 0 : 1;
   }
-  for (auto& [name, t] : reducer_->state()) per_rank.emplace_back("reducer/" + name, t), ++reducer_tensors;
+  for (auto& [name, t] : reducer_->state())
+    per_rank.emplace_back("reducer/" + name, t), ++reducer_tensors;
   for (auto& [name, t] : strategy_->replicated_state()) replicated.emplace_back("sync/" + name, t);
-  for (auto& [name, t] : strategy_->rank_state()) per_rank.emplace_back("sync/" + name, t), ++sync_rank_tensors;
+  for (auto& [name, t] : strategy_->rank_state())
+    per_rank.emplace_back("sync/" + name, t), ++sync_rank_tensors;
   // What each rank kept for itself (rank 0's count stands for all): a resume at another world
   // drops it and says what (restore_at_other_world).
   meta.extra["optimizer_rank_tensors"] = std::to_string(optimizer_rank_tensors);
@@ -580,7 +635,8 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
     TERN_ASSIGN_OR_RETURN(int64_t rows, workload_->save_sharded(kind, &per_rank));
     spdlog::debug("checkpoint step {}: {} save of {} rows", step_, shard_save_name(kind), rows);
   }
-  checkpointer_->save(meta, per_rank, options_.rank == 0 ? &replicated : nullptr, seconds_since(t0));
+  checkpointer_->save(meta, per_rank, options_.rank == 0 ? &replicated : nullptr,
+                      seconds_since(t0));
   last_checkpoint_step_ = step_;
   return Status::ok();
 }
@@ -590,17 +646,20 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   const std::string file = CheckpointStore(dir).file_path(c.step, kReplicatedFile);
   auto it = rep.meta.extra.find("trainer");
   if (it == rep.meta.extra.end()) {
-    return failed_precondition(file + ": no 'trainer' metadata (not a checkpoint of the tern training loop)");
+    return failed_precondition(
+        file + ": no 'trainer' metadata (not a checkpoint of the tern training loop)");
   }
   nlohmann::json counters = nlohmann::json::parse(it->second, nullptr, false);
-  if (!counters.is_object()) return data_loss(file + ": the 'trainer' metadata is not a JSON object");
+  if (!counters.is_object())
+    return data_loss(file + ": the 'trainer' metadata is not a JSON object");
   // Before anything is loaded: another optimizer's state must not be half taken (its
   // parameters without its moments). Checkpoints from before train.optimizer are SGD's.
   auto opt = rep.meta.extra.find("optimizer");
   const std::string written = opt == rep.meta.extra.end() ? "sgd" : opt->second;
   if (written != optimizer_->name()) {
-    return failed_precondition(file + ": written with train.optimizer " + written + ", this job has " +
-                               optimizer_->name() + " (its state cannot be carried over; resume with train.optimizer " +
+    return failed_precondition(file + ": written with train.optimizer " + written +
+                               ", this job has " + optimizer_->name() +
+                               " (its state cannot be carried over; resume with train.optimizer " +
                                written + ")");
   }
   int64_t spe = counters.value("steps_per_epoch", int64_t{-1});
@@ -608,7 +667,8 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   int64_t at_step = c.step;
   if (written_world == options_.world) {
     if (spe != steps_per_epoch_) {
-      return failed_precondition(file + ": written with " + std::to_string(spe) + " steps per epoch, this job has " +
+      return failed_precondition(file + ": written with " + std::to_string(spe) +
+                                 " steps per epoch, this job has " +
                                  std::to_string(steps_per_epoch_) +
                                  " (resume needs the same data set, train.batch_size and workers)");
     }
@@ -619,45 +679,52 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
     auto mapped = step_at_other_world(c.step, spe, written_batch * written_world, steps_per_epoch_,
                                       spec_.train.batch_size * options_.world);
     if (!mapped.is_ok()) {
-      return failed_precondition(file + ": written by " + std::to_string(written_world) + " ranks; " +
-                                 mapped.status().message());
+      return failed_precondition(file + ": written by " + std::to_string(written_world) +
+                                 " ranks; " + mapped.status().message());
     }
     at_step = *mapped;
-    spdlog::info("{}: written by {} ranks at step {} ({} steps per epoch of {} samples); this job has {} ranks "
-                 "({} steps per epoch of {} samples): it continues at step {}",
-                 file, written_world, c.step, spe, written_batch * written_world, options_.world, steps_per_epoch_,
-                 spec_.train.batch_size * options_.world, at_step);
+    spdlog::info(
+        "{}: written by {} ranks at step {} ({} steps per epoch of {} samples); this job has {} "
+        "ranks "
+        "({} steps per epoch of {} samples): it continues at step {}",
+        file, written_world, c.step, spe, written_batch * written_world, options_.world,
+        steps_per_epoch_, spec_.train.batch_size * options_.world, at_step);
   }
   if (at_step > total_steps_) {
-    return failed_precondition(file + ": step " + std::to_string(at_step) + " is past this job's last step (" +
-                               std::to_string(total_steps_) + "; raise train.steps or train.epochs)");
+    return failed_precondition(file + ": step " + std::to_string(at_step) +
+                               " is past this job's last step (" + std::to_string(total_steps_) +
+                               "; raise train.steps or train.epochs)");
   }
   at::NoGradGuard no_grad;
   size_t in_file = 0;
   for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
   if (in_file != params_.size()) {
     return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
-                               name_of(spec_.model.type) + " has " + std::to_string(params_.size()));
+                               name_of(spec_.model.type) + " has " +
+                               std::to_string(params_.size()));
   }
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i];
     const at::Tensor* t = rep.find("param/" + param_names_[i]);
     if (t == nullptr) {
-      return failed_precondition(file + ": no parameter '" + param_names_[i] + "' (written for another model?)");
+      return failed_precondition(file + ": no parameter '" + param_names_[i] +
+                                 "' (written for another model?)");
     }
     if (t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type()) {
-      return failed_precondition(file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
-                                 std::string(c10::toString(t->scalar_type())) + ", model." + name_of(spec_.model.type) +
-                                 " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
+      return failed_precondition(
+          file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
+          std::string(c10::toString(t->scalar_type())) + ", model." + name_of(spec_.model.type) +
+          " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
     }
     p.data().copy_(*t);
   }
   for (auto& [name, b] : workload_->named_buffers()) {
     const at::Tensor* t = rep.find("buffer/" + name);
-    if (t == nullptr) return failed_precondition(file + ": no buffer '" + name + "' (written for another model?)");
+    if (t == nullptr)
+      return failed_precondition(file + ": no buffer '" + name + "' (written for another model?)");
     if (t->sizes() != b.sizes()) {
-      return failed_precondition(file + ": buffer '" + name + "' is " + c10::str(t->sizes()) + ", the model's " +
-                                 c10::str(b.sizes()));
+      return failed_precondition(file + ": buffer '" + name + "' is " + c10::str(t->sizes()) +
+                                 ", the model's " + c10::str(b.sizes()));
     }
     b.copy_(*t);
   }
@@ -681,7 +748,8 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
   return Status::ok();
 }
 
-Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event) {
+Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::string& dir,
+                                      const std::string& event) {
   if (c.manifest.world != options_.world) return restore_at_other_world(c, dir, event);
   const Checkpoint& mine = c.ranks.at(options_.rank);
   CheckpointStore store(dir);
@@ -696,19 +764,23 @@ Status TrainingLoop::restore_per_rank(const LoadedCheckpoint& c, const std::stri
   if (!reducer_state.empty()) {
     TERN_RETURN_IF_ERROR(reducer_->load_state(reducer_state).with_context(rank_file));
   } else if (!reducer_->state().empty()) {
-    spdlog::warn("{}: no {} state in the checkpoint (written with another compressor?); starting it empty",
-                 rank_file, reducer_->name());
+    spdlog::warn(
+        "{}: no {} state in the checkpoint (written with another compressor?); starting it empty",
+        rank_file, reducer_->name());
   }
   TERN_RETURN_IF_ERROR(strategy_->load_replicated_state(with_prefix(c.replicated->tensors, "sync/"))
                            .with_context(store.file_path(c.step, kReplicatedFile)));
-  TERN_RETURN_IF_ERROR(strategy_->load_rank_state(with_prefix(mine.tensors, "sync/")).with_context(rank_file));
+  TERN_RETURN_IF_ERROR(
+      strategy_->load_rank_state(with_prefix(mine.tensors, "sync/")).with_context(rank_file));
   if (traits_.sharded_state) TERN_RETURN_IF_ERROR(workload_->restore_sharded(store, c.step));
   std::string skipped;
   for (const auto& s : c.skipped) skipped += "; skipped " + s;
-  spdlog::info("{} from {} at step {} (epoch {}, {} of {} steps done; {} {} state tensors, {} reducer tensors){}",
-               event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
-               c.step / steps_per_epoch_, c.step, total_steps_, restored, optimizer_->name(), reducer_state.size(),
-               skipped);
+  spdlog::info(
+      "{} from {} at step {} (epoch {}, {} of {} steps done; {} {} state tensors, {} reducer "
+      "tensors){}",
+      event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
+      c.step / steps_per_epoch_, c.step, total_steps_, restored, optimizer_->name(),
+      reducer_state.size(), skipped);
   RestoreFields fields;
   fields.step = c.step;
   fields.dir = dir;
@@ -730,7 +802,8 @@ Status TrainingLoop::restore_at_other_world(const LoadedCheckpoint& c, const std
   // job's optimizer, reducer and strategy would keep).
   const auto count_of = [&](const char* key, size_t live) {
     auto k = c.replicated->meta.extra.find(key);
-    return k == c.replicated->meta.extra.end() ? live : static_cast<size_t>(std::atoll(k->second.c_str()));
+    return k == c.replicated->meta.extra.end() ? live
+                                               : static_cast<size_t>(std::atoll(k->second.c_str()));
   };
   std::vector<std::string> dropped;
   if (shared) {
@@ -754,14 +827,16 @@ Status TrainingLoop::restore_at_other_world(const LoadedCheckpoint& c, const std
   for (const auto& s : c.skipped) skipped += "; skipped " + s;
   std::string dropped_text;
   for (const auto& d : dropped) dropped_text += (dropped_text.empty() ? "" : ", ") + d;
-  spdlog::info("{} from {} at step {}, written by {} ranks, into {} ranks at step {} (epoch {}, {} of {} steps "
-               "done): parameters{}{} reloaded{}; per-rank state dropped: {}{}",
-               event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step, c.manifest.world,
-               options_.world, step_, step_ / steps_per_epoch_, step_, total_steps_,
-               shared ? ", " + optimizer_->name() + " state" : std::string(),
-               workload_->named_buffers().empty() ? "" : ", buffers",
-               traits_.sharded_state ? "; sharded state re-sharded" : "",
-               dropped_text.empty() ? "none" : dropped_text, skipped);
+  spdlog::info(
+      "{} from {} at step {}, written by {} ranks, into {} ranks at step {} (epoch {}, {} of {} "
+      "steps "
+      "done): parameters{}{} reloaded{}; per-rank state dropped: {}{}",
+      event == "resumed" ? "resumed" : "rolled back", store.step_dir(c.step), c.step,
+      c.manifest.world, options_.world, step_, step_ / steps_per_epoch_, step_, total_steps_,
+      shared ? ", " + optimizer_->name() + " state" : std::string(),
+      workload_->named_buffers().empty() ? "" : ", buffers",
+      traits_.sharded_state ? "; sharded state re-sharded" : "",
+      dropped_text.empty() ? "none" : dropped_text, skipped);
   RestoreFields restored;
   restored.step = c.step;
   restored.at_step = step_;
@@ -801,8 +876,8 @@ Status TrainingLoop::train_step(int64_t step) {
   StepPlan plan;
   if (shrunk()) {
     // The vacant ranks' samples go to the members (global batch kept: larger shares).
-    ElasticShare share = elastic_share([&](int r) { return workload_->part(step, r); }, options_.world, members_,
-                                       options_.rank);
+    ElasticShare share = elastic_share([&](int r) { return workload_->part(step, r); },
+                                       options_.world, members_, options_.rank);
     plan.indices = std::move(share.indices);
     plan.weights.assign(plan.indices.size(), share.weight);
     plan.global_samples = share.global_samples;
@@ -845,12 +920,13 @@ Status TrainingLoop::train_step(int64_t step) {
   if (!agreed && (!out.finite || !all_finite(grads))) {
     nonfinite_stop_ = true;
     // (run() puts "step N: " in front.)
-    return Status(StatusCode::kOutOfRange,
-                  (!out.finite ? "non-finite loss (" + loss_text(out.loss) + ") or gradient on rank " +
-                                     std::to_string(options_.rank)
-                               : std::string("non-finite gradient after synchronisation (a peer's step "
-                                             "was not finite)")) +
-                      "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
+    return Status(
+        StatusCode::kOutOfRange,
+        (!out.finite ? "non-finite loss (" + loss_text(out.loss) + ") or gradient on rank " +
+                           std::to_string(options_.rank)
+                     : std::string("non-finite gradient after synchronisation (a peer's step "
+                                   "was not finite)")) +
+            "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
   }
   auto t1 = SteadyClock::now();
   optimizer_->set_lr(lr);
@@ -865,24 +941,27 @@ Status TrainingLoop::train_step(int64_t step) {
   return Status::ok();
 }
 
-void TrainingLoop::add_dp_noise(int64_t step, int64_t global_samples, std::vector<at::Tensor>& grads) {
+void TrainingLoop::add_dp_noise(int64_t step, int64_t global_samples,
+                                std::vector<at::Tensor>& grads) {
   if (global_samples <= 0) return;
   const DpSpec& dp = spec_.train.dp;
   // m ranks each add N(0, (sigma C)^2 / m) to their partial sum (one draw of (sigma C)^2 over
   // the group); the gradients here are that sum times m / B (their mean is the step's).
   const double m = static_cast<double>(counting_->size());
-  const double scale = dp.noise_multiplier * dp.clip / std::sqrt(m) * m / static_cast<double>(global_samples);
+  const double scale =
+      dp.noise_multiplier * dp.clip / std::sqrt(m) * m / static_cast<double>(global_samples);
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < grads.size(); ++i) {
-    at::Tensor z = dp_gaussian(grads[i].sizes(), static_cast<uint64_t>(spec_.train.seed), step, options_.rank,
-                               static_cast<int64_t>(i));
+    at::Tensor z = dp_gaussian(grads[i].sizes(), static_cast<uint64_t>(spec_.train.seed), step,
+                               options_.rank, static_cast<int64_t>(i));
     grads[i] = grads[i] + z.to(grads[i].device(), grads[i].scalar_type()) * scale;
   }
 }
 
 double TrainingLoop::dp_sample_rate() const {
   const int64_t per_rank = workload_->samples_per_rank();
-  return per_rank > 0 ? std::min(1.0, static_cast<double>(spec_.train.batch_size) / static_cast<double>(per_rank))
+  return per_rank > 0 ? std::min(1.0, static_cast<double>(spec_.train.batch_size) /
+                                          static_cast<double>(per_rank))
                       : 1.0;
 }
 
@@ -900,14 +979,15 @@ void TrainingLoop::add_privacy_fields(nlohmann::json& e) const {
   e["dp_sample_rate"] = dp_sample_rate();
 }
 
-Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
-                                    std::vector<at::Tensor>& grads) {
+Status TrainingLoop::nonfinite_step(int64_t step, const std::vector<int>& ranks,
+                                    const std::string& my_loss, std::vector<at::Tensor>& grads) {
   const std::string where = "non-finite loss or gradient on rank " + rank_list(ranks) +
                             (my_loss.empty() ? "" : " (loss " + my_loss + " here)");
   if (spec_.train.on_nonfinite != OnNonFinite::kSkipStep) {
     nonfinite_stop_ = true;  // (run() puts "step N: " in front.)
-    return Status(StatusCode::kOutOfRange,
-                  where + "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
+    return Status(
+        StatusCode::kOutOfRange,
+        where + "; lower train.lr, or set train.on_nonfinite: skip_step to leave such steps out");
   }
   // Every rank: a zero gradient through the strategy (its collectives and in-flight state stay
   // matched across ranks, its error feedback unpoisoned), then no optimizer step.
@@ -983,8 +1063,10 @@ Status TrainingLoop::evaluate_and_emit(int64_t step, double train_s, Metrics* ou
   metrics["train_s"] = train_s;
   EvalEvent e;
   e.step = step;
-  if (auto a = metrics.find("test_accuracy"); a != metrics.end()) e.test_accuracy = a->second, metrics.erase(a);
-  if (auto l = metrics.find("test_loss"); l != metrics.end()) e.test_loss = l->second, metrics.erase(l);
+  if (auto a = metrics.find("test_accuracy"); a != metrics.end())
+    e.test_accuracy = a->second, metrics.erase(a);
+  if (auto l = metrics.find("test_loss"); l != metrics.end())
+    e.test_loss = l->second, metrics.erase(l);
   e.metrics = std::move(metrics);
   sink_->emit(to_json(e));
   return Status::ok();
@@ -1018,7 +1100,8 @@ Status TrainingLoop::train_steps(SteadyClock::time_point start, double* recent_l
     *recent_loss = last_loss_;
     bool epoch_end = (step_ + 1) % steps_per_epoch_ == 0;
     emit_progress(step_ + 1, epoch_end || step_ + 1 == total_steps_ || announce_regroup_ >= 0);
-    if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 && step_ + 1 < total_steps_) {
+    if (spec_.train.eval_every > 0 && (step_ + 1) % spec_.train.eval_every == 0 &&
+        step_ + 1 < total_steps_) {
       // Evaluations are not training: their time (a collective too, over the WAN) is kept out
       // of wall_s and samples_per_s; train_s is the training time so far.
       auto e0 = SteadyClock::now();
@@ -1034,8 +1117,8 @@ Status TrainingLoop::finish_checkpoints() {
   if (checkpointer_) {
     // The last step's checkpoint (when due) and the commit of whatever is pending.
     TERN_RETURN_IF_ERROR(checkpoint_point());
-    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation, /*force=*/true,
-                                                   options_.device));
+    TERN_RETURN_IF_ERROR(checkpointer_->commit_due(*counting_, step_, options_.generation,
+                                                   /*force=*/true, options_.device));
     if (Status st = checkpointer_->flush(); !st.is_ok()) {
       spdlog::warn("step {}: the last checkpoint writes failed: {}", step_, st.to_string());
     }
@@ -1043,7 +1126,8 @@ Status TrainingLoop::finish_checkpoints() {
   return Status::ok();
 }
 
-Status TrainingLoop::final_figures(SteadyClock::time_point start, double recent_loss, FinalFigures* out) {
+Status TrainingLoop::final_figures(SteadyClock::time_point start, double recent_loss,
+                                   FinalFigures* out) {
   // The last collectives (drain, evaluation, summary) can lose a peer too, or be abandoned by a
   // regroup (an elastic group growing or shrinking at the very end): like a step, they are
   // redone in the regrouped group (recover() returns the failure itself when it cannot regroup).
@@ -1051,16 +1135,18 @@ Status TrainingLoop::final_figures(SteadyClock::time_point start, double recent_
     TERN_RETURN_IF_ERROR(strategy_->drain(params_).with_context("final drain"));
     f.wall = seconds_since(start) - eval_s_;
     f.eval.clear();
-    TERN_RETURN_IF_ERROR(evaluate_and_emit(step_, f.wall, &f.eval).with_context("final evaluation"));
+    TERN_RETURN_IF_ERROR(
+        evaluate_and_emit(step_, f.wall, &f.eval).with_context("final evaluation"));
     // Job-wide figures, the same in every rank's summary: the slowest rank's wall time, the
     // worst rank's blocking checkpoint time and recovery; the final loss averaged over ranks.
     const double blocking = checkpointer_ ? checkpointer_->blocking_s() - failed_commit_s_ : 0.0;
     // (The smallest world as a max of its negative: a replacement knows only its own groups.)
-    std::vector<at::Tensor> mx = {at::tensor({f.wall, blocking, recovery_s_, static_cast<double>(recoveries_),
-                      static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
-                      static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
-                     at::kDouble)
-              .to(options_.device)};
+    std::vector<at::Tensor> mx = {
+        at::tensor({f.wall, blocking, recovery_s_, static_cast<double>(recoveries_),
+                    static_cast<double>(steps_rolled_back_), -static_cast<double>(min_world_),
+                    static_cast<double>(shrunk_steps_), replicas_->stats().verify_s},
+                   at::kDouble)
+            .to(options_.device)};
     TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, mx, ReduceOp::kMax).with_context("summary"));
     std::vector<at::Tensor> sum = {at::tensor({recent_loss}, at::kDouble).to(options_.device)};
     TERN_RETURN_IF_ERROR(all_reduce_sync(*counting_, sum).with_context("summary"));
@@ -1080,7 +1166,8 @@ Status TrainingLoop::final_figures(SteadyClock::time_point start, double recent_
 void TrainingLoop::write_summary(const FinalFigures& f) {
   auto m = f.max.accessor<double, 1>();
   const double job_wall = m[0];
-  const double step_s = steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
+  const double step_s =
+      steps_computed_ > 0 ? compute_s_ / static_cast<double>(steps_computed_) : 0.0;
   SyncMetrics sm = strategy_->metrics();
   summary_ = {
       {"model", name_of(spec_.model.type)},
@@ -1112,7 +1199,8 @@ void TrainingLoop::write_summary(const FinalFigures& f) {
       {"checkpoint_interval_steps", interval_steps_},
   };
   for (const auto& [name, value] : f.eval) summary_[name] = value;
-  if (summary_.contains("test_samples")) summary_["test_samples"] = static_cast<int64_t>(summary_["test_samples"].get<double>());
+  if (summary_.contains("test_samples"))
+    summary_["test_samples"] = static_cast<int64_t>(summary_["test_samples"].get<double>());
   for (const auto& [k, v] : sm.extra) summary_[k] = v;
   summary_["compression_ratio"] = reducer_->stats().compression_ratio(options_.world);
   summary_["compress_s"] = reducer_->stats().compress_s;

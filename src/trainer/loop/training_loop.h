@@ -44,10 +44,11 @@
 // checksum verified (falling back past damaged ones), restores it and run() continues to the
 // same total steps (written by another number of ranks: replicated state reloads, per-rank
 // state is dropped, sharded state re-shards, and the step follows from the sample position,
-// sampler.h's step_at_other_world; the summary adds resumed_from_world); the data order follows from the step, so a resumed SSGD run ends with the
-// same parameters as an uninterrupted one, bit for bit. (For delayed, periodic and
-// hierarchical sync the drain is an extra averaging point, so their trajectory depends on the
-// checkpoint interval; a resumed run still equals the same job run through.)
+// sampler.h's step_at_other_world; the summary adds resumed_from_world); the data order follows
+// from the step, so a resumed SSGD run ends with the same parameters as an uninterrupted one, bit
+// for bit. (For delayed, periodic and hierarchical sync the drain is an extra averaging point, so
+// their trajectory depends on the checkpoint interval; a resumed run still equals the same job run
+// through.)
 //
 // Summary: the same keys with the same meaning for every workload, every figure job-wide (the
 // same on every rank): wall_s (training time of the slowest rank, evaluations excluded),
@@ -69,11 +70,10 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
 #include "comm/counting_communicator.h"
@@ -100,10 +100,10 @@ struct TrainerOptions {
   int64_t generation = 0;
   std::string job_id = "local";
   std::string work_dir;
-  torch::Device device = torch::kCPU;  // from resolve_device(spec.device, rank)
+  torch::Device device = torch::kCPU;        // from resolve_device(spec.device, rank)
   std::shared_ptr<Communicator> intra_comm;  // hierarchical sync: this rank's region
   std::shared_ptr<Communicator> inter_comm;  // hierarchical sync: region leaders (leaders only)
-  RegroupHooks regroup;  // empty: a lost peer fails the trainer
+  RegroupHooks regroup;                      // empty: a lost peer fails the trainer
   // Elastic jobs (recovery.min_workers): the job ranks of the current group in group order
   // (empty: all `world` ranks). `rank` and `world` stay the job's: the data parts, checkpoint
   // files and logs follow the job rank; the communicator's rank is the group rank.
@@ -127,7 +127,8 @@ class TrainingLoop {
   Status setup();
   // A standby (built with a null communicator) admitted to a group: its generation, members
   // and communicator. Then setup() joins the group like any replacement.
-  void attach_group(int64_t generation, std::vector<int> members, std::shared_ptr<Communicator> world);
+  void attach_group(int64_t generation, std::vector<int> members,
+                    std::shared_ptr<Communicator> world);
   // Runs all remaining steps, drains, evaluates, emits `finished`.
   Status run();
   // Any thread (a signal or the stdin reader).
@@ -165,19 +166,22 @@ class TrainingLoop {
   // checkpoint and its commit, the job-wide figures after the final drain and evaluation, and
   // the summary the finished event carries.
   struct FinalFigures {
-    double wall = 0;           // this rank's training time (evaluations left out)
-    Metrics eval;              // the final evaluation
-    at::Tensor max;            // job-wide maxima (wall, blocking checkpoint s, recovery, ...), CPU
-    double mean_loss = 0;      // the last step's loss averaged over the ranks
-    nlohmann::json workload;   // the workload's own summary figures
+    double wall = 0;          // this rank's training time (evaluations left out)
+    Metrics eval;             // the final evaluation
+    at::Tensor max;           // job-wide maxima (wall, blocking checkpoint s, recovery, ...), CPU
+    double mean_loss = 0;     // the last step's loss averaged over the ranks
+    nlohmann::json workload;  // the workload's own summary figures
   };
   Status train_steps(std::chrono::steady_clock::time_point start, double* recent_loss);
   Status finish_checkpoints();
-  Status final_figures(std::chrono::steady_clock::time_point start, double recent_loss, FinalFigures* out);
+  Status final_figures(std::chrono::steady_clock::time_point start, double recent_loss,
+                       FinalFigures* out);
   void write_summary(const FinalFigures& f);
   // The group is smaller than the job (elastic, after a loss): the members share the vacant
   // ranks' samples.
-  bool shrunk() const { return !members_.empty() && static_cast<int>(members_.size()) < options_.world; }
+  bool shrunk() const {
+    return !members_.empty() && static_cast<int>(members_.size()) < options_.world;
+  }
   // A non-finite step agreed by all (`ranks`): skip_step leaves it out on every rank, fail
   // stops. `my_loss`: this rank's loss when it was one of them.
   Status nonfinite_step(int64_t step, const std::vector<int>& ranks, const std::string& my_loss,
@@ -217,13 +221,15 @@ class TrainingLoop {
   // loaded (checkpoints without the key are SGD's). `dir` names the files in errors; `event` is
   // "resumed" or "rolled_back".
   Status restore_replicated(const LoadedCheckpoint& c, const std::string& dir);
-  Status restore_per_rank(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
+  Status restore_per_rank(const LoadedCheckpoint& c, const std::string& dir,
+                          const std::string& event);
   // restore_per_rank for a checkpoint written by another number of ranks (resume on another
   // cluster): replicated optimizer state (SSGD) and the strategy's replicated state reload;
   // per-rank state (error feedback, per-rank optimizer state, per-rank sync state) is dropped
   // with a logged note and the event's `dropped` list; sharded state re-shards
   // (Workload::restore_sharded).
-  Status restore_at_other_world(const LoadedCheckpoint& c, const std::string& dir, const std::string& event);
+  Status restore_at_other_world(const LoadedCheckpoint& c, const std::string& dir,
+                                const std::string& event);
 
   // train.dp: this rank's share of the step's Gaussian noise (privacy/dp_sgd.h) on `grads`,
   // whose mean over the group is the step's gradient over `global_samples` samples.
@@ -250,7 +256,8 @@ class TrainingLoop {
   std::vector<std::string> param_names_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<Optimizer> optimizer_;  // train.optimizer on params_ (DGC: SGD without momentum)
-  std::unique_ptr<GradientReducer> reducer_;  // borrowed by strategy_: declared first, destroyed last
+  std::unique_ptr<GradientReducer>
+      reducer_;  // borrowed by strategy_: declared first, destroyed last
   std::unique_ptr<SyncStrategy> strategy_;
   int64_t steps_per_epoch_ = 0;
   int64_t total_steps_ = 0;
@@ -279,7 +286,8 @@ class TrainingLoop {
   int64_t recoveries_ = 0;
   double recovery_s_ = 0;          // time from the failed step to training again
   int64_t steps_rolled_back_ = 0;  // steps this rank lost (0 in partial mode for survivors)
-  std::vector<std::shared_ptr<Communicator>> retired_comms_;  // old generations, released once the new one works
+  std::vector<std::shared_ptr<Communicator>>
+      retired_comms_;                         // old generations, released once the new one works
   std::unique_ptr<ReplicaChecker> replicas_;  // sync.verify_every (after setup(); disabled at 0)
   bool prepared_ = false;
   std::vector<int> members_;  // the group's job ranks (TrainerOptions::members; empty: all)

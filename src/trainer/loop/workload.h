@@ -50,8 +50,8 @@ struct WorkloadContext {
 };
 
 struct StepOutput {
-  double loss = 0;       // mean loss over this rank's computed samples (0 when none)
-  int64_t samples = 0;   // samples this rank computed
+  double loss = 0;      // mean loss over this rank's computed samples (0 when none)
+  int64_t samples = 0;  // samples this rank computed
   // The step's samples over all ranks when the workload knows them exactly (a stream's short
   // last batch); -1: the plan's count.
   int64_t global_samples = -1;
@@ -92,7 +92,8 @@ class Workload {
   // for its own rank, with positions in its share of the epoch.
   virtual std::vector<int64_t> part(int64_t step, int rank) = 0;
   // Forward and backward of the plan's samples (see the gradient contract above).
-  virtual Result<StepOutput> compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) = 0;
+  virtual Result<StepOutput> compute(int64_t step, const StepPlan& plan,
+                                     std::vector<at::Tensor>* grads) = 0;
   // After compute(): apply (true) or drop (false: a rank's step was not finite) what the step
   // changes outside the dense parameters. Called on every rank with the same `apply` when
   // traits().collective_step (then it may run collectives); default: nothing to apply.
@@ -115,7 +116,9 @@ class Workload {
   // mid-job (N-1 elasticity: after the loop rebuilt the workload for the new world, each rank
   // takes its tables, the lost rank's included, from the newest checkpoint) and a job resumed
   // on another cluster. Errors name the file (a save of another model layout is refused).
-  virtual Status restore_sharded(const CheckpointStore& store, int64_t step) { return Status::ok(); }
+  virtual Status restore_sharded(const CheckpointStore& store, int64_t step) {
+    return Status::ok();
+  }
   // recovery.mode partial, on a replacement rank: rebuilds what only the lost rank held from
   // its saves (`store` null: no checkpoints) and accounts what could not be; `global_samples`
   // is the job's sample count at the failure. Fields for the partial_restore event.

@@ -1,9 +1,8 @@
 #include "trainer/process/comm_stack.h"
 
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-
 #include <algorithm>
 #include <optional>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "comm/wan_communicator.h"
 #include "common/cluster_config.h"
@@ -18,8 +17,8 @@ Result<CommStack> build_comm_stack(c10::intrusive_ptr<c10d::Store> store, const 
     cluster = std::move(c);
   }
   if (!o.regions.empty() && static_cast<int>(o.regions.size()) != o.world) {
-    return invalid_argument("--regions lists " + std::to_string(o.regions.size()) + " regions for " +
-                            std::to_string(o.world) + " ranks");
+    return invalid_argument("--regions lists " + std::to_string(o.regions.size()) +
+                            " regions for " + std::to_string(o.world) + " ranks");
   }
   auto wrap = [&](std::shared_ptr<Communicator> c, const std::vector<std::string>& regions,
                   uint64_t salt) -> Result<std::shared_ptr<Communicator>> {
@@ -31,7 +30,8 @@ Result<CommStack> build_comm_stack(c10::intrusive_ptr<c10d::Store> store, const 
   TERN_ASSIGN_OR_RETURN(stack.world, wrap(world, o.regions, 0));
   if (spec.sync.strategy != StrategyKind::kHierarchical) return stack;
   if (o.regions.empty()) {
-    return invalid_argument("sync.strategy hierarchical needs each rank's region (--cluster FILE with --regions)");
+    return invalid_argument(
+        "sync.strategy hierarchical needs each rank's region (--cluster FILE with --regions)");
   }
   std::vector<std::string> order;  // regions in order of first appearance
   for (const auto& r : o.regions) {
@@ -44,13 +44,16 @@ Result<CommStack> build_comm_stack(c10::intrusive_ptr<c10d::Store> store, const 
   }
   int index = static_cast<int>(std::find(members.begin(), members.end(), o.rank) - members.begin());
   auto intra_store = c10::make_intrusive<c10d::PrefixStore>("intra-" + mine, store);
-  TERN_ASSIGN_OR_RETURN(auto intra, make_communicator(intra_store, index, static_cast<int>(members.size()), o.comm));
-  TERN_ASSIGN_OR_RETURN(stack.intra, wrap(intra, std::vector<std::string>(members.size(), mine), 1));
+  TERN_ASSIGN_OR_RETURN(
+      auto intra, make_communicator(intra_store, index, static_cast<int>(members.size()), o.comm));
+  TERN_ASSIGN_OR_RETURN(stack.intra,
+                        wrap(intra, std::vector<std::string>(members.size(), mine), 1));
   if (index == 0) {
-    int region_index = static_cast<int>(std::find(order.begin(), order.end(), mine) - order.begin());
+    int region_index =
+        static_cast<int>(std::find(order.begin(), order.end(), mine) - order.begin());
     auto inter_store = c10::make_intrusive<c10d::PrefixStore>("inter", store);
-    TERN_ASSIGN_OR_RETURN(auto inter,
-                          make_communicator(inter_store, region_index, static_cast<int>(order.size()), o.comm));
+    TERN_ASSIGN_OR_RETURN(auto inter, make_communicator(inter_store, region_index,
+                                                        static_cast<int>(order.size()), o.comm));
     TERN_ASSIGN_OR_RETURN(stack.inter, wrap(inter, order, 2));
   }
   return stack;

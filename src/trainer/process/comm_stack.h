@@ -5,9 +5,8 @@
 
 #include <memory>
 #include <string>
-#include <vector>
-
 #include <torch/csrc/distributed/c10d/Store.hpp>
+#include <vector>
 
 #include "comm/communicator.h"
 #include "comm/process_group.h"
@@ -26,7 +25,7 @@ struct CommStackOptions {
   uint64_t seed = 0;                 // WAN jitter seed (same on every rank)
 };
 
-Result<CommStack> build_comm_stack(c10::intrusive_ptr<c10d::Store> generation_store, const JobSpec& spec,
-                                   const CommStackOptions& options);
+Result<CommStack> build_comm_stack(c10::intrusive_ptr<c10d::Store> generation_store,
+                                   const JobSpec& spec, const CommStackOptions& options);
 
 }  // namespace tern

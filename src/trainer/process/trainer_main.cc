@@ -2,16 +2,15 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <torch/torch.h>
 #include <sys/resource.h>
+#include <torch/torch.h>
 #include <unistd.h>
-
-#include <filesystem>
 
 #include <atomic>
 #include <cerrno>
-#include <cstdlib>
 #include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -23,9 +22,9 @@
 #include "common/logging.h"
 #include "common/trainer_codec.h"
 #include "common/workload_traits.h"
+#include "trainer/loop/training_loop.h"
 #include "trainer/process/comm_stack.h"
 #include "trainer/process/device.h"
-#include "trainer/loop/training_loop.h"
 #include "trainer/workloads/make_workload.h"
 
 namespace tern {
@@ -39,16 +38,23 @@ void on_signal(int) {
 
 int exit_code_for(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kOk: return kTrainerOk;
-    case StatusCode::kInvalidArgument: return kTrainerBadArgs;
+    case StatusCode::kOk:
+      return kTrainerOk;
+    case StatusCode::kInvalidArgument:
+      return kTrainerBadArgs;
     case StatusCode::kNotFound:
-    case StatusCode::kDataLoss: return kTrainerDataError;
+    case StatusCode::kDataLoss:
+      return kTrainerDataError;
     case StatusCode::kUnavailable:
     case StatusCode::kDeadlineExceeded:
-    case StatusCode::kAborted: return kTrainerCommFailure;
-    case StatusCode::kResourceExhausted: return kTrainerOutOfMemory;
-    case StatusCode::kCancelled: return kTrainerStopped;
-    default: return kTrainerInternal;
+    case StatusCode::kAborted:
+      return kTrainerCommFailure;
+    case StatusCode::kResourceExhausted:
+      return kTrainerOutOfMemory;
+    case StatusCode::kCancelled:
+      return kTrainerStopped;
+    default:
+      return kTrainerInternal;
   }
 }
 
@@ -81,10 +87,12 @@ Status guarded(const char* what, F&& f) {
     return resource_exhausted(std::string(what) + ": out of memory (std::bad_alloc)");
   } catch (const c10::Error& e) {
     std::string msg = e.what_without_backtrace();
-    if (is_allocation_failure(msg)) return resource_exhausted(std::string(what) + ": out of memory: " + msg);
+    if (is_allocation_failure(msg))
+      return resource_exhausted(std::string(what) + ": out of memory: " + msg);
     return internal_error(std::string(what) + ": " + msg);
   } catch (const std::exception& e) {
-    if (is_allocation_failure(e.what())) return resource_exhausted(std::string(what) + ": out of memory: " + e.what());
+    if (is_allocation_failure(e.what()))
+      return resource_exhausted(std::string(what) + ": out of memory: " + e.what());
     return internal_error(std::string(what) + ": unexpected exception: " + e.what());
   }
 }
@@ -105,7 +113,8 @@ class RegroupMailbox {
   Result<RegroupRequest> wait(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mu_);
     if (!cv_.wait_for(lock, timeout, [&] { return pending_.has_value() || closed_; })) {
-      return deadline_exceeded("no regroup command from the parent within " + std::to_string(timeout.count()) + " ms");
+      return deadline_exceeded("no regroup command from the parent within " +
+                               std::to_string(timeout.count()) + " ms");
     }
     if (!pending_) return unavailable("the parent closed stdin while a regroup was awaited");
     RegroupRequest r = std::move(*pending_);
@@ -126,7 +135,8 @@ void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
   while (std::getline(std::cin, line)) {
     auto command = decode_command(line);
     if (!command.is_ok()) {
-      spdlog::warn("ignoring command line from parent ({}): {}", command.status().to_string(), line);
+      spdlog::warn("ignoring command line from parent ({}): {}", command.status().to_string(),
+                   line);
       continue;
     }
     if (std::holds_alternative<StopCommand>(*command)) {
@@ -142,10 +152,12 @@ void stdin_commands(TrainingLoop* trainer, RegroupMailbox* mailbox) {
     r.master = c.master;
     r.rollback = c.rollback;
     r.members = c.members;
-    spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world, r.master);
+    spdlog::info("regroup command: generation {} world {} master {}", r.generation, r.world,
+                 r.master);
     // A collective stuck on the old group (a peer that is alive but waits on the dead one)
     // would sit out sync.timeout_s: end it now, the coordinator already knows.
-    abandon_collectives("the coordinator regroups the job at generation " + std::to_string(r.generation));
+    abandon_collectives("the coordinator regroups the job at generation " +
+                        std::to_string(r.generation));
     mailbox->post(std::move(r));
   }
   mailbox->close();
@@ -165,11 +177,13 @@ bool set_process_nice(int nice) {
 
 // The regions of a group's members in group order (`regions` lists the job's ranks); all of
 // them when there is no member list.
-std::vector<std::string> group_regions(const std::vector<std::string>& regions, const std::vector<int>& members) {
+std::vector<std::string> group_regions(const std::vector<std::string>& regions,
+                                       const std::vector<int>& members) {
   if (regions.empty() || members.empty()) return regions;
   std::vector<std::string> out;
   for (int m : members) {
-    if (m >= 0 && m < static_cast<int>(regions.size())) out.push_back(regions[static_cast<size_t>(m)]);
+    if (m >= 0 && m < static_cast<int>(regions.size()))
+      out.push_back(regions[static_cast<size_t>(m)]);
   }
   return out;
 }
@@ -180,7 +194,7 @@ std::vector<std::string> group_regions(const std::vector<std::string>& regions, 
 // run (a crash at exit that turned a clear failure into a signal, read as a lost machine).
 [[noreturn]] void fail_and_exit(const Status& s, TrainingLoop* trainer, JsonLinesSink* sink) {
   ErrorEvent e;
-  e.code = trainer && trainer->stopped_on_nonfinite()   ? kTrainerNonFinite
+  e.code = trainer && trainer->stopped_on_nonfinite()  ? kTrainerNonFinite
            : trainer && trainer->stopped_on_mismatch() ? kTrainerReplicaMismatch
                                                        : exit_code_for(s);
   e.message = s.to_string();
@@ -195,9 +209,12 @@ std::vector<std::string> group_regions(const std::vector<std::string>& regions, 
 // Points `rv` at `master` (HOST:PORT); `what` names it in the error.
 Status set_master(const std::string& master, const std::string& what, RendezvousOptions* rv) {
   auto colon = master.rfind(':');
-  if (colon == std::string::npos) return invalid_argument(what + " must be HOST:PORT, got '" + master + "'");
+  if (colon == std::string::npos)
+    return invalid_argument(what + " must be HOST:PORT, got '" + master + "'");
   auto port = parse_port(master.substr(colon + 1));
-  if (!port) return invalid_argument(what + " must be HOST:PORT with a port in 1..65535, got '" + master + "'");
+  if (!port)
+    return invalid_argument(what + " must be HOST:PORT with a port in 1..65535, got '" + master +
+                            "'");
   rv->master_host = master.substr(0, colon);
   rv->master_port = *port;
   return Status::ok();
@@ -219,7 +236,8 @@ Result<FirstGroup> first_group(const TrainerArgs& args, const JobSpec& spec) {
   g.request.master = args.master;
   g.request.members = args.members;
   for (int m : args.members) {
-    if (m < 0 || m >= args.world) return invalid_argument("--members: rank " + std::to_string(m) + " is not in [0, --world)");
+    if (m < 0 || m >= args.world)
+      return invalid_argument("--members: rank " + std::to_string(m) + " is not in [0, --world)");
   }
   if (!args.standby && g.request.group_rank(args.rank) < 0) {
     return invalid_argument("--members does not name --rank " + std::to_string(args.rank));
@@ -232,8 +250,8 @@ Result<FirstGroup> first_group(const TrainerArgs& args, const JobSpec& spec) {
   return g;
 }
 
-CommStackOptions stack_options(const TrainerArgs& args, const JobSpec& spec, const RendezvousOptions& rv,
-                               const at::Device& device) {
+CommStackOptions stack_options(const TrainerArgs& args, const JobSpec& spec,
+                               const RendezvousOptions& rv, const at::Device& device) {
   CommunicatorOptions co;
   co.backend = backend_for(device);
   co.bind_host = args.bind_host;
@@ -249,8 +267,10 @@ CommStackOptions stack_options(const TrainerArgs& args, const JobSpec& spec, con
 }
 
 // The regroup hook that connects to a new generation's group (regroup.h's RegroupHooks).
-std::function<Result<CommStack>(const RegroupRequest&)> regroup_connector(const TrainerArgs& args, const JobSpec& spec,
-                                                                          RendezvousOptions rv, CommStackOptions so,
+std::function<Result<CommStack>(const RegroupRequest&)> regroup_connector(const TrainerArgs& args,
+                                                                          const JobSpec& spec,
+                                                                          RendezvousOptions rv,
+                                                                          CommStackOptions so,
                                                                           JsonLinesSink* sink) {
   return [&args, &spec, rv, so, sink](const RegroupRequest& req) mutable -> Result<CommStack> {
     TERN_RETURN_IF_ERROR(set_master(req.master, "regroup master", &rv));
@@ -262,7 +282,8 @@ std::function<Result<CommStack>(const RegroupRequest&)> regroup_connector(const 
     // The group's regions (the WAN model and hierarchical groups): those of its members.
     so.regions = group_regions(args.regions, req.members);
     TERN_ASSIGN_OR_RETURN(auto root, connect_store(rv));
-    TERN_ASSIGN_OR_RETURN(CommStack stack, build_comm_stack(generation_store(root, req.generation), spec, so));
+    TERN_ASSIGN_OR_RETURN(CommStack stack,
+                          build_comm_stack(generation_store(root, req.generation), spec, so));
     sink->set_generation(req.generation);
     setup_logging("trainer job=" + args.job_id + " rank=" + std::to_string(args.rank) +
                       " gen=" + std::to_string(req.generation),
@@ -284,36 +305,41 @@ Status run_standby(const TrainerArgs& args, TrainingLoop* trainer, RegroupMailbo
   auto t0 = std::chrono::steady_clock::now();
   Status s = guarded("setup", [&] { return trainer->prepare(); });
   if (lowered && !set_process_nice(nice0)) {
-    spdlog::warn("standby: cannot restore the nice value {} after loading (no privilege): it trains at nice 19",
-                 nice0);
+    spdlog::warn(
+        "standby: cannot restore the nice value {} after loading (no privilege): it trains at nice "
+        "19",
+        nice0);
   }
   TERN_RETURN_IF_ERROR(s);
   ReadyEvent ready;
   ready.setup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  spdlog::info("standby for rank {}: ready after {:.2f} s; waiting to join", args.rank, ready.setup_s);
+  spdlog::info("standby for rank {}: ready after {:.2f} s; waiting to join", args.rank,
+               ready.setup_s);
   sink->emit(to_json(ready));
   std::fflush(stdout);
   for (;;) {
     auto req = mailbox->wait(std::chrono::hours(24));
     if (!req.is_ok()) {
       // Stopped by the parent (the job ended without it), or the parent is gone.
-      return cancelled("standby for rank " + std::to_string(args.rank) + " stopped before it joined (" +
-                       req.status().message() + ")");
+      return cancelled("standby for rank " + std::to_string(args.rank) +
+                       " stopped before it joined (" + req.status().message() + ")");
     }
     if (req->group_rank(args.rank) < 0) {
-      spdlog::info("standby: generation {} does not include rank {} yet", req->generation, args.rank);
+      spdlog::info("standby: generation {} does not include rank {} yet", req->generation,
+                   args.rank);
       sink->set_generation(req->generation);
       continue;
     }
     auto joined = hooks.connect(*req);
     if (!joined.is_ok()) {
       // The group changed again while it formed (comm/abandon.h): wait for the next regroup.
-      spdlog::warn("standby: generation {} did not form ({}); waiting for the next regroup", req->generation,
-                   joined.status().to_string());
+      spdlog::warn("standby: generation {} did not form ({}); waiting for the next regroup",
+                   req->generation, joined.status().to_string());
       continue;
     }
     trainer->attach_group(req->generation, req->members, joined->world);
-    spdlog::info("standby for rank {} joins generation {} ({} ranks)", args.rank, req->generation, req->world);
+    spdlog::info("standby for rank {} joins generation {} ({} ranks)", args.rank, req->generation,
+                 req->world);
     return Status::ok();
   }
 }
@@ -334,7 +360,8 @@ int trainer_main(const TrainerArgs& args) {
   torch::set_num_threads(static_cast<int>(spec.train.threads));
   at::set_num_interop_threads(1);
   // A CPU-only workload (DLRM) takes `device: auto` as the CPU; `cuda` it refuses at validation.
-  auto device = resolve_device(workload_traits(spec).cpu_only ? DeviceKind::kCpu : spec.device, args.rank);
+  auto device =
+      resolve_device(workload_traits(spec).cpu_only ? DeviceKind::kCpu : spec.device, args.rank);
   if (!device.is_ok()) fail_and_exit(device.status(), nullptr, &sink);
   const CommStackOptions so = stack_options(args, spec, group->rv, *device);
   // A standby has no group yet: it connects when a regroup names it.

@@ -11,8 +11,8 @@
 
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
-#include "trainer/process/device.h"
 #include "trainer/loop/training_loop.h"
+#include "trainer/process/device.h"
 #include "trainer/workloads/make_workload.h"
 
 namespace tern {

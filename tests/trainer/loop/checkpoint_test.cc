@@ -4,6 +4,8 @@
 // error feedback and sampling RNG, DSSGD with per-rank momentum); a corrupt newest step (a
 // flipped byte in any rank's file) or a truncated MANIFEST makes every rank fall back to the
 // previous step and say so; nothing loadable is an error naming the directory.
+#include "recovery/checkpoint.h"
+
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -13,7 +15,6 @@
 #include <fstream>
 
 #include "common/job_spec.h"
-#include "recovery/checkpoint.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
 #include "testing/trainer_runs.h"
@@ -161,8 +162,8 @@ TEST(TrainerCheckpoint, EveryKStepsWritesCompleteStepsAndHonoursKeep) {
 // throughput and the cost of a first whole checkpoint, plans an interval and keeps to it.
 TEST(TrainerCheckpoint, YoungDalyIntervalIsPlannedForAnImageModelToo) {
   fs::path dir = scratch("young_daly");
-  auto runs = run_job(spec_with({"train.steps=40", "recovery.interval=young_daly", "recovery.mtbf_s=1",
-                                 "recovery.dir=" + dir.string()}));
+  auto runs = run_job(spec_with({"train.steps=40", "recovery.interval=young_daly",
+                                 "recovery.mtbf_s=1", "recovery.dir=" + dir.string()}));
   expect_ok(runs);
   for (const auto& r : runs) {
     ASSERT_TRUE(r.summary.contains("checkpoint_plan")) << r.summary.dump();
@@ -173,7 +174,8 @@ TEST(TrainerCheckpoint, YoungDalyIntervalIsPlannedForAnImageModelToo) {
     EXPECT_GE(r.summary["checkpoints"].get<int64_t>(), 2) << r.summary.dump();
     EXPECT_NE(find_event(r, "checkpoint_plan"), nullptr);
   }
-  EXPECT_EQ(runs[0].summary["checkpoint_interval_steps"], runs[1].summary["checkpoint_interval_steps"]);
+  EXPECT_EQ(runs[0].summary["checkpoint_interval_steps"],
+            runs[1].summary["checkpoint_interval_steps"]);
 }
 
 TEST(TrainerCheckpoint, ResumedSsgdRunEqualsUninterruptedBitForBit) {
@@ -250,8 +252,9 @@ TEST(TrainerCheckpoint, ResumedDssgdRunEqualsCheckpointedRunBitForBit) {
 // AdamW (train.optimizer adamw, issue 21): its moments and step counts are checkpointed and
 // restored, so a resumed run ends bit for bit where the uninterrupted one does. (A warm-up, so
 // the rate changes; not a cosine or step decay, which would follow the shorter first run's end.)
-const std::vector<std::string> kAdamW = {"train.optimizer=adamw", "train.lr=0.002", "train.weight_decay=0.01",
-                                         "train.betas=[0.85, 0.995]", "train.warmup_steps=3"};
+const std::vector<std::string> kAdamW = {"train.optimizer=adamw", "train.lr=0.002",
+                                         "train.weight_decay=0.01", "train.betas=[0.85, 0.995]",
+                                         "train.warmup_steps=3"};
 
 std::vector<std::string> adamw_with(std::vector<std::string> more) {
   more.insert(more.end(), kAdamW.begin(), kAdamW.end());
@@ -263,8 +266,8 @@ TEST(TrainerCheckpoint, ResumedAdamWRunEqualsUninterruptedBitForBit) {
   auto uninterrupted = run_job(spec_with(adamw_with({})));
   expect_ok(uninterrupted);
   auto sgd = run_job(spec_with({}));
-  auto first = run_job(spec_with(
-      adamw_with({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()})));
+  auto first = run_job(spec_with(adamw_with(
+      {"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()})));
   expect_ok(first);
   // Under SSGD the moments are the same on every rank: saved once, in replicated.ckpt, under
   // AdamW's names, with the optimizer named in the metadata.
@@ -305,7 +308,8 @@ TEST(TrainerCheckpoint, ResumedAdamWDtsRunWithPerRankMomentsEqualsCheckpointedRu
   // DTS: every rank's moments are its own, saved in its own file; the drain at each
   // checkpoint is an averaging point, so the reference is the same job with the same checkpoints.
   auto with = [&](const fs::path& dir, std::vector<std::string> more) {
-    for (const char* o : {"sync.strategy=dts", "sync.delay=1", "sync.period=3", "recovery.checkpoint_every=5"}) {
+    for (const char* o :
+         {"sync.strategy=dts", "sync.delay=1", "sync.period=3", "recovery.checkpoint_every=5"}) {
       more.push_back(o);
     }
     more.push_back("recovery.dir=" + dir.string());
@@ -326,7 +330,8 @@ TEST(TrainerCheckpoint, ResumedAdamWDtsRunWithPerRankMomentsEqualsCheckpointedRu
   const at::Tensor* m1 = r1->find("adamw/exp_avg_sq/fc1.weight");
   ASSERT_TRUE(m0 != nullptr && m1 != nullptr);
   EXPECT_FALSE(at::equal(*m0, *m1)) << "each rank's own second moment";
-  auto resumed = run_job(with(scratch("adamw_dts_resumed"), {"recovery.resume_from=" + dir.string()}));
+  auto resumed =
+      run_job(with(scratch("adamw_dts_resumed"), {"recovery.resume_from=" + dir.string()}));
   expect_ok(resumed);
   for (int r = 0; r < kWorld; ++r) {
     SCOPED_TRACE("rank " + std::to_string(r));
@@ -339,16 +344,18 @@ TEST(TrainerCheckpoint, ACheckpointOfAnotherOptimizerIsRefusedNamingTheFile) {
   // Both ways: SGD's momentum is no AdamW state and AdamW's moments are no momentum; nothing
   // is half loaded, the job stops at setup naming the file and the fix.
   fs::path sgd_dir = scratch("sgd_written");
-  expect_ok(run_job(spec_with({"train.steps=6", "recovery.checkpoint_every=5", "recovery.dir=" + sgd_dir.string()})));
+  expect_ok(run_job(spec_with(
+      {"train.steps=6", "recovery.checkpoint_every=5", "recovery.dir=" + sgd_dir.string()})));
   fs::path adamw_dir = scratch("adamw_written");
-  expect_ok(run_job(
-      spec_with(adamw_with({"train.steps=6", "recovery.checkpoint_every=5", "recovery.dir=" + adamw_dir.string()}))));
+  expect_ok(run_job(spec_with(adamw_with(
+      {"train.steps=6", "recovery.checkpoint_every=5", "recovery.dir=" + adamw_dir.string()}))));
   struct Case {
     fs::path dir;
     std::vector<std::string> overrides;
     std::string written, wanted;
   };
-  for (const Case& c : {Case{sgd_dir, adamw_with({}), "sgd", "adamw"}, Case{adamw_dir, {}, "adamw", "sgd"}}) {
+  for (const Case& c :
+       {Case{sgd_dir, adamw_with({}), "sgd", "adamw"}, Case{adamw_dir, {}, "adamw", "sgd"}}) {
     SCOPED_TRACE(c.written + " checkpoint, " + c.wanted + " job");
     auto overrides = c.overrides;
     overrides.push_back("recovery.resume_from=" + c.dir.string());
@@ -358,7 +365,8 @@ TEST(TrainerCheckpoint, ACheckpointOfAnotherOptimizerIsRefusedNamingTheFile) {
       EXPECT_NE(r.setup.message().find((c.dir / "step-000000000005" / "replicated.ckpt").string()),
                 std::string::npos)
           << r.setup.to_string();
-      EXPECT_NE(r.setup.message().find("written with train.optimizer " + c.written + ", this job has " + c.wanted),
+      EXPECT_NE(r.setup.message().find("written with train.optimizer " + c.written +
+                                       ", this job has " + c.wanted),
                 std::string::npos)
           << r.setup.to_string();
     }
@@ -454,18 +462,21 @@ TEST(TrainerCheckpoint, ResumeWithAnotherBatchSizeIsRefused) {
 // parameters.
 TEST(TrainerCheckpoint, ResumeAtAnotherWorldSizeContinuesFromTheSamplePosition) {
   fs::path dir = scratch("other_world");
-  auto first = run_job(spec_with({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()}));
+  auto first = run_job(
+      spec_with({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()}));
   expect_ok(first);
   for (int world : {3, 1}) {
     SCOPED_TRACE(std::to_string(world) + " ranks");
-    auto resumed = run_job(spec_with({"train.steps=24", "recovery.resume_from=" + dir.string()}), world);
+    auto resumed =
+        run_job(spec_with({"train.steps=24", "recovery.resume_from=" + dir.string()}), world);
     expect_ok(resumed);
     const int64_t at = 320 / (16 * world);
     for (const auto& r : resumed) {
       EXPECT_EQ(r.summary.value("resumed_from_step", -1), 10) << r.summary.dump();
       EXPECT_EQ(r.summary.value("resumed_from_world", -1), 2);
       EXPECT_EQ(r.summary.value("steps", 0), 24);
-      EXPECT_EQ(r.summary.value("samples", int64_t{0}), 320 + (24 - at) * 16 * world) << r.summary.dump();
+      EXPECT_EQ(r.summary.value("samples", int64_t{0}), 320 + (24 - at) * 16 * world)
+          << r.summary.dump();
       const nlohmann::json* e = find_event(r, "resumed");
       ASSERT_NE(e, nullptr);
       EXPECT_EQ(e->value("step", -1), 10);
@@ -485,7 +496,8 @@ TEST(TrainerCheckpoint, ResumeAtAnotherWorldSizeDropsPerRankStateAndSaysSo) {
     o.insert(o.end(), {"compress.method=dgc", "compress.density=0.1"});
     return spec_with(o);
   };
-  expect_ok(run_job(dgc({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()})));
+  expect_ok(run_job(
+      dgc({"train.steps=12", "recovery.checkpoint_every=5", "recovery.dir=" + dir.string()})));
   LogCapture log;
   auto resumed = run_job(dgc({"recovery.resume_from=" + dir.string()}), 3);
   expect_ok(resumed);

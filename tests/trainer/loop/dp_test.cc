@@ -67,15 +67,18 @@ JobSpec mlp(std::vector<std::string> overrides) {
 
 JobSpec dlrm(std::vector<std::string> overrides) {
   auto r = load_job_spec_text(
-      "name: dp-dlrm\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], top_mlp: [8, 1]}\n"
-      "data: {source: synthetic_ctr, num_tables: 4, table_size: 200, train_size: 2048, test_size: 256}\n"
+      "name: dp-dlrm\nworkers: 2\nmodel: {type: dlrm, embedding_dim: 4, bottom_mlp: [8, 4], "
+      "top_mlp: [8, 1]}\n"
+      "data: {source: synthetic_ctr, num_tables: 4, table_size: 200, train_size: 2048, test_size: "
+      "256}\n"
       "train: {steps: 20, batch_size: 32, lr: 0.2, seed: 3, log_every: 5}\n",
       "dp-dlrm.yaml", overrides);
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   return r->spec;
 }
 
-void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, double rtol, double atol) {
+void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, double rtol,
+                  double atol) {
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_TRUE(at::allclose(a[i], b[i], rtol, atol))
@@ -84,7 +87,8 @@ void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor
 }
 
 TEST(TrainerDp, MlpVectorisedEqualsMicrobatchAndEpsilonIsTheAccountants) {
-  const std::vector<std::string> dp = {"train.dp.clip=0.1", "train.dp.noise_multiplier=1.1", "train.dp.delta=1e-5"};
+  const std::vector<std::string> dp = {"train.dp.clip=0.1", "train.dp.noise_multiplier=1.1",
+                                       "train.dp.delta=1e-5"};
   auto with = [&](const std::string& mode) {
     std::vector<std::string> o = dp;
     o.push_back("train.dp.per_sample=" + mode);
@@ -133,7 +137,8 @@ TEST(TrainerDp, WithAnUnreachableClipAndNoNoiseDpSgdIsSgd) {
     o.push_back(std::string("train.dp.embedding_noise=") + noise);
     auto priv = run_job(dlrm(o));
     for (int r = 0; r < kWorld; ++r) expect_close(plain[r].params, priv[r].params, 1e-4, 1e-6);
-    EXPECT_NEAR(priv[0].summary.value("test_auc", 0.0), plain[0].summary.value("test_auc", 1.0), 1e-4);
+    EXPECT_NEAR(priv[0].summary.value("test_auc", 0.0), plain[0].summary.value("test_auc", 1.0),
+                1e-4);
   }
 }
 
@@ -141,7 +146,8 @@ TEST(TrainerDp, LazyDlrmResumedEqualsUninterruptedWithTheSameEpsilon) {
   fs::path dir = testing::scratch_dir("tern_dp_test", "lazy_resume");
   fs::path full_dir = testing::scratch_dir("tern_dp_test", "lazy_full");
   const std::vector<std::string> dp = {"train.dp.clip=1.0", "train.dp.noise_multiplier=0.8",
-                                       "train.dp.embedding_noise=lazy", "recovery.checkpoint_every=5"};
+                                       "train.dp.embedding_noise=lazy",
+                                       "recovery.checkpoint_every=5"};
   auto with = [&](std::vector<std::string> more) {
     std::vector<std::string> o = dp;
     o.insert(o.end(), more.begin(), more.end());
@@ -149,17 +155,21 @@ TEST(TrainerDp, LazyDlrmResumedEqualsUninterruptedWithTheSameEpsilon) {
   };
   auto uninterrupted = run_job(with({"recovery.dir=" + full_dir.string()}));
   auto first = run_job(with({"train.steps=12", "recovery.dir=" + dir.string()}));
-  auto resumed = run_job(with({"recovery.resume_from=" + dir.string(), "recovery.dir=" + dir.string()}));
+  auto resumed =
+      run_job(with({"recovery.resume_from=" + dir.string(), "recovery.dir=" + dir.string()}));
   for (int r = 0; r < kWorld; ++r) {
     SCOPED_TRACE("rank " + std::to_string(r));
     ASSERT_EQ(resumed[r].params.size(), uninterrupted[r].params.size());
     for (size_t i = 0; i < resumed[r].params.size(); ++i) {
-      EXPECT_TRUE(testing::same_bits(resumed[r].params[i], uninterrupted[r].params[i])) << "parameter " << i;
+      EXPECT_TRUE(testing::same_bits(resumed[r].params[i], uninterrupted[r].params[i]))
+          << "parameter " << i;
     }
     EXPECT_EQ(resumed[r].summary.value("resumed_from_step", -1), 10);
     EXPECT_EQ(resumed[r].summary.value("dp_steps", -1), 20);
-    EXPECT_DOUBLE_EQ(resumed[r].summary.value("epsilon", -1.0), uninterrupted[r].summary.value("epsilon", -2.0));
-    EXPECT_DOUBLE_EQ(resumed[r].summary.value("test_auc", -1.0), uninterrupted[r].summary.value("test_auc", -2.0));
+    EXPECT_DOUBLE_EQ(resumed[r].summary.value("epsilon", -1.0),
+                     uninterrupted[r].summary.value("epsilon", -2.0));
+    EXPECT_DOUBLE_EQ(resumed[r].summary.value("test_auc", -1.0),
+                     uninterrupted[r].summary.value("test_auc", -2.0));
     EXPECT_LT(first[r].summary.value("epsilon", 1e9), resumed[r].summary.value("epsilon", 0.0));
   }
 }

@@ -28,7 +28,8 @@ TEST(Sgd, NesterovMatchesTorchSgdBitForBit) {
   torch::manual_seed(1);
   auto a = torch::randn({4, 6}, torch::requires_grad());
   auto b = a.detach().clone().requires_grad_(true);
-  torch::optim::SGD ref({b}, torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(0.001).nesterov(true));
+  torch::optim::SGD ref(
+      {b}, torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(0.001).nesterov(true));
   Sgd ours({a}, 0.05, 0.9, 0.001, /*nesterov=*/true);
   Sgd heavy({a.detach().clone()}, 0.05, 0.9, 0.001);
   for (int step = 0; step < 5; ++step) {
@@ -92,7 +93,8 @@ void expect_adamw_matches_torch(std::vector<at::Tensor> params, const AdamWOptio
     for (size_t i = 0; i < params.size(); ++i) {
       // Parameter 1 gets no gradient at step 1 (torch skips it: no decay, no step count).
       const bool none = skip_some && i == 1 && step == 1;
-      grads.push_back(none ? at::Tensor() : torch::randn(params[i].sizes()) * (1.0 + static_cast<double>(i)));
+      grads.push_back(none ? at::Tensor()
+                           : torch::randn(params[i].sizes()) * (1.0 + static_cast<double>(i)));
       ref_params[i].mutable_grad() = none ? at::Tensor() : grads.back().clone();
     }
     ref.param_groups()[0].options().set_lr(lrs[step]);
@@ -122,7 +124,8 @@ TEST(AdamW, MatchesTorchAdamWBitForBitWithDecayAndAChangingLr) {
   o.weight_decay = 0.05;
   // Warm-up, then a decay: every step a different rate.
   expect_adamw_matches_torch({torch::randn({5, 3}), torch::randn({7}), torch::randn({2, 3, 4})}, o,
-                             {0.002, 0.006, 0.01, 0.008, 0.005, 0.002, 0.0005, 0.01}, /*skip_some=*/false);
+                             {0.002, 0.006, 0.01, 0.008, 0.005, 0.002, 0.0005, 0.01},
+                             /*skip_some=*/false);
 }
 
 TEST(AdamW, MatchesTorchWithOtherBetasEpsAndNoDecay) {
@@ -132,7 +135,8 @@ TEST(AdamW, MatchesTorchWithOtherBetasEpsAndNoDecay) {
   o.beta2 = 0.95;
   o.eps = 1e-6;
   o.weight_decay = 0.0;
-  expect_adamw_matches_torch({torch::randn({4, 4}), torch::randn({9})}, o, {0.1, 0.05, 0.02, 0.01, 0.3},
+  expect_adamw_matches_torch({torch::randn({4, 4}), torch::randn({9})}, o,
+                             {0.1, 0.05, 0.02, 0.01, 0.3},
                              /*skip_some=*/false);
 }
 
@@ -179,8 +183,9 @@ TEST(AdamW, StateRoundTripContinuesBitForBit) {
   auto saved = cloned(first.state(names, false));
   std::vector<std::string> keys;
   for (const auto& [n, t] : saved) keys.push_back(n);
-  EXPECT_EQ(keys, (std::vector<std::string>{"adamw/exp_avg/p0", "adamw/exp_avg_sq/p0", "adamw/step/p0",
-                                            "adamw/exp_avg/p1", "adamw/exp_avg_sq/p1", "adamw/step/p1"}));
+  EXPECT_EQ(keys,
+            (std::vector<std::string>{"adamw/exp_avg/p0", "adamw/exp_avg_sq/p0", "adamw/step/p0",
+                                      "adamw/exp_avg/p1", "adamw/exp_avg_sq/p1", "adamw/step/p1"}));
   std::vector<at::Tensor> b = {a[0].clone(), a[1].clone()};
   AdamW second(b, o);
   ASSERT_TRUE(second.load_state(saved, names, "x.ckpt").is_ok());
@@ -232,9 +237,11 @@ TEST(AdamW, BadStateIsRefusedNamingTheFileAndParameterAndChangesNothing) {
       {"no exp_avg_sq", without("adamw/exp_avg_sq/p0"), "incomplete"},
       {"no step", without("adamw/step/p0"), "incomplete"},
       {"wrong shape", with("adamw/exp_avg/p0", torch::zeros({5})), "adamw/exp_avg of 'p0' is [5]"},
-      {"integer moments", with("adamw/exp_avg_sq/p0", torch::zeros({4}, at::kLong)), "adamw/exp_avg_sq of 'p0'"},
+      {"integer moments", with("adamw/exp_avg_sq/p0", torch::zeros({4}, at::kLong)),
+       "adamw/exp_avg_sq of 'p0'"},
       {"negative second moment", with("adamw/exp_avg_sq/p0", torch::full({4}, -1.0)), "negative"},
-      {"fractional step", with("adamw/step/p0", torch::scalar_tensor(1.5, at::kDouble)), "whole number"},
+      {"fractional step", with("adamw/step/p0", torch::scalar_tensor(1.5, at::kDouble)),
+       "whole number"},
       {"negative step", with("adamw/step/p0", torch::scalar_tensor(-2, at::kLong)), "whole number"},
       {"NaN step", with("adamw/step/p0", torch::scalar_tensor(NAN, at::kDouble)), "whole number"},
       {"two steps", with("adamw/step/p0", torch::ones({2}, at::kLong)), "one count"},
@@ -249,7 +256,8 @@ TEST(AdamW, BadStateIsRefusedNamingTheFileAndParameterAndChangesNothing) {
     // Nothing changed.
     auto now = opt.state(names, false);
     ASSERT_EQ(now.size(), good.size());
-    for (size_t i = 0; i < now.size(); ++i) EXPECT_TRUE(torch::equal(now[i].second, good[i].second)) << now[i].first;
+    for (size_t i = 0; i < now.size(); ++i)
+      EXPECT_TRUE(torch::equal(now[i].second, good[i].second)) << now[i].first;
   }
 }
 
@@ -288,7 +296,8 @@ TEST(MakeOptimizer, BuildsWhatTheSpecNames) {
   EXPECT_EQ(o.eps, 1e-5);
   EXPECT_EQ(o.weight_decay, 0.02);
   // sync.average_momentum averages AdamW's first moment.
-  EXPECT_EQ((*adamw)->averaged_state(), &const_cast<std::vector<at::Tensor>&>(static_cast<AdamW&>(**adamw).exp_avg()));
+  EXPECT_EQ((*adamw)->averaged_state(),
+            &const_cast<std::vector<at::Tensor>&>(static_cast<AdamW&>(**adamw).exp_avg()));
   // DGC applies momentum itself: SGD then has none; AdamW cannot be combined with it.
   auto dgc = make_optimizer(t, {torch::zeros({2})}, /*momentum_in_reducer=*/true);
   EXPECT_EQ(dgc.status().code(), StatusCode::kInvalidArgument);

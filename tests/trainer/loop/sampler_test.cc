@@ -44,11 +44,16 @@ TEST(StepAtOtherWorld, NoSampleOfTheEpochIsSkippedAndFewerThanOneBatchIsSeenTwic
   for (int from : {1, 2, 3, 4}) {
     for (int to : {1, 2, 3, 4, 5}) {
       std::vector<std::unique_ptr<DataParallelParts>> old_parts, new_parts;
-      for (int r = 0; r < from; ++r) old_parts.push_back(DataParallelParts::make(size, from, r, seed, batch).value());
-      for (int r = 0; r < to; ++r) new_parts.push_back(DataParallelParts::make(size, to, r, seed, batch).value());
-      const int64_t from_spe = old_parts[0]->steps_per_epoch(), to_spe = new_parts[0]->steps_per_epoch();
-      for (int64_t step : {int64_t{0}, int64_t{1}, int64_t{5}, from_spe - 1, from_spe, from_spe + 3}) {
-        SCOPED_TRACE(std::to_string(from) + " -> " + std::to_string(to) + " ranks at step " + std::to_string(step));
+      for (int r = 0; r < from; ++r)
+        old_parts.push_back(DataParallelParts::make(size, from, r, seed, batch).value());
+      for (int r = 0; r < to; ++r)
+        new_parts.push_back(DataParallelParts::make(size, to, r, seed, batch).value());
+      const int64_t from_spe = old_parts[0]->steps_per_epoch(),
+                    to_spe = new_parts[0]->steps_per_epoch();
+      for (int64_t step :
+           {int64_t{0}, int64_t{1}, int64_t{5}, from_spe - 1, from_spe, from_spe + 3}) {
+        SCOPED_TRACE(std::to_string(from) + " -> " + std::to_string(to) + " ranks at step " +
+                     std::to_string(step));
         auto mapped = step_at_other_world(step, from_spe, batch * from, to_spe, batch * to);
         ASSERT_TRUE(mapped.is_ok()) << mapped.status().to_string();
         if (from == to) {
@@ -108,7 +113,6 @@ TEST(ShardedSampler, PermutationIsAPermutation) {
   EXPECT_LT(fixed, 20);
 }
 
-
 // --- elastic shares (recovery.min_workers) ---
 
 // One epoch of a 4-rank job whose group shrinks to {0, 1, 3} at step 5, to {1, 3} at step 9
@@ -119,7 +123,8 @@ TEST(ElasticShare, NoSampleLostOrSeenTwiceInAnEpochAcrossShrinkAndGrow) {
   const int64_t batch = 7;
   const int64_t size = 4 * 7 * 20 + 3;  // 20 steps; the tail is dropped as without elasticity
   std::vector<std::unique_ptr<DataParallelParts>> parts;
-  for (int r = 0; r < world; ++r) parts.push_back(std::make_unique<DataParallelParts>(size, world, r, 11, batch));
+  for (int r = 0; r < world; ++r)
+    parts.push_back(std::make_unique<DataParallelParts>(size, world, r, 11, batch));
   const int64_t steps = parts[0]->steps_per_epoch();
   ASSERT_EQ(steps, 20);
   auto group_at = [](int64_t s) -> std::vector<int> {
@@ -133,18 +138,22 @@ TEST(ElasticShare, NoSampleLostOrSeenTwiceInAnEpochAcrossShrinkAndGrow) {
     double weight_sum = 0;
     int64_t step_samples = 0;
     for (int me : members) {
-      ElasticShare share = elastic_share([&](int r) { return parts[static_cast<size_t>(me)]->part(s, r); }, world,
-                                         members, me);
+      ElasticShare share = elastic_share(
+          [&](int r) { return parts[static_cast<size_t>(me)]->part(s, r); }, world, members, me);
       EXPECT_EQ(share.global_samples, 4 * batch) << "step " << s;
       if (members.size() == static_cast<size_t>(world)) {
-        EXPECT_EQ(share.indices, parts[static_cast<size_t>(me)]->part(s, me)) << "a whole group: its own part";
+        EXPECT_EQ(share.indices, parts[static_cast<size_t>(me)]->part(s, me))
+            << "a whole group: its own part";
       }
       for (int64_t i : share.indices) ++seen[i];
       weight_sum += share.weight * static_cast<double>(share.indices.size());
       step_samples += static_cast<int64_t>(share.indices.size());
       // Shares differ by at most one sample of the vacant parts.
       EXPECT_LE(static_cast<int64_t>(share.indices.size()),
-                batch + (4 - static_cast<int64_t>(members.size())) * batch / static_cast<int64_t>(members.size()) + 1);
+                batch +
+                    (4 - static_cast<int64_t>(members.size())) * batch /
+                        static_cast<int64_t>(members.size()) +
+                    1);
     }
     EXPECT_EQ(step_samples, 4 * batch);
     // mean over members of sum(w) = 1: the group mean of the weighted losses is the batch mean.
@@ -156,7 +165,8 @@ TEST(ElasticShare, NoSampleLostOrSeenTwiceInAnEpochAcrossShrinkAndGrow) {
   for (int r = 0; r < world; ++r) {
     for (int64_t i : ShardedSampler(size, world, r, 11).epoch_indices(0)) epoch.insert(i);
   }
-  for (const auto& [i, n] : seen) EXPECT_TRUE(epoch.count(i)) << "sample " << i << " is not in the epoch";
+  for (const auto& [i, n] : seen)
+    EXPECT_TRUE(epoch.count(i)) << "sample " << i << " is not in the epoch";
 }
 
 TEST(ElasticShare, ANonMemberTakesNothingButItsOwnPart) {

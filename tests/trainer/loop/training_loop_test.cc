@@ -1,8 +1,4 @@
 #include "trainer/loop/training_loop.h"
-#include "trainer/loop/sampler.h"
-#include "trainer/workloads/image/dataset.h"
-#include "trainer/workloads/image/models.h"
-#include "trainer/workloads/make_workload.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -13,6 +9,10 @@
 #include "common/lr_schedule.h"
 #include "testing/gloo_group.h"
 #include "testing/trainer_runs.h"
+#include "trainer/loop/sampler.h"
+#include "trainer/workloads/image/dataset.h"
+#include "trainer/workloads/image/models.h"
+#include "trainer/workloads/make_workload.h"
 
 namespace tern {
 namespace {
@@ -20,18 +20,20 @@ namespace {
 using testing::same_bits;
 
 JobSpec small_spec(int workers, const std::string& model = "mlp") {
-  auto r = load_job_spec_text(
-      "name: t\nworkers: " + std::to_string(workers) + "\nmodel: {type: " + model +
-          "}\n"
-          "data: {source: synthetic, train_size: 384, test_size: 200}\n"
-          "train: {epochs: 2, batch_size: 16, lr: 0.05, momentum: 0.9, weight_decay: 0.0001, seed: 5}\n",
-      "test.yaml");
+  auto r = load_job_spec_text("name: t\nworkers: " + std::to_string(workers) +
+                                  "\nmodel: {type: " + model +
+                                  "}\n"
+                                  "data: {source: synthetic, train_size: 384, test_size: 200}\n"
+                                  "train: {epochs: 2, batch_size: 16, lr: 0.05, momentum: 0.9, "
+                                  "weight_decay: 0.0001, seed: 5}\n",
+                              "test.yaml");
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   return r->spec;
 }
 
-std::vector<at::Tensor> train_with_tern(const JobSpec& spec, int rank, std::shared_ptr<Communicator> comm,
-                                        MemorySink* sink, double* accuracy = nullptr) {
+std::vector<at::Tensor> train_with_tern(const JobSpec& spec, int rank,
+                                        std::shared_ptr<Communicator> comm, MemorySink* sink,
+                                        double* accuracy = nullptr) {
   TrainerOptions o;
   o.spec = spec;
   o.rank = rank;
@@ -62,10 +64,11 @@ std::vector<at::Tensor> train_plain(const JobSpec& spec) {
                                  .eps(spec.train.eps)
                                  .weight_decay(spec.train.weight_decay));
   } else {
-    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(spec.train.lr)
-                                                                              .momentum(spec.train.momentum)
-                                                                              .nesterov(spec.train.nesterov)
-                                                                              .weight_decay(spec.train.weight_decay));
+    optimizer = std::make_unique<torch::optim::SGD>(model->parameters(),
+                                                    torch::optim::SGDOptions(spec.train.lr)
+                                                        .momentum(spec.train.momentum)
+                                                        .nesterov(spec.train.nesterov)
+                                                        .weight_decay(spec.train.weight_decay));
   }
   torch::optim::Optimizer& opt = *optimizer;
   ShardedSampler sampler(data->train.size(), 1, 0, static_cast<uint64_t>(spec.train.seed));
@@ -78,8 +81,11 @@ std::vector<at::Tensor> train_plain(const JobSpec& spec) {
       // The schedule by hand, step by step (constant: always spec.train.lr).
       opt.param_groups()[0].options().set_lr(scheduled_lr(spec.train, step++, total));
       size_t end = std::min(idx.size(), b + static_cast<size_t>(spec.train.batch_size));
-      auto ix = at::tensor(std::vector<int64_t>(idx.begin() + static_cast<long>(b), idx.begin() + static_cast<long>(end)), at::kLong);
-      Batch batch{data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
+      auto ix = at::tensor(std::vector<int64_t>(idx.begin() + static_cast<long>(b),
+                                                idx.begin() + static_cast<long>(end)),
+                           at::kLong);
+      Batch batch{
+          data->train.images.index_select(0, ix), {}, data->train.labels.index_select(0, ix)};
       opt.zero_grad();
       auto loss = torch::nn::functional::cross_entropy(model->forward(batch), batch.y);
       loss.backward();
@@ -124,8 +130,9 @@ TEST(Trainer, LearningRateSchedulesAndNesterovEqualThePlainLoop) {
     ASSERT_EQ(ours.size(), plain.size());
     double vs_constant = 0;
     for (size_t i = 0; i < ours.size(); ++i) {
-      EXPECT_TRUE(at::equal(ours[i], plain[i])) << schedule << ": parameter " << i << " differs, max abs diff "
-                                                << (ours[i] - plain[i]).abs().max().item<double>();
+      EXPECT_TRUE(at::equal(ours[i], plain[i]))
+          << schedule << ": parameter " << i << " differs, max abs diff "
+          << (ours[i] - plain[i]).abs().max().item<double>();
       vs_constant = std::max(vs_constant, (ours[i] - flat[i]).abs().max().item<double>());
     }
     EXPECT_GT(vs_constant, 1e-4) << schedule << ": the schedule changed nothing";
@@ -190,7 +197,8 @@ TEST(Trainer, AverageMomentumAveragesAdamWsFirstMomentOnly) {
       ASSERT_TRUE(st.is_ok()) << st.to_string();
       std::vector<std::string> names;
       for (size_t i = 0; i < t.parameters().size(); ++i) names.push_back("p" + std::to_string(i));
-      for (auto& [n, v] : t.optimizer().state(names, false)) state[static_cast<size_t>(rank)].emplace_back(n, v.clone());
+      for (auto& [n, v] : t.optimizer().state(names, false))
+        state[static_cast<size_t>(rank)].emplace_back(n, v.clone());
     });
     ASSERT_EQ(state[0].size(), state[1].size());
     ASSERT_FALSE(state[0].empty());
@@ -215,8 +223,8 @@ TEST(Trainer, SsgdKeepsReplicasBitIdentical) {
     std::vector<double> acc(static_cast<size_t>(world));
     std::vector<MemorySink> sinks(static_cast<size_t>(world));
     testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
-      params[static_cast<size_t>(rank)] = train_with_tern(spec, rank, comm, &sinks[static_cast<size_t>(rank)],
-                                                          &acc[static_cast<size_t>(rank)]);
+      params[static_cast<size_t>(rank)] = train_with_tern(
+          spec, rank, comm, &sinks[static_cast<size_t>(rank)], &acc[static_cast<size_t>(rank)]);
     });
     for (int r = 1; r < world; ++r) {
       for (size_t i = 0; i < params[0].size(); ++i) {
@@ -246,14 +254,16 @@ TEST(Trainer, InitialParametersAreBroadcastOnlyWhenRanksDiffer) {
       MemorySink sink;
       TrainingLoop t(o, comm, &sink, make_workload(o.spec));
       ASSERT_TRUE(t.setup().is_ok());
-      for (auto& p : t.parameters()) params[static_cast<size_t>(rank)].push_back(p.detach().clone());
+      for (auto& p : t.parameters())
+        params[static_cast<size_t>(rank)].push_back(p.detach().clone());
       sent[static_cast<size_t>(rank)] = t.bytes_sent();
       if (rank == 0) {
         for (auto& p : t.parameters()) model_bytes += p.numel() * p.element_size();
       }
     });
     for (size_t i = 0; i < params[0].size(); ++i) {
-      EXPECT_TRUE(same_bits(params[0][i], params[1][i])) << "same seed " << same_seed << " parameter " << i;
+      EXPECT_TRUE(same_bits(params[0][i], params[1][i]))
+          << "same seed " << same_seed << " parameter " << i;
     }
     if (same_seed) {
       EXPECT_LT(sent[0], 1024) << "a broadcast of identical parameters";
@@ -312,7 +322,8 @@ TEST(Trainer, TooSmallDatasetIsAClearError) {
 }
 
 // Issue 18 item 4: train.lr 100 makes the loss non-finite within a few steps.
-JobSpec diverging_spec(int workers, const std::string& on_nonfinite, const std::string& strategy = "ssgd") {
+JobSpec diverging_spec(int workers, const std::string& on_nonfinite,
+                       const std::string& strategy = "ssgd") {
   JobSpec spec = small_spec(workers);
   spec.train.lr = 100;
   EXPECT_TRUE(parse_spec_enum(on_nonfinite, &spec.train.on_nonfinite)) << on_nonfinite;
@@ -342,7 +353,8 @@ TEST(Trainer, NonFiniteLossFailsEveryRankAtTheSameStepNamingIt) {
   });
   for (int r = 0; r < 2; ++r) {
     EXPECT_TRUE(nonfinite[static_cast<size_t>(r)]) << errors[static_cast<size_t>(r)];
-    EXPECT_NE(errors[static_cast<size_t>(r)].find("non-finite"), std::string::npos) << errors[static_cast<size_t>(r)];
+    EXPECT_NE(errors[static_cast<size_t>(r)].find("non-finite"), std::string::npos)
+        << errors[static_cast<size_t>(r)];
     EXPECT_NE(errors[static_cast<size_t>(r)].find("train.on_nonfinite"), std::string::npos);
   }
   // "step N: ..." the same N on both ranks (SSGD hands the poison on through the all-reduce).
@@ -367,11 +379,13 @@ TEST(Trainer, SkipStepLeavesNonFiniteStepsOutOnEveryRankAndReplicasStayIdentical
       Status s = t.run();
       ASSERT_TRUE(s.is_ok()) << strategy << " rank " << rank << ": " << s.to_string();
       summaries[static_cast<size_t>(rank)] = t.summary();
-      for (auto& p : t.parameters()) params[static_cast<size_t>(rank)].push_back(p.detach().clone());
+      for (auto& p : t.parameters())
+        params[static_cast<size_t>(rank)].push_back(p.detach().clone());
     });
     ASSERT_EQ(params[0].size(), params[1].size());
     for (size_t i = 0; i < params[0].size(); ++i) {
-      EXPECT_TRUE(same_bits(params[0][i], params[1][i])) << strategy << ": parameter " << i << " diverged";
+      EXPECT_TRUE(same_bits(params[0][i], params[1][i]))
+          << strategy << ": parameter " << i << " diverged";
     }
     const int64_t skipped = summaries[0].value("skipped_steps", int64_t{-1});
     EXPECT_GT(skipped, 0) << strategy;
@@ -381,7 +395,8 @@ TEST(Trainer, SkipStepLeavesNonFiniteStepsOutOnEveryRankAndReplicasStayIdentical
     std::vector<std::vector<int64_t>> steps(2);
     for (int r = 0; r < 2; ++r) {
       for (auto& e : sinks[static_cast<size_t>(r)].events) {
-        if (e["event"] == "skipped") steps[static_cast<size_t>(r)].push_back(e["step"].get<int64_t>());
+        if (e["event"] == "skipped")
+          steps[static_cast<size_t>(r)].push_back(e["step"].get<int64_t>());
         if (e["event"] == "progress") {
           EXPECT_TRUE(e["loss"].is_number()) << e.dump();
         }

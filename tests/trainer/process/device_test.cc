@@ -10,7 +10,8 @@ TEST(Device, CpuAndAutoWithoutCuda) {
   ASSERT_TRUE(cpu.is_ok());
   EXPECT_TRUE(cpu->is_cpu());
   EXPECT_EQ(backend_for(*cpu), "gloo");
-  if (torch::cuda::is_available()) GTEST_SKIP() << "CUDA present: the no-CUDA paths are not reachable";
+  if (torch::cuda::is_available())
+    GTEST_SKIP() << "CUDA present: the no-CUDA paths are not reachable";
   auto a = resolve_device(DeviceKind::kAuto, 1);
   ASSERT_TRUE(a.is_ok());
   EXPECT_TRUE(a->is_cpu());

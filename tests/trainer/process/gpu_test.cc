@@ -6,8 +6,8 @@
 
 #include "common/job_spec.h"
 #include "testing/gloo_group.h"
-#include "trainer/process/device.h"
 #include "trainer/loop/training_loop.h"
+#include "trainer/process/device.h"
 #include "trainer/workloads/make_workload.h"
 
 namespace tern {
@@ -16,7 +16,8 @@ namespace {
 TEST(Gpu, TrainsOnCudaAndMatchesCpuClosely) {
   auto spec = load_job_spec_text(
       "name: g\nworkers: 1\ndevice: cuda\nmodel: {type: cnn}\n"
-      "data: {source: synthetic, train_size: 256, test_size: 128}\ntrain: {epochs: 1, batch_size: 32}\n",
+      "data: {source: synthetic, train_size: 256, test_size: 128}\ntrain: {epochs: 1, batch_size: "
+      "32}\n",
       "gpu.yaml");
   ASSERT_TRUE(spec.is_ok());
   std::vector<double> acc;

@@ -33,7 +33,8 @@ double helper1(double x) {
   return std::abs(x) > 1e-8 ? std::log1p(x) / x : 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x));
 }
 double helper2(double x) {
-  return std::abs(x) > 1e-8 ? std::expm1(x) / x : 1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x));
+  return std::abs(x) > 1e-8 ? std::expm1(x) / x
+                            : 1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x));
 }
 
 uint64_t split_id(CtrSplit split) { return split == CtrSplit::kTest ? 2 : 1; }
@@ -67,8 +68,9 @@ MalformedOptions criteo_malformed_options(const DataSpec& spec) {
 
 Result<std::unique_ptr<CriteoReader>> CriteoReader::open(CriteoOptions options) {
   if (options.table_sizes.size() != static_cast<size_t>(kCriteoTables)) {
-    return invalid_argument("criteo reader for " + options.path + ": needs " + std::to_string(kCriteoTables) +
-                            " table sizes, got " + std::to_string(options.table_sizes.size()));
+    return invalid_argument("criteo reader for " + options.path + ": needs " +
+                            std::to_string(kCriteoTables) + " table sizes, got " +
+                            std::to_string(options.table_sizes.size()));
   }
   for (int64_t size : options.table_sizes) {
     if (size < 1) {
@@ -77,8 +79,8 @@ Result<std::unique_ptr<CriteoReader>> CriteoReader::open(CriteoOptions options) 
     }
   }
   if (options.world < 1 || options.rank < 0 || options.rank >= options.world) {
-    return invalid_argument("criteo reader for " + options.path + ": bad rank " + std::to_string(options.rank) +
-                            " of " + std::to_string(options.world));
+    return invalid_argument("criteo reader for " + options.path + ": bad rank " +
+                            std::to_string(options.rank) + " of " + std::to_string(options.world));
   }
   if (options.chunk_bytes < 1) options.chunk_bytes = 1 << 20;
   std::unique_ptr<CriteoReader> reader(new CriteoReader(std::move(options)));
@@ -90,7 +92,8 @@ CriteoReader::~CriteoReader() = default;
 
 Status CriteoReader::rewind() {
   file_.reset();
-  TERN_ASSIGN_OR_RETURN(file_, CriteoFile::open(options_.path, static_cast<size_t>(options_.chunk_bytes)));
+  TERN_ASSIGN_OR_RETURN(file_,
+                        CriteoFile::open(options_.path, static_cast<size_t>(options_.chunk_bytes)));
   split_lines_ = position_ = 0;
   tally_.reset();
   return Status::ok();
@@ -101,7 +104,8 @@ Status CriteoReader::skip_to(int64_t position) {
   while (position_ < position) {
     TERN_ASSIGN_OR_RETURN(Batch b, next(std::min<int64_t>(position - position_, 4096)));
     if (b.size() == 0) {
-      return Status(StatusCode::kOutOfRange, options_.path + ": position " + std::to_string(position) +
+      return Status(StatusCode::kOutOfRange, options_.path + ": position " +
+                                                 std::to_string(position) +
                                                  " is past the end of this rank's share (" +
                                                  std::to_string(position_) + ")");
     }
@@ -138,9 +142,11 @@ Result<Batch> CriteoReader::next(int64_t max_rows) {
       continue;
     }
     float* dense = xp + rows * kCtrDenseFeatures;
-    for (int i = 0; i < kCriteoIntFields; ++i) dense[i] = criteo_dense_value(row.ints[i], row.int_present[i]);
+    for (int i = 0; i < kCriteoIntFields; ++i)
+      dense[i] = criteo_dense_value(row.ints[i], row.int_present[i]);
     int64_t* cats = sp + rows * tables;
-    for (int t = 0; t < kCriteoCatFields; ++t) cats[t] = hash_category(row.cats[t], t, options_.table_sizes[t]);
+    for (int t = 0; t < kCriteoCatFields; ++t)
+      cats[t] = hash_category(row.cats[t], t, options_.table_sizes[t]);
     yp[rows] = row.label ? 1.0f : 0.0f;
     ++rows;
   }
@@ -190,8 +196,8 @@ SyntheticCtr::SyntheticCtr(SyntheticCtrOptions options) : options_(std::move(opt
   for (int64_t i = 0; i < kCtrDenseFeatures; ++i) dense_w_.push_back(rng.normal());
 }
 
-void SyntheticCtr::sample(CtrSplit split, int64_t index, float* dense, int64_t* sparse, float* label,
-                          double* logit) const {
+void SyntheticCtr::sample(CtrSplit split, int64_t index, float* dense, int64_t* sparse,
+                          float* label, double* logit) const {
   Rng rng(mix(options_.seed, split_id(split), static_cast<uint64_t>(index)));
   double z = 0;
   for (int64_t i = 0; i < kCtrDenseFeatures; ++i) {
@@ -208,7 +214,8 @@ void SyntheticCtr::sample(CtrSplit split, int64_t index, float* dense, int64_t* 
     }
     sparse[t] = k - 1;
     if (t < options_.signal_tables) {
-      cat += normal_from_key(mix(options_.seed, 0xCA7ULL + static_cast<uint64_t>(t), static_cast<uint64_t>(k - 1)));
+      cat += normal_from_key(
+          mix(options_.seed, 0xCA7ULL + static_cast<uint64_t>(t), static_cast<uint64_t>(k - 1)));
     }
   }
   int64_t signal = std::min(options_.signal_tables, tables);
@@ -252,8 +259,8 @@ Batch SyntheticCtr::test_batch(int64_t begin, int64_t end) {
   return batch(CtrSplit::kTest, idx);
 }
 
-SyntheticCtrStream::SyntheticCtrStream(std::shared_ptr<const SyntheticCtr> data, CtrSplit split, int rank,
-                                       int world)
+SyntheticCtrStream::SyntheticCtrStream(std::shared_ptr<const SyntheticCtr> data, CtrSplit split,
+                                       int rank, int world)
     : data_(std::move(data)), split_(split), rank_(rank), world_(world) {
   int64_t total = split_ == CtrSplit::kTest ? data_->test_size() : data_->train_size();
   share_ = total > rank_ ? (total - rank_ + world_ - 1) / world_ : 0;
@@ -274,8 +281,8 @@ Status SyntheticCtrStream::rewind() {
 
 Status SyntheticCtrStream::skip_to(int64_t position) {
   if (position < 0 || position > share_) {
-    return Status(StatusCode::kOutOfRange, "synthetic CTR position " + std::to_string(position) + " outside [0, " +
-                                std::to_string(share_) + "]");
+    return Status(StatusCode::kOutOfRange, "synthetic CTR position " + std::to_string(position) +
+                                               " outside [0, " + std::to_string(share_) + "]");
   }
   position_ = position;
   return Status::ok();
@@ -291,7 +298,8 @@ SyntheticCtrOptions synthetic_ctr_options(const DataSpec& spec) {
   return o;
 }
 
-Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSplit split, int rank, int world) {
+Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSplit split, int rank,
+                                                   int world) {
   std::vector<int64_t> sizes = ctr_table_sizes(spec);
   if (spec.source == DataSource::kCriteo) {
     CriteoOptions o;
@@ -310,7 +318,8 @@ Result<std::unique_ptr<CtrStream>> make_ctr_stream(const DataSpec& spec, CtrSpli
     auto data = std::make_shared<const SyntheticCtr>(synthetic_ctr_options(spec));
     return std::unique_ptr<CtrStream>(new SyntheticCtrStream(data, split, rank, world));
   }
-  return invalid_argument("data.source " + name_of(spec.source) + " is not CTR data (criteo | synthetic_ctr)");
+  return invalid_argument("data.source " + name_of(spec.source) +
+                          " is not CTR data (criteo | synthetic_ctr)");
 }
 
 }  // namespace tern

@@ -105,7 +105,7 @@ class CriteoReader : public CtrStream {
 
 struct SyntheticCtrOptions {
   std::vector<int64_t> table_sizes = std::vector<int64_t>(kCriteoTables, 1000);
-  double zipf_alpha = 1.1;   // P(rank k) ~ k^-alpha; 0 = uniform
+  double zipf_alpha = 1.1;  // P(rank k) ~ k^-alpha; 0 = uniform
   int64_t train_size = 1 << 16;
   int64_t test_size = 1 << 14;
   uint64_t seed = 1234;

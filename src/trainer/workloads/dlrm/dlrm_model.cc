@@ -1,9 +1,8 @@
 #include "trainer/workloads/dlrm/dlrm_model.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/torch.h>
-
 #include <sys/resource.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
@@ -49,7 +48,8 @@ struct DenseStack {
   }
   // ReLU after every layer but (when last_linear) the last. `trace` (train.dp): every layer's
   // input and output (its gradient retained) for per-sample gradients.
-  at::Tensor forward(at::Tensor x, bool last_linear, std::vector<LinearTrace>* trace = nullptr) const {
+  at::Tensor forward(at::Tensor x, bool last_linear,
+                     std::vector<LinearTrace>* trace = nullptr) const {
     for (size_t i = 0; i < weights.size(); ++i) {
       at::Tensor in = x;
       x = torch::linear(x, weights[i], biases[i]);
@@ -82,8 +82,9 @@ Status wait(Communicator& comm, const WorkPtr& work, const char* what) {
 }
 
 // all_to_all that skips the collective in a world of one.
-Status all_to_all(Communicator& comm, at::Tensor& out, at::Tensor& in, const std::vector<int64_t>& out_splits,
-                  const std::vector<int64_t>& in_splits, const char* what) {
+Status all_to_all(Communicator& comm, at::Tensor& out, at::Tensor& in,
+                  const std::vector<int64_t>& out_splits, const std::vector<int64_t>& in_splits,
+                  const char* what) {
   if (comm.size() == 1) {
     out.copy_(in);
     return Status::ok();
@@ -116,8 +117,9 @@ Result<DlrmOptions> DlrmOptions::from_spec(const JobSpec& spec) {
   o.dp = spec.train.dp.enabled;
   o.dp_clip = spec.train.dp.clip;
   o.dp_noise_multiplier = spec.train.dp.noise_multiplier;
-  o.dp_embedding_noise =
-      spec.train.dp.embedding_noise == EmbeddingNoise::kEager ? DpEmbeddingNoise::kEager : DpEmbeddingNoise::kLazy;
+  o.dp_embedding_noise = spec.train.dp.embedding_noise == EmbeddingNoise::kEager
+                             ? DpEmbeddingNoise::kEager
+                             : DpEmbeddingNoise::kLazy;
   TERN_RETURN_IF_ERROR(o.validate());
   return o;
 }
@@ -161,25 +163,29 @@ Status DlrmOptions::validate() const {
   if (table_sizes.empty()) return invalid_argument("dlrm: no embedding tables (data.num_tables)");
   for (size_t t = 0; t < table_sizes.size(); ++t) {
     if (table_sizes[t] < 1) {
-      return invalid_argument("dlrm: data.table_sizes[" + std::to_string(t) + "] must be >= 1, got " +
-                              std::to_string(table_sizes[t]));
+      return invalid_argument("dlrm: data.table_sizes[" + std::to_string(t) +
+                              "] must be >= 1, got " + std::to_string(table_sizes[t]));
     }
   }
   if (embedding_dim < 1) return invalid_argument("dlrm: model.embedding_dim must be >= 1");
   if (bottom_mlp.empty() || bottom_mlp.back() != embedding_dim) {
-    return invalid_argument("dlrm: model.bottom_mlp must end in embedding_dim (" + std::to_string(embedding_dim) +
-                            ")");
+    return invalid_argument("dlrm: model.bottom_mlp must end in embedding_dim (" +
+                            std::to_string(embedding_dim) + ")");
   }
-  if (top_mlp.empty() || top_mlp.back() != 1) return invalid_argument("dlrm: model.top_mlp must end in 1");
-  if (dp && !(dp_clip > 0 && dp_noise_multiplier > 0)) return invalid_argument("dlrm: dp needs clip > 0 and noise_multiplier > 0");
+  if (top_mlp.empty() || top_mlp.back() != 1)
+    return invalid_argument("dlrm: model.top_mlp must end in 1");
+  if (dp && !(dp_clip > 0 && dp_noise_multiplier > 0))
+    return invalid_argument("dlrm: dp needs clip > 0 and noise_multiplier > 0");
   return Status::ok();
 }
 
-Result<std::vector<int>> shard_tables(const std::vector<int64_t>& sizes, int world, EmbeddingSharding policy) {
+Result<std::vector<int>> shard_tables(const std::vector<int64_t>& sizes, int world,
+                                      EmbeddingSharding policy) {
   const int64_t tables = static_cast<int64_t>(sizes.size());
   if (tables < world) {
-    return invalid_argument("dlrm: " + std::to_string(tables) + " embedding tables cannot be sharded over " +
-                            std::to_string(world) + " ranks (every rank owns at least one)");
+    return invalid_argument("dlrm: " + std::to_string(tables) +
+                            " embedding tables cannot be sharded over " + std::to_string(world) +
+                            " ranks (every rank owns at least one)");
   }
   std::vector<int> owner(tables);
   if (policy == EmbeddingSharding::kRoundRobin) {
@@ -190,7 +196,8 @@ Result<std::vector<int>> shard_tables(const std::vector<int64_t>& sizes, int wor
   // then lowest rank); the first `world` tables go one per rank so nobody is left empty.
   std::vector<int64_t> order(tables);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return sizes[a] > sizes[b]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return sizes[a] > sizes[b]; });
   std::vector<int64_t> rows(world, 0), count(world, 0);
   for (int64_t i = 0; i < tables; ++i) {
     int best = 0;
@@ -282,10 +289,12 @@ struct DlrmModel::Impl {
 Result<DlrmModel::Impl::Forward> DlrmModel::Impl::forward(const Batch& batch, bool train) {
   Forward f;
   const int64_t b = batch.y.defined() ? batch.y.size(0) : 0;
-  if (b > 0 && (batch.x.dim() != 2 || batch.x.size(0) != b || batch.x.size(1) != options.dense_features ||
-                batch.sparse.dim() != 2 || batch.sparse.size(0) != b || batch.sparse.size(1) != tables)) {
-    return invalid_argument("dlrm: batch must have x [b, " + std::to_string(options.dense_features) +
-                            "], sparse [b, " + std::to_string(tables) + "], y [b]");
+  if (b > 0 &&
+      (batch.x.dim() != 2 || batch.x.size(0) != b || batch.x.size(1) != options.dense_features ||
+       batch.sparse.dim() != 2 || batch.sparse.size(0) != b || batch.sparse.size(1) != tables)) {
+    return invalid_argument("dlrm: batch must have x [b, " +
+                            std::to_string(options.dense_features) + "], sparse [b, " +
+                            std::to_string(tables) + "], y [b]");
   }
   // 1. batch sizes.
   at::Tensor mine = at::full({1}, b, at::kLong);
@@ -311,9 +320,9 @@ Result<DlrmModel::Impl::Forward> DlrmModel::Impl::forward(const Batch& batch, bo
       at::Tensor col = batch.sparse.select(1, t);
       int64_t lo = col.min().item<int64_t>(), hi = col.max().item<int64_t>();
       if (lo < 0 || hi >= options.table_sizes[t]) {
-        return invalid_argument("dlrm: batch row id of table " + std::to_string(t) + " outside [0, " +
-                                std::to_string(options.table_sizes[t]) + "): " +
-                                std::to_string(lo < 0 ? lo : hi));
+        return invalid_argument("dlrm: batch row id of table " + std::to_string(t) +
+                                " outside [0, " + std::to_string(options.table_sizes[t]) +
+                                "): " + std::to_string(lo < 0 ? lo : hi));
       }
     }
   }
@@ -335,14 +344,16 @@ Result<DlrmModel::Impl::Forward> DlrmModel::Impl::forward(const Batch& batch, bo
     // LazyDP: the rows about to be read take their owed noise first.
     torch::NoGradGuard no_grad;
     for (int64_t k = 0; k < t_me; ++k) {
-      flush_rows(static_cast<size_t>(k), std::get<0>(at::_unique2(f.ids.select(1, k).reshape({-1}), true)), step_count);
+      flush_rows(static_cast<size_t>(k),
+                 std::get<0>(at::_unique2(f.ids.select(1, k).reshape({-1}), true)), step_count);
     }
   }
 
   // 3. rows back: owner sends rank j [T_me, B, d].
   std::vector<at::Tensor> looked;
   for (int64_t k = 0; k < t_me; ++k) {
-    looked.push_back(weights[k].index_select(0, f.ids.select(1, k).reshape({-1})).view({world, B, dim}));
+    looked.push_back(
+        weights[k].index_select(0, f.ids.select(1, k).reshape({-1})).view({world, B, dim}));
   }
   at::Tensor send_rows = at::stack(looked, 1).reshape({world * t_me * B, dim});  // [N, T_me, B, d]
   at::Tensor recv_rows = at::empty({tables * B, dim}, at::kFloat);
@@ -353,14 +364,15 @@ Result<DlrmModel::Impl::Forward> DlrmModel::Impl::forward(const Batch& batch, bo
   }
   TERN_RETURN_IF_ERROR(all_to_all(comm, recv_rows, send_rows, row_out, row_in, "embedding rows"));
   // Owner order -> table order, then [B, T, d].
-  at::Tensor emb = recv_rows.view({tables, B, dim}).index_select(0, table_order).permute({1, 0, 2}).contiguous();
+  at::Tensor emb =
+      recv_rows.view({tables, B, dim}).index_select(0, table_order).permute({1, 0, 2}).contiguous();
   f.emb = emb.set_requires_grad(train);
 
   // Dense part.
-  at::Tensor z = bottom.forward(x, /*last_linear=*/false, trace);           // [B, d]
-  at::Tensor all_vec = torch::cat({z.unsqueeze(1), f.emb}, 1);              // [B, 1+T, d]
+  at::Tensor z = bottom.forward(x, /*last_linear=*/false, trace);  // [B, d]
+  at::Tensor all_vec = torch::cat({z.unsqueeze(1), f.emb}, 1);     // [B, 1+T, d]
   at::Tensor dots = torch::bmm(all_vec, all_vec.transpose(1, 2)).view({B, -1});
-  at::Tensor inter = dots.index_select(1, tri);                             // [B, (1+T)T/2]
+  at::Tensor inter = dots.index_select(1, tri);  // [B, (1+T)T/2]
   f.logits = top.forward(torch::cat({z, inter}, 1), /*last_linear=*/true, trace).view({B});
   return f;
 }
@@ -370,7 +382,8 @@ Status DlrmModel::Impl::backward_embeddings(const Forward& f) {
   const int64_t t_me = static_cast<int64_t>(owned_by[rank].size());
   // Gradients w.r.t. the looked-up rows, table order -> owner order: [T, B, d].
   at::Tensor grad = f.emb.grad().defined() ? f.emb.grad() : at::zeros_like(f.emb);
-  at::Tensor g = grad.permute({1, 0, 2}).index_select(0, owner_order).contiguous().view({tables * B, dim});
+  at::Tensor g =
+      grad.permute({1, 0, 2}).index_select(0, owner_order).contiguous().view({tables * B, dim});
   at::Tensor recv = at::empty({world * t_me * B, dim}, at::kFloat);
   std::vector<int64_t> in_splits, out_splits;
   for (int r = 0; r < world; ++r) {
@@ -386,12 +399,14 @@ Status DlrmModel::Impl::backward_embeddings(const Forward& f) {
   at::Tensor flat_valid = valid.reshape({-1}).nonzero().view({-1});
   const double lr = options.embedding_lr < 0 ? options.lr : options.embedding_lr;
   for (int64_t k = 0; k < t_me; ++k) {
-    at::Tensor rows = f.ids.select(1, k).reshape({-1}).index_select(0, flat_valid);            // [M]
-    at::Tensor grads = recv.select(1, k).reshape({world * B, dim}).index_select(0, flat_valid);  // [M, d]
+    at::Tensor rows = f.ids.select(1, k).reshape({-1}).index_select(0, flat_valid);  // [M]
+    at::Tensor grads =
+        recv.select(1, k).reshape({world * B, dim}).index_select(0, flat_valid);  // [M, d]
     // Sum the gradients of repeated rows in batch order (as dense embedding backward
     // does), then one update per touched row.
     at::Tensor uniq, inverse;
-    std::tie(uniq, inverse, std::ignore) = at::_unique2(rows, /*sorted=*/true, /*return_inverse=*/true);
+    std::tie(uniq, inverse, std::ignore) =
+        at::_unique2(rows, /*sorted=*/true, /*return_inverse=*/true);
     at::Tensor summed = at::zeros({uniq.size(0), dim}, at::kFloat).index_add_(0, inverse, grads);
     at::Tensor updated = weights[k].index_select(0, uniq).sub_(summed, lr);
     weights[k].index_copy_(0, uniq, updated);
@@ -402,12 +417,14 @@ Status DlrmModel::Impl::backward_embeddings(const Forward& f) {
     // The step's noise on every row of the owned tables: lr * N(0, (sigma C)^2) / B. Eager adds
     // it now; LazyDP records what each row is owed.
     const int64_t global = std::accumulate(f.sizes.begin(), f.sizes.end(), int64_t{0});
-    const double c = lr * options.dp_noise_multiplier * options.dp_clip / static_cast<double>(std::max<int64_t>(global, 1));
+    const double c = lr * options.dp_noise_multiplier * options.dp_clip /
+                     static_cast<double>(std::max<int64_t>(global, 1));
     record_noise(step_count, c);
     if (!lazy()) {
       for (int64_t k = 0; k < t_me; ++k) {
         const int64_t t = owned_by[rank][static_cast<size_t>(k)];
-        weights[k].add_(dp_gaussian(weights[k].sizes(), options.seed, step_count, kEagerNoiseStream, t), -c);
+        weights[k].add_(
+            dp_gaussian(weights[k].sizes(), options.seed, step_count, kEagerNoiseStream, t), -c);
         noised_rows += weights[k].size(0);
       }
     }
@@ -429,7 +446,8 @@ void DlrmModel::Impl::flush_rows(size_t k, at::Tensor rows, int64_t s) {
       const double c = coef_at(j);
       if (c == 0) continue;
       at::Tensor sel = rows.masked_select(last <= j);
-      at::Tensor z = dp_gaussian(weights[k].sizes(), options.seed, j, kEagerNoiseStream, t).index_select(0, sel);
+      at::Tensor z = dp_gaussian(weights[k].sizes(), options.seed, j, kEagerNoiseStream, t)
+                         .index_select(0, sel);
       weights[k].index_add_(0, sel, z, -c);
     }
   } else {
@@ -450,7 +468,7 @@ void DlrmModel::Impl::flush_rows(size_t k, at::Tensor rows, int64_t s) {
 }
 
 Result<std::unique_ptr<DlrmModel>> DlrmModel::create(const DlrmOptions& options, Communicator& comm,
-                                                         GradientReducer* reducer) {
+                                                     GradientReducer* reducer) {
   TERN_RETURN_IF_ERROR(options.validate());
   auto impl = std::make_unique<Impl>(options, comm);
   Impl& m = *impl;
@@ -475,35 +493,42 @@ Result<std::unique_ptr<DlrmModel>> DlrmModel::create(const DlrmOptions& options,
   {
     int64_t rows = 0;
     for (int64_t t : m.owned_by[m.rank]) rows += options.table_sizes[t];
-    const double need = static_cast<double>(rows) * static_cast<double>(m.dim * 4 + 8 + 1 + (m.lazy() ? 8 : 0));
-    const int64_t have = options.memory_limit_bytes > 0 ? options.memory_limit_bytes : available_memory_bytes();
+    const double need =
+        static_cast<double>(rows) * static_cast<double>(m.dim * 4 + 8 + 1 + (m.lazy() ? 8 : 0));
+    const int64_t have =
+        options.memory_limit_bytes > 0 ? options.memory_limit_bytes : available_memory_bytes();
     if (have > 0 && need > static_cast<double>(have)) {
       std::ostringstream os;
       os.precision(3);
-      os << "dlrm: rank " << m.rank << "'s embedding tables (" << m.owned_by[m.rank].size() << " tables, " << rows
-         << " rows of dimension " << m.dim << ") need " << need / (1 << 30) << " GiB, but this machine has "
-         << static_cast<double>(have) / (1 << 30)
-         << " GiB available; shrink data.table_sizes / data.table_size or model.embedding_dim, or use more workers";
+      os << "dlrm: rank " << m.rank << "'s embedding tables (" << m.owned_by[m.rank].size()
+         << " tables, " << rows << " rows of dimension " << m.dim << ") need " << need / (1 << 30)
+         << " GiB, but this machine has " << static_cast<double>(have) / (1 << 30)
+         << " GiB available; shrink data.table_sizes / data.table_size or model.embedding_dim, or "
+            "use more workers";
       return resource_exhausted(os.str());
     }
   }
   torch::NoGradGuard no_grad;
   try {
-  for (int64_t t : m.owned_by[m.rank]) {
-    // DLRM's init: uniform +-sqrt(1/rows), per table from (seed, table) wherever it lives.
-    auto gen = at::detail::createCPUGenerator(seed_for(options.seed, 1000 + static_cast<uint64_t>(t)));
-    double k = std::sqrt(1.0 / static_cast<double>(options.table_sizes[t]));
-    m.local[t] = static_cast<int64_t>(m.weights.size());
-    m.weights.push_back(at::empty({options.table_sizes[t], m.dim}, at::kFloat).uniform_(-k, k, gen));
-    m.counts.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
-    m.dirty.push_back(at::zeros({options.table_sizes[t]}, at::kBool));
-    if (m.lazy()) m.noised_until.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
-  }
+    for (int64_t t : m.owned_by[m.rank]) {
+      // DLRM's init: uniform +-sqrt(1/rows), per table from (seed, table) wherever it lives.
+      auto gen =
+          at::detail::createCPUGenerator(seed_for(options.seed, 1000 + static_cast<uint64_t>(t)));
+      double k = std::sqrt(1.0 / static_cast<double>(options.table_sizes[t]));
+      m.local[t] = static_cast<int64_t>(m.weights.size());
+      m.weights.push_back(
+          at::empty({options.table_sizes[t], m.dim}, at::kFloat).uniform_(-k, k, gen));
+      m.counts.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
+      m.dirty.push_back(at::zeros({options.table_sizes[t]}, at::kBool));
+      if (m.lazy()) m.noised_until.push_back(at::zeros({options.table_sizes[t]}, at::kLong));
+    }
   } catch (const std::bad_alloc&) {
-    return resource_exhausted("dlrm: rank " + std::to_string(m.rank) + ": out of memory allocating its embedding tables");
+    return resource_exhausted("dlrm: rank " + std::to_string(m.rank) +
+                              ": out of memory allocating its embedding tables");
   } catch (const c10::Error& e) {
-    return resource_exhausted("dlrm: rank " + std::to_string(m.rank) + ": cannot allocate its embedding tables: " +
-                              e.what_without_backtrace());
+    return resource_exhausted(
+        "dlrm: rank " + std::to_string(m.rank) +
+        ": cannot allocate its embedding tables: " + e.what_without_backtrace());
   }
   m.bottom.init(options.dense_features, options.bottom_mlp, seed_for(options.seed, 1));
   const int64_t n = m.tables + 1;
@@ -530,12 +555,14 @@ DlrmModel::~DlrmModel() = default;
 int DlrmModel::rank() const { return impl_->rank; }
 int DlrmModel::world() const { return impl_->world; }
 
-Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch, const std::vector<double>& weights) {
+Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch,
+                                                  const std::vector<double>& weights) {
   Impl& m = *impl_;
   m.pending.reset();
   for (auto& p : dense_parameters()) p.mutable_grad() = at::Tensor();
   if (m.options.dp && !weights.empty()) {
-    return invalid_argument("dlrm: train.dp takes no per-sample weights (straggler plans are refused with dp)");
+    return invalid_argument(
+        "dlrm: train.dp takes no per-sample weights (straggler plans are refused with dp)");
   }
   std::vector<LinearTrace> trace;
   m.trace = m.options.dp ? &trace : nullptr;
@@ -549,21 +576,23 @@ Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch, const std:
   if (stats.global_samples == 0) return stats;
   const int64_t b = stats.samples;
   if (!weights.empty() && static_cast<int64_t>(weights.size()) != b) {
-    return invalid_argument("dlrm: " + std::to_string(weights.size()) + " sample weights for a batch of " +
-                            std::to_string(b));
+    return invalid_argument("dlrm: " + std::to_string(weights.size()) +
+                            " sample weights for a batch of " + std::to_string(b));
   }
   // This rank's share of the global loss. Padding (and an empty batch) contributes zero loss
   // and zero gradient. Unweighted: sum of its BCE / global batch. Weighted (w_i average to the
   // global mean after the reducer's mean over ranks): sum(w_i * l_i) / N, so that the row
   // gradients, which owners sum over ranks rather than average, get the same scale.
   at::Tensor logits = f.logits.narrow(0, 0, b);
-  at::Tensor y = batch.y.defined() ? batch.y.narrow(0, 0, b).to(at::kFloat) : at::zeros({0}, at::kFloat);
+  at::Tensor y =
+      batch.y.defined() ? batch.y.narrow(0, 0, b).to(at::kFloat) : at::zeros({0}, at::kFloat);
   at::Tensor bce, loss;
   if (m.options.dp) {
     // Per-sample gradients (privacy/dp_sgd.h): one backward of the unweighted sum, each
     // sample's squared norm over the MLP layers and its looked-up rows, clip factors c_i, then
     // the MLP gradients and the row gradients rebuilt as sum_i c_i g_i / B (padding rows: 0).
-    at::Tensor per = torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::None);
+    at::Tensor per =
+        torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::None);
     bce = per.sum();
     bce.backward();
     const int64_t B = f.padded;
@@ -578,7 +607,8 @@ Result<DlrmStepStats> DlrmModel::forward_backward(const Batch& batch, const std:
     bce = torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::Sum);
     loss = bce / static_cast<double>(stats.global_samples);
   } else {
-    at::Tensor per = torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::None);
+    at::Tensor per =
+        torch::binary_cross_entropy_with_logits(logits, y, {}, {}, at::Reduction::None);
     at::Tensor w = at::tensor(weights, at::kDouble).to(at::kFloat);
     bce = per.sum();
     loss = (per * w).sum() / static_cast<double>(m.world);
@@ -694,11 +724,12 @@ Result<DlrmStepStats> DlrmModel::step(const Batch& batch) {
   if (impl_->options.dp) {
     // Each rank's share of the MLPs' noise, as the training loop adds it.
     const double n = static_cast<double>(impl_->world);
-    const double scale = impl_->options.dp_noise_multiplier * impl_->options.dp_clip / std::sqrt(n) * n /
-                         static_cast<double>(stats.global_samples);
+    const double scale = impl_->options.dp_noise_multiplier * impl_->options.dp_clip /
+                         std::sqrt(n) * n / static_cast<double>(stats.global_samples);
     for (size_t i = 0; i < grads.size(); ++i) {
-      grads[i] = grads[i] + dp_gaussian(grads[i].sizes(), impl_->options.seed, step_index, impl_->rank,
-                                        static_cast<int64_t>(i)) * scale;
+      grads[i] = grads[i] + dp_gaussian(grads[i].sizes(), impl_->options.seed, step_index,
+                                        impl_->rank, static_cast<int64_t>(i)) *
+                                scale;
     }
   }
   auto pending = impl_->reducer->start(grads, impl_->step_count);
@@ -737,12 +768,14 @@ Result<DlrmMetrics> DlrmModel::evaluate(CtrStream& stream, int64_t batch_size) {
   // [BCE sum, correct, count] over all ranks.
   at::Tensor sums = at::zeros({3}, at::kDouble);
   if (n > 0) {
-    sums[0] = torch::binary_cross_entropy_with_logits(s, l, {}, {}, at::Reduction::Sum).item<double>();
+    sums[0] =
+        torch::binary_cross_entropy_with_logits(s, l, {}, {}, at::Reduction::Sum).item<double>();
     sums[1] = ((s > 0).to(at::kDouble) == l).sum().item<double>();
     sums[2] = static_cast<double>(n);
   }
   std::vector<at::Tensor> reduce{sums};
-  if (m.world > 1) TERN_RETURN_IF_ERROR(all_reduce_sync(m.comm, reduce).with_context("dlrm evaluate"));
+  if (m.world > 1)
+    TERN_RETURN_IF_ERROR(all_reduce_sync(m.comm, reduce).with_context("dlrm evaluate"));
   out.samples = static_cast<int64_t>(sums[2].item<double>());
   if (out.samples == 0) return out;
   out.logloss = sums[0].item<double>() / static_cast<double>(out.samples);
@@ -792,18 +825,19 @@ Status DlrmModel::load_sharded_state(const NamedTensors& state) {
   }
   for (const auto& [name, value] : by_name) {
     if (mine.count(name) == 0) {
-      return invalid_argument("dlrm state entry " + name + " does not belong to rank " + std::to_string(rank()) +
-                              "'s shard");
+      return invalid_argument("dlrm state entry " + name + " does not belong to rank " +
+                              std::to_string(rank()) + "'s shard");
     }
     if (!value.sizes().equals(mine[name].sizes())) {
-      return invalid_argument("dlrm state entry " + name + " has shape " + std::to_string(value.numel()) +
-                              " elements, expected " + std::to_string(mine[name].numel()));
+      return invalid_argument("dlrm state entry " + name + " has shape " +
+                              std::to_string(value.numel()) + " elements, expected " +
+                              std::to_string(mine[name].numel()));
     }
   }
   for (int64_t t : owned_) {
     if (by_name.count(table_name(t) + ".weight") == 0) {
-      return invalid_argument("dlrm state lacks " + table_name(t) + ".weight (rank " + std::to_string(rank()) +
-                              " owns that table)");
+      return invalid_argument("dlrm state lacks " + table_name(t) + ".weight (rank " +
+                              std::to_string(rank()) + " owns that table)");
     }
   }
   torch::NoGradGuard no_grad;
@@ -814,14 +848,18 @@ Status DlrmModel::load_sharded_state(const NamedTensors& state) {
 Status DlrmModel::load_rows(int64_t t, const at::Tensor& rows, const at::Tensor& values) {
   at::Tensor w = table(t);
   if (!w.defined()) {
-    return invalid_argument("dlrm: rank " + std::to_string(rank()) + " does not own table " + std::to_string(t));
+    return invalid_argument("dlrm: rank " + std::to_string(rank()) + " does not own table " +
+                            std::to_string(t));
   }
-  if (rows.dim() != 1 || values.dim() != 2 || values.size(0) != rows.size(0) || values.size(1) != w.size(1)) {
+  if (rows.dim() != 1 || values.dim() != 2 || values.size(0) != rows.size(0) ||
+      values.size(1) != w.size(1)) {
     return invalid_argument("dlrm: rows of " + table_name(t) + " must be [k] ids and [k, " +
                             std::to_string(w.size(1)) + "] values");
   }
-  if (rows.numel() > 0 && (rows.min().item<int64_t>() < 0 || rows.max().item<int64_t>() >= w.size(0))) {
-    return invalid_argument("dlrm: row id outside " + table_name(t) + " (" + std::to_string(w.size(0)) + " rows)");
+  if (rows.numel() > 0 &&
+      (rows.min().item<int64_t>() < 0 || rows.max().item<int64_t>() >= w.size(0))) {
+    return invalid_argument("dlrm: row id outside " + table_name(t) + " (" +
+                            std::to_string(w.size(0)) + " rows)");
   }
   torch::NoGradGuard no_grad;
   w.index_copy_(0, rows.to(at::kLong), values.to(at::kFloat));
@@ -852,7 +890,8 @@ Status DlrmModel::load_replicated_state(const NamedTensors& state) {
       return invalid_argument("dlrm replicated state entry " + name + " has the wrong shape");
     }
   }
-  if (by_name.size() != mine.size()) return invalid_argument("dlrm replicated state has unknown entries");
+  if (by_name.size() != mine.size())
+    return invalid_argument("dlrm replicated state has unknown entries");
   torch::NoGradGuard no_grad;
   for (auto& [name, p] : mine) p.copy_(by_name[name]);
   return Status::ok();

@@ -41,9 +41,9 @@
 #include "comm/reducer.h"
 #include "common/job_spec.h"
 #include "common/status.h"
-#include "trainer/workloads/dlrm/ctr_data.h"
 #include "trainer/loop/metrics.h"  // exact_auc
 #include "trainer/workloads/data.h"
+#include "trainer/workloads/dlrm/ctr_data.h"
 
 namespace tern {
 
@@ -61,8 +61,8 @@ struct DlrmOptions {
   std::vector<int64_t> bottom_mlp = {64, 16};  // layer widths; the last must be embedding_dim
   std::vector<int64_t> top_mlp = {64, 1};      // layer widths; the last must be 1
   EmbeddingSharding sharding = EmbeddingSharding::kRoundRobin;
-  double lr = 0.1;                             // plain SGD on the MLPs
-  double embedding_lr = -1;                    // sparse SGD on the rows; < 0: same as lr
+  double lr = 0.1;           // plain SGD on the MLPs
+  double embedding_lr = -1;  // sparse SGD on the rows; < 0: same as lr
   uint64_t seed = 1;
   int64_t bucket_bytes = 25 << 20;  // DenseReducer buckets for the MLP gradients
   // Every step, the ranks agree (one all-reduce of a flag per rank) whether each one's loss
@@ -105,7 +105,6 @@ struct DlrmOptions {
 Result<std::vector<int>> shard_tables(const std::vector<int64_t>& table_sizes, int world,
                                       EmbeddingSharding policy);
 
-
 struct DlrmStepStats {
   double loss = 0;             // mean BCE over this rank's rows (0 when it had none)
   int64_t samples = 0;         // this rank's rows
@@ -135,7 +134,7 @@ class DlrmModel {
   // `comm` is borrowed and must outlive the trainer; `reducer` (optional, borrowed) averages
   // the MLP gradients, a DenseReducer over `comm` by default.
   static Result<std::unique_ptr<DlrmModel>> create(const DlrmOptions& options, Communicator& comm,
-                                                     GradientReducer* reducer = nullptr);
+                                                   GradientReducer* reducer = nullptr);
   ~DlrmModel();
 
   // One SGD step on this rank's batch (x [b,13] float, sparse [b,T] int64 rows, y [b] float):
@@ -152,7 +151,8 @@ class DlrmModel {
   // `weights` (optional, [b] double): per-sample loss weights as the straggler plans give them
   // (the loss is sum(w_i * l_i), the reducer then averages); none: the mean over the global
   // batch. stats.finite is this rank's own check (no agreement).
-  Result<DlrmStepStats> forward_backward(const Batch& batch, const std::vector<double>& weights = {});
+  Result<DlrmStepStats> forward_backward(const Batch& batch,
+                                         const std::vector<double>& weights = {});
   std::vector<at::Tensor> dense_grads() const;
   Status apply_embedding_update();
   void drop_step();

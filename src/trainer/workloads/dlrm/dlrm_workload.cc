@@ -19,10 +19,14 @@ using Clock = std::chrono::steady_clock;
 constexpr int64_t kEvalBatch = 2048;
 
 // The key of a defect's count in the summary: malformed_overlong, malformed_label, ...
-std::string malformed_key(CriteoDefect d) { return std::string("malformed_") + criteo_defect_name(d); }
+std::string malformed_key(CriteoDefect d) {
+  return std::string("malformed_") + criteo_defect_name(d);
+}
 
 // Samples of rank `rank`'s interleaved share of `total` (rank, rank + world, ...).
-int64_t share_of(int64_t total, int rank, int world) { return total > rank ? (total - rank + world - 1) / world : 0; }
+int64_t share_of(int64_t total, int rank, int world) {
+  return total > rank ? (total - rank + world - 1) / world : 0;
+}
 
 }  // namespace
 
@@ -33,7 +37,8 @@ Status DlrmWorkload::setup(const WorkloadContext& ctx) {
   rank_ = ctx.rank;
   world_ = ctx.world;
   ssu_rng_.seed(mix_seed(static_cast<uint64_t>(spec_->train.seed), 3000 + ctx.rank));
-  if (!ctx.device.is_cpu()) return invalid_argument("model.type dlrm runs on the CPU: use device cpu");
+  if (!ctx.device.is_cpu())
+    return invalid_argument("model.type dlrm runs on the CPU: use device cpu");
   TERN_ASSIGN_OR_RETURN(DlrmOptions mo, DlrmOptions::from_spec(*spec_));
   TERN_ASSIGN_OR_RETURN(model_, DlrmModel::create(mo, *ctx.comm));
   const DataSpec& data = spec_->data;
@@ -54,18 +59,22 @@ Status DlrmWorkload::setup(const WorkloadContext& ctx) {
     TERN_ASSIGN_OR_RETURN(CriteoScan scan, scan_criteo(data.path, data.holdout_every, policy));
     total = scan.train_valid;
     if (rank_ == 0) {
-      spdlog::info("criteo data {}: {} lines, {} train + {} test well-formed, {} malformed ({}; data.malformed {})",
-                   data.path, scan.lines, scan.train_valid, scan.test_valid, scan.malformed, scan.breakdown,
-                   name_of(data.malformed));
+      spdlog::info(
+          "criteo data {}: {} lines, {} train + {} test well-formed, {} malformed ({}; "
+          "data.malformed {})",
+          data.path, scan.lines, scan.train_valid, scan.test_valid, scan.malformed, scan.breakdown,
+          name_of(data.malformed));
     }
     scan_ = std::move(scan);
   }
   share_ = share_of(total, 0, world_);
   if (share_ == 0 && data.source == DataSource::kCriteo) {
-    return data_loss(data.path + ": no training lines (data.holdout_every " + std::to_string(data.holdout_every) + ")");
+    return data_loss(data.path + ": no training lines (data.holdout_every " +
+                     std::to_string(data.holdout_every) + ")");
   }
   if (share_ == 0) {
-    return invalid_argument("data.train_size is too small for " + std::to_string(world_) + " workers");
+    return invalid_argument("data.train_size is too small for " + std::to_string(world_) +
+                            " workers");
   }
   steps_per_epoch_ = (share_ + spec_->train.batch_size - 1) / spec_->train.batch_size;
   return Status::ok();
@@ -101,7 +110,8 @@ Result<Batch> DlrmWorkload::batch_of(const StepPlan& plan) {
   return train_stream_->next(static_cast<int64_t>(plan.indices.size()));
 }
 
-Result<StepOutput> DlrmWorkload::compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) {
+Result<StepOutput> DlrmWorkload::compute(int64_t step, const StepPlan& plan,
+                                         std::vector<at::Tensor>* grads) {
   TERN_ASSIGN_OR_RETURN(Batch batch, batch_of(plan));
   const bool weighted = !plan.weights.empty() && batch.size() > 0;
   std::vector<double> weights;
@@ -144,21 +154,26 @@ Result<int64_t> DlrmWorkload::save_sharded(ShardSave kind, NamedTensors* out) {
   // LazyDP: a save holds every row with all its noise (so restoring needs no per-row record:
   // every restored row is noised until its save's step).
   model_->flush_noise();
-  return append_shard(*model_, kind, spec_->recovery.policy, spec_->recovery.row_fraction, ssu_rng_, out);
+  return append_shard(*model_, kind, spec_->recovery.policy, spec_->recovery.row_fraction, ssu_rng_,
+                      out);
 }
 
 Status DlrmWorkload::restore_sharded(const CheckpointStore& store, int64_t step) {
   TERN_ASSIGN_OR_RETURN(ShardRestore shard, restore_shard(*model_, store, step));
   model_->reset_noise_bookkeeping(step);
-  spdlog::info("embedding shard of rank {} restored from {} (whole save of step {} + {} row saves, {} rows){}", rank_,
-               shard.files.back(), shard.base_step, shard.row_saves, shard.rows,
-               shard.resharded_from_world > 0
-                   ? "; re-sharded from the " + std::to_string(shard.resharded_from_world) + " ranks that wrote it"
-                   : std::string());
+  spdlog::info(
+      "embedding shard of rank {} restored from {} (whole save of step {} + {} row saves, {} "
+      "rows){}",
+      rank_, shard.files.back(), shard.base_step, shard.row_saves, shard.rows,
+      shard.resharded_from_world > 0
+          ? "; re-sharded from the " + std::to_string(shard.resharded_from_world) +
+                " ranks that wrote it"
+          : std::string());
   return Status::ok();
 }
 
-nlohmann::json DlrmWorkload::restore_lost_state(const CheckpointStore* store, int64_t global_samples) {
+nlohmann::json DlrmWorkload::restore_lost_state(const CheckpointStore* store,
+                                                int64_t global_samples) {
   // Every training sample looks up one row of every table: the lost shard had this many
   // updates when its rank died.
   const double tables = static_cast<double>(model_->owned_tables().size());
@@ -166,17 +181,22 @@ nlohmann::json DlrmWorkload::restore_lost_state(const CheckpointStore* store, in
   double captured = 0;
   nlohmann::json event = nlohmann::json::object();
   if (store == nullptr) {
-    spdlog::warn("no checkpoints (recovery.checkpoint_every / interval): rank {}'s shard restarts from its seeded init",
-                 rank_);
+    spdlog::warn(
+        "no checkpoints (recovery.checkpoint_every / interval): rank {}'s shard restarts from its "
+        "seeded init",
+        rank_);
   } else {
     auto r = restore_shard(*model_, *store, std::numeric_limits<int64_t>::max());
     if (!r.is_ok()) {
-      spdlog::warn("rank {}'s shard restarts from its seeded init: {}", rank_, r.status().to_string());
+      spdlog::warn("rank {}'s shard restarts from its seeded init: {}", rank_,
+                   r.status().to_string());
     } else {
       captured = r->captured_updates;
-      spdlog::info("restored rank {}'s embedding shard (partial recovery) from {} (whole save of step {} + {} row "
-                   "saves, {} rows)",
-                   rank_, r->files.back(), r->base_step, r->row_saves, r->rows);
+      spdlog::info(
+          "restored rank {}'s embedding shard (partial recovery) from {} (whole save of step {} + "
+          "{} row "
+          "saves, {} rows)",
+          rank_, r->files.back(), r->base_step, r->row_saves, r->rows);
       event["shard_from_step"] = r->newest_step;
       event["base_step"] = r->base_step;
       event["row_saves"] = r->row_saves;
@@ -192,17 +212,20 @@ nlohmann::json DlrmWorkload::restore_lost_state(const CheckpointStore* store, in
   shard_updates_ += total;
   event["lost_updates"] = lost;
   event["shard_pls"] = total > 0 ? lost / total : 0.0;
-  spdlog::info("the shard lost {:.0f} of its {:.0f} updates ({:.4f})", lost, total, total > 0 ? lost / total : 0.0);
+  spdlog::info("the shard lost {:.0f} of its {:.0f} updates ({:.4f})", lost, total,
+               total > 0 ? lost / total : 0.0);
   return event;
 }
 
 Result<nlohmann::json> DlrmWorkload::summary(Communicator& comm, int64_t global_samples) {
   // Only a replacement rank has lost updates: the sums are the job's.
-  std::vector<at::Tensor> sum{at::tensor({lost_updates_, shard_updates_, lost_samples_,
-                                          static_cast<double>(model_->noised_rows())}, at::kDouble)};
+  std::vector<at::Tensor> sum{at::tensor(
+      {lost_updates_, shard_updates_, lost_samples_, static_cast<double>(model_->noised_rows())},
+      at::kDouble)};
   TERN_RETURN_IF_ERROR(all_reduce_sync(comm, sum).with_context("summary"));
   auto s = sum[0].accessor<double, 1>();
-  const double all_updates = static_cast<double>(global_samples) * static_cast<double>(model_->owners().size());
+  const double all_updates =
+      static_cast<double>(global_samples) * static_cast<double>(model_->owners().size());
   // PLS (docs/algorithms.md §5): updates of lost shards that no checkpoint had, as a fraction of
   // those shards' updates at the failure (shard_pls) and of the whole model's over the job
   // (pls, the paper's measure: comparable with recovery.pls_target).
@@ -227,7 +250,8 @@ std::string DlrmWorkload::describe() const {
   std::string owned;
   for (int64_t t : model_->owned_tables()) owned += (owned.empty() ? "" : ",") + std::to_string(t);
   return "tables=" + std::to_string(model_->owners().size()) + " (this rank owns " + owned +
-         ") dim=" + std::to_string(spec_->model.embedding_dim) + " data=" + name_of(spec_->data.source);
+         ") dim=" + std::to_string(spec_->model.embedding_dim) +
+         " data=" + name_of(spec_->data.source);
 }
 
 }  // namespace tern

@@ -42,7 +42,8 @@ class DlrmWorkload : public Workload {
   int64_t samples_per_rank() const override { return share_; }
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const override;
   std::vector<int64_t> part(int64_t step, int rank) override;
-  Result<StepOutput> compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) override;
+  Result<StepOutput> compute(int64_t step, const StepPlan& plan,
+                             std::vector<at::Tensor>* grads) override;
   Status finish_step(bool apply) override;
   void set_lr(double lr) override { model_->set_lr(lr); }
   Result<Metrics> evaluate() override;
@@ -66,8 +67,8 @@ class DlrmWorkload : public Workload {
   std::shared_ptr<const SyntheticCtr> synthetic_;  // synthetic_ctr: random access
   std::unique_ptr<CtrStream> train_stream_;        // criteo: this rank's share, streamed
   std::unique_ptr<CtrStream> test_;
-  std::optional<CriteoScan> scan_;                 // criteo: the whole file, scanned at setup
-  int64_t share_ = 0;      // samples of the largest rank share
+  std::optional<CriteoScan> scan_;  // criteo: the whole file, scanned at setup
+  int64_t share_ = 0;               // samples of the largest rank share
   int64_t steps_per_epoch_ = 1;
   std::mt19937_64 ssu_rng_;
 

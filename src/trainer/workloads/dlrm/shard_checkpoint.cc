@@ -39,7 +39,8 @@ Result<int64_t> append_shard(DlrmModel& model, ShardSave kind, RowPolicy policy,
     } else if (policy == RowPolicy::kSsu) {
       rows = select_rows_ssu(model.updated_rows(t), row_fraction, rng);
     } else {
-      return invalid_argument("recovery.policy " + name_of(policy) + " does not save rows (mfu | ssu)");
+      return invalid_argument("recovery.policy " + name_of(policy) +
+                              " does not save rows (mfu | ssu)");
     }
     TERN_RETURN_IF_ERROR(append_rows(prefix_of(t), weight, rows, out));
     out->emplace_back(prefix_of(t) + "/counts", counts.index_select(0, rows).clone());
@@ -55,7 +56,7 @@ namespace {
 struct TableSave {
   int64_t step = -1;
   bool full = false;
-  at::Tensor weight, counts;        // full
+  at::Tensor weight, counts;            // full
   at::Tensor rows, values, row_counts;  // rows
   std::string file;
 };
@@ -63,8 +64,9 @@ struct TableSave {
 Status load_table(DlrmModel& model, int64_t t, const TableSave& save) {
   at::Tensor w = model.table(t);
   if (!save.weight.sizes().equals(w.sizes())) {
-    return failed_precondition(save.file + ": " + prefix_of(t) + ".weight is " + c10::str(save.weight.sizes()) +
-                               ", this job's table is " + c10::str(w.sizes()) +
+    return failed_precondition(save.file + ": " + prefix_of(t) + ".weight is " +
+                               c10::str(save.weight.sizes()) + ", this job's table is " +
+                               c10::str(w.sizes()) +
                                " (written for another data.table_sizes or model.embedding_dim)");
   }
   torch::NoGradGuard no_grad;
@@ -77,8 +79,8 @@ Status load_table(DlrmModel& model, int64_t t, const TableSave& save) {
 
 // Adds the saves of the tables in `owned` (not yet based on a whole save) that rank file `c`
 // of `step` holds to the front of their chains; returns whether it held any.
-bool collect_table_saves(const Checkpoint& c, const std::vector<int64_t>& owned, int64_t step, bool full,
-                         const std::string& file, std::set<int64_t>* based_set,
+bool collect_table_saves(const Checkpoint& c, const std::vector<int64_t>& owned, int64_t step,
+                         bool full, const std::string& file, std::set<int64_t>* based_set,
                          std::map<int64_t, std::vector<TableSave>>* chains_map) {
   std::set<int64_t>& based = *based_set;
   std::map<int64_t, std::vector<TableSave>>& chains = *chains_map;
@@ -111,7 +113,8 @@ bool collect_table_saves(const Checkpoint& c, const std::vector<int64_t>& owned,
 
 // Applies every table's chain (its whole save, then the row saves after it) to the model.
 Status apply_chains(DlrmModel& model, const std::map<int64_t, std::vector<TableSave>>& chains,
-                    ShardRestore* out, std::set<int64_t>* row_steps, std::set<int64_t>* base_steps) {
+                    ShardRestore* out, std::set<int64_t>* row_steps,
+                    std::set<int64_t>* base_steps) {
   for (const auto& [t, chain] : chains) {
     for (const TableSave& save : chain) {
       if (save.full) {
@@ -119,11 +122,11 @@ Status apply_chains(DlrmModel& model, const std::map<int64_t, std::vector<TableS
         out->rows += save.weight.size(0);
         base_steps->insert(save.step);
       } else {
-        TERN_RETURN_IF_ERROR(
-            model.load_rows(t, save.rows, save.values).with_context(save.file));
+        TERN_RETURN_IF_ERROR(model.load_rows(t, save.rows, save.values).with_context(save.file));
         if (save.row_counts.defined() && save.row_counts.numel() == save.rows.numel()) {
           torch::NoGradGuard no_grad;
-          model.access_counts(t).index_copy_(0, save.rows.to(at::kLong), save.row_counts.to(at::kLong));
+          model.access_counts(t).index_copy_(0, save.rows.to(at::kLong),
+                                             save.row_counts.to(at::kLong));
         }
         out->rows += save.rows.numel();
         row_steps->insert(save.step);
@@ -195,8 +198,9 @@ Result<ShardRestore> restore_shard(DlrmModel& model, const CheckpointStore& stor
     for (int64_t t : owned) {
       if (chains.count(t) == 0) {
         return failed_precondition(store.dir() + ": no rank file of step(s) at or before " +
-                                   std::to_string(max_step) + " holds embedding table " + std::to_string(t) +
-                                   ", which rank " + std::to_string(rank) + " of " + std::to_string(model.world()) +
+                                   std::to_string(max_step) + " holds embedding table " +
+                                   std::to_string(t) + ", which rank " + std::to_string(rank) +
+                                   " of " + std::to_string(model.world()) +
                                    " owns (written for another data.num_tables?)");
       }
     }

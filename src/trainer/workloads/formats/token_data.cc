@@ -23,12 +23,14 @@ struct TokenData::Mapping {
 
 // Maps `path` read-only; `field` names the spec field in errors. (Static, not in an anonymous
 // namespace, so that it can name the private Mapping.)
-static Result<std::shared_ptr<TokenData::Mapping>> map_tokens(const std::string& path, const std::string& field,
+static Result<std::shared_ptr<TokenData::Mapping>> map_tokens(const std::string& path,
+                                                              const std::string& field,
                                                               size_t width) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     // A missing data set is a data error (the trainer's exit 3), as for every other source.
-    const std::string why = field + ": cannot open token file " + path + ": " + std::strerror(errno);
+    const std::string why =
+        field + ": cannot open token file " + path + ": " + std::strerror(errno);
     return errno == ENOENT ? not_found(why) : invalid_argument(why);
   }
   struct stat st {};
@@ -41,8 +43,9 @@ static Result<std::shared_ptr<TokenData::Mapping>> map_tokens(const std::string&
   m->bytes = static_cast<size_t>(st.st_size);
   if (m->bytes % width != 0) {
     ::close(fd);
-    return invalid_argument(field + ": " + path + " holds " + std::to_string(m->bytes) + " bytes, not a whole number of " +
-                            std::to_string(width * 8) + "-bit tokens (data.token_dtype)");
+    return invalid_argument(field + ": " + path + " holds " + std::to_string(m->bytes) +
+                            " bytes, not a whole number of " + std::to_string(width * 8) +
+                            "-bit tokens (data.token_dtype)");
   }
   if (m->bytes > 0) {
     void* p = mmap(nullptr, m->bytes, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -87,23 +90,25 @@ Result<std::unique_ptr<TokenData>> TokenData::open(const DataSpec& spec) {
   }
   auto check = [&](const Split& s, const std::string& field, const std::string& what) -> Status {
     if (s.count <= d->block_) {
-      return invalid_argument("data.block_size " + std::to_string(d->block_) + " is larger than the " + what + " (" +
-                              field + " " + s.map->path + ": " + std::to_string(s.count) +
+      return invalid_argument("data.block_size " + std::to_string(d->block_) +
+                              " is larger than the " + what + " (" + field + " " + s.map->path +
+                              ": " + std::to_string(s.count) +
                               " tokens; a sample needs block_size + 1)");
     }
     for (int64_t i = 0; i < s.count; ++i) {
       const int64_t id = d->token(s, i);
       if (id >= spec.vocab_size) {
-        return invalid_argument(field + " " + s.map->path + ": token " + std::to_string(s.begin + i) + " is " +
-                                std::to_string(id) + ", not below data.vocab_size " +
-                                std::to_string(spec.vocab_size));
+        return invalid_argument(field + " " + s.map->path + ": token " +
+                                std::to_string(s.begin + i) + " is " + std::to_string(id) +
+                                ", not below data.vocab_size " + std::to_string(spec.vocab_size));
       }
     }
     return Status::ok();
   };
   TERN_RETURN_IF_ERROR(check(d->train_, "data.path", "training split"));
-  TERN_RETURN_IF_ERROR(check(d->test_, spec.test_path.empty() ? "data.path" : "data.test_path",
-                             spec.test_path.empty() ? "held-out test split (data.test_fraction)" : "test split"));
+  TERN_RETURN_IF_ERROR(
+      check(d->test_, spec.test_path.empty() ? "data.path" : "data.test_path",
+            spec.test_path.empty() ? "held-out test split (data.test_fraction)" : "test split"));
   return d;
 }
 
@@ -111,7 +116,8 @@ int64_t TokenData::train_size() const { return (train_.count - 1) / block_; }
 int64_t TokenData::test_size() const { return (test_.count - 1) / block_; }
 
 int64_t TokenData::train_offset(int64_t index) const {
-  const uint64_t span = static_cast<uint64_t>(train_.count - block_);  // offsets 0 .. count - block - 1
+  const uint64_t span =
+      static_cast<uint64_t>(train_.count - block_);  // offsets 0 .. count - block - 1
   return static_cast<int64_t>(mix_seed(seed_, static_cast<uint64_t>(index)) % span);
 }
 

@@ -17,7 +17,8 @@ uint32_t read_be32(const unsigned char* p) {
 // Reads a whole gzip file (plain files pass through zlib unchanged).
 Result<std::vector<unsigned char>> read_gzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) return not_found(path + ": cannot open (is dataset-fashion-mnist installed? set data.path)");
+  if (!f)
+    return not_found(path + ": cannot open (is dataset-fashion-mnist installed? set data.path)");
   std::unique_ptr<gzFile_s, int (*)(gzFile)> closer(f, gzclose);
   std::vector<unsigned char> out;
   unsigned char buf[1 << 16];
@@ -46,27 +47,31 @@ Result<ImageDataset> load_idx_pair(const std::string& images_path, const std::st
   if (lab.size() < 8 || read_be32(lab.data()) != 2049) {
     return data_loss(labels_path + ": not an IDX label file (bad magic number)");
   }
-  int64_t n = read_be32(img.data() + 4), rows = read_be32(img.data() + 8), cols = read_be32(img.data() + 12);
+  int64_t n = read_be32(img.data() + 4), rows = read_be32(img.data() + 8),
+          cols = read_be32(img.data() + 12);
   int64_t nl = read_be32(lab.data() + 4);
   if (n != nl) {
-    return data_loss(images_path + " has " + std::to_string(n) + " images but " + labels_path + " has " +
-                     std::to_string(nl) + " labels");
+    return data_loss(images_path + " has " + std::to_string(n) + " images but " + labels_path +
+                     " has " + std::to_string(nl) + " labels");
   }
   if (rows != 28 || cols != 28) return data_loss(images_path + ": expected 28x28 images");
   if (static_cast<int64_t>(img.size()) != 16 + n * rows * cols) {
-    return data_loss(images_path + ": truncated (" + std::to_string(img.size()) + " bytes, expected " +
-                     std::to_string(16 + n * rows * cols) + ")");
+    return data_loss(images_path + ": truncated (" + std::to_string(img.size()) +
+                     " bytes, expected " + std::to_string(16 + n * rows * cols) + ")");
   }
   if (static_cast<int64_t>(lab.size()) != 8 + n) return data_loss(labels_path + ": truncated");
   ImageDataset ds;
-  ds.images = at::from_blob(img.data() + 16, {n, 1, rows, cols}, at::kByte).to(at::kFloat).div_(255.0);
+  ds.images =
+      at::from_blob(img.data() + 16, {n, 1, rows, cols}, at::kByte).to(at::kFloat).div_(255.0);
   if (normalize) ds.images.sub_(kFashionMnistMean).div_(kFashionMnistStd);
   ds.labels = at::from_blob(lab.data() + 8, {n}, at::kByte).to(at::kLong);
-  if (ds.labels.max().item<int64_t>() > 9) return data_loss(labels_path + ": label out of range 0..9");
+  if (ds.labels.max().item<int64_t>() > 9)
+    return data_loss(labels_path + ": label out of range 0..9");
   return ds;
 }
 
-ImageDataset make_synthetic_images(int64_t n, uint64_t class_seed, uint64_t sample_seed, bool normalize) {
+ImageDataset make_synthetic_images(int64_t n, uint64_t class_seed, uint64_t sample_seed,
+                                   bool normalize) {
   // A shared base image plus a sparse class-specific pattern, under strong pixel noise: hard
   // enough that accuracy lands well below 100 % and differences between algorithms show.
   std::mt19937_64 crng(class_seed);
@@ -107,10 +112,12 @@ Result<ImageData> load_image_data(const DataSpec& spec) {
     return d;
   }
   if (spec.source == DataSource::kFashionMnist) {
-    TERN_ASSIGN_OR_RETURN(d.train, load_idx_pair(spec.path + "/train-images-idx3-ubyte.gz",
-                                                 spec.path + "/train-labels-idx1-ubyte.gz", spec.normalize));
-    TERN_ASSIGN_OR_RETURN(d.test, load_idx_pair(spec.path + "/t10k-images-idx3-ubyte.gz",
-                                                spec.path + "/t10k-labels-idx1-ubyte.gz", spec.normalize));
+    TERN_ASSIGN_OR_RETURN(d.train,
+                          load_idx_pair(spec.path + "/train-images-idx3-ubyte.gz",
+                                        spec.path + "/train-labels-idx1-ubyte.gz", spec.normalize));
+    TERN_ASSIGN_OR_RETURN(d.test,
+                          load_idx_pair(spec.path + "/t10k-images-idx3-ubyte.gz",
+                                        spec.path + "/t10k-labels-idx1-ubyte.gz", spec.normalize));
     return d;
   }
   return invalid_argument("data.source '" + name_of(spec.source) + "' is not an image dataset");

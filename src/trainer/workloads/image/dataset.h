@@ -33,6 +33,7 @@ Result<ImageDataset> load_idx_pair(const std::string& images_path, const std::st
 Result<ImageData> load_image_data(const DataSpec& spec);
 // `n` images of 10 classes: per-class prototypes (from class_seed, shared by train and test)
 // plus noise (from sample_seed). Reproducible.
-ImageDataset make_synthetic_images(int64_t n, uint64_t class_seed, uint64_t sample_seed, bool normalize);
+ImageDataset make_synthetic_images(int64_t n, uint64_t class_seed, uint64_t sample_seed,
+                                   bool normalize);
 
 }  // namespace tern

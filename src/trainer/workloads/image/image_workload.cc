@@ -43,9 +43,12 @@ std::vector<std::pair<std::string, at::Tensor>> ImageWorkload::named_parameters(
   return out;
 }
 
-std::vector<int64_t> ImageWorkload::part(int64_t step, int rank) { return parts_->part(step, rank); }
+std::vector<int64_t> ImageWorkload::part(int64_t step, int rank) {
+  return parts_->part(step, rank);
+}
 
-Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) {
+Result<StepOutput> ImageWorkload::compute(int64_t step, const StepPlan& plan,
+                                          std::vector<at::Tensor>* grads) {
   StepOutput out;
   grads->clear();
   grads->reserve(params_.size());
@@ -88,7 +91,9 @@ Result<StepOutput> ImageWorkload::compute_private(const Batch& batch, const Step
   u = u.to(device_);
   model_->zero_grad();
   std::vector<LinearTrace> trace;
-  at::Tensor logits = dp.per_sample == PerSampleGrad::kMicrobatch ? at::Tensor() : model_->forward_traced(batch, &trace);
+  at::Tensor logits = dp.per_sample == PerSampleGrad::kMicrobatch
+                          ? at::Tensor()
+                          : model_->forward_traced(batch, &trace);
   if (logits.defined()) {
     // Vectorised: one backward of the unweighted sum gives every layer's per-sample output
     // gradients; norms and the clipped, weighted sum follow from them (privacy/dp_sgd.h).
@@ -148,7 +153,8 @@ Result<Metrics> ImageWorkload::evaluate() {
 }
 
 std::string ImageWorkload::describe() const {
-  return "train=" + std::to_string(data_->train_size()) + " test=" + std::to_string(data_->test_size());
+  return "train=" + std::to_string(data_->train_size()) +
+         " test=" + std::to_string(data_->test_size());
 }
 
 }  // namespace tern

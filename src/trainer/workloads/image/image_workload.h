@@ -24,7 +24,8 @@ class ImageWorkload : public Workload {
   int64_t samples_per_rank() const override { return parts_->per_rank(); }
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const override;
   std::vector<int64_t> part(int64_t step, int rank) override;
-  Result<StepOutput> compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) override;
+  Result<StepOutput> compute(int64_t step, const StepPlan& plan,
+                             std::vector<at::Tensor>* grads) override;
   Result<Metrics> evaluate() override;
   std::string describe() const override;
 
@@ -33,7 +34,8 @@ class ImageWorkload : public Workload {
  private:
   // train.dp: this rank's sum of clipped per-sample gradients, each weighted as the plan says
   // (1 / local batch without weights); the loop adds the noise.
-  Result<StepOutput> compute_private(const Batch& batch, const StepPlan& plan, std::vector<at::Tensor>* grads);
+  Result<StepOutput> compute_private(const Batch& batch, const StepPlan& plan,
+                                     std::vector<at::Tensor>* grads);
 
   const JobSpec* spec_ = nullptr;
   int rank_ = 0, world_ = 1;

@@ -42,8 +42,10 @@ at::Tensor Mlp::forward_traced(const Batch& batch, std::vector<LinearTrace>* tra
 }
 
 Cnn::Cnn() {
-  conv1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)));
-  conv2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
+  conv1_ =
+      register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 32, 5).padding(2)));
+  conv2_ =
+      register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(32, 64, 5).padding(2)));
   fc1_ = register_module("fc1", torch::nn::Linear(3136, 512));
   fc2_ = register_module("fc2", torch::nn::Linear(512, 10));
 }

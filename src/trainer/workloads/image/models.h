@@ -28,7 +28,9 @@ class Model : public torch::nn::Module {
   // layer (input, output with its gradient retained, weight, bias) in `trace`, for a model
   // made of linear layers and parameter-free functions only. Default: undefined (the model
   // has other parameterised layers: DP-SGD takes micro-batches of one sample instead).
-  virtual at::Tensor forward_traced(const Batch& batch, std::vector<LinearTrace>* trace) { return {}; }
+  virtual at::Tensor forward_traced(const Batch& batch, std::vector<LinearTrace>* trace) {
+    return {};
+  }
 };
 
 // MLP 784-512-256-10 with ReLU.

@@ -22,7 +22,8 @@ Result<std::unique_ptr<TrainingData>> make_training_data(const JobSpec& spec) {
     TERN_ASSIGN_OR_RETURN(ImageData d, load_image_data(spec.data));
     return std::unique_ptr<TrainingData>(std::make_unique<ImageTrainingData>(std::move(d)));
   }
-  return failed_precondition("data.source '" + name_of(spec.data.source) + "' is not supported by this build");
+  return failed_precondition("data.source '" + name_of(spec.data.source) +
+                             "' is not supported by this build");
 }
 
 }  // namespace tern

@@ -7,8 +7,8 @@
 
 #include "common/job_spec.h"
 #include "common/status.h"
-#include "trainer/workloads/image/dataset.h"
 #include "trainer/workloads/data.h"
+#include "trainer/workloads/image/dataset.h"
 
 namespace tern {
 

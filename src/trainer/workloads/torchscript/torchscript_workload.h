@@ -53,7 +53,8 @@ class TorchScriptWorkload : public Workload {
   std::vector<std::pair<std::string, at::Tensor>> named_buffers() const override;
   Status sync_buffers() override;
   std::vector<int64_t> part(int64_t step, int rank) override { return parts_->part(step, rank); }
-  Result<StepOutput> compute(int64_t step, const StepPlan& plan, std::vector<at::Tensor>* grads) override;
+  Result<StepOutput> compute(int64_t step, const StepPlan& plan,
+                             std::vector<at::Tensor>* grads) override;
   Result<Metrics> evaluate() override;
   std::string describe() const override;
 

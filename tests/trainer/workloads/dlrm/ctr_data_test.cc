@@ -23,7 +23,8 @@ std::string temp_path(const std::string& name) {
 // One Criteo line: label, 13 ints, 26 hex categories; "" leaves a field empty.
 std::string criteo_line(int label, int seed, bool sparse_missing = false) {
   std::string s = std::to_string(label);
-  for (int i = 0; i < 13; ++i) s += "\t" + (i == 3 ? std::string() : std::to_string((seed * 7 + i) % 50 - 1));
+  for (int i = 0; i < 13; ++i)
+    s += "\t" + (i == 3 ? std::string() : std::to_string((seed * 7 + i) % 50 - 1));
   for (int t = 0; t < 26; ++t) {
     char hex[16];
     std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(seed * 2654435761u + t));
@@ -59,7 +60,9 @@ TEST(CriteoReader, ParsesTransformsAndHashesEveryField) {
   std::string path = temp_path("parse.tsv");
   {
     std::ofstream f(path);
-    f << criteo_line(1, 1) << "\n" << criteo_line(0, 2, /*sparse_missing=*/true) << "\r\n" << criteo_line(1, 3);
+    f << criteo_line(1, 1) << "\n"
+      << criteo_line(0, 2, /*sparse_missing=*/true) << "\r\n"
+      << criteo_line(1, 3);
   }
   CriteoOptions o;
   o.path = path;
@@ -73,7 +76,8 @@ TEST(CriteoReader, ParsesTransformsAndHashesEveryField) {
   EXPECT_EQ(b.y[1].item<float>(), 0.0f);
   for (int i = 0; i < 13; ++i) {
     long long raw = (1 * 7 + i) % 50 - 1;
-    float want = i == 3 ? 0.0f : static_cast<float>(std::log1p(static_cast<double>(std::max(raw, 0LL))));
+    float want =
+        i == 3 ? 0.0f : static_cast<float>(std::log1p(static_cast<double>(std::max(raw, 0LL))));
     EXPECT_FLOAT_EQ(b.x[0][i].item<float>(), want) << "I" << i + 1;
   }
   for (int t = 0; t < 26; ++t) {
@@ -94,12 +98,12 @@ TEST(CriteoReader, SkipsBadLinesAndNamesFileAndLine) {
   {
     std::ofstream f(path);
     f << criteo_line(1, 1) << "\n";
-    f << "1\t2\t3\n";                                   // line 2: too few fields
+    f << "1\t2\t3\n";  // line 2: too few fields
     f << criteo_line(0, 2) << "\n";
     std::string bad = criteo_line(1, 4);
-    bad.replace(bad.find('\t') + 1, 0, "x");            // line 4: I1 not an integer
+    bad.replace(bad.find('\t') + 1, 0, "x");  // line 4: I1 not an integer
     f << bad << "\n";
-    f << "7" << criteo_line(1, 5).substr(1) << "\n";    // line 5: label 7
+    f << "7" << criteo_line(1, 5).substr(1) << "\n";  // line 5: label 7
     f << criteo_line(1, 6) << "\n";
   }
   CriteoOptions o;
@@ -114,7 +118,8 @@ TEST(CriteoReader, SkipsBadLinesAndNamesFileAndLine) {
   const auto& msgs = (*reader)->bad_line_messages();
   ASSERT_EQ(msgs.size(), 3u);
   EXPECT_EQ(msgs[0], path + ":2: expected 40 tab-separated fields, got 3");
-  EXPECT_NE(msgs[1].find(path + ":4: integer feature I1 is not an integer"), std::string::npos) << msgs[1];
+  EXPECT_NE(msgs[1].find(path + ":4: integer feature I1 is not an integer"), std::string::npos)
+      << msgs[1];
   EXPECT_NE(msgs[2].find(path + ":5: label must be 0 or 1"), std::string::npos) << msgs[2];
 
   EXPECT_EQ((*reader)->bad_lines(CriteoDefect::kFieldCount), 1);
@@ -126,8 +131,10 @@ TEST(CriteoReader, SkipsBadLinesAndNamesFileAndLine) {
   auto strict = read_all(o, 100);
   ASSERT_FALSE(strict.is_ok());
   EXPECT_EQ(strict.status().code(), StatusCode::kDataLoss);
-  EXPECT_NE(strict.status().message().find(path + ":4:"), std::string::npos) << strict.status().message();
-  EXPECT_NE(strict.status().message().find("more than data.max_malformed 1 malformed lines"), std::string::npos)
+  EXPECT_NE(strict.status().message().find(path + ":4:"), std::string::npos)
+      << strict.status().message();
+  EXPECT_NE(strict.status().message().find("more than data.max_malformed 1 malformed lines"),
+            std::string::npos)
       << strict.status().message();
 
   // fail: the first malformed line of the reader's share, by number. With 2 ranks, line 2 is
@@ -135,11 +142,13 @@ TEST(CriteoReader, SkipsBadLinesAndNamesFileAndLine) {
   o.malformed.policy = MalformedPolicy::kFail;
   auto first = read_all(o, 100);
   ASSERT_FALSE(first.is_ok());
-  EXPECT_EQ(first.status().message().rfind(path + ":2: expected 40", 0), 0u) << first.status().message();
+  EXPECT_EQ(first.status().message().rfind(path + ":2: expected 40", 0), 0u)
+      << first.status().message();
   o.world = 2;
   auto rank0 = read_all(o, 100);
   ASSERT_FALSE(rank0.is_ok());
-  EXPECT_EQ(rank0.status().message().rfind(path + ":5: label must be 0 or 1", 0), 0u) << rank0.status().message();
+  EXPECT_EQ(rank0.status().message().rfind(path + ":5: label must be 0 or 1", 0), 0u)
+      << rank0.status().message();
   o.rank = 1;
   auto rank1 = read_all(o, 100);
   ASSERT_FALSE(rank1.is_ok());
@@ -178,8 +187,10 @@ TEST(CriteoReader, CrlfMissingFinalNewlineEmptyFieldsAndNegativeIntegers) {
       EXPECT_EQ(b.x[row][1].item<float>(), 0.0f) << "log(1 + max(-3, 0))";
       EXPECT_EQ(b.x[row][6].item<float>(), 0.0f) << "empty I7";
       EXPECT_FLOAT_EQ(b.x[row][0].item<float>(), static_cast<float>(std::log1p(std::stod(f[1]))));
-      EXPECT_EQ(b.sparse[row][5].item<int64_t>(), hash_category(kCriteoMissingCategory, 5, 97)) << "empty C6";
-      EXPECT_EQ(b.sparse[row][25].item<int64_t>(), b.sparse[0][25].item<int64_t>()) << "the last field kept no '\\r'";
+      EXPECT_EQ(b.sparse[row][5].item<int64_t>(), hash_category(kCriteoMissingCategory, 5, 97))
+          << "empty C6";
+      EXPECT_EQ(b.sparse[row][25].item<int64_t>(), b.sparse[0][25].item<int64_t>())
+          << "the last field kept no '\\r'";
     }
     std::remove(path.c_str());
   }
@@ -209,7 +220,8 @@ TEST(CriteoReader, AShareOfOnlyMalformedLinesReadsEmpty) {
   o.malformed.max_count = 5;
   auto strict = read_all(o, 8);
   EXPECT_EQ(strict.status().code(), StatusCode::kDataLoss) << strict.status().to_string();
-  EXPECT_NE(strict.status().message().find(path + ":6: "), std::string::npos) << strict.status().message();
+  EXPECT_NE(strict.status().message().find(path + ":6: "), std::string::npos)
+      << strict.status().message();
   std::remove(path.c_str());
 }
 
@@ -225,7 +237,7 @@ TEST(CriteoReader, HugeMalformedFieldIsCutInMessages) {
     bad.replace(bad.find('\t') + 1, 0, std::string(2 << 20, 'x'));  // I1: 2 MiB of 'x'
     f << bad << "\n";
     std::string wide = criteo_line(1, 4);
-    wide.replace(wide.find('\t') + 1, 0, std::string(200, 'x'));     // I1: 200 bytes of 'x'
+    wide.replace(wide.find('\t') + 1, 0, std::string(200, 'x'));  // I1: 200 bytes of 'x'
     f << wide << "\n";
     f << criteo_line(0, 3) << "\n";
   }
@@ -241,12 +253,14 @@ TEST(CriteoReader, HugeMalformedFieldIsCutInMessages) {
   ASSERT_EQ((*reader)->bad_line_messages().size(), 2u);
   const std::string& m = (*reader)->bad_line_messages()[0];
   EXPECT_LT(m.size(), 400u) << m.substr(0, 400);
-  EXPECT_NE(m.find(path + ":2: a line of " + std::to_string((2 << 20) + criteo_line(1, 2).size()) + " bytes"),
+  EXPECT_NE(m.find(path + ":2: a line of " + std::to_string((2 << 20) + criteo_line(1, 2).size()) +
+                   " bytes"),
             std::string::npos)
       << m;
   const std::string& w = (*reader)->bad_line_messages()[1];
   EXPECT_LT(w.size(), 400u) << w;
-  EXPECT_NE(w.find(path + ":3: integer feature I1 is not an integer: 'xxx"), std::string::npos) << w;
+  EXPECT_NE(w.find(path + ":3: integer feature I1 is not an integer: 'xxx"), std::string::npos)
+      << w;
   EXPECT_NE(w.find("bytes)"), std::string::npos) << w;
   EXPECT_EQ((*reader)->bad_lines(CriteoDefect::kOverlong), 1);
   EXPECT_EQ((*reader)->bad_lines(CriteoDefect::kInteger), 1);
@@ -286,7 +300,8 @@ TEST(CriteoReader, RanksReadDisjointInterleavedSharesAndHoldOut) {
     ASSERT_TRUE(share.is_ok());
     Batch b = concat(*share);
     EXPECT_EQ(b.size(), rank < 1 ? 7 : 6) << "19 train lines over 3 ranks";
-    for (int64_t i = 0; i < b.size(); ++i) seen.insert(b.sparse[i][0].item<int64_t>() * 1000 + b.sparse[i][1].item<int64_t>());
+    for (int64_t i = 0; i < b.size(); ++i)
+      seen.insert(b.sparse[i][0].item<int64_t>() * 1000 + b.sparse[i][1].item<int64_t>());
     total += b.size();
   }
   EXPECT_EQ(total, 19);
@@ -377,7 +392,8 @@ TEST(SyntheticCtr, ZipfCategoriesAndAPlantedSignal) {
   // Labels carry the planted logistic model: its logit ranks them (AUC well above 0.5), a
   // score that ignores the features does not.
   std::vector<double> logits;
-  for (int64_t i = 0; i < o.test_size; ++i) logits.push_back(data.planted_logit(CtrSplit::kTest, i));
+  for (int64_t i = 0; i < o.test_size; ++i)
+    logits.push_back(data.planted_logit(CtrSplit::kTest, i));
   double planted = exact_auc(at::tensor(logits, at::kDouble), b.y);
   EXPECT_GT(planted, 0.8);
   auto gen = at::detail::createCPUGenerator(5);

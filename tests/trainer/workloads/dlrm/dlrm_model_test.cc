@@ -13,9 +13,7 @@
 namespace tern {
 namespace {
 
-void one_thread() {
-  torch::set_num_threads(1);
-}
+void one_thread() { torch::set_num_threads(1); }
 
 // The DLRM written plainly, without sharding: full tables, torch's embedding with autograd
 // (dense gradients), plain SGD on every parameter. Starts from a DlrmModel's parameters.
@@ -27,15 +25,18 @@ struct Reference {
   at::Tensor forward(const Batch& b) {
     at::Tensor z = b.x;
     size_t layers = params.size() / 2;
-    for (size_t i = 0; i < bottom_layers; ++i) z = torch::relu(torch::linear(z, params[2 * i], params[2 * i + 1]));
+    for (size_t i = 0; i < bottom_layers; ++i)
+      z = torch::relu(torch::linear(z, params[2 * i], params[2 * i + 1]));
     std::vector<at::Tensor> emb;
-    for (size_t t = 0; t < tables.size(); ++t) emb.push_back(torch::embedding(tables[t], b.sparse.select(1, t)));
+    for (size_t t = 0; t < tables.size(); ++t)
+      emb.push_back(torch::embedding(tables[t], b.sparse.select(1, t)));
     at::Tensor all = torch::cat({z.unsqueeze(1), torch::stack(emb, 1)}, 1);
     const int64_t n = all.size(1), B = b.size();
     std::vector<int64_t> tri;
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = i + 1; j < n; ++j) tri.push_back(i * n + j);
-    at::Tensor inter = torch::bmm(all, all.transpose(1, 2)).view({B, -1}).index_select(1, at::tensor(tri));
+    at::Tensor inter =
+        torch::bmm(all, all.transpose(1, 2)).view({B, -1}).index_select(1, at::tensor(tri));
     at::Tensor h = torch::cat({z, inter}, 1);
     for (size_t i = bottom_layers; i < layers; ++i) {
       h = torch::linear(h, params[2 * i], params[2 * i + 1]);
@@ -46,7 +47,8 @@ struct Reference {
 
   void step(const Batch& b, double lr) {
     at::Tensor loss =
-        torch::binary_cross_entropy_with_logits(forward(b), b.y, {}, {}, at::Reduction::Sum) / static_cast<double>(b.size());
+        torch::binary_cross_entropy_with_logits(forward(b), b.y, {}, {}, at::Reduction::Sum) /
+        static_cast<double>(b.size());
     loss.backward();
     torch::NoGradGuard no_grad;
     for (auto* group : {&tables, &params}) {
@@ -100,7 +102,8 @@ TEST(DlrmSharding, RoundRobinAndBalancedAreDeterministicAndCoverEveryRank) {
   EXPECT_EQ(*bal, *shard_tables(sizes, 3, EmbeddingSharding::kBalanced));
   auto too_many = shard_tables({1, 2}, 3, EmbeddingSharding::kRoundRobin);
   EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(too_many.status().message().find("2 embedding tables cannot be sharded over 3 ranks"), std::string::npos);
+  EXPECT_NE(too_many.status().message().find("2 embedding tables cannot be sharded over 3 ranks"),
+            std::string::npos);
 }
 
 TEST(DlrmOptions, FromSpecChecksShapes) {
@@ -114,7 +117,8 @@ TEST(DlrmOptions, FromSpecChecksShapes) {
   EXPECT_EQ(o->table_sizes, (std::vector<int64_t>{50, 50, 50}));
   EXPECT_EQ(o->bottom_mlp.back(), 16);
   spec.model.top_mlp = {64, 2};
-  EXPECT_NE(DlrmOptions::from_spec(spec).status().message().find("top_mlp must end in 1"), std::string::npos);
+  EXPECT_NE(DlrmOptions::from_spec(spec).status().message().find("top_mlp must end in 1"),
+            std::string::npos);
 }
 
 // Runs `steps` steps of a global batch of `global` samples split over `world` ranks as
@@ -133,8 +137,10 @@ void expect_equals_reference(int world, const std::vector<int64_t>& splits, int 
     one_thread();
     auto t = DlrmModel::create(o, *comm);
     ASSERT_TRUE(t.is_ok()) << t.status().to_string();
-    for (size_t k = 0; k < o.table_sizes.size(); ++k) ref.tables.push_back((*t)->table(k).clone().requires_grad_(true));
-    for (auto& p : (*t)->dense_parameters()) ref.params.push_back(p.detach().clone().requires_grad_(true));
+    for (size_t k = 0; k < o.table_sizes.size(); ++k)
+      ref.tables.push_back((*t)->table(k).clone().requires_grad_(true));
+    for (auto& p : (*t)->dense_parameters())
+      ref.params.push_back(p.detach().clone().requires_grad_(true));
     ref.bottom_layers = o.bottom_mlp.size();
   });
   std::vector<Batch> batches;
@@ -172,10 +178,12 @@ void expect_equals_reference(int world, const std::vector<int64_t>& splits, int 
   ASSERT_EQ(tables.size(), o.table_sizes.size());
   for (size_t k = 0; k < ref.tables.size(); ++k) {
     if (tol == 0) {
-      EXPECT_TRUE(at::equal(tables[k], ref.tables[k].detach())) << "table " << k << " differs by "
+      EXPECT_TRUE(at::equal(tables[k], ref.tables[k].detach()))
+          << "table " << k << " differs by "
           << (tables[k] - ref.tables[k].detach()).abs().max().item<double>();
     } else {
-      EXPECT_TRUE(at::allclose(tables[k], ref.tables[k].detach(), 0, tol)) << "table " << k << " differs by "
+      EXPECT_TRUE(at::allclose(tables[k], ref.tables[k].detach(), 0, tol))
+          << "table " << k << " differs by "
           << (tables[k] - ref.tables[k].detach()).abs().max().item<double>();
     }
   }
@@ -184,10 +192,12 @@ void expect_equals_reference(int world, const std::vector<int64_t>& splits, int 
     for (size_t i = 0; i < ref.params.size(); ++i) {
       at::Tensor want = ref.params[i].detach();
       if (tol == 0) {
-        EXPECT_TRUE(at::equal(dense[r][i], want)) << "rank " << r << " param " << i << " differs by "
+        EXPECT_TRUE(at::equal(dense[r][i], want))
+            << "rank " << r << " param " << i << " differs by "
             << (dense[r][i] - want).abs().max().item<double>();
       } else {
-        EXPECT_TRUE(at::allclose(dense[r][i], want, 0, tol)) << "rank " << r << " param " << i << " differs by "
+        EXPECT_TRUE(at::allclose(dense[r][i], want, 0, tol))
+            << "rank " << r << " param " << i << " differs by "
             << (dense[r][i] - want).abs().max().item<double>();
       }
       if (r > 0) EXPECT_TRUE(at::equal(dense[r][i], dense[0][i])) << "replicas diverged";
@@ -197,7 +207,8 @@ void expect_equals_reference(int world, const std::vector<int64_t>& splits, int 
   for (int r = 0; r < world; ++r) {
     for (auto& [k, c] : counts[r]) {
       at::Tensor want = at::zeros({o.table_sizes[k]}, at::kLong);
-      for (const Batch& b : batches) want.index_add_(0, b.sparse.select(1, k), at::ones({global}, at::kLong));
+      for (const Batch& b : batches)
+        want.index_add_(0, b.sparse.select(1, k), at::ones({global}, at::kLong));
       EXPECT_TRUE(at::equal(c, want)) << "access counts of table " << k;
     }
   }
@@ -219,7 +230,8 @@ TEST(Dlrm, ShardedStateRoundTripsAndRefusesAWrongShard) {
     auto made = DlrmModel::create(o, *comm);
     ASSERT_TRUE(made.is_ok());
     DlrmModel& t = **made;
-    EXPECT_EQ(t.owned_tables(), rank == 0 ? (std::vector<int64_t>{0, 2, 4, 6}) : (std::vector<int64_t>{1, 3, 5, 7}));
+    EXPECT_EQ(t.owned_tables(),
+              rank == 0 ? (std::vector<int64_t>{0, 2, 4, 6}) : (std::vector<int64_t>{1, 3, 5, 7}));
     EXPECT_FALSE(t.table(rank == 0 ? 1 : 0).defined());
     Batch b = data.train_batch({rank * 8 + 0, rank * 8 + 1, rank * 8 + 2, rank * 8 + 3});
     ASSERT_TRUE(t.step(b).is_ok());
@@ -252,7 +264,8 @@ TEST(Dlrm, ShardedStateRoundTripsAndRefusesAWrongShard) {
     EXPECT_TRUE(at::equal(t.dense_parameters()[0], dense_snap[0].second));
 
     // A shard of the other rank is refused, naming the entry.
-    NamedTensors wrong{{rank == 0 ? "embedding.1.weight" : "embedding.0.weight", at::zeros({7, 4})}};
+    NamedTensors wrong{
+        {rank == 0 ? "embedding.1.weight" : "embedding.0.weight", at::zeros({7, 4})}};
     Status s = t.load_sharded_state(wrong);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(s.message().find("does not belong to rank"), std::string::npos) << s.message();
@@ -282,7 +295,8 @@ TEST(Dlrm, RejectsRowIdsOutsideTheTable) {
     b.sparse[1][5] = 3;  // table 5 has 3 rows
     auto st = (*t)->step(b);
     EXPECT_EQ(st.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(st.status().message().find("table 5 outside [0, 3): 3"), std::string::npos) << st.status().message();
+    EXPECT_NE(st.status().message().find("table 5 outside [0, 3): 3"), std::string::npos)
+        << st.status().message();
   });
 }
 
@@ -313,10 +327,12 @@ TEST(Dlrm, NonFiniteStepOnOneRankUpdatesNothingAnywhere) {
     auto shard1 = t.sharded_state();
     ASSERT_EQ(dense0.size(), dense1.size());
     for (size_t i = 0; i < dense0.size(); ++i)
-      EXPECT_TRUE(at::equal(dense0[i].second, dense1[i].second)) << "rank " << rank << " " << dense0[i].first;
+      EXPECT_TRUE(at::equal(dense0[i].second, dense1[i].second))
+          << "rank " << rank << " " << dense0[i].first;
     ASSERT_EQ(shard0.size(), shard1.size());
     for (size_t i = 0; i < shard0.size(); ++i)
-      EXPECT_TRUE(at::equal(shard0[i].second, shard1[i].second)) << "rank " << rank << " " << shard0[i].first;
+      EXPECT_TRUE(at::equal(shard0[i].second, shard1[i].second))
+          << "rank " << rank << " " << shard0[i].first;
     // A finite step afterwards: agreed finite, and it does train.
     Batch good = data.train_batch({8 + rank * 4, 9 + rank * 4, 10 + rank * 4, 11 + rank * 4});
     auto st2 = t.step(good);
@@ -333,7 +349,8 @@ TEST(Dlrm, TablesLargerThanTheMemoryAreRefusedBeforeAllocating) {
     auto t = DlrmModel::create(o, *comm);
     ASSERT_FALSE(t.is_ok());
     EXPECT_EQ(t.status().code(), StatusCode::kResourceExhausted) << t.status().to_string();
-    EXPECT_NE(t.status().message().find("GiB available"), std::string::npos) << t.status().message();
+    EXPECT_NE(t.status().message().find("GiB available"), std::string::npos)
+        << t.status().message();
   });
   // An explicit limit below what small tables need: refused the same way.
   DlrmOptions tight = small_options();
@@ -388,10 +405,12 @@ TEST(DlrmTraining, SyntheticReachesAucAboveTheBarOnOneAndTwoRanks) {
     DlrmMetrics before;
     DlrmMetrics m = train_synthetic(world, 300, 128, &before);
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("world %d: before auc %.4f logloss %.4f | after 300 steps auc %.4f logloss %.4f accuracy %.4f "
-                "(%lld samples, %.1f s)\n",
-                world, before.auc, before.logloss, m.auc, m.logloss, m.accuracy, static_cast<long long>(m.samples),
-                secs);
+    std::printf(
+        "world %d: before auc %.4f logloss %.4f | after 300 steps auc %.4f logloss %.4f accuracy "
+        "%.4f "
+        "(%lld samples, %.1f s)\n",
+        world, before.auc, before.logloss, m.auc, m.logloss, m.accuracy,
+        static_cast<long long>(m.samples), secs);
     EXPECT_EQ(m.samples, 4096);
     EXPECT_NEAR(before.auc, 0.5, 0.1) << "an untrained model ranks near random";
     EXPECT_GT(m.auc, 0.75);

@@ -4,7 +4,6 @@
 // plan their interval from the measured throughput and cost, save whole shards or the rows
 // the policy picks, and a shard rebuilt from them equals the saved rows; full recovery's
 // rollback reloads them.
-#include "trainer/loop/training_loop.h"
 #include "trainer/workloads/dlrm/dlrm_workload.h"
 
 #include <gtest/gtest.h>
@@ -12,14 +11,15 @@
 
 #include <cstring>
 #include <filesystem>
-#include <set>
-#include <mutex>
 #include <map>
+#include <mutex>
+#include <set>
 
 #include "common/job_spec.h"
 #include "recovery/checkpoint_store.h"
 #include "testing/gloo_group.h"
 #include "testing/trainer_runs.h"
+#include "trainer/loop/training_loop.h"
 #include "trainer/workloads/dlrm/shard_checkpoint.h"
 
 namespace tern {
@@ -28,7 +28,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing::same_bits;
 
-fs::path scratch(const std::string& name) { return testing::scratch_dir("tern_dlrm_workload_test", name); }
+fs::path scratch(const std::string& name) {
+  return testing::scratch_dir("tern_dlrm_workload_test", name);
+}
 
 JobSpec spec_with(std::vector<std::string> overrides) {
   auto r = load_job_spec_text(
@@ -124,7 +126,8 @@ TEST(DlrmSpec, CprFieldsAreValidatedAndRowSavesNeedDlrm) {
   EXPECT_DOUBLE_EQ(s.recovery.row_fraction, 0.2);
   EXPECT_EQ(s.recovery.full_every, 3);
   // The interval schedules are the loop's, for every workload; row saves need a sharded model.
-  EXPECT_TRUE(load_job_spec_text("name: m\nworkers: 1\nrecovery: {interval: cpr}\n", "m.yaml").is_ok());
+  EXPECT_TRUE(
+      load_job_spec_text("name: m\nworkers: 1\nrecovery: {interval: cpr}\n", "m.yaml").is_ok());
   auto bad = load_job_spec_text("name: m\nworkers: 1\nrecovery: {policy: mfu}\n", "m.yaml");
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("they need model.type dlrm"), std::string::npos)
@@ -151,7 +154,8 @@ TEST(DlrmLoop, RunsEverySyncStrategyOnItsMlps) {
     EXPECT_EQ(s["samples"], 16384);
     ASSERT_EQ(runs[0].params.size(), runs[1].params.size());
     for (size_t i = 0; i < runs[0].params.size(); ++i) {
-      EXPECT_TRUE(torch::allclose(runs[0].params[i], runs[1].params[i], 1e-5, 1e-6)) << "parameter " << i;
+      EXPECT_TRUE(torch::allclose(runs[0].params[i], runs[1].params[i], 1e-5, 1e-6))
+          << "parameter " << i;
     }
   }
 }
@@ -161,7 +165,8 @@ TEST(DlrmLoop, RunsEverySyncStrategyOnItsMlps) {
 // gradients at the common initial state) is the same under either optimizer, the MLPs are not.
 TEST(DlrmLoop, AdamWActsOnTheMlpsWhileTheTablesKeepTheirSparseSgd) {
   auto sgd = run_job(spec_with({"train.steps=1"}));
-  auto adamw = run_job(spec_with({"train.steps=1", "train.optimizer=adamw", "train.weight_decay=0.01"}));
+  auto adamw =
+      run_job(spec_with({"train.steps=1", "train.optimizer=adamw", "train.weight_decay=0.01"}));
   expect_ok(sgd);
   expect_ok(adamw);
   for (size_t r = 0; r < 2; ++r) {
@@ -173,7 +178,8 @@ TEST(DlrmLoop, AdamWActsOnTheMlpsWhileTheTablesKeepTheirSparseSgd) {
     }
     ASSERT_EQ(adamw[r].params.size(), sgd[r].params.size());
     size_t differ = 0;
-    for (size_t i = 0; i < adamw[r].params.size(); ++i) differ += !same_bits(adamw[r].params[i], sgd[r].params[i]);
+    for (size_t i = 0; i < adamw[r].params.size(); ++i)
+      differ += !same_bits(adamw[r].params[i], sgd[r].params[i]);
     EXPECT_EQ(differ, adamw[r].params.size()) << "every MLP parameter took AdamW's step";
   }
   // And it trains: one short epoch learns the planted signal with AdamW's usual rate.
@@ -200,7 +206,8 @@ TEST(DlrmLoop, DtsSendsFewerMlpBytesThanSsgd) {
 TEST(DlrmLoop, CompressesItsMlpGradients) {
   for (const std::string method : {"fp16", "powersgd"}) {
     SCOPED_TRACE(method);
-    auto runs = run_job(spec_with({"compress.method=" + method, "compress.rank=2", "compress.min_numel=64"}));
+    auto runs = run_job(
+        spec_with({"compress.method=" + method, "compress.rank=2", "compress.min_numel=64"}));
     expect_ok(runs);
     const auto& s = runs[0].summary;
     EXPECT_EQ(s["compressor"], method);
@@ -219,14 +226,16 @@ TEST(DlrmLoop, ResumedRunEndsWhereTheUninterruptedRunEnds) {
   auto first = spec_with({"train.steps=24", "train.momentum=0.5", "recovery.checkpoint_every=10",
                           "recovery.dir=" + dir.string()});
   expect_ok(run_job(first));
-  auto resumed = run_job(spec_with({"train.steps=40", "train.momentum=0.5", "recovery.resume_from=" + dir.string()}));
+  auto resumed = run_job(
+      spec_with({"train.steps=40", "train.momentum=0.5", "recovery.resume_from=" + dir.string()}));
   expect_ok(resumed);
   for (size_t r = 0; r < resumed.size(); ++r) {
     EXPECT_EQ(resumed[r].summary["resumed_from_step"], 20);
     EXPECT_EQ(resumed[r].summary["steps"], 40);
     ASSERT_EQ(resumed[r].params.size(), through[r].params.size());
     for (size_t i = 0; i < through[r].params.size(); ++i) {
-      EXPECT_TRUE(same_bits(resumed[r].params[i], through[r].params[i])) << "rank " << r << " parameter " << i;
+      EXPECT_TRUE(same_bits(resumed[r].params[i], through[r].params[i]))
+          << "rank " << r << " parameter " << i;
     }
     ASSERT_EQ(resumed[r].tables.size(), through[r].tables.size());
     for (size_t t = 0; t < through[r].tables.size(); ++t) {
@@ -234,29 +243,35 @@ TEST(DlrmLoop, ResumedRunEndsWhereTheUninterruptedRunEnds) {
           << "rank " << r << " table " << through[r].tables[t].first;
     }
   }
-  EXPECT_DOUBLE_EQ(resumed[0].summary["test_auc"].get<double>(), through[0].summary["test_auc"].get<double>());
+  EXPECT_DOUBLE_EQ(resumed[0].summary["test_auc"].get<double>(),
+                   through[0].summary["test_auc"].get<double>());
 }
 
 // straggler.mode proportional: a slowed rank gets a smaller share of every step's samples, the
 // step still covers the global batch, and the model learns.
 TEST(DlrmLoop, ProportionalStragglerModeShiftsWorkFromASlowRank) {
-  auto runs = run_job(spec_with({"straggler.mode=proportional", "straggler.report_every=8", "debug.slowdown=[1, 4]"}));
+  auto runs = run_job(spec_with(
+      {"straggler.mode=proportional", "straggler.report_every=8", "debug.slowdown=[1, 4]"}));
   expect_ok(runs);
   const auto& s = runs[0].summary;
   EXPECT_EQ(s["strategy"], "ssgd+proportional");
   EXPECT_EQ(s["samples"], 16384);
   EXPECT_GT(s["test_auc"].get<double>(), 0.58) << s.dump();
-  EXPECT_GT(runs[0].summary["computed_samples"].get<int64_t>(), runs[1].summary["computed_samples"].get<int64_t>() * 3 / 2)
-      << runs[0].summary.dump() << "\n" << runs[1].summary.dump();
+  EXPECT_GT(runs[0].summary["computed_samples"].get<int64_t>(),
+            runs[1].summary["computed_samples"].get<int64_t>() * 3 / 2)
+      << runs[0].summary.dump() << "\n"
+      << runs[1].summary.dump();
 }
 
 // What DLRM cannot do is refused at validation, naming the field and why.
 TEST(DlrmSpec, RefusesStragglerModesThatDecideAStepWithoutEveryRank) {
   const std::string text =
-      "name: dlrm\nworkers: 3\nmodel: {type: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: [16, 1]}\n"
+      "name: dlrm\nworkers: 3\nmodel: {type: dlrm, embedding_dim: 8, bottom_mlp: [16, 8], top_mlp: "
+      "[16, 1]}\n"
       "data: {source: synthetic_ctr, num_tables: 6, table_size: 200}\n";
   for (const std::string mode : {"gradient_coding", "coded_proportional", "backup"}) {
-    auto r = load_job_spec_text(text, "dlrm.yaml", {"straggler.mode=" + mode, "straggler.s=1", "straggler.backup=1"});
+    auto r = load_job_spec_text(text, "dlrm.yaml",
+                                {"straggler.mode=" + mode, "straggler.s=1", "straggler.backup=1"});
     ASSERT_FALSE(r.is_ok()) << mode;
     EXPECT_NE(r.status().message().find("straggler"), std::string::npos) << r.status().message();
     EXPECT_NE(r.status().message().find("all-to-all"), std::string::npos) << r.status().message();
@@ -266,13 +281,15 @@ TEST(DlrmSpec, RefusesStragglerModesThatDecideAStepWithoutEveryRank) {
       "name: c\nworkers: 2\nmodel: {type: dlrm}\ndata: {source: criteo, path: x.tsv}\n", "c.yaml",
       {"straggler.mode=proportional"});
   ASSERT_FALSE(criteo.is_ok());
-  EXPECT_NE(criteo.status().message().find("read as a stream"), std::string::npos) << criteo.status().message();
+  EXPECT_NE(criteo.status().message().find("read as a stream"), std::string::npos)
+      << criteo.status().message();
   auto cuda = load_job_spec_text(text, "dlrm.yaml", {"device=cuda"});
   ASSERT_FALSE(cuda.is_ok());
   EXPECT_NE(cuda.status().message().find("device"), std::string::npos) << cuda.status().message();
   // DLRM's MLPs default to plain SGD; a spec may still ask for momentum.
   EXPECT_EQ(load_job_spec_text(text, "dlrm.yaml")->spec.train.momentum, 0.0);
-  EXPECT_EQ(load_job_spec_text(text, "dlrm.yaml", {"train.momentum=0.9"})->spec.train.momentum, 0.9);
+  EXPECT_EQ(load_job_spec_text(text, "dlrm.yaml", {"train.momentum=0.9"})->spec.train.momentum,
+            0.9);
 }
 
 TEST(DlrmLoop, CprPlanSavesWholeShardsThenHotRowsAndRestoresThem) {
@@ -392,7 +409,8 @@ std::map<std::string, at::Tensor> saved_tables(const CheckpointStore& store, int
 // every saved table.
 void expect_reshard(int from, int to, const std::string& name) {
   const fs::path dir = scratch(name);
-  JobSpec spec = spec_with({"train.steps=20", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()});
+  JobSpec spec =
+      spec_with({"train.steps=20", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()});
   expect_ok(run_job(spec, from));
   CheckpointStore store(dir.string());
   auto complete = store.complete_steps();
@@ -415,7 +433,8 @@ void expect_reshard(int from, int to, const std::string& name) {
     for (int64_t t : (*fresh)->owned_tables()) {
       const std::string key = "embedding." + std::to_string(t) + ".weight";
       ASSERT_EQ(saved.count(key), 1u) << key;
-      EXPECT_TRUE(at::equal((*fresh)->table(t), saved.at(key))) << key << " on rank " << rank << " of " << to;
+      EXPECT_TRUE(at::equal((*fresh)->table(t), saved.at(key)))
+          << key << " on rank " << rank << " of " << to;
       std::lock_guard<std::mutex> lock(mu);
       restored.insert(key);
     }
@@ -432,8 +451,8 @@ TEST(DlrmReshard, FourRanksCheckpointsRestoreIntoTwo) { expect_reshard(4, 2, "re
 TEST(DlrmReshard, RowSavesAreReshardedOnTopOfTheirWholeSave) {
   const fs::path dir = scratch("reshard_rows");
   JobSpec spec = spec_with({"train.steps=20", "recovery.checkpoint_every=5", "recovery.policy=mfu",
-                            "recovery.full_every=2", "recovery.keep=10", "recovery.row_fraction=0.25",
-                            "recovery.dir=" + dir.string()});
+                            "recovery.full_every=2", "recovery.keep=10",
+                            "recovery.row_fraction=0.25", "recovery.dir=" + dir.string()});
   expect_ok(run_job(spec, 2));
   CheckpointStore store(dir.string());
   // Saves at 5 (whole), 10 (rows), 15 (whole), 20 (rows): restore as of step 10.
@@ -477,7 +496,9 @@ TEST(DlrmReshard, RowSavesAreReshardedOnTopOfTheirWholeSave) {
 // loaded in part.
 TEST(DlrmReshard, AnotherTableLayoutIsRefusedNamingTheFile) {
   const fs::path dir = scratch("reshard_layout");
-  expect_ok(run_job(spec_with({"train.steps=10", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()}), 2));
+  expect_ok(run_job(
+      spec_with({"train.steps=10", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()}),
+      2));
   CheckpointStore store(dir.string());
   JobSpec other = spec_with({"data.table_size=300"});
   testing::run_ranks(3, [&](int rank, std::shared_ptr<Communicator> comm) {
@@ -494,7 +515,9 @@ TEST(DlrmReshard, AnotherTableLayoutIsRefusedNamingTheFile) {
 // tables re-shard) and trains to its end.
 TEST(DlrmReshard, TheLoopResumesAtAnotherWorldSize) {
   const fs::path dir = scratch("reshard_loop");
-  expect_ok(run_job(spec_with({"train.steps=20", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()}), 2));
+  expect_ok(run_job(
+      spec_with({"train.steps=20", "recovery.checkpoint_every=10", "recovery.dir=" + dir.string()}),
+      2));
   auto resumed = run_job(spec_with({"train.steps=30", "recovery.resume_from=" + dir.string()}), 3);
   expect_ok(resumed);
   for (const auto& r : resumed) {

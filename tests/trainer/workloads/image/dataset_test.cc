@@ -81,7 +81,8 @@ TEST(Dataset, MissingFileNamesThePath) {
   spec.path = "/nonexistent-dir";
   auto r = load_image_data(spec);
   EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
-  EXPECT_NE(r.status().message().find("/nonexistent-dir/train-images-idx3-ubyte.gz"), std::string::npos);
+  EXPECT_NE(r.status().message().find("/nonexistent-dir/train-images-idx3-ubyte.gz"),
+            std::string::npos);
 }
 
 TEST(Dataset, SyntheticIsReproducibleAndBalanced) {

@@ -30,7 +30,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing::same_bits;
 
-fs::path scratch(const std::string& name) { return testing::scratch_dir("tern_torchscript_test", name); }
+fs::path scratch(const std::string& name) {
+  return testing::scratch_dir("tern_torchscript_test", name);
+}
 
 // The built-in MLP (784-512-256-10) as TorchScript with the built-in one's initial weights:
 // torch.addmm is what nn::Linear runs for a 2-D input.
@@ -41,7 +43,8 @@ std::string export_mlp(const fs::path& dir, uint64_t seed) {
   for (const auto& p : reference.named_parameters()) {
     std::string name = p.key();
     std::replace(name.begin(), name.end(), '.', '_');
-    m.register_parameter(name, p.value().detach().clone().requires_grad_(true), /*is_buffer=*/false);
+    m.register_parameter(name, p.value().detach().clone().requires_grad_(true),
+                         /*is_buffer=*/false);
   }
   m.define(R"(
 def forward(self, x):
@@ -113,7 +116,8 @@ TEST(TorchScript, ExportOfTheBuiltInMlpTrainsToTheBuiltInMlpsParameters) {
         << (builtin[0].params[i] - scripted[0].params[i]).abs().max().item<double>();
   }
   EXPECT_EQ(scripted[0].summary["steps"], 100);
-  EXPECT_DOUBLE_EQ(scripted[0].summary["test_accuracy"].get<double>(), builtin[0].summary["test_accuracy"].get<double>());
+  EXPECT_DOUBLE_EQ(scripted[0].summary["test_accuracy"].get<double>(),
+                   builtin[0].summary["test_accuracy"].get<double>());
   EXPECT_EQ(scripted[0].summary["model"], "torchscript");
 }
 
@@ -126,7 +130,8 @@ TEST(TorchScript, SsgdKeepsFourReplicasBitIdentical) {
   expect_ok(runs);
   for (int r = 1; r < 4; ++r) {
     for (size_t i = 0; i < runs[0].params.size(); ++i) {
-      EXPECT_TRUE(same_bits(runs[0].params[i], runs[static_cast<size_t>(r)].params[i])) << "rank " << r << " param " << i;
+      EXPECT_TRUE(same_bits(runs[0].params[i], runs[static_cast<size_t>(r)].params[i]))
+          << "rank " << r << " param " << i;
     }
   }
 }
@@ -159,7 +164,8 @@ def forward(self, x):
 std::string lm_spec(const std::string& model, const std::string& tokens, int64_t vocab) {
   return "name: lm\nworkers: 2\nmodel: {type: torchscript, path: " + model +
          ", metrics: [loss, perplexity, accuracy]}\n"
-         "data: {source: tokens, path: " + tokens + ", vocab_size: " + std::to_string(vocab) +
+         "data: {source: tokens, path: " +
+         tokens + ", vocab_size: " + std::to_string(vocab) +
          ", block_size: 16, test_fraction: 0.2}\n"
          "train: {steps: 60, batch_size: 8, lr: 0.5, momentum: 0.9, seed: 2, log_every: 20}\n";
 }
@@ -202,7 +208,8 @@ TEST(TorchScript, ResumedTokenRunContinuesTheSameSampleSequence) {
   EXPECT_EQ(resumed[0].summary["resumed_from_step"], 20);
   for (size_t r = 0; r < 2; ++r) {
     for (size_t i = 0; i < through[r].params.size(); ++i) {
-      EXPECT_TRUE(same_bits(through[r].params[i], resumed[r].params[i])) << "rank " << r << " parameter " << i;
+      EXPECT_TRUE(same_bits(through[r].params[i], resumed[r].params[i]))
+          << "rank " << r << " parameter " << i;
     }
   }
 }
@@ -230,22 +237,27 @@ def forward(self, x):
 )");
   const std::string model = (dir / "linear.pt").string();
   m.save(model);
-  const std::string head = "name: t\nworkers: 2\ntrain: {steps: 120, batch_size: 16, lr: 0.1, momentum: 0.9, seed: 4}\n";
-  auto mse = run_job(spec_of(head + "model: {type: torchscript, path: " + model + ", loss: mse}\n"
-                                    "data: {source: tensors, path: " + write_split("reg_train.safetensors", 1024, false) +
-                             ", test_path: " + write_split("reg_test.safetensors", 256, false) + "}\n"),
+  const std::string head =
+      "name: t\nworkers: 2\ntrain: {steps: 120, batch_size: 16, lr: 0.1, momentum: 0.9, seed: 4}\n";
+  auto mse = run_job(spec_of(head + "model: {type: torchscript, path: " + model +
+                             ", loss: mse}\n"
+                             "data: {source: tensors, path: " +
+                             write_split("reg_train.safetensors", 1024, false) + ", test_path: " +
+                             write_split("reg_test.safetensors", 256, false) + "}\n"),
                      2);
   expect_ok(mse);
   EXPECT_LT(mse[0].summary["test_loss"].get<double>(), 0.05) << mse[0].summary.dump();
   auto bce = run_job(spec_of(head + "model: {type: torchscript, path: " + model +
-                                    ", loss: bce_with_logits, metrics: [loss, accuracy, auc]}\n"
-                                    "data: {source: tensors, path: " + write_split("cls_train.safetensors", 1024, true) +
-                             ", test_path: " + write_split("cls_test.safetensors", 256, true) + "}\n"),
+                             ", loss: bce_with_logits, metrics: [loss, accuracy, auc]}\n"
+                             "data: {source: tensors, path: " +
+                             write_split("cls_train.safetensors", 1024, true) + ", test_path: " +
+                             write_split("cls_test.safetensors", 256, true) + "}\n"),
                      2);
   expect_ok(bce);
   EXPECT_GT(bce[0].summary["test_auc"].get<double>(), 0.95) << bce[0].summary.dump();
   EXPECT_GT(bce[0].summary["test_accuracy"].get<double>(), 0.85) << bce[0].summary.dump();
-  EXPECT_DOUBLE_EQ(bce[1].summary["test_auc"].get<double>(), bce[0].summary["test_auc"].get<double>());
+  EXPECT_DOUBLE_EQ(bce[1].summary["test_auc"].get<double>(),
+                   bce[0].summary["test_auc"].get<double>());
 }
 
 // loss returned: forward(inputs, targets) returns the loss; a straggler plan's weights still
@@ -263,11 +275,12 @@ def forward(self, x, y):
 )");
   const std::string path = (dir / "returned.pt").string();
   m.save(path);
-  auto runs = run_job(spec_of(kImages + "model: {type: torchscript, path: " + path +
-                                  ", loss: returned, metrics: [loss, perplexity]}\n",
-                              {"workers=2", "train.steps=40", "train.lr=0.01", "straggler.mode=proportional",
-                               "straggler.report_every=5", "debug.slowdown=[1, 3]"}),
-                      2);
+  auto runs = run_job(
+      spec_of(kImages + "model: {type: torchscript, path: " + path +
+                  ", loss: returned, metrics: [loss, perplexity]}\n",
+              {"workers=2", "train.steps=40", "train.lr=0.01", "straggler.mode=proportional",
+               "straggler.report_every=5", "debug.slowdown=[1, 3]"}),
+      2);
   expect_ok(runs);
   const auto& s = runs[0].summary;
   EXPECT_LT(s["test_loss"].get<double>(), std::log(10.0)) << s.dump();
@@ -302,7 +315,8 @@ def forward(self, x):
                       2);
   expect_ok(runs);
   // Both ranks evaluated with the same (averaged) statistics: the same metrics.
-  EXPECT_DOUBLE_EQ(runs[0].summary["test_loss"].get<double>(), runs[1].summary["test_loss"].get<double>());
+  EXPECT_DOUBLE_EQ(runs[0].summary["test_loss"].get<double>(),
+                   runs[1].summary["test_loss"].get<double>());
   auto loaded = load_latest_checkpoint(CheckpointStore((dir / "ckpt").string()), LoadOptions{});
   ASSERT_TRUE(loaded.is_ok()) << loaded.status().to_string();
   const at::Tensor* mean = loaded->replicated->find("buffer/running_mean");
@@ -318,18 +332,21 @@ Status setup_error(const JobSpec& spec) {
 
 void expect_refused(const Status& s, const std::vector<std::string>& needles) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.to_string();
-  for (const auto& n : needles) EXPECT_NE(s.message().find(n), std::string::npos) << "'" << n << "' in " << s.message();
+  for (const auto& n : needles)
+    EXPECT_NE(s.message().find(n), std::string::npos) << "'" << n << "' in " << s.message();
 }
 
 TEST(TorchScriptBadInput, MissingOrForeignModelFilesAreRefusedNamingTheField) {
   const fs::path dir = scratch("bad_model");
   const std::string missing = (dir / "nope.pt").string();
-  expect_refused(setup_error(spec_of(kImages + "model: {type: torchscript, path: " + missing + "}\n")),
-                 {"model.path", missing});
+  expect_refused(
+      setup_error(spec_of(kImages + "model: {type: torchscript, path: " + missing + "}\n")),
+      {"model.path", missing});
   const std::string garbage = (dir / "garbage.pt").string();
   std::ofstream(garbage) << "this is not a zip archive";
-  expect_refused(setup_error(spec_of(kImages + "model: {type: torchscript, path: " + garbage + "}\n")),
-                 {"model.path", garbage, "not a TorchScript archive"});
+  expect_refused(
+      setup_error(spec_of(kImages + "model: {type: torchscript, path: " + garbage + "}\n")),
+      {"model.path", garbage, "not a TorchScript archive"});
 }
 
 TEST(TorchScriptBadInput, AForwardThatFailsOrOutputsTheLossCannotTakeAreRefusedBeforeTraining) {
@@ -347,15 +364,17 @@ TEST(TorchScriptBadInput, AForwardThatFailsOrOutputsTheLossCannotTakeAreRefusedB
 def forward(self, x):
     return torch.matmul(x.reshape([x.size(0), -1]), self.w.t())
 )");
-  expect_refused(setup_error(spec_of(kImages + "model: {type: torchscript, path: " + shape + "}\n")),
-                 {"model.path", shape, "forward on a batch"});
+  expect_refused(
+      setup_error(spec_of(kImages + "model: {type: torchscript, path: " + shape + "}\n")),
+      {"model.path", shape, "forward on a batch"});
   // Three classes for labels 0..9.
   const std::string classes = save("Classes", torch::zeros({3, 784}), R"(
 def forward(self, x):
     return torch.matmul(x.reshape([x.size(0), -1]), self.w.t())
 )");
-  expect_refused(setup_error(spec_of(kImages + "model: {type: torchscript, path: " + classes + "}\n")),
-                 {"model.path", "cross_entropy", "not a class"});
+  expect_refused(
+      setup_error(spec_of(kImages + "model: {type: torchscript, path: " + classes + "}\n")),
+      {"model.path", "cross_entropy", "not a class"});
   // One value per sample where cross_entropy needs class scores.
   const std::string flat = save("Flat", torch::zeros({784}), R"(
 def forward(self, x):
@@ -382,12 +401,14 @@ TEST(TorchScriptBadInput, TokenIdsAtOrAboveTheVocabularyAndShortFilesAreRefused)
   expect_refused(setup_error(spec_of(lm_spec(model, tokens, 13), {"workers=1"})),
                  {"data.path", tokens, "token 321", "vocab_size 13"});
   const std::string small = write_tokens(dir / "small.u16", std::vector<uint32_t>(40, 1), false);
-  expect_refused(setup_error(spec_of(lm_spec(model, small, 13), {"workers=1", "data.block_size=64"})),
-                 {"data.block_size 64", small});
+  expect_refused(
+      setup_error(spec_of(lm_spec(model, small, 13), {"workers=1", "data.block_size=64"})),
+      {"data.block_size 64", small});
   // An odd byte count is not a stream of 16-bit tokens.
   const std::string odd = (dir / "odd.u16").string();
   std::ofstream(odd, std::ios::binary) << std::string(1001, '\0');
-  expect_refused(setup_error(spec_of(lm_spec(model, odd, 13), {"workers=1"})), {"data.path", odd, "token_dtype"});
+  expect_refused(setup_error(spec_of(lm_spec(model, odd, 13), {"workers=1"})),
+                 {"data.path", odd, "token_dtype"});
   const std::string absent = (dir / "absent.u16").string();
   // A missing data set is a data error (exit 3), named like the rest.
   Status missing = setup_error(spec_of(lm_spec(model, absent, 13), {"workers=1"}));
@@ -402,23 +423,33 @@ TEST(TorchScriptSpec, FieldsAreValidatedWithTheirReasons) {
     return r.is_ok() ? std::string() : r.status().message();
   };
   const std::string head = "name: x\nworkers: 1\n";
-  EXPECT_NE(bad(head + "model: {type: torchscript}\ndata: {source: synthetic}\n").find("model.path"), std::string::npos);
-  EXPECT_NE(bad(head + "model: {type: torchscript, path: m.pt, loss: returned, metrics: [accuracy]}\n"
-                       "data: {source: synthetic}\n")
-                .find("accuracy needs the model's outputs"),
+  EXPECT_NE(
+      bad(head + "model: {type: torchscript}\ndata: {source: synthetic}\n").find("model.path"),
+      std::string::npos);
+  EXPECT_NE(
+      bad(head + "model: {type: torchscript, path: m.pt, loss: returned, metrics: [accuracy]}\n"
+                 "data: {source: synthetic}\n")
+          .find("accuracy needs the model's outputs"),
+      std::string::npos);
+  EXPECT_NE(
+      bad(head +
+          "model: {type: torchscript, path: m.pt, metrics: [auc]}\ndata: {source: synthetic}\n")
+          .find("bce_with_logits"),
+      std::string::npos);
+  EXPECT_NE(
+      bad(head + "model: {type: torchscript, path: m.pt}\ndata: {source: tokens, path: t.u16}\n")
+          .find("vocab_size is required"),
+      std::string::npos);
+  EXPECT_NE(
+      bad(head +
+          "model: {type: torchscript, path: m.pt}\ndata: {source: tensors, path: a.safetensors}\n")
+          .find("test_path"),
+      std::string::npos);
+  EXPECT_NE(bad(head + "model: {type: mlp}\ndata: {source: tokens, path: t.u16, vocab_size: 5}\n")
+                .find("does not fit"),
             std::string::npos);
-  EXPECT_NE(bad(head + "model: {type: torchscript, path: m.pt, metrics: [auc]}\ndata: {source: synthetic}\n")
-                .find("bce_with_logits"),
-            std::string::npos);
-  EXPECT_NE(bad(head + "model: {type: torchscript, path: m.pt}\ndata: {source: tokens, path: t.u16}\n")
-                .find("vocab_size is required"),
-            std::string::npos);
-  EXPECT_NE(bad(head + "model: {type: torchscript, path: m.pt}\ndata: {source: tensors, path: a.safetensors}\n")
-                .find("test_path"),
-            std::string::npos);
-  EXPECT_NE(bad(head + "model: {type: mlp}\ndata: {source: tokens, path: t.u16, vocab_size: 5}\n").find("does not fit"),
-            std::string::npos);
-  EXPECT_NE(bad(head + "model: {type: torchscript, path: m.pt}\ndata: {source: tokens, path: t.u16, vocab_size: 70000}\n")
+  EXPECT_NE(bad(head + "model: {type: torchscript, path: m.pt}\ndata: {source: tokens, path: "
+                       "t.u16, vocab_size: 70000}\n")
                 .find("does not fit token_dtype"),
             std::string::npos);
 }
