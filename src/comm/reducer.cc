@@ -39,16 +39,6 @@ at::Tensor flatten(const std::vector<at::Tensor>& ts, const std::vector<size_t>&
   return parts.size() == 1 ? parts[0].clone() : at::cat(parts);
 }
 
-void unflatten_into(const at::Tensor& flat, std::vector<at::Tensor>& out,
-                    const std::vector<size_t>& idx) {
-  int64_t off = 0;
-  for (size_t i : idx) {
-    int64_t n = out[i].numel();
-    out[i].copy_(flat.narrow(0, off, n).view_as(out[i]));
-    off += n;
-  }
-}
-
 class DensePending : public PendingReduction {
  public:
   DensePending(Communicator& comm, std::vector<Bucket> buckets)
@@ -58,7 +48,7 @@ class DensePending : public PendingReduction {
     for (auto& b : buckets_) {
       TERN_RETURN_IF_ERROR(b.work->wait(comm_.timeout()));
       if (n > 1) b.flat.div_(n);
-      unflatten_into(b.flat, out, b.indices);
+      unflatten_parts(b.flat, out, b.indices);
     }
     return Status::ok();
   }
@@ -75,6 +65,16 @@ class DensePending : public PendingReduction {
 };
 
 }  // namespace
+
+void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out,
+                     const std::vector<size_t>& idx) {
+  int64_t off = 0;
+  for (size_t i : idx) {
+    int64_t n = out[i].numel();
+    out[i].copy_(flat.narrow(0, off, n).view_as(out[i]));
+    off += n;
+  }
+}
 
 DenseReducer::DenseReducer(Communicator& comm, int64_t bucket_bytes)
     : comm_(comm), bucket_bytes_(bucket_bytes) {}
@@ -117,7 +117,7 @@ at::Tensor flatten_all(const std::vector<at::Tensor>& tensors) {
 void unflatten_all(const at::Tensor& flat, std::vector<at::Tensor>& out) {
   std::vector<size_t> all(out.size());
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-  unflatten_into(flat, out, all);
+  unflatten_parts(flat, out, all);
 }
 
 Status broadcast_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int root) {
@@ -126,7 +126,7 @@ Status broadcast_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, i
   for (size_t i = 0; i < all.size(); ++i) all[i] = i;
   std::vector<at::Tensor> flat{flatten(tensors, all)};
   TERN_RETURN_IF_ERROR(broadcast_sync(comm, flat, root));
-  unflatten_into(flat[0], tensors, all);
+  unflatten_parts(flat[0], tensors, all);
   return Status::ok();
 }
 

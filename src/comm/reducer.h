@@ -91,6 +91,9 @@ namespace tern {
 // One flat copy of all `tensors` (same dtype), and the inverse (copies back into `out`).
 at::Tensor flatten_all(const std::vector<at::Tensor>& tensors);
 void unflatten_all(const at::Tensor& flat, std::vector<at::Tensor>& out);
+// Copies consecutive pieces of `flat` back into out[idx[0]], out[idx[1]], ... (their shapes).
+void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out,
+                     const std::vector<size_t>& idx);
 // Broadcasts `tensors` from `root` as one flat buffer (one collective, any tensor count).
 Status broadcast_tensors(Communicator& comm, std::vector<at::Tensor>& tensors, int root);
 }  // namespace tern

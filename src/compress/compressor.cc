@@ -134,14 +134,4 @@ at::Tensor flatten_parts(const std::vector<at::Tensor>& grads, const std::vector
   return parts.size() == 1 ? parts[0].clone() : at::cat(parts);
 }
 
-void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out,
-                     const std::vector<size_t>& idx) {
-  int64_t off = 0;
-  for (size_t i : idx) {
-    int64_t n = out[i].numel();
-    out[i].copy_(flat.narrow(0, off, n).view_as(out[i]));
-    off += n;
-  }
-}
-
 }  // namespace tern

@@ -94,10 +94,9 @@ std::unique_ptr<PendingReduction> make_pending(
     Communicator& comm, std::vector<WorkPtr> works,
     std::function<Status(std::vector<at::Tensor>&)> decode, double* compress_s);
 
-// The tensors grads[idx...] flattened into one fp32 vector (a fresh copy), and back.
+// The tensors grads[idx...] flattened into one fp32 vector (a fresh copy); unflatten_parts
+// (comm/reducer.h) copies it back.
 at::Tensor flatten_parts(const std::vector<at::Tensor>& grads, const std::vector<size_t>& idx);
-void unflatten_parts(const at::Tensor& flat, std::vector<at::Tensor>& out,
-                     const std::vector<size_t>& idx);
 
 struct DgcOptions {
   double density = 0.001;                // final density
