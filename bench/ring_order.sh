@@ -5,6 +5,8 @@
 #   bench/ring_order.sh              # the model rows, then SSGD training on the bad-order file
 #   TRAIN=0 bench/ring_order.sh      # the model rows only (a second)
 #   STEPS=60 bench/ring_order.sh     # longer training runs
+#   SYNC="sync.strategy=dts sync.delay=2 sync.period=8" SUFFIX=-dts bench/ring_order.sh
+#                                    # the training rows with another sync (any --set values)
 # Part 1 (tern-ring-bench, no processes): per cluster file and payload, the slowest ring hop,
 # the ring's total and the WAN model's ring all-reduce time (comm/wan_communicator.h) in both
 # orders. Part 2: `tern run` SSGD, 4 ranks under configs/cluster/wan-4region-badorder.yaml,
@@ -17,7 +19,11 @@ BUILD=${TERN_BUILD_DIR:-build}
 OUT=bench/results
 mkdir -p "$OUT"
 CSV=$OUT/ring-order.csv
-TRAIN_CSV=$OUT/ring-order-train.csv
+SUFFIX=${SUFFIX:-}
+TRAIN_CSV=$OUT/ring-order-train$SUFFIX.csv
+SYNC=${SYNC:-sync.strategy=ssgd}
+sync_sets=()
+for kv in $SYNC; do sync_sets+=(--set "$kv"); done
 STEPS=${STEPS:-40}
 TRAIN=${TRAIN:-1}
 
@@ -41,7 +47,7 @@ if [ "$TRAIN" != 0 ]; then
     [ "$order" = measured ] && extra=(--ring-order)
     r=$("$BUILD/bin/tern" run configs/jobs/fmnist-mlp.yaml --workers 4 \
           --cluster configs/cluster/wan-4region-badorder.yaml --set train.steps="$STEPS" \
-          --set train.eval_every=0 --json "${extra[@]}" 2>/dev/null || true)
+          --set train.eval_every=0 "${sync_sets[@]}" --json "${extra[@]}" 2>/dev/null || true)
     echo "$r" | /usr/bin/python3 -c "
 import json, sys
 r = json.loads(sys.stdin.read().strip().splitlines()[-1])
@@ -53,7 +59,7 @@ print(','.join(str(x) for x in ['$order', $STEPS, round(r['samples_per_s'], 1), 
   done
 fi
 
-/usr/bin/python3 - "$CSV" "$TRAIN_CSV" "$TRAIN" <<'PY'
+/usr/bin/python3 - "$CSV" "$TRAIN_CSV" "$TRAIN" "$SYNC" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 print("Ring order on the WAN model (modelled, deterministic)")
@@ -68,7 +74,7 @@ for r in rows:
           f"{float(r['ring_ms']):8.1f} {float(r['allreduce_ms']):12.1f} {ratio:8.2f}")
 if sys.argv[3] != '0':
     t = list(csv.DictReader(open(sys.argv[2])))
-    print("\nSSGD fmnist-mlp, 4 ranks, wan-4region-badorder (shared 2-core machine: noisy)")
+    print(f"\nfmnist-mlp ({sys.argv[4]}), 4 ranks, wan-4region-badorder (shared 2-core machine: noisy)")
     base = float(t[0]['samples_per_s'])
     for r in t:
         print(f"{r['order']:9} {r['steps']:>4} steps {float(r['samples_per_s']):8.1f} samples/s "

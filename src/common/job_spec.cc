@@ -518,11 +518,8 @@ void cross_validate_dp(const JobSpec& s, YamlMap& root) {
   }
 }
 
-void cross_validate(const JobSpec& s, YamlMap& root) {
-  if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
-    root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
-                            " entries but the job has " + std::to_string(s.workers) + " workers");
-  }
+// straggler.*: the tolerated stragglers fit the group; the modes replace SSGD's dense all-reduce.
+void cross_validate_straggler(const JobSpec& s, YamlMap& root) {
   if (s.straggler.mode == StragglerMode::kGradientCoding ||
       s.straggler.mode == StragglerMode::kCodedProportional ||
       s.straggler.mode == StragglerMode::kRandomCode) {
@@ -546,6 +543,10 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
                                 "with compress.method " +
                                 name_of(s.compress.method));
   }
+}
+
+// compress.*: the method's own fields, then what it cannot be combined with.
+void cross_validate_compress(const JobSpec& s, YamlMap& root) {
   validate_compress(s.compress, root);
   if (s.compress.method == CompressMethod::kDgc &&
       (s.sync.strategy == StrategyKind::kTsu || s.sync.strategy == StrategyKind::kDts)) {
@@ -567,6 +568,34 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
                "method dgc applies momentum inside the compressor and cannot be combined with "
                "sync.strategy dssgd (delay > 0) yet; use topk, int4, fp16, int8 or powersgd");
   }
+}
+
+// recovery.min_workers > 0 (elastic groups): the survivors share the lost ranks' samples (any
+// rank's part must be computable anywhere) and keep their own state (no rollback, no shards).
+void cross_validate_elastic(const JobSpec& s, YamlMap& root) {
+  const WorkloadTraits t = workload_traits(s);
+  std::string why;
+  if (s.recovery.mode != RecoveryMode::kPartial)
+    why = "recovery.mode partial (survivors keep their state)";
+  else if (s.straggler.mode != StragglerMode::kNone)
+    why = "straggler.mode none (straggler plans assume a fixed group)";
+  else if (s.sync.strategy == StrategyKind::kHierarchical)
+    why = "a flat sync.strategy (hierarchical groups follow the regions)";
+  else if (!t.random_access || t.sharded_state || t.collective_step)
+    why = "a data-parallel workload with random access to its samples (model.type " +
+          name_of(s.model.type) + ", data.source " + name_of(s.data.source) + " is not one yet)";
+  else if (!s.recovery.keep_global_batch)
+    why = "keep_global_batch: true (a smaller global batch is not supported yet)";
+  if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
+}
+
+void cross_validate(const JobSpec& s, YamlMap& root) {
+  if (s.debug.slowdown.size() > static_cast<size_t>(s.workers)) {
+    root.error("debug", "slowdown has " + std::to_string(s.debug.slowdown.size()) +
+                            " entries but the job has " + std::to_string(s.workers) + " workers");
+  }
+  cross_validate_straggler(s, root);
+  cross_validate_compress(s, root);
   validate_sync(s.sync, root);
   if (s.train.nesterov && s.train.momentum == 0 && s.train.optimizer == OptimizerKind::kSgd) {
     root.error("train", "nesterov needs momentum > 0");
@@ -589,24 +618,7 @@ void cross_validate(const JobSpec& s, YamlMap& root) {
   if (s.recovery.min_workers > s.workers) {
     root.error("recovery", "min_workers must be <= workers");
   }
-  if (s.recovery.min_workers > 0) {
-    // Elastic groups: the survivors share the lost ranks' samples (any rank's part must be
-    // computable anywhere) and keep their own state (no rollback, no per-rank shards).
-    const WorkloadTraits t = workload_traits(s);
-    std::string why;
-    if (s.recovery.mode != RecoveryMode::kPartial)
-      why = "recovery.mode partial (survivors keep their state)";
-    else if (s.straggler.mode != StragglerMode::kNone)
-      why = "straggler.mode none (straggler plans assume a fixed group)";
-    else if (s.sync.strategy == StrategyKind::kHierarchical)
-      why = "a flat sync.strategy (hierarchical groups follow the regions)";
-    else if (!t.random_access || t.sharded_state || t.collective_step)
-      why = "a data-parallel workload with random access to its samples (model.type " +
-            name_of(s.model.type) + ", data.source " + name_of(s.data.source) + " is not one yet)";
-    else if (!s.recovery.keep_global_batch)
-      why = "keep_global_batch: true (a smaller global batch is not supported yet)";
-    if (!why.empty()) root.error("recovery", "min_workers > 0 (elastic) needs " + why);
-  }
+  if (s.recovery.min_workers > 0) cross_validate_elastic(s, root);
   if (s.train.dp.enabled) cross_validate_dp(s, root);
   if (s.debug.kill_rank >= s.workers) root.error("debug", "kill.rank must be < workers");
   if (s.debug.corrupt_rank >= s.workers) {

@@ -641,6 +641,45 @@ Status TrainingLoop::checkpoint(ShardSave kind) {
   return Status::ok();
 }
 
+// The parameters and buffers of a replicated checkpoint file, checked against the model's
+// names, shapes and dtypes before each copy.
+Status TrainingLoop::load_model_tensors(const Checkpoint& rep, const std::string& file) {
+  at::NoGradGuard no_grad;
+  size_t in_file = 0;
+  for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
+  if (in_file != params_.size()) {
+    return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
+                               name_of(spec_.model.type) + " has " +
+                               std::to_string(params_.size()));
+  }
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& p = params_[i];
+    const at::Tensor* t = rep.find("param/" + param_names_[i]);
+    if (t == nullptr) {
+      return failed_precondition(file + ": no parameter '" + param_names_[i] +
+                                 "' (written for another model?)");
+    }
+    if (t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type()) {
+      return failed_precondition(
+          file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
+          std::string(c10::toString(t->scalar_type())) + ", model." + name_of(spec_.model.type) +
+          " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
+    }
+    p.data().copy_(*t);
+  }
+  for (auto& [name, b] : workload_->named_buffers()) {
+    const at::Tensor* t = rep.find("buffer/" + name);
+    if (t == nullptr)
+      return failed_precondition(file + ": no buffer '" + name + "' (written for another model?)");
+    if (t->sizes() != b.sizes()) {
+      return failed_precondition(file + ": buffer '" + name + "' is " + c10::str(t->sizes()) +
+                                 ", the model's " + c10::str(b.sizes()));
+    }
+    b.copy_(*t);
+  }
+  return Status::ok();
+}
+
 Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::string& dir) {
   const Checkpoint& rep = *c.replicated;
   const std::string file = CheckpointStore(dir).file_path(c.step, kReplicatedFile);
@@ -695,39 +734,7 @@ Status TrainingLoop::restore_replicated(const LoadedCheckpoint& c, const std::st
                                " is past this job's last step (" + std::to_string(total_steps_) +
                                "; raise train.steps or train.epochs)");
   }
-  at::NoGradGuard no_grad;
-  size_t in_file = 0;
-  for (const auto& [name, t] : rep.tensors) in_file += name.rfind("param/", 0) == 0 ? 1 : 0;
-  if (in_file != params_.size()) {
-    return failed_precondition(file + ": holds " + std::to_string(in_file) + " parameters, model." +
-                               name_of(spec_.model.type) + " has " +
-                               std::to_string(params_.size()));
-  }
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const at::Tensor& p = params_[i];
-    const at::Tensor* t = rep.find("param/" + param_names_[i]);
-    if (t == nullptr) {
-      return failed_precondition(file + ": no parameter '" + param_names_[i] +
-                                 "' (written for another model?)");
-    }
-    if (t->sizes() != p.sizes() || t->scalar_type() != p.scalar_type()) {
-      return failed_precondition(
-          file + ": parameter '" + param_names_[i] + "' is " + c10::str(t->sizes()) + " " +
-          std::string(c10::toString(t->scalar_type())) + ", model." + name_of(spec_.model.type) +
-          " has " + c10::str(p.sizes()) + " " + std::string(c10::toString(p.scalar_type())));
-    }
-    p.data().copy_(*t);
-  }
-  for (auto& [name, b] : workload_->named_buffers()) {
-    const at::Tensor* t = rep.find("buffer/" + name);
-    if (t == nullptr)
-      return failed_precondition(file + ": no buffer '" + name + "' (written for another model?)");
-    if (t->sizes() != b.sizes()) {
-      return failed_precondition(file + ": buffer '" + name + "' is " + c10::str(t->sizes()) +
-                                 ", the model's " + c10::str(b.sizes()));
-    }
-    b.copy_(*t);
-  }
+  TERN_RETURN_IF_ERROR(load_model_tensors(rep, file));
   step_ = at_step;
   last_checkpoint_step_ = at_step;  // it is on disk already
   global_samples_ = counters.value("global_samples", int64_t{0});

@@ -220,6 +220,7 @@ class TrainingLoop {
   // sharded state after. A checkpoint of another train.optimizer is refused before anything is
   // loaded (checkpoints without the key are SGD's). `dir` names the files in errors; `event` is
   // "resumed" or "rolled_back".
+  Status load_model_tensors(const Checkpoint& rep, const std::string& file);
   Status restore_replicated(const LoadedCheckpoint& c, const std::string& dir);
   Status restore_per_rank(const LoadedCheckpoint& c, const std::string& dir,
                           const std::string& event);
