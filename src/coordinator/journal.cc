@@ -293,6 +293,14 @@ std::vector<JournalRecord> intact_records(std::string_view d, int version, size_
   return found;
 }
 
+// A format-2 file header that damage changed: its family name is where the header keeps it,
+// or at most 8 bits differ from the header. Such a file is format 2, never format 1.
+bool damaged_file_header(std::string_view d) {
+  return d.size() >= kFileHeaderBytes &&
+         (d.substr(kV1HeaderBytes, sizeof(kHeaderFamily) - 1) == kHeaderFamily ||
+          bit_distance(d.substr(0, kFileHeaderBytes), Journal::file_header()) <= 8);
+}
+
 // The format of a journal from its first bytes: sets scan->version and moves *off past a file
 // header. False when the file is a torn file header (it was being created: nothing to scan).
 Result<bool> scan_file_header(std::string_view d, const std::string& path, JournalScan* scan,
@@ -306,9 +314,7 @@ Result<bool> scan_file_header(std::string_view d, const std::string& path, Journ
   if (d.substr(0, kFileHeaderBytes) == header) {
     scan->version = 2;
     *off = kFileHeaderBytes;
-  } else if (d.size() >= kFileHeaderBytes &&
-             (d.substr(kV1HeaderBytes, sizeof(kHeaderFamily) - 1) == kHeaderFamily ||
-              bit_distance(d.substr(0, kFileHeaderBytes), header) <= 8)) {
+  } else if (damaged_file_header(d)) {
     return corrupt(path, d.size(), "the file header at byte 0",
                    "is damaged or names a journal format this coordinator does not know "
                    "(it reads formats 1 and 2)");
@@ -559,13 +565,14 @@ JournalSalvage salvage_journal(std::string_view d, const std::string& path,
     report.problem = scan.status().message();
   }
 
-  // Which format: a file header, or else any intact format-2 record, says 2.
+  // Which format: a file header (intact, damaged or elsewhere), or else any intact format-2
+  // record, says 2.
   int version = 1;
   size_t off = 0;
   if (d.substr(0, kFileHeaderBytes) == Journal::file_header()) {
     version = 2;
     off = kFileHeaderBytes;
-  } else if (d.find(Journal::file_header()) != std::string_view::npos ||
+  } else if (damaged_file_header(d) || d.find(Journal::file_header()) != std::string_view::npos ||
              next_record(2, d, 0) != kNotFound) {
     version = 2;
   }

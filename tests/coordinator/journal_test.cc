@@ -251,6 +251,26 @@ TEST_F(JournalTest, DamagedFileHeaderIsCorruption) {
   EXPECT_EQ(read_raw(), Journal::file_header());
 }
 
+// Found by journal_fuzz_timed: a format-2 file whose header was damaged, with no intact
+// format-2 record left, must not be salvaged as format 1 (a 1-byte payload 0xff "framed" by
+// bytes the damage left: CRC-32 of 0xff is 0xff000000). Salvage keeps nothing of it.
+TEST_F(JournalTest, SalvageReadsADamagedFormat2HeaderAsFormat2) {
+  const unsigned char raw[] = {
+      0x11, 0x00, 0x00, 0x00, 0xe0, 0x1a, 0x6b, 0x62, 0x74, 0x65, 0x72, 0x6e, 0x2d, 0x6a, 0x6f,
+      0x75, 0x72, 0x6e, 0x61, 0x6c, 0x2d, 0x76, 0x32, 0x0a, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00,
+      0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x45, 0xeb, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00};
+  const std::string damaged(reinterpret_cast<const char*>(raw), sizeof(raw));
+  JournalSalvage salvage = salvage_journal(damaged, "j.log", nullptr);
+  EXPECT_EQ(salvage.report.version, 2);
+  EXPECT_TRUE(salvage.payloads.empty()) << salvage.payloads.size() << " records kept";
+  // The same header damage with an intact record after it: that record is kept.
+  std::string with_record = journal_image({"kept"});
+  with_record[4] ^= 0x01;  // the header's CRC
+  salvage = salvage_journal(with_record, "j.log", nullptr);
+  ASSERT_EQ(salvage.payloads.size(), 1u);
+  EXPECT_EQ(salvage.payloads[0], "kept");
+}
+
 // Every flip, truncation, zeroed range, zero-filled hole, reorder, duplicate and deletion at
 // every offset of a small journal keeps the invariant of journal_invariant.h: replay fails
 // loudly or returns exactly the intact acknowledged records; salvage keeps every intact one.
