@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "common/file_util.h"
 
@@ -290,15 +291,34 @@ std::vector<JournalRecord> intact_records(std::string_view d, int version, size_
     report->damaged_ranges.emplace_back(off, next);
     off = next;
   }
+  if (version == 2) {
+    // The walk steps over what a record it found spans; damage that forged a frame in front of
+    // an intact record can hide that record there. A format-2 header has its own CRC, so
+    // trying every offset is cheap: no intact record is skipped.
+    std::set<size_t> seen;
+    for (const auto& r : found) seen.insert(r.offset);
+    for (size_t p = 0; p + kV2HeaderBytes <= d.size(); ++p) {
+      JournalRecord rec;
+      if (seen.count(p) == 0 && v2_record_at(d, p, &rec)) found.push_back(rec);
+    }
+    std::stable_sort(
+        found.begin(), found.end(),
+        [](const JournalRecord& a, const JournalRecord& b) { return a.offset < b.offset; });
+  }
   return found;
 }
 
 // A format-2 file header that damage changed: its family name is where the header keeps it,
-// or at most 8 bits differ from the header. Such a file is format 2, never format 1.
+// or at most 8 bits differ from the header, or from its first 12 bytes (length, checksum and
+// "tern": damage that wiped the rest). Such a file is format 2, never format 1: a format-1
+// file starts with a record's length and CRC and then its JSON, 40-odd bits from those bytes.
 bool damaged_file_header(std::string_view d) {
-  return d.size() >= kFileHeaderBytes &&
-         (d.substr(kV1HeaderBytes, sizeof(kHeaderFamily) - 1) == kHeaderFamily ||
-          bit_distance(d.substr(0, kFileHeaderBytes), Journal::file_header()) <= 8);
+  const std::string& header = Journal::file_header();
+  if (d.size() < 12) return false;
+  return bit_distance(d.substr(0, 12), std::string_view(header).substr(0, 12)) <= 8 ||
+         (d.size() >= kFileHeaderBytes &&
+          (d.substr(kV1HeaderBytes, sizeof(kHeaderFamily) - 1) == kHeaderFamily ||
+           bit_distance(d.substr(0, kFileHeaderBytes), header) <= 8));
 }
 
 // The format of a journal from its first bytes: sets scan->version and moves *off past a file

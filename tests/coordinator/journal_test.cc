@@ -271,6 +271,20 @@ TEST_F(JournalTest, SalvageReadsADamagedFormat2HeaderAsFormat2) {
   EXPECT_EQ(salvage.payloads[0], "kept");
 }
 
+// A frame forged in front of an intact record whose span covers it (here: a valid frame whose
+// payload is the record's own frame) must not hide that record from salvage.
+TEST_F(JournalTest, SalvageFindsARecordInsideAnotherFramesSpan) {
+  const std::string first = Journal::frame("aaaa", 1);
+  const std::string second = Journal::frame("bbbb", 2);
+  std::string damaged = journal_image({"aaaa"}) + Journal::frame(second, 7);
+  damaged[Journal::file_header().size() + 3] ^= 0x40;  // record 1's header: not intact any more
+  JournalSalvage salvage = salvage_journal(damaged, "j.log", nullptr);
+  bool kept = false;
+  for (const auto& p : salvage.payloads) kept = kept || p == "bbbb";
+  EXPECT_TRUE(kept) << salvage.payloads.size() << " records kept";
+  (void)first;
+}
+
 // Every flip, truncation, zeroed range, zero-filled hole, reorder, duplicate and deletion at
 // every offset of a small journal keeps the invariant of journal_invariant.h: replay fails
 // loudly or returns exactly the intact acknowledged records; salvage keeps every intact one.
