@@ -29,7 +29,7 @@ victim=$((victim - 1))  # host index: address 198.18.0.(i+1)
 [ "$victim" -ge 1 ] && [ "$victim" -le 4 ] || fail "rank 2 on unexpected host $victim_host"
 vns_var="NS_$victim"
 old_pid=$(for p in $(ip netns pids "${!vns_var}"); do
-            [ "$(cat /proc/"$p"/comm 2>/dev/null)" = tern-trainer ] && echo "$p"; done | head -1)
+            if [ "$(cat /proc/"$p"/comm 2>/dev/null)" = tern-trainer ]; then echo "$p"; fi; done | head -1)
 [ -n "$old_pid" ] || fail "no trainer in host $victim's namespace"
 old_log="$DIR/work/h$victim/$job/rank-2.log"
 [ -f "$old_log" ] || fail "no $old_log"
