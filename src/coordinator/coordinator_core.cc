@@ -55,7 +55,8 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
                                                                Clock* clock) {
   if (options.state_dir.empty()) return invalid_argument("coordinator: state_dir is empty");
   std::unique_ptr<CoordinatorCore> core(new CoordinatorCore(options, clock));
-  TERN_ASSIGN_OR_RETURN(core->journal_, Journal::open(options.state_dir + "/journal"));
+  TERN_ASSIGN_OR_RETURN(std::unique_ptr<Journal> journal,
+                        Journal::open(options.state_dir + "/journal"));
   auto ids = HighWaterMark::open(job_ids_path(options.state_dir));
   if (!ids.is_ok()) {
     return Status(
@@ -65,29 +66,28 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
             "without it so that no job id is reused. `tern coordinator --repair` (with "
             "the same --config or --state-dir) rebuilds it from the journal and logs/jobs/");
   }
-  core->job_ids_ = std::move(ids).value();
+  std::unique_ptr<HighWaterMark> job_ids = std::move(ids).value();
   // Not shared with any other thread yet: the journal is replayed and the log sizes read
   // without the mutex (no file I/O ever happens under it).
   core->logs_.load();
-  TERN_RETURN_IF_ERROR(core->journal_->replay(
-      [&](const std::string& p) { return core->replay_record(p); }, &core->replay_stats_));
+  TERN_RETURN_IF_ERROR(journal->replay([&](const std::string& p) { return core->replay_record(p); },
+                                       &core->replay_stats_));
   if (core->replay_stats_.torn_tail) {
     spdlog::warn(
         "journal {}: dropped a torn last record of {} bytes at byte {} (a crash during an "
         "append that was never acknowledged)",
-        core->journal_->path(), core->replay_stats_.torn_bytes, core->replay_stats_.valid_bytes);
+        journal->path(), core->replay_stats_.torn_bytes, core->replay_stats_.valid_bytes);
   }
   if (core->replay_stats_.version == 1) {
-    spdlog::info("journal {}: rewritten in format 2 (sequence-numbered records)",
-                 core->journal_->path());
+    spdlog::info("journal {}: rewritten in format 2 (sequence-numbered records)", journal->path());
   }
   // Job ids are never reused: the next one is above every id the journal, the high-water mark
   // and the job log directories know of.
-  const int64_t highest =
-      std::max({core->next_job_seq_ - 1, static_cast<int64_t>(core->job_ids_->value()),
-                max_logged_job_seq(options.state_dir)});
+  const int64_t highest = std::max({core->next_job_seq_ - 1, static_cast<int64_t>(job_ids->value()),
+                                    max_logged_job_seq(options.state_dir)});
   core->next_job_seq_ = highest + 1;
-  TERN_RETURN_IF_ERROR(core->job_ids_->advance(static_cast<uint64_t>(highest)));
+  TERN_RETURN_IF_ERROR(job_ids->advance(static_cast<uint64_t>(highest)));
+  core->journal_ = std::make_unique<JournalWriter>(std::move(journal), std::move(job_ids));
   const int64_t now = clock->monotonic_ms();
   for (auto& [id, w] : core->workers_) {
     // A restored worker keeps its session; it is trusted again once it heartbeats. Its daemon
@@ -104,6 +104,7 @@ Result<std::unique_ptr<CoordinatorCore>> CoordinatorCore::open(const Coordinator
   // Compaction at start: one record per job and worker.
   if (core->journal_->record_count() > core->jobs_.size() + core->workers_.size()) {
     TERN_RETURN_IF_ERROR(core->compact_journal());
+    TERN_RETURN_IF_ERROR(core->journal_->sync());
   }
   spdlog::info("coordinator state {}: {} jobs, {} workers restored from the journal",
                options.state_dir, core->jobs_.size(), core->workers_.size());
@@ -156,9 +157,7 @@ Result<CoordinatorRepairReport> CoordinatorCore::repair(const CoordinatorOptions
 }
 
 Status CoordinatorCore::compact_journal() {
-  std::vector<std::string> records = compacted_journal_records(jobs_, workers_);
-  spdlog::info("compacting journal: {} records -> {}", journal_->record_count(), records.size());
-  return journal_->rewrite(records);
+  return journal_->rewrite(compacted_journal_records(jobs_, workers_));
 }
 
 Status CoordinatorCore::maybe_compact() {
@@ -185,48 +184,66 @@ void CoordinatorCore::touch(Job* job) {
 // ---------------------------------------------------------------- client API
 
 Result<Job> CoordinatorCore::get_job(const std::string& job_id) const {
-  CoreLock lock(mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
-  return it->second;
+  return durable([&]() -> Result<Job> {
+    CoreLock lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+    return it->second;
+  }());
 }
 
 std::vector<Job> CoordinatorCore::list_jobs() const {
-  CoreLock lock(mu_);
   std::vector<Job> out;
-  for (const auto& [id, j] : jobs_) out.push_back(j);
+  {
+    CoreLock lock(mu_);
+    for (const auto& [id, j] : jobs_) out.push_back(j);
+  }
   std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) { return a.seq < b.seq; });
+  shown_when_durable();
   return out;
 }
 
 Result<Job> CoordinatorCore::cancel_job(const std::string& job_id, const std::string& reason) {
-  CoreLock lock(mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
-  Job& job = it->second;
-  if (is_terminal(job.state)) {
-    return failed_precondition("job " + job_id + " already ended: " + job_state_name(job.state));
-  }
-  TERN_RETURN_IF_ERROR(
-      finish_job_locked(&job, JobState::kCancelled, reason.empty() ? "cancelled by user" : reason));
-  schedule_locked();
-  return job;
+  return durable([&]() -> Result<Job> {
+    CoreLock lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+    Job& job = it->second;
+    if (is_terminal(job.state)) {
+      return failed_precondition("job " + job_id + " already ended: " + job_state_name(job.state));
+    }
+    TERN_RETURN_IF_ERROR(finish_job_locked(&job, JobState::kCancelled,
+                                           reason.empty() ? "cancelled by user" : reason));
+    schedule_locked();
+    return job;
+  }());
 }
 
 Result<Job> CoordinatorCore::wait_job_change(const std::string& job_id, uint64_t after_version,
                                              std::chrono::milliseconds timeout) {
-  CoreLock lock(mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
-  changed_.wait_for(lock.unique(), timeout, [&] { return it->second.version > after_version; });
-  return it->second;
+  return durable([&]() -> Result<Job> {
+    CoreLock lock(mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return not_found("no job '" + job_id + "' (tern jobs lists them)");
+    changed_.wait_for(lock.unique(), timeout, [&] { return it->second.version > after_version; });
+    return it->second;
+  }());
 }
 
 std::vector<Worker> CoordinatorCore::list_workers() const {
-  CoreLock lock(mu_);
   std::vector<Worker> out;
-  for (const auto& [id, w] : workers_) out.push_back(w);
+  {
+    CoreLock lock(mu_);
+    for (const auto& [id, w] : workers_) out.push_back(w);
+  }
+  shown_when_durable();
   return out;
+}
+
+void CoordinatorCore::shown_when_durable() const {
+  // A failed journal is reported by every change the coordinator refuses; a listing still
+  // shows the tables as they are.
+  static_cast<void>(journal_->sync());
 }
 
 Result<LogSlice> CoordinatorCore::get_logs(const std::string& job_id, int rank, int64_t offset,

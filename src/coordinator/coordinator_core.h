@@ -55,6 +55,7 @@
 #include "common/path_policy.h"
 #include "common/status.h"
 #include "coordinator/journal.h"
+#include "coordinator/journal_writer.h"
 #include "coordinator/log_store.h"
 #include "coordinator/network_map.h"
 #include "coordinator/types.h"
@@ -257,10 +258,22 @@ class CoordinatorCore {
   std::vector<TaskKey> assigned_tasks(const std::string& worker_id) const;
   const JournalReplayStats& replay_stats() const { return replay_stats_; }
   WorkerPlaneStats worker_plane_stats() const;
+  // The journal's group commit: batches and records written; OK while no commit has failed.
+  JournalWriterStats journal_stats() const { return journal_->stats(); }
+  Status journal_health() const { return journal_->health(); }
 
  private:
   CoordinatorCore(const CoordinatorOptions& options, Clock* clock);
   Status replay_record(const std::string& payload);
+  // The answer of a call whose changes were queued for the journal under the mutex (released
+  // by now): given once they are on disk (JournalWriter::sync), else the journal's failure.
+  template <typename T>
+  Result<T> durable(Result<T> answer) const {
+    if (answer.is_ok()) TERN_RETURN_IF_ERROR(journal_->sync());
+    return answer;
+  }
+  // Waits until the changes queued so far are on disk (listings).
+  void shown_when_durable() const;
   Status journal_job(const Job& job);
   Status journal_worker(const Worker& worker);
   // Rewrites the journal as one record per worker and job (compacted_journal_records).
@@ -376,10 +389,11 @@ class CoordinatorCore {
   mutable LogStore logs_;
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable changed_;
-  std::unique_ptr<Journal> journal_;
-  // <state_dir>/job_ids: the largest job id ever handed out, durable before a job is
-  // acknowledged, so ids are never reused even when the journal is damaged or lost.
-  std::unique_ptr<HighWaterMark> job_ids_;
+  // The journal and <state_dir>/job_ids (the largest job id ever handed out, durable before a
+  // job is acknowledged, so ids are never reused even when the journal is damaged or lost),
+  // written off the mutex by group commit: records are queued under mu_, and every public call
+  // that changed something answers only once they are on disk (durable()).
+  std::unique_ptr<JournalWriter> journal_;
   JournalReplayStats replay_stats_;
   std::map<std::string, Job> jobs_;
   std::map<std::string, Worker> workers_;

@@ -61,60 +61,63 @@ Result<Job> CoordinatorCore::submit_job(const std::string& spec_yaml,
   TERN_RETURN_IF_ERROR(check_submission(spec_yaml, overrides, source_name, resume_job, name,
                                         options_.max_spec_bytes));
   // Under the lock from here: the job's id (its checkpoint directory's name) is the next one.
-  CoreLock lock(mu_);
-  const std::string id = "j-" + std::to_string(next_job_seq_);
-  Job job;  // resumed_job / resumed_step of the new job
-  TERN_ASSIGN_OR_RETURN(LoadedJobSpec loaded,
-                        load_submission_locked(id, spec_yaml, overrides, resume_job,
-                                               !source_name.empty(), &name, &job));
-  int64_t pending = 0;
-  for (const auto& [jid, j] : jobs_) pending += j.state == JobState::kPending;
-  if (pending >= options_.max_queued_jobs) {
-    return resource_exhausted("the queue is full: " + std::to_string(pending) +
-                              " jobs are pending (coordinator.max_queued_jobs)");
-  }
-  // The id is durable as handed out before the job is acknowledged (never reused, even if
-  // the journal is lost); a failure below burns it.
-  Status reserved = job_ids_->advance(static_cast<uint64_t>(next_job_seq_));
-  if (!reserved.is_ok()) return reserved;
-  job.seq = next_job_seq_;
-  job.id = id;
-  job.name = loaded.spec.name;
-  job.spec_yaml = loaded.yaml;
-  job.world = static_cast<int>(loaded.spec.workers);
-  job.placement = loaded.spec.placement;
-  job.recovery_mode = loaded.spec.recovery.mode;
-  job.min_workers = loaded.spec.recovery.min_workers;
-  job.max_recoveries = loaded.spec.recovery.max_recoveries;
-  job.threads = loaded.spec.train.threads;
-  job.created_at = clock_->unix_seconds();
-  job.reason = "queued";
-  const std::string& dir = loaded.spec.recovery.dir;
-  if (!options_.checkpoint_root.empty() && fs::path(dir).is_absolute() &&
-      path_is_under(dir, options_.checkpoint_root)) {
-    job.checkpoint_dir = fs::path(dir).lexically_normal().string();
-  }
-  // In the table before it is journaled: a compaction triggered by this append must see it.
-  Job& stored = jobs_[id] = std::move(job);
-  ++next_job_seq_;
-  Status s = journal_job(stored);
-  if (!s.is_ok()) {
-    jobs_.erase(id);
-    return s;
-  }
-  if (stored.resumed_job.empty()) {
-    spdlog::info("job {} ({}) submitted: {} ranks, placement {}{}", id, stored.name, stored.world,
-                 name_of(stored.placement),
-                 stored.checkpoint_dir.empty() ? "" : ", checkpoints in " + stored.checkpoint_dir);
-  } else {
-    spdlog::info(
-        "job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step {}",
-        id, stored.name, stored.world, name_of(stored.placement), stored.resumed_job,
-        stored.resumed_step);
-  }
-  touch(&stored);
-  schedule_locked();
-  return jobs_.at(id);
+  return durable([&]() -> Result<Job> {
+    CoreLock lock(mu_);
+    const std::string id = "j-" + std::to_string(next_job_seq_);
+    Job job;  // resumed_job / resumed_step of the new job
+    TERN_ASSIGN_OR_RETURN(LoadedJobSpec loaded,
+                          load_submission_locked(id, spec_yaml, overrides, resume_job,
+                                                 !source_name.empty(), &name, &job));
+    int64_t pending = 0;
+    for (const auto& [jid, j] : jobs_) pending += j.state == JobState::kPending;
+    if (pending >= options_.max_queued_jobs) {
+      return resource_exhausted("the queue is full: " + std::to_string(pending) +
+                                " jobs are pending (coordinator.max_queued_jobs)");
+    }
+    // The id is durable as handed out before the job is acknowledged (never reused, even if
+    // the journal is lost); a failure below burns it.
+    journal_->advance_job_ids(static_cast<uint64_t>(next_job_seq_));
+    job.seq = next_job_seq_;
+    job.id = id;
+    job.name = loaded.spec.name;
+    job.spec_yaml = loaded.yaml;
+    job.world = static_cast<int>(loaded.spec.workers);
+    job.placement = loaded.spec.placement;
+    job.recovery_mode = loaded.spec.recovery.mode;
+    job.min_workers = loaded.spec.recovery.min_workers;
+    job.max_recoveries = loaded.spec.recovery.max_recoveries;
+    job.threads = loaded.spec.train.threads;
+    job.created_at = clock_->unix_seconds();
+    job.reason = "queued";
+    const std::string& dir = loaded.spec.recovery.dir;
+    if (!options_.checkpoint_root.empty() && fs::path(dir).is_absolute() &&
+        path_is_under(dir, options_.checkpoint_root)) {
+      job.checkpoint_dir = fs::path(dir).lexically_normal().string();
+    }
+    // In the table before it is journaled: a compaction triggered by this append must see it.
+    Job& stored = jobs_[id] = std::move(job);
+    ++next_job_seq_;
+    Status s = journal_job(stored);
+    if (!s.is_ok()) {
+      jobs_.erase(id);
+      return s;
+    }
+    if (stored.resumed_job.empty()) {
+      spdlog::info(
+          "job {} ({}) submitted: {} ranks, placement {}{}", id, stored.name, stored.world,
+          name_of(stored.placement),
+          stored.checkpoint_dir.empty() ? "" : ", checkpoints in " + stored.checkpoint_dir);
+    } else {
+      spdlog::info(
+          "job {} ({}) submitted: {} ranks, placement {}, resuming job {} from its committed step "
+          "{}",
+          id, stored.name, stored.world, name_of(stored.placement), stored.resumed_job,
+          stored.resumed_step);
+    }
+    touch(&stored);
+    schedule_locked();
+    return jobs_.at(id);
+  }());
 }
 
 Result<LoadedJobSpec> CoordinatorCore::load_submission_locked(

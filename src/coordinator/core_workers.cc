@@ -89,60 +89,63 @@ Result<RegistrationResult> CoordinatorCore::register_worker(const WorkerRegistra
   }
   TERN_RETURN_IF_ERROR(check_spare_ports(reg.spare_ports));
   TERN_ASSIGN_OR_RETURN(const uint64_t session, random_session());
-  CoreLock lock(mu_);
-  if (auto it = workers_.find(reg.name); !reg.name.empty() && it != workers_.end()) {
-    const Worker& old = it->second;
-    // The session is the worker's secret: only the daemon that holds it (or one that kept it
-    // across a restart) may replace a live registration. A LOST worker's name is free.
-    if (old.state == WorkerState::kReady && reg.session != old.session) {
-      ++worker_stats_.registrations_refused;
-      spdlog::warn(
-          "refused to re-register worker {} from host {}: it is alive and the caller "
-          "does not hold its session",
-          reg.name, reg.host.substr(0, 256));
-      return already_exists(
-          "worker '" + reg.name + "' is registered and alive (host " + old.host +
-          "); re-registering it needs its current session, which its daemon keeps in its work "
-          "directory. Pick another --name, stop the other daemon, or wait until its lease (" +
-          std::to_string(options_.lease_ms) + " ms) expires");
+  return durable([&]() -> Result<RegistrationResult> {
+    CoreLock lock(mu_);
+    if (auto it = workers_.find(reg.name); !reg.name.empty() && it != workers_.end()) {
+      const Worker& old = it->second;
+      // The session is the worker's secret: only the daemon that holds it (or one that kept it
+      // across a restart) may replace a live registration. A LOST worker's name is free.
+      if (old.state == WorkerState::kReady && reg.session != old.session) {
+        ++worker_stats_.registrations_refused;
+        spdlog::warn(
+            "refused to re-register worker {} from host {}: it is alive and the caller "
+            "does not hold its session",
+            reg.name, reg.host.substr(0, 256));
+        return already_exists(
+            "worker '" + reg.name + "' is registered and alive (host " + old.host +
+            "); re-registering it needs its current session, which its daemon keeps in its work "
+            "directory. Pick another --name, stop the other daemon, or wait until its lease (" +
+            std::to_string(options_.lease_ms) + " ms) expires");
+      }
     }
-  }
-  std::string id = reg.name;
-  if (id.empty()) {
-    for (size_t n = workers_.size() + 1;; ++n) {
-      id = "w-" + std::to_string(n);
-      if (!workers_.count(id)) break;
+    std::string id = reg.name;
+    if (id.empty()) {
+      for (size_t n = workers_.size() + 1;; ++n) {
+        id = "w-" + std::to_string(n);
+        if (!workers_.count(id)) break;
+      }
     }
-  }
-  // A new session of a known worker: whatever its previous daemon ran is gone. Jobs with
-  // recovery regroup once the worker is registered again (it may host the replacements).
-  LostByJob regroups;
-  if (workers_.count(id)) {
-    TERN_RETURN_IF_ERROR(
-        worker_gone_locked(id, "worker " + id + " restarted", 0, false, &regroups));
-  }
-  network_.forget(id);  // a new session may be another machine: measure it again
-  Worker& w = workers_[id];
-  w.id = id;
-  w.probe_port = 0;
-  w.host = reg.host;
-  w.region = reg.region;
-  w.slots = reg.slots;
-  w.cores = reg.cores;
-  w.state = WorkerState::kReady;
-  w.session = session;
-  w.registered_at = clock_->unix_seconds();
-  w.last_heartbeat = w.registered_at;
-  w.lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
-  set_spare_ports(&w, reg.spare_ports, clock_->monotonic_ms());
-  w.reported_running.clear();
-  w.heard = true;
-  TERN_RETURN_IF_ERROR(journal_worker(w));
-  spdlog::info("worker {} registered: host {}, region {}, {} slots", id, w.host, w.region, w.slots);
-  TERN_RETURN_IF_ERROR(regroup_lost_locked(regroups, false));
-  RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
-  schedule_locked();
-  return r;
+    // A new session of a known worker: whatever its previous daemon ran is gone. Jobs with
+    // recovery regroup once the worker is registered again (it may host the replacements).
+    LostByJob regroups;
+    if (workers_.count(id)) {
+      TERN_RETURN_IF_ERROR(
+          worker_gone_locked(id, "worker " + id + " restarted", 0, false, &regroups));
+    }
+    network_.forget(id);  // a new session may be another machine: measure it again
+    Worker& w = workers_[id];
+    w.id = id;
+    w.probe_port = 0;
+    w.host = reg.host;
+    w.region = reg.region;
+    w.slots = reg.slots;
+    w.cores = reg.cores;
+    w.state = WorkerState::kReady;
+    w.session = session;
+    w.registered_at = clock_->unix_seconds();
+    w.last_heartbeat = w.registered_at;
+    w.lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
+    set_spare_ports(&w, reg.spare_ports, clock_->monotonic_ms());
+    w.reported_running.clear();
+    w.heard = true;
+    TERN_RETURN_IF_ERROR(journal_worker(w));
+    spdlog::info("worker {} registered: host {}, region {}, {} slots", id, w.host, w.region,
+                 w.slots);
+    TERN_RETURN_IF_ERROR(regroup_lost_locked(regroups, false));
+    RegistrationResult r{id, w.session, options_.heartbeat_ms, options_.lease_ms};
+    schedule_locked();
+    return r;
+  }());
 }
 
 Status CoordinatorCore::worker_gone_locked(const std::string& worker_id, const std::string& why,
@@ -232,33 +235,35 @@ Result<HeartbeatResult> CoordinatorCore::heartbeat(const std::string& worker_id,
                                                    const std::vector<TaskKey>& running,
                                                    const std::vector<int>& spare_ports) {
   TERN_RETURN_IF_ERROR(check_spare_ports(spare_ports));
-  CoreLock lock(mu_);
-  Worker* w = nullptr;
-  TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
-  w->lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
-  w->last_heartbeat = clock_->unix_seconds();
-  std::set<TaskKey> now_running(running.begin(), running.end());
-  // Placement only needs another look when this beat changed what the scheduler sees (a
-  // first beat, tasks started or ended, ports appearing); tick() covers everything else.
-  // Scheduling on every beat made each heartbeat O(workers x jobs) and capped the
-  // coordinator at a few hundred beats/s with 10,000 workers.
-  bool relevant = !w->heard || now_running != w->reported_running ||
-                  (w->spare_ports.empty() && !spare_ports.empty());
-  w->reported_running = std::move(now_running);
-  set_spare_ports(w, spare_ports, clock_->monotonic_ms());
-  w->heard = true;
-  if (relevant) schedule_locked();
+  return durable([&]() -> Result<HeartbeatResult> {
+    CoreLock lock(mu_);
+    Worker* w = nullptr;
+    TERN_RETURN_IF_ERROR(check_session(worker_id, session, &w));
+    w->lease_deadline_ms = clock_->monotonic_ms() + options_.lease_ms;
+    w->last_heartbeat = clock_->unix_seconds();
+    std::set<TaskKey> now_running(running.begin(), running.end());
+    // Placement only needs another look when this beat changed what the scheduler sees (a
+    // first beat, tasks started or ended, ports appearing); tick() covers everything else.
+    // Scheduling on every beat made each heartbeat O(workers x jobs) and capped the
+    // coordinator at a few hundred beats/s with 10,000 workers.
+    bool relevant = !w->heard || now_running != w->reported_running ||
+                    (w->spare_ports.empty() && !spare_ports.empty());
+    w->reported_running = std::move(now_running);
+    set_spare_ports(w, spare_ports, clock_->monotonic_ms());
+    w->heard = true;
+    if (relevant) schedule_locked();
 
-  HeartbeatResult result;
-  result.lease_ms = options_.lease_ms;
-  std::set<std::string> to_journal;
-  reconcile_running_locked(*w, &result.commands, &to_journal);
-  start_missing_locked(*w, &result.commands, &to_journal);
-  for (const std::string& id : to_journal) {
-    Status s = journal_job(jobs_.at(id));
-    if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
-  }
-  return result;
+    HeartbeatResult result;
+    result.lease_ms = options_.lease_ms;
+    std::set<std::string> to_journal;
+    reconcile_running_locked(*w, &result.commands, &to_journal);
+    start_missing_locked(*w, &result.commands, &to_journal);
+    for (const std::string& id : to_journal) {
+      Status s = journal_job(jobs_.at(id));
+      if (!s.is_ok()) spdlog::error("journal: {}", s.to_string());
+    }
+    return result;
+  }());
 }
 
 void CoordinatorCore::reconcile_running_locked(const Worker& worker,
@@ -395,7 +400,7 @@ Result<int> CoordinatorCore::report_events(const std::string& worker_id, uint64_
                                            const std::vector<TaskEvent>& events) {
   Result<int> applied = apply_events(worker_id, session, events);
   logs_.flush();  // the log chunks it queued, written off the lock
-  return applied;
+  return durable(std::move(applied));
 }
 
 Result<int> CoordinatorCore::apply_events(const std::string& worker_id, uint64_t session,

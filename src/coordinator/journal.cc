@@ -13,6 +13,7 @@
 #include <set>
 
 #include "common/file_util.h"
+#include "coordinator/core_lock.h"
 
 namespace tern {
 namespace {
@@ -63,7 +64,9 @@ Status read_all(int fd, const std::string& path, std::string* out) {
   }
 }
 
-Status check_payload(const std::string& payload) {
+}  // namespace
+
+Status check_journal_payload(const std::string& payload) {
   if (payload.empty()) return invalid_argument("journal: a record cannot be empty");
   if (payload.size() > kJournalMaxRecordBytes) {
     return invalid_argument("journal: a record of " + std::to_string(payload.size()) +
@@ -72,6 +75,8 @@ Status check_payload(const std::string& payload) {
   }
   return Status::ok();
 }
+
+namespace {
 
 bool valid_length(uint32_t len) { return len >= 1 && len <= kJournalMaxRecordBytes; }
 
@@ -513,17 +518,24 @@ Status Journal::replay(const std::function<Status(const std::string&)>& fn,
   return Status::ok();
 }
 
-Status Journal::append(const std::string& payload) {
+Status Journal::append(const std::string& payload) { return append_batch({payload}); }
+
+Status Journal::append_batch(const std::vector<std::string>& payloads) {
+  CoreLock::forbid_held("Journal::append_batch");
   if (!replayed_) return failed_precondition("journal: replay() before append()");
   if (!broken_.is_ok()) return broken_;
-  TERN_RETURN_IF_ERROR(check_payload(payload));
-  std::string rec = frame(payload, next_seq_);
+  if (payloads.empty()) return Status::ok();
+  std::string recs;
+  for (size_t i = 0; i < payloads.size(); ++i) {
+    TERN_RETURN_IF_ERROR(check_journal_payload(payloads[i]));
+    recs += frame(payloads[i], next_seq_ + i);
+  }
   FileWriter file(fd_, path_);
-  Status s = file.write(rec);
+  Status s = file.write(recs);
   if (s.is_ok() && ::fdatasync(fd_) != 0)
     s = internal_error("fdatasync " + path_ + ": " + errno_text());
   if (!s.is_ok()) {
-    // Cut the failed record off again: a partial record followed by later appends would read
+    // Cut the failed records off again: a partial record followed by later appends would read
     // as corruption, and a record that reached the disk but was not acknowledged must not be.
     if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0 || ::fsync(fd_) != 0) {
       broken_ =
@@ -532,14 +544,15 @@ Status Journal::append(const std::string& payload) {
     }
     return s;
   }
-  size_ += rec.size();
-  ++next_seq_;
-  ++records_;
+  size_ += recs.size();
+  next_seq_ += payloads.size();
+  records_ += payloads.size();
   return Status::ok();
 }
 
 Status Journal::write_fresh(const std::vector<std::string>& payloads) {
-  for (const auto& p : payloads) TERN_RETURN_IF_ERROR(check_payload(p));
+  CoreLock::forbid_held("Journal::rewrite");
+  for (const auto& p : payloads) TERN_RETURN_IF_ERROR(check_journal_payload(p));
   std::string image = journal_image(payloads);
   AtomicWriteOptions options;
   options.tmp_suffix = ".compact";
@@ -740,6 +753,7 @@ HighWaterMark::~HighWaterMark() {
 
 Status HighWaterMark::advance(uint64_t v) {
   if (v <= value_) return Status::ok();
+  CoreLock::forbid_held("HighWaterMark::advance");
   int slot = !slot_valid_[0] ? 0 : !slot_valid_[1] ? 1 : slot_value_[0] <= slot_value_[1] ? 0 : 1;
   std::string b = encode_slot(v);
   slot_valid_[slot] = false;  // unknown until the write is durable

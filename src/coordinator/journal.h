@@ -48,7 +48,9 @@
 //
 // A Journal holds an exclusive flock on <dir>/LOCK for its lifetime: two coordinators on one
 // state directory refuse to start (and repair refuses while a coordinator runs).
-// Thread-compatible: the owner serialises calls.
+// Thread-compatible: the owner serialises calls. Appends and rewrites abort when the calling
+// thread holds the coordinator's mutex (CoreLock::forbid_held): the coordinator hands records
+// to a JournalWriter (journal_writer.h), which writes them off the lock.
 #pragma once
 
 #include <cstdint>
@@ -73,6 +75,9 @@ inline uint32_t crc32_ieee(const void* data, size_t size) { return crc32(0, data
 inline uint32_t crc32_extend(uint32_t crc, const void* data, size_t size) {
   return crc32(crc, data, size);
 }
+
+// OK for a payload append() takes: 1 .. kJournalMaxRecordBytes bytes (else INVALID_ARGUMENT).
+Status check_journal_payload(const std::string& payload);
 
 struct JournalRecord {
   uint64_t offset = 0;  // where the record starts in the file
@@ -164,6 +169,8 @@ class Journal {
   // Appends one record (1 .. kJournalMaxRecordBytes bytes) and syncs it to disk. A failed
   // append is cut off again, so it never leaves a partial record before later ones.
   Status append(const std::string& payload);
+  // Appends records in order with one write and one fdatasync (group commit); all or none.
+  Status append_batch(const std::vector<std::string>& payloads);
   // Replaces the whole journal with `payloads` (compaction), atomically.
   Status rewrite(const std::vector<std::string>& payloads);
   // Records in the file now (after replay, appends and rewrites).

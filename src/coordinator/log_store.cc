@@ -102,12 +102,7 @@ void LogStore::append(const std::string& job_id, int rank, int64_t offset,
 }
 
 void LogStore::flush() {
-  if (CoreLock::held()) {
-    // A bug, not a condition to handle: fail loudly (stderr too, whatever spdlog's sink).
-    spdlog::critical("LogStore::flush called with the coordinator's mutex held");
-    std::fputs("LogStore::flush called with the coordinator's mutex held\n", stderr);
-    std::abort();
-  }
+  CoreLock::forbid_held("LogStore::flush");
   std::lock_guard<std::mutex> io(io_mu_);
   std::deque<Pending> batch;
   {

@@ -66,6 +66,15 @@ std::string render_coordinator_metrics(const CoordinatorCore& core, const RpcMet
            "Registrations of a live worker's name without its session.");
   w.sample("tern_worker_registrations_refused_total", {},
            static_cast<double>(plane.registrations_refused));
+  const JournalWriterStats journal = core.journal_stats();
+  w.family("tern_journal_commits_total", "counter",
+           "Batches of journal records written with one fdatasync (group commit).");
+  w.sample("tern_journal_commits_total", {}, static_cast<double>(journal.commits));
+  w.family("tern_journal_records_total", "counter", "Journal records appended since start.");
+  w.sample("tern_journal_records_total", {}, static_cast<double>(journal.records_written));
+  w.family("tern_journal_healthy", "gauge",
+           "1 while every journal commit succeeded; 0 once one failed (restart the coordinator).");
+  w.sample("tern_journal_healthy", {}, core.journal_health().is_ok() ? 1.0 : 0.0);
 
   // Per-job series for running jobs only: finished ones would pile up label sets forever.
   std::vector<const Job*> running;

@@ -161,6 +161,26 @@ class ClusterTest : public ::testing::Test {
     return lowest;
   }
 
+  // kill -9 the cluster's coordinator and wait until it is gone.
+  void kill_coordinator() {
+    pid_t coordinator = std::stoi(slurp(dir_ / "state" / "run" / "coordinator.pid"));
+    ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
+    for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  }
+  // Starts the coordinator again on the same config (as `tern cluster up` would, detached).
+  void restart_coordinator() {
+    SpawnOptions restart;
+    restart.argv = {bin("tern"), "coordinator", "--config", cluster_};
+    restart.stderr_file = (dir_ / "state" / "logs" / "coordinator.log").string();
+    restart.stdout_file = restart.stderr_file;
+    restart.new_session = true;
+    restart.die_with_parent = false;
+    auto proc = Subprocess::spawn(restart);
+    ASSERT_TRUE(proc.is_ok());
+    std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
+    (*proc)->detach();
+  }
+
   fs::path dir_;
   std::string cluster_;
 };
@@ -231,22 +251,11 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   EXPECT_NE(bad.err.find("sync.strategy"), std::string::npos) << bad.err;
 
   // kill -9 the coordinator: clients say it is unreachable; restarted, it has every job.
-  pid_t coordinator = std::stoi(slurp(dir_ / "state" / "run" / "coordinator.pid"));
-  ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
-  for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_NO_FATAL_FAILURE(kill_coordinator());
   Output down = tern({"jobs"});
   EXPECT_EQ(down.status, 3);
   EXPECT_NE(down.err.find("unreachable"), std::string::npos) << down.err;
-  SpawnOptions restart;
-  restart.argv = {bin("tern"), "coordinator", "--config", cluster_};
-  restart.stderr_file = (dir_ / "state" / "logs" / "coordinator.log").string();
-  restart.stdout_file = restart.stderr_file;
-  restart.new_session = true;
-  restart.die_with_parent = false;
-  auto proc = Subprocess::spawn(restart);
-  ASSERT_TRUE(proc.is_ok());
-  std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
-  (*proc)->detach();
+  ASSERT_NO_FATAL_FAILURE(restart_coordinator());
   Output jobs;
   for (int i = 0; i < 100; ++i) {
     jobs = tern({"jobs", "--json"});
@@ -311,6 +320,39 @@ void expect_one_style(const std::string& what, const std::string& out, size_t mi
     }
   };
   for (const auto& d : docs) walk(d, "");
+}
+
+// Group commit (journal_writer.h): many submits at once share fdatasyncs, and every one that was
+// acknowledged survives a kill -9 that follows at once.
+TEST_F(ClusterTest, ConcurrentSubmitsAcknowledgedAreDurableAcrossKill9) {
+  write_cluster("trainer: " + source_dir() + "/tests/worker/fake_trainer.sh\n",
+                "  - {name: local, workers: 1, slots: 1}\n");
+  ASSERT_EQ(tern({"cluster", "up", cluster_}).status, 0);
+  const std::string spec = write_job("it-wide", 4);  // never placed: one worker with one slot
+  constexpr int kClients = 24;
+  std::string script = "for i in $(seq " + std::to_string(kClients) + "); do '" + bin("tern") +
+                       "' submit '" + spec + "' --cluster '" + cluster_ + "' > '" +
+                       (dir_ / "sub.").string() + "'$i 2>&1 & done; wait";
+  ASSERT_EQ(run({"/bin/bash", "-c", script}).status, 0);
+  std::set<std::string> acknowledged;
+  for (int i = 1; i <= kClients; ++i) {
+    std::string out = slurp(dir_ / ("sub." + std::to_string(i)));
+    ASSERT_EQ(out.rfind("j-", 0), 0u) << "submit " << i << ": " << out;
+    acknowledged.insert(out.substr(0, out.find('\n')));
+  }
+  ASSERT_EQ(acknowledged.size(), static_cast<size_t>(kClients)) << "ids are unique";
+  ASSERT_NO_FATAL_FAILURE(kill_coordinator());
+  ASSERT_NO_FATAL_FAILURE(restart_coordinator());
+  Output jobs;
+  for (int i = 0; i < 100; ++i) {
+    jobs = tern({"jobs", "--json"});
+    if (jobs.status == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(jobs.status, 0) << jobs.err;
+  std::set<std::string> restored;
+  for (const auto& j : json::parse(jobs.out)["jobs"]) restored.insert(j["job_id"]);
+  EXPECT_EQ(restored, acknowledged);
 }
 
 TEST_F(ClusterTest, EveryJsonOutputIsOneStyle) {
@@ -469,20 +511,9 @@ TEST_F(ClusterTest, CoordinatorKilledMidJobTheJobStillCompletes) {
   ASSERT_EQ(sub.status, 0) << sub.err;
   // Wait until it trains, then kill the coordinator mid-job.
   ASSERT_GE(wait_for_step("j-1", 2, 10), 10) << "the job did not start training";
-  pid_t coordinator = std::stoi(slurp(dir_ / "state" / "run" / "coordinator.pid"));
-  ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
-  for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_NO_FATAL_FAILURE(kill_coordinator());
   std::this_thread::sleep_for(1s);  // the trainers keep going without it
-  SpawnOptions restart;
-  restart.argv = {bin("tern"), "coordinator", "--config", cluster_};
-  restart.stderr_file = (dir_ / "state" / "logs" / "coordinator.log").string();
-  restart.stdout_file = restart.stderr_file;
-  restart.new_session = true;
-  restart.die_with_parent = false;
-  auto proc = Subprocess::spawn(restart);
-  ASSERT_TRUE(proc.is_ok());
-  std::ofstream(dir_ / "state" / "run" / "coordinator.pid") << (*proc)->pid() << "\n";
-  (*proc)->detach();
+  ASSERT_NO_FATAL_FAILURE(restart_coordinator());
   json last = wait_terminal("j-1", 1200);
   ASSERT_EQ(last.value("state", ""), "SUCCEEDED") << last.dump();
   EXPECT_GT(last["test_accuracy"].get<double>(), 0.2);
