@@ -91,8 +91,8 @@ class JournalWriter {
   void run();
   Status commit(std::deque<Entry>& batch, uint64_t job_ids);
 
-  std::unique_ptr<Journal> journal_;         // the committer's alone after construction
-  std::unique_ptr<HighWaterMark> job_ids_;   // likewise
+  std::unique_ptr<Journal> journal_;        // the committer's alone after construction
+  std::unique_ptr<HighWaterMark> job_ids_;  // likewise
   JournalWriterOptions options_;
 
   mutable std::mutex mu_;

@@ -203,7 +203,8 @@ TEST_F(JournalWriterTest, StopsAfterWritingWhatIsQueued) {
 
 TEST(JournalLockDeathTest, JournalIoUnderTheCoreMutexAborts) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  const fs::path dir = fs::temp_directory_path() / ("tern_journal_lock_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("tern_journal_lock_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   EXPECT_DEATH(
