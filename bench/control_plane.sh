@@ -31,8 +31,8 @@ name: load
 coordinator: {listen: 127.0.0.1:$PORT, heartbeat_ms: 1000, lease_ms: 30000, max_queued_jobs: 100000,
               rate_limit: {per_s: 1000000, burst: 1000000}}
 state_dir: $TMP/state
-regions: [{name: region-0, workers: 0}, {name: region-1, workers: 0}, {name: region-2, workers: 0},
-          {name: region-3, workers: 0}]
+regions: [{name: region-0, workers: 1}, {name: region-1, workers: 1}, {name: region-2, workers: 1},
+          {name: region-3, workers: 1}]  # counts only matter to `tern cluster up`
 YAML
   "$BUILD/bin/tern" coordinator --config "$TMP/cluster.yaml" > "$TMP/coord.log" 2>&1 &
   echo $! > "$TMP/pid"
