@@ -167,6 +167,16 @@ class ClusterTest : public ::testing::Test {
     ASSERT_EQ(::kill(coordinator, SIGKILL), 0);
     for (int i = 0; i < 50 && ::kill(coordinator, 0) == 0; ++i) std::this_thread::sleep_for(20ms);
   }
+  // `tern jobs --json` once the (restarted) coordinator answers, or its last failure after 10 s.
+  Output jobs_once_up() {
+    Output jobs;
+    for (int i = 0; i < 100; ++i) {
+      jobs = tern({"jobs", "--json"});
+      if (jobs.status == 0) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return jobs;
+  }
   // Starts the coordinator again on the same config (as `tern cluster up` would, detached).
   void restart_coordinator() {
     SpawnOptions restart;
@@ -256,12 +266,7 @@ TEST_F(ClusterTest, LifecycleWithRestartAndCleanShutdown) {
   EXPECT_EQ(down.status, 3);
   EXPECT_NE(down.err.find("unreachable"), std::string::npos) << down.err;
   ASSERT_NO_FATAL_FAILURE(restart_coordinator());
-  Output jobs;
-  for (int i = 0; i < 100; ++i) {
-    jobs = tern({"jobs", "--json"});
-    if (jobs.status == 0) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  Output jobs = jobs_once_up();
   ASSERT_EQ(jobs.status, 0) << jobs.err;
   auto list = json::parse(jobs.out)["jobs"];
   ASSERT_EQ(list.size(), 2u) << jobs.out;
@@ -350,12 +355,7 @@ TEST_F(ClusterTest, ConcurrentSubmitsAcknowledgedAreDurableAcrossKill9) {
   ASSERT_GE(acknowledged.size(), static_cast<size_t>(kClients / 2));
   ASSERT_NO_FATAL_FAILURE(kill_coordinator());
   ASSERT_NO_FATAL_FAILURE(restart_coordinator());
-  Output jobs;
-  for (int i = 0; i < 100; ++i) {
-    jobs = tern({"jobs", "--json"});
-    if (jobs.status == 0) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  Output jobs = jobs_once_up();
   ASSERT_EQ(jobs.status, 0) << jobs.err;
   std::set<std::string> restored;
   const json listed = json::parse(jobs.out);
