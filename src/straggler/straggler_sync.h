@@ -57,6 +57,10 @@ class StragglerSync : public SyncStrategy {
   Status on_gradients(int64_t step, std::vector<at::Tensor>& grads) override;
   Status drain(std::vector<at::Tensor>& params) override;
   SyncMetrics metrics() const override;
+  // Every mode applies the same update on every rank (decide_agreed for cyclic and random
+  // codes), so the parameters are bit-identical after every step; the optimizer state is kept
+  // per rank (docs/algorithms.md: what is replicated).
+  ReplicaView replica_view() override { return {true, false, {}, {}}; }
 
   // Agreed speeds (samples/s per rank) the current shares come from; empty before the first
   // exchange.
