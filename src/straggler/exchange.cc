@@ -43,6 +43,7 @@ struct ContributionExchange::State {
   std::vector<std::deque<Item>> queues;
   std::vector<std::thread> threads;
   int64_t numel = 0;
+  bool every_rank_decides = false;
   std::chrono::milliseconds timeout{60000};
 
   // Runs on peer `peer`'s thread: waits on its transfers in posting order.
@@ -81,7 +82,11 @@ struct ContributionExchange::State {
     }
     auto& st = steps[item.step];
     if (item.kind == Item::Kind::kDecisionRecv) {
-      st.arrivals.decision = static_cast<uint64_t>(item.buffer.data_ptr<int64_t>()[0]);
+      const int64_t* w = item.buffer.data_ptr<int64_t>();
+      if (every_rank_decides)
+        st.arrivals.decisions[peer].assign(w, w + item.buffer.numel());
+      else
+        st.arrivals.decision = static_cast<uint64_t>(w[0]);
       return;
     }
     float flag = item.buffer.data_ptr<float>()[numel];
@@ -97,6 +102,7 @@ struct ContributionExchange::State {
 ContributionExchange::ContributionExchange(Communicator& comm, Options options)
     : comm_(comm), options_(options), state_(std::make_shared<State>()) {
   state_->numel = options_.numel;
+  state_->every_rank_decides = options_.every_rank_decides;
   state_->timeout = comm_.timeout();
   state_->queues.resize(static_cast<size_t>(comm_.size()));
   for (int p = 0; p < comm_.size(); ++p) {
@@ -143,11 +149,12 @@ Status ContributionExchange::post_through(int64_t step) {
       item.buffer = at::empty({options_.numel + 1}, at::kFloat);
       item.work = comm_.recv(item.buffer, p, contribution_tag(next_post_));
       push(p, std::move(item));
-      if (options_.leader >= 0 && p == options_.leader) {
+      if (options_.every_rank_decides || (options_.leader >= 0 && p == options_.leader)) {
         Item d;
         d.kind = Item::Kind::kDecisionRecv;
         d.step = next_post_;
-        d.buffer = at::zeros({1}, at::kLong);
+        d.buffer =
+            at::zeros({options_.every_rank_decides ? options_.decision_words : 1}, at::kLong);
         d.work = comm_.recv(d.buffer, p, decision_tag(next_post_));
         push(p, std::move(d));
       }
@@ -197,6 +204,20 @@ Status ContributionExchange::send_decision(int64_t step, uint64_t mask) {
   send_to_peers(step, buf, decision_tag(step));
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->steps[step].arrivals.decision = mask;
+  return Status::ok();
+}
+
+Status ContributionExchange::send_decision_words(int64_t step, const std::vector<int64_t>& words) {
+  if (!options_.every_rank_decides ||
+      static_cast<int64_t>(words.size()) != options_.decision_words) {
+    return invalid_argument("decision of " + std::to_string(words.size()) + " words, expected " +
+                            std::to_string(options_.decision_words) + " (every_rank_decides)");
+  }
+  at::Tensor buf = at::tensor(words, at::kLong);
+  send_to_peers(step, buf, decision_tag(step));
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->steps[step].arrivals.decisions[comm_.rank()] = words;
+  state_->cv.notify_all();
   return Status::ok();
 }
 

@@ -6,8 +6,9 @@
 //
 // Messages: one flat fp32 tensor per (step, sender) of numel + 1 elements, the last one a flag
 // (1: computed contribution, 0: skip marker from a rank that is behind and did not compute
-// the step). Optional "decision" messages (an int64 bitmask of senders, backup workers mode)
-// go from a leader to everyone. Receives are posted `window` steps ahead so a rank that
+// the step). Optional "decision" messages (int64 words; backup workers: one, a bitmask of
+// senders) go from a leader to everyone, or (every_rank_decides) from every rank to every peer
+// once per step. Receives are posted `window` steps ahead so a rank that
 // falls behind finds its peers' contributions already delivered and can catch up.
 //
 // Threading: post/contribute/send_decision are called from the trainer loop thread only (the
@@ -22,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -34,17 +36,20 @@ namespace tern {
 class ContributionExchange {
  public:
   struct Options {
-    int64_t numel = 0;        // payload elements (without the flag)
-    int64_t window = 8;       // steps of receives posted ahead
-    int64_t total_steps = 0;  // no receives are posted at or past this step
-    int leader = -1;          // >= 0: that rank sends a decision message per step
+    int64_t numel = 0;                // payload elements (without the flag)
+    int64_t window = 8;               // steps of receives posted ahead
+    int64_t total_steps = 0;          // no receives are posted at or past this step
+    int leader = -1;                  // >= 0: that rank sends a decision message per step
+    bool every_rank_decides = false;  // every rank sends one decision message per step
+    int64_t decision_words = 1;       // int64 words per decision message (every_rank_decides)
   };
   // What has arrived for one step, in arrival order.
   struct Arrivals {
     std::vector<int>
         computed;  // senders whose computed contribution is here (own included once contributed)
-    std::vector<int> skipped;          // senders that sent a skip marker
-    std::optional<uint64_t> decision;  // the leader's decision bitmask, when received
+    std::vector<int> skipped;                       // senders that sent a skip marker
+    std::optional<uint64_t> decision;               // the leader's decision bitmask, when received
+    std::map<int, std::vector<int64_t>> decisions;  // every_rank_decides: each sender's words
   };
 
   ContributionExchange(Communicator& comm, Options options);
@@ -59,6 +64,9 @@ class ContributionExchange {
   Status contribute(int64_t step, const at::Tensor& payload);
   // Leader only: sends the decision bitmask for `step` to every peer (and records it).
   Status send_decision(int64_t step, uint64_t mask);
+  // every_rank_decides: sends this rank's decision words (decision_words of them) for `step`
+  // to every peer (and records them). Exactly once per step on every rank.
+  Status send_decision_words(int64_t step, const std::vector<int64_t>& words);
 
   // A copy of the arrivals of `step` now.
   Arrivals arrivals(int64_t step) const;

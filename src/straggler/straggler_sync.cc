@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 namespace tern {
 namespace {
@@ -12,6 +13,18 @@ using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+int64_t double_bits(double v) {
+  int64_t w;
+  std::memcpy(&w, &v, sizeof w);
+  return w;
+}
+
+double bits_double(int64_t w) {
+  double v;
+  std::memcpy(&v, &w, sizeof v);
+  return v;
 }
 
 // Appends part `p` (indices) with a per-sample weight.
@@ -64,6 +77,13 @@ Result<std::unique_ptr<StragglerSync>> StragglerSync::make(Communicator& comm,
     // Refuses a bad (n, s) at once.
     TERN_RETURN_IF_ERROR(s->code_at(0).status());
   }
+  s->agree_ =
+      s->random_code_ || (s->code_ && s->code_->kind() == GradientCode::Kind::kCyclicRepetition);
+  if (s->agree_ && comm.size() > 64) {
+    return invalid_argument("straggler.mode " + name_of(mode) +
+                            " with a cyclic or random code supports at most 64 workers (the "
+                            "agreed sender set is a 64-bit mask)");
+  }
   if (mode == StragglerMode::kBackup && comm.size() > 63) {
     return invalid_argument(
         "straggler.mode backup supports at most 63 workers (the decision is a 64-bit mask)");
@@ -80,6 +100,8 @@ Status StragglerSync::begin(std::vector<at::Tensor>& params) {
     o.total_steps = total_steps_;
     o.window = 8;
     o.leader = mode_ == StragglerMode::kBackup ? 0 : -1;
+    o.every_rank_decides = agree_;
+    o.decision_words = 1 + comm_.size();  // agree_: the sender mask, then each rank's weight
     exchange_ = std::make_unique<ContributionExchange>(comm_, o);
   }
   if (random_code_) {
@@ -163,6 +185,7 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
     auto arr = exchange_->arrivals(step);
     bool decided =
         coded() ? code->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
+    if (agree_ && rank != decider_) decided = arr.decisions.count(decider_) > 0;
     if (decided) {
       skip_ = true;
       plan.skip = true;
@@ -241,9 +264,13 @@ Status StragglerSync::decide_coded(int64_t step, std::vector<at::Tensor>& grads)
   at::Tensor mine;
   if (!skip_) {
     mine = flatten_all(grads).to(at::kFloat).cpu();
-    if (code->decodable(exchange_->arrivals(step).computed)) ++late_;
+    auto arr = exchange_->arrivals(step);
+    bool decided = code->decodable(arr.computed);
+    if (agree_ && comm_.rank() != decider_) decided = arr.decisions.count(decider_) > 0;
+    if (decided) ++late_;
   }
   TERN_RETURN_IF_ERROR(exchange_->contribute(step, mine));
+  if (agree_) return decide_agreed(step, *code, grads);
   auto t0 = Clock::now();
   TERN_RETURN_IF_ERROR(exchange_->wait_until(
       step, [&](const ContributionExchange::Arrivals& a) { return code->decodable(a.computed); },
@@ -263,6 +290,74 @@ Status StragglerSync::decide_coded(int64_t step, std::vector<at::Tensor>& grads)
   TERN_ASSIGN_OR_RETURN(std::vector<double> a, code->decode(senders));
   TERN_RETURN_IF_ERROR(apply_sum(step, senders, a, grads));
   decode_s_ += since(t1);
+  exchange_->release(step);
+  return Status::ok();
+}
+
+Status StragglerSync::decide_agreed(int64_t step, const GradientCode& code,
+                                    std::vector<at::Tensor>& grads) {
+  using Arrivals = ContributionExchange::Arrivals;
+  const int n = comm_.size(), decider = decider_;
+  const bool deciding = comm_.rank() == decider;
+  auto t0 = Clock::now();
+  std::vector<int64_t> words;  // the sender mask, then rank r's weight (bits of a double)
+  if (deciding) {
+    TERN_RETURN_IF_ERROR(exchange_->wait_until(
+        step, [&](const Arrivals& a) { return code.decodable(a.computed); }, comm_.timeout()));
+    // Arrivals only grow, so the set waited for is a prefix: the shortest decodable one.
+    std::vector<int> arrived = exchange_->arrivals(step).computed;
+    size_t k = decodable_prefix(code, arrived);
+    if (k == 0) return internal_error("step " + std::to_string(step) + ": no decodable prefix");
+    std::vector<int> senders(arrived.begin(), arrived.begin() + static_cast<int64_t>(k));
+    TERN_ASSIGN_OR_RETURN(std::vector<double> a, code.decode(senders));
+    words.assign(static_cast<size_t>(n + 1), 0);
+    uint64_t mask = 0;
+    for (size_t i = 0; i < senders.size(); ++i) {
+      mask |= uint64_t{1} << senders[i];
+      words[static_cast<size_t>(1 + senders[i])] = double_bits(a[i]);
+    }
+    words[0] = static_cast<int64_t>(mask);
+    // Sent before decoding here: the peers wait for it.
+    TERN_RETURN_IF_ERROR(exchange_->send_decision_words(step, words));
+    ++waited_for_[static_cast<size_t>(senders.back())];
+  } else {
+    auto have_all = [&](const Arrivals& a) {
+      auto d = a.decisions.find(decider);
+      if (d == a.decisions.end()) return false;
+      uint64_t have = 0;
+      for (int r : a.computed) have |= uint64_t{1} << r;
+      return (static_cast<uint64_t>(d->second[0]) & ~have) == 0;
+    };
+    TERN_RETURN_IF_ERROR(exchange_->wait_until(step, have_all, comm_.timeout()));
+    Arrivals arr = exchange_->arrivals(step);
+    words = arr.decisions.at(decider);
+    int last = decider;  // whose contribution, of the decided ones, arrived here last
+    for (int r : arr.computed) {
+      if ((static_cast<uint64_t>(words[0]) >> r) & 1) last = r;
+    }
+    ++waited_for_[static_cast<size_t>(last)];
+  }
+  metrics_.wait_s += since(t0);
+  auto t1 = Clock::now();
+  std::vector<int> senders;
+  std::vector<double> a;
+  for (int r = 0; r < n; ++r) {
+    if ((static_cast<uint64_t>(words[0]) >> r) & 1) {
+      senders.push_back(r);
+      a.push_back(bits_double(words[static_cast<size_t>(1 + r)]));
+    }
+  }
+  if (senders.empty()) return internal_error("step " + std::to_string(step) + ": empty decision");
+  if (static_cast<int>(senders.size()) > code.n() - code.s()) {
+    ++decode_failures_;
+    spdlog::debug("step {}: the first {} contributions did not decode; decoded from {}", step,
+                  code.n() - code.s(), senders.size());
+  }
+  TERN_RETURN_IF_ERROR(apply_sum(step, senders, a, grads));
+  decode_s_ += since(t1);
+  // Every rank sends one decision per step (the receives are posted for every peer).
+  if (!deciding) TERN_RETURN_IF_ERROR(exchange_->send_decision_words(step, words));
+  decider_ = senders.front();
   exchange_->release(step);
   return Status::ok();
 }
@@ -329,19 +424,14 @@ Status StragglerSync::on_gradients(int64_t step, std::vector<at::Tensor>& grads)
   return s;
 }
 
-Status StragglerSync::drain(std::vector<at::Tensor>& params) {
+Status StragglerSync::drain(std::vector<at::Tensor>& /*params*/) {
   if (gather_) {
     TERN_RETURN_IF_ERROR(gather_->work->wait(comm_.timeout()).with_context("speed exchange"));
     gather_.reset();
   }
+  // No parameter average: every rank applied the same updates (decide_agreed for cyclic and
+  // random codes), so the replicas are bit-identical already.
   if (exchange_) TERN_RETURN_IF_ERROR(exchange_->drain(comm_.timeout()));
-  if (random_code_ || (code_ && code_->kind() == GradientCode::Kind::kCyclicRepetition)) {
-    at::NoGradGuard no_grad;
-    std::vector<at::Tensor> data;
-    for (auto& p : params) data.push_back(p.data());
-    TERN_RETURN_IF_ERROR(
-        average_tensors(comm_, data, bucket_bytes_).with_context("final parameter average"));
-  }
   return Status::ok();
 }
 
