@@ -27,30 +27,8 @@ double rank_sum(const Job& job, const std::string& key) {
   return sum;
 }
 
-}  // namespace
-
-std::string render_coordinator_metrics(const CoordinatorCore& core, const RpcMetrics* rpc) {
-  const std::vector<Job> jobs = core.list_jobs();
-  const std::vector<Worker> workers = core.list_workers();
-  PrometheusWriter w;
-
-  w.family("tern_jobs", "gauge", "Jobs known to the coordinator, by state.");
-  for (JobState s : {JobState::kPending, JobState::kRunning, JobState::kSucceeded,
-                     JobState::kFailed, JobState::kCancelled}) {
-    auto n = std::count_if(jobs.begin(), jobs.end(), [s](const Job& j) { return j.state == s; });
-    w.sample("tern_jobs", {{"state", job_state_name(s)}}, static_cast<double>(n));
-  }
-  w.family("tern_workers", "gauge", "Worker daemons, by state.");
-  for (WorkerState s : {WorkerState::kReady, WorkerState::kLost}) {
-    auto n = std::count_if(workers.begin(), workers.end(),
-                           [s](const Worker& x) { return x.state == s; });
-    w.sample("tern_workers", {{"state", s == WorkerState::kReady ? "READY" : "LOST"}},
-             static_cast<double>(n));
-  }
-  int64_t slots = 0;
-  for (const Worker& x : workers) slots += x.state == WorkerState::kReady ? x.slots : 0;
-  w.family("tern_worker_slots", "gauge", "Rank slots on READY workers.");
-  w.sample("tern_worker_slots", {}, static_cast<double>(slots));
+// The worker plane's counters (what was dropped, throttled, refused) and the journal's.
+void render_plane_metrics(const CoordinatorCore& core, PrometheusWriter& w) {
   const WorkerPlaneStats plane = core.worker_plane_stats();
   w.family("tern_worker_events_dropped_total", "counter",
            "Worker events not applied: stale, unknown task, or a task not assigned to the "
@@ -75,6 +53,33 @@ std::string render_coordinator_metrics(const CoordinatorCore& core, const RpcMet
   w.family("tern_journal_healthy", "gauge",
            "1 while every journal commit succeeded; 0 once one failed (restart the coordinator).");
   w.sample("tern_journal_healthy", {}, core.journal_health().is_ok() ? 1.0 : 0.0);
+}
+
+}  // namespace
+
+std::string render_coordinator_metrics(const CoordinatorCore& core, const RpcMetrics* rpc) {
+  const std::vector<Job> jobs = core.list_jobs();
+  const std::vector<Worker> workers = core.list_workers();
+  PrometheusWriter w;
+
+  w.family("tern_jobs", "gauge", "Jobs known to the coordinator, by state.");
+  for (JobState s : {JobState::kPending, JobState::kRunning, JobState::kSucceeded,
+                     JobState::kFailed, JobState::kCancelled}) {
+    auto n = std::count_if(jobs.begin(), jobs.end(), [s](const Job& j) { return j.state == s; });
+    w.sample("tern_jobs", {{"state", job_state_name(s)}}, static_cast<double>(n));
+  }
+  w.family("tern_workers", "gauge", "Worker daemons, by state.");
+  for (WorkerState s : {WorkerState::kReady, WorkerState::kLost}) {
+    auto n = std::count_if(workers.begin(), workers.end(),
+                           [s](const Worker& x) { return x.state == s; });
+    w.sample("tern_workers", {{"state", s == WorkerState::kReady ? "READY" : "LOST"}},
+             static_cast<double>(n));
+  }
+  int64_t slots = 0;
+  for (const Worker& x : workers) slots += x.state == WorkerState::kReady ? x.slots : 0;
+  w.family("tern_worker_slots", "gauge", "Rank slots on READY workers.");
+  w.sample("tern_worker_slots", {}, static_cast<double>(slots));
+  render_plane_metrics(core, w);
 
   // Per-job series for running jobs only: finished ones would pile up label sets forever.
   std::vector<const Job*> running;
