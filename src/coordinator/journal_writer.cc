@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "coordinator/core_lock.h"
@@ -94,8 +95,12 @@ void JournalWriter::run() {
     const uint64_t job_ids = job_ids_target_;
     if (!failed_.is_ok()) continue;  // nothing is written after a failed commit
     lock.unlock();
-    Status s = commit(batch, job_ids);
+    JournalWriterStats done;
+    Status s = commit(batch, job_ids, &done);
     lock.lock();
+    stats_.commits += done.commits;
+    stats_.records_written += done.records_written;
+    stats_.rewrites += done.rewrites;
     if (s.is_ok()) {
       durable_ = last;
     } else {
@@ -109,29 +114,26 @@ void JournalWriter::run() {
   }
 }
 
-Status JournalWriter::commit(std::deque<Entry>& batch, uint64_t job_ids) {
+Status JournalWriter::commit(std::deque<Entry>& batch, uint64_t job_ids, JournalWriterStats* done) {
   if (options_.before_commit) options_.before_commit();
   TERN_RETURN_IF_ERROR(job_ids_->advance(job_ids));
-  size_t start = 0;
-  for (size_t i = batch.size(); i-- > 0;) {
-    if (!batch[i].rewrite) continue;
+  // The newest rewrite's snapshot holds every change queued before it.
+  auto newest =
+      std::find_if(batch.rbegin(), batch.rend(), [](const Entry& e) { return e.rewrite; });
+  if (newest != batch.rend()) {
     spdlog::info("compacting journal: {} records -> {}", journal_->record_count(),
-                 batch[i].payloads.size());
-    TERN_RETURN_IF_ERROR(journal_->rewrite(batch[i].payloads));
-    start = i + 1;
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.rewrites;
-    break;
+                 newest->payloads.size());
+    TERN_RETURN_IF_ERROR(journal_->rewrite(newest->payloads));
+    ++done->rewrites;
   }
   std::vector<std::string> records;
-  for (size_t i = start; i < batch.size(); ++i) {
-    for (std::string& p : batch[i].payloads) records.push_back(std::move(p));
+  for (auto e = newest.base(); e != batch.end(); ++e) {
+    for (std::string& p : e->payloads) records.push_back(std::move(p));
   }
   if (records.empty()) return Status::ok();
   TERN_RETURN_IF_ERROR(journal_->append_batch(records));
-  std::lock_guard<std::mutex> lock(mu_);
-  ++stats_.commits;
-  stats_.records_written += records.size();
+  ++done->commits;
+  done->records_written += records.size();
   return Status::ok();
 }
 

@@ -80,7 +80,6 @@ class JournalWriter {
   // OK while every commit so far succeeded.
   Status health() const;
   JournalWriterStats stats() const;
-  const std::string& path() const { return journal_->path(); }
 
  private:
   struct Entry {
@@ -89,7 +88,8 @@ class JournalWriter {
   };
   Status enqueue_locked(Entry entry);
   void run();
-  Status commit(std::deque<Entry>& batch, uint64_t job_ids);
+  // Writes one batch (no lock held); counts what it wrote in *done.
+  Status commit(std::deque<Entry>& batch, uint64_t job_ids, JournalWriterStats* done);
 
   std::unique_ptr<Journal> journal_;        // the committer's alone after construction
   std::unique_ptr<HighWaterMark> job_ids_;  // likewise

@@ -182,11 +182,7 @@ Result<StepPlan> StragglerSync::plan(int64_t step, int rank, int world, const Pa
   }
   // Behind: the peers already decided this step without us.
   if (exchange_) {
-    auto arr = exchange_->arrivals(step);
-    bool decided =
-        coded() ? code->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
-    if (agree_ && rank != decider_) decided = arr.decisions.count(decider_) > 0;
-    if (decided) {
+    if (decided_without(exchange_->arrivals(step), code, rank)) {
       skip_ = true;
       plan.skip = true;
       ++skipped_;
@@ -259,15 +255,18 @@ Status StragglerSync::apply_sum(int64_t step, const std::vector<int>& senders,
   return Status::ok();
 }
 
+bool StragglerSync::decided_without(const ContributionExchange::Arrivals& arr,
+                                    const GradientCode* code, int rank) const {
+  if (agree_ && rank != decider_) return arr.decisions.count(decider_) > 0;
+  return code ? code->decodable(arr.computed) : (arr.decision.has_value() && rank != 0);
+}
+
 Status StragglerSync::decide_coded(int64_t step, std::vector<at::Tensor>& grads) {
   TERN_ASSIGN_OR_RETURN(const GradientCode* code, code_at(step));
   at::Tensor mine;
   if (!skip_) {
     mine = flatten_all(grads).to(at::kFloat).cpu();
-    auto arr = exchange_->arrivals(step);
-    bool decided = code->decodable(arr.computed);
-    if (agree_ && comm_.rank() != decider_) decided = arr.decisions.count(decider_) > 0;
-    if (decided) ++late_;
+    if (decided_without(exchange_->arrivals(step), code, comm_.rank())) ++late_;
   }
   TERN_RETURN_IF_ERROR(exchange_->contribute(step, mine));
   if (agree_) return decide_agreed(step, *code, grads);

@@ -76,6 +76,10 @@ class StragglerSync : public SyncStrategy {
     return mode_ == StragglerMode::kProportional || mode_ == StragglerMode::kCodedProportional;
   }
   Status update_speeds(int64_t step);
+  // Whether the step of `arr` was decided without `rank`: the decider's choice arrived (agreed
+  // decoding), enough contributions decode (`code`), or backup's leader decided.
+  bool decided_without(const ContributionExchange::Arrivals& arr, const GradientCode* code,
+                       int rank) const;
   Status decide_coded(int64_t step, std::vector<at::Tensor>& grads);
   Status decide_agreed(int64_t step, const GradientCode& code, std::vector<at::Tensor>& grads);
   Status decide_backup(int64_t step, std::vector<at::Tensor>& grads);
