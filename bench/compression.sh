@@ -9,8 +9,10 @@
 #   bench/compression.sh --models cnn --methods dense,dgc,powersgd2 --steps 234
 #   (powersgdRw: PowerSGD rank R after dense all-reduce for the first 10 % of steps, as
 #    PyTorch's PowerSGD hook recommends with start_powerSGD_iter; gradiveqK: GradiVeQ with K
-#    coefficients per 64-value slice, basis refreshed every 20 steps, no error feedback (its
-#    default, as in the paper); gradiveqKe: the same with error feedback)
+#    coefficients per slice of at most 64 values cut along each tensor's kernels, feature maps
+#    or rows (compress.slicing shaped), basis refreshed every 20 steps, no error feedback (its
+#    default, as in the paper); gradiveqKe: the same with error feedback; gradiveqKf:
+#    consecutive 64-value slices of the flat gradient, compress.slicing flat)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
 #   bench/compression.sh --set train.lr_schedule=cosine   # a job-spec override for every method (repeatable)
 #   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
@@ -74,6 +76,8 @@ for model in $models; do
         powersgd*) args+=(--set compress.method=powersgd --set compress.rank=${method#powersgd}) ;;
         gradiveq*e) k=${method#gradiveq}; k=${k%e}  # with error feedback (diverged on the CNN)
                     args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.error_feedback=true) ;;
+        gradiveq*f) k=${method#gradiveq}; k=${k%f}  # consecutive slices of 64 (compress.slicing flat)
+                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.slicing=flat) ;;
         gradiveq*) args+=(--set compress.method=gradiveq --set compress.basis_size=${method#gradiveq}) ;;
         fp16|int8|int4|topk) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;

@@ -212,6 +212,7 @@ void parse_compress(YamlMap m, CompressSpec* out) {
     m.error("block_size",
             "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
   }
+  get_spec_enum(m, "slicing", &out->slicing);
   m.get("slice_size", &out->slice_size, 2, 4096);
   m.get("basis_size", &out->basis_size, 1, 4096);
   m.get("refresh_every", &out->refresh_every, 1, kMaxInt);

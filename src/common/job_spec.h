@@ -204,6 +204,10 @@ struct CompressSpec {
   // GradiVeQ (compress/gradiveq.h): the gradient is cut into slices of slice_size values, each
   // sent as its basis_size coefficients in a PCA basis shared by all ranks; the basis is
   // recomputed every refresh_every compressed steps from the ranks' summed slice covariance.
+  // slicing shaped: slices follow each tensor's structure (a conv's kernels, a linear layer's
+  // input channel maps or rows; gradiveq.h), one basis per slice size; flat: consecutive values
+  // of the flattened gradient, one basis.
+  SliceLayout slicing = SliceLayout::kShaped;
   int64_t slice_size = 64;
   int64_t basis_size = 8;
   int64_t refresh_every = 20;

@@ -93,6 +93,7 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
     inner = std::make_unique<TopkCompressor>(*counting, o);
   } else if (c.method == CompressMethod::kGradiveq) {
     GradiVeqOptions o;
+    o.flat = c.slicing == SliceLayout::kFlat;
     o.slice_size = c.slice_size;
     o.basis_size = c.basis_size;
     o.refresh_every = c.refresh_every;

@@ -1,6 +1,7 @@
 #include "compress/gradiveq.h"
 
 #include <algorithm>
+#include <string>
 
 #include "comm/counting_communicator.h"
 
@@ -37,23 +38,79 @@ at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k) {
   return top.mul(signs).to(at::kFloat).contiguous();
 }
 
-// One step's reduction: per bucket the all-reduced payload (dense values or coefficients,
-// then the covariance when the bucket carries one). finalize() waits for every bucket and
-// turns carried covariances into the next bases (written into the compressor's state
-// tensors). Idempotent; called by finish() or by the next start(), whichever comes first.
+namespace {
+
+constexpr int64_t kMaxUnit = 1024;  // a larger kernel or map is sliced as plain values
+
+// The largest divisor of `count` not above `limit` (at least 1).
+int64_t largest_divisor(int64_t count, int64_t limit) {
+  for (int64_t j = std::min(count, limit); j > 1; --j) {
+    if (count % j == 0) return j;
+  }
+  return 1;
+}
+
+}  // namespace
+
+std::vector<int64_t> gradiveq_shaped_slices(const std::vector<std::vector<int64_t>>& shapes,
+                                            int64_t d, int64_t k) {
+  std::vector<int64_t> out;
+  int64_t conv_channels = 0;  // of the last multi-dimensional tensor, when it was a conv
+  for (const auto& shape : shapes) {
+    int64_t numel = 1;
+    for (int64_t s : shape) numel *= s;
+    if (shape.size() <= 1 || numel == 0) {
+      out.push_back(0);
+      continue;
+    }
+    const int64_t length = numel / shape[0];  // a row
+    int64_t unit = 1, count = length;
+    if (shape.size() >= 3) {
+      unit = length / shape[1];
+      count = shape[1];
+    } else if (conv_channels > 0 && length % conv_channels == 0 && length > conv_channels) {
+      unit = length / conv_channels;
+      count = conv_channels;
+    }
+    if (unit > kMaxUnit) {
+      unit = 1;
+      count = length;
+    }
+    int64_t slice = unit * largest_divisor(count, std::max<int64_t>(1, d / unit));
+    if (unit == 1 && 2 * slice < d) slice = d;  // no divisor near d: slices run across rows
+    out.push_back(slice > k ? slice : 0);
+    conv_channels = shape.size() >= 3 ? shape[0] : 0;
+  }
+  return out;
+}
+
+// One step's reduction. Per bucket one all-reduce of its payload: per slice group (tensors of
+// one slice size, or the dense ones) the group's values: raw (dense, or a group without a basis
+// yet, or before start_iter) or its m x k coefficients; then the d x d covariances of the groups
+// that carry one. finalize() waits for every bucket and turns carried covariances into the next
+// bases (written into the compressor's state tensors). Idempotent; called by finish() or by the
+// next start(), whichever comes first.
 struct GradiVeqCompressor::Round {
-  struct Bucket {
-    int64_t offset = 0;  // in the step's flat vector
+  struct Part {  // a range of the step's flat vector: one tensor, or (flat) a bucket
+    int64_t offset = 0;
     int64_t numel = 0;
+  };
+  struct Group {
+    int64_t d = 0;    // slice size; 0: always sent raw
+    std::string key;  // its basis' state name
+    std::vector<Part> parts;
     bool compressed = false;
-    at::Tensor basis;         // the basis this step encoded with (a private copy)
-    at::Tensor payload;       // reduced in place
-    int64_t coeff_numel = 0;  // payload values before the covariance
-    at::Tensor basis_state;   // defined when the bucket carries a covariance
+    at::Tensor basis;        // the basis this step encoded with (a private copy)
+    int64_t at = 0;          // its values' offset in the payload
+    int64_t cov_at = -1;     // its covariance's offset in the payload, when it carries one
+    at::Tensor basis_state;  // defined when the group carries a covariance
+  };
+  struct Bucket {
+    std::vector<Group> groups;
+    at::Tensor payload;  // reduced in place
     WorkPtr work;
   };
   Communicator* comm = nullptr;
-  int64_t d = 0;
   int64_t k = 0;
   int64_t* refreshes = nullptr;
   std::vector<Bucket> buckets;
@@ -70,16 +127,54 @@ struct GradiVeqCompressor::Round {
     }
     at::NoGradGuard no_grad;
     for (auto& b : buckets) {
-      if (!b.basis_state.defined()) continue;
-      at::Tensor cov = b.payload.narrow(0, b.coeff_numel, d * d).view({d, d});
-      b.basis_state.copy_(gradiveq_basis(cov, k));
-      ++*refreshes;
+      for (auto& g : b.groups) {
+        if (!g.basis_state.defined()) continue;
+        at::Tensor cov = b.payload.narrow(0, g.cov_at, g.d * g.d).view({g.d, g.d});
+        g.basis_state.copy_(gradiveq_basis(cov, k));
+        ++*refreshes;
+      }
     }
     return status;
   }
 };
 
 namespace {
+
+using Group = GradiVeqCompressor::Round::Group;
+
+int64_t rows_of(const Group& g, const GradiVeqCompressor::Round::Part& p) {
+  return (p.numel + g.d - 1) / g.d;
+}
+
+// The group's slices (each part zero-padded to whole slices): m x d.
+at::Tensor group_slices(const Group& g, const at::Tensor& x) {
+  std::vector<at::Tensor> s;
+  for (const auto& p : g.parts) s.push_back(gradiveq_slices(x.narrow(0, p.offset, p.numel), g.d));
+  return s.size() == 1 ? s[0] : at::cat(s);
+}
+
+int64_t raw_numel(const Group& g) {
+  int64_t n = 0;
+  for (const auto& p : g.parts) n += p.numel;
+  return n;
+}
+
+// Writes what the group's payload `values` stand for into `flat` at the parts' offsets.
+void decode_group(const Group& g, const at::Tensor& values, int64_t k, at::Tensor& flat) {
+  int64_t at_value = 0, row = 0;
+  for (const auto& p : g.parts) {
+    at::Tensor part;
+    if (g.compressed) {
+      const int64_t rows = rows_of(g, p);
+      part = gradiveq_decode(values.narrow(0, row * k, rows * k).view({rows, k}), g.basis, p.numel);
+      row += rows;
+    } else {
+      part = values.narrow(0, at_value, p.numel);
+      at_value += p.numel;
+    }
+    flat.narrow(0, p.offset, p.numel).copy_(part);
+  }
+}
 
 class GradiVeqPending : public PendingReduction {
  public:
@@ -98,13 +193,10 @@ class GradiVeqPending : public PendingReduction {
       at::NoGradGuard no_grad;
       at::Tensor flat = at::empty({total_}, at::kFloat);
       for (const auto& b : round_->buckets) {
-        at::Tensor part =
-            b.compressed
-                ? gradiveq_decode(b.payload.narrow(0, 0, b.coeff_numel).view({-1, round_->k}),
-                                  b.basis, b.numel)
-                : b.payload.narrow(0, 0, b.numel);
-        flat.narrow(0, b.offset, b.numel).copy_(part).div_(static_cast<double>(world_));
+        for (const auto& g : b.groups)
+          decode_group(g, b.payload.narrow(0, g.at, b.payload.numel() - g.at), round_->k, flat);
       }
+      flat.div_(static_cast<double>(world_));
       unflatten_parts(flat, out, idx_);
       return Status::ok();
     } catch (const std::exception& e) {
@@ -132,6 +224,49 @@ class GradiVeqPending : public PendingReduction {
 GradiVeqCompressor::GradiVeqCompressor(Communicator& comm, GradiVeqOptions options)
     : Compressor(comm, "gradiveq"), options_(std::move(options)) {}
 
+void GradiVeqCompressor::plan_layout(const std::vector<at::Tensor>& grads,
+                                     const std::vector<size_t>& idx, Round* round) const {
+  const int64_t d = options_.slice_size;
+  if (options_.flat) {
+    int64_t total = 0;
+    for (size_t i : idx) total += grads[i].numel();
+    const int64_t bucket = std::max(d, options_.bucket_numel / d * d);
+    for (int64_t off = 0, b = 0; off < total; off += bucket, ++b) {
+      Group g;
+      g.d = d;
+      g.key = "gradiveq/basis/" + std::to_string(b);
+      g.parts.push_back({off, std::min(bucket, total - off)});
+      round->buckets.emplace_back().groups.push_back(std::move(g));
+    }
+    return;
+  }
+  std::vector<std::vector<int64_t>> shapes;
+  for (size_t i : idx) shapes.push_back(grads[i].sizes().vec());
+  const std::vector<int64_t> sizes = gradiveq_shaped_slices(shapes, d, options_.basis_size);
+  int64_t off = 0, in_bucket = 0;
+  for (size_t j = 0; j < idx.size(); ++j) {
+    const int64_t n = grads[idx[j]].numel();
+    if (round->buckets.empty() || (in_bucket > 0 && in_bucket + n > options_.bucket_numel)) {
+      round->buckets.emplace_back();
+      in_bucket = 0;
+    }
+    auto& groups = round->buckets.back().groups;
+    auto it =
+        std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.d == sizes[j]; });
+    if (it == groups.end()) {
+      Group g;
+      g.d = sizes[j];
+      g.key =
+          "gradiveq/basis/" + std::to_string(round->buckets.size() - 1) + "/" + std::to_string(g.d);
+      groups.push_back(std::move(g));
+      it = groups.end() - 1;
+    }
+    it->parts.push_back({off, n});
+    off += n;
+    in_bucket += n;
+  }
+}
+
 std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at::Tensor>& grads,
                                                             int64_t) {
   // The previous step's covariance becomes this step's basis.
@@ -152,53 +287,64 @@ std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at
   if (!state_error().is_ok()) return failed_reduction(state_error());
   auto round = std::make_shared<Round>();
   round->comm = &comm_;
-  round->d = options_.slice_size;
   round->k = options_.basis_size;
   round->refreshes = &refreshes_;
   const int64_t total = f.x.defined() ? f.x.numel() : 0;
   if (total == 0) {
     return std::make_unique<GradiVeqPending>(round, f.idx, 0, comm_.size(), &stats_.compress_s);
   }
-  const int64_t d = options_.slice_size, k = options_.basis_size;
-  const int64_t bucket = std::max(d, options_.bucket_numel / d * d);
+  plan_layout(grads, f.idx, round.get());
+  const int64_t k = options_.basis_size;
   // Steps from now to the first compressed step (negative once compressing): the step before a
   // refresh carries the covariance.
   const int64_t next = it + 1 - options_.start_iter;
   at::Tensor residual = f.memories.empty() ? at::Tensor() : at::zeros_like(f.x);
-  int64_t b = 0;
-  for (int64_t off = 0; off < total; off += bucket, ++b) {
-    Round::Bucket bk;
-    bk.offset = off;
-    bk.numel = std::min(bucket, total - off);
-    at::Tensor xb = f.x.narrow(0, off, bk.numel);
-    at::Tensor& basis =
-        state_tensor("gradiveq/basis/" + std::to_string(b), at::zeros({d, k}, at::kFloat));
-    if (!state_error().is_ok()) return failed_reduction(state_error());
-    const bool has_basis = basis.abs().max().item<float>() > 0;
-    bk.compressed = it >= options_.start_iter && has_basis;
-    const bool carry = next >= 0 && (next % options_.refresh_every == 0 || !has_basis);
-    at::Tensor slices = gradiveq_slices(xb, d);
-    std::vector<at::Tensor> parts;
-    if (bk.compressed) {
-      bk.basis = basis.clone();
-      at::Tensor coeffs = gradiveq_encode(slices, bk.basis);
-      if (residual.defined()) {
-        residual.narrow(0, off, bk.numel).copy_(xb - gradiveq_decode(coeffs, bk.basis, bk.numel));
+  for (auto& bk : round->buckets) {
+    std::vector<at::Tensor> values, covs;
+    int64_t at_value = 0;
+    for (auto& g : bk.groups) {
+      g.at = at_value;
+      if (g.d == 0) {
+        for (const auto& p : g.parts) values.push_back(f.x.narrow(0, p.offset, p.numel));
+        at_value += raw_numel(g);
+        continue;
       }
-      parts.push_back(coeffs.reshape({-1}));
-    } else {
-      parts.push_back(xb);  // everything sent: the memory of this bucket becomes zero
+      at::Tensor& basis = state_tensor(g.key, at::zeros({g.d, k}, at::kFloat));
+      if (!state_error().is_ok()) return failed_reduction(state_error());
+      const bool has_basis = basis.abs().max().item<float>() > 0;
+      g.compressed = it >= options_.start_iter && has_basis;
+      at::Tensor slices = group_slices(g, f.x);
+      if (g.compressed) {
+        g.basis = basis.clone();
+        at::Tensor coeffs = gradiveq_encode(slices, g.basis);
+        if (residual.defined()) {
+          decode_group(g, coeffs.reshape({-1}), k, residual);  // what is sent, then x - that
+          for (const auto& p : g.parts) {
+            at::Tensor r = residual.narrow(0, p.offset, p.numel);
+            r.copy_(f.x.narrow(0, p.offset, p.numel) - r);
+          }
+        }
+        values.push_back(coeffs.reshape({-1}));
+        at_value += coeffs.numel();
+      } else {  // everything sent: the memory of these tensors becomes zero
+        for (const auto& p : g.parts) values.push_back(f.x.narrow(0, p.offset, p.numel));
+        at_value += raw_numel(g);
+      }
+      if (next >= 0 && (next % options_.refresh_every == 0 || !has_basis)) {
+        covs.push_back(gradiveq_covariance(slices).reshape({-1}));
+        g.basis_state = basis;
+        round->carries = true;
+      }
     }
-    bk.coeff_numel = parts[0].numel();
-    if (carry) {
-      parts.push_back(gradiveq_covariance(slices).reshape({-1}));
-      bk.basis_state = basis;
-      round->carries = true;
+    for (auto& g : bk.groups) {
+      if (!g.basis_state.defined()) continue;
+      g.cov_at = at_value;
+      at_value += g.d * g.d;
     }
-    bk.payload = parts.size() == 1 ? parts[0].contiguous() : at::cat(parts);
+    values.insert(values.end(), covs.begin(), covs.end());
+    bk.payload = at::cat(values);  // a copy: the all-reduce works in place
     std::vector<at::Tensor> v{bk.payload};
     bk.work = comm_.all_reduce(v, ReduceOp::kSum);
-    round->buckets.push_back(std::move(bk));
   }
   if (residual.defined()) store_residual(f, residual);
   if (round->carries) last_ = round;

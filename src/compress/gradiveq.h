@@ -5,6 +5,20 @@
 // so the ranks' coefficients are summed by a plain (ring) all-reduce and decoded once:
 // mean = (sum_r X_r U) Uᵀ / N.
 //
+// Slicing (compress.slicing). shaped (the default): slices follow each tensor's structure, so
+// that the same position in two slices means the same thing (the paper's observation is about
+// such slices; consecutive values cut at arbitrary offsets correlate far less; bench/results/
+// compression-cnn-gradiveq-shaped.md). A slice is j whole units, j the largest divisor of the
+// tensor's unit count with j * unit <= d (one unit when a unit alone is larger than d):
+//   conv kernel (out, in, kh, kw, ...): unit kh*kw*..., count in (one kernel per unit);
+//   matrix (out, L) after a conv of C output channels with C | L (the flatten of C feature
+//   maps): unit L / C, count C (for the Fashion-MNIST CNN's fc1: 7x7 maps, 49 values);
+//   other matrix: unit 1, count L (slices never cross rows), unless L has no divisor in
+//   [d/2, d]: then slices of d run across rows;
+//   vectors (biases, norms) and tensors whose slice would not exceed k: sent dense.
+// One basis per slice size (per bucket); buckets are whole tensors. flat: the flattened
+// gradient in consecutive slices of d values (the last one zero-padded), one basis per bucket.
+//
 // Basis: the top-k eigenvectors of the slice covariance sum_r X_rᵀ X_r of a recent step. Every
 // refresh_every compressed steps (and on the last dense step) the ranks append their local
 // d x d covariance to that step's all-reduce, so the sum is bit-identical on every rank and so
@@ -17,13 +31,15 @@
 // gradient) one basis and one all-reduce, issued as soon as that bucket is encoded, so the
 // next bucket's encoding overlaps its communication.
 //
-// State ("gradiveq/iter", "gradiveq/basis/<bucket>", "gradiveq/e/<tensor index>") is in
+// State ("gradiveq/iter", "gradiveq/basis/<bucket>" (flat) or "gradiveq/basis/<bucket>/<slice
+// size>" (shaped), "gradiveq/e/<tensor index>") is in
 // Compressor::state() for checkpoints. Trainer-loop thread only (Compressor's contract).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <vector>
 
 #include "compress/compressor.h"
 
@@ -42,8 +58,13 @@ at::Tensor gradiveq_covariance(const at::Tensor& slices);
 // in float64), largest eigenvalue first, each column's largest-magnitude entry positive, so
 // equal inputs give equal bits.
 at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k);
+// compress.slicing shaped: each tensor's slice size (0: sent dense) for gradients of `shapes`
+// in model order, slice size d, basis size k (the rules above).
+std::vector<int64_t> gradiveq_shaped_slices(const std::vector<std::vector<int64_t>>& shapes,
+                                            int64_t d, int64_t k);
 
 struct GradiVeqOptions {
+  bool flat = false;           // compress.slicing flat (else shaped)
   int64_t slice_size = 64;     // d
   int64_t basis_size = 8;      // k < d
   int64_t refresh_every = 20;  // compressed steps between basis refreshes
@@ -66,6 +87,9 @@ class GradiVeqCompressor : public Compressor {
   struct Round;
 
  private:
+  // The step's buckets and their slice groups (payload layout, state keys), from the shapes.
+  void plan_layout(const std::vector<at::Tensor>& grads, const std::vector<size_t>& idx,
+                   Round* round) const;
   GradiVeqOptions options_;
   std::shared_ptr<Round> last_;  // the previous step's reduction, while it may carry a covariance
   int64_t refreshes_ = 0;

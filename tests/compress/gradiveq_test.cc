@@ -81,6 +81,7 @@ std::vector<at::Tensor> split(const at::Tensor& flat) {
 
 GradiVeqOptions small_options(bool error_feedback) {
   GradiVeqOptions o;
+  o.flat = true;
   o.slice_size = 16;
   o.basis_size = 3;
   o.refresh_every = 3;
@@ -240,6 +241,131 @@ TEST(GradiVeqCompressor, DelayedFinishGivesTheSameResults) {
           at::equal(at::cat({out[0].reshape({-1}), out[1]}), want[static_cast<size_t>(step)]))
           << step;
     }
+  });
+}
+
+TEST(GradiVeqShaped, SlicesFollowKernelsFeatureMapsAndRows) {
+  // The Fashion-MNIST CNN: conv1 (kernels of 25), conv2 (two 25-kernels per slice of <= 64),
+  // fc1 after conv2's 64 channels (7x7 maps: 49), fc2 (rows of 512: 64); biases dense.
+  EXPECT_EQ(
+      gradiveq_shaped_slices(
+          {{32, 1, 5, 5}, {32}, {64, 32, 5, 5}, {64}, {512, 3136}, {512}, {10, 512}, {10}}, 64, 2),
+      (std::vector<int64_t>{25, 0, 50, 0, 49, 0, 64, 0}));
+  // The MLP's first layer: rows of 784 = 28 x 28, largest divisor <= 64 is 56 (two image rows).
+  EXPECT_EQ(gradiveq_shaped_slices({{512, 784}}, 64, 8), (std::vector<int64_t>{56}));
+  // A prime row length: no divisor near d, slices run across rows.
+  EXPECT_EQ(gradiveq_shaped_slices({{10, 97}}, 64, 8), (std::vector<int64_t>{64}));
+  // 1x1 convolutions: a kernel is one value; 32 input channels per slice.
+  EXPECT_EQ(gradiveq_shaped_slices({{64, 32, 1, 1}}, 64, 8), (std::vector<int64_t>{32}));
+  // A kernel larger than d is one slice; a linear layer after global pooling (L == C) is
+  // plain values, its short rows 8 to a slice of 64.
+  EXPECT_EQ(gradiveq_shaped_slices({{8, 3, 11, 11}, {16, 8}}, 64, 8),
+            (std::vector<int64_t>{121, 64}));
+  // A slice that would not exceed k is sent dense (3x3 kernels with k = 9, one input channel).
+  EXPECT_EQ(gradiveq_shaped_slices({{4, 1, 3, 3}, {0, 5}}, 64, 9), (std::vector<int64_t>{0, 0}));
+  // Feature maps larger than 1024 values: the matrix is sliced as plain rows.
+  EXPECT_EQ(gradiveq_shaped_slices({{4, 2, 3, 3}, {10, 4 * 48 * 48}}, 64, 8),
+            (std::vector<int64_t>{18, 64}));
+}
+
+// A conv (6 x 2 x 4 x 4: one 16-kernel per slice), its bias (dense) and a matrix after it
+// (3 x 24 = six 4-value maps: slices of three maps, 12 values): two slice groups.
+const std::vector<std::vector<int64_t>> kShapedModel = {{6, 2, 4, 4}, {6}, {3, 24}};
+
+std::vector<at::Tensor> shaped_grads(const at::Tensor& sub16, const at::Tensor& sub12,
+                                     uint64_t seed) {
+  return {slices_in(sub16, 12, seed).reshape({6, 2, 4, 4}), at::randn({6}, gen_for(seed + 1)),
+          slices_in(sub12, 6, seed + 2).reshape({3, 24})};
+}
+
+std::vector<at::Tensor> zeros_like_all(const std::vector<at::Tensor>& g) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : g) out.push_back(at::zeros_like(t));
+  return out;
+}
+
+at::Tensor flat_of(const std::vector<at::Tensor>& g) {
+  std::vector<at::Tensor> f;
+  for (const auto& t : g) f.push_back(t.reshape({-1}));
+  return at::cat(f);
+}
+
+TEST(GradiVeqShaped, EachSliceGroupHasItsBasisAndReconstructsItsSubspaceOnEveryRank) {
+  ASSERT_EQ(gradiveq_shaped_slices(kShapedModel, 16, 3), (std::vector<int64_t>{16, 0, 12}));
+  const int world = 3;
+  const at::Tensor sub16 = random_subspace(16, 3, 21), sub12 = random_subspace(12, 3, 22);
+  std::mutex mu;
+  std::vector<std::vector<at::Tensor>> outputs(world);
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqOptions o;
+    o.slice_size = 16;
+    o.basis_size = 3;
+    o.refresh_every = 2;
+    o.start_iter = 1;
+    o.error_feedback = false;
+    GradiVeqCompressor c(*comm, o);
+    std::vector<at::Tensor> mine;
+    for (int64_t step = 0; step < 5; ++step) {
+      auto g = shaped_grads(sub16, sub12, 100 * static_cast<uint64_t>(rank) + 10 * step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      std::vector<at::Tensor> avg{flat_of(g)};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      avg[0].div_(world);
+      EXPECT_LE((flat_of(out) - avg[0]).abs().max().item<double>(), 1e-4)
+          << "rank " << rank << " step " << step;
+      mine.push_back(flat_of(out));
+    }
+    EXPECT_EQ(c.refreshes(), 2 * 3);  // 2 groups x covariances of steps 0, 2, 4
+    std::vector<std::string> names;
+    for (auto& [name, t] : c.state()) names.push_back(name);
+    EXPECT_EQ(names, (std::vector<std::string>{"gradiveq/basis/0/12", "gradiveq/basis/0/16",
+                                               "gradiveq/iter"}));
+    std::lock_guard<std::mutex> lock(mu);
+    outputs[static_cast<size_t>(rank)] = mine;
+  });
+  for (int r = 1; r < world; ++r) {
+    for (size_t i = 0; i < outputs[0].size(); ++i) {
+      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i])) << r << " " << i;
+    }
+  }
+}
+
+TEST(GradiVeqShaped, LinearCompressedSumAndErrorFeedbackKeepEverything) {
+  // Generic gradients: what the all-reduce sums is the encoding of the summed slices (checked
+  // through the decoded mean against the basis' projection of the dense mean), and applied plus
+  // the mean memory equals the dense sum over steps.
+  const int world = 2;
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqOptions o;
+    o.slice_size = 16;
+    o.basis_size = 3;
+    o.refresh_every = 1;
+    o.start_iter = 1;
+    o.error_feedback = true;
+    GradiVeqCompressor c(*comm, o);
+    at::Tensor applied, dense;
+    for (int64_t step = 0; step < 6; ++step) {
+      auto gen = gen_for(500 + 10 * static_cast<uint64_t>(rank) + step);
+      std::vector<at::Tensor> g{at::randn({6, 2, 4, 4}, gen), at::randn({6}, gen),
+                                at::randn({3, 24}, gen)};
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      std::vector<at::Tensor> avg{flat_of(g)};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      applied = step == 0 ? flat_of(out) : applied + flat_of(out);
+      dense = step == 0 ? avg[0] / world : dense + avg[0] / world;
+    }
+    std::vector<at::Tensor> mem;
+    for (auto& [name, t] : c.state()) {
+      if (name.rfind("gradiveq/e/", 0) == 0) mem.push_back(t.reshape({-1}));
+    }
+    ASSERT_EQ(mem.size(), 3u);
+    std::vector<at::Tensor> m{at::cat(mem)};
+    ASSERT_TRUE(all_reduce_sync(*comm, m).is_ok());
+    EXPECT_TRUE(at::allclose(applied + m[0] / world, dense, 1e-4, 1e-4))
+        << (applied + m[0] / world - dense).abs().max().item<double>();
+    EXPECT_GT(m[0].abs().max().item<double>(), 0.1) << "a 3-of-16 basis must leave something out";
   });
 }
 
