@@ -215,7 +215,7 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   get_spec_enum(m, "slicing", &out->slicing);
   m.get("slice_size", &out->slice_size, 2, 4096);
   m.get("basis_size", &out->basis_size, 1, 4096);
-  m.get("refresh_every", &out->refresh_every, 1, kMaxInt);
+  m.get("refresh_every", &out->refresh_every, 0, kMaxInt);
   m.get("rank", &out->rank, 1, 1024);
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);

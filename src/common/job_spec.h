@@ -203,7 +203,8 @@ struct CompressSpec {
   int64_t block_size = 64;
   // GradiVeQ (compress/gradiveq.h): the gradient is cut into slices of slice_size values, each
   // sent as its basis_size coefficients in a PCA basis shared by all ranks; the basis is
-  // recomputed every refresh_every compressed steps from the ranks' summed slice covariance.
+  // recomputed every refresh_every compressed steps from the ranks' summed slice covariance
+  // (0: every step from its own, one extra d x d all-reduce round per step).
   // slicing shaped: slices follow each tensor's structure (a conv's kernels, a linear layer's
   // input channel maps or rows; gradiveq.h), one basis per slice size; flat: consecutive values
   // of the flattened gradient, one basis.

@@ -267,6 +267,33 @@ void GradiVeqCompressor::plan_layout(const std::vector<at::Tensor>& grads,
   }
 }
 
+Status GradiVeqCompressor::fresh_bases(const Round& round,
+                                       const std::vector<std::vector<at::Tensor>>& slices) {
+  std::vector<at::Tensor> covs;
+  for (size_t b = 0; b < round.buckets.size(); ++b) {
+    for (size_t j = 0; j < round.buckets[b].groups.size(); ++j) {
+      if (slices[b][j].defined()) covs.push_back(gradiveq_covariance(slices[b][j]).reshape({-1}));
+    }
+  }
+  if (covs.empty()) return Status::ok();
+  std::vector<at::Tensor> sum{at::cat(covs)};
+  TERN_RETURN_IF_ERROR(
+      all_reduce_sync(comm_, sum).with_context("GradiVeQ: this step's slice covariances"));
+  int64_t at = 0;
+  for (const auto& bk : round.buckets) {
+    for (const auto& g : bk.groups) {
+      if (g.d == 0) continue;
+      at::Tensor cov = sum[0].narrow(0, at, g.d * g.d).view({g.d, g.d});
+      at += g.d * g.d;
+      state_tensor(g.key, at::zeros({g.d, options_.basis_size}, at::kFloat))
+          .copy_(gradiveq_basis(cov, options_.basis_size));
+      TERN_RETURN_IF_ERROR(state_error());
+      ++refreshes_;
+    }
+  }
+  return Status::ok();
+}
+
 std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at::Tensor>& grads,
                                                             int64_t) {
   // The previous step's covariance becomes this step's basis.
@@ -298,11 +325,23 @@ std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at
   // Steps from now to the first compressed step (negative once compressing): the step before a
   // refresh carries the covariance.
   const int64_t next = it + 1 - options_.start_iter;
+  std::vector<std::vector<at::Tensor>> slices;  // per bucket and group (empty: dense group)
+  for (const auto& bk : round->buckets) {
+    auto& s = slices.emplace_back();
+    for (const auto& g : bk.groups) s.push_back(g.d > 0 ? group_slices(g, f.x) : at::Tensor());
+  }
+  const bool fresh = options_.refresh_every == 0;
+  if (fresh && it >= options_.start_iter) {
+    Status s = fresh_bases(*round, slices);
+    if (!s.is_ok()) return failed_reduction(s);
+  }
   at::Tensor residual = f.memories.empty() ? at::Tensor() : at::zeros_like(f.x);
-  for (auto& bk : round->buckets) {
+  for (size_t b = 0; b < round->buckets.size(); ++b) {
+    auto& bk = round->buckets[b];
     std::vector<at::Tensor> values, covs;
     int64_t at_value = 0;
-    for (auto& g : bk.groups) {
+    for (size_t j = 0; j < bk.groups.size(); ++j) {
+      auto& g = bk.groups[j];
       g.at = at_value;
       if (g.d == 0) {
         for (const auto& p : g.parts) values.push_back(f.x.narrow(0, p.offset, p.numel));
@@ -313,10 +352,10 @@ std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at
       if (!state_error().is_ok()) return failed_reduction(state_error());
       const bool has_basis = basis.abs().max().item<float>() > 0;
       g.compressed = it >= options_.start_iter && has_basis;
-      at::Tensor slices = group_slices(g, f.x);
+      const at::Tensor& group = slices[b][j];
       if (g.compressed) {
         g.basis = basis.clone();
-        at::Tensor coeffs = gradiveq_encode(slices, g.basis);
+        at::Tensor coeffs = gradiveq_encode(group, g.basis);
         if (residual.defined()) {
           decode_group(g, coeffs.reshape({-1}), k, residual);  // what is sent, then x - that
           for (const auto& p : g.parts) {
@@ -330,8 +369,8 @@ std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at
         for (const auto& p : g.parts) values.push_back(f.x.narrow(0, p.offset, p.numel));
         at_value += raw_numel(g);
       }
-      if (next >= 0 && (next % options_.refresh_every == 0 || !has_basis)) {
-        covs.push_back(gradiveq_covariance(slices).reshape({-1}));
+      if (!fresh && next >= 0 && (next % options_.refresh_every == 0 || !has_basis)) {
+        covs.push_back(gradiveq_covariance(group).reshape({-1}));
         g.basis_state = basis;
         round->carries = true;
       }

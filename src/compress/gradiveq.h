@@ -24,7 +24,11 @@
 // d x d covariance to that step's all-reduce, so the sum is bit-identical on every rank and so
 // is the basis computed from it (float64 eigh, deterministic sign), which the next step uses.
 // The covariance is of x = g + e, so directions that error feedback has been holding back
-// enter the next basis.
+// enter the next basis. refresh_every 0: each step's basis comes from that step's own summed
+// covariance, all-reduced first (a blocking d x d round before the coefficients', as PowerSGD's
+// P round), so what error feedback holds back is sent as soon as it dominates; with a basis
+// one step old or more the memory outside it grows in bursts and the CNN diverged
+// (bench/results/compression-cnn-gradiveq-shaped.md).
 //
 // Error feedback stays in gradient space: e = x − decode(encode(x)), whatever basis a step
 // used; a basis change never reinterprets the memory. Per bucket (sync.bucket_mb of the flat
@@ -67,7 +71,8 @@ struct GradiVeqOptions {
   bool flat = false;           // compress.slicing flat (else shaped)
   int64_t slice_size = 64;     // d
   int64_t basis_size = 8;      // k < d
-  int64_t refresh_every = 20;  // compressed steps between basis refreshes
+  int64_t refresh_every = 20;  // compressed steps between basis refreshes; 0: every step from
+                               // its own covariance (two rounds per step, as PowerSGD)
   int64_t start_iter = 10;     // dense all-reduce before (>= 1: the first basis needs one)
   int64_t bucket_numel = int64_t{25} << 18;  // values per bucket (sync.bucket_mb)
   bool error_feedback = true;
@@ -90,6 +95,9 @@ class GradiVeqCompressor : public Compressor {
   // The step's buckets and their slice groups (payload layout, state keys), from the shapes.
   void plan_layout(const std::vector<at::Tensor>& grads, const std::vector<size_t>& idx,
                    Round* round) const;
+  // refresh_every 0: every group's basis from this step's summed covariance (one blocking
+  // all-reduce of the d x d covariances, before the coefficients').
+  Status fresh_bases(const Round& round, const std::vector<std::vector<at::Tensor>>& slices);
   GradiVeqOptions options_;
   std::shared_ptr<Round> last_;  // the previous step's reduction, while it may carry a covariance
   int64_t refreshes_ = 0;

@@ -428,12 +428,20 @@ TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
                "basis_size must be < slice_size (16)");
   expect_names({"compress.method=gradiveq", "compress.start_iter=0"},
                "start_iter must be >= 1 for method gradiveq");
-  expect_names({"compress.method=gradiveq", "compress.refresh_every=0"},
-               "compress.refresh_every must be >= 1");
+  expect_names({"compress.method=gradiveq", "compress.refresh_every=-1"},
+               "compress.refresh_every must be >= 0");
   expect_names({"compress.method=gradiveq", "compress.slice_size=1"},
                "compress.slice_size must be >= 2");
   expect_names({"compress.method=gradiveq", "compress.basis_size=0"},
                "compress.basis_size must be >= 1");
+  expect_names({"compress.method=gradiveq", "compress.slicing=kernels"}, "compress.slicing");
+  for (const char* slicing : {"shaped", "flat"}) {
+    EXPECT_TRUE(
+        load_job_spec_text(kGood, "job.yaml",
+                           {"compress.method=gradiveq", std::string("compress.slicing=") + slicing})
+            .is_ok())
+        << slicing;
+  }
   EXPECT_TRUE(load_job_spec_text(
                   kGood, "job.yaml",
                   {"compress.method=gradiveq", "compress.error_feedback=true",

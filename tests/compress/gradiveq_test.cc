@@ -369,5 +369,39 @@ TEST(GradiVeqShaped, LinearCompressedSumAndErrorFeedbackKeepEverything) {
   });
 }
 
+TEST(GradiVeqShaped, RefreshEveryZeroEncodesEachStepInItsOwnBasis) {
+  // The subspace changes at step 3: with the step's own covariance there is no stale step, and
+  // error feedback's memory is orthogonal to the basis that step used (the one in the state).
+  const int world = 2;
+  const at::Tensor a16 = random_subspace(16, 3, 31), a12 = random_subspace(12, 3, 32);
+  const at::Tensor b16 = random_subspace(16, 3, 33), b12 = random_subspace(12, 3, 34);
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqOptions o;
+    o.slice_size = 16;
+    o.basis_size = 3;
+    o.refresh_every = 0;
+    o.start_iter = 1;
+    o.error_feedback = true;
+    GradiVeqCompressor c(*comm, o);
+    for (int64_t step = 0; step < 6; ++step) {
+      const bool b = step >= 3;
+      auto g = shaped_grads(b ? b16 : a16, b ? b12 : a12, 40 * static_cast<uint64_t>(rank) + step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      std::vector<at::Tensor> avg{flat_of(g)};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      EXPECT_LE((flat_of(out) - avg[0] / world).abs().max().item<double>(), 1e-4)
+          << "rank " << rank << " step " << step;
+      std::map<std::string, at::Tensor> st;
+      for (auto& [name, t] : c.state()) st[name] = t;
+      if (step == 0) continue;
+      at::Tensor conv_memory = st.at("gradiveq/e/0").reshape({-1, 16});
+      EXPECT_LE(at::matmul(conv_memory, st.at("gradiveq/basis/0/16")).abs().max().item<double>(),
+                1e-4);
+    }
+    EXPECT_EQ(c.refreshes(), 2 * 5);  // both groups, steps 1-5
+  });
+}
+
 }  // namespace
 }  // namespace tern
