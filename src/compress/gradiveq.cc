@@ -294,6 +294,62 @@ Status GradiVeqCompressor::fresh_bases(const Round& round,
   return Status::ok();
 }
 
+Status GradiVeqCompressor::encode_bucket(Round& round, size_t bucket,
+                                         const std::vector<at::Tensor>& slices, const at::Tensor& x,
+                                         at::Tensor& residual, int64_t it) {
+  Round::Bucket& bk = round.buckets[bucket];
+  const int64_t k = options_.basis_size;
+  // Steps from now to the first compressed step (negative once compressing): the step before a
+  // refresh carries the covariance.
+  const int64_t next = it + 1 - options_.start_iter;
+  std::vector<at::Tensor> values, covs;
+  int64_t at_value = 0;
+  for (size_t j = 0; j < bk.groups.size(); ++j) {
+    auto& g = bk.groups[j];
+    g.at = at_value;
+    at::Tensor basis;  // the state tensor (shares its storage)
+    bool has_basis = false;
+    if (g.d > 0) {
+      basis = state_tensor(g.key, at::zeros({g.d, k}, at::kFloat));
+      TERN_RETURN_IF_ERROR(state_error());
+      has_basis = basis.abs().max().item<float>() > 0;
+      g.compressed = it >= options_.start_iter && has_basis;
+    }
+    if (g.compressed) {
+      g.basis = basis.clone();
+      at::Tensor coeffs = gradiveq_encode(slices[j], g.basis);
+      if (residual.defined()) {
+        decode_group(g, coeffs.reshape({-1}), k, residual);  // what is sent, then x - that
+        for (const auto& p : g.parts) {
+          at::Tensor r = residual.narrow(0, p.offset, p.numel);
+          r.copy_(x.narrow(0, p.offset, p.numel) - r);
+        }
+      }
+      values.push_back(coeffs.reshape({-1}));
+      at_value += coeffs.numel();
+    } else {  // raw: everything sent, the memory of these tensors becomes zero
+      for (const auto& p : g.parts) values.push_back(x.narrow(0, p.offset, p.numel));
+      at_value += raw_numel(g);
+    }
+    if (g.d > 0 && options_.refresh_every > 0 && next >= 0 &&
+        (next % options_.refresh_every == 0 || !has_basis)) {
+      covs.push_back(gradiveq_covariance(slices[j]).reshape({-1}));
+      g.basis_state = basis;
+      round.carries = true;
+    }
+  }
+  for (auto& g : bk.groups) {
+    if (!g.basis_state.defined()) continue;
+    g.cov_at = at_value;
+    at_value += g.d * g.d;
+  }
+  values.insert(values.end(), covs.begin(), covs.end());
+  bk.payload = at::cat(values);  // a copy: the all-reduce works in place
+  std::vector<at::Tensor> v{bk.payload};
+  bk.work = comm_.all_reduce(v, ReduceOp::kSum);
+  return Status::ok();
+}
+
 std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at::Tensor>& grads,
                                                             int64_t) {
   // The previous step's covariance becomes this step's basis.
@@ -321,69 +377,19 @@ std::unique_ptr<PendingReduction> GradiVeqCompressor::start(const std::vector<at
     return std::make_unique<GradiVeqPending>(round, f.idx, 0, comm_.size(), &stats_.compress_s);
   }
   plan_layout(grads, f.idx, round.get());
-  const int64_t k = options_.basis_size;
-  // Steps from now to the first compressed step (negative once compressing): the step before a
-  // refresh carries the covariance.
-  const int64_t next = it + 1 - options_.start_iter;
   std::vector<std::vector<at::Tensor>> slices;  // per bucket and group (empty: dense group)
   for (const auto& bk : round->buckets) {
     auto& s = slices.emplace_back();
     for (const auto& g : bk.groups) s.push_back(g.d > 0 ? group_slices(g, f.x) : at::Tensor());
   }
-  const bool fresh = options_.refresh_every == 0;
-  if (fresh && it >= options_.start_iter) {
+  if (options_.refresh_every == 0 && it >= options_.start_iter) {
     Status s = fresh_bases(*round, slices);
     if (!s.is_ok()) return failed_reduction(s);
   }
   at::Tensor residual = f.memories.empty() ? at::Tensor() : at::zeros_like(f.x);
   for (size_t b = 0; b < round->buckets.size(); ++b) {
-    auto& bk = round->buckets[b];
-    std::vector<at::Tensor> values, covs;
-    int64_t at_value = 0;
-    for (size_t j = 0; j < bk.groups.size(); ++j) {
-      auto& g = bk.groups[j];
-      g.at = at_value;
-      if (g.d == 0) {
-        for (const auto& p : g.parts) values.push_back(f.x.narrow(0, p.offset, p.numel));
-        at_value += raw_numel(g);
-        continue;
-      }
-      at::Tensor& basis = state_tensor(g.key, at::zeros({g.d, k}, at::kFloat));
-      if (!state_error().is_ok()) return failed_reduction(state_error());
-      const bool has_basis = basis.abs().max().item<float>() > 0;
-      g.compressed = it >= options_.start_iter && has_basis;
-      const at::Tensor& group = slices[b][j];
-      if (g.compressed) {
-        g.basis = basis.clone();
-        at::Tensor coeffs = gradiveq_encode(group, g.basis);
-        if (residual.defined()) {
-          decode_group(g, coeffs.reshape({-1}), k, residual);  // what is sent, then x - that
-          for (const auto& p : g.parts) {
-            at::Tensor r = residual.narrow(0, p.offset, p.numel);
-            r.copy_(f.x.narrow(0, p.offset, p.numel) - r);
-          }
-        }
-        values.push_back(coeffs.reshape({-1}));
-        at_value += coeffs.numel();
-      } else {  // everything sent: the memory of these tensors becomes zero
-        for (const auto& p : g.parts) values.push_back(f.x.narrow(0, p.offset, p.numel));
-        at_value += raw_numel(g);
-      }
-      if (!fresh && next >= 0 && (next % options_.refresh_every == 0 || !has_basis)) {
-        covs.push_back(gradiveq_covariance(group).reshape({-1}));
-        g.basis_state = basis;
-        round->carries = true;
-      }
-    }
-    for (auto& g : bk.groups) {
-      if (!g.basis_state.defined()) continue;
-      g.cov_at = at_value;
-      at_value += g.d * g.d;
-    }
-    values.insert(values.end(), covs.begin(), covs.end());
-    bk.payload = at::cat(values);  // a copy: the all-reduce works in place
-    std::vector<at::Tensor> v{bk.payload};
-    bk.work = comm_.all_reduce(v, ReduceOp::kSum);
+    Status s = encode_bucket(*round, b, slices[b], f.x, residual, it);
+    if (!s.is_ok()) return failed_reduction(s);
   }
   if (residual.defined()) store_residual(f, residual);
   if (round->carries) last_ = round;

@@ -98,6 +98,10 @@ class GradiVeqCompressor : public Compressor {
   // refresh_every 0: every group's basis from this step's summed covariance (one blocking
   // all-reduce of the d x d covariances, before the coefficients').
   Status fresh_bases(const Round& round, const std::vector<std::vector<at::Tensor>>& slices);
+  // Bucket `bucket`'s payload (per group raw values or coefficients, then carried covariances), its
+  // error-feedback residual (into `residual`, laid out as x), and its all-reduce, issued.
+  Status encode_bucket(Round& round, size_t bucket, const std::vector<at::Tensor>& slices,
+                       const at::Tensor& x, at::Tensor& residual, int64_t it);
   GradiVeqOptions options_;
   std::shared_ptr<Round> last_;  // the previous step's reduction, while it may carry a covariance
   int64_t refreshes_ = 0;
