@@ -220,10 +220,11 @@ void parse_compress(YamlMap m, CompressSpec* out) {
   m.get("start_iter", &out->start_iter, 0, kMaxInt);
   m.get("min_compression_rate", &out->min_compression_rate, 1.0, 1e9);
   m.get("error_feedback", &out->error_feedback);
-  // GradiVeQ without error feedback unless asked: with it, the memory outside the basis grows
-  // between refreshes and the CNN diverged (bench/results/compression-cnn-gradiveq.md).
+  // GradiVeQ: error feedback by default only with each step's own basis (refresh_every 0, the
+  // default); with a periodic basis the memory outside it grows between refreshes and the CNN
+  // diverged (docs/algorithms.md §4.5), so a periodic basis runs without it unless asked.
   if (out->method == CompressMethod::kGradiveq && !m.has("error_feedback"))
-    out->error_feedback = false;
+    out->error_feedback = out->refresh_every == 0;
   m.finish();
 }
 

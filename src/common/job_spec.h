@@ -204,14 +204,14 @@ struct CompressSpec {
   // GradiVeQ (compress/gradiveq.h): the gradient is cut into slices of slice_size values, each
   // sent as its basis_size coefficients in a PCA basis shared by all ranks; the basis is
   // recomputed every refresh_every compressed steps from the ranks' summed slice covariance
-  // (0: every step from its own, one extra d x d all-reduce round per step).
+  // (0, the default: every step from its own, one extra d x d all-reduce round per step).
   // slicing shaped: slices follow each tensor's structure (a conv's kernels, a linear layer's
   // input channel maps or rows; gradiveq.h), one basis per slice size; flat: consecutive values
   // of the flattened gradient, one basis.
   SliceLayout slicing = SliceLayout::kShaped;
   int64_t slice_size = 64;
   int64_t basis_size = 8;
-  int64_t refresh_every = 20;
+  int64_t refresh_every = 0;
   // PowerSGD (and GradiVeQ: dense all-reduce before start_iter; GradiVeQ needs >= 1)
   int64_t rank = 2;
   int64_t start_iter = 10;

@@ -68,12 +68,12 @@ std::vector<int64_t> gradiveq_shaped_slices(const std::vector<std::vector<int64_
                                             int64_t d, int64_t k);
 
 struct GradiVeqOptions {
-  bool flat = false;           // compress.slicing flat (else shaped)
-  int64_t slice_size = 64;     // d
-  int64_t basis_size = 8;      // k < d
-  int64_t refresh_every = 20;  // compressed steps between basis refreshes; 0: every step from
-                               // its own covariance (two rounds per step, as PowerSGD)
-  int64_t start_iter = 10;     // dense all-reduce before (>= 1: the first basis needs one)
+  bool flat = false;          // compress.slicing flat (else shaped)
+  int64_t slice_size = 64;    // d
+  int64_t basis_size = 8;     // k < d
+  int64_t refresh_every = 0;  // compressed steps between basis refreshes; 0: every step from
+                              // its own covariance (two rounds per step, as PowerSGD)
+  int64_t start_iter = 10;    // dense all-reduce before (>= 1: the first basis needs one)
   int64_t bucket_numel = int64_t{25} << 18;  // values per bucket (sync.bucket_mb)
   bool error_feedback = true;
   double ef_decay = 1.0;  // x = g + ef_decay e

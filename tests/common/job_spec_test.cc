@@ -447,12 +447,20 @@ TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
                   {"compress.method=gradiveq", "compress.error_feedback=true",
                    "compress.ef_decay=0.9", "compress.slice_size=32", "compress.basis_size=4"})
                   .is_ok());
-  // GradiVeQ runs without error feedback unless the spec asks for it (it diverged on the CNN).
+  // GradiVeQ: each step's own basis (refresh_every 0) with error feedback by default; a periodic
+  // basis runs without error feedback unless the spec asks for it (it diverged on the CNN).
   auto gq = load_job_spec_text(kGood, "job.yaml", {"compress.method=gradiveq"});
   ASSERT_TRUE(gq.is_ok()) << gq.status().message();
-  EXPECT_FALSE(gq->spec.compress.error_feedback);
-  auto gq_ef = load_job_spec_text(kGood, "job.yaml",
-                                  {"compress.method=gradiveq", "compress.error_feedback=true"});
+  EXPECT_EQ(gq->spec.compress.refresh_every, 0);
+  EXPECT_EQ(gq->spec.compress.slicing, SliceLayout::kShaped);
+  EXPECT_TRUE(gq->spec.compress.error_feedback);
+  auto periodic = load_job_spec_text(kGood, "job.yaml",
+                                     {"compress.method=gradiveq", "compress.refresh_every=20"});
+  ASSERT_TRUE(periodic.is_ok());
+  EXPECT_FALSE(periodic->spec.compress.error_feedback);
+  auto gq_ef = load_job_spec_text(
+      kGood, "job.yaml",
+      {"compress.method=gradiveq", "compress.refresh_every=20", "compress.error_feedback=true"});
   ASSERT_TRUE(gq_ef.is_ok());
   EXPECT_TRUE(gq_ef->spec.compress.error_feedback);
   expect_names({"compress.method=topk", "compress.ef_decay=0"}, "ef_decay must be in (0, 1]");
