@@ -10,9 +10,10 @@
 #   (powersgdRw: PowerSGD rank R after dense all-reduce for the first 10 % of steps, as
 #    PyTorch's PowerSGD hook recommends with start_powerSGD_iter; gradiveqK: GradiVeQ with K
 #    coefficients per slice of at most 64 values cut along each tensor's kernels, feature maps
-#    or rows (compress.slicing shaped), basis refreshed every 20 steps, no error feedback (its
-#    default, as in the paper); gradiveqKe: the same with error feedback; gradiveqKf:
-#    consecutive 64-value slices of the flat gradient, compress.slicing flat)
+#    or rows (compress.slicing shaped), each step's basis from its own covariance, error feedback
+#    (its defaults); gradiveqKp: the paper's basis refreshed every 20 steps, no error feedback;
+#    gradiveqKf: the same on consecutive 64-value slices of the flat gradient (slicing flat);
+#    gradiveqKe: error feedback forced on)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
 #   bench/compression.sh --set train.lr_schedule=cosine   # a job-spec override for every method (repeatable)
 #   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
@@ -36,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     --steps) steps_override="$2"; shift ;;
     --set) extra+=(--set "$2"); shift ;;
     --build-dir) build_dir="$2"; shift ;;
-    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,25p "$0"; exit 0 ;;
     *) echo "unknown flag $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -74,10 +75,13 @@ for model in $models; do
         powersgd*w) r=${method#powersgd}; r=${r%w}  # dense for the first 10 % of steps (start_iter)
                     args+=(--set compress.method=powersgd --set compress.rank=$r --set compress.start_iter=$(( steps / 10 ))) ;;
         powersgd*) args+=(--set compress.method=powersgd --set compress.rank=${method#powersgd}) ;;
-        gradiveq*e) k=${method#gradiveq}; k=${k%e}  # with error feedback (diverged on the CNN)
+        gradiveq*e) k=${method#gradiveq}; k=${k%e}  # error feedback on, whatever the refresh
                     args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.error_feedback=true) ;;
-        gradiveq*f) k=${method#gradiveq}; k=${k%f}  # consecutive slices of 64 (compress.slicing flat)
-                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.slicing=flat) ;;
+        gradiveq*p) k=${method#gradiveq}; k=${k%p}  # the paper's periodic basis, no error feedback
+                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.refresh_every=20) ;;
+        gradiveq*f) k=${method#gradiveq}; k=${k%f}  # consecutive slices of 64, periodic basis
+                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.slicing=flat
+                           --set compress.refresh_every=20) ;;
         gradiveq*) args+=(--set compress.method=gradiveq --set compress.basis_size=${method#gradiveq}) ;;
         fp16|int8|int4|topk) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;
