@@ -1,7 +1,8 @@
-// int4 and topk in the training loop (issue 21): with sync.strategy dts the compressor carries
-// the parameter deltas ("pseudo-gradients"), with ssgd the gradients. On 2 ranks, a few steps:
-// the replicas end bit-identical after the final drain, the compressor really ran (its name in
-// the summary, fewer bytes than dense, parameters unlike the dense run's), nothing diverged.
+// int4, topk and gradiveq in the training loop (issues 21 and 24): with sync.strategy dts the
+// compressor carries the parameter deltas ("pseudo-gradients"), with ssgd the gradients. On 2
+// ranks, a few steps: the replicas end bit-identical after the final drain, the compressor really
+// ran (its name in the summary, fewer bytes than dense, parameters unlike the dense run's), nothing
+// diverged.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -65,6 +66,17 @@ TEST(CompressedLoop, DtsWithInt4EndsWithIdenticalReplicas) {
 TEST(CompressedLoop, SsgdWithTopkFp16AndInt4Train) {
   expect_compressed_run({"sync.strategy=ssgd"}, "topk", {"compress.value_bits=16"});
   expect_compressed_run({"sync.strategy=ssgd"}, "int4", {"compress.block_size=32"});
+}
+
+TEST(CompressedLoop, GradiveqInSsgdAndDssgdEndsWithIdenticalReplicas) {
+  // Its defaults (shaped slices, each step's own basis, error feedback), the paper's periodic
+  // basis on flat slices, and a delayed finish (dssgd: the next start() comes first).
+  expect_compressed_run({"sync.strategy=ssgd"}, "gradiveq", {"compress.start_iter=2"});
+  expect_compressed_run(
+      {"sync.strategy=ssgd"}, "gradiveq",
+      {"compress.start_iter=2", "compress.slicing=flat", "compress.refresh_every=3"});
+  expect_compressed_run({"sync.strategy=dssgd", "sync.delay=2"}, "gradiveq",
+                        {"compress.start_iter=2", "compress.basis_size=4"});
 }
 
 }  // namespace
