@@ -51,20 +51,12 @@ for step in range(61):
         res = []
         for d, k in [(64, 2), (64, 4), (64, 8), (128, 12)]:
             res.append((f"flat d{d} k{k}", kept(slices_flat(gs.values(), d), basis(slices_flat(prev.values(), d), k))))
-        # fc1 weight sliced per input channel (49 = 7x7 map), conv weights per kernel (25)
+        # fc1 weight sliced per input channel (49 = 7x7 map), conv2 per kernel (25), or in 64s
         for k in [1, 2, 4, 8]:
-            dm = lambda n, g: 49 if n == "fc1.weight" else None
-            S, P = slices_per_tensor(gs, dm)[49], slices_per_tensor(prev, dm)[49]
-            res.append((f"fc1 d49 k{k}", kept(S, basis(P, k))))
-            dm2 = lambda n, g: 64 if n == "fc1.weight" else None
-            S, P = slices_per_tensor(gs, dm2)[64], slices_per_tensor(prev, dm2)[64]
-            res.append((f"fc1 d64 k{k}", kept(S, basis(P, k))))
-            dm3 = lambda n, g: 25 if n == "conv2.weight" else None
-            S, P = slices_per_tensor(gs, dm3)[25], slices_per_tensor(prev, dm3)[25]
-            res.append((f"conv2 d25 k{k}", kept(S, basis(P, k))))
-            dm4 = lambda n, g: 64 if n == "conv2.weight" else None
-            S, P = slices_per_tensor(gs, dm4)[64], slices_per_tensor(prev, dm4)[64]
-            res.append((f"conv2 d64 k{k}", kept(S, basis(P, k))))
+            for layer, d in [("fc1", 49), ("fc1", 64), ("conv2", 25), ("conv2", 64)]:
+                dm = lambda n, g: d if n == layer + ".weight" else None
+                S, P = slices_per_tensor(gs, dm)[d], slices_per_tensor(prev, dm)[d]
+                res.append((f"{layer} d{d} k{k}", kept(S, basis(P, k))))
         # same-step basis (upper bound for fresh basis)
         S = slices_per_tensor(gs, lambda n, g: 49 if n == "fc1.weight" else None)[49]
         res.append(("fc1 d49 k2 same-step", kept(S, basis(S, 2))))
