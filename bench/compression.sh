@@ -13,7 +13,8 @@
 #    or rows (compress.slicing shaped), each step's basis from its own covariance, error feedback
 #    (its defaults); gradiveqKp: the paper's basis refreshed every 20 steps, no error feedback;
 #    gradiveqKf: the same on consecutive 64-value slices of the flat gradient (slicing flat);
-#    gradiveqKe: error feedback forced on)
+#    gradiveqKe: error feedback forced on; gradiveqKm: slicing matrix, each weight matrix cut
+#    along its shorter side with a basis of its own)
 #   bench/compression.sh --wan           # also under configs/cluster/wan-4region.yaml (if it exists)
 #   bench/compression.sh --set train.lr_schedule=cosine   # a job-spec override for every method (repeatable)
 #   SUFFIX=-2epochs bench/compression.sh --full --models cnn --methods dense,dgc,powersgd2
@@ -82,6 +83,8 @@ for model in $models; do
         gradiveq*f) k=${method#gradiveq}; k=${k%f}  # consecutive slices of 64, periodic basis
                     args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.slicing=flat
                            --set compress.refresh_every=20) ;;
+        gradiveq*m) k=${method#gradiveq}; k=${k%m}  # each matrix by its shorter side, own basis
+                    args+=(--set compress.method=gradiveq --set compress.basis_size=$k --set compress.slicing=matrix) ;;
         gradiveq*) args+=(--set compress.method=gradiveq --set compress.basis_size=${method#gradiveq}) ;;
         fp16|int8|int4|topk) args+=(--set compress.method=$method) ;;
         *) echo "unknown method $method" >&2; exit 2 ;;

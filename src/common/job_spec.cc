@@ -213,6 +213,8 @@ void parse_compress(YamlMap m, CompressSpec* out) {
             "must be even (two 4-bit values per byte), got " + std::to_string(out->block_size));
   }
   get_spec_enum(m, "slicing", &out->slicing);
+  // slicing matrix: slice_size caps a matrix's shorter side (its covariance is that squared).
+  if (out->slicing == SliceLayout::kMatrix) out->slice_size = kMatrixSliceSizeDefault;
   m.get("slice_size", &out->slice_size, 2, 4096);
   m.get("basis_size", &out->basis_size, 1, 4096);
   m.get("refresh_every", &out->refresh_every, 0, kMaxInt);

@@ -207,7 +207,9 @@ struct CompressSpec {
   // (0, the default: every step from its own, one extra d x d all-reduce round per step).
   // slicing shaped: slices follow each tensor's structure (a conv's kernels, a linear layer's
   // input channel maps or rows; gradiveq.h), one basis per slice size; flat: consecutive values
-  // of the flattened gradient, one basis.
+  // of the flattened gradient, one basis; matrix: each weight's gradient as a matrix (out x the
+  // rest) cut along its shorter side when that side is <= slice_size (the basis is then the
+  // gradient's leading singular subspace), its own basis; other tensors as shaped.
   SliceLayout slicing = SliceLayout::kShaped;
   int64_t slice_size = 64;
   int64_t basis_size = 8;
@@ -218,6 +220,9 @@ struct CompressSpec {
   double min_compression_rate = 2.0;
   bool error_feedback = true;  // PowerSGD, fp16, int8, int4, topk, gradiveq
 };
+
+// compress.slice_size when slicing is matrix and the spec does not set it.
+constexpr int64_t kMatrixSliceSizeDefault = 1024;
 
 // compress.density when method is topk and the spec does not set it.
 constexpr double kTopkDefaultDensity = 0.02;

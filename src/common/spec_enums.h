@@ -28,7 +28,7 @@ enum class OnNonFinite { kFail, kSkipStep };
 enum class StrategyKind { kSsgd, kDssgd, kTsu, kDts, kHierarchical };
 enum class OnMismatch { kFail, kMajority };
 enum class CompressMethod { kNone, kDgc, kPowersgd, kFp16, kInt8, kInt4, kTopk, kGradiveq };
-enum class SliceLayout { kShaped, kFlat };
+enum class SliceLayout { kShaped, kFlat, kMatrix };
 enum class StragglerMode {
   kNone,
   kGradientCoding,
@@ -71,7 +71,7 @@ TERN_SPEC_ENUM(StrategyKind, "ssgd", "dssgd", "tsu", "dts", "hierarchical");
 TERN_SPEC_ENUM(OnMismatch, "fail", "majority");
 TERN_SPEC_ENUM(CompressMethod, "none", "dgc", "powersgd", "fp16", "int8", "int4", "topk",
                "gradiveq");
-TERN_SPEC_ENUM(SliceLayout, "shaped", "flat");
+TERN_SPEC_ENUM(SliceLayout, "shaped", "flat", "matrix");
 TERN_SPEC_ENUM(StragglerMode, "none", "gradient_coding", "proportional", "coded_proportional",
                "backup", "random_code");
 TERN_SPEC_ENUM(RecoveryMode, "none", "full", "partial");

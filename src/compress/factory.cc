@@ -94,6 +94,7 @@ Result<std::unique_ptr<GradientReducer>> make_gradient_reducer(const JobSpec& sp
   } else if (c.method == CompressMethod::kGradiveq) {
     GradiVeqOptions o;
     o.flat = c.slicing == SliceLayout::kFlat;
+    o.matrix = c.slicing == SliceLayout::kMatrix;
     o.slice_size = c.slice_size;
     o.basis_size = c.basis_size;
     o.refresh_every = c.refresh_every;

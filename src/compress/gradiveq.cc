@@ -25,6 +25,31 @@ at::Tensor gradiveq_decode(const at::Tensor& coeffs, const at::Tensor& basis, in
 
 at::Tensor gradiveq_covariance(const at::Tensor& slices) { return at::matmul(slices.t(), slices); }
 
+int64_t gradiveq_packed_numel(int64_t d) { return d * (d + 1) / 2; }
+
+namespace {
+
+// Row-major positions of the upper triangle of a d x d matrix (diagonal included), in order,
+// and of its mirror image.
+std::pair<at::Tensor, at::Tensor> upper_triangle_positions(int64_t d) {
+  at::Tensor ij = at::triu_indices(d, d, 0, at::TensorOptions().dtype(at::kLong));
+  return {ij[0] * d + ij[1], ij[1] * d + ij[0]};
+}
+
+}  // namespace
+
+at::Tensor gradiveq_pack_covariance(const at::Tensor& cov) {
+  return cov.reshape({-1}).index_select(0, upper_triangle_positions(cov.size(0)).first);
+}
+
+at::Tensor gradiveq_unpack_covariance(const at::Tensor& packed, int64_t d) {
+  const auto [upper, lower] = upper_triangle_positions(d);
+  at::Tensor full = at::zeros({d * d}, packed.options());
+  full.index_copy_(0, upper, packed);
+  full.index_copy_(0, lower, packed);
+  return full.view({d, d});
+}
+
 at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k) {
   at::Tensor c = cov.to(at::kDouble);
   c = (c + c.t()).mul_(0.5);  // exactly symmetric, whatever rounding the sum left
@@ -84,6 +109,24 @@ std::vector<int64_t> gradiveq_shaped_slices(const std::vector<std::vector<int64_
   return out;
 }
 
+std::vector<int64_t> gradiveq_matrix_slices(const std::vector<std::vector<int64_t>>& shapes,
+                                            int64_t d, int64_t k) {
+  std::vector<int64_t> out;
+  for (const auto& shape : shapes) {
+    int64_t numel = 1;
+    for (int64_t v : shape) numel *= v;
+    int64_t s = 0;
+    if (shape.size() >= 2 && numel > 0) {
+      const int64_t rows = shape[0], cols = numel / shape[0];
+      s = std::min(rows, cols);
+      const bool worth = k < s && k * (numel / s) + gradiveq_packed_numel(s) < numel;
+      if (s > d || !worth) s = 0;
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
 // One step's reduction. Per bucket one all-reduce of its payload: per slice group (tensors of
 // one slice size, or the dense ones) the group's values: raw (dense, or a group without a basis
 // yet, or before start_iter) or its m x k coefficients; then the d x d covariances of the groups
@@ -96,8 +139,11 @@ struct GradiVeqCompressor::Round {
     int64_t numel = 0;
   };
   struct Group {
-    int64_t d = 0;    // slice size; 0: always sent raw
-    std::string key;  // its basis' state name
+    int64_t d = 0;           // slice size; 0: always sent raw
+    int64_t columns_of = 0;  // slicing matrix, by columns: its one part is columns_of x (numel /
+                             // columns_of) and its slices are the columns
+    bool own = false;        // slicing matrix: one tensor's group (never shared)
+    std::string key;         // its basis' state name
     std::vector<Part> parts;
     bool compressed = false;
     at::Tensor basis;        // the basis this step encoded with (a private copy)
@@ -129,7 +175,8 @@ struct GradiVeqCompressor::Round {
     for (auto& b : buckets) {
       for (auto& g : b.groups) {
         if (!g.basis_state.defined()) continue;
-        at::Tensor cov = b.payload.narrow(0, g.cov_at, g.d * g.d).view({g.d, g.d});
+        at::Tensor cov = gradiveq_unpack_covariance(
+            b.payload.narrow(0, g.cov_at, gradiveq_packed_numel(g.d)), g.d);
         g.basis_state.copy_(gradiveq_basis(cov, k));
         ++*refreshes;
       }
@@ -146,10 +193,14 @@ int64_t rows_of(const Group& g, const GradiVeqCompressor::Round::Part& p) {
   return (p.numel + g.d - 1) / g.d;
 }
 
-// The group's slices (each part zero-padded to whole slices): m x d.
+// The group's slices (each part zero-padded to whole slices, or a matrix's columns): m x d.
 at::Tensor group_slices(const Group& g, const at::Tensor& x) {
   std::vector<at::Tensor> s;
-  for (const auto& p : g.parts) s.push_back(gradiveq_slices(x.narrow(0, p.offset, p.numel), g.d));
+  for (const auto& p : g.parts) {
+    at::Tensor part = x.narrow(0, p.offset, p.numel);
+    s.push_back(g.columns_of > 0 ? part.view({g.columns_of, -1}).t().contiguous()
+                                 : gradiveq_slices(part, g.d));
+  }
   return s.size() == 1 ? s[0] : at::cat(s);
 }
 
@@ -167,6 +218,7 @@ void decode_group(const Group& g, const at::Tensor& values, int64_t k, at::Tenso
     if (g.compressed) {
       const int64_t rows = rows_of(g, p);
       part = gradiveq_decode(values.narrow(0, row * k, rows * k).view({rows, k}), g.basis, p.numel);
+      if (g.columns_of > 0) part = part.view({rows, g.columns_of}).t().reshape({-1});
       row += rows;
     } else {
       part = values.narrow(0, at_value, p.numel);
@@ -243,6 +295,9 @@ void GradiVeqCompressor::plan_layout(const std::vector<at::Tensor>& grads,
   std::vector<std::vector<int64_t>> shapes;
   for (size_t i : idx) shapes.push_back(grads[i].sizes().vec());
   const std::vector<int64_t> sizes = gradiveq_shaped_slices(shapes, d, options_.basis_size);
+  const std::vector<int64_t> sides = options_.matrix
+                                         ? gradiveq_matrix_slices(shapes, d, options_.basis_size)
+                                         : std::vector<int64_t>(shapes.size(), 0);
   int64_t off = 0, in_bucket = 0;
   for (size_t j = 0; j < idx.size(); ++j) {
     const int64_t n = grads[idx[j]].numel();
@@ -251,8 +306,21 @@ void GradiVeqCompressor::plan_layout(const std::vector<at::Tensor>& grads,
       in_bucket = 0;
     }
     auto& groups = round->buckets.back().groups;
-    auto it =
-        std::find_if(groups.begin(), groups.end(), [&](const Group& g) { return g.d == sizes[j]; });
+    if (sides[j] > 0) {  // its own group, sliced along the matrix' shorter side
+      Group g;
+      g.d = sides[j];
+      g.own = true;
+      if (shapes[j][0] == sides[j]) g.columns_of = sides[j];
+      g.key = "gradiveq/basis/" + std::to_string(round->buckets.size() - 1) + "/matrix/" +
+              std::to_string(idx[j]);
+      g.parts.push_back({off, n});
+      groups.push_back(std::move(g));
+      off += n;
+      in_bucket += n;
+      continue;
+    }
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const Group& g) { return !g.own && g.d == sizes[j]; });
     if (it == groups.end()) {
       Group g;
       g.d = sizes[j];
@@ -272,7 +340,8 @@ Status GradiVeqCompressor::fresh_bases(const Round& round,
   std::vector<at::Tensor> covs;
   for (size_t b = 0; b < round.buckets.size(); ++b) {
     for (size_t j = 0; j < round.buckets[b].groups.size(); ++j) {
-      if (slices[b][j].defined()) covs.push_back(gradiveq_covariance(slices[b][j]).reshape({-1}));
+      if (slices[b][j].defined())
+        covs.push_back(gradiveq_pack_covariance(gradiveq_covariance(slices[b][j])));
     }
   }
   if (covs.empty()) return Status::ok();
@@ -283,8 +352,9 @@ Status GradiVeqCompressor::fresh_bases(const Round& round,
   for (const auto& bk : round.buckets) {
     for (const auto& g : bk.groups) {
       if (g.d == 0) continue;
-      at::Tensor cov = sum[0].narrow(0, at, g.d * g.d).view({g.d, g.d});
-      at += g.d * g.d;
+      at::Tensor cov =
+          gradiveq_unpack_covariance(sum[0].narrow(0, at, gradiveq_packed_numel(g.d)), g.d);
+      at += gradiveq_packed_numel(g.d);
       state_tensor(g.key, at::zeros({g.d, options_.basis_size}, at::kFloat))
           .copy_(gradiveq_basis(cov, options_.basis_size));
       TERN_RETURN_IF_ERROR(state_error());
@@ -333,7 +403,7 @@ Status GradiVeqCompressor::encode_bucket(Round& round, size_t bucket,
     }
     if (g.d > 0 && options_.refresh_every > 0 && next >= 0 &&
         (next % options_.refresh_every == 0 || !has_basis)) {
-      covs.push_back(gradiveq_covariance(slices[j]).reshape({-1}));
+      covs.push_back(gradiveq_pack_covariance(gradiveq_covariance(slices[j])));
       g.basis_state = basis;
       round.carries = true;
     }
@@ -341,7 +411,7 @@ Status GradiVeqCompressor::encode_bucket(Round& round, size_t bucket,
   for (auto& g : bk.groups) {
     if (!g.basis_state.defined()) continue;
     g.cov_at = at_value;
-    at_value += g.d * g.d;
+    at_value += gradiveq_packed_numel(g.d);
   }
   values.insert(values.end(), covs.begin(), covs.end());
   bk.payload = at::cat(values);  // a copy: the all-reduce works in place

@@ -18,17 +18,25 @@
 //   vectors (biases, norms) and tensors whose slice would not exceed k: sent dense.
 // One basis per slice size (per bucket); buckets are whole tensors. flat: the flattened
 // gradient in consecutive slices of d values (the last one zero-padded), one basis per bucket.
+// matrix: a weight's gradient G (out x the rest, conv kernels flattened) is cut along its
+// shorter side s (its columns when out <= the rest, else its rows) when s <= d, with a basis of
+// its own: the top-k eigenvectors of the s x s covariance of G's columns are G's k leading left
+// singular vectors, so the decoded gradient is G's best rank-k approximation, the one PowerSGD
+// approximates by a power step. A layer's gradient is a sum of one outer product per sample, so
+// its rank is at most the global batch and this is where its energy is (the CNN's fc1 at rank 32:
+// 0.998 of the energy, against 0.84 for k 8 in 7x7 maps; algorithms.md §4.5). It costs an
+// s (s + 1) / 2 covariance per tensor and step; other tensors are sliced as shaped.
 //
 // Basis: the top-k eigenvectors of the slice covariance sum_r X_rᵀ X_r of a recent step. Every
 // refresh_every compressed steps (and on the last dense step) the ranks append their local
-// d x d covariance to that step's all-reduce, so the sum is bit-identical on every rank and so
-// is the basis computed from it (float64 eigh, deterministic sign), which the next step uses.
-// The covariance is of x = g + e, so directions that error feedback has been holding back
-// enter the next basis. refresh_every 0: each step's basis comes from that step's own summed
-// covariance, all-reduced first (a blocking d x d round before the coefficients', as PowerSGD's
-// P round), so what error feedback holds back is sent as soon as it dominates; with a basis
-// one step old or more the memory outside it grows in bursts and the CNN diverged
-// (bench/results/compression-cnn-gradiveq-shaped.md).
+// d x d covariance (its upper triangle, d (d + 1) / 2 values) to that step's all-reduce, so the sum
+// is bit-identical on every rank and so is the basis computed from it (float64 eigh, deterministic
+// sign), which the next step uses. The covariance is of x = g + e, so directions that error
+// feedback has been holding back enter the next basis. refresh_every 0: each step's basis comes
+// from that step's own summed covariance, all-reduced first (a blocking d x d round before the
+// coefficients', as PowerSGD's P round), so what error feedback holds back is sent as soon as it
+// dominates; with a basis one step old or more the memory outside it grows in bursts and the CNN
+// diverged (bench/results/compression-cnn-gradiveq-shaped.md).
 //
 // Error feedback stays in gradient space: e = x − decode(encode(x)), whatever basis a step
 // used; a basis change never reinterprets the memory. Per bucket (sync.bucket_mb of the flat
@@ -36,8 +44,9 @@
 // next bucket's encoding overlaps its communication.
 //
 // State ("gradiveq/iter", "gradiveq/basis/<bucket>" (flat) or "gradiveq/basis/<bucket>/<slice
-// size>" (shaped), "gradiveq/e/<tensor index>") is in
-// Compressor::state() for checkpoints. Trainer-loop thread only (Compressor's contract).
+// size>" (shaped, matrix), "gradiveq/basis/<bucket>/matrix/<tensor index>" (matrix),
+// "gradiveq/e/<tensor index>") is in Compressor::state() for checkpoints. Trainer-loop thread only
+// (Compressor's contract).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -58,6 +67,12 @@ at::Tensor gradiveq_encode(const at::Tensor& slices, const at::Tensor& basis);
 at::Tensor gradiveq_decode(const at::Tensor& coeffs, const at::Tensor& basis, int64_t numel);
 // Local slice covariance Xᵀ X (d x d, fp32).
 at::Tensor gradiveq_covariance(const at::Tensor& slices);
+// A symmetric d x d covariance travels as its upper triangle (diagonal included, row-major):
+// d (d + 1) / 2 values, about half of the full matrix. Sums of packed covariances unpack to the
+// sum of the covariances, exactly symmetric.
+int64_t gradiveq_packed_numel(int64_t d);
+at::Tensor gradiveq_pack_covariance(const at::Tensor& cov);
+at::Tensor gradiveq_unpack_covariance(const at::Tensor& packed, int64_t d);
 // The k leading eigenvectors of the symmetric `cov` (d x d) as fp32 d x k, orthonormal (solved
 // in float64), largest eigenvalue first, each column's largest-magnitude entry positive, so
 // equal inputs give equal bits.
@@ -66,9 +81,17 @@ at::Tensor gradiveq_basis(const at::Tensor& cov, int64_t k);
 // in model order, slice size d, basis size k (the rules above).
 std::vector<int64_t> gradiveq_shaped_slices(const std::vector<std::vector<int64_t>>& shapes,
                                             int64_t d, int64_t k);
+// compress.slicing matrix: per tensor the length of its matrix slices, or 0 where the tensor is
+// sliced as shaped. A tensor of >= 2 dimensions is the matrix shape[0] x (numel / shape[0]); its
+// slices run along the shorter side s (columns when shape[0] <= the rest, else rows), when
+// s <= d, k < s, and the coefficients plus the packed covariance are fewer values than the
+// tensor: k * (numel / s) + s (s + 1) / 2 < numel.
+std::vector<int64_t> gradiveq_matrix_slices(const std::vector<std::vector<int64_t>>& shapes,
+                                            int64_t d, int64_t k);
 
 struct GradiVeqOptions {
-  bool flat = false;          // compress.slicing flat (else shaped)
+  bool flat = false;          // compress.slicing flat
+  bool matrix = false;        // compress.slicing matrix (neither: shaped)
   int64_t slice_size = 64;    // d
   int64_t basis_size = 8;     // k < d
   int64_t refresh_every = 0;  // compressed steps between basis refreshes; 0: every step from

@@ -435,7 +435,7 @@ TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
   expect_names({"compress.method=gradiveq", "compress.basis_size=0"},
                "compress.basis_size must be >= 1");
   expect_names({"compress.method=gradiveq", "compress.slicing=kernels"}, "compress.slicing");
-  for (const char* slicing : {"shaped", "flat"}) {
+  for (const char* slicing : {"shaped", "flat", "matrix"}) {
     EXPECT_TRUE(
         load_job_spec_text(kGood, "job.yaml",
                            {"compress.method=gradiveq", std::string("compress.slicing=") + slicing})
@@ -453,6 +453,17 @@ TEST(JobSpec, Int4AndTopkFieldsAreValidated) {
   ASSERT_TRUE(gq.is_ok()) << gq.status().message();
   EXPECT_EQ(gq->spec.compress.refresh_every, 0);
   EXPECT_EQ(gq->spec.compress.slicing, SliceLayout::kShaped);
+  EXPECT_EQ(gq->spec.compress.slice_size, 64);
+  auto matrix = load_job_spec_text(kGood, "job.yaml",
+                                   {"compress.method=gradiveq", "compress.slicing=matrix"});
+  ASSERT_TRUE(matrix.is_ok()) << matrix.status().message();
+  EXPECT_EQ(matrix->spec.compress.slice_size, 1024);
+  EXPECT_TRUE(matrix->spec.compress.error_feedback);
+  auto matrix_d = load_job_spec_text(
+      kGood, "job.yaml",
+      {"compress.method=gradiveq", "compress.slicing=matrix", "compress.slice_size=256"});
+  ASSERT_TRUE(matrix_d.is_ok());
+  EXPECT_EQ(matrix_d->spec.compress.slice_size, 256);
   EXPECT_TRUE(gq->spec.compress.error_feedback);
   auto periodic = load_job_spec_text(kGood, "job.yaml",
                                      {"compress.method=gradiveq", "compress.refresh_every=20"});

@@ -74,6 +74,27 @@ TEST(GradiVeqCodec, BasisIsAFunctionOfTheCovariance) {
   for (int64_t j = 0; j < 4; ++j) EXPECT_GT(u1[pivot[j].item<int64_t>()][j].item<float>(), 0);
 }
 
+TEST(GradiVeqCodec, PackedCovariancesAddUpToTheSumOfCovariances) {
+  for (int64_t d : {1, 2, 7, 49}) {
+    at::Tensor a = gradiveq_covariance(at::randn({30, d}, gen_for(20 + d)));
+    at::Tensor b = gradiveq_covariance(at::randn({30, d}, gen_for(40 + d)));
+    at::Tensor pa = gradiveq_pack_covariance(a), pb = gradiveq_pack_covariance(b);
+    ASSERT_EQ(pa.numel(), d * (d + 1) / 2);
+    ASSERT_EQ(gradiveq_packed_numel(d), pa.numel());
+    // The packed values are the upper triangle, row by row.
+    EXPECT_EQ(pa[0].item<float>(), a[0][0].item<float>());
+    if (d > 1) EXPECT_EQ(pa[1].item<float>(), a[0][1].item<float>());
+    EXPECT_EQ(pa[pa.numel() - 1].item<float>(), a[d - 1][d - 1].item<float>());
+    at::Tensor back = gradiveq_unpack_covariance(pa, d);
+    at::Tensor sym = at::triu(a) + at::triu(a, 1).t();  // a's upper triangle, mirrored
+    EXPECT_TRUE(at::equal(back, sym)) << "d " << d;
+    EXPECT_TRUE(at::equal(back, back.t())) << "d " << d;
+    at::Tensor sum = gradiveq_unpack_covariance(pa + pb, d);
+    EXPECT_TRUE(at::allclose(sum, a + b, 1e-5, 1e-4)) << "d " << d;
+    EXPECT_TRUE(at::equal(sum, sum.t())) << "d " << d;
+  }
+}
+
 // A model of 256 values in two tensors, four buckets of 64, slices of 16.
 const std::vector<std::vector<int64_t>> kShapes = {{10, 16}, {96}};
 
@@ -410,6 +431,132 @@ TEST(GradiVeqShaped, RefreshEveryZeroEncodesEachStepInItsOwnBasis) {
                 1e-4);
     }
     EXPECT_EQ(c.refreshes(), 2 * 5);  // both groups, steps 1-5
+  });
+}
+
+TEST(GradiVeqMatrix, SlicesRunAlongTheShorterSideWhereThatPays) {
+  // The Fashion-MNIST CNN with d 1024, k 32: conv1 (32 x 25: shorter side 25 <= k) and fc2 (10
+  // x 512) as shaped; conv2 (64 x 800) by its 64-value columns; fc1 (512 x 3136) by its
+  // 512-value columns; biases as shaped (dense).
+  const std::vector<std::vector<int64_t>> cnn = {{32, 1, 5, 5}, {32},  {64, 32, 5, 5}, {64},
+                                                 {512, 3136},   {512}, {10, 512},      {10}};
+  EXPECT_EQ(gradiveq_matrix_slices(cnn, 1024, 32),
+            (std::vector<int64_t>{0, 0, 64, 0, 512, 0, 0, 0}));
+  // d caps the side (the covariance is s x s): with d 256 only conv2.
+  EXPECT_EQ(gradiveq_matrix_slices(cnn, 256, 32), (std::vector<int64_t>{0, 0, 64, 0, 0, 0, 0, 0}));
+  // A tall matrix is cut into its rows.
+  EXPECT_EQ(gradiveq_matrix_slices({{3000, 20}}, 64, 4), (std::vector<int64_t>{20}));
+  // 100 x 100: k 45 sends 4500 coefficients + 5050 covariance < 10000; k 50 would not pay.
+  EXPECT_EQ(gradiveq_matrix_slices({{100, 100}}, 128, 45), (std::vector<int64_t>{100}));
+  EXPECT_EQ(gradiveq_matrix_slices({{100, 100}}, 128, 50), (std::vector<int64_t>{0}));
+  EXPECT_EQ(gradiveq_matrix_slices({{0, 5}, {7}}, 64, 2), (std::vector<int64_t>{0, 0}));
+}
+
+// A wide matrix (6 x 40: by its 6-value columns), a tall one (30 x 5: by its 5-value rows), a
+// conv (4 x 3 x 3 x 3: 4 x 27, by columns), a bias (dense) and a matrix whose shorter side is
+// over d = 8 (12 x 16: shaped, rows cut in slices of 8).
+const std::vector<std::vector<int64_t>> kMatrixModel = {
+    {6, 40}, {30, 5}, {4, 3, 3, 3}, {6}, {12, 16}};
+
+GradiVeqOptions matrix_options(bool error_feedback) {
+  GradiVeqOptions o = shaped_options(0, error_feedback);
+  o.matrix = true;
+  o.slice_size = 8;
+  o.basis_size = 2;
+  return o;
+}
+
+// Gradients whose sum over ranks has rank 2 in every matrix (the left factor of the wide ones,
+// the right factor of the tall one and the 8-value slices' subspace shared by all ranks).
+std::vector<at::Tensor> rank2_grads(int rank, int64_t step) {
+  const uint64_t seed = 1000 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step);
+  auto coeffs = [&](int64_t rows, int64_t cols, uint64_t salt) {
+    return at::randn({rows, cols}, gen_for(seed * 7 + salt));
+  };
+  return {at::matmul(random_subspace(6, 2, 61), coeffs(2, 40, 1)),
+          at::matmul(coeffs(30, 2, 2), random_subspace(5, 2, 62).t()),
+          at::matmul(random_subspace(4, 2, 63), coeffs(2, 27, 3)).reshape({4, 3, 3, 3}),
+          coeffs(6, 1, 4).reshape({6}),
+          slices_in(random_subspace(8, 2, 64), 24, seed * 7 + 5).reshape({12, 16})};
+}
+
+TEST(GradiVeqMatrix, RankKGradientsAreExactOnEveryRankEachMatrixWithItsOwnBasis) {
+  ASSERT_EQ(gradiveq_matrix_slices(kMatrixModel, 8, 2), (std::vector<int64_t>{6, 5, 4, 0, 0}));
+  const int world = 3;
+  std::mutex mu;
+  std::vector<std::vector<at::Tensor>> outputs(world);
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqCompressor c(*comm, matrix_options(true));
+    std::vector<at::Tensor> mine;
+    for (int64_t step = 0; step < 4; ++step) {
+      auto g = rank2_grads(rank, step);
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      std::vector<at::Tensor> avg{flat_of(g)};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      EXPECT_LE((flat_of(out) - avg[0] / world).abs().max().item<double>(), 1e-4)
+          << "rank " << rank << " step " << step;
+      mine.push_back(flat_of(out));
+    }
+    EXPECT_EQ(c.refreshes(), 4 * 3);  // three matrices and the shaped group, steps 1-3
+    std::vector<std::string> names;
+    for (auto& [name, t] : c.state()) {
+      if (name.rfind("gradiveq/e/", 0) != 0) names.push_back(name);
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"gradiveq/basis/0/8", "gradiveq/basis/0/matrix/0",
+                                               "gradiveq/basis/0/matrix/1",
+                                               "gradiveq/basis/0/matrix/2", "gradiveq/iter"}));
+    std::lock_guard<std::mutex> lock(mu);
+    outputs[static_cast<size_t>(rank)] = mine;
+  });
+  for (int r = 1; r < world; ++r) {
+    for (size_t i = 0; i < outputs[0].size(); ++i) {
+      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i])) << r << " " << i;
+    }
+  }
+}
+
+TEST(GradiVeqMatrix, ErrorFeedbackKeepsWhatTheSingularBasisLeavesOut) {
+  // Generic gradients: the applied averages plus the mean memory equal the dense sum, and each
+  // matrix's memory is orthogonal to the basis its step used (by columns: Uᵀ E = 0; by rows:
+  // E U = 0).
+  const int world = 2;
+  testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+    GradiVeqCompressor c(*comm, matrix_options(true));
+    at::Tensor applied, dense;
+    for (int64_t step = 0; step < 5; ++step) {
+      auto gen = gen_for(700 + 10 * static_cast<uint64_t>(rank) + step);
+      std::vector<at::Tensor> g;
+      for (const auto& shape : kMatrixModel) g.push_back(at::randn(shape, gen));
+      auto out = zeros_like_all(g);
+      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+      std::vector<at::Tensor> avg{flat_of(g)};
+      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+      applied = step == 0 ? flat_of(out) : applied + flat_of(out);
+      dense = step == 0 ? avg[0] / world : dense + avg[0] / world;
+      if (step == 0) continue;
+      std::map<std::string, at::Tensor> st;
+      for (auto& [name, t] : c.state()) st[name] = t;
+      auto memory = [&](int i) {  // tensor i's memory as its matrix
+        return st.at("gradiveq/e/" + std::to_string(i)).reshape({kMatrixModel[i][0], -1});
+      };
+      auto basis = [&](int i) { return st.at("gradiveq/basis/0/matrix/" + std::to_string(i)); };
+      for (int i : {0, 2}) {  // by columns
+        EXPECT_LE(at::matmul(basis(i).t(), memory(i)).abs().max().item<double>(), 1e-4)
+            << i << " step " << step;
+      }
+      EXPECT_LE(at::matmul(memory(1), basis(1)).abs().max().item<double>(), 1e-4)
+          << "step " << step;
+    }
+    std::vector<at::Tensor> mem;
+    for (auto& [name, t] : c.state()) {
+      if (name.rfind("gradiveq/e/", 0) == 0) mem.push_back(t.reshape({-1}));
+    }
+    std::vector<at::Tensor> m{at::cat(mem)};
+    ASSERT_TRUE(all_reduce_sync(*comm, m).is_ok());
+    EXPECT_TRUE(at::allclose(applied + m[0] / world, dense, 1e-4, 1e-4))
+        << (applied + m[0] / world - dense).abs().max().item<double>();
+    EXPECT_GT(m[0].abs().max().item<double>(), 0.1);
   });
 }
 
