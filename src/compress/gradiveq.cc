@@ -333,6 +333,18 @@ void GradiVeqCompressor::plan_layout(const std::vector<at::Tensor>& grads,
     off += n;
     in_bucket += n;
   }
+  // A shared group whose coefficients plus covariance (per refresh) would not be fewer values
+  // than the group's own goes dense (say a 10 x 512 matrix in slices of 512).
+  const int64_t k = options_.basis_size;
+  const int64_t refresh = std::max<int64_t>(1, options_.refresh_every);
+  for (auto& bk : round->buckets) {
+    for (auto& g : bk.groups) {
+      if (g.d == 0 || g.own) continue;
+      int64_t slices = 0;
+      for (const auto& p : g.parts) slices += rows_of(g, p);
+      if (k * slices + gradiveq_packed_numel(g.d) / refresh >= raw_numel(g)) g.d = 0;
+    }
+  }
 }
 
 Status GradiVeqCompressor::fresh_bases(const Round& round,

@@ -15,7 +15,8 @@
 //   maps): unit L / C, count C (for the Fashion-MNIST CNN's fc1: 7x7 maps, 49 values);
 //   other matrix: unit 1, count L (slices never cross rows), unless L has no divisor in
 //   [d/2, d]: then slices of d run across rows;
-//   vectors (biases, norms) and tensors whose slice would not exceed k: sent dense.
+//   vectors (biases, norms) and tensors whose slice would not exceed k: sent dense; so is a
+//   slice group whose coefficients plus covariance (per refresh) would not be fewer values.
 // One basis per slice size (per bucket); buckets are whole tensors. flat: the flattened
 // gradient in consecutive slices of d values (the last one zero-padded), one basis per bucket.
 // matrix: a weight's gradient G (out x the rest, conv kernels flattened) is cut along its

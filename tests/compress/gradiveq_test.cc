@@ -292,13 +292,13 @@ TEST(GradiVeqShaped, SlicesFollowKernelsFeatureMapsAndRows) {
 }
 
 // A conv (6 x 2 x 4 x 4: one 16-kernel per slice), its bias (dense) and a matrix after it
-// (3 x 24 = six 4-value maps: slices of three maps, 12 values): two slice groups.
-const std::vector<std::vector<int64_t>> kShapedModel = {{6, 2, 4, 4}, {6}, {3, 24}};
+// (12 x 24 = six 4-value maps: slices of three maps, 12 values): two slice groups.
+const std::vector<std::vector<int64_t>> kShapedModel = {{6, 2, 4, 4}, {6}, {12, 24}};
 
 std::vector<at::Tensor> shaped_grads(const at::Tensor& sub16, const at::Tensor& sub12,
                                      uint64_t seed) {
   return {slices_in(sub16, 12, seed).reshape({6, 2, 4, 4}), at::randn({6}, gen_for(seed + 1)),
-          slices_in(sub12, 6, seed + 2).reshape({3, 24})};
+          slices_in(sub12, 24, seed + 2).reshape({12, 24})};
 }
 
 std::vector<at::Tensor> zeros_like_all(const std::vector<at::Tensor>& g) {
@@ -372,7 +372,7 @@ TEST(GradiVeqShaped, ErrorFeedbackKeepsEverythingAcrossSliceGroups) {
       for (int64_t step = 0; step < 6; ++step) {
         auto gen = gen_for(500 + 10 * static_cast<uint64_t>(rank) + step);
         std::vector<at::Tensor> g{at::randn({6, 2, 4, 4}, gen), at::randn({6}, gen),
-                                  at::randn({3, 24}, gen)};
+                                  at::randn({12, 24}, gen)};
         auto out = zeros_like_all(g);
         ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
         std::vector<at::Tensor> avg{flat_of(g)};
@@ -432,6 +432,34 @@ TEST(GradiVeqShaped, RefreshEveryZeroEncodesEachStepInItsOwnBasis) {
     }
     EXPECT_EQ(c.refreshes(), 2 * 5);  // both groups, steps 1-5
   });
+}
+
+TEST(GradiVeqShaped, AGroupWhoseCovarianceWouldCostMoreThanItsValuesGoesDense) {
+  // 2 x 16 in slices of 16 with k 3: 6 coefficients + a 136-value covariance every step is more
+  // than its 32 values, so it is sent as is (exact, no basis); with the covariance every 20th
+  // step (6 + 136 / 20 < 32) it is compressed.
+  const int world = 2;
+  for (int64_t refresh : {0, 20}) {
+    testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
+      GradiVeqCompressor c(*comm, shaped_options(refresh, true));
+      for (int64_t step = 0; step < 3; ++step) {
+        std::vector<at::Tensor> g{at::randn({2, 16}, gen_for(90 + 10 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step)))};
+        auto out = zeros_like_all(g);
+        ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
+        std::vector<at::Tensor> avg{flat_of(g)};
+        ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
+        const double err = (flat_of(out) - avg[0] / world).abs().max().item<double>();
+        if (refresh == 0) {
+          EXPECT_LE(err, 1e-6) << "step " << step;
+        } else if (step == 2) {
+          EXPECT_GT(err, 1e-3) << "a 3-of-16 basis must lose something";
+        }
+      }
+      bool has_basis = false;
+      for (auto& [name, t] : c.state()) has_basis |= name.rfind("gradiveq/basis/", 0) == 0;
+      EXPECT_EQ(has_basis, refresh != 0) << "refresh " << refresh;
+    });
+  }
 }
 
 TEST(GradiVeqMatrix, SlicesRunAlongTheShorterSideWhereThatPays) {
