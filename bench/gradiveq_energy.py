@@ -2,7 +2,8 @@
 # How much of a step's gradient energy a k-vector PCA basis (from the previous step's gradient)
 # keeps, for several ways of cutting the CNN's gradient into slices (GradiVeQ, docs/algorithms.md
 # §4.5): consecutive values of the flat gradient ("flat") against fc1's 7x7 feature maps (49) and
-# conv2's 5x5 kernels (25). Single process, batch 256, the Fashion-MNIST CNN as tern's, PyTorch
+# conv2's 5x5 kernels (25), and (the step's own basis) fc1 by its columns (slicing matrix) against
+# groups of maps. Single process, batch 256, the Fashion-MNIST CNN as tern's, PyTorch
 # from Debian (apt install python3-torch; run with /usr/bin/python3).
 #   /usr/bin/python3 bench/gradiveq_energy.py   # prints one line per reported step
 import gzip, numpy as np, torch, torch.nn as nn, torch.nn.functional as F, sys
@@ -60,6 +61,15 @@ for step in range(61):
         # same-step basis (upper bound for fresh basis)
         S = slices_per_tensor(gs, lambda n, g: 49 if n == "fc1.weight" else None)[49]
         res.append(("fc1 d49 k2 same-step", kept(S, basis(S, 2))))
+        # slicing matrix: fc1 (512 x 3136) by its 512-value columns, the step's own basis = the
+        # gradient's leading left singular vectors; against j 7x7 maps per slice with k = 8 j
+        # (the same coefficients per value), also with the step's own basis
+        W = gs["fc1.weight"]
+        for k in [8, 16, 32]:
+            res.append((f"fc1 columns k{k} same-step", kept(W.t(), basis(W.t(), k))))
+        for j in [1, 2, 4]:
+            S = W.view(512, 64 // j, j * 49).reshape(-1, j * 49)
+            res.append((f"fc1 {j} maps k{8 * j} same-step", kept(S, basis(S, 8 * j))))
         print(f"step {step} loss {loss.item():.3f}: " + ", ".join(f"{n} {v:.3f}" for n, v in res), flush=True)
     prev = gs
     opt.step()

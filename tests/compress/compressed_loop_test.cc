@@ -70,13 +70,19 @@ TEST(CompressedLoop, SsgdWithTopkFp16AndInt4Train) {
 
 TEST(CompressedLoop, GradiveqInSsgdAndDssgdEndsWithIdenticalReplicas) {
   // Its defaults (shaped slices, each step's own basis, error feedback), the paper's periodic
-  // basis on flat slices, and a delayed finish (dssgd: the next start() comes first).
+  // basis on flat slices, a delayed finish (dssgd: the next start() comes first) and matrix
+  // slicing.
   expect_compressed_run({"sync.strategy=ssgd"}, "gradiveq", {"compress.start_iter=2"});
   expect_compressed_run(
       {"sync.strategy=ssgd"}, "gradiveq",
       {"compress.start_iter=2", "compress.slicing=flat", "compress.refresh_every=3"});
   expect_compressed_run({"sync.strategy=dssgd", "sync.delay=2"}, "gradiveq",
                         {"compress.start_iter=2", "compress.basis_size=4"});
+  // slicing matrix (the MLP's fc1 and fc2 by their columns, fc3 dense), undelayed and delayed.
+  const std::vector<std::string> matrix = {"compress.start_iter=2", "compress.slicing=matrix",
+                                            "compress.basis_size=16"};
+  expect_compressed_run({"sync.strategy=ssgd"}, "gradiveq", matrix);
+  expect_compressed_run({"sync.strategy=dssgd", "sync.delay=2"}, "gradiveq", matrix);
 }
 
 }  // namespace
