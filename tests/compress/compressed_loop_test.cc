@@ -80,7 +80,7 @@ TEST(CompressedLoop, GradiveqInSsgdAndDssgdEndsWithIdenticalReplicas) {
                         {"compress.start_iter=2", "compress.basis_size=4"});
   // slicing matrix (the MLP's fc1 and fc2 by their columns, fc3 dense), undelayed and delayed.
   const std::vector<std::string> matrix = {"compress.start_iter=2", "compress.slicing=matrix",
-                                            "compress.basis_size=16"};
+                                           "compress.basis_size=16"};
   expect_compressed_run({"sync.strategy=ssgd"}, "gradiveq", matrix);
   expect_compressed_run({"sync.strategy=dssgd", "sync.delay=2"}, "gradiveq", matrix);
 }

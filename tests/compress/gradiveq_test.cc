@@ -443,7 +443,8 @@ TEST(GradiVeqShaped, AGroupWhoseCovarianceWouldCostMoreThanItsValuesGoesDense) {
     testing::run_ranks(world, [&](int rank, std::shared_ptr<Communicator> comm) {
       GradiVeqCompressor c(*comm, shaped_options(refresh, true));
       for (int64_t step = 0; step < 3; ++step) {
-        std::vector<at::Tensor> g{at::randn({2, 16}, gen_for(90 + 10 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step)))};
+        std::vector<at::Tensor> g{at::randn(
+            {2, 16}, gen_for(90 + 10 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step)))};
         auto out = zeros_like_all(g);
         ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
         std::vector<at::Tensor> avg{flat_of(g)};
