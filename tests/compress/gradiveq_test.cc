@@ -313,6 +313,48 @@ at::Tensor flat_of(const std::vector<at::Tensor>& g) {
   return at::cat(f);
 }
 
+// Every rank's outputs equal rank 0's, bit for bit.
+void expect_identical_ranks(const std::vector<std::vector<at::Tensor>>& outputs) {
+  for (size_t r = 1; r < outputs.size(); ++r) {
+    for (size_t i = 0; i < outputs[0].size(); ++i) {
+      EXPECT_TRUE(at::equal(outputs[0][i], outputs[r][i])) << r << " " << i;
+    }
+  }
+}
+
+// The compressor's state by name.
+std::map<std::string, at::Tensor> state_map(GradiVeqCompressor& c) {
+  std::map<std::string, at::Tensor> st;
+  for (auto& [name, t] : c.state()) st[name] = t;
+  return st;
+}
+
+// The names of the compressor's state that are not error-feedback memories.
+std::vector<std::string> basis_names(GradiVeqCompressor& c) {
+  std::vector<std::string> names;
+  for (auto& [name, t] : c.state()) {
+    if (name.rfind("gradiveq/e/", 0) != 0) names.push_back(name);
+  }
+  return names;
+}
+
+// Nothing lost: the applied averages plus the ranks' mean memory equal the sum of the dense
+// averages, and the memory is not empty (the basis really left something out).
+void expect_nothing_lost(GradiVeqCompressor& c, Communicator& comm, const at::Tensor& applied,
+                         const at::Tensor& dense, const std::string& what) {
+  std::vector<at::Tensor> mem;
+  for (auto& [name, t] : c.state()) {
+    if (name.rfind("gradiveq/e/", 0) == 0) mem.push_back(t.reshape({-1}));
+  }
+  std::vector<at::Tensor> m{at::cat(mem)};
+  ASSERT_TRUE(all_reduce_sync(comm, m).is_ok());
+  ASSERT_EQ(m[0].numel(), dense.numel()) << what;
+  const double world = comm.size();
+  EXPECT_TRUE(at::allclose(applied + m[0] / world, dense, 1e-4, 1e-4))
+      << what << ": " << (applied + m[0] / world - dense).abs().max().item<double>();
+  EXPECT_GT(m[0].abs().max().item<double>(), 0.1) << what << ": the memory is empty";
+}
+
 GradiVeqOptions shaped_options(int64_t refresh_every, bool error_feedback) {
   GradiVeqOptions o;
   o.slice_size = 16;
@@ -344,18 +386,12 @@ TEST(GradiVeqShaped, EachSliceGroupHasItsBasisAndReconstructsItsSubspaceOnEveryR
       mine.push_back(flat_of(out));
     }
     EXPECT_EQ(c.refreshes(), 2 * 3);  // 2 groups x covariances of steps 0, 2, 4
-    std::vector<std::string> names;
-    for (auto& [name, t] : c.state()) names.push_back(name);
-    EXPECT_EQ(names, (std::vector<std::string>{"gradiveq/basis/0/12", "gradiveq/basis/0/16",
-                                               "gradiveq/iter"}));
+    EXPECT_EQ(basis_names(c), (std::vector<std::string>{"gradiveq/basis/0/12",
+                                                        "gradiveq/basis/0/16", "gradiveq/iter"}));
     std::lock_guard<std::mutex> lock(mu);
     outputs[static_cast<size_t>(rank)] = mine;
   });
-  for (int r = 1; r < world; ++r) {
-    for (size_t i = 0; i < outputs[0].size(); ++i) {
-      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i])) << r << " " << i;
-    }
-  }
+  expect_identical_ranks(outputs);
 }
 
 TEST(GradiVeqShaped, ErrorFeedbackKeepsEverythingAcrossSliceGroups) {
@@ -380,26 +416,14 @@ TEST(GradiVeqShaped, ErrorFeedbackKeepsEverythingAcrossSliceGroups) {
         applied = step == 0 ? flat_of(out) : applied + flat_of(out);
         dense = step == 0 ? avg[0] / world : dense + avg[0] / world;
         if (refresh != 0 || step == 0) continue;
-        std::map<std::string, at::Tensor> st;
-        for (auto& [name, t] : c.state()) st[name] = t;
+        const auto st = state_map(c);
         for (const auto& [e, basis, d] : {std::tuple{"gradiveq/e/0", "gradiveq/basis/0/16", 16},
                                           std::tuple{"gradiveq/e/2", "gradiveq/basis/0/12", 12}}) {
           at::Tensor proj = at::matmul(st.at(e).reshape({-1, d}), st.at(basis));
           EXPECT_LE(proj.abs().max().item<double>(), 1e-4) << e << " step " << step;
         }
       }
-      std::vector<at::Tensor> mem;
-      for (auto& [name, t] : c.state()) {
-        if (name.rfind("gradiveq/e/", 0) == 0) mem.push_back(t.reshape({-1}));
-      }
-      ASSERT_EQ(mem.size(), 3u);
-      std::vector<at::Tensor> m{at::cat(mem)};
-      ASSERT_TRUE(all_reduce_sync(*comm, m).is_ok());
-      EXPECT_TRUE(at::allclose(applied + m[0] / world, dense, 1e-4, 1e-4))
-          << "refresh " << refresh << ": "
-          << (applied + m[0] / world - dense).abs().max().item<double>();
-      EXPECT_GT(m[0].abs().max().item<double>(), 0.1)
-          << "refresh " << refresh << ": a 3-of-16 basis must leave something out";
+      expect_nothing_lost(c, *comm, applied, dense, "refresh " + std::to_string(refresh));
     });
   }
 }
@@ -423,8 +447,7 @@ TEST(GradiVeqShaped, RefreshEveryZeroEncodesEachStepInItsOwnBasis) {
       ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
       EXPECT_LE((flat_of(out) - avg[0] / world).abs().max().item<double>(), 1e-4)
           << "rank " << rank << " step " << step;
-      std::map<std::string, at::Tensor> st;
-      for (auto& [name, t] : c.state()) st[name] = t;
+      const auto st = state_map(c);
       if (step == 0) continue;
       at::Tensor conv_memory = st.at("gradiveq/e/0").reshape({-1, 16});
       EXPECT_LE(at::matmul(conv_memory, st.at("gradiveq/basis/0/16")).abs().max().item<double>(),
@@ -528,21 +551,14 @@ TEST(GradiVeqMatrix, RankKGradientsAreExactOnEveryRankEachMatrixWithItsOwnBasis)
       mine.push_back(flat_of(out));
     }
     EXPECT_EQ(c.refreshes(), 4 * 3);  // three matrices and the shaped group, steps 1-3
-    std::vector<std::string> names;
-    for (auto& [name, t] : c.state()) {
-      if (name.rfind("gradiveq/e/", 0) != 0) names.push_back(name);
-    }
-    EXPECT_EQ(names, (std::vector<std::string>{"gradiveq/basis/0/8", "gradiveq/basis/0/matrix/0",
-                                               "gradiveq/basis/0/matrix/1",
-                                               "gradiveq/basis/0/matrix/2", "gradiveq/iter"}));
+    EXPECT_EQ(basis_names(c),
+              (std::vector<std::string>{"gradiveq/basis/0/8", "gradiveq/basis/0/matrix/0",
+                                        "gradiveq/basis/0/matrix/1", "gradiveq/basis/0/matrix/2",
+                                        "gradiveq/iter"}));
     std::lock_guard<std::mutex> lock(mu);
     outputs[static_cast<size_t>(rank)] = mine;
   });
-  for (int r = 1; r < world; ++r) {
-    for (size_t i = 0; i < outputs[0].size(); ++i) {
-      EXPECT_TRUE(at::equal(outputs[0][i], outputs[static_cast<size_t>(r)][i])) << r << " " << i;
-    }
-  }
+  expect_identical_ranks(outputs);
 }
 
 TEST(GradiVeqMatrix, ErrorFeedbackKeepsWhatTheSingularBasisLeavesOut) {
@@ -564,8 +580,7 @@ TEST(GradiVeqMatrix, ErrorFeedbackKeepsWhatTheSingularBasisLeavesOut) {
       applied = step == 0 ? flat_of(out) : applied + flat_of(out);
       dense = step == 0 ? avg[0] / world : dense + avg[0] / world;
       if (step == 0) continue;
-      std::map<std::string, at::Tensor> st;
-      for (auto& [name, t] : c.state()) st[name] = t;
+      const auto st = state_map(c);
       auto memory = [&](int i) {  // tensor i's memory as its matrix
         return st.at("gradiveq/e/" + std::to_string(i)).reshape({kMatrixModel[i][0], -1});
       };
@@ -577,15 +592,7 @@ TEST(GradiVeqMatrix, ErrorFeedbackKeepsWhatTheSingularBasisLeavesOut) {
       EXPECT_LE(at::matmul(memory(1), basis(1)).abs().max().item<double>(), 1e-4)
           << "step " << step;
     }
-    std::vector<at::Tensor> mem;
-    for (auto& [name, t] : c.state()) {
-      if (name.rfind("gradiveq/e/", 0) == 0) mem.push_back(t.reshape({-1}));
-    }
-    std::vector<at::Tensor> m{at::cat(mem)};
-    ASSERT_TRUE(all_reduce_sync(*comm, m).is_ok());
-    EXPECT_TRUE(at::allclose(applied + m[0] / world, dense, 1e-4, 1e-4))
-        << (applied + m[0] / world - dense).abs().max().item<double>();
-    EXPECT_GT(m[0].abs().max().item<double>(), 0.1);
+    expect_nothing_lost(c, *comm, applied, dense, "matrix");
   });
 }
 
