@@ -83,7 +83,9 @@ TEST(GradiVeqCodec, PackedCovariancesAddUpToTheSumOfCovariances) {
     ASSERT_EQ(gradiveq_packed_numel(d), pa.numel());
     // The packed values are the upper triangle, row by row.
     EXPECT_EQ(pa[0].item<float>(), a[0][0].item<float>());
-    if (d > 1) EXPECT_EQ(pa[1].item<float>(), a[0][1].item<float>());
+    if (d > 1) {
+      EXPECT_EQ(pa[1].item<float>(), a[0][1].item<float>());
+    }
     EXPECT_EQ(pa[pa.numel() - 1].item<float>(), a[d - 1][d - 1].item<float>());
     at::Tensor back = gradiveq_unpack_covariance(pa, d);
     at::Tensor sym = at::triu(a) + at::triu(a, 1).t();  // a's upper triangle, mirrored
@@ -355,6 +357,21 @@ void expect_nothing_lost(GradiVeqCompressor& c, Communicator& comm, const at::Te
   EXPECT_GT(m[0].abs().max().item<double>(), 0.1) << what << ": the memory is empty";
 }
 
+// One step of `c` on this rank's g: what it applied and the exact average over the ranks,
+// both flat.
+struct StepResult {
+  at::Tensor applied, dense;
+};
+StepResult compress_step(GradiVeqCompressor& c, Communicator& comm,
+                         const std::vector<at::Tensor>& g, int64_t step) {
+  auto out = zeros_like_all(g);
+  Status s = c.start(g, step)->finish(out);
+  EXPECT_TRUE(s.is_ok()) << s.to_string();
+  std::vector<at::Tensor> avg{flat_of(g)};
+  EXPECT_TRUE(all_reduce_sync(comm, avg).is_ok());
+  return {flat_of(out), avg[0] / comm.size()};
+}
+
 GradiVeqOptions shaped_options(int64_t refresh_every, bool error_feedback) {
   GradiVeqOptions o;
   o.slice_size = 16;
@@ -376,14 +393,10 @@ TEST(GradiVeqShaped, EachSliceGroupHasItsBasisAndReconstructsItsSubspaceOnEveryR
     std::vector<at::Tensor> mine;
     for (int64_t step = 0; step < 5; ++step) {
       auto g = shaped_grads(sub16, sub12, 100 * static_cast<uint64_t>(rank) + 10 * step);
-      auto out = zeros_like_all(g);
-      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
-      std::vector<at::Tensor> avg{flat_of(g)};
-      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
-      avg[0].div_(world);
-      EXPECT_LE((flat_of(out) - avg[0]).abs().max().item<double>(), 1e-4)
+      const StepResult r = compress_step(c, *comm, g, step);
+      EXPECT_LE((r.applied - r.dense).abs().max().item<double>(), 1e-4)
           << "rank " << rank << " step " << step;
-      mine.push_back(flat_of(out));
+      mine.push_back(r.applied);
     }
     EXPECT_EQ(c.refreshes(), 2 * 3);  // 2 groups x covariances of steps 0, 2, 4
     EXPECT_EQ(basis_names(c), (std::vector<std::string>{"gradiveq/basis/0/12",
@@ -409,12 +422,9 @@ TEST(GradiVeqShaped, ErrorFeedbackKeepsEverythingAcrossSliceGroups) {
         auto gen = gen_for(500 + 10 * static_cast<uint64_t>(rank) + step);
         std::vector<at::Tensor> g{at::randn({6, 2, 4, 4}, gen), at::randn({6}, gen),
                                   at::randn({12, 24}, gen)};
-        auto out = zeros_like_all(g);
-        ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
-        std::vector<at::Tensor> avg{flat_of(g)};
-        ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
-        applied = step == 0 ? flat_of(out) : applied + flat_of(out);
-        dense = step == 0 ? avg[0] / world : dense + avg[0] / world;
+        const StepResult r = compress_step(c, *comm, g, step);
+        applied = step == 0 ? r.applied : applied + r.applied;
+        dense = step == 0 ? r.dense : dense + r.dense;
         if (refresh != 0 || step == 0) continue;
         const auto st = state_map(c);
         for (const auto& [e, basis, d] : {std::tuple{"gradiveq/e/0", "gradiveq/basis/0/16", 16},
@@ -441,11 +451,8 @@ TEST(GradiVeqShaped, RefreshEveryZeroEncodesEachStepInItsOwnBasis) {
     for (int64_t step = 0; step < 6; ++step) {
       const bool b = step >= 3;
       auto g = shaped_grads(b ? b16 : a16, b ? b12 : a12, 40 * static_cast<uint64_t>(rank) + step);
-      auto out = zeros_like_all(g);
-      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
-      std::vector<at::Tensor> avg{flat_of(g)};
-      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
-      EXPECT_LE((flat_of(out) - avg[0] / world).abs().max().item<double>(), 1e-4)
+      const StepResult r = compress_step(c, *comm, g, step);
+      EXPECT_LE((r.applied - r.dense).abs().max().item<double>(), 1e-4)
           << "rank " << rank << " step " << step;
       const auto st = state_map(c);
       if (step == 0) continue;
@@ -468,11 +475,8 @@ TEST(GradiVeqShaped, AGroupWhoseCovarianceWouldCostMoreThanItsValuesGoesDense) {
       for (int64_t step = 0; step < 3; ++step) {
         std::vector<at::Tensor> g{at::randn(
             {2, 16}, gen_for(90 + 10 * static_cast<uint64_t>(rank) + static_cast<uint64_t>(step)))};
-        auto out = zeros_like_all(g);
-        ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
-        std::vector<at::Tensor> avg{flat_of(g)};
-        ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
-        const double err = (flat_of(out) - avg[0] / world).abs().max().item<double>();
+        const StepResult r = compress_step(c, *comm, g, step);
+        const double err = (r.applied - r.dense).abs().max().item<double>();
         if (refresh == 0) {
           EXPECT_LE(err, 1e-6) << "step " << step;
         } else if (step == 2) {
@@ -542,13 +546,10 @@ TEST(GradiVeqMatrix, RankKGradientsAreExactOnEveryRankEachMatrixWithItsOwnBasis)
     std::vector<at::Tensor> mine;
     for (int64_t step = 0; step < 4; ++step) {
       auto g = rank2_grads(rank, step);
-      auto out = zeros_like_all(g);
-      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
-      std::vector<at::Tensor> avg{flat_of(g)};
-      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
-      EXPECT_LE((flat_of(out) - avg[0] / world).abs().max().item<double>(), 1e-4)
+      const StepResult r = compress_step(c, *comm, g, step);
+      EXPECT_LE((r.applied - r.dense).abs().max().item<double>(), 1e-4)
           << "rank " << rank << " step " << step;
-      mine.push_back(flat_of(out));
+      mine.push_back(r.applied);
     }
     EXPECT_EQ(c.refreshes(), 4 * 3);  // three matrices and the shaped group, steps 1-3
     EXPECT_EQ(basis_names(c),
@@ -573,12 +574,9 @@ TEST(GradiVeqMatrix, ErrorFeedbackKeepsWhatTheSingularBasisLeavesOut) {
       auto gen = gen_for(700 + 10 * static_cast<uint64_t>(rank) + step);
       std::vector<at::Tensor> g;
       for (const auto& shape : kMatrixModel) g.push_back(at::randn(shape, gen));
-      auto out = zeros_like_all(g);
-      ASSERT_TRUE(c.start(g, step)->finish(out).is_ok());
-      std::vector<at::Tensor> avg{flat_of(g)};
-      ASSERT_TRUE(all_reduce_sync(*comm, avg).is_ok());
-      applied = step == 0 ? flat_of(out) : applied + flat_of(out);
-      dense = step == 0 ? avg[0] / world : dense + avg[0] / world;
+      const StepResult r = compress_step(c, *comm, g, step);
+      applied = step == 0 ? r.applied : applied + r.applied;
+      dense = step == 0 ? r.dense : dense + r.dense;
       if (step == 0) continue;
       const auto st = state_map(c);
       auto memory = [&](int i) {  // tensor i's memory as its matrix
