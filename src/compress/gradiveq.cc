@@ -67,6 +67,12 @@ namespace {
 
 constexpr int64_t kMaxUnit = 1024;  // a larger kernel or map is sliced as plain values
 
+// Whether k coefficients for each of `slices` slices plus the packed d x d covariance (sent once
+// per `refresh` steps) are fewer values than the `numel` values they stand for.
+bool compression_pays(int64_t slices, int64_t d, int64_t k, int64_t numel, int64_t refresh) {
+  return k * slices + gradiveq_packed_numel(d) / refresh < numel;
+}
+
 // The largest divisor of `count` not above `limit` (at least 1).
 int64_t largest_divisor(int64_t count, int64_t limit) {
   for (int64_t j = std::min(count, limit); j > 1; --j) {
@@ -119,7 +125,7 @@ std::vector<int64_t> gradiveq_matrix_slices(const std::vector<std::vector<int64_
     if (shape.size() >= 2 && numel > 0) {
       const int64_t rows = shape[0], cols = numel / shape[0];
       s = std::min(rows, cols);
-      const bool worth = k < s && k * (numel / s) + gradiveq_packed_numel(s) < numel;
+      const bool worth = k < s && compression_pays(numel / s, s, k, numel, 1);
       if (s > d || !worth) s = 0;
     }
     out.push_back(s);
@@ -342,7 +348,7 @@ void GradiVeqCompressor::plan_layout(const std::vector<at::Tensor>& grads,
       if (g.d == 0 || g.own) continue;
       int64_t slices = 0;
       for (const auto& p : g.parts) slices += rows_of(g, p);
-      if (k * slices + gradiveq_packed_numel(g.d) / refresh >= raw_numel(g)) g.d = 0;
+      if (!compression_pays(slices, g.d, k, raw_numel(g), refresh)) g.d = 0;
     }
   }
 }

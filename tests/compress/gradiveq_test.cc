@@ -331,11 +331,11 @@ std::map<std::string, at::Tensor> state_map(GradiVeqCompressor& c) {
   return st;
 }
 
-// The names of the compressor's state that are not error-feedback memories.
-std::vector<std::string> basis_names(GradiVeqCompressor& c) {
+// The names of the compressor's state, without the error-feedback memories unless asked.
+std::vector<std::string> state_names(GradiVeqCompressor& c, bool with_memories) {
   std::vector<std::string> names;
   for (auto& [name, t] : c.state()) {
-    if (name.rfind("gradiveq/e/", 0) != 0) names.push_back(name);
+    if (with_memories || name.rfind("gradiveq/e/", 0) != 0) names.push_back(name);
   }
   return names;
 }
@@ -399,8 +399,9 @@ TEST(GradiVeqShaped, EachSliceGroupHasItsBasisAndReconstructsItsSubspaceOnEveryR
       mine.push_back(r.applied);
     }
     EXPECT_EQ(c.refreshes(), 2 * 3);  // 2 groups x covariances of steps 0, 2, 4
-    EXPECT_EQ(basis_names(c), (std::vector<std::string>{"gradiveq/basis/0/12",
-                                                        "gradiveq/basis/0/16", "gradiveq/iter"}));
+    EXPECT_EQ(
+        state_names(c, true),
+        (std::vector<std::string>{"gradiveq/basis/0/12", "gradiveq/basis/0/16", "gradiveq/iter"}));
     std::lock_guard<std::mutex> lock(mu);
     outputs[static_cast<size_t>(rank)] = mine;
   });
@@ -552,7 +553,7 @@ TEST(GradiVeqMatrix, RankKGradientsAreExactOnEveryRankEachMatrixWithItsOwnBasis)
       mine.push_back(r.applied);
     }
     EXPECT_EQ(c.refreshes(), 4 * 3);  // three matrices and the shaped group, steps 1-3
-    EXPECT_EQ(basis_names(c),
+    EXPECT_EQ(state_names(c, false),
               (std::vector<std::string>{"gradiveq/basis/0/8", "gradiveq/basis/0/matrix/0",
                                         "gradiveq/basis/0/matrix/1", "gradiveq/basis/0/matrix/2",
                                         "gradiveq/iter"}));
