@@ -170,6 +170,7 @@ void parse_sync(YamlMap m, SyncSpec* out) {
   m.get_or_auto("delay", &out->delay, &out->delay_auto, 0, 10000);
   m.get_or_auto("period", &out->period, &out->period_auto, 1, 100000);
   m.get("auto_wait_share", &out->auto_wait_share, 0.001, 1.0);
+  m.get("auto_trials", &out->auto_trials);
   m.get("fragments", &out->fragments, 1, 1024);
   YamlMap outer = m.child("outer");
   if (outer.valid()) {

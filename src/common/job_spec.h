@@ -154,10 +154,12 @@ struct SyncSpec {
   int64_t period = 1;                           // T, steps (tsu, dts)
   // `delay: auto` / `period: auto` (dts, tsu): the strategy measures step and collective time
   // over its first syncs and picks them so the expected wait stays under auto_wait_share of
-  // compute (sync/auto_plan.h).
+  // compute (sync/auto_plan.h); with auto_trials an automatic delay is then tried against
+  // shorter ones, one period each, and the smallest as fast as the fastest is kept.
   bool delay_auto = false;
   bool period_auto = false;
   double auto_wait_share = 0.05;
+  bool auto_trials = true;
   OuterSpec outer;
   // tsu, dts: the parameters split into this many fragments that sync at staggered steps
   // (Streaming DiLoCo), each with its own in-flight reduction.

@@ -66,4 +66,23 @@ AutoPlan choose_delay_period(const AutoPlanInputs& in) {
   return best;
 }
 
+std::vector<int64_t> delay_trials(int64_t planned_delay) {
+  std::vector<int64_t> out;
+  for (int64_t d : {planned_delay, (3 * planned_delay + 3) / 4, (planned_delay + 1) / 2}) {
+    if (d >= 0 && (out.empty() || d < out.back())) out.push_back(d);
+  }
+  return out;
+}
+
+int64_t choose_trial_delay(const std::vector<int64_t>& delays, const std::vector<double>& seconds,
+                           double tolerance) {
+  const double fastest = *std::min_element(seconds.begin(), seconds.end());
+  int64_t best = -1;
+  for (size_t i = 0; i < delays.size() && i < seconds.size(); ++i) {
+    if (seconds[i] <= (1.0 + tolerance) * fastest && (best < 0 || delays[i] < best))
+      best = delays[i];
+  }
+  return best;
+}
+
 }  // namespace tern

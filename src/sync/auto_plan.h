@@ -13,10 +13,19 @@
 // the target, and the smallest such d (staleness costs accuracy more than the period does;
 // README, WAN section). A fixed d or T (not auto) is kept as given. When no ladder step meets
 // the target the largest period with its smallest-wait delay is taken and `met` is false.
+//
+// Then the delay is tried, not only modelled (`sync.auto_trials`, on by default). share(d, T)
+// counts a rank's wait as lost time, which holds when each rank has its own cores; where ranks
+// share cores a waiting rank hands its core to the others, and a collective that runs beside
+// training slows it down, so a shorter delay can train as fast as the planned one. A shorter
+// delay is what accuracy wants (less staleness), so the strategy runs each delay of
+// delay_trials(d) for one period, largest first, measures each window's seconds, and keeps the
+// smallest delay within kTrialTolerance of the fastest window (choose_trial_delay).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tern {
 
@@ -42,5 +51,18 @@ struct AutoPlan {
 
 double expected_sync_share(const AutoPlanInputs& in, int64_t delay, int64_t period);
 AutoPlan choose_delay_period(const AutoPlanInputs& in);
+
+// A window within this share of the fastest counts as equally fast (timing noise on a shared
+// machine is a few per cent per window).
+inline constexpr double kTrialTolerance = 0.03;
+
+// The delays to try after planning d: d, 3d/4 and d/2 (rounded up), distinct, largest first.
+// A single entry (d <= 1) means there is nothing to try.
+std::vector<int64_t> delay_trials(int64_t planned_delay);
+
+// The smallest of `delays` whose window took at most (1 + tolerance) times the fastest one's
+// seconds (`seconds[i]` for `delays[i]`; both non-empty and of the same size).
+int64_t choose_trial_delay(const std::vector<int64_t>& delays, const std::vector<double>& seconds,
+                           double tolerance);
 
 }  // namespace tern

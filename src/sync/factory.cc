@@ -71,6 +71,7 @@ Result<std::unique_ptr<SyncStrategy>> make_sync_strategy(StrategyContext ctx) {
     o.delay_auto = s.delay_auto && s.strategy == StrategyKind::kDts;
     o.period_auto = s.period_auto;
     o.auto_wait_share = s.auto_wait_share;
+    o.auto_trials = s.auto_trials;
     // The deltas cross the wire through the job's reducer: compressed (with error feedback) when
     // compress.method is set, dense otherwise; every further fragment gets a reducer of its own.
     return std::unique_ptr<SyncStrategy>(std::make_unique<PeriodicAveragingStrategy>(

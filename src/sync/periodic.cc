@@ -1,3 +1,4 @@
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -96,6 +97,10 @@ Status PeriodicAveragingStrategy::begin(std::vector<at::Tensor>& params) {
   }
   last_step_ = -1;
   have_step_end_ = false;
+  if (!trials_.empty()) {  // the trial windows start over
+    trial_window_ = -1;
+    delay_ = trials_[0];
+  }
   return Status::ok();
 }
 
@@ -216,6 +221,7 @@ Status PeriodicAveragingStrategy::after_step(int64_t step, std::vector<at::Tenso
     TERN_RETURN_IF_ERROR(start_sync(f, step, params));
     if (delay_ == 0) TERN_RETURN_IF_ERROR(apply_oldest(f, step, params));
   }
+  TERN_RETURN_IF_ERROR(advance_trials(step));
   TERN_RETURN_IF_ERROR(plan_if_due(step));
   step_end_ = SteadyClock::now();
   have_step_end_ = true;
@@ -259,7 +265,61 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
   metrics_.extra["auto_planned_at_step"] = static_cast<double>(step);
   spdlog::info("sync plan at step {} ({} probe syncs over {} steps): {}", step, probe_syncs_,
                probe_steps_, plan.summary);
+  if (options_.delay_auto && options_.auto_trials) {
+    trials_ = delay_trials(delay_);
+    if (trials_.size() < 2) trials_.clear();
+    trial_s_.assign(trials_.size(), 0.0);
+    trial_window_ = -1;
+    if (!trials_.empty()) {
+      spdlog::info("sync plan: trying delays {} for one period ({} steps) each",
+                   fmt::join(trials_, ", "), period_);
+    }
+  }
   return Status::ok();
+}
+
+Status PeriodicAveragingStrategy::advance_trials(int64_t step) {
+  if (trials_.empty() || (step + 1) % period_ != frags_[0].phase) return Status::ok();
+  const auto now = SteadyClock::now();
+  if (trial_window_ >= 0) {
+    trial_s_[static_cast<size_t>(trial_window_)] =
+        std::chrono::duration<double>(now - window_start_).count();
+  }
+  ++trial_window_;
+  const auto n = static_cast<int64_t>(trials_.size());
+  if (trial_window_ < n) {
+    delay_ = trials_[static_cast<size_t>(trial_window_)];
+    window_start_ = now;
+    return Status::ok();
+  }
+  // Every window measured: the slowest rank's time of each, so every rank keeps the same delay.
+  std::vector<at::Tensor> t{at::tensor(trial_s_, at::kDouble)};
+  TERN_RETURN_IF_ERROR(
+      all_reduce_sync(comm_, t, ReduceOp::kMax).with_context("automatic delay trials"));
+  metrics_.wait_s += seconds_since(now);
+  const std::vector<double> seconds(t[0].data_ptr<double>(), t[0].data_ptr<double>() + n);
+  delay_ = choose_trial_delay(trials_, seconds, kTrialTolerance);
+  plan_state_[1] = static_cast<double>(delay_);
+  metrics_.extra["auto_model_delay"] = static_cast<double>(trials_[0]);
+  metrics_.extra["auto_tried_at_step"] = static_cast<double>(step);
+  std::string tried;
+  for (int64_t i = 0; i < n; ++i) {
+    tried += fmt::format("{}d {}: {:.3f} s", i == 0 ? "" : ", ", trials_[static_cast<size_t>(i)],
+                         seconds[static_cast<size_t>(i)]);
+  }
+  spdlog::info(
+      "sync plan at step {}: delay {} (windows of {} steps, the slowest rank's time: {}; the "
+      "smallest delay within {:.0f} % of the fastest)",
+      step, delay_, period_, tried, 100 * kTrialTolerance);
+  trials_.clear();
+  return Status::ok();
+}
+
+void PeriodicAveragingStrategy::exclude_time(double seconds) {
+  const auto skip =
+      std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(seconds));
+  step_end_ += skip;
+  window_start_ += skip;
 }
 
 Status PeriodicAveragingStrategy::drain(std::vector<at::Tensor>& params) {
@@ -331,6 +391,7 @@ Status PeriodicAveragingStrategy::load_replicated_state(const NamedState& state)
   TERN_RETURN_IF_ERROR(load_named_state(state, replicated_state(), {kAutoPlanState}));
   if ((options_.delay_auto || options_.period_auto) && plan_state_[0].item<double>() > 0.5) {
     planned_ = true;
+    trials_.clear();
     delay_ = static_cast<int64_t>(plan_state_[1].item<double>());
     period_ = static_cast<int64_t>(plan_state_[2].item<double>());
     set_phases();

@@ -101,6 +101,10 @@ class SyncStrategy {
   // After the optimizer step (parameter-space strategies act here). Default: nothing.
   virtual Status after_step(int64_t step, std::vector<at::Tensor>& params) { return Status::ok(); }
 
+  // The loop spent `seconds` since the last after_step() on something that is not training (an
+  // evaluation); strategies that time the steps leave it out. Default: nothing.
+  virtual void exclude_time(double seconds) {}
+
   // Completes every in-flight collective and leaves all replicas with identical parameters
   // (averaging them once if they may differ). Called at the end and before checkpoints.
   virtual Status drain(std::vector<at::Tensor>& params) = 0;
@@ -221,7 +225,11 @@ class DssgdStrategy : public SyncStrategy {
 // step and the plan's agreement (a MAX all-reduce of the slowest rank's step time, collective
 // time and per-sync overhead) runs at the same step everywhere. The plan is logged with its
 // inputs and kept in the replicated state (a resumed run keeps its plan; a rebuilt strategy, as
-// after a regroup, chooses again).
+// after a regroup, chooses again). With `auto_trials`, an automatic delay is then tried: each of
+// delay_trials(d) runs for one window of T steps from one start of fragment 0's sync to the next
+// (largest first; evaluations excluded, exclude_time()); at the last window's end, again the same
+// step everywhere, the ranks take each window's slowest time (MAX) and keep the smallest delay
+// within kTrialTolerance of the fastest (sync/auto_plan.h).
 struct PeriodicOptions {
   StrategyKind kind = StrategyKind::kDts;  // kTsu | kDts
   int64_t period = 1;
@@ -233,6 +241,7 @@ struct PeriodicOptions {
   bool delay_auto = false;
   bool period_auto = false;
   double auto_wait_share = 0.05;
+  bool auto_trials = true;
 };
 
 class PeriodicAveragingStrategy : public SyncStrategy {
@@ -250,6 +259,7 @@ class PeriodicAveragingStrategy : public SyncStrategy {
     return Status::ok();
   }
   Status after_step(int64_t step, std::vector<at::Tensor>& params) override;
+  void exclude_time(double seconds) override;
   Status drain(std::vector<at::Tensor>& params) override;
   SyncMetrics metrics() const override;
   NamedState replicated_state() override;
@@ -261,6 +271,7 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   int64_t period() const { return period_; }
   int64_t delay() const { return delay_; }
   bool planned() const { return planned_; }
+  bool trying_delays() const { return !trials_.empty(); }
   size_t fragment_count() const { return frags_.size(); }
 
   // Syncs of the probe before an automatic plan, and the probe's period when T is auto.
@@ -294,6 +305,9 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   void set_phases();
   bool identity() const { return options_.outer.identity(); }
   Status plan_if_due(int64_t step);
+  // At each start of fragment 0's sync while delays are tried: closes the window that ends here,
+  // opens the next one with its delay, or chooses once every window is measured.
+  Status advance_trials(int64_t step);
   int64_t probe_delay() const;
   void poll_probe_syncs();
   int64_t wire_bytes() const;
@@ -321,6 +335,12 @@ class PeriodicAveragingStrategy : public SyncStrategy {
   double probe_wait_s_ = 0;
   double probe_overhead_s_ = 0;
   int64_t probe_syncs_ = 0;
+  // Delay trials (after an automatic plan of d): the delays, each window's seconds, the window
+  // open now (-1: none yet) and when it opened.
+  std::vector<int64_t> trials_;
+  std::vector<double> trial_s_;
+  int64_t trial_window_ = -1;
+  std::chrono::steady_clock::time_point window_start_;
 };
 
 // Hierarchical sync (tern's per-tier T): gradients are averaged inside the region every step

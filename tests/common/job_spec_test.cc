@@ -272,10 +272,11 @@ TEST(JobSpec, CompressionMustFitTheSyncStrategy) {
 }
 
 TEST(JobSpec, OuterOptimizerFragmentsAndAutomaticSync) {
-  auto r = load_job_spec_text(
-      kGood, "job.yaml",
-      {"sync.strategy=dts", "sync.delay=auto", "sync.period=auto", "sync.fragments=4",
-       "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}", "sync.auto_wait_share=0.1"});
+  auto r =
+      load_job_spec_text(kGood, "job.yaml",
+                         {"sync.strategy=dts", "sync.delay=auto", "sync.period=auto",
+                          "sync.fragments=4", "sync.outer={lr: 0.7, momentum: 0.9, nesterov: true}",
+                          "sync.auto_wait_share=0.1", "sync.auto_trials=false"});
   ASSERT_TRUE(r.is_ok()) << r.status().to_string();
   EXPECT_TRUE(r->spec.sync.delay_auto);
   EXPECT_TRUE(r->spec.sync.period_auto);
@@ -284,6 +285,7 @@ TEST(JobSpec, OuterOptimizerFragmentsAndAutomaticSync) {
   EXPECT_DOUBLE_EQ(r->spec.sync.outer.momentum, 0.9);
   EXPECT_TRUE(r->spec.sync.outer.nesterov);
   EXPECT_DOUBLE_EQ(r->spec.sync.auto_wait_share, 0.1);
+  EXPECT_FALSE(r->spec.sync.auto_trials);
   EXPECT_TRUE(load_job_spec_text(kGood, "job.yaml",
                                  {"sync.strategy=tsu", "sync.period=8", "sync.outer.lr=0.5"})
                   .is_ok());
@@ -296,6 +298,7 @@ TEST(JobSpec, OuterOptimizerFragmentsAndAutomaticSync) {
   ASSERT_TRUE(d.is_ok());
   EXPECT_TRUE(d->spec.sync.outer.identity());
   EXPECT_FALSE(d->spec.sync.delay_auto || d->spec.sync.period_auto);
+  EXPECT_TRUE(d->spec.sync.auto_trials);
   EXPECT_EQ(d->spec.sync.fragments, 1);
 
   auto err = [](std::vector<std::string> sets, const std::string& want) {
@@ -308,6 +311,7 @@ TEST(JobSpec, OuterOptimizerFragmentsAndAutomaticSync) {
   err({"sync.strategy=ssgd", "sync.outer.lr=0.7"},
       "applies to pseudo-gradients of tsu, dts and hierarchical");
   err({"sync.strategy=dssgd", "sync.delay=auto"}, "delay: auto needs sync.strategy dts");
+  err({"sync.strategy=dts", "sync.delay=auto", "sync.auto_trials=sometimes"}, "sync.auto_trials");
   err({"sync.strategy=ssgd", "sync.period=auto"}, "period: auto needs sync.strategy tsu or dts");
   err({"sync.strategy=dssgd", "sync.fragments=2"},
       "fragments (streaming sync) needs sync.strategy tsu or dts");

@@ -126,5 +126,24 @@ TEST(AutoPlan, KeepsFixedValuesAndSaysWhenTheTargetCannotBeMet) {
   EXPECT_GE(p.period, 4);
 }
 
+TEST(AutoPlan, TrialDelaysRunFromThePlannedOneDownToHalfOfIt) {
+  EXPECT_EQ(delay_trials(18), (std::vector<int64_t>{18, 14, 9}));
+  EXPECT_EQ(delay_trials(16), (std::vector<int64_t>{16, 12, 8}));
+  EXPECT_EQ(delay_trials(3), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(delay_trials(2), (std::vector<int64_t>{2, 1}));
+  EXPECT_EQ(delay_trials(1), (std::vector<int64_t>{1}));
+  EXPECT_EQ(delay_trials(0), (std::vector<int64_t>{0}));
+}
+
+TEST(AutoPlan, TheSmallestDelayWithinTheToleranceOfTheFastestWindowIsKept) {
+  const std::vector<int64_t> d{18, 14, 9};
+  EXPECT_EQ(choose_trial_delay(d, {4.0, 4.1, 4.5}, 0.03), 14);
+  EXPECT_EQ(choose_trial_delay(d, {4.4, 4.2, 4.25}, 0.03), 9);
+  EXPECT_EQ(choose_trial_delay(d, {4.0, 4.5, 4.11}, 0.03), 9);  // not monotone in d
+  EXPECT_EQ(choose_trial_delay(d, {4.0, 4.5, 4.13}, 0.03), 18);
+  EXPECT_EQ(choose_trial_delay(d, {5.0, 5.0, 5.0}, 0.0), 9);  // a tie: the smaller delay
+  EXPECT_EQ(choose_trial_delay({6}, {1.0}, 0.03), 6);
+}
+
 }  // namespace
 }  // namespace tern

@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
 #include <deque>
 #include <filesystem>
+#include <thread>
 
 #include "comm/reducer.h"
+#include "comm/wan_communicator.h"
 #include "common/job_spec.h"
 #include "sync/strategy.h"
 #include "testing/gloo_group.h"
@@ -358,6 +361,55 @@ TEST(Periodic, AutomaticDelayAndPeriodArePlannedOnceTheSameOnEveryRank) {
   }
   EXPECT_EQ(run.summary[0]["delay"], run.summary[1]["delay"]);
   EXPECT_EQ(run.summary[0]["period"], run.summary[1]["period"]);
+}
+
+// The planned delay is then tried against shorter ones, one period each, and the smallest as fast
+// as the fastest is kept. A 100 ms modelled all-reduce against 1 ms steps with T fixed at 16:
+// no d <= 8 meets the target, so the plan is d 8 (the lowest share) at step 46, and the windows
+// of d 8, 6, 4 open after steps 47, 63 and 79; the choice follows at step 95. The test slows the
+// steps of the windows it wants to lose by 12 ms each (+190 ms a window), and puts a 0.4 s pause
+// the strategy is told about (exclude_time) into a window that must still win.
+TEST(Periodic, AnAutomaticDelayIsTriedAgainstShorterOnesAndTheSmallestAsFastIsKept) {
+  NetworkSpec net;
+  net.inter_region_default = {50, 0, 0};
+  for (int64_t winner : {8, 4}) {
+    std::vector<int64_t> chosen(2, -1);
+    testing::run_ranks(2, [&](int rank, std::shared_ptr<Communicator> inner) {
+      WanCommunicator wan(inner, WanModel({"x", "y"}, net));
+      PeriodicOptions o;
+      o.kind = StrategyKind::kDts;
+      o.period = 16;
+      o.delay_auto = true;
+      PeriodicAveragingStrategy strategy(wan, o, nullptr);
+      std::vector<at::Tensor> params{at::zeros({64})};
+      ASSERT_TRUE(strategy.begin(params).is_ok());
+      for (int64_t step = 0; step < 100; ++step) {
+        params[0].add_(static_cast<float>(rank + 1));
+        int ms = 1;
+        if (strategy.trying_delays() && strategy.delay() != winner) ms += 12;
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        if (step == 55 && strategy.delay() == winner) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(400));
+          strategy.exclude_time(0.4);
+        }
+        ASSERT_TRUE(strategy.after_step(step, params).is_ok()) << step;
+      }
+      ASSERT_TRUE(strategy.drain(params).is_ok());
+      SyncMetrics m = strategy.metrics();
+      EXPECT_EQ(m.extra["auto_planned_at_step"], 46);
+      EXPECT_EQ(m.extra["auto_model_delay"], 8);
+      EXPECT_EQ(m.extra["auto_tried_at_step"], 95);
+      EXPECT_FALSE(strategy.trying_delays());
+      chosen[static_cast<size_t>(rank)] = strategy.delay();
+      for (const auto& [name, t] : strategy.replicated_state()) {
+        if (name == kAutoPlanState) {
+          EXPECT_EQ(t[1].item<double>(), strategy.delay());
+        }
+      }
+    });
+    EXPECT_EQ(chosen[0], winner);
+    EXPECT_EQ(chosen[1], winner);
+  }
 }
 
 TEST(Periodic, ResumedDilocoRunEqualsTheCheckpointedRunBitForBit) {

@@ -1114,7 +1114,9 @@ Status TrainingLoop::train_steps(SteadyClock::time_point start, double* recent_l
       auto e0 = SteadyClock::now();
       Metrics ev;
       TERN_RETURN_IF_ERROR(evaluate_and_emit(step_ + 1, seconds_since(start) - eval_s_, &ev));
-      eval_s_ += seconds_since(e0);
+      const double took = seconds_since(e0);
+      eval_s_ += took;
+      strategy_->exclude_time(took);
     }
   }
   return Status::ok();
