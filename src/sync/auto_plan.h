@@ -19,8 +19,9 @@
 // share cores a waiting rank hands its core to the others, and a collective that runs beside
 // training slows it down, so a shorter delay can train as fast as the planned one. A shorter
 // delay is what accuracy wants (less staleness), so the strategy runs each delay of
-// delay_trials(d) for one period, largest first, measures each window's seconds, and keeps the
-// smallest delay within kTrialTolerance of the fastest window (choose_trial_delay).
+// delay_trials(d) for one period, largest first, kTrialRounds rounds, adds up each delay's
+// seconds, and keeps the smallest delay within kTrialTolerance of the fastest
+// (choose_trial_delay).
 #pragma once
 
 #include <cstdint>
@@ -52,9 +53,12 @@ struct AutoPlan {
 double expected_sync_share(const AutoPlanInputs& in, int64_t delay, int64_t period);
 AutoPlan choose_delay_period(const AutoPlanInputs& in);
 
-// A window within this share of the fastest counts as equally fast (timing noise on a shared
-// machine is a few per cent per window).
+// A delay whose windows took within this share of the fastest one's counts as equally fast.
+// Timing noise on a shared machine is several per cent per window: every delay gets
+// kTrialRounds windows, interleaved (d, 3d/4, d/2, d, ...), so a slow spell of the machine does
+// not land on one delay only.
 inline constexpr double kTrialTolerance = 0.03;
+inline constexpr int64_t kTrialRounds = 2;
 
 // The delays to try after planning d: d, 3d/4 and d/2 (rounded up), distinct, largest first.
 // A single entry (d <= 1) means there is nothing to try.

@@ -271,8 +271,8 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
     trial_s_.assign(trials_.size(), 0.0);
     trial_window_ = -1;
     if (!trials_.empty()) {
-      spdlog::info("sync plan: trying delays {} for one period ({} steps) each",
-                   fmt::join(trials_, ", "), period_);
+      spdlog::info("sync plan: trying delays {} for one period ({} steps) each, {} rounds",
+                   fmt::join(trials_, ", "), period_, kTrialRounds);
     }
   }
   return Status::ok();
@@ -281,14 +281,14 @@ Status PeriodicAveragingStrategy::plan_if_due(int64_t step) {
 Status PeriodicAveragingStrategy::advance_trials(int64_t step) {
   if (trials_.empty() || (step + 1) % period_ != frags_[0].phase) return Status::ok();
   const auto now = SteadyClock::now();
+  const auto n = static_cast<int64_t>(trials_.size());
   if (trial_window_ >= 0) {
-    trial_s_[static_cast<size_t>(trial_window_)] =
+    trial_s_[static_cast<size_t>(trial_window_ % n)] +=
         std::chrono::duration<double>(now - window_start_).count();
   }
   ++trial_window_;
-  const auto n = static_cast<int64_t>(trials_.size());
-  if (trial_window_ < n) {
-    delay_ = trials_[static_cast<size_t>(trial_window_)];
+  if (trial_window_ < n * kTrialRounds) {  // round after round, the largest delay first
+    delay_ = trials_[static_cast<size_t>(trial_window_ % n)];
     window_start_ = now;
     return Status::ok();
   }
@@ -308,9 +308,9 @@ Status PeriodicAveragingStrategy::advance_trials(int64_t step) {
                          seconds[static_cast<size_t>(i)]);
   }
   spdlog::info(
-      "sync plan at step {}: delay {} (windows of {} steps, the slowest rank's time: {}; the "
-      "smallest delay within {:.0f} % of the fastest)",
-      step, delay_, period_, tried, 100 * kTrialTolerance);
+      "sync plan at step {}: delay {} ({} windows of {} steps each, the slowest rank's time: {}; "
+      "the smallest delay within {:.0f} % of the fastest)",
+      step, delay_, kTrialRounds, period_, tried, 100 * kTrialTolerance);
   trials_.clear();
   return Status::ok();
 }

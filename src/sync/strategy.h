@@ -226,10 +226,10 @@ class DssgdStrategy : public SyncStrategy {
 // time and per-sync overhead) runs at the same step everywhere. The plan is logged with its
 // inputs and kept in the replicated state (a resumed run keeps its plan; a rebuilt strategy, as
 // after a regroup, chooses again). With `auto_trials`, an automatic delay is then tried: each of
-// delay_trials(d) runs for one window of T steps from one start of fragment 0's sync to the next
-// (largest first; evaluations excluded, exclude_time()); at the last window's end, again the same
-// step everywhere, the ranks take each window's slowest time (MAX) and keep the smallest delay
-// within kTrialTolerance of the fastest (sync/auto_plan.h).
+// delay_trials(d) runs for windows of T steps from one start of fragment 0's sync to the next
+// (largest first, kTrialRounds rounds; evaluations excluded, exclude_time()); at the last
+// window's end, again the same step everywhere, the ranks take each delay's slowest total
+// (MAX) and keep the smallest delay within kTrialTolerance of the fastest (sync/auto_plan.h).
 struct PeriodicOptions {
   StrategyKind kind = StrategyKind::kDts;  // kTsu | kDts
   int64_t period = 1;

@@ -366,9 +366,9 @@ TEST(Periodic, AutomaticDelayAndPeriodArePlannedOnceTheSameOnEveryRank) {
 // The planned delay is then tried against shorter ones, one period each, and the smallest as fast
 // as the fastest is kept. A 100 ms modelled all-reduce against 1 ms steps with T fixed at 16:
 // no d <= 8 meets the target, so the plan is d 8 (the lowest share) at step 46, and the windows
-// of d 8, 6, 4 open after steps 47, 63 and 79; the choice follows at step 95. The test slows the
-// steps of the windows it wants to lose by 12 ms each (+190 ms a window), and puts a 0.4 s pause
-// the strategy is told about (exclude_time) into a window that must still win.
+// of d 8, 6, 4, 8, 6, 4 open after steps 47, 63, ..., 127; the choice follows at step 143. The
+// test slows the steps of the windows it wants to lose by 12 ms each (+190 ms a window), and puts
+// a 0.4 s pause the strategy is told about (exclude_time) into a window that must still win.
 TEST(Periodic, AnAutomaticDelayIsTriedAgainstShorterOnesAndTheSmallestAsFastIsKept) {
   NetworkSpec net;
   net.inter_region_default = {50, 0, 0};
@@ -383,7 +383,7 @@ TEST(Periodic, AnAutomaticDelayIsTriedAgainstShorterOnesAndTheSmallestAsFastIsKe
       PeriodicAveragingStrategy strategy(wan, o, nullptr);
       std::vector<at::Tensor> params{at::zeros({64})};
       ASSERT_TRUE(strategy.begin(params).is_ok());
-      for (int64_t step = 0; step < 100; ++step) {
+      for (int64_t step = 0; step < 150; ++step) {
         params[0].add_(static_cast<float>(rank + 1));
         int ms = 1;
         if (strategy.trying_delays() && strategy.delay() != winner) ms += 12;
@@ -398,7 +398,7 @@ TEST(Periodic, AnAutomaticDelayIsTriedAgainstShorterOnesAndTheSmallestAsFastIsKe
       SyncMetrics m = strategy.metrics();
       EXPECT_EQ(m.extra["auto_planned_at_step"], 46);
       EXPECT_EQ(m.extra["auto_model_delay"], 8);
-      EXPECT_EQ(m.extra["auto_tried_at_step"], 95);
+      EXPECT_EQ(m.extra["auto_tried_at_step"], 143);
       EXPECT_FALSE(strategy.trying_delays());
       chosen[static_cast<size_t>(rank)] = strategy.delay();
       for (const auto& [name, t] : strategy.replicated_state()) {
