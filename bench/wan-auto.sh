@@ -34,9 +34,9 @@ for i in range(1, repeats + 1):
         rows.append({
             "repeat": i, "wan": wan,
             "hand_ratio": float(hand["ratio_to_ref"]), "auto_ratio": float(auto["ratio_to_ref"]),
-            "ratio_diff": float(auto["ratio_to_ref"]) - float(hand["ratio_to_ref"]),
+            "ratio_diff": round(float(auto["ratio_to_ref"]) - float(hand["ratio_to_ref"]), 3),
             "hand_acc": float(hand["test_accuracy"]), "auto_acc": float(auto["test_accuracy"]),
-            "acc_diff_pts": 100 * (float(auto["test_accuracy"]) - float(hand["test_accuracy"])),
+            "acc_diff_pts": round(100 * (float(auto["test_accuracy"]) - float(hand["test_accuracy"])), 2),
             "auto_delay": int(float(auto["delay"])), "auto_period": int(float(auto["period"])),
             "hand_fewer_bytes_x": float(hand["fewer_bytes_x"]),
             "auto_fewer_bytes_x": float(auto["fewer_bytes_x"])})
