@@ -99,6 +99,7 @@ Status PeriodicAveragingStrategy::begin(std::vector<at::Tensor>& params) {
   have_step_end_ = false;
   if (!trials_.empty()) {  // the trial windows start over
     trial_window_ = -1;
+    trial_s_.assign(trials_.size(), 0.0);
     delay_ = trials_[0];
   }
   return Status::ok();
